@@ -1,0 +1,16 @@
+//! Everything that speaks to HAProxy: typed runtime [`command`]s with one encoder and the nom
+//! parsers for replies ([`codec`]), the admin-socket [`client`], the [`master`] CLI (reload
+//! with completion detection), and the [`render`]ing of config and map files. [`state`] is the
+//! pure model of what HAProxy holds, shared with the planner.
+
+pub mod client;
+pub mod codec;
+pub mod command;
+pub mod master;
+pub mod render;
+pub mod state;
+
+pub use client::{ClientError, Runtime};
+pub use command::{Command, MapPath};
+pub use master::{Master, MasterError};
+pub use state::{Admin, BackendState, ProxyState, Server};

@@ -1,0 +1,145 @@
+//! The pure core's input and first step: a [`Snapshot`] of Swarm (plain types, no bollard)
+//! and [`desired`], which turns Interlock labels (`com.docker.lb.*`) into the routing Swarm
+//! asks for. No I/O, no clock, no locks.
+
+pub mod labels;
+mod names;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+pub use labels::{LabelError, Route};
+pub use names::{BackendName, Host, NameError, ServerName};
+
+pub type ServiceId = String;
+pub type NetworkId = String;
+
+/// Everything the driver knows about Swarm at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub services: Vec<Service>,
+    pub tasks: Vec<Task>,
+    pub networks: Vec<Network>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Service {
+    pub id: ServiceId,
+    pub name: String,
+    /// Service labels (`Spec.Labels`), not container labels.
+    pub labels: BTreeMap<String, String>,
+    /// Networks of the task template (`Spec.TaskTemplate.Networks[].Target`), as ids.
+    pub networks: Vec<NetworkId>,
+    /// `Endpoint.VirtualIPs`: one per network when the endpoint mode is `vip`.
+    pub vips: Vec<Vip>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vip {
+    pub network: NetworkId,
+    pub addr: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    pub id: String,
+    pub service_id: ServiceId,
+    pub slot: Option<u64>,
+    pub state: TaskState,
+    pub desired_state: DesiredTaskState,
+    /// `NetworksAttachments[].Addresses`, CIDR suffix stripped.
+    pub addresses: Vec<TaskAddress>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskAddress {
+    pub network: NetworkId,
+    pub addr: IpAddr,
+}
+
+/// `Status.State`, folded into what routing cares about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// new, pending, assigned, accepted, ready, preparing, starting
+    Starting,
+    Running,
+    /// complete, shutdown, failed, rejected, remove, orphaned, or anything unknown
+    Finished,
+}
+
+/// `DesiredState`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DesiredTaskState {
+    Running,
+    /// shutdown, remove, or anything else: Swarm is stopping (or will not start) the task.
+    Shutdown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    pub id: NetworkId,
+    pub name: String,
+    pub driver: String,
+    pub attachable: bool,
+    pub ingress: bool,
+}
+
+/// How a backend reaches the service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// Task IPs in pre-sized slots (`default`, `task`, or no label).
+    Task,
+    /// One server pinned at the service VIP.
+    Vip,
+}
+
+/// Whether a server should take new traffic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EndpointState {
+    Ready,
+    /// Swarm is stopping the task: finish what is in flight, take nothing new.
+    Drain,
+}
+
+/// Options that tune the desired state; they come from flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Network (name or id) used for services that sit on several networks and carry no
+    /// `com.docker.lb.network` label.
+    pub default_network: Option<String>,
+}
+
+/// One routed backend as Swarm wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSpec {
+    pub service_id: ServiceId,
+    pub mode: Mode,
+    /// The network HAProxy reaches this backend on.
+    pub network: NetworkId,
+    /// Task mode: every task address that should be in a slot. Vip mode: exactly the VIP.
+    pub endpoints: BTreeMap<SocketAddr, EndpointState>,
+}
+
+/// The routing Swarm asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub backends: BTreeMap<BackendName, BackendSpec>,
+    /// Host header (lower case, no port) -> backend, i.e. the content of the hosts map.
+    pub hosts: BTreeMap<Host, BackendName>,
+    /// Networks the HAProxy container must be attached to.
+    pub networks: BTreeSet<NetworkId>,
+    /// The routes in force, per service: fed back as `last_good` on the next pass so that a
+    /// service whose labels turn bad keeps its last good routing.
+    pub routes: BTreeMap<ServiceId, Route>,
+    /// Every problem found, each naming its service and label.
+    pub errors: Vec<LabelError>,
+}
+
+/// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
+///
+/// A service whose labels do not parse keeps `last_good[id]` if there is one, else it is left
+/// out; either way the error is in `Desired::errors` and no other service changes.
+pub fn desired(snap: &Snapshot, settings: &Settings, last_good: &BTreeMap<ServiceId, Route>) -> Desired {
+    let _ = (snap, settings, last_good);
+    todo!("model::desired")
+}
