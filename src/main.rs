@@ -1,1 +1,248 @@
-fn main() {}
+//! `swarm-lb`: the CLI. `run` drives HAProxy from Swarm; `plan` prints what `run` would do now.
+
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use tracing::info;
+
+use swarm_lb::haproxy::render::{Files, RenderSettings};
+use swarm_lb::haproxy::{MapPath, Master, Runtime};
+use swarm_lb::model;
+use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::{self, Reconciler, Settings, Strategy, Timing};
+use swarm_lb::swarm;
+
+/// Layer-7 routing by Interlock labels (com.docker.lb.*) for Docker Swarm, on a stock HAProxy
+/// driven through its Runtime API: routine changes never reload it.
+#[derive(Parser, Debug)]
+#[command(name = "swarm-lb", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Watch Swarm and keep HAProxy in line with the services' labels.
+    Run(RunArgs),
+    /// Print the plan `run` would apply against the live HAProxy now, without applying it.
+    Plan(Common),
+}
+
+#[derive(Args, Debug, Clone)]
+struct Common {
+    /// Docker endpoint: unix socket path, unix://, tcp:// or http:// URL.
+    #[arg(long, env = "DOCKER_HOST")]
+    docker: Option<String>,
+
+    /// HAProxy's admin socket (`stats socket ... level admin`), as this process sees it.
+    #[arg(long, env = "SWARM_LB_ADMIN_SOCKET", default_value = "/var/run/haproxy/admin.sock")]
+    admin_socket: PathBuf,
+
+    /// HAProxy's master CLI socket (`haproxy -W -S <path>`), used for reloads.
+    #[arg(long, env = "SWARM_LB_MASTER_SOCKET", default_value = "/var/run/haproxy/master.sock")]
+    master_socket: PathBuf,
+
+    /// Directory of the generated haproxy.cfg and hosts.map. HAProxy must see it at the same
+    /// path (mount it at the same place in both containers).
+    #[arg(long, env = "SWARM_LB_CONFIG_DIR", default_value = "/usr/local/etc/haproxy")]
+    config_dir: PathBuf,
+
+    /// Base template for the generated config (global, defaults, frontend). Defaults to the
+    /// built-in copy of haproxy/base.cfg.
+    #[arg(long, env = "SWARM_LB_TEMPLATE")]
+    template: Option<PathBuf>,
+
+    /// `bind` address of the HTTP frontend; repeat for several.
+    #[arg(long = "bind", env = "SWARM_LB_BIND", value_delimiter = ',', default_value = ":80")]
+    binds: Vec<String>,
+
+    /// Slots are added to a task-mode backend in blocks of this many.
+    #[arg(long, env = "SWARM_LB_SLOT_BLOCK", default_value_t = 42, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    slot_block: u16,
+
+    /// Network (name or id) for services on several networks without com.docker.lb.network.
+    #[arg(long, env = "SWARM_LB_DEFAULT_NETWORK")]
+    default_network: Option<String>,
+
+    /// HAProxy container (name or id) to attach to the routed services' networks. Without it
+    /// swarm-lb attaches nothing and expects HAProxy to reach the services already.
+    #[arg(long, env = "SWARM_LB_HAPROXY_CONTAINER")]
+    haproxy_container: Option<String>,
+
+    /// Networks (names or ids) never detached from the HAProxy container; repeat for several.
+    #[arg(long = "keep-network", env = "SWARM_LB_KEEP_NETWORKS", value_delimiter = ',')]
+    keep_networks: Vec<String>,
+
+    /// Never grow slots with `add server`; grow by reload instead.
+    #[arg(long, env = "SWARM_LB_NO_ADD_SERVER")]
+    no_add_server: bool,
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+
+    /// Full resync interval (seconds): a missed event costs at most this much latency.
+    #[arg(long, env = "SWARM_LB_RESYNC", default_value_t = 30.0)]
+    resync: f64,
+
+    /// How often (seconds) to check that HAProxy is still the same process.
+    #[arg(long, env = "SWARM_LB_PROXY_CHECK", default_value_t = 1.0)]
+    proxy_check: f64,
+
+    /// Minimum gap (milliseconds) between two passes; bursts within it coalesce.
+    #[arg(long, env = "SWARM_LB_DEBOUNCE_MS", default_value_t = 5)]
+    debounce_ms: u64,
+
+    /// While a service's tasks change, how often (milliseconds) to re-list them (Swarm emits
+    /// no task events).
+    #[arg(long, env = "SWARM_LB_SETTLE_POLL_MS", default_value_t = 25)]
+    settle_poll_ms: u64,
+
+    /// How long (seconds) to wait for a reload to finish before calling it failed.
+    #[arg(long, env = "SWARM_LB_RELOAD_TIMEOUT", default_value_t = 30.0)]
+    reload_timeout: f64,
+
+    /// `runtime`: Runtime API, reload only when a backend appears or disappears. `reload`:
+    /// rewrite and reload on every change (what reload-based drivers do; for comparison).
+    #[arg(long, env = "SWARM_LB_STRATEGY", value_enum, default_value_t = Strategy::Runtime)]
+    strategy: Strategy,
+}
+
+fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration in seconds"))
+}
+
+fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow::Result<Settings> {
+    let template = match &c.template {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?,
+        None => include_str!("../haproxy/base.cfg").to_owned(),
+    };
+    let files = Files::new(&c.config_dir);
+    let map_path = files.map_path();
+    let hosts_map = MapPath::new(&map_path.to_string_lossy())
+        .with_context(|| "--config-dir must be an absolute path of letters, digits, '/', '.', '-', '_'")?;
+    Ok(Settings {
+        model: model::Settings {
+            default_network: c.default_network.clone(),
+        },
+        plan: PlanSettings {
+            block: usize::from(c.slot_block),
+            add_server: !c.no_add_server,
+            hosts_map: hosts_map.clone(),
+        },
+        render: RenderSettings {
+            template,
+            binds: c.binds.clone(),
+            admin_socket: c.admin_socket.clone(),
+            hosts_map,
+        },
+        haproxy_container: c.haproxy_container.clone(),
+        keep_networks: c.keep_networks.iter().cloned().collect::<BTreeSet<_>>(),
+        reload_timeout,
+        strategy,
+    })
+}
+
+fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconciler {
+    Reconciler::new(
+        settings,
+        Runtime::new(&c.admin_socket),
+        Master::new(&c.master_socket),
+        Files::new(&c.config_dir),
+        Some(docker),
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SWARM_LB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_target(false)
+        .init();
+    match Cli::parse().command {
+        Cmd::Run(args) => run(args).await,
+        Cmd::Plan(common) => print_plan(common).await,
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    let settings = settings(c, args.strategy, secs(args.reload_timeout, "--reload-timeout")?)?;
+    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
+    let mut reconciler = reconciler(c, settings, docker.clone());
+    if reconciler.bootstrap().context("writing the bootstrap config")? {
+        info!(dir = %c.config_dir.display(), "no config found; wrote an empty one so HAProxy can start");
+    }
+    let options = swarm::WatchOptions {
+        resync: secs(args.resync, "--resync")?,
+        settle_poll: Duration::from_millis(args.settle_poll_ms),
+        ..swarm::WatchOptions::default()
+    };
+    let first = docker.snapshot().await.context("listing Swarm")?;
+    let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
+    let watcher = tokio::spawn(swarm::Watcher::new(docker, options).run(tx));
+    let timing = Timing {
+        resync: secs(args.resync, "--resync")?,
+        proxy_check: secs(args.proxy_check, "--proxy-check")?,
+        debounce: Duration::from_millis(args.debounce_ms),
+        retry: Duration::from_millis(200),
+        max_retry: Duration::from_secs(10),
+    };
+    info!(strategy = ?args.strategy, "swarm-lb running");
+    tokio::select! {
+        () = reconcile::run(reconciler, rx, timing) => {}
+        r = watcher => { r.context("watcher task")?; }
+        r = tokio::signal::ctrl_c() => { r.context("signal")?; info!("interrupted; stopping"); }
+        () = sigterm() => { info!("terminated; stopping"); }
+    }
+    Ok(())
+}
+
+async fn sigterm() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+async fn print_plan(c: Common) -> anyhow::Result<()> {
+    let settings = settings(&c, Strategy::Runtime, Duration::from_secs(30))?;
+    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
+    let snap = docker.snapshot().await.context("listing Swarm")?;
+    let mut reconciler = reconciler(&c, settings, docker);
+    let (desired, _actual, plan) = reconciler.plan(&snap).await.context("planning")?;
+    for e in desired.errors.iter().chain(&desired.warnings) {
+        println!("# {e}");
+    }
+    if plan.is_empty() {
+        println!("# nothing to do: HAProxy matches Swarm");
+        return Ok(());
+    }
+    for n in &plan.attach {
+        println!("attach network {n}");
+    }
+    for cmd in &plan.runtime {
+        println!("{}", swarm_lb::haproxy::codec::encode(cmd));
+    }
+    if plan.reload {
+        println!("# write config with {} backends and reload", plan.target.backends.len());
+    }
+    for n in &plan.detach {
+        println!("detach network {n}");
+    }
+    Ok(())
+}

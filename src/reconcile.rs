@@ -1,2 +1,425 @@
-//! The effect shell: one reconcile pass reads the snapshot and HAProxy, plans, applies, and
-//! writes the files; the loop runs a pass on every change (debounced) and on a resync timer.
+//! The effect shell. One [`Reconciler::pass`] reads the whole desired state (from a Swarm
+//! snapshot) and HAProxy's actual state, plans, applies (network attachments, runtime commands,
+//! files, and a reload only when the plan says so), then re-reads HAProxy so that the files on
+//! disk describe exactly what it holds. [`run`] drives passes: on every snapshot change (bursts
+//! coalesce), on a resync timer, and when HAProxy restarts.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{debug, error, info, info_span, warn, Instrument};
+
+use crate::haproxy::codec::{ReplyError, Version};
+use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
+use crate::haproxy::{ClientError, Command, Master, MasterError, ProxyState, Runtime};
+use crate::model::{self, Desired, NetworkId, Route, ServiceId, Snapshot};
+use crate::plan::{self, Plan, PlanSettings};
+use crate::swarm::{self, SwarmError};
+
+/// How changes reach HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Strategy {
+    /// Runtime API for routine changes; config write + reload only when a backend appears or
+    /// disappears. The product.
+    Runtime,
+    /// Every change rewrites the config and reloads, as reload-based drivers do. For benchmarks.
+    Reload,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub model: model::Settings,
+    pub plan: PlanSettings,
+    pub render: RenderSettings,
+    /// The HAProxy container to attach to routed services' networks (none: attach nothing).
+    pub haproxy_container: Option<String>,
+    /// Networks (names or ids) the driver never detaches the container from.
+    pub keep_networks: BTreeSet<String>,
+    pub reload_timeout: Duration,
+    pub strategy: Strategy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error(transparent)]
+    Master(#[from] MasterError),
+    #[error(transparent)]
+    Files(#[from] FilesError),
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
+    #[error("{failed} of {total} runtime commands refused; first: {first}")]
+    Refused {
+        failed: usize,
+        total: usize,
+        first: ReplyError,
+    },
+}
+
+impl ReconcileError {
+    /// A retry soon may succeed (socket away during a reload, Docker briefly unreachable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReconcileError::Client(e) => e.is_transient(),
+            ReconcileError::Master(e) => e.is_transient(),
+            ReconcileError::Swarm(e) => e.is_transient(),
+            // The next pass re-reads and re-plans; a refusal that persists is reported again.
+            ReconcileError::Refused { .. } => true,
+            ReconcileError::Files(_) => false,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub commands: usize,
+    pub reloads: usize,
+    pub attached: usize,
+    pub detached: usize,
+    pub files_written: bool,
+}
+
+impl Report {
+    pub fn changed(&self) -> bool {
+        self.commands > 0 || self.reloads > 0 || self.attached > 0 || self.detached > 0
+    }
+}
+
+pub struct Reconciler {
+    settings: Settings,
+    runtime: Runtime,
+    master: Master,
+    files: Files,
+    docker: Option<swarm::Docker>,
+    last_good: BTreeMap<ServiceId, Route>,
+    /// Problems already logged, so a bad label is reported when it appears, not every pass.
+    reported: BTreeSet<String>,
+    /// The files' content as last written (or read at start).
+    written: Option<(String, String)>,
+    /// HAProxy's identity (pid) and whether it takes `add server`, learnt from `show info`.
+    proxy: Option<(u32, Version)>,
+}
+
+impl Reconciler {
+    pub fn new(
+        settings: Settings,
+        runtime: Runtime,
+        master: Master,
+        files: Files,
+        docker: Option<swarm::Docker>,
+    ) -> Self {
+        let written = files.read().ok();
+        Self {
+            settings,
+            runtime,
+            master,
+            files,
+            docker,
+            last_good: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            written,
+            proxy: None,
+        }
+    }
+
+    pub fn runtime(&mut self) -> &mut Runtime {
+        &mut self.runtime
+    }
+
+    /// Write an empty config if there is none, so that HAProxy can start before the first pass.
+    pub fn bootstrap(&mut self) -> Result<bool, FilesError> {
+        if self.files.config_path().exists() {
+            return Ok(false);
+        }
+        self.write_files(&ProxyState::default())?;
+        self.files.save_good()?;
+        Ok(true)
+    }
+
+    /// The routing Swarm asks for; logs label problems once, when they appear.
+    pub fn desired(&mut self, snap: &Snapshot) -> Desired {
+        let desired = model::desired(snap, &self.settings.model, &self.last_good);
+        let mut now = BTreeSet::new();
+        for e in &desired.errors {
+            let msg = e.to_string();
+            if !self.reported.contains(&msg) {
+                error!(error = %msg, "service not routed as labelled");
+            }
+            now.insert(msg);
+        }
+        for w in &desired.warnings {
+            let msg = w.to_string();
+            if !self.reported.contains(&msg) {
+                warn!(warning = %msg, "label not applied");
+            }
+            now.insert(msg);
+        }
+        self.reported = now;
+        self.last_good = desired.routes.clone();
+        desired
+    }
+
+    /// Read HAProxy (and the container's managed networks) and plan, without applying.
+    pub async fn plan(&mut self, snap: &Snapshot) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
+        let desired = self.desired(snap);
+        self.learn_proxy().await?;
+        let actual = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        let attached = self.managed_networks(snap, &desired).await?;
+        let plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        Ok((desired, actual, plan))
+    }
+
+    /// One level-triggered pass: plan from the whole state, apply, re-read, write the files.
+    pub async fn pass(&mut self, snap: &Snapshot) -> Result<Report, ReconcileError> {
+        let started = Instant::now();
+        let (_, actual, plan) = self.plan(snap).await?;
+        let mut report = Report::default();
+        if plan.is_empty() {
+            // The files must still say what HAProxy holds (first pass after a restart, say).
+            report.files_written = self.write_files(&actual)?;
+            return Ok(report);
+        }
+        self.attach(&plan.attach).await?;
+        report.attached = plan.attach.len();
+
+        let reload = plan.reload || self.settings.strategy == Strategy::Reload;
+        if self.settings.strategy == Strategy::Runtime {
+            self.execute(&plan.runtime).await?;
+            report.commands = plan.runtime.len();
+        }
+        if reload {
+            self.reload(&plan.target).await?;
+            report.reloads = 1;
+        }
+        // Re-read: the files describe what HAProxy holds, not what we hoped it would.
+        let now = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        report.files_written = self.write_files(&now)?;
+        if now != plan.target {
+            debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
+        }
+
+        self.detach(&plan.detach).await?;
+        report.detached = plan.detach.len();
+        info!(
+            commands = report.commands,
+            reloads = report.reloads,
+            attached = report.attached,
+            detached = report.detached,
+            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            "plan applied"
+        );
+        Ok(report)
+    }
+
+    fn plan_settings(&self) -> PlanSettings {
+        let mut s = self.settings.plan.clone();
+        // `add server` is GA from 2.6; older versions grow by reload.
+        s.add_server = s.add_server
+            && self.proxy.is_some_and(|(_, v)| (v.major, v.minor) >= (2, 6));
+        s
+    }
+
+    /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
+    async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
+        let info = self.runtime.info().await?;
+        match self.proxy {
+            Some((pid, _)) if pid == info.pid => {}
+            Some((pid, _)) => {
+                info!(old_pid = pid, new_pid = info.pid, "haproxy worker changed");
+            }
+            None => {
+                let v = info.version;
+                info!(pid = info.pid, version = %format!("{}.{}.{}", v.major, v.minor, v.patch), "haproxy found");
+            }
+        }
+        self.proxy = Some((info.pid, info.version));
+        Ok(())
+    }
+
+    /// The networks the driver manages on the HAProxy container: overlay networks other than
+    /// ingress and the kept ones. Without a container, the desired ones (nothing to attach).
+    async fn managed_networks(
+        &self,
+        snap: &Snapshot,
+        desired: &Desired,
+    ) -> Result<BTreeSet<NetworkId>, ReconcileError> {
+        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
+        else {
+            return Ok(desired.networks.clone());
+        };
+        let on = docker.container_networks(container).await?;
+        let keep = &self.settings.keep_networks;
+        Ok(on
+            .into_iter()
+            .filter(|(id, name)| {
+                let overlay = snap
+                    .networks
+                    .iter()
+                    .any(|n| &n.id == id && n.driver == "overlay" && !n.ingress);
+                overlay && !keep.contains(id) && !keep.contains(name)
+            })
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    async fn attach(&self, networks: &[NetworkId]) -> Result<(), ReconcileError> {
+        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
+        else {
+            return Ok(());
+        };
+        for network in networks {
+            docker.connect_network(network, container).await?;
+            info!(network = %network, container = %container, "haproxy attached to network");
+        }
+        Ok(())
+    }
+
+    async fn detach(&self, networks: &[NetworkId]) -> Result<(), ReconcileError> {
+        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
+        else {
+            return Ok(());
+        };
+        for network in networks {
+            docker.disconnect_network(network, container).await?;
+            info!(network = %network, container = %container, "haproxy detached from network");
+        }
+        Ok(())
+    }
+
+    async fn execute(&mut self, cmds: &[Command]) -> Result<(), ReconcileError> {
+        if cmds.is_empty() {
+            return Ok(());
+        }
+        let replies = self.runtime.execute(cmds).await?;
+        let mut refused = replies.into_iter().filter_map(Result::err);
+        if let Some(first) = refused.next() {
+            let failed = 1 + refused.count();
+            return Err(ReconcileError::Refused {
+                failed,
+                total: cmds.len(),
+                first,
+            });
+        }
+        Ok(())
+    }
+
+    /// Write `target`, reload, and on failure put the last good files back.
+    async fn reload(&mut self, target: &ProxyState) -> Result<(), ReconcileError> {
+        self.write_files(target)?;
+        let result = self.master.reload(self.settings.reload_timeout).await;
+        // The old session would keep the old worker alive.
+        self.runtime.disconnect();
+        match result {
+            Ok(r) => {
+                self.files.save_good()?;
+                info!(
+                    new_worker = r.new_worker,
+                    took_ms = r.took.as_secs_f64() * 1e3,
+                    "haproxy reloaded"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "reload failed; restoring the last good config");
+                self.files.restore_good()?;
+                self.written = self.files.read().ok();
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Render and write the files when their content changes. Returns whether it wrote.
+    fn write_files(&mut self, state: &ProxyState) -> Result<bool, FilesError> {
+        let config = render::config(state, &self.settings.render);
+        let map = render::hosts_map(state);
+        if self.written.as_ref() == Some(&(config.clone(), map.clone())) {
+            return Ok(false);
+        }
+        self.files.write_text(&config, &map)?;
+        debug!(config = %self.files.config_path().display(), "files written");
+        self.written = Some((config, map));
+        Ok(true)
+    }
+}
+
+/// When passes run.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Full pass even without a change: HAProxy-side drift is caught here.
+    pub resync: Duration,
+    /// How often `show info` checks that HAProxy is the same process.
+    pub proxy_check: Duration,
+    /// Minimum gap between two passes, so bursts coalesce.
+    pub debounce: Duration,
+    /// Retry delay after a failed pass, doubled up to `max_retry`.
+    pub retry: Duration,
+    pub max_retry: Duration,
+}
+
+/// Run passes forever: on each snapshot change, on the resync timer, when HAProxy restarts,
+/// and after failures with capped backoff.
+pub async fn run(mut reconciler: Reconciler, mut snapshots: watch::Receiver<Arc<Snapshot>>, timing: Timing) {
+    let mut resync = tokio::time::interval(timing.resync);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut proxy_check = tokio::time::interval(timing.proxy_check);
+    proxy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut retry = timing.retry;
+    let mut pending = true;
+    let mut pass_no: u64 = 0;
+    loop {
+        if !pending {
+            tokio::select! {
+                changed = snapshots.changed() => {
+                    if changed.is_err() {
+                        info!("snapshot source ended; stopping");
+                        return;
+                    }
+                }
+                _ = resync.tick() => {}
+                _ = proxy_check.tick() => {
+                    if !reconciler.proxy_is_same().await {
+                        info!("haproxy changed or unreachable; reconciling");
+                    } else {
+                        continue;
+                    }
+                }
+            }
+        }
+        let snap = snapshots.borrow_and_update().clone();
+        pass_no += 1;
+        let span = info_span!("pass", n = pass_no);
+        match reconciler.pass(&snap).instrument(span).await {
+            Ok(_) => {
+                pending = false;
+                retry = timing.retry;
+                if !timing.debounce.is_zero() {
+                    tokio::time::sleep(timing.debounce).await;
+                }
+            }
+            Err(e) => {
+                if e.is_transient() {
+                    warn!(error = %e, retry_ms = retry.as_millis() as u64, "pass failed; retrying");
+                } else {
+                    error!(error = %e, retry_ms = retry.as_millis() as u64, "pass failed");
+                }
+                pending = true;
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(timing.max_retry);
+            }
+        }
+    }
+}
+
+impl Reconciler {
+    /// Cheap liveness check: is HAProxy's worker the one the last pass saw?
+    pub async fn proxy_is_same(&mut self) -> bool {
+        match self.runtime.info().await {
+            Ok(info) => self.proxy.is_some_and(|(pid, _)| pid == info.pid),
+            Err(_) => false,
+        }
+    }
+}
