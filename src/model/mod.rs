@@ -2,12 +2,14 @@
 //! and [`desired`], which turns Interlock labels (`com.docker.lb.*`) into the routing Swarm
 //! asks for. No I/O, no clock, no locks.
 
+mod desired;
 pub mod labels;
 mod names;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
+pub use desired::desired;
 pub use labels::{LabelError, Route};
 pub use names::{BackendName, Host, NameError, ServerName};
 
@@ -131,15 +133,11 @@ pub struct Desired {
     /// The routes in force, per service: fed back as `last_good` on the next pass so that a
     /// service whose labels turn bad keeps its last good routing.
     pub routes: BTreeMap<ServiceId, Route>,
-    /// Every problem found, each naming its service and label.
+    /// Every problem that leaves a service unrouted, on its last good route, or without one of
+    /// its hosts; each names its service and label. Sorted by service, then message.
     pub errors: Vec<LabelError>,
-}
-
-/// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
-///
-/// A service whose labels do not parse keeps `last_good[id]` if there is one, else it is left
-/// out; either way the error is in `Desired::errors` and no other service changes.
-pub fn desired(snap: &Snapshot, settings: &Settings, last_good: &BTreeMap<ServiceId, Route>) -> Desired {
-    let _ = (snap, settings, last_good);
-    todo!("model::desired")
+    /// Labels that are ignored (not supported yet, unknown, not offered in vip mode) and
+    /// services kept on their last good route. The route works; the operator should know.
+    /// Sorted like `errors`.
+    pub warnings: Vec<LabelError>,
 }

@@ -1,0 +1,990 @@
+//! [`desired`]: a Swarm [`Snapshot`] and the labels on its services -> the routing HAProxy
+//! should hold ([`Desired`]). Pure: the same input always gives the same output, whatever the
+//! order of services, tasks and networks in the snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+
+use super::labels::{self, sort_errors, LabelError, Route, BACKEND_MODE, NETWORK};
+use super::{
+    BackendSpec, Desired, DesiredTaskState, EndpointState, Host, Mode, Network, NetworkId, Service,
+    ServiceId, Settings, Snapshot, Task, TaskState,
+};
+
+/// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
+///
+/// A service whose labels do not parse (or whose network or VIP cannot be used) keeps
+/// `last_good[id]` if there is one, with its current tasks or VIP, else it is left out; either
+/// way the error is in `Desired::errors` and no other service changes. Services are taken in
+/// name order, which decides who keeps a host two services claim.
+pub fn desired(
+    snap: &Snapshot,
+    settings: &Settings,
+    last_good: &BTreeMap<ServiceId, Route>,
+) -> Desired {
+    let mut tasks_of: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in &snap.tasks {
+        tasks_of
+            .entry(task.service_id.as_str())
+            .or_default()
+            .push(task);
+    }
+    let ctx = Ctx {
+        snap,
+        settings,
+        tasks_of,
+    };
+    let mut services: Vec<&Service> = snap.services.iter().collect();
+    services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+
+    let mut out = Desired::default();
+    // Host -> name of the service that holds it, for conflict messages.
+    let mut owners: BTreeMap<Host, &str> = BTreeMap::new();
+    for service in services {
+        let Some(parsed) = labels::parse(service) else {
+            continue;
+        };
+        out.warnings.extend(parsed.warnings);
+        let built = parsed
+            .route
+            .and_then(|route| ctx.build(service, route, Source::Labels));
+        let (route, spec) = match built {
+            Ok(built) => built,
+            Err(errors) => {
+                out.errors.extend(errors);
+                let Some(good) = last_good.get(&service.id) else {
+                    continue;
+                };
+                match ctx.build(service, good.clone(), Source::LastGood) {
+                    Ok(built) => {
+                        out.warnings.push(LabelError::KeptLastGood {
+                            service: service.name.clone(),
+                        });
+                        built
+                    }
+                    Err(errors) => {
+                        out.errors.extend(errors);
+                        continue;
+                    }
+                }
+            }
+        };
+        if out.backends.contains_key(&route.backend) {
+            // Swarm service names are unique, so only a stale last good route can get here.
+            out.errors.push(LabelError::Service {
+                service: service.name.clone(),
+                reason: format!(
+                    "backend {} is already taken by another service",
+                    route.backend
+                ),
+            });
+            continue;
+        }
+        for host in &route.hosts {
+            if let Some(owner) = owners.get(host) {
+                out.errors.push(LabelError::HostConflict {
+                    service: service.name.clone(),
+                    host: host.to_string(),
+                    owner: (*owner).to_owned(),
+                });
+            } else {
+                owners.insert(host.clone(), &service.name);
+                out.hosts.insert(host.clone(), route.backend.clone());
+            }
+        }
+        out.networks.insert(spec.network.clone());
+        out.backends.insert(route.backend.clone(), spec);
+        out.routes.insert(service.id.clone(), route);
+    }
+    sort_errors(&mut out.errors);
+    sort_errors(&mut out.warnings);
+    out
+}
+
+/// Where a route being built comes from: the labels as they are now, or the last good pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Labels,
+    LastGood,
+}
+
+struct Ctx<'a> {
+    snap: &'a Snapshot,
+    settings: &'a Settings,
+    tasks_of: BTreeMap<&'a str, Vec<&'a Task>>,
+}
+
+impl Ctx<'_> {
+    /// The route with its network pinned to the id in use, and its backend.
+    fn build(
+        &self,
+        service: &Service,
+        route: Route,
+        source: Source,
+    ) -> Result<(Route, BackendSpec), Vec<LabelError>> {
+        let network = self.network(service, &route, source).map_err(|e| vec![e])?;
+        let endpoints = match route.mode {
+            Mode::Task => self.task_endpoints(service, &network.id, route.port),
+            Mode::Vip => {
+                let addr = self
+                    .vip(service, network, route.port, source)
+                    .map_err(|e| vec![e])?;
+                BTreeMap::from([(addr, EndpointState::Ready)])
+            }
+        };
+        let spec = BackendSpec {
+            service_id: service.id.clone(),
+            mode: route.mode,
+            network: network.id.clone(),
+            endpoints,
+        };
+        let route = Route {
+            network: Some(network.id.clone()),
+            ..route
+        };
+        Ok((route, spec))
+    }
+
+    /// The network HAProxy reaches the service on, checked to be one HAProxy can join.
+    fn network(
+        &self,
+        service: &Service,
+        route: &Route,
+        source: Source,
+    ) -> Result<&Network, LabelError> {
+        let name = service.name.as_str();
+        let labelled = route
+            .network
+            .as_deref()
+            .filter(|_| source == Source::Labels);
+        let err = |reason: String| match labelled {
+            Some(value) => LabelError::invalid(name, NETWORK, value, reason),
+            None => LabelError::Service {
+                service: name.to_owned(),
+                reason,
+            },
+        };
+        let on: BTreeSet<&NetworkId> = service.networks.iter().collect();
+
+        let net = if let Some(reference) = route.network.as_deref() {
+            let Some(net) = self.lookup(reference, &on) else {
+                return Err(err(match source {
+                    Source::Labels => "no network has this name or id".to_owned(),
+                    Source::LastGood => {
+                        format!("its last good routing used network {reference}, which no longer exists")
+                    }
+                }));
+            };
+            if !on.contains(&net.id) {
+                return Err(err(format!(
+                    "the service is not on network {}: add it with `docker service update \
+                     --network-add {} {name}`",
+                    net.name, net.name
+                )));
+            }
+            net
+        } else {
+            match on.iter().collect::<Vec<_>>().as_slice() {
+                [] => {
+                    return Err(err(format!(
+                        "is on no network, so HAProxy cannot reach it: attach it to an attachable \
+                         overlay network (and set {NETWORK} if it has several)"
+                    )))
+                }
+                [one] => self.by_id(one).ok_or_else(|| {
+                    err(format!(
+                        "its network {one} is not known to Docker (removed?)"
+                    ))
+                })?,
+                several => {
+                    let default = self
+                        .settings
+                        .default_network
+                        .as_deref()
+                        .and_then(|d| self.lookup(d, &on))
+                        .filter(|n| on.contains(&n.id));
+                    match default {
+                        Some(net) => net,
+                        None => {
+                            let names: Vec<&str> = several
+                                .iter()
+                                .map(|id| self.by_id(id).map_or(id.as_str(), |n| n.name.as_str()))
+                                .collect();
+                            let why = match &self.settings.default_network {
+                                Some(d) => format!("the default network {d} is not one of them"),
+                                None => "no default network is set".to_owned(),
+                            };
+                            return Err(err(format!(
+                                "is on several networks ({}) and {why}: set {NETWORK} to the one \
+                                 HAProxy should join",
+                                names.join(", ")
+                            )));
+                        }
+                    }
+                }
+            }
+        };
+        if net.ingress {
+            return Err(err(format!(
+                "network {} is Swarm's ingress network, which HAProxy must not join: route over \
+                 an attachable overlay network",
+                net.name
+            )));
+        }
+        if !net.attachable {
+            return Err(err(format!(
+                "HAProxy cannot join network {}: create it with --attachable",
+                net.name
+            )));
+        }
+        Ok(net)
+    }
+
+    fn by_id(&self, id: &str) -> Option<&Network> {
+        self.snap.networks.iter().find(|n| n.id == id)
+    }
+
+    /// A network by exact id, else by name (preferring one the service is on, as Docker
+    /// allows two networks with one name).
+    fn lookup(&self, reference: &str, on: &BTreeSet<&NetworkId>) -> Option<&Network> {
+        let nets = &self.snap.networks;
+        self.by_id(reference).or_else(|| {
+            let named = || nets.iter().filter(|n| n.name == reference);
+            named()
+                .filter(|n| on.contains(&n.id))
+                .min_by(|a, b| a.id.cmp(&b.id))
+                .or_else(|| named().min_by(|a, b| a.id.cmp(&b.id)))
+        })
+    }
+
+    /// Every running task with an address on `network`: ready, or draining when Swarm is
+    /// stopping it.
+    fn task_endpoints(
+        &self,
+        service: &Service,
+        network: &NetworkId,
+        port: u16,
+    ) -> BTreeMap<SocketAddr, EndpointState> {
+        let mut endpoints = BTreeMap::new();
+        let tasks = self.tasks_of.get(service.id.as_str()).into_iter().flatten();
+        for task in tasks.filter(|t| t.state == TaskState::Running) {
+            let ips = task
+                .addresses
+                .iter()
+                .filter(|a| &a.network == network)
+                .map(|a| a.addr);
+            let Some(ip) = pick(ips) else {
+                continue;
+            };
+            let state = match task.desired_state {
+                DesiredTaskState::Running => EndpointState::Ready,
+                DesiredTaskState::Shutdown => EndpointState::Drain,
+            };
+            // Two tasks on one address can only be an old one leaving and a new one: serve.
+            endpoints
+                .entry(SocketAddr::new(ip, port))
+                .and_modify(|s: &mut EndpointState| *s = (*s).min(state))
+                .or_insert(state);
+        }
+        endpoints
+    }
+
+    fn vip(
+        &self,
+        service: &Service,
+        network: &Network,
+        port: u16,
+        source: Source,
+    ) -> Result<SocketAddr, LabelError> {
+        let ips = service
+            .vips
+            .iter()
+            .filter(|v| v.network == network.id)
+            .map(|v| v.addr);
+        let Some(ip) = pick(ips) else {
+            let reason = format!(
+                "the service has no VIP on network {} (endpoint mode dnsrr?): use \
+                 {BACKEND_MODE}=default, or `--endpoint-mode vip`",
+                network.name
+            );
+            let name = service.name.clone();
+            return Err(match (source, service.labels.get(BACKEND_MODE)) {
+                (Source::Labels, Some(value)) => {
+                    LabelError::invalid(&name, BACKEND_MODE, value, reason)
+                }
+                _ => LabelError::Service {
+                    service: name,
+                    reason,
+                },
+            });
+        };
+        Ok(SocketAddr::new(ip, port))
+    }
+}
+
+/// One address out of several on a network (dual stack): IPv4 first, then the lowest.
+fn pick(ips: impl Iterator<Item = IpAddr>) -> Option<IpAddr> {
+    ips.min_by_key(|ip| (ip.is_ipv6(), *ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::labels::{HOSTS, PORT, STICKY_SESSION_COOKIE};
+    use crate::model::{BackendName, TaskAddress, Vip};
+
+    const FRONT: &str = "n-front";
+    const BACK: &str = "n-back";
+    const INGRESS: &str = "n-ingress";
+    const CLOSED: &str = "n-closed";
+
+    fn network(id: &str, name: &str, attachable: bool, ingress: bool) -> Network {
+        Network {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            driver: "overlay".to_owned(),
+            attachable,
+            ingress,
+        }
+    }
+
+    fn networks() -> Vec<Network> {
+        vec![
+            network(FRONT, "front", true, false),
+            network(BACK, "back", true, false),
+            network(INGRESS, "ingress", false, true),
+            network(CLOSED, "closed", false, false),
+        ]
+    }
+
+    fn service(name: &str, nets: &[&str], labels: &[(&str, &str)]) -> Service {
+        Service {
+            id: format!("id-{name}"),
+            name: name.to_owned(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            networks: nets.iter().map(|n| n.to_string()).collect(),
+            vips: vec![],
+        }
+    }
+
+    fn routed(name: &str, hosts: &str) -> Service {
+        service(name, &[FRONT], &[(HOSTS, hosts), (PORT, "8080")])
+    }
+
+    fn task(service: &str, n: u8, state: TaskState, desired_state: DesiredTaskState) -> Task {
+        Task {
+            id: format!("t-{service}-{n}"),
+            service_id: format!("id-{service}"),
+            slot: Some(n.into()),
+            state,
+            desired_state,
+            addresses: vec![
+                TaskAddress {
+                    network: FRONT.to_owned(),
+                    addr: ip(&format!("10.0.1.{n}")),
+                },
+                TaskAddress {
+                    network: BACK.to_owned(),
+                    addr: ip(&format!("10.0.2.{n}")),
+                },
+            ],
+        }
+    }
+
+    fn running(service: &str, n: u8) -> Task {
+        task(service, n, TaskState::Running, DesiredTaskState::Running)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn backend(name: &str) -> BackendName {
+        BackendName::for_service(name).unwrap()
+    }
+
+    fn host(h: &str) -> Host {
+        Host::parse(h).unwrap()
+    }
+
+    fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
+        Snapshot {
+            services,
+            tasks,
+            networks: networks(),
+        }
+    }
+
+    fn no_settings() -> Settings {
+        Settings {
+            default_network: None,
+        }
+    }
+
+    fn run(snap: &Snapshot) -> Desired {
+        desired(snap, &no_settings(), &BTreeMap::new())
+    }
+
+    fn lines(errors: &[LabelError]) -> Vec<String> {
+        errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn services_without_lb_labels_are_ignored_silently() {
+        let snap = snapshot(
+            vec![service("db", &[BACK], &[("owner", "team")])],
+            vec![running("db", 1)],
+        );
+        assert_eq!(run(&snap), Desired::default());
+    }
+
+    #[test]
+    fn a_task_mode_service_routes_its_running_tasks_on_its_only_network() {
+        let snap = snapshot(
+            vec![routed("web", "a.example,b.example")],
+            vec![running("web", 1), running("web", 2)],
+        );
+        let d = run(&snap);
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.warnings, vec![]);
+        let spec = &d.backends[&backend("web")];
+        assert_eq!(spec.mode, Mode::Task);
+        assert_eq!(spec.network, FRONT);
+        assert_eq!(
+            spec.endpoints,
+            BTreeMap::from([
+                (addr("10.0.1.1:8080"), EndpointState::Ready),
+                (addr("10.0.1.2:8080"), EndpointState::Ready),
+            ])
+        );
+        assert_eq!(
+            d.hosts,
+            BTreeMap::from([
+                (host("a.example"), backend("web")),
+                (host("b.example"), backend("web"))
+            ])
+        );
+        assert_eq!(d.networks, BTreeSet::from([FRONT.to_owned()]));
+        assert_eq!(
+            d.routes["id-web"].network.as_deref(),
+            Some(FRONT),
+            "the route in force pins its network"
+        );
+    }
+
+    #[test]
+    fn a_running_task_swarm_is_stopping_is_drained_at_once() {
+        let snap = snapshot(
+            vec![routed("web", "a.example")],
+            vec![
+                running("web", 1),
+                task("web", 2, TaskState::Running, DesiredTaskState::Shutdown),
+            ],
+        );
+        let d = run(&snap);
+        assert_eq!(
+            d.backends[&backend("web")].endpoints,
+            BTreeMap::from([
+                (addr("10.0.1.1:8080"), EndpointState::Ready),
+                (addr("10.0.1.2:8080"), EndpointState::Drain),
+            ])
+        );
+    }
+
+    #[test]
+    fn starting_and_finished_tasks_are_not_endpoints() {
+        let mut no_address = running("web", 5);
+        no_address.addresses.retain(|a| a.network != FRONT);
+        let snap = snapshot(
+            vec![routed("web", "a.example")],
+            vec![
+                task("web", 1, TaskState::Starting, DesiredTaskState::Running),
+                task("web", 2, TaskState::Finished, DesiredTaskState::Shutdown),
+                task("web", 3, TaskState::Finished, DesiredTaskState::Running),
+                running("web", 4),
+                no_address,
+            ],
+        );
+        let d = run(&snap);
+        assert_eq!(
+            d.backends[&backend("web")].endpoints,
+            BTreeMap::from([(addr("10.0.1.4:8080"), EndpointState::Ready)])
+        );
+    }
+
+    #[test]
+    fn a_task_service_with_no_running_task_still_has_its_backend() {
+        let d = run(&snapshot(vec![routed("web", "a.example")], vec![]));
+        assert_eq!(d.backends[&backend("web")].endpoints, BTreeMap::new());
+        assert_eq!(d.hosts[&host("a.example")], backend("web"));
+    }
+
+    #[test]
+    fn a_vip_service_has_exactly_its_vip_on_the_chosen_network() {
+        let mut api = service(
+            "api",
+            &[FRONT, BACK],
+            &[
+                (HOSTS, "api.example"),
+                (PORT, "9000"),
+                (BACKEND_MODE, "vip"),
+                (NETWORK, "back"),
+            ],
+        );
+        api.vips = vec![
+            Vip {
+                network: FRONT.to_owned(),
+                addr: ip("10.0.1.100"),
+            },
+            Vip {
+                network: BACK.to_owned(),
+                addr: ip("10.0.2.100"),
+            },
+        ];
+        let d = run(&snapshot(
+            vec![api],
+            vec![running("api", 1), running("api", 2)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        let spec = &d.backends[&backend("api")];
+        assert_eq!(spec.mode, Mode::Vip);
+        assert_eq!(spec.network, BACK);
+        assert_eq!(
+            spec.endpoints,
+            BTreeMap::from([(addr("10.0.2.100:9000"), EndpointState::Ready)])
+        );
+    }
+
+    #[test]
+    fn a_vip_service_without_a_vip_on_its_network_is_an_error_and_unrouted() {
+        let mut api = service(
+            "api",
+            &[FRONT],
+            &[
+                (HOSTS, "api.example"),
+                (PORT, "9000"),
+                (BACKEND_MODE, "vip"),
+            ],
+        );
+        api.vips = vec![Vip {
+            network: BACK.to_owned(),
+            addr: ip("10.0.2.100"),
+        }];
+        let d = run(&snapshot(vec![api, routed("web", "a.example")], vec![]));
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service api: label com.docker.lb.backend_mode=\"vip\": the service has no VIP on \
+                 network front (endpoint mode dnsrr?): use com.docker.lb.backend_mode=default, or \
+                 `--endpoint-mode vip`"
+            ]
+        );
+        assert!(!d.backends.contains_key(&backend("api")));
+        assert!(d.backends.contains_key(&backend("web")));
+        assert!(!d.routes.contains_key("id-api"));
+    }
+
+    #[test]
+    fn a_bad_label_edit_keeps_the_last_good_route_with_current_tasks_and_leaves_others_alone() {
+        let before = snapshot(
+            vec![routed("web", "a.example"), routed("shop", "shop.example")],
+            vec![running("web", 1), running("shop", 7)],
+        );
+        let first = run(&before);
+        assert_eq!(first.errors, vec![]);
+
+        let mut web = routed("web", "a.example,new.example");
+        web.labels.insert(PORT.to_owned(), "70000".to_owned());
+        // Swarm rolled web meanwhile: task 1 is stopping, task 2 runs.
+        let after = snapshot(
+            vec![web, routed("shop", "shop.example")],
+            vec![
+                task("web", 1, TaskState::Running, DesiredTaskState::Shutdown),
+                running("web", 2),
+                running("shop", 7),
+            ],
+        );
+        let second = desired(&after, &no_settings(), &first.routes);
+        assert_eq!(
+            lines(&second.errors),
+            vec!["service web: label com.docker.lb.port=\"70000\": out of range: a port is 1..=65535"]
+        );
+        assert_eq!(
+            second.warnings,
+            vec![LabelError::KeptLastGood {
+                service: "web".to_owned()
+            }]
+        );
+        assert_eq!(second.routes, first.routes);
+        assert_eq!(
+            second.backends[&backend("web")].endpoints,
+            BTreeMap::from([
+                (addr("10.0.1.1:8080"), EndpointState::Drain),
+                (addr("10.0.1.2:8080"), EndpointState::Ready),
+            ])
+        );
+        assert_eq!(
+            second.hosts, first.hosts,
+            "the half-edited host list is not applied"
+        );
+        assert_eq!(
+            second.backends[&backend("shop")],
+            first.backends[&backend("shop")]
+        );
+
+        // The kept route keeps being kept on later passes.
+        let third = desired(&after, &no_settings(), &second.routes);
+        assert_eq!(third, second);
+    }
+
+    #[test]
+    fn a_service_that_never_had_a_good_route_is_left_out_with_its_error() {
+        let mut web = routed("web", "a.example");
+        web.labels
+            .insert(BACKEND_MODE.to_owned(), "sticky".to_owned());
+        let d = run(&snapshot(vec![web], vec![running("web", 1)]));
+        assert_eq!(d.backends, BTreeMap::new());
+        assert_eq!(d.hosts, BTreeMap::new());
+        assert_eq!(d.routes, BTreeMap::new());
+        assert_eq!(d.networks, BTreeSet::new());
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service web: label com.docker.lb.backend_mode=\"sticky\": unknown mode: accepted \
+                 values are default, task, vip"
+            ]
+        );
+    }
+
+    #[test]
+    fn removing_every_lb_label_unroutes_the_service_even_with_a_last_good_route() {
+        let first = run(&snapshot(vec![routed("web", "a.example")], vec![]));
+        let d = desired(
+            &snapshot(vec![service("web", &[FRONT], &[])], vec![]),
+            &no_settings(),
+            &first.routes,
+        );
+        assert_eq!(d, Desired::default());
+    }
+
+    #[test]
+    fn attaching_a_second_network_keeps_the_last_good_route_on_the_first() {
+        let first = run(&snapshot(
+            vec![routed("web", "a.example")],
+            vec![running("web", 1)],
+        ));
+        let mut web = routed("web", "a.example");
+        web.networks.push(BACK.to_owned());
+        let d = desired(
+            &snapshot(vec![web], vec![running("web", 1)]),
+            &no_settings(),
+            &first.routes,
+        );
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service web: is on several networks (back, front) and no default network is set: \
+                 set com.docker.lb.network to the one HAProxy should join"
+            ]
+        );
+        assert_eq!(d.backends, first.backends);
+        assert_eq!(
+            d.warnings,
+            vec![LabelError::KeptLastGood {
+                service: "web".to_owned()
+            }]
+        );
+    }
+
+    #[test]
+    fn the_service_whose_name_sorts_first_keeps_a_contested_host() {
+        let snap = snapshot(
+            vec![
+                routed("zeta", "shared.example,z.example"),
+                routed("alpha", "shared.example,a.example"),
+            ],
+            vec![running("alpha", 1), running("zeta", 2)],
+        );
+        let d = run(&snap);
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service zeta: label com.docker.lb.hosts: host shared.example is already routed \
+                 to service alpha; ignored for this service"
+            ]
+        );
+        assert_eq!(
+            d.hosts,
+            BTreeMap::from([
+                (host("a.example"), backend("alpha")),
+                (host("shared.example"), backend("alpha")),
+                (host("z.example"), backend("zeta")),
+            ])
+        );
+        assert!(
+            d.backends.contains_key(&backend("zeta")),
+            "the loser keeps its backend"
+        );
+        assert_eq!(
+            d.routes["id-zeta"].hosts,
+            vec![host("shared.example"), host("z.example")]
+        );
+    }
+
+    #[test]
+    fn the_output_does_not_depend_on_the_order_of_the_snapshot() {
+        let services = vec![
+            routed("zeta", "shared.example"),
+            routed("alpha", "shared.example"),
+            service(
+                "mid",
+                &[FRONT],
+                &[(PORT, "x"), ("com.docker.lb.ssl_cert", "c")],
+            ),
+        ];
+        let tasks = vec![running("zeta", 1), running("alpha", 2), running("alpha", 3)];
+        let a = run(&snapshot(services.clone(), tasks.clone()));
+        let mut reversed = snapshot(
+            services.into_iter().rev().collect(),
+            tasks.into_iter().rev().collect(),
+        );
+        reversed.networks.reverse();
+        assert_eq!(run(&reversed), a);
+    }
+
+    #[test]
+    fn the_network_label_picks_a_network_by_name_or_by_id() {
+        for reference in ["back", BACK] {
+            let web = service(
+                "web",
+                &[FRONT, BACK],
+                &[(HOSTS, "a.example"), (PORT, "80"), (NETWORK, reference)],
+            );
+            let d = run(&snapshot(vec![web], vec![running("web", 1)]));
+            assert_eq!(d.errors, vec![], "{reference}");
+            assert_eq!(d.backends[&backend("web")].network, BACK);
+            assert_eq!(
+                d.backends[&backend("web")]
+                    .endpoints
+                    .keys()
+                    .collect::<Vec<_>>(),
+                vec![&addr("10.0.2.1:80")]
+            );
+        }
+    }
+
+    #[test]
+    fn a_network_label_naming_a_network_the_service_is_not_on_is_an_error() {
+        let web = service(
+            "web",
+            &[FRONT],
+            &[(HOSTS, "a.example"), (PORT, "80"), (NETWORK, "back")],
+        );
+        let d = run(&snapshot(vec![web], vec![]));
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service web: label com.docker.lb.network=\"back\": the service is not on network \
+                 back: add it with `docker service update --network-add back web`"
+            ]
+        );
+        assert_eq!(d.backends, BTreeMap::new());
+    }
+
+    #[test]
+    fn a_network_label_naming_no_network_is_an_error() {
+        let web = service(
+            "web",
+            &[FRONT],
+            &[(HOSTS, "a.example"), (PORT, "80"), (NETWORK, "nope")],
+        );
+        let d = run(&snapshot(vec![web], vec![]));
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service web: label com.docker.lb.network=\"nope\": no network has this name or id"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_very_long_network_label_names_no_network_and_stays_a_short_log_line() {
+        let long = "n".repeat(10_000);
+        let web = service(
+            "web",
+            &[FRONT],
+            &[(HOSTS, "a.example"), (PORT, "80"), (NETWORK, &long)],
+        );
+        let d = run(&snapshot(vec![web], vec![]));
+        assert_eq!(d.errors.len(), 1);
+        let line = d.errors[0].to_string();
+        assert!(
+            line.starts_with("service web: label com.docker.lb.network=\"nnn"),
+            "{line}"
+        );
+        assert!(
+            line.ends_with("...\": no network has this name or id"),
+            "{line}"
+        );
+        assert!(line.len() < 200, "{} bytes", line.len());
+    }
+
+    #[test]
+    fn a_service_on_several_networks_uses_the_default_network_when_it_is_on_it() {
+        let web = service("web", &[FRONT, BACK], &[(HOSTS, "a.example"), (PORT, "80")]);
+        let snap = snapshot(vec![web], vec![running("web", 1)]);
+        let settings = Settings {
+            default_network: Some("back".to_owned()),
+        };
+        let d = desired(&snap, &settings, &BTreeMap::new());
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.backends[&backend("web")].network, BACK);
+
+        let elsewhere = Settings {
+            default_network: Some("other".to_owned()),
+        };
+        let d = desired(&snap, &elsewhere, &BTreeMap::new());
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service web: is on several networks (back, front) and the default network other \
+                 is not one of them: set com.docker.lb.network to the one HAProxy should join"
+            ]
+        );
+        assert_eq!(d.backends, BTreeMap::new());
+    }
+
+    #[test]
+    fn a_service_on_no_network_is_an_error_because_haproxy_cannot_reach_it() {
+        let web = service("web", &[], &[(HOSTS, "a.example"), (PORT, "80")]);
+        let d = run(&snapshot(vec![web], vec![]));
+        assert_eq!(d.errors.len(), 1);
+        assert!(
+            d.errors[0]
+                .to_string()
+                .starts_with("service web: is on no network"),
+            "{}",
+            d.errors[0]
+        );
+        assert!(d.errors[0].to_string().contains(NETWORK));
+    }
+
+    #[test]
+    fn the_ingress_network_is_refused() {
+        let web = service("web", &[INGRESS], &[(HOSTS, "a.example"), (PORT, "80")]);
+        let d = run(&snapshot(vec![web], vec![]));
+        assert_eq!(d.errors.len(), 1);
+        assert!(
+            d.errors[0]
+                .to_string()
+                .contains("network ingress is Swarm's ingress network"),
+            "{}",
+            d.errors[0]
+        );
+        assert_eq!(d.networks, BTreeSet::new());
+    }
+
+    #[test]
+    fn a_network_haproxy_cannot_join_is_an_error_on_that_service_alone() {
+        let shut = service("shut", &[CLOSED], &[(HOSTS, "s.example"), (PORT, "80")]);
+        let labelled = service(
+            "labelled",
+            &[FRONT, CLOSED],
+            &[(HOSTS, "l.example"), (PORT, "80"), (NETWORK, "closed")],
+        );
+        let d = run(&snapshot(
+            vec![shut, labelled, routed("web", "a.example")],
+            vec![],
+        ));
+        assert_eq!(
+            lines(&d.errors),
+            vec![
+                "service labelled: label com.docker.lb.network=\"closed\": HAProxy cannot join \
+                 network closed: create it with --attachable",
+                "service shut: HAProxy cannot join network closed: create it with --attachable",
+            ]
+        );
+        assert_eq!(d.backends.keys().collect::<Vec<_>>(), vec![&backend("web")]);
+        assert_eq!(d.networks, BTreeSet::from([FRONT.to_owned()]));
+    }
+
+    #[test]
+    fn the_networks_to_join_are_those_of_every_routed_backend() {
+        let api = service(
+            "api",
+            &[FRONT, BACK],
+            &[(HOSTS, "api.example"), (PORT, "80"), (NETWORK, "back")],
+        );
+        let d = run(&snapshot(vec![api, routed("web", "a.example")], vec![]));
+        assert_eq!(
+            d.networks,
+            BTreeSet::from([BACK.to_owned(), FRONT.to_owned()])
+        );
+    }
+
+    #[test]
+    fn unsupported_and_unknown_labels_are_warnings_and_the_route_works() {
+        let mut web = routed("web", "a.example");
+        web.labels
+            .insert(STICKY_SESSION_COOKIE.to_owned(), "sid".to_owned());
+        web.labels
+            .insert("com.docker.lb.prot".to_owned(), "80".to_owned());
+        let mut api = service(
+            "api",
+            &[FRONT],
+            &[
+                (HOSTS, "api.example"),
+                (PORT, "80"),
+                (BACKEND_MODE, "vip"),
+                (STICKY_SESSION_COOKIE, "sid"),
+            ],
+        );
+        api.vips = vec![Vip {
+            network: FRONT.to_owned(),
+            addr: ip("10.0.1.200"),
+        }];
+        let d = run(&snapshot(vec![web, api], vec![running("web", 1)]));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.backends.len(), 2);
+        assert_eq!(
+            lines(&d.warnings),
+            vec![
+                "service api: label com.docker.lb.sticky_session_cookie is not offered in vip mode \
+                 (Swarm's VIP spreads traffic over the tasks); ignored, use \
+                 com.docker.lb.backend_mode=default for it",
+                "service web: label com.docker.lb.prot is not a label swarm-lb knows (misspelled?); ignored",
+                "service web: label com.docker.lb.sticky_session_cookie is not supported yet; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failing_last_good_route_leaves_the_service_out_with_both_errors() {
+        let mut api = service(
+            "api",
+            &[FRONT],
+            &[(HOSTS, "api.example"), (PORT, "80"), (BACKEND_MODE, "vip")],
+        );
+        api.vips = vec![Vip {
+            network: FRONT.to_owned(),
+            addr: ip("10.0.1.200"),
+        }];
+        let first = run(&snapshot(vec![api.clone()], vec![]));
+        assert!(first.backends.contains_key(&backend("api")));
+        // The service moves to dnsrr (no VIP) and its port label breaks.
+        api.vips.clear();
+        api.labels.insert(PORT.to_owned(), "-1".to_owned());
+        let d = desired(&snapshot(vec![api], vec![]), &no_settings(), &first.routes);
+        assert_eq!(d.backends, BTreeMap::new());
+        assert_eq!(d.routes, BTreeMap::new());
+        assert_eq!(d.errors.len(), 2, "{:?}", d.errors);
+        assert!(d.errors.iter().all(|e| e.service() == "api"));
+    }
+}
