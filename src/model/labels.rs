@@ -125,6 +125,24 @@ impl LabelError {
         }
     }
 
+    /// The same error, showing `value` as the operator wrote it.
+    fn with_value(self, raw: &str) -> Self {
+        match self {
+            Self::Invalid {
+                service,
+                label,
+                reason,
+                ..
+            } => Self::Invalid {
+                service,
+                label,
+                value: shown(raw),
+                reason,
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn invalid(service: &str, label: &str, value: &str, reason: String) -> Self {
         Self::Invalid {
             service: service.to_owned(),
@@ -268,7 +286,7 @@ fn check_chars(service: &str, label: &str, value: &str) -> Result<(), LabelError
              and '\\' could smuggle HAProxy syntax"
         );
         if label == HOSTS && ch == ' ' {
-            reason.push_str("; list hosts as a.example,b.example with no spaces");
+            reason.push_str("; a host name cannot contain spaces");
         }
         reason
     };
@@ -278,13 +296,18 @@ fn check_chars(service: &str, label: &str, value: &str) -> Result<(), LabelError
 /// `com.docker.lb.hosts`: comma-separated host names, without ports. Duplicates collapse;
 /// the result is sorted.
 pub fn parse_hosts(service: &str, value: &str) -> Result<Vec<Host>, LabelError> {
-    check_chars(service, HOSTS, value)?;
+    // Interlock's own examples write `a.example, b.example`: a plain space next to a comma
+    // never reaches HAProxy (items are trimmed), so it is accepted. Any other whitespace, or
+    // a space inside a host, is still refused below.
+    let items: Vec<&str> = value.split(',').map(|i| i.trim_matches(' ')).collect();
+    let joined = items.join(",");
+    check_chars(service, HOSTS, &joined).map_err(|e| e.with_value(value))?;
     let invalid = |reason: String| LabelError::invalid(service, HOSTS, value, reason);
-    if value.is_empty() {
+    if value.trim_matches(' ').is_empty() {
         return Err(invalid("empty: list at least one host".to_owned()));
     }
     let mut hosts = BTreeSet::new();
-    for item in value.split(',') {
+    for item in items {
         if item.is_empty() {
             return Err(invalid(
                 "empty host in the list (two commas in a row, or a comma at an end)".to_owned(),
@@ -537,9 +560,17 @@ mod tests {
     }
 
     #[test]
-    fn hosts_separated_by_comma_and_space_are_refused_with_a_hint() {
-        let e = parse_hosts("web", "a.example, b.example").unwrap_err();
-        assert!(e.to_string().contains("with no spaces"), "{e}");
+    fn hosts_separated_by_comma_and_space_are_accepted_as_interlock_documents_them() {
+        let hosts = parse_hosts("web", "a.example, b.example").unwrap();
+        let names: Vec<&str> = hosts.iter().map(Host::as_str).collect();
+        assert_eq!(names, ["a.example", "b.example"]);
+    }
+
+    #[test]
+    fn a_space_inside_a_host_is_refused_with_a_hint() {
+        let e = parse_hosts("web", "a.example,b example").unwrap_err();
+        assert!(e.to_string().contains("cannot contain spaces"), "{e}");
+        assert!(e.to_string().contains("\"a.example,b example\""), "{e}");
     }
 
     #[test]

@@ -128,7 +128,10 @@ impl Host {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')
         })?;
         for label in host.split('.') {
-            if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-')
+            if label.is_empty()
+                || label.len() > 63
+                || label.starts_with('-')
+                || label.ends_with('-')
             {
                 return Err(NameError::BadHostLabel {
                     label: label.to_owned(),
@@ -157,7 +160,10 @@ mod tests {
         for bad in ["a b", "a;b", "a#b", "a\nb", "", "-a", "a\"b", "a\\b", "a/b"] {
             assert!(BackendName::for_service(bad).is_err(), "{bad:?} accepted");
         }
-        assert_eq!(BackendName::for_service("web_1.v2-x").unwrap().as_str(), "web_1.v2-x");
+        assert_eq!(
+            BackendName::for_service("web_1.v2-x").unwrap().as_str(),
+            "web_1.v2-x"
+        );
     }
 
     #[test]
@@ -176,8 +182,13 @@ mod tests {
 
     #[test]
     fn hosts_are_folded_and_checked_label_by_label() {
-        assert_eq!(Host::parse("App.Example.COM").unwrap().as_str(), "app.example.com");
-        for bad in ["a..b", "-a.b", "a-.b", "a b", "a;b", "a#b", "a\nb", "a:80", "*.a", ""] {
+        assert_eq!(
+            Host::parse("App.Example.COM").unwrap().as_str(),
+            "app.example.com"
+        );
+        for bad in [
+            "a..b", "-a.b", "a-.b", "a b", "a;b", "a#b", "a\nb", "a:80", "*.a", "",
+        ] {
             assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
