@@ -1,0 +1,404 @@
+//! Test harness shared by the integration tests (`mod support;`): a real master-worker HAProxy
+//! on a rendered config in a temp dir, tiny HTTP backends on loopback, an HTTP client, and
+//! polling with a deadline. Nothing here sleeps to wait for state: it polls until a deadline.
+#![allow(dead_code)] // each test file uses its own part of the harness
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
+use swarm_lb::haproxy::{Admin, BackendState, MapPath, Master, ProxyState, Server};
+use swarm_lb::model::{BackendName, Host, Mode, ServerName};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// How long HAProxy may take to come up, and the default for test polls.
+pub const STARTUP: Duration = Duration::from_secs(10);
+/// How long one HTTP exchange in a test may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The haproxy binary: `$HAPROXY`, else Debian's `/usr/sbin/haproxy`, else `haproxy` on PATH.
+/// Panics, saying how to install it, when there is none.
+pub fn haproxy_bin() -> PathBuf {
+    let bin = std::env::var_os("HAPROXY")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let debian = Path::new("/usr/sbin/haproxy");
+            debian.exists().then(|| debian.to_owned())
+        })
+        .unwrap_or_else(|| PathBuf::from("haproxy"));
+    match Command::new(&bin).arg("-v").output() {
+        Ok(out) if out.status.success() => bin,
+        _ => panic!("haproxy not found: install it with `apt-get install haproxy`"),
+    }
+}
+
+/// A port nobody listens on right now (bind :0, read it, release it).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// A master-worker HAProxy (`-W -db -S`) on a config rendered from `state` in a temp dir.
+/// The whole process group is killed on drop.
+pub struct Haproxy {
+    dir: tempfile::TempDir,
+    pub files: Files,
+    pub settings: RenderSettings,
+    pub http_port: u16,
+    child: Child,
+}
+
+impl Haproxy {
+    /// Render `state` with the shipped template, start HAProxy on it and wait until both its
+    /// sockets answer and a worker runs. The files are then saved as the last good ones.
+    pub async fn start(state: &ProxyState) -> Haproxy {
+        let bin = haproxy_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("swarm-lb-")
+            .tempdir()
+            .expect("temp dir");
+        let files = Files::new(dir.path());
+        let http_port = free_port();
+        let map = files.map_path();
+        let settings = RenderSettings {
+            template: BASE_TEMPLATE.to_owned(),
+            binds: vec![format!("127.0.0.1:{http_port}")],
+            admin_socket: dir.path().join("admin.sock"),
+            hosts_map: MapPath::new(&map.to_string_lossy()).expect("temp dir path fits MapPath"),
+        };
+        settings.validate().expect("harness settings");
+        files.write(state, &settings).expect("write config");
+
+        let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
+        let master_sock = dir.path().join("master.sock");
+        let child = {
+            use std::os::unix::process::CommandExt as _;
+            Command::new(bin)
+                .arg("-W")
+                .arg("-db")
+                .arg("-S")
+                .arg(&master_sock)
+                .arg("-f")
+                .arg(files.config_path())
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("log file"))
+                .stderr(log)
+                // Own process group: Drop kills master and every worker, old ones included.
+                .process_group(0)
+                .spawn()
+                .expect("spawn haproxy")
+        };
+        let mut haproxy = Haproxy {
+            dir,
+            files,
+            settings,
+            http_port,
+            child,
+        };
+        haproxy.wait_ready().await;
+        haproxy.files.save_good().expect("save good files");
+        haproxy
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + STARTUP;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("haproxy exited with {status}:\n{}", self.log());
+            }
+            let admin_ok = UnixStream::connect(self.admin_socket()).await.is_ok();
+            let worker_ok = match self.master().show_proc().await {
+                Ok(procs) => !procs.workers.is_empty(),
+                Err(_) => false,
+            };
+            if admin_ok && worker_ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "haproxy did not come up within {STARTUP:?}:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.dir.path()
+    }
+    pub fn admin_socket(&self) -> &Path {
+        &self.settings.admin_socket
+    }
+    pub fn master_socket(&self) -> PathBuf {
+        self.dir.path().join("master.sock")
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.files.config_path()
+    }
+    pub fn map_path(&self) -> PathBuf {
+        self.files.map_path()
+    }
+    /// The map path as HAProxy names it (`map(...)`, `show map`).
+    pub fn hosts_map(&self) -> &MapPath {
+        &self.settings.hosts_map
+    }
+    pub fn master(&self) -> Master {
+        Master::new(self.master_socket())
+    }
+    /// HAProxy's stdout and stderr so far (the master's alerts land here).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
+    }
+    /// Render `state` into the config dir (what the driver does before a reload).
+    pub fn write(&self, state: &ProxyState) {
+        self.files
+            .write(state, &self.settings)
+            .expect("write config");
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        // The group id is the master's pid (process_group(0)).
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reload count from `show proc` (every reload, failed ones included).
+pub async fn reloads(master: &Master) -> u32 {
+    master.show_proc().await.expect("show proc").master.reloads
+}
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 that answers 200 with its name as the body, keeps
+/// connections alive, and counts requests. Stops on drop.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let requests = Arc::new(AtomicUsize::new(0));
+        let body: Arc<str> = Arc::from(name);
+        let count = requests.clone();
+        let task = tokio::spawn(async move {
+            // Dropped with this task (on abort): every connection task goes with it.
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                conns.spawn(serve(stream, body.clone(), count.clone()));
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Backend {
+            name: name.to_owned(),
+            addr,
+            requests,
+            task,
+        }
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    loop {
+        // Request line and headers; health checks connect and close without one.
+        let mut content_length = 0usize;
+        let mut close = false;
+        let mut line = String::new();
+        let mut first = true;
+        loop {
+            line.clear();
+            match read.read_line(&mut line).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+            if line == "\r\n" || line == "\n" {
+                break;
+            }
+            if first {
+                close = line.trim_end().ends_with("HTTP/1.0");
+                first = false;
+                continue;
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                let value = value.trim();
+                if name.eq_ignore_ascii_case("content-length") {
+                    content_length = value.parse().unwrap_or(0);
+                } else if name.eq_ignore_ascii_case("connection") {
+                    close = value.eq_ignore_ascii_case("close");
+                }
+            }
+        }
+        let mut discard = vec![0u8; content_length];
+        if read.read_exact(&mut discard).await.is_err() {
+            return;
+        }
+        count.fetch_add(1, Ordering::SeqCst);
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            body.len(),
+            if close { "connection: close\r\n" } else { "" },
+            body
+        );
+        if write.write_all(reply.as_bytes()).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// `GET /` with `Host: host` to 127.0.0.1:`port`, one connection: (status, body).
+pub async fn try_http_get(port: u16, host: &str) -> std::io::Result<(u16, String)> {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        parse_response(&raw)
+    };
+    tokio::time::timeout(HTTP_TIMEOUT, exchange)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "http get"))?
+}
+
+/// [`try_http_get`], panicking on a transport error.
+pub async fn http_get(port: u16, host: &str) -> (u16, String) {
+    try_http_get(port, host)
+        .await
+        .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}/ (host {host}): {e}"))
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let text = String::from_utf8_lossy(raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| bad("no end of headers"))?;
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| bad("no status"))?;
+    let chunked = head.lines().any(|l| {
+        l.split_once(':').is_some_and(|(n, v)| {
+            n.eq_ignore_ascii_case("transfer-encoding") && v.trim().eq_ignore_ascii_case("chunked")
+        })
+    });
+    if !chunked {
+        return Ok((status, body.to_owned()));
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    loop {
+        let (size, after) = rest.split_once("\r\n").ok_or_else(|| bad("chunk size"))?;
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("chunk size"))?;
+        if size == 0 {
+            return Ok((status, out));
+        }
+        let chunk = after.get(..size).ok_or_else(|| bad("short chunk"))?;
+        out.push_str(chunk);
+        rest = after.get(size + 2..).ok_or_else(|| bad("short chunk"))?;
+    }
+}
+
+/// Call `f` until it returns `Some`, at most for `within`; panics naming `what` after that.
+pub async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- building states ----
+
+pub fn backend_name(name: &str) -> BackendName {
+    BackendName::for_service(name).expect("service name")
+}
+
+/// A task-mode backend: `addrs` in the first slots (ready), then free slots up to `slots`.
+pub fn task_backend(addrs: &[SocketAddr], slots: usize) -> BackendState {
+    let mut servers: Vec<Server> = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| Server {
+            name: ServerName::slot(i + 1),
+            addr: *addr,
+            admin: Admin::Ready,
+        })
+        .collect();
+    for n in servers.len() + 1..=slots {
+        servers.push(Server::free(ServerName::slot(n)));
+    }
+    BackendState {
+        mode: Mode::Task,
+        servers,
+    }
+}
+
+/// A vip-mode backend: one server `vip` at `addr`.
+pub fn vip_backend(addr: SocketAddr) -> BackendState {
+    BackendState {
+        mode: Mode::Vip,
+        servers: vec![Server {
+            name: ServerName::vip(),
+            addr,
+            admin: Admin::Ready,
+        }],
+    }
+}
+
+/// Add `backend` under `name` and route each of `hosts` to it.
+pub fn route(state: &mut ProxyState, name: &str, backend: BackendState, hosts: &[&str]) {
+    let name = backend_name(name);
+    for host in hosts {
+        state
+            .hosts
+            .insert(Host::parse(host).expect("host"), name.clone());
+    }
+    state.backends.insert(name, backend);
+}
