@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
-use swarm_lb::haproxy::render::{Files, RenderSettings};
+use swarm_lb::haproxy::render::{self, Files, RenderSettings};
 use swarm_lb::haproxy::{MapPath, Master, Runtime};
 use swarm_lb::model;
 use swarm_lb::plan::PlanSettings;
@@ -124,12 +124,19 @@ fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
 fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow::Result<Settings> {
     let template = match &c.template {
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?,
-        None => include_str!("../haproxy/base.cfg").to_owned(),
+        None => render::BASE_TEMPLATE.to_owned(),
     };
     let files = Files::new(&c.config_dir);
     let map_path = files.map_path();
     let hosts_map = MapPath::new(&map_path.to_string_lossy())
         .with_context(|| "--config-dir must be an absolute path of letters, digits, '/', '.', '-', '_'")?;
+    let render = RenderSettings {
+        template,
+        binds: c.binds.clone(),
+        admin_socket: c.admin_socket.clone(),
+        hosts_map: hosts_map.clone(),
+    };
+    render.validate().context("checking the template and the HAProxy paths")?;
     Ok(Settings {
         model: model::Settings {
             default_network: c.default_network.clone(),
@@ -139,12 +146,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
             add_server: !c.no_add_server,
             hosts_map: hosts_map.clone(),
         },
-        render: RenderSettings {
-            template,
-            binds: c.binds.clone(),
-            admin_socket: c.admin_socket.clone(),
-            hosts_map,
-        },
+        render,
         haproxy_container: c.haproxy_container.clone(),
         keep_networks: c.keep_networks.iter().cloned().collect::<BTreeSet<_>>(),
         reload_timeout,

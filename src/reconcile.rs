@@ -314,13 +314,9 @@ impl Reconciler {
         // The old session would keep the old worker alive.
         self.runtime.disconnect();
         match result {
-            Ok(r) => {
+            Ok(_) => {
+                // Master::reload logs the reload itself.
                 self.files.save_good()?;
-                info!(
-                    new_worker = r.new_worker,
-                    took_ms = r.took.as_secs_f64() * 1e3,
-                    "haproxy reloaded"
-                );
                 Ok(())
             }
             Err(e) => {
