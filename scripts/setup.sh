@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Prepares a Debian 12 machine for swarm-lb's end-to-end tests, from nothing or from any earlier
+# state (packages present or not, dockerd running or not, /var/lib/docker and its swarm state
+# left over). Safe to run again and again.
+#
+#   scripts/setup.sh        packages, a running dockerd, a one-node Swarm, the local images
+#   scripts/setup.sh up     ... and `docker-compose up -d` of docker-compose.yml on those images
+#
+# Environment: DOCKER (default /usr/bin/docker, the client matching Debian's engine),
+# DOCKER_WAIT (seconds to wait for dockerd, default 60), and those of scripts/images.sh.
+# For `up`: SWARM_LB_IMAGE, HAPROXY_IMAGE (default the local images), SWARM_LB_HTTP_PORT,
+# COMPOSE_PROJECT_NAME.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DOCKER=${DOCKER:-/usr/bin/docker}
+DOCKER_WAIT=${DOCKER_WAIT:-60}
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static)
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+install_packages() {
+    local missing=() pkg
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' ||
+            missing+=("$pkg")
+    done
+    if ((${#missing[@]} == 0)); then
+        log "packages present"
+        return
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+docker_answers() { "$DOCKER" info >/dev/null 2>&1; }
+
+start_dockerd() {
+    [[ -x $DOCKER ]] || die "$DOCKER not found (apt-get install docker.io)"
+    if docker_answers; then
+        log "dockerd answers"
+        return
+    fi
+    if ! pgrep -x dockerd >/dev/null; then
+        # A pid file left by a dockerd that died makes the next one refuse to start.
+        local pid
+        pid=$(cat /var/run/docker.pid 2>/dev/null || true)
+        if [[ -n $pid ]] && ! kill -0 "$pid" 2>/dev/null; then
+            rm -f /var/run/docker.pid
+        fi
+        log "starting dockerd (log: /var/log/dockerd.log)"
+        nohup /usr/sbin/dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+        disown
+    else
+        log "dockerd is running but does not answer yet; waiting"
+    fi
+    local deadline=$((SECONDS + DOCKER_WAIT))
+    until docker_answers; do
+        ((SECONDS < deadline)) || die "dockerd did not answer within ${DOCKER_WAIT}s; see /var/log/dockerd.log"
+        sleep 0.2
+    done
+    log "dockerd answers"
+}
+
+swarm_state() { "$DOCKER" info -f '{{.Swarm.LocalNodeState}}' 2>/dev/null || true; }
+
+init_swarm() {
+    local deadline=$((SECONDS + DOCKER_WAIT)) state
+    # A node restarted with old swarm state reports `pending` for a moment before `active`.
+    while state=$(swarm_state); [[ $state == pending ]]; do
+        ((SECONDS < deadline)) || break
+        sleep 0.2
+    done
+    case $state in
+    active)
+        log "swarm active"
+        return
+        ;;
+    inactive) ;;
+    *)
+        # error, locked, or stuck pending: leftover state that cannot come back; start over.
+        log "swarm state is '$state': leaving and re-initialising"
+        "$DOCKER" swarm leave --force >/dev/null 2>&1 || true
+        ;;
+    esac
+    "$DOCKER" swarm init --advertise-addr 127.0.0.1 >/dev/null
+    log "swarm initialised"
+}
+
+compose_up() {
+    command -v docker-compose >/dev/null || die "docker-compose not found (apt-get install docker-compose)"
+    local haproxy_tag
+    haproxy_tag=$(/usr/sbin/haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p')
+    export SWARM_LB_IMAGE=${SWARM_LB_IMAGE:-swarm-lb/swarm-lb:local}
+    export HAPROXY_IMAGE=${HAPROXY_IMAGE:-swarm-lb/haproxy:$haproxy_tag-local}
+    log "docker-compose up -d (swarm-lb: $SWARM_LB_IMAGE, haproxy: $HAPROXY_IMAGE)"
+    docker-compose -f "$REPO/docker-compose.yml" up -d
+}
+
+main() {
+    local start=$SECONDS
+    case ${1:-} in
+    "" | up) ;;
+    *) die "usage: $0 [up]" ;;
+    esac
+    [[ $(id -u) == 0 ]] || die "run as root (installs packages, starts dockerd)"
+    install_packages
+    start_dockerd
+    init_swarm
+    DOCKER=$DOCKER "$REPO/scripts/images.sh"
+    if [[ ${1:-} == up ]]; then
+        compose_up
+    fi
+    log "ready in $((SECONDS - start))s"
+}
+
+main "$@"
