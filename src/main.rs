@@ -15,7 +15,7 @@ use swarm_lb::haproxy::render::{self, Files, RenderSettings};
 use swarm_lb::haproxy::{MapPath, Master, Runtime};
 use swarm_lb::model;
 use swarm_lb::plan::PlanSettings;
-use swarm_lb::reconcile::{self, Reconciler, Settings, Strategy, Timing};
+use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
 use swarm_lb::swarm;
 
 /// Layer-7 routing by Interlock labels (com.docker.lb.*) for Docker Swarm, on a stock HAProxy
@@ -168,7 +168,7 @@ fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconcil
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SWARM_LB_LOG")
+            tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_target(false)
@@ -182,11 +182,13 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let settings = settings(c, args.strategy, secs(args.reload_timeout, "--reload-timeout")?)?;
-    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
-    let mut reconciler = reconciler(c, settings, docker.clone());
-    if reconciler.bootstrap().context("writing the bootstrap config")? {
+    // HAProxy (restarting until a config exists) should not wait on Docker: write first.
+    let mut bootstrap = Files::new(&c.config_dir);
+    if bootstrap_config(&mut bootstrap, &settings).context("writing the bootstrap config")? {
         info!(dir = %c.config_dir.display(), "no config found; wrote an empty one so HAProxy can start");
     }
+    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
+    let reconciler = reconciler(c, settings, docker.clone());
     let options = swarm::WatchOptions {
         resync: secs(args.resync, "--resync")?,
         settle_poll: Duration::from_millis(args.settle_poll_ms),

@@ -130,16 +130,6 @@ impl Reconciler {
         &mut self.runtime
     }
 
-    /// Write an empty config if there is none, so that HAProxy can start before the first pass.
-    pub fn bootstrap(&mut self) -> Result<bool, FilesError> {
-        if self.files.config_path().exists() {
-            return Ok(false);
-        }
-        self.write_files(&ProxyState::default())?;
-        self.files.save_good()?;
-        Ok(true)
-    }
-
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
         let desired = model::desired(snap, &self.settings.model, &self.last_good);
@@ -340,6 +330,20 @@ impl Reconciler {
         self.written = Some((config, map));
         Ok(true)
     }
+}
+
+/// Write an empty config if there is none, so that HAProxy can start before the first pass.
+pub fn bootstrap_config(files: &mut Files, settings: &Settings) -> Result<bool, FilesError> {
+    if files.config_path().exists() {
+        return Ok(false);
+    }
+    let empty = ProxyState::default();
+    files.write_text(
+        &render::config(&empty, &settings.render),
+        &render::hosts_map(&empty),
+    )?;
+    files.save_good()?;
+    Ok(true)
 }
 
 /// When passes run.
