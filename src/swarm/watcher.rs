@@ -352,6 +352,170 @@ mod tests {
         assert!(rx.has_changed().expect("open"));
     }
 
+    /// A fake engine on a unix socket: fixed lists (tasks replaceable), and an event stream
+    /// per connection that waits for a scripted line, sends it, and closes.
+    mod fake {
+        use std::collections::VecDeque;
+        use std::sync::{Arc, Mutex};
+
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tokio::net::{UnixListener, UnixStream};
+        use tokio::sync::{mpsc, oneshot};
+
+        pub const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
+        pub const TASKS: &str = include_str!("../../tests/fixtures/docker-1.41/tasks.json");
+        pub const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
+
+        #[derive(Clone)]
+        pub struct Engine {
+            pub tasks: Arc<Mutex<String>>,
+            pub scripts: Arc<Mutex<VecDeque<oneshot::Receiver<String>>>>,
+            pub event_requests: mpsc::UnboundedSender<String>,
+        }
+
+        pub fn serve(listener: UnixListener, engine: Engine) {
+            tokio::spawn(async move {
+                while let Ok((s, _)) = listener.accept().await {
+                    tokio::spawn(handle(s, engine.clone()));
+                }
+            });
+        }
+
+        async fn handle(mut s: UnixStream, engine: Engine) {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
+            let path = target.split('?').next().unwrap_or_default().to_string();
+            let reply = |body: &str| {
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+            };
+            let out = if path.ends_with("/version") {
+                reply(r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#)
+            } else if path.ends_with("/services") {
+                reply(SERVICES)
+            } else if path.ends_with("/tasks") {
+                let tasks = engine.tasks.lock().expect("tasks").clone();
+                reply(&tasks)
+            } else if path.ends_with("/networks") {
+                reply(NETWORKS)
+            } else if path.ends_with("/events") {
+                let _ = engine.event_requests.send(target.clone());
+                let script = engine.scripts.lock().expect("scripts").pop_front();
+                let header = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+                if s.write_all(header.as_bytes()).await.is_err() {
+                    return;
+                }
+                match script {
+                    Some(line) => match line.await {
+                        Ok(line) => format!("{line}\n"),
+                        Err(_) => return,
+                    },
+                    None => std::future::pending().await,
+                }
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .to_string()
+            };
+            let _ = s.write_all(out.as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+
+        /// `since` from `/v1.41/events?since=...&...`.
+        pub fn since(target: &str) -> String {
+            let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("since="))
+                .unwrap_or_default()
+                .to_string()
+        }
+    }
+
+    #[tokio::test]
+    async fn an_event_relists_and_a_dropped_stream_reconnects_since_the_last_event() {
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::sync::{mpsc, oneshot};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+        let (release, script) = oneshot::channel::<String>();
+        let (req_tx, mut requests) = mpsc::unbounded_channel();
+        let engine = fake::Engine {
+            tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
+            scripts: Arc::new(Mutex::new(VecDeque::from([script]))),
+            event_requests: req_tx,
+        };
+        fake::serve(listener, engine.clone());
+
+        let endpoint = format!("unix://{}", sock.display());
+        let docker = Docker::connect(Some(&endpoint))
+            .await
+            .expect("connect to the fake");
+        assert_eq!(docker.api_version(), "1.41");
+        let options = WatchOptions {
+            backoff_initial: Duration::from_millis(10),
+            ..WatchOptions::default()
+        };
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        let within = Duration::from_secs(10);
+
+        // The stream is opened (since = now - margin) before the first listing.
+        let first = tokio::time::timeout(within, requests.recv())
+            .await
+            .expect("events request")
+            .expect("open");
+        let since: f64 = fake::since(&first).parse().expect("since is seconds.nanos");
+        let now = SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs_f64();
+        assert!(
+            (now - 1.0 - since).abs() < 5.0,
+            "since {since} vs now {now}"
+        );
+        tokio::time::timeout(within, rx.changed())
+            .await
+            .expect("first snapshot")
+            .expect("open");
+        assert_eq!(rx.borrow_and_update().tasks.len(), 5);
+
+        // A task disappears; an event says the service changed; then the stream drops.
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks[1..]).expect("json");
+        let event = r#"{"Type":"service","Action":"update","Actor":{"ID":"btrao17gkwp6g12j40iqj7crs","Attributes":{"name":"fx-web"}},"scope":"swarm","time":1795729106,"timeNano":1795729106712866649}"#;
+        release.send(event.to_string()).expect("fake waiting");
+        tokio::time::timeout(within, rx.changed())
+            .await
+            .expect("snapshot after the event")
+            .expect("open");
+        assert_eq!(rx.borrow_and_update().tasks.len(), 4);
+
+        let second = tokio::time::timeout(within, requests.recv())
+            .await
+            .expect("reconnect")
+            .expect("open");
+        assert_eq!(fake::since(&second), "1795729105.712866649", "{second}");
+
+        drop(rx);
+        tokio::time::timeout(within, run)
+            .await
+            .expect("stops without receivers")
+            .expect("no panic");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn nothing_to_poll_sleeps_forever() {
         let mut idle = Box::pin(sleep_until(None));
