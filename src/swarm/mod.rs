@@ -2,3 +2,284 @@
 //! [`crate::model::Snapshot`]; follows the event stream (reconnect with `since`, backoff);
 //! polls a service's tasks after an event touches it until they settle; resyncs periodically.
 //! Also attaches and detaches the HAProxy container to networks.
+//!
+//! Layout: [`Docker`] (here) is the effect shell over bollard; `convert`, `events` and
+//! `settle` are pure and tested on JSON captured from Docker 20.10 (API 1.41); [`Watcher`]
+//! is the loop that turns events into snapshots.
+
+mod backoff;
+mod convert;
+mod error;
+mod events;
+mod raw;
+mod settle;
+mod watcher;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+
+use crate::model::{NetworkId, Snapshot, Task};
+
+pub use backoff::Backoff;
+pub use error::{BoxError, SwarmError};
+pub use watcher::{WatchOptions, Watcher};
+
+use convert::Listing;
+use raw::Endpoint;
+
+/// bollard's default per-request timeout, kept for the requests made here too.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A connection to one Docker engine, with the API version agreed with it.
+#[derive(Debug, Clone)]
+pub struct Docker {
+    inner: bollard::Docker,
+    endpoint: Endpoint,
+    api_version: String,
+}
+
+impl Docker {
+    /// Connects to `endpoint` (`unix:///path`, a plain socket path, `tcp://host:port` or
+    /// `http://host:port`), or when `None` to `$DOCKER_HOST`, else the default unix socket;
+    /// then negotiates the API version (the engine here speaks at most 1.41).
+    pub async fn connect(endpoint: Option<&str>) -> Result<Docker, SwarmError> {
+        let from_env = std::env::var("DOCKER_HOST")
+            .ok()
+            .filter(|h| !h.trim().is_empty());
+        let spec = endpoint
+            .map(str::to_string)
+            .or(from_env)
+            .unwrap_or_else(|| raw::DEFAULT_HOST.to_string());
+        let endpoint = Endpoint::parse(&spec)?;
+        let name = endpoint.to_string();
+        let timeout = REQUEST_TIMEOUT.as_secs();
+        let version = bollard::API_DEFAULT_VERSION;
+        let inner = match &endpoint {
+            Endpoint::Unix(path) => bollard::Docker::connect_with_unix(path, timeout, version),
+            Endpoint::Tcp(authority) => {
+                bollard::Docker::connect_with_http(&format!("http://{authority}"), timeout, version)
+            }
+        }
+        .map_err(|e| SwarmError::from_bollard("connect", &name, e))?;
+        let inner = inner
+            .negotiate_version()
+            .await
+            .map_err(|e| SwarmError::from_bollard("negotiate API version", &name, e))?;
+        let v = inner.client_version();
+        Ok(Docker {
+            inner,
+            endpoint,
+            api_version: format!("{}.{}", v.major_version, v.minor_version),
+        })
+    }
+
+    /// The engine, as `unix:///path` or `tcp://host:port`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.to_string()
+    }
+
+    /// The API version in use, e.g. `1.41`.
+    pub fn api_version(&self) -> &str {
+        &self.api_version
+    }
+
+    fn err(&self, op: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError + '_ {
+        move |e| SwarmError::from_bollard(op, &self.endpoint.to_string(), e)
+    }
+
+    pub async fn ping(&self) -> Result<(), SwarmError> {
+        self.inner.ping().await.map(drop).map_err(self.err("ping"))
+    }
+
+    /// Services, tasks and networks, listed concurrently.
+    pub async fn snapshot(&self) -> Result<Snapshot, SwarmError> {
+        Ok(self.listing().await?.snapshot)
+    }
+
+    async fn listing(&self) -> Result<Listing, SwarmError> {
+        let services = async {
+            let opts = bollard::query_parameters::ListServicesOptions {
+                filters: None,
+                // ServiceStatus.DesiredTasks: what a global service wants, too.
+                status: Some(true),
+            };
+            self.inner
+                .list_services(Some(opts))
+                .await
+                .map_err(self.err("list services"))
+        };
+        let networks = async {
+            self.inner
+                .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+                .await
+                .map_err(self.err("list networks"))
+        };
+        let (services, tasks, networks) = tokio::try_join!(services, self.tasks(), networks)?;
+        let (networks, index) = convert::networks(&networks);
+        let (services, progress) = convert::services(&services, &index);
+        Ok(convert::listing(services, progress, tasks, networks))
+    }
+
+    /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`).
+    async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
+        const OP: &str = "list tasks";
+        let path = format!("/v{}/tasks", self.api_version);
+        let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
+        convert::tasks(&body).map_err(|e| SwarmError::Decode {
+            op: OP,
+            source: e.into(),
+        })
+    }
+
+    /// The event stream from `since` (`seconds.nanoseconds`, engine time), filtered to what
+    /// the watcher acts on. Lazy: the request goes out on the first poll.
+    fn events(
+        &self,
+        since: String,
+    ) -> impl Stream<Item = Result<events::Event, SwarmError>> + Send + 'static {
+        let filters = HashMap::from([
+            (
+                "type".to_string(),
+                events::TYPES.map(str::to_string).to_vec(),
+            ),
+            (
+                "event".to_string(),
+                events::ACTIONS.map(str::to_string).to_vec(),
+            ),
+        ]);
+        let opts = bollard::query_parameters::EventsOptions {
+            since: Some(since),
+            until: None,
+            filters: Some(filters),
+        };
+        let endpoint = self.endpoint.to_string();
+        self.inner.events(Some(opts)).map(move |item| match item {
+            Ok(m) => Ok(events::event(&m)),
+            Err(e) => Err(SwarmError::from_bollard("events", &endpoint, e)),
+        })
+    }
+
+    /// Network id -> name for every network `container` (id or name) is attached to.
+    pub async fn container_networks(
+        &self,
+        container: &str,
+    ) -> Result<BTreeMap<NetworkId, String>, SwarmError> {
+        let c = self
+            .inner
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(self.err("inspect container"))?;
+        Ok(convert::container_networks(&c))
+    }
+
+    /// Attaches `container` to `network` (ids or names). Already attached is success.
+    pub async fn connect_network(&self, network: &str, container: &str) -> Result<(), SwarmError> {
+        let req = bollard::models::NetworkConnectRequest {
+            container: container.to_string(),
+            endpoint_config: None,
+        };
+        let res = self.inner.connect_network(network, req).await;
+        settled_network_op(NetworkOp::Connect, res.map_err(self.err("connect network")))
+    }
+
+    /// Detaches `container` from `network`. Not attached is success.
+    pub async fn disconnect_network(
+        &self,
+        network: &str,
+        container: &str,
+    ) -> Result<(), SwarmError> {
+        let req = bollard::models::NetworkDisconnectRequest {
+            container: container.to_string(),
+            force: Some(false),
+        };
+        let res = self.inner.disconnect_network(network, req).await;
+        settled_network_op(
+            NetworkOp::Disconnect,
+            res.map_err(self.err("disconnect network")),
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NetworkOp {
+    Connect,
+    Disconnect,
+}
+
+/// The engine reports "already there" / "already gone" as errors, with varying statuses
+/// (409 or 403 for connect, 500 for disconnect on 20.10); only the message tells them apart.
+fn settled_network_op(op: NetworkOp, res: Result<(), SwarmError>) -> Result<(), SwarmError> {
+    match res {
+        Err(SwarmError::Api { ref message, .. }) if already_done(op, message) => Ok(()),
+        other => other,
+    }
+}
+
+fn already_done(op: NetworkOp, message: &str) -> bool {
+    match op {
+        NetworkOp::Connect => {
+            message.contains("is already attached to network")
+                || message.contains("already exists in network")
+        }
+        NetworkOp::Disconnect => message.contains("is not connected to network"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(status: u16, message: &str) -> Result<(), SwarmError> {
+        Err(SwarmError::Api {
+            op: "connect network",
+            status,
+            message: message.into(),
+        })
+    }
+
+    #[test]
+    fn attaching_twice_or_detaching_twice_is_success() {
+        // Messages as Docker 20.10 sends them.
+        assert!(settled_network_op(
+            NetworkOp::Connect,
+            api(409, "fx-probe is already attached to network fx-lb-net")
+        )
+        .is_ok());
+        assert!(settled_network_op(
+            NetworkOp::Connect,
+            api(
+                403,
+                "endpoint with name fx-probe already exists in network bridge"
+            )
+        )
+        .is_ok());
+        assert!(settled_network_op(
+            NetworkOp::Disconnect,
+            api(
+                500,
+                "container 30160e9cb996 is not connected to network fx-lb-net"
+            )
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn other_network_errors_are_reported() {
+        let not_attachable = "Could not attach to network ingress: rpc error: code = PermissionDenied desc = network ingress not manually attachable";
+        assert!(settled_network_op(NetworkOp::Connect, api(500, not_attachable)).is_err());
+        assert!(
+            settled_network_op(NetworkOp::Connect, api(404, "No such container: nonexist"))
+                .is_err()
+        );
+        assert!(settled_network_op(
+            NetworkOp::Disconnect,
+            api(409, "fx is already attached to network n")
+        )
+        .is_err());
+    }
+}

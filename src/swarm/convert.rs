@@ -1,0 +1,693 @@
+//! Docker's JSON -> the plain model types. Pure functions: no I/O, no clock.
+//!
+//! A malformed item (no id, a bad CIDR, a field of the wrong type) is skipped with a `warn!`
+//! that names it; the rest of the list is kept. Only a reply that is not a list at all is an
+//! error.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use bollard::models;
+use serde::Deserialize;
+use tracing::warn;
+
+use crate::model::{
+    DesiredTaskState, Network, NetworkId, Service, ServiceId, Snapshot, Task, TaskAddress,
+    TaskState, Vip,
+};
+
+/// A snapshot plus what the watcher needs to tell whether a service has settled.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Listing {
+    pub snapshot: Snapshot,
+    pub progress: BTreeMap<ServiceId, ServiceProgress>,
+}
+
+/// What a service asks of Swarm, beyond the model's view of it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct ServiceProgress {
+    /// Tasks the service wants running (`ServiceStatus.DesiredTasks`, else the replica count);
+    /// `None` for jobs and whenever Docker does not say.
+    pub desired_tasks: Option<u64>,
+    /// A rolling update or rollback is in progress (`UpdateStatus.State`).
+    pub updating: bool,
+}
+
+/// Networks by id, plus name -> id for resolving `TaskTemplate.Networks[].Target`.
+#[derive(Debug, Default)]
+pub(super) struct NetworkIndex {
+    ids: BTreeSet<NetworkId>,
+    by_name: BTreeMap<String, NetworkId>,
+}
+
+impl NetworkIndex {
+    /// `Target` is an id or a name (depending on how the service was created); returns the
+    /// id when known, else the target itself (a network listed a moment later, most likely).
+    pub fn resolve(&self, target: &str) -> NetworkId {
+        if self.ids.contains(target) {
+            return target.to_string();
+        }
+        match self.by_name.get(target) {
+            Some(id) => id.clone(),
+            None => target.to_string(),
+        }
+    }
+}
+
+/// Sorts everything by id so that two listings of the same state compare equal.
+pub(super) fn listing(
+    mut services: Vec<Service>,
+    progress: BTreeMap<ServiceId, ServiceProgress>,
+    tasks: Vec<Task>,
+    mut networks: Vec<Network>,
+) -> Listing {
+    services.sort_by(|a, b| a.id.cmp(&b.id));
+    networks.sort_by(|a, b| a.id.cmp(&b.id));
+    Listing {
+        snapshot: Snapshot {
+            services,
+            tasks: sort_tasks(tasks),
+            networks,
+        },
+        progress,
+    }
+}
+
+pub(super) fn sort_tasks(mut tasks: Vec<Task>) -> Vec<Task> {
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    tasks
+}
+
+/// `GET /networks` -> model networks and the index used to resolve service targets.
+pub(super) fn networks(raw: &[models::Network]) -> (Vec<Network>, NetworkIndex) {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut index = NetworkIndex::default();
+    // Swarm services can only use swarm-scoped networks: when a name is shared by a local and
+    // a swarm network, the swarm one wins.
+    let mut name_is_swarm: BTreeMap<String, bool> = BTreeMap::new();
+    for n in raw {
+        let (Some(id), Some(name)) = (non_empty(&n.id), non_empty(&n.name)) else {
+            warn!(id = ?n.id, name = ?n.name, "network without id or name skipped");
+            continue;
+        };
+        let swarm = n.scope.as_deref() == Some("swarm");
+        index.ids.insert(id.to_string());
+        let take = match name_is_swarm.get(name) {
+            None => true,
+            Some(had_swarm) => swarm && !had_swarm,
+        };
+        if take {
+            index.by_name.insert(name.to_string(), id.to_string());
+            name_is_swarm.insert(name.to_string(), swarm);
+        }
+        out.push(Network {
+            id: id.to_string(),
+            name: name.to_string(),
+            driver: n.driver.clone().unwrap_or_default(),
+            attachable: n.attachable.unwrap_or(false),
+            ingress: n.ingress.unwrap_or(false),
+        });
+    }
+    (out, index)
+}
+
+/// `GET /services?status=true` -> model services, and the progress of each.
+pub(super) fn services(
+    raw: &[models::Service],
+    index: &NetworkIndex,
+) -> (Vec<Service>, BTreeMap<ServiceId, ServiceProgress>) {
+    let mut out = Vec::with_capacity(raw.len());
+    let mut progress = BTreeMap::new();
+    for s in raw {
+        let Some(id) = non_empty(&s.id) else {
+            warn!(name = ?s.spec.as_ref().and_then(|sp| sp.name.as_deref()), "service without id skipped");
+            continue;
+        };
+        let Some(spec) = &s.spec else {
+            warn!(service = id, "service without spec skipped");
+            continue;
+        };
+        let Some(name) = non_empty(&spec.name) else {
+            warn!(service = id, "service without name skipped");
+            continue;
+        };
+        let labels = spec
+            .labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // `Spec.Networks` is the deprecated place; engines still fill it for old clients.
+        let targets = spec
+            .task_template
+            .as_ref()
+            .and_then(|t| t.networks.as_ref())
+            .filter(|n| !n.is_empty())
+            .or(spec.networks.as_ref());
+        let networks = targets
+            .into_iter()
+            .flatten()
+            .filter_map(|n| match non_empty(&n.target) {
+                Some(t) => Some(index.resolve(t)),
+                None => {
+                    warn!(service = name, "network attachment without target skipped");
+                    None
+                }
+            })
+            .collect();
+        let vips = s
+            .endpoint
+            .as_ref()
+            .and_then(|e| e.virtual_ips.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| {
+                let Some(network) = non_empty(&v.network_id) else {
+                    warn!(service = name, "virtual IP without network skipped");
+                    return None;
+                };
+                let Some(addr) = v.addr.as_deref() else {
+                    warn!(
+                        service = name,
+                        network, "virtual IP without address skipped"
+                    );
+                    return None;
+                };
+                match parse_cidr_addr(addr) {
+                    Some(addr) => Some(Vip {
+                        network: network.to_string(),
+                        addr,
+                    }),
+                    None => {
+                        warn!(
+                            service = name,
+                            network, addr, "virtual IP with a bad address skipped"
+                        );
+                        None
+                    }
+                }
+            })
+            .collect();
+        progress.insert(id.to_string(), service_progress(s));
+        out.push(Service {
+            id: id.to_string(),
+            name: name.to_string(),
+            labels,
+            networks,
+            vips,
+        });
+    }
+    (out, progress)
+}
+
+fn service_progress(s: &models::Service) -> ServiceProgress {
+    let mode = s.spec.as_ref().and_then(|sp| sp.mode.as_ref());
+    let is_job = mode.is_some_and(|m| m.replicated_job.is_some() || m.global_job.is_some());
+    let replicas = mode
+        .and_then(|m| m.replicated.as_ref())
+        .and_then(|r| r.replicas)
+        .and_then(|r| u64::try_from(r).ok());
+    let from_status = s.service_status.as_ref().and_then(|st| st.desired_tasks);
+    let desired_tasks = if is_job {
+        None
+    } else {
+        from_status.or(replicas)
+    };
+    let updating = s
+        .update_status
+        .as_ref()
+        .and_then(|u| u.state)
+        .is_some_and(|st| {
+            use models::ServiceUpdateStatusStateEnum as U;
+            matches!(st, U::UPDATING | U::ROLLBACK_STARTED)
+        });
+    ServiceProgress {
+        desired_tasks,
+        updating,
+    }
+}
+
+/// The part of a task this crate reads. bollard's `Task` lacks `NetworksAttachments`, so tasks
+/// are decoded here, and leniently: states are strings (an unknown one folds to `Finished`).
+#[derive(Debug, Deserialize)]
+struct RawTask {
+    #[serde(rename = "ID")]
+    id: Option<String>,
+    #[serde(rename = "ServiceID")]
+    service_id: Option<String>,
+    #[serde(rename = "Slot")]
+    slot: Option<i64>,
+    #[serde(rename = "Status")]
+    status: Option<RawTaskStatus>,
+    #[serde(rename = "DesiredState")]
+    desired_state: Option<String>,
+    #[serde(rename = "NetworksAttachments")]
+    networks_attachments: Option<Vec<RawAttachment>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawTaskStatus {
+    #[serde(rename = "State")]
+    state: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAttachment {
+    #[serde(rename = "Network")]
+    network: Option<RawAttachedNetwork>,
+    #[serde(rename = "Addresses")]
+    addresses: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawAttachedNetwork {
+    #[serde(rename = "ID")]
+    id: Option<String>,
+}
+
+/// `GET /tasks` body -> model tasks. Err only if the body is not a JSON array.
+pub(super) fn tasks(body: &[u8]) -> Result<Vec<Task>, serde_json::Error> {
+    let items: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let named = item.get("ID").and_then(|v| v.as_str()).map(str::to_string);
+        match serde_json::from_value::<RawTask>(item) {
+            Ok(raw) => out.extend(task(raw)),
+            Err(error) => warn!(task = ?named, %error, "malformed task skipped"),
+        }
+    }
+    Ok(out)
+}
+
+fn task(raw: RawTask) -> Option<Task> {
+    let Some(id) = non_empty(&raw.id) else {
+        warn!("task without id skipped");
+        return None;
+    };
+    let Some(service_id) = non_empty(&raw.service_id) else {
+        // Network-attachment tasks (a plain container on an attachable overlay) have no
+        // service; they are not routable and not worth a warning.
+        return None;
+    };
+    let Some(state) = raw.status.as_ref().and_then(|s| s.state.as_deref()) else {
+        warn!(task = id, "task without state skipped");
+        return None;
+    };
+    let Some(desired) = raw.desired_state.as_deref() else {
+        warn!(task = id, "task without desired state skipped");
+        return None;
+    };
+    let mut addresses = Vec::new();
+    for att in raw.networks_attachments.iter().flatten() {
+        let Some(network) = att.network.as_ref().and_then(|n| non_empty(&n.id)) else {
+            warn!(task = id, "network attachment without network id skipped");
+            continue;
+        };
+        for a in att.addresses.iter().flatten() {
+            match parse_cidr_addr(a) {
+                Some(addr) => addresses.push(TaskAddress {
+                    network: network.to_string(),
+                    addr,
+                }),
+                None => {
+                    warn!(task = id, network, addr = %a, "task address that is not an IP skipped")
+                }
+            }
+        }
+    }
+    Some(Task {
+        id: id.to_string(),
+        service_id: service_id.to_string(),
+        // Global services' tasks have no slot (Docker omits it, or sends 0).
+        slot: raw
+            .slot
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|s| *s > 0),
+        state: task_state(state),
+        desired_state: desired_state(desired),
+        addresses,
+    })
+}
+
+/// Folds `Status.State` as [`TaskState`] documents.
+pub(super) fn task_state(s: &str) -> TaskState {
+    match s {
+        "new" | "allocated" | "pending" | "assigned" | "accepted" | "ready" | "preparing"
+        | "starting" => TaskState::Starting,
+        "running" => TaskState::Running,
+        _ => TaskState::Finished,
+    }
+}
+
+/// Folds `DesiredState` as [`DesiredTaskState`] documents.
+pub(super) fn desired_state(s: &str) -> DesiredTaskState {
+    match s {
+        "running" => DesiredTaskState::Running,
+        _ => DesiredTaskState::Shutdown,
+    }
+}
+
+/// `10.0.1.5/24` or `10.0.1.5` (or an IPv6 form) -> the address; `None` if it is not one.
+pub(super) fn parse_cidr_addr(s: &str) -> Option<IpAddr> {
+    let (addr, prefix) = match s.split_once('/') {
+        Some((a, p)) => (a, Some(p)),
+        None => (s, None),
+    };
+    let ip: IpAddr = addr.parse().ok()?;
+    if let Some(p) = prefix {
+        let p: u8 = p.parse().ok()?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        if p > max {
+            return None;
+        }
+    }
+    Some(ip)
+}
+
+/// `GET /containers/{id}/json` -> network id -> network name.
+pub(super) fn container_networks(
+    c: &models::ContainerInspectResponse,
+) -> BTreeMap<NetworkId, String> {
+    let mut out = BTreeMap::new();
+    let nets = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    for (name, ep) in nets.into_iter().flatten() {
+        match non_empty(&ep.network_id) {
+            Some(id) => {
+                out.insert(id.to_string(), name.clone());
+            }
+            None => {
+                warn!(container = ?c.name, network = name, "container network without id skipped")
+            }
+        }
+    }
+    out
+}
+
+fn non_empty(s: &Option<String>) -> Option<&str> {
+    s.as_deref().filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
+    const TASKS: &str = include_str!("../../tests/fixtures/docker-1.41/tasks.json");
+    const TASKS_SCALING_DOWN: &str =
+        include_str!("../../tests/fixtures/docker-1.41/tasks-scaling-down.json");
+    const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
+    const CONTAINER: &str = include_str!("../../tests/fixtures/docker-1.41/container-inspect.json");
+
+    const LB_NET: &str = "ozmh1494lrjy2tkbzt8h8ykgd";
+    const WEB: &str = "btrao17gkwp6g12j40iqj7crs";
+
+    fn fixture_networks() -> (Vec<Network>, NetworkIndex) {
+        let raw: Vec<models::Network> = serde_json::from_str(NETWORKS).expect("networks fixture");
+        networks(&raw)
+    }
+
+    fn fixture_services() -> (Vec<Service>, BTreeMap<ServiceId, ServiceProgress>) {
+        let (_, index) = fixture_networks();
+        let raw: Vec<models::Service> = serde_json::from_str(SERVICES).expect("services fixture");
+        services(&raw, &index)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("test address")
+    }
+
+    #[test]
+    fn networks_keep_id_name_driver_and_flags() {
+        let (nets, _) = fixture_networks();
+        assert_eq!(nets.len(), 6);
+        let lb = nets.iter().find(|n| n.id == LB_NET).expect("fx-lb-net");
+        assert_eq!(
+            lb,
+            &Network {
+                id: LB_NET.into(),
+                name: "fx-lb-net".into(),
+                driver: "overlay".into(),
+                attachable: true,
+                ingress: false,
+            }
+        );
+        let ingress = nets.iter().find(|n| n.name == "ingress").expect("ingress");
+        assert!(ingress.ingress && !ingress.attachable);
+    }
+
+    #[test]
+    fn services_carry_spec_labels_network_ids_and_vips() {
+        let (svcs, progress) = fixture_services();
+        assert_eq!(svcs.len(), 3);
+        let web = svcs.iter().find(|s| s.id == WEB).expect("fx-web");
+        assert_eq!(web.name, "fx-web");
+        assert_eq!(
+            web.labels,
+            BTreeMap::from([
+                (
+                    "com.docker.lb.hosts".to_string(),
+                    "web.example.com".to_string()
+                ),
+                ("com.docker.lb.port".to_string(), "8080".to_string()),
+            ])
+        );
+        assert_eq!(web.networks, vec![LB_NET.to_string()]);
+        assert_eq!(
+            web.vips,
+            vec![Vip {
+                network: LB_NET.into(),
+                addr: ip("10.0.1.2")
+            }]
+        );
+        assert_eq!(progress[WEB].desired_tasks, Some(2));
+        assert!(!progress[WEB].updating);
+    }
+
+    #[test]
+    fn a_service_created_with_a_network_name_gets_the_network_id() {
+        let (_, index) = fixture_networks();
+        let mut raw: Vec<models::Service> = serde_json::from_str(SERVICES).expect("fixture");
+        let nets = raw[0]
+            .spec
+            .as_mut()
+            .and_then(|s| s.task_template.as_mut())
+            .and_then(|t| t.networks.as_mut())
+            .expect("fixture has task template networks");
+        nets[0].target = Some("fx-lb-net".into());
+        let (svcs, _) = services(&raw, &index);
+        assert_eq!(svcs[0].networks, vec![LB_NET.to_string()]);
+    }
+
+    #[test]
+    fn an_unknown_network_target_is_kept_as_given() {
+        let (_, index) = fixture_networks();
+        assert_eq!(index.resolve("not-listed-yet"), "not-listed-yet");
+        assert_eq!(index.resolve(LB_NET), LB_NET);
+        assert_eq!(index.resolve("ingress"), "391emqgb84zx3txkktmaqi2i9");
+    }
+
+    #[test]
+    fn a_swarm_network_wins_over_a_local_one_of_the_same_name() {
+        let raw: Vec<models::Network> = serde_json::from_value(serde_json::json!([
+            {"Id": "swarm1", "Name": "shared", "Scope": "swarm", "Driver": "overlay"},
+            {"Id": "local1", "Name": "shared", "Scope": "local", "Driver": "bridge"},
+        ]))
+        .expect("json");
+        assert_eq!(networks(&raw).1.resolve("shared"), "swarm1");
+        let reversed: Vec<models::Network> = raw.into_iter().rev().collect();
+        assert_eq!(networks(&reversed).1.resolve("shared"), "swarm1");
+    }
+
+    #[test]
+    fn a_dnsrr_service_has_no_vips() {
+        let raw: Vec<models::Service> = serde_json::from_value(serde_json::json!([{
+            "ID": "dns1",
+            "Spec": {"Name": "dns", "EndpointSpec": {"Mode": "dnsrr"},
+                     "TaskTemplate": {"Networks": [{"Target": "n1"}]}},
+            "Endpoint": {"Spec": {}}
+        }]))
+        .expect("json");
+        let (svcs, progress) = services(&raw, &NetworkIndex::default());
+        assert_eq!(svcs[0].vips, vec![]);
+        assert_eq!(svcs[0].networks, vec!["n1".to_string()]);
+        assert_eq!(progress["dns1"].desired_tasks, None);
+    }
+
+    #[test]
+    fn services_missing_id_or_name_are_skipped_and_bad_vips_dropped() {
+        let raw: Vec<models::Service> = serde_json::from_value(serde_json::json!([
+            {"Spec": {"Name": "no-id"}},
+            {"ID": "no-name", "Spec": {}},
+            {"ID": "no-spec"},
+            {"ID": "ok", "Spec": {"Name": "ok", "Mode": {"Replicated": {"Replicas": 3}}},
+             "UpdateStatus": {"State": "updating"},
+             "Endpoint": {"VirtualIPs": [
+                {"NetworkID": "n1", "Addr": "10.0.0.300/24"},
+                {"NetworkID": "n1", "Addr": "10.0.0.3/99"},
+                {"Addr": "10.0.0.4/24"},
+                {"NetworkID": "n1"},
+                {"NetworkID": "n2", "Addr": "10.0.2.5/24"}
+             ]}}
+        ]))
+        .expect("json");
+        let (svcs, progress) = services(&raw, &NetworkIndex::default());
+        assert_eq!(svcs.len(), 1);
+        assert_eq!(
+            svcs[0].vips,
+            vec![Vip {
+                network: "n2".into(),
+                addr: ip("10.0.2.5")
+            }]
+        );
+        assert_eq!(
+            progress["ok"],
+            ServiceProgress {
+                desired_tasks: Some(3),
+                updating: true
+            }
+        );
+    }
+
+    #[test]
+    fn tasks_carry_state_desired_state_slot_and_addresses_without_prefix() {
+        let ts = tasks(TASKS.as_bytes()).expect("tasks fixture");
+        assert_eq!(ts.len(), 5);
+        let t = ts
+            .iter()
+            .find(|t| t.id == "l4jr87dy66e2q3hp643mbj1h6")
+            .expect("fx-web.2");
+        assert_eq!(
+            t,
+            &Task {
+                id: "l4jr87dy66e2q3hp643mbj1h6".into(),
+                service_id: WEB.into(),
+                slot: Some(2),
+                state: TaskState::Running,
+                desired_state: DesiredTaskState::Running,
+                addresses: vec![TaskAddress {
+                    network: LB_NET.into(),
+                    addr: ip("10.0.1.11")
+                }],
+            }
+        );
+    }
+
+    #[test]
+    fn a_task_being_scaled_away_is_running_with_desired_shutdown() {
+        let ts = tasks(TASKS_SCALING_DOWN.as_bytes()).expect("fixture");
+        let t = ts
+            .iter()
+            .find(|t| t.id == "w5vy36ecbv9k27xvp4s6am9bn")
+            .expect("fx-web.2 being removed");
+        assert_eq!(t.state, TaskState::Running);
+        assert_eq!(t.desired_state, DesiredTaskState::Shutdown);
+        assert_eq!(t.addresses[0].addr, ip("10.0.1.4"));
+    }
+
+    #[test]
+    fn every_docker_task_state_folds_as_the_model_says() {
+        for s in [
+            "new",
+            "allocated",
+            "pending",
+            "assigned",
+            "accepted",
+            "ready",
+            "preparing",
+            "starting",
+        ] {
+            assert_eq!(task_state(s), TaskState::Starting, "{s}");
+        }
+        assert_eq!(task_state("running"), TaskState::Running);
+        for s in [
+            "complete", "shutdown", "failed", "rejected", "remove", "orphaned", "what",
+        ] {
+            assert_eq!(task_state(s), TaskState::Finished, "{s}");
+        }
+        assert_eq!(desired_state("running"), DesiredTaskState::Running);
+        for s in ["shutdown", "remove", "ready", "complete", ""] {
+            assert_eq!(desired_state(s), DesiredTaskState::Shutdown, "{s}");
+        }
+    }
+
+    #[test]
+    fn malformed_tasks_are_skipped_and_the_rest_kept() {
+        let body = serde_json::json!([
+            {"ID": "a", "ServiceID": "s", "Status": {"State": "running"}, "DesiredState": "running",
+             "NetworksAttachments": [
+                {"Network": {"ID": "n"}, "Addresses": ["10.0.0.2/24", "bogus", "10.0.0.3/40"]},
+                {"Addresses": ["10.0.0.9/24"]}
+             ]},
+            {"ID": "b", "ServiceID": "s", "Slot": "one", "Status": {"State": "running"}, "DesiredState": "running"},
+            {"ID": "c", "ServiceID": "s", "DesiredState": "running"},
+            {"ID": "d", "ServiceID": "s", "Status": {"State": "running"}},
+            {"ServiceID": "s", "Status": {"State": "running"}, "DesiredState": "running"},
+            {"ID": "e", "Status": {"State": "running"}, "DesiredState": "running"},
+            {"ID": "f", "ServiceID": "s", "Slot": 0, "Status": {"State": "brand-new"}, "DesiredState": "running"},
+            17
+        ])
+        .to_string();
+        let ts = tasks(body.as_bytes()).expect("an array");
+        let ids: Vec<&str> = ts.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a", "f"]);
+        assert_eq!(
+            ts[0].addresses,
+            vec![TaskAddress {
+                network: "n".into(),
+                addr: ip("10.0.0.2")
+            }]
+        );
+        assert_eq!(ts[1].slot, None);
+        assert_eq!(ts[1].state, TaskState::Finished);
+    }
+
+    #[test]
+    fn a_tasks_reply_that_is_not_a_list_is_an_error() {
+        assert!(tasks(b"{\"message\":\"oops\"}").is_err());
+        assert!(tasks(b"[{\"ID\":").is_err());
+        assert!(tasks(b"").is_err());
+    }
+
+    #[test]
+    fn cidr_addresses_parse_for_both_families_and_reject_garbage() {
+        assert_eq!(parse_cidr_addr("10.0.1.5/24"), Some(ip("10.0.1.5")));
+        assert_eq!(parse_cidr_addr("10.0.1.5"), Some(ip("10.0.1.5")));
+        assert_eq!(parse_cidr_addr("fd00::5/64"), Some(ip("fd00::5")));
+        assert_eq!(parse_cidr_addr("10.0.1.5/33"), None);
+        assert_eq!(parse_cidr_addr("10.0.1.5/"), None);
+        assert_eq!(parse_cidr_addr("/24"), None);
+        assert_eq!(parse_cidr_addr(""), None);
+        assert_eq!(parse_cidr_addr("host/24"), None);
+    }
+
+    #[test]
+    fn container_networks_map_ids_to_names() {
+        let c: models::ContainerInspectResponse = serde_json::from_str(CONTAINER).expect("fixture");
+        assert_eq!(
+            container_networks(&c),
+            BTreeMap::from([(LB_NET.to_string(), "fx-lb-net".to_string())])
+        );
+        assert_eq!(
+            container_networks(&models::ContainerInspectResponse::default()),
+            BTreeMap::new()
+        );
+    }
+
+    #[test]
+    fn listings_of_the_same_state_in_another_order_are_equal() {
+        let (svcs, progress) = fixture_services();
+        let (nets, _) = fixture_networks();
+        let ts = tasks(TASKS.as_bytes()).expect("fixture");
+        let a = listing(svcs.clone(), progress.clone(), ts.clone(), nets.clone());
+        let b = listing(
+            svcs.into_iter().rev().collect(),
+            progress,
+            ts.into_iter().rev().collect(),
+            nets.into_iter().rev().collect(),
+        );
+        assert_eq!(a, b);
+    }
+}

@@ -1,0 +1,376 @@
+//! Which services are still moving, and when to look again. Pure: time is passed in.
+//!
+//! Swarm emits no task events, so after something touches a service the watcher lists tasks
+//! at a short interval until the service settles: no task on its way to running, none
+//! running that Swarm is stopping, as many running as the service asks for, no rolling
+//! update in progress. A service that does not settle within the timeout is given up on
+//! (a warning), until another event touches it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::convert::{Listing, ServiceProgress};
+use crate::model::{DesiredTaskState, ServiceId, Task, TaskState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SettleOptions {
+    /// Poll interval right after a touch.
+    pub fast: Duration,
+    /// How long after the last touch to keep polling at `fast`.
+    pub fast_for: Duration,
+    /// Poll interval after that, until the timeout.
+    pub slow: Duration,
+    /// Give up on a service that has not settled after this long.
+    pub timeout: Duration,
+    /// A touched service is watched at least this long even if it looks settled at once:
+    /// the listing right after a service update can predate the orchestrator's reaction.
+    pub grace: Duration,
+}
+
+/// A change in what is being watched, for the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Settled { service: ServiceId, after: Duration },
+    GaveUp { service: ServiceId, after: Duration },
+}
+
+#[derive(Debug)]
+pub(super) struct Settler {
+    opts: SettleOptions,
+    /// Service -> (watched since, last touched).
+    active: BTreeMap<ServiceId, (Instant, Instant)>,
+    gave_up: BTreeSet<ServiceId>,
+    last_list: Option<Instant>,
+}
+
+impl Settler {
+    pub fn new(opts: SettleOptions) -> Settler {
+        Settler {
+            opts,
+            active: BTreeMap::new(),
+            gave_up: BTreeSet::new(),
+            last_list: None,
+        }
+    }
+
+    /// An event changed this service: watch it (again), even if it was given up on.
+    pub fn touch(&mut self, service: &str, now: Instant) {
+        self.gave_up.remove(service);
+        self.active
+            .entry(service.to_string())
+            .and_modify(|(_, touched)| *touched = now)
+            .or_insert((now, now));
+    }
+
+    /// A node changed: watch every service that is not settled in the next listing.
+    pub fn touch_all_unsettled(&mut self) {
+        self.gave_up.clear();
+    }
+
+    /// Feeds a fresh listing (taken at `now`): drops services that settled or timed out, and
+    /// starts watching any unsettled service not given up on (a change this node saw no
+    /// event for, e.g. a task failing on another node, found by a resync).
+    pub fn observe(&mut self, listing: &Listing, now: Instant) -> Vec<Outcome> {
+        self.last_list = Some(now);
+        let by_service = tasks_by_service(&listing.snapshot.tasks);
+        let no_tasks: Vec<&Task> = Vec::new();
+        let settled = |id: &str| {
+            let progress = listing
+                .progress
+                .get(id)
+                .copied()
+                .unwrap_or(ServiceProgress {
+                    // A service that is gone wants no task.
+                    desired_tasks: Some(0),
+                    updating: false,
+                });
+            is_settled(progress, by_service.get(id).unwrap_or(&no_tasks))
+        };
+
+        let mut outcomes = Vec::new();
+        let opts = self.opts;
+        self.active.retain(|id, (since, touched)| {
+            let after = now.saturating_duration_since(*since);
+            if now.saturating_duration_since(*touched) >= opts.grace && settled(id) {
+                outcomes.push(Outcome::Settled {
+                    service: id.clone(),
+                    after,
+                });
+                false
+            } else if after >= opts.timeout {
+                outcomes.push(Outcome::GaveUp {
+                    service: id.clone(),
+                    after,
+                });
+                self.gave_up.insert(id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        self.gave_up.retain(|id| !settled(id));
+
+        let candidates = listing
+            .snapshot
+            .services
+            .iter()
+            .map(|s| s.id.as_str())
+            .chain(by_service.keys().copied());
+        for id in candidates {
+            if !self.active.contains_key(id) && !self.gave_up.contains(id) && !settled(id) {
+                self.active.insert(id.to_string(), (now, now));
+            }
+        }
+        outcomes
+    }
+
+    /// A listing was attempted at `now` and failed: the next poll waits a full interval.
+    pub fn listed_at(&mut self, now: Instant) {
+        self.last_list = Some(now);
+    }
+
+    /// When to list tasks next; `None` when nothing is moving (no polling at all).
+    pub fn next_poll(&self) -> Option<Instant> {
+        let last_touch = self.active.values().map(|(_, touched)| *touched).max()?;
+        let Some(last_list) = self.last_list else {
+            return Some(last_touch);
+        };
+        let fast = last_list.saturating_duration_since(last_touch) < self.opts.fast_for;
+        Some(last_list + if fast { self.opts.fast } else { self.opts.slow })
+    }
+
+    pub fn watching(&self) -> usize {
+        self.active.len()
+    }
+}
+
+fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
+    let mut m: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for t in tasks {
+        m.entry(t.service_id.as_str()).or_default().push(t);
+    }
+    m
+}
+
+/// No task on its way to running, none running that Swarm is stopping, the running count
+/// as asked, no rolling update. A task starting that Swarm no longer wants (desired
+/// shutdown) will never serve, so it does not hold a service unsettled.
+pub(super) fn is_settled(progress: ServiceProgress, tasks: &[&Task]) -> bool {
+    if progress.updating {
+        return false;
+    }
+    let mut running = 0u64;
+    for t in tasks {
+        match (t.state, t.desired_state) {
+            (TaskState::Starting, DesiredTaskState::Running) => return false,
+            (TaskState::Running, DesiredTaskState::Shutdown) => return false,
+            (TaskState::Running, DesiredTaskState::Running) => running += 1,
+            _ => {}
+        }
+    }
+    match progress.desired_tasks {
+        Some(n) => n == running,
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Service, Snapshot};
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn opts() -> SettleOptions {
+        SettleOptions {
+            fast: 25 * MS,
+            fast_for: 5000 * MS,
+            slow: 250 * MS,
+            timeout: 60_000 * MS,
+            grace: 200 * MS,
+        }
+    }
+
+    fn task(id: &str, svc: &str, state: TaskState, desired: DesiredTaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: svc.into(),
+            slot: None,
+            state,
+            desired_state: desired,
+            addresses: vec![],
+        }
+    }
+
+    fn listing(replicas: u64, tasks: Vec<Task>) -> Listing {
+        Listing {
+            snapshot: Snapshot {
+                services: vec![Service {
+                    id: "s".into(),
+                    name: "s".into(),
+                    labels: Default::default(),
+                    networks: vec![],
+                    vips: vec![],
+                }],
+                tasks,
+                networks: vec![],
+            },
+            progress: BTreeMap::from([(
+                "s".to_string(),
+                ServiceProgress {
+                    desired_tasks: Some(replicas),
+                    updating: false,
+                },
+            )]),
+        }
+    }
+
+    use DesiredTaskState::{Running as WantRun, Shutdown as WantStop};
+    use TaskState::{Finished, Running, Starting};
+
+    #[test]
+    fn a_service_is_settled_only_when_its_tasks_are_where_it_wants_them() {
+        let p = |n| ServiceProgress {
+            desired_tasks: Some(n),
+            updating: false,
+        };
+        let run = task("a", "s", Running, WantRun);
+        let old = task("o", "s", Finished, WantStop);
+        assert!(is_settled(p(1), &[&run, &old]));
+        assert!(!is_settled(p(2), &[&run]), "one task missing");
+        assert!(!is_settled(p(0), &[&run]), "one task too many");
+        assert!(!is_settled(
+            p(1),
+            &[&run, &task("b", "s", Starting, WantRun)]
+        ));
+        assert!(!is_settled(
+            p(1),
+            &[&run, &task("b", "s", Running, WantStop)]
+        ));
+        assert!(is_settled(
+            p(1),
+            &[&run, &task("b", "s", Starting, WantStop)]
+        ));
+        let updating = ServiceProgress {
+            desired_tasks: Some(1),
+            updating: true,
+        };
+        assert!(!is_settled(updating, &[&run]));
+        let unknown = ServiceProgress {
+            desired_tasks: None,
+            updating: false,
+        };
+        assert!(is_settled(unknown, &[&run, &run]));
+    }
+
+    #[test]
+    fn nothing_touched_and_all_settled_means_no_polling() {
+        let now = Instant::now();
+        let mut s = Settler::new(opts());
+        let out = s.observe(&listing(1, vec![task("a", "s", Running, WantRun)]), now);
+        assert_eq!(out, vec![]);
+        assert_eq!(s.next_poll(), None);
+    }
+
+    #[test]
+    fn a_touched_service_is_polled_fast_until_it_settles_after_the_grace() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(opts());
+        s.touch("s", t0);
+        assert_eq!(s.next_poll(), Some(t0), "first listing at once");
+        let starting = listing(
+            2,
+            vec![
+                task("a", "s", Running, WantRun),
+                task("b", "s", Starting, WantRun),
+            ],
+        );
+        assert_eq!(s.observe(&starting, t0), vec![]);
+        assert_eq!(s.next_poll(), Some(t0 + 25 * MS));
+        let done = listing(
+            2,
+            vec![
+                task("a", "s", Running, WantRun),
+                task("b", "s", Running, WantRun),
+            ],
+        );
+        assert_eq!(
+            s.observe(&done, t0 + 100 * MS),
+            vec![],
+            "still in the grace period"
+        );
+        assert_eq!(
+            s.observe(&done, t0 + 200 * MS),
+            vec![Outcome::Settled {
+                service: "s".into(),
+                after: 200 * MS
+            }]
+        );
+        assert_eq!(s.next_poll(), None);
+    }
+
+    #[test]
+    fn polling_slows_down_after_the_fast_window_and_gives_up_at_the_timeout() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(opts());
+        s.touch("s", t0);
+        let stuck = listing(1, vec![task("b", "s", Starting, WantRun)]);
+        s.observe(&stuck, t0 + 6000 * MS);
+        assert_eq!(s.next_poll(), Some(t0 + 6250 * MS));
+        let out = s.observe(&stuck, t0 + 60_000 * MS);
+        assert_eq!(
+            out,
+            vec![Outcome::GaveUp {
+                service: "s".into(),
+                after: 60_000 * MS
+            }]
+        );
+        assert_eq!(s.next_poll(), None);
+        // A resync that finds it still stuck does not start polling again...
+        assert_eq!(s.observe(&stuck, t0 + 90_000 * MS), vec![]);
+        assert_eq!(s.watching(), 0);
+        // ...but a new event does.
+        s.touch("s", t0 + 91_000 * MS);
+        assert_eq!(s.watching(), 1);
+    }
+
+    #[test]
+    fn a_resync_that_finds_a_service_moving_starts_watching_it() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(opts());
+        s.observe(&listing(2, vec![task("a", "s", Running, WantRun)]), t0);
+        assert_eq!(s.watching(), 1);
+        assert_eq!(s.next_poll(), Some(t0 + 25 * MS));
+    }
+
+    #[test]
+    fn a_removed_service_settles_once_its_tasks_are_gone() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(opts());
+        s.touch("s", t0);
+        let mut gone = listing(0, vec![task("a", "s", Running, WantStop)]);
+        gone.snapshot.services.clear();
+        gone.progress.clear();
+        assert_eq!(s.observe(&gone, t0 + 300 * MS), vec![]);
+        gone.snapshot.tasks[0].state = Finished;
+        assert!(matches!(
+            s.observe(&gone, t0 + 400 * MS)[..],
+            [Outcome::Settled { .. }]
+        ));
+    }
+
+    #[test]
+    fn a_new_touch_restarts_the_fast_window() {
+        let t0 = Instant::now();
+        let mut s = Settler::new(opts());
+        s.touch("s", t0);
+        let stuck = listing(1, vec![task("b", "s", Starting, WantRun)]);
+        s.observe(&stuck, t0 + 7000 * MS);
+        assert_eq!(s.next_poll(), Some(t0 + 7250 * MS));
+        s.touch("s", t0 + 7100 * MS);
+        s.observe(&stuck, t0 + 7100 * MS);
+        assert_eq!(s.next_poll(), Some(t0 + 7125 * MS));
+    }
+}
