@@ -42,16 +42,28 @@ struct Common {
     docker: Option<String>,
 
     /// HAProxy's admin socket (`stats socket ... level admin`), as this process sees it.
-    #[arg(long, env = "SWARM_LB_ADMIN_SOCKET", default_value = "/var/run/haproxy/admin.sock")]
+    #[arg(
+        long,
+        env = "SWARM_LB_ADMIN_SOCKET",
+        default_value = "/var/run/haproxy/admin.sock"
+    )]
     admin_socket: PathBuf,
 
     /// HAProxy's master CLI socket (`haproxy -W -S <path>`), used for reloads.
-    #[arg(long, env = "SWARM_LB_MASTER_SOCKET", default_value = "/var/run/haproxy/master.sock")]
+    #[arg(
+        long,
+        env = "SWARM_LB_MASTER_SOCKET",
+        default_value = "/var/run/haproxy/master.sock"
+    )]
     master_socket: PathBuf,
 
     /// Directory of the generated haproxy.cfg and hosts.map. HAProxy must see it at the same
     /// path (mount it at the same place in both containers).
-    #[arg(long, env = "SWARM_LB_CONFIG_DIR", default_value = "/usr/local/etc/haproxy")]
+    #[arg(
+        long,
+        env = "SWARM_LB_CONFIG_DIR",
+        default_value = "/usr/local/etc/haproxy"
+    )]
     config_dir: PathBuf,
 
     /// Base template for the generated config (global, defaults, frontend). Defaults to the
@@ -60,7 +72,12 @@ struct Common {
     template: Option<PathBuf>,
 
     /// `bind` address of the HTTP frontend; repeat for several.
-    #[arg(long = "bind", env = "SWARM_LB_BIND", value_delimiter = ',', default_value = ":80")]
+    #[arg(
+        long = "bind",
+        env = "SWARM_LB_BIND",
+        value_delimiter = ',',
+        default_value = ":80"
+    )]
     binds: Vec<String>,
 
     /// Slots are added to a task-mode backend in blocks of this many.
@@ -77,7 +94,11 @@ struct Common {
     haproxy_container: Option<String>,
 
     /// Networks (names or ids) never detached from the HAProxy container; repeat for several.
-    #[arg(long = "keep-network", env = "SWARM_LB_KEEP_NETWORKS", value_delimiter = ',')]
+    #[arg(
+        long = "keep-network",
+        env = "SWARM_LB_KEEP_NETWORKS",
+        value_delimiter = ','
+    )]
     keep_networks: Vec<String>,
 
     /// Never grow slots with `add server`; grow by reload instead.
@@ -118,25 +139,30 @@ struct RunArgs {
 }
 
 fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s).with_context(|| format!("{what}: {s} is not a duration in seconds"))
+    Duration::try_from_secs_f64(s)
+        .with_context(|| format!("{what}: {s} is not a duration in seconds"))
 }
 
 fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow::Result<Settings> {
     let template = match &c.template {
-        Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading template {}", p.display()))?,
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading template {}", p.display()))?,
         None => render::BASE_TEMPLATE.to_owned(),
     };
     let files = Files::new(&c.config_dir);
     let map_path = files.map_path();
-    let hosts_map = MapPath::new(&map_path.to_string_lossy())
-        .with_context(|| "--config-dir must be an absolute path of letters, digits, '/', '.', '-', '_'")?;
+    let hosts_map = MapPath::new(&map_path.to_string_lossy()).with_context(|| {
+        "--config-dir must be an absolute path of letters, digits, '/', '.', '-', '_'"
+    })?;
     let render = RenderSettings {
         template,
         binds: c.binds.clone(),
         admin_socket: c.admin_socket.clone(),
         hosts_map: hosts_map.clone(),
     };
-    render.validate().context("checking the template and the HAProxy paths")?;
+    render
+        .validate()
+        .context("checking the template and the HAProxy paths")?;
     Ok(Settings {
         model: model::Settings {
             default_network: c.default_network.clone(),
@@ -181,13 +207,19 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    let settings = settings(c, args.strategy, secs(args.reload_timeout, "--reload-timeout")?)?;
+    let settings = settings(
+        c,
+        args.strategy,
+        secs(args.reload_timeout, "--reload-timeout")?,
+    )?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     let mut bootstrap = Files::new(&c.config_dir);
     if bootstrap_config(&mut bootstrap, &settings).context("writing the bootstrap config")? {
         info!(dir = %c.config_dir.display(), "no config found; wrote an empty one so HAProxy can start");
     }
-    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
+    let docker = swarm::Docker::connect(c.docker.as_deref())
+        .await
+        .context("connecting to Docker")?;
     let reconciler = reconciler(c, settings, docker.clone());
     let options = swarm::WatchOptions {
         resync: secs(args.resync, "--resync")?,
@@ -225,7 +257,9 @@ async fn sigterm() {
 
 async fn print_plan(c: Common) -> anyhow::Result<()> {
     let settings = settings(&c, Strategy::Runtime, Duration::from_secs(30))?;
-    let docker = swarm::Docker::connect(c.docker.as_deref()).await.context("connecting to Docker")?;
+    let docker = swarm::Docker::connect(c.docker.as_deref())
+        .await
+        .context("connecting to Docker")?;
     let snap = docker.snapshot().await.context("listing Swarm")?;
     let mut reconciler = reconciler(&c, settings, docker);
     let (desired, _actual, plan) = reconciler.plan(&snap).await.context("planning")?;
@@ -243,7 +277,10 @@ async fn print_plan(c: Common) -> anyhow::Result<()> {
         println!("{}", swarm_lb::haproxy::codec::encode(cmd));
     }
     if plan.reload {
-        println!("# write config with {} backends and reload", plan.target.backends.len());
+        println!(
+            "# write config with {} backends and reload",
+            plan.target.backends.len()
+        );
     }
     for n in &plan.detach {
         println!("detach network {n}");

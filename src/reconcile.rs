@@ -154,7 +154,10 @@ impl Reconciler {
     }
 
     /// Read HAProxy (and the container's managed networks) and plan, without applying.
-    pub async fn plan(&mut self, snap: &Snapshot) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
+    pub async fn plan(
+        &mut self,
+        snap: &Snapshot,
+    ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
         let desired = self.desired(snap);
         self.learn_proxy().await?;
         let actual = self.runtime.actual(&self.settings.plan.hosts_map).await?;
@@ -209,7 +212,9 @@ impl Reconciler {
         let mut s = self.settings.plan.clone();
         // `add server` is GA from 2.6; older versions grow by reload.
         s.add_server = s.add_server
-            && self.proxy.is_some_and(|(_, v)| (v.major, v.minor) >= (2, 6));
+            && self
+                .proxy
+                .is_some_and(|(_, v)| (v.major, v.minor) >= (2, 6));
         s
     }
 
@@ -261,9 +266,17 @@ impl Reconciler {
         else {
             return Ok(());
         };
+        // One network that cannot be joined must not hold back every other service: its own
+        // routes stay unreachable and the error names it; the next pass tries again.
         for network in networks {
-            docker.connect_network(network, container).await?;
-            info!(network = %network, container = %container, "haproxy attached to network");
+            match docker.connect_network(network, container).await {
+                Ok(()) => {
+                    info!(network = %network, container = %container, "haproxy attached to network")
+                }
+                Err(e) => {
+                    error!(network = %network, container = %container, error = %e, "cannot attach haproxy to network")
+                }
+            }
         }
         Ok(())
     }
@@ -274,8 +287,14 @@ impl Reconciler {
             return Ok(());
         };
         for network in networks {
-            docker.disconnect_network(network, container).await?;
-            info!(network = %network, container = %container, "haproxy detached from network");
+            match docker.disconnect_network(network, container).await {
+                Ok(()) => {
+                    info!(network = %network, container = %container, "haproxy detached from network")
+                }
+                Err(e) => {
+                    warn!(network = %network, container = %container, error = %e, "cannot detach haproxy from network")
+                }
+            }
         }
         Ok(())
     }
@@ -362,7 +381,11 @@ pub struct Timing {
 
 /// Run passes forever: on each snapshot change, on the resync timer, when HAProxy restarts,
 /// and after failures with capped backoff.
-pub async fn run(mut reconciler: Reconciler, mut snapshots: watch::Receiver<Arc<Snapshot>>, timing: Timing) {
+pub async fn run(
+    mut reconciler: Reconciler,
+    mut snapshots: watch::Receiver<Arc<Snapshot>>,
+    timing: Timing,
+) {
     let mut resync = tokio::time::interval(timing.resync);
     resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut proxy_check = tokio::time::interval(timing.proxy_check);

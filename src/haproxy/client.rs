@@ -18,7 +18,9 @@ pub enum ClientError {
     },
     #[error("admin socket {path}: no reply within {timeout_ms} ms")]
     Timeout { path: PathBuf, timeout_ms: u64 },
-    #[error("admin socket {path}: connection closed before all replies arrived ({missing} missing)")]
+    #[error(
+        "admin socket {path}: connection closed before all replies arrived ({missing} missing)"
+    )]
     Closed { path: PathBuf, missing: usize },
     #[error("admin socket {path}: {source}")]
     Parse {
