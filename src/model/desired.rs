@@ -41,6 +41,13 @@ pub fn desired(
     // Host -> name of the service that holds it, for conflict messages.
     let mut owners: BTreeMap<Host, &str> = BTreeMap::new();
     for service in services {
+        let cluster = service
+            .labels
+            .get(labels::SERVICE_CLUSTER)
+            .map(String::as_str);
+        if cluster != settings.service_cluster.as_deref() {
+            continue;
+        }
         let Some(parsed) = labels::parse(service) else {
             continue;
         };
@@ -425,6 +432,7 @@ mod tests {
     fn no_settings() -> Settings {
         Settings {
             default_network: None,
+            service_cluster: None,
         }
     }
 
@@ -443,6 +451,29 @@ mod tests {
             vec![running("db", 1)],
         );
         assert_eq!(run(&snap), Desired::default());
+    }
+
+    #[test]
+    fn a_proxy_serves_only_the_services_of_its_service_cluster() {
+        let mut blue = routed("blue", "blue.example");
+        blue.labels
+            .insert(labels::SERVICE_CLUSTER.to_owned(), "east".to_owned());
+        let plain = routed("plain", "plain.example");
+        let snap = snapshot(
+            vec![blue, plain],
+            vec![running("blue", 1), running("plain", 2)],
+        );
+        let names = |d: &Desired| -> Vec<String> {
+            d.backends.keys().map(|b| b.as_str().to_owned()).collect()
+        };
+        assert_eq!(names(&run(&snap)), ["plain"]);
+        let east = Settings {
+            service_cluster: Some("east".to_owned()),
+            ..no_settings()
+        };
+        let d = desired(&snap, &east, &BTreeMap::new());
+        assert_eq!(names(&d), ["blue"]);
+        assert_eq!(d.warnings, vec![], "service_cluster is a known label");
     }
 
     #[test]
@@ -842,6 +873,7 @@ mod tests {
         let snap = snapshot(vec![web], vec![running("web", 1)]);
         let settings = Settings {
             default_network: Some("back".to_owned()),
+            service_cluster: None,
         };
         let d = desired(&snap, &settings, &BTreeMap::new());
         assert_eq!(d.errors, vec![]);
@@ -849,6 +881,7 @@ mod tests {
 
         let elsewhere = Settings {
             default_network: Some("other".to_owned()),
+            service_cluster: None,
         };
         let d = desired(&snap, &elsewhere, &BTreeMap::new());
         assert_eq!(

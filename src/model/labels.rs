@@ -14,6 +14,8 @@ pub const HOSTS: &str = "com.docker.lb.hosts";
 pub const PORT: &str = "com.docker.lb.port";
 pub const NETWORK: &str = "com.docker.lb.network";
 pub const BACKEND_MODE: &str = "com.docker.lb.backend_mode";
+/// Which proxy cluster serves the service; see `Settings::service_cluster`.
+pub const SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
 
 pub const STICKY_SESSION_COOKIE: &str = "com.docker.lb.sticky_session_cookie";
 pub const WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
@@ -29,7 +31,6 @@ pub const UNSUPPORTED: &[&str] = &[
     IP_HASH,
     "com.docker.lb.max_fails",
     "com.docker.lb.redirects",
-    "com.docker.lb.service_cluster",
     "com.docker.lb.ssl_backend",
     "com.docker.lb.ssl_backend_tls_verify",
     "com.docker.lb.ssl_cert",
@@ -251,7 +252,7 @@ fn warnings(
     labels: &BTreeMap<String, String>,
     mode: Option<Mode>,
 ) -> Vec<LabelError> {
-    let core = [HOSTS, PORT, NETWORK, BACKEND_MODE];
+    let core = [HOSTS, PORT, NETWORK, BACKEND_MODE, SERVICE_CLUSTER];
     labels
         .keys()
         .filter(|k| k.starts_with(PREFIX) && !core.contains(&k.as_str()))

@@ -104,11 +104,15 @@ pub enum EndpointState {
 }
 
 /// Options that tune the desired state; they come from flags.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
     /// Network (name or id) used for services that sit on several networks and carry no
     /// `com.docker.lb.network` label.
     pub default_network: Option<String>,
+    /// Interlock's `com.docker.lb.service_cluster`: this proxy serves only the services whose
+    /// label equals it; `None` serves only services without the label. Several proxies (or
+    /// test stacks) can thus share one Swarm without fighting over services.
+    pub service_cluster: Option<String>,
 }
 
 /// One routed backend as Swarm wants it.

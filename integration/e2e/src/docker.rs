@@ -1,0 +1,210 @@
+//! The Docker CLI (Debian's `/usr/bin/docker`, matching the engine) for test set-up: services,
+//! networks, containers. Each helper panics with the command's stderr on failure: these are
+//! test steps, not product code.
+
+use std::process::Command;
+
+/// The docker client matching the engine (`$DOCKER`, else Debian's `/usr/bin/docker`).
+pub fn bin() -> String {
+    std::env::var("DOCKER").unwrap_or_else(|_| "/usr/bin/docker".to_owned())
+}
+
+/// Run docker with `args`; stdout on success.
+pub fn try_docker(args: &[&str]) -> Result<String, String> {
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+pub fn docker(args: &[&str]) -> String {
+    try_docker(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Fail (never skip) when the engine or the images are missing, saying how to get them.
+pub fn require_engine() {
+    match try_docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) {
+        Ok(state) if state == "active" => {}
+        Ok(state) => panic!(
+            "Docker engine is not in a Swarm (state {state:?}): run `bash scripts/setup.sh` \
+             (it runs `docker swarm init --advertise-addr 127.0.0.1`)"
+        ),
+        Err(e) => panic!(
+            "Docker engine not reachable ({e}): install and start it with `bash scripts/setup.sh` \
+             (Debian's docker.io, dockerd, swarm init, local images)"
+        ),
+    }
+    for image in [
+        "swarm-lb/haproxy:2.6-local",
+        "swarm-lb/swarm-lb:local",
+        "swarm-lb/testapp:1",
+        "swarm-lb/testapp:2",
+    ] {
+        if try_docker(&["image", "inspect", "--format", "{{.Id}}", image]).is_err() {
+            panic!("image {image} missing: build it with `bash scripts/images.sh`");
+        }
+    }
+}
+
+/// An attachable overlay network, removed on drop.
+pub struct Network {
+    pub name: String,
+    pub id: String,
+}
+
+impl Network {
+    pub fn create(name: &str) -> Network {
+        let id = docker(&["network", "create", "-d", "overlay", "--attachable", name]);
+        Network {
+            name: name.to_owned(),
+            id,
+        }
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        // Tasks may still be detaching: a few tries.
+        for _ in 0..50 {
+            if try_docker(&["network", "rm", &self.name]).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        eprintln!("could not remove network {}", self.name);
+    }
+}
+
+/// A Swarm service running the test app, removed on drop.
+pub struct Service {
+    pub name: String,
+}
+
+impl Service {
+    /// `docker service create` of `image` with `args` (labels, network, replicas...) added.
+    pub fn create(name: &str, image: &str, args: &[&str]) -> Service {
+        let mut all = vec![
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--quiet",
+            "--name",
+            name,
+            "--env",
+            "TASK_NAME={{.Task.Name}}",
+            "--stop-grace-period",
+            "20s",
+        ];
+        all.extend_from_slice(args);
+        all.push(image);
+        docker(&all);
+        Service {
+            name: name.to_owned(),
+        }
+    }
+
+    /// `docker service update` with `args`, waiting (not detached) until it converged.
+    pub fn update(&self, args: &[&str]) {
+        let mut all = vec![
+            "service",
+            "update",
+            "--detach=false",
+            "--quiet",
+            "--no-resolve-image",
+        ];
+        all.extend_from_slice(args);
+        all.push(&self.name);
+        docker(&all);
+    }
+
+    /// Scale and return at once (the tests watch convergence themselves).
+    pub fn scale(&self, replicas: u32) {
+        docker(&[
+            "service",
+            "scale",
+            "--detach",
+            &format!("{}={replicas}", self.name),
+        ]);
+    }
+
+    /// The service's VIP on `network_id`, CIDR suffix stripped.
+    pub fn vip(&self, network_id: &str) -> Option<String> {
+        let out = docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{json .Endpoint.VirtualIPs}}",
+            &self.name,
+        ]);
+        let vips: serde_json::Value = serde_json::from_str(&out).ok()?;
+        vips.as_array()?.iter().find_map(|v| {
+            (v["NetworkID"].as_str()? == network_id)
+                .then(|| v["Addr"].as_str())
+                .flatten()
+                .and_then(|a| a.split('/').next())
+                .map(str::to_owned)
+        })
+    }
+
+    /// Addresses (on `network_id`) of the tasks Swarm reports running with desired state running.
+    pub fn running_task_ips(&self, network_id: &str) -> Vec<String> {
+        let ids = docker(&[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &self.name,
+        ]);
+        let mut ips = Vec::new();
+        for id in ids.lines().filter(|l| !l.is_empty()) {
+            let Ok(out) = try_docker(&["inspect", "--format", "{{json .}}", id]) else {
+                continue;
+            };
+            let Ok(task) = serde_json::from_str::<serde_json::Value>(&out) else {
+                continue;
+            };
+            if task["Status"]["State"] != "running" {
+                continue;
+            }
+            for att in task["NetworksAttachments"].as_array().into_iter().flatten() {
+                if att["Network"]["ID"] == network_id {
+                    for a in att["Addresses"].as_array().into_iter().flatten() {
+                        if let Some(ip) = a.as_str().and_then(|a| a.split('/').next()) {
+                            ips.push(ip.to_owned());
+                        }
+                    }
+                }
+            }
+        }
+        ips.sort();
+        ips
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = try_docker(&["service", "rm", &self.name]);
+    }
+}
+
+/// Network ids a container is attached to.
+pub fn container_networks(container: &str) -> Vec<String> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$v.NetworkID}} {{end}}",
+        container,
+    ]);
+    out.split_whitespace().map(str::to_owned).collect()
+}

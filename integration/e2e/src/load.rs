@@ -1,0 +1,260 @@
+//! Continuous HTTP load through HAProxy's published port on loopback: a few keep-alive workers
+//! at a fixed rate each, counting successes, non-2xx answers and connection errors.
+//!
+//! Like any HTTP client (RFC 9112 §9.3.1), a GET on a REUSED keep-alive connection that the
+//! server closed before sending a single byte is retried once on a new connection; such retries
+//! are counted apart (`client_retries`), never hidden in `ok`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub ok: u64,
+    /// Non-2xx answers, by status.
+    pub bad_status: BTreeMap<u16, u64>,
+    /// Connection errors (refused, reset, timeout, EOF mid-answer).
+    pub errors: u64,
+    pub client_retries: u64,
+    /// First few failures, for the test's message.
+    pub samples: Vec<String>,
+    /// Answers per body's `task=` line: which tasks served.
+    pub by_task: BTreeMap<String, u64>,
+}
+
+impl Summary {
+    pub fn failed(&self) -> u64 {
+        self.errors + self.bad_status.values().sum::<u64>()
+    }
+    pub fn total(&self) -> u64 {
+        self.ok + self.failed()
+    }
+    fn merge(&mut self, o: Summary) {
+        self.ok += o.ok;
+        self.errors += o.errors;
+        self.client_retries += o.client_retries;
+        for (k, v) in o.bad_status {
+            *self.bad_status.entry(k).or_default() += v;
+        }
+        for (k, v) in o.by_task {
+            *self.by_task.entry(k).or_default() += v;
+        }
+        for s in o.samples {
+            if self.samples.len() < 10 {
+                self.samples.push(s);
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} requests: {} ok, {} failed (errors {}, status {:?}), {} client retries; first failures: {:?}",
+            self.total(),
+            self.ok,
+            self.failed(),
+            self.errors,
+            self.bad_status,
+            self.client_retries,
+            self.samples
+        )
+    }
+}
+
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    workers: JoinSet<Summary>,
+}
+
+impl Load {
+    /// `workers` connections, each sending `GET path` with `Host: host` every `every`.
+    pub fn start(port: u16, host: &str, path: &str, workers: usize, every: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut set = JoinSet::new();
+        for _ in 0..workers {
+            let stop = stop.clone();
+            let req =
+                format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: swarm-lb-e2e\r\n\r\n");
+            set.spawn(worker(port, req, every, stop));
+        }
+        Load { stop, workers: set }
+    }
+
+    pub async fn stop(mut self) -> Summary {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = Summary::default();
+        while let Some(s) = self.workers.join_next().await {
+            total.merge(s.expect("load worker"));
+        }
+        total
+    }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+enum Outcome {
+    Answer {
+        status: u16,
+        body: String,
+        close: bool,
+    },
+    /// The server closed a reused connection before any byte of the answer.
+    ClosedBeforeAnswer,
+}
+
+async fn worker(port: u16, req: String, every: Duration, stop: Arc<AtomicBool>) -> Summary {
+    let mut s = Summary::default();
+    let mut conn: Option<BufReader<TcpStream>> = None;
+    let mut tick = tokio::time::interval(every);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let mut retried = false;
+        loop {
+            let reused = conn.is_some();
+            let c = match conn.take() {
+                Some(c) => c,
+                None => {
+                    match tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+                        .await
+                    {
+                        Ok(Ok(t)) => BufReader::new(t),
+                        Ok(Err(e)) => {
+                            fail(&mut s, format!("connect: {e}"));
+                            break;
+                        }
+                        Err(_) => {
+                            fail(&mut s, "connect: timeout".into());
+                            break;
+                        }
+                    }
+                }
+            };
+            match tokio::time::timeout(TIMEOUT, exchange(c, &req)).await {
+                Ok(Ok((
+                    Outcome::Answer {
+                        status,
+                        body,
+                        close,
+                    },
+                    c,
+                ))) => {
+                    if (200..300).contains(&status) {
+                        s.ok += 1;
+                        let task = body
+                            .lines()
+                            .find_map(|l| l.strip_prefix("task="))
+                            .unwrap_or("?")
+                            .to_owned();
+                        *s.by_task.entry(task).or_default() += 1;
+                    } else {
+                        *s.bad_status.entry(status).or_default() += 1;
+                        if s.samples.len() < 10 {
+                            s.samples.push(format!("status {status}: {}", body.trim()));
+                        }
+                    }
+                    if !close {
+                        conn = Some(c);
+                    }
+                    break;
+                }
+                Ok(Ok((Outcome::ClosedBeforeAnswer, _))) if reused && !retried => {
+                    s.client_retries += 1;
+                    retried = true;
+                    continue;
+                }
+                Ok(Ok((Outcome::ClosedBeforeAnswer, _))) => {
+                    fail(&mut s, "closed before answer".into());
+                    break;
+                }
+                Ok(Err(e)) => {
+                    fail(&mut s, format!("exchange: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    fail(&mut s, "exchange: timeout".into());
+                    break;
+                }
+            }
+        }
+    }
+    s
+}
+
+fn fail(s: &mut Summary, what: String) {
+    s.errors += 1;
+    if s.samples.len() < 10 {
+        s.samples.push(what);
+    }
+}
+
+async fn exchange(
+    mut c: BufReader<TcpStream>,
+    req: &str,
+) -> std::io::Result<(Outcome, BufReader<TcpStream>)> {
+    c.get_mut().write_all(req.as_bytes()).await?;
+    let mut line = String::new();
+    if c.read_line(&mut line).await? == 0 {
+        return Ok((Outcome::ClosedBeforeAnswer, c));
+    }
+    let status: u16 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut len = 0usize;
+    let mut close = false;
+    loop {
+        line.clear();
+        if c.read_line(&mut line).await? == 0 {
+            return Err(std::io::Error::other("EOF in headers"));
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = l.split_once(':') {
+            let (k, v) = (k.trim().to_ascii_lowercase(), v.trim());
+            if k == "content-length" {
+                len = v
+                    .parse()
+                    .map_err(|_| std::io::Error::other("bad content-length"))?;
+            } else if k == "connection" && v.eq_ignore_ascii_case("close") {
+                close = true;
+            }
+        }
+    }
+    let mut body = vec![0u8; len];
+    c.read_exact(&mut body).await?;
+    Ok((
+        Outcome::Answer {
+            status,
+            body: String::from_utf8_lossy(&body).into_owned(),
+            close,
+        },
+        c,
+    ))
+}
+
+/// One GET on a new connection: (status, body).
+pub async fn get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let t = tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+        .await
+        .map_err(|_| std::io::Error::other("connect timeout"))??;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    match tokio::time::timeout(TIMEOUT, exchange(BufReader::new(t), &req)).await {
+        Ok(Ok((Outcome::Answer { status, body, .. }, _))) => Ok((status, body)),
+        Ok(Ok((Outcome::ClosedBeforeAnswer, _))) => {
+            Err(std::io::Error::other("closed before answer"))
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::other("timeout")),
+    }
+}

@@ -1,0 +1,204 @@
+//! The product as operators run it: `docker-compose.yml` at the repo root, on the locally built
+//! images, under a project name of its own with HTTP published on a free loopback port. The
+//! sockets and generated files are read from the host through the named volumes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use swarm_lb::haproxy::codec::ServerRow;
+use swarm_lb::haproxy::{Master, Runtime};
+
+use crate::docker::{docker, require_engine, try_docker};
+use crate::{free_port, poll_until};
+
+pub struct Stack {
+    pub project: String,
+    pub http_port: u16,
+    pub haproxy_container: String,
+    pub swarm_lb_container: String,
+    run_dir: PathBuf,
+    config_dir: PathBuf,
+    compose_file: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Stack {
+    /// `docker-compose up -d` of the repo's compose file on local images; waits until HAProxy
+    /// answers on its admin socket with swarm-lb's config loaded.
+    pub async fn up(extra_env: &[(&str, &str)]) -> Stack {
+        require_engine();
+        let project = crate::unique("slbe2e").replace('-', "");
+        let http_port = free_port();
+        let haproxy_container = format!("{project}-haproxy");
+        let mut env: Vec<(String, String)> = vec![
+            ("COMPOSE_PROJECT_NAME".into(), project.clone()),
+            ("HAPROXY_IMAGE".into(), "swarm-lb/haproxy:2.6-local".into()),
+            ("SWARM_LB_IMAGE".into(), "swarm-lb/swarm-lb:local".into()),
+            (
+                "SWARM_LB_HTTP_PORT".into(),
+                format!("127.0.0.1:{http_port}"),
+            ),
+            (
+                "SWARM_LB_HAPROXY_CONTAINER".into(),
+                haproxy_container.clone(),
+            ),
+            ("RUST_LOG".into(), "info,swarm_lb=debug".into()),
+        ];
+        for (k, v) in extra_env {
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        let stack = Stack {
+            swarm_lb_container: format!("{project}_swarm-lb_1"),
+            run_dir: volume_dir(&format!("{project}_run")),
+            config_dir: volume_dir(&format!("{project}_config")),
+            project,
+            http_port,
+            haproxy_container,
+            compose_file: repo_root().join("docker-compose.yml"),
+            env,
+        };
+        stack.compose(&["up", "-d"]);
+        let admin = stack.admin_socket();
+        poll_until(Duration::from_secs(60), "haproxy's admin socket", || {
+            let admin = admin.clone();
+            async move { Runtime::new(&admin).info().await.ok() }
+        })
+        .await;
+        stack
+    }
+
+    fn compose(&self, args: &[&str]) -> String {
+        let out = Command::new("docker-compose")
+            .arg("-f")
+            .arg(&self.compose_file)
+            .args(args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+            .output()
+            .expect("docker-compose not found: install it with `apt-get install docker-compose` (scripts/setup.sh does)");
+        assert!(
+            out.status.success(),
+            "docker-compose {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn admin_socket(&self) -> PathBuf {
+        self.run_dir.join("admin.sock")
+    }
+    pub fn master(&self) -> Master {
+        Master::new(self.run_dir.join("master.sock"))
+    }
+    pub fn runtime(&self) -> Runtime {
+        Runtime::new(self.admin_socket())
+    }
+    pub fn config_path(&self) -> PathBuf {
+        self.config_dir.join("haproxy.cfg")
+    }
+
+    /// The master's reload counter (`show proc`), retried across the master's re-exec.
+    pub async fn reloads(&self) -> u32 {
+        let master = self.master();
+        poll_until(Duration::from_secs(10), "show proc", || {
+            let m = &master;
+            async move { m.show_proc().await.ok().map(|p| p.master.reloads) }
+        })
+        .await
+    }
+
+    /// `show servers state` rows of one backend.
+    pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
+        let mut rt = self.runtime();
+        match rt
+            .execute(&[swarm_lb::haproxy::Command::ShowServersState { backend: None }])
+            .await
+        {
+            Ok(mut replies) => match replies.pop() {
+                Some(Ok(text)) => swarm_lb::haproxy::codec::parse_servers_state(&text)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|r| r.backend.as_str() == backend)
+                    .collect(),
+                _ => Vec::new(),
+            },
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Addresses of the servers of `backend` that take traffic (ready, not maint/drain).
+    pub async fn ready_addrs(&self, backend: &str) -> Vec<String> {
+        let mut addrs: Vec<String> = self
+            .servers(backend)
+            .await
+            .into_iter()
+            .filter(|r| r.admin_state == 0)
+            .map(|r| r.addr.to_string())
+            .collect();
+        addrs.sort();
+        addrs
+    }
+
+    /// swarm-lb's log so far.
+    pub fn swarm_lb_log(&self) -> String {
+        let out = Command::new(crate::docker::bin())
+            .args(["logs", &self.swarm_lb_container])
+            .output()
+            .expect("docker logs");
+        // tracing writes to stdout; keep stderr too.
+        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+        s.push_str(&String::from_utf8_lossy(&out.stderr));
+        s
+    }
+
+    /// How many passes swarm-lb applied (one `plan applied` line each).
+    pub fn applied_plans(&self) -> usize {
+        self.swarm_lb_log().matches("plan applied").count()
+    }
+
+    pub fn restart_swarm_lb(&self) {
+        docker(&["restart", "-t", "5", &self.swarm_lb_container]);
+    }
+
+    pub fn restart_haproxy(&self) {
+        docker(&["restart", "-t", "5", &self.haproxy_container]);
+    }
+
+    pub fn stop_swarm_lb(&self) {
+        docker(&["stop", "-t", "5", &self.swarm_lb_container]);
+    }
+    pub fn start_swarm_lb(&self) {
+        docker(&["start", &self.swarm_lb_container]);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "---- swarm-lb log ({}):\n{}",
+                self.swarm_lb_container,
+                self.swarm_lb_log()
+            );
+        }
+        let _ = Command::new("docker-compose")
+            .arg("-f")
+            .arg(&self.compose_file)
+            .args(["down", "-v", "-t", "5"])
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .output();
+    }
+}
+
+/// Where a named volume lives on the host (the engine's default local driver layout).
+fn volume_dir(volume: &str) -> PathBuf {
+    let root = try_docker(&["info", "--format", "{{.DockerRootDir}}"])
+        .unwrap_or_else(|_| "/var/lib/docker".to_owned());
+    Path::new(&root).join("volumes").join(volume).join("_data")
+}
