@@ -83,8 +83,268 @@ pub enum ApplyError {
 
 impl ProxyState {
     /// The effect HAProxy gives `cmd`, modelled. Errors where HAProxy would refuse it.
+    ///
+    /// The state models one map, the hosts map, so the map path of a map command is not
+    /// checked. `add map` refuses a key already present although HAProxy would accept a
+    /// duplicate: the planner must never produce one, and this is where the tests catch it.
     pub fn apply(&mut self, cmd: &Command) -> Result<(), ApplyError> {
-        let _ = cmd;
-        todo!("ProxyState::apply")
+        match cmd {
+            Command::SetAddr {
+                backend,
+                server,
+                addr,
+            } => self.server_mut(backend, server)?.addr = *addr,
+            Command::SetState {
+                backend,
+                server,
+                state,
+            } => self.server_mut(backend, server)?.admin = *state,
+            Command::AddServer {
+                backend,
+                server,
+                addr,
+            } => {
+                let b = self.backend_mut(backend)?;
+                if b.servers.iter().any(|s| s.name == *server) {
+                    return Err(ApplyError::ServerExists {
+                        backend: backend.clone(),
+                        server: server.clone(),
+                    });
+                }
+                b.servers.push(Server {
+                    name: server.clone(),
+                    addr: *addr,
+                    admin: Admin::Maint,
+                });
+                // Read back, the backend would be classified from its servers again.
+                b.mode = mode_of(&b.servers);
+            }
+            Command::AddMap { key, value, .. } => {
+                if self.hosts.contains_key(key) {
+                    return Err(ApplyError::MapKeyExists { key: key.clone() });
+                }
+                self.hosts.insert(key.clone(), value.clone());
+            }
+            Command::SetMap { key, value, .. } => match self.hosts.get_mut(key) {
+                Some(v) => *v = value.clone(),
+                None => return Err(ApplyError::NoMapKey { key: key.clone() }),
+            },
+            Command::DelMap { key, .. } => {
+                if self.hosts.remove(key).is_none() {
+                    return Err(ApplyError::NoMapKey { key: key.clone() });
+                }
+            }
+            Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo => {
+                return Err(ApplyError::NotAWrite {
+                    command: command_name(cmd).to_owned(),
+                })
+            }
+        }
+        Ok(())
+    }
+
+    fn backend_mut(&mut self, backend: &BackendName) -> Result<&mut BackendState, ApplyError> {
+        self.backends
+            .get_mut(backend)
+            .ok_or_else(|| ApplyError::NoBackend {
+                backend: backend.clone(),
+            })
+    }
+
+    fn server_mut(
+        &mut self,
+        backend: &BackendName,
+        server: &ServerName,
+    ) -> Result<&mut Server, ApplyError> {
+        self.backend_mut(backend)?
+            .servers
+            .iter_mut()
+            .find(|s| s.name == *server)
+            .ok_or_else(|| ApplyError::NoServer {
+                backend: backend.clone(),
+                server: server.clone(),
+            })
+    }
+}
+
+/// The mode a backend with these servers is read back as (see [`BackendState::mode`]).
+pub fn mode_of(servers: &[Server]) -> Mode {
+    match servers {
+        [only] if only.name.as_str() == ServerName::VIP => Mode::Vip,
+        _ => Mode::Task,
+    }
+}
+
+/// A command's name, for [`ApplyError::NotAWrite`] (runtime-API text is the
+/// encoder's alone).
+fn command_name(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::ShowServersState { .. } => "show servers state",
+        Command::ShowMap { .. } => "show map",
+        Command::ShowInfo => "show info",
+        Command::SetAddr { .. } => "set server addr",
+        Command::SetState { .. } => "set server state",
+        Command::AddServer { .. } => "add server",
+        Command::AddMap { .. } => "add map",
+        Command::SetMap { .. } => "set map",
+        Command::DelMap { .. } => "del map",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::MapPath;
+
+    fn be(name: &str) -> BackendName {
+        BackendName::for_service(name).unwrap()
+    }
+    fn host(name: &str) -> Host {
+        Host::parse(name).unwrap()
+    }
+    fn map() -> MapPath {
+        MapPath::new("/etc/haproxy/hosts.map").unwrap()
+    }
+    fn one_slot_state() -> ProxyState {
+        let mut s = ProxyState::default();
+        s.backends.insert(
+            be("web"),
+            BackendState {
+                mode: Mode::Task,
+                servers: vec![Server::free(ServerName::slot(1))],
+            },
+        );
+        s
+    }
+
+    #[test]
+    fn set_addr_and_set_state_change_only_the_named_server() {
+        let mut s = one_slot_state();
+        let addr: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        s.apply(&Command::SetAddr {
+            backend: be("web"),
+            server: ServerName::slot(1),
+            addr,
+        })
+        .unwrap();
+        s.apply(&Command::SetState {
+            backend: be("web"),
+            server: ServerName::slot(1),
+            state: Admin::Ready,
+        })
+        .unwrap();
+        let server = &s.backends[&be("web")].servers[0];
+        assert_eq!((server.addr, server.admin), (addr, Admin::Ready));
+    }
+
+    #[test]
+    fn commands_on_a_missing_backend_or_server_are_refused() {
+        let mut s = one_slot_state();
+        let before = s.clone();
+        let err = s.apply(&Command::SetState {
+            backend: be("api"),
+            server: ServerName::slot(1),
+            state: Admin::Ready,
+        });
+        assert_eq!(err, Err(ApplyError::NoBackend { backend: be("api") }));
+        let err = s.apply(&Command::SetAddr {
+            backend: be("web"),
+            server: ServerName::slot(2),
+            addr: PLACEHOLDER,
+        });
+        assert_eq!(
+            err,
+            Err(ApplyError::NoServer {
+                backend: be("web"),
+                server: ServerName::slot(2)
+            })
+        );
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn an_added_server_starts_in_maint_and_cannot_be_added_twice() {
+        let mut s = one_slot_state();
+        let add = Command::AddServer {
+            backend: be("web"),
+            server: ServerName::slot(2),
+            addr: "10.0.0.3:80".parse().unwrap(),
+        };
+        s.apply(&add).unwrap();
+        let added = &s.backends[&be("web")].servers[1];
+        assert_eq!(
+            (added.name.clone(), added.admin),
+            (ServerName::slot(2), Admin::Maint)
+        );
+        assert_eq!(
+            s.apply(&add),
+            Err(ApplyError::ServerExists {
+                backend: be("web"),
+                server: ServerName::slot(2)
+            })
+        );
+    }
+
+    #[test]
+    fn map_keys_must_be_absent_to_add_and_present_to_set_or_delete() {
+        let mut s = ProxyState::default();
+        let add = Command::AddMap {
+            map: map(),
+            key: host("a.example"),
+            value: be("web"),
+        };
+        s.apply(&add).unwrap();
+        assert_eq!(
+            s.apply(&add),
+            Err(ApplyError::MapKeyExists {
+                key: host("a.example")
+            })
+        );
+        s.apply(&Command::SetMap {
+            map: map(),
+            key: host("a.example"),
+            value: be("api"),
+        })
+        .unwrap();
+        assert_eq!(s.hosts[&host("a.example")], be("api"));
+        let set_missing = Command::SetMap {
+            map: map(),
+            key: host("b.example"),
+            value: be("api"),
+        };
+        assert_eq!(
+            s.apply(&set_missing),
+            Err(ApplyError::NoMapKey {
+                key: host("b.example")
+            })
+        );
+        let del = Command::DelMap {
+            map: map(),
+            key: host("a.example"),
+        };
+        s.apply(&del).unwrap();
+        assert!(s.hosts.is_empty());
+        assert_eq!(
+            s.apply(&del),
+            Err(ApplyError::NoMapKey {
+                key: host("a.example")
+            })
+        );
+    }
+
+    #[test]
+    fn read_commands_are_not_writes() {
+        let mut s = one_slot_state();
+        for cmd in [
+            Command::ShowInfo,
+            Command::ShowMap { map: map() },
+            Command::ShowServersState { backend: None },
+        ] {
+            assert!(
+                matches!(s.apply(&cmd), Err(ApplyError::NotAWrite { .. })),
+                "{cmd:?}"
+            );
+        }
+        assert_eq!(s, one_slot_state());
     }
 }

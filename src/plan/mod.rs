@@ -2,7 +2,14 @@
 //! what Swarm asks for, and a reload only when a backend must appear or disappear (or grow
 //! where `add server` is not available). Pure and deterministic; slot assignment lives here.
 
-use std::collections::BTreeSet;
+mod backend;
+#[cfg(test)]
+pub(crate) mod strategy;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use crate::haproxy::{Command, MapPath, ProxyState};
 use crate::model::{Desired, NetworkId};
@@ -10,6 +17,7 @@ use crate::model::{Desired, NetworkId};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanSettings {
     /// Slots are allocated in blocks of this many (the HAProxy ingress controller uses 42).
+    /// A block of 0 counts as 1.
     pub block: usize,
     /// HAProxy accepts `add server` (2.6+): slots can grow without a reload.
     pub add_server: bool,
@@ -36,14 +44,148 @@ impl Plan {
     pub fn is_empty(&self) -> bool {
         self.runtime.is_empty() && !self.reload && self.attach.is_empty() && self.detach.is_empty()
     }
+
+    /// Counts of what the plan does, for one log line per applied plan.
+    pub fn summary(&self) -> Summary {
+        let mut s = Summary {
+            reload: self.reload,
+            attach: self.attach.len(),
+            detach: self.detach.len(),
+            ..Summary::default()
+        };
+        for cmd in &self.runtime {
+            match cmd {
+                Command::SetAddr { .. } => s.set_addr += 1,
+                Command::SetState { .. } => s.set_state += 1,
+                Command::AddServer { .. } => s.add_server += 1,
+                Command::AddMap { .. } => s.add_map += 1,
+                Command::SetMap { .. } => s.set_map += 1,
+                Command::DelMap { .. } => s.del_map += 1,
+                Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo => {}
+            }
+        }
+        s
+    }
 }
 
+/// What a plan does, counted by kind (`info!(summary = %plan.summary(), "plan applied")`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub set_addr: usize,
+    pub set_state: usize,
+    pub add_server: usize,
+    pub add_map: usize,
+    pub set_map: usize,
+    pub del_map: usize,
+    pub reload: bool,
+    pub attach: usize,
+    pub detach: usize,
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "set_addr={} set_state={} add_server={} add_map={} set_map={} del_map={} reload={} attach={} detach={}",
+            self.set_addr,
+            self.set_state,
+            self.add_server,
+            self.add_map,
+            self.set_map,
+            self.del_map,
+            self.reload,
+            self.attach,
+            self.detach
+        )
+    }
+}
+
+/// The plan from `actual` (and the networks the proxy is `attached` to, among those the
+/// driver manages) to `desired`.
+///
+/// Runtime commands come in three groups: map deletions first (stop routing before servers
+/// go), then server changes (backend by backend, slot by slot), then map additions and edits
+/// (route once the servers are there). A backend that is new, gone, changes mode, or must
+/// grow without `add server` sets `reload`; `target` then holds it already filled, and map
+/// commands naming a backend HAProxy does not hold yet are left to the reload, which reads
+/// the map file. `target.hosts` is always `desired.hosts`.
 pub fn plan(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
     desired: &Desired,
     settings: &PlanSettings,
 ) -> Plan {
-    let _ = (actual, attached, desired, settings);
-    todo!("plan::plan")
+    let mut reload = false;
+    let mut server_commands = Vec::new();
+    let mut backends = BTreeMap::new();
+    for (name, spec) in &desired.backends {
+        let b = backend::plan_backend(
+            name,
+            actual.backends.get(name),
+            spec,
+            settings.block,
+            settings.add_server,
+        );
+        reload |= b.reload;
+        server_commands.extend(b.commands);
+        backends.insert(name.clone(), b.target);
+    }
+    reload |= actual
+        .backends
+        .keys()
+        .any(|name| !desired.backends.contains_key(name));
+
+    let map = &settings.hosts_map;
+    let deletions = actual
+        .hosts
+        .keys()
+        .filter(|key| !desired.hosts.contains_key(*key))
+        .map(|key| Command::DelMap {
+            map: map.clone(),
+            key: key.clone(),
+        });
+    let mut edits = Vec::new();
+    for (key, value) in &desired.hosts {
+        let current = actual.hosts.get(key);
+        if current == Some(value) {
+            continue;
+        }
+        if !actual.backends.contains_key(value) {
+            // The backend comes with the reload, which reads the map file; forcing the reload
+            // here also covers an entry naming no backend at all, so target is still written.
+            reload = true;
+            continue;
+        }
+        let (map, key, value) = (map.clone(), key.clone(), value.clone());
+        edits.push(match current {
+            Some(_) => Command::SetMap { map, key, value },
+            None => Command::AddMap { map, key, value },
+        });
+    }
+
+    Plan {
+        runtime: deletions.chain(server_commands).chain(edits).collect(),
+        reload,
+        target: ProxyState {
+            backends,
+            hosts: desired.hosts.clone(),
+        },
+        attach: desired.networks.difference(attached).cloned().collect(),
+        detach: attached.difference(&desired.networks).cloned().collect(),
+    }
+}
+
+/// Whether `state` already is what `desired` asks for, so that [`plan`] changes nothing in
+/// HAProxy: the same backends in the same modes, every ready endpoint in a ready server, every
+/// drained endpoint absent or in a drain/maint server, no other server in use, free slots at
+/// the placeholder in maint, and the same hosts map.
+pub fn satisfies(state: &ProxyState, desired: &Desired) -> bool {
+    state.hosts == desired.hosts
+        && state.backends.len() == desired.backends.len()
+        && desired.backends.iter().all(|(name, spec)| {
+            state
+                .backends
+                .get(name)
+                .is_some_and(|b| backend::satisfies(b, spec))
+        })
 }

@@ -1,0 +1,296 @@
+//! One backend: from the servers HAProxy holds to the servers Swarm asks for. Slot assignment
+//! lives here: a task keeps its slot for as long as it lives (consistent hashing and cookies
+//! follow slots), new tasks take the lowest free slots, slots never shrink.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use crate::haproxy::state::PLACEHOLDER;
+use crate::haproxy::{Admin, BackendState, Command, Server};
+use crate::model::{BackendName, BackendSpec, EndpointState, Mode, ServerName};
+
+pub(super) struct BackendPlan {
+    /// Runtime commands for this backend, in order; empty when `reload` is set because the
+    /// backend cannot be reached at runtime at all (new, or of another mode).
+    pub commands: Vec<Command>,
+    pub target: BackendState,
+    /// The target can only be reached by a reload.
+    pub reload: bool,
+}
+
+/// How many slots a backend that places `n` endpoints gets: whole blocks, with at least one
+/// free slot of headroom (block 42: 0..=41 -> 42, 42 -> 84). A block of 0 counts as 1.
+pub(super) fn slots_for(n: usize, block: usize) -> usize {
+    let block = block.max(1);
+    block * (n / block + 1)
+}
+
+pub(super) fn plan_backend(
+    name: &BackendName,
+    actual: Option<&BackendState>,
+    spec: &BackendSpec,
+    block: usize,
+    add_server: bool,
+) -> BackendPlan {
+    let reload = || BackendPlan {
+        commands: Vec::new(),
+        target: fresh(spec, block),
+        reload: true,
+    };
+    let Some(actual) = actual.filter(|a| well_formed(a, spec.mode)) else {
+        return reload();
+    };
+    match (spec.mode, actual.servers.as_slice()) {
+        (Mode::Task, _) => task(name, actual, spec, block, add_server),
+        (Mode::Vip, [server]) => {
+            let target = vip_target(Some(server), spec);
+            BackendPlan {
+                commands: server_diff(name, server, &target),
+                target: BackendState {
+                    mode: Mode::Vip,
+                    servers: vec![target],
+                },
+                reload: false,
+            }
+        }
+        // `well_formed` rules this out; a reload is the safe answer anyway.
+        (Mode::Vip, _) => reload(),
+    }
+}
+
+/// Whether `actual` has the shape `mode` needs (slots `s1..sN` in order, or the single `vip`
+/// server), so that runtime commands can take it to its target. Anything else is rebuilt by
+/// a reload.
+pub(super) fn well_formed(actual: &BackendState, mode: Mode) -> bool {
+    if actual.mode != mode {
+        return false;
+    }
+    match mode {
+        Mode::Task => actual
+            .servers
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.name == ServerName::slot(i + 1)),
+        Mode::Vip => {
+            matches!(actual.servers.as_slice(), [only] if only.name.as_str() == ServerName::VIP)
+        }
+    }
+}
+
+/// Whether `actual` already is what `spec` asks for: the planner would change nothing.
+pub(super) fn satisfies(actual: &BackendState, spec: &BackendSpec) -> bool {
+    if !well_formed(actual, spec.mode) {
+        return false;
+    }
+    match (spec.mode, actual.servers.as_slice()) {
+        (Mode::Vip, [server]) => *server == vip_target(Some(server), spec),
+        (Mode::Vip, _) => false,
+        (Mode::Task, servers) => {
+            let endpoints = endpoints(spec);
+            let mut seen = BTreeSet::new();
+            for server in servers.iter().filter(|s| !s.is_free()) {
+                let Some(state) = endpoints.get(&server.addr) else {
+                    return false;
+                };
+                if !seen.insert(server.addr) || kept_admin(server.admin, *state) != server.admin {
+                    return false;
+                }
+            }
+            endpoints
+                .iter()
+                .all(|(addr, state)| *state == EndpointState::Drain || seen.contains(addr))
+        }
+    }
+}
+
+/// The endpoints that can go into a slot. The placeholder address is left out: a slot there
+/// is a free slot, whatever Swarm reports.
+fn endpoints(spec: &BackendSpec) -> BTreeMap<SocketAddr, EndpointState> {
+    spec.endpoints
+        .iter()
+        .filter(|(addr, _)| **addr != PLACEHOLDER)
+        .map(|(addr, state)| (*addr, *state))
+        .collect()
+}
+
+/// The admin state of a server that keeps its endpoint. A drained endpoint in maint stays in
+/// maint: maint takes no new traffic either, and a reload renders drained servers as maint,
+/// so turning it back to drain would loop.
+fn kept_admin(actual: Admin, desired: EndpointState) -> Admin {
+    match (desired, actual) {
+        (EndpointState::Ready, _) => Admin::Ready,
+        (EndpointState::Drain, Admin::Ready) => Admin::Drain,
+        (EndpointState::Drain, other) => other,
+    }
+}
+
+fn ready(addr: SocketAddr, name: ServerName) -> Server {
+    Server {
+        name,
+        addr,
+        admin: Admin::Ready,
+    }
+}
+
+/// The backend as a reload creates it: ready endpoints in slot order (a drained one is not
+/// added), or the `vip` server.
+fn fresh(spec: &BackendSpec, block: usize) -> BackendState {
+    let servers = match spec.mode {
+        Mode::Task => {
+            let ready_addrs: Vec<SocketAddr> = endpoints(spec)
+                .into_iter()
+                .filter(|(_, state)| *state == EndpointState::Ready)
+                .map(|(addr, _)| addr)
+                .collect();
+            (1..=slots_for(ready_addrs.len(), block))
+                .map(|i| match ready_addrs.get(i - 1) {
+                    Some(addr) => ready(*addr, ServerName::slot(i)),
+                    None => Server::free(ServerName::slot(i)),
+                })
+                .collect()
+        }
+        Mode::Vip => vec![vip_target(None, spec)],
+    };
+    BackendState {
+        mode: spec.mode,
+        servers,
+    }
+}
+
+/// The VIP a vip backend points at: the first ready endpoint, else the first drained one
+/// (the model gives exactly one).
+fn vip_endpoint(spec: &BackendSpec) -> Option<(SocketAddr, EndpointState)> {
+    let endpoints = endpoints(spec);
+    let first_ready = endpoints
+        .iter()
+        .find(|(_, state)| **state == EndpointState::Ready);
+    first_ready
+        .or_else(|| endpoints.iter().next())
+        .map(|(addr, state)| (*addr, *state))
+}
+
+fn vip_target(actual: Option<&Server>, spec: &BackendSpec) -> Server {
+    let name = ServerName::vip();
+    match vip_endpoint(spec) {
+        Some((addr, EndpointState::Ready)) => ready(addr, name),
+        Some((addr, EndpointState::Drain)) => match actual {
+            Some(server) if server.addr == addr => Server {
+                name,
+                addr,
+                admin: kept_admin(server.admin, EndpointState::Drain),
+            },
+            _ => Server::free(name),
+        },
+        None => Server::free(name),
+    }
+}
+
+fn task(
+    name: &BackendName,
+    actual: &BackendState,
+    spec: &BackendSpec,
+    block: usize,
+    add_server: bool,
+) -> BackendPlan {
+    let endpoints = endpoints(spec);
+    let mut servers = actual.servers.clone();
+
+    // Keep every endpoint where it is; free every slot whose address is not desired (and any
+    // second slot holding an address already kept).
+    let mut placed = BTreeSet::new();
+    for server in &mut servers {
+        let keep = match endpoints.get(&server.addr) {
+            Some(state) if placed.insert(server.addr) => Some(*state),
+            _ => None,
+        };
+        match keep {
+            Some(state) => server.admin = kept_admin(server.admin, state),
+            None => *server = Server::free(server.name.clone()),
+        }
+    }
+
+    // New ready endpoints into the lowest free slots; a drained one not in HAProxy stays out.
+    let mut new = endpoints
+        .iter()
+        .filter(|(addr, state)| **state == EndpointState::Ready && !placed.contains(*addr))
+        .map(|(addr, _)| *addr);
+    for server in servers.iter_mut().filter(|s| s.is_free()) {
+        let Some(addr) = new.next() else { break };
+        *server = ready(addr, server.name.clone());
+    }
+    let overflow: Vec<SocketAddr> = new.collect();
+
+    let mut commands: Vec<Command> = actual
+        .servers
+        .iter()
+        .zip(&servers)
+        .flat_map(|(a, t)| server_diff(name, a, t))
+        .collect();
+
+    let mut reload = false;
+    if !overflow.is_empty() {
+        let first = servers.len() + 1;
+        for i in 0..slots_for(overflow.len(), block) {
+            let slot = ServerName::slot(first + i);
+            servers.push(match overflow.get(i) {
+                Some(addr) => ready(*addr, slot),
+                None => Server::free(slot),
+            });
+        }
+        if add_server {
+            for server in &servers[actual.servers.len()..] {
+                commands.push(Command::AddServer {
+                    backend: name.clone(),
+                    server: server.name.clone(),
+                    addr: server.addr,
+                });
+                // `add server` starts in maint.
+                if server.admin != Admin::Maint {
+                    commands.push(set_state(name, &server.name, server.admin));
+                }
+            }
+        } else {
+            reload = true;
+        }
+    }
+
+    BackendPlan {
+        commands,
+        target: BackendState {
+            mode: Mode::Task,
+            servers,
+        },
+        reload,
+    }
+}
+
+fn set_state(backend: &BackendName, server: &ServerName, state: Admin) -> Command {
+    Command::SetState {
+        backend: backend.clone(),
+        server: server.clone(),
+        state,
+    }
+}
+
+/// The commands that turn server `a` into `t` (same name). A server leaving traffic goes to
+/// maint before its address moves; a server taking traffic gets its address first, so no
+/// server is ever ready at the placeholder.
+fn server_diff(backend: &BackendName, a: &Server, t: &Server) -> Vec<Command> {
+    let mut out = Vec::new();
+    let mut admin = a.admin;
+    if a.addr != t.addr {
+        if t.admin == Admin::Maint && admin != Admin::Maint {
+            out.push(set_state(backend, &t.name, Admin::Maint));
+            admin = Admin::Maint;
+        }
+        out.push(Command::SetAddr {
+            backend: backend.clone(),
+            server: t.name.clone(),
+            addr: t.addr,
+        });
+    }
+    if admin != t.admin {
+        out.push(set_state(backend, &t.name, t.admin));
+    }
+    out
+}

@@ -1,0 +1,866 @@
+//! The planner's examples and laws. Law 1: a state that already satisfies desired plans to
+//! nothing. Law 2: replaying the runtime commands through [`ProxyState::apply`] reaches the
+//! target (for reload plans: the part of it that survives the reload).
+
+use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use proptest::prelude::*;
+
+use super::backend::slots_for;
+use super::strategy::{actual_and_desired, networks, plan_settings, satisfying};
+use super::*;
+use crate::haproxy::state::{ApplyError, PLACEHOLDER};
+use crate::haproxy::{Admin, BackendState, Server};
+use crate::model::EndpointState::{self, Drain, Ready};
+use crate::model::{BackendName, BackendSpec, Host, Mode, ServerName};
+
+// ---- helpers -------------------------------------------------------------------------------
+
+fn be(name: &str) -> BackendName {
+    BackendName::for_service(name).unwrap()
+}
+fn host(name: &str) -> Host {
+    Host::parse(name).unwrap()
+}
+fn sa(addr: &str) -> SocketAddr {
+    addr.parse().unwrap()
+}
+fn hosts_map() -> MapPath {
+    MapPath::new("/etc/haproxy/hosts.map").unwrap()
+}
+fn settings(block: usize, add_server: bool) -> PlanSettings {
+    PlanSettings {
+        block,
+        add_server,
+        hosts_map: hosts_map(),
+    }
+}
+fn no_networks() -> BTreeSet<NetworkId> {
+    BTreeSet::new()
+}
+
+fn task(endpoints: &[(&str, EndpointState)]) -> BackendSpec {
+    BackendSpec {
+        service_id: "id".into(),
+        mode: Mode::Task,
+        network: "n1".into(),
+        endpoints: endpoints.iter().map(|(a, s)| (sa(a), *s)).collect(),
+    }
+}
+fn vip(addr: &str) -> BackendSpec {
+    BackendSpec {
+        service_id: "id".into(),
+        mode: Mode::Vip,
+        network: "n1".into(),
+        endpoints: [(sa(addr), Ready)].into_iter().collect(),
+    }
+}
+fn desired(backends: Vec<(&str, BackendSpec)>, hosts: &[(&str, &str)]) -> Desired {
+    Desired {
+        backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
+        hosts: hosts.iter().map(|(h, b)| (host(h), be(b))).collect(),
+        ..Desired::default()
+    }
+}
+
+/// Task slots `s1..`: `None` is a free slot.
+fn slots(servers: &[Option<(&str, Admin)>]) -> BackendState {
+    BackendState {
+        mode: Mode::Task,
+        servers: servers
+            .iter()
+            .enumerate()
+            .map(|(i, s)| match s {
+                Some((addr, admin)) => Server {
+                    name: ServerName::slot(i + 1),
+                    addr: sa(addr),
+                    admin: *admin,
+                },
+                None => Server::free(ServerName::slot(i + 1)),
+            })
+            .collect(),
+    }
+}
+fn vip_state(addr: &str, admin: Admin) -> BackendState {
+    BackendState {
+        mode: Mode::Vip,
+        servers: vec![Server {
+            name: ServerName::vip(),
+            addr: sa(addr),
+            admin,
+        }],
+    }
+}
+fn state(backends: Vec<(&str, BackendState)>, hosts: &[(&str, &str)]) -> ProxyState {
+    ProxyState {
+        backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
+        hosts: hosts.iter().map(|(h, b)| (host(h), be(b))).collect(),
+    }
+}
+
+fn set_addr(backend: &str, slot: usize, addr: SocketAddr) -> Command {
+    Command::SetAddr {
+        backend: be(backend),
+        server: ServerName::slot(slot),
+        addr,
+    }
+}
+fn set_state(backend: &str, slot: usize, state: Admin) -> Command {
+    Command::SetState {
+        backend: be(backend),
+        server: ServerName::slot(slot),
+        state,
+    }
+}
+fn add_server(backend: &str, slot: usize, addr: SocketAddr) -> Command {
+    Command::AddServer {
+        backend: be(backend),
+        server: ServerName::slot(slot),
+        addr,
+    }
+}
+
+/// `cmds` applied to `state` in order; the index of the first command that does not apply.
+/// Also refuses `set server state ready` on a server at the placeholder.
+fn replay(state: &ProxyState, cmds: &[Command]) -> Result<ProxyState, (usize, String)> {
+    let mut s = state.clone();
+    for (i, cmd) in cmds.iter().enumerate() {
+        if let Command::SetState {
+            backend,
+            server,
+            state: Admin::Ready,
+        } = cmd
+        {
+            let at_placeholder = s.backends.get(backend).is_some_and(|b| {
+                b.servers
+                    .iter()
+                    .any(|x| x.name == *server && x.addr == PLACEHOLDER)
+            });
+            if at_placeholder {
+                return Err((i, format!("{cmd:?} readies a server at the placeholder")));
+            }
+        }
+        s.apply(cmd)
+            .map_err(|e: ApplyError| (i, format!("{cmd:?}: {e}")))?;
+    }
+    Ok(s)
+}
+
+// ---- examples ------------------------------------------------------------------------------
+
+#[test]
+fn scaling_a_task_service_up_sends_only_set_server_commands() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                Some(("10.0.0.2:80", Admin::Ready)),
+                None,
+                None,
+            ]),
+        )],
+        &[],
+    );
+    let d = desired(
+        vec![(
+            "web",
+            task(&[
+                ("10.0.0.1:80", Ready),
+                ("10.0.0.2:80", Ready),
+                ("10.0.0.3:80", Ready),
+                ("10.0.0.4:80", Ready),
+            ]),
+        )],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(4, true));
+    assert!(!p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            set_addr("web", 3, sa("10.0.0.3:80")),
+            set_state("web", 3, Admin::Ready),
+            set_addr("web", 4, sa("10.0.0.4:80")),
+            set_state("web", 4, Admin::Ready),
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn scaling_a_task_service_down_drains_then_frees_without_a_reload() {
+    let all = [
+        ("10.0.0.1:80", Ready),
+        ("10.0.0.2:80", Ready),
+        ("10.0.0.3:80", Ready),
+    ];
+    let s = settings(42, true);
+    let start = plan(
+        &ProxyState::default(),
+        &no_networks(),
+        &desired(vec![("web", task(&all))], &[]),
+        &s,
+    )
+    .target;
+
+    let stopping = desired(
+        vec![(
+            "web",
+            task(&[all[0], ("10.0.0.2:80", Drain), ("10.0.0.3:80", Drain)]),
+        )],
+        &[],
+    );
+    let p = plan(&start, &no_networks(), &stopping, &s);
+    assert!(!p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            set_state("web", 2, Admin::Drain),
+            set_state("web", 3, Admin::Drain)
+        ]
+    );
+
+    let gone = desired(vec![("web", task(&all[..1]))], &[]);
+    let p = plan(&p.target, &no_networks(), &gone, &s);
+    assert!(!p.reload);
+    assert!(p
+        .runtime
+        .iter()
+        .all(|c| matches!(c, Command::SetAddr { .. } | Command::SetState { .. })));
+    assert_eq!(p.target.backends[&be("web")].servers.len(), 42);
+}
+
+#[test]
+fn scaling_a_vip_service_sends_nothing() {
+    // Replicas come and go behind the VIP; the desired state of a vip backend does not move.
+    let actual = state(vec![("web", vip_state("10.0.9.2:80", Admin::Ready))], &[]);
+    let d = desired(vec![("web", vip("10.0.9.2:80"))], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.is_empty(), "{p:?}");
+    assert_eq!(p.target, actual);
+}
+
+#[test]
+fn a_vip_address_change_moves_the_vip_server() {
+    let vip_cmd = |addr: &str| Command::SetAddr {
+        backend: be("web"),
+        server: ServerName::vip(),
+        addr: sa(addr),
+    };
+    let d = desired(vec![("web", vip("10.0.9.3:8080"))], &[]);
+
+    let ready = state(vec![("web", vip_state("10.0.9.2:80", Admin::Ready))], &[]);
+    let p = plan(&ready, &no_networks(), &d, &settings(42, true));
+    assert_eq!(p.runtime, vec![vip_cmd("10.0.9.3:8080")]);
+    assert!(!p.reload);
+
+    let maint = state(vec![("web", vip_state("10.0.9.2:80", Admin::Maint))], &[]);
+    let p = plan(&maint, &no_networks(), &d, &settings(42, true));
+    assert_eq!(
+        p.runtime,
+        vec![
+            vip_cmd("10.0.9.3:8080"),
+            Command::SetState {
+                backend: be("web"),
+                server: ServerName::vip(),
+                state: Admin::Ready
+            }
+        ]
+    );
+}
+
+#[test]
+fn a_stopping_task_is_drained_at_once() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                Some(("10.0.0.2:80", Admin::Ready)),
+            ]),
+        )],
+        &[],
+    );
+    let d = desired(
+        vec![(
+            "web",
+            task(&[("10.0.0.1:80", Ready), ("10.0.0.2:80", Drain)]),
+        )],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert_eq!(p.runtime, vec![set_state("web", 2, Admin::Drain)]);
+    assert!(!p.reload);
+}
+
+#[test]
+fn a_freed_slot_goes_to_maint_then_back_to_the_placeholder() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                Some(("10.0.0.2:80", Admin::Drain)),
+            ]),
+        )],
+        &[],
+    );
+    let d = desired(vec![("web", task(&[("10.0.0.1:80", Ready)]))], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert_eq!(
+        p.runtime,
+        vec![
+            set_state("web", 2, Admin::Maint),
+            set_addr("web", 2, PLACEHOLDER)
+        ]
+    );
+    assert!(p.target.backends[&be("web")].servers[1].is_free());
+}
+
+#[test]
+fn a_drained_endpoint_not_in_haproxy_is_not_added() {
+    let d = desired(
+        vec![(
+            "web",
+            task(&[("10.0.0.1:80", Ready), ("10.0.0.2:80", Drain)]),
+        )],
+        &[],
+    );
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None]))],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.is_empty(), "{p:?}");
+
+    let fresh = plan(
+        &ProxyState::default(),
+        &no_networks(),
+        &d,
+        &settings(42, true),
+    );
+    let servers = &fresh.target.backends[&be("web")].servers;
+    assert!(servers.iter().all(|s| s.addr != sa("10.0.0.2:80")));
+    assert_eq!(servers.iter().filter(|s| !s.is_free()).count(), 1);
+}
+
+#[test]
+fn a_drained_server_that_a_reload_rendered_as_maint_stays_in_maint() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.2:80", Admin::Maint)), None]))],
+        &[],
+    );
+    let d = desired(vec![("web", task(&[("10.0.0.2:80", Drain)]))], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.is_empty(), "{p:?}");
+}
+
+#[test]
+fn existing_tasks_never_change_slot() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                None,
+                Some(("10.0.0.3:80", Admin::Ready)),
+                Some(("10.0.0.4:80", Admin::Drain)),
+            ]),
+        )],
+        &[],
+    );
+    // .1 and .4 are gone; .2 and .5 are new; .3 stays.
+    let d = desired(
+        vec![(
+            "web",
+            task(&[
+                ("10.0.0.2:80", Ready),
+                ("10.0.0.3:80", Ready),
+                ("10.0.0.5:80", Ready),
+            ]),
+        )],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(4, true));
+    assert_eq!(
+        p.target.backends[&be("web")],
+        slots(&[
+            Some(("10.0.0.2:80", Admin::Ready)),
+            Some(("10.0.0.5:80", Admin::Ready)),
+            Some(("10.0.0.3:80", Admin::Ready)),
+            None,
+        ])
+    );
+    assert!(p.runtime.iter().all(|c| !matches!(
+        c,
+        Command::SetAddr { server, .. } | Command::SetState { server, .. } if *server == ServerName::slot(3)
+    )));
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn a_host_label_change_is_a_map_edit_not_a_reload() {
+    let backends = || {
+        vec![
+            ("api", slots(&[Some(("10.0.0.1:80", Admin::Ready))])),
+            ("web", slots(&[Some(("10.0.0.2:80", Admin::Ready))])),
+        ]
+    };
+    let actual = state(backends(), &[("a.example", "web"), ("b.example", "web")]);
+    let d = desired(
+        vec![
+            ("api", task(&[("10.0.0.1:80", Ready)])),
+            ("web", task(&[("10.0.0.2:80", Ready)])),
+        ],
+        &[("a.example", "api"), ("c.example", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(!p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::DelMap {
+                map: hosts_map(),
+                key: host("b.example")
+            },
+            Command::SetMap {
+                map: hosts_map(),
+                key: host("a.example"),
+                value: be("api")
+            },
+            Command::AddMap {
+                map: hosts_map(),
+                key: host("c.example"),
+                value: be("web")
+            },
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn a_new_service_is_a_reload_with_its_slots_filled_and_its_hosts_left_to_the_file() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.2:80", Admin::Ready))]))],
+        &[("w.example", "web")],
+    );
+    let d = desired(
+        vec![
+            (
+                "api",
+                task(&[("10.0.1.1:80", Ready), ("10.0.1.2:80", Ready)]),
+            ),
+            ("web", task(&[("10.0.0.2:80", Ready)])),
+        ],
+        &[("a.example", "api"), ("w.example", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.reload);
+    assert!(p.runtime.is_empty(), "{:?}", p.runtime);
+    let api = &p.target.backends[&be("api")];
+    assert_eq!(api.servers.len(), 42);
+    assert_eq!(
+        api.servers[..2]
+            .iter()
+            .map(|s| (s.addr, s.admin))
+            .collect::<Vec<_>>(),
+        vec![
+            (sa("10.0.1.1:80"), Admin::Ready),
+            (sa("10.0.1.2:80"), Admin::Ready)
+        ]
+    );
+    assert!(api.servers[2..].iter().all(Server::is_free));
+    assert_eq!(p.target.hosts, d.hosts);
+}
+
+#[test]
+fn a_removed_service_is_a_reload_and_its_host_entries_are_deleted_first() {
+    let actual = state(
+        vec![
+            ("api", slots(&[Some(("10.0.1.1:80", Admin::Ready))])),
+            ("web", slots(&[Some(("10.0.0.2:80", Admin::Ready)), None])),
+        ],
+        &[("a.example", "api"), ("w.example", "web")],
+    );
+    let d = desired(
+        vec![(
+            "web",
+            task(&[("10.0.0.2:80", Ready), ("10.0.0.3:80", Ready)]),
+        )],
+        &[("w.example", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::DelMap {
+                map: hosts_map(),
+                key: host("a.example")
+            },
+            set_addr("web", 2, sa("10.0.0.3:80")),
+            set_state("web", 2, Admin::Ready),
+        ]
+    );
+    assert!(!p.target.backends.contains_key(&be("api")));
+}
+
+#[test]
+fn a_mode_change_is_a_reload() {
+    let actual = state(vec![("web", vip_state("10.0.9.2:80", Admin::Ready))], &[]);
+    let d = desired(vec![("web", task(&[("10.0.0.1:80", Ready)]))], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.reload);
+    assert!(p.runtime.is_empty());
+    assert_eq!(p.target.backends[&be("web")].mode, Mode::Task);
+    assert!(satisfies(&p.target, &d));
+}
+
+#[test]
+fn a_backend_whose_slots_are_out_of_order_is_rebuilt_by_a_reload() {
+    let mut web = slots(&[Some(("10.0.0.1:80", Admin::Ready))]);
+    web.servers[0].name = ServerName::slot(2);
+    let actual = state(vec![("web", web)], &[]);
+    let d = desired(vec![("web", task(&[("10.0.0.1:80", Ready)]))], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.reload);
+    assert!(satisfies(&p.target, &d));
+}
+
+#[test]
+fn growth_past_the_slots_uses_add_server_when_allowed() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                Some(("10.0.0.2:80", Admin::Ready)),
+            ]),
+        )],
+        &[],
+    );
+    let d = desired(
+        vec![(
+            "web",
+            task(&[
+                ("10.0.0.1:80", Ready),
+                ("10.0.0.2:80", Ready),
+                ("10.0.0.3:80", Ready),
+            ]),
+        )],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(2, true));
+    assert!(!p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            add_server("web", 3, sa("10.0.0.3:80")),
+            set_state("web", 3, Admin::Ready),
+            add_server("web", 4, PLACEHOLDER),
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn growth_past_the_slots_reloads_when_add_server_is_not_available() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[
+                Some(("10.0.0.1:80", Admin::Ready)),
+                Some(("10.0.0.2:80", Admin::Drain)),
+            ]),
+        )],
+        &[],
+    );
+    let d = desired(
+        vec![(
+            "web",
+            task(&[
+                ("10.0.0.1:80", Ready),
+                ("10.0.0.3:80", Ready),
+                ("10.0.0.4:80", Ready),
+            ]),
+        )],
+        &[],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings(2, false));
+    assert!(p.reload);
+    // What fits is done at once (the freed slot takes a new task); the rest comes with the
+    // reload, in a whole new block.
+    assert_eq!(
+        p.runtime,
+        vec![
+            set_addr("web", 2, sa("10.0.0.3:80")),
+            set_state("web", 2, Admin::Ready)
+        ]
+    );
+    assert_eq!(
+        p.target.backends[&be("web")],
+        slots(&[
+            Some(("10.0.0.1:80", Admin::Ready)),
+            Some(("10.0.0.3:80", Admin::Ready)),
+            Some(("10.0.0.4:80", Admin::Ready)),
+            None,
+        ])
+    );
+}
+
+#[test]
+fn new_backends_get_whole_blocks_with_at_least_one_free_slot() {
+    for (n, expected) in [(0, 42), (1, 42), (41, 42), (42, 84), (83, 84), (84, 126)] {
+        let endpoints = (0..n)
+            .map(|i| {
+                let ip = Ipv4Addr::new(10, 1, (i / 250) as u8, (i % 250 + 1) as u8);
+                (SocketAddr::new(IpAddr::V4(ip), 80), Ready)
+            })
+            .collect();
+        let spec = BackendSpec {
+            endpoints,
+            ..task(&[])
+        };
+        let d = desired(vec![("web", spec)], &[]);
+        let p = plan(
+            &ProxyState::default(),
+            &no_networks(),
+            &d,
+            &settings(42, true),
+        );
+        assert_eq!(
+            p.target.backends[&be("web")].servers.len(),
+            expected,
+            "{n} endpoints"
+        );
+        assert_eq!(slots_for(n, 42), expected);
+    }
+}
+
+#[test]
+fn a_host_naming_a_backend_that_is_nowhere_is_left_to_the_reload() {
+    let actual = state(vec![("web", slots(&[None]))], &[]);
+    let d = desired(vec![("web", task(&[]))], &[("x.example", "api")]);
+    let p = plan(&actual, &no_networks(), &d, &settings(42, true));
+    assert!(p.reload);
+    assert!(p.runtime.is_empty());
+    assert_eq!(p.target.hosts, d.hosts);
+}
+
+#[test]
+fn networks_to_attach_and_detach_are_the_differences() {
+    let mut d = desired(vec![], &[]);
+    d.networks = ["n1", "n2"].map(str::to_owned).into_iter().collect();
+    let attached = ["n2", "n3"].map(str::to_owned).into_iter().collect();
+    let p = plan(&ProxyState::default(), &attached, &d, &settings(42, true));
+    assert_eq!(p.attach, vec!["n1".to_owned()]);
+    assert_eq!(p.detach, vec!["n3".to_owned()]);
+    assert!(!p.is_empty());
+}
+
+#[test]
+fn the_summary_counts_commands_by_kind() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None]))],
+        &[("a.example", "web")],
+    );
+    let d = desired(
+        vec![("web", task(&[("10.0.0.2:80", Ready)]))],
+        &[("b.example", "web")],
+    );
+    let s = plan(&actual, &no_networks(), &d, &settings(42, true)).summary();
+    assert_eq!(
+        s,
+        Summary {
+            set_addr: 1,
+            set_state: 0,
+            del_map: 1,
+            add_map: 1,
+            ..Summary::default()
+        }
+    );
+    assert_eq!(
+        s.to_string(),
+        "set_addr=1 set_state=0 add_server=0 add_map=1 set_map=0 del_map=1 reload=false attach=0 detach=0"
+    );
+}
+
+// ---- laws ----------------------------------------------------------------------------------
+
+/// A reload renders drained servers as maint.
+fn drained_as_maint(state: &ProxyState) -> ProxyState {
+    let mut s = state.clone();
+    for server in s.backends.values_mut().flat_map(|b| b.servers.iter_mut()) {
+        if server.admin == Admin::Drain {
+            server.admin = Admin::Maint;
+        }
+    }
+    s
+}
+
+/// What the runtime alone must reach in a reload plan: a backend that keeps its mode holds
+/// the target's slots (without `add server`, only those it had: the rest come with the
+/// reload); any other backend is untouched. Map entries naming a backend HAProxy does not hold
+/// yet wait for the reload; the others are the target's.
+fn check_before_reload(
+    actual: &ProxyState,
+    target: &ProxyState,
+    applied: &ProxyState,
+) -> Result<(), TestCaseError> {
+    prop_assert!(applied.backends.keys().eq(actual.backends.keys()));
+    for (name, a) in &actual.backends {
+        let got = &applied.backends[name];
+        match target.backends.get(name) {
+            Some(t) if t.mode == a.mode => {
+                let n = got.servers.len();
+                prop_assert!(
+                    n == a.servers.len() || n == t.servers.len(),
+                    "{name}: {n} servers"
+                );
+                prop_assert_eq!(&got.servers[..], &t.servers[..n]);
+            }
+            _ => prop_assert_eq!(got, a),
+        }
+    }
+    let mut hosts = actual.hosts.clone();
+    hosts.retain(|key, _| {
+        target
+            .hosts
+            .get(key)
+            .is_some_and(|b| !actual.backends.contains_key(b))
+    });
+    for (key, value) in &target.hosts {
+        if actual.backends.contains_key(value) {
+            hosts.insert(key.clone(), value.clone());
+        }
+    }
+    prop_assert_eq!(&applied.hosts, &hosts);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn law_1_a_state_that_satisfies_desired_plans_to_nothing(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let target = plan(&actual, &networks_of(&d), &d, &s).target;
+        let again = plan(&target, &networks_of(&d), &d, &s);
+        prop_assert!(again.is_empty(), "{again:?}");
+        // A reload renders drained servers as maint; that must not loop either.
+        let reloaded = drained_as_maint(&target);
+        prop_assert!(satisfies(&reloaded, &d));
+        let again = plan(&reloaded, &networks_of(&d), &d, &s);
+        prop_assert!(again.is_empty(), "{again:?}");
+    }
+
+    #[test]
+    fn law_1_holds_for_any_state_that_satisfies_desired(
+        (d, actual) in super::strategy::desired().prop_flat_map(|d| (Just(d.clone()), satisfying(&d))),
+        s in plan_settings(),
+    ) {
+        prop_assert!(satisfies(&actual, &d), "{actual:?}");
+        let p = plan(&actual, &networks_of(&d), &d, &s);
+        prop_assert!(p.is_empty(), "{p:?}");
+        prop_assert_eq!(p.target, actual);
+    }
+
+    #[test]
+    fn law_2_replaying_the_runtime_reaches_the_target(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        let applied = replay(&actual, &p.runtime);
+        prop_assert!(applied.is_ok(), "{:?}", applied);
+        let applied = applied.unwrap_or_default();
+        if p.reload {
+            check_before_reload(&actual, &p.target, &applied)?;
+        } else {
+            prop_assert_eq!(applied, p.target);
+        }
+    }
+
+    #[test]
+    fn the_target_satisfies_desired(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        prop_assert!(satisfies(&p.target, &d), "{:?}", p.target);
+        prop_assert_eq!(&p.target.hosts, &d.hosts);
+        for (name, spec) in &d.backends {
+            let servers = &p.target.backends[name].servers;
+            for (addr, state) in &spec.endpoints {
+                let holding: Vec<&Server> = servers.iter().filter(|x| x.addr == *addr).collect();
+                match state {
+                    Ready if spec.mode == Mode::Vip => {}
+                    Ready => prop_assert!(matches!(holding.as_slice(), [x] if x.admin == Admin::Ready)),
+                    Drain => prop_assert!(holding.iter().all(|x| x.admin != Admin::Ready)),
+                }
+            }
+            for x in servers {
+                prop_assert!(x.is_free() || spec.endpoints.contains_key(&x.addr), "{x:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn runtime_commands_delete_routes_first_and_add_routes_last(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        let group = |c: &Command| match c {
+            Command::DelMap { .. } => 0,
+            Command::AddMap { .. } | Command::SetMap { .. } => 2,
+            _ => 1,
+        };
+        let groups: Vec<u8> = p.runtime.iter().map(group).collect();
+        prop_assert!(groups.windows(2).all(|w| w[0] <= w[1]), "{:?}", p.runtime);
+        prop_assert!(p.runtime.iter().all(Command::is_write));
+    }
+
+    #[test]
+    fn a_task_still_desired_keeps_its_slot(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        for (name, a) in &actual.backends {
+            let (Some(spec), Some(t)) = (d.backends.get(name), p.target.backends.get(name)) else {
+                continue;
+            };
+            if a.mode != Mode::Task || spec.mode != Mode::Task {
+                continue;
+            }
+            let mut seen = BTreeSet::new();
+            for (i, x) in a.servers.iter().enumerate() {
+                if x.addr != PLACEHOLDER && spec.endpoints.contains_key(&x.addr) && seen.insert(x.addr) {
+                    prop_assert_eq!(t.servers[i].addr, x.addr, "{} slot {}", name, i + 1);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn networks_are_attached_and_detached_to_match_desired(
+        d in super::strategy::desired(),
+        attached in networks(),
+    ) {
+        let p = plan(&ProxyState::default(), &attached, &d, &settings(42, true));
+        let mut after: BTreeSet<NetworkId> = attached.difference(&p.detach.iter().cloned().collect()).cloned().collect();
+        after.extend(p.attach.iter().cloned());
+        prop_assert_eq!(after, d.networks.clone());
+        prop_assert!(p.attach.iter().all(|n| !attached.contains(n)));
+        prop_assert!(p.detach.iter().all(|n| attached.contains(n)));
+    }
+}
+
+fn networks_of(d: &Desired) -> BTreeSet<NetworkId> {
+    d.networks.clone()
+}
