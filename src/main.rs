@@ -88,6 +88,11 @@ struct Common {
     #[arg(long, env = "SWARM_LB_DEFAULT_NETWORK")]
     default_network: Option<String>,
 
+    /// Serve only services labelled com.docker.lb.service_cluster=<this>; unset or empty: only
+    /// services without that label.
+    #[arg(long, env = "SWARM_LB_SERVICE_CLUSTER")]
+    service_cluster: Option<String>,
+
     /// HAProxy container (name or id) to attach to the routed services' networks. Without it
     /// swarm-lb attaches nothing and expects HAProxy to reach the services already.
     #[arg(long, env = "SWARM_LB_HAPROXY_CONTAINER")]
@@ -166,6 +171,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
     Ok(Settings {
         model: model::Settings {
             default_network: c.default_network.clone(),
+            service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
         },
         plan: PlanSettings {
             block: usize::from(c.slot_block),

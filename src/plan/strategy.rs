@@ -107,6 +107,7 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             networks,
             routes: BTreeMap::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         })
 }
 
