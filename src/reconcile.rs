@@ -198,6 +198,7 @@ impl Reconciler {
         self.detach(&plan.detach).await?;
         report.detached = plan.detach.len();
         info!(
+            summary = %plan.summary(),
             commands = report.commands,
             reloads = report.reloads,
             attached = report.attached,
