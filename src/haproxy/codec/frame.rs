@@ -114,7 +114,11 @@ mod tests {
                     r.buffer().extend_from_slice(part);
                     got.extend(all(&mut r));
                 }
-                assert_eq!(got, ["IP changed from 'a' to 'b'\n", "", "x"], "cuts {cut_a} {cut_b}");
+                assert_eq!(
+                    got,
+                    ["IP changed from 'a' to 'b'\n", "", "x"],
+                    "cuts {cut_a} {cut_b}"
+                );
                 assert_eq!(r.pending(), 0);
             }
         }

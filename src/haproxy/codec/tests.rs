@@ -87,8 +87,14 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
         (set_addr("web", "s1", v4([10, 0, 0, 6], 8081)), None),
         (set_addr("v6", "s1", v6("2001:db8::5", 8080)), None),
         (set_addr("web", "s3", v6("fe80::1", 80)), None),
-        (set_addr("web", "nosuch", v4([10, 0, 0, 5], 8080)), Some("No such server.")),
-        (set_addr("nosuch", "s1", v4([10, 0, 0, 5], 8080)), Some("No such backend.")),
+        (
+            set_addr("web", "nosuch", v4([10, 0, 0, 5], 8080)),
+            Some("No such server."),
+        ),
+        (
+            set_addr("nosuch", "s1", v4([10, 0, 0, 5], 8080)),
+            Some("No such backend."),
+        ),
         (
             set_addr("hostslot", "s1", v4([10, 0, 0, 9], 80)),
             Some(
@@ -100,8 +106,14 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
         (set_state("web", "s2", Admin::Ready), None),
         (set_state("web", "s2", Admin::Drain), None),
         (set_state("web", "s3", Admin::Maint), None),
-        (set_state("web", "nosuch", Admin::Ready), Some("No such server.")),
-        (set_state("nosuch", "s1", Admin::Ready), Some("No such backend.")),
+        (
+            set_state("web", "nosuch", Admin::Ready),
+            Some("No such server."),
+        ),
+        (
+            set_state("nosuch", "s1", Admin::Ready),
+            Some("No such backend."),
+        ),
         (add_server("web", "s4", v4([10, 0, 0, 8], 8080)), None),
         (
             add_server("web", "s4", v4([10, 0, 0, 8], 8080)),
@@ -111,7 +123,10 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             add_server("static", "s2", v4([10, 0, 0, 8], 8080)),
             Some("Backend must use a dynamic load balancing to support dynamic servers."),
         ),
-        (add_server("nosuch", "s2", v4([10, 0, 0, 8], 8080)), Some("No such backend.")),
+        (
+            add_server("nosuch", "s2", v4([10, 0, 0, 8], 8080)),
+            Some("No such backend."),
+        ),
         (add_server("v6", "s2", v6("2001:db8::6", 8080)), None),
         (
             Command::AddMap {
@@ -160,13 +175,35 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             no_map,
         ),
         (Command::ShowMap { map: hosts() }, None),
-        (Command::ShowMap { map: map("empty.map") }, None),
-        (Command::ShowMap { map: map("nosuch.map") }, no_map),
-        (Command::ShowServersState { backend: None }, None),
-        (Command::ShowServersState { backend: Some(be("web")) }, None),
-        (Command::ShowServersState { backend: Some(be("empty")) }, None),
         (
-            Command::ShowServersState { backend: Some(be("nosuch")) },
+            Command::ShowMap {
+                map: map("empty.map"),
+            },
+            None,
+        ),
+        (
+            Command::ShowMap {
+                map: map("nosuch.map"),
+            },
+            no_map,
+        ),
+        (Command::ShowServersState { backend: None }, None),
+        (
+            Command::ShowServersState {
+                backend: Some(be("web")),
+            },
+            None,
+        ),
+        (
+            Command::ShowServersState {
+                backend: Some(be("empty")),
+            },
+            None,
+        ),
+        (
+            Command::ShowServersState {
+                backend: Some(be("nosuch")),
+            },
             Some("Can't find backend."),
         ),
         (Command::ShowInfo, None),
@@ -198,7 +235,11 @@ fn sent_lines(cmds: &str) -> Vec<&str> {
 fn the_encoder_writes_exactly_the_lines_sent_to_the_real_haproxy() {
     let sent = sent_lines(SESSION_CMDS);
     let typed = session();
-    assert_eq!(sent.len(), typed.len(), "session() out of step with session.cmds");
+    assert_eq!(
+        sent.len(),
+        typed.len(),
+        "session() out of step with session.cmds"
+    );
     for ((cmd, _), line) in typed.iter().zip(sent) {
         assert_eq!(encode(cmd), line);
     }
@@ -229,14 +270,19 @@ fn a_socket_below_admin_level_refuses_server_commands() {
         set_addr("web", "s1", v4([10, 0, 0, 7], 80)),
         set_state("web", "s1", Admin::Maint),
         add_server("web", "s9", v4([10, 0, 0, 1], 80)),
-        Command::ShowServersState { backend: Some(be("web")) },
+        Command::ShowServersState {
+            backend: Some(be("web")),
+        },
     ];
     assert_eq!(replies.len(), typed.len());
     for ((cmd, line), reply) in typed.iter().zip(sent).zip(&replies) {
         assert_eq!(encode(cmd), line);
         let result = check_reply(cmd, reply);
         if cmd.is_write() {
-            assert_eq!(result.map_err(|e| e.message), Err("Permission denied".into()));
+            assert_eq!(
+                result.map_err(|e| e.message),
+                Err("Permission denied".into())
+            );
         } else {
             assert_eq!(result, Ok(()));
         }
@@ -283,8 +329,15 @@ fn servers_state_rows_carry_names_addresses_ports_and_states() {
     assert_eq!((s1.op_state, s1.admin_state), (2, 4));
     assert_eq!(row("web", "s2").admin_state, 12);
     assert_eq!(row("web", "s3").addr, "fe80::1".parse::<IpAddr>().unwrap());
-    assert_eq!(row("v6", "s2").addr, "2001:db8::6".parse::<IpAddr>().unwrap());
-    assert_eq!(row("web", "s4").admin_state, 1, "an added server starts in maint");
+    assert_eq!(
+        row("v6", "s2").addr,
+        "2001:db8::6".parse::<IpAddr>().unwrap()
+    );
+    assert_eq!(
+        row("web", "s4").admin_state,
+        1,
+        "an added server starts in maint"
+    );
     let unresolved = row("hostslot", "s1");
     assert_eq!(unresolved.addr, IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     assert_eq!(unresolved.port, 1);
@@ -344,9 +397,17 @@ fn show_map_lines_become_key_value_entries() {
         .iter()
         .map(|e| (e.key.as_str(), e.value.as_str()))
         .collect();
-    assert_eq!(pairs, [("app.example.com", "web"), ("api.example.com", "api")]);
+    assert_eq!(
+        pairs,
+        [("app.example.com", "web"), ("api.example.com", "api")]
+    );
     assert_eq!(parse_show_map(SHOW_MAP_EMPTY), Ok(vec![]));
-    for bad in ["app.example.com web\n", "0x12 app.example.com\n", "0xzz a b\n", "0x1 a \n"] {
+    for bad in [
+        "app.example.com web\n",
+        "0x12 app.example.com\n",
+        "0xzz a b\n",
+        "0x1 a \n",
+    ] {
         assert!(
             matches!(parse_show_map(bad), Err(ParseError::Syntax { line: 1, .. })),
             "{bad:?}"
@@ -413,8 +474,16 @@ type Parser = fn(&str) -> Result<(), ParseError>;
 
 fn parsers() -> [(&'static str, Parser, &'static str); 4] {
     [
-        ("servers state", |t| parse_servers_state(t).map(drop), SERVERS_STATE),
-        ("servers state empty", |t| parse_servers_state(t).map(drop), SERVERS_STATE_EMPTY),
+        (
+            "servers state",
+            |t| parse_servers_state(t).map(drop),
+            SERVERS_STATE,
+        ),
+        (
+            "servers state empty",
+            |t| parse_servers_state(t).map(drop),
+            SERVERS_STATE_EMPTY,
+        ),
         ("show map", |t| parse_show_map(t).map(drop), SHOW_MAP),
         ("show info", |t| parse_show_info(t).map(drop), SHOW_INFO),
     ]
@@ -545,12 +614,23 @@ fn proxy_state_keeps_service_backends_in_slot_order_and_leaves_internal_ones_out
         .iter()
         .map(|s| (s.name.as_str(), s.admin))
         .collect();
-    assert_eq!(slots, [("s1", Admin::Maint), ("s2", Admin::Drain), ("s10", Admin::Ready)]);
+    assert_eq!(
+        slots,
+        [
+            ("s1", Admin::Maint),
+            ("s2", Admin::Drain),
+            ("s10", Admin::Ready)
+        ]
+    );
     assert!(web.servers[0].is_free());
     assert_eq!(web.servers[2].addr, v4([10, 0, 0, 10], 80));
     assert_eq!(state.backends[&be("api")].mode, Mode::Vip);
     let odd = &state.backends[&be("odd")];
-    assert_eq!(odd.mode, Mode::Task, "vip beside other servers is not a vip backend");
+    assert_eq!(
+        odd.mode,
+        Mode::Task,
+        "vip beside other servers is not a vip backend"
+    );
     assert_eq!(odd.servers[1].name.as_str(), "vip");
 }
 
@@ -573,7 +653,10 @@ fn proxy_state_reads_the_map_keeping_the_first_of_duplicates_and_skipping_the_un
         .collect();
     assert_eq!(
         hosts,
-        [("app.example.com", "web"), ("gone.example.com", "deleted-service")]
+        [
+            ("app.example.com", "web"),
+            ("gone.example.com", "deleted-service")
+        ]
     );
 }
 
@@ -584,7 +667,10 @@ fn the_captured_fixtures_make_a_proxy_state() {
     let state = proxy_state(&rows, &entries).expect("state");
     let web = &state.backends[&be("web")];
     let admins: Vec<Admin> = web.servers.iter().map(|s| s.admin).collect();
-    assert_eq!(admins, [Admin::Ready, Admin::Drain, Admin::Maint, Admin::Maint]);
+    assert_eq!(
+        admins,
+        [Admin::Ready, Admin::Drain, Admin::Maint, Admin::Maint]
+    );
     assert_eq!(state.backends[&be("api")].mode, Mode::Vip);
     assert_eq!(state.hosts[&host("app.example.com")], be("web"));
 }
@@ -634,10 +720,16 @@ fn command() -> impl Strategy<Value = Command> {
                 addr,
             }
         }),
-        (map_path(), host_name(), backend_name())
-            .prop_map(|(map, key, value)| Command::AddMap { map, key, value }),
-        (map_path(), host_name(), backend_name())
-            .prop_map(|(map, key, value)| Command::SetMap { map, key, value }),
+        (map_path(), host_name(), backend_name()).prop_map(|(map, key, value)| Command::AddMap {
+            map,
+            key,
+            value
+        }),
+        (map_path(), host_name(), backend_name()).prop_map(|(map, key, value)| Command::SetMap {
+            map,
+            key,
+            value
+        }),
         (map_path(), host_name()).prop_map(|(map, key)| Command::DelMap { map, key }),
         proptest::option::of(backend_name())
             .prop_map(|backend| Command::ShowServersState { backend }),
@@ -679,7 +771,11 @@ proptest! {
 #[test]
 fn ipv6_literals_round_trip_through_the_encoder_text() {
     let ip = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 5);
-    let line = encode(&set_addr("web", "s1", SocketAddr::new(IpAddr::V6(ip), 8080)));
+    let line = encode(&set_addr(
+        "web",
+        "s1",
+        SocketAddr::new(IpAddr::V6(ip), 8080),
+    ));
     let word = line.split(' ').nth(4).expect("addr word");
     assert_eq!(word.parse::<Ipv6Addr>(), Ok(ip));
 }
