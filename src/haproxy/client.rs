@@ -1,12 +1,43 @@
 //! The admin-socket client: one long-lived connection in prompt mode, commands pipelined, replies
 //! read while writing, reconnect on failure and after every reload (an open session keeps an old
 //! worker alive).
+//!
+//! Protocol (HAProxy's management guide, measured on 2.6.12): after `prompt`, every reply ends
+//! with `"\n> "` ([`frame::Replies`] splits them). Commands go one per line; the write side
+//! fills a buffer of whole lines and writes it in chunks of [`WRITE_CHUNK`] bytes, while the read
+//! side consumes replies at the same time on the same task: HAProxy closes a connection whose
+//! replies go unread (3,000 pipelined commands did it). One command line stays far below the
+//! 15,360-byte limit of a CLI line (the longest is a map edit with two names).
+//!
+//! Failure model: any transport error, a connection closed before all replies arrived, or the
+//! deadline ([`Runtime::timeout`], 10 s by default, covering connect, writes and reads of one
+//! call) drops the connection and fails the whole call with a transient [`ClientError`]. Some
+//! commands of that batch may have been applied: callers re-read the actual state and re-plan,
+//! they never resend blindly. The next call connects again.
 
+use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-use super::codec::{Info, ParseError, ReplyError};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{ReadHalf, WriteHalf};
+use tokio::net::UnixStream;
+use tracing::debug;
+
+use super::codec::frame::Replies;
+use super::codec::{self, Info, ParseError, ReplyError};
 use super::command::{Command, MapPath};
 use super::state::ProxyState;
+
+/// Commands are written in chunks of about this many bytes (whole lines, so a chunk may exceed
+/// it by one line): few syscalls, and well below HAProxy's 16 KB input buffer.
+pub const WRITE_CHUNK: usize = 8 * 1024;
+
+/// How much room each socket read asks for.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// The deadline of one call unless [`Runtime::set_timeout`] says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -28,50 +59,536 @@ pub enum ClientError {
         #[source]
         source: ParseError,
     },
+    /// HAProxy refused a command the client sends for itself (`show servers state`,
+    /// `show map`, `show info`): an unknown map file, a socket below `admin` level.
+    #[error("admin socket {path}: {source}")]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: ReplyError,
+    },
 }
 
 impl ClientError {
     /// Worth a retry (socket gone during a reload, timeout) rather than a report.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, ClientError::Parse { .. })
+        !matches!(
+            self,
+            ClientError::Parse { .. } | ClientError::Refused { .. }
+        )
     }
 }
 
+/// The admin socket of one HAProxy worker (whichever answers at `path`).
 pub struct Runtime {
     path: PathBuf,
+    timeout: Duration,
+    stream: Option<UnixStream>,
+    /// Reused across calls: the encoded command lines and the received replies.
+    out: String,
+    replies: Replies,
 }
 
 impl Runtime {
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
+            timeout: DEFAULT_TIMEOUT,
+            stream: None,
+            out: String::new(),
+            replies: Replies::new(),
         }
+    }
+
+    /// The same client with another deadline per call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// The deadline of one call: connect, write every command, read every reply.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Send every command pipelined; one result per command, in order. A command HAProxy
-    /// refused is an `Err` in its place; a transport failure fails the whole call.
+    /// Whether a connection is open (it may still have been closed by HAProxy since; the next
+    /// call checks).
+    pub fn is_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// Send every command pipelined; one result per command, in order: the reply text (what
+    /// HAProxy printed before the prompt, verbatim: empty for commands that print nothing,
+    /// usually ending in a newline otherwise) or, when [`codec::check_reply`] says HAProxy
+    /// refused the command, a [`ReplyError`] in its place. A transport failure fails the
+    /// whole call.
     pub async fn execute(
         &mut self,
         cmds: &[Command],
     ) -> Result<Vec<Result<String, ReplyError>>, ClientError> {
-        let _ = cmds;
-        todo!("Runtime::execute")
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let started = Instant::now();
+        let outcome = tokio::time::timeout(self.timeout, self.exchange(cmds)).await;
+        let result = match outcome {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ClientError::Timeout {
+                path: self.path.clone(),
+                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        };
+        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match result {
+            Ok((replies, bytes_out, bytes_in)) => {
+                let refused = replies.iter().filter(|r| r.is_err()).count();
+                debug!(
+                    count = cmds.len(),
+                    refused, bytes_out, bytes_in, elapsed_us, "runtime batch exchanged"
+                );
+                Ok(replies)
+            }
+            Err(error) => {
+                self.disconnect();
+                debug!(count = cmds.len(), elapsed_us, %error, "runtime batch failed; connection dropped");
+                Err(error)
+            }
+        }
     }
 
-    /// Backends, servers and the hosts map as HAProxy holds them now.
+    /// Backends, servers and the hosts map as HAProxy holds them now (`show servers state`
+    /// and `show map`, pipelined in one batch).
     pub async fn actual(&mut self, map: &MapPath) -> Result<ProxyState, ClientError> {
-        let _ = map;
-        todo!("Runtime::actual")
+        let cmds = [
+            Command::ShowServersState { backend: None },
+            Command::ShowMap { map: map.clone() },
+        ];
+        let mut replies = self.execute(&cmds).await?.into_iter();
+        let (Some(servers), Some(entries)) = (replies.next(), replies.next()) else {
+            // execute() returns one reply per command; this is only a guard.
+            return Err(self.closed(cmds.len()));
+        };
+        let rows = codec::parse_servers_state(&self.accepted(servers)?);
+        let entries = codec::parse_show_map(&self.accepted(entries)?);
+        let state = rows
+            .and_then(|rows| codec::proxy_state(&rows, &entries?))
+            .map_err(|source| self.parse_error(source))?;
+        Ok(state)
     }
 
+    /// `show info`: version, worker pid, uptime.
     pub async fn info(&mut self) -> Result<Info, ClientError> {
-        todo!("Runtime::info")
+        let cmds = [Command::ShowInfo];
+        let Some(reply) = self.execute(&cmds).await?.into_iter().next() else {
+            return Err(self.closed(cmds.len()));
+        };
+        let text = self.accepted(reply)?;
+        codec::parse_show_info(&text).map_err(|source| self.parse_error(source))
     }
 
     /// Drop the connection (after a reload): the next call reconnects to the new worker.
-    pub fn disconnect(&mut self) {}
+    pub fn disconnect(&mut self) {
+        if self.stream.take().is_some() {
+            debug!(path = %self.path.display(), "admin socket disconnected");
+        }
+        self.replies.clear();
+    }
+
+    fn accepted(&self, reply: Result<String, ReplyError>) -> Result<String, ClientError> {
+        reply.map_err(|source| ClientError::Refused {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn parse_error(&self, source: ParseError) -> ClientError {
+        ClientError::Parse {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn closed(&self, missing: usize) -> ClientError {
+        ClientError::Closed {
+            path: self.path.clone(),
+            missing,
+        }
+    }
+
+    fn io_error(&self, source: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// One pipelined exchange on a live connection. Returns the replies and the byte counts.
+    async fn exchange(
+        &mut self,
+        cmds: &[Command],
+    ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
+        self.ensure_connected().await?;
+        let Runtime {
+            path,
+            stream,
+            out,
+            replies,
+            ..
+        } = self;
+        let Some(stream) = stream.as_mut() else {
+            return Err(ClientError::Closed {
+                path: path.clone(),
+                missing: cmds.len(),
+            });
+        };
+        let (rd, wr) = stream.split();
+        let io = |source| ClientError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut results = Vec::with_capacity(cmds.len());
+        let mut pending = cmds.iter();
+        let on_reply = |body: &[u8]| {
+            if let Some(cmd) = pending.next() {
+                results.push(checked(cmd, body));
+            }
+        };
+        let (bytes_out, bytes_in) = tokio::try_join!(
+            async { write_commands(wr, cmds, out).await.map_err(io) },
+            read_replies(rd, replies, cmds.len(), path, on_reply),
+        )?;
+        if replies.pending() > 0 {
+            // More than one reply per command: the stream is out of step; start afresh.
+            debug!(
+                pending = replies.pending(),
+                "unexpected bytes after the last reply"
+            );
+            self.disconnect();
+        }
+        Ok((results, bytes_out, bytes_in))
+    }
+
+    /// Reuse the open connection if HAProxy has not closed it (its `stats timeout` closes an
+    /// idle CLI session, 10 s by default), else connect and enter prompt mode.
+    async fn ensure_connected(&mut self) -> Result<(), ClientError> {
+        if let Some(stream) = &self.stream {
+            // Nothing is due between calls, so a read must find nothing to read. tokio only
+            // skips the syscall when it knows the socket is not readable; the last operation
+            // on this socket was a read that returned data, so the recv below really happens.
+            let mut probe = [0u8; 1];
+            match stream.try_read(&mut probe) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Ok(0) => debug!("admin socket closed by HAProxy while idle; reconnecting"),
+                Ok(_) => debug!("unexpected bytes on the idle admin socket; reconnecting"),
+                Err(error) => debug!(%error, "admin socket failed while idle; reconnecting"),
+            }
+            self.disconnect();
+        }
+        let mut stream = UnixStream::connect(&self.path)
+            .await
+            .map_err(|e| self.io_error(e))?;
+        self.replies.clear();
+        stream
+            .write_all(b"prompt\n")
+            .await
+            .map_err(|e| self.io_error(e))?;
+        let (rd, _) = stream.split();
+        // `prompt` prints nothing: its reply must be empty.
+        let mut first = String::new();
+        read_replies(rd, &mut self.replies, 1, &self.path, |body| {
+            first = String::from_utf8_lossy(body).into_owned();
+        })
+        .await?;
+        if !first.is_empty() {
+            return Err(self.parse_error(ParseError::Syntax {
+                what: "prompt",
+                line: 1,
+                snippet: first,
+            }));
+        }
+        debug!(path = %self.path.display(), "admin socket connected");
+        self.stream = Some(stream);
+        Ok(())
+    }
+}
+
+/// Encodes `cmds` one per line into `out` and writes them in chunks of about [`WRITE_CHUNK`].
+async fn write_commands(
+    mut wr: WriteHalf<'_>,
+    cmds: &[Command],
+    out: &mut String,
+) -> io::Result<usize> {
+    let mut written = 0;
+    out.clear();
+    for cmd in cmds {
+        codec::encode_into(cmd, out);
+        out.push('\n');
+        if out.len() >= WRITE_CHUNK {
+            wr.write_all(out.as_bytes()).await?;
+            written += out.len();
+            out.clear();
+        }
+    }
+    if !out.is_empty() {
+        wr.write_all(out.as_bytes()).await?;
+        written += out.len();
+        out.clear();
+    }
+    wr.flush().await?;
+    Ok(written)
+}
+
+/// Reads until `want` more replies have been handed to `on_reply`. Returns the bytes read.
+async fn read_replies(
+    mut rd: ReadHalf<'_>,
+    replies: &mut Replies,
+    want: usize,
+    path: &Path,
+    mut on_reply: impl FnMut(&[u8]),
+) -> Result<usize, ClientError> {
+    let (mut got, mut read) = (0, 0);
+    loop {
+        while got < want {
+            let Some(body) = replies.next_reply() else {
+                break;
+            };
+            on_reply(body);
+            got += 1;
+        }
+        if got == want {
+            return Ok(read);
+        }
+        let buf = replies.buffer();
+        buf.reserve(READ_CHUNK);
+        let n = rd.read_buf(buf).await.map_err(|source| ClientError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        if n == 0 {
+            return Err(ClientError::Closed {
+                path: path.to_owned(),
+                missing: want - got,
+            });
+        }
+        read += n;
+    }
+}
+
+fn checked(cmd: &Command, body: &[u8]) -> Result<String, ReplyError> {
+    let text = String::from_utf8_lossy(body);
+    codec::check_reply(cmd, &text)?;
+    Ok(text.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    //! The client against scripted sockets: framing, ordering and the failure model. The real
+    //! HAProxy is exercised in `tests/runtime_client.rs`.
+
+    use std::net::SocketAddr;
+
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    use tokio::net::UnixListener;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::haproxy::state::Admin;
+    use crate::model::{BackendName, ServerName};
+
+    fn set_state(server: &str) -> Command {
+        Command::SetState {
+            backend: BackendName::parse("web").expect("name"),
+            server: ServerName::parse(server).expect("name"),
+            state: Admin::Ready,
+        }
+    }
+
+    fn set_addr(server: &str) -> Command {
+        Command::SetAddr {
+            backend: BackendName::parse("web").expect("name"),
+            server: ServerName::parse(server).expect("name"),
+            addr: SocketAddr::from(([10, 0, 0, 1], 80)),
+        }
+    }
+
+    /// Serves one connection: answers `prompt`, then each line with `reply(line)` written in
+    /// pieces of `piece` bytes. Stops after `lines` commands (closing the connection) or when
+    /// the client goes away.
+    async fn serve_one(
+        listener: &UnixListener,
+        lines: usize,
+        piece: usize,
+        reply: impl Fn(&str) -> String,
+    ) {
+        let (stream, _) = listener.accept().await.expect("accept");
+        let (rd, mut wr) = stream.into_split();
+        let mut rd = BufReader::new(rd).lines();
+        let mut handled = 0;
+        while let Ok(Some(line)) = rd.next_line().await {
+            let text = if line == "prompt" {
+                "\n> ".to_owned()
+            } else {
+                handled += 1;
+                reply(&line)
+            };
+            for part in text.as_bytes().chunks(piece.max(1)) {
+                if wr.write_all(part).await.is_err() {
+                    return;
+                }
+            }
+            if handled == lines {
+                return;
+            }
+        }
+    }
+
+    fn socket() -> (tempfile::TempDir, PathBuf, UnixListener) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("admin.sock");
+        let listener = UnixListener::bind(&path).expect("bind");
+        (dir, path, listener)
+    }
+
+    #[tokio::test]
+    async fn replies_come_back_in_command_order_however_the_bytes_are_cut() {
+        let (_dir, path, listener) = socket();
+        let server = async {
+            serve_one(&listener, usize::MAX, 3, |line| {
+                if line.contains("nosuch") {
+                    // The 2.6 quirk: no trailing newline before the prompt.
+                    "No such server.\n> ".to_owned()
+                } else if line.contains(" addr ") {
+                    "IP changed from '127.0.0.1' to '10.0.0.1' by 'stats socket command'\n\n> "
+                        .to_owned()
+                } else {
+                    "\n> ".to_owned()
+                }
+            })
+            .await
+        };
+        let cmds = [
+            set_addr("s1"),
+            set_state("nosuch"),
+            set_state("s2"),
+            set_addr("s3"),
+        ];
+        let mut client = Runtime::new(&path);
+        let client_side = async {
+            let got = client.execute(&cmds).await;
+            client.disconnect();
+            got
+        };
+        let (_, got) = tokio::join!(server, client_side);
+        let got = got.expect("batch");
+        assert!(got[0].as_ref().is_ok_and(|r| r.starts_with("IP changed")));
+        let refused = got[1].as_ref().expect_err("refused");
+        assert_eq!(refused.message, "No such server.");
+        assert_eq!(refused.command, "set server web/nosuch state ready");
+        assert_eq!(got[2].as_deref(), Ok(""));
+        assert!(got[3].is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_never_answers_times_out_transiently_and_drops_the_connection() {
+        let (_dir, path, listener) = socket();
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let server = async {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (rd, mut wr) = stream.into_split();
+            let mut rd = BufReader::new(rd).lines();
+            if let Ok(Some(_prompt)) = rd.next_line().await {
+                let _ = wr.write_all(b"\n> ").await;
+            }
+            // Read the commands, answer nothing, until the test is over.
+            let _ = done_rx.await;
+        };
+        let mut client = Runtime::new(&path).with_timeout(Duration::from_millis(200));
+        let client_side = async {
+            let got = client.execute(&[set_state("s1")]).await;
+            let _ = done_tx.send(());
+            got
+        };
+        let (_, got) = tokio::join!(server, client_side);
+        let error = got.expect_err("no reply must time out");
+        assert!(
+            matches!(
+                error,
+                ClientError::Timeout {
+                    timeout_ms: 200,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.is_transient());
+        assert!(!client.is_connected());
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_mid_batch_fails_the_call_and_counts_the_missing_replies() {
+        let (_dir, path, listener) = socket();
+        let server = serve_one(&listener, 2, 64, |_| "\n> ".to_owned());
+        let mut client = Runtime::new(&path);
+        let cmds: Vec<Command> = (1..=5).map(|i| set_state(&format!("s{i}"))).collect();
+        let (_, got) = tokio::join!(server, client.execute(&cmds));
+        let error = got.expect_err("closed mid-batch");
+        assert!(
+            matches!(error, ClientError::Closed { missing: 3, .. }),
+            "{error}"
+        );
+        assert!(error.is_transient());
+        assert!(!client.is_connected());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_the_server_closed_is_replaced_before_the_next_batch() {
+        let (_dir, path, listener) = socket();
+        let mut client = Runtime::new(&path);
+        // First connection: one command, then the server closes it (as `stats timeout` does).
+        let batch = [set_state("s1")];
+        let (_, first) = tokio::join!(
+            serve_one(&listener, 1, 64, |_| "\n> ".to_owned()),
+            client.execute(&batch),
+        );
+        assert_eq!(first.expect("first batch"), vec![Ok(String::new())]);
+        assert!(client.is_connected(), "the client has not noticed yet");
+        // Bounded: a client that does not reconnect leaves the server waiting in accept().
+        let server = serve_one(&listener, 1, 64, |_| "\n> ".to_owned());
+        let (_, second) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(5), server),
+            client.execute(&batch),
+        );
+        assert_eq!(
+            second.expect("second batch on a new connection"),
+            vec![Ok(String::new())]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_a_transient_io_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut client = Runtime::new(dir.path().join("absent.sock"));
+        let error = client
+            .execute(&[set_state("s1")])
+            .await
+            .expect_err("no socket");
+        assert!(matches!(error, ClientError::Io { .. }), "{error}");
+        assert!(error.is_transient());
+    }
+
+    #[tokio::test]
+    async fn an_empty_batch_sends_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut client = Runtime::new(dir.path().join("absent.sock"));
+        assert_eq!(client.execute(&[]).await.expect("nothing to do"), vec![]);
+        assert!(!client.is_connected());
+    }
 }

@@ -2,15 +2,22 @@
 //! in the crate builds or reads runtime-API strings. Parsers never panic: truncated or garbage
 //! input is a [`ParseError`].
 
+mod encode;
+pub mod frame;
+mod parse;
 pub mod proc;
+mod reply;
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 
-use super::command::Command;
-use super::state::ProxyState;
-use crate::model::{BackendName, ServerName};
+use super::state::{Admin, BackendState, ProxyState, Server};
+use crate::model::{BackendName, Host, Mode, ServerName};
 
+pub use encode::{encode, encode_into, ADD_SERVER_OPTIONS};
+pub use parse::{parse_servers_state, parse_show_info, parse_show_map};
 pub use proc::{parse_reload_reply, parse_show_proc, Proc, ProcList, ReloadReply};
+pub use reply::check_reply;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {
@@ -22,6 +29,11 @@ pub enum ParseError {
     },
     #[error("{what}: reply is truncated")]
     Truncated { what: &'static str },
+    #[error("{what}: no {field} in the reply")]
+    Missing {
+        what: &'static str,
+        field: &'static str,
+    },
 }
 
 /// HAProxy refused a command, with its own message.
@@ -37,9 +49,13 @@ pub struct ReplyError {
 pub struct ServerRow {
     pub backend: BackendName,
     pub server: ServerName,
+    /// `srv_addr`; a server without an address (`-`: a hostname not resolved with
+    /// `init-addr none`) reads as the unspecified `0.0.0.0`.
     pub addr: IpAddr,
     pub port: u16,
+    /// 0 stopped, 1 starting, 2 running, 3 stopping.
     pub op_state: u8,
+    /// A bit mask; see [`admin_from_bits`].
     pub admin_state: u8,
 }
 
@@ -65,36 +81,85 @@ pub struct Info {
     pub uptime_sec: u64,
 }
 
-/// The runtime-API text of one command, without the line terminator.
-pub fn encode(cmd: &Command) -> String {
-    let _ = cmd;
-    todo!("codec::encode")
-}
-
-/// Whether `reply` (the text HAProxy sent back for `cmd`) means success.
-pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
-    let _ = (cmd, reply);
-    todo!("codec::check_reply")
-}
-
-pub fn parse_servers_state(text: &str) -> Result<Vec<ServerRow>, ParseError> {
-    let _ = text;
-    todo!("codec::parse_servers_state")
-}
-
-pub fn parse_show_map(text: &str) -> Result<Vec<MapEntry>, ParseError> {
-    let _ = text;
-    todo!("codec::parse_show_map")
-}
-
-pub fn parse_show_info(text: &str) -> Result<Info, ParseError> {
-    let _ = text;
-    todo!("codec::parse_show_info")
+/// `srv_admin_state` -> [`Admin`], as HAProxy itself folds it (`SRV_ADMF_MAINT` = 0x23,
+/// `SRV_ADMF_DRAIN` = 0x18 in `include/haproxy/server-t.h`):
+/// - maint when forced (0x01), inherited from a tracked server (0x02) or because the address
+///   did not resolve (0x20);
+/// - else drain when forced (0x08) or inherited (0x10);
+/// - else ready.
+///
+/// Two bits are NOT maintenance. 0x04 ("config maint") only records that the config line says
+/// `disabled`: it stays set after `set server ... state ready`, and the server then serves
+/// traffic (measured on 2.6.12: `admin_state` 4 with `show stat` status `no check`; see the
+/// integration test). 0x40 records that the FQDN was changed at runtime.
+pub fn admin_from_bits(bits: u8) -> Admin {
+    const MAINT: u8 = 0x01 | 0x02 | 0x20;
+    const DRAIN: u8 = 0x08 | 0x10;
+    if bits & MAINT != 0 {
+        Admin::Maint
+    } else if bits & DRAIN != 0 {
+        Admin::Drain
+    } else {
+        Admin::Ready
+    }
 }
 
 /// Rows and map entries read back from HAProxy -> the state the planner compares against.
-/// Internal (`_`) backends are left out; unknown map values are kept (the planner removes them).
+///
+/// - Internal backends (leading `_`) are left out.
+/// - A backend whose only server is `vip` is [`Mode::Vip`]; any other is [`Mode::Task`] with
+///   its servers in slot order (`s1`, `s2`, ..., `s10`); a server that is not a slot (none in a
+///   backend the driver rendered) sorts after the slots, by name.
+/// - A backend without servers does not appear: `show servers state` lists servers only.
+/// - Map entries: the first entry of a key wins, as in HAProxy's lookups. An entry whose key is
+///   not a valid lower-case [`Host`] or whose value is not a valid [`BackendName`] is skipped:
+///   it cannot be represented, and it never matches a request the driver routes (the driver
+///   writes only valid ones; the frontend looks up the lower-cased Host header). It leaves the
+///   map file at the next rewrite. A value naming a backend that does not exist is kept (the
+///   planner removes it).
+///
+/// Every row and entry is already typed by the parsers, so this cannot fail today; the
+/// `Result` leaves room for a check that needs one.
 pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, ParseError> {
-    let _ = (rows, map);
-    todo!("codec::proxy_state")
+    let mut servers: BTreeMap<&BackendName, Vec<Server>> = BTreeMap::new();
+    for row in rows.iter().filter(|row| !row.backend.is_internal()) {
+        servers.entry(&row.backend).or_default().push(Server {
+            name: row.server.clone(),
+            addr: SocketAddr::new(row.addr, row.port),
+            admin: admin_from_bits(row.admin_state),
+        });
+    }
+    let backends = servers
+        .into_iter()
+        .map(|(name, mut servers)| {
+            let mode = match servers.as_slice() {
+                [only] if only.name.as_str() == ServerName::VIP => Mode::Vip,
+                _ => Mode::Task,
+            };
+            servers.sort_by(|a, b| slot_order(a).cmp(&slot_order(b)));
+            (name.clone(), BackendState { mode, servers })
+        })
+        .collect();
+    let mut hosts = BTreeMap::new();
+    for entry in map {
+        let (Ok(key), Ok(value)) = (Host::parse(&entry.key), BackendName::parse(&entry.value))
+        else {
+            continue;
+        };
+        if key.as_str() != entry.key {
+            // Upper case in a key: the lower-cased Host header never matches it.
+            continue;
+        }
+        hosts.entry(key).or_insert(value);
+    }
+    Ok(ProxyState { backends, hosts })
 }
+
+/// Slots by number (`s2` before `s10`), then any other server by name.
+fn slot_order(server: &Server) -> (usize, &str) {
+    let name = &server.name;
+    (name.slot_index().unwrap_or(usize::MAX), name.as_str())
+}
+
+#[cfg(test)]
+mod tests;

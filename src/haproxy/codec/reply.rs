@@ -1,0 +1,54 @@
+//! Success or refusal of one reply. Each command's success is recognised positively (its
+//! known success text); anything else is HAProxy's refusal, kept verbatim as the message. An
+//! unknown reply is therefore reported, never mistaken for success; the next read of the
+//! actual state shows what really happened.
+//!
+//! Texts measured on 2.6.12 (fixtures in `tests/fixtures/haproxy-2.6/`):
+//! - `set server ... addr`: success and failure are both "warnings". Success starts with
+//!   `IP changed from '<old>' to '<new>'` or `no need to change the addr`, followed by
+//!   `, port changed from ...` or `, no need to change the port`, then
+//!   ` by 'stats socket command'`. Failures: `Invalid addr '<a>'`, `Update for the current
+//!   server address family is only supported through configuration file` (a slot declared by
+//!   hostname with `init-addr none`), `No such server.`, `No such backend.`.
+//! - `set server ... state`: nothing on success.
+//! - `add server`: `New server registered.`; failures `Already exists a server with the same
+//!   name in backend.`, `Backend must use a dynamic load balancing to support dynamic
+//!   servers.` and `No such backend.` (both without trailing newline on 2.6).
+//! - `add|set|del map`: nothing on success; `entry not found.` (set), `Key not found.` (del),
+//!   `Unknown map identifier. Please use #<id> or <file>.`. Map edits are allowed at
+//!   `operator` and even `user` level; server commands need `admin`, else `Permission denied`.
+//! - `show servers state`: first line `1`; `Can't find backend.` for an unknown backend.
+//! - `show map`: `0x<ptr> <key> <value>` lines, nothing for an empty map.
+//! - `show info`: `Name: HAProxy` then `Field: value` lines.
+//! - any command HAProxy does not know: `Unknown command, but maybe ...` and a command list.
+
+use super::super::command::Command;
+use super::{encode, ReplyError};
+
+/// Whether `reply` (the text HAProxy sent back for `cmd`, as the client hands it out: the
+/// bytes before the prompt) means success. A refusal carries the command line and HAProxy's
+/// own message, trimmed.
+pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
+    let text = reply.trim();
+    let ok = match cmd {
+        Command::SetAddr { .. } => {
+            text.starts_with("IP changed from ") || text.starts_with("no need to change the addr")
+        }
+        Command::SetState { .. }
+        | Command::AddMap { .. }
+        | Command::SetMap { .. }
+        | Command::DelMap { .. } => text.is_empty(),
+        Command::AddServer { .. } => text == "New server registered.",
+        Command::ShowServersState { .. } => text.lines().next() == Some("1"),
+        Command::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
+        Command::ShowInfo => text.starts_with("Name: "),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ReplyError {
+            command: encode(cmd),
+            message: text.to_owned(),
+        })
+    }
+}
