@@ -130,6 +130,10 @@ impl Reconciler {
         &mut self.runtime
     }
 
+    pub fn set_strategy(&mut self, strategy: Strategy) {
+        self.settings.strategy = strategy;
+    }
+
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
         let desired = model::desired(snap, &self.settings.model, &self.last_good);
@@ -324,10 +328,10 @@ impl Reconciler {
         // The old session would keep the old worker alive.
         self.runtime.disconnect();
         match result {
-            Ok(_) => {
+            Ok(r) => {
                 // Master::reload logs the reload itself.
                 self.files.save_good()?;
-                Ok(())
+                self.reach_worker(r.new_worker).await
             }
             Err(e) => {
                 error!(error = %e, "reload failed; restoring the last good config");
@@ -335,6 +339,32 @@ impl Reconciler {
                 self.written = self.files.read().ok();
                 Err(e.into())
             }
+        }
+    }
+
+    /// Make the admin session talk to the new worker. The stats socket is handed over from
+    /// the old worker (`expose-fd listeners`), so until the old one stops listening a new
+    /// connection may still land on it, and commands sent there would be lost with it.
+    async fn reach_worker(&mut self, pid: u32) -> Result<(), ReconcileError> {
+        let deadline = Instant::now() + self.settings.reload_timeout;
+        loop {
+            match self.runtime.info().await {
+                Ok(info) if info.pid == pid => return Ok(()),
+                Ok(info) => debug!(
+                    pid = info.pid,
+                    want = pid,
+                    "admin session reached the old worker"
+                ),
+                Err(e) => debug!(error = %e, "admin socket not ready after reload"),
+            }
+            self.runtime.disconnect();
+            if Instant::now() >= deadline {
+                return Err(ReconcileError::Client(ClientError::Timeout {
+                    path: self.runtime.path().to_owned(),
+                    timeout_ms: self.settings.reload_timeout.as_millis() as u64,
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

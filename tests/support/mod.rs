@@ -197,9 +197,13 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Self::start_at(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// On a given address: tests stand in for Swarm tasks with 127.0.0.N, all on one port,
+    /// as a service's tasks share `com.docker.lb.port`.
+    pub async fn start_at(name: &str, at: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(at).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let requests = Arc::new(AtomicUsize::new(0));
         let body: Arc<str> = Arc::from(name);

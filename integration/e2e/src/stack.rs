@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use swarm_lb::haproxy::codec::ServerRow;
-use swarm_lb::haproxy::{Master, Runtime};
+use swarm_lb::haproxy::codec::{self, ServerRow};
+use swarm_lb::haproxy::{Admin, Master, Runtime};
 
 use crate::docker::{docker, require_engine, try_docker};
 use crate::{free_port, poll_until};
@@ -138,7 +138,7 @@ impl Stack {
             .servers(backend)
             .await
             .into_iter()
-            .filter(|r| r.admin_state == 0)
+            .filter(|r| codec::admin_from_bits(r.admin_state) == Admin::Ready)
             .map(|r| r.addr.to_string())
             .collect();
         addrs.sort();

@@ -9,6 +9,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use swarm_lb::haproxy::codec::admin_from_bits;
+use swarm_lb::haproxy::Admin;
 use swarm_lb_e2e::docker::{container_networks, docker, try_docker, Network, Service};
 use swarm_lb_e2e::load::{self, Load};
 use swarm_lb_e2e::stack::Stack;
@@ -213,7 +215,7 @@ async fn a_vip_service_is_pinned_at_its_vip_and_scaling_or_updating_it_changes_n
     let vip = poll_until(CONVERGE, "the service's VIP", || async { svc.vip(&net.id) }).await;
     let servers = poll_until(CONVERGE, "the vip server", || async {
         let rows = env.stack.servers(&svc.name).await;
-        (rows.len() == 1 && rows[0].admin_state == 0).then_some(rows)
+        (rows.len() == 1 && admin_from_bits(rows[0].admin_state) == Admin::Ready).then_some(rows)
     })
     .await;
     assert_eq!(servers[0].server.as_str(), "vip");

@@ -1,0 +1,606 @@
+//! The whole driver against a real HAProxy (no Docker): hand-made Swarm snapshots go through
+//! `Reconciler::pass` (model -> plan -> runtime API / files / master-CLI reload). Tasks are
+//! stand-in HTTP servers on 127.0.0.N, all on the service's port, as Swarm tasks share
+//! `com.docker.lb.port`. Each step checks `show servers state`, real HTTP through the frontend,
+//! and the reload counter from `show proc`.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use support::{free_port, http_get, poll_until, reloads, Backend, Haproxy};
+use swarm_lb::haproxy::codec::{self, ServerRow};
+use swarm_lb::haproxy::render::Files;
+use swarm_lb::haproxy::{Admin, Command, Master, ProxyState, Runtime};
+use swarm_lb::model::{
+    self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState, Vip,
+};
+use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::{Reconciler, Report, Settings, Strategy};
+
+const NET: &str = "net-1";
+
+fn ip(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// A routed service with `labels` added to hosts + port.
+fn service(name: &str, hosts: &str, port: u16, extra: &[(&str, &str)]) -> Service {
+    let mut labels: BTreeMap<String, String> = [
+        ("com.docker.lb.hosts", hosts.to_owned()),
+        ("com.docker.lb.port", port.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    for (k, v) in extra {
+        labels.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Service {
+        id: format!("id-{name}"),
+        name: name.to_owned(),
+        labels,
+        networks: vec![NET.to_owned()],
+        vips: vec![],
+    }
+}
+
+fn task(service: &str, n: u8, desired: DesiredTaskState) -> Task {
+    Task {
+        id: format!("task-{service}-{n}"),
+        service_id: format!("id-{service}"),
+        slot: Some(n.into()),
+        state: TaskState::Running,
+        desired_state: desired,
+        addresses: vec![TaskAddress {
+            network: NET.to_owned(),
+            addr: ip(n),
+        }],
+    }
+}
+
+fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
+    Snapshot {
+        services,
+        tasks,
+        networks: vec![Network {
+            id: NET.to_owned(),
+            name: "front".to_owned(),
+            driver: "overlay".to_owned(),
+            attachable: true,
+            ingress: false,
+        }],
+    }
+}
+
+struct Rig {
+    haproxy: Haproxy,
+    reconciler: Reconciler,
+}
+
+impl Rig {
+    async fn start(block: usize) -> Rig {
+        Self::start_with(block, true).await
+    }
+
+    async fn start_with(block: usize, add_server: bool) -> Rig {
+        let haproxy = Haproxy::start(&ProxyState::default()).await;
+        let settings = Settings {
+            model: model::Settings::default(),
+            plan: PlanSettings {
+                block,
+                add_server,
+                hosts_map: haproxy.hosts_map().clone(),
+            },
+            render: haproxy.settings.clone(),
+            haproxy_container: None,
+            keep_networks: BTreeSet::new(),
+            reload_timeout: Duration::from_secs(10),
+            strategy: Strategy::Runtime,
+        };
+        let reconciler = Reconciler::new(
+            settings,
+            Runtime::new(haproxy.admin_socket()),
+            haproxy.master(),
+            Files::new(haproxy.config_dir()),
+            None,
+        );
+        Rig {
+            haproxy,
+            reconciler,
+        }
+    }
+
+    async fn pass(&mut self, snap: &Snapshot) -> Report {
+        self.reconciler.pass(snap).await.expect("pass")
+    }
+
+    fn master(&self) -> Master {
+        self.haproxy.master()
+    }
+
+    async fn reloads(&self) -> u32 {
+        reloads(&self.master()).await
+    }
+
+    async fn rows(&self, backend: &str) -> Vec<ServerRow> {
+        let mut rt = Runtime::new(self.haproxy.admin_socket());
+        let replies = rt
+            .execute(&[Command::ShowServersState { backend: None }])
+            .await
+            .expect("show servers state");
+        let text = replies[0].as_ref().expect("reply").clone();
+        codec::parse_servers_state(&text)
+            .expect("parse")
+            .into_iter()
+            .filter(|r| r.backend.as_str() == backend)
+            .collect()
+    }
+
+    /// (server, addr:port) of the servers taking traffic (admin state folds to Ready: a slot
+    /// rendered `disabled` keeps its "config maint" bit 0x04 after `state ready`).
+    async fn ready(&self, backend: &str) -> BTreeMap<String, SocketAddr> {
+        self.rows(backend)
+            .await
+            .into_iter()
+            .filter(|r| codec::admin_from_bits(r.admin_state) == Admin::Ready)
+            .map(|r| {
+                (
+                    r.server.as_str().to_owned(),
+                    SocketAddr::new(r.addr, r.port),
+                )
+            })
+            .collect()
+    }
+
+    /// The set of backend names that answer `host` over `tries` requests.
+    async fn answers(&self, host: &str, tries: usize) -> BTreeSet<String> {
+        let mut seen = BTreeSet::new();
+        for _ in 0..tries {
+            let (status, body) = http_get(self.haproxy.http_port, host).await;
+            assert_eq!(status, 200, "GET {host}: {body}");
+            seen.insert(body);
+        }
+        seen
+    }
+
+    /// The addresses the files on disk give `backend` as enabled servers.
+    fn config_servers(&self, backend: &str) -> BTreeSet<String> {
+        let config = std::fs::read_to_string(self.haproxy.config_path()).expect("config");
+        let mut inside = false;
+        let mut out = BTreeSet::new();
+        for line in config.lines() {
+            let l = line.trim();
+            if let Some(name) = l.strip_prefix("backend ") {
+                inside = name.trim() == backend;
+            } else if inside && l.starts_with("server ") && !l.contains(" disabled") {
+                out.insert(l.split_whitespace().nth(2).unwrap_or("").to_owned());
+            }
+        }
+        out
+    }
+}
+
+async fn tasks_at(name: &str, port: u16, ns: &[u8]) -> Vec<Backend> {
+    let mut v = Vec::new();
+    for &n in ns {
+        v.push(Backend::start_at(&format!("{name}-{n}"), SocketAddr::new(ip(n), port)).await);
+    }
+    v
+}
+
+fn names(prefix: &str, ns: &[u8]) -> BTreeSet<String> {
+    ns.iter().map(|n| format!("{prefix}-{n}")).collect()
+}
+
+#[tokio::test]
+async fn creating_a_routed_service_is_the_one_reload_and_every_task_answers() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3]).await;
+    let snap = snapshot(
+        vec![service("web", "web.test", port, &[])],
+        vec![
+            task("web", 2, DesiredTaskState::Running),
+            task("web", 3, DesiredTaskState::Running),
+        ],
+    );
+    let before = rig.reloads().await;
+    let report = rig.pass(&snap).await;
+    assert_eq!(report.reloads, 1);
+    assert_eq!(rig.reloads().await, before + 1);
+    let ready = rig.ready("web").await;
+    assert_eq!(ready.len(), 2);
+    assert_eq!(rig.rows("web").await.len(), 42, "one block of slots");
+    assert_eq!(rig.answers("web.test", 8).await, names("web", &[2, 3]));
+    assert_eq!(http_get(rig.haproxy.http_port, "other.test").await.0, 503);
+
+    // Nothing changed: the next pass does nothing at all.
+    let again = rig.pass(&snap).await;
+    assert!(!again.changed(), "{again:?}");
+    assert_eq!(rig.reloads().await, before + 1);
+}
+
+#[tokio::test]
+async fn scaling_fills_and_frees_slots_at_runtime_without_a_reload() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    let running = |ns: &[u8]| {
+        ns.iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    let reloads = rig.reloads().await;
+    let first = rig.ready("web").await;
+
+    for ns in [&[2u8, 3, 4, 5, 6][..], &[2, 6], &[2, 4, 5]] {
+        let report = rig.pass(&snapshot(svc(), running(ns))).await;
+        assert_eq!(report.reloads, 0);
+        assert!(report.commands > 0);
+        let ready = rig.ready("web").await;
+        let want: BTreeSet<SocketAddr> = ns.iter().map(|&n| SocketAddr::new(ip(n), port)).collect();
+        assert_eq!(ready.values().copied().collect::<BTreeSet<_>>(), want);
+        assert_eq!(
+            rig.answers("web.test", 4 * ns.len()).await,
+            names("web", ns)
+        );
+        // The files say the same as the runtime, so any reload is safe.
+        let on_disk: BTreeSet<String> = want.iter().map(ToString::to_string).collect();
+        assert_eq!(rig.config_servers("web"), on_disk);
+    }
+    // Task 2 never moved from its slot.
+    assert_eq!(rig.ready("web").await.get("s1"), first.get("s1"));
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn a_task_swarm_is_stopping_is_drained_at_once() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3]).await;
+    let svc = vec![service("web", "web.test", port, &[])];
+    rig.pass(&snapshot(
+        svc.clone(),
+        vec![
+            task("web", 2, DesiredTaskState::Running),
+            task("web", 3, DesiredTaskState::Running),
+        ],
+    ))
+    .await;
+    let reloads = rig.reloads().await;
+    rig.pass(&snapshot(
+        svc,
+        vec![
+            task("web", 2, DesiredTaskState::Running),
+            task("web", 3, DesiredTaskState::Shutdown),
+        ],
+    ))
+    .await;
+    let rows = rig.rows("web").await;
+    let drained: Vec<&ServerRow> = rows.iter().filter(|r| r.admin_state & 0x08 != 0).collect();
+    assert_eq!(drained.len(), 1, "{rows:?}");
+    assert_eq!(drained[0].addr, ip(3));
+    assert_eq!(rig.answers("web.test", 6).await, names("web", &[2]));
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn growing_past_the_slots_adds_servers_at_runtime_and_writes_them_to_the_config() {
+    let mut rig = Rig::start(2).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    let running = |ns: &[u8]| {
+        ns.iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    assert_eq!(rig.rows("web").await.len(), 2);
+    let reloads = rig.reloads().await;
+
+    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4, 5, 6]))).await;
+    assert_eq!(report.reloads, 0, "add server, not a reload");
+    assert!(rig.rows("web").await.len() >= 5);
+    assert_eq!(
+        rig.answers("web.test", 20).await,
+        names("web", &[2, 3, 4, 5, 6])
+    );
+    assert_eq!(
+        rig.config_servers("web").len(),
+        5,
+        "the config has the added servers too"
+    );
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn without_add_server_growth_reloads_and_keeps_every_task() {
+    let mut rig = Rig::start_with(2, false).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    let running = |ns: &[u8]| {
+        ns.iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    let reloads = rig.reloads().await;
+    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4]))).await;
+    assert_eq!(report.reloads, 1);
+    assert_eq!(rig.reloads().await, reloads + 1);
+    assert_eq!(rig.answers("web.test", 12).await, names("web", &[2, 3, 4]));
+}
+
+#[tokio::test]
+async fn a_vip_service_is_one_server_at_its_vip_and_its_scaling_sends_nothing() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    // The "VIP" is one more local server standing in for Swarm's L4 balancer.
+    let _vip = Backend::start_at("vip", SocketAddr::new(ip(50), port)).await;
+    let mut svc = service(
+        "api",
+        "api.test",
+        port,
+        &[("com.docker.lb.backend_mode", "vip")],
+    );
+    svc.vips = vec![Vip {
+        network: NET.to_owned(),
+        addr: ip(50),
+    }];
+    let report = rig
+        .pass(&snapshot(
+            vec![svc.clone()],
+            vec![task("api", 2, DesiredTaskState::Running)],
+        ))
+        .await;
+    assert_eq!(report.reloads, 1);
+    let ready = rig.ready("api").await;
+    assert_eq!(
+        ready.into_iter().collect::<Vec<_>>(),
+        vec![("vip".to_owned(), SocketAddr::new(ip(50), port))]
+    );
+    assert_eq!(
+        rig.answers("api.test", 3).await,
+        BTreeSet::from(["vip".to_owned()])
+    );
+    let reloads = rig.reloads().await;
+
+    for ns in [&[2u8, 3, 4, 5][..], &[7], &[]] {
+        let tasks = ns
+            .iter()
+            .map(|&n| task("api", n, DesiredTaskState::Running))
+            .collect();
+        let report = rig.pass(&snapshot(vec![svc.clone()], tasks)).await;
+        assert!(!report.changed(), "scaling a vip service sent {report:?}");
+    }
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn changing_the_hosts_label_is_a_map_edit_not_a_reload() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let tasks = || vec![task("web", 2, DesiredTaskState::Running)];
+    rig.pass(&snapshot(
+        vec![service("web", "old.test", port, &[])],
+        tasks(),
+    ))
+    .await;
+    let reloads = rig.reloads().await;
+    let report = rig
+        .pass(&snapshot(
+            vec![service("web", "new.test,also.test", port, &[])],
+            tasks(),
+        ))
+        .await;
+    assert_eq!(report.reloads, 0);
+    assert_eq!(rig.answers("new.test", 2).await, names("web", &[2]));
+    assert_eq!(rig.answers("also.test", 2).await, names("web", &[2]));
+    assert_eq!(http_get(rig.haproxy.http_port, "old.test").await.0, 503);
+    let map = std::fs::read_to_string(rig.haproxy.map_path()).expect("map");
+    assert!(
+        map.contains("new.test") && !map.contains("old.test"),
+        "{map}"
+    );
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_the_runtime_changes_made_before_it() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _web = tasks_at("web", port, &[2, 3, 4]).await;
+    let web = || service("web", "web.test", port, &[]);
+    let running = |s: &str, ns: &[u8]| -> Vec<Task> {
+        ns.iter()
+            .map(|&n| task(s, n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(vec![web()], running("web", &[2]))).await;
+    // Runtime-only change: two more tasks in slots, no reload.
+    let report = rig
+        .pass(&snapshot(vec![web()], running("web", &[2, 3, 4])))
+        .await;
+    assert_eq!(report.reloads, 0);
+    let before = rig.ready("web").await;
+
+    // Another service appears: a reload. The first backend must still hold the same tasks.
+    let port2 = free_port();
+    let _api = tasks_at("api", port2, &[9]).await;
+    let mut tasks = running("web", &[2, 3, 4]);
+    tasks.extend(running("api", &[9]));
+    let reloads = rig.reloads().await;
+    let report = rig
+        .pass(&snapshot(
+            vec![web(), service("api", "api.test", port2, &[])],
+            tasks,
+        ))
+        .await;
+    assert_eq!(report.reloads, 1);
+    assert_eq!(rig.reloads().await, reloads + 1);
+    assert_eq!(
+        rig.ready("web").await,
+        before,
+        "same tasks in the same slots after the reload"
+    );
+    assert_eq!(rig.answers("web.test", 12).await, names("web", &[2, 3, 4]));
+    assert_eq!(rig.answers("api.test", 2).await, names("api", &[9]));
+}
+
+#[tokio::test]
+async fn removing_a_routed_service_is_the_one_reload() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let _api = tasks_at("api", port, &[3]).await;
+    let both = snapshot(
+        vec![
+            service("web", "web.test", port, &[]),
+            service("api", "api.test", port, &[]),
+        ],
+        vec![
+            task("web", 2, DesiredTaskState::Running),
+            task("api", 3, DesiredTaskState::Running),
+        ],
+    );
+    rig.pass(&both).await;
+    let reloads = rig.reloads().await;
+    let only_web = snapshot(
+        vec![service("web", "web.test", port, &[])],
+        vec![task("web", 2, DesiredTaskState::Running)],
+    );
+    let report = rig.pass(&only_web).await;
+    assert_eq!(report.reloads, 1);
+    assert_eq!(rig.reloads().await, reloads + 1);
+    assert!(rig.rows("api").await.is_empty());
+    assert_eq!(http_get(rig.haproxy.http_port, "api.test").await.0, 503);
+    assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
+}
+
+#[tokio::test]
+async fn a_hostile_label_edit_keeps_the_last_good_routing_and_touches_nothing_else() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let _api = tasks_at("api", port, &[3]).await;
+    let tasks = || {
+        vec![
+            task("web", 2, DesiredTaskState::Running),
+            task("api", 3, DesiredTaskState::Running),
+        ]
+    };
+    rig.pass(&snapshot(
+        vec![
+            service("web", "web.test", port, &[]),
+            service("api", "api.test", port, &[]),
+        ],
+        tasks(),
+    ))
+    .await;
+    let reloads = rig.reloads().await;
+    let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
+
+    for (label, value) in [
+        ("com.docker.lb.hosts", "web.test\n    server x 10.9.9.9:80"),
+        ("com.docker.lb.hosts", "web.test;show info"),
+        ("com.docker.lb.port", "70000"),
+        ("com.docker.lb.backend_mode", "fast"),
+    ] {
+        let mut web = service("web", "web.test", port, &[]);
+        web.labels.insert(label.to_owned(), value.to_owned());
+        let desired = rig.reconciler.desired(&snapshot(
+            vec![web.clone(), service("api", "api.test", port, &[])],
+            tasks(),
+        ));
+        assert!(
+            desired.errors.iter().any(|e| {
+                let m = e.to_string();
+                m.contains("service web") && m.contains(label)
+            }),
+            "{label}={value:?}: {:?}",
+            desired.errors
+        );
+        let report = rig
+            .pass(&snapshot(
+                vec![web, service("api", "api.test", port, &[])],
+                tasks(),
+            ))
+            .await;
+        assert!(!report.changed(), "{label}={value:?} changed {report:?}");
+        assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
+        assert_eq!(rig.answers("api.test", 2).await, names("api", &[3]));
+    }
+    assert_eq!(
+        std::fs::read_to_string(rig.haproxy.config_path()).expect("config"),
+        config
+    );
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn the_reload_strategy_reloads_for_every_change() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    rig.pass(&snapshot(
+        svc(),
+        vec![task("web", 2, DesiredTaskState::Running)],
+    ))
+    .await;
+    rig.reconciler = {
+        let old = std::mem::replace(&mut rig.reconciler, dummy(&rig.haproxy));
+        drop(old);
+        let mut r = dummy(&rig.haproxy);
+        r.set_strategy(Strategy::Reload);
+        r
+    };
+    let reloads = rig.reloads().await;
+    let report = rig
+        .pass(&snapshot(
+            svc(),
+            vec![
+                task("web", 2, DesiredTaskState::Running),
+                task("web", 3, DesiredTaskState::Running),
+            ],
+        ))
+        .await;
+    assert_eq!(report.reloads, 1);
+    assert_eq!(report.commands, 0);
+    assert_eq!(rig.reloads().await, reloads + 1);
+    poll_until(Duration::from_secs(5), "both tasks answering", || async {
+        (rig.answers("web.test", 8).await == names("web", &[2, 3])).then_some(())
+    })
+    .await;
+}
+
+fn dummy(haproxy: &Haproxy) -> Reconciler {
+    let settings = Settings {
+        model: model::Settings::default(),
+        plan: PlanSettings {
+            block: 42,
+            add_server: true,
+            hosts_map: haproxy.hosts_map().clone(),
+        },
+        render: haproxy.settings.clone(),
+        haproxy_container: None,
+        keep_networks: BTreeSet::new(),
+        reload_timeout: Duration::from_secs(10),
+        strategy: Strategy::Runtime,
+    };
+    Reconciler::new(
+        settings,
+        Runtime::new(haproxy.admin_socket()),
+        haproxy.master(),
+        Files::new(haproxy.config_dir()),
+        None,
+    )
+}
