@@ -47,7 +47,7 @@ impl Stack {
                 "SWARM_LB_HAPROXY_CONTAINER".into(),
                 haproxy_container.clone(),
             ),
-            ("RUST_LOG".into(), "info,swarm_lb=debug".into()),
+            ("RUST_LOG".into(), "info".into()),
         ];
         for (k, v) in extra_env {
             env.push(((*k).to_owned(), (*v).to_owned()));
