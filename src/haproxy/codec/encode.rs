@@ -14,9 +14,10 @@ use super::super::state::Admin;
 /// carry (plain `check`). A dynamic server does not inherit `default-server`, so anything the
 /// config sets there must be repeated here to behave alike.
 ///
-/// On 2.6 a dynamically added server starts in maint (`srv_admin_state` 0x01) and its check is
-/// configured but not running until `enable health <b>/<s>`; the planner follows
-/// [`Command::AddServer`] with [`Command::SetState`] `ready` to put it in service.
+/// On 2.6 a dynamically added server starts in maint (`srv_admin_state` 0x01): the caller
+/// follows [`Command::AddServer`] with [`Command::SetState`] `ready` to put it in service.
+/// Its check is configured but stays off until `enable health <b>/<s>` (measured: `show stat`
+/// says `no check`, then `UP` with checks after `enable health`).
 pub const ADD_SERVER_OPTIONS: &str = "check";
 
 /// The runtime-API text of one command, without the line terminator.
