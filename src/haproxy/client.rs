@@ -3,7 +3,7 @@
 //! worker alive).
 //!
 //! Protocol (HAProxy's management guide, measured on 2.6.12): after `prompt`, every reply ends
-//! with `"\n> "` ([`frame::Replies`] splits them). Commands go one per line; the write side
+//! with `"\n> "` ([`Replies`] splits them). Commands go one per line; the write side
 //! fills a buffer of whole lines and writes it in chunks of [`WRITE_CHUNK`] bytes, while the read
 //! side consumes replies at the same time on the same task: HAProxy closes a connection whose
 //! replies go unread (3,000 pipelined commands did it). One command line stays far below the

@@ -1,4 +1,8 @@
-//! Typed Runtime API commands. Only [`super::codec::encode`] turns them into text.
+//! Typed Runtime API commands. Only [`super::codec::encode`] turns them into text, and only
+//! [`super::codec::check_reply`] and the codec's parsers read what HAProxy answers.
+//!
+//! Every argument is a checked newtype or a number, so no command needs escaping and each
+//! encodes to exactly one line.
 
 use std::net::SocketAddr;
 
@@ -40,37 +44,44 @@ impl MapPath {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `set server <b>/<s> addr <ip> port <port>`
+    /// `set server <b>/<s> addr <ip> port <port>` (IPv6 without brackets). HAProxy answers
+    /// with a warning either way; the codec tells success (`IP changed from`, `no need to
+    /// change the addr`) from refusal.
     SetAddr {
         backend: BackendName,
         server: ServerName,
         addr: SocketAddr,
     },
-    /// `set server <b>/<s> state ready|drain|maint`
+    /// `set server <b>/<s> state ready|drain|maint`; prints nothing on success.
     SetState {
         backend: BackendName,
         server: ServerName,
         state: Admin,
     },
-    /// `add server <b>/<s> <ip>:<port> <server options>`: the server starts in maint.
+    /// `add server <b>/<s> <ip>:<port> check` (IPv6 in brackets; options:
+    /// [`super::codec::ADD_SERVER_OPTIONS`]). Needs a dynamic balance algorithm. The server
+    /// starts in maint, and on 2.6 its check stays off (`show stat`: `no check`) until
+    /// `enable health <b>/<s>`, which this command set does not send: a runtime-added slot runs
+    /// unchecked until the next reload gives it its config line.
     AddServer {
         backend: BackendName,
         server: ServerName,
         addr: SocketAddr,
     },
-    /// `add map <file> <key> <value>`
+    /// `add map <file> <key> <value>`. HAProxy accepts a duplicate key (lookups return the
+    /// first); use [`Command::SetMap`] for a key that exists.
     AddMap {
         map: MapPath,
         key: Host,
         value: BackendName,
     },
-    /// `set map <file> <key> <value>`
+    /// `set map <file> <key> <value>`: every entry of the key; `entry not found.` if none.
     SetMap {
         map: MapPath,
         key: Host,
         value: BackendName,
     },
-    /// `del map <file> <key>`
+    /// `del map <file> <key>`: every entry of the key; `Key not found.` if none.
     DelMap { map: MapPath, key: Host },
     /// `show servers state [<b>]`
     ShowServersState { backend: Option<BackendName> },

@@ -43,26 +43,21 @@ impl Replies {
 
     /// The next complete reply body, if the buffer holds one.
     pub fn next_reply(&mut self) -> Option<&[u8]> {
-        let mut at = self.scan;
-        loop {
-            let Some(nl) = self.buf[at..].iter().position(|&b| b == b'\n') else {
-                self.scan = self.buf.len();
-                return None;
-            };
-            let nl = at + nl;
-            let end = nl + PROMPT.len();
-            if end > self.buf.len() {
-                // Maybe the start of a delimiter: look here again once more bytes arrive.
-                self.scan = nl;
-                return None;
+        match memchr::memmem::find(&self.buf[self.scan..], PROMPT) {
+            Some(at) => {
+                let end = self.scan + at;
+                let body = self.start..end;
+                self.start = end + PROMPT.len();
+                self.scan = self.start;
+                Some(&self.buf[body])
             }
-            if &self.buf[nl..end] == PROMPT {
-                let body = self.start..nl;
-                self.start = end;
-                self.scan = end;
-                return Some(&self.buf[body]);
+            None => {
+                // The last bytes may be the start of a delimiter: look there again once more
+                // bytes arrive.
+                let partial = PROMPT.len() - 1;
+                self.scan = self.buf.len().saturating_sub(partial).max(self.start);
+                None
             }
-            at = nl + 1;
         }
     }
 

@@ -779,3 +779,38 @@ fn ipv6_literals_round_trip_through_the_encoder_text() {
     let word = line.split(' ').nth(4).expect("addr word");
     assert_eq!(word.parse::<Ipv6Addr>(), Ok(ip));
 }
+
+proptest! {
+    #[test]
+    fn hand_written_numbers_and_addresses_match_the_standard_formatting(
+        backend in backend_name(),
+        server in server_name(),
+        addr in any::<SocketAddr>(),
+    ) {
+        let (ip, port) = (addr.ip(), addr.port());
+        prop_assert_eq!(
+            encode(&Command::SetAddr { backend: backend.clone(), server: server.clone(), addr }),
+            format!("set server {backend}/{server} addr {ip} port {port}")
+        );
+        let bracketed = match ip {
+            IpAddr::V4(ip) => format!("{ip}:{port}"),
+            IpAddr::V6(ip) => format!("[{ip}]:{port}"),
+        };
+        prop_assert_eq!(
+            encode(&Command::AddServer { backend: backend.clone(), server: server.clone(), addr }),
+            format!("add server {backend}/{server} {bracketed} check")
+        );
+    }
+}
+
+#[test]
+fn port_and_octet_extremes_are_written_in_full() {
+    assert_eq!(
+        encode(&set_addr("web", "s1", v4([0, 0, 0, 0], 0))),
+        "set server web/s1 addr 0.0.0.0 port 0"
+    );
+    assert_eq!(
+        encode(&add_server("web", "s1", v4([255, 255, 255, 255], 65535))),
+        "add server web/s1 255.255.255.255:65535 check"
+    );
+}
