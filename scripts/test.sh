@@ -12,5 +12,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test"
-cargo test --workspace --all-targets
+echo "== cargo test: unit, real HAProxy, real engine"
+cargo test --workspace --all-targets --exclude swarm-lb-e2e
+echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
+cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2

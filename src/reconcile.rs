@@ -207,7 +207,7 @@ impl Reconciler {
             reloads = report.reloads,
             attached = report.attached,
             detached = report.detached,
-            took_ms = started.elapsed().as_secs_f64() * 1e3,
+            took_us = started.elapsed().as_micros() as u64,
             "plan applied"
         );
         Ok(report)

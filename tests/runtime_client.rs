@@ -339,14 +339,13 @@ async fn thousands_of_pipelined_commands_in_one_batch_all_get_their_replies() {
     }
 }
 
-/// The CLI sessions HAProxy holds open, not counting the one asking.
-fn other_cli_sessions(haproxy: &Haproxy) -> usize {
-    let sessions = raw_command(&haproxy.admin(), "show sess");
-    sessions
+/// CLI sessions open for a second or more (a `show sess` session that just ended can still
+/// be listed, at age 0s, on a loaded machine).
+fn old_cli_sessions(haproxy: &Haproxy) -> usize {
+    raw_command(&haproxy.admin(), "show sess")
         .lines()
-        .filter(|l| l.contains("fe=GLOBAL"))
+        .filter(|l| l.contains("fe=GLOBAL") && !l.contains(" age=0s "))
         .count()
-        .saturating_sub(1)
 }
 
 #[tokio::test]
@@ -363,18 +362,26 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
             .expect("first"),
     );
     assert!(client.is_connected());
-    assert_eq!(
-        other_cli_sessions(&haproxy),
-        1,
-        "the client's session is open"
-    );
 
-    // `stats timeout` closes the idle session on HAProxy's side.
+    // HAProxy closes the idle session on its side. (`stats timeout` does it too, but on 2.6 a
+    // prompt session sometimes never arms that timer: seen here as a session of age 10 s with
+    // no expiry, so the test closes it explicitly.)
+    let sessions = raw_command(&haproxy.admin(), "show sess");
+    let ids: Vec<&str> = sessions
+        .lines()
+        .filter(|l| l.contains("fe=GLOBAL"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert!(!ids.is_empty(), "no CLI session listed: {sessions}");
+    for id in ids {
+        raw_command(&haproxy.admin(), &format!("shutdown session {id}"));
+    }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while other_cli_sessions(&haproxy) > 0 {
+    while old_cli_sessions(&haproxy) > 0 {
         assert!(
             Instant::now() < deadline,
-            "HAProxy kept the idle session open"
+            "HAProxy kept the session open: {}",
+            raw_command(&haproxy.admin(), "show sess")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

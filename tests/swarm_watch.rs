@@ -406,3 +406,417 @@ async fn the_watcher_publishes_scaling_and_removal_promptly() {
         .expect("the watcher stops once no one listens")
         .expect("watcher task");
 }
+
+/// `docker events` for one service's task containers (start, kill), from a given time, read
+/// on a thread: task id -> (action -> engine time). The child is killed on drop.
+struct ContainerEvents {
+    child: std::process::Child,
+    seen: Arc<std::sync::Mutex<BTreeMap<(String, String), SystemTime>>>,
+}
+
+impl ContainerEvents {
+    fn follow(service: &str, since: SystemTime) -> ContainerEvents {
+        use std::io::BufRead;
+        let since = since
+            .duration_since(UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs_f64();
+        let mut child = Command::new(DOCKER)
+            .args([
+                "events",
+                "--since",
+                &format!("{since:.6}"),
+                "--filter",
+                "type=container",
+                "--filter",
+                &format!("label=com.docker.swarm.service.id={service}"),
+                "--filter",
+                "event=start",
+                "--filter",
+                "event=kill",
+                "--format",
+                "{{json .}}",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect(UNREACHABLE);
+        let stdout = child.stdout.take().expect("piped stdout");
+        let seen: Arc<std::sync::Mutex<BTreeMap<(String, String), SystemTime>>> = Arc::default();
+        let sink = seen.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let Ok(e) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                let task = e["Actor"]["Attributes"]["com.docker.swarm.task.id"].as_str();
+                let (Some(task), Some(action), Some(ns)) =
+                    (task, e["Action"].as_str(), e["timeNano"].as_u64())
+                else {
+                    continue;
+                };
+                sink.lock()
+                    .expect("event log")
+                    .entry((task.to_string(), action.to_string()))
+                    .or_insert(UNIX_EPOCH + Duration::from_nanos(ns));
+            }
+        });
+        ContainerEvents { child, seen }
+    }
+
+    /// The engine time of `action` on `task`'s container, waiting (deadline) for the CLI.
+    async fn at(&self, task: &str, action: &str) -> Option<SystemTime> {
+        let key = (task.to_string(), action.to_string());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Some(t) = self.seen.lock().expect("event log").get(&key) {
+                return Some(*t);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for ContainerEvents {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// When each task first became routable (running, wanted running, with an address on the
+/// network) and first stopped being so, in a stream of snapshots, on this host's clock.
+#[derive(Default)]
+struct Transitions {
+    routable: BTreeMap<String, SystemTime>,
+    unroutable: BTreeMap<String, SystemTime>,
+}
+
+fn routable_on(snap: &Snapshot, service: &str, net: &str) -> Vec<String> {
+    snap.tasks
+        .iter()
+        .filter(|t| t.service_id == service)
+        .filter(|t| t.state == TaskState::Running && t.desired_state == DesiredTaskState::Running)
+        .filter(|t| t.addresses.iter().any(|a| a.network == net))
+        .map(|t| t.id.clone())
+        .collect()
+}
+
+/// Records [`Transitions`] of every snapshot `rx` sees, until the returned task is aborted.
+fn record(
+    mut rx: watch::Receiver<Arc<Snapshot>>,
+    service: String,
+    net: String,
+) -> (
+    tokio::task::JoinHandle<()>,
+    Arc<std::sync::Mutex<Transitions>>,
+) {
+    let out: Arc<std::sync::Mutex<Transitions>> = Arc::default();
+    let sink = out.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let now = SystemTime::now();
+            let snap = rx.borrow_and_update().clone();
+            let up = routable_on(&snap, &service, &net);
+            {
+                let mut tr = sink.lock().expect("transitions");
+                for id in &up {
+                    tr.routable.entry(id.clone()).or_insert(now);
+                }
+                let gone: Vec<String> = tr
+                    .routable
+                    .keys()
+                    .filter(|id| !up.contains(id))
+                    .cloned()
+                    .collect();
+                for id in gone {
+                    tr.unroutable.entry(id).or_insert(now);
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    (task, out)
+}
+
+/// Docker's timestamp of `task`'s `running` state, once the task API records it (the fast
+/// path may publish the task before that, while the API still says `starting`).
+async fn running_since(task: &str) -> SystemTime {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = docker(&[
+            "inspect",
+            "--format",
+            "{{.Status.State}} {{.Status.Timestamp.UnixNano}}",
+            task,
+        ])
+        .expect("task inspect");
+        if let Some(("running", ns)) = out.split_once(' ') {
+            let ns: u64 = ns.parse().expect("a timestamp in ns");
+            return UNIX_EPOCH + Duration::from_nanos(ns);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "task {task} not running in the API within 10 s: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// When `task` stopped being routable in `tr`, or a failure naming the watcher.
+fn left_at(tr: &Transitions, watcher: &str, task: &str) -> SystemTime {
+    *tr.unroutable
+        .get(task)
+        .unwrap_or_else(|| panic!("{watcher}: task {task} never left"))
+}
+
+/// `later - earlier` in ms, negative when `later` is in fact earlier.
+fn signed_ms(later: SystemTime, earlier: SystemTime) -> f64 {
+    match later.duration_since(earlier) {
+        Ok(d) => ms(d),
+        Err(e) => -ms(e.duration()),
+    }
+}
+
+fn summary(what: &str, mut v: Vec<f64>) -> String {
+    v.sort_by(f64::total_cmp);
+    format!(
+        "{what}: n={} p50={:.1} ms max={:.1} ms all={v:.1?}",
+        v.len(),
+        percentile(&v, 0.5),
+        v.last().copied().unwrap_or(f64::NAN)
+    )
+}
+
+/// Measures, on this node, how soon a watcher with the fast path and one without it publish a
+/// task change, from Docker's own report of it. Prints the numbers (the benchmark target is
+/// p50 < 20 ms, p99 < 100 ms to HAProxy); asserts only that every change was seen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fast_path_publishes_this_nodes_task_changes_ahead_of_the_task_list() {
+    const ROUNDS: usize = 5;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let d = engine().await;
+    let mut cleanup = Cleanup::default();
+    let net_name = unique("fast-net");
+    let net = overlay(&mut cleanup, &net_name);
+    let svc_name = unique("fast-svc");
+    let svc = service(&mut cleanup, &svc_name, &net_name, 1);
+    let events = ContainerEvents::follow(&svc, SystemTime::now() - Duration::from_secs(1));
+
+    // A probe notes when the task API first shows each task running, and wanted shut down.
+    type Seen = Arc<std::sync::Mutex<BTreeMap<String, SystemTime>>>;
+    let (api_running, api_shutdown): (Seen, Seen) = Default::default();
+    let probe = {
+        let (d, svc) = (d.clone(), svc.clone());
+        let (api_running, api_shutdown) = (api_running.clone(), api_shutdown.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_millis(2));
+            loop {
+                every.tick().await;
+                let Ok(tasks) = d.tasks().await else { continue };
+                let now = SystemTime::now();
+                for t in tasks.iter().filter(|t| t.service_id == svc) {
+                    if t.state == TaskState::Running {
+                        let mut seen = api_running.lock().expect("probe");
+                        seen.entry(t.id.clone()).or_insert(now);
+                    }
+                    if t.desired_state == DesiredTaskState::Shutdown {
+                        let mut seen = api_shutdown.lock().expect("probe");
+                        seen.entry(t.id.clone()).or_insert(now);
+                    }
+                }
+            }
+        })
+    };
+
+    let (fast_tx, mut fast_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (list_tx, list_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let fast = tokio::spawn(Watcher::new(d.clone(), WatchOptions::default()).run(fast_tx));
+    let list_only = WatchOptions {
+        fast_path: false,
+        ..WatchOptions::default()
+    };
+    let list = tokio::spawn(Watcher::new(d.clone(), list_only).run(list_tx));
+    let fast_rec = record(fast_rx.clone(), svc.clone(), net.clone());
+    let list_rec = record(list_rx.clone(), svc.clone(), net.clone());
+
+    let routable = |n: usize| {
+        let (svc, net) = (svc.clone(), net.clone());
+        move |s: &Snapshot| routable_on(s, &svc, &net).len() == n
+    };
+    wait_for(
+        &mut fast_rx,
+        Duration::from_secs(60),
+        "1 routable task",
+        routable(1),
+    )
+    .await;
+
+    let mut started: Vec<(String, SystemTime)> = Vec::new(); // task, Status.Timestamp running
+    let mut stopped: Vec<(String, SystemTime)> = Vec::new(); // task, scale command returned
+    for _ in 0..ROUNDS {
+        let before = routable_on(&fast_rx.borrow(), &svc, &net);
+        docker(&["service", "scale", "-d", &format!("{svc_name}=4")]).expect("scale up");
+        let (snap, _) = wait_for(
+            &mut fast_rx,
+            Duration::from_secs(60),
+            "4 routable tasks",
+            routable(4),
+        )
+        .await;
+        for id in routable_on(&snap, &svc, &net) {
+            if !before.contains(&id) {
+                let reported = running_since(&id).await;
+                started.push((id, reported));
+            }
+        }
+        let up = routable_on(&snap, &svc, &net);
+        docker(&["service", "scale", "-d", &format!("{svc_name}=1")]).expect("scale down");
+        let scaled = SystemTime::now();
+        let (snap, _) = wait_for(
+            &mut fast_rx,
+            Duration::from_secs(60),
+            "1 routable task",
+            routable(1),
+        )
+        .await;
+        let left = routable_on(&snap, &svc, &net);
+        stopped.extend(
+            up.into_iter()
+                .filter(|id| !left.contains(id))
+                .map(|id| (id, scaled)),
+        );
+    }
+    // A task container stopped by hand (not through Swarm): no desired shutdown comes first,
+    // Swarm learns of it from the same container events and replaces the task.
+    let mut stopped_by_hand: Vec<String> = Vec::new();
+    // One routable task, and it is none of those stopped so far.
+    let replaced = |stopped: &[String]| {
+        let (svc, net, stopped) = (svc.clone(), net.clone(), stopped.to_vec());
+        move |s: &Snapshot| {
+            let up = routable_on(s, &svc, &net);
+            up.len() == 1 && !up.iter().any(|id| stopped.contains(id))
+        }
+    };
+    for _ in 0..ROUNDS {
+        let (snap, _) = wait_for(
+            &mut fast_rx,
+            Duration::from_secs(60),
+            "1 routable task, not stopped",
+            replaced(&stopped_by_hand),
+        )
+        .await;
+        let task = routable_on(&snap, &svc, &net).remove(0);
+        let container = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.task.id={task}"),
+        ])
+        .expect("docker ps");
+        docker(&["stop", "-t", "2", &container]).expect("docker stop");
+        stopped_by_hand.push(task);
+    }
+    // Both watchers end with the last replacement (the list-only one is the slower).
+    let mut list_wait = list_rx.clone();
+    for rx in [&mut fast_rx, &mut list_wait] {
+        wait_for(
+            rx,
+            Duration::from_secs(60),
+            "1 routable task, not stopped",
+            replaced(&stopped_by_hand),
+        )
+        .await;
+    }
+
+    docker(&["service", "rm", &svc_name]).expect("service rm");
+    probe.abort();
+    fast_rec.0.abort();
+    list_rec.0.abort();
+    drop((fast_rx, list_rx, list_wait));
+    for w in [fast, list] {
+        tokio::time::timeout(Duration::from_secs(5), w)
+            .await
+            .expect("a watcher stops once no one listens")
+            .expect("watcher task");
+    }
+    let fast_tr = std::mem::take(&mut *fast_rec.1.lock().expect("transitions"));
+    let list_tr = std::mem::take(&mut *list_rec.1.lock().expect("transitions"));
+
+    assert_eq!(started.len(), 3 * ROUNDS, "3 new tasks per round");
+    assert_eq!(stopped_by_hand.len(), ROUNDS);
+    assert_eq!(stopped.len(), 3 * ROUNDS, "3 tasks gone per round");
+    let api_running = api_running.lock().expect("probe").clone();
+    let api_shutdown = api_shutdown.lock().expect("probe").clone();
+    for (name, tr) in [("fast path", &fast_tr), ("list only", &list_tr)] {
+        let (mut from_event, mut from_status, mut from_api) = (vec![], vec![], vec![]);
+        for (id, reported) in &started {
+            let shown = *tr
+                .routable
+                .get(id)
+                .unwrap_or_else(|| panic!("{name}: task {id} never routable"));
+            let start = events
+                .at(id, "start")
+                .await
+                .unwrap_or_else(|| panic!("no start event for {id}"));
+            from_event.push(signed_ms(shown, start));
+            from_status.push(signed_ms(shown, *reported));
+            if let Some(api) = api_running.get(id) {
+                from_api.push(signed_ms(shown, *api));
+            }
+        }
+        let (mut from_kill, mut from_desired, mut from_scale) = (vec![], vec![], vec![]);
+        for (id, scaled) in &stopped {
+            let gone = left_at(tr, name, id);
+            let kill = events.at(id, "kill").await.expect("a kill event");
+            from_kill.push(signed_ms(gone, kill));
+            from_scale.push(signed_ms(gone, *scaled));
+            if let Some(api) = api_shutdown.get(id) {
+                from_desired.push(signed_ms(gone, *api));
+            }
+        }
+        let mut by_hand = vec![];
+        for id in &stopped_by_hand {
+            let gone = left_at(tr, name, id);
+            let kill = events.at(id, "kill").await.expect("a kill event");
+            by_hand.push(signed_ms(gone, kill));
+        }
+        for (what, v) in [
+            ("scale-up: container start event -> routable", from_event),
+            (
+                "scale-up: Status.Timestamp (running) -> routable",
+                from_status,
+            ),
+            (
+                "scale-up: probe first saw running in /tasks -> routable",
+                from_api,
+            ),
+            (
+                "scale-down: kill event (SIGTERM) -> not routable",
+                from_kill,
+            ),
+            (
+                "scale-down: probe first saw desired shutdown -> not routable",
+                from_desired,
+            ),
+            (
+                "scale-down: `service scale` returned -> not routable",
+                from_scale,
+            ),
+            (
+                "`docker stop` of a task container: kill event -> not routable",
+                by_hand,
+            ),
+        ] {
+            println!("[{name}] {}", summary(what, v));
+        }
+    }
+}

@@ -52,7 +52,11 @@ pub enum ClientError {
     #[error(
         "admin socket {path}: connection closed before all replies arrived ({missing} missing)"
     )]
-    Closed { path: PathBuf, missing: usize },
+    Closed {
+        path: PathBuf,
+        missing: usize,
+        total: usize,
+    },
     #[error("admin socket {path}: {source}")]
     Parse {
         path: PathBuf,
@@ -70,6 +74,21 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// The connection was already closed by HAProxy when the batch was sent: the write broke,
+    /// or the connection ended before a single reply.
+    fn is_stale_connection(&self) -> bool {
+        match self {
+            ClientError::Io { source, .. } => matches!(
+                source.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+            ),
+            ClientError::Closed { missing, total, .. } => missing == total,
+            _ => false,
+        }
+    }
+
     /// Worth a retry (socket gone during a reload, timeout) rather than a report.
     pub fn is_transient(&self) -> bool {
         !matches!(
@@ -138,14 +157,15 @@ impl Runtime {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let outcome = tokio::time::timeout(self.timeout, self.exchange(cmds)).await;
-        let result = match outcome {
-            Ok(result) => result,
-            Err(_elapsed) => Err(ClientError::Timeout {
-                path: self.path.clone(),
-                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
-            }),
-        };
+        let reused = self.stream.is_some();
+        let mut result = self.timed_exchange(cmds).await;
+        if reused && result.as_ref().is_err_and(ClientError::is_stale_connection) {
+            // HAProxy closed the idle session between calls and the idle check could not see
+            // it yet: nothing of this batch reached it, so it goes again, once, on a new one.
+            debug!("admin socket was closed while idle; retrying the batch on a new connection");
+            self.disconnect();
+            result = self.timed_exchange(cmds).await;
+        }
         let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
         match result {
             Ok((replies, bytes_out, bytes_in)) => {
@@ -161,6 +181,19 @@ impl Runtime {
                 debug!(count = cmds.len(), elapsed_us, %error, "runtime batch failed; connection dropped");
                 Err(error)
             }
+        }
+    }
+
+    async fn timed_exchange(
+        &mut self,
+        cmds: &[Command],
+    ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
+        match tokio::time::timeout(self.timeout, self.exchange(cmds)).await {
+            Ok(result) => result,
+            Err(_elapsed) => Err(ClientError::Timeout {
+                path: self.path.clone(),
+                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
         }
     }
 
@@ -220,6 +253,7 @@ impl Runtime {
         ClientError::Closed {
             path: self.path.clone(),
             missing,
+            total: missing,
         }
     }
 
@@ -247,6 +281,7 @@ impl Runtime {
             return Err(ClientError::Closed {
                 path: path.clone(),
                 missing: cmds.len(),
+                total: cmds.len(),
             });
         };
         let (rd, wr) = stream.split();
@@ -376,6 +411,7 @@ async fn read_replies(
             return Err(ClientError::Closed {
                 path: path.to_owned(),
                 missing: want - got,
+                total: want,
             });
         }
         read += n;

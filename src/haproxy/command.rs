@@ -61,12 +61,17 @@ pub enum Command {
     /// `add server <b>/<s> <ip>:<port> check` (IPv6 in brackets; options:
     /// [`super::codec::ADD_SERVER_OPTIONS`]). Needs a dynamic balance algorithm. The server
     /// starts in maint, and on 2.6 its check stays off (`show stat`: `no check`) until
-    /// `enable health <b>/<s>`, which this command set does not send: a runtime-added slot runs
-    /// unchecked until the next reload gives it its config line.
+    /// [`Command::EnableHealth`], which the planner sends right after it.
     AddServer {
         backend: BackendName,
         server: ServerName,
         addr: SocketAddr,
+    },
+    /// `enable health <b>/<s>`: start the health check of a server added at runtime (prints
+    /// nothing on success). It persists through maint, so a free slot is checked once used.
+    EnableHealth {
+        backend: BackendName,
+        server: ServerName,
     },
     /// `add map <file> <key> <value>`. HAProxy accepts a duplicate key (lookups return the
     /// first); use [`Command::SetMap`] for a key that exists.

@@ -99,6 +99,10 @@ impl ProxyState {
                 server,
                 state,
             } => self.server_mut(backend, server)?.admin = *state,
+            // Health checks are not part of the modelled state; the server must exist.
+            Command::EnableHealth { backend, server } => {
+                self.server_mut(backend, server)?;
+            }
             Command::AddServer {
                 backend,
                 server,
@@ -185,6 +189,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::SetAddr { .. } => "set server addr",
         Command::SetState { .. } => "set server state",
         Command::AddServer { .. } => "add server",
+        Command::EnableHealth { .. } => "enable health",
         Command::AddMap { .. } => "add map",
         Command::SetMap { .. } => "set map",
         Command::DelMap { .. } => "del map",

@@ -244,6 +244,11 @@ fn task(
                     server: server.name.clone(),
                     addr: server.addr,
                 });
+                // On 2.6 a runtime-added server is not checked until told to be.
+                commands.push(Command::EnableHealth {
+                    backend: name.clone(),
+                    server: server.name.clone(),
+                });
                 // `add server` starts in maint.
                 if server.admin != Admin::Maint {
                     commands.push(set_state(name, &server.name, server.admin));

@@ -58,6 +58,7 @@ impl Plan {
                 Command::SetAddr { .. } => s.set_addr += 1,
                 Command::SetState { .. } => s.set_state += 1,
                 Command::AddServer { .. } => s.add_server += 1,
+                Command::EnableHealth { .. } => s.enable_health += 1,
                 Command::AddMap { .. } => s.add_map += 1,
                 Command::SetMap { .. } => s.set_map += 1,
                 Command::DelMap { .. } => s.del_map += 1,
@@ -73,6 +74,7 @@ impl Plan {
 pub struct Summary {
     pub set_addr: usize,
     pub set_state: usize,
+    pub enable_health: usize,
     pub add_server: usize,
     pub add_map: usize,
     pub set_map: usize,
@@ -86,10 +88,11 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "set_addr={} set_state={} add_server={} add_map={} set_map={} del_map={} reload={} attach={} detach={}",
+            "set_addr={} set_state={} add_server={} enable_health={} add_map={} set_map={} del_map={} reload={} attach={} detach={}",
             self.set_addr,
             self.set_state,
             self.add_server,
+            self.enable_health,
             self.add_map,
             self.set_map,
             self.del_map,

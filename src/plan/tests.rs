@@ -121,6 +121,13 @@ fn add_server(backend: &str, slot: usize, addr: SocketAddr) -> Command {
     }
 }
 
+fn enable_health(backend: &str, slot: usize) -> Command {
+    Command::EnableHealth {
+        backend: be(backend),
+        server: ServerName::slot(slot),
+    }
+}
+
 /// `cmds` applied to `state` in order; the index of the first command that does not apply.
 /// Also refuses `set server state ready` on a server at the placeholder.
 fn replay(state: &ProxyState, cmds: &[Command]) -> Result<ProxyState, (usize, String)> {
@@ -558,8 +565,10 @@ fn growth_past_the_slots_uses_add_server_when_allowed() {
         p.runtime,
         vec![
             add_server("web", 3, sa("10.0.0.3:80")),
+            enable_health("web", 3),
             set_state("web", 3, Admin::Ready),
             add_server("web", 4, PLACEHOLDER),
+            enable_health("web", 4),
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
@@ -683,7 +692,7 @@ fn the_summary_counts_commands_by_kind() {
     );
     assert_eq!(
         s.to_string(),
-        "set_addr=1 set_state=0 add_server=0 add_map=1 set_map=0 del_map=1 reload=false attach=0 detach=0"
+        "set_addr=1 set_state=0 add_server=0 enable_health=0 add_map=1 set_map=0 del_map=1 reload=false attach=0 detach=0"
     );
 }
 

@@ -386,6 +386,62 @@ pub(super) fn container_networks(
     out
 }
 
+/// What the fast path needs from a task's container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TaskContainer {
+    /// `State.Running`.
+    pub running: bool,
+    /// The container has a healthcheck (its own or its image's, not disabled with `NONE`):
+    /// Swarm then calls the task running only once it is healthy.
+    pub healthcheck: bool,
+    /// `NetworkSettings.Networks[*]`: `NetworkID` with `IPAddress` and `GlobalIPv6Address`.
+    pub addresses: Vec<TaskAddress>,
+}
+
+/// `GET /containers/{id}/json` of a task's container -> its state and addresses.
+pub(super) fn task_container(c: &models::ContainerInspectResponse) -> TaskContainer {
+    let running = c.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+    let test = c
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.test.as_ref());
+    // Swarm's own rule (executor/container/controller.go): no test, or `NONE`, is none.
+    let healthcheck = test
+        .and_then(|t| t.first())
+        .is_some_and(|first| first != "NONE");
+    let mut addresses = Vec::new();
+    let nets = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref());
+    // Sorted by network name, so the same container gives the same list.
+    let nets: BTreeMap<&String, &models::EndpointSettings> = nets.into_iter().flatten().collect();
+    for (name, ep) in nets {
+        let Some(network) = non_empty(&ep.network_id) else {
+            warn!(container = ?c.name, network = %name, "container network without id skipped");
+            continue;
+        };
+        for a in [&ep.ip_address, &ep.global_ipv6_address] {
+            let Some(a) = non_empty(a) else { continue };
+            match parse_cidr_addr(a) {
+                Some(addr) => addresses.push(TaskAddress {
+                    network: network.to_string(),
+                    addr,
+                }),
+                None => {
+                    warn!(container = ?c.name, network, addr = a, "container address that is not an IP skipped")
+                }
+            }
+        }
+    }
+    TaskContainer {
+        running,
+        healthcheck,
+        addresses,
+    }
+}
+
 fn non_empty(s: &Option<String>) -> Option<&str> {
     s.as_deref().filter(|s| !s.is_empty())
 }
@@ -400,6 +456,10 @@ mod tests {
         include_str!("../../tests/fixtures/docker-1.41/tasks-scaling-down.json");
     const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
     const CONTAINER: &str = include_str!("../../tests/fixtures/docker-1.41/container-inspect.json");
+    const TASK_CONTAINER: &str =
+        include_str!("../../tests/fixtures/docker-1.41/container-inspect-task.json");
+    const HEALTH_CONTAINER: &str =
+        include_str!("../../tests/fixtures/docker-1.41/container-inspect-healthcheck.json");
 
     const LB_NET: &str = "ozmh1494lrjy2tkbzt8h8ykgd";
     const WEB: &str = "btrao17gkwp6g12j40iqj7crs";
@@ -673,6 +733,65 @@ mod tests {
         assert_eq!(
             container_networks(&models::ContainerInspectResponse::default()),
             BTreeMap::new()
+        );
+    }
+
+    #[test]
+    fn a_task_container_gives_its_addresses_and_whether_swarm_waits_for_health() {
+        let c: models::ContainerInspectResponse =
+            serde_json::from_str(TASK_CONTAINER).expect("fixture");
+        assert_eq!(
+            task_container(&c),
+            TaskContainer {
+                running: true,
+                healthcheck: false,
+                addresses: vec![TaskAddress {
+                    network: "40arpvvkspefrs83sr5iz997k".into(),
+                    addr: ip("10.0.28.5"),
+                }],
+            }
+        );
+        let h: models::ContainerInspectResponse =
+            serde_json::from_str(HEALTH_CONTAINER).expect("fixture");
+        let h = task_container(&h);
+        assert!(h.running && h.healthcheck, "{h:?}");
+        assert_eq!(h.addresses.len(), 1);
+    }
+
+    #[test]
+    fn a_container_with_its_healthcheck_disabled_or_stopped_or_bare_is_read_as_such() {
+        let c: models::ContainerInspectResponse = serde_json::from_value(serde_json::json!({
+            "State": {"Running": false},
+            "Config": {"Healthcheck": {"Test": ["NONE"]}},
+            "NetworkSettings": {"Networks": {
+                "a": {"NetworkID": "n1", "IPAddress": "10.0.0.2", "GlobalIPv6Address": "fd00::2"},
+                "b": {"NetworkID": "", "IPAddress": "10.0.0.3"},
+                "c": {"NetworkID": "n3", "IPAddress": "bogus"},
+                "d": {"NetworkID": "n4", "IPAddress": ""}
+            }}
+        }))
+        .expect("json");
+        assert_eq!(
+            task_container(&c),
+            TaskContainer {
+                running: false,
+                healthcheck: false,
+                addresses: vec![
+                    TaskAddress {
+                        network: "n1".into(),
+                        addr: ip("10.0.0.2")
+                    },
+                    TaskAddress {
+                        network: "n1".into(),
+                        addr: ip("fd00::2")
+                    },
+                ],
+            }
+        );
+        let bare = task_container(&models::ContainerInspectResponse::default());
+        assert_eq!(
+            (bare.running, bare.healthcheck, bare.addresses.len()),
+            (false, false, 0)
         );
     }
 

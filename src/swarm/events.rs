@@ -16,13 +16,23 @@ pub(super) const TYPES: [&str; 4] = ["service", "network", "container", "node"];
 
 /// The actions worth a re-list; everything else (exec_*, attach, health probes, network
 /// connect/disconnect of every container) is filtered out by the engine, so that an idle
-/// cluster with health-checked containers does not wake the watcher.
-pub(super) const ACTIONS: [&str; 8] = [
-    "create", "update", "remove", "destroy", "start", "die", "kill", "stop",
+/// cluster with health-checked containers does not wake the watcher. `health_status: healthy`
+/// is matched exactly (checked on 20.10): it comes once per change to healthy, not per probe.
+pub(super) const ACTIONS: [&str; 9] = [
+    "create", "update", "remove", "destroy", "start", "die", "kill", "stop", HEALTHY,
 ];
 
-/// The container label (event attribute) Swarm puts on a task's container.
+const HEALTHY: &str = "health_status: healthy";
+
+/// The container labels (event attributes) Swarm puts on a task's container.
 const SERVICE_ID_ATTR: &str = "com.docker.swarm.service.id";
+const TASK_ID_ATTR: &str = "com.docker.swarm.task.id";
+const TASK_NAME_ATTR: &str = "com.docker.swarm.task.name";
+
+/// Signals that end a process unless it handles them: the usual stop signals (`SIGTERM`, what
+/// Swarm sends by default; `SIGINT`, `SIGQUIT`, common `--stop-signal`s) and `SIGKILL`.
+/// Others (`SIGHUP`, `SIGUSR1`, ...) ask a running process to reload or report.
+const STOP_SIGNALS: [&str; 4] = ["15", "2", "3", "9"];
 
 /// One event, reduced to what the watcher acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +45,37 @@ pub(super) struct Event {
     pub service: Option<ServiceId>,
     /// Engine time of the event (ns since the epoch).
     pub time_nano: Option<i64>,
+    /// What it says about a Swarm task, for the fast path (container events only).
+    pub task: Option<TaskEvent>,
+}
+
+/// A container event of a Swarm task that changes whether the task can take traffic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TaskEvent {
+    pub task: String,
+    pub service: ServiceId,
+    pub container: String,
+    /// From the task name `<service>.<slot>.<task id>`; `None` for a global service's task
+    /// (`<service>.<node id>.<task id>`).
+    pub slot: Option<u64>,
+    pub change: ContainerChange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContainerChange {
+    /// `create`: the container exists, not started yet (its config says whether it has a
+    /// healthcheck, which decides what its start means).
+    Created,
+    /// `start`: what Swarm calls running, unless the container has a healthcheck.
+    Started,
+    /// `health_status: healthy`: what Swarm calls running for a container with a healthcheck.
+    Healthy,
+    /// `kill` with a stop signal, or `stop`: the task is being stopped.
+    Stopping,
+    /// `die`: the container exited.
+    Died,
+    /// `destroy`: the container is removed.
+    Destroyed,
 }
 
 /// How much to re-read after an event. Ordered: a bigger refresh includes a smaller one.
@@ -68,16 +109,58 @@ pub(super) fn event(m: &EventMessage) -> Event {
         }
         _ => (Refresh::Nothing, None),
     };
+    let action = m.action.clone().unwrap_or_default();
+    let task = match (m.typ, attrs) {
+        (Some(EventMessageTypeEnum::CONTAINER), Some(attrs)) => {
+            task_event(&action, &actor_id, attrs)
+        }
+        _ => None,
+    };
     Event {
         kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
-        action: m.action.clone().unwrap_or_default(),
+        action,
         actor: actor_id,
         refresh,
         service: service.filter(|s| !s.is_empty()),
         time_nano: m
             .time_nano
             .or_else(|| m.time.and_then(|t| t.checked_mul(1_000_000_000))),
+        task,
     }
+}
+
+fn task_event(action: &str, container: &str, attrs: &HashMap<String, String>) -> Option<TaskEvent> {
+    let attr = |k| attrs.get(k).map(String::as_str).filter(|v| !v.is_empty());
+    let change = match action {
+        "create" => ContainerChange::Created,
+        "start" => ContainerChange::Started,
+        HEALTHY => ContainerChange::Healthy,
+        "kill" if attr("signal").is_some_and(|s| STOP_SIGNALS.contains(&s)) => {
+            ContainerChange::Stopping
+        }
+        "stop" => ContainerChange::Stopping,
+        "die" => ContainerChange::Died,
+        "destroy" => ContainerChange::Destroyed,
+        _ => return None,
+    };
+    let task = attr(TASK_ID_ATTR)?;
+    if container.is_empty() {
+        return None;
+    }
+    Some(TaskEvent {
+        task: task.to_string(),
+        service: attr(SERVICE_ID_ATTR)?.to_string(),
+        container: container.to_string(),
+        slot: attr(TASK_NAME_ATTR).and_then(|name| slot_of(name, task)),
+        change,
+    })
+}
+
+/// `web.3.<task id>` -> 3; a global task's `web.<node id>.<task id>` -> `None`.
+fn slot_of(task_name: &str, task: &str) -> Option<u64> {
+    let rest = task_name.strip_suffix(task)?.strip_suffix('.')?;
+    let (_, slot) = rest.rsplit_once('.')?;
+    slot.parse::<u64>().ok().filter(|s| *s > 0)
 }
 
 /// Everything a burst of events asks for.
@@ -88,6 +171,8 @@ pub(super) struct Batch {
     /// A node changed: any service may have tasks moving.
     pub any_service: bool,
     pub last_time_nano: Option<i64>,
+    /// Task container events for the fast path, in arrival order, with their engine time.
+    pub tasks: Vec<(TaskEvent, Option<i64>)>,
 }
 
 impl Batch {
@@ -101,6 +186,9 @@ impl Batch {
         }
         if let Some(t) = e.time_nano {
             self.last_time_nano = self.last_time_nano.max(Some(t));
+        }
+        if let Some(task) = &e.task {
+            self.tasks.push((task.clone(), e.time_nano));
         }
     }
 }
@@ -185,6 +273,149 @@ mod tests {
         let mut tasks_only = Batch::default();
         tasks_only.add(&fixture()[3]);
         assert_eq!(tasks_only.refresh, Some(Refresh::Tasks));
+    }
+
+    const TASK_EVENTS: &str =
+        include_str!("../../tests/fixtures/docker-1.41/events-task-container.jsonl");
+
+    fn task_fixture() -> Vec<Event> {
+        TASK_EVENTS
+            .lines()
+            .map(|l| event(&serde_json::from_str(l).expect("event fixture line")))
+            .collect()
+    }
+
+    #[test]
+    fn a_task_containers_start_kill_die_and_stop_say_what_happened_to_the_task() {
+        let events = task_fixture();
+        let changes: Vec<(&str, Option<ContainerChange>)> = events
+            .iter()
+            .map(|e| (e.action.as_str(), e.task.as_ref().map(|t| t.change)))
+            .collect();
+        use ContainerChange::*;
+        assert_eq!(
+            changes,
+            [
+                ("start", Some(Started)),
+                ("kill", Some(Stopping)),
+                ("die", Some(Died)),
+                ("stop", Some(Stopping)),
+                ("start", Some(Started)),
+                ("health_status: healthy", Some(Healthy)),
+            ]
+        );
+        assert_eq!(
+            events[0].task,
+            Some(TaskEvent {
+                task: "jb3mpkwhy2hwtc6lkbd8ifisk".into(),
+                service: "kj0yvt0dcwfmmunxb1tovjtha".into(),
+                container: "8e9e194b072c4e6d02649a4b965e3b60c007714259e2753461671605df45cfcc"
+                    .into(),
+                slot: Some(2),
+                change: Started,
+            })
+        );
+        assert_eq!(events[0].time_nano, Some(1795731653421180357));
+        let healthy = &events[5];
+        assert_eq!(healthy.refresh, Refresh::Tasks);
+        assert_eq!(
+            healthy.task.as_ref().map(|t| (t.task.as_str(), t.slot)),
+            Some(("zina1ok0uefqzqiebtk1szscs", Some(1)))
+        );
+    }
+
+    #[test]
+    fn a_batch_keeps_task_events_in_order_with_their_time() {
+        let mut b = Batch::default();
+        for e in task_fixture().iter().take(3) {
+            b.add(e);
+        }
+        let got: Vec<(ContainerChange, Option<i64>)> =
+            b.tasks.iter().map(|(t, at)| (t.change, *at)).collect();
+        assert_eq!(
+            got,
+            [
+                (ContainerChange::Started, Some(1795731653421180357)),
+                (ContainerChange::Stopping, Some(1795731659082407610)),
+                (ContainerChange::Died, Some(1795731659110667437)),
+            ]
+        );
+    }
+
+    #[test]
+    fn only_stop_signals_and_only_task_containers_count_as_stopping() {
+        let kill = |signal: &str, task: Option<&str>| {
+            let mut attrs = serde_json::json!({
+                "com.docker.swarm.service.id": "svc",
+                "com.docker.swarm.task.name": "web.4.t1",
+                "signal": signal,
+            });
+            if let Some(t) = task {
+                attrs["com.docker.swarm.task.id"] = t.into();
+            }
+            let m: EventMessage = serde_json::from_value(serde_json::json!({
+                "Type": "container", "Action": "kill",
+                "Actor": {"ID": "c1", "Attributes": attrs}, "timeNano": 7
+            }))
+            .expect("json");
+            event(&m).task.map(|t| (t.change, t.slot))
+        };
+        for sig in ["15", "9", "2", "3"] {
+            assert_eq!(
+                kill(sig, Some("t1")),
+                Some((ContainerChange::Stopping, Some(4))),
+                "{sig}"
+            );
+        }
+        for sig in ["1", "10", "28", "", "TERM"] {
+            assert_eq!(kill(sig, Some("t1")), None, "signal {sig:?} only re-lists");
+        }
+        assert_eq!(kill("15", None), None, "not a task's container");
+        let other: EventMessage = serde_json::from_value(serde_json::json!({
+            "Type": "container", "Action": "pause",
+            "Actor": {"ID": "c1", "Attributes": {
+                "com.docker.swarm.service.id": "svc", "com.docker.swarm.task.id": "t1"}}
+        }))
+        .expect("json");
+        assert_eq!(event(&other).task, None);
+    }
+
+    #[test]
+    fn a_task_containers_create_and_destroy_are_task_events_too() {
+        let create = &fixture()[1];
+        assert_eq!(create.action, "create");
+        assert_eq!(
+            create
+                .task
+                .as_ref()
+                .map(|t| (t.change, t.task.as_str(), t.slot)),
+            Some((
+                ContainerChange::Created,
+                "l4jr87dy66e2q3hp643mbj1h6",
+                Some(2)
+            ))
+        );
+        let destroy: EventMessage = serde_json::from_value(serde_json::json!({
+            "Type": "container", "Action": "destroy",
+            "Actor": {"ID": "c1", "Attributes": {
+                "com.docker.swarm.service.id": "svc", "com.docker.swarm.task.id": "t1"}}
+        }))
+        .expect("json");
+        assert_eq!(
+            event(&destroy).task.map(|t| t.change),
+            Some(ContainerChange::Destroyed)
+        );
+    }
+
+    #[test]
+    fn the_slot_comes_from_a_replicated_tasks_name_only() {
+        assert_eq!(slot_of("web.3.abc", "abc"), Some(3));
+        assert_eq!(slot_of("my.web.12.abc", "abc"), Some(12));
+        assert_eq!(slot_of("web.hxx0e8a6rlcjofo6589cq5r0b.abc", "abc"), None);
+        assert_eq!(slot_of("web.0.abc", "abc"), None);
+        assert_eq!(slot_of("web.3.abc", "xyz"), None);
+        assert_eq!(slot_of("abc", "abc"), None);
+        assert_eq!(slot_of("3abc", "abc"), None);
     }
 
     #[test]

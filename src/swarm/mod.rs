@@ -3,14 +3,17 @@
 //! polls a service's tasks after an event touches it until they settle; resyncs periodically.
 //! Also attaches and detaches the HAProxy container to networks.
 //!
-//! Layout: [`Docker`] (here) is the effect shell over bollard; `convert`, `events` and
-//! `settle` are pure and tested on JSON captured from Docker 20.10 (API 1.41); [`Watcher`]
-//! is the loop that turns events into snapshots.
+//! Layout: [`Docker`] (here) is the effect shell over bollard; `convert`, `events`, `settle`
+//! and `overlay` are pure and tested on JSON captured from Docker 20.10 (API 1.41);
+//! [`Watcher`] is the loop that turns events into snapshots. For tasks on this node it also
+//! takes a fast path: container events are laid over the last task list at once (`overlay`),
+//! ahead of Swarm's manager, whose task states trail the containers by tens of milliseconds.
 
 mod backoff;
 mod convert;
 mod error;
 mod events;
+mod overlay;
 mod raw;
 mod settle;
 mod watcher;
@@ -122,8 +125,9 @@ impl Docker {
         Ok(convert::listing(services, progress, tasks, networks))
     }
 
-    /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`).
-    async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
+    /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`),
+    /// unsorted. Cheaper than a [`Docker::snapshot`]: one request, no service status.
+    pub async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
         const OP: &str = "list tasks";
         let path = format!("/v{}/tasks", self.api_version);
         let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
@@ -159,6 +163,19 @@ impl Docker {
             Ok(m) => Ok(events::event(&m)),
             Err(e) => Err(SwarmError::from_bollard("events", &endpoint, e)),
         })
+    }
+
+    /// A task's container: whether it runs, whether it has a healthcheck, its addresses.
+    async fn task_container(&self, container: &str) -> Result<convert::TaskContainer, SwarmError> {
+        let c = self
+            .inner
+            .inspect_container(
+                container,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .map_err(self.err("inspect container"))?;
+        Ok(convert::task_container(&c))
     }
 
     /// Network id -> name for every network `container` (id or name) is attached to.

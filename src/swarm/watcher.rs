@@ -8,22 +8,41 @@
 //! when it differs from the last one. When the stream ends or fails, reconnect with `since`
 //! the last event's time, after a capped exponential backoff.
 //!
-//! When nothing is moving, the loop sleeps on the stream and the resync timer only.
+//! Fast path: a container event of a task on this node (start, or healthy for a container
+//! with a healthcheck; a stop signal; die) is laid over the last listing at once, through the
+//! [`Overlay`]. Swarm's manager records task states in batches, so its list trails the
+//! containers by tens of milliseconds; the events do not. Every listing is published with the
+//! overlay on top, and drops what it agrees with. Tasks on other nodes have no events here:
+//! settle polling remains their path.
+//!
+//! Listings and container inspections run concurrently with the event stream (one listing at
+//! a time; requests made meanwhile are merged into the next), so an event is never queued
+//! behind a slow list.
+//!
+//! When nothing is moving, the loop sleeps on the stream and the resync timer only (plus one
+//! timer per overlay entry's expiry, while there is one).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::backoff::Backoff;
-use super::convert::{self, Listing};
-use super::events::{self, Batch, Refresh};
+use super::convert::{self, Listing, TaskContainer};
+use super::events::{self, Batch, ContainerChange, Refresh, TaskEvent};
+use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::settle::{Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
-use crate::model::Snapshot;
+use crate::model::{Snapshot, Task};
+
+/// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
+const HEALTHCHECKS_KNOWN: usize = 4096;
 
 /// Timing of the watch loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +70,11 @@ pub struct WatchOptions {
     pub backoff_initial: Duration,
     /// Cap of that delay; a connection that lived this long resets it.
     pub backoff_max: Duration,
+    /// Publish this node's task container events at once, laid over the last task list
+    /// (see the module doc). Off: tasks change only when a listing shows it.
+    pub fast_path: bool,
+    /// How long what a container event said may stand without the task list agreeing.
+    pub fast_path_ttl: Duration,
 }
 
 impl Default for WatchOptions {
@@ -66,6 +90,8 @@ impl Default for WatchOptions {
             since_margin: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            fast_path: true,
+            fast_path_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -92,12 +118,51 @@ pub struct Watcher {
 /// Loop state that outlives one connection of the event stream.
 struct State {
     settler: Settler,
-    /// The last full listing (services and networks are reused by task-only polls).
-    cache: Option<Listing>,
+    /// The last full listing (services and networks are reused by task-only polls), and
+    /// when its task list was requested.
+    cache: Option<(Listing, Instant)>,
+    /// The listing to take next, once none is on its way.
+    wanted: Option<Refresh>,
+    /// The fast path's facts, laid over every listing published.
+    overlay: Overlay,
+    healthchecks: Healthchecks,
     /// Whether a snapshot was ever sent: the first one is sent even if it equals the
     /// channel's initial value, so receivers can wait for `changed()`.
     published: bool,
 }
+
+impl State {
+    fn want(&mut self, refresh: Refresh) {
+        if refresh > Refresh::Nothing {
+            self.wanted = self.wanted.max(Some(refresh));
+        }
+    }
+
+    /// The last listing's view of `task` (listings are sorted by id).
+    fn listed(&self, task: &str) -> Option<&Task> {
+        let tasks = &self.cache.as_ref()?.0.snapshot.tasks;
+        let i = tasks.binary_search_by(|t| t.id.as_str().cmp(task)).ok()?;
+        tasks.get(i)
+    }
+}
+
+type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A listing's outcome: what was asked, when the request went out, and the reply.
+type Listed = (Refresh, Instant, Result<Fetched, SwarmError>);
+
+enum Fetched {
+    All(Listing),
+    Tasks(Vec<Task>),
+}
+
+/// A fast-path inspection's outcome: the event, its engine time, how long the call took.
+type Inspected = (
+    TaskEvent,
+    Option<i64>,
+    Duration,
+    Result<TaskContainer, SwarmError>,
+);
 
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
@@ -112,9 +177,14 @@ impl Watcher {
         let mut state = State {
             settler: Settler::new(o.settle()),
             cache: None,
+            wanted: None,
+            overlay: Overlay::new(o.fast_path_ttl),
+            healthchecks: Healthchecks::new(HEALTHCHECKS_KNOWN),
             published: false,
         };
         let mut since = SystemTime::now();
+        // Outlive a connection: the events they are for were received.
+        let mut inspections: FuturesUnordered<Pending<'_, Inspected>> = FuturesUnordered::new();
         loop {
             let opened = Instant::now();
             let since_param = events::since_param(since, o.since_margin);
@@ -124,14 +194,33 @@ impl Watcher {
 
             let ended: Option<SwarmError> = 'connection: {
                 // The stream's `since` covers anything that happens from here on, so a list
-                // taken now misses nothing.
-                if let Err(e) = self.refresh(Refresh::Full, &tx, &mut state).await {
+                // taken now misses nothing (and covers whatever was wanted before).
+                state.wanted = None;
+                let first = self.list(Refresh::Full).await;
+                if let Err(e) = self.listed(first, &tx, &mut state) {
                     break 'connection Some(e);
                 }
                 let mut resync = tokio::time::interval_at(Instant::now() + o.resync, o.resync);
                 resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                let mut listing: Option<Pending<'_, Listed>> = None;
                 loop {
-                    let poll_at = state.settler.next_poll();
+                    if listing.is_none() {
+                        if let Some(r) = state.wanted.take() {
+                            // Tasks alone need services and networks from an earlier listing.
+                            let r = if state.cache.is_some() {
+                                r
+                            } else {
+                                Refresh::Full
+                            };
+                            listing = Some(Box::pin(self.list(r)));
+                        }
+                    }
+                    // A poll would be a listing: none is due while one is on its way.
+                    let poll_at = match listing {
+                        Some(_) => None,
+                        None => state.settler.next_poll(),
+                    };
+                    let expire_at = state.overlay.next_expiry();
                     tokio::select! {
                         _ = tx.closed() => return,
                         item = stream.next() => {
@@ -154,21 +243,37 @@ impl Watcher {
                             if let Some(t) = batch.last_time_nano {
                                 since = events::time_from_nanos(t);
                             }
-                            self.apply(batch, &tx, &mut state).await;
+                            self.apply(batch, &tx, &mut state, &mut inspections);
                             if let Some(end) = end {
                                 break 'connection end;
                             }
                         }
-                        _ = resync.tick() => {
-                            debug!("periodic resync");
-                            if let Err(e) = self.refresh(Refresh::Full, &tx, &mut state).await {
-                                warn!(error = %e, transient = e.is_transient(), "resync failed");
+                        done = async {
+                            match listing.as_mut() {
+                                Some(l) => l.await,
+                                None => std::future::pending().await,
+                            }
+                        }, if listing.is_some() => {
+                            listing = None;
+                            let refresh = done.0;
+                            if let Err(e) = self.listed(done, &tx, &mut state) {
+                                warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
                             }
                         }
+                        Some(done) = inspections.next(), if !inspections.is_empty() => {
+                            self.inspected(done, &tx, &mut state);
+                        }
+                        _ = resync.tick() => {
+                            debug!("periodic resync");
+                            state.want(Refresh::Full);
+                        }
                         _ = sleep_until(poll_at), if poll_at.is_some() => {
-                            if let Err(e) = self.refresh(Refresh::Tasks, &tx, &mut state).await {
-                                warn!(error = %e, transient = e.is_transient(), "task poll failed");
-                            }
+                            state.want(Refresh::Tasks);
+                        }
+                        _ = sleep_until(expire_at), if expire_at.is_some() => {
+                            let dropped = state.overlay.expire(Instant::now());
+                            log_dropped(&dropped);
+                            republish(&tx, &state);
                         }
                     }
                 }
@@ -185,15 +290,28 @@ impl Watcher {
                 }
                 None => info!(delay_ms, "Docker event stream ended; reconnecting"),
             }
-            tokio::select! {
-                _ = tx.closed() => return,
-                _ = tokio::time::sleep(delay) => {}
+            let reconnect_at = Instant::now() + delay;
+            loop {
+                tokio::select! {
+                    _ = tx.closed() => return,
+                    _ = tokio::time::sleep_until(reconnect_at) => break,
+                    Some(done) = inspections.next(), if !inspections.is_empty() => {
+                        self.inspected(done, &tx, &mut state);
+                    }
+                }
             }
         }
     }
 
-    /// Marks what a burst of events touched, then re-lists once.
-    async fn apply(&self, batch: Batch, tx: &watch::Sender<Arc<Snapshot>>, state: &mut State) {
+    /// Marks what a burst of events touched and asks for one re-list; publishes at once what
+    /// its task container events say (fast path), inspecting containers where needed.
+    fn apply<'a>(
+        &'a self,
+        batch: Batch,
+        tx: &watch::Sender<Arc<Snapshot>>,
+        state: &mut State,
+        inspections: &mut FuturesUnordered<Pending<'a, Inspected>>,
+    ) {
         let now = Instant::now();
         for s in &batch.services {
             state.settler.touch(s, now);
@@ -201,69 +319,165 @@ impl Watcher {
         if batch.any_service {
             state.settler.touch_all_unsettled();
         }
-        let refresh = batch.refresh.unwrap_or(Refresh::Nothing);
-        if refresh == Refresh::Nothing {
+        state.want(batch.refresh.unwrap_or(Refresh::Nothing));
+        if !self.options.fast_path {
             return;
         }
-        if let Err(e) = self.refresh(refresh, tx, state).await {
-            warn!(error = %e, transient = e.is_transient(), "re-list after event failed");
+        let mut facts = Vec::new();
+        for (e, time_nano) in batch.tasks {
+            let fact = match e.change {
+                ContainerChange::Created => {
+                    // Whether it has a healthcheck, known before it starts.
+                    inspections.push(self.inspect(e, time_nano));
+                    continue;
+                }
+                ContainerChange::Started | ContainerChange::Healthy => {
+                    let known = state.healthchecks.get(&e.container);
+                    match overlay::running_without_inspection(
+                        e.change,
+                        known,
+                        state.listed(&e.task),
+                    ) {
+                        Some(fact) => fact,
+                        None => {
+                            inspections.push(self.inspect(e, time_nano));
+                            continue;
+                        }
+                    }
+                }
+                ContainerChange::Stopping => Fact::Stopping,
+                ContainerChange::Died => {
+                    state.healthchecks.forget(&e.container);
+                    Fact::Exited
+                }
+                ContainerChange::Destroyed => {
+                    state.healthchecks.forget(&e.container);
+                    continue;
+                }
+            };
+            facts.push((e, time_nano, Some(fact), Duration::ZERO));
+        }
+        if !facts.is_empty() {
+            publish_facts(facts, tx, state);
         }
     }
 
-    /// Lists (everything, or only tasks on top of the cached services and networks),
-    /// publishes the snapshot if it changed, and updates what is moving.
-    async fn refresh(
-        &self,
-        refresh: Refresh,
-        tx: &watch::Sender<Arc<Snapshot>>,
-        state: &mut State,
-    ) -> Result<(), SwarmError> {
+    /// A container inspection, with a deadline.
+    fn inspect(&self, e: TaskEvent, time_nano: Option<i64>) -> Pending<'_, Inspected> {
+        let deadline = self.options.list_timeout;
+        Box::pin(async move {
+            let begun = Instant::now();
+            let res = tokio::time::timeout(deadline, self.docker.task_container(&e.container))
+                .await
+                .map_err(|_| SwarmError::Timeout {
+                    op: "inspect container",
+                    after: deadline,
+                })
+                .and_then(|r| r);
+            (e, time_nano, begun.elapsed(), res)
+        })
+    }
+
+    /// An inspection came back: remember the healthcheck, and for a start or a healthy
+    /// event, publish the task running (unless Swarm waits for health, or it already died).
+    fn inspected(&self, done: Inspected, tx: &watch::Sender<Arc<Snapshot>>, state: &mut State) {
+        let (e, time_nano, took, res) = done;
+        let c = match res {
+            Ok(c) => c,
+            Err(err) => {
+                debug!(task = %e.task, container = %e.container, error = %err, "task container not inspected; the task list will tell");
+                return;
+            }
+        };
+        // A container that died during the inspection is remembered needlessly; it goes
+        // when the map is full.
+        state.healthchecks.learn(&e.container, c.healthcheck);
+        let fact = match e.change {
+            ContainerChange::Created => return,
+            // Gone already (a replayed event, a crash): its die says the rest.
+            _ if !c.running => None,
+            // Swarm waits for healthy; so does the fast path.
+            ContainerChange::Started if c.healthcheck => None,
+            _ => Some(Fact::Running {
+                addresses: c.addresses,
+            }),
+        };
+        publish_facts(vec![(e, time_nano, fact, took)], tx, state);
+    }
+
+    /// Lists everything, or only tasks.
+    async fn list(&self, refresh: Refresh) -> Listed {
         let started = Instant::now();
         let deadline = self.options.list_timeout;
         let timeout = |op| SwarmError::Timeout {
             op,
             after: deadline,
         };
-        let listing = match (refresh, &state.cache) {
-            (Refresh::Tasks, Some(prev)) => {
-                let tasks = tokio::time::timeout(deadline, self.docker.tasks()).await;
-                tasks
-                    .map_err(|_| timeout("list tasks"))
+        let result = match refresh {
+            Refresh::Tasks => tokio::time::timeout(deadline, self.docker.tasks())
+                .await
+                .map_err(|_| timeout("list tasks"))
+                .and_then(|r| r)
+                .map(Fetched::Tasks),
+            Refresh::Full | Refresh::Nothing => {
+                tokio::time::timeout(deadline, self.docker.listing())
+                    .await
+                    .map_err(|_| timeout("list"))
                     .and_then(|r| r)
-                    .map(|tasks| Listing {
-                        snapshot: Snapshot {
-                            services: prev.snapshot.services.clone(),
-                            tasks: convert::sort_tasks(tasks),
-                            networks: prev.snapshot.networks.clone(),
-                        },
-                        progress: prev.progress.clone(),
-                    })
-            }
-            _ => {
-                let all = tokio::time::timeout(deadline, self.docker.listing()).await;
-                all.map_err(|_| timeout("list")).and_then(|r| r)
+                    .map(Fetched::All)
             }
         };
+        (refresh, started, result)
+    }
+
+    /// A listing came back: publishes it (with the overlay) if that changed the snapshot,
+    /// and updates what is moving.
+    fn listed(
+        &self,
+        done: Listed,
+        tx: &watch::Sender<Arc<Snapshot>>,
+        state: &mut State,
+    ) -> Result<(), SwarmError> {
+        let (_, started, result) = done;
         let now = Instant::now();
-        let listing = match listing {
-            Ok(l) => l,
-            Err(e) => {
+        let listing = match (result, &state.cache) {
+            (Ok(Fetched::All(l)), _) => l,
+            (Ok(Fetched::Tasks(tasks)), Some((prev, _))) => Listing {
+                snapshot: Snapshot {
+                    services: prev.snapshot.services.clone(),
+                    tasks: convert::sort_tasks(tasks),
+                    networks: prev.snapshot.networks.clone(),
+                },
+                progress: prev.progress.clone(),
+            },
+            // Only a full listing is taken before the first one succeeds.
+            (Ok(Fetched::Tasks(_)), None) => {
+                state.want(Refresh::Full);
+                return Ok(());
+            }
+            (Err(e), _) => {
                 // Counts as a poll, so a failing engine is retried at the poll interval,
                 // not in a tight loop.
                 state.settler.listed_at(now);
                 return Err(e);
             }
         };
-        let snap = &listing.snapshot;
-        let changed = publish(tx, snap.clone(), !state.published);
+        // The list was requested at `started`: what it shows is at least that recent.
+        let dropped = state.overlay.observe(&listing.snapshot.tasks, started, now);
+        log_dropped(&dropped);
+        let snap = state.overlay.apply(&listing.snapshot);
+        let (services, tasks, networks) =
+            (snap.services.len(), snap.tasks.len(), snap.networks.len());
+        let changed = publish(tx, snap, !state.published);
         state.published = true;
         if changed {
             debug!(
-                services = snap.services.len(),
-                tasks = snap.tasks.len(),
-                networks = snap.networks.len(),
+                services,
+                tasks,
+                networks,
                 list_us = now.duration_since(started).as_micros() as u64,
                 moving = state.settler.watching(),
+                overlay = state.overlay.len(),
                 "snapshot published"
             );
         }
@@ -279,8 +493,89 @@ impl Watcher {
                 ),
             }
         }
-        state.cache = Some(listing);
+        state.cache = Some((listing, started));
         Ok(())
+    }
+}
+
+/// Records what task container events established and publishes the last listing with it,
+/// without listing. Each: the event, its engine time, the fact (if any), the inspection time.
+fn publish_facts(
+    facts: Vec<(TaskEvent, Option<i64>, Option<Fact>, Duration)>,
+    tx: &watch::Sender<Arc<Snapshot>>,
+    state: &mut State,
+) {
+    let now = Instant::now();
+    for (e, _, fact, _) in &facts {
+        if let Some(f) = fact {
+            state
+                .overlay
+                .record(&e.task, &e.service, e.slot, f.clone(), now);
+        }
+    }
+    // Nothing listed yet: the first listing carries the facts.
+    let changed = match &state.cache {
+        Some((listing, listed_at)) => {
+            // What the last listing already shows needs no entry (states only move forward).
+            let dropped = state
+                .overlay
+                .observe(&listing.snapshot.tasks, *listed_at, now);
+            log_dropped(&dropped);
+            publish(tx, state.overlay.apply(&listing.snapshot), false)
+        }
+        None => false,
+    };
+    let published = SystemTime::now();
+    for (e, time_nano, fact, took) in &facts {
+        let latency_us = time_nano
+            .map(events::time_from_nanos)
+            .and_then(|t| published.duration_since(t).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        debug!(
+            task = %e.task,
+            service = %e.service,
+            change = ?e.change,
+            fact = fact_name(fact.as_ref()),
+            changed,
+            latency_us,
+            inspect_us = took.as_micros() as u64,
+            "fast path"
+        );
+    }
+}
+
+fn fact_name(f: Option<&Fact>) -> &'static str {
+    match f {
+        Some(Fact::Running { .. }) => "running",
+        Some(Fact::Stopping) => "stopping",
+        Some(Fact::Exited) => "exited",
+        None => "none",
+    }
+}
+
+fn log_dropped(dropped: &[Dropped]) {
+    for d in dropped {
+        let age_ms = d.age.as_millis() as u64;
+        match d.reason {
+            Reason::Agreed => {
+                debug!(task = %d.task, service = %d.service, age_ms, "task list caught up with the fast path")
+            }
+            Reason::Expired => warn!(
+                task = %d.task,
+                service = %d.service,
+                age_ms,
+                "the task list never showed what the container events said; dropped"
+            ),
+        }
+    }
+}
+
+/// Publishes the last listing with the overlay as it is now (after an expiry).
+fn republish(tx: &watch::Sender<Arc<Snapshot>>, state: &State) {
+    if let Some((listing, _)) = &state.cache {
+        if publish(tx, state.overlay.apply(&listing.snapshot), false) {
+            debug!(overlay = state.overlay.len(), "snapshot published");
+        }
     }
 }
 
@@ -365,10 +660,13 @@ mod tests {
         pub const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
         pub const TASKS: &str = include_str!("../../tests/fixtures/docker-1.41/tasks.json");
         pub const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
+        pub const EVENTS: &str = include_str!("../../tests/fixtures/docker-1.41/events.jsonl");
 
         #[derive(Clone)]
         pub struct Engine {
             pub tasks: Arc<Mutex<String>>,
+            /// The reply to any container inspect.
+            pub container: Arc<Mutex<String>>,
             pub scripts: Arc<Mutex<VecDeque<oneshot::Receiver<String>>>>,
             pub event_requests: mpsc::UnboundedSender<String>,
         }
@@ -408,6 +706,9 @@ mod tests {
                 reply(&tasks)
             } else if path.ends_with("/networks") {
                 reply(NETWORKS)
+            } else if path.contains("/containers/") && path.ends_with("/json") {
+                let container = engine.container.lock().expect("container").clone();
+                reply(&container)
             } else if path.ends_with("/events") {
                 let _ = engine.event_requests.send(target.clone());
                 let script = engine.scripts.lock().expect("scripts").pop_front();
@@ -454,6 +755,7 @@ mod tests {
         let (req_tx, mut requests) = mpsc::unbounded_channel();
         let engine = fake::Engine {
             tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
+            container: Arc::default(),
             scripts: Arc::new(Mutex::new(VecDeque::from([script]))),
             event_requests: req_tx,
         };
@@ -508,6 +810,117 @@ mod tests {
             .expect("reconnect")
             .expect("open");
         assert_eq!(fake::since(&second), "1795729105.712866649", "{second}");
+
+        drop(rx);
+        tokio::time::timeout(within, run)
+            .await
+            .expect("stops without receivers")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn a_task_containers_start_kill_and_die_are_published_before_the_task_list_shows_them() {
+        use crate::model::{DesiredTaskState, TaskState};
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::sync::{mpsc, oneshot};
+
+        const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+        // The manager has not caught up: the list says starting, all along.
+        let mut tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        for t in &mut tasks {
+            if t["ID"] == TASK {
+                t["Status"]["State"] = "starting".into();
+            }
+        }
+        let mut container: serde_json::Value = serde_json::from_str(include_str!(
+            "../../tests/fixtures/docker-1.41/container-inspect.json"
+        ))
+        .expect("fixture");
+        container["State"] = serde_json::json!({"Running": true});
+        let (releases, scripts): (Vec<_>, VecDeque<_>) =
+            (0..3).map(|_| oneshot::channel::<String>()).unzip();
+        let (req_tx, _requests) = mpsc::unbounded_channel();
+        let engine = fake::Engine {
+            tasks: Arc::new(Mutex::new(serde_json::to_string(&tasks).expect("json"))),
+            container: Arc::new(Mutex::new(container.to_string())),
+            scripts: Arc::new(Mutex::new(scripts)),
+            event_requests: req_tx,
+        };
+        fake::serve(listener, engine);
+        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
+            .await
+            .expect("connect to the fake");
+        let options = WatchOptions {
+            backoff_initial: Duration::from_millis(10),
+            ..WatchOptions::default()
+        };
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        let within = Duration::from_secs(10);
+        type View = (TaskState, DesiredTaskState, usize);
+        fn view(s: &Snapshot) -> Option<View> {
+            s.tasks
+                .iter()
+                .find(|t| t.id == TASK)
+                .map(|t| (t.state, t.desired_state, t.addresses.len()))
+        }
+        async fn wait(rx: &mut watch::Receiver<Arc<Snapshot>>, want: View, what: &str) {
+            let seen = tokio::time::timeout(Duration::from_secs(10), async {
+                while view(&rx.borrow_and_update()) != Some(want) {
+                    rx.changed().await.expect("watcher running");
+                }
+            })
+            .await;
+            assert!(seen.is_ok(), "{what}: last {:?}", view(&rx.borrow()));
+        }
+        wait(
+            &mut rx,
+            (TaskState::Starting, DesiredTaskState::Running, 1),
+            "first listing",
+        )
+        .await;
+
+        // The start event from the capture; kill and die of the same container.
+        let start: serde_json::Value =
+            serde_json::from_str(fake::EVENTS.lines().nth(3).expect("start line")).expect("json");
+        let mut kill = start.clone();
+        kill["Action"] = "kill".into();
+        kill["Actor"]["Attributes"]["signal"] = "15".into();
+        let mut die = start.clone();
+        die["Action"] = "die".into();
+        let mut releases = releases.into_iter();
+        let mut send = |event: serde_json::Value| {
+            releases
+                .next()
+                .expect("a script left")
+                .send(event.to_string())
+                .expect("fake waiting")
+        };
+        send(start);
+        wait(
+            &mut rx,
+            (TaskState::Running, DesiredTaskState::Running, 1),
+            "running on the start event",
+        )
+        .await;
+        send(kill);
+        wait(
+            &mut rx,
+            (TaskState::Running, DesiredTaskState::Shutdown, 1),
+            "draining on the kill event",
+        )
+        .await;
+        send(die);
+        wait(
+            &mut rx,
+            (TaskState::Finished, DesiredTaskState::Shutdown, 1),
+            "finished on the die event",
+        )
+        .await;
 
         drop(rx);
         tokio::time::timeout(within, run)

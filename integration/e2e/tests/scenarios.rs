@@ -456,6 +456,14 @@ async fn a_restarted_swarm_lb_converges_without_a_reload_when_none_is_needed() {
     env.converged(&svc, &net, 4).await;
     env.all_answer(&h, 4).await;
     assert_eq!(env.stack.reloads().await, reloads, "no reload was needed");
+
+    // `swarm-lb plan` against the converged proxy has nothing to do.
+    let plan = poll_until(CONVERGE, "swarm-lb plan to find nothing to do", || async {
+        let out = try_docker(&["exec", &env.stack.swarm_lb_container, "swarm-lb", "plan"]).ok()?;
+        out.contains("nothing to do").then_some(out)
+    })
+    .await;
+    println!("swarm-lb plan: {plan}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

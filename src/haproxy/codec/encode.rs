@@ -64,6 +64,9 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
             out.push(' ');
             out.push_str(ADD_SERVER_OPTIONS);
         }
+        Command::EnableHealth { backend, server } => {
+            push_server(out, "enable health ", backend.as_str(), server.as_str());
+        }
         Command::AddMap { map, key, value } => {
             push_words(
                 out,

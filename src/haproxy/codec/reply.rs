@@ -35,6 +35,7 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
             text.starts_with("IP changed from ") || text.starts_with("no need to change the addr")
         }
         Command::SetState { .. }
+        | Command::EnableHealth { .. }
         | Command::AddMap { .. }
         | Command::SetMap { .. }
         | Command::DelMap { .. } => text.is_empty(),

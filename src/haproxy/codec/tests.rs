@@ -720,6 +720,8 @@ fn command() -> impl Strategy<Value = Command> {
                 addr,
             }
         }),
+        (backend_name(), server_name())
+            .prop_map(|(backend, server)| Command::EnableHealth { backend, server }),
         (map_path(), host_name(), backend_name()).prop_map(|(map, key, value)| Command::AddMap {
             map,
             key,
@@ -746,6 +748,7 @@ fn words(cmd: &Command) -> usize {
         Command::SetState { .. } | Command::AddServer { .. } => 5,
         Command::AddMap { .. } | Command::SetMap { .. } => 5,
         Command::DelMap { .. } => 4,
+        Command::EnableHealth { .. } => 3,
         Command::ShowServersState { backend: None } => 3,
         Command::ShowServersState { backend: Some(_) } => 4,
         Command::ShowMap { .. } => 3,

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Runs the product on this machine from the repo alone: the engine and a one-node Swarm if there
+# is none (scripts/setup.sh), HAProxy + swarm-lb from docker-compose.yml on the local images, and
+# a demo service routed by its labels. Ends by printing the curl line that reaches the demo.
+#
+# Environment: SWARM_LB_HTTP_PORT (default 127.0.0.1:8080), DEMO_HOST (default demo.local),
+# DEMO_REPLICAS (default 3), and those of scripts/setup.sh. `scripts/run.sh down` removes it all.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DOCKER=${DOCKER:-/usr/bin/docker}
+export SWARM_LB_HTTP_PORT=${SWARM_LB_HTTP_PORT:-127.0.0.1:8080}
+export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-swarm-lb}
+DEMO_HOST=${DEMO_HOST:-demo.local}
+DEMO_REPLICAS=${DEMO_REPLICAS:-3}
+NETWORK=swarm-lb-demo
+
+log() { printf 'run: %s\n' "$*" >&2; }
+
+if [[ ${1:-} == down ]]; then
+    "$DOCKER" service rm demo >/dev/null 2>&1 || true
+    docker-compose -f "$REPO/docker-compose.yml" down -v
+    "$DOCKER" network rm "$NETWORK" >/dev/null 2>&1 || true
+    log "demo, stack and network removed"
+    exit 0
+fi
+
+bash "$REPO/scripts/setup.sh" up
+
+if ! "$DOCKER" network inspect "$NETWORK" >/dev/null 2>&1; then
+    "$DOCKER" network create -d overlay --attachable "$NETWORK" >/dev/null
+    log "network $NETWORK created"
+fi
+if ! "$DOCKER" service inspect demo >/dev/null 2>&1; then
+    "$DOCKER" service create --detach --quiet --no-resolve-image --name demo \
+        --network "$NETWORK" --replicas "$DEMO_REPLICAS" \
+        --label "com.docker.lb.hosts=$DEMO_HOST" --label com.docker.lb.port=8080 \
+        --env 'TASK_NAME={{.Task.Name}}' swarm-lb/testapp:1 >/dev/null
+    log "service demo created ($DEMO_REPLICAS replicas, host $DEMO_HOST)"
+fi
+
+port=${SWARM_LB_HTTP_PORT##*:}
+addr=${SWARM_LB_HTTP_PORT%:*}
+[[ $addr == "$SWARM_LB_HTTP_PORT" || -z $addr ]] && addr=127.0.0.1
+url="http://$addr:$port/"
+log "waiting for the demo to answer through HAProxy"
+for _ in $(seq 1 120); do
+    if curl -fsS -m 2 -H "Host: $DEMO_HOST" "$url" >/dev/null 2>&1; then
+        echo
+        echo "swarm-lb is routing. Try:"
+        echo "  curl -H 'Host: $DEMO_HOST' $url"
+        echo "Scale it and watch no reload happen:"
+        echo "  docker service scale demo=6"
+        echo "Logs: docker logs -f ${COMPOSE_PROJECT_NAME}_swarm-lb_1"
+        exit 0
+    fi
+    sleep 0.5
+done
+log "the demo did not answer within 60 s; swarm-lb's log:"
+"$DOCKER" logs --tail 50 "${COMPOSE_PROJECT_NAME}_swarm-lb_1" >&2 || true
+exit 1
