@@ -192,7 +192,7 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<usize> {
                 }
             }
         }
-        save_log(report, &bench);
+        save_log(report, &bench, "convergence-churn");
         eprintln!("bench-swarm: [{s}] cleaning up");
         drop(bench);
     }
@@ -212,7 +212,7 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<usize> {
                 report.note(format!("runtime: idle failed: {e:#}"));
             }
         }
-        save_log(report, &bench);
+        save_log(report, &bench, "idle");
         eprintln!("bench-swarm: [runtime] cleaning up");
         drop(bench);
     }
@@ -229,15 +229,15 @@ async fn bounded<T>(
 }
 
 /// swarm-lb's log, kept for digging into a figure.
-fn save_log(report: &mut Report, bench: &Bench) {
+fn save_log(report: &mut Report, bench: &Bench, phases: &str) {
     let path = std::env::temp_dir().join(format!(
-        "bench-swarm-{}-{}.log",
+        "bench-swarm-{}-{phases}-{}.log",
         bench.strategy.as_str(),
         std::process::id()
     ));
     match std::fs::write(&path, bench.stack.swarm_lb_log()) {
         Ok(()) => report.note(format!(
-            "{}: swarm-lb log saved to {}",
+            "{} {phases}: swarm-lb log saved to {}",
             bench.strategy.as_str(),
             path.display()
         )),

@@ -9,8 +9,9 @@ use anyhow::Context;
 use swarm_lb_e2e::docker::Service;
 
 use super::env::{Bench, Net};
+use super::events::EventLog;
 use super::servers::all_rows;
-use super::{docker, wait_for};
+use super::{docker, now_ns, wait_for};
 use swarm_lb::haproxy::codec::admin_from_bits;
 use swarm_lb::haproxy::Admin;
 
@@ -26,7 +27,18 @@ pub struct Idle {
     /// Passes that applied something during the window (expected: none).
     pub plans_applied: usize,
     pub rss_kib: u64,
+    /// CPU share of one core in each [`SLICE`] of the window, in order.
+    pub slices_pct: Vec<f64>,
+    /// Docker events (container start/kill/die, service create/update/remove) on this node
+    /// during the window, of any service, and of the bench's own. swarm-lb wakes on the
+    /// events of every service, so other work on the node shows in its idle CPU.
+    pub events: usize,
+    pub own_events: usize,
 }
+
+/// The window is also measured in slices of this length: a burst of outside activity shows
+/// as one busy slice.
+pub const SLICE: Duration = Duration::from_secs(10);
 
 /// Services created at once: the engine on two cores handles a few creations in parallel.
 const CREATE_PARALLEL: usize = 5;
@@ -104,14 +116,26 @@ pub async fn run(
     .await?
     .parse()
     .context("swarm-lb container's pid")?;
-    let ticks = clock_ticks().await;
+    let ticks = clock_ticks().await as f64;
     let plans_before = bench.stack.applied_plans();
+    let events = EventLog::start(now_ns())?;
     let t0 = Instant::now();
     let cpu0 = cpu_ticks(pid)?;
-    tokio::time::sleep(window).await;
-    let cpu1 = cpu_ticks(pid)?;
+    let mut slices_pct = Vec::new();
+    let (mut last_cpu, mut last_t) = (cpu0, t0);
+    while t0.elapsed() < window {
+        let left = window.saturating_sub(t0.elapsed());
+        tokio::time::sleep(left.min(SLICE)).await;
+        let (cpu, t) = (cpu_ticks(pid)?, Instant::now());
+        let secs = t.duration_since(last_t).as_secs_f64();
+        slices_pct.push(100.0 * cpu.saturating_sub(last_cpu) as f64 / ticks / secs);
+        (last_cpu, last_t) = (cpu, t);
+    }
+    let cpu1 = last_cpu;
     let window_s = t0.elapsed().as_secs_f64();
-    let cpu_s = cpu1.saturating_sub(cpu0) as f64 / ticks as f64;
+    let cpu_s = cpu1.saturating_sub(cpu0) as f64 / ticks;
+    let t0_ns = now_ns() - i64::try_from(t0.elapsed().as_nanos()).unwrap_or(i64::MAX);
+    let in_window = |e: &super::events::Event| e.time_ns >= t0_ns;
     let idle = Idle {
         services,
         routed_after_s,
@@ -120,6 +144,9 @@ pub async fn run(
         cpu_pct: 100.0 * cpu_s / window_s,
         plans_applied: bench.stack.applied_plans().saturating_sub(plans_before),
         rss_kib: rss_kib(pid).unwrap_or(0),
+        slices_pct,
+        events: events.count(in_window),
+        own_events: events.count(|e| in_window(e) && names.contains(&e.service)),
     };
     drop(guards);
     Ok(idle)
