@@ -309,8 +309,8 @@ fn convergence_figures(report: &mut Report, strategy: Strategy, c: &Convergence)
     latency(
         report,
         g,
-        "stopping task: container kill event -> not ready",
-        &c.stop_from_kill,
+        "stopping task: desired shutdown (task UpdatedAt) -> not ready",
+        &c.stop_from_desired,
         product,
     );
     latency(
@@ -318,7 +318,14 @@ fn convergence_figures(report: &mut Report, strategy: Strategy, c: &Convergence)
         g,
         "stopping task: scale (service update event) -> not ready",
         &c.stop_from_update,
-        product,
+        false,
+    );
+    latency(
+        report,
+        g,
+        "stopping task: container kill event -> not ready (negative: before the signal)",
+        &c.stop_from_kill,
+        false,
     );
     if !c.api_start_swarm.is_empty() || !c.api_stop_swarm.is_empty() {
         let traced = [

@@ -4,10 +4,13 @@
 //! - A new task: from its `Status.Timestamp` once running (the agent's report, read with
 //!   `docker inspect` of the task) and, separately, from its container's `start` event, to the
 //!   first poll where HAProxy holds its address ready.
-//! - A stopping task: from its container's `kill` event and, separately, from the service's
-//!   `update` event (the scale itself: Swarm marks the task's desired state shutdown right
-//!   after), to the first poll where its address is no longer ready. Negative means HAProxy
-//!   had stopped sending it traffic before the signal reached the container.
+//! - A stopping task: from the moment Swarm set its desired state to shutdown (the task's
+//!   `UpdatedAt` in the first listing of the task API that shows it leaving, see
+//!   [`super::tasks::Seen`]) and, for context, from the service's `update` event (the scale
+//!   itself) and from its container's `kill` event, to the first poll where its address is no
+//!   longer ready. The kill comes seconds later (Docker waits 2 s between taking a task out
+//!   of its own load balancer and signalling it), so that figure is negative: how long before
+//!   the signal HAProxy had stopped sending the task traffic.
 //!
 //! The next operation starts once HAProxy's ready addresses are exactly the running tasks'.
 
@@ -38,6 +41,7 @@ pub struct Convergence {
     pub start_from_running: Vec<f64>,
     pub start_from_event: Vec<f64>,
     /// ms, one per stopped task (signed).
+    pub stop_from_desired: Vec<f64>,
     pub stop_from_kill: Vec<f64>,
     pub stop_from_update: Vec<f64>,
     /// Tasks for which a reference (event, timestamp) or HAProxy's change was not found.
@@ -86,7 +90,10 @@ pub async fn run(
     .await
     .context("initial replicas routed")?;
     let events = EventLog::start(now_ns() - 1_000_000_000)?;
-    let api = api_trace.then(|| ApiWatch::start(&svc.name, Duration::from_millis(5)));
+    // Always on, for the moment Swarm decides to stop a task (only the API tells it); every
+    // 5 ms with the trace, whose figures are the times the API showed things.
+    let api_every = Duration::from_millis(if api_trace { 5 } else { 20 });
+    let api = ApiWatch::start(&svc.name, api_every);
     let reloads_before = bench.stack.reloads().await;
     watch.reset_gaps();
 
@@ -125,10 +132,10 @@ pub async fn run(
                     e.kind == "container" && e.action == "start" && &e.task == id
                 })
                 .await;
-            let api_ns = api.as_ref().and_then(|a| a.seen(id).running_ns);
+            let api_ns = api.seen(id).running_ns;
             if let Some(e) = &start {
                 out.start_from_event.push(ms(ready.at_ns - e.time_ns));
-                if let Some(a) = api_ns {
+                if let Some(a) = api_ns.filter(|_| api_trace) {
                     out.api_start_swarm.push(ms(a - e.time_ns));
                     out.api_start_lb.push(ms(ready.at_ns - a));
                 }
@@ -173,7 +180,20 @@ pub async fn run(
                     e.kind == "container" && e.action == "kill" && &e.task == id
                 })
                 .await;
-            let api_ns = api.as_ref().and_then(|a| a.seen(id).leaving_ns);
+            let seen = api.seen(id);
+            let api_ns = seen.leaving_ns;
+            // Valid while the agent had reported nothing since the task ran.
+            let desired_ns = seen
+                .leaving_updated_ns
+                .filter(|_| seen.leaving_status_ns == Some(t.since_ns));
+            match desired_ns {
+                Some(d) => out.stop_from_desired.push(ms(gone.at_ns - d)),
+                None => out.unmatched.push(format!(
+                    "op {k}: no desired-state change time for task {id} (API saw it leaving: \
+                     {:?}, status then {:?}, running since {})",
+                    seen.leaving_ns, seen.leaving_status_ns, t.since_ns
+                )),
+            }
             match &kill {
                 Some(e) => out.stop_from_kill.push(ms(gone.at_ns - e.time_ns)),
                 None => out
@@ -183,7 +203,7 @@ pub async fn run(
             match &update {
                 Some(e) => {
                     out.stop_from_update.push(ms(gone.at_ns - e.time_ns));
-                    if let Some(a) = api_ns {
+                    if let Some(a) = api_ns.filter(|_| api_trace) {
                         out.api_stop_swarm.push(ms(a - e.time_ns));
                         out.api_stop_lb.push(ms(gone.at_ns - a));
                     }
@@ -192,10 +212,15 @@ pub async fn run(
                     .unmatched
                     .push(format!("op {k}: no service update event")),
             }
-            for (what, ev) in [("kill_event", &kill), ("update_event", &update)] {
+            let refs = [
+                ("desired_shutdown", desired_ns),
+                ("kill_event", kill.as_ref().map(|e| e.time_ns)),
+                ("update_event", update.as_ref().map(|e| e.time_ns)),
+            ];
+            for (what, ref_ns) in refs {
                 out.detail.push(format!(
                     "{k}\tstop\t{id}\t{ip}\t{what}\t{}\t{}\t{}\t{}",
-                    ev.as_ref().map_or(0, |e| e.time_ns),
+                    ref_ns.unwrap_or(0),
                     api_ns.unwrap_or(0),
                     gone.at_ns,
                     gone.prev_ns

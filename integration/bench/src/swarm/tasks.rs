@@ -98,18 +98,23 @@ pub fn all_running(tasks: &BTreeMap<String, TaskInfo>, n: usize) -> Option<Vec<I
     (tasks.len() == n && ips.len() == n).then_some(ips)
 }
 
-/// When Swarm's API first showed a task in a state, per task id.
-#[derive(Debug, Default, Clone, Copy)]
+/// What Swarm's task API showed of one task, first seen by [`ApiWatch`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Seen {
-    /// `Status.State` running with `DesiredState` running.
+    /// When the API first listed it with `Status.State` running and `DesiredState` running.
     pub running_ns: Option<i64>,
-    /// `DesiredState` no longer running.
+    /// When the API first listed it with `DesiredState` no longer running.
     pub leaving_ns: Option<i64>,
+    /// In that same listing: `UpdatedAt` and `Status.Timestamp`. While the agent has not yet
+    /// reported anything since (the status timestamp is still the one of `running`), the
+    /// last update of the task is the orchestrator's change of its desired state, so
+    /// `UpdatedAt` is the exact moment Swarm decided to stop it.
+    pub leaving_updated_ns: Option<i64>,
+    pub leaving_status_ns: Option<i64>,
 }
 
-/// A diagnostic: `GET /tasks` of one service on the Docker socket every few ms, noting when
-/// the API (what any driver can list) first showed each task running, or leaving. It adds
-/// load on the engine, so it is off unless asked for.
+/// `GET /tasks` of one service on the Docker socket every few ms, noting what the API (what
+/// any driver can list) showed of each task, and when.
 pub struct ApiWatch {
     stop: Arc<AtomicBool>,
     seen: Arc<Mutex<BTreeMap<String, Seen>>>,
@@ -140,14 +145,8 @@ impl ApiWatch {
                 };
                 let at = now_ns();
                 let Ok(mut seen) = k.lock() else { return };
-                for (id, state, desired) in tasks {
-                    let e = seen.entry(id).or_default();
-                    if state == "running" && desired == "running" && e.running_ns.is_none() {
-                        e.running_ns = Some(at);
-                    }
-                    if desired != "running" && e.leaving_ns.is_none() {
-                        e.leaving_ns = Some(at);
-                    }
+                for t in tasks {
+                    note(seen.entry(t.id.clone()).or_default(), &t, at);
                 }
             }
         });
@@ -169,11 +168,30 @@ impl Drop for ApiWatch {
     }
 }
 
-/// (id, state, desired state) of every task the request lists.
-async fn list(
-    socket: &std::path::Path,
-    request: &str,
-) -> anyhow::Result<Vec<(String, String, String)>> {
+/// One task as the API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTask {
+    pub id: String,
+    pub state: String,
+    pub desired: String,
+    pub updated_ns: Option<i64>,
+    pub status_ns: Option<i64>,
+}
+
+/// Records the first sighting of each state of `t` in `e`.
+fn note(e: &mut Seen, t: &ApiTask, at: i64) {
+    if t.state == "running" && t.desired == "running" && e.running_ns.is_none() {
+        e.running_ns = Some(at);
+    }
+    if t.desired != "running" && e.leaving_ns.is_none() {
+        e.leaving_ns = Some(at);
+        e.leaving_updated_ns = t.updated_ns;
+        e.leaving_status_ns = t.status_ns;
+    }
+}
+
+/// Every task the request lists.
+async fn list(socket: &std::path::Path, request: &str) -> anyhow::Result<Vec<ApiTask>> {
     let exchange = async {
         let mut s = UnixStream::connect(socket).await?;
         s.write_all(request.as_bytes()).await?;
@@ -190,18 +208,61 @@ async fn list(
         head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
         "{head}"
     );
+    parse_api_tasks(body)
+}
+
+/// The tasks of a `GET /tasks` body.
+pub fn parse_api_tasks(body: &str) -> anyhow::Result<Vec<ApiTask>> {
     let v: serde_json::Value = serde_json::from_str(body)?;
     Ok(v.as_array()
         .into_iter()
         .flatten()
         .filter_map(|t| {
-            Some((
-                t["ID"].as_str()?.to_owned(),
-                t["Status"]["State"].as_str()?.to_owned(),
-                t["DesiredState"].as_str()?.to_owned(),
-            ))
+            Some(ApiTask {
+                id: t["ID"].as_str()?.to_owned(),
+                state: t["Status"]["State"].as_str()?.to_owned(),
+                desired: t["DesiredState"].as_str()?.to_owned(),
+                updated_ns: t["UpdatedAt"].as_str().and_then(rfc3339_ns),
+                status_ns: t["Status"]["Timestamp"].as_str().and_then(rfc3339_ns),
+            })
         })
         .collect())
+}
+
+/// `2026-11-26T23:08:55.223422744Z` (UTC, as Docker writes times) -> ns since the epoch.
+pub fn rfc3339_ns(s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, sec): (i64, i64, i64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || frac.len() > 9 {
+        return None;
+    }
+    let nanos: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(((days * 24 + h) * 60 + mi) * 60 * 1_000_000_000 + sec * 1_000_000_000 + nanos)
 }
 
 #[cfg(test)]
@@ -218,6 +279,39 @@ mod tests {
         assert_eq!(t.since_ns, 1795731623364959643);
         assert_eq!(t.ip, Some("10.0.9.4".parse().unwrap()));
         assert_eq!(parse_line(line, "other").and_then(|t| t.ip), None);
+    }
+
+    #[test]
+    fn docker_times_read_as_nanoseconds_since_the_epoch() {
+        assert_eq!(rfc3339_ns("1970-01-01T00:00:00Z"), Some(0));
+        // `docker inspect` printed UnixNano 1795734535223422744 for this UpdatedAt.
+        assert_eq!(
+            rfc3339_ns("2026-11-26T23:08:55.223422744Z"),
+            Some(1795734535223422744)
+        );
+        assert_eq!(
+            rfc3339_ns("2024-02-29T12:00:00.5Z"),
+            Some(1709208000500000000)
+        );
+        assert_eq!(rfc3339_ns("2024-02-29T12:00:00"), None);
+        assert_eq!(rfc3339_ns("garbage"), None);
+    }
+
+    #[test]
+    fn a_task_leaving_keeps_the_times_of_the_listing_that_first_showed_it() {
+        let body = r#"[{"ID":"t1","UpdatedAt":"2026-11-26T23:08:55.223422744Z","DesiredState":"remove","Status":{"Timestamp":"2026-11-26T23:08:51.157841719Z","State":"running"}}]"#;
+        let tasks = parse_api_tasks(body).expect("parsed");
+        let mut seen = Seen::default();
+        note(&mut seen, &tasks[0], 42);
+        let later = ApiTask {
+            updated_ns: Some(1),
+            ..tasks[0].clone()
+        };
+        note(&mut seen, &later, 43);
+        assert_eq!(seen.leaving_ns, Some(42));
+        assert_eq!(seen.leaving_updated_ns, Some(1795734535223422744));
+        assert_eq!(seen.leaving_status_ns, Some(1795734531157841719));
+        assert_eq!(seen.running_ns, None);
     }
 
     #[test]
