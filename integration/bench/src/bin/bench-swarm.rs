@@ -1,4 +1,4 @@
-//! `bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S]
+//! `bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--foreign-secs S]
 //!              [--strategies runtime,reload] [--phases convergence,churn,idle] [--api-trace]`
 //!
 //! swarm-lb on a real one-node Swarm, both strategies in one run, one after the other, each in
@@ -10,7 +10,9 @@
 //! 2. churn under keep-alive load: scaling, a stop-first and a start-first rolling update, a
 //!    routed service created and removed. Failed requests, client retries, reloads, HAProxy
 //!    processes left.
-//! 3. idle (runtime strategy only): swarm-lb's CPU over a quiet window with 50 routed services.
+//! 3. idle (runtime strategy only): swarm-lb's CPU over a quiet window with 50 routed services,
+//!    then over a window (`--foreign-secs`, 0 to skip) where an unrouted service on the same
+//!    node is scaled up and down: what another workload on the node costs swarm-lb.
 //!
 //! `--api-trace` also polls the task API (every 5 ms) during convergence, splitting each
 //! latency into Swarm's part (until the API shows the change) and swarm-lb's; it loads the
@@ -35,7 +37,7 @@ use swarm_lb_bench::swarm::idle::{self, Idle};
 use swarm_lb_bench::swarm::Dist;
 use swarm_lb_bench::Report;
 
-const USAGE: &str = "usage: bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--strategies runtime,reload] [--phases convergence,churn,idle] [--api-trace]";
+const USAGE: &str = "usage: bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--foreign-secs S] [--strategies runtime,reload] [--phases convergence,churn,idle] [--api-trace]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -43,6 +45,7 @@ struct Args {
     ops: usize,
     idle_services: usize,
     idle_secs: u64,
+    foreign_secs: u64,
     strategies: Vec<Strategy>,
     convergence: bool,
     churn: bool,
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
         ops: 50,
         idle_services: 50,
         idle_secs: 60,
+        foreign_secs: 30,
         strategies: vec![Strategy::Runtime, Strategy::Reload],
         convergence: true,
         churn: true,
@@ -75,6 +79,11 @@ fn parse_args() -> Result<Args, String> {
             }
             "--idle-secs" => {
                 a.idle_secs = value()?.parse().map_err(|e| format!("--idle-secs: {e}"))?
+            }
+            "--foreign-secs" => {
+                a.foreign_secs = value()?
+                    .parse()
+                    .map_err(|e| format!("--foreign-secs: {e}"))?
             }
             "--strategies" => {
                 a.strategies = value()?
@@ -205,7 +214,10 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<usize> {
         let net = bench.network().await?;
         let window = Duration::from_secs(args.idle_secs);
         let limit = Duration::from_secs(420) + window;
-        match bounded(limit, idle::run(&bench, &net, args.idle_services, window)).await {
+        let foreign = Duration::from_secs(args.foreign_secs);
+        let limit = limit + foreign;
+        let run = idle::run(&bench, &net, args.idle_services, window, foreign);
+        match bounded(limit, run).await {
             Ok(i) => idle_figures(report, &i),
             Err(e) => {
                 failed += 1;
@@ -524,6 +536,26 @@ fn idle_figures(report: &mut Report, i: &Idle) {
         "< 1",
         i.cpu_pct < 1.0,
     );
+    let mut slices = i.slices_pct.clone();
+    slices.sort_by(f64::total_cmp);
+    report.add(
+        g,
+        &format!("swarm-lb CPU, median {} s slice", idle::SLICE.as_secs()),
+        swarm_lb_bench::percentile(&slices, 50.0),
+        "%",
+    );
+    report.add(
+        g,
+        "swarm-lb CPU, busiest slice",
+        slices.last().copied().unwrap_or(f64::NAN),
+        "%",
+    );
+    report.add(
+        g,
+        "Docker events on the node in the window (any service)",
+        i.events as f64,
+        "",
+    );
     report.add(
         g,
         "passes that applied a plan in the window",
@@ -531,4 +563,38 @@ fn idle_figures(report: &mut Report, i: &Idle) {
         "",
     );
     report.add(g, "swarm-lb RSS", i.rss_kib as f64 / 1024.0, "MiB");
+    if i.events > i.own_events {
+        report.note(format!(
+            "runtime idle: {} Docker events of OTHER services on this node during the window \
+             (another workload); swarm-lb re-lists tasks on every container event of any \
+             service, so its idle figure includes that work",
+            i.events - i.own_events
+        ));
+    }
+    if let Some(pct) = i.foreign_pct {
+        report.add(
+            g,
+            &format!(
+                "swarm-lb CPU while an UNROUTED service churns (1<->3 tasks every {} s, {:.0} s)",
+                idle::FOREIGN_PERIOD.as_secs(),
+                i.foreign_window_s
+            ),
+            pct,
+            "%",
+        );
+        report.add(
+            g,
+            "Docker events of that unrouted service",
+            i.foreign_events as f64,
+            "",
+        );
+    }
+    report.note(format!(
+        "runtime idle: CPU per {} s slice (% of a core): {:?}",
+        idle::SLICE.as_secs(),
+        i.slices_pct
+            .iter()
+            .map(|p| (p * 100.0).round() / 100.0)
+            .collect::<Vec<_>>()
+    ));
 }

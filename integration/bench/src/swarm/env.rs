@@ -156,6 +156,28 @@ impl Bench {
         (name, args)
     }
 
+    /// A service no instance routes (no `com.docker.lb.*` label): another workload on the
+    /// node. Removed when the returned guard drops.
+    pub async fn unrouted_service(&self, replicas: u32) -> anyhow::Result<Service> {
+        let name = unique(SERVICE_PREFIX);
+        docker(&[
+            "service",
+            "create",
+            "--detach",
+            "--no-resolve-image",
+            "--quiet",
+            "--name",
+            &name,
+            "--replicas",
+            &replicas.to_string(),
+            "--container-label",
+            &format!("{RUN_LABEL}={}", self.run),
+            super::APP1,
+        ])
+        .await?;
+        Ok(Service { name })
+    }
+
     /// Containers of this bench's services still present.
     fn containers_left(&self) -> usize {
         try_docker(&[

@@ -34,7 +34,15 @@ pub struct Idle {
     /// events of every service, so other work on the node shows in its idle CPU.
     pub events: usize,
     pub own_events: usize,
+    /// The same routed services, plus an unrouted service on the node scaled 1 <-> 3 every
+    /// [`FOREIGN_PERIOD`]: swarm-lb's CPU share (None: not measured) and the events it saw.
+    pub foreign_pct: Option<f64>,
+    pub foreign_window_s: f64,
+    pub foreign_events: usize,
 }
+
+/// How often the unrouted service of the second window changes scale.
+pub const FOREIGN_PERIOD: Duration = Duration::from_secs(3);
 
 /// The window is also measured in slices of this length: a burst of outside activity shows
 /// as one busy slice.
@@ -43,10 +51,13 @@ pub const SLICE: Duration = Duration::from_secs(10);
 /// Services created at once: the engine on two cores handles a few creations in parallel.
 const CREATE_PARALLEL: usize = 5;
 
+/// Routes `services` services, measures a quiet `window`, then (if `foreign` is not zero) a
+/// window of that length while an unrouted service churns.
 pub async fn run(
     bench: &Bench,
     net: &Net,
     services: usize,
+    foreign: Duration,
     window: Duration,
 ) -> anyhow::Result<Idle> {
     let started = Instant::now();
@@ -135,7 +146,18 @@ pub async fn run(
     let window_s = t0.elapsed().as_secs_f64();
     let cpu_s = cpu1.saturating_sub(cpu0) as f64 / ticks;
     let t0_ns = now_ns() - i64::try_from(t0.elapsed().as_nanos()).unwrap_or(i64::MAX);
-    let in_window = |e: &super::events::Event| e.time_ns >= t0_ns;
+    let t1_ns = now_ns();
+    let in_window = |e: &super::events::Event| e.time_ns >= t0_ns && e.time_ns <= t1_ns;
+    // Counted now: the log goes on recording during the next window.
+    let window_events = events.count(in_window);
+    let own_events = events.count(|e| in_window(e) && names.contains(&e.service));
+    drop(events);
+    let (foreign_pct, foreign_window_s, foreign_events) = if foreign.is_zero() {
+        (None, 0.0, 0)
+    } else {
+        let (pct, secs, n) = foreign_churn(bench, pid, ticks, foreign).await?;
+        (Some(pct), secs, n)
+    };
     let idle = Idle {
         services,
         routed_after_s,
@@ -145,11 +167,56 @@ pub async fn run(
         plans_applied: bench.stack.applied_plans().saturating_sub(plans_before),
         rss_kib: rss_kib(pid).unwrap_or(0),
         slices_pct,
-        events: events.count(in_window),
-        own_events: events.count(|e| in_window(e) && names.contains(&e.service)),
+        events: window_events,
+        own_events,
+        foreign_pct,
+        foreign_window_s,
+        foreign_events,
     };
     drop(guards);
     Ok(idle)
+}
+
+/// swarm-lb's CPU share over `window` while an unrouted service is scaled 1 <-> 3 every
+/// [`FOREIGN_PERIOD`]; the window's length and the Docker events of that service.
+async fn foreign_churn(
+    bench: &Bench,
+    pid: u32,
+    ticks: f64,
+    window: Duration,
+) -> anyhow::Result<(f64, f64, usize)> {
+    let other = bench.unrouted_service(1).await?;
+    wait_for(
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        "the unrouted service's task to run",
+        || async {
+            let tasks = super::tasks::desired_running(&other.name, "-").await?;
+            Ok((tasks.values().filter(|t| t.state == "running").count() == 1).then_some(()))
+        },
+    )
+    .await?;
+    let events = EventLog::start(now_ns())?;
+    let t0 = Instant::now();
+    let cpu0 = cpu_ticks(pid)?;
+    let mut replicas = 1;
+    while t0.elapsed() < window {
+        replicas = if replicas == 1 { 3 } else { 1 };
+        docker(&[
+            "service",
+            "scale",
+            "--detach",
+            &format!("{}={replicas}", other.name),
+        ])
+        .await?;
+        // The workload's own pace, not a wait for state.
+        tokio::time::sleep(FOREIGN_PERIOD.min(window.saturating_sub(t0.elapsed()))).await;
+    }
+    let cpu1 = cpu_ticks(pid)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let pct = 100.0 * cpu1.saturating_sub(cpu0) as f64 / ticks / secs;
+    let n = events.count(|e| e.service == other.name);
+    Ok((pct, secs, n))
 }
 
 /// utime + stime of the whole process (all threads), in clock ticks.
