@@ -57,8 +57,8 @@ pub async fn run(
     bench: &Bench,
     net: &Net,
     services: usize,
-    foreign: Duration,
     window: Duration,
+    foreign: Duration,
 ) -> anyhow::Result<Idle> {
     let started = Instant::now();
     let mut guards: Vec<Service> = Vec::with_capacity(services);
