@@ -33,13 +33,13 @@ struct Args {
 const SECTIONS: [&str; 3] = ["plan", "apply", "reload"];
 
 const USAGE: &str = "usage: bench-micro [--json out.json] [--only plan,apply,reload] \
-     [--runs N (apply, default 7)] [--reloads N (default 3)] [--plan-runs N (default 21)]";
+     [--runs N (apply, default 11)] [--reloads N (default 3)] [--plan-runs N (default 21)]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         json: None,
         only: SECTIONS.iter().map(|s| s.to_string()).collect(),
-        apply: apply::Options { runs: 7 },
+        apply: apply::Options { runs: 11 },
         reload: reload::Options { reloads: 3 },
         scale: scale::Options {
             warmup: 3,

@@ -33,7 +33,10 @@ const TARGET_RATIO: f64 = 0.80;
 /// Deadline of one timed batch, either client.
 const BATCH_TIMEOUT: Duration = Duration::from_secs(30);
 /// A form stops after this long once it has [`MIN_RUNS`] runs (a loaded machine is slow).
-const FORM_BUDGET: Duration = Duration::from_secs(40);
+const FORM_BUDGET: Duration = Duration::from_secs(50);
+/// Pause after an untimed reset, so that HAProxy's work for it (a log line per server leaving
+/// service, checks being cancelled) does not land in the next timed batch.
+const SETTLE: Duration = Duration::from_millis(300);
 const MIN_RUNS: usize = 3;
 const GROUP: &str = "apply";
 
@@ -208,6 +211,7 @@ pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyho
                     tokio::time::timeout(BATCH_TIMEOUT, raw_pipelined(socket, &reset))
                         .await
                         .context("raw client: reset timed out")??;
+                    tokio::time::sleep(SETTLE).await;
                 }
             }
             runs.rates.push(rates);
