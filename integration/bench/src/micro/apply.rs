@@ -10,6 +10,10 @@
 //!
 //! Addresses are distinct loopback addresses (`127.R.x.y`, a new `R` and port every run):
 //! servers set ready start their health checks, which must only ever reach this machine.
+//! Nothing listens there, so each check fails at once and is retried (`fastinter`): while the
+//! second form runs, HAProxy also runs tens of thousands of checks and logs the servers going
+//! down, for both clients alike. That is HAProxy's own work for a server leaving maint (a
+//! check that succeeds costs about the same), but it makes that form's rates much noisier.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -214,6 +218,13 @@ pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyho
                     tokio::time::sleep(SETTLE).await;
                 }
             }
+            println!(
+                "apply: {} run {}: raw {:.0}/s, client {:.0}/s",
+                form.label(),
+                run + 1,
+                rates[Arm::Raw as usize],
+                rates[Arm::Client as usize]
+            );
             runs.rates.push(rates);
             runs.cpu_ms.push(cpu);
         }
