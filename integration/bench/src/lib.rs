@@ -2,6 +2,8 @@
 //! written, the same, to a JSON file, with the machine and HAProxy version it ran on.
 #![forbid(unsafe_code)]
 
+pub mod micro;
+
 use std::path::Path;
 
 use serde::Serialize;
