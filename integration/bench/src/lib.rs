@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod micro;
+pub mod swarm;
 
 use std::path::Path;
 
@@ -27,6 +28,9 @@ pub struct Report {
     pub machine: String,
     pub haproxy: String,
     pub figures: Vec<Figure>,
+    /// Free-text findings printed under the table (errors of a phase, failure samples).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -47,7 +51,15 @@ impl Report {
                 .unwrap_or("")
                 .to_owned(),
             figures: Vec::new(),
+            notes: Vec::new(),
         }
+    }
+
+    /// A finding that is not a figure; printed now and under the table.
+    pub fn note(&mut self, text: impl Into<String>) {
+        let text = text.into();
+        println!("note: {text}");
+        self.notes.push(text);
     }
 
     pub fn add(&mut self, group: &str, name: &str, value: f64, unit: &str) {
@@ -96,6 +108,14 @@ impl Report {
         for f in &self.figures {
             s.push_str(&row(f));
             s.push('\n');
+        }
+        if !self.notes.is_empty() {
+            s.push('\n');
+            for n in &self.notes {
+                s.push_str("- ");
+                s.push_str(n);
+                s.push('\n');
+            }
         }
         s
     }

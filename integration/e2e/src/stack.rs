@@ -31,8 +31,14 @@ impl Stack {
     /// `docker-compose up -d` of the repo's compose file on local images; waits until HAProxy
     /// answers on its admin socket with swarm-lb's config loaded.
     pub async fn up(extra_env: &[(&str, &str)]) -> Stack {
+        Stack::up_named(&crate::unique("slbe2e").replace('-', ""), extra_env).await
+    }
+
+    /// [`Stack::up`] under a compose project name chosen by the caller (letters and digits),
+    /// e.g. one a benchmark can recognise to clean up after a crashed run.
+    pub async fn up_named(project: &str, extra_env: &[(&str, &str)]) -> Stack {
         require_engine();
-        let project = crate::unique("slbe2e").replace('-', "");
+        let project = project.to_owned();
         let http_port = free_port();
         let haproxy_container = format!("{project}-haproxy");
         let mut env: Vec<(String, String)> = vec![
@@ -193,6 +199,24 @@ impl Drop for Stack {
             .args(["down", "-v", "-t", "5"])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output();
+    }
+}
+
+/// `docker-compose down -v` of a project left behind by a run that could not clean up (killed):
+/// its containers are found by the project's label, so no variable of the original run is
+/// needed. Errors are returned, not raised: this is best-effort housekeeping.
+pub fn down_project(project: &str) -> Result<(), String> {
+    let out = Command::new("docker-compose")
+        .arg("-f")
+        .arg(repo_root().join("docker-compose.yml"))
+        .args(["-p", project, "down", "-v", "-t", "5"])
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .output()
+        .map_err(|e| format!("docker-compose: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
 
