@@ -231,6 +231,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = swarm::WatchOptions {
         resync: secs(args.resync, "--resync")?,
         settle_poll: Duration::from_millis(args.settle_poll_ms),
+        service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
         ..swarm::WatchOptions::default()
     };
     let first = docker.snapshot().await.context("listing Swarm")?;

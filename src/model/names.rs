@@ -100,7 +100,8 @@ impl ServerName {
     /// The slot number when this is a slot name (`s7` -> 7).
     pub fn slot_index(&self) -> Option<usize> {
         let digits = self.0.strip_prefix('s')?;
-        if digits.starts_with('0') {
+        // Exactly the form `slot(n)` writes: digits only (no sign), no leading zero.
+        if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
         digits.parse().ok()

@@ -70,7 +70,8 @@ pub(super) fn well_formed(actual: &BackendState, mode: Mode) -> bool {
             .servers
             .iter()
             .enumerate()
-            .all(|(i, s)| s.name == ServerName::slot(i + 1)),
+            // Compared by index: formatting 42k slot names per pass showed in the plan time.
+            .all(|(i, s)| s.name.slot_index() == Some(i + 1)),
         Mode::Vip => {
             matches!(actual.servers.as_slice(), [only] if only.name.as_str() == ServerName::VIP)
         }

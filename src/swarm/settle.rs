@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::convert::{Listing, ServiceProgress};
-use crate::model::{DesiredTaskState, ServiceId, Task, TaskState};
+use crate::model::{labels, DesiredTaskState, Service, ServiceId, Task, TaskState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SettleOptions {
@@ -43,15 +43,30 @@ pub(super) struct Settler {
     active: BTreeMap<ServiceId, (Instant, Instant)>,
     gave_up: BTreeSet<ServiceId>,
     last_list: Option<Instant>,
+    /// The service cluster this proxy serves: see [`routable`].
+    cluster: Option<String>,
+}
+
+/// Whether this proxy could route `service`: it carries a `com.docker.lb.*` label and the
+/// proxy's service cluster. Services it cannot route are never polled for: on a busy node
+/// their churn would otherwise keep the watcher listing every 25 ms for nothing.
+pub(super) fn routable(service: &Service, cluster: Option<&str>) -> bool {
+    service.labels.keys().any(|k| k.starts_with(labels::PREFIX))
+        && service
+            .labels
+            .get(labels::SERVICE_CLUSTER)
+            .map(String::as_str)
+            == cluster
 }
 
 impl Settler {
-    pub fn new(opts: SettleOptions) -> Settler {
+    pub fn new(opts: SettleOptions, cluster: Option<String>) -> Settler {
         Settler {
             opts,
             active: BTreeMap::new(),
             gave_up: BTreeSet::new(),
             last_list: None,
+            cluster,
         }
     }
 
@@ -89,9 +104,21 @@ impl Settler {
             is_settled(progress, by_service.get(id).unwrap_or(&no_tasks))
         };
 
+        let cluster = self.cluster.as_deref();
+        let unroutable: BTreeSet<&str> = listing
+            .snapshot
+            .services
+            .iter()
+            .filter(|s| !routable(s, cluster))
+            .map(|s| s.id.as_str())
+            .collect();
         let mut outcomes = Vec::new();
         let opts = self.opts;
         self.active.retain(|id, (since, touched)| {
+            if unroutable.contains(id.as_str()) {
+                // Listed once for its event; nothing here depends on it settling.
+                return false;
+            }
             let after = now.saturating_duration_since(*since);
             if now.saturating_duration_since(*touched) >= opts.grace && settled(id) {
                 outcomes.push(Outcome::Settled {
@@ -119,7 +146,11 @@ impl Settler {
             .map(|s| s.id.as_str())
             .chain(by_service.keys().copied());
         for id in candidates {
-            if !self.active.contains_key(id) && !self.gave_up.contains(id) && !settled(id) {
+            if !unroutable.contains(id)
+                && !self.active.contains_key(id)
+                && !self.gave_up.contains(id)
+                && !settled(id)
+            {
                 self.active.insert(id.to_string(), (now, now));
             }
         }
@@ -210,7 +241,7 @@ mod tests {
                 services: vec![Service {
                     id: "s".into(),
                     name: "s".into(),
-                    labels: Default::default(),
+                    labels: [(labels::HOSTS.to_owned(), "s.example".to_owned())].into(),
                     networks: vec![],
                     vips: vec![],
                 }],
@@ -268,7 +299,7 @@ mod tests {
     #[test]
     fn nothing_touched_and_all_settled_means_no_polling() {
         let now = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         let out = s.observe(&listing(1, vec![task("a", "s", Running, WantRun)]), now);
         assert_eq!(out, vec![]);
         assert_eq!(s.next_poll(), None);
@@ -277,7 +308,7 @@ mod tests {
     #[test]
     fn a_touched_service_is_polled_fast_until_it_settles_after_the_grace() {
         let t0 = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
         assert_eq!(s.next_poll(), Some(t0), "first listing at once");
         let starting = listing(
@@ -314,7 +345,7 @@ mod tests {
     #[test]
     fn polling_slows_down_after_the_fast_window_and_gives_up_at_the_timeout() {
         let t0 = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
         let stuck = listing(1, vec![task("b", "s", Starting, WantRun)]);
         s.observe(&stuck, t0 + 6000 * MS);
@@ -339,7 +370,7 @@ mod tests {
     #[test]
     fn a_resync_that_finds_a_service_moving_starts_watching_it() {
         let t0 = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         s.observe(&listing(2, vec![task("a", "s", Running, WantRun)]), t0);
         assert_eq!(s.watching(), 1);
         assert_eq!(s.next_poll(), Some(t0 + 25 * MS));
@@ -348,7 +379,7 @@ mod tests {
     #[test]
     fn a_removed_service_settles_once_its_tasks_are_gone() {
         let t0 = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
         let mut gone = listing(0, vec![task("a", "s", Running, WantStop)]);
         gone.snapshot.services.clear();
@@ -364,7 +395,7 @@ mod tests {
     #[test]
     fn a_new_touch_restarts_the_fast_window() {
         let t0 = Instant::now();
-        let mut s = Settler::new(opts());
+        let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
         let stuck = listing(1, vec![task("b", "s", Starting, WantRun)]);
         s.observe(&stuck, t0 + 7000 * MS);
@@ -372,5 +403,28 @@ mod tests {
         s.touch("s", t0 + 7100 * MS);
         s.observe(&stuck, t0 + 7100 * MS);
         assert_eq!(s.next_poll(), Some(t0 + 7125 * MS));
+    }
+
+    #[test]
+    fn a_service_this_proxy_cannot_route_is_never_polled_for() {
+        let moving = vec![task("t1", "s", Starting, WantRun)];
+        let mut other_cluster = listing(1, moving.clone());
+        other_cluster.snapshot.services[0]
+            .labels
+            .insert(labels::SERVICE_CLUSTER.to_owned(), "other".to_owned());
+        let mut unlabelled = listing(1, moving.clone());
+        unlabelled.snapshot.services[0].labels.clear();
+        for l in [other_cluster, unlabelled] {
+            let mut s = Settler::new(opts(), None);
+            let now = Instant::now();
+            s.touch("s", now);
+            s.observe(&l, now);
+            assert_eq!(s.watching(), 0);
+            assert_eq!(s.next_poll(), None);
+        }
+        // The same moving service, routable here, is polled.
+        let mut s = Settler::new(opts(), None);
+        s.observe(&listing(1, moving), Instant::now());
+        assert_eq!(s.watching(), 1);
     }
 }

@@ -75,6 +75,10 @@ pub struct WatchOptions {
     pub fast_path: bool,
     /// How long what a container event said may stand without the task list agreeing.
     pub fast_path_ttl: Duration,
+    /// Only services this proxy could route are polled while they settle: those with a
+    /// `com.docker.lb.*` label and this `com.docker.lb.service_cluster` (`None`: no cluster
+    /// label). Others are still listed, just never polled for.
+    pub service_cluster: Option<String>,
 }
 
 impl Default for WatchOptions {
@@ -92,6 +96,7 @@ impl Default for WatchOptions {
             backoff_max: Duration::from_secs(5),
             fast_path: true,
             fast_path_ttl: Duration::from_secs(30),
+            service_cluster: None,
         }
     }
 }
@@ -175,7 +180,7 @@ impl Watcher {
         let o = &self.options;
         let mut backoff = Backoff::new(o.backoff_initial, o.backoff_max);
         let mut state = State {
-            settler: Settler::new(o.settle()),
+            settler: Settler::new(o.settle(), o.service_cluster.clone()),
             cache: None,
             wanted: None,
             overlay: Overlay::new(o.fast_path_ttl),

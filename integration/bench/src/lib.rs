@@ -2,6 +2,7 @@
 //! written, the same, to a JSON file, with the machine and HAProxy version it ran on.
 #![forbid(unsafe_code)]
 
+pub mod micro;
 pub mod swarm;
 
 use std::path::Path;

@@ -223,7 +223,12 @@ async fn a_vip_service_is_pinned_at_its_vip_and_scaling_or_updating_it_changes_n
     assert_eq!(servers[0].port, 8080);
 
     let reloads = env.stack.reloads().await;
-    let plans = env.stack.applied_plans();
+    // The pass that created the backend logs its line just after HAProxy holds the server.
+    let plans = poll_until(CONVERGE, "the creating pass's log line", || async {
+        let n = env.stack.applied_plans();
+        (n >= 1).then_some(n)
+    })
+    .await;
     svc.scale(3);
     poll_until(CONVERGE, "3 running tasks", || async {
         (svc.running_task_ips(&net.id).len() == 3).then_some(())
