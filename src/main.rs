@@ -133,6 +133,12 @@ struct RunArgs {
     #[arg(long, env = "SWARM_LB_SETTLE_POLL_MS", default_value_t = 25)]
     settle_poll_ms: u64,
 
+    /// For the first 50 ms after an event, re-list a service's tasks this often
+    /// (milliseconds) instead: Swarm marks the tasks it stops a few milliseconds after the
+    /// service event. 0: no burst.
+    #[arg(long, env = "SWARM_LB_SETTLE_BURST_MS", default_value_t = 5)]
+    settle_burst_ms: u64,
+
     /// How long (seconds) to wait for a reload to finish before calling it failed.
     #[arg(long, env = "SWARM_LB_RELOAD_TIMEOUT", default_value_t = 30.0)]
     reload_timeout: f64,
@@ -231,6 +237,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let options = swarm::WatchOptions {
         resync: secs(args.resync, "--resync")?,
         settle_poll: Duration::from_millis(args.settle_poll_ms),
+        settle_burst: Duration::from_millis(args.settle_burst_ms),
+        settle_burst_for: if args.settle_burst_ms == 0 {
+            Duration::ZERO
+        } else {
+            swarm::WatchOptions::default().settle_burst_for
+        },
         service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
         ..swarm::WatchOptions::default()
     };

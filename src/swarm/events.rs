@@ -176,6 +176,13 @@ pub(super) struct Batch {
 }
 
 impl Batch {
+    /// An event received but not acted on: only the stream position moves.
+    pub fn saw(&mut self, e: &Event) {
+        if let Some(t) = e.time_nano {
+            self.last_time_nano = self.last_time_nano.max(Some(t));
+        }
+    }
+
     pub fn add(&mut self, e: &Event) {
         self.refresh = self.refresh.max(Some(e.refresh));
         if let Some(s) = &e.service {
@@ -184,9 +191,7 @@ impl Batch {
         if e.kind == "node" {
             self.any_service = true;
         }
-        if let Some(t) = e.time_nano {
-            self.last_time_nano = self.last_time_nano.max(Some(t));
-        }
+        self.saw(e);
         if let Some(task) = &e.task {
             self.tasks.push((task.clone(), e.time_nano));
         }

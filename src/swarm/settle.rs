@@ -16,7 +16,13 @@ use crate::model::{labels, DesiredTaskState, Service, ServiceId, Task, TaskState
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct SettleOptions {
-    /// Poll interval right after a touch.
+    /// Poll interval in the first moments after a touch: the orchestrator reacts to a
+    /// service update some milliseconds after its event (desired shutdown on the tasks it
+    /// stops), and the listing taken at the event usually predates that.
+    pub burst: Duration,
+    /// How long after the last touch to poll at `burst`.
+    pub burst_for: Duration,
+    /// Poll interval after the burst.
     pub fast: Duration,
     /// How long after the last touch to keep polling at `fast`.
     pub fast_for: Duration,
@@ -168,8 +174,15 @@ impl Settler {
         let Some(last_list) = self.last_list else {
             return Some(last_touch);
         };
-        let fast = last_list.saturating_duration_since(last_touch) < self.opts.fast_for;
-        Some(last_list + if fast { self.opts.fast } else { self.opts.slow })
+        let since_touch = last_list.saturating_duration_since(last_touch);
+        let interval = if since_touch < self.opts.burst_for {
+            self.opts.burst
+        } else if since_touch < self.opts.fast_for {
+            self.opts.fast
+        } else {
+            self.opts.slow
+        };
+        Some(last_list + interval)
     }
 
     pub fn watching(&self) -> usize {
@@ -216,6 +229,8 @@ mod tests {
 
     fn opts() -> SettleOptions {
         SettleOptions {
+            burst: 5 * MS,
+            burst_for: 50 * MS,
             fast: 25 * MS,
             fast_for: 5000 * MS,
             slow: 250 * MS,
@@ -306,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn a_touched_service_is_polled_fast_until_it_settles_after_the_grace() {
+    fn a_touched_service_is_polled_in_a_burst_then_fast_until_it_settles_after_the_grace() {
         let t0 = Instant::now();
         let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
@@ -319,7 +334,15 @@ mod tests {
             ],
         );
         assert_eq!(s.observe(&starting, t0), vec![]);
-        assert_eq!(s.next_poll(), Some(t0 + 25 * MS));
+        assert_eq!(
+            s.next_poll(),
+            Some(t0 + 5 * MS),
+            "a burst right after the touch"
+        );
+        assert_eq!(s.observe(&starting, t0 + 45 * MS), vec![]);
+        assert_eq!(s.next_poll(), Some(t0 + 50 * MS));
+        assert_eq!(s.observe(&starting, t0 + 50 * MS), vec![]);
+        assert_eq!(s.next_poll(), Some(t0 + 75 * MS), "then the fast interval");
         let done = listing(
             2,
             vec![
@@ -373,7 +396,7 @@ mod tests {
         let mut s = Settler::new(opts(), None);
         s.observe(&listing(2, vec![task("a", "s", Running, WantRun)]), t0);
         assert_eq!(s.watching(), 1);
-        assert_eq!(s.next_poll(), Some(t0 + 25 * MS));
+        assert_eq!(s.next_poll(), Some(t0 + 5 * MS));
     }
 
     #[test]
@@ -393,7 +416,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_touch_restarts_the_fast_window() {
+    fn a_new_touch_restarts_the_burst() {
         let t0 = Instant::now();
         let mut s = Settler::new(opts(), None);
         s.touch("s", t0);
@@ -402,7 +425,7 @@ mod tests {
         assert_eq!(s.next_poll(), Some(t0 + 7250 * MS));
         s.touch("s", t0 + 7100 * MS);
         s.observe(&stuck, t0 + 7100 * MS);
-        assert_eq!(s.next_poll(), Some(t0 + 7125 * MS));
+        assert_eq!(s.next_poll(), Some(t0 + 7105 * MS));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use super::backoff::Backoff;
 use super::convert::{self, Listing, TaskContainer};
 use super::events::{self, Batch, ContainerChange, Refresh, TaskEvent};
 use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
-use super::settle::{Outcome, SettleOptions, Settler};
+use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
 use crate::model::{Snapshot, Task};
 
@@ -47,8 +47,14 @@ const HEALTHCHECKS_KNOWN: usize = 4096;
 /// Timing of the watch loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
-    /// Task poll interval while a service is moving (right after an event touched it).
+    /// Task poll interval in the first moments after an event touched a service: Swarm's
+    /// orchestrator marks the tasks it stops (desired shutdown) 1-15 ms after the service
+    /// update event, so the listing taken at the event usually misses it.
     /// One task list costs about 1 ms on the engine here.
+    pub settle_burst: Duration,
+    /// How long after the last event to poll at `settle_burst`.
+    pub settle_burst_for: Duration,
+    /// Task poll interval after the burst, while a service is moving.
     pub settle_poll: Duration,
     /// How long after the last event to keep polling at `settle_poll`.
     pub settle_fast_for: Duration,
@@ -84,6 +90,8 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
+            settle_burst: Duration::from_millis(5),
+            settle_burst_for: Duration::from_millis(50),
             settle_poll: Duration::from_millis(25),
             settle_fast_for: Duration::from_secs(5),
             settle_poll_slow: Duration::from_millis(250),
@@ -104,6 +112,8 @@ impl Default for WatchOptions {
 impl WatchOptions {
     fn settle(&self) -> SettleOptions {
         SettleOptions {
+            burst: self.settle_burst,
+            burst_for: self.settle_burst_for,
             fast: self.settle_poll,
             fast_for: self.settle_fast_for,
             slow: self.settle_poll_slow,
@@ -143,6 +153,23 @@ impl State {
         }
     }
 
+    /// A container event of a task whose service the last listing shows this proxy cannot
+    /// route (a service not listed yet is not foreign: it may be new).
+    fn foreign(&self, e: &events::Event, cluster: Option<&str>) -> bool {
+        let (Some(service), Some((listing, _))) = (&e.service, &self.cache) else {
+            return false;
+        };
+        if e.kind != "container" {
+            return false;
+        }
+        listing
+            .snapshot
+            .services
+            .iter()
+            .find(|s| &s.id == service)
+            .is_some_and(|s| !routable(s, cluster))
+    }
+
     /// The last listing's view of `task` (listings are sorted by id).
     fn listed(&self, task: &str) -> Option<&Task> {
         let tasks = &self.cache.as_ref()?.0.snapshot.tasks;
@@ -178,6 +205,7 @@ impl Watcher {
     /// away is retried with backoff (and logged), the last snapshot stays in the channel.
     pub async fn run(self, tx: watch::Sender<Arc<Snapshot>>) {
         let o = &self.options;
+        let cluster = o.service_cluster.as_deref();
         let mut backoff = Backoff::new(o.backoff_initial, o.backoff_max);
         let mut state = State {
             settler: Settler::new(o.settle(), o.service_cluster.clone()),
@@ -231,14 +259,14 @@ impl Watcher {
                         item = stream.next() => {
                             let mut batch = Batch::default();
                             let mut end = match item {
-                                Some(Ok(e)) => { note(&e, &mut batch); None }
+                                Some(Ok(e)) => { note(&e, &mut batch, &state, cluster); None }
                                 Some(Err(e)) => break 'connection Some(e),
                                 None => break 'connection None,
                             };
                             // Take whatever else is already there: a burst is one re-list.
                             while end.is_none() {
                                 match stream.next().now_or_never() {
-                                    Some(Some(Ok(e))) => note(&e, &mut batch),
+                                    Some(Some(Ok(e))) => note(&e, &mut batch, &state, cluster),
                                     Some(Some(Err(e))) => end = Some(Some(e)),
                                     Some(None) => end = Some(None),
                                     None => break,
@@ -584,15 +612,24 @@ fn republish(tx: &watch::Sender<Arc<Snapshot>>, state: &State) {
     }
 }
 
-fn note(e: &events::Event, batch: &mut Batch) {
+/// Adds one event to the batch. A container event of a service this proxy cannot route
+/// (by the last listing) only moves `since`: on a busy node other workloads' tasks would
+/// otherwise cost a task list, and container inspections, each.
+fn note(e: &events::Event, batch: &mut Batch, state: &State, cluster: Option<&str>) {
+    let foreign = state.foreign(e, cluster);
     debug!(
         kind = %e.kind,
         action = %e.action,
         actor = %e.actor,
         service = e.service.as_deref().unwrap_or(""),
+        foreign,
         "docker event"
     );
-    batch.add(e);
+    if foreign {
+        batch.saw(e);
+    } else {
+        batch.add(e);
+    }
 }
 
 /// Sends `snap` if it differs from what the channel holds (or if `force`); true if sent.
@@ -650,6 +687,96 @@ mod tests {
         let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         assert!(publish(&tx, Snapshot::default(), true));
         assert!(rx.has_changed().expect("open"));
+    }
+
+    #[test]
+    fn a_container_event_of_a_service_this_proxy_cannot_route_only_moves_the_stream_position() {
+        use crate::model::{labels, Service};
+        let service = |id: &str, labels: &[(&str, &str)]| Service {
+            id: id.into(),
+            name: id.into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            networks: vec![],
+            vips: vec![],
+        };
+        let mut state = State {
+            settler: Settler::new(WatchOptions::default().settle(), None),
+            cache: None,
+            wanted: None,
+            overlay: Overlay::new(Duration::from_secs(30)),
+            healthchecks: Healthchecks::new(8),
+            published: false,
+        };
+        let listing = Listing {
+            snapshot: Snapshot {
+                services: vec![
+                    service("routed", &[(labels::HOSTS, "a.example")]),
+                    service("plain", &[("other", "x")]),
+                    service(
+                        "elsewhere",
+                        &[(labels::HOSTS, "b.example"), (labels::SERVICE_CLUSTER, "b")],
+                    ),
+                ],
+                ..Snapshot::default()
+            },
+            progress: Default::default(),
+        };
+        let container_event = |service: &str, t: i64| events::Event {
+            kind: "container".into(),
+            action: "start".into(),
+            actor: "c1".into(),
+            refresh: Refresh::Tasks,
+            service: Some(service.into()),
+            time_nano: Some(t),
+            task: None,
+        };
+
+        let mut batch = Batch::default();
+        note(&container_event("plain", 1), &mut batch, &state, None);
+        assert_eq!(batch.refresh, Some(Refresh::Tasks), "nothing listed yet");
+
+        state.cache = Some((listing, Instant::now()));
+        for (i, foreign) in ["plain", "elsewhere"].into_iter().enumerate() {
+            let mut batch = Batch::default();
+            note(
+                &container_event(foreign, 10 + i as i64),
+                &mut batch,
+                &state,
+                None,
+            );
+            assert_eq!(
+                (batch.refresh, batch.services.len(), batch.last_time_nano),
+                (None, 0, Some(10 + i as i64)),
+                "{foreign}"
+            );
+        }
+        for kept in ["routed", "new-service"] {
+            let mut batch = Batch::default();
+            note(&container_event(kept, 20), &mut batch, &state, None);
+            assert_eq!(batch.refresh, Some(Refresh::Tasks), "{kept}");
+            assert!(batch.services.contains(kept));
+        }
+        let mut batch = Batch::default();
+        note(
+            &container_event("elsewhere", 30),
+            &mut batch,
+            &state,
+            Some("b"),
+        );
+        assert_eq!(batch.refresh, Some(Refresh::Tasks), "routable by cluster b");
+        let mut batch = Batch::default();
+        let mut service_event = container_event("plain", 40);
+        service_event.kind = "service".into();
+        service_event.refresh = Refresh::Full;
+        note(&service_event, &mut batch, &state, None);
+        assert_eq!(
+            batch.refresh,
+            Some(Refresh::Full),
+            "a service event may make it routable"
+        );
     }
 
     /// A fake engine on a unix socket: fixed lists (tasks replaceable), and an event stream
