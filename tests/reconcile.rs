@@ -113,8 +113,11 @@ impl Rig {
         }
     }
 
+    /// One pass, then the files it writes in the background are on disk.
     async fn pass(&mut self, snap: &Snapshot) -> Report {
-        self.reconciler.pass(snap).await.expect("pass")
+        let report = self.reconciler.pass(snap).await.expect("pass");
+        self.reconciler.flush().await.expect("files written");
+        report
     }
 
     fn master(&self) -> Master {

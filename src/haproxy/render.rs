@@ -174,6 +174,7 @@ pub struct FilesError {
 /// The generated files on disk: `haproxy.cfg` and `hosts.map` in one directory.
 ///
 /// Blocking I/O (with fsync): call it from `spawn_blocking` in async code.
+#[derive(Debug, Clone)]
 pub struct Files {
     dir: PathBuf,
 }
