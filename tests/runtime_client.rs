@@ -291,7 +291,7 @@ async fn thousands_of_pipelined_commands_in_one_batch_all_get_their_replies() {
 /// CLI sessions open for a second or more (a `show sess` session that just ended can still
 /// be listed, at age 0s, on a loaded machine).
 fn old_cli_sessions(haproxy: &Haproxy) -> usize {
-    raw_command(&haproxy.admin(), "show sess")
+    raw_command(haproxy.admin(), "show sess")
         .lines()
         .filter(|l| l.contains("fe=GLOBAL") && !l.contains(" age=0s "))
         .count()
@@ -316,7 +316,7 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
     // HAProxy closes the idle session on its side. (`stats timeout` does it too, but on 2.6 a
     // prompt session sometimes never arms that timer: seen here as a session of age 10 s with
     // no expiry, so the test closes it explicitly.)
-    let sessions = raw_command(&haproxy.admin(), "show sess");
+    let sessions = raw_command(haproxy.admin(), "show sess");
     let ids: Vec<&str> = sessions
         .lines()
         .filter(|l| l.contains("fe=GLOBAL"))
@@ -324,14 +324,14 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
         .collect();
     assert!(!ids.is_empty(), "no CLI session listed: {sessions}");
     for id in ids {
-        raw_command(&haproxy.admin(), &format!("shutdown session {id}"));
+        raw_command(haproxy.admin(), &format!("shutdown session {id}"));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while old_cli_sessions(&haproxy) > 0 {
         assert!(
             Instant::now() < deadline,
             "HAProxy kept the session open: {}",
-            raw_command(&haproxy.admin(), "show sess")
+            raw_command(haproxy.admin(), "show sess")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -522,7 +522,7 @@ async fn a_disabled_slot_set_ready_serves_traffic_although_its_config_maint_bit_
             .expect("batch"),
     );
     // srv_admin_state is now 0x04 ("disabled" in the config), which is not maintenance.
-    let state_line = raw_command(&haproxy.admin(), "show servers state web");
+    let state_line = raw_command(haproxy.admin(), "show servers state web");
     assert!(
         state_line.contains(" web 1 s1 127.0.0.1 2 4 "),
         "{state_line}"
@@ -615,7 +615,7 @@ async fn throughput_of_42000_set_addr_commands_against_a_raw_pipelined_client() 
             let count = cmds.len() as f64;
             let started = Instant::now();
             match arm {
-                0 => raw_pipelined(&haproxy.admin(), &cmds).await,
+                0 => raw_pipelined(haproxy.admin(), &cmds).await,
                 1 => {
                     let runtime = client.as_mut().expect("client");
                     all_ok(&runtime.execute(&cmds).await.expect("batch"));
