@@ -62,6 +62,33 @@ pub fn haproxy_bin() -> Result<PathBuf, HaproxyNotFound> {
     }
 }
 
+/// Pids of the live (not zombie) processes in process group `pgid`, sorted, read from `/proc`:
+/// how a test or benchmark sees old workers leave after a reload, or a group die after Drop.
+/// Zombies are left out because a killed worker stays one until its new parent reaps it.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(pgid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The files of one HAProxy: its config, its two sockets and its log.
 #[derive(Debug, Clone)]
 pub struct Launch {
@@ -282,6 +309,12 @@ impl HaproxyProcess {
 
     pub fn admin_socket(&self) -> &Path {
         &self.launch.admin_socket
+    }
+
+    /// The live processes of its group: the master, its worker and old workers still
+    /// draining after a reload. See [`group_members`].
+    pub fn processes(&self) -> Vec<u32> {
+        group_members(self.pid())
     }
 
     /// Everything HAProxy wrote to its log so far (empty if it cannot be read).

@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-pub use haproxy::{haproxy_bin, HaproxyNotFound, HaproxyProcess, Launch, StartError};
+pub use haproxy::{
+    group_members, haproxy_bin, HaproxyNotFound, HaproxyProcess, Launch, StartError,
+};
 
 /// How often [`poll_until`] and [`HaproxyProcess::wait_until`] look again: soon enough that a
 /// test sees a change within a few ms, seldom enough to leave the CPU to what it waits for.
