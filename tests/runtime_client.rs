@@ -1,22 +1,27 @@
 //! The admin-socket client against a real HAProxy (master-worker, as deployed), spawned per
-//! test on a config written here. Needs `haproxy` (Debian: `apt-get install haproxy`); a
-//! missing binary fails the test.
+//! test on a config written here and run by swarm-lb-testkit's [`HaproxyProcess`]. Needs
+//! `haproxy` (Debian: `apt-get install haproxy`); a missing binary fails the test.
 
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use swarm_lb::haproxy::codec::ReplyError;
 use swarm_lb::haproxy::{Admin, ClientError, Command, MapPath, Runtime, Server};
 use swarm_lb::model::{BackendName, Host, Mode, ServerName};
+use swarm_lb_testkit::{HaproxyProcess, Launch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A HAProxy master-worker on its own temp dir, killed on drop.
+/// How long HAProxy may take to open its admin socket (the throughput test's config has 42,000
+/// servers).
+const STARTUP: Duration = Duration::from_secs(20);
+
+/// A HAProxy master-worker on its own temp dir; its process group is killed on drop.
 struct Haproxy {
-    child: Child,
+    // Before `dir`: fields drop in order, so HAProxy is killed before its dir is removed.
+    process: HaproxyProcess,
     dir: tempfile::TempDir,
 }
 
@@ -39,19 +44,6 @@ impl Default for Options {
     }
 }
 
-fn haproxy_binary() -> PathBuf {
-    let on_path = std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-        .unwrap_or_default();
-    // Debian installs it in /usr/sbin, which a non-root PATH may lack.
-    on_path
-        .into_iter()
-        .chain([PathBuf::from("/usr/sbin")])
-        .map(|dir| dir.join("haproxy"))
-        .find(|bin| bin.is_file())
-        .unwrap_or_else(|| panic!("haproxy not found: install it with `apt-get install haproxy`"))
-}
-
 fn slot_lines(slots: usize) -> String {
     (1..=slots)
         .map(|n| format!("    server s{n} 127.0.0.1:1 disabled\n"))
@@ -59,13 +51,13 @@ fn slot_lines(slots: usize) -> String {
 }
 
 impl Haproxy {
-    fn start(options: Options) -> Self {
-        let bin = haproxy_binary();
+    async fn start(options: Options) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let launch = Launch::in_dir(dir.path());
         let d = dir.path().display();
         let config = format!(
             "global
-    stats socket {d}/admin.sock level admin
+    stats socket {admin} level admin
     stats timeout {stats_timeout}
 
 defaults
@@ -97,57 +89,21 @@ backend static
     hash-type map-based
     server s1 127.0.0.1:1 disabled
 {extra}",
+            admin = launch.admin_socket.display(),
             stats_timeout = options.stats_timeout,
             slots = slot_lines(options.slots),
             extra = options.extra,
         );
-        std::fs::write(dir.path().join("haproxy.cfg"), config).expect("write config");
+        std::fs::write(&launch.config, config).expect("write config");
         std::fs::write(dir.path().join("hosts.map"), "app.example.com web\n").expect("write map");
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
-        let child = Process::new(bin)
-            .arg("-W")
-            .arg("-db")
-            .arg("-S")
-            .arg(dir.path().join("master.sock"))
-            .arg("-f")
-            .arg(dir.path().join("haproxy.cfg"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn haproxy");
-        let mut haproxy = Self { child, dir };
-        haproxy.wait_for_admin_socket(Duration::from_secs(20));
-        haproxy
+        let process = HaproxyProcess::start(launch, STARTUP)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        Self { process, dir }
     }
 
-    fn wait_for_admin_socket(&mut self, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            if StdUnixStream::connect(self.admin()).is_ok() {
-                return;
-            }
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "haproxy exited ({status}) before opening its admin socket:\n{}",
-                    self.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not open its admin socket within {within:?}:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
-    }
-
-    fn admin(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
+    fn admin(&self) -> &Path {
+        self.process.admin_socket()
     }
 
     fn http(&self) -> PathBuf {
@@ -160,14 +116,6 @@ backend static
 
     fn runtime(&self) -> Runtime {
         Runtime::new(self.admin())
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // SIGKILL to the master; the worker notices its master is gone and exits too.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -218,7 +166,7 @@ fn all_ok(replies: &[Result<String, ReplyError>]) {
 
 #[tokio::test]
 async fn slot_addresses_and_states_set_over_the_socket_are_read_back_by_actual() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let mut client = haproxy.runtime();
     let replies = client
         .execute(&[
@@ -262,7 +210,7 @@ async fn slot_addresses_and_states_set_over_the_socket_are_read_back_by_actual()
 
 #[tokio::test]
 async fn a_refused_command_comes_back_in_its_place_while_the_rest_of_the_batch_succeeds() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let mut client = haproxy.runtime();
     let replies = client
         .execute(&[
@@ -312,7 +260,8 @@ async fn thousands_of_pipelined_commands_in_one_batch_all_get_their_replies() {
     let haproxy = Haproxy::start(Options {
         slots: 42,
         ..Options::default()
-    });
+    })
+    .await;
     let mut client = haproxy.runtime();
     let rounds = 100;
     let cmds: Vec<Command> = (0..rounds)
@@ -342,7 +291,7 @@ async fn thousands_of_pipelined_commands_in_one_batch_all_get_their_replies() {
 /// CLI sessions open for a second or more (a `show sess` session that just ended can still
 /// be listed, at age 0s, on a loaded machine).
 fn old_cli_sessions(haproxy: &Haproxy) -> usize {
-    raw_command(&haproxy.admin(), "show sess")
+    raw_command(haproxy.admin(), "show sess")
         .lines()
         .filter(|l| l.contains("fe=GLOBAL") && !l.contains(" age=0s "))
         .count()
@@ -353,7 +302,8 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
     let haproxy = Haproxy::start(Options {
         stats_timeout: "300ms",
         ..Options::default()
-    });
+    })
+    .await;
     let mut client = haproxy.runtime();
     all_ok(
         &client
@@ -366,7 +316,7 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
     // HAProxy closes the idle session on its side. (`stats timeout` does it too, but on 2.6 a
     // prompt session sometimes never arms that timer: seen here as a session of age 10 s with
     // no expiry, so the test closes it explicitly.)
-    let sessions = raw_command(&haproxy.admin(), "show sess");
+    let sessions = raw_command(haproxy.admin(), "show sess");
     let ids: Vec<&str> = sessions
         .lines()
         .filter(|l| l.contains("fe=GLOBAL"))
@@ -374,14 +324,14 @@ async fn the_client_reconnects_after_haproxy_closes_its_idle_connection() {
         .collect();
     assert!(!ids.is_empty(), "no CLI session listed: {sessions}");
     for id in ids {
-        raw_command(&haproxy.admin(), &format!("shutdown session {id}"));
+        raw_command(haproxy.admin(), &format!("shutdown session {id}"));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while old_cli_sessions(&haproxy) > 0 {
         assert!(
             Instant::now() < deadline,
             "HAProxy kept the session open: {}",
-            raw_command(&haproxy.admin(), "show sess")
+            raw_command(haproxy.admin(), "show sess")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -404,7 +354,8 @@ async fn a_missed_deadline_drops_the_connection_and_the_next_call_reconnects() {
     let haproxy = Haproxy::start(Options {
         slots: 42,
         ..Options::default()
-    });
+    })
+    .await;
     let mut client = haproxy.runtime();
     all_ok(
         &client
@@ -438,7 +389,7 @@ async fn a_missed_deadline_drops_the_connection_and_the_next_call_reconnects() {
 
 #[tokio::test]
 async fn map_additions_changes_and_deletions_are_reflected_by_actual() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let mut client = haproxy.runtime();
     let map = haproxy.map();
     let replies = client
@@ -491,7 +442,7 @@ async fn map_additions_changes_and_deletions_are_reflected_by_actual() {
 
 #[tokio::test]
 async fn an_unknown_map_file_makes_actual_a_permanent_refusal() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let mut client = haproxy.runtime();
     let unknown = MapPath::new("/nonexistent/hosts.map").expect("path");
     let error = client.actual(&unknown).await.expect_err("unknown map");
@@ -505,7 +456,7 @@ async fn an_unknown_map_file_makes_actual_a_permanent_refusal() {
 
 #[tokio::test]
 async fn info_reports_the_running_version_and_worker() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let info = haproxy.runtime().info().await.expect("info");
     assert!(
         (info.version.major, info.version.minor) >= (2, 6),
@@ -514,7 +465,7 @@ async fn info_reports_the_running_version_and_worker() {
     );
     assert_ne!(
         info.pid,
-        haproxy.child.id(),
+        haproxy.process.pid(),
         "the worker answers, not the master"
     );
 }
@@ -555,7 +506,7 @@ async fn get(haproxy: &Haproxy, host: &str) -> String {
 
 #[tokio::test]
 async fn a_disabled_slot_set_ready_serves_traffic_although_its_config_maint_bit_stays() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let backend = serve_http("from-slot").await;
     let mut client = haproxy.runtime();
     assert!(get(&haproxy, "app.example.com")
@@ -571,7 +522,7 @@ async fn a_disabled_slot_set_ready_serves_traffic_although_its_config_maint_bit_
             .expect("batch"),
     );
     // srv_admin_state is now 0x04 ("disabled" in the config), which is not maintenance.
-    let state_line = raw_command(&haproxy.admin(), "show servers state web");
+    let state_line = raw_command(haproxy.admin(), "show servers state web");
     assert!(
         state_line.contains(" web 1 s1 127.0.0.1 2 4 "),
         "{state_line}"
@@ -589,7 +540,7 @@ async fn a_disabled_slot_set_ready_serves_traffic_although_its_config_maint_bit_
 
 #[tokio::test]
 async fn an_added_server_starts_in_maint_and_serves_once_set_ready() {
-    let haproxy = Haproxy::start(Options::default());
+    let haproxy = Haproxy::start(Options::default()).await;
     let backend = serve_http("from-added").await;
     let mut client = haproxy.runtime();
     all_ok(
@@ -643,7 +594,8 @@ async fn throughput_of_42000_set_addr_commands_against_a_raw_pipelined_client() 
     let haproxy = Haproxy::start(Options {
         extra,
         ..Options::default()
-    });
+    })
+    .await;
     let batch = |round: usize| -> Vec<Command> {
         (0..backends)
             .flat_map(|b| {
@@ -663,7 +615,7 @@ async fn throughput_of_42000_set_addr_commands_against_a_raw_pipelined_client() 
             let count = cmds.len() as f64;
             let started = Instant::now();
             match arm {
-                0 => raw_pipelined(&haproxy.admin(), &cmds).await,
+                0 => raw_pipelined(haproxy.admin(), &cmds).await,
                 1 => {
                     let runtime = client.as_mut().expect("client");
                     all_ok(&runtime.execute(&cmds).await.expect("batch"));

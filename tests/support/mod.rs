@@ -1,12 +1,12 @@
 //! Test harness shared by the integration tests (`mod support;`): a real master-worker HAProxy
 //! on a rendered config in a temp dir, tiny HTTP backends on loopback, an HTTP client, and
-//! polling with a deadline. Nothing here sleeps to wait for state: it polls until a deadline.
+//! polling with a deadline. The process handling and the polling are swarm-lb-testkit's (the
+//! benchmarks use them too); the swarm-lb specifics are here. Nothing here sleeps to wait for
+//! state: it polls until a deadline.
 #![allow(dead_code)] // each test file uses its own part of the harness
 
-use std::future::Future;
-use std::net::{SocketAddr, TcpListener as StdListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,121 +15,73 @@ use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::{Admin, BackendState, MapPath, Master, ProxyState, Server};
 use swarm_lb::model::{BackendName, Host, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
-use tokio::time::Instant;
+
+// The tests take these from here with the rest of the harness.
+pub use swarm_lb_testkit::{free_port, poll_until};
+use swarm_lb_testkit::{HaproxyProcess, Launch};
 
 /// How long HAProxy may take to come up, and the default for test polls.
 pub const STARTUP: Duration = Duration::from_secs(10);
 /// How long one HTTP exchange in a test may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The haproxy binary: `$HAPROXY`, else Debian's `/usr/sbin/haproxy`, else `haproxy` on PATH.
-/// Panics, saying how to install it, when there is none.
-pub fn haproxy_bin() -> PathBuf {
-    let bin = std::env::var_os("HAPROXY")
-        .map(PathBuf::from)
-        .or_else(|| {
-            let debian = Path::new("/usr/sbin/haproxy");
-            debian.exists().then(|| debian.to_owned())
-        })
-        .unwrap_or_else(|| PathBuf::from("haproxy"));
-    match Command::new(&bin).arg("-v").output() {
-        Ok(out) if out.status.success() => bin,
-        _ => panic!("haproxy not found: install it with `apt-get install haproxy`"),
-    }
-}
-
-/// A port nobody listens on right now (bind :0, read it, release it).
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
 /// A master-worker HAProxy (`-W -db -S`) on a config rendered from `state` in a temp dir.
 /// The whole process group is killed on drop.
 pub struct Haproxy {
+    // Before `dir`: fields drop in order, so HAProxy is killed before its dir is removed.
+    process: HaproxyProcess,
     dir: tempfile::TempDir,
     pub files: Files,
     pub settings: RenderSettings,
     pub http_port: u16,
-    child: Child,
 }
 
 impl Haproxy {
-    /// Render `state` with the shipped template, start HAProxy on it and wait until both its
-    /// sockets answer and a worker runs. The files are then saved as the last good ones.
+    /// Render `state` with the shipped template, start HAProxy on it and wait until its admin
+    /// socket answers and the master lists a worker. The files are then saved as the last
+    /// good ones.
     pub async fn start(state: &ProxyState) -> Haproxy {
-        let bin = haproxy_bin();
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")
             .tempdir()
             .expect("temp dir");
         let files = Files::new(dir.path());
+        let launch = Launch {
+            config: files.config_path(),
+            ..Launch::in_dir(dir.path())
+        };
         let http_port = free_port();
         let map = files.map_path();
         let settings = RenderSettings {
             template: BASE_TEMPLATE.to_owned(),
             binds: vec![format!("127.0.0.1:{http_port}")],
-            admin_socket: dir.path().join("admin.sock"),
+            admin_socket: launch.admin_socket.clone(),
             hosts_map: MapPath::new(&map.to_string_lossy()).expect("temp dir path fits MapPath"),
         };
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
 
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).expect("log file");
-        let master_sock = dir.path().join("master.sock");
-        let child = {
-            use std::os::unix::process::CommandExt as _;
-            Command::new(bin)
-                .arg("-W")
-                .arg("-db")
-                .arg("-S")
-                .arg(&master_sock)
-                .arg("-f")
-                .arg(files.config_path())
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("log file"))
-                .stderr(log)
-                // Own process group: Drop kills master and every worker, old ones included.
-                .process_group(0)
-                .spawn()
-                .expect("spawn haproxy")
-        };
-        let mut haproxy = Haproxy {
+        let mut process = HaproxyProcess::start(launch, STARTUP)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The admin socket accepts before the master has forked the worker that serves it.
+        let master = Master::new(process.master_socket());
+        process
+            .wait_until(STARTUP, "a worker listed by the master", || async {
+                let procs = master.show_proc().await.ok()?;
+                (!procs.workers.is_empty()).then_some(())
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        files.save_good().expect("save good files");
+        Haproxy {
+            process,
             dir,
             files,
             settings,
             http_port,
-            child,
-        };
-        haproxy.wait_ready().await;
-        haproxy.files.save_good().expect("save good files");
-        haproxy
-    }
-
-    async fn wait_ready(&mut self) {
-        let deadline = Instant::now() + STARTUP;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("haproxy exited with {status}:\n{}", self.log());
-            }
-            let admin_ok = UnixStream::connect(self.admin_socket()).await.is_ok();
-            let worker_ok = match self.master().show_proc().await {
-                Ok(procs) => !procs.workers.is_empty(),
-                Err(_) => false,
-            };
-            if admin_ok && worker_ok {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "haproxy did not come up within {STARTUP:?}:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -139,8 +91,8 @@ impl Haproxy {
     pub fn admin_socket(&self) -> &Path {
         &self.settings.admin_socket
     }
-    pub fn master_socket(&self) -> PathBuf {
-        self.dir.path().join("master.sock")
+    pub fn master_socket(&self) -> &Path {
+        self.process.master_socket()
     }
     pub fn config_path(&self) -> PathBuf {
         self.files.config_path()
@@ -157,27 +109,13 @@ impl Haproxy {
     }
     /// HAProxy's stdout and stderr so far (the master's alerts land here).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("haproxy.log")).unwrap_or_default()
+        self.process.log()
     }
     /// Render `state` into the config dir (what the driver does before a reload).
     pub fn write(&self, state: &ProxyState) {
         self.files
             .write(state, &self.settings)
             .expect("write config");
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // The group id is the master's pid (process_group(0)).
-        let group = format!("-{}", self.child.id());
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &group])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -339,22 +277,6 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
         let chunk = after.get(..size).ok_or_else(|| bad("short chunk"))?;
         out.push_str(chunk);
         rest = after.get(size + 2..).ok_or_else(|| bad("short chunk"))?;
-    }
-}
-
-/// Call `f` until it returns `Some`, at most for `within`; panics naming `what` after that.
-pub async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

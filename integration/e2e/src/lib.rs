@@ -7,36 +7,8 @@ pub mod docker;
 pub mod load;
 pub mod stack;
 
-use std::future::Future;
-use std::time::Duration;
-
-use tokio::time::Instant;
-
-/// Poll `f` until it returns `Some`, or panic after `within` naming `what`.
-pub async fn poll_until<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            panic!("timed out after {within:?} waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// A port nobody listens on right now.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("bind 127.0.0.1:0")
-}
+// Shared with swarm-lb's own tests and the benchmarks; the scenarios import them from here.
+pub use swarm_lb_testkit::{free_port, poll_until};
 
 /// A name unique to this process and call, usable as a Swarm service or network name.
 pub fn unique(prefix: &str) -> String {

@@ -85,7 +85,7 @@ fn main() -> anyhow::Result<()> {
     }
     let args = parse_args()?;
     // Fail before anything else runs when there is no HAProxy.
-    proxy::haproxy_bin()?;
+    swarm_lb_testkit::haproxy_bin()?;
     let mut report = Report::new();
     println!("{} | {}", report.machine, report.haproxy);
     if !report.haproxy.contains("version 2.6") {

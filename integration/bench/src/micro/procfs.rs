@@ -19,31 +19,6 @@ fn status_field(path: &str, field: &str) -> Option<f64> {
     })
 }
 
-/// Pids of the live (not zombie) processes in process group `pgid`.
-pub fn group_members(pgid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<u32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                return false;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                return false;
-            };
-            let mut fields = rest.split_whitespace();
-            let state = fields.next();
-            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
-            state != Some("Z") && pgrp == Some(pgid)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids
-}
-
 /// CPU time this process has used so far, all threads, in nanoseconds (the first field of
 /// each thread's `schedstat`); `None` where the kernel does not expose it.
 pub fn self_cpu_ns() -> Option<u64> {

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context};
 use swarm_lb::haproxy::Master;
+use swarm_lb_testkit::group_members;
 
-use super::procfs::{group_members, status_mib};
+use super::procfs::status_mib;
 use super::proxy::Proxy;
 use crate::{percentile, Report};
 

@@ -1,0 +1,347 @@
+//! A real HAProxy in master-worker mode, the way swarm-lb runs it in production
+//! (`haproxy -W -db -S <master.sock> -f <cfg>`), for tests and benchmarks.
+//!
+//! It runs in a process group of its own: a reload forks a new worker while the old one drains,
+//! and killing only the master would leave those workers to exit on their own, holding ports
+//! and CPU meanwhile. Drop kills the whole group. Being out of the terminal's group also means
+//! a ^C does not reach HAProxy: the caller has to return (and so drop it) to stop it.
+
+use std::fmt;
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::net::UnixStream;
+use tokio::time::Instant;
+
+use crate::POLL_INTERVAL;
+
+/// Where Debian installs it; a non-root PATH often lacks /usr/sbin.
+const DEBIAN_BIN: &str = "/usr/sbin/haproxy";
+
+/// How many lines of HAProxy's log a [`StartError`] carries: its alerts come last.
+const ERROR_LOG_LINES: usize = 40;
+
+/// No runnable haproxy binary.
+#[derive(Debug)]
+pub struct HaproxyNotFound {
+    /// The binary that was tried (`haproxy -v` failed or it does not exist).
+    pub tried: PathBuf,
+}
+
+impl fmt::Display for HaproxyNotFound {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "haproxy not found (tried {}): install HAProxy 2.6 with `apt-get install haproxy`, \
+             or point $HAPROXY at a binary",
+            self.tried.display()
+        )
+    }
+}
+
+impl std::error::Error for HaproxyNotFound {}
+
+/// The haproxy binary: `$HAPROXY`, else Debian's `/usr/sbin/haproxy`, else `haproxy` on PATH;
+/// it must answer `haproxy -v`. Tests may panic with the error: it says how to install one.
+pub fn haproxy_bin() -> Result<PathBuf, HaproxyNotFound> {
+    let bin = std::env::var_os("HAPROXY")
+        .map(PathBuf::from)
+        .or_else(|| {
+            let debian = Path::new(DEBIAN_BIN);
+            debian.exists().then(|| debian.to_owned())
+        })
+        .unwrap_or_else(|| PathBuf::from("haproxy"));
+    match Command::new(&bin).arg("-v").output() {
+        Ok(out) if out.status.success() => Ok(bin),
+        _ => Err(HaproxyNotFound { tried: bin }),
+    }
+}
+
+/// Pids of the live (not zombie) processes in process group `pgid`, sorted, read from `/proc`:
+/// how a test or benchmark sees old workers leave after a reload, or a group die after Drop.
+/// Zombies are left out because a killed worker stays one until its new parent reaps it.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            // `pid (comm) state ppid pgrp ...`; comm may hold spaces and parentheses.
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                return false;
+            };
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                return false;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+            state != Some("Z") && pgrp == Some(pgid)
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The files of one HAProxy: its config, its two sockets and its log.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub config: PathBuf,
+    /// The master CLI (`-S`): `show proc`, `reload`.
+    pub master_socket: PathBuf,
+    /// The `stats socket` the config declares; HAProxy counts as started once it accepts a
+    /// connection.
+    pub admin_socket: PathBuf,
+    /// HAProxy's stderr (startup alerts, the master's messages about workers) and, unless
+    /// [`Launch::discard_stdout`], its stdout.
+    pub log: PathBuf,
+    /// Send stdout to /dev/null: a config that logs traffic to stdout writes a line per request
+    /// and per server state change, which a benchmark would otherwise pay for on disk.
+    pub discard_stdout: bool,
+}
+
+impl Launch {
+    /// `haproxy.cfg`, `master.sock`, `admin.sock` and `haproxy.log` in `dir` (the names
+    /// swarm-lb's `Files` and the shipped template use), stdout kept in the log.
+    pub fn in_dir(dir: &Path) -> Launch {
+        Launch {
+            config: dir.join("haproxy.cfg"),
+            master_socket: dir.join("master.sock"),
+            admin_socket: dir.join("admin.sock"),
+            log: dir.join("haproxy.log"),
+            discard_stdout: false,
+        }
+    }
+}
+
+/// Why HAProxy could not be started.
+#[derive(Debug)]
+pub enum StartError {
+    NotFound(HaproxyNotFound),
+    Log {
+        path: PathBuf,
+        source: io::Error,
+    },
+    Spawn {
+        bin: PathBuf,
+        source: io::Error,
+    },
+    /// `try_wait` on the master failed.
+    Wait {
+        source: io::Error,
+    },
+    /// The master exited before `waiting_for` came true (a config it rejects, say).
+    Exited {
+        status: ExitStatus,
+        waiting_for: String,
+        /// The end of HAProxy's log.
+        log: String,
+    },
+    /// `waiting_for` did not come true within `within`.
+    TimedOut {
+        waiting_for: String,
+        within: Duration,
+        /// The end of HAProxy's log.
+        log: String,
+    },
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::NotFound(e) => e.fmt(f),
+            StartError::Log { path, source } => {
+                write!(f, "creating HAProxy's log {}: {source}", path.display())
+            }
+            StartError::Spawn { bin, source } => write!(f, "spawning {}: {source}", bin.display()),
+            StartError::Wait { source } => write!(f, "checking on the haproxy master: {source}"),
+            StartError::Exited {
+                status,
+                waiting_for,
+                log,
+            } => write!(
+                f,
+                "haproxy exited ({status}) while waiting for {waiting_for}; its log:\n{log}"
+            ),
+            StartError::TimedOut {
+                waiting_for,
+                within,
+                log,
+            } => write!(
+                f,
+                "haproxy: timed out after {within:?} waiting for {waiting_for}; its log:\n{log}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            StartError::NotFound(e) => Some(e),
+            StartError::Log { source, .. }
+            | StartError::Spawn { source, .. }
+            | StartError::Wait { source } => Some(source),
+            StartError::Exited { .. } | StartError::TimedOut { .. } => None,
+        }
+    }
+}
+
+impl From<HaproxyNotFound> for StartError {
+    fn from(e: HaproxyNotFound) -> Self {
+        StartError::NotFound(e)
+    }
+}
+
+/// A running master-worker HAProxy in its own process group; Drop kills the group.
+#[derive(Debug)]
+pub struct HaproxyProcess {
+    child: Child,
+    launch: Launch,
+}
+
+impl HaproxyProcess {
+    /// Start `haproxy -W -db -S <master> -f <config>` and wait, at most `within`, until its
+    /// admin socket accepts a connection. The config must declare that socket; the files it
+    /// names must exist.
+    ///
+    /// The admin socket accepting is not a worker serving: the master binds the listeners
+    /// before it forks, so a connection can wait in the backlog meanwhile. Callers that need a
+    /// worker wait for one with [`HaproxyProcess::wait_until`].
+    pub async fn start(launch: Launch, within: Duration) -> Result<HaproxyProcess, StartError> {
+        let bin = haproxy_bin()?;
+        let log = File::create(&launch.log).map_err(|source| StartError::Log {
+            path: launch.log.clone(),
+            source,
+        })?;
+        let stdout = if launch.discard_stdout {
+            Stdio::null()
+        } else {
+            let copy = log.try_clone().map_err(|source| StartError::Log {
+                path: launch.log.clone(),
+                source,
+            })?;
+            Stdio::from(copy)
+        };
+        let child = Command::new(&bin)
+            .arg("-W")
+            .arg("-db")
+            .arg("-S")
+            .arg(&launch.master_socket)
+            .arg("-f")
+            .arg(&launch.config)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(log)
+            // Its own group, led by the master: see the module doc.
+            .process_group(0)
+            .spawn()
+            .map_err(|source| StartError::Spawn { bin, source })?;
+        let mut process = HaproxyProcess { child, launch };
+        let admin = process.launch.admin_socket.clone();
+        process
+            .wait_until(within, "its admin socket to accept a connection", || {
+                let admin = admin.clone();
+                async move { UnixStream::connect(&admin).await.ok().map(drop) }
+            })
+            .await?;
+        Ok(process)
+    }
+
+    /// Call `check` until it returns `Some`, at most for `within`, every [`POLL_INTERVAL`];
+    /// fails with the end of the log when the master exits first or the time is up.
+    pub async fn wait_until<T, F, Fut>(
+        &mut self,
+        within: Duration,
+        what: &str,
+        mut check: F,
+    ) -> Result<T, StartError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Option<T>>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self
+                .child
+                .try_wait()
+                .map_err(|source| StartError::Wait { source })?
+            {
+                return Err(StartError::Exited {
+                    status,
+                    waiting_for: what.to_owned(),
+                    log: self.log_tail(ERROR_LOG_LINES),
+                });
+            }
+            if let Some(v) = check().await {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(StartError::TimedOut {
+                    waiting_for: what.to_owned(),
+                    within,
+                    log: self.log_tail(ERROR_LOG_LINES),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The master's pid, which is also the process group of every HAProxy process it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The paths it was started with.
+    pub fn launch(&self) -> &Launch {
+        &self.launch
+    }
+
+    pub fn master_socket(&self) -> &Path {
+        &self.launch.master_socket
+    }
+
+    pub fn admin_socket(&self) -> &Path {
+        &self.launch.admin_socket
+    }
+
+    /// The live processes of its group: the master, its worker and old workers still
+    /// draining after a reload. See [`group_members`].
+    pub fn processes(&self) -> Vec<u32> {
+        group_members(self.pid())
+    }
+
+    /// Everything HAProxy wrote to its log so far (empty if it cannot be read).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.launch.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of [`HaproxyProcess::log`], for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+}
+
+impl Drop for HaproxyProcess {
+    fn drop(&mut self) {
+        // The group id is the master's pid (process_group(0)). `kill` rather than a syscall:
+        // no unsafe, no libc dependency.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        // Should `kill` be missing, at least the master; then reap it.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
