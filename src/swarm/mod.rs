@@ -167,15 +167,7 @@ impl Docker {
 
     /// A task's container: whether it runs, whether it has a healthcheck, its addresses.
     async fn task_container(&self, container: &str) -> Result<convert::TaskContainer, SwarmError> {
-        let c = self
-            .inner
-            .inspect_container(
-                container,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .map_err(self.err("inspect container"))?;
-        Ok(convert::task_container(&c))
+        Ok(convert::task_container(&self.inspect_container(container).await?))
     }
 
     /// Network id -> name for every network `container` (id or name) is attached to.
@@ -183,15 +175,22 @@ impl Docker {
         &self,
         container: &str,
     ) -> Result<BTreeMap<NetworkId, String>, SwarmError> {
-        let c = self
-            .inner
+        Ok(convert::container_networks(
+            &self.inspect_container(container).await?,
+        ))
+    }
+
+    async fn inspect_container(
+        &self,
+        container: &str,
+    ) -> Result<bollard::models::ContainerInspectResponse, SwarmError> {
+        self.inner
             .inspect_container(
                 container,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
             .await
-            .map_err(self.err("inspect container"))?;
-        Ok(convert::container_networks(&c))
+            .map_err(self.err("inspect container"))
     }
 
     /// Attaches `container` to `network` (ids or names). Already attached is success.
