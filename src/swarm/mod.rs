@@ -167,7 +167,9 @@ impl Docker {
 
     /// A task's container: whether it runs, whether it has a healthcheck, its addresses.
     async fn task_container(&self, container: &str) -> Result<convert::TaskContainer, SwarmError> {
-        Ok(convert::task_container(&self.inspect_container(container).await?))
+        Ok(convert::task_container(
+            &self.inspect_container(container).await?,
+        ))
     }
 
     /// Network id -> name for every network `container` (id or name) is attached to.

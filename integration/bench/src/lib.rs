@@ -45,11 +45,18 @@ impl Report {
                 mem_total(),
                 run("uname", &["-sr"])
             ),
-            haproxy: run("haproxy", &["-v"])
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_owned(),
+            // The binary the micro benchmarks run ($HAPROXY first); bench-swarm's image is
+            // built from the same Debian package.
+            haproxy: run(
+                &swarm_lb_testkit::haproxy_bin()
+                    .map(|b| b.display().to_string())
+                    .unwrap_or_else(|_| "haproxy".to_owned()),
+                &["-v"],
+            )
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_owned(),
             figures: Vec::new(),
             notes: Vec::new(),
         }

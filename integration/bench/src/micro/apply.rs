@@ -194,7 +194,18 @@ pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyho
                             .context("raw client: batch timed out")??;
                         None
                     }
-                    Arm::Client => Some(client.execute(&cmds).await?),
+                    Arm::Client => {
+                        // On a worker thread, as swarm-lb's reconciler runs (spawned): the
+                        // I/O driver wakes it without a hop to the thread blocking on main.
+                        let (back, replies) = tokio::spawn(async move {
+                            let replies = client.execute(&cmds).await;
+                            (client, replies)
+                        })
+                        .await
+                        .context("client task")?;
+                        client = back;
+                        Some(replies?)
+                    }
                 };
                 rates[arm as usize] = count / started.elapsed().as_secs_f64();
                 if let (Some(before), Some(after)) = (cpu_before, self_cpu_ns()) {
