@@ -607,3 +607,48 @@ fn dummy(haproxy: &Haproxy) -> Reconciler {
         None,
     )
 }
+
+#[tokio::test]
+async fn a_file_write_that_fails_is_reported_and_redone_once_the_disk_is_fixed() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    let running = |ns: &[u8]| {
+        ns.iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(svc(), running(&[2]))).await;
+
+    // hosts.map can no longer be replaced: a directory stands where it was.
+    let map = rig.haproxy.map_path();
+    std::fs::remove_file(&map).expect("remove map");
+    std::fs::create_dir(&map).expect("dir in the map's place");
+    let report = rig
+        .reconciler
+        .pass(&snapshot(svc(), running(&[2, 3])))
+        .await
+        .expect("the pass itself does not wait for the disk");
+    assert_eq!(report.reloads, 0);
+    let err = rig
+        .reconciler
+        .flush()
+        .await
+        .expect_err("the failed write is reported");
+    assert_eq!(err.path, map, "{err}");
+    // HAProxy got the change all the same.
+    assert_eq!(rig.answers("web.test", 8).await, names("web", &[2, 3]));
+
+    std::fs::remove_dir(&map).expect("fix the disk");
+    let report = rig.pass(&snapshot(svc(), running(&[2, 3]))).await;
+    assert!(!report.changed(), "nothing left to apply: {report:?}");
+    assert!(report.files_written, "the files are written again");
+    let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
+    assert!(
+        config.contains(&ip(3).to_string()),
+        "task 3 in the config:\n{config}"
+    );
+    let written = std::fs::read_to_string(&map).expect("map");
+    assert!(written.contains("web.test"), "{written}");
+}
