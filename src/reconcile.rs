@@ -14,7 +14,9 @@ use tracing::{debug, error, info, info_span, warn, Instrument};
 use crate::haproxy::codec::{ReplyError, Version};
 use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
 use crate::haproxy::{ClientError, Command, Master, MasterError, ProxyState, Runtime};
-use crate::model::{self, Desired, NetworkId, Route, ServiceId, Snapshot};
+use crate::model::{
+    self, BackendName, BackendOptions, Desired, NetworkId, Route, ServiceId, Snapshot,
+};
 use crate::plan::{self, Plan, PlanSettings};
 use crate::swarm::{self, SwarmError};
 
@@ -109,6 +111,9 @@ pub struct Reconciler {
     /// The HAProxy container's networks (id, name) as last inspected or changed by this
     /// driver, and when inspected: an inspection per pass cost 2-11 ms.
     networks: Option<(BTreeSet<(NetworkId, String)>, Instant)>,
+    /// Each backend's balancing options as in the config HAProxy loaded: the Runtime API
+    /// cannot show them, so they are laid over what it reads back.
+    loaded: BTreeMap<BackendName, BackendOptions>,
 }
 
 /// How long the HAProxy container's networks are trusted without inspecting it again (a
@@ -124,6 +129,13 @@ impl Reconciler {
         docker: Option<swarm::Docker>,
     ) -> Self {
         let written = files.read().ok();
+        // The last config HAProxy accepted from this driver, else the one on disk.
+        let good = std::fs::read_to_string(Files::good_path(&files.config_path())).ok();
+        let loaded = good
+            .as_deref()
+            .or(written.as_ref().map(|(config, _)| config.as_str()))
+            .map(render::backend_options)
+            .unwrap_or_default();
         Self {
             settings,
             runtime,
@@ -136,6 +148,7 @@ impl Reconciler {
             proxy: None,
             writing: None,
             networks: None,
+            loaded,
         }
     }
 
@@ -177,7 +190,7 @@ impl Reconciler {
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
         let desired = self.desired(snap);
         self.learn_proxy().await?;
-        let actual = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        let actual = self.actual().await?;
         let attached = self.managed_networks(snap, &desired).await?;
         let plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
         Ok((desired, actual, plan))
@@ -206,7 +219,7 @@ impl Reconciler {
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
-        let now = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        let now = self.actual().await?;
         report.files_written = self.write_files(&now, false).await?;
         if now != plan.target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
@@ -236,6 +249,15 @@ impl Reconciler {
         s
     }
 
+    /// What HAProxy holds: its runtime state with the options of the config it loaded.
+    async fn actual(&mut self) -> Result<ProxyState, ReconcileError> {
+        let mut state = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        for (name, backend) in &mut state.backends {
+            backend.options = self.loaded.get(name).cloned().unwrap_or_default();
+        }
+        Ok(state)
+    }
+
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
         let info = self.runtime.info().await?;
@@ -243,6 +265,11 @@ impl Reconciler {
             Some((pid, _)) if pid == info.pid => {}
             Some((pid, _)) => {
                 info!(old_pid = pid, new_pid = info.pid, "haproxy worker changed");
+                // A new worker loaded the files on disk (after a reload by this driver they
+                // hold the reload's target).
+                if let Some((config, _)) = &self.written {
+                    self.loaded = render::backend_options(config);
+                }
             }
             None => {
                 let v = info.version;
@@ -357,6 +384,11 @@ impl Reconciler {
         match result {
             Ok(r) => {
                 // Master::reload logs the reload itself.
+                self.loaded = target
+                    .backends
+                    .iter()
+                    .map(|(name, b)| (name.clone(), b.options.clone()))
+                    .collect();
                 self.on_files(Files::save_good).await?;
                 self.reach_worker(r.new_worker).await
             }

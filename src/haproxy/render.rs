@@ -9,6 +9,7 @@
 //! stay on the old worker; the new worker has none to that server, so "take nothing new" is all
 //! that is left of the drain, which is exactly what maint gives.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
@@ -16,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::command::MapPath;
 use super::state::{Admin, BackendState, ProxyState};
+use crate::model::{BackendName, BackendOptions};
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).
 pub const BASE_TEMPLATE: &str = include_str!("../../haproxy/base.cfg");
@@ -133,15 +135,28 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
     for (name, backend) in state.backends.iter().filter(|(n, _)| !n.is_internal()) {
         out.push('\n');
         let _ = writeln!(out, "backend {name}");
-        render_backend(&mut out, backend);
+        render_backend(&mut out, name, backend);
     }
     out
 }
 
-fn render_backend(out: &mut String, backend: &BackendState) {
-    // roundrobin is dynamic: servers can be added at runtime (`add server`) and weights change
-    // without a reload.
-    out.push_str("    balance roundrobin\n");
+fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) {
+    let options = &backend.options;
+    // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
+    // change without a reload (`balance source` is, with consistent hashing).
+    if options.ip_hash {
+        out.push_str("    balance source\n    hash-type consistent\n");
+    } else {
+        out.push_str("    balance roundrobin\n");
+    }
+    if let Some(cookie) = &options.sticky_cookie {
+        // Dynamic: each server's cookie is a hash of the key and its address, computed again
+        // on `set server addr`, so slots refilled at runtime get the right cookie.
+        let _ = writeln!(
+            out,
+            "    {COOKIE} {cookie} insert indirect nocache dynamic\n    dynamic-cookie-key {name}"
+        );
+    }
     for server in &backend.servers {
         // SocketAddr prints IPv6 as `[addr]:port`, the form HAProxy reads.
         let _ = write!(out, "    server {} {} check", server.name, server.addr);
@@ -152,6 +167,43 @@ fn render_backend(out: &mut String, backend: &BackendState) {
         }
         out.push('\n');
     }
+}
+
+const BACKEND: &str = "backend";
+const COOKIE: &str = "cookie";
+
+/// The balancing options of each backend in a config this module rendered (the Runtime API
+/// cannot show them, so the driver learns what HAProxy loaded from the config it loaded).
+/// Lines it did not write are ignored.
+pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<BackendName> = None;
+    for line in config.lines() {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some(BACKEND), Some(name)) if !line.starts_with(' ') => {
+                current = BackendName::parse(name).ok().filter(|n| !n.is_internal());
+                if let Some(name) = &current {
+                    out.insert(name.clone(), BackendOptions::default());
+                }
+            }
+            (Some(first), _) if !line.starts_with(' ') && !first.starts_with('#') => {
+                current = None;
+            }
+            (Some("balance"), Some("source")) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.ip_hash = true;
+                }
+            }
+            (Some(COOKIE), Some(cookie)) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.sticky_cookie = Some(cookie.to_owned());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The hosts map file text for `state`: `host backend` per line, sorted by host.
@@ -304,6 +356,7 @@ mod tests {
         s.backends.insert(
             BackendName::for_service("web").unwrap(),
             BackendState {
+                options: Default::default(),
                 mode: Mode::Task,
                 servers: vec![
                     server(1, "10.0.1.5:8080", Admin::Ready),
@@ -315,6 +368,7 @@ mod tests {
         s.backends.insert(
             BackendName::for_service("api").unwrap(),
             BackendState {
+                options: Default::default(),
                 mode: Mode::Vip,
                 servers: vec![Server {
                     name: ServerName::vip(),
@@ -326,6 +380,10 @@ mod tests {
         s.backends.insert(
             BackendName::for_service("v6").unwrap(),
             BackendState {
+                options: BackendOptions {
+                    ip_hash: true,
+                    sticky_cookie: Some("sid".into()),
+                },
                 mode: Mode::Task,
                 servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
             },
@@ -341,6 +399,29 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn backend_options_are_rendered_and_read_back_from_the_config() {
+        let state = state();
+        let text = config(&state, &settings(Path::new("/run/swarm-lb")));
+        assert!(
+            text.contains(
+                "backend v6\n    balance source\n    hash-type consistent\n    cookie sid insert \
+                 indirect nocache dynamic\n    dynamic-cookie-key v6\n    server s1 [fd00::5]:9000 check\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("backend web\n    balance roundrobin\n    server s1"));
+        let want: BTreeMap<BackendName, BackendOptions> = state
+            .backends
+            .iter()
+            .map(|(n, b)| (n.clone(), b.options.clone()))
+            .collect();
+        assert_eq!(backend_options(&text), want);
+        // The template's own sections (internal backends, the frontend) are not backends of
+        // the driver's.
+        assert_eq!(backend_options(BASE_TEMPLATE), BTreeMap::new());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::command::Command;
-use crate::model::{BackendName, Host, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName};
 
 /// The address of a free slot. Literal (a slot with a hostname refuses `set server addr` on
 /// 2.6) and never `0.0.0.0`, which would mean "the client's original destination".
@@ -48,6 +48,10 @@ pub struct BackendState {
     pub mode: Mode,
     /// In slot order (`s1`, `s2`, ...), or the single `vip` server.
     pub servers: Vec<Server>,
+    /// The backend's balancing options. The Runtime API cannot show them: read back from
+    /// HAProxy they are the default, and the driver fills them in from the config HAProxy
+    /// loaded (see [`crate::haproxy::render::backend_options`]).
+    pub options: BackendOptions,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -215,6 +219,7 @@ mod tests {
         s.backends.insert(
             be("web"),
             BackendState {
+                options: Default::default(),
                 mode: Mode::Task,
                 servers: vec![Server::free(ServerName::slot(1))],
             },

@@ -144,6 +144,7 @@ impl Ctx<'_> {
             mode: route.mode,
             network: network.id.clone(),
             endpoints,
+            options: route.options.clone(),
         };
         let route = Route {
             network: Some(network.id.clone()),
@@ -968,6 +969,8 @@ mod tests {
         web.labels
             .insert(STICKY_SESSION_COOKIE.to_owned(), "sid".to_owned());
         web.labels
+            .insert("com.docker.lb.redirects".to_owned(), "x".to_owned());
+        web.labels
             .insert("com.docker.lb.prot".to_owned(), "80".to_owned());
         let mut api = service(
             "api",
@@ -993,8 +996,20 @@ mod tests {
                  (Swarm's VIP spreads traffic over the tasks); ignored, use \
                  com.docker.lb.backend_mode=default for it",
                 "service web: label com.docker.lb.prot is not a label swarm-lb knows (misspelled?); ignored",
-                "service web: label com.docker.lb.sticky_session_cookie is not supported yet; ignored",
+                "service web: label com.docker.lb.redirects is not supported yet; ignored",
             ]
+        );
+        assert_eq!(
+            d.backends[&BackendName::for_service("web").expect("name")]
+                .options
+                .sticky_cookie
+                .as_deref(),
+            Some("sid")
+        );
+        assert_eq!(
+            d.backends[&BackendName::for_service("api").expect("name")].options,
+            crate::model::BackendOptions::default(),
+            "vip mode takes no options"
         );
     }
 

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{BackendName, Host, Mode, Service, ServiceId};
+use super::{BackendName, BackendOptions, Host, Mode, Service, ServiceId};
 
 pub const PREFIX: &str = "com.docker.lb.";
 pub const HOSTS: &str = "com.docker.lb.hosts";
@@ -28,7 +28,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "com.docker.lb.context_root_rewrite",
     "com.docker.lb.default_backend",
     "com.docker.lb.fail_timeout",
-    IP_HASH,
     "com.docker.lb.max_fails",
     "com.docker.lb.redirects",
     "com.docker.lb.ssl_backend",
@@ -37,9 +36,11 @@ pub const UNSUPPORTED: &[&str] = &[
     "com.docker.lb.ssl_key",
     "com.docker.lb.ssl_only",
     "com.docker.lb.ssl_passthrough",
-    STICKY_SESSION_COOKIE,
     WEBSOCKET_ENDPOINTS,
 ];
+
+/// Balancing labels implemented in default (task) mode: see [`BackendOptions`].
+pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE];
 
 /// Per-task features: they need HAProxy to see each task, which a vip backend does not.
 pub const TASK_ONLY: &[&str] = &[STICKY_SESSION_COOKIE, WEBSOCKET_ENDPOINTS, IP_HASH];
@@ -63,6 +64,8 @@ pub struct Route {
     /// stays on that network even when the labels no longer pick one.
     pub network: Option<String>,
     pub mode: Mode,
+    /// Default in vip mode (the option labels are warned about there).
+    pub options: BackendOptions,
 }
 
 /// Why a service is not routed (or keeps its last good route), or, for the warning variants,
@@ -218,9 +221,16 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         })
         .ok();
 
+    let options = match mode {
+        Some(Mode::Vip) => Some(BackendOptions::default()),
+        _ => parse_options(name, labels)
+            .map_err(|e| errors.extend(e))
+            .ok(),
+    };
+
     let warnings = warnings(name, labels, mode);
-    let route = match (hosts, port, mode, network, backend) {
-        (Some(hosts), Some(port), Some(mode), Some(network), Some(backend))
+    let route = match (hosts, port, mode, network, backend, options) {
+        (Some(hosts), Some(port), Some(mode), Some(network), Some(backend), Some(options))
             if errors.is_empty() =>
         {
             Ok(Route {
@@ -230,6 +240,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
                 port,
                 network,
                 mode,
+                options,
             })
         }
         _ => {
@@ -253,9 +264,10 @@ fn warnings(
     mode: Option<Mode>,
 ) -> Vec<LabelError> {
     let core = [HOSTS, PORT, NETWORK, BACKEND_MODE, SERVICE_CLUSTER];
+    let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
         .keys()
-        .filter(|k| k.starts_with(PREFIX) && !core.contains(&k.as_str()))
+        .filter(|k| k.starts_with(PREFIX) && !applied(k))
         .map(|k| {
             let (service, label) = (service.to_owned(), k.clone());
             if mode == Some(Mode::Vip) && TASK_ONLY.contains(&k.as_str()) {
@@ -369,6 +381,73 @@ pub fn parse_mode(service: &str, value: &str) -> Result<Mode, LabelError> {
     }
 }
 
+/// The balancing option labels of a task-mode service; every error found.
+fn parse_options(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<BackendOptions, Vec<LabelError>> {
+    let mut errors = Vec::new();
+    let ip_hash = match labels.get(IP_HASH) {
+        Some(v) => parse_ip_hash(service, v)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        None => false,
+    };
+    let sticky_cookie = match labels.get(STICKY_SESSION_COOKIE) {
+        Some(v) => parse_cookie_name(service, v)
+            .map_err(|e| errors.push(e))
+            .ok(),
+        None => None,
+    };
+    if errors.is_empty() {
+        Ok(BackendOptions {
+            ip_hash,
+            sticky_cookie,
+        })
+    } else {
+        Err(errors)
+    }
+}
+
+/// `com.docker.lb.ip_hash`: `true` or `false`.
+pub fn parse_ip_hash(service: &str, value: &str) -> Result<bool, LabelError> {
+    check_chars(service, IP_HASH, value)?;
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(LabelError::invalid(
+            service,
+            IP_HASH,
+            value,
+            "accepted values are true and false".to_owned(),
+        )),
+    }
+}
+
+/// Longest cookie name accepted.
+const COOKIE_NAME_MAX: usize = 64;
+
+/// `com.docker.lb.sticky_session_cookie`: the cookie's name, 1 to 64 letters, digits, `-`,
+/// `_` or `.` (a subset of HTTP's token that needs no quoting anywhere).
+pub fn parse_cookie_name(service: &str, value: &str) -> Result<String, LabelError> {
+    check_chars(service, STICKY_SESSION_COOKIE, value)?;
+    let ok = !value.is_empty()
+        && value.len() <= COOKIE_NAME_MAX
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(LabelError::invalid(
+            service,
+            STICKY_SESSION_COOKIE,
+            value,
+            format!("not a cookie name: 1 to {COOKIE_NAME_MAX} letters, digits, '-', '_' or '.'"),
+        ))
+    }
+}
+
 /// `com.docker.lb.network`: a network name or id; only its syntax is checked here.
 pub fn parse_network(service: &str, value: &str) -> Result<Option<String>, LabelError> {
     check_chars(service, NETWORK, value)?;
@@ -429,6 +508,7 @@ mod tests {
         assert_eq!(
             r,
             Route {
+                options: Default::default(),
                 service_id: "id-web".to_owned(),
                 backend: BackendName::for_service("web").unwrap(),
                 hosts: hosts(&["a.example", "b.example"]),
@@ -656,7 +736,7 @@ mod tests {
             (HOSTS, "a.example"),
             (PORT, "80"),
             ("com.docker.lb.ssl_cert", "cert"),
-            (STICKY_SESSION_COOKIE, "session"),
+            ("com.docker.lb.redirects", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -665,18 +745,83 @@ mod tests {
             vec![
                 LabelError::Unsupported {
                     service: "web".into(),
-                    label: "com.docker.lb.ssl_cert".into()
+                    label: "com.docker.lb.redirects".into()
                 },
                 LabelError::Unsupported {
                     service: "web".into(),
-                    label: STICKY_SESSION_COOKIE.into()
+                    label: "com.docker.lb.ssl_cert".into()
                 },
             ]
         );
         assert_eq!(
-            p.warnings[0].to_string(),
+            p.warnings[1].to_string(),
             "service web: label com.docker.lb.ssl_cert is not supported yet; ignored"
         );
+    }
+
+    #[test]
+    fn ip_hash_and_a_sticky_cookie_become_the_routes_options_without_warnings() {
+        let p = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (IP_HASH, "true"),
+            (STICKY_SESSION_COOKIE, "session_id-1.x"),
+        ]))
+        .unwrap();
+        assert_eq!(p.warnings, vec![]);
+        assert_eq!(
+            p.route.expect("route").options,
+            BackendOptions {
+                ip_hash: true,
+                sticky_cookie: Some("session_id-1.x".into()),
+            }
+        );
+        let plain = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (IP_HASH, "false"),
+        ]))
+        .unwrap()
+        .route
+        .expect("route");
+        assert_eq!(plain.options, BackendOptions::default());
+    }
+
+    #[test]
+    fn a_bad_or_hostile_option_label_is_an_error_naming_it_and_leaves_the_route_out() {
+        let long = "c".repeat(65);
+        for (label, value, reason) in [
+            (IP_HASH, "yes", "accepted values are true and false"),
+            (IP_HASH, "", "accepted values are true and false"),
+            (STICKY_SESSION_COOKIE, "", "not a cookie name"),
+            (STICKY_SESSION_COOKIE, "a=b", "not a cookie name"),
+            (STICKY_SESSION_COOKIE, "a,b", "not a cookie name"),
+            (STICKY_SESSION_COOKIE, long.as_str(), "not a cookie name"),
+            (
+                STICKY_SESSION_COOKIE,
+                "sid\n    server x 10.9.9.9:80",
+                "could smuggle",
+            ),
+            (STICKY_SESSION_COOKIE, "sid insert", "could smuggle"),
+            (STICKY_SESSION_COOKIE, "sid;show info", "could smuggle"),
+            (STICKY_SESSION_COOKIE, "sid#x", "could smuggle"),
+        ] {
+            let p = parse(&service(&[
+                (HOSTS, "a.example"),
+                (PORT, "80"),
+                (label, value),
+            ]))
+            .unwrap();
+            let errors = p.route.expect_err(value);
+            assert!(
+                matches!(
+                    errors.as_slice(),
+                    [LabelError::Invalid { service, label: l, reason: r, .. }]
+                        if service == "web" && l == label && r.contains(reason)
+                ),
+                "{label}={value:?}: {errors:?}"
+            );
+        }
     }
 
     #[test]

@@ -103,6 +103,19 @@ pub enum EndpointState {
     Drain,
 }
 
+/// Per-backend balancing options from Interlock labels. They live in the backend's config
+/// section, so changing them takes a reload (rare: a label edit), never a routine change.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendOptions {
+    /// `com.docker.lb.ip_hash=true`: the client's address picks the server (`balance
+    /// source`, consistent hashing so that slots can be added at runtime).
+    pub ip_hash: bool,
+    /// `com.docker.lb.sticky_session_cookie=<name>`: HAProxy inserts a cookie of that name
+    /// naming the server (a dynamic cookie, derived from the server's address, so it follows
+    /// `set server addr`), and a request carrying it goes back to that server.
+    pub sticky_cookie: Option<String>,
+}
+
 /// Options that tune the desired state; they come from flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -124,6 +137,8 @@ pub struct BackendSpec {
     pub network: NetworkId,
     /// Task mode: every task address that should be in a slot. Vip mode: exactly the VIP.
     pub endpoints: BTreeMap<SocketAddr, EndpointState>,
+    /// Always the default in vip mode (Swarm's VIP spreads the traffic).
+    pub options: BackendOptions,
 }
 
 /// The routing Swarm asks for.

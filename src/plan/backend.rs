@@ -40,7 +40,7 @@ pub(super) fn plan_backend(
     let Some(actual) = actual.filter(|a| well_formed(a, spec.mode)) else {
         return reload();
     };
-    match (spec.mode, actual.servers.as_slice()) {
+    let mut plan = match (spec.mode, actual.servers.as_slice()) {
         (Mode::Task, _) => task(name, actual, spec, block, add_server),
         (Mode::Vip, [server]) => {
             let target = vip_target(Some(server), spec);
@@ -49,13 +49,18 @@ pub(super) fn plan_backend(
                 target: BackendState {
                     mode: Mode::Vip,
                     servers: vec![target],
+                    options: spec.options.clone(),
                 },
                 reload: false,
             }
         }
         // `well_formed` rules this out; a reload is the safe answer anyway.
         (Mode::Vip, _) => reload(),
-    }
+    };
+    // Options live in the backend's config section: only a reload changes them. The servers
+    // are planned as usual all the same, so every task keeps its slot through it.
+    plan.reload |= actual.options != spec.options;
+    plan
 }
 
 /// Whether `actual` has the shape `mode` needs (slots `s1..sN` in order, or the single `vip`
@@ -80,7 +85,7 @@ pub(super) fn well_formed(actual: &BackendState, mode: Mode) -> bool {
 
 /// Whether `actual` already is what `spec` asks for: the planner would change nothing.
 pub(super) fn satisfies(actual: &BackendState, spec: &BackendSpec) -> bool {
-    if !well_formed(actual, spec.mode) {
+    if !well_formed(actual, spec.mode) || actual.options != spec.options {
         return false;
     }
     match (spec.mode, actual.servers.as_slice()) {
@@ -155,6 +160,7 @@ fn fresh(spec: &BackendSpec, block: usize) -> BackendState {
     BackendState {
         mode: spec.mode,
         servers,
+        options: spec.options.clone(),
     }
 }
 
@@ -239,12 +245,23 @@ fn task(
             });
         }
         if add_server {
+            // HAProxy (2.6) gives a runtime-added server no dynamic cookie; `set server addr`
+            // computes one. A sticky backend's servers are added at the placeholder and moved.
+            let sticky = spec.options.sticky_cookie.is_some();
             for server in &servers[actual.servers.len()..] {
+                let moved = sticky && server.addr != PLACEHOLDER;
                 commands.push(Command::AddServer {
                     backend: name.clone(),
                     server: server.name.clone(),
-                    addr: server.addr,
+                    addr: if moved { PLACEHOLDER } else { server.addr },
                 });
+                if moved {
+                    commands.push(Command::SetAddr {
+                        backend: name.clone(),
+                        server: server.name.clone(),
+                        addr: server.addr,
+                    });
+                }
                 // On 2.6 a runtime-added server is not checked until told to be.
                 commands.push(Command::EnableHealth {
                     backend: name.clone(),
@@ -265,6 +282,7 @@ fn task(
         target: BackendState {
             mode: Mode::Task,
             servers,
+            options: spec.options.clone(),
         },
         reload,
     }

@@ -14,7 +14,8 @@ use super::PlanSettings;
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
 use crate::model::{
-    BackendName, BackendSpec, Desired, EndpointState, Host, Mode, NetworkId, ServerName,
+    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, Host, Mode, NetworkId,
+    ServerName,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -66,14 +67,34 @@ pub fn backend_spec(name: BackendName, mode: Mode) -> impl Strategy<Value = Back
         Mode::Task => 6,
         Mode::Vip => 1,
     };
-    (btree_map(addr(), endpoint_state(), 0..=max), network()).prop_map(
-        move |(endpoints, network)| BackendSpec {
+    let options = match mode {
+        Mode::Task => options().boxed(),
+        Mode::Vip => Just(BackendOptions::default()).boxed(),
+    };
+    (
+        btree_map(addr(), endpoint_state(), 0..=max),
+        network(),
+        options,
+    )
+        .prop_map(move |(endpoints, network, options)| BackendSpec {
             service_id: format!("id-{name}"),
             mode,
             network,
             endpoints,
-        },
-    )
+            options,
+        })
+}
+
+/// Mostly the default options, so that most plans run at runtime.
+pub fn options() -> impl Strategy<Value = BackendOptions> {
+    prop_oneof![
+        3 => Just(BackendOptions::default()),
+        1 => (any::<bool>(), option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])))
+            .prop_map(|(ip_hash, sticky_cookie)| BackendOptions {
+                ip_hash,
+                sticky_cookie,
+            }),
+    ]
 }
 
 /// A backend for a host entry: mostly one of `names`, sometimes any (a dangling entry).
@@ -133,15 +154,18 @@ pub fn backend_state(mode: Mode) -> BoxedStrategy<BackendState> {
                     .map(|i| server(ServerName::slot(i)))
                     .collect::<Vec<_>>()
             })
-            .prop_map(|servers| BackendState {
+            .prop_flat_map(|servers| (Just(servers), options()))
+            .prop_map(|(servers, options)| BackendState {
                 mode: Mode::Task,
                 servers,
+                options,
             })
             .boxed(),
         Mode::Vip => server(ServerName::vip())
             .prop_map(|s| BackendState {
                 mode: Mode::Vip,
                 servers: vec![s],
+                options: BackendOptions::default(),
             })
             .boxed(),
     }
@@ -232,6 +256,7 @@ fn drained_admin() -> impl Strategy<Value = Admin> {
 }
 
 fn satisfying_backend(spec: &BackendSpec) -> BoxedStrategy<BackendState> {
+    let options = spec.options.clone();
     match spec.mode {
         Mode::Task => {
             let ready: Vec<Option<(SocketAddr, Admin)>> = spec
@@ -256,8 +281,9 @@ fn satisfying_backend(spec: &BackendSpec) -> BoxedStrategy<BackendState> {
                     contents.extend(std::iter::repeat_n(None, spare));
                     Just(contents).prop_shuffle()
                 })
-                .prop_map(|contents| BackendState {
+                .prop_map(move |contents| BackendState {
                     mode: Mode::Task,
+                    options: options.clone(),
                     servers: contents
                         .into_iter()
                         .enumerate()
@@ -275,6 +301,7 @@ fn satisfying_backend(spec: &BackendSpec) -> BoxedStrategy<BackendState> {
         Mode::Vip => {
             let vip = |addr, admin| BackendState {
                 mode: Mode::Vip,
+                options: BackendOptions::default(),
                 servers: vec![Server {
                     name: ServerName::vip(),
                     addr,

@@ -13,7 +13,7 @@ use super::*;
 use crate::haproxy::state::{ApplyError, PLACEHOLDER};
 use crate::haproxy::{Admin, BackendState, Server};
 use crate::model::EndpointState::{self, Drain, Ready};
-use crate::model::{BackendName, BackendSpec, Host, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, BackendSpec, Host, Mode, ServerName};
 
 // ---- helpers -------------------------------------------------------------------------------
 
@@ -42,6 +42,7 @@ fn no_networks() -> BTreeSet<NetworkId> {
 
 fn task(endpoints: &[(&str, EndpointState)]) -> BackendSpec {
     BackendSpec {
+        options: Default::default(),
         service_id: "id".into(),
         mode: Mode::Task,
         network: "n1".into(),
@@ -50,6 +51,7 @@ fn task(endpoints: &[(&str, EndpointState)]) -> BackendSpec {
 }
 fn vip(addr: &str) -> BackendSpec {
     BackendSpec {
+        options: Default::default(),
         service_id: "id".into(),
         mode: Mode::Vip,
         network: "n1".into(),
@@ -67,6 +69,7 @@ fn desired(backends: Vec<(&str, BackendSpec)>, hosts: &[(&str, &str)]) -> Desire
 /// Task slots `s1..`: `None` is a free slot.
 fn slots(servers: &[Option<(&str, Admin)>]) -> BackendState {
     BackendState {
+        options: Default::default(),
         mode: Mode::Task,
         servers: servers
             .iter()
@@ -84,6 +87,7 @@ fn slots(servers: &[Option<(&str, Admin)>]) -> BackendState {
 }
 fn vip_state(addr: &str, admin: Admin) -> BackendState {
     BackendState {
+        options: Default::default(),
         mode: Mode::Vip,
         servers: vec![Server {
             name: ServerName::vip(),
@@ -572,6 +576,66 @@ fn growth_past_the_slots_uses_add_server_when_allowed() {
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn a_sticky_backend_grows_by_adding_at_the_placeholder_and_moving_so_haproxy_computes_a_cookie() {
+    let sticky = BackendOptions {
+        ip_hash: false,
+        sticky_cookie: Some("sid".into()),
+    };
+    let mut web = slots(&[Some(("10.0.0.1:80", Admin::Ready))]);
+    web.options = sticky.clone();
+    let actual = state(vec![("web", web)], &[]);
+    let mut spec = task(&[("10.0.0.1:80", Ready), ("10.0.0.2:80", Ready)]);
+    spec.options = sticky;
+    let d = desired(vec![("web", spec)], &[]);
+    let p = plan(&actual, &no_networks(), &d, &settings(1, true));
+    assert!(!p.reload);
+    assert_eq!(
+        p.runtime,
+        vec![
+            add_server("web", 2, PLACEHOLDER),
+            Command::SetAddr {
+                backend: be("web"),
+                server: ServerName::slot(2),
+                addr: sa("10.0.0.2:80"),
+            },
+            enable_health("web", 2),
+            set_state("web", 2, Admin::Ready),
+            // Headroom: a free slot is at the placeholder anyway.
+            add_server("web", 3, PLACEHOLDER),
+            enable_health("web", 3),
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn changing_a_backends_options_reloads_and_every_task_keeps_its_slot() {
+    let actual = state(
+        vec![(
+            "web",
+            slots(&[None, Some(("10.0.0.2:80", Admin::Ready)), None]),
+        )],
+        &[("a.example", "web")],
+    );
+    let mut spec = task(&[("10.0.0.2:80", Ready), ("10.0.0.3:80", Ready)]);
+    spec.options.ip_hash = true;
+    let d = desired(vec![("web", spec)], &[("a.example", "web")]);
+    let p = plan(&actual, &no_networks(), &d, &settings(3, true));
+    assert!(p.reload, "options only change with a reload");
+    let t = &p.target.backends[&be("web")];
+    assert!(t.options.ip_hash);
+    assert_eq!(t.servers[1].addr, sa("10.0.0.2:80"), "kept its slot");
+    assert_eq!(
+        t.servers[0].addr,
+        sa("10.0.0.3:80"),
+        "the new task takes the lowest free slot"
+    );
+    // Once HAProxy holds the target, nothing is left to do.
+    let again = plan(&p.target, &no_networks(), &d, &settings(3, true));
+    assert!(again.is_empty(), "{again:?}");
 }
 
 #[test]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::state::{Admin, BackendState, ProxyState, Server};
-use crate::model::{BackendName, Host, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName};
 
 pub use encode::{encode, encode_into, ADD_SERVER_OPTIONS};
 pub use parse::{parse_servers_state, parse_show_info, parse_show_map};
@@ -137,7 +137,15 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
                 _ => Mode::Task,
             };
             servers.sort_by(|a, b| slot_order(a).cmp(&slot_order(b)));
-            (name.clone(), BackendState { mode, servers })
+            let options = BackendOptions::default();
+            (
+                name.clone(),
+                BackendState {
+                    mode,
+                    servers,
+                    options,
+                },
+            )
         })
         .collect();
     let mut hosts = BTreeMap::new();

@@ -59,6 +59,7 @@ pub fn slotted_state() -> anyhow::Result<ProxyState> {
         state.backends.insert(
             name,
             BackendState {
+                options: Default::default(),
                 mode: Mode::Task,
                 servers,
             },
