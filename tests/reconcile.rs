@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::{free_port, http_get, poll_until, reloads, Backend, Haproxy};
+use support::{free_port, http_get, http_get_with, poll_until, reloads, Backend, Haproxy, STARTUP};
 use swarm_lb::haproxy::codec::{self, ServerRow};
 use swarm_lb::haproxy::render::Files;
 use swarm_lb::haproxy::{Admin, Command, Master, ProxyState, Runtime};
@@ -75,6 +75,22 @@ fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     }
 }
 
+fn rig_settings(haproxy: &Haproxy, block: usize, add_server: bool) -> Settings {
+    Settings {
+        model: model::Settings::default(),
+        plan: PlanSettings {
+            block,
+            add_server,
+            hosts_map: haproxy.hosts_map().clone(),
+        },
+        render: haproxy.settings.clone(),
+        haproxy_container: None,
+        keep_networks: BTreeSet::new(),
+        reload_timeout: Duration::from_secs(10),
+        strategy: Strategy::Runtime,
+    }
+}
+
 struct Rig {
     haproxy: Haproxy,
     reconciler: Reconciler,
@@ -87,19 +103,7 @@ impl Rig {
 
     async fn start_with(block: usize, add_server: bool) -> Rig {
         let haproxy = Haproxy::start(&ProxyState::default()).await;
-        let settings = Settings {
-            model: model::Settings::default(),
-            plan: PlanSettings {
-                block,
-                add_server,
-                hosts_map: haproxy.hosts_map().clone(),
-            },
-            render: haproxy.settings.clone(),
-            haproxy_container: None,
-            keep_networks: BTreeSet::new(),
-            reload_timeout: Duration::from_secs(10),
-            strategy: Strategy::Runtime,
-        };
+        let settings = rig_settings(&haproxy, block, add_server);
         let reconciler = Reconciler::new(
             settings,
             Runtime::new(haproxy.admin_socket()),
@@ -651,4 +655,138 @@ async fn a_file_write_that_fails_is_reported_and_redone_once_the_disk_is_fixed()
     );
     let written = std::fs::read_to_string(&map).expect("map");
     assert!(written.contains("web.test"), "{written}");
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_brings_each_client_back_to_its_task_also_for_tasks_added_at_runtime() {
+    let mut rig = Rig::start(2).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6]).await;
+    let svc = || {
+        vec![service(
+            "web",
+            "web.test",
+            port,
+            &[("com.docker.lb.sticky_session_cookie", "sid")],
+        )]
+    };
+    let running = |ns: &[u8]| {
+        ns.iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(svc(), running(&[2, 3]))).await;
+    let reloads = rig.reloads().await;
+    // Slots s3 and s4 take tasks 4 and 5 by `set server addr`; task 6 needs `add server`.
+    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4, 5, 6]))).await;
+    assert_eq!(report.reloads, 0, "{report:?}");
+    assert_eq!(rig.reloads().await, reloads);
+
+    // A client without the cookie is given one naming the task that answered; with it, it
+    // comes back to that task every time.
+    let http = rig.haproxy.http_port;
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + STARTUP;
+    while cookies.len() < 5 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not a cookie from every task within {STARTUP:?}: {cookies:?}"
+        );
+        let r = http_get_with(http, "web.test", "").await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let set = r.header("set-cookie").expect("set-cookie").to_owned();
+        let value = set
+            .strip_prefix("sid=")
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_else(|| panic!("set-cookie: {set}"))
+            .to_owned();
+        assert!(!value.is_empty(), "an empty cookie from {}: {set}", r.body);
+        if let Some(task) = cookies.insert(value.clone(), r.body.clone()) {
+            assert_eq!(task, r.body, "one cookie, two tasks: {value}");
+        }
+    }
+    let tasks: BTreeSet<String> = cookies.values().cloned().collect();
+    assert_eq!(
+        tasks,
+        names("web", &[2, 3, 4, 5, 6]),
+        "a distinct cookie per task"
+    );
+    for (value, task) in &cookies {
+        for _ in 0..4 {
+            let r = http_get_with(http, "web.test", &format!("cookie: sid={value}\r\n")).await;
+            assert_eq!((r.status, &r.body), (200, task), "cookie {value}");
+            assert_eq!(
+                r.header("set-cookie"),
+                None,
+                "a valid cookie is not set again"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_task() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4]).await;
+    let tasks = || {
+        [2, 3, 4]
+            .iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect()
+    };
+    rig.pass(&snapshot(
+        vec![service("web", "web.test", port, &[])],
+        tasks(),
+    ))
+    .await;
+    assert_eq!(rig.answers("web.test", 9).await, names("web", &[2, 3, 4]));
+    let slots_before = rig.rows("web").await;
+
+    let reloads = rig.reloads().await;
+    let hashed = || {
+        vec![service(
+            "web",
+            "web.test",
+            port,
+            &[("com.docker.lb.ip_hash", "true")],
+        )]
+    };
+    let report = rig.pass(&snapshot(hashed(), tasks())).await;
+    assert_eq!(report.reloads, 1, "{report:?}");
+    assert_eq!(rig.reloads().await, reloads + 1);
+    let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
+    assert!(config.contains("    balance source\n"), "{config}");
+    let slot_addrs = |rows: &[ServerRow]| -> Vec<String> {
+        rows.iter()
+            .map(|r| format!("{} {}:{}", r.server, r.addr, r.port))
+            .collect()
+    };
+    assert_eq!(
+        slot_addrs(&rig.rows("web").await),
+        slot_addrs(&slots_before),
+        "every task kept its slot through the reload"
+    );
+    // Every request comes from 127.0.0.1: one task answers them all.
+    assert_eq!(rig.answers("web.test", 9).await.len(), 1);
+
+    // Nothing changes when nothing changed: the options were learnt from the config loaded.
+    let again = rig.pass(&snapshot(hashed(), tasks())).await;
+    assert!(!again.changed(), "{again:?}");
+    let restarted = Reconciler::new(
+        rig_settings(&rig.haproxy, 42, true),
+        Runtime::new(rig.haproxy.admin_socket()),
+        rig.haproxy.master(),
+        Files::new(rig.haproxy.config_dir()),
+        None,
+    );
+    let mut rig = Rig {
+        haproxy: rig.haproxy,
+        reconciler: restarted,
+    };
+    let after_restart = rig.pass(&snapshot(hashed(), tasks())).await;
+    assert!(
+        !after_restart.changed(),
+        "a restarted driver reads the options from the files: {after_restart:?}"
+    );
 }

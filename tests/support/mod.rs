@@ -227,9 +227,34 @@ async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
 
 /// `GET /` with `Host: host` to 127.0.0.1:`port`, one connection: (status, body).
 pub async fn try_http_get(port: u16, host: &str) -> std::io::Result<(u16, String)> {
+    let r = try_http_get_with(port, host, "").await?;
+    Ok((r.status, r.body))
+}
+
+/// A response: status, header block (status line and headers), body.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl Response {
+    /// The value of the first `name` header (case-insensitive name).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// [`try_http_get`] with extra header lines (each ending in `\r\n`), the whole response.
+pub async fn try_http_get_with(port: u16, host: &str, headers: &str) -> std::io::Result<Response> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
-        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        let request =
+            format!("GET / HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
@@ -247,7 +272,14 @@ pub async fn http_get(port: u16, host: &str) -> (u16, String) {
         .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}/ (host {host}): {e}"))
 }
 
-fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
+/// [`try_http_get_with`], panicking on a transport error.
+pub async fn http_get_with(port: u16, host: &str, headers: &str) -> Response {
+    try_http_get_with(port, host, headers)
+        .await
+        .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}/ (host {host}): {e}"))
+}
+
+fn parse_response(raw: &[u8]) -> std::io::Result<Response> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text
@@ -264,7 +296,11 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
         })
     });
     if !chunked {
-        return Ok((status, body.to_owned()));
+        return Ok(Response {
+            status,
+            head: head.to_owned(),
+            body: body.to_owned(),
+        });
     }
     let mut out = String::new();
     let mut rest = body;
@@ -272,7 +308,11 @@ fn parse_response(raw: &[u8]) -> std::io::Result<(u16, String)> {
         let (size, after) = rest.split_once("\r\n").ok_or_else(|| bad("chunk size"))?;
         let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad("chunk size"))?;
         if size == 0 {
-            return Ok((status, out));
+            return Ok(Response {
+                status,
+                head: head.to_owned(),
+                body: out,
+            });
         }
         let chunk = after.get(..size).ok_or_else(|| bad("short chunk"))?;
         out.push_str(chunk);
@@ -301,6 +341,7 @@ pub fn task_backend(addrs: &[SocketAddr], slots: usize) -> BackendState {
         servers.push(Server::free(ServerName::slot(n)));
     }
     BackendState {
+        options: Default::default(),
         mode: Mode::Task,
         servers,
     }
@@ -309,6 +350,7 @@ pub fn task_backend(addrs: &[SocketAddr], slots: usize) -> BackendState {
 /// A vip-mode backend: one server `vip` at `addr`.
 pub fn vip_backend(addr: SocketAddr) -> BackendState {
     BackendState {
+        options: Default::default(),
         mode: Mode::Vip,
         servers: vec![Server {
             name: ServerName::vip(),
