@@ -105,6 +105,7 @@ enum Outcome {
         status: u16,
         body: String,
         close: bool,
+        set_cookie: Option<String>,
     },
     /// The server closed a reused connection before any byte of the answer.
     ClosedBeforeAnswer,
@@ -143,6 +144,7 @@ async fn worker(port: u16, req: String, every: Duration, stop: Arc<AtomicBool>) 
                         status,
                         body,
                         close,
+                        ..
                     },
                     c,
                 ))) => {
@@ -211,6 +213,7 @@ async fn exchange(
         .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
     let mut len = 0usize;
     let mut close = false;
+    let mut set_cookie = None;
     loop {
         line.clear();
         if c.read_line(&mut line).await? == 0 {
@@ -228,6 +231,8 @@ async fn exchange(
                     .map_err(|_| std::io::Error::other("bad content-length"))?;
             } else if k == "connection" && v.eq_ignore_ascii_case("close") {
                 close = true;
+            } else if k == "set-cookie" && set_cookie.is_none() {
+                set_cookie = Some(v.to_owned());
             }
         }
     }
@@ -238,6 +243,7 @@ async fn exchange(
             status,
             body: String::from_utf8_lossy(&body).into_owned(),
             close,
+            set_cookie,
         },
         c,
     ))
@@ -245,12 +251,39 @@ async fn exchange(
 
 /// One GET on a new connection: (status, body).
 pub async fn get(port: u16, host: &str, path: &str) -> std::io::Result<(u16, String)> {
+    let r = get_with(port, host, path, "").await?;
+    Ok((r.status, r.body))
+}
+
+/// One answer with the header a test may look at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: u16,
+    pub body: String,
+    /// The first `Set-Cookie` header's value.
+    pub set_cookie: Option<String>,
+}
+
+/// One GET on a new connection, with extra header lines (each ending in `\r\n`).
+pub async fn get_with(port: u16, host: &str, path: &str, headers: &str) -> std::io::Result<Reply> {
     let t = tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
         .await
         .map_err(|_| std::io::Error::other("connect timeout"))??;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");
     match tokio::time::timeout(TIMEOUT, exchange(BufReader::new(t), &req)).await {
-        Ok(Ok((Outcome::Answer { status, body, .. }, _))) => Ok((status, body)),
+        Ok(Ok((
+            Outcome::Answer {
+                status,
+                body,
+                set_cookie,
+                ..
+            },
+            _,
+        ))) => Ok(Reply {
+            status,
+            body,
+            set_cookie,
+        }),
         Ok(Ok((Outcome::ClosedBeforeAnswer, _))) => {
             Err(std::io::Error::other("closed before answer"))
         }

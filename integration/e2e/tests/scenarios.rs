@@ -6,7 +6,7 @@
 //! Every stack runs with its own `com.docker.lb.service_cluster`, so stacks of scenarios that
 //! run side by side never route each other's services.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use swarm_lb::haproxy::codec::admin_from_bits;
@@ -486,4 +486,84 @@ async fn a_restarted_haproxy_gets_every_route_back() {
     env.converged(&svc, &net, 3).await;
     let tasks = env.all_answer(&h, 3).await;
     assert_eq!(tasks.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_keeps_each_client_on_its_task_and_turning_ip_hash_on_is_one_reload_without_failures(
+) {
+    let env = Env::up().await;
+    let net = Network::create(&unique("net"));
+    let h = host("sticky");
+    let svc = env.service(
+        &net,
+        &h,
+        3,
+        &["--label", "com.docker.lb.sticky_session_cookie=sid"],
+    );
+    env.converged(&svc, &net, 3).await;
+    env.all_answer(&h, 3).await;
+
+    // Without the cookie, each answer sets one naming its task; with it, the same task answers.
+    let port = env.stack.http_port;
+    let task_of = |body: &str| {
+        body.lines()
+            .find_map(|l| l.strip_prefix("task="))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while cookies.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cookie from every task: {cookies:?}"
+        );
+        let r = load::get_with(port, &h, "/", "").await.expect("GET");
+        assert_eq!(r.status, 200, "{r:?}");
+        let set = r.set_cookie.clone().expect("a Set-Cookie");
+        let value = set
+            .strip_prefix("sid=")
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_default()
+            .to_owned();
+        assert!(!value.is_empty(), "{set}");
+        let task = task_of(&r.body);
+        if let Some(before) = cookies.insert(value.clone(), task.clone()) {
+            assert_eq!(before, task, "one cookie, two tasks: {value}");
+        }
+    }
+    assert_eq!(
+        cookies.values().collect::<BTreeSet<_>>().len(),
+        3,
+        "{cookies:?}"
+    );
+    for (value, task) in &cookies {
+        for _ in 0..3 {
+            let r = load::get_with(port, &h, "/", &format!("Cookie: sid={value}\r\n"))
+                .await
+                .expect("GET");
+            assert_eq!((r.status, task_of(&r.body)), (200, task.clone()), "{value}");
+        }
+    }
+
+    // ip_hash on, under load: one reload, nothing failed, one client on one task.
+    let reloads = env.stack.reloads().await;
+    let l = load(&env, &h);
+    svc.update(&["--label-add", "com.docker.lb.ip_hash=true"]);
+    poll_until(CONVERGE, "the reload that applies ip_hash", || async {
+        (env.stack.reloads().await > reloads).then_some(())
+    })
+    .await;
+    let summary = l.stop().await;
+    println!("sticky service while ip_hash is turned on: {summary}");
+    assert!(summary.ok > 50, "{summary}");
+    assert_eq!(summary.failed(), 0, "{summary}");
+    let mut answered = BTreeSet::new();
+    for _ in 0..6 {
+        let (status, body) = load::get(port, &h, "/").await.expect("GET");
+        assert_eq!(status, 200);
+        answered.insert(task_of(&body));
+    }
+    assert_eq!(answered.len(), 1, "one client, one task: {answered:?}");
+    assert_eq!(env.stack.reloads().await, reloads + 1, "exactly one reload");
 }
