@@ -9,7 +9,8 @@
 //!    HAProxy's change seen on the admin socket (polled every 2 ms). p50 / p99 / max.
 //! 2. churn under keep-alive load: scaling, a stop-first and a start-first rolling update, a
 //!    routed service created and removed. Failed requests, client retries, reloads, HAProxy
-//!    processes left.
+//!    processes left, and websockets held open to a service nothing changes: how many the
+//!    proxy cut.
 //! 3. idle (runtime strategy only): swarm-lb's CPU over a quiet window with 50 routed services,
 //!    then over a window (`--foreign-secs`, 0 to skip) where an unrouted service on the same
 //!    node is scaled up and down: what another workload on the node costs swarm-lb.
@@ -34,6 +35,7 @@ use swarm_lb_bench::swarm::churn::{self, Step};
 use swarm_lb_bench::swarm::convergence::{self, Convergence};
 use swarm_lb_bench::swarm::env::{cleanup_leftovers, Bench, Strategy};
 use swarm_lb_bench::swarm::idle::{self, Idle};
+use swarm_lb_bench::swarm::sockets;
 use swarm_lb_bench::swarm::Dist;
 use swarm_lb_bench::Report;
 
@@ -191,9 +193,10 @@ async fn run(args: &Args, report: &mut Report) -> anyhow::Result<usize> {
         if args.churn {
             eprintln!("bench-swarm: [{s}] churn under load");
             match bounded(Duration::from_secs(480), churn::run(&bench, &net)).await {
-                Ok(steps) => {
-                    failed += steps.iter().filter(|s| s.error.is_some()).count();
-                    churn_figures(report, strategy, &steps);
+                Ok(c) => {
+                    failed += c.steps.iter().filter(|s| s.error.is_some()).count();
+                    churn_figures(report, strategy, &c.steps);
+                    socket_figures(report, strategy, &c.sockets);
                 }
                 Err(e) => {
                     failed += 1;
@@ -400,6 +403,25 @@ fn convergence_figures(report: &mut Report, strategy: Strategy, c: &Convergence)
     }
     for u in c.unmatched.iter().take(10) {
         report.note(format!("{}: unmatched sample: {u}", strategy.as_str()));
+    }
+}
+
+fn socket_figures(report: &mut Report, strategy: Strategy, s: &sockets::Summary) {
+    let g = format!("{} churn", strategy.as_str());
+    report.add(
+        &g,
+        "websockets to an unchanged service, cut during the churn",
+        s.cut.len() as f64,
+        &format!("of {}", s.opened),
+    );
+    if let (Some(first), Some(last)) = (s.cut.first(), s.cut.last()) {
+        report.note(format!(
+            "{}: websockets cut between {:.1} s and {:.1} s into the churn; first: {}",
+            strategy.as_str(),
+            first.after.as_secs_f64(),
+            last.after.as_secs_f64(),
+            first.reason
+        ));
     }
 }
 

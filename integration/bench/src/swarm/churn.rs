@@ -2,7 +2,8 @@
 //! scales it, rolls it out stop-first then start-first, and creates then removes another
 //! routed service. Each step runs under its own load, so failures are attributed to a step;
 //! each step counts HAProxy's reloads (`show proc`) and, at its end, the HAProxy processes
-//! still alive (old workers held by connections that have not ended yet).
+//! still alive (old workers held by connections that have not ended yet). Throughout, a few
+//! websockets stay open to a third service that nothing changes ([`sockets`]).
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use swarm_lb_e2e::load::{self, Load, Summary};
 
 use super::env::{Bench, Net};
+use super::sockets;
 use super::tasks;
 use super::{docker, wait_for, APP1, APP2};
 
@@ -46,7 +48,31 @@ impl Step {
 
 pub const CREATE_REMOVE: &str = "create + remove a service";
 
-pub async fn run(bench: &Bench, net: &Net) -> anyhow::Result<Vec<Step>> {
+/// Websockets held open through the whole churn.
+pub const SOCKETS: usize = 20;
+
+pub struct Churn {
+    pub steps: Vec<Step>,
+    /// The websockets to the service nothing changes.
+    pub sockets: sockets::Summary,
+}
+
+pub async fn run(bench: &Bench, net: &Net) -> anyhow::Result<Churn> {
+    let steady_host = format!("{}.steady.test", bench.cluster);
+    let steady = bench.service(net, &steady_host, 1, &[]).await?;
+    routed(bench, &steady.name, net, 1).await?;
+    answers(bench, &steady_host).await?;
+    let held = sockets::open(bench.stack.http_port, &steady_host, SOCKETS).await?;
+    let steps = steps(bench, net).await;
+    let sockets = held.close().await;
+    drop(steady);
+    Ok(Churn {
+        steps: steps?,
+        sockets,
+    })
+}
+
+async fn steps(bench: &Bench, net: &Net) -> anyhow::Result<Vec<Step>> {
     let host = format!("{}.churn.test", bench.cluster);
     let svc = bench
         .service(

@@ -11,6 +11,7 @@ pub mod env;
 pub mod events;
 pub mod idle;
 pub mod servers;
+pub mod sockets;
 pub mod tasks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
