@@ -790,3 +790,45 @@ async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_
         "a restarted driver reads the options from the files: {after_restart:?}"
     );
 }
+
+#[tokio::test]
+async fn a_default_backend_takes_every_host_nobody_routes_and_toggling_it_is_a_map_edit() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _web = tasks_at("web", port, &[2]).await;
+    let _api = tasks_at("api", port, &[3]).await;
+    let snap = |web_is_default: bool| {
+        let web_labels: &[(&str, &str)] = if web_is_default {
+            &[("com.docker.lb.default_backend", "true")]
+        } else {
+            &[]
+        };
+        snapshot(
+            vec![
+                service("web", "web.test", port, web_labels),
+                service("api", "api.test", port, &[]),
+            ],
+            vec![
+                task("web", 2, DesiredTaskState::Running),
+                task("api", 3, DesiredTaskState::Running),
+            ],
+        )
+    };
+    rig.pass(&snap(true)).await;
+    assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
+    assert_eq!(rig.answers("api.test", 2).await, names("api", &[3]));
+    assert_eq!(rig.answers("nobody.test", 2).await, names("web", &[2]));
+    let map = std::fs::read_to_string(rig.haproxy.map_path()).expect("map");
+    assert!(map.lines().any(|l| l == "-default- web"), "{map}");
+
+    let reloads = rig.reloads().await;
+    let report = rig.pass(&snap(false)).await;
+    assert_eq!((report.reloads, report.commands), (0, 1), "{report:?}");
+    assert_eq!(http_get(rig.haproxy.http_port, "nobody.test").await.0, 503);
+    assert_eq!(rig.answers("api.test", 2).await, names("api", &[3]));
+
+    let report = rig.pass(&snap(true)).await;
+    assert_eq!((report.reloads, report.commands), (0, 1), "{report:?}");
+    assert_eq!(rig.answers("nobody.test", 2).await, names("web", &[2]));
+    assert_eq!(rig.reloads().await, reloads, "no reload for either edit");
+}

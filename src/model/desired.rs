@@ -89,10 +89,15 @@ pub fn desired(
         }
         for host in &route.hosts {
             if let Some(owner) = owners.get(host) {
-                out.errors.push(LabelError::HostConflict {
-                    service: service.name.clone(),
-                    host: host.to_string(),
-                    owner: (*owner).to_owned(),
+                let (service, owner) = (service.name.clone(), (*owner).to_owned());
+                out.errors.push(if host.is_catch_all() {
+                    LabelError::DefaultConflict { service, owner }
+                } else {
+                    LabelError::HostConflict {
+                        service,
+                        host: host.to_string(),
+                        owner,
+                    }
                 });
             } else {
                 owners.insert(host.clone(), &service.name);
@@ -443,6 +448,39 @@ mod tests {
 
     fn lines(errors: &[LabelError]) -> Vec<String> {
         errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn the_first_service_by_name_labelled_default_backend_takes_the_catch_all_key() {
+        let mut b = routed("b-site", "b.example");
+        b.labels
+            .insert(labels::DEFAULT_BACKEND.to_owned(), "true".to_owned());
+        let mut a = routed("a-site", "a.example");
+        a.labels
+            .insert(labels::DEFAULT_BACKEND.to_owned(), "true".to_owned());
+        let d = run(&snapshot(
+            vec![b, a],
+            vec![running("a-site", 1), running("b-site", 2)],
+        ));
+        let hosts: Vec<(String, String)> = d
+            .hosts
+            .iter()
+            .map(|(h, b)| (h.to_string(), b.to_string()))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("-default-".to_owned(), "a-site".to_owned()),
+                ("a.example".to_owned(), "a-site".to_owned()),
+                ("b.example".to_owned(), "b-site".to_owned()),
+            ]
+        );
+        assert_eq!(
+            lines(&d.errors),
+            ["service b-site: label com.docker.lb.default_backend: service a-site is already the \
+              default backend; ignored for this service"]
+        );
+        assert_eq!(d.backends.len(), 2, "both are still routed on their hosts");
     }
 
     #[test]

@@ -20,13 +20,13 @@ pub const SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
 pub const STICKY_SESSION_COOKIE: &str = "com.docker.lb.sticky_session_cookie";
 pub const WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
 pub const IP_HASH: &str = "com.docker.lb.ip_hash";
+pub const DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
 
 /// Interlock labels swarm-lb knows but does not implement yet: reported as warnings, the
 /// route still works without them.
 pub const UNSUPPORTED: &[&str] = &[
     "com.docker.lb.context_root",
     "com.docker.lb.context_root_rewrite",
-    "com.docker.lb.default_backend",
     "com.docker.lb.fail_timeout",
     "com.docker.lb.max_fails",
     "com.docker.lb.redirects",
@@ -56,7 +56,8 @@ const SHOWN_MAX: usize = 64;
 pub struct Route {
     pub service_id: ServiceId,
     pub backend: BackendName,
-    /// Sorted, without duplicates.
+    /// Sorted, without duplicates; [`Host::catch_all`] first for the default backend
+    /// (`com.docker.lb.default_backend=true`).
     pub hosts: Vec<Host>,
     pub port: u16,
     /// `com.docker.lb.network` as written (a name or id), if set. In `Desired::routes` it is
@@ -94,6 +95,12 @@ pub enum LabelError {
         host: String,
         owner: String,
     },
+    /// Two services ask to be the default backend: the one whose name sorts first is.
+    #[error(
+        "service {service}: label {DEFAULT_BACKEND}: service {owner} is already the default \
+         backend; ignored for this service"
+    )]
+    DefaultConflict { service: String, owner: String },
     /// Warning: an Interlock label swarm-lb does not implement yet.
     #[error("service {service}: label {label} is not supported yet; ignored")]
     Unsupported { service: String, label: String },
@@ -122,6 +129,7 @@ impl LabelError {
             | Self::Missing { service, .. }
             | Self::Service { service, .. }
             | Self::HostConflict { service, .. }
+            | Self::DefaultConflict { service, .. }
             | Self::Unsupported { service, .. }
             | Self::NotInVipMode { service, .. }
             | Self::Unknown { service, .. }
@@ -221,6 +229,12 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         })
         .ok();
 
+    let default_backend = match labels.get(DEFAULT_BACKEND) {
+        Some(v) => parse_bool(name, DEFAULT_BACKEND, v)
+            .map_err(|e| errors.push(e))
+            .ok(),
+        None => Some(false),
+    };
     let options = match mode {
         Some(Mode::Vip) => Some(BackendOptions::default()),
         _ => parse_options(name, labels)
@@ -229,6 +243,13 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     };
 
     let warnings = warnings(name, labels, mode);
+    let hosts = match (hosts, default_backend) {
+        (Some(mut hosts), Some(true)) => {
+            hosts.insert(0, Host::catch_all());
+            Some(hosts)
+        }
+        (hosts, _) => hosts,
+    };
     let route = match (hosts, port, mode, network, backend, options) {
         (Some(hosts), Some(port), Some(mode), Some(network), Some(backend), Some(options))
             if errors.is_empty() =>
@@ -263,7 +284,14 @@ fn warnings(
     labels: &BTreeMap<String, String>,
     mode: Option<Mode>,
 ) -> Vec<LabelError> {
-    let core = [HOSTS, PORT, NETWORK, BACKEND_MODE, SERVICE_CLUSTER];
+    let core = [
+        HOSTS,
+        PORT,
+        NETWORK,
+        BACKEND_MODE,
+        SERVICE_CLUSTER,
+        DEFAULT_BACKEND,
+    ];
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
         .keys()
@@ -411,13 +439,18 @@ fn parse_options(
 
 /// `com.docker.lb.ip_hash`: `true` or `false`.
 pub fn parse_ip_hash(service: &str, value: &str) -> Result<bool, LabelError> {
-    check_chars(service, IP_HASH, value)?;
+    parse_bool(service, IP_HASH, value)
+}
+
+/// A yes/no label: `true` or `false`.
+fn parse_bool(service: &str, label: &str, value: &str) -> Result<bool, LabelError> {
+    check_chars(service, label, value)?;
     match value {
         "true" => Ok(true),
         "false" => Ok(false),
         _ => Err(LabelError::invalid(
             service,
-            IP_HASH,
+            label,
             value,
             "accepted values are true and false".to_owned(),
         )),
@@ -785,6 +818,46 @@ mod tests {
         .route
         .expect("route");
         assert_eq!(plain.options, BackendOptions::default());
+    }
+
+    #[test]
+    fn default_backend_adds_the_catch_all_key_to_the_hosts_in_either_mode() {
+        for mode in ["default", "vip"] {
+            let p = parse(&service(&[
+                (HOSTS, "b.example,a.example"),
+                (PORT, "80"),
+                (BACKEND_MODE, mode),
+                (DEFAULT_BACKEND, "true"),
+            ]))
+            .unwrap();
+            assert_eq!(p.warnings, vec![]);
+            let hosts: Vec<String> = p
+                .route
+                .expect("route")
+                .hosts
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            assert_eq!(hosts, ["-default-", "a.example", "b.example"], "{mode}");
+        }
+        let off = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (DEFAULT_BACKEND, "false"),
+        ]))
+        .unwrap();
+        assert_eq!(off.route.expect("route").hosts, hosts(&["a.example"]));
+        let bad = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (DEFAULT_BACKEND, "yes;show info"),
+        ]))
+        .unwrap();
+        let errors = bad.route.expect_err("refused");
+        assert!(
+            matches!(errors.as_slice(), [LabelError::Invalid { label, .. }] if label == DEFAULT_BACKEND),
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 pub use desired::desired;
 pub use labels::{LabelError, Route};
-pub use names::{BackendName, Host, NameError, ServerName};
+pub use names::{BackendName, Host, NameError, ServerName, CATCH_ALL};
 
 pub type ServiceId = String;
 pub type NetworkId = String;

@@ -122,7 +122,20 @@ impl fmt::Display for ServerName {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Host(String);
 
+/// The hosts map key of the service that takes every request whose host no service claims
+/// (`com.docker.lb.default_backend=true`). Not a host name (a label cannot start with `-`),
+/// so it never collides with one; the frontend looks it up when the host is not found.
+pub const CATCH_ALL: &str = "-default-";
+
 impl Host {
+    /// The [`CATCH_ALL`] key.
+    pub fn catch_all() -> Self {
+        Self(CATCH_ALL.to_owned())
+    }
+    pub fn is_catch_all(&self) -> bool {
+        self.0 == CATCH_ALL
+    }
+
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         let host = raw.to_ascii_lowercase();
         check(&host, 253, "letters, digits, '-', '.'", |c| {

@@ -269,7 +269,7 @@ async fn a_vip_service_is_pinned_at_its_vip_and_scaling_or_updating_it_changes_n
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn changing_the_hosts_label_is_a_map_edit_not_a_reload() {
+async fn changing_the_hosts_or_default_backend_label_is_a_map_edit_not_a_reload() {
     let env = Env::up().await;
     let net = Network::create(&unique("net"));
     let old = host("old");
@@ -286,6 +286,21 @@ async fn changing_the_hosts_label_is_a_map_edit_not_a_reload() {
     })
     .await;
     assert_eq!(env.stack.reloads().await, reloads);
+
+    // The default backend label is a map edit too: unknown hosts reach the service, then 503.
+    svc.update(&["--label-add", "com.docker.lb.default_backend=true"]);
+    env.all_answer("nobody.test", 1).await;
+    env.all_answer(&old, 1).await;
+    svc.update(&["--label-rm", "com.docker.lb.default_backend"]);
+    poll_until(CONVERGE, "unknown hosts to get the 503 again", || async {
+        (env.status("nobody.test").await == 503).then_some(())
+    })
+    .await;
+    assert_eq!(
+        env.stack.reloads().await,
+        reloads,
+        "no reload for any of it"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::state::{Admin, BackendState, ProxyState, Server};
-use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName, CATCH_ALL};
 
 pub use encode::{encode, encode_into, ADD_SERVER_OPTIONS};
 pub use parse::{parse_servers_state, parse_show_info, parse_show_map};
@@ -150,8 +150,12 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
         .collect();
     let mut hosts = BTreeMap::new();
     for entry in map {
-        let (Ok(key), Ok(value)) = (Host::parse(&entry.key), BackendName::parse(&entry.value))
-        else {
+        let key = if entry.key == CATCH_ALL {
+            Ok(Host::catch_all())
+        } else {
+            Host::parse(&entry.key)
+        };
+        let (Ok(key), Ok(value)) = (key, BackendName::parse(&entry.value)) else {
             continue;
         };
         if key.as_str() != entry.key {

@@ -644,6 +644,8 @@ fn proxy_state_reads_the_map_keeping_the_first_of_duplicates_and_skipping_the_un
         entry("bad key.example.com", "web"),
         entry("*.example.com", "web"),
         entry("ok.example.com", "two words"),
+        entry("-default-", "web"),
+        entry("-other-", "web"),
     ];
     let state = proxy_state(&[], &entries).expect("state");
     let hosts: Vec<(&str, &str)> = state
@@ -654,10 +656,12 @@ fn proxy_state_reads_the_map_keeping_the_first_of_duplicates_and_skipping_the_un
     assert_eq!(
         hosts,
         [
+            ("-default-", "web"),
             ("app.example.com", "web"),
             ("gone.example.com", "deleted-service")
         ]
     );
+    assert!(state.hosts.keys().next().is_some_and(Host::is_catch_all));
 }
 
 #[test]
