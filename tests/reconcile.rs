@@ -75,6 +75,17 @@ fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     }
 }
 
+/// A driver for `haproxy` without Docker (no container to attach).
+fn reconciler_for(haproxy: &Haproxy, block: usize, add_server: bool) -> Reconciler {
+    Reconciler::new(
+        rig_settings(haproxy, block, add_server),
+        Runtime::new(haproxy.admin_socket()),
+        haproxy.master(),
+        Files::new(haproxy.config_dir()),
+        None,
+    )
+}
+
 fn rig_settings(haproxy: &Haproxy, block: usize, add_server: bool) -> Settings {
     Settings {
         model: model::Settings::default(),
@@ -103,14 +114,7 @@ impl Rig {
 
     async fn start_with(block: usize, add_server: bool) -> Rig {
         let haproxy = Haproxy::start(&ProxyState::default()).await;
-        let settings = rig_settings(&haproxy, block, add_server);
-        let reconciler = Reconciler::new(
-            settings,
-            Runtime::new(haproxy.admin_socket()),
-            haproxy.master(),
-            Files::new(haproxy.config_dir()),
-            None,
-        );
+        let reconciler = reconciler_for(&haproxy, block, add_server);
         Rig {
             haproxy,
             reconciler,
@@ -589,27 +593,9 @@ async fn the_reload_strategy_reloads_for_every_change() {
     .await;
 }
 
+/// A fresh driver (a restarted swarm-lb) for the rig's HAProxy, with its usual settings.
 fn dummy(haproxy: &Haproxy) -> Reconciler {
-    let settings = Settings {
-        model: model::Settings::default(),
-        plan: PlanSettings {
-            block: 42,
-            add_server: true,
-            hosts_map: haproxy.hosts_map().clone(),
-        },
-        render: haproxy.settings.clone(),
-        haproxy_container: None,
-        keep_networks: BTreeSet::new(),
-        reload_timeout: Duration::from_secs(10),
-        strategy: Strategy::Runtime,
-    };
-    Reconciler::new(
-        settings,
-        Runtime::new(haproxy.admin_socket()),
-        haproxy.master(),
-        Files::new(haproxy.config_dir()),
-        None,
-    )
+    reconciler_for(haproxy, 42, true)
 }
 
 #[tokio::test]
@@ -773,13 +759,7 @@ async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_
     // Nothing changes when nothing changed: the options were learnt from the config loaded.
     let again = rig.pass(&snapshot(hashed(), tasks())).await;
     assert!(!again.changed(), "{again:?}");
-    let restarted = Reconciler::new(
-        rig_settings(&rig.haproxy, 42, true),
-        Runtime::new(rig.haproxy.admin_socket()),
-        rig.haproxy.master(),
-        Files::new(rig.haproxy.config_dir()),
-        None,
-    );
+    let restarted = dummy(&rig.haproxy);
     let mut rig = Rig {
         haproxy: rig.haproxy,
         reconciler: restarted,
