@@ -36,14 +36,13 @@ pub const UNSUPPORTED: &[&str] = &[
     "com.docker.lb.ssl_key",
     "com.docker.lb.ssl_only",
     "com.docker.lb.ssl_passthrough",
-    WEBSOCKET_ENDPOINTS,
 ];
 
 /// Balancing labels implemented in default (task) mode: see [`BackendOptions`].
 pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE];
 
 /// Per-task features: they need HAProxy to see each task, which a vip backend does not.
-pub const TASK_ONLY: &[&str] = &[STICKY_SESSION_COOKIE, WEBSOCKET_ENDPOINTS, IP_HASH];
+pub const TASK_ONLY: &[&str] = &[STICKY_SESSION_COOKIE, IP_HASH];
 
 /// Accepted values of `com.docker.lb.backend_mode`, for error messages.
 pub const MODES: &str = "default, task, vip";
@@ -229,6 +228,13 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         })
         .ok();
 
+    // Interlock's nginx needed the upgrade headers set per path; HAProxy passes a websocket
+    // upgrade on any route (`timeout tunnel` applies), so the paths are only checked.
+    if let Some(v) = labels.get(WEBSOCKET_ENDPOINTS) {
+        if let Err(e) = parse_paths(name, WEBSOCKET_ENDPOINTS, v) {
+            errors.push(e);
+        }
+    }
     let default_backend = match labels.get(DEFAULT_BACKEND) {
         Some(v) => parse_bool(name, DEFAULT_BACKEND, v)
             .map_err(|e| errors.push(e))
@@ -291,6 +297,7 @@ fn warnings(
         BACKEND_MODE,
         SERVICE_CLUSTER,
         DEFAULT_BACKEND,
+        WEBSOCKET_ENDPOINTS,
     ];
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
@@ -440,6 +447,26 @@ fn parse_options(
 /// `com.docker.lb.ip_hash`: `true` or `false`.
 pub fn parse_ip_hash(service: &str, value: &str) -> Result<bool, LabelError> {
     parse_bool(service, IP_HASH, value)
+}
+
+/// Comma-separated URL paths, each starting with `/`.
+fn parse_paths(service: &str, label: &str, value: &str) -> Result<Vec<String>, LabelError> {
+    check_chars(service, label, value)?;
+    value
+        .split(',')
+        .map(|path| {
+            if path.starts_with('/') {
+                Ok(path.to_owned())
+            } else {
+                Err(LabelError::invalid(
+                    service,
+                    label,
+                    value,
+                    format!("path {:?} does not start with '/'", shown(path)),
+                ))
+            }
+        })
+        .collect()
 }
 
 /// A yes/no label: `true` or `false`.
@@ -861,6 +888,40 @@ mod tests {
     }
 
     #[test]
+    fn websocket_endpoints_are_checked_and_need_nothing_else_in_either_mode() {
+        for mode in ["default", "vip"] {
+            let p = parse(&service(&[
+                (HOSTS, "a.example"),
+                (PORT, "80"),
+                (BACKEND_MODE, mode),
+                (WEBSOCKET_ENDPOINTS, "/ws,/live/feed"),
+            ]))
+            .unwrap();
+            assert!(p.route.is_ok(), "{mode}");
+            assert_eq!(p.warnings, vec![], "{mode}");
+        }
+        for bad in [
+            "ws",
+            "/ws,",
+            "/a b",
+            "/ws;show info",
+            "/ws\nserver x 1.2.3.4:80",
+        ] {
+            let p = parse(&service(&[
+                (HOSTS, "a.example"),
+                (PORT, "80"),
+                (WEBSOCKET_ENDPOINTS, bad),
+            ]))
+            .unwrap();
+            let errors = p.route.expect_err(bad);
+            assert!(
+                matches!(errors.as_slice(), [LabelError::Invalid { label, .. }] if label == WEBSOCKET_ENDPOINTS),
+                "{bad:?}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_bad_or_hostile_option_label_is_an_error_naming_it_and_leaves_the_route_out() {
         let long = "c".repeat(65);
         for (label, value, reason) in [
@@ -942,7 +1003,6 @@ mod tests {
                 (IP_HASH, true),
                 ("com.docker.lb.redirects", false),
                 (STICKY_SESSION_COOKIE, true),
-                (WEBSOCKET_ENDPOINTS, true)
             ]
         );
         assert!(p.warnings[0]

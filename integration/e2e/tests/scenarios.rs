@@ -109,7 +109,12 @@ async fn a_labelled_service_is_routed_and_every_replica_answers() {
     let net = Network::create(&unique("net"));
     let h = host("one");
     let reloads_before = env.stack.reloads().await;
-    let svc = env.service(&net, &h, 3, &[]);
+    let svc = env.service(
+        &net,
+        &h,
+        3,
+        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
+    );
     let ready = env.converged(&svc, &net, 3).await;
     assert_eq!(ready.len(), 3);
     let tasks = env.all_answer(&h, 3).await;
@@ -124,6 +129,29 @@ async fn a_labelled_service_is_routed_and_every_replica_answers() {
         env.status("nobody.test").await,
         503,
         "unknown hosts get the 503"
+    );
+
+    // A websocket through HAProxy to the task's echo endpoint.
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", env.stack.http_port))
+        .await
+        .expect("connect to HAProxy");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{h}/ws").as_str(), stream)
+        .await
+        .expect("websocket handshake through HAProxy");
+    for text in ["hello", "again"] {
+        ws.send(Message::Text(text.into())).await.expect("send");
+        let echo = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("an echo within 5 s")
+            .expect("an open socket")
+            .expect("a message");
+        assert_eq!(echo, Message::Text(text.into()));
+    }
+    assert!(
+        !env.stack.swarm_lb_log().contains("websocket_endpoints"),
+        "the label is neither an error nor a warning"
     );
 }
 
