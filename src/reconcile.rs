@@ -258,6 +258,14 @@ impl Reconciler {
         Ok(state)
     }
 
+    /// A new worker loaded the files on disk, which are what `written` says (after a reload
+    /// by this driver, its target): their backend options are now HAProxy's.
+    fn learn_loaded(&mut self) {
+        if let Some((config, _)) = &self.written {
+            self.loaded = render::backend_options(config);
+        }
+    }
+
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
         let info = self.runtime.info().await?;
@@ -265,11 +273,7 @@ impl Reconciler {
             Some((pid, _)) if pid == info.pid => {}
             Some((pid, _)) => {
                 info!(old_pid = pid, new_pid = info.pid, "haproxy worker changed");
-                // A new worker loaded the files on disk (after a reload by this driver they
-                // hold the reload's target).
-                if let Some((config, _)) = &self.written {
-                    self.loaded = render::backend_options(config);
-                }
+                self.learn_loaded();
             }
             None => {
                 let v = info.version;
@@ -322,11 +326,13 @@ impl Reconciler {
         else {
             return Ok(());
         };
+        if !networks.is_empty() {
+            // Attached or not, the next pass looks again.
+            self.networks = None;
+        }
         // One network that cannot be joined must not hold back every other service: its own
         // routes stay unreachable and the error names it; the next pass tries again.
         for network in networks {
-            // Attached or not, the next pass looks again.
-            self.networks = None;
             match docker.connect_network(network, container).await {
                 Ok(()) => {
                     info!(network = %network, container = %container, "haproxy attached to network")
@@ -344,8 +350,10 @@ impl Reconciler {
         else {
             return Ok(());
         };
-        for network in networks {
+        if !networks.is_empty() {
             self.networks = None;
+        }
+        for network in networks {
             match docker.disconnect_network(network, container).await {
                 Ok(()) => {
                     info!(network = %network, container = %container, "haproxy detached from network")
@@ -384,11 +392,7 @@ impl Reconciler {
         match result {
             Ok(r) => {
                 // Master::reload logs the reload itself.
-                self.loaded = target
-                    .backends
-                    .iter()
-                    .map(|(name, b)| (name.clone(), b.options.clone()))
-                    .collect();
+                self.learn_loaded();
                 self.on_files(Files::save_good).await?;
                 self.reach_worker(r.new_worker).await
             }
@@ -433,7 +437,10 @@ impl Reconciler {
     async fn write_files(&mut self, state: &ProxyState, wait: bool) -> Result<bool, FilesError> {
         let config = render::config(state, &self.settings.render);
         let map = render::hosts_map(state);
-        let changed = self.written.as_ref() != Some(&(config.clone(), map.clone()));
+        let changed = !self
+            .written
+            .as_ref()
+            .is_some_and(|(c, m)| *c == config && *m == map);
         if changed {
             self.flush().await?;
             let files = self.files.clone();
@@ -457,12 +464,7 @@ impl Reconciler {
         let Some(writing) = self.writing.take() else {
             return Ok(());
         };
-        let result = writing.await.unwrap_or_else(|e| {
-            Err(FilesError {
-                path: self.files.dir().to_owned(),
-                source: std::io::Error::other(format!("file writer task failed: {e}")),
-            })
-        });
+        let result = self.joined(writing.await);
         if result.is_err() {
             self.written = None;
         }
@@ -476,14 +478,21 @@ impl Reconciler {
     ) -> Result<(), FilesError> {
         self.flush().await?;
         let files = self.files.clone();
-        tokio::task::spawn_blocking(move || f(&files))
-            .await
-            .unwrap_or_else(|e| {
-                Err(FilesError {
-                    path: self.files.dir().to_owned(),
-                    source: std::io::Error::other(format!("file task failed: {e}")),
-                })
+        let done = tokio::task::spawn_blocking(move || f(&files)).await;
+        self.joined(done)
+    }
+
+    /// A file task's outcome; a task that panicked is an error on the config dir.
+    fn joined(
+        &self,
+        done: Result<Result<(), FilesError>, tokio::task::JoinError>,
+    ) -> Result<(), FilesError> {
+        done.unwrap_or_else(|e| {
+            Err(FilesError {
+                path: self.files.dir().to_owned(),
+                source: std::io::Error::other(format!("file task failed: {e}")),
             })
+        })
     }
 }
 
