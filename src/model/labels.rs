@@ -231,7 +231,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     // Interlock's nginx needed the upgrade headers set per path; HAProxy passes a websocket
     // upgrade on any route (`timeout tunnel` applies), so the paths are only checked.
     if let Some(v) = labels.get(WEBSOCKET_ENDPOINTS) {
-        if let Err(e) = parse_paths(name, WEBSOCKET_ENDPOINTS, v) {
+        if let Err(e) = check_paths(name, WEBSOCKET_ENDPOINTS, v) {
             errors.push(e);
         }
     }
@@ -423,7 +423,7 @@ fn parse_options(
 ) -> Result<BackendOptions, Vec<LabelError>> {
     let mut errors = Vec::new();
     let ip_hash = match labels.get(IP_HASH) {
-        Some(v) => parse_ip_hash(service, v)
+        Some(v) => parse_bool(service, IP_HASH, v)
             .map_err(|e| errors.push(e))
             .unwrap_or_default(),
         None => false,
@@ -444,32 +444,21 @@ fn parse_options(
     }
 }
 
-/// `com.docker.lb.ip_hash`: `true` or `false`.
-pub fn parse_ip_hash(service: &str, value: &str) -> Result<bool, LabelError> {
-    parse_bool(service, IP_HASH, value)
-}
-
-/// Comma-separated URL paths, each starting with `/`.
-fn parse_paths(service: &str, label: &str, value: &str) -> Result<Vec<String>, LabelError> {
+/// Checks comma-separated URL paths, each starting with `/`.
+fn check_paths(service: &str, label: &str, value: &str) -> Result<(), LabelError> {
     check_chars(service, label, value)?;
-    value
-        .split(',')
-        .map(|path| {
-            if path.starts_with('/') {
-                Ok(path.to_owned())
-            } else {
-                Err(LabelError::invalid(
-                    service,
-                    label,
-                    value,
-                    format!("path {:?} does not start with '/'", shown(path)),
-                ))
-            }
-        })
-        .collect()
+    match value.split(',').find(|path| !path.starts_with('/')) {
+        None => Ok(()),
+        Some(path) => Err(LabelError::invalid(
+            service,
+            label,
+            value,
+            format!("path {:?} does not start with '/'", shown(path)),
+        )),
+    }
 }
 
-/// A yes/no label: `true` or `false`.
+/// A yes/no label (`ip_hash`, `default_backend`): `true` or `false`.
 fn parse_bool(service: &str, label: &str, value: &str) -> Result<bool, LabelError> {
     check_chars(service, label, value)?;
     match value {
