@@ -61,6 +61,13 @@ fn task(service: &str, n: u8, desired: DesiredTaskState) -> Task {
     }
 }
 
+/// Running tasks `n` of `service` (at 127.0.0.`n`), as Swarm lists them.
+fn running(service: &str, ns: &[u8]) -> Vec<Task> {
+    ns.iter()
+        .map(|&n| task(service, n, DesiredTaskState::Running))
+        .collect()
+}
+
 fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     Snapshot {
         services,
@@ -240,17 +247,12 @@ async fn scaling_fills_and_frees_slots_at_runtime_without_a_reload() {
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6]).await;
     let svc = || vec![service("web", "web.test", port, &[])];
-    let running = |ns: &[u8]| {
-        ns.iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
-    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    rig.pass(&snapshot(svc(), running("web", &[2]))).await;
     let reloads = rig.reloads().await;
     let first = rig.ready("web").await;
 
     for ns in [&[2u8, 3, 4, 5, 6][..], &[2, 6], &[2, 4, 5]] {
-        let report = rig.pass(&snapshot(svc(), running(ns))).await;
+        let report = rig.pass(&snapshot(svc(), running("web", ns))).await;
         assert_eq!(report.reloads, 0);
         assert!(report.commands > 0);
         let ready = rig.ready("web").await;
@@ -306,16 +308,13 @@ async fn growing_past_the_slots_adds_servers_at_runtime_and_writes_them_to_the_c
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6]).await;
     let svc = || vec![service("web", "web.test", port, &[])];
-    let running = |ns: &[u8]| {
-        ns.iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
-    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    rig.pass(&snapshot(svc(), running("web", &[2]))).await;
     assert_eq!(rig.rows("web").await.len(), 2);
     let reloads = rig.reloads().await;
 
-    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4, 5, 6]))).await;
+    let report = rig
+        .pass(&snapshot(svc(), running("web", &[2, 3, 4, 5, 6])))
+        .await;
     assert_eq!(report.reloads, 0, "add server, not a reload");
     assert!(rig.rows("web").await.len() >= 5);
     assert_eq!(
@@ -336,14 +335,9 @@ async fn without_add_server_growth_reloads_and_keeps_every_task() {
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3, 4]).await;
     let svc = || vec![service("web", "web.test", port, &[])];
-    let running = |ns: &[u8]| {
-        ns.iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
-    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    rig.pass(&snapshot(svc(), running("web", &[2]))).await;
     let reloads = rig.reloads().await;
-    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4]))).await;
+    let report = rig.pass(&snapshot(svc(), running("web", &[2, 3, 4]))).await;
     assert_eq!(report.reloads, 1);
     assert_eq!(rig.reloads().await, reloads + 1);
     assert_eq!(rig.answers("web.test", 12).await, names("web", &[2, 3, 4]));
@@ -384,11 +378,9 @@ async fn a_vip_service_is_one_server_at_its_vip_and_its_scaling_sends_nothing() 
     let reloads = rig.reloads().await;
 
     for ns in [&[2u8, 3, 4, 5][..], &[7], &[]] {
-        let tasks = ns
-            .iter()
-            .map(|&n| task("api", n, DesiredTaskState::Running))
-            .collect();
-        let report = rig.pass(&snapshot(vec![svc.clone()], tasks)).await;
+        let report = rig
+            .pass(&snapshot(vec![svc.clone()], running("api", ns)))
+            .await;
         assert!(!report.changed(), "scaling a vip service sent {report:?}");
     }
     assert_eq!(rig.reloads().await, reloads);
@@ -430,11 +422,6 @@ async fn a_reload_keeps_the_runtime_changes_made_before_it() {
     let port = free_port();
     let _web = tasks_at("web", port, &[2, 3, 4]).await;
     let web = || service("web", "web.test", port, &[]);
-    let running = |s: &str, ns: &[u8]| -> Vec<Task> {
-        ns.iter()
-            .map(|&n| task(s, n, DesiredTaskState::Running))
-            .collect()
-    };
     rig.pass(&snapshot(vec![web()], running("web", &[2]))).await;
     // Runtime-only change: two more tasks in slots, no reload.
     let report = rig
@@ -604,12 +591,7 @@ async fn a_file_write_that_fails_is_reported_and_redone_once_the_disk_is_fixed()
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3]).await;
     let svc = || vec![service("web", "web.test", port, &[])];
-    let running = |ns: &[u8]| {
-        ns.iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
-    rig.pass(&snapshot(svc(), running(&[2]))).await;
+    rig.pass(&snapshot(svc(), running("web", &[2]))).await;
 
     // hosts.map can no longer be replaced: a directory stands where it was.
     let map = rig.haproxy.map_path();
@@ -617,7 +599,7 @@ async fn a_file_write_that_fails_is_reported_and_redone_once_the_disk_is_fixed()
     std::fs::create_dir(&map).expect("dir in the map's place");
     let report = rig
         .reconciler
-        .pass(&snapshot(svc(), running(&[2, 3])))
+        .pass(&snapshot(svc(), running("web", &[2, 3])))
         .await
         .expect("the pass itself does not wait for the disk");
     assert_eq!(report.reloads, 0);
@@ -631,7 +613,7 @@ async fn a_file_write_that_fails_is_reported_and_redone_once_the_disk_is_fixed()
     assert_eq!(rig.answers("web.test", 8).await, names("web", &[2, 3]));
 
     std::fs::remove_dir(&map).expect("fix the disk");
-    let report = rig.pass(&snapshot(svc(), running(&[2, 3]))).await;
+    let report = rig.pass(&snapshot(svc(), running("web", &[2, 3]))).await;
     assert!(!report.changed(), "nothing left to apply: {report:?}");
     assert!(report.files_written, "the files are written again");
     let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
@@ -656,15 +638,12 @@ async fn a_sticky_cookie_brings_each_client_back_to_its_task_also_for_tasks_adde
             &[("com.docker.lb.sticky_session_cookie", "sid")],
         )]
     };
-    let running = |ns: &[u8]| {
-        ns.iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
-    rig.pass(&snapshot(svc(), running(&[2, 3]))).await;
+    rig.pass(&snapshot(svc(), running("web", &[2, 3]))).await;
     let reloads = rig.reloads().await;
     // Slots s3 and s4 take tasks 4 and 5 by `set server addr`; task 6 needs `add server`.
-    let report = rig.pass(&snapshot(svc(), running(&[2, 3, 4, 5, 6]))).await;
+    let report = rig
+        .pass(&snapshot(svc(), running("web", &[2, 3, 4, 5, 6])))
+        .await;
     assert_eq!(report.reloads, 0, "{report:?}");
     assert_eq!(rig.reloads().await, reloads);
 
@@ -715,12 +694,7 @@ async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_
     let mut rig = Rig::start(42).await;
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3, 4]).await;
-    let tasks = || {
-        [2, 3, 4]
-            .iter()
-            .map(|&n| task("web", n, DesiredTaskState::Running))
-            .collect()
-    };
+    let tasks = || running("web", &[2, 3, 4]);
     rig.pass(&snapshot(
         vec![service("web", "web.test", port, &[])],
         tasks(),
