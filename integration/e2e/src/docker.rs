@@ -84,6 +84,28 @@ impl Drop for Network {
     }
 }
 
+/// The `docker` arguments that create test-app service `name` from `image`, with `args`
+/// (labels, network, replicas...) added: detached, the task name in `TASK_NAME` (the app
+/// answers with it), 20 s to drain on stop. [`Service::create`] runs them; so do the benches.
+pub fn create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
+        "service",
+        "create",
+        "--detach",
+        "--no-resolve-image",
+        "--quiet",
+        "--name",
+        name,
+        "--env",
+        "TASK_NAME={{.Task.Name}}",
+        "--stop-grace-period",
+        "20s",
+    ];
+    all.extend_from_slice(args);
+    all.push(image);
+    all.into_iter().map(str::to_owned).collect()
+}
+
 /// A Swarm service running the test app, removed on drop.
 pub struct Service {
     pub name: String,
@@ -92,22 +114,8 @@ pub struct Service {
 impl Service {
     /// `docker service create` of `image` with `args` (labels, network, replicas...) added.
     pub fn create(name: &str, image: &str, args: &[&str]) -> Service {
-        let mut all = vec![
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--quiet",
-            "--name",
-            name,
-            "--env",
-            "TASK_NAME={{.Task.Name}}",
-            "--stop-grace-period",
-            "20s",
-        ];
-        all.extend_from_slice(args);
-        all.push(image);
-        docker(&all);
+        let all = create_args(name, image, args);
+        docker(&all.iter().map(String::as_str).collect::<Vec<_>>());
         Service {
             name: name.to_owned(),
         }

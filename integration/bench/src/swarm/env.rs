@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use swarm_lb_e2e::docker::{try_docker, Network, Service};
+use swarm_lb_e2e::docker::{create_args, try_docker, Network, Service};
 use swarm_lb_e2e::stack::{self, Stack};
 use swarm_lb_e2e::unique;
 
@@ -123,36 +123,27 @@ impl Bench {
         extra: &[&str],
     ) -> (String, Vec<String>) {
         let name = unique(SERVICE_PREFIX);
-        let mut args: Vec<String> = [
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--quiet",
-            "--name",
-            &name,
-            "--env",
-            "TASK_NAME={{.Task.Name}}",
-            "--stop-grace-period",
-            "20s",
+        let replicas = replicas.to_string();
+        let run = format!("{RUN_LABEL}={}", self.run);
+        let hosts = format!("com.docker.lb.hosts={host}");
+        let port = format!("com.docker.lb.port={APP_PORT}");
+        let cluster = format!("com.docker.lb.service_cluster={}", self.cluster);
+        let mut args = vec![
             "--network",
             &net.name,
             "--replicas",
-            &replicas.to_string(),
+            &replicas,
             "--container-label",
-            &format!("{RUN_LABEL}={}", self.run),
+            &run,
             "--label",
-            &format!("com.docker.lb.hosts={host}"),
+            &hosts,
             "--label",
-            &format!("com.docker.lb.port={APP_PORT}"),
+            &port,
             "--label",
-            &format!("com.docker.lb.service_cluster={}", self.cluster),
-        ]
-        .iter()
-        .map(|s| (*s).to_owned())
-        .collect();
-        args.extend(extra.iter().map(|s| (*s).to_owned()));
-        args.push(super::APP1.to_owned());
+            &cluster,
+        ];
+        args.extend_from_slice(extra);
+        let args = create_args(&name, super::APP1, &args);
         (name, args)
     }
 
