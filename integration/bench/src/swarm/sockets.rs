@@ -39,13 +39,6 @@ pub struct Cut {
 pub struct Summary {
     pub opened: usize,
     pub cut: Vec<Cut>,
-    pub messages: u64,
-}
-
-impl Summary {
-    pub fn alive(&self) -> usize {
-        self.opened - self.cut.len()
-    }
 }
 
 /// Opens `n` websockets to `ws://<host>/ws` through HAProxy on 127.0.0.1:`port`.
@@ -125,8 +118,6 @@ impl Sockets {
             }
         }
         summary.cut.sort_by_key(|c| c.after);
-        let secs = self.opened.elapsed().as_secs_f64();
-        summary.messages = (secs / EVERY.as_secs_f64()) as u64 * opened as u64;
         summary
     }
 }
