@@ -116,32 +116,34 @@ struct RunArgs {
     #[command(flatten)]
     common: Common,
 
-    /// Full resync interval (seconds): a missed event costs at most this much latency.
-    #[arg(long, env = "SWARM_LB_RESYNC", default_value_t = 30.0)]
-    resync: f64,
+    /// Full resync interval (seconds, > 0, at most 86400): a missed event costs at most this
+    /// much latency.
+    #[arg(long, env = "SWARM_LB_RESYNC", default_value = "30", value_parser = secs_up_to(DAY))]
+    resync: Duration,
 
-    /// How often (seconds) to check that HAProxy is still the same process.
-    #[arg(long, env = "SWARM_LB_PROXY_CHECK", default_value_t = 1.0)]
-    proxy_check: f64,
+    /// How often (seconds, > 0, at most 3600) to check that HAProxy is still the same process.
+    #[arg(long, env = "SWARM_LB_PROXY_CHECK", default_value = "1", value_parser = secs_up_to(HOUR))]
+    proxy_check: Duration,
 
-    /// Minimum gap (milliseconds) between two passes; bursts within it coalesce.
-    #[arg(long, env = "SWARM_LB_DEBOUNCE_MS", default_value_t = 5)]
+    /// Minimum gap (milliseconds, 1..=60000) between two passes; bursts within it coalesce.
+    #[arg(long, env = "SWARM_LB_DEBOUNCE_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     debounce_ms: u64,
 
-    /// While a service's tasks change, how often (milliseconds) to re-list them (Swarm emits
-    /// no task events).
-    #[arg(long, env = "SWARM_LB_SETTLE_POLL_MS", default_value_t = 25)]
+    /// While a service's tasks change, how often (milliseconds, 1..=60000) to re-list them
+    /// (Swarm emits no task events).
+    #[arg(long, env = "SWARM_LB_SETTLE_POLL_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     settle_poll_ms: u64,
 
     /// For the first 50 ms after an event, re-list a service's tasks this often
-    /// (milliseconds) instead: Swarm marks the tasks it stops a few milliseconds after the
-    /// service event. 0: no burst.
-    #[arg(long, env = "SWARM_LB_SETTLE_BURST_MS", default_value_t = 5)]
+    /// (milliseconds, 0..=60000) instead: Swarm marks the tasks it stops a few milliseconds
+    /// after the service event. 0: no burst.
+    #[arg(long, env = "SWARM_LB_SETTLE_BURST_MS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60_000))]
     settle_burst_ms: u64,
 
-    /// How long (seconds) to wait for a reload to finish before calling it failed.
-    #[arg(long, env = "SWARM_LB_RELOAD_TIMEOUT", default_value_t = 30.0)]
-    reload_timeout: f64,
+    /// How long (seconds, > 0, at most 3600) to wait for a reload to finish before calling it
+    /// failed.
+    #[arg(long, env = "SWARM_LB_RELOAD_TIMEOUT", default_value = "30", value_parser = secs_up_to(HOUR))]
+    reload_timeout: Duration,
 
     /// `runtime`: Runtime API, reload only when a backend appears or disappears. `reload`:
     /// rewrite and reload on every change (what reload-based drivers do; for comparison).
@@ -149,9 +151,33 @@ struct RunArgs {
     strategy: Strategy,
 }
 
-fn secs(s: f64, what: &str) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .with_context(|| format!("{what}: {s} is not a duration in seconds"))
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// A clap parser for a duration flag in seconds (decimals allowed): refuses 0, negative,
+/// non-finite and unparsable values, and anything above `max`, at start-up. A period of 0
+/// would panic inside a tokio task later (`period must be non-zero`), and a huge one would
+/// overflow an `Instant`.
+fn secs_up_to(max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clone {
+    move |raw| {
+        let secs: f64 = raw
+            .trim()
+            .parse()
+            .map_err(|_| format!("{raw:?} is not a number of seconds"))?;
+        if !secs.is_finite() || secs <= 0.0 {
+            return Err(format!("{raw:?}: must be more than 0 seconds"));
+        }
+        let d = Duration::from_secs_f64(secs.min(max.as_secs_f64() + 1.0));
+        if d > max {
+            return Err(format!("{raw:?}: at most {} seconds", max.as_secs()));
+        }
+        if d.is_zero() {
+            return Err(format!(
+                "{raw:?}: must be more than 0 seconds (rounds to 0)"
+            ));
+        }
+        Ok(d)
+    }
 }
 
 fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow::Result<Settings> {
@@ -220,11 +246,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
-    let settings = settings(
-        c,
-        args.strategy,
-        secs(args.reload_timeout, "--reload-timeout")?,
-    )?;
+    let settings = settings(c, args.strategy, args.reload_timeout)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     let mut bootstrap = Files::new(&c.config_dir);
     if bootstrap_config(&mut bootstrap, &settings).context("writing the bootstrap config")? {
@@ -235,7 +257,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .context("connecting to Docker")?;
     let reconciler = reconciler(c, settings, docker.clone());
     let options = swarm::WatchOptions {
-        resync: secs(args.resync, "--resync")?,
+        resync: args.resync,
         settle_poll: Duration::from_millis(args.settle_poll_ms),
         settle_burst: Duration::from_millis(args.settle_burst_ms),
         settle_burst_for: if args.settle_burst_ms == 0 {
@@ -250,8 +272,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
     let watcher = tokio::spawn(swarm::Watcher::new(docker, options).run(tx));
     let timing = Timing {
-        resync: secs(args.resync, "--resync")?,
-        proxy_check: secs(args.proxy_check, "--proxy-check")?,
+        resync: args.resync,
+        proxy_check: args.proxy_check,
         debounce: Duration::from_millis(args.debounce_ms),
         retry: Duration::from_millis(200),
         max_retry: Duration::from_secs(10),
@@ -287,7 +309,12 @@ async fn print_plan(c: Common) -> anyhow::Result<()> {
     let snap = docker.snapshot().await.context("listing Swarm")?;
     let mut reconciler = reconciler(&c, settings, docker);
     let (desired, _actual, plan) = reconciler.plan(&snap).await.context("planning")?;
-    for e in desired.errors.iter().chain(&desired.warnings) {
+    for e in desired
+        .errors
+        .iter()
+        .chain(&desired.warnings)
+        .chain(&desired.notices)
+    {
         println!("# {e}");
     }
     if plan.is_empty() {
@@ -310,4 +337,68 @@ async fn print_plan(c: Common) -> anyhow::Result<()> {
         println!("detach network {n}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+        let argv = ["swarm-lb", "run"].iter().chain(args);
+        match Cli::try_parse_from(argv)?.command {
+            Cmd::Run(run) => Ok(run),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cli_defaults_parse() {
+        let a = run_args(&[]).expect("defaults");
+        assert_eq!(a.resync, Duration::from_secs(30));
+        assert_eq!(a.proxy_check, Duration::from_secs(1));
+        assert_eq!(a.reload_timeout, Duration::from_secs(30));
+        assert_eq!(a.settle_poll_ms, 25);
+    }
+
+    #[test]
+    fn a_decimal_number_of_seconds_is_a_duration() {
+        let a = run_args(&["--resync", "0.5", "--proxy-check", "2.25"]).expect("parses");
+        assert_eq!(a.resync, Duration::from_millis(500));
+        assert_eq!(a.proxy_check, Duration::from_millis(2250));
+    }
+
+    #[test]
+    fn every_duration_flag_refuses_zero_negative_unparsable_and_huge_values_naming_itself() {
+        for flag in ["--resync", "--proxy-check", "--reload-timeout"] {
+            for bad in [
+                "0", "0.0", "-1", "-0", "abc", "", "NaN", "inf", "1e300", "1e-12",
+            ] {
+                let arg = format!("{flag}={bad}");
+                let e = run_args(&[&arg]).expect_err(&format!("{arg:?} accepted"));
+                let text = e.to_string();
+                assert!(text.contains(flag), "{flag} {bad:?}: {text}");
+            }
+        }
+        for flag in ["--debounce-ms", "--settle-poll-ms"] {
+            for bad in ["0", "-5", "x", "60001", "18446744073709551616"] {
+                let arg = format!("{flag}={bad}");
+                let e = run_args(&[&arg]).expect_err(&format!("{arg:?} accepted"));
+                assert!(e.to_string().contains(flag), "{arg:?}: {e}");
+            }
+        }
+        for bad in ["-1", "60001", "x"] {
+            let arg = format!("--settle-burst-ms={bad}");
+            assert!(run_args(&[&arg]).is_err(), "{arg:?}");
+        }
+        assert_eq!(
+            run_args(&["--settle-burst-ms", "0"])
+                .expect("0 turns the burst off")
+                .settle_burst_ms,
+            0
+        );
+        for bad in ["0", "4097", "-1"] {
+            let arg = format!("--slot-block={bad}");
+            assert!(run_args(&[&arg]).is_err(), "{arg:?}");
+        }
+    }
 }

@@ -1,0 +1,60 @@
+//! The `swarm-lb` binary refuses bad flags and environment variables at start-up, with a
+//! clear CLI error (exit status 2), never a panic later.
+
+use std::process::{Command, Output};
+
+fn swarm_lb(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_swarm-lb"));
+    cmd.args(args);
+    // Nothing from the caller's environment may decide the outcome.
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SWARM_LB_") || key == "DOCKER_HOST" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(env.iter().copied());
+    cmd.output().expect("run swarm-lb")
+}
+
+fn refused(out: &Output, names: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "exit status; stderr: {stderr}");
+    assert!(
+        stderr.contains(names),
+        "stderr should name {names}: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn zero_durations_on_the_command_line_are_refused_at_start_up() {
+    for flag in [
+        "--resync=0",
+        "--proxy-check=0",
+        "--reload-timeout=0",
+        "--debounce-ms=0",
+        "--settle-poll-ms=0",
+    ] {
+        let name = flag.split('=').next().unwrap_or(flag);
+        refused(&swarm_lb(&["run", flag], &[]), name);
+    }
+}
+
+#[test]
+fn zero_negative_or_unparsable_durations_in_the_environment_are_refused_at_start_up() {
+    for (var, flag) in [
+        ("SWARM_LB_RESYNC", "--resync"),
+        ("SWARM_LB_PROXY_CHECK", "--proxy-check"),
+        ("SWARM_LB_RELOAD_TIMEOUT", "--reload-timeout"),
+        ("SWARM_LB_DEBOUNCE_MS", "--debounce-ms"),
+        ("SWARM_LB_SETTLE_POLL_MS", "--settle-poll-ms"),
+    ] {
+        for bad in ["0", "-3", "soon"] {
+            refused(&swarm_lb(&["run"], &[(var, bad)]), flag);
+        }
+    }
+    refused(
+        &swarm_lb(&["run"], &[("SWARM_LB_SLOT_BLOCK", "0")]),
+        "--slot-block",
+    );
+}
