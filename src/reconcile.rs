@@ -178,6 +178,13 @@ impl Reconciler {
             }
             now.insert(msg);
         }
+        for n in &desired.notices {
+            let msg = n.to_string();
+            if !self.reported.contains(&msg) {
+                info!(service = n.service(), notice = %msg, "service not routed");
+            }
+            now.insert(msg);
+        }
         self.reported = now;
         self.last_good = desired.routes.clone();
         desired

@@ -417,6 +417,54 @@ async fn changing_the_hosts_label_is_a_map_edit_not_a_reload() {
 }
 
 #[tokio::test]
+async fn a_hand_written_host_list_routes_its_good_hosts_and_absolute_names_route_like_relative_ones(
+) {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let tasks = || vec![task("web", 2, DesiredTaskState::Running)];
+    // Spaces and tabs around items, a trailing comma, a bad item, an absolute name.
+    rig.pass(&snapshot(
+        vec![service(
+            "web",
+            "a.example.test, b.example.test ,\tc.example.test,bad;host,d.example.test.,",
+            port,
+            &[],
+        )],
+        tasks(),
+    ))
+    .await;
+    for host in [
+        "a.example.test",
+        "b.example.test",
+        "c.example.test",
+        "d.example.test",
+        "a.example.test.",
+        "A.Example.Test.:80",
+        "d.example.test.:8080",
+    ] {
+        assert_eq!(
+            rig.answers(host, 1).await,
+            names("web", &[2]),
+            "Host: {host}"
+        );
+    }
+    for host in ["a.example.test..", ".", "bad;host", "e.example.test."] {
+        assert_eq!(
+            http_get(rig.haproxy.http_port, host).await.0,
+            503,
+            "Host: {host}"
+        );
+    }
+    let map = std::fs::read_to_string(rig.haproxy.map_path()).expect("map");
+    assert_eq!(
+        map.lines().count(),
+        4,
+        "one entry per host, none per dot: {map}"
+    );
+}
+
+#[tokio::test]
 async fn a_reload_keeps_the_runtime_changes_made_before_it() {
     let mut rig = Rig::start(42).await;
     let port = free_port();

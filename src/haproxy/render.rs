@@ -464,8 +464,7 @@ mod tests {
             "stats socket /run/swarm-lb/admin.sock mode 660 level admin expose-fd listeners\n"
         ));
         assert!(text.contains("    bind 127.0.0.1:18080\n    bind 127.0.0.1:18081\n"));
-        assert!(text
-            .contains("use_backend %[req.hdr(host),lower,word(1,:),map(/run/swarm-lb/hosts.map)]"));
+        assert!(text.contains("use_backend %[var(txn.host),map(/run/swarm-lb/hosts.map)]"));
         let live: Vec<&str> = text.lines().filter(|l| !is_comment(l)).collect();
         assert!(live.iter().all(|l| !l.contains("{{")), "{text}");
     }

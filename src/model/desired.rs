@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use super::labels::{self, sort_errors, LabelError, Route, BACKEND_MODE, NETWORK};
+use super::labels::{self, sort_errors, LabelError, Route, Verdict, NETWORK};
 use super::{
     BackendSpec, Desired, DesiredTaskState, EndpointState, Host, Mode, Network, NetworkId, Service,
     ServiceId, Settings, Snapshot, Task, TaskState,
@@ -52,9 +52,17 @@ pub fn desired(
             continue;
         };
         out.warnings.extend(parsed.warnings);
-        let built = parsed
-            .route
-            .and_then(|route| ctx.build(service, route, Source::Labels));
+        out.errors.extend(parsed.left_out);
+        let built = match parsed.route {
+            Verdict::Route(route) => ctx.build(service, route, Source::Labels, &mut out.warnings),
+            Verdict::NoHosts => {
+                out.notices.push(LabelError::NoHosts {
+                    service: service.name.clone(),
+                });
+                continue;
+            }
+            Verdict::Refused(errors) => Err(errors),
+        };
         let (route, spec) = match built {
             Ok(built) => built,
             Err(errors) => {
@@ -62,7 +70,7 @@ pub fn desired(
                 let Some(good) = last_good.get(&service.id) else {
                     continue;
                 };
-                match ctx.build(service, good.clone(), Source::LastGood) {
+                match ctx.build(service, good.clone(), Source::LastGood, &mut out.warnings) {
                     Ok(built) => {
                         out.warnings.push(LabelError::KeptLastGood {
                             service: service.name.clone(),
@@ -110,6 +118,7 @@ pub fn desired(
     }
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
+    sort_errors(&mut out.notices);
     out
 }
 
@@ -127,26 +136,34 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The route with its network pinned to the id in use, and its backend.
+    /// The route with its network pinned to the id in use, and its backend. A vip route on a
+    /// service without a VIP on that network (endpoint mode dnsrr) falls back to its task
+    /// addresses, with a warning in `warnings`.
     fn build(
         &self,
         service: &Service,
         route: Route,
         source: Source,
+        warnings: &mut Vec<LabelError>,
     ) -> Result<(Route, BackendSpec), Vec<LabelError>> {
         let network = self.network(service, &route, source).map_err(|e| vec![e])?;
-        let endpoints = match route.mode {
-            Mode::Task => self.task_endpoints(service, &network.id, route.port),
-            Mode::Vip => {
-                let addr = self
-                    .vip(service, network, route.port, source)
-                    .map_err(|e| vec![e])?;
-                BTreeMap::from([(addr, EndpointState::Ready)])
-            }
+        let task_endpoints = || self.task_endpoints(service, &network.id, route.port);
+        let (mode, endpoints) = match route.mode {
+            Mode::Task => (Mode::Task, task_endpoints()),
+            Mode::Vip => match self.vip(service, network, route.port) {
+                Some(addr) => (Mode::Vip, BTreeMap::from([(addr, EndpointState::Ready)])),
+                None => {
+                    warnings.push(LabelError::NoVip {
+                        service: service.name.clone(),
+                        network: network.name.clone(),
+                    });
+                    (Mode::Task, task_endpoints())
+                }
+            },
         };
         let spec = BackendSpec {
             service_id: service.id.clone(),
-            mode: route.mode,
+            mode,
             network: network.id.clone(),
             endpoints,
             options: route.options.clone(),
@@ -302,36 +319,14 @@ impl Ctx<'_> {
         endpoints
     }
 
-    fn vip(
-        &self,
-        service: &Service,
-        network: &Network,
-        port: u16,
-        source: Source,
-    ) -> Result<SocketAddr, LabelError> {
+    /// The service's VIP on `network`, if Swarm gave it one (not in endpoint mode dnsrr).
+    fn vip(&self, service: &Service, network: &Network, port: u16) -> Option<SocketAddr> {
         let ips = service
             .vips
             .iter()
             .filter(|v| v.network == network.id)
             .map(|v| v.addr);
-        let Some(ip) = pick(ips) else {
-            let reason = format!(
-                "the service has no VIP on network {} (endpoint mode dnsrr?): use \
-                 {BACKEND_MODE}=default, or `--endpoint-mode vip`",
-                network.name
-            );
-            let name = service.name.clone();
-            return Err(match (source, service.labels.get(BACKEND_MODE)) {
-                (Source::Labels, Some(value)) => {
-                    LabelError::invalid(&name, BACKEND_MODE, value, reason)
-                }
-                _ => LabelError::Service {
-                    service: name,
-                    reason,
-                },
-            });
-        };
-        Ok(SocketAddr::new(ip, port))
+        pick(ips).map(|ip| SocketAddr::new(ip, port))
     }
 }
 
@@ -343,7 +338,7 @@ fn pick(ips: impl Iterator<Item = IpAddr>) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::labels::{HOSTS, PORT, STICKY_SESSION_COOKIE};
+    use crate::model::labels::{BACKEND_MODE, HOSTS, PORT, STICKY_SESSION_COOKIE};
     use crate::model::{BackendName, TaskAddress, Vip};
 
     const FRONT: &str = "n-front";
@@ -633,7 +628,8 @@ mod tests {
     }
 
     #[test]
-    fn a_vip_service_without_a_vip_on_its_network_is_an_error_and_unrouted() {
+    fn a_vip_service_without_a_vip_falls_back_to_its_tasks_with_a_warning_and_back_to_the_vip() {
+        // `docker service create --endpoint-mode dnsrr` with backend_mode=vip.
         let mut api = service(
             "api",
             &[FRONT],
@@ -647,18 +643,56 @@ mod tests {
             network: BACK.to_owned(),
             addr: ip("10.0.2.100"),
         }];
-        let d = run(&snapshot(vec![api, routed("web", "a.example")], vec![]));
+        let tasks = vec![running("api", 1), running("api", 2)];
+        let d = run(&snapshot(
+            vec![api.clone(), routed("web", "a.example")],
+            tasks.clone(),
+        ));
+        assert_eq!(d.errors, vec![]);
         assert_eq!(
-            lines(&d.errors),
+            lines(&d.warnings),
             vec![
-                "service api: label com.docker.lb.backend_mode=\"vip\": the service has no VIP on \
-                 network front (endpoint mode dnsrr?): use com.docker.lb.backend_mode=default, or \
-                 `--endpoint-mode vip`"
+                "service api: label com.docker.lb.backend_mode=vip: the service has no VIP on \
+                 network front (endpoint mode dnsrr?); routed to its task addresses (default \
+                 mode) until it has one (`docker service update --endpoint-mode vip`)"
             ]
         );
-        assert!(!d.backends.contains_key(&backend("api")));
+        let spec = &d.backends[&backend("api")];
+        assert_eq!(spec.mode, Mode::Task);
+        assert_eq!(
+            spec.endpoints,
+            BTreeMap::from([
+                (addr("10.0.1.1:9000"), EndpointState::Ready),
+                (addr("10.0.1.2:9000"), EndpointState::Ready),
+            ])
+        );
+        assert_eq!(d.hosts[&host("api.example")], backend("api"));
+        assert_eq!(
+            d.routes["id-api"].mode,
+            Mode::Vip,
+            "the route keeps what the label says"
+        );
         assert!(d.backends.contains_key(&backend("web")));
-        assert!(!d.routes.contains_key("id-api"));
+
+        // `docker service update --endpoint-mode vip`: the VIP, and no warning.
+        api.vips.push(Vip {
+            network: FRONT.to_owned(),
+            addr: ip("10.0.1.100"),
+        });
+        let d = run(&snapshot(vec![api.clone()], tasks.clone()));
+        assert_eq!(d.warnings, vec![]);
+        let spec = &d.backends[&backend("api")];
+        assert_eq!(spec.mode, Mode::Vip);
+        assert_eq!(
+            spec.endpoints,
+            BTreeMap::from([(addr("10.0.1.100:9000"), EndpointState::Ready)])
+        );
+
+        // ... and back to dnsrr.
+        api.vips.clear();
+        let d = run(&snapshot(vec![api], tasks));
+        assert_eq!(d.backends[&backend("api")].mode, Mode::Task);
+        assert_eq!(d.warnings.len(), 1);
     }
 
     #[test]
@@ -742,6 +776,94 @@ mod tests {
             &first.routes,
         );
         assert_eq!(d, Desired::default());
+    }
+
+    #[test]
+    fn removing_the_hosts_label_unroutes_the_service_with_a_notice_not_its_last_good_route() {
+        let first = run(&snapshot(
+            vec![routed("web", "a.example"), routed("other", "b.example")],
+            vec![running("web", 1), running("other", 2)],
+        ));
+        // `docker service update --label-rm com.docker.lb.hosts web`: the port stays.
+        let d = desired(
+            &snapshot(
+                vec![
+                    service("web", &[FRONT], &[(PORT, "8080")]),
+                    routed("other", "b.example"),
+                ],
+                vec![running("web", 1), running("other", 2)],
+            ),
+            &no_settings(),
+            &first.routes,
+        );
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.warnings, vec![]);
+        assert_eq!(
+            lines(&d.notices),
+            [
+                "service web: label com.docker.lb.hosts is not set, so the service is not routed \
+              (set it, or com.docker.lb.default_backend=true, to route it)"
+            ]
+        );
+        assert!(!d.backends.contains_key(&backend("web")));
+        assert!(
+            !d.routes.contains_key("id-web"),
+            "no last good route is kept"
+        );
+        assert_eq!(
+            d.hosts,
+            BTreeMap::from([(host("b.example"), backend("other"))]),
+            "nothing else changes"
+        );
+        assert_eq!(
+            d.backends[&backend("other")],
+            first.backends[&backend("other")]
+        );
+    }
+
+    #[test]
+    fn the_default_backend_without_a_hosts_label_stays_routed_as_the_default() {
+        let d = run(&snapshot(
+            vec![service(
+                "web",
+                &[FRONT],
+                &[(labels::DEFAULT_BACKEND, "true"), (PORT, "8080")],
+            )],
+            vec![running("web", 1)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.notices, vec![]);
+        assert_eq!(
+            d.hosts,
+            BTreeMap::from([(Host::catch_all(), backend("web"))])
+        );
+        assert_eq!(d.backends[&backend("web")].endpoints.len(), 1);
+    }
+
+    #[test]
+    fn a_malformed_host_is_an_error_while_the_other_hosts_of_the_service_route() {
+        let d = run(&snapshot(
+            vec![routed("web", "a.example, b;example ,c.example.,")],
+            vec![running("web", 1)],
+        ));
+        assert_eq!(
+            lines(&d.errors),
+            ["service web: label com.docker.lb.hosts=\"a.example, b;example ,c.example.,\": host \
+              \"b;example\" is left out: character ';' is not allowed: whitespace, control \
+              characters, ';', '#', quotes and '\\' could smuggle HAProxy syntax"]
+        );
+        assert_eq!(
+            lines(&d.warnings),
+            ["service web: label com.docker.lb.hosts has empty items (a comma at an end or two in \
+              a row); they are skipped"]
+        );
+        assert_eq!(
+            d.hosts,
+            BTreeMap::from([
+                (host("a.example"), backend("web")),
+                (host("c.example"), backend("web")),
+            ])
+        );
     }
 
     #[test]
@@ -1064,8 +1186,8 @@ mod tests {
         }];
         let first = run(&snapshot(vec![api.clone()], vec![]));
         assert!(first.backends.contains_key(&backend("api")));
-        // The service moves to dnsrr (no VIP) and its port label breaks.
-        api.vips.clear();
+        // The service leaves the network its route used, and its port label breaks.
+        api.networks = vec![BACK.to_owned()];
         api.labels.insert(PORT.to_owned(), "-1".to_owned());
         let d = desired(&snapshot(vec![api], vec![]), &no_settings(), &first.routes);
         assert_eq!(d.backends, BTreeMap::new());

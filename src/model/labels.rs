@@ -3,7 +3,9 @@
 //!
 //! Label values end up in a map file and in Runtime API commands, so anything that could
 //! smuggle HAProxy syntax (whitespace, control characters, `;`, `#`, quotes, `\`) is refused
-//! before a value is even parsed; nothing is trimmed or repaired.
+//! before a value is even parsed; nothing is repaired. The one leniency is for host lists
+//! written by hand: items are trimmed of spaces and tabs, empty items are skipped with a
+//! warning, and a malformed item is refused alone while the other hosts still route.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -114,6 +116,29 @@ pub enum LabelError {
         "service {service}: label {label} is not a label swarm-lb knows (misspelled?); ignored"
     )]
     Unknown { service: String, label: String },
+    /// Warning: a list label with empty items (a comma at an end, two in a row); they are
+    /// skipped.
+    #[error(
+        "service {service}: label {label} has empty items (a comma at an end or two in a row); \
+         they are skipped"
+    )]
+    EmptyItems { service: String, label: String },
+    /// Warning: `backend_mode=vip` on a service Swarm gives no VIP (`--endpoint-mode dnsrr`):
+    /// routed to its task addresses instead until it has one.
+    #[error(
+        "service {service}: label {BACKEND_MODE}=vip: the service has no VIP on network \
+         {network} (endpoint mode dnsrr?); routed to its task addresses (default mode) until \
+         it has one (`docker service update --endpoint-mode vip`)"
+    )]
+    NoVip { service: String, network: String },
+    /// Notice (info): the service has `com.docker.lb.*` labels but no hosts label (and is not
+    /// the default backend), e.g. after `docker service update --label-rm
+    /// com.docker.lb.hosts`: the operator asked for no routing, so it is unrouted.
+    #[error(
+        "service {service}: label {HOSTS} is not set, so the service is not routed (set it, or \
+         {DEFAULT_BACKEND}=true, to route it)"
+    )]
+    NoHosts { service: String },
     /// Warning: the service's labels (or network) are wrong now, it keeps the last route that
     /// worked.
     #[error("service {service}: keeps its last good routing until the errors on it are fixed")]
@@ -132,25 +157,10 @@ impl LabelError {
             | Self::Unsupported { service, .. }
             | Self::NotInVipMode { service, .. }
             | Self::Unknown { service, .. }
+            | Self::EmptyItems { service, .. }
+            | Self::NoVip { service, .. }
+            | Self::NoHosts { service }
             | Self::KeptLastGood { service } => service,
-        }
-    }
-
-    /// The same error, showing `value` as the operator wrote it.
-    fn with_value(self, raw: &str) -> Self {
-        match self {
-            Self::Invalid {
-                service,
-                label,
-                reason,
-                ..
-            } => Self::Invalid {
-                service,
-                label,
-                value: shown(raw),
-                reason,
-            },
-            other => other,
         }
     }
 
@@ -177,12 +187,27 @@ fn shown(value: &str) -> String {
     }
 }
 
+/// What one service's labels ask for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Route the service this way.
+    Route(Route),
+    /// No `com.docker.lb.hosts` (and not the default backend): the labels ask for no routing,
+    /// e.g. after `--label-rm com.docker.lb.hosts`. Unrouted at once, with a notice, no error
+    /// and no last good routing: that is for labels whose values are wrong, not removed.
+    NoHosts,
+    /// Every error found in the core labels: the service keeps its last good routing.
+    Refused(Vec<LabelError>),
+}
+
 /// What one service's labels say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Parsed {
-    /// The route, or every error found in the core labels.
-    pub route: Result<Route, Vec<LabelError>>,
-    /// Labels that are ignored (unsupported, unknown, not offered in the service's mode).
+    pub route: Verdict,
+    /// Errors on parts left out of a route that stands (a malformed host among good ones).
+    pub left_out: Vec<LabelError>,
+    /// Labels that are ignored (unsupported, unknown, not offered in the service's mode) and
+    /// items skipped (empty ones in a list).
     pub warnings: Vec<LabelError>,
 }
 
@@ -196,13 +221,43 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         return None;
     }
     let mut errors = Vec::new();
+    let mut left_out = Vec::new();
+    let mut warnings = Vec::new();
 
+    let default_backend = match labels.get(DEFAULT_BACKEND) {
+        Some(v) => parse_bool(name, DEFAULT_BACKEND, v)
+            .map_err(|e| errors.push(e))
+            .ok(),
+        None => Some(false),
+    };
     let hosts = match labels.get(HOSTS) {
-        Some(v) => parse_hosts(name, v).map_err(|e| errors.push(e)).ok(),
-        None => {
-            errors.push(missing(name, HOSTS));
-            None
+        Some(v) => {
+            let list = parse_hosts(name, v);
+            if list.skipped_empty {
+                warnings.push(LabelError::EmptyItems {
+                    service: name.to_owned(),
+                    label: HOSTS.to_owned(),
+                });
+            }
+            if list.hosts.is_empty() {
+                errors.extend(list.refused);
+                None
+            } else {
+                left_out.extend(list.refused);
+                Some(list.hosts)
+            }
         }
+        // The default backend needs no host of its own.
+        None if default_backend == Some(true) => Some(Vec::new()),
+        None if errors.is_empty() => {
+            warnings.extend(self::warnings(name, labels, None));
+            return Some(Parsed {
+                route: Verdict::NoHosts,
+                left_out,
+                warnings,
+            });
+        }
+        None => None,
     };
     let port = match labels.get(PORT) {
         Some(v) => parse_port(name, v).map_err(|e| errors.push(e)).ok(),
@@ -235,12 +290,6 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             errors.push(e);
         }
     }
-    let default_backend = match labels.get(DEFAULT_BACKEND) {
-        Some(v) => parse_bool(name, DEFAULT_BACKEND, v)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        None => Some(false),
-    };
     let options = match mode {
         Some(Mode::Vip) => Some(BackendOptions::default()),
         _ => parse_options(name, labels)
@@ -248,7 +297,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             .ok(),
     };
 
-    let warnings = warnings(name, labels, mode);
+    warnings.extend(self::warnings(name, labels, mode));
     let hosts = match (hosts, default_backend) {
         (Some(mut hosts), Some(true)) => {
             hosts.insert(0, Host::catch_all());
@@ -260,7 +309,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         (Some(hosts), Some(port), Some(mode), Some(network), Some(backend), Some(options))
             if errors.is_empty() =>
         {
-            Ok(Route {
+            Verdict::Route(Route {
                 service_id: service.id.clone(),
                 backend,
                 hosts,
@@ -272,10 +321,14 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         }
         _ => {
             sort_errors(&mut errors);
-            Err(errors)
+            Verdict::Refused(errors)
         }
     };
-    Some(Parsed { route, warnings })
+    Some(Parsed {
+        route,
+        left_out,
+        warnings,
+    })
 }
 
 fn missing(service: &str, label: &str) -> LabelError {
@@ -318,14 +371,20 @@ fn warnings(
 
 /// Refuses a character that could smuggle HAProxy syntax (or is not plain ASCII), naming it.
 fn check_chars(service: &str, label: &str, value: &str) -> Result<(), LabelError> {
-    let Some(ch) = value.chars().find(|&c| {
+    match bad_char(label, value) {
+        None => Ok(()),
+        Some(reason) => Err(LabelError::invalid(service, label, value, reason)),
+    }
+}
+
+/// Why `value` cannot be taken, if it holds a character that could smuggle HAProxy syntax.
+fn bad_char(label: &str, value: &str) -> Option<String> {
+    let ch = value.chars().find(|&c| {
         c.is_whitespace()
             || c.is_control()
             || !c.is_ascii()
             || matches!(c, ';' | '#' | '"' | '\'' | '`' | '\\')
-    }) else {
-        return Ok(());
-    };
+    })?;
     let reason = if !ch.is_ascii() && !ch.is_whitespace() && !ch.is_control() {
         format!("character {ch:?} is not allowed: only plain ASCII is accepted")
     } else {
@@ -338,41 +397,72 @@ fn check_chars(service: &str, label: &str, value: &str) -> Result<(), LabelError
         }
         reason
     };
-    Err(LabelError::invalid(service, label, value, reason))
+    Some(reason)
 }
 
-/// `com.docker.lb.hosts`: comma-separated host names, without ports. Duplicates collapse;
-/// the result is sorted.
-pub fn parse_hosts(service: &str, value: &str) -> Result<Vec<Host>, LabelError> {
-    // Interlock's own examples write `a.example, b.example`: a plain space next to a comma
-    // never reaches HAProxy (items are trimmed), so it is accepted. Any other whitespace, or
-    // a space inside a host, is still refused below.
-    let items: Vec<&str> = value.split(',').map(|i| i.trim_matches(' ')).collect();
-    let joined = items.join(",");
-    check_chars(service, HOSTS, &joined).map_err(|e| e.with_value(value))?;
-    let invalid = |reason: String| LabelError::invalid(service, HOSTS, value, reason);
-    if value.trim_matches(' ').is_empty() {
-        return Err(invalid("empty: list at least one host".to_owned()));
-    }
+/// What `com.docker.lb.hosts` holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostList {
+    /// The hosts to route: sorted, without duplicates (`A.example`, `a.example` and
+    /// `a.example.` are one host).
+    pub hosts: Vec<Host>,
+    /// One error per refused item, naming it; the other items still route.
+    pub refused: Vec<LabelError>,
+    /// Empty items were skipped (a comma at an end, two in a row).
+    pub skipped_empty: bool,
+}
+
+/// `com.docker.lb.hosts`: comma-separated host names, without ports. Each item is trimmed of
+/// spaces and tabs (lists copied from documents, `a.example, b.example ,`); an empty item is
+/// skipped; an item that is not a host name (a space or `;` inside, control characters,
+/// non-ASCII, a port) is refused alone with an error naming it. A value with no item at all
+/// gives one error ("empty").
+pub fn parse_hosts(service: &str, value: &str) -> HostList {
+    let refuse = |item: &str, reason: String| {
+        LabelError::invalid(
+            service,
+            HOSTS,
+            value,
+            format!("host {:?} is left out: {reason}", shown(item)),
+        )
+    };
+    let mut list = HostList::default();
     let mut hosts = BTreeSet::new();
-    for item in items {
+    for item in value.split(',').map(|i| i.trim_matches([' ', '\t'])) {
         if item.is_empty() {
-            return Err(invalid(
-                "empty host in the list (two commas in a row, or a comma at an end)".to_owned(),
-            ));
+            list.skipped_empty = true;
+            continue;
+        }
+        if let Some(reason) = bad_char(HOSTS, item) {
+            list.refused.push(refuse(item, reason));
+            continue;
         }
         if item.contains(':') {
-            return Err(invalid(format!(
-                "host {:?} has a port: routing matches the Host header with its port \
-                 stripped, write the host alone",
-                shown(item)
-            )));
+            list.refused.push(refuse(
+                item,
+                "it has a port: routing matches the Host header with its port stripped, \
+                 write the host alone"
+                    .to_owned(),
+            ));
+            continue;
         }
-        let host =
-            Host::parse(item).map_err(|e| invalid(format!("host {:?}: {e}", shown(item))))?;
-        hosts.insert(host);
+        match Host::parse(item) {
+            Ok(host) => {
+                hosts.insert(host);
+            }
+            Err(e) => list.refused.push(refuse(item, e.to_string())),
+        }
     }
-    Ok(hosts.into_iter().collect())
+    if hosts.is_empty() && list.refused.is_empty() {
+        list.refused.push(LabelError::invalid(
+            service,
+            HOSTS,
+            value,
+            "empty: list at least one host".to_owned(),
+        ));
+    }
+    list.hosts = hosts.into_iter().collect();
+    list
 }
 
 /// `com.docker.lb.port`: decimal 1..=65535, digits only.
@@ -529,9 +619,45 @@ mod tests {
     }
 
     fn route(labels: &[(&str, &str)]) -> Result<Route, Vec<LabelError>> {
-        parse(&service(labels))
+        match parse(&service(labels))
             .expect("service has lb labels")
             .route
+        {
+            Verdict::Route(route) => Ok(route),
+            Verdict::Refused(errors) => Err(errors),
+            Verdict::NoHosts => panic!("labels {labels:?} ask for no routing"),
+        }
+    }
+
+    /// `Result`-like reading for the tests below.
+    impl Verdict {
+        fn is_ok(&self) -> bool {
+            matches!(self, Verdict::Route(_))
+        }
+        fn expect(self, what: &str) -> Route {
+            match self {
+                Verdict::Route(route) => route,
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        fn expect_err(self, what: &str) -> Vec<LabelError> {
+            match self {
+                Verdict::Refused(errors) => errors,
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        fn unwrap_err(self) -> Vec<LabelError> {
+            self.expect_err("refused")
+        }
+    }
+
+    /// The hosts routed and the errors on items left out.
+    fn host_list(value: &str) -> (Vec<String>, Vec<String>) {
+        let list = parse_hosts("web", value);
+        (
+            list.hosts.iter().map(|h| h.to_string()).collect(),
+            list.refused.iter().map(|e| e.to_string()).collect(),
+        )
     }
 
     fn errors(labels: &[(&str, &str)]) -> Vec<LabelError> {
@@ -587,13 +713,42 @@ mod tests {
     }
 
     #[test]
-    fn any_lb_label_makes_hosts_and_port_required() {
-        let errs = errors(&[(BACKEND_MODE, "vip")]);
-        assert_eq!(errs, vec![missing("web", HOSTS), missing("web", PORT)]);
+    fn hosts_make_the_port_required() {
+        let errs = errors(&[(HOSTS, "a.example"), (BACKEND_MODE, "vip")]);
+        assert_eq!(errs, vec![missing("web", PORT)]);
         assert_eq!(
             errs[0].to_string(),
-            "service web: label com.docker.lb.hosts is required"
+            "service web: label com.docker.lb.port is required"
         );
+    }
+
+    #[test]
+    fn lb_labels_without_hosts_ask_for_no_routing_rather_than_an_error() {
+        // What `docker service update --label-rm com.docker.lb.hosts` leaves.
+        let parsed = parse(&service(&[(PORT, "8080"), (BACKEND_MODE, "vip")])).unwrap();
+        assert_eq!(parsed.route, Verdict::NoHosts);
+        assert_eq!(parsed.left_out, vec![]);
+        assert_eq!(parsed.warnings, vec![]);
+        let notice = LabelError::NoHosts {
+            service: "web".to_owned(),
+        };
+        assert_eq!(
+            notice.to_string(),
+            "service web: label com.docker.lb.hosts is not set, so the service is not routed \
+             (set it, or com.docker.lb.default_backend=true, to route it)"
+        );
+        // Even with a bad port: nothing is routed, so nothing is wrong with routing.
+        let parsed = parse(&service(&[(PORT, "0")])).unwrap();
+        assert_eq!(parsed.route, Verdict::NoHosts);
+    }
+
+    #[test]
+    fn the_default_backend_needs_no_hosts_label() {
+        let r = route(&[(DEFAULT_BACKEND, "true"), (PORT, "80")]).unwrap();
+        assert_eq!(r.hosts, vec![Host::catch_all()]);
+        let errs = errors(&[(DEFAULT_BACKEND, "yes"), (PORT, "80")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].to_string().contains(DEFAULT_BACKEND), "{errs:?}");
     }
 
     #[test]
@@ -672,11 +827,9 @@ mod tests {
 
     #[test]
     fn a_refused_character_is_named_in_the_reason() {
-        let e = parse_hosts("web", "a.example;b.example").unwrap_err();
-        assert!(
-            e.to_string().contains("character ';' is not allowed"),
-            "{e}"
-        );
+        let (hosts, errs) = host_list("a.example;b.example");
+        assert_eq!(hosts, Vec::<String>::new());
+        assert!(errs[0].contains("character ';' is not allowed"), "{errs:?}");
         let e = parse_port("web", "80\n").unwrap_err();
         assert!(
             e.to_string().contains(r"character '\n' is not allowed"),
@@ -691,46 +844,123 @@ mod tests {
 
     #[test]
     fn hosts_separated_by_comma_and_space_are_accepted_as_interlock_documents_them() {
-        let hosts = parse_hosts("web", "a.example, b.example").unwrap();
-        let names: Vec<&str> = hosts.iter().map(Host::as_str).collect();
-        assert_eq!(names, ["a.example", "b.example"]);
+        let (hosts, errs) = host_list("a.example, b.example");
+        assert_eq!(hosts, ["a.example", "b.example"]);
+        assert_eq!(errs, Vec::<String>::new());
     }
 
     #[test]
-    fn a_space_inside_a_host_is_refused_with_a_hint() {
-        let e = parse_hosts("web", "a.example,b example").unwrap_err();
-        assert!(e.to_string().contains("cannot contain spaces"), "{e}");
-        assert!(e.to_string().contains("\"a.example,b example\""), "{e}");
+    fn a_host_list_written_by_hand_is_trimmed_and_its_empty_items_skipped() {
+        for value in [
+            "a.example.test, b.example.test ,c.example.test,",
+            "\ta.example.test,\tb.example.test\t,  c.example.test  ",
+            ",a.example.test,,b.example.test, ,c.example.test",
+            "c.example.test,B.Example.Test,a.example.test.,a.example.test",
+        ] {
+            let list = parse_hosts("web", value);
+            let hosts: Vec<&str> = list.hosts.iter().map(Host::as_str).collect();
+            assert_eq!(
+                hosts,
+                ["a.example.test", "b.example.test", "c.example.test"],
+                "{value:?}"
+            );
+            assert_eq!(list.refused, vec![], "{value:?}");
+        }
+        assert!(parse_hosts("web", "a.example,").skipped_empty);
+        assert!(!parse_hosts("web", "a.example, b.example").skipped_empty);
     }
 
     #[test]
-    fn a_host_with_a_port_is_refused_because_routing_strips_ports() {
-        let e = parse_hosts("web", "a.example,b.example:8080").unwrap_err();
+    fn empty_items_give_one_warning_naming_service_and_label_and_the_hosts_route() {
+        let parsed = parse(&service(&[
+            (HOSTS, "a.example.test, b.example.test ,c.example.test,,"),
+            (PORT, "80"),
+        ]))
+        .unwrap();
+        let Verdict::Route(route) = &parsed.route else {
+            panic!("{parsed:?}")
+        };
+        assert_eq!(route.hosts.len(), 3);
+        let lines: Vec<String> = parsed.warnings.iter().map(|w| w.to_string()).collect();
         assert_eq!(
-            e.to_string(),
-            "service web: label com.docker.lb.hosts=\"a.example,b.example:8080\": host \
-             \"b.example:8080\" has a port: routing matches the Host header with its port \
-             stripped, write the host alone"
+            lines,
+            [
+                "service web: label com.docker.lb.hosts has empty items (a comma at an end or two \
+              in a row); they are skipped"
+            ]
         );
     }
 
     #[test]
-    fn malformed_host_lists_are_refused() {
-        for bad in [
-            "a.example,",
-            ",a.example",
-            "a.example,,b.example",
-            "a..example",
-            "-a.example",
-            "*.example",
-            "a/b",
+    fn a_malformed_item_is_refused_alone_naming_it_and_the_other_hosts_route() {
+        for (bad, why) in [
+            ("b example.test", "cannot contain spaces"),
+            ("b;example.test", "character ';'"),
+            ("b#example.test", "character '#'"),
+            ("b\u{7}example.test", "character '\\u{7}'"),
+            ("b\nexample.test", "character '\\n'"),
+            ("b\u{0}example.test", "character '\\0'"),
+            ("caf\u{e9}.example.test", "only plain ASCII"),
+            ("b.example.test:8080", "it has a port"),
+            ("b..example.test", "host label"),
+            ("b.example.test..", "host label"),
+            (".", "host label"),
+            ("*.example.test", "character '*'"),
         ] {
-            let e = parse_hosts("web", bad).unwrap_err();
+            let value = format!("a.example.test, {bad} ,c.example.test");
+            let parsed = parse(&service(&[(HOSTS, &value), (PORT, "80")])).unwrap();
+            let Verdict::Route(route) = &parsed.route else {
+                panic!("{bad:?}: {parsed:?}")
+            };
+            let hosts: Vec<&str> = route.hosts.iter().map(Host::as_str).collect();
+            assert_eq!(hosts, ["a.example.test", "c.example.test"], "{bad:?}");
+            assert_eq!(parsed.left_out.len(), 1, "{bad:?}: {:?}", parsed.left_out);
+            let line = parsed.left_out[0].to_string();
             assert!(
-                matches!(&e, LabelError::Invalid { label, .. } if label == HOSTS),
-                "{bad}: {e}"
+                line.starts_with("service web: label com.docker.lb.hosts="),
+                "{line}"
             );
+            assert!(
+                line.contains(&format!("host {:?} is left out", bad)),
+                "{bad:?}: {line}"
+            );
+            assert!(line.contains(why), "{bad:?}: {line}");
+            assert!(!line.contains('\n') && !line.contains('\0'), "{line:?}");
         }
+    }
+
+    #[test]
+    fn a_host_list_with_no_good_item_refuses_the_route() {
+        for value in ["", " ", ",", " , ,", "a b", "a;b, c#d"] {
+            let errs = errors(&[(HOSTS, value), (PORT, "80")]);
+            assert!(!errs.is_empty(), "{value:?}");
+            for e in &errs {
+                assert!(
+                    matches!(e, LabelError::Invalid { label, .. } if label == HOSTS),
+                    "{value:?}: {e}"
+                );
+            }
+        }
+        assert_eq!(errors(&[(HOSTS, "a;b, c#d"), (PORT, "80")]).len(), 2);
+        let (_, errs) = host_list(" , ");
+        assert_eq!(
+            errs,
+            ["service web: label com.docker.lb.hosts=\" , \": empty: list at least one host"]
+        );
+    }
+
+    #[test]
+    fn a_host_with_a_port_is_refused_because_routing_strips_ports() {
+        let (hosts, errs) = host_list("a.example,b.example:8080");
+        assert_eq!(hosts, ["a.example"]);
+        assert_eq!(
+            errs,
+            [
+                "service web: label com.docker.lb.hosts=\"a.example,b.example:8080\": host \
+              \"b.example:8080\" is left out: it has a port: routing matches the Host header \
+              with its port stripped, write the host alone"
+            ]
+        );
     }
 
     #[test]

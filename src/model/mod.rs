@@ -159,4 +159,7 @@ pub struct Desired {
     /// services kept on their last good route. The route works; the operator should know.
     /// Sorted like `errors`.
     pub warnings: Vec<LabelError>,
+    /// Services whose labels ask for no routing (`com.docker.lb.*` labels but no hosts): an
+    /// operator's choice, reported at info level. Sorted like `errors`.
+    pub notices: Vec<LabelError>,
 }

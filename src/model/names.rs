@@ -118,7 +118,9 @@ impl fmt::Display for ServerName {
 }
 
 /// A host name as matched against the lower-cased `Host` header (port stripped): RFC 1123
-/// labels of `[a-z0-9-]`, dot separated, at most 253 characters. Upper case is folded.
+/// labels of `[a-z0-9-]`, dot separated, at most 253 characters. Upper case is folded, and one
+/// trailing dot (an absolute name, RFC 1034 section 3.1: `a.example.` is `a.example`) is
+/// dropped; the frontend drops it from the `Host` header the same way.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Host(String);
 
@@ -136,8 +138,12 @@ impl Host {
         self.0 == CATCH_ALL
     }
 
+    /// Errors: empty, longer than 253, a character outside `[A-Za-z0-9.-]`, or a label that
+    /// is empty (`a..b`, `.`, `a..` with two trailing dots), longer than 63 or starts or
+    /// ends with `-`.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
-        let host = raw.to_ascii_lowercase();
+        let absolute = raw.strip_suffix('.').filter(|rest| !rest.is_empty());
+        let host = absolute.unwrap_or(raw).to_ascii_lowercase();
         check(&host, 253, "letters, digits, '-', '.'", |c| {
             c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.')
         })?;
@@ -203,6 +209,18 @@ mod tests {
         for bad in [
             "a..b", "-a.b", "a-.b", "a b", "a;b", "a#b", "a\nb", "a:80", "*.a", "",
         ] {
+            assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn an_absolute_host_name_with_one_trailing_dot_is_the_same_host() {
+        assert_eq!(
+            Host::parse("A.Example.test.").unwrap().as_str(),
+            "a.example.test"
+        );
+        assert_eq!(Host::parse("localhost.").unwrap().as_str(), "localhost");
+        for bad in [".", "..", "a.example.test..", ".a.example"] {
             assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

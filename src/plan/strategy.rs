@@ -129,6 +129,7 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             routes: BTreeMap::new(),
             errors: Vec::new(),
             warnings: Vec::new(),
+            notices: Vec::new(),
         })
 }
 
