@@ -286,8 +286,13 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     // Interlock's nginx needed the upgrade headers set per path; HAProxy passes a websocket
     // upgrade on any route (`timeout tunnel` applies), so the paths are only checked.
     if let Some(v) = labels.get(WEBSOCKET_ENDPOINTS) {
-        if let Err(e) = check_paths(name, WEBSOCKET_ENDPOINTS, v) {
-            errors.push(e);
+        match check_paths(name, WEBSOCKET_ENDPOINTS, v) {
+            Ok(true) => warnings.push(LabelError::EmptyItems {
+                service: name.to_owned(),
+                label: WEBSOCKET_ENDPOINTS.to_owned(),
+            }),
+            Ok(false) => {}
+            Err(e) => errors.push(e),
         }
     }
     let options = match mode {
@@ -428,7 +433,7 @@ pub fn parse_hosts(service: &str, value: &str) -> HostList {
     };
     let mut list = HostList::default();
     let mut hosts = BTreeSet::new();
-    for item in value.split(',').map(|i| i.trim_matches([' ', '\t'])) {
+    for item in list_items(value) {
         if item.is_empty() {
             list.skipped_empty = true;
             continue;
@@ -534,18 +539,40 @@ fn parse_options(
     }
 }
 
-/// Checks comma-separated URL paths, each starting with `/`.
-fn check_paths(service: &str, label: &str, value: &str) -> Result<(), LabelError> {
-    check_chars(service, label, value)?;
-    match value.split(',').find(|path| !path.starts_with('/')) {
-        None => Ok(()),
-        Some(path) => Err(LabelError::invalid(
-            service,
-            label,
-            value,
-            format!("path {:?} does not start with '/'", shown(path)),
-        )),
+/// Checks comma-separated URL paths, each starting with `/`. Like host lists, items are
+/// trimmed of spaces and tabs; `Ok(true)`: empty items were skipped.
+fn check_paths(service: &str, label: &str, value: &str) -> Result<bool, LabelError> {
+    let mut skipped_empty = false;
+    for path in list_items(value) {
+        if path.is_empty() {
+            skipped_empty = true;
+            continue;
+        }
+        check_chars(service, label, path).map_err(|e| match e {
+            LabelError::Invalid { reason, .. } => LabelError::invalid(
+                service,
+                label,
+                value,
+                format!("path {:?}: {reason}", shown(path)),
+            ),
+            other => other,
+        })?;
+        if !path.starts_with('/') {
+            return Err(LabelError::invalid(
+                service,
+                label,
+                value,
+                format!("path {:?} does not start with '/'", shown(path)),
+            ));
+        }
     }
+    Ok(skipped_empty)
+}
+
+/// The items of a comma-separated label, trimmed of the spaces and tabs people put around
+/// commas; empty items are kept (as "") for the caller to skip and report.
+fn list_items(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(|i| i.trim_matches([' ', '\t']))
 }
 
 /// A yes/no label (`ip_hash`, `default_backend`): `true` or `false`.
@@ -1119,9 +1146,24 @@ mod tests {
             assert!(p.route.is_ok(), "{mode}");
             assert_eq!(p.warnings, vec![], "{mode}");
         }
+        // Written by hand, like host lists: trimmed, empty items skipped with a warning.
+        let p = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (WEBSOCKET_ENDPOINTS, " /ws , /live,"),
+        ]))
+        .unwrap();
+        assert!(p.route.is_ok());
+        assert_eq!(
+            p.warnings,
+            vec![LabelError::EmptyItems {
+                service: "web".to_owned(),
+                label: WEBSOCKET_ENDPOINTS.to_owned()
+            }]
+        );
         for bad in [
             "ws",
-            "/ws,",
+            "/ws, live",
             "/a b",
             "/ws;show info",
             "/ws\nserver x 1.2.3.4:80",
