@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use swarm_lb::haproxy::codec::ReplyError;
 use swarm_lb::haproxy::{Admin, ClientError, Command, MapPath, Runtime, Server};
-use swarm_lb::model::{BackendName, Host, Mode, ServerName};
+use swarm_lb::model::{BackendName, MapKey, MapValue, Mode, ServerName};
 use swarm_lb_testkit::{HaproxyProcess, Launch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -137,8 +137,12 @@ fn be(name: &str) -> BackendName {
 fn slot(n: usize) -> ServerName {
     ServerName::slot(n)
 }
-fn host(name: &str) -> Host {
-    Host::parse(name).expect("host")
+/// A map key as this file's config looks it up (a bare host).
+fn host(name: &str) -> MapKey {
+    MapKey::parse(name).expect("map key")
+}
+fn val(name: &str) -> MapValue {
+    MapValue::backend(&be(name), 0)
 }
 fn addr(text: &str) -> SocketAddr {
     text.parse().expect("socket address")
@@ -205,7 +209,7 @@ async fn slot_addresses_and_states_set_over_the_socket_are_read_back_by_actual()
         ]
     );
     assert_eq!(state.backends[&be("api")].mode, Mode::Vip);
-    assert_eq!(state.hosts[&host("app.example.com")], be("web"));
+    assert_eq!(state.hosts[&host("app.example.com")], val("web"));
 }
 
 #[tokio::test]
@@ -397,17 +401,17 @@ async fn map_additions_changes_and_deletions_are_reflected_by_actual() {
             Command::AddMap {
                 map: map.clone(),
                 key: host("new.example.com"),
-                value: be("web"),
+                value: val("web"),
             },
             Command::AddMap {
                 map: map.clone(),
                 key: host("other.example.com"),
-                value: be("web"),
+                value: val("web"),
             },
             Command::SetMap {
                 map: map.clone(),
                 key: host("new.example.com"),
-                value: be("api"),
+                value: val("api"),
             },
             Command::DelMap {
                 map: map.clone(),

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use super::state::Admin;
-use crate::model::{BackendName, Host, ServerName};
+use crate::model::{BackendName, MapKey, MapValue, ServerName};
 
 /// The path of a map file as HAProxy names it in `map(...)`; checked to hold no syntax.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -77,17 +77,17 @@ pub enum Command {
     /// first); use [`Command::SetMap`] for a key that exists.
     AddMap {
         map: MapPath,
-        key: Host,
-        value: BackendName,
+        key: MapKey,
+        value: MapValue,
     },
     /// `set map <file> <key> <value>`: every entry of the key; `entry not found.` if none.
     SetMap {
         map: MapPath,
-        key: Host,
-        value: BackendName,
+        key: MapKey,
+        value: MapValue,
     },
     /// `del map <file> <key>`: every entry of the key; `Key not found.` if none.
-    DelMap { map: MapPath, key: Host },
+    DelMap { map: MapPath, key: MapKey },
     /// `show servers state [<b>]`
     ShowServersState { backend: Option<BackendName> },
     /// `show map <file>`

@@ -206,7 +206,7 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
     out
 }
 
-/// The hosts map file text for `state`: `host backend` per line, sorted by host.
+/// The hosts map file text for `state`: `key value` per line, sorted by key.
 pub fn hosts_map(state: &ProxyState) -> String {
     let mut out = String::new();
     for (host, backend) in &state.hosts {
@@ -330,7 +330,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
 mod tests {
     use super::*;
     use crate::haproxy::state::{Server, PLACEHOLDER};
-    use crate::model::{BackendName, Host, Mode, ServerName};
+    use crate::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
     use std::net::SocketAddr;
 
     fn settings(dir: &Path) -> RenderSettings {
@@ -394,8 +394,8 @@ mod tests {
             ("v6.example.com", "v6"),
         ] {
             s.hosts.insert(
-                Host::parse(host).unwrap(),
-                BackendName::for_service(be).unwrap(),
+                MapKey::host(&Host::parse(host).unwrap()),
+                MapValue::backend(&BackendName::for_service(be).unwrap(), 0),
             );
         }
         s
@@ -464,7 +464,8 @@ mod tests {
             "stats socket /run/swarm-lb/admin.sock mode 660 level admin expose-fd listeners\n"
         ));
         assert!(text.contains("    bind 127.0.0.1:18080\n    bind 127.0.0.1:18081\n"));
-        assert!(text.contains("use_backend %[var(txn.host),map(/run/swarm-lb/hosts.map)]"));
+        assert!(text.contains("map_beg(/run/swarm-lb/hosts.map)\n"));
+        assert!(text.contains("use_backend %[var(txn.backend)] if { var(txn.backend) -m found }"));
         let live: Vec<&str> = text.lines().filter(|l| !is_comment(l)).collect();
         assert!(live.iter().all(|l| !l.contains("{{")), "{text}");
     }
@@ -473,7 +474,7 @@ mod tests {
     fn the_hosts_map_is_one_sorted_line_per_host() {
         assert_eq!(
             hosts_map(&state()),
-            "api.example.com api\nv6.example.com v6\nwww.example.com web\n"
+            "api.example.com/ api\nv6.example.com/ v6\nwww.example.com/ web\n"
         );
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::command::Command;
-use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
 
 /// The address of a free slot. Literal (a slot with a hostname refuses `set server addr` on
 /// 2.6) and never `0.0.0.0`, which would mean "the client's original destination".
@@ -58,8 +58,8 @@ pub struct BackendState {
 pub struct ProxyState {
     /// Only the driver's backends (named after services); internal `_` backends are left out.
     pub backends: BTreeMap<BackendName, BackendState>,
-    /// The hosts map: lower-case host -> backend.
-    pub hosts: BTreeMap<Host, BackendName>,
+    /// The hosts map: route key -> what the frontend does (see [`MapKey`], [`MapValue`]).
+    pub hosts: BTreeMap<MapKey, MapValue>,
 }
 
 /// A runtime command that does not fit the state it is applied to.
@@ -78,9 +78,9 @@ pub enum ApplyError {
         server: ServerName,
     },
     #[error("map key {key} already present")]
-    MapKeyExists { key: Host },
+    MapKeyExists { key: MapKey },
     #[error("map key {key} not present")]
-    NoMapKey { key: Host },
+    NoMapKey { key: MapKey },
     #[error("{command} does not change state")]
     NotAWrite { command: String },
 }
@@ -208,8 +208,11 @@ mod tests {
     fn be(name: &str) -> BackendName {
         BackendName::for_service(name).unwrap()
     }
-    fn host(name: &str) -> Host {
-        Host::parse(name).unwrap()
+    fn host(name: &str) -> MapKey {
+        MapKey::host(&crate::model::Host::parse(name).unwrap())
+    }
+    fn val(name: &str) -> MapValue {
+        MapValue::backend(&be(name), 0)
     }
     fn map() -> MapPath {
         MapPath::new("/etc/haproxy/hosts.map").unwrap()
@@ -301,7 +304,7 @@ mod tests {
         let add = Command::AddMap {
             map: map(),
             key: host("a.example"),
-            value: be("web"),
+            value: val("web"),
         };
         s.apply(&add).unwrap();
         assert_eq!(
@@ -313,14 +316,14 @@ mod tests {
         s.apply(&Command::SetMap {
             map: map(),
             key: host("a.example"),
-            value: be("api"),
+            value: val("api"),
         })
         .unwrap();
-        assert_eq!(s.hosts[&host("a.example")], be("api"));
+        assert_eq!(s.hosts[&host("a.example")], val("api"));
         let set_missing = Command::SetMap {
             map: map(),
             key: host("b.example"),
-            value: be("api"),
+            value: val("api"),
         };
         assert_eq!(
             s.apply(&set_missing),

@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use super::labels::{self, sort_errors, LabelError, Route, Verdict, NETWORK};
+use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::{
-    BackendSpec, Desired, DesiredTaskState, EndpointState, Host, Mode, Network, NetworkId, Service,
-    ServiceId, Settings, Snapshot, Task, TaskState,
+    BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network, NetworkId,
+    Service, ServiceId, Settings, Snapshot, Task, TaskState,
 };
 
 /// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
@@ -38,8 +39,8 @@ pub fn desired(
     services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
 
     let mut out = Desired::default();
-    // Host -> name of the service that holds it, for conflict messages.
-    let mut owners: BTreeMap<Host, &str> = BTreeMap::new();
+    let mut claims: BTreeMap<MapKey, Vec<Claim>> = BTreeMap::new();
+    let mut redirects = Vec::new();
     for service in services {
         let cluster = service
             .labels
@@ -95,27 +96,44 @@ pub fn desired(
             });
             continue;
         }
+        let servers = match spec.mode {
+            Mode::Vip => 1,
+            Mode::Task => spec
+                .endpoints
+                .values()
+                .filter(|s| **s == EndpointState::Ready)
+                .count()
+                .try_into()
+                .unwrap_or(u32::MAX),
+        };
+        let strip = match (&route.context_root, route.rewrite) {
+            (Some(root), true) => root.segments(),
+            _ => 0,
+        };
         for host in &route.hosts {
-            if let Some(owner) = owners.get(host) {
-                let (service, owner) = (service.name.clone(), (*owner).to_owned());
-                out.errors.push(if host.is_catch_all() {
-                    LabelError::DefaultConflict { service, owner }
-                } else {
-                    LabelError::HostConflict {
-                        service,
-                        host: host.to_string(),
-                        owner,
-                    }
+            // The catch-all takes every path: a context root applies to the service's hosts.
+            let strip = if host.is_catch_all() { 0 } else { strip };
+            claims
+                .entry(route_key(host, route.context_root.as_ref()))
+                .or_default()
+                .push(Claim {
+                    service: service.name.clone(),
+                    backend: route.backend.clone(),
+                    strip,
+                    servers,
+                    weight: route.weight,
+                    pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
                 });
-            } else {
-                owners.insert(host.clone(), &service.name);
-                out.hosts.insert(host.clone(), route.backend.clone());
-            }
         }
+        redirects.extend(route.redirects.iter().map(|r| RedirectClaim {
+            service: service.name.clone(),
+            redirect: r.clone(),
+        }));
         out.networks.insert(spec.network.clone());
         out.backends.insert(route.backend.clone(), spec);
         out.routes.insert(service.id.clone(), route);
     }
+    out.hosts = routes::hosts_map(claims, redirects, &mut out.errors);
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);
@@ -339,7 +357,7 @@ fn pick(ips: impl Iterator<Item = IpAddr>) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use crate::model::labels::{BACKEND_MODE, HOSTS, PORT, STICKY_SESSION_COOKIE};
-    use crate::model::{BackendName, TaskAddress, Vip};
+    use crate::model::{BackendName, Host, MapValue, TaskAddress, Vip};
 
     const FRONT: &str = "n-front";
     const BACK: &str = "n-back";
@@ -418,8 +436,12 @@ mod tests {
         BackendName::for_service(name).unwrap()
     }
 
-    fn host(h: &str) -> Host {
-        Host::parse(h).unwrap()
+    fn host(h: &str) -> MapKey {
+        MapKey::host(&Host::parse(h).unwrap())
+    }
+
+    fn to(b: &str) -> MapValue {
+        MapValue::backend(&backend(b), 0)
     }
 
     fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
@@ -466,8 +488,8 @@ mod tests {
             hosts,
             [
                 ("-default-".to_owned(), "a-site".to_owned()),
-                ("a.example".to_owned(), "a-site".to_owned()),
-                ("b.example".to_owned(), "b-site".to_owned()),
+                ("a.example/".to_owned(), "a-site".to_owned()),
+                ("b.example/".to_owned(), "b-site".to_owned()),
             ]
         );
         assert_eq!(
@@ -532,8 +554,8 @@ mod tests {
         assert_eq!(
             d.hosts,
             BTreeMap::from([
-                (host("a.example"), backend("web")),
-                (host("b.example"), backend("web"))
+                (host("a.example"), to("web")),
+                (host("b.example"), to("web"))
             ])
         );
         assert_eq!(d.networks, BTreeSet::from([FRONT.to_owned()]));
@@ -588,7 +610,7 @@ mod tests {
     fn a_task_service_with_no_running_task_still_has_its_backend() {
         let d = run(&snapshot(vec![routed("web", "a.example")], vec![]));
         assert_eq!(d.backends[&backend("web")].endpoints, BTreeMap::new());
-        assert_eq!(d.hosts[&host("a.example")], backend("web"));
+        assert_eq!(d.hosts[&host("a.example")], to("web"));
     }
 
     #[test]
@@ -666,7 +688,7 @@ mod tests {
                 (addr("10.0.1.2:9000"), EndpointState::Ready),
             ])
         );
-        assert_eq!(d.hosts[&host("api.example")], backend("api"));
+        assert_eq!(d.hosts[&host("api.example")], to("api"));
         assert_eq!(
             d.routes["id-api"].mode,
             Mode::Vip,
@@ -812,7 +834,7 @@ mod tests {
         );
         assert_eq!(
             d.hosts,
-            BTreeMap::from([(host("b.example"), backend("other"))]),
+            BTreeMap::from([(host("b.example"), to("other"))]),
             "nothing else changes"
         );
         assert_eq!(
@@ -833,10 +855,7 @@ mod tests {
         ));
         assert_eq!(d.errors, vec![]);
         assert_eq!(d.notices, vec![]);
-        assert_eq!(
-            d.hosts,
-            BTreeMap::from([(Host::catch_all(), backend("web"))])
-        );
+        assert_eq!(d.hosts, BTreeMap::from([(MapKey::catch_all(), to("web"))]));
         assert_eq!(d.backends[&backend("web")].endpoints.len(), 1);
     }
 
@@ -860,8 +879,8 @@ mod tests {
         assert_eq!(
             d.hosts,
             BTreeMap::from([
-                (host("a.example"), backend("web")),
-                (host("c.example"), backend("web")),
+                (host("a.example"), to("web")),
+                (host("c.example"), to("web")),
             ])
         );
     }
@@ -895,39 +914,278 @@ mod tests {
         );
     }
 
+    /// The hosts map as `key value` strings, for readable assertions.
+    fn map_lines(d: &Desired) -> Vec<String> {
+        d.hosts.iter().map(|(k, v)| format!("{k} {v}")).collect()
+    }
+
+    /// How many buckets of `route` name each backend.
+    fn buckets(d: &Desired, route: &str) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &d.hosts {
+            if k.as_str().starts_with(&format!("~{route}=")) {
+                *out.entry(v.to_string()).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    fn with(mut svc: Service, labels: &[(&str, &str)]) -> Service {
+        for (k, v) in labels {
+            svc.labels.insert(k.to_string(), v.to_string());
+        }
+        svc
+    }
+
     #[test]
-    fn the_service_whose_name_sorts_first_keeps_a_contested_host() {
-        let snap = snapshot(
+    fn services_sharing_a_host_split_it_by_their_ready_tasks_as_interlock_did() {
+        // v1 with 4 replicas, v2 (the canary) with 1: about 20 % for v2.
+        let tasks: Vec<Task> = (1..=4)
+            .map(|n| running("v1", n))
+            .chain([running("v2", 9)])
+            .collect();
+        let d = run(&snapshot(
             vec![
-                routed("zeta", "shared.example,z.example"),
-                routed("alpha", "shared.example,a.example"),
+                routed("v1", "demo.example,v1.example"),
+                routed("v2", "demo.example"),
             ],
-            vec![running("alpha", 1), running("zeta", 2)],
+            tasks,
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(d.hosts[&host("demo.example")].as_str(), "~demo.example/");
+        assert_eq!(d.hosts[&host("v1.example")], to("v1"));
+        assert_eq!(
+            buckets(&d, "demo.example/"),
+            BTreeMap::from([("v1".to_owned(), 80), ("v2".to_owned(), 20)])
         );
-        let d = run(&snap);
+        assert_eq!(d.backends.len(), 2, "each service keeps its own backend");
+    }
+
+    #[test]
+    fn a_claimant_without_ready_tasks_gets_no_traffic_and_promotion_moves_it_all() {
+        let d = run(&snapshot(
+            vec![routed("v1", "demo.example"), routed("v2", "demo.example")],
+            vec![
+                running("v2", 1),
+                running("v2", 2),
+                task("v1", 3, TaskState::Running, DesiredTaskState::Shutdown),
+            ],
+        ));
+        assert_eq!(
+            buckets(&d, "demo.example/"),
+            BTreeMap::from([("v2".to_owned(), 100)])
+        );
+    }
+
+    #[test]
+    fn a_vip_claimant_counts_once_so_four_and_one_replicas_split_evenly() {
+        let vip = |name: &str, n: u8| {
+            let mut s = with(routed(name, "demo.example"), &[(BACKEND_MODE, "vip")]);
+            s.vips = vec![Vip {
+                network: FRONT.to_owned(),
+                addr: ip(&format!("10.0.1.{}", 200 + n)),
+            }];
+            s
+        };
+        let tasks: Vec<Task> = (1..=4)
+            .map(|n| running("v1", n))
+            .chain([running("v2", 9)])
+            .collect();
+        let d = run(&snapshot(vec![vip("v1", 1), vip("v2", 2)], tasks));
+        assert_eq!(
+            buckets(&d, "demo.example/"),
+            BTreeMap::from([("v1".to_owned(), 50), ("v2".to_owned(), 50)])
+        );
+    }
+
+    #[test]
+    fn weights_split_a_shared_host_between_services_and_an_unset_weight_counts_as_one() {
+        let d = run(&snapshot(
+            vec![
+                with(routed("v1", "demo.example"), &[(labels::WEIGHT, "90")]),
+                with(routed("v2", "demo.example"), &[(labels::WEIGHT, "10")]),
+                routed("v3", "other.example"),
+                with(routed("v4", "other.example"), &[(labels::WEIGHT, "3")]),
+            ],
+            (1..=4).map(|n| running("v1", n)).collect(),
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            buckets(&d, "demo.example/"),
+            BTreeMap::from([("v1".to_owned(), 90), ("v2".to_owned(), 10)])
+        );
+        assert_eq!(
+            buckets(&d, "other.example/"),
+            BTreeMap::from([("v3".to_owned(), 25), ("v4".to_owned(), 75)])
+        );
+    }
+
+    #[test]
+    fn a_sticky_or_ip_hash_claimant_keeps_a_shared_host_with_the_first_service_and_an_error() {
+        for label in [(STICKY_SESSION_COOKIE, "sid"), (labels::IP_HASH, "true")] {
+            let d = run(&snapshot(
+                vec![
+                    routed("alpha", "shared.example,a.example"),
+                    with(routed("zeta", "shared.example,z.example"), &[label]),
+                ],
+                vec![running("alpha", 1), running("zeta", 2)],
+            ));
+            assert_eq!(
+                lines(&d.errors),
+                vec![format!(
+                    "service zeta: route shared.example/ is shared with service alpha, and service \
+                     zeta pins clients to its tasks (com.docker.lb.sticky_session_cookie or \
+                     com.docker.lb.ip_hash), which cannot hold across services: the route stays \
+                     with service alpha; remove the label or the shared host to split it"
+                )]
+            );
+            assert_eq!(
+                map_lines(&d),
+                [
+                    "a.example/ alpha",
+                    "shared.example/ alpha",
+                    "z.example/ zeta"
+                ]
+            );
+            assert!(d.backends.contains_key(&backend("zeta")));
+        }
+    }
+
+    #[test]
+    fn context_roots_route_paths_of_a_host_and_the_rest_goes_to_the_service_without_one() {
+        let d = run(&snapshot(
+            vec![
+                routed("site", "shop.example"),
+                with(
+                    routed("api", "shop.example"),
+                    &[(labels::CONTEXT_ROOT, "/api")],
+                ),
+                with(
+                    routed("apiv2", "shop.example"),
+                    &[
+                        (labels::CONTEXT_ROOT, "/api/v2/"),
+                        (labels::CONTEXT_ROOT_REWRITE, "true"),
+                    ],
+                ),
+            ],
+            vec![running("site", 1), running("api", 2), running("apiv2", 3)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            map_lines(&d),
+            [
+                "shop.example/ site",
+                "shop.example/api/ api",
+                "shop.example/api/v2/ apiv2|2",
+            ]
+        );
+    }
+
+    #[test]
+    fn services_sharing_a_host_and_a_context_root_are_a_canary_group() {
+        let root = [(labels::CONTEXT_ROOT, "/app")];
+        let d = run(&snapshot(
+            vec![
+                with(routed("v1", "demo.example"), &root),
+                with(routed("v2", "demo.example"), &root),
+            ],
+            vec![running("v1", 1), running("v2", 2)],
+        ));
+        assert_eq!(
+            d.hosts[&MapKey::parse("demo.example/app/").unwrap()].as_str(),
+            "~demo.example/app/"
+        );
+        assert_eq!(
+            buckets(&d, "demo.example/app/"),
+            BTreeMap::from([("v1".to_owned(), 50), ("v2".to_owned(), 50)])
+        );
+    }
+
+    #[test]
+    fn redirects_take_their_source_route_and_keep_the_rest_of_the_path() {
+        let d = run(&snapshot(
+            vec![with(
+                routed("web", "old.example,new.example"),
+                &[
+                    (labels::REDIRECTS, "http://old.example,http://new.example; http://new.example/legacy,https://new.example/v2"),
+                    (labels::REDIRECT_CODE, "308"),
+                ],
+            )],
+            vec![running("web", 1)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            map_lines(&d),
+            [
+                "new.example/ web",
+                "new.example/legacy/ >308|1|https://new.example/v2",
+                "old.example/ >308|0|http://new.example",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_redirect_loop_between_two_services_is_refused_with_an_error_on_each() {
+        let d = run(&snapshot(
+            vec![
+                with(
+                    routed("a", "a.example"),
+                    &[(labels::REDIRECTS, "http://x.example,http://y.example")],
+                ),
+                with(
+                    routed("b", "b.example"),
+                    &[(labels::REDIRECTS, "http://y.example,http://x.example/in")],
+                ),
+                with(
+                    routed("c", "c.example"),
+                    &[(
+                        labels::REDIRECTS,
+                        "http://c.example/old,http://c.example/old/new",
+                    )],
+                ),
+            ],
+            vec![],
+        ));
         assert_eq!(
             lines(&d.errors),
-            vec![
-                "service zeta: label com.docker.lb.hosts: host shared.example is already routed \
-                 to service alpha; ignored for this service"
+            [
+                "service a: label com.docker.lb.redirects: http://x.example -> http://y.example \
+                 would loop (the target is redirected again, back to the source); this redirect \
+                 is ignored",
+                "service b: label com.docker.lb.redirects: http://y.example -> \
+                 http://x.example/in would loop (the target is redirected again, back to the \
+                 source); this redirect is ignored",
+                "service c: label com.docker.lb.redirects: http://c.example/old -> \
+                 http://c.example/old/new would loop (the target is redirected again, back to \
+                 the source); this redirect is ignored",
             ]
         );
         assert_eq!(
-            d.hosts,
-            BTreeMap::from([
-                (host("a.example"), backend("alpha")),
-                (host("shared.example"), backend("alpha")),
-                (host("z.example"), backend("zeta")),
-            ])
+            map_lines(&d),
+            ["a.example/ a", "b.example/ b", "c.example/ c"]
         );
-        assert!(
-            d.backends.contains_key(&backend("zeta")),
-            "the loser keeps its backend"
-        );
+    }
+
+    #[test]
+    fn a_redirect_from_a_route_another_service_holds_is_refused() {
+        let d = run(&snapshot(
+            vec![
+                routed("alpha", "taken.example"),
+                with(
+                    routed("beta", "b.example"),
+                    &[(labels::REDIRECTS, "http://taken.example,http://b.example")],
+                ),
+            ],
+            vec![],
+        ));
         assert_eq!(
-            d.routes["id-zeta"].hosts,
-            vec![host("shared.example"), host("z.example")]
+            lines(&d.errors),
+            [
+                "service beta: label com.docker.lb.redirects: source http://taken.example is \
+              already routed or redirected by service alpha; this redirect is ignored"
+            ]
         );
+        assert_eq!(map_lines(&d), ["b.example/ beta", "taken.example/ alpha"]);
     }
 
     #[test]
@@ -1129,7 +1387,7 @@ mod tests {
         web.labels
             .insert(STICKY_SESSION_COOKIE.to_owned(), "sid".to_owned());
         web.labels
-            .insert("com.docker.lb.redirects".to_owned(), "x".to_owned());
+            .insert("com.docker.lb.max_fails".to_owned(), "x".to_owned());
         web.labels
             .insert("com.docker.lb.prot".to_owned(), "80".to_owned());
         let mut api = service(
@@ -1155,8 +1413,8 @@ mod tests {
                 "service api: label com.docker.lb.sticky_session_cookie is not offered in vip mode \
                  (Swarm's VIP spreads traffic over the tasks); ignored, use \
                  com.docker.lb.backend_mode=default for it",
+                "service web: label com.docker.lb.max_fails is not supported yet; ignored",
                 "service web: label com.docker.lb.prot is not a label swarm-lb knows (misspelled?); ignored",
-                "service web: label com.docker.lb.redirects is not supported yet; ignored",
             ]
         );
         assert_eq!(

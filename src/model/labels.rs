@@ -9,7 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{BackendName, BackendOptions, Host, Mode, Service, ServiceId};
+use super::{
+    BackendName, BackendOptions, ContextRoot, Host, Mode, Service, ServiceId, REDIRECT_CODES,
+};
 
 pub const PREFIX: &str = "com.docker.lb.";
 pub const HOSTS: &str = "com.docker.lb.hosts";
@@ -23,15 +25,22 @@ pub const STICKY_SESSION_COOKIE: &str = "com.docker.lb.sticky_session_cookie";
 pub const WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
 pub const IP_HASH: &str = "com.docker.lb.ip_hash";
 pub const DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
+pub const CONTEXT_ROOT: &str = "com.docker.lb.context_root";
+pub const CONTEXT_ROOT_REWRITE: &str = "com.docker.lb.context_root_rewrite";
+/// Beyond Interlock: a service's share of a route it shares with others (canary).
+pub const WEIGHT: &str = "com.docker.lb.weight";
+pub const REDIRECTS: &str = "com.docker.lb.redirects";
+/// Beyond Interlock: the status code of this service's redirects (Interlock answered 302).
+pub const REDIRECT_CODE: &str = "com.docker.lb.redirect_code";
+
+/// Largest `com.docker.lb.weight`.
+pub const WEIGHT_MAX: u32 = 10_000;
 
 /// Interlock labels swarm-lb knows but does not implement yet: reported as warnings, the
 /// route still works without them.
 pub const UNSUPPORTED: &[&str] = &[
-    "com.docker.lb.context_root",
-    "com.docker.lb.context_root_rewrite",
     "com.docker.lb.fail_timeout",
     "com.docker.lb.max_fails",
-    "com.docker.lb.redirects",
     "com.docker.lb.ssl_backend",
     "com.docker.lb.ssl_backend_tls_verify",
     "com.docker.lb.ssl_cert",
@@ -68,6 +77,31 @@ pub struct Route {
     pub mode: Mode,
     /// Default in vip mode (the option labels are warned about there).
     pub options: BackendOptions,
+    /// `com.docker.lb.context_root`: only requests under this path (on segment boundaries)
+    /// are routed to the service, on each of its hosts.
+    pub context_root: Option<ContextRoot>,
+    /// `com.docker.lb.context_root_rewrite=true`: the context root is stripped from the path
+    /// before the request reaches a task (`/app/x` -> `/x`, `/app` -> `/`).
+    pub rewrite: bool,
+    /// `com.docker.lb.weight`: the service's share of a route it shares with other services.
+    pub weight: Option<u32>,
+    /// `com.docker.lb.redirects`, in label order.
+    pub redirects: Vec<Redirect>,
+}
+
+/// One `source,target` pair of `com.docker.lb.redirects`: requests for `http://<host><path>`
+/// (path on segment boundaries, `None` for all of the host) answer `code` with a `Location`
+/// of `target` followed by the rest of the path and the query.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Redirect {
+    pub host: Host,
+    pub path: Option<ContextRoot>,
+    /// `scheme://host[:port][/path]`, no trailing slash.
+    pub target: String,
+    /// The target's host and path, to find loops.
+    pub target_host: Host,
+    pub target_path: Option<ContextRoot>,
+    pub code: u16,
 }
 
 /// Why a service is not routed (or keeps its last good route), or, for the warning variants,
@@ -86,15 +120,39 @@ pub enum LabelError {
     Missing { service: String, label: String },
     #[error("service {service}: {reason}")]
     Service { service: String, reason: String },
-    /// Two services claim one host: the service whose name sorts first keeps it.
+    /// Services share a route (a canary) while one of them pins clients to tasks (sticky
+    /// cookie, ip_hash), which cannot hold across services: the first by name keeps it.
     #[error(
-        "service {service}: label {HOSTS}: host {host} is already routed to service {owner}; \
-         ignored for this service"
+        "service {service}: route {route} is shared with service {owner}, and service \
+         {pinning} pins clients to its tasks ({STICKY_SESSION_COOKIE} or {IP_HASH}), which \
+         cannot hold across services: the route stays with service {owner}; remove the \
+         label or the shared host to split it"
     )]
-    HostConflict {
+    SharedRoute {
         service: String,
-        host: String,
+        route: String,
         owner: String,
+        pinning: String,
+    },
+    /// A redirect whose source another service routes, or an earlier redirect took.
+    #[error(
+        "service {service}: label {REDIRECTS}: source {from} is already routed or redirected \
+         by service {owner}; this redirect is ignored"
+    )]
+    RedirectConflict {
+        service: String,
+        from: String,
+        owner: String,
+    },
+    /// Following the redirects from this one comes back to it.
+    #[error(
+        "service {service}: label {REDIRECTS}: {from} -> {target} would loop (the target \
+         is redirected again, back to the source); this redirect is ignored"
+    )]
+    RedirectLoop {
+        service: String,
+        from: String,
+        target: String,
     },
     /// Two services ask to be the default backend: the one whose name sorts first is.
     #[error(
@@ -152,7 +210,9 @@ impl LabelError {
             Self::Invalid { service, .. }
             | Self::Missing { service, .. }
             | Self::Service { service, .. }
-            | Self::HostConflict { service, .. }
+            | Self::SharedRoute { service, .. }
+            | Self::RedirectConflict { service, .. }
+            | Self::RedirectLoop { service, .. }
             | Self::DefaultConflict { service, .. }
             | Self::Unsupported { service, .. }
             | Self::NotInVipMode { service, .. }
@@ -301,6 +361,32 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             .map_err(|e| errors.extend(e))
             .ok(),
     };
+    let context_root = match labels.get(CONTEXT_ROOT) {
+        Some(v) => parse_context_root(name, v).map_err(|e| errors.push(e)).ok(),
+        None => None,
+    };
+    let rewrite = match labels.get(CONTEXT_ROOT_REWRITE) {
+        Some(v) => parse_bool(name, CONTEXT_ROOT_REWRITE, v)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        None => false,
+    };
+    let weight = match labels.get(WEIGHT) {
+        Some(v) => parse_weight(name, v).map_err(|e| errors.push(e)).ok(),
+        None => None,
+    };
+    let code = match labels.get(REDIRECT_CODE) {
+        Some(v) => parse_redirect_code(name, v)
+            .map_err(|e| errors.push(e))
+            .unwrap_or(302),
+        None => 302,
+    };
+    let redirects = match labels.get(REDIRECTS) {
+        Some(v) => parse_redirects(name, v, code)
+            .map_err(|e| errors.push(e))
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
 
     warnings.extend(self::warnings(name, labels, mode));
     let hosts = match (hosts, default_backend) {
@@ -322,6 +408,10 @@ pub fn parse(service: &Service) -> Option<Parsed> {
                 network,
                 mode,
                 options,
+                context_root,
+                rewrite,
+                weight,
+                redirects,
             })
         }
         _ => {
@@ -356,6 +446,11 @@ fn warnings(
         SERVICE_CLUSTER,
         DEFAULT_BACKEND,
         WEBSOCKET_ENDPOINTS,
+        CONTEXT_ROOT,
+        CONTEXT_ROOT_REWRITE,
+        WEIGHT,
+        REDIRECTS,
+        REDIRECT_CODE,
     ];
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
@@ -575,6 +670,146 @@ fn list_items(value: &str) -> impl Iterator<Item = &str> {
     value.split(',').map(|i| i.trim_matches([' ', '\t']))
 }
 
+/// `com.docker.lb.context_root`: a path prefix such as `/app` or `/api/v1` (see
+/// [`ContextRoot`]); `/` alone is no context root and is refused.
+pub fn parse_context_root(service: &str, value: &str) -> Result<ContextRoot, LabelError> {
+    check_chars(service, CONTEXT_ROOT, value)?;
+    ContextRoot::parse(value).map_err(|e| {
+        LabelError::invalid(
+            service,
+            CONTEXT_ROOT,
+            value,
+            format!(
+                "not a context root ({e}): a path starting with '/', up to {} segments of \
+                 letters, digits, '-', '_', '.', '~', no '..'",
+                super::MAX_ROOT_SEGMENTS
+            ),
+        )
+    })
+}
+
+/// `com.docker.lb.weight`: a whole number 0..=[`WEIGHT_MAX`] (0: no traffic).
+pub fn parse_weight(service: &str, value: &str) -> Result<u32, LabelError> {
+    check_chars(service, WEIGHT, value)?;
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    match value.parse::<u32>() {
+        Ok(w) if plain && w <= WEIGHT_MAX => Ok(w),
+        _ => Err(LabelError::invalid(
+            service,
+            WEIGHT,
+            value,
+            format!("not a weight: a whole number 0..={WEIGHT_MAX}"),
+        )),
+    }
+}
+
+/// `com.docker.lb.redirect_code`: 301, 302, 307 or 308.
+pub fn parse_redirect_code(service: &str, value: &str) -> Result<u16, LabelError> {
+    check_chars(service, REDIRECT_CODE, value)?;
+    match value.parse::<u16>() {
+        Ok(code) if REDIRECT_CODES.contains(&code) && !value.starts_with('0') => Ok(code),
+        _ => Err(LabelError::invalid(
+            service,
+            REDIRECT_CODE,
+            value,
+            "accepted values are 301, 302, 307 and 308".to_owned(),
+        )),
+    }
+}
+
+/// `com.docker.lb.redirects`: `source,target` pairs separated by `;` (Interlock's syntax),
+/// each `http://host[/path]` -> `http[s]://host[:port][/path]`. Items are trimmed of spaces
+/// and tabs; `;` ends a pair, so it is the one syntax character allowed in the value.
+pub fn parse_redirects(service: &str, value: &str, code: u16) -> Result<Vec<Redirect>, LabelError> {
+    let invalid = |reason: String| LabelError::invalid(service, REDIRECTS, value, reason);
+    let mut out = Vec::new();
+    for pair in value.split(';').map(|p| p.trim_matches([' ', '\t'])) {
+        if pair.is_empty() {
+            continue;
+        }
+        let items: Vec<&str> = list_items(pair).collect();
+        let [source, target] = items.as_slice() else {
+            return Err(invalid(format!(
+                "{:?} is not a `source,target` pair",
+                shown(pair)
+            )));
+        };
+        for item in [source, target] {
+            if let Some(reason) = bad_char(REDIRECTS, item) {
+                return Err(invalid(format!("{:?}: {reason}", shown(item))));
+            }
+        }
+        let (scheme, host, port, path) = split_url(source)
+            .map_err(|reason| invalid(format!("source {:?}: {reason}", shown(source))))?;
+        if scheme != "http" || port.is_some() {
+            return Err(invalid(format!(
+                "source {:?}: only http://host[/path] sources can be redirected (swarm-lb \
+                 terminates no TLS yet, and matches hosts without ports)",
+                shown(source)
+            )));
+        }
+        let (t_scheme, t_host, t_port, t_path) = split_url(target)
+            .map_err(|reason| invalid(format!("target {:?}: {reason}", shown(target))))?;
+        let mut url = format!("{t_scheme}://{t_host}");
+        if let Some(port) = t_port {
+            url.push_str(&format!(":{port}"));
+        }
+        if let Some(path) = &t_path {
+            url.push_str(path.as_str());
+        }
+        out.push(Redirect {
+            host,
+            path,
+            target: url,
+            target_host: t_host,
+            target_path: t_path,
+            code,
+        });
+    }
+    if out.is_empty() {
+        return Err(invalid(
+            "empty: give at least one `source,target` pair".to_owned(),
+        ));
+    }
+    Ok(out)
+}
+
+/// A URL's parts: scheme, host, port, path.
+type UrlParts<'a> = (&'a str, Host, Option<u16>, Option<ContextRoot>);
+
+/// `scheme://host[:port][/path]` -> its parts; the reason when it is not one.
+fn split_url(url: &str) -> Result<UrlParts<'_>, String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| "not a URL: write scheme://host[/path]".to_owned())?;
+    if !matches!(scheme, "http" | "https") {
+        return Err(format!("scheme {scheme:?}: only http and https"));
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], Some(&rest[i..])),
+        None => (rest, None),
+    };
+    let (host, port) = match authority.split_once(':') {
+        Some((host, port)) => {
+            let port = port
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0 && !port.starts_with('0'))
+                .ok_or_else(|| format!("port {port:?} is not 1..=65535"))?;
+            (host, Some(port))
+        }
+        None => (authority, None),
+    };
+    let host = Host::parse(host).map_err(|e| format!("host {host:?}: {e}"))?;
+    let path = match path {
+        None | Some("/") => None,
+        Some(p) => Some(ContextRoot::parse(p).map_err(|e| format!("path {p:?}: {e}"))?),
+    };
+    Ok((scheme, host, port, path))
+}
+
 /// A yes/no label (`ip_hash`, `default_backend`): `true` or `false`.
 fn parse_bool(service: &str, label: &str, value: &str) -> Result<bool, LabelError> {
     check_chars(service, label, value)?;
@@ -717,6 +952,10 @@ mod tests {
                 port: 8080,
                 network: None,
                 mode: Mode::Task,
+                context_root: None,
+                rewrite: false,
+                weight: None,
+                redirects: vec![],
             }
         );
     }
@@ -1042,7 +1281,7 @@ mod tests {
             (HOSTS, "a.example"),
             (PORT, "80"),
             ("com.docker.lb.ssl_cert", "cert"),
-            ("com.docker.lb.redirects", "x"),
+            ("com.docker.lb.max_fails", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -1051,7 +1290,7 @@ mod tests {
             vec![
                 LabelError::Unsupported {
                     service: "web".into(),
-                    label: "com.docker.lb.redirects".into()
+                    label: "com.docker.lb.max_fails".into()
                 },
                 LabelError::Unsupported {
                     service: "web".into(),
@@ -1245,7 +1484,7 @@ mod tests {
             (STICKY_SESSION_COOKIE, "session"),
             (WEBSOCKET_ENDPOINTS, "/ws"),
             (IP_HASH, "true"),
-            ("com.docker.lb.redirects", "x"),
+            ("com.docker.lb.max_fails", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -1262,7 +1501,7 @@ mod tests {
             kinds,
             vec![
                 (IP_HASH, true),
-                ("com.docker.lb.redirects", false),
+                ("com.docker.lb.max_fails", false),
                 (STICKY_SESSION_COOKIE, true),
             ]
         );

@@ -5,13 +5,17 @@
 mod desired;
 pub mod labels;
 mod names;
+pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub use desired::desired;
 pub use labels::{LabelError, Route};
-pub use names::{BackendName, Host, NameError, ServerName, CATCH_ALL};
+pub use names::{
+    BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
+    MAX_ROOT_SEGMENTS, REDIRECT_CODES,
+};
 
 pub type ServiceId = String;
 pub type NetworkId = String;
@@ -145,8 +149,9 @@ pub struct BackendSpec {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
     pub backends: BTreeMap<BackendName, BackendSpec>,
-    /// Host header (lower case, no port) -> backend, i.e. the content of the hosts map.
-    pub hosts: BTreeMap<Host, BackendName>,
+    /// The content of the hosts map: route key (host, context root, bucket) -> what the
+    /// frontend does (see [`MapKey`] and [`MapValue`], and `model::routes`).
+    pub hosts: BTreeMap<MapKey, MapValue>,
     /// Networks the HAProxy container must be attached to.
     pub networks: BTreeSet<NetworkId>,
     /// The routes in force, per service: fed back as `last_good` on the next pass so that a

@@ -16,6 +16,12 @@ pub enum NameError {
     BadStart,
     #[error("host label {label:?} is empty, too long or starts/ends with '-'")]
     BadHostLabel { label: String },
+    #[error("path segment {segment:?} is empty, '.' or '..'")]
+    BadSegment { segment: String },
+    #[error("more than {max} path segments")]
+    TooDeep { max: usize },
+    #[error("map value {value:?} is not one swarm-lb writes")]
+    BadMapValue { value: String },
 }
 
 fn check(
@@ -171,6 +177,213 @@ impl fmt::Display for Host {
     }
 }
 
+/// Most path segments a context root (or a redirect's source path) may have: the frontend has
+/// one `set-path` rule per depth it can strip (haproxy/base.cfg).
+pub const MAX_ROOT_SEGMENTS: usize = 8;
+
+/// A path prefix routed on segment boundaries (`com.docker.lb.context_root`): `/app`,
+/// `/api/v1`. Stored without a trailing slash, each segment 1..=64 of `[A-Za-z0-9._~-]`
+/// (no `.` or `..` segment), at most [`MAX_ROOT_SEGMENTS`] segments. Paths are case-sensitive.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ContextRoot(String);
+
+impl ContextRoot {
+    /// Errors: not starting with `/`, empty or `.`/`..` segments, other characters, too deep.
+    /// One trailing slash is accepted (`/app/` is `/app`).
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let Some(rest) = raw.strip_prefix('/') else {
+            return Err(NameError::BadStart);
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.is_empty() {
+            return Err(NameError::Empty);
+        }
+        let segments: Vec<&str> = rest.split('/').collect();
+        if segments.len() > MAX_ROOT_SEGMENTS {
+            return Err(NameError::TooDeep {
+                max: MAX_ROOT_SEGMENTS,
+            });
+        }
+        for seg in &segments {
+            check(seg, 64, "letters, digits, '-', '_', '.', '~'", |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '~')
+            })
+            .map_err(|e| match e {
+                NameError::Empty => NameError::BadSegment {
+                    segment: String::new(),
+                },
+                other => other,
+            })?;
+            if *seg == "." || *seg == ".." {
+                return Err(NameError::BadSegment {
+                    segment: (*seg).to_owned(),
+                });
+            }
+        }
+        Ok(Self(format!("/{rest}")))
+    }
+    /// `/app`: no trailing slash.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// How many path segments it has (`/api/v1` -> 2): what `context_root_rewrite` strips.
+    pub fn segments(&self) -> usize {
+        self.0.matches('/').count()
+    }
+}
+
+impl fmt::Display for ContextRoot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key of the hosts map. The frontend looks up `<host><path>/` with `map_beg` (longest
+/// prefix wins, measured on 2.6.12 whatever the insertion order), so:
+/// - `<host>/` routes a whole host, `<host>/app/` the context root `/app` of it (the trailing
+///   `/` keeps `/apple` out of `/app`);
+/// - `-default-` ([`CATCH_ALL`]) is looked up when nothing matched;
+/// - `~<key>=<n>` is bucket `n` (0..[`BUCKETS`]) of a route several services share, looked up
+///   by exact match when the route's value is [`MapValue::split`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapKey(String);
+
+/// How many buckets a shared route's traffic is cut into (each request draws one): the
+/// resolution of a canary split is 1 %.
+pub const BUCKETS: usize = 100;
+
+/// Characters a map key or value may hold: no whitespace or HAProxy syntax, no `|`.
+fn map_char(c: char) -> bool {
+    c.is_ascii_graphic() && !matches!(c, ';' | '#' | '"' | '\'' | '`' | '\\' | '|')
+}
+
+impl MapKey {
+    /// `<host>/`, or `-default-` for [`Host::catch_all`].
+    pub fn host(host: &Host) -> Self {
+        if host.is_catch_all() {
+            return Self::catch_all();
+        }
+        Self(format!("{host}/"))
+    }
+    /// `<host><root>/`.
+    pub fn context_root(host: &Host, root: &ContextRoot) -> Self {
+        Self(format!("{host}{root}/"))
+    }
+    pub fn catch_all() -> Self {
+        Self(CATCH_ALL.to_owned())
+    }
+    /// Bucket `n` of the shared route `route`.
+    pub fn bucket(route: &MapKey, n: usize) -> Self {
+        Self(format!("~{route}={n}"))
+    }
+    /// A key read back from HAProxy; refuses syntax characters.
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        check(
+            raw,
+            512,
+            "printable ASCII without ; # quotes \\ |",
+            map_char,
+        )?;
+        Ok(Self(raw.to_owned()))
+    }
+    pub fn is_bucket(&self) -> bool {
+        self.0.starts_with('~')
+    }
+    pub fn is_catch_all(&self) -> bool {
+        self.0 == CATCH_ALL
+    }
+    /// The host part of a route key (`a.example` of `a.example/app/`).
+    pub fn host_part(&self) -> &str {
+        self.0.split('/').next().unwrap_or_default()
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MapKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A value of the hosts map: what the frontend does with a request (haproxy/base.cfg reads
+/// its `|`-separated fields):
+/// - `<backend>` or `<backend>|<n>`: route to the backend, after stripping `n` leading path
+///   segments (`context_root_rewrite`);
+/// - `~<key>`: the route is shared; draw a bucket and look up `~<key>=<bucket>`;
+/// - `><code>|<n>|<url>`: redirect (`code` 301, 302, 307 or 308) to `<url>` followed by the
+///   path with `n` leading segments stripped, and the query.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct MapValue(String);
+
+/// Redirect status codes a redirect may use.
+pub const REDIRECT_CODES: [u16; 4] = [301, 302, 307, 308];
+
+impl MapValue {
+    pub fn backend(backend: &BackendName, strip: usize) -> Self {
+        match strip {
+            0 => Self(backend.to_string()),
+            n => Self(format!("{backend}|{n}")),
+        }
+    }
+    pub fn split(route: &MapKey) -> Self {
+        Self(format!("~{route}"))
+    }
+    /// `url` must already be checked (no syntax characters, no `|`).
+    pub fn redirect(code: u16, strip: usize, url: &str) -> Self {
+        Self(format!(">{code}|{strip}|{url}"))
+    }
+    /// A value read back from HAProxy, checked to be one of the three forms.
+    pub fn parse(raw: &str) -> Result<Self, NameError> {
+        let bad = || NameError::BadMapValue {
+            value: raw.chars().take(64).collect(),
+        };
+        if let Some(route) = raw.strip_prefix('~') {
+            MapKey::parse(route).map_err(|_| bad())?;
+            return Ok(Self(raw.to_owned()));
+        }
+        let mut fields = raw.split('|');
+        let head = fields.next().unwrap_or_default();
+        let strip_ok = |f: Option<&str>| {
+            f.is_some_and(|n| n.parse::<usize>().is_ok_and(|n| n <= MAX_ROOT_SEGMENTS))
+        };
+        if let Some(code) = head.strip_prefix('>') {
+            let code_ok = code
+                .parse::<u16>()
+                .is_ok_and(|c| REDIRECT_CODES.contains(&c));
+            let (strip, url) = (fields.next(), fields.next());
+            let url_ok = url.is_some_and(|u| !u.is_empty() && u.chars().all(map_char));
+            if code_ok && strip_ok(strip) && url_ok && fields.next().is_none() {
+                return Ok(Self(raw.to_owned()));
+            }
+            return Err(bad());
+        }
+        BackendName::parse(head).map_err(|_| bad())?;
+        match fields.next() {
+            None => Ok(Self(raw.to_owned())),
+            strip if strip_ok(strip) && fields.next().is_none() => Ok(Self(raw.to_owned())),
+            _ => Err(bad()),
+        }
+    }
+    /// The backend a request is sent to, for a backend value.
+    pub fn target_backend(&self) -> Option<BackendName> {
+        if self.0.starts_with(['~', '>']) {
+            return None;
+        }
+        BackendName::parse(self.0.split('|').next()?).ok()
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MapValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +435,89 @@ mod tests {
         assert_eq!(Host::parse("localhost.").unwrap().as_str(), "localhost");
         for bad in [".", "..", "a.example.test..", ".a.example"] {
             assert!(Host::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}
+
+#[cfg(test)]
+mod map_tests {
+    use super::*;
+
+    #[test]
+    fn context_roots_are_checked_segment_by_segment() {
+        assert_eq!(ContextRoot::parse("/app").unwrap().as_str(), "/app");
+        assert_eq!(ContextRoot::parse("/app/").unwrap().as_str(), "/app");
+        assert_eq!(ContextRoot::parse("/api/v1").unwrap().segments(), 2);
+        for bad in [
+            "",
+            "/",
+            "app",
+            "/a//b",
+            "/..",
+            "/a/../b",
+            "/./a",
+            "/a b",
+            "/a;b",
+            "/a#b",
+            "/a%20",
+            "/a?b",
+            "/a=b",
+            "/a|b",
+            "/1/2/3/4/5/6/7/8/9",
+            "//",
+        ] {
+            assert!(ContextRoot::parse(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn map_keys_name_hosts_context_roots_and_buckets() {
+        let host = Host::parse("a.example").unwrap();
+        let root = ContextRoot::parse("/api/v1").unwrap();
+        assert_eq!(MapKey::host(&host).as_str(), "a.example/");
+        assert_eq!(MapKey::host(&Host::catch_all()).as_str(), "-default-");
+        let route = MapKey::context_root(&host, &root);
+        assert_eq!(route.as_str(), "a.example/api/v1/");
+        assert_eq!(route.host_part(), "a.example");
+        let bucket = MapKey::bucket(&route, 7);
+        assert_eq!(bucket.as_str(), "~a.example/api/v1/=7");
+        assert!(bucket.is_bucket() && !route.is_bucket());
+        assert_eq!(MapKey::parse(bucket.as_str()).unwrap(), bucket);
+        assert!(MapKey::parse("a b").is_err() && MapKey::parse("a|b").is_err());
+    }
+
+    #[test]
+    fn map_values_round_trip_and_name_their_backend() {
+        let web = BackendName::for_service("web").unwrap();
+        let route = MapKey::parse("a.example/").unwrap();
+        for (value, text, backend) in [
+            (MapValue::backend(&web, 0), "web", Some(web.clone())),
+            (MapValue::backend(&web, 2), "web|2", Some(web.clone())),
+            (MapValue::split(&route), "~a.example/", None),
+            (
+                MapValue::redirect(302, 1, "http://new.example/b"),
+                ">302|1|http://new.example/b",
+                None,
+            ),
+        ] {
+            assert_eq!(value.as_str(), text);
+            assert_eq!(MapValue::parse(text).unwrap(), value);
+            assert_eq!(value.target_backend(), backend, "{text}");
+        }
+        for bad in [
+            "",
+            "web|",
+            "web|x",
+            "web|1|2",
+            "web|99",
+            ">303|0|http://x",
+            ">302|0|",
+            ">302|0",
+            "~",
+            "a b",
+            ">302|0|http://x y",
+        ] {
+            assert!(MapValue::parse(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

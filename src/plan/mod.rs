@@ -11,8 +11,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::haproxy::{Command, MapPath, ProxyState};
-use crate::model::{Desired, NetworkId};
+use crate::haproxy::{Admin, Command, MapPath, ProxyState};
+use crate::model::{Desired, MapValue, NetworkId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanSettings {
@@ -106,9 +106,12 @@ impl fmt::Display for Summary {
 /// The plan from `actual` (and the networks the proxy is `attached` to, among those the
 /// driver manages) to `desired`.
 ///
-/// Runtime commands come in three groups: map deletions first (stop routing before servers
-/// go), then server changes (backend by backend, slot by slot), then map additions and edits
-/// (route once the servers are there). A backend that is new, gone, changes mode, or must
+/// Runtime commands come in five groups: route deletions first (stop routing before servers
+/// go), then map edits towards backends that already have a ready server (a canary's traffic
+/// moves off a backend before its tasks drain), then server changes (backend by backend, slot
+/// by slot), then the other map additions and edits (route once the servers are there), then
+/// deletions of buckets no route points at any more. Buckets are written before routes in
+/// each group, so a route that becomes a split finds its buckets. A backend that is new, gone, changes mode, or must
 /// grow without `add server` sets `reload`; `target` then holds it already filled, and map
 /// commands naming a backend HAProxy does not hold yet are left to the reload, which reads
 /// the map file. `target.hosts` is always `desired.hosts`.
@@ -139,35 +142,72 @@ pub fn plan(
         .any(|name| !desired.backends.contains_key(name));
 
     let map = &settings.hosts_map;
-    let deletions = actual
+    // Routes that stop: deleted first, before their servers go. Buckets are only reachable
+    // through their route's `~` value, so theirs go last, once nothing points at them.
+    let (bucket_deletions, deletions): (Vec<Command>, Vec<Command>) = actual
         .hosts
         .keys()
         .filter(|key| !desired.hosts.contains_key(*key))
         .map(|key| Command::DelMap {
             map: map.clone(),
             key: key.clone(),
-        });
-    let mut edits = Vec::new();
+        })
+        .partition(|cmd| matches!(cmd, Command::DelMap { key, .. } if key.is_bucket()));
+    // Edits that send traffic to a backend already serving (one with a ready server) go
+    // before the server changes, so that a canary's traffic leaves a backend before its last
+    // tasks drain; the others wait for the servers. Within each group buckets come first, so
+    // that a route turning into a split finds its buckets there.
+    let serving = |value: &MapValue| {
+        value.target_backend().is_some_and(|b| {
+            actual
+                .backends
+                .get(&b)
+                .is_some_and(|b| b.servers.iter().any(|s| s.admin == Admin::Ready))
+        })
+    };
+    let (mut early, mut late) = (Vec::new(), Vec::new());
     for (key, value) in &desired.hosts {
         let current = actual.hosts.get(key);
         if current == Some(value) {
             continue;
         }
-        if !actual.backends.contains_key(value) {
+        if value
+            .target_backend()
+            .is_some_and(|b| !actual.backends.contains_key(&b))
+        {
             // The backend comes with the reload, which reads the map file; forcing the reload
             // here also covers an entry naming no backend at all, so target is still written.
             reload = true;
             continue;
         }
         let (map, key, value) = (map.clone(), key.clone(), value.clone());
-        edits.push(match current {
+        let group = if serving(&value) {
+            &mut early
+        } else {
+            &mut late
+        };
+        group.push(match current {
             Some(_) => Command::SetMap { map, key, value },
             None => Command::AddMap { map, key, value },
         });
     }
+    let buckets_first = |cmds: &mut Vec<Command>| {
+        cmds.sort_by_key(|cmd| match cmd {
+            Command::AddMap { key, .. } | Command::SetMap { key, .. } => !key.is_bucket(),
+            _ => true,
+        })
+    };
+    buckets_first(&mut early);
+    buckets_first(&mut late);
 
     Plan {
-        runtime: deletions.chain(server_commands).chain(edits).collect(),
+        runtime: deletions
+            .into_iter()
+            .chain(early)
+            .chain(server_commands)
+            .chain(late)
+            .chain(bucket_deletions)
+            .collect(),
         reload,
         target: ProxyState {
             backends,

@@ -14,17 +14,26 @@ use super::PlanSettings;
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
 use crate::model::{
-    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, Host, Mode, NetworkId,
-    ServerName,
+    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, MapKey, MapValue, Mode,
+    NetworkId, ServerName,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
     select(vec!["api", "web", "db"]).prop_map(|n| BackendName::for_service(n).expect("valid"))
 }
 
-pub fn host() -> impl Strategy<Value = Host> {
-    select(vec!["a.example", "b.example", "c.example", "d.example"])
-        .prop_map(|h| Host::parse(h).expect("valid"))
+/// A hosts-map key: whole hosts, a context root, buckets of a shared route, the catch-all.
+pub fn host() -> impl Strategy<Value = MapKey> {
+    select(vec![
+        "a.example/",
+        "b.example/",
+        "b.example/app/",
+        "c.example/",
+        "~c.example/=0",
+        "~c.example/=1",
+        "-default-",
+    ])
+    .prop_map(|k| MapKey::parse(k).expect("valid"))
 }
 
 pub fn network() -> impl Strategy<Value = NetworkId> {
@@ -98,11 +107,20 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
 }
 
 /// A backend for a host entry: mostly one of `names`, sometimes any (a dangling entry).
-fn host_target(names: Vec<BackendName>) -> BoxedStrategy<BackendName> {
-    if names.is_empty() {
-        return backend_name().boxed();
-    }
-    prop_oneof![9 => select(names), 1 => backend_name()].boxed()
+fn host_target(names: Vec<BackendName>) -> BoxedStrategy<MapValue> {
+    let backend = if names.is_empty() {
+        backend_name().boxed()
+    } else {
+        prop_oneof![9 => select(names), 1 => backend_name()].boxed()
+    };
+    let split = MapValue::split(&MapKey::parse("c.example/").expect("valid"));
+    let redirect = MapValue::redirect(302, 1, "http://new.example/x");
+    prop_oneof![
+        16 => (backend, 0usize..=2).prop_map(|(b, strip)| MapValue::backend(&b, strip)),
+        1 => Just(split),
+        1 => Just(redirect),
+    ]
+    .boxed()
 }
 
 /// Desired state; a host may name a backend that is not desired (the planner must cope).
@@ -180,7 +198,8 @@ pub fn proxy_state() -> impl Strategy<Value = ProxyState> {
             .map(|(name, mode)| (Just(name), backend_state(mode)))
             .collect::<Vec<_>>()
     });
-    (backends, btree_map(host(), backend_name(), 0..=4)).prop_map(|(backends, hosts)| ProxyState {
+    let targets = (backend_name(), 0usize..=2).prop_map(|(b, n)| MapValue::backend(&b, n));
+    (backends, btree_map(host(), targets, 0..=4)).prop_map(|(backends, hosts)| ProxyState {
         backends: backends.into_iter().collect(),
         hosts,
     })

@@ -13,15 +13,20 @@ use super::*;
 use crate::haproxy::state::{ApplyError, PLACEHOLDER};
 use crate::haproxy::{Admin, BackendState, Server};
 use crate::model::EndpointState::{self, Drain, Ready};
-use crate::model::{BackendName, BackendOptions, BackendSpec, Host, Mode, ServerName};
+use crate::model::{
+    BackendName, BackendOptions, BackendSpec, Host, MapKey, MapValue, Mode, ServerName,
+};
 
 // ---- helpers -------------------------------------------------------------------------------
 
 fn be(name: &str) -> BackendName {
     BackendName::for_service(name).unwrap()
 }
-fn host(name: &str) -> Host {
-    Host::parse(name).unwrap()
+fn host(name: &str) -> MapKey {
+    MapKey::host(&Host::parse(name).unwrap())
+}
+fn val(name: &str) -> MapValue {
+    MapValue::backend(&be(name), 0)
 }
 fn sa(addr: &str) -> SocketAddr {
     addr.parse().unwrap()
@@ -61,7 +66,7 @@ fn vip(addr: &str) -> BackendSpec {
 fn desired(backends: Vec<(&str, BackendSpec)>, hosts: &[(&str, &str)]) -> Desired {
     Desired {
         backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
-        hosts: hosts.iter().map(|(h, b)| (host(h), be(b))).collect(),
+        hosts: hosts.iter().map(|(h, b)| (host(h), val(b))).collect(),
         ..Desired::default()
     }
 }
@@ -99,7 +104,7 @@ fn vip_state(addr: &str, admin: Admin) -> BackendState {
 fn state(backends: Vec<(&str, BackendState)>, hosts: &[(&str, &str)]) -> ProxyState {
     ProxyState {
         backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
-        hosts: hosts.iter().map(|(h, b)| (host(h), be(b))).collect(),
+        hosts: hosts.iter().map(|(h, b)| (host(h), val(b))).collect(),
     }
 }
 
@@ -439,12 +444,12 @@ fn a_host_label_change_is_a_map_edit_not_a_reload() {
             Command::SetMap {
                 map: hosts_map(),
                 key: host("a.example"),
-                value: be("api")
+                value: val("api")
             },
             Command::AddMap {
                 map: hosts_map(),
                 key: host("c.example"),
-                value: be("web")
+                value: val("web")
             },
         ]
     );
@@ -798,14 +803,14 @@ fn check_before_reload(
         }
     }
     let mut hosts = actual.hosts.clone();
-    hosts.retain(|key, _| {
-        target
-            .hosts
-            .get(key)
-            .is_some_and(|b| !actual.backends.contains_key(b))
-    });
+    let held = |value: &MapValue| {
+        value
+            .target_backend()
+            .is_none_or(|b| actual.backends.contains_key(&b))
+    };
+    hosts.retain(|key, _| target.hosts.get(key).is_some_and(|v| !held(v)));
     for (key, value) in &target.hosts {
-        if actual.backends.contains_key(value) {
+        if held(value) {
             hosts.insert(key.clone(), value.clone());
         }
     }
@@ -888,13 +893,29 @@ proptest! {
         s in plan_settings(),
     ) {
         let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        // Route deletions, edits towards serving backends, servers, other edits, buckets
+        // nothing points at any more.
+        let serving = |value: &MapValue| value.target_backend().is_some_and(|b| {
+            actual.backends.get(&b).is_some_and(|b| b.servers.iter().any(|s| s.admin == Admin::Ready))
+        });
         let group = |c: &Command| match c {
+            Command::DelMap { key, .. } if key.is_bucket() => 4,
             Command::DelMap { .. } => 0,
-            Command::AddMap { .. } | Command::SetMap { .. } => 2,
-            _ => 1,
+            Command::AddMap { value, .. } | Command::SetMap { value, .. } if serving(value) => 1,
+            Command::AddMap { .. } | Command::SetMap { .. } => 3,
+            _ => 2,
         };
         let groups: Vec<u8> = p.runtime.iter().map(group).collect();
         prop_assert!(groups.windows(2).all(|w| w[0] <= w[1]), "{:?}", p.runtime);
+        // Within a group of edits, buckets come before the routes that point at them.
+        for w in p.runtime.windows(2) {
+            if let (Command::AddMap { key: a, .. } | Command::SetMap { key: a, .. },
+                    Command::AddMap { key: b, .. } | Command::SetMap { key: b, .. }) = (&w[0], &w[1]) {
+                if group(&w[0]) == group(&w[1]) {
+                    prop_assert!(a.is_bucket() || !b.is_bucket(), "{:?}", p.runtime);
+                }
+            }
+        }
         prop_assert!(p.runtime.iter().all(Command::is_write));
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::{Admin, BackendState, MapPath, Master, ProxyState, Server};
-use swarm_lb::model::{BackendName, Host, Mode, ServerName};
+use swarm_lb::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
@@ -364,9 +364,10 @@ pub fn vip_backend(addr: SocketAddr) -> BackendState {
 pub fn route(state: &mut ProxyState, name: &str, backend: BackendState, hosts: &[&str]) {
     let name = backend_name(name);
     for host in hosts {
-        state
-            .hosts
-            .insert(Host::parse(host).expect("host"), name.clone());
+        state.hosts.insert(
+            MapKey::host(&Host::parse(host).expect("host")),
+            MapValue::backend(&name, 0),
+        );
     }
     state.backends.insert(name, backend);
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::state::{Admin, BackendState, ProxyState, Server};
-use crate::model::{BackendName, BackendOptions, Host, Mode, ServerName, CATCH_ALL};
+use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
 
 pub use encode::{encode, encode_into, ADD_SERVER_OPTIONS};
 pub use parse::{parse_servers_state, parse_show_info, parse_show_map};
@@ -112,11 +112,10 @@ pub fn admin_from_bits(bits: u8) -> Admin {
 ///   backend the driver rendered) sorts after the slots, by name.
 /// - A backend without servers does not appear: `show servers state` lists servers only.
 /// - Map entries: the first entry of a key wins, as in HAProxy's lookups. An entry whose key is
-///   not a valid lower-case [`Host`] or whose value is not a valid [`BackendName`] is skipped:
-///   it cannot be represented, and it never matches a request the driver routes (the driver
-///   writes only valid ones; the frontend looks up the lower-cased Host header). It leaves the
-///   map file at the next rewrite. A value naming a backend that does not exist is kept (the
-///   planner removes it).
+///   not a valid [`MapKey`] or whose value is not one of the [`MapValue`] forms is skipped: it
+///   cannot be represented, and the driver never writes one. It leaves the map file at the
+///   next rewrite. A value naming a backend that does not exist is kept (the planner removes
+///   it).
 ///
 /// Every row and entry is already typed by the parsers, so this cannot fail today; the
 /// `Result` leaves room for a check that needs one.
@@ -150,18 +149,10 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
         .collect();
     let mut hosts = BTreeMap::new();
     for entry in map {
-        let key = if entry.key == CATCH_ALL {
-            Ok(Host::catch_all())
-        } else {
-            Host::parse(&entry.key)
-        };
-        let (Ok(key), Ok(value)) = (key, BackendName::parse(&entry.value)) else {
+        let (Ok(key), Ok(value)) = (MapKey::parse(&entry.key), MapValue::parse(&entry.value))
+        else {
             continue;
         };
-        if key.as_str() != entry.key {
-            // Upper case in a key: the lower-cased Host header never matches it.
-            continue;
-        }
         hosts.entry(key).or_insert(value);
     }
     Ok(ProxyState { backends, hosts })

@@ -9,7 +9,7 @@ use super::frame::Replies;
 use super::*;
 use crate::haproxy::command::{Command, MapPath};
 use crate::haproxy::state::{Admin, PLACEHOLDER};
-use crate::model::{BackendName, Host, Mode, ServerName};
+use crate::model::{BackendName, MapKey, MapValue, Mode, ServerName};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -40,8 +40,12 @@ fn be(name: &str) -> BackendName {
 fn srv(name: &str) -> ServerName {
     ServerName::parse(name).expect("valid server name in test")
 }
-fn host(name: &str) -> Host {
-    Host::parse(name).expect("valid host in test")
+/// A map key as the fixtures captured it (a bare host).
+fn host(name: &str) -> MapKey {
+    MapKey::parse(name).expect("valid key in test")
+}
+fn val(name: &str) -> MapValue {
+    MapValue::backend(&be(name), 0)
 }
 fn map(file: &str) -> MapPath {
     MapPath::new(&format!("{DIR}/{file}")).expect("valid map path in test")
@@ -132,7 +136,7 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             Command::AddMap {
                 map: hosts(),
                 key: host("new.example.com"),
-                value: be("web"),
+                value: val("web"),
             },
             None,
         ),
@@ -140,7 +144,7 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             Command::SetMap {
                 map: hosts(),
                 key: host("new.example.com"),
-                value: be("api"),
+                value: val("api"),
             },
             None,
         ),
@@ -148,7 +152,7 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             Command::SetMap {
                 map: hosts(),
                 key: host("missing.example.com"),
-                value: be("api"),
+                value: val("api"),
             },
             Some("entry not found."),
         ),
@@ -170,7 +174,7 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             Command::AddMap {
                 map: map("nosuch.map"),
                 key: host("a.example.com"),
-                value: be("web"),
+                value: val("web"),
             },
             no_map,
         ),
@@ -656,12 +660,15 @@ fn proxy_state_reads_the_map_keeping_the_first_of_duplicates_and_skipping_the_un
     assert_eq!(
         hosts,
         [
+            ("*.example.com", "web"),
             ("-default-", "web"),
+            ("-other-", "web"),
+            ("Upper.example.com", "web"),
             ("app.example.com", "web"),
             ("gone.example.com", "deleted-service")
         ]
     );
-    assert!(state.hosts.keys().next().is_some_and(Host::is_catch_all));
+    assert!(state.hosts.keys().any(MapKey::is_catch_all));
 }
 
 #[test]
@@ -676,7 +683,8 @@ fn the_captured_fixtures_make_a_proxy_state() {
         [Admin::Ready, Admin::Drain, Admin::Maint, Admin::Maint]
     );
     assert_eq!(state.backends[&be("api")].mode, Mode::Vip);
-    assert_eq!(state.hosts[&host("app.example.com")], be("web"));
+    let key = MapKey::parse("app.example.com").expect("key");
+    assert_eq!(state.hosts[&key], val("web"));
 }
 
 fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -690,9 +698,12 @@ fn server_name() -> impl Strategy<Value = ServerName> {
         "[a-zA-Z0-9_.:-]{1,40}".prop_map(|s| srv(&s)),
     ]
 }
-fn host_name() -> impl Strategy<Value = Host> {
+fn host_name() -> impl Strategy<Value = MapKey> {
     "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}"
         .prop_map(|s| host(&s))
+}
+fn map_value() -> impl Strategy<Value = MapValue> {
+    (backend_name(), 0usize..=8).prop_map(|(b, strip)| MapValue::backend(&b, strip))
 }
 fn map_path() -> impl Strategy<Value = MapPath> {
     "/[a-zA-Z0-9/._-]{0,60}".prop_map(|s| MapPath::new(&s).expect("strategy yields valid paths"))
@@ -726,12 +737,12 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         (backend_name(), server_name())
             .prop_map(|(backend, server)| Command::EnableHealth { backend, server }),
-        (map_path(), host_name(), backend_name()).prop_map(|(map, key, value)| Command::AddMap {
+        (map_path(), host_name(), map_value()).prop_map(|(map, key, value)| Command::AddMap {
             map,
             key,
             value
         }),
-        (map_path(), host_name(), backend_name()).prop_map(|(map, key, value)| Command::SetMap {
+        (map_path(), host_name(), map_value()).prop_map(|(map, key, value)| Command::SetMap {
             map,
             key,
             value

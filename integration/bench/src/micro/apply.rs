@@ -53,8 +53,8 @@ pub fn slotted_state() -> anyhow::Result<ProxyState> {
             .map(|n| Server::free(ServerName::slot(n)))
             .collect();
         state.hosts.insert(
-            Host::parse(&format!("{}.example.com", name.as_str()))?,
-            name.clone(),
+            swarm_lb::model::MapKey::host(&Host::parse(&format!("{}.example.com", name.as_str()))?),
+            swarm_lb::model::MapValue::backend(&name, 0),
         );
         state.backends.insert(
             name,
