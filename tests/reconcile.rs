@@ -10,7 +10,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use support::{free_port, http_get, http_get_with, poll_until, reloads, Backend, Haproxy, STARTUP};
+use support::{
+    free_port, http_get, http_get_target, http_get_with, poll_until, reloads, Backend, Haproxy,
+    STARTUP,
+};
 use swarm_lb::haproxy::codec::{self, ServerRow};
 use swarm_lb::haproxy::render::Files;
 use swarm_lb::haproxy::{Admin, Command, Master, ProxyState, Runtime};
@@ -833,4 +836,234 @@ async fn a_default_backend_takes_every_host_nobody_routes_and_toggling_it_is_a_m
     assert_eq!((report.reloads, report.commands), (0, 1), "{report:?}");
     assert_eq!(rig.answers("nobody.test", 2).await, names("web", &[2]));
     assert_eq!(rig.reloads().await, reloads, "no reload for either edit");
+}
+
+/// How many of `n` requests for `host` each task answered (the body names the task).
+async fn spread(rig: &Rig, host: &str, n: usize) -> BTreeMap<String, usize> {
+    let mut seen = BTreeMap::new();
+    for _ in 0..n {
+        let (status, body) = http_get(rig.haproxy.http_port, host).await;
+        assert_eq!(status, 200, "GET {host}: {body}");
+        *seen.entry(body).or_default() += 1;
+    }
+    seen
+}
+
+/// The share (percent) of `counts` answered by tasks whose name starts with `prefix`.
+fn share(counts: &BTreeMap<String, usize>, prefix: &str) -> f64 {
+    let total: usize = counts.values().sum();
+    let mine: usize = counts
+        .iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(_, v)| v)
+        .sum();
+    100.0 * mine as f64 / total as f64
+}
+
+#[tokio::test]
+async fn services_sharing_a_host_split_its_traffic_and_canary_changes_never_reload() {
+    let mut rig = Rig::start(42).await;
+    let (p1, p2) = (free_port(), free_port());
+    let _v1 = tasks_at("v1", p1, &[2, 3, 4, 5]).await;
+    let _v2 = tasks_at("v2", p2, &[9, 10]).await;
+    let v1 = |extra: &[(&str, &str)]| service("v1", "demo.test", p1, extra);
+    let v2 = |hosts: &str, extra: &[(&str, &str)]| service("v2", hosts, p2, extra);
+    let tasks = |v1s: &[u8], v2s: &[u8]| -> Vec<Task> {
+        let mut t: Vec<Task> = v1s
+            .iter()
+            .map(|&n| task("v1", n, DesiredTaskState::Running))
+            .collect();
+        t.extend(
+            v2s.iter()
+                .map(|&n| task("v2", n, DesiredTaskState::Running)),
+        );
+        t
+    };
+    // Both routed, v2 on a host of its own: two backends, created by reloads.
+    rig.pass(&snapshot(
+        vec![v1(&[]), v2("v2.test", &[])],
+        tasks(&[2, 3, 4, 5], &[9]),
+    ))
+    .await;
+    let reloads = rig.reloads().await;
+
+    // The canary: v2 claims demo.test too (a label edit): 4 + 1 tasks, about 20 % for v2.
+    let report = rig
+        .pass(&snapshot(
+            vec![v1(&[]), v2("demo.test,v2.test", &[])],
+            tasks(&[2, 3, 4, 5], &[9]),
+        ))
+        .await;
+    assert_eq!(report.reloads, 0);
+    let counts = spread(&rig, "demo.test", 400).await;
+    println!("4 + 1 tasks: {counts:?}");
+    let v2_share = share(&counts, "v2-");
+    assert!(
+        (13.0..=27.0).contains(&v2_share),
+        "v2 got {v2_share} %: {counts:?}"
+    );
+    assert_eq!(counts.len(), 5, "every task answers: {counts:?}");
+    let reply = http_get_target(rig.haproxy.http_port, "v2.test", "/").await;
+    assert_eq!(reply.body, "v2-9", "v2's own host still goes to v2 alone");
+
+    // Weights: v1 1, v2 3 -> 75 % for v2.
+    rig.pass(&snapshot(
+        vec![
+            v1(&[("com.docker.lb.weight", "1")]),
+            v2("demo.test", &[("com.docker.lb.weight", "3")]),
+        ],
+        tasks(&[2, 3, 4, 5], &[9]),
+    ))
+    .await;
+    let counts = spread(&rig, "demo.test", 400).await;
+    let v2_share = share(&counts, "v2-");
+    assert!(
+        (68.0..=82.0).contains(&v2_share),
+        "v2 got {v2_share} %: {counts:?}"
+    );
+
+    // Promotion: v2 scaled up, v1 to 0: all traffic to v2.
+    rig.pass(&snapshot(
+        vec![v1(&[]), v2("demo.test", &[])],
+        tasks(&[], &[9, 10]),
+    ))
+    .await;
+    let counts = spread(&rig, "demo.test", 40).await;
+    assert_eq!(
+        counts.keys().cloned().collect::<Vec<_>>(),
+        ["v2-10", "v2-9"]
+    );
+
+    // v2 gives the host back (label edit): v1 alone again.
+    rig.pass(&snapshot(
+        vec![v1(&[]), v2("v2.test", &[])],
+        tasks(&[2, 3], &[9, 10]),
+    ))
+    .await;
+    let counts = spread(&rig, "demo.test", 20).await;
+    assert!(counts.keys().all(|k| k.starts_with("v1-")), "{counts:?}");
+    let map = std::fs::read_to_string(rig.haproxy.map_path()).expect("map");
+    assert!(!map.contains('~'), "no bucket left: {map}");
+    assert_eq!(
+        rig.reloads().await,
+        reloads,
+        "no reload for any canary change"
+    );
+}
+
+#[tokio::test]
+async fn context_roots_route_paths_on_segment_boundaries_and_a_rewrite_strips_the_root() {
+    let mut rig = Rig::start(42).await;
+    let ports = [free_port(), free_port(), free_port()];
+    let _site = tasks_at("site", ports[0], &[2]).await;
+    let _api = tasks_at("api", ports[1], &[3]).await;
+    let _v2 = tasks_at("apiv2", ports[2], &[4]).await;
+    let running_all = || {
+        vec![
+            task("site", 2, DesiredTaskState::Running),
+            task("api", 3, DesiredTaskState::Running),
+            task("apiv2", 4, DesiredTaskState::Running),
+        ]
+    };
+    let services = |api_root: &str| {
+        vec![
+            service("site", "shop.test", ports[0], &[]),
+            service(
+                "api",
+                "shop.test",
+                ports[1],
+                &[("com.docker.lb.context_root", api_root)],
+            ),
+            service(
+                "apiv2",
+                "shop.test",
+                ports[2],
+                &[
+                    ("com.docker.lb.context_root", "/api/v2"),
+                    ("com.docker.lb.context_root_rewrite", "true"),
+                ],
+            ),
+        ]
+    };
+    rig.pass(&snapshot(services("/api"), running_all())).await;
+    let reloads = rig.reloads().await;
+    let port = rig.haproxy.http_port;
+    for (target, task, seen) in [
+        ("/", "site-2", "/"),
+        ("/apple", "site-2", "/apple"),
+        ("/api", "api-3", "/api"),
+        ("/api/", "api-3", "/api/"),
+        ("/api/x?q=1", "api-3", "/api/x?q=1"),
+        ("/api/v20", "api-3", "/api/v20"),
+        ("/api/v2", "apiv2-4", "/"),
+        ("/api/v2/", "apiv2-4", "/"),
+        ("/api/v2/orders/7?q=1&r=2", "apiv2-4", "/orders/7?q=1&r=2"),
+    ] {
+        let r = http_get_target(port, "shop.test", target).await;
+        assert_eq!(r.status, 200, "{target}: {}", r.head);
+        assert_eq!(r.body, task, "{target}");
+        assert_eq!(
+            r.header("x-target"),
+            Some(seen),
+            "{target}: what the task received"
+        );
+    }
+    // Moving a context root on a live service is a map edit.
+    let report = rig.pass(&snapshot(services("/shop"), running_all())).await;
+    assert_eq!(report.reloads, 0);
+    assert_eq!(
+        http_get_target(port, "shop.test", "/api/x").await.body,
+        "site-2"
+    );
+    assert_eq!(
+        http_get_target(port, "shop.test", "/shop/x").await.body,
+        "api-3"
+    );
+    assert_eq!(rig.reloads().await, reloads);
+}
+
+#[tokio::test]
+async fn redirects_answer_the_target_with_the_rest_of_the_path_and_the_query() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _web = tasks_at("web", port, &[2]).await;
+    let tasks = || vec![task("web", 2, DesiredTaskState::Running)];
+    rig.pass(&snapshot(
+        vec![service("web", "old.test,new.test", port, &[])],
+        tasks(),
+    ))
+    .await;
+    let reloads = rig.reloads().await;
+    let labels = [
+        (
+            "com.docker.lb.redirects",
+            "http://old.test,http://new.test; http://new.test/legacy,https://new.test/v2",
+        ),
+        ("com.docker.lb.redirect_code", "308"),
+    ];
+    let report = rig
+        .pass(&snapshot(
+            vec![service("web", "old.test,new.test", port, &labels)],
+            tasks(),
+        ))
+        .await;
+    assert_eq!(report.reloads, 0, "redirects are map edits");
+    let http = rig.haproxy.http_port;
+    for (host, target, location) in [
+        ("old.test", "/", "http://new.test/"),
+        ("old.test", "/a/b?q=1", "http://new.test/a/b?q=1"),
+        ("new.test", "/legacy", "https://new.test/v2/"),
+        ("new.test", "/legacy/x?y=2", "https://new.test/v2/x?y=2"),
+    ] {
+        let r = http_get_target(http, host, target).await;
+        assert_eq!(r.status, 308, "{host}{target}: {}", r.head);
+        assert_eq!(r.header("location"), Some(location), "{host}{target}");
+    }
+    let r = http_get_target(http, "new.test", "/legacyx").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "web-2"),
+        "not under /legacy"
+    );
+    assert_eq!(rig.reloads().await, reloads);
 }

@@ -185,6 +185,7 @@ async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
         let mut close = false;
         let mut line = String::new();
         let mut first = true;
+        let mut target = String::new();
         loop {
             line.clear();
             match read.read_line(&mut line).await {
@@ -196,6 +197,7 @@ async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
             }
             if first {
                 close = line.trim_end().ends_with("HTTP/1.0");
+                target = line.split(' ').nth(1).unwrap_or_default().to_owned();
                 first = false;
                 continue;
             }
@@ -213,8 +215,10 @@ async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
             return;
         }
         count.fetch_add(1, Ordering::SeqCst);
+        // The request target as the task got it (after any path rewrite), in a header.
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-target: {target}\r\n\
+             content-length: {}\r\n{}\r\n{}",
             body.len(),
             if close { "connection: close\r\n" } else { "" },
             body
@@ -251,10 +255,20 @@ impl Response {
 
 /// [`try_http_get`] with extra header lines (each ending in `\r\n`), the whole response.
 pub async fn try_http_get_with(port: u16, host: &str, headers: &str) -> std::io::Result<Response> {
+    try_http_get_target(port, host, "/", headers).await
+}
+
+/// `GET <target>` (path and query) with `Host: host` and `headers` (each ending in CRLF).
+pub async fn try_http_get_target(
+    port: u16,
+    host: &str,
+    target: &str,
+    headers: &str,
+) -> std::io::Result<Response> {
     let exchange = async {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
         let request =
-            format!("GET / HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n");
+            format!("GET {target} HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).await?;
@@ -270,6 +284,13 @@ pub async fn http_get(port: u16, host: &str) -> (u16, String) {
     try_http_get(port, host)
         .await
         .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}/ (host {host}): {e}"))
+}
+
+/// [`try_http_get_target`] without extra headers, panicking on a transport error.
+pub async fn http_get_target(port: u16, host: &str, target: &str) -> Response {
+    try_http_get_target(port, host, target, "")
+        .await
+        .unwrap_or_else(|e| panic!("GET http://127.0.0.1:{port}{target} (host {host}): {e}"))
 }
 
 /// [`try_http_get_with`], panicking on a transport error.
