@@ -1067,3 +1067,60 @@ async fn redirects_answer_the_target_with_the_rest_of_the_path_and_the_query() {
     );
     assert_eq!(rig.reloads().await, reloads);
 }
+
+#[tokio::test]
+async fn a_task_failing_max_fails_times_in_a_row_leaves_rotation_and_returns_after_fail_timeout() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let tasks = tasks_at("web", port, &[2, 3, 4]).await;
+    let labels = [
+        ("com.docker.lb.max_fails", "2"),
+        ("com.docker.lb.fail_timeout", "1s"),
+    ];
+    let running3 = || {
+        [2, 3, 4]
+            .iter()
+            .map(|&n| task("web", n, DesiredTaskState::Running))
+            .collect::<Vec<_>>()
+    };
+    rig.pass(&snapshot(
+        vec![service("web", "web.test", port, &labels)],
+        running3(),
+    ))
+    .await;
+    let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
+    assert!(
+        config.contains("default-server observe layer7 error-limit 2 on-error mark-down rise 1 downinter 1000ms"),
+        "{config}"
+    );
+    assert_eq!(rig.answers("web.test", 6).await, names("web", &[2, 3, 4]));
+
+    // Task 3 starts answering 500: after 2 failures in a row it takes no more traffic.
+    tasks[1].set_failing(true);
+    let http = rig.haproxy.http_port;
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(http_get(http, "web.test").await.0);
+    }
+    let failed = statuses.iter().filter(|s| **s == 500).count();
+    println!("30 requests while task 3 fails: {failed} answered 500");
+    assert!(
+        (1..=3).contains(&failed),
+        "task 3 should fail twice, then be out: {statuses:?}"
+    );
+    assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
+
+    // It recovers: back in rotation within fail_timeout plus a check.
+    tasks[1].set_failing(false);
+    let started = std::time::Instant::now();
+    poll_until(
+        Duration::from_secs(5),
+        "task 3 back in rotation",
+        || async {
+            let (status, body) = http_get(http, "web.test").await;
+            (status == 200 && body == "web-3").then_some(())
+        },
+    )
+    .await;
+    println!("task 3 back after {:?}", started.elapsed());
+}

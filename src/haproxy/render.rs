@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::command::MapPath;
 use super::state::{Admin, BackendState, ProxyState};
-use crate::model::{BackendName, BackendOptions};
+use crate::model::{BackendName, BackendOptions, FailureLimit};
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).
 pub const BASE_TEMPLATE: &str = include_str!("../../haproxy/base.cfg");
@@ -157,6 +157,15 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
             "    {COOKIE} {cookie} insert indirect nocache dynamic\n    dynamic-cookie-key {name}"
         );
     }
+    if let Some(limit) = &options.failure_limit {
+        // Overrides the template's `default-server` for this backend's servers (those added
+        // at runtime inherit none: the planner grows such a backend by reload instead).
+        let _ = writeln!(
+            out,
+            "    {DEFAULT_SERVER} observe layer7 {ERROR_LIMIT} {} on-error mark-down rise 1 {DOWNINTER} {}ms",
+            limit.max_fails, limit.fail_timeout_ms
+        );
+    }
     for server in &backend.servers {
         // SocketAddr prints IPv6 as `[addr]:port`, the form HAProxy reads.
         let _ = write!(out, "    server {} {} check", server.name, server.addr);
@@ -171,6 +180,22 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
 
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
+const DEFAULT_SERVER: &str = "default-server";
+const ERROR_LIMIT: &str = "error-limit";
+const DOWNINTER: &str = "downinter";
+
+/// The failure limit of a backend `default-server` line [`render_backend`] wrote.
+fn failure_limit(line: &str) -> Option<FailureLimit> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| {
+        let i = words.iter().position(|w| *w == key)?;
+        words.get(i + 1).copied()
+    };
+    Some(FailureLimit {
+        max_fails: after(ERROR_LIMIT)?.parse().ok()?,
+        fail_timeout_ms: after(DOWNINTER)?.strip_suffix("ms")?.parse().ok()?,
+    })
+}
 
 /// The balancing options of each backend in a config this module rendered (the Runtime API
 /// cannot show them, so the driver learns what HAProxy loaded from the config it loaded).
@@ -198,6 +223,11 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
             (Some(COOKIE), Some(cookie)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
                     o.sticky_cookie = Some(cookie.to_owned());
+                }
+            }
+            (Some(DEFAULT_SERVER), Some(_)) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.failure_limit = failure_limit(line);
                 }
             }
             _ => {}
@@ -383,6 +413,10 @@ mod tests {
                 options: BackendOptions {
                     ip_hash: true,
                     sticky_cookie: Some("sid".into()),
+                    failure_limit: Some(FailureLimit {
+                        max_fails: 3,
+                        fail_timeout_ms: 2500,
+                    }),
                 },
                 mode: Mode::Task,
                 servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
@@ -408,7 +442,9 @@ mod tests {
         assert!(
             text.contains(
                 "backend v6\n    balance source\n    hash-type consistent\n    cookie sid insert \
-                 indirect nocache dynamic\n    dynamic-cookie-key v6\n    server s1 [fd00::5]:9000 check\n"
+                 indirect nocache dynamic\n    dynamic-cookie-key v6\n    default-server observe \
+                 layer7 error-limit 3 on-error mark-down rise 1 downinter 2500ms\n    server s1 \
+                 [fd00::5]:9000 check\n"
             ),
             "{text}"
         );

@@ -32,6 +32,12 @@ pub const WEIGHT: &str = "com.docker.lb.weight";
 pub const REDIRECTS: &str = "com.docker.lb.redirects";
 /// Beyond Interlock: the status code of this service's redirects (Interlock answered 302).
 pub const REDIRECT_CODE: &str = "com.docker.lb.redirect_code";
+pub const MAX_FAILS: &str = "com.docker.lb.max_fails";
+pub const FAIL_TIMEOUT: &str = "com.docker.lb.fail_timeout";
+
+/// nginx's defaults when only one of the two failure labels is set.
+pub const MAX_FAILS_DEFAULT: u32 = 1;
+pub const FAIL_TIMEOUT_DEFAULT_MS: u32 = 10_000;
 
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;
@@ -39,8 +45,6 @@ pub const WEIGHT_MAX: u32 = 10_000;
 /// Interlock labels swarm-lb knows but does not implement yet: reported as warnings, the
 /// route still works without them.
 pub const UNSUPPORTED: &[&str] = &[
-    "com.docker.lb.fail_timeout",
-    "com.docker.lb.max_fails",
     "com.docker.lb.ssl_backend",
     "com.docker.lb.ssl_backend_tls_verify",
     "com.docker.lb.ssl_cert",
@@ -50,10 +54,10 @@ pub const UNSUPPORTED: &[&str] = &[
 ];
 
 /// Balancing labels implemented in default (task) mode: see [`BackendOptions`].
-pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE];
+pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE, MAX_FAILS, FAIL_TIMEOUT];
 
 /// Per-task features: they need HAProxy to see each task, which a vip backend does not.
-pub const TASK_ONLY: &[&str] = &[STICKY_SESSION_COOKIE, IP_HASH];
+pub const TASK_ONLY: &[&str] = &[STICKY_SESSION_COOKIE, IP_HASH, MAX_FAILS, FAIL_TIMEOUT];
 
 /// Accepted values of `com.docker.lb.backend_mode`, for error messages.
 pub const MODES: &str = "default, task, vip";
@@ -624,13 +628,79 @@ fn parse_options(
             .ok(),
         None => None,
     };
+    let max_fails = match labels.get(MAX_FAILS) {
+        Some(v) => parse_max_fails(service, v).map_err(|e| errors.push(e)).ok(),
+        None => None,
+    };
+    let fail_timeout = match labels.get(FAIL_TIMEOUT) {
+        Some(v) => parse_fail_timeout(service, v)
+            .map_err(|e| errors.push(e))
+            .ok(),
+        None => None,
+    };
+    // nginx: max_fails=0 turns the accounting off.
+    let failure_limit = match (max_fails, fail_timeout) {
+        (None, None) | (Some(0), _) => None,
+        (max_fails, fail_timeout_ms) => Some(super::FailureLimit {
+            max_fails: max_fails.unwrap_or(MAX_FAILS_DEFAULT),
+            fail_timeout_ms: fail_timeout_ms.unwrap_or(FAIL_TIMEOUT_DEFAULT_MS),
+        }),
+    };
     if errors.is_empty() {
         Ok(BackendOptions {
             ip_hash,
             sticky_cookie,
+            failure_limit,
         })
     } else {
         Err(errors)
+    }
+}
+
+/// `com.docker.lb.max_fails`: failed requests in a row that take a task out, 0..=1000 (0:
+/// off, as in nginx).
+pub fn parse_max_fails(service: &str, value: &str) -> Result<u32, LabelError> {
+    check_chars(service, MAX_FAILS, value)?;
+    let plain = !value.is_empty()
+        && value.bytes().all(|b| b.is_ascii_digit())
+        && (value == "0" || !value.starts_with('0'));
+    match value.parse::<u32>() {
+        Ok(n) if plain && n <= 1000 => Ok(n),
+        _ => Err(LabelError::invalid(
+            service,
+            MAX_FAILS,
+            value,
+            "not a count: a whole number 0..=1000 (0: off)".to_owned(),
+        )),
+    }
+}
+
+/// `com.docker.lb.fail_timeout`: nginx's time syntax, a whole number with an optional unit
+/// `ms`, `s` (the default) or `m`: 1 ms up to 1 h. Milliseconds.
+pub fn parse_fail_timeout(service: &str, value: &str) -> Result<u32, LabelError> {
+    check_chars(service, FAIL_TIMEOUT, value)?;
+    let digits_end = value
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(digits_end);
+    let scale = match unit {
+        "ms" => Some(1u64),
+        "" | "s" => Some(1_000),
+        "m" => Some(60_000),
+        _ => None,
+    };
+    let ms = match (number.parse::<u64>(), scale) {
+        (Ok(n), Some(scale)) if !number.starts_with('0') => n.checked_mul(scale),
+        _ => None,
+    };
+    match ms {
+        Some(ms) if (1..=3_600_000).contains(&ms) => Ok(ms as u32),
+        _ => Err(LabelError::invalid(
+            service,
+            FAIL_TIMEOUT,
+            value,
+            "not a duration: a whole number with ms, s (default) or m, from 1ms to 60m".to_owned(),
+        )),
     }
 }
 
@@ -1281,7 +1351,7 @@ mod tests {
             (HOSTS, "a.example"),
             (PORT, "80"),
             ("com.docker.lb.ssl_cert", "cert"),
-            ("com.docker.lb.max_fails", "x"),
+            ("com.docker.lb.ssl_only", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -1290,16 +1360,16 @@ mod tests {
             vec![
                 LabelError::Unsupported {
                     service: "web".into(),
-                    label: "com.docker.lb.max_fails".into()
+                    label: "com.docker.lb.ssl_cert".into()
                 },
                 LabelError::Unsupported {
                     service: "web".into(),
-                    label: "com.docker.lb.ssl_cert".into()
+                    label: "com.docker.lb.ssl_only".into()
                 },
             ]
         );
         assert_eq!(
-            p.warnings[1].to_string(),
+            p.warnings[0].to_string(),
             "service web: label com.docker.lb.ssl_cert is not supported yet; ignored"
         );
     }
@@ -1319,6 +1389,7 @@ mod tests {
             BackendOptions {
                 ip_hash: true,
                 sticky_cookie: Some("session_id-1.x".into()),
+                failure_limit: None,
             }
         );
         let plain = parse(&service(&[
@@ -1370,6 +1441,132 @@ mod tests {
             matches!(errors.as_slice(), [LabelError::Invalid { label, .. }] if label == DEFAULT_BACKEND),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn max_fails_and_fail_timeout_become_a_failure_limit_with_nginx_defaults() {
+        let limit = |labels: &[(&str, &str)]| {
+            let mut all = vec![(HOSTS, "a.example"), (PORT, "80")];
+            all.extend_from_slice(labels);
+            route(&all).expect("route").options.failure_limit
+        };
+        let l = |max_fails, fail_timeout_ms| {
+            Some(crate::model::FailureLimit {
+                max_fails,
+                fail_timeout_ms,
+            })
+        };
+        assert_eq!(limit(&[]), None);
+        assert_eq!(limit(&[(MAX_FAILS, "3"), (FAIL_TIMEOUT, "5s")]), l(3, 5000));
+        assert_eq!(limit(&[(MAX_FAILS, "2")]), l(2, 10_000));
+        assert_eq!(limit(&[(FAIL_TIMEOUT, "500ms")]), l(1, 500));
+        assert_eq!(limit(&[(FAIL_TIMEOUT, "2m")]), l(1, 120_000));
+        assert_eq!(limit(&[(FAIL_TIMEOUT, "30")]), l(1, 30_000));
+        assert_eq!(
+            limit(&[(MAX_FAILS, "0"), (FAIL_TIMEOUT, "30")]),
+            None,
+            "0 is off"
+        );
+        for (label, bad) in [
+            (MAX_FAILS, "-1"),
+            (MAX_FAILS, "1001"),
+            (MAX_FAILS, "03"),
+            (MAX_FAILS, "x"),
+            (FAIL_TIMEOUT, "0"),
+            (FAIL_TIMEOUT, "61m"),
+            (FAIL_TIMEOUT, "5h"),
+            (FAIL_TIMEOUT, "1.5s"),
+            (FAIL_TIMEOUT, "s"),
+            (FAIL_TIMEOUT, "10 s"),
+            (FAIL_TIMEOUT, "99999999999999999999s"),
+        ] {
+            let errs = errors(&[(HOSTS, "a.example"), (PORT, "80"), (label, bad)]);
+            assert!(
+                matches!(errs.as_slice(), [LabelError::Invalid { label: l, .. }] if l == label),
+                "{label}={bad:?}: {errs:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn context_root_weight_and_redirect_labels_are_checked_naming_the_label() {
+        let base = [(HOSTS, "a.example"), (PORT, "80")];
+        let ok = |labels: &[(&str, &str)]| {
+            let mut all = base.to_vec();
+            all.extend_from_slice(labels);
+            route(&all).expect("route")
+        };
+        let r = ok(&[
+            (CONTEXT_ROOT, "/api/v1/"),
+            (CONTEXT_ROOT_REWRITE, "true"),
+            (WEIGHT, "0"),
+        ]);
+        assert_eq!(
+            r.context_root.as_ref().map(ContextRoot::as_str),
+            Some("/api/v1")
+        );
+        assert!(r.rewrite);
+        assert_eq!(r.weight, Some(0));
+        let r = ok(&[(
+            REDIRECTS,
+            " http://a.example/old , https://b.example:8443/new ;",
+        )]);
+        assert_eq!(r.redirects.len(), 1);
+        assert_eq!(r.redirects[0].target, "https://b.example:8443/new");
+        assert_eq!(r.redirects[0].code, 302, "Interlock's code by default");
+        for (label, bad, reason) in [
+            (CONTEXT_ROOT, "app", "not a context root"),
+            (CONTEXT_ROOT, "/", "not a context root"),
+            (CONTEXT_ROOT, "/a/../b", "not a context root"),
+            (CONTEXT_ROOT, "/a b", "character ' '"),
+            (CONTEXT_ROOT, "/a;b", "character ';'"),
+            (CONTEXT_ROOT, "/a|b", "not a context root"),
+            (CONTEXT_ROOT, "/a%2e%2e", "not a context root"),
+            (CONTEXT_ROOT, "/a\nb", "character '\\n'"),
+            (CONTEXT_ROOT_REWRITE, "yes", "true and false"),
+            (WEIGHT, "-1", "not a weight"),
+            (WEIGHT, "10001", "not a weight"),
+            (WEIGHT, "1.5", "not a weight"),
+            (REDIRECT_CODE, "303", "301, 302, 307 and 308"),
+            (REDIRECTS, "http://a.example", "not a `source,target` pair"),
+            (
+                REDIRECTS,
+                "http://a.example,http://b.example,http://c.example",
+                "pair",
+            ),
+            (
+                REDIRECTS,
+                "https://a.example,http://b.example",
+                "only http://host[/path] sources",
+            ),
+            (
+                REDIRECTS,
+                "http://a.example:8080,http://b.example",
+                "only http://host[/path]",
+            ),
+            (REDIRECTS, "ftp://a.example,http://b.example", "scheme"),
+            (REDIRECTS, "a.example,b.example", "not a URL"),
+            (REDIRECTS, "http://a.example,http://b.example/x?y=1", "path"),
+            (
+                REDIRECTS,
+                "http://a.example,http://b example",
+                "character ' '",
+            ),
+            (REDIRECTS, "http://a.example,http://b.example/a|b", "path"),
+            (REDIRECTS, "http://a.example,http://b.example:0", "port"),
+            (REDIRECTS, ";", "empty"),
+        ] {
+            let mut all = base.to_vec();
+            all.push((label, bad));
+            let errs = errors(&all);
+            assert_eq!(errs.len(), 1, "{label}={bad:?}: {errs:?}");
+            let line = errs[0].to_string();
+            assert!(
+                line.starts_with(&format!("service web: label {label}=")),
+                "{line}"
+            );
+            assert!(line.contains(reason), "{label}={bad:?}: {line}");
+        }
     }
 
     #[test]
@@ -1484,7 +1681,7 @@ mod tests {
             (STICKY_SESSION_COOKIE, "session"),
             (WEBSOCKET_ENDPOINTS, "/ws"),
             (IP_HASH, "true"),
-            ("com.docker.lb.max_fails", "x"),
+            ("com.docker.lb.ssl_only", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -1501,7 +1698,7 @@ mod tests {
             kinds,
             vec![
                 (IP_HASH, true),
-                ("com.docker.lb.max_fails", false),
+                ("com.docker.lb.ssl_only", false),
                 (STICKY_SESSION_COOKIE, true),
             ]
         );

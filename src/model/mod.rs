@@ -118,6 +118,23 @@ pub struct BackendOptions {
     /// naming the server (a dynamic cookie, derived from the server's address, so it follows
     /// `set server addr`), and a request carrying it goes back to that server.
     pub sticky_cookie: Option<String>,
+    /// `com.docker.lb.max_fails` / `com.docker.lb.fail_timeout` (Interlock's passive health
+    /// checks, from nginx): a task is taken out of rotation after this many failed requests in
+    /// a row, and tried again after the timeout.
+    pub failure_limit: Option<FailureLimit>,
+}
+
+/// nginx's `max_fails`/`fail_timeout`, as HAProxy does it: `observe layer7 error-limit
+/// <max_fails> on-error mark-down` counts consecutive connection errors, timeouts and 5xx
+/// answers; the server is marked down and checked again every `fail_timeout` (`downinter`),
+/// one good check (`rise 1`) bringing it back. nginx counts failures within `fail_timeout`
+/// rather than in a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FailureLimit {
+    /// 1..=1000.
+    pub max_fails: u32,
+    /// Milliseconds, 1..=3_600_000.
+    pub fail_timeout_ms: u32,
 }
 
 /// Options that tune the desired state; they come from flags.

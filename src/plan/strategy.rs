@@ -14,8 +14,8 @@ use super::PlanSettings;
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
 use crate::model::{
-    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, MapKey, MapValue, Mode,
-    NetworkId, ServerName,
+    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, FailureLimit, MapKey,
+    MapValue, Mode, NetworkId, ServerName,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -98,10 +98,18 @@ pub fn backend_spec(name: BackendName, mode: Mode) -> impl Strategy<Value = Back
 pub fn options() -> impl Strategy<Value = BackendOptions> {
     prop_oneof![
         3 => Just(BackendOptions::default()),
-        1 => (any::<bool>(), option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])))
-            .prop_map(|(ip_hash, sticky_cookie)| BackendOptions {
+        1 => (
+            any::<bool>(),
+            option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])),
+            option::of((1u32..=5, 1u32..=20_000)),
+        )
+            .prop_map(|(ip_hash, sticky_cookie, limit)| BackendOptions {
                 ip_hash,
                 sticky_cookie,
+                failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
+                    max_fails,
+                    fail_timeout_ms,
+                }),
             }),
     ]
 }

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,6 +130,7 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
 
@@ -144,8 +145,10 @@ impl Backend {
         let listener = TcpListener::bind(at).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let requests = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
         let body: Arc<str> = Arc::from(name);
         let count = requests.clone();
+        let fail = failing.clone();
         let task = tokio::spawn(async move {
             // Dropped with this task (on abort): every connection task goes with it.
             let mut conns = JoinSet::new();
@@ -153,7 +156,7 @@ impl Backend {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                conns.spawn(serve(stream, body.clone(), count.clone()));
+                conns.spawn(serve(stream, body.clone(), count.clone(), fail.clone()));
                 while conns.try_join_next().is_some() {}
             }
         });
@@ -161,12 +164,19 @@ impl Backend {
             name: name.to_owned(),
             addr,
             requests,
+            failing,
             task,
         }
     }
 
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// From now on answer every request `500` (`true`) or `200` again (`false`); connections
+    /// are still accepted, so a TCP health check passes.
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
     }
 }
 
@@ -176,7 +186,12 @@ impl Drop for Backend {
     }
 }
 
-async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
+async fn serve(
+    stream: TcpStream,
+    body: Arc<str>,
+    count: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+) {
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::new(read);
     loop {
@@ -216,8 +231,13 @@ async fn serve(stream: TcpStream, body: Arc<str>, count: Arc<AtomicUsize>) {
         }
         count.fetch_add(1, Ordering::SeqCst);
         // The request target as the task got it (after any path rewrite), in a header.
+        let status = if failing.load(Ordering::SeqCst) {
+            "500 Internal Server Error"
+        } else {
+            "200 OK"
+        };
         let reply = format!(
-            "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nx-target: {target}\r\n\
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\nx-target: {target}\r\n\
              content-length: {}\r\n{}\r\n{}",
             body.len(),
             if close { "connection: close\r\n" } else { "" },
