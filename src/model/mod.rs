@@ -126,8 +126,8 @@ pub struct BackendOptions {
 
 /// nginx's `max_fails`/`fail_timeout`, as HAProxy does it: `observe layer7 error-limit
 /// <max_fails> on-error mark-down` counts consecutive connection errors, timeouts and 5xx
-/// answers; the server is marked down and checked again every `fail_timeout` (`downinter`),
-/// one good check (`rise 1`) bringing it back. nginx counts failures within `fail_timeout`
+/// answers; the server is marked down and checked again after `fail_timeout` (`fastinter`,
+/// which `mark-down` forces, and `downinter`), one good check (`rise 1`) bringing it back. nginx counts failures within `fail_timeout`
 /// rather than in a row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct FailureLimit {

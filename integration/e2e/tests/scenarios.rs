@@ -802,3 +802,293 @@ async fn a_sticky_cookie_keeps_each_client_on_its_task_and_turning_ip_hash_on_is
     assert_eq!(answered.len(), 1, "one client, one task: {answered:?}");
     assert_eq!(env.stack.reloads().await, reloads + 1, "exactly one reload");
 }
+
+/// The hosts map swarm-lb wrote, as `key value` lines.
+fn hosts_map(env: &Env) -> Vec<String> {
+    let path = env.stack.config_path().with_file_name("hosts.map");
+    std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// How many buckets of the route `key` name each backend, per the hosts map.
+fn buckets(env: &Env, key: &str) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for line in hosts_map(env) {
+        if let Some((k, v)) = line.split_once(' ') {
+            if k.starts_with(&format!("~{key}=")) {
+                *out.entry(v.to_owned()).or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+/// A testapp service with exactly these labels (plus this stack's cluster) and `extra` args.
+fn labelled(env: &Env, net: &Network, replicas: u32, labels: &[String], extra: &[&str]) -> Service {
+    let name = unique("svc");
+    let cluster = format!("com.docker.lb.service_cluster={}", env.cluster);
+    let replicas = replicas.to_string();
+    let mut args: Vec<&str> = vec!["--network", &net.name, "--replicas", &replicas];
+    for l in labels.iter().chain([&cluster]) {
+        args.extend(["--label", l.as_str()]);
+    }
+    args.extend_from_slice(extra);
+    Service::create(&name, APP1, &args)
+}
+
+/// Issue 9: v1 with 4 replicas and v2 with 1 on one host give v2 about 20 % of 400 requests;
+/// promoting v2 (scale it up, v1 to 0) under load fails nothing and reloads nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_sharing_a_host_takes_its_share_by_replicas_and_promotion_under_load_fails_nothing(
+) {
+    let env = Env::up().await;
+    let net = Network::create(&unique("net"));
+    let h = host("canary");
+    let v1 = env.service(&net, &h, 4, &[]);
+    env.converged(&v1, &net, 4).await;
+    let v2 = env.service(&net, &h, 1, &[]);
+    env.converged(&v2, &net, 1).await;
+    poll_until(CONVERGE, "the route split 80/20", || async {
+        let b = buckets(&env, &format!("{h}/"));
+        (b.get(&v1.name) == Some(&80) && b.get(&v2.name) == Some(&20)).then_some(())
+    })
+    .await;
+    let mut by_service: BTreeMap<&str, usize> = BTreeMap::new();
+    for _ in 0..400 {
+        let (status, body) = load::get(env.stack.http_port, &h, "/").await.expect("GET");
+        assert_eq!(status, 200, "{body}");
+        let name = if body.contains(&format!("task={}.", v2.name)) {
+            "v2"
+        } else {
+            "v1"
+        };
+        *by_service.entry(name).or_default() += 1;
+    }
+    let v2_share = 100.0 * by_service.get("v2").copied().unwrap_or(0) as f64 / 400.0;
+    println!("canary 4 + 1 replicas, 400 requests: {by_service:?} ({v2_share:.1} % to v2)");
+    assert!((13.0..=27.0).contains(&v2_share), "{by_service:?}");
+
+    // Promotion under load.
+    let reloads = env.stack.reloads().await;
+    let l = load(&env, &h);
+    v2.scale(4);
+    env.converged(&v2, &net, 4).await;
+    v1.scale(0);
+    poll_until(CONVERGE, "all traffic on v2", || async {
+        let b = buckets(&env, &format!("{h}/"));
+        (b.get(&v2.name) == Some(&100)).then_some(())
+    })
+    .await;
+    env.converged(&v1, &net, 0).await;
+    let summary = l.stop().await;
+    println!("promotion under load: {summary}");
+    assert_eq!(summary.failed(), 0, "{summary}");
+    assert_eq!(
+        env.stack.reloads().await,
+        reloads,
+        "promotion reloads nothing"
+    );
+}
+
+/// Issue 9, vip mode: each claimant is one server (its VIP), so 4 + 1 replicas split 50/50.
+/// This kernel has no IPVS: the control plane is checked, not traffic through the VIPs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vip_claimants_of_one_host_count_once_each_so_four_and_one_replicas_split_evenly() {
+    let env = Env::up().await;
+    let net = Network::create(&unique("net"));
+    let h = host("vipcanary");
+    let vip = ["--label", "com.docker.lb.backend_mode=vip"];
+    let v1 = env.service(&net, &h, 4, &vip);
+    let v2 = env.service(&net, &h, 1, &vip);
+    for svc in [&v1, &v2] {
+        let addr = poll_until(CONVERGE, "the service's VIP", || async { svc.vip(&net.id) }).await;
+        poll_until(CONVERGE, "its vip server ready at the VIP", || async {
+            let rows = env.stack.servers(&svc.name).await;
+            (rows.len() == 1
+                && rows[0].addr.to_string() == addr
+                && admin_from_bits(rows[0].admin_state) == Admin::Ready)
+                .then_some(())
+        })
+        .await;
+    }
+    poll_until(CONVERGE, "the route split 50/50", || async {
+        let b = buckets(&env, &format!("{h}/"));
+        (b.get(&v1.name) == Some(&50) && b.get(&v2.name) == Some(&50)).then_some(())
+    })
+    .await;
+    println!(
+        "SKIPPED data-path check through the VIPs: this kernel has no IPVS; the two vip servers \
+         and the 50/50 buckets were checked"
+    );
+}
+
+/// Issue 9: context roots (longest prefix, segment boundaries, rewrite) and redirects as an
+/// operator sees them, each a map edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn context_roots_route_by_path_and_redirects_answer_with_the_rest_of_the_path() {
+    let env = Env::up().await;
+    let net = Network::create(&unique("net"));
+    let h = host("shop");
+    let old = host("old");
+    let echo = ["--env", "ECHO_PATHS=1"];
+    let base = |extra: &[&str]| -> Vec<String> {
+        let mut l = vec![
+            format!("com.docker.lb.hosts={h}"),
+            "com.docker.lb.port=8080".to_owned(),
+        ];
+        l.extend(extra.iter().map(|s| s.to_string()));
+        l
+    };
+    let site = labelled(&env, &net, 1, &base(&[]), &echo);
+    let api = labelled(
+        &env,
+        &net,
+        1,
+        &base(&["com.docker.lb.context_root=/api"]),
+        &echo,
+    );
+    let apiv2 = labelled(
+        &env,
+        &net,
+        1,
+        &base(&[
+            "com.docker.lb.context_root=/api/v2",
+            "com.docker.lb.context_root_rewrite=true",
+        ]),
+        &echo,
+    );
+    for svc in [&site, &api, &apiv2] {
+        env.converged(svc, &net, 1).await;
+    }
+    let reloads = env.stack.reloads().await;
+    let port = env.stack.http_port;
+    for (target, svc, seen) in [
+        ("/x", &site, "/x"),
+        ("/apple", &site, "/apple"),
+        ("/api", &api, "/api"),
+        ("/api/x?q=1", &api, "/api/x?q=1"),
+        ("/api/v20", &api, "/api/v20"),
+        ("/api/v2", &apiv2, "/"),
+        ("/api/v2/orders/7?q=1", &apiv2, "/orders/7?q=1"),
+    ] {
+        let body = poll_until(
+            CONVERGE,
+            &format!("{target} routed to {}", svc.name),
+            || async {
+                let (status, body) = load::get(port, &h, target).await.ok()?;
+                (status == 200 && body.contains(&format!("task={}.", svc.name))).then_some(body)
+            },
+        )
+        .await;
+        assert!(body.contains(&format!("path={seen}\n")), "{target}: {body}");
+    }
+
+    // Redirects, added by a label edit (a map edit), checked with curl as an operator would.
+    site.update(&[
+        "--label-add",
+        &format!(
+            "com.docker.lb.redirects=http://{old},http://{h}; http://{h}/legacy,https://{h}/v2"
+        ),
+    ]);
+    for (host, target, location) in [
+        (old.as_str(), "/a/b?q=1", format!("http://{h}/a/b?q=1")),
+        (h.as_str(), "/legacy/x?y=2", format!("https://{h}/v2/x?y=2")),
+    ] {
+        let url = format!("http://127.0.0.1:{port}{target}");
+        let head = poll_until(CONVERGE, &format!("{host}{target} redirected"), || async {
+            let out = std::process::Command::new("curl")
+                .args(["-sI", "-H", &format!("Host: {host}"), &url])
+                .output()
+                .ok()?;
+            let head = String::from_utf8_lossy(&out.stdout).into_owned();
+            head.starts_with("HTTP/1.1 302").then_some(head)
+        })
+        .await;
+        let got = head
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .map(str::trim);
+        assert_eq!(got, Some(location.as_str()), "{head}");
+        println!("curl -sI -H 'Host: {host}' {url}: 302 -> {location}");
+    }
+    assert_eq!(
+        env.stack.reloads().await,
+        reloads,
+        "paths and redirects are map edits"
+    );
+}
+
+/// Issue 9: max_fails/fail_timeout. One task starts answering 500 under load: it leaves
+/// rotation after max_fails answers, and comes back within fail_timeout once it recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_starts_failing_leaves_rotation_after_max_fails_and_returns_after_it_recovers()
+{
+    let env = Env::up().await;
+    let net = Network::create(&unique("net"));
+    let h = host("fails");
+    let svc = env.service(
+        &net,
+        &h,
+        3,
+        &[
+            "--label",
+            "com.docker.lb.max_fails=2",
+            "--label",
+            "com.docker.lb.fail_timeout=2s",
+        ],
+    );
+    env.converged(&svc, &net, 3).await;
+    env.all_answer(&h, 3).await;
+    let container = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={}", svc.name),
+    ])
+    .lines()
+    .next()
+    .expect("a task container")
+    .to_owned();
+    let bad_task = docker(&[
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"com.docker.swarm.task.name\"}}",
+        &container,
+    ])
+    .trim()
+    .to_owned();
+
+    docker(&["exec", &container, "/usr/local/bin/testapp", "fail", "on"]);
+    let l = load(&env, &h);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = l.stop().await;
+    println!("3 s of load while {bad_task} fails: {during}");
+    let fails = during.bad_status.get(&500).copied().unwrap_or(0);
+    assert!(
+        (1..=4).contains(&fails),
+        "max_fails=2 answers of 500, then out: {during}"
+    );
+    assert!(during.ok > 50, "{during}");
+
+    docker(&["exec", &container, "/usr/local/bin/testapp", "fail", "off"]);
+    let started = std::time::Instant::now();
+    poll_until(
+        Duration::from_secs(10),
+        "the recovered task back in rotation",
+        || async {
+            let (status, body) = load::get(env.stack.http_port, &h, "/").await.ok()?;
+            (status == 200 && body.contains(&format!("task={bad_task}\n"))).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "{bad_task} back in rotation {:?} after recovering",
+        started.elapsed()
+    );
+}

@@ -14,6 +14,8 @@ pub struct TaskInfo {
     pub version: Option<String>,
     /// The task's own IPv4 addresses, loopback excluded.
     pub ips: Vec<Ipv4Addr>,
+    /// `ECHO_PATHS=1`: answer every path (200, with the request target it got).
+    pub echo_paths: bool,
 }
 
 impl TaskInfo {
@@ -29,11 +31,13 @@ impl TaskInfo {
         let task = non_empty_env("TASK_NAME").unwrap_or_else(|| hostname.clone());
         let version = non_empty_env("VERSION");
         let ips = read_local_ipv4(Path::new("/proc/net/fib_trie"));
+        let echo_paths = non_empty_env("ECHO_PATHS").as_deref() == Some("1");
         TaskInfo {
             task,
             hostname,
             version,
             ips,
+            echo_paths,
         }
     }
 
@@ -159,6 +163,7 @@ Local:
             hostname: "f00".into(),
             version: Some("2".into()),
             ips: vec![Ipv4Addr::new(10, 0, 1, 7), Ipv4Addr::new(172, 18, 0, 3)],
+            echo_paths: false,
         };
         let body = info.render(
             "10.0.1.7:8080".parse().unwrap(),
@@ -178,6 +183,7 @@ Local:
             hostname: "h".into(),
             version: None,
             ips: vec![],
+            echo_paths: false,
         };
         let body = info.render(
             "127.0.0.1:1".parse().unwrap(),

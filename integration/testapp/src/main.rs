@@ -1,5 +1,8 @@
 //! `testapp [--host ADDR] [--port N]` (or HOST / PORT; defaults 0.0.0.0 and 8080).
 //! Prints `testapp listening on <addr>` once bound; exits 0 after draining on SIGTERM or SIGINT.
+//!
+//! `testapp fail on|off`: tells the testapp listening on 127.0.0.1:$PORT to answer every
+//! request 500 from now on, or to stop; for `docker exec` into a task (the image has no shell).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -15,6 +18,24 @@ const USAGE: &str =
     "usage: testapp [--host ADDR] [--port N]   (env HOST, PORT; VERSION, TASK_NAME)";
 
 fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1).peekable();
+    if args.peek().map(String::as_str) == Some("fail") {
+        let on = match args.nth(1).as_deref() {
+            Some("on") => true,
+            Some("off") => false,
+            _ => {
+                eprintln!("testapp: usage: testapp fail on|off");
+                return ExitCode::from(2);
+            }
+        };
+        return match set_failing(on) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("testapp: fail {on}: {err}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let addr = match listen_addr(std::env::args().skip(1)) {
         Ok(addr) => addr,
         Err(msg) => {
@@ -93,4 +114,30 @@ fn listen_addr(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, Str
         .parse()
         .map_err(|_| format!("port {port} is not a port number"))?;
     Ok(SocketAddr::new(ip, port))
+}
+
+/// `GET /admin/fail?on=1|0` to the testapp of this container (127.0.0.1:$PORT).
+fn set_failing(on: bool) -> std::io::Result<()> {
+    use std::io::Read;
+    let port: u16 = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(8080);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+    let flag = if on { 1 } else { 0 };
+    write!(
+        stream,
+        "GET /admin/fail?on={flag} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    if reply.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "unexpected reply: {}",
+            reply.lines().next().unwrap_or("")
+        )))
+    }
 }

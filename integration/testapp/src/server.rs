@@ -73,6 +73,8 @@ impl Drop for InFlightGuard {
 struct Shared {
     info: Arc<TaskInfo>,
     in_flight: InFlight,
+    /// Set by `GET /admin/fail?on=1`: every other request answers 500 (a task gone bad).
+    failing: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -105,6 +107,7 @@ impl Server {
         let shared = Shared {
             info: self.info,
             in_flight: self.in_flight,
+            failing: Arc::default(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
         };
@@ -183,8 +186,19 @@ async fn route(
     if req.method() != Method::GET {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET\n".to_owned());
     }
-    match req.uri().path() {
-        "/" => text(StatusCode::OK, shared.info.render(local, peer)),
+    let path = req.uri().path();
+    if path == "/admin/fail" {
+        let on = req.uri().query() == Some("on=1");
+        shared.failing.store(on, Ordering::SeqCst);
+        return text(StatusCode::OK, format!("failing={on}\n"));
+    }
+    if shared.failing.load(Ordering::SeqCst) {
+        let mut body = shared.info.render(local, peer);
+        body.push_str("failing=true\n");
+        return text(StatusCode::INTERNAL_SERVER_ERROR, body);
+    }
+    match path {
+        "/" if !shared.info.echo_paths => text(StatusCode::OK, shared.info.render(local, peer)),
         "/health" => text(StatusCode::OK, "ok\n".to_owned()),
         // This request is one of them; report the others.
         "/stats" => text(
@@ -201,6 +215,15 @@ async fn route(
             Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
         },
         "/ws" => websocket(req, shared),
+        // Any other path under /echo (and, with ECHO_PATHS=1, any path at all, `/` included)
+        // answers who served it and the request target it received: what path routing
+        // delivered.
+        _ if path.starts_with("/echo") || shared.info.echo_paths => {
+            let mut body = shared.info.render(local, peer);
+            let target = req.uri().path_and_query().map_or(path, |pq| pq.as_str());
+            body.push_str(&format!("path={target}\n"));
+            text(StatusCode::OK, body)
+        }
         _ => text(StatusCode::NOT_FOUND, "not found\n".to_owned()),
     }
 }

@@ -30,6 +30,7 @@ impl Running {
             hostname: "cafe01".into(),
             version: Some("7".into()),
             ips: vec![Ipv4Addr::new(10, 0, 9, 3)],
+            echo_paths: false,
         };
         let server = Server::new(listener, info);
         let addr = server.local_addr().expect("local addr");
@@ -265,4 +266,30 @@ async fn shutdown_with_nothing_in_flight_returns_at_once() {
     let addr = app.addr;
     app.stopped().await;
     assert!(refuses_connections(addr).await);
+}
+
+#[tokio::test]
+async fn told_to_fail_it_answers_500_until_told_to_stop_and_echo_paths_show_the_target() {
+    let app = Running::start().await;
+    let mut conn = Conn::open(app.addr).await.expect("connect");
+    let echo = within("GET /echo/x?q=1", conn.get("/echo/x?q=1"))
+        .await
+        .expect("resp");
+    assert_eq!(echo.status, 200);
+    assert!(echo.body.contains("path=/echo/x?q=1\n"), "{}", echo.body);
+    let on = within("fail on", conn.get("/admin/fail?on=1"))
+        .await
+        .expect("resp");
+    assert_eq!((on.status, on.body.as_str()), (200, "failing=true\n"));
+    let failed = within("GET /", conn.get("/")).await.expect("resp");
+    assert_eq!(failed.status, 500);
+    assert!(failed.body.contains("failing=true"), "{}", failed.body);
+    let off = within("fail off", conn.get("/admin/fail?on=0"))
+        .await
+        .expect("resp");
+    assert_eq!(off.status, 200);
+    let ok = within("GET /", conn.get("/")).await.expect("resp");
+    assert_eq!(ok.status, 200);
+    app.shutdown.cancel();
+    app.stopped().await;
 }
