@@ -2,17 +2,64 @@
 # Runs every test on a fresh Debian 12 machine: installs and starts what the tests need
 # (HAProxy and the Docker engine from Debian's packages, a one-node Swarm, the local images),
 # then the checks and the whole test suite.
+#
+# The real-HAProxy suites run once per supported HAProxy line: 2.6 is the host's package, 3.0,
+# 3.2 and 3.4 are Debian's packages unpacked by scripts/images.sh, run through the chroot
+# wrapper it writes beside each rootfs. Every version runs even when an earlier one fails; the
+# summary at the end names the versions that failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# The HAProxy lines of the matrix besides the host's 2.6 (scripts/images.sh pins them).
+MATRIX=(3.0 3.2 3.4)
+# The real-HAProxy suites (no Docker): what changes with the HAProxy version.
+HAPROXY_SUITES=(--test reconcile --test reload --test runtime_client)
 
 bash scripts/setup.sh
 
 export CARGO_TERM_COLOR=never
+failed=()
+# run LABEL COMMAND...: run it, remember LABEL if it fails.
+run() {
+    local label=$1 start=$SECONDS
+    shift
+    if "$@"; then
+        echo "== ok: $label ($((SECONDS - start))s)"
+    else
+        echo "== FAILED: $label ($((SECONDS - start))s)"
+        failed+=("$label")
+    fi
+}
+
+haproxy_version() { "$1" -v | sed -n 's/^HAProxy version \([^ ]*\).*/\1/p'; }
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
-echo "== cargo test: unit, real HAProxy, real engine"
-cargo test --workspace --all-targets --exclude swarm-lb-e2e
+
+host=/usr/sbin/haproxy
+echo "== cargo test: unit, real HAProxy $(haproxy_version "$host") (host), real engine"
+run "unit + real HAProxy $(haproxy_version "$host") + engine" \
+    env HAPROXY="$host" cargo test --workspace --all-targets --exclude swarm-lb-e2e
+for line in "${MATRIX[@]}"; do
+    bin=$PWD/target/haproxy/$line/haproxy
+    [[ -x $bin ]] || { echo "no $bin: scripts/images.sh haproxy-$line builds it" >&2; exit 1; }
+    version=$(haproxy_version "$bin")
+    echo "== cargo test: real HAProxy $version (Debian's $line line): reconcile, reload, runtime_client"
+    run "real HAProxy $version" \
+        env HAPROXY="$bin" cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
+done
 echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
-cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+run "e2e on $(haproxy_version "$host")" cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+# The compose file's default is 3.4: the whole suite again on that line (~the same time as 2.6).
+echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
+run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
+    env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
+    cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+
+if ((${#failed[@]})); then
+    echo "== FAILED: ${failed[*]}"
+    exit 1
+fi
+echo "== all passed"

@@ -14,8 +14,17 @@
 //! call) drops the connection and fails the whole call with a transient [`ClientError`]. Some
 //! commands of that batch may have been applied: callers re-read the actual state and re-plan,
 //! they never resend blindly. The next call connects again.
+//!
+//! From HAProxy 3.0, `set server ... addr` is answered before the new address is visible: a
+//! `show servers state` pipelined right behind it still lists the old one (measured on 3.0.11,
+//! 3.2.26 and 3.4.7; visible one or two round trips later, tens of microseconds). So that a
+//! batch means the same on every version (once [`Runtime::execute`] returns, a read shows what
+//! it set), on 3.0+ `execute` waits, at most [`ADDR_SETTLE`], until every address it set is
+//! listed. The version comes from `show info`, asked once per connection and only then.
 
+use std::collections::BTreeMap;
 use std::io;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -28,6 +37,7 @@ use super::codec::frame::Replies;
 use super::codec::{self, Info, ParseError, ReplyError};
 use super::command::{Command, MapPath};
 use super::state::ProxyState;
+use crate::model::{BackendName, ServerName};
 
 /// Commands are written in chunks of about this many bytes (whole lines, so a chunk may exceed
 /// it by one line): few syscalls, and well below HAProxy's 16 KB input buffer.
@@ -38,6 +48,15 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// The deadline of one call unless [`Runtime::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Runtime::execute`] waits on 3.0+ for the addresses it set to be listed; past it
+/// the call returns anyway (the next level-triggered pass re-reads).
+pub const ADDR_SETTLE: Duration = Duration::from_millis(100);
+/// Pause between two reads while addresses settle (the first re-read goes at once).
+const ADDR_SETTLE_POLL: Duration = Duration::from_millis(1);
+
+/// The first version whose `set server addr` takes effect after its reply.
+const DEFERRED_ADDR_FROM: (u16, u16) = (3, 0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -106,6 +125,9 @@ pub struct Runtime {
     /// Reused across calls: the encoded command lines and the received replies.
     out: String,
     replies: Replies,
+    /// Whether the HAProxy on this connection applies `set server addr` after answering it
+    /// (3.0+); asked with `show info` the first time it matters, forgotten on disconnect.
+    deferred_addr: Option<bool>,
 }
 
 impl Runtime {
@@ -116,6 +138,7 @@ impl Runtime {
             stream: None,
             out: String::new(),
             replies: Replies::new(),
+            deferred_addr: None,
         }
     }
 
@@ -174,6 +197,7 @@ impl Runtime {
                     count = cmds.len(),
                     refused, bytes_out, bytes_in, elapsed_us, "runtime batch exchanged"
                 );
+                self.settle_addrs(cmds, &replies).await;
                 Ok(replies)
             }
             Err(error) => {
@@ -233,6 +257,98 @@ impl Runtime {
             debug!(path = %self.path.display(), "admin socket disconnected");
         }
         self.replies.clear();
+        self.deferred_addr = None;
+    }
+
+    /// On 3.0+, wait (at most [`ADDR_SETTLE`]) until every address the batch set successfully
+    /// is listed by `show servers state`; see the module doc. Best effort: a failure here is
+    /// logged and leaves the connection dropped; the batch's replies stand.
+    async fn settle_addrs(&mut self, cmds: &[Command], replies: &[Result<String, ReplyError>]) {
+        let mut want: BTreeMap<(&BackendName, &ServerName), SocketAddr> = BTreeMap::new();
+        for (cmd, reply) in cmds.iter().zip(replies) {
+            if let (
+                Command::SetAddr {
+                    backend,
+                    server,
+                    addr,
+                },
+                Ok(_),
+            ) = (cmd, reply)
+            {
+                want.insert((backend, server), *addr);
+            }
+        }
+        if want.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        match self.wait_for_addrs(&want).await {
+            Ok(true) => {}
+            Ok(false) => debug!(
+                waited_ms = ADDR_SETTLE.as_millis() as u64,
+                "addresses set are not all listed yet; the next pass re-reads"
+            ),
+            Err(error) => {
+                debug!(%error, "reading back the addresses set failed");
+                self.disconnect();
+            }
+        }
+        let waited_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        debug!(servers = want.len(), waited_us, "addresses set are settled");
+    }
+
+    /// `Ok(true)` once all of `want` is listed (at once on versions that apply it before
+    /// answering), `Ok(false)` at the deadline.
+    async fn wait_for_addrs(
+        &mut self,
+        want: &BTreeMap<(&BackendName, &ServerName), SocketAddr>,
+    ) -> Result<bool, ClientError> {
+        if !self.defers_addr_updates().await? {
+            return Ok(true);
+        }
+        let deadline = Instant::now() + ADDR_SETTLE;
+        loop {
+            let cmd = Command::ShowServersState { backend: None };
+            let reply = self.one(&cmd).await?;
+            let rows = codec::parse_servers_state(&reply).map_err(|e| self.parse_error(e))?;
+            let listed =
+                |((backend, server), addr): (&(&BackendName, &ServerName), &SocketAddr)| {
+                    rows.iter().any(|r| {
+                        &r.backend == *backend
+                            && &r.server == *server
+                            && r.addr == addr.ip()
+                            && r.port == addr.port()
+                    })
+                };
+            if want.iter().all(listed) {
+                return Ok(true);
+            }
+            if Instant::now() >= deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(ADDR_SETTLE_POLL).await;
+        }
+    }
+
+    /// Whether this HAProxy applies `set server addr` after answering (3.0+), from `show info`.
+    async fn defers_addr_updates(&mut self) -> Result<bool, ClientError> {
+        if let Some(known) = self.deferred_addr {
+            return Ok(known);
+        }
+        let reply = self.one(&Command::ShowInfo).await?;
+        let info = codec::parse_show_info(&reply).map_err(|e| self.parse_error(e))?;
+        let deferred = (info.version.major, info.version.minor) >= DEFERRED_ADDR_FROM;
+        self.deferred_addr = Some(deferred);
+        Ok(deferred)
+    }
+
+    /// One command the client sends for itself, without [`Runtime::execute`]'s settling.
+    async fn one(&mut self, cmd: &Command) -> Result<String, ClientError> {
+        let (replies, _, _) = self.timed_exchange(std::slice::from_ref(cmd)).await?;
+        let Some(reply) = replies.into_iter().next() else {
+            return Err(self.closed(1));
+        };
+        self.accepted(reply)
     }
 
     fn accepted(&self, reply: Result<String, ReplyError>) -> Result<String, ClientError> {

@@ -97,7 +97,7 @@ impl Master {
         let before = self
             .show_proc_until(deadline.min(start + REQUEST_TIMEOUT))
             .await?;
-        let old_worker = before.workers.first().map(|w| w.pid);
+        let old_worker = before.serving_worker().map(|w| w.pid);
 
         let reply = self.send_reload(deadline, timeout_ms).await?;
         let outcome = match reply {

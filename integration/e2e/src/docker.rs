@@ -30,6 +30,15 @@ pub fn docker(args: &[&str]) -> String {
     try_docker(args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The HAProxy image the stacks run: `$SWARM_LB_E2E_HAPROXY_IMAGE`, else the local 2.6 one
+/// (`scripts/test.sh` runs the suite again with `swarm-lb/haproxy:3.4-local`).
+pub fn haproxy_image() -> String {
+    std::env::var("SWARM_LB_E2E_HAPROXY_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| "swarm-lb/haproxy:2.6-local".to_owned())
+}
+
 /// Fail (never skip) when the engine or the images are missing, saying how to get them.
 pub fn require_engine() {
     match try_docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) {
@@ -44,7 +53,7 @@ pub fn require_engine() {
         ),
     }
     for image in [
-        "swarm-lb/haproxy:2.6-local",
+        haproxy_image().as_str(),
         "swarm-lb/swarm-lb:local",
         "swarm-lb/testapp:1",
         "swarm-lb/testapp:2",

@@ -43,7 +43,7 @@ impl Stack {
         let haproxy_container = format!("{project}-haproxy");
         let mut env: Vec<(String, String)> = vec![
             ("COMPOSE_PROJECT_NAME".into(), project.clone()),
-            ("HAPROXY_IMAGE".into(), "swarm-lb/haproxy:2.6-local".into()),
+            ("HAPROXY_IMAGE".into(), crate::docker::haproxy_image()),
             ("SWARM_LB_IMAGE".into(), "swarm-lb/swarm-lb:local".into()),
             (
                 "SWARM_LB_HTTP_PORT".into(),

@@ -5,6 +5,11 @@
 //! and killing only the master would leave those workers to exit on their own, holding ports
 //! and CPU meanwhile. Drop kills the whole group. Being out of the terminal's group also means
 //! a ^C does not reach HAProxy: the caller has to return (and so drop it) to stop it.
+//!
+//! The same tests run against several HAProxy versions (`$HAPROXY` names the binary, or a
+//! wrapper that runs one from another distribution's rootfs): every error names the version
+//! `haproxy -v` reported, and a started process prints it on stderr, which the test harness
+//! shows with the output of a failed test.
 
 use std::fmt;
 use std::fs::File;
@@ -49,16 +54,45 @@ impl std::error::Error for HaproxyNotFound {}
 /// The haproxy binary: `$HAPROXY`, else Debian's `/usr/sbin/haproxy`, else `haproxy` on PATH;
 /// it must answer `haproxy -v`. Tests may panic with the error: it says how to install one.
 pub fn haproxy_bin() -> Result<PathBuf, HaproxyNotFound> {
-    let bin = std::env::var_os("HAPROXY")
+    haproxy().map(|h| h.path)
+}
+
+/// A runnable haproxy binary and the version it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyBin {
+    pub path: PathBuf,
+    /// From `haproxy -v`'s first line, `HAProxy version <this> <date> ...`: `2.6.12-1+deb12u4`.
+    pub version: String,
+}
+
+impl fmt::Display for HaproxyBin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HAProxy {} ({})", self.version, self.path.display())
+    }
+}
+
+/// [`haproxy_bin`] with its version.
+pub fn haproxy() -> Result<HaproxyBin, HaproxyNotFound> {
+    let path = std::env::var_os("HAPROXY")
         .map(PathBuf::from)
         .or_else(|| {
             let debian = Path::new(DEBIAN_BIN);
             debian.exists().then(|| debian.to_owned())
         })
         .unwrap_or_else(|| PathBuf::from("haproxy"));
-    match Command::new(&bin).arg("-v").output() {
-        Ok(out) if out.status.success() => Ok(bin),
-        _ => Err(HaproxyNotFound { tried: bin }),
+    match Command::new(&path).arg("-v").output() {
+        Ok(out) if out.status.success() => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            let version = text
+                .lines()
+                .next()
+                .and_then(|l| l.strip_prefix("HAProxy version "))
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or("(unknown version)")
+                .to_owned();
+            Ok(HaproxyBin { path, version })
+        }
+        _ => Err(HaproxyNotFound { tried: path }),
     }
 }
 
@@ -129,7 +163,7 @@ pub enum StartError {
         source: io::Error,
     },
     Spawn {
-        bin: PathBuf,
+        haproxy: HaproxyBin,
         source: io::Error,
     },
     /// `try_wait` on the master failed.
@@ -138,6 +172,7 @@ pub enum StartError {
     },
     /// The master exited before `waiting_for` came true (a config it rejects, say).
     Exited {
+        haproxy: HaproxyBin,
         status: ExitStatus,
         waiting_for: String,
         /// The end of HAProxy's log.
@@ -145,6 +180,7 @@ pub enum StartError {
     },
     /// `waiting_for` did not come true within `within`.
     TimedOut {
+        haproxy: HaproxyBin,
         waiting_for: String,
         within: Duration,
         /// The end of HAProxy's log.
@@ -159,23 +195,25 @@ impl fmt::Display for StartError {
             StartError::Log { path, source } => {
                 write!(f, "creating HAProxy's log {}: {source}", path.display())
             }
-            StartError::Spawn { bin, source } => write!(f, "spawning {}: {source}", bin.display()),
+            StartError::Spawn { haproxy, source } => write!(f, "spawning {haproxy}: {source}"),
             StartError::Wait { source } => write!(f, "checking on the haproxy master: {source}"),
             StartError::Exited {
+                haproxy,
                 status,
                 waiting_for,
                 log,
             } => write!(
                 f,
-                "haproxy exited ({status}) while waiting for {waiting_for}; its log:\n{log}"
+                "{haproxy} exited ({status}) while waiting for {waiting_for}; its log:\n{log}"
             ),
             StartError::TimedOut {
+                haproxy,
                 waiting_for,
                 within,
                 log,
             } => write!(
                 f,
-                "haproxy: timed out after {within:?} waiting for {waiting_for}; its log:\n{log}"
+                "{haproxy}: timed out after {within:?} waiting for {waiting_for}; its log:\n{log}"
             ),
         }
     }
@@ -204,6 +242,7 @@ impl From<HaproxyNotFound> for StartError {
 pub struct HaproxyProcess {
     child: Child,
     launch: Launch,
+    haproxy: HaproxyBin,
 }
 
 impl HaproxyProcess {
@@ -215,7 +254,9 @@ impl HaproxyProcess {
     /// before it forks, so a connection can wait in the backlog meanwhile. Callers that need a
     /// worker wait for one with [`HaproxyProcess::wait_until`].
     pub async fn start(launch: Launch, within: Duration) -> Result<HaproxyProcess, StartError> {
-        let bin = haproxy_bin()?;
+        let haproxy = haproxy()?;
+        // Shown with the output of a test that fails: which of the versions it ran against.
+        eprintln!("testkit: starting {haproxy}");
         let log = File::create(&launch.log).map_err(|source| StartError::Log {
             path: launch.log.clone(),
             source,
@@ -229,7 +270,7 @@ impl HaproxyProcess {
             })?;
             Stdio::from(copy)
         };
-        let child = Command::new(&bin)
+        let child = Command::new(&haproxy.path)
             .arg("-W")
             .arg("-db")
             .arg("-S")
@@ -242,8 +283,15 @@ impl HaproxyProcess {
             // Its own group, led by the master: see the module doc.
             .process_group(0)
             .spawn()
-            .map_err(|source| StartError::Spawn { bin, source })?;
-        let mut process = HaproxyProcess { child, launch };
+            .map_err(|source| StartError::Spawn {
+                haproxy: haproxy.clone(),
+                source,
+            })?;
+        let mut process = HaproxyProcess {
+            child,
+            launch,
+            haproxy,
+        };
         let admin = process.launch.admin_socket.clone();
         process
             .wait_until(within, "its admin socket to accept a connection", || {
@@ -274,6 +322,7 @@ impl HaproxyProcess {
                 .map_err(|source| StartError::Wait { source })?
             {
                 return Err(StartError::Exited {
+                    haproxy: self.haproxy.clone(),
                     status,
                     waiting_for: what.to_owned(),
                     log: self.log_tail(ERROR_LOG_LINES),
@@ -284,6 +333,7 @@ impl HaproxyProcess {
             }
             if Instant::now() >= deadline {
                 return Err(StartError::TimedOut {
+                    haproxy: self.haproxy.clone(),
                     waiting_for: what.to_owned(),
                     within,
                     log: self.log_tail(ERROR_LOG_LINES),
@@ -296,6 +346,11 @@ impl HaproxyProcess {
     /// The master's pid, which is also the process group of every HAProxy process it runs.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The binary it runs and the version that reported.
+    pub fn haproxy(&self) -> &HaproxyBin {
+        &self.haproxy
     }
 
     /// The paths it was started with.

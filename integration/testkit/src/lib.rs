@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub use haproxy::{
-    group_members, haproxy_bin, HaproxyNotFound, HaproxyProcess, Launch, StartError,
+    group_members, haproxy, haproxy_bin, HaproxyBin, HaproxyNotFound, HaproxyProcess, Launch,
+    StartError,
 };
 
 /// How often [`poll_until`] and [`HaproxyProcess::wait_until`] look again: soon enough that a

@@ -87,6 +87,12 @@ async fn a_config_haproxy_rejects_fails_the_start_with_its_alert() {
         error.to_string().contains("this-is-not-a-keyword"),
         "{error}"
     );
+    // The tests run against several versions: the error says which one failed.
+    let version = swarm_lb_testkit::haproxy().expect("haproxy").version;
+    assert!(
+        error.to_string().contains(&format!("HAProxy {version} (")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

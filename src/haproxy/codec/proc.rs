@@ -32,6 +32,19 @@ pub struct ProcList {
     pub old_workers: Vec<Proc>,
 }
 
+impl ProcList {
+    /// The worker that takes new connections: the one under `# workers`. From 3.1 (measured on
+    /// 3.2.26 and 3.4.7, not on 3.0.11) a failed reload leaves `# workers` empty and lists the
+    /// worker that goes on serving under `# old workers`, its reload count up by one like every
+    /// other worker's; it is then the one with the fewest reloads (workers left over from
+    /// earlier reloads were already old, so they count more).
+    pub fn serving_worker(&self) -> Option<&Proc> {
+        self.workers
+            .first()
+            .or_else(|| self.old_workers.iter().min_by_key(|w| w.reloads))
+    }
+}
+
 /// The 2.7+ reply to `reload`: `Success=1|0` then the startup log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReloadReply {
@@ -399,6 +412,35 @@ mod tests {
                 old_workers: vec![proc(30, 1)],
             }
         );
+    }
+
+    /// Captured from 3.2.26 after a reload that failed (the config had an unknown keyword):
+    /// the worker still serving is listed as old, `# workers` is empty.
+    #[test]
+    fn after_a_failed_reload_on_3_2_the_serving_worker_is_listed_as_old() {
+        let text = "#<PID>          <type>          <reloads>       <uptime>        <version>      \n\
+                    22216           master          1 [failed: 1]   0d00h00m00s     3.2.26-1       \n\
+                    # workers\n\
+                    # old workers\n\
+                    22222           worker          1               0d00h00m00s     3.2.26-1       \n\
+                    \n";
+        let procs = parse_show_proc(text).unwrap();
+        assert_eq!(
+            procs,
+            ProcList {
+                master: proc(22216, 1),
+                failed_reloads: 1,
+                workers: vec![],
+                old_workers: vec![proc(22222, 1)],
+            }
+        );
+        assert_eq!(procs.serving_worker(), Some(&proc(22222, 1)));
+        // With a worker still draining from an earlier reload, the survivor has fewer reloads.
+        let draining = ProcList {
+            old_workers: vec![proc(20000, 2), proc(22222, 1)],
+            ..procs
+        };
+        assert_eq!(draining.serving_worker(), Some(&proc(22222, 1)));
     }
 
     /// 2.2-2.4 had a `<relative PID>` column, `[was: N]` on old workers, no failed count.

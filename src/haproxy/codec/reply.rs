@@ -10,17 +10,23 @@
 //!   ` by 'stats socket command'`. Failures: `Invalid addr '<a>'`, `Update for the current
 //!   server address family is only supported through configuration file` (a slot declared by
 //!   hostname with `init-addr none`), `No such server.`, `No such backend.`.
+//!   From 3.0 (measured on 3.0.11, 3.2.26, 3.4.7) an unchanged part is left out: success is
+//!   `IP changed from ...`, `port changed from ...` (same IP) or `nothing changed`; `Invalid
+//!   addr '<a>'` lost its ` by 'stats socket command'`.
 //! - `set server ... state`: nothing on success.
 //! - `add server`: `New server registered.`; failures `Already exists a server with the same
 //!   name in backend.`, `Backend must use a dynamic load balancing to support dynamic
-//!   servers.` and `No such backend.` (both without trailing newline on 2.6).
+//!   servers.` and `No such backend.` (both without trailing newline on 2.6); 3.4 says `Backend
+//!   does not support dynamic servers : backend '<b>' uses a non dynamic load balancing
+//!   method.` instead. 2.6 refuses the `cookie` keyword, 3.0+ the `enabled` one (neither sent).
 //! - `add|set|del map`: nothing on success; `entry not found.` (set), `Key not found.` (del),
 //!   `Unknown map identifier. Please use #<id> or <file>.`. Map edits are allowed at
 //!   `operator` and even `user` level; server commands need `admin`, else `Permission denied`.
 //! - `show servers state`: first line `1`; `Can't find backend.` for an unknown backend.
 //! - `show map`: `0x<ptr> <key> <value>` lines, nothing for an empty map.
 //! - `show info`: `Name: HAProxy` then `Field: value` lines.
-//! - any command HAProxy does not know: `Unknown command, but maybe ...` and a command list.
+//! - any command HAProxy does not know: `Unknown command, but maybe ...` (3.0+: `Unknown
+//!   command: '<word>', but maybe ...`) and a command list.
 
 use super::super::command::Command;
 use super::{encode, ReplyError};
@@ -31,8 +37,12 @@ use super::{encode, ReplyError};
 pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
     let text = reply.trim();
     let ok = match cmd {
+        // Every version's success forms (none of them is a refusal on another version).
         Command::SetAddr { .. } => {
-            text.starts_with("IP changed from ") || text.starts_with("no need to change the addr")
+            text.starts_with("IP changed from ")
+                || text.starts_with("no need to change the addr")
+                || text.starts_with("port changed from ")
+                || text == "nothing changed"
         }
         Command::SetState { .. }
         | Command::EnableHealth { .. }

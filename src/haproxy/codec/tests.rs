@@ -832,3 +832,39 @@ fn port_and_octet_extremes_are_written_in_full() {
         "add server web/s1 255.255.255.255:65535 check"
     );
 }
+
+/// `set server ... addr` replies captured from HAProxy 3.0.11, 3.2.26 and 3.4.7 (the same on
+/// the three): an unchanged part is left out rather than reported as "no need to change".
+#[test]
+fn set_addr_replies_of_3_x_are_judged_as_haproxy_meant_them() {
+    let cmd = set_addr("web", "s1", v4([127, 0, 0, 1], 8080));
+    for success in [
+        "port changed from '1' to '8080' by 'stats socket command'\n",
+        "nothing changed\n",
+        "IP changed from '127.0.0.1' to '127.0.0.2' by 'stats socket command'\n",
+        "IP changed from '127.0.0.2' to '127.0.0.3', port changed from '8080' to '8081' by 'stats socket command'\n",
+    ] {
+        assert_eq!(check_reply(&cmd, success), Ok(()), "{success}");
+    }
+    for refusal in [
+        "Invalid addr 'bogus'\n",
+        "No such server.\n",
+        "No such backend.\n",
+        "Unknown command: 'set', but maybe one of the following ones is a better match:\n",
+    ] {
+        let e = check_reply(&cmd, refusal).expect_err(refusal);
+        assert_eq!(e.message, refusal.trim());
+    }
+}
+
+/// 3.4.7's refusal of `add server` in a backend with a static algorithm (2.6 to 3.2 say
+/// `Backend must use a dynamic load balancing to support dynamic servers.`).
+#[test]
+fn the_3_4_refusal_of_a_dynamic_server_is_a_refusal() {
+    let cmd = add_server("static", "s2", v4([10, 0, 0, 8], 80));
+    let reply = "Backend does not support dynamic servers : backend 'static' uses a non dynamic load balancing method.\n";
+    assert_eq!(
+        check_reply(&cmd, reply).map_err(|e| e.message),
+        Err(reply.trim().to_owned())
+    );
+}
