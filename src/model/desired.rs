@@ -999,6 +999,24 @@ mod tests {
     }
 
     #[test]
+    fn a_vip_claimant_beside_task_claimants_counts_as_one_server() {
+        let mut api = with(routed("v2", "demo.example"), &[(BACKEND_MODE, "vip")]);
+        api.vips = vec![Vip {
+            network: FRONT.to_owned(),
+            addr: ip("10.0.1.200"),
+        }];
+        let d = run(&snapshot(
+            vec![routed("v1", "demo.example"), api],
+            (1..=3).map(|n| running("v1", n)).collect(),
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            buckets(&d, "demo.example/"),
+            BTreeMap::from([("v1".to_owned(), 75), ("v2".to_owned(), 25)])
+        );
+    }
+
+    #[test]
     fn weights_split_a_shared_host_between_services_and_an_unset_weight_counts_as_one() {
         let d = run(&snapshot(
             vec![
