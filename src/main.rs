@@ -12,7 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing::info;
 
 use swarm_lb::haproxy::render::{self, Files, RenderSettings};
-use swarm_lb::haproxy::{MapPath, Master, Runtime};
+use swarm_lb::haproxy::{AdminClient, MapPath, Master};
 use swarm_lb::model;
 use swarm_lb::plan::PlanSettings;
 use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
@@ -221,7 +221,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
 fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconciler {
     Reconciler::new(
         settings,
-        Runtime::new(&c.admin_socket),
+        AdminClient::new(&c.admin_socket),
         Master::new(&c.master_socket),
         Files::new(&c.config_dir),
         Some(docker),

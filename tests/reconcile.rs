@@ -16,7 +16,7 @@ use support::{
 };
 use swarm_lb::haproxy::codec::{self, ServerRow};
 use swarm_lb::haproxy::render::Files;
-use swarm_lb::haproxy::{Admin, Command, Master, ProxyState, Runtime};
+use swarm_lb::haproxy::{Admin, AdminClient, Command, Master, ProxyState};
 use swarm_lb::model::{
     self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState, Vip,
 };
@@ -89,7 +89,7 @@ fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
 fn reconciler_for(haproxy: &Haproxy, block: usize, add_server: bool) -> Reconciler {
     Reconciler::new(
         rig_settings(haproxy, block, add_server),
-        Runtime::new(haproxy.admin_socket()),
+        AdminClient::new(haproxy.admin_socket()),
         haproxy.master(),
         Files::new(haproxy.config_dir()),
         None,
@@ -147,7 +147,7 @@ impl Rig {
     }
 
     async fn rows(&self, backend: &str) -> Vec<ServerRow> {
-        let mut rt = Runtime::new(self.haproxy.admin_socket());
+        let mut rt = AdminClient::new(self.haproxy.admin_socket());
         let replies = rt
             .execute(&[Command::ShowServersState { backend: None }])
             .await

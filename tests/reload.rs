@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::{http_get, poll_until, reloads, route, task_backend, try_http_get, Backend, Haproxy};
-use swarm_lb::haproxy::{MasterError, ProxyState, Runtime};
+use swarm_lb::haproxy::{AdminClient, MasterError, ProxyState};
 
 const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -104,7 +104,7 @@ async fn a_broken_config_fails_the_reload_the_old_worker_keeps_serving_and_resto
     assert_eq!(after.failed_reloads, before.failed_reloads + 1);
     // Where `show proc` lists it depends on the version (measured: 2.6 and 3.0 under
     // `# workers`, 3.2 and 3.4 under `# old workers`, the new worker's section left empty).
-    let version = Runtime::new(haproxy.admin_socket())
+    let version = AdminClient::new(haproxy.admin_socket())
         .info()
         .await
         .expect("show info")

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use swarm_lb::haproxy::codec::ReplyError;
-use swarm_lb::haproxy::{Admin, ClientError, Command, MapPath, Runtime, Server};
+use swarm_lb::haproxy::{Admin, AdminClient, ClientError, Command, MapPath, Server};
 use swarm_lb::model::{BackendName, MapKey, MapValue, Mode, ServerName};
 use swarm_lb_testkit::{HaproxyProcess, Launch};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -114,8 +114,8 @@ backend static
         MapPath::new(&self.dir.path().join("hosts.map").display().to_string()).expect("map path")
     }
 
-    fn runtime(&self) -> Runtime {
-        Runtime::new(self.admin())
+    fn runtime(&self) -> AdminClient {
+        AdminClient::new(self.admin())
     }
 }
 

@@ -10,7 +10,7 @@
 //! 15,360-byte limit of a CLI line (the longest is a map edit with two names).
 //!
 //! Failure model: any transport error, a connection closed before all replies arrived, or the
-//! deadline ([`Runtime::timeout`], 10 s by default, covering connect, writes and reads of one
+//! deadline ([`AdminClient::timeout`], 10 s by default, covering connect, writes and reads of one
 //! call) drops the connection and fails the whole call with a transient [`ClientError`]. Some
 //! commands of that batch may have been applied: callers re-read the actual state and re-plan,
 //! they never resend blindly. The next call connects again.
@@ -18,7 +18,7 @@
 //! From HAProxy 3.0, `set server ... addr` is answered before the new address is visible: a
 //! `show servers state` pipelined right behind it still lists the old one (measured on 3.0.11,
 //! 3.2.26 and 3.4.7; visible one or two round trips later, tens of microseconds). So that a
-//! batch means the same on every version (once [`Runtime::execute`] returns, a read shows what
+//! batch means the same on every version (once [`AdminClient::execute`] returns, a read shows what
 //! it set), on 3.0+ `execute` waits, at most [`ADDR_SETTLE`], until every address it set is
 //! listed. The version comes from `show info`, asked once per connection and only then.
 
@@ -46,10 +46,10 @@ pub const WRITE_CHUNK: usize = 8 * 1024;
 /// How much room each socket read asks for.
 const READ_CHUNK: usize = 64 * 1024;
 
-/// The deadline of one call unless [`Runtime::set_timeout`] says otherwise.
+/// The deadline of one call unless [`AdminClient::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long [`Runtime::execute`] waits on 3.0+ for the addresses it set to be listed; past it
+/// How long [`AdminClient::execute`] waits on 3.0+ for the addresses it set to be listed; past it
 /// the call returns anyway (the next level-triggered pass re-reads).
 pub const ADDR_SETTLE: Duration = Duration::from_millis(100);
 /// Pause between two reads while addresses settle (the first re-read goes at once).
@@ -118,7 +118,7 @@ impl ClientError {
 }
 
 /// The admin socket of one HAProxy worker (whichever answers at `path`).
-pub struct Runtime {
+pub struct AdminClient {
     path: PathBuf,
     timeout: Duration,
     stream: Option<UnixStream>,
@@ -130,7 +130,7 @@ pub struct Runtime {
     deferred_addr: Option<bool>,
 }
 
-impl Runtime {
+impl AdminClient {
     pub fn new(path: impl AsRef<Path>) -> Self {
         Self {
             path: path.as_ref().to_owned(),
@@ -342,7 +342,7 @@ impl Runtime {
         Ok(deferred)
     }
 
-    /// One command the client sends for itself, without [`Runtime::execute`]'s settling.
+    /// One command the client sends for itself, without [`AdminClient::execute`]'s settling.
     async fn one(&mut self, cmd: &Command) -> Result<String, ClientError> {
         let (replies, _, _) = self.timed_exchange(std::slice::from_ref(cmd)).await?;
         let Some(reply) = replies.into_iter().next() else {
@@ -386,7 +386,7 @@ impl Runtime {
         cmds: &[Command],
     ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
         self.ensure_connected().await?;
-        let Runtime {
+        let AdminClient {
             path,
             stream,
             out,
@@ -632,7 +632,7 @@ mod tests {
             set_state("s2"),
             set_addr("s3"),
         ];
-        let mut client = Runtime::new(&path);
+        let mut client = AdminClient::new(&path);
         let client_side = async {
             let got = client.execute(&cmds).await;
             client.disconnect();
@@ -662,7 +662,7 @@ mod tests {
             // Read the commands, answer nothing, until the test is over.
             let _ = done_rx.await;
         };
-        let mut client = Runtime::new(&path).with_timeout(Duration::from_millis(200));
+        let mut client = AdminClient::new(&path).with_timeout(Duration::from_millis(200));
         let client_side = async {
             let got = client.execute(&[set_state("s1")]).await;
             let _ = done_tx.send(());
@@ -688,7 +688,7 @@ mod tests {
     async fn a_connection_closed_mid_batch_fails_the_call_and_counts_the_missing_replies() {
         let (_dir, path, listener) = socket();
         let server = serve_one(&listener, 2, 64, |_| "\n> ".to_owned());
-        let mut client = Runtime::new(&path);
+        let mut client = AdminClient::new(&path);
         let cmds: Vec<Command> = (1..=5).map(|i| set_state(&format!("s{i}"))).collect();
         let (_, got) = tokio::join!(server, client.execute(&cmds));
         let error = got.expect_err("closed mid-batch");
@@ -703,7 +703,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_the_server_closed_is_replaced_before_the_next_batch() {
         let (_dir, path, listener) = socket();
-        let mut client = Runtime::new(&path);
+        let mut client = AdminClient::new(&path);
         // First connection: one command, then the server closes it (as `stats timeout` does).
         let batch = [set_state("s1")];
         let (_, first) = tokio::join!(
@@ -727,7 +727,7 @@ mod tests {
     #[tokio::test]
     async fn a_missing_socket_is_a_transient_io_error() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut client = Runtime::new(dir.path().join("absent.sock"));
+        let mut client = AdminClient::new(dir.path().join("absent.sock"));
         let error = client
             .execute(&[set_state("s1")])
             .await
@@ -739,7 +739,7 @@ mod tests {
     #[tokio::test]
     async fn an_empty_batch_sends_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut client = Runtime::new(dir.path().join("absent.sock"));
+        let mut client = AdminClient::new(dir.path().join("absent.sock"));
         assert_eq!(client.execute(&[]).await.expect("nothing to do"), vec![]);
         assert!(!client.is_connected());
     }

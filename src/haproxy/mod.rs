@@ -10,7 +10,7 @@ pub mod master;
 pub mod render;
 pub mod state;
 
-pub use client::{ClientError, Runtime};
+pub use client::{AdminClient, ClientError};
 pub use command::{Command, MapPath};
 pub use master::{Master, MasterError};
 pub use state::{Admin, BackendState, ProxyState, Server};

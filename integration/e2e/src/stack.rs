@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use swarm_lb::haproxy::codec::{self, ServerRow};
-use swarm_lb::haproxy::{Admin, Master, Runtime};
+use swarm_lb::haproxy::{Admin, AdminClient, Master};
 
 use crate::docker::{docker, require_engine, try_docker};
 use crate::{free_port, poll_until};
@@ -72,7 +72,7 @@ impl Stack {
         let admin = stack.admin_socket();
         poll_until(Duration::from_secs(60), "haproxy's admin socket", || {
             let admin = admin.clone();
-            async move { Runtime::new(&admin).info().await.ok() }
+            async move { AdminClient::new(&admin).info().await.ok() }
         })
         .await;
         stack
@@ -102,8 +102,8 @@ impl Stack {
     pub fn master(&self) -> Master {
         Master::new(self.run_dir.join("master.sock"))
     }
-    pub fn runtime(&self) -> Runtime {
-        Runtime::new(self.admin_socket())
+    pub fn runtime(&self) -> AdminClient {
+        AdminClient::new(self.admin_socket())
     }
     pub fn config_path(&self) -> PathBuf {
         self.config_dir.join("haproxy.cfg")

@@ -9,7 +9,7 @@
 //! 1. plan scale: `model::desired` + `plan::plan` on 1,000 services x 40 tasks, and the RSS
 //!    of a process holding snapshot, desired state, proxy state and plan (a child of this
 //!    binary, started with a hidden flag, that holds nothing else);
-//! 2. apply: 42,000 `set server addr` (and 84,000 addr + ready) through `Runtime::execute`
+//! 2. apply: 42,000 `set server addr` (and 84,000 addr + ready) through `AdminClient::execute`
 //!    and through a raw pipelined client, alternating;
 //! 3. reload of that 42,000-server config through the master CLI.
 #![forbid(unsafe_code)]

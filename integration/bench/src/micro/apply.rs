@@ -1,5 +1,5 @@
 //! Apply throughput: every slot of a 1,000 backends x 42 slots config changed at once, sent
-//! through swarm-lb's [`Runtime::execute`] and through a raw pipelined reference client on
+//! through swarm-lb's [`AdminClient::execute`] and through a raw pipelined reference client on
 //! the same admin socket, in alternating runs.
 //!
 //! Two batch forms:
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use swarm_lb::haproxy::codec;
-use swarm_lb::haproxy::{Admin, BackendState, Command, ProxyState, Runtime, Server};
+use swarm_lb::haproxy::{Admin, AdminClient, BackendState, Command, ProxyState, Server};
 use swarm_lb::model::{BackendName, Host, Mode, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -140,7 +140,7 @@ fn maint_all(names: &[BackendName]) -> Vec<Command> {
 enum Arm {
     /// The reference client ([`raw_pipelined`]).
     Raw,
-    /// [`Runtime::execute`], awaited by the runtime's `block_on` future: where `main.rs` runs
+    /// [`AdminClient::execute`], awaited by the runtime's `block_on` future: where `main.rs` runs
     /// the reconcile loop. (Awaited from a spawned task instead it measured the same, within
     /// the noise, in rate and in CPU.)
     Client,
@@ -152,7 +152,7 @@ impl Arm {
     fn label(self) -> &'static str {
         match self {
             Arm::Raw => "raw pipelined",
-            Arm::Client => "Runtime::execute",
+            Arm::Client => "AdminClient::execute",
         }
     }
 }
@@ -166,7 +166,7 @@ pub struct Options {
 pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyhow::Result<()> {
     let names: Vec<BackendName> = (0..BACKENDS).map(backend).collect::<Result<_, _>>()?;
     let socket = proxy.admin_socket();
-    let mut client = Runtime::new(socket).with_timeout(BATCH_TIMEOUT);
+    let mut client = AdminClient::new(socket).with_timeout(BATCH_TIMEOUT);
     let mut round = 0;
     for form in [Form::SetAddr, Form::AddrReady] {
         let mut runs = Runs::default();
@@ -249,7 +249,7 @@ pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyho
 
 /// `show servers state` agrees with the batch of `round` for every slot.
 async fn check_addresses(
-    client: &mut Runtime,
+    client: &mut AdminClient,
     names: &[BackendName],
     form: Form,
     round: usize,
@@ -360,7 +360,7 @@ fn add_figures(report: &mut Report, form: Form, runs: &Runs) {
     ] {
         report.add_target(
             GROUP,
-            &format!("{label}: Runtime::execute / raw, {what}"),
+            &format!("{label}: AdminClient::execute / raw, {what}"),
             (ratio * 1000.0).round() / 10.0,
             "%",
             &target,
