@@ -1,4 +1,5 @@
-//! Capped exponential backoff between reconnects of the event stream.
+//! Capped exponential backoff: between reconnects of Docker's event stream, and between
+//! retries of a failed reconcile pass.
 
 use std::time::Duration;
 
@@ -31,17 +32,11 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = self.initial;
     }
-
-    /// Sleeps for [`Backoff::next_delay`].
-    pub async fn wait(&mut self) {
-        tokio::time::sleep(self.next_delay()).await;
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::time::Instant;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -62,29 +57,5 @@ mod tests {
         let mut b = Backoff::new(Duration::from_secs(60), Duration::from_secs(5));
         assert_eq!(b.next_delay(), Duration::from_secs(5));
         assert_eq!(b.next_delay(), Duration::from_secs(5));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_sleeps_exactly_the_delay_in_virtual_time() {
-        let mut b = Backoff::new(100 * MS, 300 * MS);
-        let start = Instant::now();
-        b.wait().await;
-        assert_eq!(start.elapsed(), 100 * MS);
-        b.wait().await;
-        assert_eq!(start.elapsed(), 300 * MS);
-        b.wait().await;
-        assert_eq!(start.elapsed(), 600 * MS);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn wait_does_not_finish_before_its_delay() {
-        let mut b = Backoff::new(100 * MS, 300 * MS);
-        let mut waiting = Box::pin(b.wait());
-        // The sleep starts at the first poll.
-        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
-        tokio::time::advance(99 * MS).await;
-        assert!(futures_util::poll!(waiting.as_mut()).is_pending());
-        tokio::time::advance(MS).await;
-        assert!(futures_util::poll!(waiting.as_mut()).is_ready());
     }
 }

@@ -6,6 +6,8 @@
 //! appears or disappears, a config to reload); [`reconcile`] applies them.
 #![forbid(unsafe_code)]
 
+pub mod backoff;
+mod fields;
 pub mod haproxy;
 pub mod model;
 pub mod plan;

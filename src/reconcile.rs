@@ -3,22 +3,35 @@
 //! files, and a reload only when the plan says so), then re-reads HAProxy so that the files on
 //! disk describe exactly what it holds. [`run`] drives passes: on every snapshot change (bursts
 //! coalesce), on a resync timer, and when HAProxy restarts.
+//!
+//! The parts, one job each: [`control`] (when passes run), `labels` (last good routes, problems
+//! logged once), `files` (the background file writer, and the backend options HAProxy
+//! loaded), `networks` (the HAProxy container's networks). [`Reconciler`] ties them to the
+//! admin and master sockets.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod control;
+mod files;
+mod labels;
+mod networks;
 
-use tokio::sync::watch;
-use tracing::{debug, error, info, info_span, warn, Instrument};
+use std::collections::BTreeSet;
+use std::time::Duration;
 
+use tokio::time::Instant;
+use tracing::{debug, info};
+
+use crate::fields;
 use crate::haproxy::codec::{ReplyError, Version};
-use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
-use crate::haproxy::{ClientError, Command, Master, MasterError, ProxyState, Runtime};
-use crate::model::{
-    self, BackendName, BackendOptions, Desired, NetworkId, Route, ServiceId, Snapshot,
-};
+use crate::haproxy::render::{Files, FilesError, RenderSettings};
+use crate::haproxy::{AdminClient, ClientError, Command, Master, MasterError, ProxyState};
+use crate::model::{self, Desired, Snapshot};
 use crate::plan::{self, Plan, PlanSettings};
 use crate::swarm::{self, SwarmError};
+
+pub use control::{run, Passes, Timing};
+use files::FileWriter;
+use labels::LabelMemory;
+use networks::NetworkAttacher;
 
 /// How changes reach HAProxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +72,14 @@ pub enum ReconcileError {
         total: usize,
         first: ReplyError,
     },
+    /// After a reload, the admin socket kept answering from another worker (the old one,
+    /// whose listeners the new one had not taken over yet) until the deadline.
+    #[error("after the reload, the admin socket still reached worker {answered}, not the new worker {want}, after {timeout_ms} ms")]
+    WorkerNotReached {
+        want: u32,
+        answered: u32,
+        timeout_ms: u64,
+    },
 }
 
 impl ReconcileError {
@@ -70,6 +91,7 @@ impl ReconcileError {
             ReconcileError::Swarm(e) => e.is_transient(),
             // The next pass re-reads and re-plans; a refusal that persists is reported again.
             ReconcileError::Refused { .. } => true,
+            ReconcileError::WorkerNotReached { .. } => true,
             ReconcileError::Files(_) => false,
         }
     }
@@ -91,69 +113,48 @@ impl Report {
     }
 }
 
+/// One pass's worth of effects, each part with one job: the admin and master sockets, the
+/// label memory, the file writer and the network attacher, plus which HAProxy this is.
 pub struct Reconciler {
     settings: Settings,
-    runtime: Runtime,
+    admin: AdminClient,
     master: Master,
-    files: Files,
-    docker: Option<swarm::Docker>,
-    last_good: BTreeMap<ServiceId, Route>,
-    /// Problems already logged, so a bad label is reported when it appears, not every pass.
-    reported: BTreeSet<String>,
-    /// The files' content as last written (or read at start).
-    written: Option<(String, String)>,
-    /// HAProxy's identity (pid) and whether it takes `add server`, learnt from `show info`.
-    proxy: Option<(u32, Version)>,
-    /// The last write of the files, still running on the blocking pool: the pass does not
-    /// wait for its fsyncs (20-90 ms on a busy disk); the next write, a reload or
-    /// [`Reconciler::flush`] does.
-    writing: Option<tokio::task::JoinHandle<Result<(), FilesError>>>,
-    /// The HAProxy container's networks (id, name) as last inspected or changed by this
-    /// driver, and when inspected: an inspection per pass cost 2-11 ms.
-    networks: Option<(BTreeSet<(NetworkId, String)>, Instant)>,
-    /// Each backend's balancing options as in the config HAProxy loaded: the Runtime API
-    /// cannot show them, so they are laid over what it reads back.
-    loaded: BTreeMap<BackendName, BackendOptions>,
+    labels: LabelMemory,
+    files: FileWriter,
+    networks: NetworkAttacher,
+    /// HAProxy's identity (worker pid) and version, learnt from `show info`.
+    proxy: Option<Proxy>,
 }
 
-/// How long the HAProxy container's networks are trusted without inspecting it again (a
-/// network someone detached by hand is re-attached within this).
-const NETWORKS_TTL: Duration = Duration::from_secs(10);
+/// The HAProxy worker the last pass talked to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Proxy {
+    pid: u32,
+    version: Version,
+}
 
 impl Reconciler {
     pub fn new(
         settings: Settings,
-        runtime: Runtime,
+        admin: AdminClient,
         master: Master,
         files: Files,
         docker: Option<swarm::Docker>,
     ) -> Self {
-        let written = files.read().ok();
-        // The last config HAProxy accepted from this driver, else the one on disk.
-        let good = std::fs::read_to_string(Files::good_path(&files.config_path())).ok();
-        let loaded = good
-            .as_deref()
-            .or(written.as_ref().map(|(config, _)| config.as_str()))
-            .map(render::backend_options)
-            .unwrap_or_default();
-        Self {
-            settings,
-            runtime,
-            master,
-            files,
+        let networks = NetworkAttacher::new(
             docker,
-            last_good: BTreeMap::new(),
-            reported: BTreeSet::new(),
-            written,
+            settings.haproxy_container.clone(),
+            settings.keep_networks.clone(),
+        );
+        Self {
+            files: FileWriter::new(files, settings.render.clone()),
+            networks,
+            labels: LabelMemory::default(),
+            admin,
+            master,
             proxy: None,
-            writing: None,
-            networks: None,
-            loaded,
+            settings,
         }
-    }
-
-    pub fn runtime(&mut self) -> &mut Runtime {
-        &mut self.runtime
     }
 
     pub fn set_strategy(&mut self, strategy: Strategy) {
@@ -162,32 +163,7 @@ impl Reconciler {
 
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
-        let desired = model::desired(snap, &self.settings.model, &self.last_good);
-        let mut now = BTreeSet::new();
-        for e in &desired.errors {
-            let msg = e.to_string();
-            if !self.reported.contains(&msg) {
-                error!(error = %msg, "service not routed as labelled");
-            }
-            now.insert(msg);
-        }
-        for w in &desired.warnings {
-            let msg = w.to_string();
-            if !self.reported.contains(&msg) {
-                warn!(warning = %msg, "label not applied");
-            }
-            now.insert(msg);
-        }
-        for n in &desired.notices {
-            let msg = n.to_string();
-            if !self.reported.contains(&msg) {
-                info!(service = n.service(), notice = %msg, "service not routed");
-            }
-            now.insert(msg);
-        }
-        self.reported = now;
-        self.last_good = desired.routes.clone();
-        desired
+        self.labels.desired(snap, &self.settings.model)
     }
 
     /// Read HAProxy (and the container's managed networks) and plan, without applying.
@@ -198,7 +174,7 @@ impl Reconciler {
         let desired = self.desired(snap);
         self.learn_proxy().await?;
         let actual = self.actual().await?;
-        let attached = self.managed_networks(snap, &desired).await?;
+        let attached = self.networks.managed(snap, &desired).await?;
         let plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
         Ok((desired, actual, plan))
     }
@@ -210,10 +186,10 @@ impl Reconciler {
         let mut report = Report::default();
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
-            report.files_written = self.write_files(&actual, false).await?;
+            report.files_written = self.files.write(&actual, false).await?;
             return Ok(report);
         }
-        self.attach(&plan.attach).await?;
+        self.networks.attach(&plan.attach).await;
         report.attached = plan.attach.len();
 
         let reload = plan.reload || self.settings.strategy == Strategy::Reload;
@@ -227,12 +203,12 @@ impl Reconciler {
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
         let now = self.actual().await?;
-        report.files_written = self.write_files(&now, false).await?;
+        report.files_written = self.files.write(&now, false).await?;
         if now != plan.target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
         }
 
-        self.detach(&plan.detach).await?;
+        self.networks.detach(&plan.detach).await;
         report.detached = plan.detach.len();
         info!(
             summary = %plan.summary(),
@@ -240,10 +216,24 @@ impl Reconciler {
             reloads = report.reloads,
             attached = report.attached,
             detached = report.detached,
-            took_us = started.elapsed().as_micros() as u64,
+            took_us = fields::us(started.elapsed()),
             "plan applied"
         );
         Ok(report)
+    }
+
+    /// Wait for the files being written, if any. A failed write is reported here, and the
+    /// next pass writes them again.
+    pub async fn flush(&mut self) -> Result<(), FilesError> {
+        self.files.flush().await
+    }
+
+    /// Cheap liveness check: is HAProxy's worker the one the last pass saw?
+    pub async fn proxy_is_same(&mut self) -> bool {
+        match self.admin.info().await {
+            Ok(info) => self.proxy.is_some_and(|p| p.pid == info.pid),
+            Err(_) => false,
+        }
     }
 
     fn plan_settings(&self) -> PlanSettings {
@@ -252,124 +242,41 @@ impl Reconciler {
         s.add_server = s.add_server
             && self
                 .proxy
-                .is_some_and(|(_, v)| (v.major, v.minor) >= (2, 6));
+                .is_some_and(|p| (p.version.major, p.version.minor) >= (2, 6));
         s
     }
 
     /// What HAProxy holds: its runtime state with the options of the config it loaded.
     async fn actual(&mut self) -> Result<ProxyState, ReconcileError> {
-        let mut state = self.runtime.actual(&self.settings.plan.hosts_map).await?;
+        let mut state = self.admin.actual(&self.settings.plan.hosts_map).await?;
         for (name, backend) in &mut state.backends {
-            backend.options = self.loaded.get(name).cloned().unwrap_or_default();
+            backend.options = self.files.loaded(name);
         }
         Ok(state)
     }
 
-    /// A new worker loaded the files on disk, which are what `written` says (after a reload
-    /// by this driver, its target): their backend options are now HAProxy's.
-    fn learn_loaded(&mut self) {
-        if let Some((config, _)) = &self.written {
-            self.loaded = render::backend_options(config);
-        }
-    }
-
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
-        let info = self.runtime.info().await?;
+        let info = self.admin.info().await?;
         match self.proxy {
-            Some((pid, _)) if pid == info.pid => {}
-            Some((pid, _)) => {
-                info!(old_pid = pid, new_pid = info.pid, "haproxy worker changed");
-                self.learn_loaded();
+            Some(p) if p.pid == info.pid => {}
+            Some(p) => {
+                info!(
+                    old_pid = p.pid,
+                    new_pid = info.pid,
+                    "haproxy worker changed"
+                );
+                self.files.worker_loaded_files();
             }
             None => {
                 let v = info.version;
                 info!(pid = info.pid, version = %format!("{}.{}.{}", v.major, v.minor, v.patch), "haproxy found");
             }
         }
-        self.proxy = Some((info.pid, info.version));
-        Ok(())
-    }
-
-    /// The networks the driver manages on the HAProxy container: overlay networks other than
-    /// ingress and the kept ones. Without a container, the desired ones (nothing to attach).
-    async fn managed_networks(
-        &mut self,
-        snap: &Snapshot,
-        desired: &Desired,
-    ) -> Result<BTreeSet<NetworkId>, ReconcileError> {
-        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
-        else {
-            return Ok(desired.networks.clone());
-        };
-        let on = match &self.networks {
-            Some((on, at)) if at.elapsed() < NETWORKS_TTL => on.clone(),
-            _ => {
-                let on: BTreeSet<(NetworkId, String)> = docker
-                    .container_networks(container)
-                    .await?
-                    .into_iter()
-                    .collect();
-                self.networks = Some((on.clone(), Instant::now()));
-                on
-            }
-        };
-        let keep = &self.settings.keep_networks;
-        Ok(on
-            .into_iter()
-            .filter(|(id, name)| {
-                let overlay = snap
-                    .networks
-                    .iter()
-                    .any(|n| &n.id == id && n.driver == "overlay" && !n.ingress);
-                overlay && !keep.contains(id) && !keep.contains(name)
-            })
-            .map(|(id, _)| id)
-            .collect())
-    }
-
-    async fn attach(&mut self, networks: &[NetworkId]) -> Result<(), ReconcileError> {
-        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
-        else {
-            return Ok(());
-        };
-        if !networks.is_empty() {
-            // Attached or not, the next pass looks again.
-            self.networks = None;
-        }
-        // One network that cannot be joined must not hold back every other service: its own
-        // routes stay unreachable and the error names it; the next pass tries again.
-        for network in networks {
-            match docker.connect_network(network, container).await {
-                Ok(()) => {
-                    info!(network = %network, container = %container, "haproxy attached to network")
-                }
-                Err(e) => {
-                    error!(network = %network, container = %container, error = %e, "cannot attach haproxy to network")
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn detach(&mut self, networks: &[NetworkId]) -> Result<(), ReconcileError> {
-        let (Some(docker), Some(container)) = (&self.docker, &self.settings.haproxy_container)
-        else {
-            return Ok(());
-        };
-        if !networks.is_empty() {
-            self.networks = None;
-        }
-        for network in networks {
-            match docker.disconnect_network(network, container).await {
-                Ok(()) => {
-                    info!(network = %network, container = %container, "haproxy detached from network")
-                }
-                Err(e) => {
-                    warn!(network = %network, container = %container, error = %e, "cannot detach haproxy from network")
-                }
-            }
-        }
+        self.proxy = Some(Proxy {
+            pid: info.pid,
+            version: info.version,
+        });
         Ok(())
     }
 
@@ -377,7 +284,7 @@ impl Reconciler {
         if cmds.is_empty() {
             return Ok(());
         }
-        let replies = self.runtime.execute(cmds).await?;
+        let replies = self.admin.execute(cmds).await?;
         let mut refused = replies.into_iter().filter_map(Result::err);
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
@@ -392,21 +299,21 @@ impl Reconciler {
 
     /// Write `target`, reload, and on failure put the last good files back.
     async fn reload(&mut self, target: &ProxyState) -> Result<(), ReconcileError> {
-        self.write_files(target, true).await?;
+        self.files.write(target, true).await?;
         let result = self.master.reload(self.settings.reload_timeout).await;
         // The old session would keep the old worker alive.
-        self.runtime.disconnect();
+        self.admin.disconnect();
         match result {
             Ok(r) => {
                 // Master::reload logs the reload itself.
-                self.learn_loaded();
-                self.on_files(Files::save_good).await?;
+                self.files.worker_loaded_files();
+                self.files.save_good().await?;
                 self.reach_worker(r.new_worker).await
             }
             Err(e) => {
-                error!(error = %e, "reload failed; restoring the last good config");
-                self.on_files(Files::restore_good).await?;
-                self.written = self.files.read().ok();
+                // The error itself is logged once, by whoever gets it.
+                self.files.restore_good().await?;
+                info!("restored the last good config after the failed reload");
                 Err(e.into())
             }
         }
@@ -417,89 +324,36 @@ impl Reconciler {
     /// connection may still land on it, and commands sent there would be lost with it.
     async fn reach_worker(&mut self, pid: u32) -> Result<(), ReconcileError> {
         let deadline = Instant::now() + self.settings.reload_timeout;
+        let mut answered = None;
         loop {
-            match self.runtime.info().await {
+            match self.admin.info().await {
                 Ok(info) if info.pid == pid => return Ok(()),
-                Ok(info) => debug!(
-                    pid = info.pid,
-                    want = pid,
-                    "admin session reached the old worker"
-                ),
+                Ok(info) => {
+                    debug!(
+                        pid = info.pid,
+                        want = pid,
+                        "admin session reached the old worker"
+                    );
+                    answered = Some(info.pid);
+                }
                 Err(e) => debug!(error = %e, "admin socket not ready after reload"),
             }
-            self.runtime.disconnect();
+            self.admin.disconnect();
             if Instant::now() >= deadline {
-                return Err(ReconcileError::Client(ClientError::Timeout {
-                    path: self.runtime.path().to_owned(),
-                    timeout_ms: self.settings.reload_timeout.as_millis() as u64,
-                }));
+                return Err(match answered {
+                    Some(old) => ReconcileError::WorkerNotReached {
+                        want: pid,
+                        answered: old,
+                        timeout_ms: fields::ms(self.settings.reload_timeout),
+                    },
+                    None => ReconcileError::Client(ClientError::Timeout {
+                        path: self.admin.path().to_owned(),
+                        timeout_ms: fields::ms(self.settings.reload_timeout),
+                    }),
+                });
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-    }
-
-    /// Render the files and, when their content changes, start writing them on the blocking
-    /// pool (after any write still running). Returns whether it writes. `wait`: return once
-    /// the files are on disk (before a reload).
-    async fn write_files(&mut self, state: &ProxyState, wait: bool) -> Result<bool, FilesError> {
-        let config = render::config(state, &self.settings.render);
-        let map = render::hosts_map(state);
-        let changed = !self
-            .written
-            .as_ref()
-            .is_some_and(|(c, m)| *c == config && *m == map);
-        if changed {
-            self.flush().await?;
-            let files = self.files.clone();
-            let text = (config, map);
-            self.written = Some(text.clone());
-            self.writing = Some(tokio::task::spawn_blocking(move || {
-                files.write_text(&text.0, &text.1)?;
-                debug!(config = %files.config_path().display(), "files written");
-                Ok(())
-            }));
-        }
-        if wait {
-            self.flush().await?;
-        }
-        Ok(changed)
-    }
-
-    /// Wait for the files being written, if any. A failed write is reported here, and the
-    /// next pass writes them again.
-    pub async fn flush(&mut self) -> Result<(), FilesError> {
-        let Some(writing) = self.writing.take() else {
-            return Ok(());
-        };
-        let result = self.joined(writing.await);
-        if result.is_err() {
-            self.written = None;
-        }
-        result
-    }
-
-    /// Run `f` on the files on the blocking pool, after any write still running.
-    async fn on_files(
-        &mut self,
-        f: fn(&Files) -> Result<(), FilesError>,
-    ) -> Result<(), FilesError> {
-        self.flush().await?;
-        let files = self.files.clone();
-        let done = tokio::task::spawn_blocking(move || f(&files)).await;
-        self.joined(done)
-    }
-
-    /// A file task's outcome; a task that panicked is an error on the config dir.
-    fn joined(
-        &self,
-        done: Result<Result<(), FilesError>, tokio::task::JoinError>,
-    ) -> Result<(), FilesError> {
-        done.unwrap_or_else(|e| {
-            Err(FilesError {
-                path: self.files.dir().to_owned(),
-                source: std::io::Error::other(format!("file task failed: {e}")),
-            })
-        })
     }
 }
 
@@ -508,93 +362,7 @@ pub fn bootstrap_config(files: &mut Files, settings: &Settings) -> Result<bool, 
     if files.config_path().exists() {
         return Ok(false);
     }
-    let empty = ProxyState::default();
-    files.write_text(
-        &render::config(&empty, &settings.render),
-        &render::hosts_map(&empty),
-    )?;
+    files.write(&ProxyState::default(), &settings.render)?;
     files.save_good()?;
     Ok(true)
-}
-
-/// When passes run.
-#[derive(Debug, Clone)]
-pub struct Timing {
-    /// Full pass even without a change: HAProxy-side drift is caught here.
-    pub resync: Duration,
-    /// How often `show info` checks that HAProxy is the same process.
-    pub proxy_check: Duration,
-    /// Minimum gap between two passes, so bursts coalesce.
-    pub debounce: Duration,
-    /// Retry delay after a failed pass, doubled up to `max_retry`.
-    pub retry: Duration,
-    pub max_retry: Duration,
-}
-
-/// Run passes forever: on each snapshot change, on the resync timer, when HAProxy restarts,
-/// and after failures with capped backoff.
-pub async fn run(
-    mut reconciler: Reconciler,
-    mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    timing: Timing,
-) {
-    let mut resync = tokio::time::interval(timing.resync);
-    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut proxy_check = tokio::time::interval(timing.proxy_check);
-    proxy_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut retry = timing.retry;
-    let mut pending = true;
-    let mut pass_no: u64 = 0;
-    loop {
-        if !pending {
-            tokio::select! {
-                changed = snapshots.changed() => {
-                    if changed.is_err() {
-                        info!("snapshot source ended; stopping");
-                        return;
-                    }
-                }
-                _ = resync.tick() => {}
-                _ = proxy_check.tick() => {
-                    if !reconciler.proxy_is_same().await {
-                        info!("haproxy changed or unreachable; reconciling");
-                    } else {
-                        continue;
-                    }
-                }
-            }
-        }
-        let snap = snapshots.borrow_and_update().clone();
-        pass_no += 1;
-        let span = info_span!("pass", n = pass_no);
-        match reconciler.pass(&snap).instrument(span).await {
-            Ok(_) => {
-                pending = false;
-                retry = timing.retry;
-                if !timing.debounce.is_zero() {
-                    tokio::time::sleep(timing.debounce).await;
-                }
-            }
-            Err(e) => {
-                if e.is_transient() {
-                    warn!(error = %e, retry_ms = retry.as_millis() as u64, "pass failed; retrying");
-                } else {
-                    error!(error = %e, retry_ms = retry.as_millis() as u64, "pass failed");
-                }
-                pending = true;
-                tokio::time::sleep(retry).await;
-                retry = (retry * 2).min(timing.max_retry);
-            }
-        }
-    }
-}
-
-impl Reconciler {
-    /// Cheap liveness check: is HAProxy's worker the one the last pass saw?
-    pub async fn proxy_is_same(&mut self) -> bool {
-        match self.runtime.info().await {
-            Ok(info) => self.proxy.is_some_and(|(pid, _)| pid == info.pid),
-            Err(_) => false,
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::time::{timeout_at, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::codec::{parse_reload_reply, parse_show_proc, ParseError, ProcList, ReloadReply};
 
@@ -102,8 +102,8 @@ impl Master {
         let reply = self.send_reload(deadline, timeout_ms).await?;
         let outcome = match reply {
             // 2.7+: the master answers once the new worker is up, or with why it is not.
+            // Not logged here: the caller reports the error (with the log) once.
             Some(reply) if !reply.success => {
-                warn!(log = %reply.log, "haproxy refused the new configuration");
                 return Err(MasterError::ReloadFailed { log: reply.log });
             }
             Some(_) => self.wait(&before, deadline, false).await,
@@ -126,7 +126,7 @@ impl Master {
                 })
             }
             Some(Outcome::Failed { failed_reloads }) => {
-                warn!(
+                debug!(
                     failed_reloads,
                     worker = old_worker,
                     "haproxy refused the new configuration"

@@ -9,7 +9,6 @@
 //! takes a fast path: container events are laid over the last task list at once (`overlay`),
 //! ahead of Swarm's manager, whose task states trail the containers by tens of milliseconds.
 
-mod backoff;
 mod convert;
 mod error;
 mod events;
@@ -25,7 +24,6 @@ use futures_util::{Stream, StreamExt};
 
 use crate::model::{NetworkId, Snapshot, Task};
 
-pub use backoff::Backoff;
 pub use error::{BoxError, SwarmError};
 pub use watcher::{WatchOptions, Watcher};
 

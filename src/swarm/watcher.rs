@@ -33,12 +33,12 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
-use super::backoff::Backoff;
 use super::convert::{self, Listing, TaskContainer};
 use super::events::{self, Batch, ContainerChange, Refresh, TaskEvent};
 use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
+use crate::backoff::Backoff;
 use crate::model::{Snapshot, Task};
 
 /// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).

@@ -1,0 +1,47 @@
+//! Label memory across passes: the last good route of each service (which stands in for labels
+//! that turn bad), and which problems were already logged, so a bad label is reported when it
+//! appears, not on every pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tracing::{error, info, warn};
+
+use crate::model::{self, Desired, Route, ServiceId, Snapshot};
+
+#[derive(Debug, Default)]
+pub(super) struct LabelMemory {
+    last_good: BTreeMap<ServiceId, Route>,
+    reported: BTreeSet<String>,
+}
+
+impl LabelMemory {
+    /// The routing Swarm asks for; logs label problems once, when they appear.
+    pub fn desired(&mut self, snap: &Snapshot, settings: &model::Settings) -> Desired {
+        let desired = model::desired(snap, settings, &self.last_good);
+        let mut now = BTreeSet::new();
+        for e in &desired.errors {
+            let msg = e.to_string();
+            if !self.reported.contains(&msg) {
+                error!(error = %msg, "service not routed as labelled");
+            }
+            now.insert(msg);
+        }
+        for w in &desired.warnings {
+            let msg = w.to_string();
+            if !self.reported.contains(&msg) {
+                warn!(warning = %msg, "label not applied");
+            }
+            now.insert(msg);
+        }
+        for n in &desired.notices {
+            let msg = n.to_string();
+            if !self.reported.contains(&msg) {
+                info!(service = n.service(), notice = %msg, "service not routed");
+            }
+            now.insert(msg);
+        }
+        self.reported = now;
+        self.last_good = desired.routes.clone();
+        desired
+    }
+}
