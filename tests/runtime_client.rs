@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use swarm_lb::haproxy::codec::ReplyError;
 use swarm_lb::haproxy::{Admin, AdminClient, ClientError, Command, MapPath, Server};
 use swarm_lb::model::{BackendName, MapKey, MapValue, Mode, ServerName};
-use swarm_lb_testkit::{HaproxyProcess, Launch};
+use swarm_lb_testkit::{HaproxyProcess, Launch, Listener};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long HAProxy may take to open its admin socket (the throughput test's config has 42,000
@@ -96,7 +96,14 @@ backend static
         );
         std::fs::write(&launch.config, config).expect("write config");
         std::fs::write(dir.path().join("hosts.map"), "app.example.com web\n").expect("write map");
-        let process = HaproxyProcess::start(launch, STARTUP)
+        let mut process = HaproxyProcess::start(launch, STARTUP)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The admin socket accepting says nothing of the frontend's socket, which the tests
+        // connect to at once ("frontend: No such file or directory" under load).
+        let frontend = Listener::Unix(dir.path().join("http.sock"));
+        process
+            .wait_accepting(STARTUP, &frontend)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         Self { process, dir }

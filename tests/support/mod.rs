@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
-use swarm_lb::haproxy::{Admin, BackendState, MapPath, Master, ProxyState, Server};
+use swarm_lb::haproxy::{Admin, AdminClient, BackendState, MapPath, Master, ProxyState, Server};
 use swarm_lb::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 
 // The tests take these from here with the rest of the harness.
 pub use swarm_lb_testkit::{free_port, poll_until};
-use swarm_lb_testkit::{HaproxyProcess, Launch};
+use swarm_lb_testkit::{HaproxyProcess, Launch, Listener};
 
 /// How long HAProxy may take to come up, and the default for test polls.
 pub const STARTUP: Duration = Duration::from_secs(10);
@@ -63,16 +63,36 @@ impl Haproxy {
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
 
+        let launch_admin = launch.admin_socket.clone();
         let mut process = HaproxyProcess::start(launch, STARTUP)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
-        // The admin socket accepts before the master has forked the worker that serves it.
+        // The admin socket accepts before the master has forked the worker that serves it,
+        // and from 3.1 the master lists a worker while it is still starting, when a reload
+        // is refused ("Another reload is still in progress"): wait until the worker the
+        // master lists answers on the admin socket, which it does only once started.
         let master = Master::new(process.master_socket());
+        let admin = launch_admin.clone();
         process
-            .wait_until(STARTUP, "a worker listed by the master", || async {
-                let procs = master.show_proc().await.ok()?;
-                (!procs.workers.is_empty()).then_some(())
-            })
+            .wait_until(
+                STARTUP,
+                "the master's worker to answer on the admin socket",
+                || async {
+                    let procs = master.show_proc().await.ok()?;
+                    let info = AdminClient::new(&admin).info().await.ok()?;
+                    procs
+                        .workers
+                        .iter()
+                        .any(|w| w.pid == info.pid)
+                        .then_some(())
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        // The tests send HTTP through the frontend, which may bind after the admin socket.
+        let frontend = Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], http_port)));
+        process
+            .wait_accepting(STARTUP, &frontend)
             .await
             .unwrap_or_else(|e| panic!("{e}"));
         files.save_good().expect("save good files");

@@ -15,12 +15,13 @@ use std::fmt;
 use std::fs::File;
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::time::Instant;
 
 use crate::POLL_INTERVAL;
@@ -237,6 +238,22 @@ impl From<HaproxyNotFound> for StartError {
     }
 }
 
+/// A socket HAProxy listens on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl fmt::Display for Listener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listener::Unix(path) => write!(f, "unix socket {}", path.display()),
+            Listener::Tcp(addr) => write!(f, "tcp {addr}"),
+        }
+    }
+}
+
 /// A running master-worker HAProxy in its own process group; Drop kills the group.
 #[derive(Debug)]
 pub struct HaproxyProcess {
@@ -250,9 +267,11 @@ impl HaproxyProcess {
     /// admin socket accepts a connection. The config must declare that socket; the files it
     /// names must exist.
     ///
-    /// The admin socket accepting is not a worker serving: the master binds the listeners
-    /// before it forks, so a connection can wait in the backlog meanwhile. Callers that need a
-    /// worker wait for one with [`HaproxyProcess::wait_until`].
+    /// The admin socket accepting is neither a worker serving (up to 3.0 the master binds the
+    /// listeners before it forks, so a connection can wait in the backlog meanwhile) nor any
+    /// other listener bound: callers that need a worker wait for one with
+    /// [`HaproxyProcess::wait_until`], and for the other sockets they use with
+    /// [`HaproxyProcess::wait_accepting`].
     pub async fn start(launch: Launch, within: Duration) -> Result<HaproxyProcess, StartError> {
         let haproxy = haproxy()?;
         // Shown with the output of a test that fails: which of the versions it ran against.
@@ -292,14 +311,28 @@ impl HaproxyProcess {
             launch,
             haproxy,
         };
-        let admin = process.launch.admin_socket.clone();
-        process
-            .wait_until(within, "its admin socket to accept a connection", || {
-                let admin = admin.clone();
-                async move { UnixStream::connect(&admin).await.ok().map(drop) }
-            })
-            .await?;
+        let admin = Listener::Unix(process.launch.admin_socket.clone());
+        process.wait_accepting(within, &admin).await?;
         Ok(process)
+    }
+
+    /// Wait, at most `within`, until `listener` accepts a connection. Wait for each socket a
+    /// caller is about to use: HAProxy binds its listeners one after the other (from 3.1 in
+    /// the worker, after the master is up; a unix socket under a temporary name first), so
+    /// one accepting says nothing of another.
+    pub async fn wait_accepting(
+        &mut self,
+        within: Duration,
+        listener: &Listener,
+    ) -> Result<(), StartError> {
+        let what = format!("{listener} to accept a connection");
+        self.wait_until(within, &what, || async {
+            match listener {
+                Listener::Unix(path) => UnixStream::connect(path).await.ok().map(drop),
+                Listener::Tcp(addr) => TcpStream::connect(addr).await.ok().map(drop),
+            }
+        })
+        .await
     }
 
     /// Call `check` until it returns `Some`, at most for `within`, every [`POLL_INTERVAL`];

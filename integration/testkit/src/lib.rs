@@ -9,14 +9,16 @@
 
 mod haproxy;
 
+use std::collections::BTreeSet;
 use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 pub use haproxy::{
     group_members, haproxy, haproxy_bin, HaproxyBin, HaproxyNotFound, HaproxyProcess, Launch,
-    StartError,
+    Listener, StartError,
 };
 
 /// How often [`poll_until`] and [`HaproxyProcess::wait_until`] look again: soon enough that a
@@ -42,13 +44,23 @@ where
     }
 }
 
-/// A loopback port nobody listens on right now (bind 127.0.0.1:0, read it, release it).
-/// Another process may take it before the caller binds it; tests accept that small race.
+/// A loopback port nobody listens on right now (bind 127.0.0.1:0, read it, release it), and
+/// never handed out before by this process: the tests of one binary run in parallel, and two
+/// of them given the same port would collide when they bind it on the same `127.0.0.N` (seen
+/// as "Address already in use" under load). Another process may still take it before the
+/// caller binds it; tests accept that small race.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 #[cfg(test)]
