@@ -256,14 +256,18 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to Docker")?;
     let reconciler = reconciler(c, settings, docker.clone());
+    let default_settle = swarm::SettleOptions::default();
     let options = swarm::WatchOptions {
         resync: args.resync,
-        settle_poll: Duration::from_millis(args.settle_poll_ms),
-        settle_burst: Duration::from_millis(args.settle_burst_ms),
-        settle_burst_for: if args.settle_burst_ms == 0 {
-            Duration::ZERO
-        } else {
-            swarm::WatchOptions::default().settle_burst_for
+        settle: swarm::SettleOptions {
+            poll: Duration::from_millis(args.settle_poll_ms),
+            burst: Duration::from_millis(args.settle_burst_ms),
+            burst_for: if args.settle_burst_ms == 0 {
+                Duration::ZERO
+            } else {
+                default_settle.burst_for
+            },
+            ..default_settle
         },
         service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
         ..swarm::WatchOptions::default()

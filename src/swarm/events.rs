@@ -12,7 +12,52 @@ use crate::model::ServiceId;
 
 /// The event types the watcher subscribes to. Service, network and node events are
 /// cluster-wide; container events are local to this node.
-pub(super) const TYPES: [&str; 4] = ["service", "network", "container", "node"];
+pub(super) const TYPES: [EventKind; 4] = [
+    EventKind::Service,
+    EventKind::Network,
+    EventKind::Container,
+    EventKind::Node,
+];
+
+/// An event's type (`Type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EventKind {
+    Service,
+    Network,
+    Container,
+    Node,
+    /// A type the watcher does not subscribe to.
+    Other,
+}
+
+impl EventKind {
+    /// The name the engine uses, in events and in the `type` filter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Service => "service",
+            EventKind::Network => "network",
+            EventKind::Container => "container",
+            EventKind::Node => "node",
+            EventKind::Other => "other",
+        }
+    }
+
+    fn of(t: Option<EventMessageTypeEnum>) -> EventKind {
+        match t {
+            Some(EventMessageTypeEnum::SERVICE) => EventKind::Service,
+            Some(EventMessageTypeEnum::NETWORK) => EventKind::Network,
+            Some(EventMessageTypeEnum::CONTAINER) => EventKind::Container,
+            Some(EventMessageTypeEnum::NODE) => EventKind::Node,
+            _ => EventKind::Other,
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// The actions worth a re-list; everything else (exec_*, attach, health probes, network
 /// connect/disconnect of every container) is filtered out by the engine, so that an idle
@@ -37,7 +82,7 @@ const STOP_SIGNALS: [&str; 4] = ["15", "2", "3", "9"];
 /// One event, reduced to what the watcher acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Event {
-    pub kind: String,
+    pub kind: EventKind,
     pub action: String,
     pub actor: String,
     pub refresh: Refresh,
@@ -92,12 +137,11 @@ pub(super) fn event(m: &EventMessage) -> Event {
     let actor = m.actor.as_ref();
     let actor_id = actor.and_then(|a| a.id.clone()).unwrap_or_default();
     let attrs: Option<&HashMap<String, String>> = actor.and_then(|a| a.attributes.as_ref());
-    let (refresh, service) = match m.typ {
-        Some(EventMessageTypeEnum::SERVICE) => (Refresh::Full, Some(actor_id.clone())),
-        Some(EventMessageTypeEnum::NETWORK) | Some(EventMessageTypeEnum::NODE) => {
-            (Refresh::Full, None)
-        }
-        Some(EventMessageTypeEnum::CONTAINER) => {
+    let kind = EventKind::of(m.typ);
+    let (refresh, service) = match kind {
+        EventKind::Service => (Refresh::Full, Some(actor_id.clone())),
+        EventKind::Network | EventKind::Node => (Refresh::Full, None),
+        EventKind::Container => {
             match attrs
                 .and_then(|a| a.get(SERVICE_ID_ATTR))
                 .filter(|s| !s.is_empty())
@@ -107,17 +151,15 @@ pub(super) fn event(m: &EventMessage) -> Event {
                 None => (Refresh::Nothing, None),
             }
         }
-        _ => (Refresh::Nothing, None),
+        EventKind::Other => (Refresh::Nothing, None),
     };
     let action = m.action.clone().unwrap_or_default();
-    let task = match (m.typ, attrs) {
-        (Some(EventMessageTypeEnum::CONTAINER), Some(attrs)) => {
-            task_event(&action, &actor_id, attrs)
-        }
+    let task = match (kind, attrs) {
+        (EventKind::Container, Some(attrs)) => task_event(&action, &actor_id, attrs),
         _ => None,
     };
     Event {
-        kind: m.typ.map(|t| t.to_string()).unwrap_or_default(),
+        kind,
         action,
         actor: actor_id,
         refresh,
@@ -188,7 +230,7 @@ impl Batch {
         if let Some(s) = &e.service {
             self.services.insert(s.clone());
         }
-        if e.kind == "node" {
+        if e.kind == EventKind::Node {
             self.any_service = true;
         }
         self.saw(e);

@@ -14,6 +14,7 @@ mod error;
 mod events;
 mod overlay;
 mod raw;
+mod reconnect;
 mod settle;
 mod watcher;
 
@@ -25,6 +26,7 @@ use futures_util::{Stream, StreamExt};
 use crate::model::{NetworkId, Snapshot, Task};
 
 pub use error::{BoxError, SwarmError};
+pub use settle::SettleOptions;
 pub use watcher::{WatchOptions, Watcher};
 
 use convert::Listing;
@@ -144,7 +146,7 @@ impl Docker {
         let filters = HashMap::from([
             (
                 "type".to_string(),
-                events::TYPES.map(str::to_string).to_vec(),
+                events::TYPES.map(|k| k.as_str().to_string()).to_vec(),
             ),
             (
                 "event".to_string(),

@@ -12,27 +12,45 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::convert::{Listing, ServiceProgress};
-use crate::model::{labels, DesiredTaskState, Service, ServiceId, Task, TaskState};
+use crate::model::{
+    labels, tasks_by_service, DesiredTaskState, Service, ServiceId, Task, TaskState,
+};
 
+/// How a service is polled while it settles (Swarm emits no task events). Each interval has
+/// one name, from the CLI flag (`--settle-poll-ms`, `--settle-burst-ms`) to here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct SettleOptions {
-    /// Poll interval in the first moments after a touch: the orchestrator reacts to a
-    /// service update some milliseconds after its event (desired shutdown on the tasks it
-    /// stops), and the listing taken at the event usually predates that.
+pub struct SettleOptions {
+    /// Poll interval in the first moments after a touch: the orchestrator marks the tasks it
+    /// stops (desired shutdown) some milliseconds after the service update event, so the
+    /// listing taken at the event usually misses it.
     pub burst: Duration,
     /// How long after the last touch to poll at `burst`.
     pub burst_for: Duration,
     /// Poll interval after the burst.
-    pub fast: Duration,
-    /// How long after the last touch to keep polling at `fast`.
-    pub fast_for: Duration,
-    /// Poll interval after that, until the timeout.
-    pub slow: Duration,
-    /// Give up on a service that has not settled after this long.
+    pub poll: Duration,
+    /// How long after the last touch to keep polling at `poll`.
+    pub poll_for: Duration,
+    /// Poll interval after that, until the timeout (e.g. an image being loaded).
+    pub poll_slow: Duration,
+    /// Give up on a service that has not settled after this long (warns).
     pub timeout: Duration,
     /// A touched service is watched at least this long even if it looks settled at once:
     /// the listing right after a service update can predate the orchestrator's reaction.
     pub grace: Duration,
+}
+
+impl Default for SettleOptions {
+    fn default() -> Self {
+        SettleOptions {
+            burst: Duration::from_millis(5),
+            burst_for: Duration::from_millis(50),
+            poll: Duration::from_millis(25),
+            poll_for: Duration::from_secs(5),
+            poll_slow: Duration::from_millis(250),
+            timeout: Duration::from_secs(60),
+            grace: Duration::from_millis(250),
+        }
+    }
 }
 
 /// A change in what is being watched, for the log.
@@ -53,16 +71,11 @@ pub(super) struct Settler {
     cluster: Option<String>,
 }
 
-/// Whether this proxy could route `service`: it carries a `com.docker.lb.*` label and the
-/// proxy's service cluster. Services it cannot route are never polled for: on a busy node
-/// their churn would otherwise keep the watcher listing every 25 ms for nothing.
+/// Whether this proxy could route `service` ([`labels::routed_here`]). Services it cannot
+/// route are never polled for: on a busy node their churn would otherwise keep the watcher
+/// listing every 25 ms for nothing.
 pub(super) fn routable(service: &Service, cluster: Option<&str>) -> bool {
-    service.labels.keys().any(|k| k.starts_with(labels::PREFIX))
-        && service
-            .labels
-            .get(labels::SERVICE_CLUSTER)
-            .map(String::as_str)
-            == cluster
+    labels::routed_here(service, cluster)
 }
 
 impl Settler {
@@ -177,10 +190,10 @@ impl Settler {
         let since_touch = last_list.saturating_duration_since(last_touch);
         let interval = if since_touch < self.opts.burst_for {
             self.opts.burst
-        } else if since_touch < self.opts.fast_for {
-            self.opts.fast
+        } else if since_touch < self.opts.poll_for {
+            self.opts.poll
         } else {
-            self.opts.slow
+            self.opts.poll_slow
         };
         Some(last_list + interval)
     }
@@ -188,14 +201,6 @@ impl Settler {
     pub fn watching(&self) -> usize {
         self.active.len()
     }
-}
-
-fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
-    let mut m: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for t in tasks {
-        m.entry(t.service_id.as_str()).or_default().push(t);
-    }
-    m
 }
 
 /// No task on its way to running, none running that Swarm is stopping, the running count
@@ -231,9 +236,9 @@ mod tests {
         SettleOptions {
             burst: 5 * MS,
             burst_for: 50 * MS,
-            fast: 25 * MS,
-            fast_for: 5000 * MS,
-            slow: 250 * MS,
+            poll: 25 * MS,
+            poll_for: 5000 * MS,
+            poll_slow: 250 * MS,
             timeout: 60_000 * MS,
             grace: 200 * MS,
         }

@@ -30,15 +30,17 @@ use std::time::{Duration, SystemTime};
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::sync::watch;
-use tokio::time::{Instant, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::convert::{self, Listing, TaskContainer};
-use super::events::{self, Batch, ContainerChange, Refresh, TaskEvent};
+use super::events::{self, Batch, ContainerChange, EventKind, Refresh, TaskEvent};
 use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
+use super::reconnect::{Item, Reconnecting};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
+use crate::fields;
 use crate::model::{Snapshot, Task};
 
 /// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
@@ -47,24 +49,8 @@ const HEALTHCHECKS_KNOWN: usize = 4096;
 /// Timing of the watch loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WatchOptions {
-    /// Task poll interval in the first moments after an event touched a service: Swarm's
-    /// orchestrator marks the tasks it stops (desired shutdown) 1-15 ms after the service
-    /// update event, so the listing taken at the event usually misses it.
-    /// One task list costs about 1 ms on the engine here.
-    pub settle_burst: Duration,
-    /// How long after the last event to poll at `settle_burst`.
-    pub settle_burst_for: Duration,
-    /// Task poll interval after the burst, while a service is moving.
-    pub settle_poll: Duration,
-    /// How long after the last event to keep polling at `settle_poll`.
-    pub settle_fast_for: Duration,
-    /// Poll interval after that, for services still moving (e.g. an image being loaded).
-    pub settle_poll_slow: Duration,
-    /// Stop polling a service that has not settled after this long (warns).
-    pub settle_timeout: Duration,
-    /// Keep polling a touched service at least this long, even if it looks settled at once:
-    /// the listing right after a service update may predate the orchestrator's reaction.
-    pub settle_grace: Duration,
+    /// How a service is polled after an event touched it, until it settles.
+    pub settle: SettleOptions,
     /// Full re-list interval, whatever the events say.
     pub resync: Duration,
     /// Deadline for one listing.
@@ -90,13 +76,7 @@ pub struct WatchOptions {
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
-            settle_burst: Duration::from_millis(5),
-            settle_burst_for: Duration::from_millis(50),
-            settle_poll: Duration::from_millis(25),
-            settle_fast_for: Duration::from_secs(5),
-            settle_poll_slow: Duration::from_millis(250),
-            settle_timeout: Duration::from_secs(60),
-            settle_grace: Duration::from_millis(250),
+            settle: SettleOptions::default(),
             resync: Duration::from_secs(30),
             list_timeout: Duration::from_secs(10),
             since_margin: Duration::from_secs(1),
@@ -105,20 +85,6 @@ impl Default for WatchOptions {
             fast_path: true,
             fast_path_ttl: Duration::from_secs(30),
             service_cluster: None,
-        }
-    }
-}
-
-impl WatchOptions {
-    fn settle(&self) -> SettleOptions {
-        SettleOptions {
-            burst: self.settle_burst,
-            burst_for: self.settle_burst_for,
-            fast: self.settle_poll,
-            fast_for: self.settle_fast_for,
-            slow: self.settle_poll_slow,
-            timeout: self.settle_timeout,
-            grace: self.settle_grace,
         }
     }
 }
@@ -147,6 +113,17 @@ struct State {
 }
 
 impl State {
+    fn new(o: &WatchOptions) -> State {
+        State {
+            settler: Settler::new(o.settle, o.service_cluster.clone()),
+            cache: None,
+            wanted: None,
+            overlay: Overlay::new(o.fast_path_ttl),
+            healthchecks: Healthchecks::new(HEALTHCHECKS_KNOWN),
+            published: false,
+        }
+    }
+
     fn want(&mut self, refresh: Refresh) {
         if refresh > Refresh::Nothing {
             self.wanted = self.wanted.max(Some(refresh));
@@ -159,7 +136,7 @@ impl State {
         let (Some(service), Some((listing, _))) = (&e.service, &self.cache) else {
             return false;
         };
-        if e.kind != "container" {
+        if e.kind != EventKind::Container {
             return false;
         }
         listing
@@ -180,21 +157,39 @@ impl State {
 
 type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// A listing's outcome: what was asked, when the request went out, and the reply.
-type Listed = (Refresh, Instant, Result<Fetched, SwarmError>);
+/// A listing's outcome.
+struct Listed {
+    /// What was asked for.
+    refresh: Refresh,
+    /// When the request went out: what the reply shows is at least that recent.
+    requested: Instant,
+    result: Result<Fetched, SwarmError>,
+}
 
 enum Fetched {
     All(Listing),
     Tasks(Vec<Task>),
 }
 
-/// A fast-path inspection's outcome: the event, its engine time, how long the call took.
-type Inspected = (
-    TaskEvent,
-    Option<i64>,
-    Duration,
-    Result<TaskContainer, SwarmError>,
-);
+/// A fast-path inspection's outcome.
+struct Inspected {
+    event: TaskEvent,
+    /// The event's engine time (`timeNano`).
+    time_nano: Option<i64>,
+    /// How long the inspection took.
+    took: Duration,
+    result: Result<TaskContainer, SwarmError>,
+}
+
+/// What a task container event established, for the overlay and the log.
+struct Established {
+    event: TaskEvent,
+    time_nano: Option<i64>,
+    /// `None`: nothing to lay over the listing (the inspection said to wait).
+    fact: Option<Fact>,
+    /// The inspection it took (zero without one).
+    took: Duration,
+}
 
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
@@ -205,147 +200,218 @@ impl Watcher {
     /// away is retried with backoff (and logged), the last snapshot stays in the channel.
     pub async fn run(self, tx: watch::Sender<Arc<Snapshot>>) {
         let o = &self.options;
-        let cluster = o.service_cluster.as_deref();
-        let mut backoff = Backoff::new(o.backoff_initial, o.backoff_max);
-        let mut state = State {
-            settler: Settler::new(o.settle(), o.service_cluster.clone()),
-            cache: None,
-            wanted: None,
-            overlay: Overlay::new(o.fast_path_ttl),
-            healthchecks: Healthchecks::new(HEALTHCHECKS_KNOWN),
-            published: false,
+        let open = |since| {
+            let since = events::since_param(since, o.since_margin);
+            info!(endpoint = %self.docker.endpoint(), since = %since, "watching Docker events");
+            self.docker.events(since)
         };
-        let mut since = SystemTime::now();
-        // Outlive a connection: the events they are for were received.
-        let mut inspections: FuturesUnordered<Pending<'_, Inspected>> = FuturesUnordered::new();
+        let backoff = Backoff::new(o.backoff_initial, o.backoff_max);
+        let mut stream = Reconnecting::new(open, SystemTime::now(), backoff, o.backoff_max);
+        let mut resync = tokio::time::interval(o.resync);
+        resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut l = Loop {
+            watcher: &self,
+            tx: &tx,
+            state: State::new(o),
+            listing: None,
+            inspections: FuturesUnordered::new(),
+            resync,
+        };
         loop {
-            let opened = Instant::now();
-            let since_param = events::since_param(since, o.since_margin);
-            info!(endpoint = %self.docker.endpoint(), since = %since_param, "watching Docker events");
-            let mut stream = Box::pin(self.docker.events(since_param));
-            let mut healthy = false;
-
-            let ended: Option<SwarmError> = 'connection: {
-                // The stream's `since` covers anything that happens from here on, so a list
-                // taken now misses nothing (and covers whatever was wanted before).
-                state.wanted = None;
-                let first = self.list(Refresh::Full).await;
-                if let Err(e) = self.listed(first, &tx, &mut state) {
-                    break 'connection Some(e);
-                }
-                let mut resync = tokio::time::interval_at(Instant::now() + o.resync, o.resync);
-                resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
-                let mut listing: Option<Pending<'_, Listed>> = None;
-                loop {
-                    if listing.is_none() {
-                        if let Some(r) = state.wanted.take() {
-                            // Tasks alone need services and networks from an earlier listing.
-                            let r = if state.cache.is_some() {
-                                r
-                            } else {
-                                Refresh::Full
-                            };
-                            listing = Some(Box::pin(self.list(r)));
-                        }
-                    }
-                    // A poll would be a listing: none is due while one is on its way.
-                    let poll_at = match listing {
-                        Some(_) => None,
-                        None => state.settler.next_poll(),
-                    };
-                    let expire_at = state.overlay.next_expiry();
-                    tokio::select! {
-                        _ = tx.closed() => return,
-                        item = stream.next() => {
-                            let mut batch = Batch::default();
-                            let mut end = match item {
-                                Some(Ok(e)) => { note(&e, &mut batch, &state, cluster); None }
-                                Some(Err(e)) => break 'connection Some(e),
-                                None => break 'connection None,
-                            };
-                            // Take whatever else is already there: a burst is one re-list.
-                            while end.is_none() {
-                                match stream.next().now_or_never() {
-                                    Some(Some(Ok(e))) => note(&e, &mut batch, &state, cluster),
-                                    Some(Some(Err(e))) => end = Some(Some(e)),
-                                    Some(None) => end = Some(None),
-                                    None => break,
-                                }
-                            }
-                            healthy = true;
-                            if let Some(t) = batch.last_time_nano {
-                                since = events::time_from_nanos(t);
-                            }
-                            self.apply(batch, &tx, &mut state, &mut inspections);
-                            if let Some(end) = end {
-                                break 'connection end;
-                            }
-                        }
-                        done = async {
-                            match listing.as_mut() {
-                                Some(l) => l.await,
-                                None => std::future::pending().await,
-                            }
-                        }, if listing.is_some() => {
-                            listing = None;
-                            let refresh = done.0;
-                            if let Err(e) = self.listed(done, &tx, &mut state) {
-                                warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
-                            }
-                        }
-                        Some(done) = inspections.next(), if !inspections.is_empty() => {
-                            self.inspected(done, &tx, &mut state);
-                        }
-                        _ = resync.tick() => {
-                            debug!("periodic resync");
-                            state.want(Refresh::Full);
-                        }
-                        _ = sleep_until(poll_at), if poll_at.is_some() => {
-                            state.want(Refresh::Tasks);
-                        }
-                        _ = sleep_until(expire_at), if expire_at.is_some() => {
-                            let dropped = state.overlay.expire(Instant::now());
-                            log_dropped(&dropped);
-                            republish(&tx, &state);
-                        }
-                    }
-                }
+            let open = stream.is_open();
+            if open {
+                l.start_listing();
+            }
+            // A poll would be a listing: none is due while one is on its way.
+            let poll_at = match l.listing {
+                None if open => l.state.settler.next_poll(),
+                _ => None,
             };
-
-            if healthy || opened.elapsed() >= o.backoff_max {
-                backoff.reset();
-            }
-            let delay = backoff.next_delay();
-            let delay_ms = delay.as_millis() as u64;
-            match ended {
-                Some(e) => {
-                    warn!(error = %e, transient = e.is_transient(), delay_ms, "Docker event stream failed; reconnecting")
-                }
-                None => info!(delay_ms, "Docker event stream ended; reconnecting"),
-            }
-            let reconnect_at = Instant::now() + delay;
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep_until(reconnect_at) => break,
-                    Some(done) = inspections.next(), if !inspections.is_empty() => {
-                        self.inspected(done, &tx, &mut state);
+            let expire_at = l.state.overlay.next_expiry().filter(|_| open);
+            tokio::select! {
+                _ = tx.closed() => return,
+                Some(item) = stream.next() => match item {
+                    Item::Opened => {
+                        if let Err(e) = l.opened().await {
+                            stream.end(Some(e));
+                            l.ended();
+                        }
                     }
+                    Item::Event(first) => l.on_events(first, &mut stream),
+                    Item::Ended => l.ended(),
+                },
+                done = in_flight(&mut l.listing), if l.listing.is_some() => l.on_listed(done),
+                Some(done) = l.inspections.next(), if !l.inspections.is_empty() => {
+                    l.on_inspected(done);
                 }
+                _ = l.resync.tick(), if open => {
+                    debug!("periodic resync");
+                    l.state.want(Refresh::Full);
+                }
+                _ = sleep_until(poll_at), if poll_at.is_some() => l.state.want(Refresh::Tasks),
+                _ = sleep_until(expire_at), if expire_at.is_some() => l.on_expiry(),
             }
         }
     }
 
+    /// A container inspection, with a deadline.
+    fn inspect(&self, event: TaskEvent, time_nano: Option<i64>) -> Pending<'_, Inspected> {
+        let deadline = self.options.list_timeout;
+        Box::pin(async move {
+            let begun = Instant::now();
+            let result = with_deadline(
+                "inspect container",
+                deadline,
+                self.docker.task_container(&event.container),
+            )
+            .await;
+            Inspected {
+                event,
+                time_nano,
+                took: begun.elapsed(),
+                result,
+            }
+        })
+    }
+
+    /// Lists everything, or only tasks.
+    async fn list(&self, refresh: Refresh) -> Listed {
+        let requested = Instant::now();
+        let deadline = self.options.list_timeout;
+        let result = match refresh {
+            Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks())
+                .await
+                .map(Fetched::Tasks),
+            Refresh::Full | Refresh::Nothing => {
+                with_deadline("list", deadline, self.docker.listing())
+                    .await
+                    .map(Fetched::All)
+            }
+        };
+        Listed {
+            refresh,
+            requested,
+            result,
+        }
+    }
+}
+
+/// `call` within `deadline`, a [`SwarmError::Timeout`] naming `op` after it.
+async fn with_deadline<T>(
+    op: &'static str,
+    deadline: Duration,
+    call: impl Future<Output = Result<T, SwarmError>>,
+) -> Result<T, SwarmError> {
+    tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| SwarmError::Timeout {
+            op,
+            after: deadline,
+        })
+        .and_then(|r| r)
+}
+
+/// The watch loop's state and the work it has in flight; one method per thing that can
+/// happen (a `select!` arm in [`Watcher::run`]).
+struct Loop<'a> {
+    watcher: &'a Watcher,
+    tx: &'a watch::Sender<Arc<Snapshot>>,
+    state: State,
+    /// The listing on its way, if any (one at a time; requests meanwhile are merged into
+    /// `state.wanted`). Belongs to one connection of the event stream.
+    listing: Option<Pending<'a, Listed>>,
+    /// Container inspections of the fast path. They outlive a connection: the events they
+    /// are for were received.
+    inspections: FuturesUnordered<Pending<'a, Inspected>>,
+    /// Full re-list timer, restarted by every connection's first listing.
+    resync: Interval,
+}
+
+impl<'a> Loop<'a> {
+    fn options(&self) -> &'a WatchOptions {
+        &self.watcher.options
+    }
+
+    /// A connection opened: its `since` covers anything that happens from here on, so a list
+    /// taken now misses nothing (and covers whatever was wanted before). An error ends the
+    /// connection.
+    async fn opened(&mut self) -> Result<(), SwarmError> {
+        self.state.wanted = None;
+        let first = self.watcher.list(Refresh::Full).await;
+        self.listed(first)?;
+        self.resync.reset();
+        Ok(())
+    }
+
+    /// The connection ended: the listing on its way belonged to it.
+    fn ended(&mut self) {
+        self.listing = None;
+    }
+
+    /// Starts the wanted listing, unless one is on its way.
+    fn start_listing(&mut self) {
+        if self.listing.is_some() {
+            return;
+        }
+        if let Some(r) = self.state.wanted.take() {
+            // Tasks alone need services and networks from an earlier listing.
+            let r = if self.state.cache.is_some() {
+                r
+            } else {
+                Refresh::Full
+            };
+            self.listing = Some(Box::pin(self.watcher.list(r)));
+        }
+    }
+
+    /// An event arrived: take whatever else is already there (a burst is one re-list), move
+    /// the stream's `since`, and act on the batch.
+    fn on_events<S, F>(&mut self, first: events::Event, stream: &mut Reconnecting<S, F>)
+    where
+        S: futures_util::Stream<Item = Result<events::Event, SwarmError>>,
+        F: FnMut(SystemTime) -> S + Unpin,
+    {
+        let cluster = self.options().service_cluster.as_deref();
+        let mut batch = Batch::default();
+        note(&first, &mut batch, &self.state, cluster);
+        let mut ended = false;
+        while stream.is_open() {
+            match stream.next().now_or_never() {
+                Some(Some(Item::Event(e))) => note(&e, &mut batch, &self.state, cluster),
+                Some(Some(Item::Ended)) => ended = true,
+                // Only yielded when a closed stream reopens.
+                Some(Some(Item::Opened)) | Some(None) | None => break,
+            }
+        }
+        if let Some(t) = batch.last_time_nano {
+            stream.set_since(events::time_from_nanos(t));
+        }
+        self.apply(batch);
+        if ended {
+            self.ended();
+        }
+    }
+
+    fn on_listed(&mut self, done: Listed) {
+        self.listing = None;
+        let refresh = done.refresh;
+        if let Err(e) = self.listed(done) {
+            warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
+        }
+    }
+
+    /// An overlay entry expired: publish the last listing without it.
+    fn on_expiry(&mut self) {
+        let dropped = self.state.overlay.expire(Instant::now());
+        log_dropped(&dropped);
+        republish(self.tx, &self.state);
+    }
+
     /// Marks what a burst of events touched and asks for one re-list; publishes at once what
     /// its task container events say (fast path), inspecting containers where needed.
-    fn apply<'a>(
-        &'a self,
-        batch: Batch,
-        tx: &watch::Sender<Arc<Snapshot>>,
-        state: &mut State,
-        inspections: &mut FuturesUnordered<Pending<'a, Inspected>>,
-    ) {
+    fn apply(&mut self, batch: Batch) {
         let now = Instant::now();
+        let state = &mut self.state;
         for s in &batch.services {
             state.settler.touch(s, now);
         }
@@ -353,79 +419,77 @@ impl Watcher {
             state.settler.touch_all_unsettled();
         }
         state.want(batch.refresh.unwrap_or(Refresh::Nothing));
-        if !self.options.fast_path {
+        if !self.watcher.options.fast_path {
             return;
         }
-        let mut facts = Vec::new();
-        for (e, time_nano) in batch.tasks {
-            let fact = match e.change {
+        let mut established = Vec::new();
+        for (event, time_nano) in batch.tasks {
+            let fact = match event.change {
                 ContainerChange::Created => {
                     // Whether it has a healthcheck, known before it starts.
-                    inspections.push(self.inspect(e, time_nano));
+                    self.inspections
+                        .push(self.watcher.inspect(event, time_nano));
                     continue;
                 }
                 ContainerChange::Started | ContainerChange::Healthy => {
-                    let known = state.healthchecks.get(&e.container);
+                    let known = state.healthchecks.get(&event.container);
                     match overlay::running_without_inspection(
-                        e.change,
+                        event.change,
                         known,
-                        state.listed(&e.task),
+                        state.listed(&event.task),
                     ) {
                         Some(fact) => fact,
                         None => {
-                            inspections.push(self.inspect(e, time_nano));
+                            self.inspections
+                                .push(self.watcher.inspect(event, time_nano));
                             continue;
                         }
                     }
                 }
                 ContainerChange::Stopping => Fact::Stopping,
                 ContainerChange::Died => {
-                    state.healthchecks.forget(&e.container);
+                    state.healthchecks.forget(&event.container);
                     Fact::Exited
                 }
                 ContainerChange::Destroyed => {
-                    state.healthchecks.forget(&e.container);
+                    state.healthchecks.forget(&event.container);
                     continue;
                 }
             };
-            facts.push((e, time_nano, Some(fact), Duration::ZERO));
+            established.push(Established {
+                event,
+                time_nano,
+                fact: Some(fact),
+                took: Duration::ZERO,
+            });
         }
-        if !facts.is_empty() {
-            publish_facts(facts, tx, state);
+        if !established.is_empty() {
+            publish_facts(established, self.tx, state);
         }
-    }
-
-    /// A container inspection, with a deadline.
-    fn inspect(&self, e: TaskEvent, time_nano: Option<i64>) -> Pending<'_, Inspected> {
-        let deadline = self.options.list_timeout;
-        Box::pin(async move {
-            let begun = Instant::now();
-            let res = tokio::time::timeout(deadline, self.docker.task_container(&e.container))
-                .await
-                .map_err(|_| SwarmError::Timeout {
-                    op: "inspect container",
-                    after: deadline,
-                })
-                .and_then(|r| r);
-            (e, time_nano, begun.elapsed(), res)
-        })
     }
 
     /// An inspection came back: remember the healthcheck, and for a start or a healthy
     /// event, publish the task running (unless Swarm waits for health, or it already died).
-    fn inspected(&self, done: Inspected, tx: &watch::Sender<Arc<Snapshot>>, state: &mut State) {
-        let (e, time_nano, took, res) = done;
-        let c = match res {
+    fn on_inspected(&mut self, done: Inspected) {
+        let Inspected {
+            event,
+            time_nano,
+            took,
+            result,
+        } = done;
+        let c = match result {
             Ok(c) => c,
             Err(err) => {
-                debug!(task = %e.task, container = %e.container, error = %err, "task container not inspected; the task list will tell");
+                debug!(task = %event.task, container = %event.container, error = %err, "task container not inspected; the task list will tell");
                 return;
             }
         };
         // A container that died during the inspection is remembered needlessly; it goes
         // when the map is full.
-        state.healthchecks.learn(&e.container, c.healthcheck);
-        let fact = match e.change {
+        self.state
+            .healthchecks
+            .learn(&event.container, c.healthcheck);
+        let fact = match event.change {
             ContainerChange::Created => return,
             // Gone already (a replayed event, a crash): its die says the rest.
             _ if !c.running => None,
@@ -435,43 +499,22 @@ impl Watcher {
                 addresses: c.addresses,
             }),
         };
-        publish_facts(vec![(e, time_nano, fact, took)], tx, state);
-    }
-
-    /// Lists everything, or only tasks.
-    async fn list(&self, refresh: Refresh) -> Listed {
-        let started = Instant::now();
-        let deadline = self.options.list_timeout;
-        let timeout = |op| SwarmError::Timeout {
-            op,
-            after: deadline,
+        let established = Established {
+            event,
+            time_nano,
+            fact,
+            took,
         };
-        let result = match refresh {
-            Refresh::Tasks => tokio::time::timeout(deadline, self.docker.tasks())
-                .await
-                .map_err(|_| timeout("list tasks"))
-                .and_then(|r| r)
-                .map(Fetched::Tasks),
-            Refresh::Full | Refresh::Nothing => {
-                tokio::time::timeout(deadline, self.docker.listing())
-                    .await
-                    .map_err(|_| timeout("list"))
-                    .and_then(|r| r)
-                    .map(Fetched::All)
-            }
-        };
-        (refresh, started, result)
+        publish_facts(vec![established], self.tx, &mut self.state);
     }
 
     /// A listing came back: publishes it (with the overlay) if that changed the snapshot,
     /// and updates what is moving.
-    fn listed(
-        &self,
-        done: Listed,
-        tx: &watch::Sender<Arc<Snapshot>>,
-        state: &mut State,
-    ) -> Result<(), SwarmError> {
-        let (_, started, result) = done;
+    fn listed(&mut self, done: Listed) -> Result<(), SwarmError> {
+        let Listed {
+            requested, result, ..
+        } = done;
+        let state = &mut self.state;
         let now = Instant::now();
         let listing = match (result, &state.cache) {
             (Ok(Fetched::All(l)), _) => l,
@@ -495,20 +538,21 @@ impl Watcher {
                 return Err(e);
             }
         };
-        // The list was requested at `started`: what it shows is at least that recent.
-        let dropped = state.overlay.observe(&listing.snapshot.tasks, started, now);
+        let dropped = state
+            .overlay
+            .observe(&listing.snapshot.tasks, requested, now);
         log_dropped(&dropped);
         let snap = state.overlay.apply(&listing.snapshot);
         let (services, tasks, networks) =
             (snap.services.len(), snap.tasks.len(), snap.networks.len());
-        let changed = publish(tx, snap, !state.published);
+        let changed = publish(self.tx, snap, !state.published);
         state.published = true;
         if changed {
             debug!(
                 services,
                 tasks,
                 networks,
-                list_us = now.duration_since(started).as_micros() as u64,
+                list_us = fields::us(now.duration_since(requested)),
                 moving = state.settler.watching(),
                 overlay = state.overlay.len(),
                 "snapshot published"
@@ -517,33 +561,42 @@ impl Watcher {
         for outcome in state.settler.observe(&listing, now) {
             match outcome {
                 Outcome::Settled { service, after } => {
-                    debug!(service = %service, after_ms = after.as_millis() as u64, "service settled")
+                    debug!(service = %service, after_ms = fields::ms(after), "service settled")
                 }
                 Outcome::GaveUp { service, after } => warn!(
                     service = %service,
-                    after_ms = after.as_millis() as u64,
+                    after_ms = fields::ms(after),
                     "service did not settle; polling stops until its next event"
                 ),
             }
         }
-        state.cache = Some((listing, started));
+        state.cache = Some((listing, requested));
         Ok(())
     }
 }
 
+/// The listing on its way; never ready without one.
+async fn in_flight<T>(listing: &mut Option<Pending<'_, T>>) -> T {
+    match listing.as_mut() {
+        Some(l) => l.await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Records what task container events established and publishes the last listing with it,
-/// without listing. Each: the event, its engine time, the fact (if any), the inspection time.
+/// without listing.
 fn publish_facts(
-    facts: Vec<(TaskEvent, Option<i64>, Option<Fact>, Duration)>,
+    established: Vec<Established>,
     tx: &watch::Sender<Arc<Snapshot>>,
     state: &mut State,
 ) {
     let now = Instant::now();
-    for (e, _, fact, _) in &facts {
-        if let Some(f) = fact {
+    for e in &established {
+        if let Some(f) = &e.fact {
+            let ev = &e.event;
             state
                 .overlay
-                .record(&e.task, &e.service, e.slot, f.clone(), now);
+                .record(&ev.task, &ev.service, ev.slot, f.clone(), now);
         }
     }
     // Nothing listed yet: the first listing carries the facts.
@@ -559,19 +612,20 @@ fn publish_facts(
         None => false,
     };
     let published = SystemTime::now();
-    for (e, time_nano, fact, took) in &facts {
-        let latency_us = time_nano
+    for e in &established {
+        let latency_us = e
+            .time_nano
             .map(events::time_from_nanos)
             .and_then(|t| published.duration_since(t).ok())
-            .map_or(0, |d| d.as_micros() as u64);
+            .map_or(0, fields::us);
         debug!(
-            task = %e.task,
-            service = %e.service,
-            change = ?e.change,
-            fact = fact_name(fact.as_ref()),
+            task = %e.event.task,
+            service = %e.event.service,
+            change = ?e.event.change,
+            fact = fact_name(e.fact.as_ref()),
             changed,
             latency_us,
-            inspect_us = took.as_micros() as u64,
+            inspect_us = fields::us(e.took),
             "fast path"
         );
     }
@@ -588,7 +642,7 @@ fn fact_name(f: Option<&Fact>) -> &'static str {
 
 fn log_dropped(dropped: &[Dropped]) {
     for d in dropped {
-        let age_ms = d.age.as_millis() as u64;
+        let age_ms = fields::ms(d.age);
         match d.reason {
             Reason::Agreed => {
                 debug!(task = %d.task, service = %d.service, age_ms, "task list caught up with the fast path")
@@ -703,7 +757,7 @@ mod tests {
             vips: vec![],
         };
         let mut state = State {
-            settler: Settler::new(WatchOptions::default().settle(), None),
+            settler: Settler::new(SettleOptions::default(), None),
             cache: None,
             wanted: None,
             overlay: Overlay::new(Duration::from_secs(30)),
@@ -725,7 +779,7 @@ mod tests {
             progress: Default::default(),
         };
         let container_event = |service: &str, t: i64| events::Event {
-            kind: "container".into(),
+            kind: EventKind::Container,
             action: "start".into(),
             actor: "c1".into(),
             refresh: Refresh::Tasks,
@@ -769,7 +823,7 @@ mod tests {
         assert_eq!(batch.refresh, Some(Refresh::Tasks), "routable by cluster b");
         let mut batch = Batch::default();
         let mut service_event = container_event("plain", 40);
-        service_event.kind = "service".into();
+        service_event.kind = EventKind::Service;
         service_event.refresh = Refresh::Full;
         note(&service_event, &mut batch, &state, None);
         assert_eq!(
