@@ -23,17 +23,10 @@ pub fn desired(
     settings: &Settings,
     last_good: &BTreeMap<ServiceId, Route>,
 ) -> Desired {
-    let mut tasks_of: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for task in &snap.tasks {
-        tasks_of
-            .entry(task.service_id.as_str())
-            .or_default()
-            .push(task);
-    }
     let ctx = Ctx {
         snap,
         settings,
-        tasks_of,
+        tasks_of: super::tasks_by_service(&snap.tasks),
     };
     let mut services: Vec<&Service> = snap.services.iter().collect();
     services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
@@ -42,13 +35,10 @@ pub fn desired(
     let mut claims: BTreeMap<MapKey, Vec<Claim>> = BTreeMap::new();
     let mut redirects = Vec::new();
     for service in services {
-        let cluster = service
-            .labels
-            .get(labels::SERVICE_CLUSTER)
-            .map(String::as_str);
-        if cluster != settings.service_cluster.as_deref() {
+        if !labels::routed_here(service, settings.service_cluster.as_deref()) {
             continue;
         }
+        // Always some: a service routed here has a `com.docker.lb.*` label.
         let Some(parsed) = labels::parse(service) else {
             continue;
         };
@@ -292,17 +282,9 @@ impl Ctx<'_> {
         self.snap.networks.iter().find(|n| n.id == id)
     }
 
-    /// A network by exact id, else by name (preferring one the service is on, as Docker
-    /// allows two networks with one name).
+    /// A network by exact id, else by name, preferring one the service is on.
     fn lookup(&self, reference: &str, on: &BTreeSet<&NetworkId>) -> Option<&Network> {
-        let nets = &self.snap.networks;
-        self.by_id(reference).or_else(|| {
-            let named = || nets.iter().filter(|n| n.name == reference);
-            named()
-                .filter(|n| on.contains(&n.id))
-                .min_by(|a, b| a.id.cmp(&b.id))
-                .or_else(|| named().min_by(|a, b| a.id.cmp(&b.id)))
-        })
+        super::find_network(&self.snap.networks, reference, |n| on.contains(&n.id))
     }
 
     /// Every running task with an address on `network`: ready, or draining when Swarm is

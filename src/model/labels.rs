@@ -275,6 +275,14 @@ pub struct Parsed {
     pub warnings: Vec<LabelError>,
 }
 
+/// Whether a proxy serving `cluster` (`None`: services without a cluster label) routes
+/// `service`: it carries a `com.docker.lb.*` label and that service cluster. The one home of
+/// this rule: [`crate::model::desired`] routes only these, and the watcher polls only these.
+pub fn routed_here(service: &Service, cluster: Option<&str>) -> bool {
+    service.labels.keys().any(|k| k.starts_with(PREFIX))
+        && service.labels.get(SERVICE_CLUSTER).map(String::as_str) == cluster
+}
+
 /// Reads a service's `com.docker.lb.*` labels. `None`: the service has none, it is not meant
 /// to be routed. The network is only checked for syntax here; whether the service is on it
 /// needs the snapshot (see `model::desired`).

@@ -20,6 +20,36 @@ pub use names::{
 pub type ServiceId = String;
 pub type NetworkId = String;
 
+/// A network by exact id, else by name. Docker allows two networks with one name: among
+/// them, one that `prefer` accepts, then the lowest id, so the answer does not depend on the
+/// order Docker listed them in. The one home of this rule: service targets (preferring
+/// swarm-scoped networks) and the `com.docker.lb.network` label (preferring the service's
+/// own networks) both resolve through it.
+pub fn find_network<'a>(
+    networks: &'a [Network],
+    reference: &str,
+    prefer: impl Fn(&Network) -> bool,
+) -> Option<&'a Network> {
+    networks.iter().find(|n| n.id == reference).or_else(|| {
+        networks
+            .iter()
+            .filter(|n| n.name == reference)
+            .min_by_key(|n| (!prefer(n), &n.id))
+    })
+}
+
+/// The tasks of each service (by service id), in snapshot order.
+pub fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
+    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
+    for task in tasks {
+        by_service
+            .entry(task.service_id.as_str())
+            .or_default()
+            .push(task);
+    }
+    by_service
+}
+
 /// Everything the driver knows about Swarm at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
@@ -184,4 +214,48 @@ pub struct Desired {
     /// Services whose labels ask for no routing (`com.docker.lb.*` labels but no hosts): an
     /// operator's choice, reported at info level. Sorted like `errors`.
     pub notices: Vec<LabelError>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(id: &str, name: &str) -> Network {
+        Network {
+            id: id.into(),
+            name: name.into(),
+            driver: "overlay".into(),
+            attachable: true,
+            ingress: false,
+        }
+    }
+
+    #[test]
+    fn a_network_is_found_by_id_first_then_by_name_preferred_then_lowest_id_in_any_order() {
+        let mut nets = vec![net("n3", "shared"), net("n2", "shared"), net("shared", "x")];
+        for _ in 0..2 {
+            let none = |_: &Network| false;
+            assert_eq!(
+                find_network(&nets, "shared", none).map(|n| &*n.id),
+                Some("shared")
+            );
+            assert_eq!(
+                find_network(&nets, "x", none).map(|n| &*n.id),
+                Some("shared")
+            );
+            let mut by_name = nets.clone();
+            by_name.retain(|n| n.id != "shared");
+            assert_eq!(
+                find_network(&by_name, "shared", none).map(|n| &*n.id),
+                Some("n2")
+            );
+            let n3 = |n: &Network| n.id == "n3";
+            assert_eq!(
+                find_network(&by_name, "shared", n3).map(|n| &*n.id),
+                Some("n3")
+            );
+            assert_eq!(find_network(&by_name, "absent", none), None);
+            nets.reverse();
+        }
+    }
 }

@@ -33,24 +33,22 @@ pub(super) struct ServiceProgress {
     pub updating: bool,
 }
 
-/// Networks by id, plus name -> id for resolving `TaskTemplate.Networks[].Target`.
+/// The listed networks, for resolving `TaskTemplate.Networks[].Target`.
 #[derive(Debug, Default)]
 pub(super) struct NetworkIndex {
-    ids: BTreeSet<NetworkId>,
-    by_name: BTreeMap<String, NetworkId>,
+    networks: Vec<Network>,
+    /// Swarm-scoped ones: services can only use these.
+    swarm: BTreeSet<NetworkId>,
 }
 
 impl NetworkIndex {
     /// `Target` is an id or a name (depending on how the service was created); returns the
-    /// id when known, else the target itself (a network listed a moment later, most likely).
+    /// id when known ([`crate::model::find_network`], a swarm network winning over a local
+    /// one of the same name), else the target itself (a network listed a moment later, most
+    /// likely).
     pub fn resolve(&self, target: &str) -> NetworkId {
-        if self.ids.contains(target) {
-            return target.to_string();
-        }
-        match self.by_name.get(target) {
-            Some(id) => id.clone(),
-            None => target.to_string(),
-        }
+        crate::model::find_network(&self.networks, target, |n| self.swarm.contains(&n.id))
+            .map_or_else(|| target.to_string(), |n| n.id.clone())
     }
 }
 
@@ -81,24 +79,14 @@ pub(super) fn sort_tasks(mut tasks: Vec<Task>) -> Vec<Task> {
 /// `GET /networks` -> model networks and the index used to resolve service targets.
 pub(super) fn networks(raw: &[models::Network]) -> (Vec<Network>, NetworkIndex) {
     let mut out = Vec::with_capacity(raw.len());
-    let mut index = NetworkIndex::default();
-    // Swarm services can only use swarm-scoped networks: when a name is shared by a local and
-    // a swarm network, the swarm one wins.
-    let mut name_is_swarm: BTreeMap<String, bool> = BTreeMap::new();
+    let mut swarm = BTreeSet::new();
     for n in raw {
         let (Some(id), Some(name)) = (non_empty(&n.id), non_empty(&n.name)) else {
             warn!(id = ?n.id, name = ?n.name, "network without id or name skipped");
             continue;
         };
-        let swarm = n.scope.as_deref() == Some("swarm");
-        index.ids.insert(id.to_string());
-        let take = match name_is_swarm.get(name) {
-            None => true,
-            Some(had_swarm) => swarm && !had_swarm,
-        };
-        if take {
-            index.by_name.insert(name.to_string(), id.to_string());
-            name_is_swarm.insert(name.to_string(), swarm);
+        if n.scope.as_deref() == Some("swarm") {
+            swarm.insert(id.to_string());
         }
         out.push(Network {
             id: id.to_string(),
@@ -108,6 +96,10 @@ pub(super) fn networks(raw: &[models::Network]) -> (Vec<Network>, NetworkIndex) 
             ingress: n.ingress.unwrap_or(false),
         });
     }
+    let index = NetworkIndex {
+        networks: out.clone(),
+        swarm,
+    };
     (out, index)
 }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use super::state::{Admin, BackendState, ProxyState, Server};
-use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 pub use encode::{encode, encode_into, ADD_SERVER_OPTIONS};
 pub use parse::{parse_servers_state, parse_show_info, parse_show_map};
@@ -131,10 +131,7 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
     let backends = servers
         .into_iter()
         .map(|(name, mut servers)| {
-            let mode = match servers.as_slice() {
-                [only] if only.name.as_str() == ServerName::VIP => Mode::Vip,
-                _ => Mode::Task,
-            };
+            let mode = crate::haproxy::state::mode_of(&servers);
             servers.sort_by(|a, b| slot_order(a).cmp(&slot_order(b)));
             let options = BackendOptions::default();
             (
