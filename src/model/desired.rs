@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use super::labels::{self, sort_errors, LabelError, Route, Verdict, NETWORK};
 use super::routes::{self, route_key, Claim, RedirectClaim};
+use super::RouteInForce;
 use super::{
     BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network, NetworkId,
     Service, ServiceId, Settings, Snapshot, Task, TaskState,
@@ -21,7 +22,7 @@ use super::{
 pub fn desired(
     snap: &Snapshot,
     settings: &Settings,
-    last_good: &BTreeMap<ServiceId, Route>,
+    last_good: &BTreeMap<ServiceId, RouteInForce>,
 ) -> Desired {
     let ctx = Ctx {
         snap,
@@ -45,7 +46,7 @@ pub fn desired(
         out.warnings.extend(parsed.warnings);
         out.errors.extend(parsed.left_out);
         let built = match parsed.route {
-            Verdict::Route(route) => ctx.build(service, route, Source::Labels, &mut out.warnings),
+            Verdict::Route(route) => ctx.build(service, route, None, &mut out.warnings),
             Verdict::NoHosts => {
                 out.notices.push(LabelError::NoHosts {
                     service: service.name.clone(),
@@ -54,14 +55,15 @@ pub fn desired(
             }
             Verdict::Refused(errors) => Err(errors),
         };
-        let (route, spec) = match built {
+        let (in_force, spec) = match built {
             Ok(built) => built,
             Err(errors) => {
                 out.errors.extend(errors);
                 let Some(good) = last_good.get(&service.id) else {
                     continue;
                 };
-                match ctx.build(service, good.clone(), Source::LastGood, &mut out.warnings) {
+                let (route, network) = (good.route.clone(), Some(good.network.as_str()));
+                match ctx.build(service, route, network, &mut out.warnings) {
                     Ok(built) => {
                         out.warnings.push(LabelError::KeptLastGood {
                             service: service.name.clone(),
@@ -75,6 +77,7 @@ pub fn desired(
                 }
             }
         };
+        let route = &in_force.route;
         if out.backends.contains_key(&route.backend) {
             // Swarm service names are unique, so only a stale last good route can get here.
             out.errors.push(LabelError::Service {
@@ -121,20 +124,13 @@ pub fn desired(
         }));
         out.networks.insert(spec.network.clone());
         out.backends.insert(route.backend.clone(), spec);
-        out.routes.insert(service.id.clone(), route);
+        out.routes.insert(service.id.clone(), in_force);
     }
     out.hosts = routes::hosts_map(claims, redirects, &mut out.errors);
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);
     out
-}
-
-/// Where a route being built comes from: the labels as they are now, or the last good pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Source {
-    Labels,
-    LastGood,
 }
 
 struct Ctx<'a> {
@@ -144,17 +140,23 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// The route with its network pinned to the id in use, and its backend. A vip route on a
-    /// service without a VIP on that network (endpoint mode dnsrr) falls back to its task
-    /// addresses, with a warning in `warnings`.
+    /// The route in force (with the id of the network in use) and its backend. `last_good`:
+    /// the route is the last good one, on this network id; else it is what the labels say
+    /// now. A vip route on a service without a VIP on that network (endpoint mode dnsrr)
+    /// falls back to its task addresses, with a warning in `warnings`.
     fn build(
         &self,
         service: &Service,
         route: Route,
-        source: Source,
+        last_good: Option<&str>,
         warnings: &mut Vec<LabelError>,
-    ) -> Result<(Route, BackendSpec), Vec<LabelError>> {
-        let network = self.network(service, &route, source).map_err(|e| vec![e])?;
+    ) -> Result<(RouteInForce, BackendSpec), Vec<LabelError>> {
+        let wanted = match (last_good, route.network.as_deref()) {
+            (Some(id), _) => Wanted::LastGood(id),
+            (None, Some(written)) => Wanted::Labelled(written),
+            (None, None) => Wanted::Unnamed,
+        };
+        let network = self.network(service, wanted).map_err(|e| vec![e])?;
         let task_endpoints = || self.task_endpoints(service, &network.id, route.port);
         let (mode, endpoints) = match route.mode {
             Mode::Task => (Mode::Task, task_endpoints()),
@@ -176,106 +178,90 @@ impl Ctx<'_> {
             endpoints,
             options: route.options.clone(),
         };
-        let route = Route {
-            network: Some(network.id.clone()),
-            ..route
+        let route = RouteInForce {
+            route,
+            network: network.id.clone(),
         };
         Ok((route, spec))
     }
 
-    /// The network HAProxy reaches the service on, checked to be one HAProxy can join.
-    fn network(
+    /// The network HAProxy reaches the service on: the one asked for, checked to be one
+    /// HAProxy can join.
+    fn network(&self, service: &Service, wanted: Wanted<'_>) -> Result<&Network, LabelError> {
+        let on: BTreeSet<&NetworkId> = service.networks.iter().collect();
+        let net = match wanted {
+            Wanted::Labelled(reference) | Wanted::LastGood(reference) => {
+                self.named(service, reference, wanted, &on)
+            }
+            Wanted::Unnamed => self.unnamed(&on),
+        }
+        .map_err(|reason| wanted.error(&service.name, reason))?;
+        joinable(net).map_err(|reason| wanted.error(&service.name, reason))?;
+        Ok(net)
+    }
+
+    /// The network `reference` names, which the service must be on.
+    fn named(
         &self,
         service: &Service,
-        route: &Route,
-        source: Source,
-    ) -> Result<&Network, LabelError> {
-        let name = service.name.as_str();
-        let labelled = route
-            .network
-            .as_deref()
-            .filter(|_| source == Source::Labels);
-        let err = |reason: String| match labelled {
-            Some(value) => LabelError::invalid(name, NETWORK, value, reason),
-            None => LabelError::Service {
-                service: name.to_owned(),
-                reason,
-            },
-        };
-        let on: BTreeSet<&NetworkId> = service.networks.iter().collect();
-
-        let net = if let Some(reference) = route.network.as_deref() {
-            let Some(net) = self.lookup(reference, &on) else {
-                return Err(err(match source {
-                    Source::Labels => "no network has this name or id".to_owned(),
-                    Source::LastGood => {
-                        format!("its last good routing used network {reference}, which no longer exists")
-                    }
-                }));
-            };
-            if !on.contains(&net.id) {
-                return Err(err(format!(
-                    "the service is not on network {}: add it with `docker service update \
-                     --network-add {} {name}`",
-                    net.name, net.name
-                )));
-            }
-            net
-        } else {
-            match on.iter().collect::<Vec<_>>().as_slice() {
-                [] => {
-                    return Err(err(format!(
-                        "is on no network, so HAProxy cannot reach it: attach it to an attachable \
-                         overlay network (and set {NETWORK} if it has several)"
-                    )))
+        reference: &str,
+        wanted: Wanted<'_>,
+        on: &BTreeSet<&NetworkId>,
+    ) -> Result<&Network, String> {
+        let Some(net) = self.lookup(reference, on) else {
+            return Err(match wanted {
+                Wanted::LastGood(_) => format!(
+                    "its last good routing used network {reference}, which no longer exists"
+                ),
+                Wanted::Labelled(_) | Wanted::Unnamed => {
+                    "no network has this name or id".to_owned()
                 }
-                [one] => self.by_id(one).ok_or_else(|| {
-                    err(format!(
-                        "its network {one} is not known to Docker (removed?)"
-                    ))
-                })?,
-                several => {
-                    let default = self
-                        .settings
-                        .default_network
-                        .as_deref()
-                        .and_then(|d| self.lookup(d, &on))
-                        .filter(|n| on.contains(&n.id));
-                    match default {
-                        Some(net) => net,
-                        None => {
-                            let names: Vec<&str> = several
-                                .iter()
-                                .map(|id| self.by_id(id).map_or(id.as_str(), |n| n.name.as_str()))
-                                .collect();
-                            let why = match &self.settings.default_network {
-                                Some(d) => format!("the default network {d} is not one of them"),
-                                None => "no default network is set".to_owned(),
-                            };
-                            return Err(err(format!(
-                                "is on several networks ({}) and {why}: set {NETWORK} to the one \
-                                 HAProxy should join",
-                                names.join(", ")
-                            )));
-                        }
-                    }
-                }
-            }
+            });
         };
-        if net.ingress {
-            return Err(err(format!(
-                "network {} is Swarm's ingress network, which HAProxy must not join: route over \
-                 an attachable overlay network",
-                net.name
-            )));
-        }
-        if !net.attachable {
-            return Err(err(format!(
-                "HAProxy cannot join network {}: create it with --attachable",
-                net.name
-            )));
+        if !on.contains(&net.id) {
+            return Err(format!(
+                "the service is not on network {}: add it with `docker service update \
+                 --network-add {} {}`",
+                net.name, net.name, service.name
+            ));
         }
         Ok(net)
+    }
+
+    /// No network named: the service's only one, else the default network if it is on it.
+    fn unnamed(&self, on: &BTreeSet<&NetworkId>) -> Result<&Network, String> {
+        match on.iter().collect::<Vec<_>>().as_slice() {
+            [] => Err(format!(
+                "is on no network, so HAProxy cannot reach it: attach it to an attachable \
+                 overlay network (and set {NETWORK} if it has several)"
+            )),
+            [one] => self
+                .by_id(one)
+                .ok_or_else(|| format!("its network {one} is not known to Docker (removed?)")),
+            several => {
+                let default = self
+                    .settings
+                    .default_network
+                    .as_deref()
+                    .and_then(|d| self.lookup(d, on))
+                    .filter(|n| on.contains(&n.id));
+                default.ok_or_else(|| {
+                    let names: Vec<&str> = several
+                        .iter()
+                        .map(|id| self.by_id(id).map_or(id.as_str(), |n| n.name.as_str()))
+                        .collect();
+                    let why = match &self.settings.default_network {
+                        Some(d) => format!("the default network {d} is not one of them"),
+                        None => "no default network is set".to_owned(),
+                    };
+                    format!(
+                        "is on several networks ({}) and {why}: set {NETWORK} to the one \
+                         HAProxy should join",
+                        names.join(", ")
+                    )
+                })
+            }
+        }
     }
 
     fn by_id(&self, id: &str) -> Option<&Network> {
@@ -327,6 +313,49 @@ impl Ctx<'_> {
             .filter(|v| v.network == network.id)
             .map(|v| v.addr);
         pick(ips).map(|ip| SocketAddr::new(ip, port))
+    }
+}
+
+/// Whether HAProxy may join `net`: not Swarm's ingress, and attachable.
+fn joinable(net: &Network) -> Result<(), String> {
+    if net.ingress {
+        return Err(format!(
+            "network {} is Swarm's ingress network, which HAProxy must not join: route over \
+             an attachable overlay network",
+            net.name
+        ));
+    }
+    if !net.attachable {
+        return Err(format!(
+            "HAProxy cannot join network {}: create it with --attachable",
+            net.name
+        ));
+    }
+    Ok(())
+}
+
+/// Which network a route asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted<'r> {
+    /// `com.docker.lb.network` as written: a name or an id.
+    Labelled(&'r str),
+    /// The network id the last good routing used.
+    LastGood(&'r str),
+    /// None named: the service's only network, or the default one.
+    Unnamed,
+}
+
+impl Wanted<'_> {
+    /// An error about the network: on the label when the labels named it, else on the
+    /// service.
+    fn error(self, service: &str, reason: String) -> LabelError {
+        match self {
+            Wanted::Labelled(value) => LabelError::invalid(service, NETWORK, value, reason),
+            Wanted::LastGood(_) | Wanted::Unnamed => LabelError::Service {
+                service: service.to_owned(),
+                reason,
+            },
+        }
     }
 }
 
@@ -542,8 +571,7 @@ mod tests {
         );
         assert_eq!(d.networks, BTreeSet::from([FRONT.to_owned()]));
         assert_eq!(
-            d.routes["id-web"].network.as_deref(),
-            Some(FRONT),
+            d.routes["id-web"].network, FRONT,
             "the route in force pins its network"
         );
     }
@@ -672,7 +700,7 @@ mod tests {
         );
         assert_eq!(d.hosts[&host("api.example")], to("api"));
         assert_eq!(
-            d.routes["id-api"].mode,
+            d.routes["id-api"].route.mode,
             Mode::Vip,
             "the route keeps what the label says"
         );

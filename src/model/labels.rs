@@ -74,9 +74,8 @@ pub struct Route {
     /// (`com.docker.lb.default_backend=true`).
     pub hosts: Vec<Host>,
     pub port: u16,
-    /// `com.docker.lb.network` as written (a name or id), if set. In `Desired::routes` it is
-    /// the id of the network actually in use, so that falling back to the last good route
-    /// stays on that network even when the labels no longer pick one.
+    /// `com.docker.lb.network` as written (a name or id), if set. The network in use is
+    /// [`crate::model::RouteInForce::network`].
     pub network: Option<String>,
     pub mode: Mode,
     /// Default in vip mode (the option labels are warned about there).
@@ -296,12 +295,15 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     let mut left_out = Vec::new();
     let mut warnings = Vec::new();
 
-    let default_backend = match labels.get(DEFAULT_BACKEND) {
-        Some(v) => parse_bool(name, DEFAULT_BACKEND, v)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        None => Some(false),
+    let read = Reader {
+        service: name,
+        labels,
     };
+    let default_backend = read
+        .optional(DEFAULT_BACKEND, &mut errors, |s, v| {
+            parse_bool(s, DEFAULT_BACKEND, v)
+        })
+        .map(|v| v.unwrap_or(false));
     let hosts = match labels.get(HOSTS) {
         Some(v) => {
             let list = parse_hosts(name, v);
@@ -338,14 +340,12 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             None
         }
     };
-    let mode = match labels.get(BACKEND_MODE) {
-        Some(v) => parse_mode(name, v).map_err(|e| errors.push(e)).ok(),
-        None => Some(Mode::Task),
-    };
-    let network = match labels.get(NETWORK) {
-        Some(v) => parse_network(name, v).map_err(|e| errors.push(e)).ok(),
-        None => Some(None),
-    };
+    let mode = read
+        .optional(BACKEND_MODE, &mut errors, parse_mode)
+        .map(|m| m.unwrap_or(Mode::Task));
+    let network = read
+        .optional(NETWORK, &mut errors, parse_network)
+        .map(Option::flatten);
     let backend = BackendName::for_service(name)
         .map_err(|e| {
             errors.push(LabelError::Service {
@@ -373,32 +373,24 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             .map_err(|e| errors.extend(e))
             .ok(),
     };
-    let context_root = match labels.get(CONTEXT_ROOT) {
-        Some(v) => parse_context_root(name, v).map_err(|e| errors.push(e)).ok(),
-        None => None,
-    };
-    let rewrite = match labels.get(CONTEXT_ROOT_REWRITE) {
-        Some(v) => parse_bool(name, CONTEXT_ROOT_REWRITE, v)
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default(),
-        None => false,
-    };
-    let weight = match labels.get(WEIGHT) {
-        Some(v) => parse_weight(name, v).map_err(|e| errors.push(e)).ok(),
-        None => None,
-    };
-    let code = match labels.get(REDIRECT_CODE) {
-        Some(v) => parse_redirect_code(name, v)
-            .map_err(|e| errors.push(e))
-            .unwrap_or(302),
-        None => 302,
-    };
-    let redirects = match labels.get(REDIRECTS) {
-        Some(v) => parse_redirects(name, v, code)
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let context_root = read
+        .optional(CONTEXT_ROOT, &mut errors, parse_context_root)
+        .flatten();
+    let rewrite = read
+        .optional(CONTEXT_ROOT_REWRITE, &mut errors, |s, v| {
+            parse_bool(s, CONTEXT_ROOT_REWRITE, v)
+        })
+        .flatten()
+        .unwrap_or_default();
+    let weight = read.optional(WEIGHT, &mut errors, parse_weight).flatten();
+    let code = read
+        .optional(REDIRECT_CODE, &mut errors, parse_redirect_code)
+        .flatten()
+        .unwrap_or(302);
+    let redirects = read
+        .optional(REDIRECTS, &mut errors, |s, v| parse_redirects(s, v, code))
+        .flatten()
+        .unwrap_or_default();
 
     warnings.extend(self::warnings(name, labels, mode));
     let hosts = match (hosts, default_backend) {
@@ -436,6 +428,34 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         left_out,
         warnings,
     })
+}
+
+/// One service's labels, read one optional label at a time.
+struct Reader<'a> {
+    service: &'a str,
+    labels: &'a BTreeMap<String, String>,
+}
+
+impl Reader<'_> {
+    /// `label` through `parse(service, value)`: `Some(None)` when it is not set,
+    /// `Some(Some(v))` when it parses, `None` when it does not (the error is in `errors`).
+    fn optional<T>(
+        &self,
+        label: &str,
+        errors: &mut Vec<LabelError>,
+        parse: impl FnOnce(&str, &str) -> Result<T, LabelError>,
+    ) -> Option<Option<T>> {
+        let Some(value) = self.labels.get(label) else {
+            return Some(None);
+        };
+        match parse(self.service, value) {
+            Ok(v) => Some(Some(v)),
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        }
+    }
 }
 
 fn missing(service: &str, label: &str) -> LabelError {
@@ -624,28 +644,20 @@ fn parse_options(
     labels: &BTreeMap<String, String>,
 ) -> Result<BackendOptions, Vec<LabelError>> {
     let mut errors = Vec::new();
-    let ip_hash = match labels.get(IP_HASH) {
-        Some(v) => parse_bool(service, IP_HASH, v)
-            .map_err(|e| errors.push(e))
-            .unwrap_or_default(),
-        None => false,
-    };
-    let sticky_cookie = match labels.get(STICKY_SESSION_COOKIE) {
-        Some(v) => parse_cookie_name(service, v)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        None => None,
-    };
-    let max_fails = match labels.get(MAX_FAILS) {
-        Some(v) => parse_max_fails(service, v).map_err(|e| errors.push(e)).ok(),
-        None => None,
-    };
-    let fail_timeout = match labels.get(FAIL_TIMEOUT) {
-        Some(v) => parse_fail_timeout(service, v)
-            .map_err(|e| errors.push(e))
-            .ok(),
-        None => None,
-    };
+    let read = Reader { service, labels };
+    let ip_hash = read
+        .optional(IP_HASH, &mut errors, |s, v| parse_bool(s, IP_HASH, v))
+        .flatten()
+        .unwrap_or_default();
+    let sticky_cookie = read
+        .optional(STICKY_SESSION_COOKIE, &mut errors, parse_cookie_name)
+        .flatten();
+    let max_fails = read
+        .optional(MAX_FAILS, &mut errors, parse_max_fails)
+        .flatten();
+    let fail_timeout = read
+        .optional(FAIL_TIMEOUT, &mut errors, parse_fail_timeout)
+        .flatten();
     // nginx: max_fails=0 turns the accounting off.
     let failure_limit = match (max_fails, fail_timeout) {
         (None, None) | (Some(0), _) => None,

@@ -38,6 +38,15 @@ pub fn find_network<'a>(
     })
 }
 
+/// A route in force: what the labels said (`route.network` as written, if at all) and the id
+/// of the network it was resolved to, which a fallback to this route keeps even when the
+/// labels no longer pick one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteInForce {
+    pub route: Route,
+    pub network: NetworkId,
+}
+
 /// The tasks of each service (by service id), in snapshot order.
 pub fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
@@ -203,7 +212,7 @@ pub struct Desired {
     pub networks: BTreeSet<NetworkId>,
     /// The routes in force, per service: fed back as `last_good` on the next pass so that a
     /// service whose labels turn bad keeps its last good routing.
-    pub routes: BTreeMap<ServiceId, Route>,
+    pub routes: BTreeMap<ServiceId, RouteInForce>,
     /// Every problem that leaves a service unrouted, on its last good route, or without one of
     /// its hosts; each names its service and label. Sorted by service, then message.
     pub errors: Vec<LabelError>,

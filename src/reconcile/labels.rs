@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
-use crate::model::{self, Desired, Route, ServiceId, Snapshot};
+use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
 
 #[derive(Debug, Default)]
 pub(super) struct LabelMemory {
-    last_good: BTreeMap<ServiceId, Route>,
+    last_good: BTreeMap<ServiceId, RouteInForce>,
     reported: BTreeSet<String>,
 }
 

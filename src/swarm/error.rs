@@ -91,8 +91,7 @@ impl SwarmError {
             },
             B::RequestTimeoutError => SwarmError::Timeout {
                 op,
-                // bollard's default client timeout, the one `Docker::connect` keeps.
-                after: Duration::from_secs(120),
+                after: super::REQUEST_TIMEOUT,
             },
             B::DockerStreamError { error } => SwarmError::Stream { message: error },
             e @ (B::JsonDataError { .. }

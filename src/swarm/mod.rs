@@ -32,7 +32,8 @@ pub use watcher::{WatchOptions, Watcher};
 use convert::Listing;
 use raw::Endpoint;
 
-/// bollard's default per-request timeout, kept for the requests made here too.
+/// bollard's default per-request timeout, kept for the requests made here too, and the
+/// `after` of a timeout bollard reports.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A connection to one Docker engine, with the API version agreed with it.
@@ -90,10 +91,6 @@ impl Docker {
 
     fn err(&self, op: &'static str) -> impl FnOnce(bollard::errors::Error) -> SwarmError + '_ {
         move |e| SwarmError::from_bollard(op, &self.endpoint.to_string(), e)
-    }
-
-    pub async fn ping(&self) -> Result<(), SwarmError> {
-        self.inner.ping().await.map(drop).map_err(self.err("ping"))
     }
 
     /// Services, tasks and networks, listed concurrently.
