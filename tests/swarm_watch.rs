@@ -35,13 +35,11 @@ fn docker(args: &[&str]) -> anyhow::Result<String> {
 
 /// The engine, the Swarm and the test image, or a failure that says how to get them.
 async fn engine() -> Docker {
+    // Connecting asks the engine its API version: an engine away fails here.
     let d = match Docker::connect(None).await {
         Ok(d) => d,
         Err(e) => panic!("{UNREACHABLE} ({e})"),
     };
-    if let Err(e) = d.ping().await {
-        panic!("{UNREACHABLE} ({e})");
-    }
     let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]).expect(UNREACHABLE);
     assert_eq!(
         state, "active",
