@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
-use super::labels::{self, sort_errors, LabelError, Route, Verdict, NETWORK};
+use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
 use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::RouteInForce;
 use super::{
@@ -130,6 +130,16 @@ pub fn desired(
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);
+    for (list, severity) in [
+        (&out.errors, Severity::Error),
+        (&out.warnings, Severity::Warning),
+        (&out.notices, Severity::Notice),
+    ] {
+        debug_assert!(
+            list.iter().all(|e| e.severity() == severity),
+            "{severity:?} list holds {list:?}"
+        );
+    }
     out
 }
 

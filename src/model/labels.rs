@@ -206,7 +206,38 @@ pub enum LabelError {
     KeptLastGood { service: String },
 }
 
+/// How much a [`LabelError`] matters, which decides where [`crate::model::Desired`] lists it
+/// and how it is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    /// The operator asked for no routing (info).
+    Notice,
+    /// Part of the labels is ignored or stood in for; the service is still routed.
+    Warning,
+    /// The service (or part of its routing) is not routed as labelled.
+    Error,
+}
+
 impl LabelError {
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::Invalid { .. }
+            | Self::Missing { .. }
+            | Self::Service { .. }
+            | Self::SharedRoute { .. }
+            | Self::RedirectConflict { .. }
+            | Self::RedirectLoop { .. }
+            | Self::DefaultConflict { .. } => Severity::Error,
+            Self::Unsupported { .. }
+            | Self::NotInVipMode { .. }
+            | Self::Unknown { .. }
+            | Self::EmptyItems { .. }
+            | Self::NoVip { .. }
+            | Self::KeptLastGood { .. } => Severity::Warning,
+            Self::NoHosts { .. } => Severity::Notice,
+        }
+    }
+
     /// The service the problem is on.
     pub fn service(&self) -> &str {
         match self {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use tracing::{error, info, warn};
 
+use crate::model::labels::Severity;
 use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
 
 #[derive(Debug, Default)]
@@ -19,24 +20,21 @@ impl LabelMemory {
     pub fn desired(&mut self, snap: &Snapshot, settings: &model::Settings) -> Desired {
         let desired = model::desired(snap, settings, &self.last_good);
         let mut now = BTreeSet::new();
-        for e in &desired.errors {
-            let msg = e.to_string();
+        let problems = desired
+            .errors
+            .iter()
+            .chain(&desired.warnings)
+            .chain(&desired.notices);
+        for problem in problems {
+            let msg = problem.to_string();
             if !self.reported.contains(&msg) {
-                error!(error = %msg, "service not routed as labelled");
-            }
-            now.insert(msg);
-        }
-        for w in &desired.warnings {
-            let msg = w.to_string();
-            if !self.reported.contains(&msg) {
-                warn!(warning = %msg, "label not applied");
-            }
-            now.insert(msg);
-        }
-        for n in &desired.notices {
-            let msg = n.to_string();
-            if !self.reported.contains(&msg) {
-                info!(service = n.service(), notice = %msg, "service not routed");
+                match problem.severity() {
+                    Severity::Error => error!(error = %msg, "service not routed as labelled"),
+                    Severity::Warning => warn!(warning = %msg, "label not applied"),
+                    Severity::Notice => {
+                        info!(service = problem.service(), notice = %msg, "service not routed")
+                    }
+                }
             }
             now.insert(msg);
         }
