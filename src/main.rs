@@ -284,8 +284,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     info!(strategy = ?args.strategy, "swarm-lb running");
     // Spawned, not polled by the thread blocking on main: on a worker thread the I/O driver
-    // wakes it without a cross-thread hop, which cut the admin-socket client's CPU per
-    // 42,000-command batch from 164 to 107 ms (bench-micro).
+    // wakes it without a cross-thread hop, which cuts the admin-socket client's CPU per batch
+    // (bench-micro; the figures are in README's benchmark section).
     let reconciler = tokio::spawn(reconcile::run(reconciler, rx, timing));
     tokio::select! {
         r = reconciler => { r.context("reconciler task")?; }

@@ -189,7 +189,7 @@ impl AdminClient {
             self.disconnect();
             result = self.timed_exchange(cmds).await;
         }
-        let elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let elapsed_us = crate::fields::us(started.elapsed());
         match result {
             Ok((replies, bytes_out, bytes_in)) => {
                 let refused = replies.iter().filter(|r| r.is_err()).count();
@@ -216,7 +216,7 @@ impl AdminClient {
             Ok(result) => result,
             Err(_elapsed) => Err(ClientError::Timeout {
                 path: self.path.clone(),
-                timeout_ms: u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX),
+                timeout_ms: crate::fields::ms(self.timeout),
             }),
         }
     }
@@ -285,7 +285,7 @@ impl AdminClient {
         match self.wait_for_addrs(&want).await {
             Ok(true) => {}
             Ok(false) => debug!(
-                waited_ms = ADDR_SETTLE.as_millis() as u64,
+                waited_ms = crate::fields::ms(ADDR_SETTLE),
                 "addresses set are not all listed yet; the next pass re-reads"
             ),
             Err(error) => {
@@ -293,7 +293,7 @@ impl AdminClient {
                 self.disconnect();
             }
         }
-        let waited_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let waited_us = crate::fields::us(started.elapsed());
         debug!(servers = want.len(), waited_us, "addresses set are settled");
     }
 

@@ -93,7 +93,7 @@ impl Master {
     pub async fn reload(&self, timeout: Duration) -> Result<Reloaded, MasterError> {
         let start = Instant::now();
         let deadline = start + timeout;
-        let timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        let timeout_ms = crate::fields::ms(timeout);
         let before = self
             .show_proc_until(deadline.min(start + REQUEST_TIMEOUT))
             .await?;
@@ -116,7 +116,7 @@ impl Master {
                 info!(
                     old_worker,
                     new_worker,
-                    took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                    took_ms = crate::fields::ms(took),
                     "haproxy reloaded"
                 );
                 Ok(Reloaded {
