@@ -1,0 +1,107 @@
+//! Real HAProxy, no Docker: `haproxy -c` accepts what the renderer writes (slots used, drained
+//! and free, a VIP backend, IPv6, every balancing option), without a warning.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
+use swarm_lb::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
+use swarm_lb::model::{BackendName, BackendOptions, FailureLimit, Mode, ServerName};
+
+fn settings(dir: &Path) -> RenderSettings {
+    RenderSettings {
+        template: BASE_TEMPLATE.to_owned(),
+        binds: vec!["127.0.0.1:18080".into(), "127.0.0.1:18081".into()],
+        admin_socket: dir.join("admin.sock"),
+        hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).expect("map path"),
+    }
+}
+
+fn server(slot: usize, addr: &str, admin: Admin) -> Server {
+    Server {
+        name: ServerName::slot(slot),
+        addr: addr.parse::<SocketAddr>().expect("address"),
+        admin,
+    }
+}
+
+fn backend(state: &mut ProxyState, name: &str, b: BackendState) {
+    state
+        .backends
+        .insert(BackendName::for_service(name).expect("name"), b);
+}
+
+/// Slots (used, drained, free), a VIP backend and an IPv6 backend with every option.
+fn state() -> ProxyState {
+    let mut s = ProxyState::default();
+    backend(
+        &mut s,
+        "web",
+        BackendState {
+            options: BackendOptions::default(),
+            mode: Mode::Task,
+            servers: vec![
+                server(1, "10.0.1.5:8080", Admin::Ready),
+                server(2, "10.0.1.6:8080", Admin::Drain),
+                Server::free(ServerName::slot(3)),
+            ],
+        },
+    );
+    backend(
+        &mut s,
+        "api",
+        BackendState {
+            options: BackendOptions::default(),
+            mode: Mode::Vip,
+            servers: vec![Server {
+                name: ServerName::vip(),
+                addr: "10.0.2.2:80".parse().expect("address"),
+                admin: Admin::Ready,
+            }],
+        },
+    );
+    backend(
+        &mut s,
+        "v6",
+        BackendState {
+            options: BackendOptions {
+                ip_hash: true,
+                sticky_cookie: Some("sid".into()),
+                failure_limit: Some(FailureLimit {
+                    max_fails: 3,
+                    fail_timeout_ms: 2500,
+                }),
+            },
+            mode: Mode::Task,
+            servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
+        },
+    );
+    s
+}
+
+#[test]
+fn haproxy_accepts_a_rendered_config_with_slots_vip_drained_and_ipv6() {
+    let dir = tempfile::Builder::new()
+        .prefix("swarm-lb-render-")
+        .tempdir()
+        .expect("temp dir");
+    let files = Files::new(dir.path());
+    files
+        .write(&state(), &settings(dir.path()))
+        .expect("write files");
+    let bin = swarm_lb_testkit::haproxy_bin().unwrap_or_else(|e| panic!("{e}"));
+    let out = std::process::Command::new(bin)
+        .arg("-c")
+        .arg("-f")
+        .arg(files.config_path())
+        .output()
+        .unwrap_or_else(|e| panic!("running haproxy -c: {e}"));
+    assert!(
+        out.status.success(),
+        "haproxy -c refused the rendered config:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("[WARNING]"), "haproxy -c warns:\n{stderr}");
+}
