@@ -32,6 +32,24 @@ pub use watcher::{WatchOptions, Watcher};
 use convert::Listing;
 use raw::Endpoint;
 
+/// The bodies of `GET /services?status=true`, `GET /tasks` and `GET /networks` -> the
+/// snapshot the watcher would publish for them, through the same conversion (malformed items
+/// are skipped with a warning). For fuzzing and for tools that hold captured JSON.
+///
+/// Errors: a body that is not a JSON array of the expected shape.
+pub fn snapshot_from_json(
+    services: &[u8],
+    tasks: &[u8],
+    networks: &[u8],
+) -> Result<Snapshot, serde_json::Error> {
+    let networks: Vec<bollard::models::Network> = serde_json::from_slice(networks)?;
+    let services: Vec<bollard::models::Service> = serde_json::from_slice(services)?;
+    let tasks = convert::tasks(tasks)?;
+    let (networks, index) = convert::networks(&networks);
+    let (services, progress) = convert::services(&services, &index);
+    Ok(convert::listing(services, progress, tasks, networks).snapshot)
+}
+
 /// bollard's default per-request timeout, kept for the requests made here too.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -299,5 +317,31 @@ mod tests {
             api(409, "fx is already attached to network n")
         )
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::snapshot_from_json;
+
+    const SERVICES: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/services.json");
+    const TASKS: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/tasks.json");
+    const NETWORKS: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/networks.json");
+
+    #[test]
+    fn captured_json_makes_a_snapshot_and_garbage_is_an_error_not_a_panic() {
+        let snap = snapshot_from_json(SERVICES, TASKS, NETWORKS).expect("fixtures convert");
+        assert!(!snap.services.is_empty() && !snap.tasks.is_empty() && !snap.networks.is_empty());
+        for bad in [&b""[..], b"{", b"null", b"{}", b"[1,2", b"\xff"] {
+            assert!(snapshot_from_json(bad, TASKS, NETWORKS).is_err(), "{bad:?}");
+            assert!(
+                snapshot_from_json(SERVICES, bad, NETWORKS).is_err(),
+                "{bad:?}"
+            );
+            assert!(snapshot_from_json(SERVICES, TASKS, bad).is_err(), "{bad:?}");
+        }
+        // Items of the wrong shape are skipped, the rest kept.
+        let snap = snapshot_from_json(b"[{}]", br#"[{"ID": 5}, {}]"#, b"[{}]").expect("arrays");
+        assert_eq!(snap, Default::default());
     }
 }
