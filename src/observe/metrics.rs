@@ -9,11 +9,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-/// The `Content-Type` of [`Metrics::encode`]'s output.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The `Content-Type` of [`Metrics::encode`]'s output: Prometheus' classic text format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// `reason="backend_created"` etc.: why a reload happened (see [`super::ReloadReason`]).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -226,23 +225,66 @@ impl Metrics {
             "The running HAProxy's version (value 1)",
             m.haproxy_version.clone(),
         );
-        r.register(
-            "build",
-            "swarm-lb's version (value 1)",
-            Info::new(VersionLabels {
+        // A gauge, not OpenMetrics' `info` type, which Prometheus' classic text parser (and
+        // promtool 2.x) refuse.
+        let build = Family::<VersionLabels, Gauge>::default();
+        build
+            .get_or_create(&VersionLabels {
                 version: env!("CARGO_PKG_VERSION").to_owned(),
-            }),
-        );
+            })
+            .set(1);
+        r.register("build_info", "swarm-lb's version (value 1)", build);
         m
     }
 
-    /// The whole registry in the OpenMetrics text format ([`CONTENT_TYPE`]).
+    /// The whole registry in Prometheus' classic text format ([`CONTENT_TYPE`]), which every
+    /// Prometheus and `promtool check metrics` read.
     pub fn encode(&self) -> String {
+        classic(&self.encode_openmetrics())
+    }
+
+    /// The whole registry in the OpenMetrics text format, as the client library writes it.
+    pub fn encode_openmetrics(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
+}
+
+/// OpenMetrics text -> the classic text format: a counter family is named like its samples
+/// (`x_total`, where OpenMetrics names the family `x`), and `# UNIT` and `# EOF` lines go.
+/// The samples are the same in both.
+fn classic(open: &str) -> String {
+    let counters: std::collections::HashSet<&str> = open
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(open.len());
+    for line in open.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((p, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                out.push_str(p);
+                out.push_str(name);
+                if counters.contains(name) {
+                    out.push_str("_total");
+                }
+                out.push(' ');
+                out.push_str(tail);
+            }
+            None => out.push_str(line),
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -279,7 +321,15 @@ mod tests {
             "swarm_lb_build_info{{version=\"{}\"}} 1",
             env!("CARGO_PKG_VERSION")
         )));
-        assert!(text.trim_end().ends_with("# EOF"));
+        assert!(
+            text.contains("# TYPE swarm_lb_reloads_total counter\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        assert!(m.encode_openmetrics().trim_end().ends_with("# EOF"));
     }
 
     #[test]
