@@ -12,7 +12,7 @@ use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{free_port, Haproxy};
+use support::{free_port, poll_until, Haproxy, STARTUP};
 use swarm_lb::haproxy::codec::{self, admin_from_bits};
 use swarm_lb::haproxy::render::Files;
 use swarm_lb::haproxy::{Command, ProxyState, Runtime};
@@ -266,7 +266,10 @@ async fn status_matches_show_servers_state_and_readyz_needs_docker_and_a_pass() 
     rig.pass(snapshot(vec![web("8080")], running("web", &[1, 2])))
         .await;
     rig.observer.docker(true);
-    assert_eq!(rig.get("/readyz").await, (200, "ready\n".to_owned()));
+    poll_until(STARTUP, "/readyz answering 200", || async {
+        (rig.get("/readyz").await == (200, "ready\n".to_owned())).then_some(())
+    })
+    .await;
 
     let (code, json) = rig.get("/status").await;
     assert_eq!(code, 200, "{json}");

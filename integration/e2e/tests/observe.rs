@@ -226,7 +226,7 @@ async fn metrics_and_status_show_scaling_creation_and_a_hostile_label_as_they_ha
         .iter()
         .find(|r| r.backend == a.name)
         .expect("service a in status");
-    assert_eq!(route.hosts, [host_a.clone()]);
+    assert_eq!(route.hosts, vec![host_a.clone()]);
     assert_eq!(route.service, a.name);
     assert_eq!(route.mode, "task");
     let rows = env.stack.servers(&a.name).await;
