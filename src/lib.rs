@@ -8,6 +8,7 @@
 
 pub mod haproxy;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod swarm;

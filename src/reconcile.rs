@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 use tracing::{debug, error, info, info_span, warn, Instrument};
@@ -17,6 +17,8 @@ use crate::haproxy::{ClientError, Command, Master, MasterError, ProxyState, Runt
 use crate::model::{
     self, BackendName, BackendOptions, Desired, NetworkId, Route, ServiceId, Snapshot,
 };
+use crate::observe::changes::{self, ReloadReason};
+use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings};
 use crate::swarm::{self, SwarmError};
 
@@ -114,7 +116,13 @@ pub struct Reconciler {
     /// Each backend's balancing options as in the config HAProxy loaded: the Runtime API
     /// cannot show them, so they are laid over what it reads back.
     loaded: BTreeMap<BackendName, BackendOptions>,
+    /// Metrics, health and status, shared with the HTTP handlers.
+    observer: Arc<Observer>,
+    convergence: Convergence,
 }
+
+/// Applied changes logged one line each per pass, at most; the rest are counted.
+const CHANGES_LOGGED: usize = 200;
 
 /// How long the HAProxy container's networks are trusted without inspecting it again (a
 /// network someone detached by hand is re-attached within this).
@@ -149,7 +157,21 @@ impl Reconciler {
             writing: None,
             networks: None,
             loaded,
+            observer: Arc::new(Observer::default()),
+            convergence: Convergence::default(),
         }
+    }
+
+    /// Report to `observer` (shared with the HTTP listener and the watcher) instead of a
+    /// private one.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Where this reconciler reports its metrics and health.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
     }
 
     pub fn runtime(&mut self) -> &mut Runtime {
@@ -187,6 +209,7 @@ impl Reconciler {
         }
         self.reported = now;
         self.last_good = desired.routes.clone();
+        self.observer.problems(&desired, snap);
         desired
     }
 
@@ -204,25 +227,71 @@ impl Reconciler {
     }
 
     /// One level-triggered pass: plan from the whole state, apply, re-read, write the files.
+    /// Its outcome, duration and convergence go to the observer.
     pub async fn pass(&mut self, snap: &Snapshot) -> Result<Report, ReconcileError> {
         let started = Instant::now();
+        let result = self.apply_pass(snap, started).await;
+        if let Err(e) = &result {
+            let haproxy_down = matches!(e, ReconcileError::Client(c) if c.is_transient());
+            self.observer.pass_failed(&e.to_string(), haproxy_down);
+        }
+        result
+    }
+
+    /// After a successful pass that left HAProxy as `state`: metrics, and convergence of the
+    /// tasks and events it completed (`changed`: the backends it changed).
+    fn observe_pass(
+        &mut self,
+        snap: &Snapshot,
+        state: &ProxyState,
+        changed: &BTreeSet<String>,
+        started: Instant,
+    ) {
+        let now = SystemTime::now();
+        let observer = &self.observer;
+        let convergence = &mut self.convergence;
+        let samples =
+            observer.with_task_times(|times| convergence.observe(snap, state, times, now));
+        observer.converged(&samples);
+        if !changed.is_empty() {
+            let ids = snap
+                .services
+                .iter()
+                .filter(|s| changed.contains(&s.name))
+                .map(|s| s.id.clone())
+                .collect();
+            observer.applied(&ids, now);
+        }
+        observer.pass_ok(state, started.elapsed());
+    }
+
+    async fn apply_pass(
+        &mut self,
+        snap: &Snapshot,
+        started: Instant,
+    ) -> Result<Report, ReconcileError> {
         let (_, actual, plan) = self.plan(snap).await?;
         let mut report = Report::default();
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.write_files(&actual, false).await?;
+            self.observe_pass(snap, &actual, &BTreeSet::new(), started);
             return Ok(report);
         }
         self.attach(&plan.attach).await?;
         report.attached = plan.attach.len();
 
-        let reload = plan.reload || self.settings.strategy == Strategy::Reload;
+        let by_strategy = self.settings.strategy == Strategy::Reload;
+        let reload = plan.reload || by_strategy;
+        log_changes(snap, &actual, &plan.target);
         if self.settings.strategy == Strategy::Runtime {
             self.execute(&plan.runtime).await?;
             report.commands = plan.runtime.len();
         }
         if reload {
-            self.reload(&plan.target).await?;
+            let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
+            info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
+            self.reload(&plan.target, reason).await?;
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
@@ -234,6 +303,12 @@ impl Reconciler {
 
         self.detach(&plan.detach).await?;
         report.detached = plan.detach.len();
+        self.observe_pass(
+            snap,
+            &now,
+            &changes::changed_backends(&actual, &plan.target),
+            started,
+        );
         info!(
             summary = %plan.summary(),
             commands = report.commands,
@@ -276,6 +351,9 @@ impl Reconciler {
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
         let info = self.runtime.info().await?;
+        let v = info.version;
+        self.observer
+            .haproxy(Some(format!("{}.{}.{}", v.major, v.minor, v.patch)));
         match self.proxy {
             Some((pid, _)) if pid == info.pid => {}
             Some((pid, _)) => {
@@ -377,7 +455,19 @@ impl Reconciler {
         if cmds.is_empty() {
             return Ok(());
         }
-        let replies = self.runtime.execute(cmds).await?;
+        let replies = match self.runtime.execute(cmds).await {
+            Ok(r) => r,
+            Err(e) => {
+                for cmd in cmds {
+                    self.observer.command(changes::command_kind(cmd), "error");
+                }
+                return Err(e.into());
+            }
+        };
+        for (cmd, reply) in cmds.iter().zip(&replies) {
+            let outcome = if reply.is_ok() { "ok" } else { "refused" };
+            self.observer.command(changes::command_kind(cmd), outcome);
+        }
         let mut refused = replies.into_iter().filter_map(Result::err);
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
@@ -391,9 +481,14 @@ impl Reconciler {
     }
 
     /// Write `target`, reload, and on failure put the last good files back.
-    async fn reload(&mut self, target: &ProxyState) -> Result<(), ReconcileError> {
+    async fn reload(
+        &mut self,
+        target: &ProxyState,
+        reason: ReloadReason,
+    ) -> Result<(), ReconcileError> {
         self.write_files(target, true).await?;
         let result = self.master.reload(self.settings.reload_timeout).await;
+        self.observer.reload(reason, result.is_ok());
         // The old session would keep the old worker alive.
         self.runtime.disconnect();
         match result {
@@ -546,6 +641,7 @@ pub async fn run(
     let mut pending = true;
     let mut pass_no: u64 = 0;
     loop {
+        reconciler.observer.beat();
         if !pending {
             tokio::select! {
                 changed = snapshots.changed() => {
@@ -565,6 +661,7 @@ pub async fn run(
             }
         }
         let snap = snapshots.borrow_and_update().clone();
+        reconciler.observer.snapshot(snap.clone());
         pass_no += 1;
         let span = info_span!("pass", n = pass_no);
         match reconciler.pass(&snap).instrument(span).await {
@@ -593,8 +690,66 @@ impl Reconciler {
     /// Cheap liveness check: is HAProxy's worker the one the last pass saw?
     pub async fn proxy_is_same(&mut self) -> bool {
         match self.runtime.info().await {
-            Ok(info) => self.proxy.is_some_and(|(pid, _)| pid == info.pid),
-            Err(_) => false,
+            Ok(info) => {
+                let v = info.version;
+                self.observer
+                    .haproxy(Some(format!("{}.{}.{}", v.major, v.minor, v.patch)));
+                self.proxy.is_some_and(|(pid, _)| pid == info.pid)
+            }
+            Err(_) => {
+                self.observer.haproxy(None);
+                false
+            }
         }
+    }
+}
+
+/// One info line per server and host entry the plan changes (the first [`CHANGES_LOGGED`];
+/// the rest are counted in one line): which service, task, slot, address and state.
+fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
+    for b in target
+        .backends
+        .keys()
+        .filter(|b| !actual.backends.contains_key(*b))
+    {
+        info!(service = %b, slots = target.backends[b].servers.len(), "backend created");
+    }
+    for b in actual
+        .backends
+        .keys()
+        .filter(|b| !target.backends.contains_key(*b))
+    {
+        info!(service = %b, "backend removed");
+    }
+    let servers = changes::server_changes(actual, target, snap);
+    let hosts = changes::host_changes(actual, target);
+    let total = servers.len() + hosts.len();
+    for c in servers.iter().take(CHANGES_LOGGED) {
+        let old_addr = c.old_addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let old_state = c.old_state.map_or("-", changes::admin_name);
+        info!(
+            service = %c.service,
+            slot = %c.slot,
+            task = c.task.as_deref().unwrap_or("-"),
+            addr = %format!("{old_addr} -> {}", c.new_addr),
+            state = %format!("{old_state} -> {}", changes::admin_name(c.new_state)),
+            "server changed"
+        );
+    }
+    for h in hosts
+        .iter()
+        .take(CHANGES_LOGGED.saturating_sub(servers.len()))
+    {
+        info!(
+            host = %h.host,
+            backend = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
+            "host route changed"
+        );
+    }
+    if total > CHANGES_LOGGED {
+        info!(
+            more = total - CHANGES_LOGGED,
+            "further changes not logged one by one"
+        );
     }
 }

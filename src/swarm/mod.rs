@@ -120,6 +120,11 @@ impl Docker {
     }
 
     async fn listing(&self) -> Result<Listing, SwarmError> {
+        Ok(self.listing_timed().await?.0)
+    }
+
+    /// [`Docker::listing`] with the tasks' timestamps.
+    async fn listing_timed(&self) -> Result<(Listing, convert::Times), SwarmError> {
         let services = async {
             let opts = bollard::query_parameters::ListServicesOptions {
                 filters: None,
@@ -137,19 +142,25 @@ impl Docker {
                 .await
                 .map_err(self.err("list networks"))
         };
-        let (services, tasks, networks) = tokio::try_join!(services, self.tasks(), networks)?;
+        let (services, (tasks, times), networks) =
+            tokio::try_join!(services, self.tasks_timed(), networks)?;
         let (networks, index) = convert::networks(&networks);
         let (services, progress) = convert::services(&services, &index);
-        Ok(convert::listing(services, progress, tasks, networks))
+        Ok((convert::listing(services, progress, tasks, networks), times))
     }
 
     /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`),
     /// unsorted. Cheaper than a [`Docker::snapshot`]: one request, no service status.
     pub async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
+        Ok(self.tasks_timed().await?.0)
+    }
+
+    /// [`Docker::tasks`] with their timestamps.
+    async fn tasks_timed(&self) -> Result<(Vec<Task>, convert::Times), SwarmError> {
         const OP: &str = "list tasks";
         let path = format!("/v{}/tasks", self.api_version);
         let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
-        convert::tasks(&body).map_err(|e| SwarmError::Decode {
+        convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
             op: OP,
             source: e.into(),
         })

@@ -40,6 +40,7 @@ use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
 use crate::model::{Snapshot, Task};
+use crate::observe::Observer;
 
 /// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
 const HEALTHCHECKS_KNOWN: usize = 4096;
@@ -128,6 +129,8 @@ impl WatchOptions {
 pub struct Watcher {
     docker: Docker,
     options: WatchOptions,
+    /// Reconnects, resyncs, Docker's health, task timestamps and service events go here.
+    observer: Option<Arc<Observer>>,
 }
 
 /// Loop state that outlives one connection of the event stream.
@@ -184,8 +187,8 @@ type Pending<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Listed = (Refresh, Instant, Result<Fetched, SwarmError>);
 
 enum Fetched {
-    All(Listing),
-    Tasks(Vec<Task>),
+    All(Listing, convert::Times),
+    Tasks(Vec<Task>, convert::Times),
 }
 
 /// A fast-path inspection's outcome: the event, its engine time, how long the call took.
@@ -198,7 +201,23 @@ type Inspected = (
 
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
-        Watcher { docker, options }
+        Watcher {
+            docker,
+            options,
+            observer: None,
+        }
+    }
+
+    /// Report to `observer` (metrics, Docker's health, task timestamps for convergence).
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Watcher {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, f: impl FnOnce(&Observer)) {
+        if let Some(o) = &self.observer {
+            f(o);
+        }
     }
 
     /// Runs until every receiver of `tx` is dropped. Never returns an error: Docker being
@@ -298,6 +317,9 @@ impl Watcher {
                         }
                         _ = resync.tick() => {
                             debug!("periodic resync");
+                            self.observe(|o| {
+                                o.metrics.resyncs.inc();
+                            });
                             state.want(Refresh::Full);
                         }
                         _ = sleep_until(poll_at), if poll_at.is_some() => {
@@ -317,6 +339,12 @@ impl Watcher {
             }
             let delay = backoff.next_delay();
             let delay_ms = delay.as_millis() as u64;
+            self.observe(|o| {
+                o.metrics.event_stream_reconnects.inc();
+                if ended.is_some() {
+                    o.docker(false);
+                }
+            });
             match ended {
                 Some(e) => {
                     warn!(error = %e, transient = e.is_transient(), delay_ms, "Docker event stream failed; reconnecting")
@@ -349,6 +377,12 @@ impl Watcher {
         for s in &batch.services {
             state.settler.touch(s, now);
         }
+        self.observe(|o| {
+            let at = batch
+                .last_time_nano
+                .map_or_else(SystemTime::now, events::time_from_nanos);
+            o.service_events(&batch.services, at);
+        });
         if batch.any_service {
             state.settler.touch_all_unsettled();
         }
@@ -447,17 +481,17 @@ impl Watcher {
             after: deadline,
         };
         let result = match refresh {
-            Refresh::Tasks => tokio::time::timeout(deadline, self.docker.tasks())
+            Refresh::Tasks => tokio::time::timeout(deadline, self.docker.tasks_timed())
                 .await
                 .map_err(|_| timeout("list tasks"))
                 .and_then(|r| r)
-                .map(Fetched::Tasks),
+                .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
             Refresh::Full | Refresh::Nothing => {
-                tokio::time::timeout(deadline, self.docker.listing())
+                tokio::time::timeout(deadline, self.docker.listing_timed())
                     .await
                     .map_err(|_| timeout("list"))
                     .and_then(|r| r)
-                    .map(Fetched::All)
+                    .map(|(listing, times)| Fetched::All(listing, times))
             }
         };
         (refresh, started, result)
@@ -473,9 +507,15 @@ impl Watcher {
     ) -> Result<(), SwarmError> {
         let (_, started, result) = done;
         let now = Instant::now();
+        self.observe(|o| o.docker(result.is_ok()));
+        let mut result = result;
+        if let Ok(Fetched::All(_, times) | Fetched::Tasks(_, times)) = &mut result {
+            let times = std::mem::take(times);
+            self.observe(|o| o.task_times(times));
+        }
         let listing = match (result, &state.cache) {
-            (Ok(Fetched::All(l)), _) => l,
-            (Ok(Fetched::Tasks(tasks)), Some((prev, _))) => Listing {
+            (Ok(Fetched::All(l, _)), _) => l,
+            (Ok(Fetched::Tasks(tasks, _)), Some((prev, _))) => Listing {
                 snapshot: Snapshot {
                     services: prev.snapshot.services.clone(),
                     tasks: convert::sort_tasks(tasks),
@@ -484,7 +524,7 @@ impl Watcher {
                 progress: prev.progress.clone(),
             },
             // Only a full listing is taken before the first one succeeds.
-            (Ok(Fetched::Tasks(_)), None) => {
+            (Ok(Fetched::Tasks(..)), None) => {
                 state.want(Refresh::Full);
                 return Ok(());
             }
