@@ -259,8 +259,8 @@ mod tests {
     use crate::haproxy::state::PLACEHOLDER;
     use crate::haproxy::BackendState;
     use crate::model::{
-        BackendName, BackendOptions, DesiredTaskState, Host, Mode, ServerName, Service, Task,
-        TaskAddress,
+        BackendName, BackendOptions, DesiredTaskState, Host, MapKey, MapValue, Mode, ServerName,
+        Service, Task, TaskAddress,
     };
 
     fn be(n: &str) -> BackendName {
@@ -378,10 +378,12 @@ mod tests {
     fn host_changes_list_added_moved_and_removed_hosts() {
         let mut a = ProxyState::default();
         let mut b = ProxyState::default();
-        a.hosts.insert(Host::parse("a.test").unwrap(), be("web"));
-        a.hosts.insert(Host::parse("b.test").unwrap(), be("web"));
-        b.hosts.insert(Host::parse("b.test").unwrap(), be("api"));
-        b.hosts.insert(Host::parse("c.test").unwrap(), be("web"));
+        let key = |h: &str| MapKey::host(&Host::parse(h).unwrap());
+        let to = |b: &str| MapValue::backend(&be(b), 0);
+        a.hosts.insert(key("a.test"), to("web"));
+        a.hosts.insert(key("b.test"), to("web"));
+        b.hosts.insert(key("b.test"), to("api"));
+        b.hosts.insert(key("c.test"), to("web"));
         let c = host_changes(&a, &b);
         let hosts: Vec<_> = c
             .iter()
@@ -390,9 +392,9 @@ mod tests {
         assert_eq!(
             hosts,
             vec![
-                ("a.test", Some("web"), None),
-                ("b.test", Some("web"), Some("api")),
-                ("c.test", None, Some("web")),
+                ("a.test/", Some("web"), None),
+                ("b.test/", Some("web"), Some("api")),
+                ("c.test/", None, Some("web")),
             ]
         );
     }

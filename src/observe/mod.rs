@@ -359,8 +359,12 @@ fn problem(e: &LabelError, severity: &str) -> Problem {
         | LabelError::Unsupported { label, .. }
         | LabelError::NotInVipMode { label, .. }
         | LabelError::Unknown { label, .. }
-        | LabelError::EmptyItems { label, .. } => label.clone(),
-        LabelError::HostConflict { .. } | LabelError::NoHosts { .. } => labels::HOSTS.to_owned(),
+        | LabelError::EmptyItems { label, .. }
+        | LabelError::WrongCase { label, .. } => label.clone(),
+        LabelError::SharedRoute { .. } | LabelError::NoHosts { .. } => labels::HOSTS.to_owned(),
+        LabelError::RedirectConflict { .. } | LabelError::RedirectLoop { .. } => {
+            labels::REDIRECTS.to_owned()
+        }
         LabelError::DefaultConflict { .. } => labels::DEFAULT_BACKEND.to_owned(),
         LabelError::NoVip { .. } => labels::BACKEND_MODE.to_owned(),
         LabelError::Service { .. } | LabelError::KeptLastGood { .. } => "-".to_owned(),

@@ -11,7 +11,7 @@ use super::changes::{admin_name, TaskIndex};
 use crate::haproxy::codec::{admin_from_bits, check_result_name, MapEntry, ServerRow};
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::Admin;
-use crate::model::{ServerName, Snapshot, CATCH_ALL};
+use crate::model::{MapKey, MapValue, ServerName, Snapshot};
 
 /// Everything `swarm-lb status` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +77,57 @@ fn op_state_name(op: u8) -> &'static str {
     }
 }
 
+/// (backend, what an operator reads) for each route of the hosts map: `a.example`,
+/// `a.example/app` (a context root), `a.example/app -> /` (rewritten), `a.example (20%)` (a
+/// share of a route several services claim), `*` (the default backend). Redirects and
+/// entries that are not swarm-lb's are left out.
+fn routed_hosts(entries: &[MapEntry]) -> Vec<(String, String)> {
+    let parsed: Vec<(MapKey, MapValue)> = entries
+        .iter()
+        .filter_map(|e| Some((MapKey::parse(&e.key).ok()?, MapValue::parse(&e.value).ok()?)))
+        .collect();
+    let shown = |key: &MapKey| -> String {
+        if key.is_catch_all() {
+            return "*".to_owned();
+        }
+        key.as_str().trim_end_matches('/').to_owned()
+    };
+    let rewritten = |value: &MapValue| value.as_str().contains('|');
+    let mut out = Vec::new();
+    for (key, value) in parsed.iter().filter(|(k, _)| !k.is_bucket()) {
+        if let Some(backend) = value.target_backend() {
+            let mut text = shown(key);
+            if rewritten(value) {
+                text.push_str(" -> /");
+            }
+            out.push((backend.to_string(), text));
+        } else if value.as_str().starts_with('~') {
+            let prefix = format!("~{key}=");
+            let mut buckets: BTreeMap<String, (usize, bool)> = BTreeMap::new();
+            for (_, v) in parsed
+                .iter()
+                .filter(|(k, _)| k.as_str().starts_with(&prefix))
+            {
+                if let Some(b) = v.target_backend() {
+                    let e = buckets.entry(b.to_string()).or_default();
+                    e.0 += 1;
+                    e.1 |= rewritten(v);
+                }
+            }
+            let total: usize = buckets.values().map(|(n, _)| n).sum::<usize>().max(1);
+            for (backend, (n, rewrite)) in buckets {
+                let mut text = shown(key);
+                if rewrite {
+                    text.push_str(" -> /");
+                }
+                text.push_str(&format!(" ({}%)", n * 100 / total));
+                out.push((backend, text));
+            }
+        }
+    }
+    out
+}
+
 /// Joins what HAProxy holds (`rows` of `show servers state`, `hosts` of `show map`) with
 /// Swarm's tasks (`snap`, for task names; `None` leaves them out) and the label `problems`.
 pub fn build(
@@ -122,10 +173,9 @@ pub fn build(
             check: check_result_name(row.check_result).to_owned(),
         });
     }
-    for e in hosts {
-        if let Some(route) = routes.get_mut(&e.value) {
-            let host = if e.key == CATCH_ALL { "*" } else { &e.key };
-            route.hosts.push(host.to_owned());
+    for (backend, host) in routed_hosts(hosts) {
+        if let Some(route) = routes.get_mut(&backend) {
+            route.hosts.push(host);
         }
     }
     let mut routes: Vec<Route> = routes.into_values().collect();
@@ -288,15 +338,15 @@ mod tests {
         ];
         let hosts = [
             MapEntry {
-                key: "web.example".into(),
+                key: "web.example/".into(),
                 value: "web".into(),
             },
             MapEntry {
-                key: "www.example".into(),
+                key: "www.example/".into(),
                 value: "web".into(),
             },
             MapEntry {
-                key: CATCH_ALL.into(),
+                key: crate::model::CATCH_ALL.into(),
                 value: "api".into(),
             },
         ];
@@ -307,6 +357,36 @@ mod tests {
             reason: "label com.docker.lb.port=\"0\": must be 1-65535".into(),
         }];
         build(Some(&snap()), &rows, &hosts, &problems)
+    }
+
+    #[test]
+    fn routes_show_context_roots_rewrites_and_canary_shares() {
+        let entry = |k: &str, v: &str| MapEntry {
+            key: k.into(),
+            value: v.into(),
+        };
+        let mut entries = vec![
+            entry("shop.example/", "site"),
+            entry("shop.example/api/", "api|1"),
+            entry("demo.example/", "~demo.example/"),
+            entry("old.example/", ">302|0|http://new.example"),
+            entry("bad key", "web"),
+        ];
+        for n in 0..100 {
+            let b = if n < 80 { "v1" } else { "v2" };
+            entries.push(entry(&format!("~demo.example/={n}"), b));
+        }
+        let mut got = routed_hosts(&entries);
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                ("api".to_owned(), "shop.example/api -> /".to_owned()),
+                ("site".to_owned(), "shop.example".to_owned()),
+                ("v1".to_owned(), "demo.example (80%)".to_owned()),
+                ("v2".to_owned(), "demo.example (20%)".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -276,7 +276,6 @@ struct RawAttachedNetwork {
 pub(super) type Times = Vec<(String, TaskTimes)>;
 
 /// `GET /tasks` body -> model tasks. Err only if the body is not a JSON array.
-#[cfg(test)]
 pub(super) fn tasks(body: &[u8]) -> Result<Vec<Task>, serde_json::Error> {
     tasks_timed(body).map(|(tasks, _)| tasks)
 }
