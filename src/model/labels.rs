@@ -259,6 +259,17 @@ pub(crate) fn sort_errors(errors: &mut Vec<LabelError>) {
     errors.dedup();
 }
 
+/// A label key as an error shows it: as written when it is plain printable ASCII, else
+/// quoted with its control and non-ASCII characters escaped; cut like values.
+fn shown_key(key: &str) -> String {
+    let cut = shown(key);
+    if cut.chars().all(|c| c.is_ascii_graphic()) {
+        cut
+    } else {
+        format!("{cut:?}")
+    }
+}
+
 fn shown(value: &str) -> String {
     match value.char_indices().nth(SHOWN_MAX) {
         Some((cut, _)) => format!("{}...", &value[..cut]),
@@ -476,9 +487,10 @@ fn warnings(
         .keys()
         .filter(|k| is_lb_key(k) && !applied(k))
         .map(|k| {
-            let (service, label) = (service.to_owned(), k.clone());
+            // A key nobody checked: shown escaped, so it cannot forge log lines.
+            let (service, label) = (service.to_owned(), shown_key(k));
             if !k.starts_with(PREFIX) {
-                let expected = k.to_ascii_lowercase();
+                let expected = shown_key(&k.to_ascii_lowercase());
                 LabelError::WrongCase {
                     service,
                     label,
@@ -1565,6 +1577,32 @@ mod tests {
                 .hosts
                 .len(),
             HOSTS_MAX
+        );
+    }
+
+    #[test]
+    fn a_label_key_with_control_characters_is_shown_escaped_so_it_cannot_forge_a_log_line() {
+        // Found by the labels fuzz target: the key was echoed raw into the warning.
+        let parsed = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            ("com.docker.lb.h\rsts", "x"),
+            ("com.docker.lb.x\n2026-01-01 ERROR forged", "x"),
+            ("COM.DOCKER.LB.\u{202e}", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.warnings.len(), 3);
+        for w in &parsed.warnings {
+            let line = w.to_string();
+            assert!(!line.contains(['\r', '\n', '\u{202e}']), "{line:?}");
+        }
+        assert!(
+            parsed
+                .warnings
+                .iter()
+                .any(|w| w.to_string().contains(r#""com.docker.lb.h\rsts""#)),
+            "{:?}",
+            parsed.warnings
         );
     }
 
