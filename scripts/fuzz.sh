@@ -13,6 +13,7 @@
 # test (tests/fuzz_regressions.rs) before fixing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+REPO=$PWD
 
 SECONDS_PER_TARGET=${1:-60}
 [[ $SECONDS_PER_TARGET =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: seconds must be a positive whole number" >&2; exit 2; }
@@ -38,10 +39,10 @@ seed() {
         printf 'hosts=a.example\nport=80\nbackend_mode=vip\nsticky_session_cookie=sid\nmax_fails=2\nfail_timeout=5s\n' >"$dir/seed-options"
         ;;
     replies)
-        cp tests/fixtures/haproxy-2.6/*.txt tests/fixtures/haproxy-2.6/*.raw "$dir/"
+        cp "$REPO"/tests/fixtures/haproxy-2.6/*.txt "$REPO"/tests/fixtures/haproxy-2.6/*.raw "$dir/"
         ;;
     docker_json)
-        local f=tests/fixtures/docker-1.41
+        local f=$REPO/tests/fixtures/docker-1.41
         { cat "$f/services.json"; printf '\0'; cat "$f/tasks.json"; printf '\0'; cat "$f/networks.json"; } >"$dir/seed-listing"
         { printf '[]\0'; cat "$f/tasks-scaling-down.json"; printf '\0[]'; } >"$dir/seed-scaling"
         ;;
@@ -53,7 +54,7 @@ for target in "${TARGETS[@]}"; do
     seed "$target"
     log "$target: ${SECONDS_PER_TARGET}s"
     # -timeout: an input that takes over 10 s is a hang, reported as a crash.
-    out=$PWD/../target/fuzz-$target.log
+    out=$REPO/target/fuzz-$target.log
     status=0
     cargo +nightly fuzz run "$target" "$CORPUS/$target" -- \
         -max_total_time="$SECONDS_PER_TARGET" -timeout=10 -rss_limit_mb=2048 \
