@@ -58,6 +58,10 @@ run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
     cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
 
+# A short fuzz pass over every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600).
+echo "== fuzz: labels, HAProxy replies, Docker JSON (15 s each)"
+run "fuzz" bash scripts/fuzz.sh "${SWARM_LB_FUZZ_SECONDS:-15}"
+
 if ((${#failed[@]})); then
     echo "== FAILED: ${failed[*]}"
     exit 1
