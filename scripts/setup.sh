@@ -15,7 +15,8 @@ set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOCKER=${DOCKER:-/usr/bin/docker}
 DOCKER_WAIT=${DOCKER_WAIT:-60}
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static)
+# prometheus: promtool, which the tests use to check swarm-lb's /metrics.
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -31,9 +32,24 @@ install_packages() {
         return
     fi
     log "installing ${missing[*]}"
+    repair_statoverride
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# A dpkg stat override naming a group that no longer exists (machine images that drop
+# ssl-cert or messagebus) makes every dpkg run abort; recreate such groups as system groups.
+repair_statoverride() {
+    local user group rest
+    [[ -r /var/lib/dpkg/statoverride ]] || return 0
+    while read -r user group rest; do
+        [[ -n $group ]] || continue
+        if ! getent group "$group" >/dev/null; then
+            log "recreating system group $group named by a dpkg stat override"
+            groupadd --system "$group"
+        fi
+    done </var/lib/dpkg/statoverride
 }
 
 docker_answers() { "$DOCKER" info >/dev/null 2>&1; }

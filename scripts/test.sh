@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # The HAProxy lines of the matrix besides the host's 2.6 (scripts/images.sh pins them).
 MATRIX=(3.0 3.2 3.4)
 # The real-HAProxy suites (no Docker): what changes with the HAProxy version.
-HAPROXY_SUITES=(--test reconcile --test reload --test runtime_client --test render_check)
+HAPROXY_SUITES=(--test reconcile --test reload --test runtime_client --test observe --test render_check)
 
 bash scripts/setup.sh
 
@@ -57,6 +57,10 @@ echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/tar
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
     cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+
+# A short fuzz pass over every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600).
+echo "== fuzz: labels, HAProxy replies, Docker JSON (15 s each)"
+run "fuzz" bash scripts/fuzz.sh "${SWARM_LB_FUZZ_SECONDS:-15}"
 
 if ((${#failed[@]})); then
     echo "== FAILED: ${failed[*]}"

@@ -10,6 +10,7 @@ pub mod backoff;
 mod fields;
 pub mod haproxy;
 pub mod model;
+pub mod observe;
 pub mod plan;
 pub mod reconcile;
 pub mod swarm;

@@ -1,8 +1,10 @@
-//! `swarm-lb`: the CLI. `run` drives HAProxy from Swarm; `plan` prints what `run` would do now.
+//! `swarm-lb`: the CLI. `run` drives HAProxy from Swarm; `plan` prints what `run` would do now;
+//! `status` and `health` ask a running `run` over its HTTP listener.
 
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use tracing::info;
 use swarm_lb::haproxy::render::{self, Files, RenderSettings};
 use swarm_lb::haproxy::{AdminClient, MapPath, Master};
 use swarm_lb::model;
+use swarm_lb::observe::{self, http, Observer};
 use swarm_lb::plan::PlanSettings;
 use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
 use swarm_lb::swarm;
@@ -23,9 +26,22 @@ use swarm_lb::swarm;
 #[derive(Parser, Debug)]
 #[command(name = "swarm-lb", version, about, long_about = None)]
 struct Cli {
+    /// Log lines as `text` (one line, key=value fields) or `json` (one object per line).
+    #[arg(long, env = "SWARM_LB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Cmd,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The HTTP listener's default: loopback only (metrics and status are not for the public).
+const LISTEN: &str = "127.0.0.1:9270";
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
@@ -33,6 +49,32 @@ enum Cmd {
     Run(RunArgs),
     /// Print the plan `run` would apply against the live HAProxy now, without applying it.
     Plan(Common),
+    /// Ask the running daemon what routes where: hosts, services, backends, each server's
+    /// task, address, state and health check; then label problems.
+    Status(StatusArgs),
+    /// Exit 0 when the running daemon is ready (`/readyz`), 1 otherwise: a container
+    /// healthcheck that needs no curl.
+    Health(HealthArgs),
+}
+
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// Where `swarm-lb run` listens (its --listen).
+    #[arg(long, env = "SWARM_LB_LISTEN", default_value = LISTEN)]
+    addr: SocketAddr,
+    /// Print the status as JSON (for scripts) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct HealthArgs {
+    /// Where `swarm-lb run` listens (its --listen).
+    #[arg(long, env = "SWARM_LB_LISTEN", default_value = LISTEN)]
+    addr: SocketAddr,
+    /// Check liveness (`/healthz`: the loops run) instead of readiness.
+    #[arg(long)]
+    live: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -149,6 +191,12 @@ struct RunArgs {
     /// rewrite and reload on every change (what reload-based drivers do; for comparison).
     #[arg(long, env = "SWARM_LB_STRATEGY", value_enum, default_value_t = Strategy::Runtime)]
     strategy: Strategy,
+
+    /// Address (ip:port) of the HTTP listener: /metrics (Prometheus), /healthz, /readyz,
+    /// /status. Loopback by default; in a container, `0.0.0.0:9270` and publish the port on
+    /// the host's loopback.
+    #[arg(long, env = "SWARM_LB_LISTEN", default_value = LISTEN)]
+    listen: SocketAddr,
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -230,17 +278,59 @@ fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconcil
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .init();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match cli.log_format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .init(),
+        // Fields at the top level, the pass span's fields alongside: one object per line.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+    match cli.command {
         Cmd::Run(args) => run(args).await,
         Cmd::Plan(common) => print_plan(common).await,
+        Cmd::Status(args) => print_status(args).await,
+        Cmd::Health(args) => health(args).await,
+    }
+}
+
+async fn print_status(args: StatusArgs) -> anyhow::Result<()> {
+    let (code, body) = http::get(args.addr, "/status").await?;
+    if code != 200 {
+        anyhow::bail!("swarm-lb at {} answered {code}: {}", args.addr, body.trim());
+    }
+    if args.json {
+        println!("{}", body.trim_end());
+        return Ok(());
+    }
+    let status: observe::Status =
+        serde_json::from_str(&body).context("decoding the daemon's /status")?;
+    print!("{}", observe::status::render(&status));
+    Ok(())
+}
+
+async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let path = if args.live { "/healthz" } else { "/readyz" };
+    match http::get(args.addr, path).await {
+        Ok((200, _)) => Ok(()),
+        Ok((code, body)) => {
+            eprintln!("swarm-lb: {path} answered {code}: {}", body.trim());
+            std::process::exit(1)
+        }
+        Err(e) => {
+            eprintln!("swarm-lb: {e}");
+            std::process::exit(1)
+        }
     }
 }
 
@@ -255,7 +345,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let docker = swarm::Docker::connect(c.docker.as_deref())
         .await
         .context("connecting to Docker")?;
-    let reconciler = reconciler(c, settings, docker.clone());
+    // Bound before anything else can fail slowly: a taken port is a start-up error.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    // A pass may wait for a reload and then for the new worker (twice the reload timeout).
+    let stall = args.reload_timeout * 2 + args.proxy_check + Duration::from_secs(60);
+    let observer = Arc::new(Observer::new(stall));
+    let source = http::StatusSource {
+        admin_socket: c.admin_socket.clone(),
+        hosts_map: settings.plan.hosts_map.clone(),
+    };
+    tokio::spawn(http::serve(listener, observer.clone(), source));
+    info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status");
+    let reconciler = reconciler(c, settings, docker.clone()).with_observer(observer.clone());
     let default_settle = swarm::SettleOptions::default();
     let options = swarm::WatchOptions {
         resync: args.resync,
@@ -274,7 +377,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let first = docker.snapshot().await.context("listing Swarm")?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
-    let watcher = tokio::spawn(swarm::Watcher::new(docker, options).run(tx));
+    let watcher = tokio::spawn(
+        swarm::Watcher::new(docker, options)
+            .with_observer(observer)
+            .run(tx),
+    );
     let timing = Timing {
         resync: args.resync,
         proxy_check: args.proxy_check,
@@ -353,6 +460,28 @@ mod tests {
             Cmd::Run(run) => Ok(run),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_bad_listen_address_is_a_cli_error_naming_the_flag() {
+        for bad in ["9270", "localhost:9270", "127.0.0.1:99999", "", "1.2.3.4"] {
+            let arg = format!("--listen={bad}");
+            let e = run_args(&[&arg]).expect_err(&format!("{arg:?} accepted"));
+            assert!(e.to_string().contains("--listen"), "{arg:?}: {e}");
+        }
+        let a = run_args(&["--listen", "0.0.0.0:9999"]).expect("parses");
+        assert_eq!(a.listen, "0.0.0.0:9999".parse::<SocketAddr>().unwrap());
+        assert_eq!(
+            run_args(&[]).expect("defaults").listen,
+            LISTEN.parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        let cli = Cli::try_parse_from(["swarm-lb", "--log-format", "json", "run"]).expect("json");
+        assert_eq!(cli.log_format, LogFormat::Json);
+        assert!(Cli::try_parse_from(["swarm-lb", "run", "--log-format", "xml"]).is_err());
     }
 
     #[test]

@@ -15,7 +15,8 @@ mod labels;
 mod networks;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 use tracing::{debug, info};
@@ -25,6 +26,8 @@ use crate::haproxy::codec::{ReplyError, Version};
 use crate::haproxy::render::{Files, FilesError, RenderSettings};
 use crate::haproxy::{AdminClient, ClientError, Command, Master, MasterError, ProxyState};
 use crate::model::{self, Desired, Snapshot};
+use crate::observe::changes::{self, ReloadReason};
+use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings};
 use crate::swarm::{self, SwarmError};
 
@@ -124,7 +127,13 @@ pub struct Reconciler {
     networks: NetworkAttacher,
     /// HAProxy's identity (worker pid) and version, learnt from `show info`.
     proxy: Option<Proxy>,
+    /// Metrics, health and status, shared with the HTTP handlers.
+    observer: Arc<Observer>,
+    convergence: Convergence,
 }
+
+/// Applied changes logged one line each per pass, at most; the rest are counted.
+const CHANGES_LOGGED: usize = 200;
 
 /// The HAProxy worker the last pass talked to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,8 +162,22 @@ impl Reconciler {
             admin,
             master,
             proxy: None,
+            observer: Arc::new(Observer::default()),
+            convergence: Convergence::default(),
             settings,
         }
+    }
+
+    /// Report to `observer` (shared with the HTTP listener and the watcher) instead of a
+    /// private one.
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Self {
+        self.observer = observer;
+        self
+    }
+
+    /// Where this reconciler reports its metrics and health.
+    pub fn observer(&self) -> &Arc<Observer> {
+        &self.observer
     }
 
     pub fn set_strategy(&mut self, strategy: Strategy) {
@@ -163,7 +186,9 @@ impl Reconciler {
 
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
-        self.labels.desired(snap, &self.settings.model)
+        let desired = self.labels.desired(snap, &self.settings.model);
+        self.observer.problems(&desired, snap);
+        desired
     }
 
     /// Read HAProxy (and the container's managed networks) and plan, without applying.
@@ -180,25 +205,71 @@ impl Reconciler {
     }
 
     /// One level-triggered pass: plan from the whole state, apply, re-read, write the files.
+    /// Its outcome, duration and convergence go to the observer.
     pub async fn pass(&mut self, snap: &Snapshot) -> Result<Report, ReconcileError> {
         let started = Instant::now();
+        let result = self.apply_pass(snap, started).await;
+        if let Err(e) = &result {
+            let haproxy_down = matches!(e, ReconcileError::Client(c) if c.is_transient());
+            self.observer.pass_failed(&e.to_string(), haproxy_down);
+        }
+        result
+    }
+
+    /// After a successful pass that left HAProxy as `state`: metrics, and convergence of the
+    /// tasks and events it completed (`changed`: the backends it changed).
+    fn observe_pass(
+        &mut self,
+        snap: &Snapshot,
+        state: &ProxyState,
+        changed: &BTreeSet<String>,
+        started: Instant,
+    ) {
+        let now = SystemTime::now();
+        let observer = &self.observer;
+        let convergence = &mut self.convergence;
+        let samples =
+            observer.with_task_times(|times| convergence.observe(snap, state, times, now));
+        observer.converged(&samples);
+        if !changed.is_empty() {
+            let ids = snap
+                .services
+                .iter()
+                .filter(|s| changed.contains(&s.name))
+                .map(|s| s.id.clone())
+                .collect();
+            observer.applied(&ids, now);
+        }
+        observer.pass_ok(state, started.elapsed());
+    }
+
+    async fn apply_pass(
+        &mut self,
+        snap: &Snapshot,
+        started: Instant,
+    ) -> Result<Report, ReconcileError> {
         let (_, actual, plan) = self.plan(snap).await?;
         let mut report = Report::default();
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.files.write(&actual, false).await?;
+            self.observe_pass(snap, &actual, &BTreeSet::new(), started);
             return Ok(report);
         }
         self.networks.attach(&plan.attach).await;
         report.attached = plan.attach.len();
 
-        let reload = plan.reload || self.settings.strategy == Strategy::Reload;
+        let by_strategy = self.settings.strategy == Strategy::Reload;
+        let reload = plan.reload || by_strategy;
+        log_changes(snap, &actual, &plan.target);
         if self.settings.strategy == Strategy::Runtime {
             self.execute(&plan.runtime).await?;
             report.commands = plan.runtime.len();
         }
         if reload {
-            self.reload(&plan.target).await?;
+            let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
+            info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
+            self.reload(&plan.target, reason).await?;
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
@@ -210,6 +281,12 @@ impl Reconciler {
 
         self.networks.detach(&plan.detach).await;
         report.detached = plan.detach.len();
+        self.observe_pass(
+            snap,
+            &now,
+            &changes::changed_backends(&actual, &plan.target),
+            started,
+        );
         info!(
             summary = %plan.summary(),
             commands = report.commands,
@@ -231,8 +308,14 @@ impl Reconciler {
     /// Cheap liveness check: is HAProxy's worker the one the last pass saw?
     pub async fn proxy_is_same(&mut self) -> bool {
         match self.admin.info().await {
-            Ok(info) => self.proxy.is_some_and(|p| p.pid == info.pid),
-            Err(_) => false,
+            Ok(info) => {
+                self.observer.haproxy(Some(version_text(info.version)));
+                self.proxy.is_some_and(|p| p.pid == info.pid)
+            }
+            Err(_) => {
+                self.observer.haproxy(None);
+                false
+            }
         }
     }
 
@@ -258,6 +341,7 @@ impl Reconciler {
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
         let info = self.admin.info().await?;
+        self.observer.haproxy(Some(version_text(info.version)));
         match self.proxy {
             Some(p) if p.pid == info.pid => {}
             Some(p) => {
@@ -269,8 +353,7 @@ impl Reconciler {
                 self.files.worker_loaded_files();
             }
             None => {
-                let v = info.version;
-                info!(pid = info.pid, version = %format!("{}.{}.{}", v.major, v.minor, v.patch), "haproxy found");
+                info!(pid = info.pid, version = %version_text(info.version), "haproxy found");
             }
         }
         self.proxy = Some(Proxy {
@@ -284,7 +367,19 @@ impl Reconciler {
         if cmds.is_empty() {
             return Ok(());
         }
-        let replies = self.admin.execute(cmds).await?;
+        let replies = match self.admin.execute(cmds).await {
+            Ok(r) => r,
+            Err(e) => {
+                for cmd in cmds {
+                    self.observer.command(changes::command_kind(cmd), "error");
+                }
+                return Err(e.into());
+            }
+        };
+        for (cmd, reply) in cmds.iter().zip(&replies) {
+            let outcome = if reply.is_ok() { "ok" } else { "refused" };
+            self.observer.command(changes::command_kind(cmd), outcome);
+        }
         let mut refused = replies.into_iter().filter_map(Result::err);
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
@@ -298,9 +393,14 @@ impl Reconciler {
     }
 
     /// Write `target`, reload, and on failure put the last good files back.
-    async fn reload(&mut self, target: &ProxyState) -> Result<(), ReconcileError> {
+    async fn reload(
+        &mut self,
+        target: &ProxyState,
+        reason: ReloadReason,
+    ) -> Result<(), ReconcileError> {
         self.files.write(target, true).await?;
         let result = self.master.reload(self.settings.reload_timeout).await;
+        self.observer.reload(reason, result.is_ok());
         // The old session would keep the old worker alive.
         self.admin.disconnect();
         match result {
@@ -354,6 +454,61 @@ impl Reconciler {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// `major.minor.patch`, as logged and shown.
+fn version_text(v: Version) -> String {
+    format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+/// One info line per server and host entry the plan changes (the first [`CHANGES_LOGGED`];
+/// the rest are counted in one line): which service, task, slot, address and state.
+fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
+    for b in target
+        .backends
+        .keys()
+        .filter(|b| !actual.backends.contains_key(*b))
+    {
+        info!(service = %b, slots = target.backends[b].servers.len(), "backend created");
+    }
+    for b in actual
+        .backends
+        .keys()
+        .filter(|b| !target.backends.contains_key(*b))
+    {
+        info!(service = %b, "backend removed");
+    }
+    let servers = changes::server_changes(actual, target, snap);
+    let hosts = changes::host_changes(actual, target);
+    let total = servers.len() + hosts.len();
+    for c in servers.iter().take(CHANGES_LOGGED) {
+        let old_addr = c.old_addr.map_or_else(|| "-".to_owned(), |a| a.to_string());
+        let old_state = c.old_state.map_or("-", changes::admin_name);
+        info!(
+            service = %c.service,
+            slot = %c.slot,
+            task = c.task.as_deref().unwrap_or("-"),
+            addr = %format!("{old_addr} -> {}", c.new_addr),
+            state = %format!("{old_state} -> {}", changes::admin_name(c.new_state)),
+            "server changed"
+        );
+    }
+    for h in hosts
+        .iter()
+        .take(CHANGES_LOGGED.saturating_sub(servers.len()))
+    {
+        info!(
+            host = %h.host,
+            backend = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
+            "host route changed"
+        );
+    }
+    if total > CHANGES_LOGGED {
+        info!(
+            more = total - CHANGES_LOGGED,
+            "further changes not logged one by one"
+        );
     }
 }
 

@@ -38,6 +38,32 @@ async fn wait_routed(haproxy: &Haproxy, host: &str, want: &str) {
 }
 
 #[tokio::test]
+async fn the_admin_and_master_sockets_are_not_world_accessible() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let backend = Backend::start("web").await;
+    let haproxy = Haproxy::start(&web_state(&backend)).await;
+    let mode = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    // The modes the shipped template (stats socket ... mode 660) and docker-compose.yml
+    // (-S ...,mode,600) give them.
+    assert_eq!(mode(haproxy.admin_socket()), 0o660, "admin socket");
+    assert_eq!(mode(haproxy.master_socket()), 0o600, "master socket");
+    let compose =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml"))
+            .expect("docker-compose.yml");
+    assert!(
+        compose.contains("-S /var/run/haproxy/master.sock,mode,600"),
+        "the compose file runs HAProxy with a private master socket"
+    );
+    assert!(swarm_lb::haproxy::render::BASE_TEMPLATE.contains("mode 660 level admin"));
+}
+
+#[tokio::test]
 async fn a_successful_reload_is_detected_with_a_new_worker_pid() {
     let backend = Backend::start("web").await;
     let haproxy = Haproxy::start(&web_state(&backend)).await;

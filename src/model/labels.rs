@@ -39,6 +39,9 @@ pub const FAIL_TIMEOUT: &str = "com.docker.lb.fail_timeout";
 pub const MAX_FAILS_DEFAULT: u32 = 1;
 pub const FAIL_TIMEOUT_DEFAULT_MS: u32 = 10_000;
 
+/// Most hosts one service may list: a label is not a way to fill HAProxy's map without bound.
+pub const HOSTS_MAX: usize = 1000;
+
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;
 
@@ -172,6 +175,17 @@ pub enum LabelError {
          traffic over the tasks); ignored, use {BACKEND_MODE}=default for it"
     )]
     NotInVipMode { service: String, label: String },
+    /// Warning: a `com.docker.lb.*` key in another case (`Com.Docker.LB.Hosts`): label keys are
+    /// case-sensitive, so it is not read.
+    #[error(
+        "service {service}: label {label} is not read: label keys are case-sensitive, write \
+         {expected}"
+    )]
+    WrongCase {
+        service: String,
+        label: String,
+        expected: String,
+    },
     /// Warning: a `com.docker.lb.*` label nobody knows, most likely misspelled.
     #[error(
         "service {service}: label {label} is not a label swarm-lb knows (misspelled?); ignored"
@@ -232,6 +246,7 @@ impl LabelError {
             | Self::NotInVipMode { .. }
             | Self::Unknown { .. }
             | Self::EmptyItems { .. }
+            | Self::WrongCase { .. }
             | Self::NoVip { .. }
             | Self::KeptLastGood { .. } => Severity::Warning,
             Self::NoHosts { .. } => Severity::Notice,
@@ -252,6 +267,7 @@ impl LabelError {
             | Self::NotInVipMode { service, .. }
             | Self::Unknown { service, .. }
             | Self::EmptyItems { service, .. }
+            | Self::WrongCase { service, .. }
             | Self::NoVip { service, .. }
             | Self::NoHosts { service }
             | Self::KeptLastGood { service } => service,
@@ -272,6 +288,17 @@ impl LabelError {
 pub(crate) fn sort_errors(errors: &mut Vec<LabelError>) {
     errors.sort_by_cached_key(|e| (e.service().to_owned(), e.to_string()));
     errors.dedup();
+}
+
+/// A label key as an error shows it: as written when it is plain printable ASCII, else
+/// quoted with its control and non-ASCII characters escaped; cut like values.
+fn shown_key(key: &str) -> String {
+    let cut = shown(key);
+    if cut.chars().all(|c| c.is_ascii_graphic()) {
+        cut
+    } else {
+        format!("{cut:?}")
+    }
 }
 
 fn shown(value: &str) -> String {
@@ -306,10 +333,11 @@ pub struct Parsed {
 }
 
 /// Whether a proxy serving `cluster` (`None`: services without a cluster label) routes
-/// `service`: it carries a `com.docker.lb.*` label and that service cluster. The one home of
+/// `service`: it carries a `com.docker.lb.*` label (in any case: a wrongly cased key is
+/// reported on it) and that service cluster. The one home of
 /// this rule: [`crate::model::desired`] routes only these, and the watcher polls only these.
 pub fn routed_here(service: &Service, cluster: Option<&str>) -> bool {
-    service.labels.keys().any(|k| k.starts_with(PREFIX))
+    service.labels.keys().any(|k| is_lb_key(k))
         && service.labels.get(SERVICE_CLUSTER).map(String::as_str) == cluster
 }
 
@@ -319,7 +347,7 @@ pub fn routed_here(service: &Service, cluster: Option<&str>) -> bool {
 pub fn parse(service: &Service) -> Option<Parsed> {
     let name = service.name.as_str();
     let labels = &service.labels;
-    if !labels.keys().any(|k| k.starts_with(PREFIX)) {
+    if !labels.keys().any(|k| is_lb_key(k)) {
         return None;
     }
     let mut errors = Vec::new();
@@ -518,10 +546,18 @@ fn warnings(
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
         .keys()
-        .filter(|k| k.starts_with(PREFIX) && !applied(k))
+        .filter(|k| is_lb_key(k) && !applied(k))
         .map(|k| {
-            let (service, label) = (service.to_owned(), k.clone());
-            if mode == Some(Mode::Vip) && TASK_ONLY.contains(&k.as_str()) {
+            // A key nobody checked: shown escaped, so it cannot forge log lines.
+            let (service, label) = (service.to_owned(), shown_key(k));
+            if !k.starts_with(PREFIX) {
+                let expected = shown_key(&k.to_ascii_lowercase());
+                LabelError::WrongCase {
+                    service,
+                    label,
+                    expected,
+                }
+            } else if mode == Some(Mode::Vip) && TASK_ONLY.contains(&k.as_str()) {
                 LabelError::NotInVipMode { service, label }
             } else if UNSUPPORTED.contains(&k.as_str()) {
                 LabelError::Unsupported { service, label }
@@ -530,6 +566,13 @@ fn warnings(
             }
         })
         .collect()
+}
+
+/// A `com.docker.lb.*` key in any case: Docker's label keys are case-sensitive, so one in
+/// another case is not read, but it is reported.
+fn is_lb_key(key: &str) -> bool {
+    key.get(..PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(PREFIX))
 }
 
 /// Refuses a character that could smuggle HAProxy syntax (or is not plain ASCII), naming it.
@@ -615,6 +658,19 @@ pub fn parse_hosts(service: &str, value: &str) -> HostList {
             }
             Err(e) => list.refused.push(refuse(item, e.to_string())),
         }
+    }
+    if hosts.len() > HOSTS_MAX {
+        list.refused = vec![LabelError::invalid(
+            service,
+            HOSTS,
+            value,
+            format!(
+                "{} hosts: at most {HOSTS_MAX} per service (split them over services, or use \
+                 {DEFAULT_BACKEND})",
+                hosts.len()
+            ),
+        )];
+        return list;
     }
     if hosts.is_empty() && list.refused.is_empty() {
         list.refused.push(LabelError::invalid(
@@ -1492,6 +1548,143 @@ mod tests {
             matches!(errors.as_slice(), [LabelError::Invalid { label, .. }] if label == DEFAULT_BACKEND),
             "{errors:?}"
         );
+    }
+
+    #[test]
+    fn the_hostile_corpus_is_refused_naming_service_and_label_and_nothing_reaches_a_route() {
+        let big = "a".repeat(64 * 1024);
+        let hostile: &[(&str, String)] = &[
+            ("carriage return", "a.example\rb.example".to_owned()),
+            ("nul", "a.example\0".to_owned()),
+            ("vertical tab", "a.example\u{b}".to_owned()),
+            ("form feed", "a\u{c}.example".to_owned()),
+            ("tab inside", "a\t.example".to_owned()),
+            (
+                "newline then config",
+                "a.example\n    server x 1.2.3.4:80".to_owned(),
+            ),
+            ("cyrillic look-alike", "\u{430}.example".to_owned()),
+            ("fullwidth dot", "a\u{ff0e}example".to_owned()),
+            ("zero-width space", "a\u{200b}.example".to_owned()),
+            ("right-to-left override", "a\u{202e}.example".to_owned()),
+            ("IDN, not punycode", "b\u{fc}cher.example".to_owned()),
+            ("64 KiB", big.clone()),
+        ];
+        for (what, value) in hostile {
+            for label in [
+                HOSTS,
+                PORT,
+                BACKEND_MODE,
+                NETWORK,
+                CONTEXT_ROOT,
+                WEIGHT,
+                REDIRECTS,
+            ] {
+                let mut labels = vec![(HOSTS, "ok.example"), (PORT, "80")];
+                labels.retain(|(k, _)| *k != label);
+                labels.push((label, value.as_str()));
+                let parsed = parse(&service(&labels)).unwrap();
+                let problems: Vec<&LabelError> = match &parsed.route {
+                    Verdict::Refused(errors) => errors.iter().collect(),
+                    Verdict::Route(route) => {
+                        // Only a network name passes syntax here (it is looked up later).
+                        assert!(
+                            label == NETWORK && *what == "64 KiB",
+                            "{label} {what}: routed {route:?}"
+                        );
+                        continue;
+                    }
+                    Verdict::NoHosts => panic!("{label} {what}"),
+                };
+                assert!(!problems.is_empty(), "{label} {what}");
+                for e in problems {
+                    let line = e.to_string();
+                    assert!(line.starts_with("service web: label "), "{line}");
+                    assert!(line.contains(label), "{label} {what}: {line}");
+                    assert!(
+                        !line.contains(['\n', '\r', '\0']),
+                        "{label} {what}: {line:?}"
+                    );
+                    assert!(line.len() < 600, "{label} {what}: {} bytes", line.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn ten_thousand_hosts_on_one_service_are_refused_as_one_error() {
+        let many: Vec<String> = (0..10_000).map(|n| format!("h{n}.example")).collect();
+        let errs = errors(&[(HOSTS, &many.join(",")), (PORT, "80")]);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("10000 hosts: at most 1000 per service"),
+            "{}",
+            errs[0]
+        );
+        let fine: Vec<String> = (0..HOSTS_MAX).map(|n| format!("h{n}.example")).collect();
+        assert_eq!(
+            route(&[(HOSTS, &fine.join(",")), (PORT, "80")])
+                .unwrap()
+                .hosts
+                .len(),
+            HOSTS_MAX
+        );
+    }
+
+    #[test]
+    fn a_label_key_with_control_characters_is_shown_escaped_so_it_cannot_forge_a_log_line() {
+        // Found by the labels fuzz target: the key was echoed raw into the warning.
+        let parsed = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            ("com.docker.lb.h\rsts", "x"),
+            ("com.docker.lb.x\n2026-01-01 ERROR forged", "x"),
+            ("COM.DOCKER.LB.\u{202e}", "x"),
+        ]))
+        .unwrap();
+        assert_eq!(parsed.warnings.len(), 3);
+        for w in &parsed.warnings {
+            let line = w.to_string();
+            assert!(!line.contains(['\r', '\n', '\u{202e}']), "{line:?}");
+        }
+        assert!(
+            parsed
+                .warnings
+                .iter()
+                .any(|w| w.to_string().contains(r#""com.docker.lb.h\rsts""#)),
+            "{:?}",
+            parsed.warnings
+        );
+    }
+
+    #[test]
+    fn lb_keys_in_another_case_are_not_read_but_reported() {
+        let parsed = parse(&service(&[
+            ("Com.Docker.LB.hosts", "a.example"),
+            ("COM.DOCKER.LB.PORT", "80"),
+        ]))
+        .expect("reported, not ignored");
+        assert_eq!(parsed.route, Verdict::NoHosts);
+        let lines: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "service web: label COM.DOCKER.LB.PORT is not read: label keys are case-sensitive, \
+                 write com.docker.lb.port",
+                "service web: label Com.Docker.LB.hosts is not read: label keys are case-sensitive, \
+                 write com.docker.lb.hosts",
+            ]
+        );
+        let mixed = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            ("com.docker.lb.Weight", "3"),
+        ]))
+        .unwrap();
+        assert!(mixed.route.is_ok());
+        assert_eq!(mixed.warnings.len(), 1);
     }
 
     #[test]

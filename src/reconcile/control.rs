@@ -38,6 +38,10 @@ pub trait Passes {
     ) -> impl Future<Output = Result<Report, ReconcileError>> + Send;
     /// Whether HAProxy's worker is the one the last pass saw (false when unreachable).
     fn proxy_is_same(&mut self) -> impl Future<Output = bool> + Send;
+    /// The loop is alive (each turn).
+    fn beat(&self) {}
+    /// The snapshot the next pass works on.
+    fn next_snapshot(&self, _snap: &Arc<Snapshot>) {}
 }
 
 impl Passes for Reconciler {
@@ -50,6 +54,14 @@ impl Passes for Reconciler {
 
     fn proxy_is_same(&mut self) -> impl Future<Output = bool> + Send {
         Reconciler::proxy_is_same(self)
+    }
+
+    fn beat(&self) {
+        self.observer().beat();
+    }
+
+    fn next_snapshot(&self, snap: &Arc<Snapshot>) {
+        self.observer().snapshot(Arc::clone(snap));
     }
 }
 
@@ -69,6 +81,7 @@ pub async fn run<P: Passes>(
     let mut pending = true;
     let mut pass_no: u64 = 0;
     loop {
+        reconciler.beat();
         if !pending {
             tokio::select! {
                 changed = snapshots.changed() => {
@@ -87,6 +100,7 @@ pub async fn run<P: Passes>(
             }
         }
         let snap = snapshots.borrow_and_update().clone();
+        reconciler.next_snapshot(&snap);
         pass_no += 1;
         let span = info_span!("pass", n = pass_no);
         match reconciler.pass(&snap).instrument(span).await {

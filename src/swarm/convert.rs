@@ -6,10 +6,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models;
 use serde::Deserialize;
 use tracing::warn;
+
+use crate::observe::TaskTimes;
 
 use crate::model::{
     DesiredTaskState, Network, NetworkId, Service, ServiceId, Snapshot, Task, TaskAddress,
@@ -235,12 +238,16 @@ struct RawTask {
     desired_state: Option<String>,
     #[serde(rename = "NetworksAttachments")]
     networks_attachments: Option<Vec<RawAttachment>>,
+    #[serde(rename = "UpdatedAt")]
+    updated_at: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 struct RawTaskStatus {
     #[serde(rename = "State")]
     state: Option<String>,
+    #[serde(rename = "Timestamp")]
+    timestamp: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -257,18 +264,96 @@ struct RawAttachedNetwork {
     id: Option<String>,
 }
 
+/// Docker's timestamps of each task listed, by task id.
+pub(super) type Times = Vec<(String, TaskTimes)>;
+
 /// `GET /tasks` body -> model tasks. Err only if the body is not a JSON array.
 pub(super) fn tasks(body: &[u8]) -> Result<Vec<Task>, serde_json::Error> {
+    tasks_timed(body).map(|(tasks, _)| tasks)
+}
+
+/// [`tasks`], with each task's timestamps (for convergence metrics).
+pub(super) fn tasks_timed(body: &[u8]) -> Result<(Vec<Task>, Times), serde_json::Error> {
     let items: Vec<serde_json::Value> = serde_json::from_slice(body)?;
     let mut out = Vec::with_capacity(items.len());
+    let mut times = Vec::with_capacity(items.len());
     for item in items {
         let named = item.get("ID").and_then(|v| v.as_str()).map(str::to_string);
         match serde_json::from_value::<RawTask>(item) {
-            Ok(raw) => out.extend(task(raw)),
+            Ok(raw) => {
+                let t = task_times(&raw);
+                if let Some(task) = task(raw) {
+                    times.push((task.id.clone(), t));
+                    out.push(task);
+                }
+            }
             Err(error) => warn!(task = ?named, %error, "malformed task skipped"),
         }
     }
-    Ok(out)
+    Ok((out, times))
+}
+
+/// `Status.Timestamp` of a running task; `UpdatedAt` of a task Swarm is stopping.
+fn task_times(raw: &RawTask) -> TaskTimes {
+    let status = raw.status.as_ref();
+    let running = status.and_then(|s| s.state.as_deref()) == Some("running");
+    let stopping = raw.desired_state.as_deref().is_some_and(|d| d != "running");
+    TaskTimes {
+        running: status
+            .and_then(|s| s.timestamp.as_deref())
+            .filter(|_| running)
+            .and_then(rfc3339),
+        shutdown: raw
+            .updated_at
+            .as_deref()
+            .filter(|_| stopping)
+            .and_then(rfc3339),
+    }
+}
+
+/// `2026-11-26T23:08:55.223422744Z` (UTC, as Docker writes times) -> a time. `None` for any
+/// other form (Docker writes no offsets).
+pub(super) fn rfc3339(s: &str) -> Option<SystemTime> {
+    let s = s.strip_suffix('Z')?;
+    let (date, time) = s.split_once('T')?;
+    let mut d = date.splitn(3, '-');
+    let (y, m, day): (i64, i64, i64) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = hms.splitn(3, ':');
+    let (h, mi, sec): (u64, u64, u64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&day)
+        || h > 23
+        || mi > 59
+        || sec > 60
+        || frac.len() > 9
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<9}").parse().ok()?
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
+    let secs = days.checked_mul(86_400)? + h * 3600 + mi * 60 + sec;
+    UNIX_EPOCH.checked_add(Duration::new(secs, nanos))
 }
 
 fn task(raw: RawTask) -> Option<Task> {
@@ -800,5 +885,47 @@ mod tests {
             nets.into_iter().rev().collect(),
         );
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn docker_times_parse_to_the_nanosecond_and_garbage_does_not() {
+        // `docker inspect` printed UnixNano 1795734535223422744 for this UpdatedAt.
+        let t = rfc3339("2026-11-26T23:08:55.223422744Z").expect("parses");
+        assert_eq!(
+            t.duration_since(UNIX_EPOCH).unwrap(),
+            Duration::new(1_795_734_535, 223_422_744)
+        );
+        assert_eq!(rfc3339("1970-01-01T00:00:00Z"), Some(UNIX_EPOCH));
+        for bad in [
+            "2024-02-29T12:00:00",
+            "garbage",
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T25:00:00Z",
+            "2024-01-01T00:00:00.-5Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert_eq!(rfc3339(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_running_task_gives_its_status_timestamp_and_a_stopping_one_its_update_time() {
+        let body = br#"[
+            {"ID":"t1","ServiceID":"s","DesiredState":"running","UpdatedAt":"2026-11-26T23:08:50Z",
+             "Status":{"State":"running","Timestamp":"2026-11-26T23:08:51Z"}},
+            {"ID":"t2","ServiceID":"s","DesiredState":"shutdown","UpdatedAt":"2026-11-26T23:08:55Z",
+             "Status":{"State":"running","Timestamp":"2026-11-26T23:08:40Z"}},
+            {"ID":"t3","ServiceID":"s","DesiredState":"running",
+             "Status":{"State":"starting","Timestamp":"2026-11-26T23:08:41Z"}}
+        ]"#;
+        let (tasks, times) = tasks_timed(body).expect("parses");
+        assert_eq!(tasks.len(), 3);
+        let at = |s: &str| rfc3339(s).unwrap();
+        let times: BTreeMap<_, _> = times.into_iter().collect();
+        assert_eq!(times["t1"].running, Some(at("2026-11-26T23:08:51Z")));
+        assert_eq!(times["t1"].shutdown, None);
+        assert_eq!(times["t2"].shutdown, Some(at("2026-11-26T23:08:55Z")));
+        assert_eq!(times["t3"], TaskTimes::default());
     }
 }

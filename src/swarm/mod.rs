@@ -32,6 +32,24 @@ pub use watcher::{WatchOptions, Watcher};
 use convert::Listing;
 use raw::Endpoint;
 
+/// The bodies of `GET /services?status=true`, `GET /tasks` and `GET /networks` -> the
+/// snapshot the watcher would publish for them, through the same conversion (malformed items
+/// are skipped with a warning). For fuzzing and for tools that hold captured JSON.
+///
+/// Errors: a body that is not a JSON array of the expected shape.
+pub fn snapshot_from_json(
+    services: &[u8],
+    tasks: &[u8],
+    networks: &[u8],
+) -> Result<Snapshot, serde_json::Error> {
+    let networks: Vec<bollard::models::Network> = serde_json::from_slice(networks)?;
+    let services: Vec<bollard::models::Service> = serde_json::from_slice(services)?;
+    let tasks = convert::tasks(tasks)?;
+    let (networks, index) = convert::networks(&networks);
+    let (services, progress) = convert::services(&services, &index);
+    Ok(convert::listing(services, progress, tasks, networks).snapshot)
+}
+
 /// bollard's default per-request timeout, kept for the requests made here too, and the
 /// `after` of a timeout bollard reports.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -99,6 +117,11 @@ impl Docker {
     }
 
     async fn listing(&self) -> Result<Listing, SwarmError> {
+        Ok(self.listing_timed().await?.0)
+    }
+
+    /// [`Docker::listing`] with the tasks' timestamps.
+    async fn listing_timed(&self) -> Result<(Listing, convert::Times), SwarmError> {
         let services = async {
             let opts = bollard::query_parameters::ListServicesOptions {
                 filters: None,
@@ -116,19 +139,25 @@ impl Docker {
                 .await
                 .map_err(self.err("list networks"))
         };
-        let (services, tasks, networks) = tokio::try_join!(services, self.tasks(), networks)?;
+        let (services, (tasks, times), networks) =
+            tokio::try_join!(services, self.tasks_timed(), networks)?;
         let (networks, index) = convert::networks(&networks);
         let (services, progress) = convert::services(&services, &index);
-        Ok(convert::listing(services, progress, tasks, networks))
+        Ok((convert::listing(services, progress, tasks, networks), times))
     }
 
     /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`),
     /// unsorted. Cheaper than a [`Docker::snapshot`]: one request, no service status.
     pub async fn tasks(&self) -> Result<Vec<Task>, SwarmError> {
+        Ok(self.tasks_timed().await?.0)
+    }
+
+    /// [`Docker::tasks`] with their timestamps.
+    async fn tasks_timed(&self) -> Result<(Vec<Task>, convert::Times), SwarmError> {
         const OP: &str = "list tasks";
         let path = format!("/v{}/tasks", self.api_version);
         let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
-        convert::tasks(&body).map_err(|e| SwarmError::Decode {
+        convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
             op: OP,
             source: e.into(),
         })
@@ -296,5 +325,31 @@ mod tests {
             api(409, "fx is already attached to network n")
         )
         .is_err());
+    }
+}
+
+#[cfg(test)]
+mod json_tests {
+    use super::snapshot_from_json;
+
+    const SERVICES: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/services.json");
+    const TASKS: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/tasks.json");
+    const NETWORKS: &[u8] = include_bytes!("../../tests/fixtures/docker-1.41/networks.json");
+
+    #[test]
+    fn captured_json_makes_a_snapshot_and_garbage_is_an_error_not_a_panic() {
+        let snap = snapshot_from_json(SERVICES, TASKS, NETWORKS).expect("fixtures convert");
+        assert!(!snap.services.is_empty() && !snap.tasks.is_empty() && !snap.networks.is_empty());
+        for bad in [&b""[..], b"{", b"null", b"{}", b"[1,2", b"\xff"] {
+            assert!(snapshot_from_json(bad, TASKS, NETWORKS).is_err(), "{bad:?}");
+            assert!(
+                snapshot_from_json(SERVICES, bad, NETWORKS).is_err(),
+                "{bad:?}"
+            );
+            assert!(snapshot_from_json(SERVICES, TASKS, bad).is_err(), "{bad:?}");
+        }
+        // Items of the wrong shape are skipped, the rest kept.
+        let snap = snapshot_from_json(b"[{}]", br#"[{"ID": 5}, {}]"#, b"[{}]").expect("arrays");
+        assert_eq!(snap, Default::default());
     }
 }

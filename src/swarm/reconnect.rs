@@ -22,8 +22,10 @@ pub(super) enum Item<T> {
     /// this is the moment to list.
     Opened,
     Event(T),
-    /// The connection ended or failed (already logged); the next opens after a backoff.
-    Ended,
+    /// The connection ended, or `failed` (already logged); the next opens after a backoff.
+    Ended {
+        failed: bool,
+    },
 }
 
 enum Connection<S> {
@@ -131,11 +133,11 @@ where
                         }
                         Some(Err(e)) => {
                             this.end(Some(e));
-                            Item::Ended
+                            Item::Ended { failed: true }
                         }
                         None => {
                             this.end(None);
-                            Item::Ended
+                            Item::Ended { failed: false }
                         }
                     }));
                 }
@@ -207,7 +209,7 @@ mod tests {
                     s.set_since(t0 + Duration::from_secs(u64::from(n)));
                     format!("event {n}")
                 }
-                Item::Ended => "ended".to_owned(),
+                Item::Ended { .. } => "ended".to_owned(),
             });
         }
         assert_eq!(

@@ -42,6 +42,7 @@ use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
 use crate::fields;
 use crate::model::{Snapshot, Task};
+use crate::observe::Observer;
 
 /// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
 const HEALTHCHECKS_KNOWN: usize = 4096;
@@ -94,6 +95,8 @@ impl Default for WatchOptions {
 pub struct Watcher {
     docker: Docker,
     options: WatchOptions,
+    /// Reconnects, resyncs, Docker's health, task timestamps and service events go here.
+    observer: Option<Arc<Observer>>,
 }
 
 /// Loop state that outlives one connection of the event stream.
@@ -167,8 +170,8 @@ struct Listed {
 }
 
 enum Fetched {
-    All(Listing),
-    Tasks(Vec<Task>),
+    All(Listing, convert::Times),
+    Tasks(Vec<Task>, convert::Times),
 }
 
 /// A fast-path inspection's outcome.
@@ -193,7 +196,23 @@ struct Established {
 
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
-        Watcher { docker, options }
+        Watcher {
+            docker,
+            options,
+            observer: None,
+        }
+    }
+
+    /// Report to `observer` (metrics, Docker's health, task timestamps for convergence).
+    pub fn with_observer(mut self, observer: Arc<Observer>) -> Watcher {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn observe(&self, f: impl FnOnce(&Observer)) {
+        if let Some(o) = &self.observer {
+            f(o);
+        }
     }
 
     /// Runs until every receiver of `tx` is dropped. Never returns an error: Docker being
@@ -234,11 +253,11 @@ impl Watcher {
                     Item::Opened => {
                         if let Err(e) = l.opened().await {
                             stream.end(Some(e));
-                            l.ended();
+                            l.ended(true);
                         }
                     }
                     Item::Event(first) => l.on_events(first, &mut stream),
-                    Item::Ended => l.ended(),
+                    Item::Ended { failed } => l.ended(failed),
                 },
                 done = in_flight(&mut l.listing), if l.listing.is_some() => l.on_listed(done),
                 Some(done) = l.inspections.next(), if !l.inspections.is_empty() => {
@@ -246,6 +265,9 @@ impl Watcher {
                 }
                 _ = l.resync.tick(), if open => {
                     debug!("periodic resync");
+                    self.observe(|o| {
+                        o.metrics.resyncs.inc();
+                    });
                     l.state.want(Refresh::Full);
                 }
                 _ = sleep_until(poll_at), if poll_at.is_some() => l.state.want(Refresh::Tasks),
@@ -279,13 +301,13 @@ impl Watcher {
         let requested = Instant::now();
         let deadline = self.options.list_timeout;
         let result = match refresh {
-            Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks())
+            Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks_timed())
                 .await
-                .map(Fetched::Tasks),
+                .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
             Refresh::Full | Refresh::Nothing => {
-                with_deadline("list", deadline, self.docker.listing())
+                with_deadline("list", deadline, self.docker.listing_timed())
                     .await
-                    .map(Fetched::All)
+                    .map(|(listing, times)| Fetched::All(listing, times))
             }
         };
         Listed {
@@ -343,9 +365,15 @@ impl<'a> Loop<'a> {
         Ok(())
     }
 
-    /// The connection ended: the listing on its way belonged to it.
-    fn ended(&mut self) {
+    /// The connection ended (`failed`: with an error): the listing on its way belonged to it.
+    fn ended(&mut self, failed: bool) {
         self.listing = None;
+        self.watcher.observe(|o| {
+            o.metrics.event_stream_reconnects.inc();
+            if failed {
+                o.docker(false);
+            }
+        });
     }
 
     /// Starts the wanted listing, unless one is on its way.
@@ -374,11 +402,11 @@ impl<'a> Loop<'a> {
         let cluster = self.options().service_cluster.as_deref();
         let mut batch = Batch::default();
         note(&first, &mut batch, &self.state, cluster);
-        let mut ended = false;
+        let mut ended = None;
         while stream.is_open() {
             match stream.next().now_or_never() {
                 Some(Some(Item::Event(e))) => note(&e, &mut batch, &self.state, cluster),
-                Some(Some(Item::Ended)) => ended = true,
+                Some(Some(Item::Ended { failed })) => ended = Some(failed),
                 // Only yielded when a closed stream reopens.
                 Some(Some(Item::Opened)) | Some(None) | None => break,
             }
@@ -387,8 +415,8 @@ impl<'a> Loop<'a> {
             stream.set_since(events::time_from_nanos(t));
         }
         self.apply(batch);
-        if ended {
-            self.ended();
+        if let Some(failed) = ended {
+            self.ended(failed);
         }
     }
 
@@ -415,6 +443,12 @@ impl<'a> Loop<'a> {
         for s in &batch.services {
             state.settler.touch(s, now);
         }
+        self.watcher.observe(|o| {
+            let at = batch
+                .last_time_nano
+                .map_or_else(SystemTime::now, events::time_from_nanos);
+            o.service_events(&batch.services, at);
+        });
         if batch.any_service {
             state.settler.touch_all_unsettled();
         }
@@ -512,13 +546,20 @@ impl<'a> Loop<'a> {
     /// and updates what is moving.
     fn listed(&mut self, done: Listed) -> Result<(), SwarmError> {
         let Listed {
-            requested, result, ..
+            requested,
+            mut result,
+            ..
         } = done;
-        let state = &mut self.state;
         let now = Instant::now();
+        self.watcher.observe(|o| o.docker(result.is_ok()));
+        if let Ok(Fetched::All(_, times) | Fetched::Tasks(_, times)) = &mut result {
+            let times = std::mem::take(times);
+            self.watcher.observe(|o| o.task_times(times));
+        }
+        let state = &mut self.state;
         let listing = match (result, &state.cache) {
-            (Ok(Fetched::All(l)), _) => l,
-            (Ok(Fetched::Tasks(tasks)), Some((prev, _))) => Listing {
+            (Ok(Fetched::All(l, _)), _) => l,
+            (Ok(Fetched::Tasks(tasks, _)), Some((prev, _))) => Listing {
                 snapshot: Snapshot {
                     services: prev.snapshot.services.clone(),
                     tasks: convert::sort_tasks(tasks),
@@ -527,7 +568,7 @@ impl<'a> Loop<'a> {
                 progress: prev.progress.clone(),
             },
             // Only a full listing is taken before the first one succeeds.
-            (Ok(Fetched::Tasks(_)), None) => {
+            (Ok(Fetched::Tasks(..)), None) => {
                 state.want(Refresh::Full);
                 return Ok(());
             }

@@ -15,6 +15,10 @@ use crate::{free_port, poll_until};
 pub struct Stack {
     pub project: String,
     pub http_port: u16,
+    /// swarm-lb's HTTP listener (/metrics, /healthz, /readyz, /status) on the host's loopback.
+    pub metrics_port: u16,
+    /// HAProxy's own exporter and stats page on the host's loopback.
+    pub stats_port: u16,
     pub haproxy_container: String,
     pub swarm_lb_container: String,
     run_dir: PathBuf,
@@ -40,6 +44,7 @@ impl Stack {
         require_engine();
         let project = project.to_owned();
         let http_port = free_port();
+        let (metrics_port, stats_port) = (free_port(), free_port());
         let haproxy_container = format!("{project}-haproxy");
         let mut env: Vec<(String, String)> = vec![
             ("COMPOSE_PROJECT_NAME".into(), project.clone()),
@@ -48,6 +53,14 @@ impl Stack {
             (
                 "SWARM_LB_HTTP_PORT".into(),
                 format!("127.0.0.1:{http_port}"),
+            ),
+            (
+                "SWARM_LB_METRICS_PORT".into(),
+                format!("127.0.0.1:{metrics_port}"),
+            ),
+            (
+                "SWARM_LB_STATS_PORT".into(),
+                format!("127.0.0.1:{stats_port}"),
             ),
             (
                 "SWARM_LB_HAPROXY_CONTAINER".into(),
@@ -64,6 +77,8 @@ impl Stack {
             config_dir: volume_dir(&format!("{project}_config")),
             project,
             http_port,
+            metrics_port,
+            stats_port,
             haproxy_container,
             compose_file: repo_root().join("docker-compose.yml"),
             env,

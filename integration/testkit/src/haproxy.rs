@@ -289,11 +289,14 @@ impl HaproxyProcess {
             })?;
             Stdio::from(copy)
         };
+        // As docker-compose.yml runs it: the master CLI for its owner only.
+        let mut master = launch.master_socket.as_os_str().to_owned();
+        master.push(",mode,600");
         let child = Command::new(&haproxy.path)
             .arg("-W")
             .arg("-db")
             .arg("-S")
-            .arg(&launch.master_socket)
+            .arg(master)
             .arg("-f")
             .arg(&launch.config)
             .stdin(Stdio::null())

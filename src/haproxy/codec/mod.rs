@@ -57,6 +57,21 @@ pub struct ServerRow {
     pub op_state: u8,
     /// A bit mask; see [`admin_from_bits`].
     pub admin_state: u8,
+    /// `srv_check_result`: the last health check's result; see [`check_result_name`].
+    pub check_result: u8,
+}
+
+/// `srv_check_result` as a word (`CHK_RES_*` in HAProxy's `include/haproxy/check-t.h`):
+/// `unknown` (no check yet, or checks off), `neutral`, `failed`, `passed`, `condpass`
+/// (passed, but the server asked to be drained).
+pub fn check_result_name(result: u8) -> &'static str {
+    match result {
+        1 => "neutral",
+        2 => "failed",
+        3 => "passed",
+        4 => "condpass",
+        _ => "unknown",
+    }
 }
 
 /// One row of `show map`.

@@ -62,6 +62,8 @@ struct Columns {
     addr: usize,
     op_state: usize,
     admin_state: usize,
+    /// Optional: a reply without it reads as `unknown` (0).
+    check_result: Option<usize>,
     port: usize,
 }
 
@@ -75,6 +77,7 @@ impl Columns {
             addr: at("srv_addr")?,
             op_state: at("srv_op_state")?,
             admin_state: at("srv_admin_state")?,
+            check_result: at("srv_check_result"),
             port: at("srv_port")?,
         })
     }
@@ -90,6 +93,10 @@ impl Columns {
             port: values[self.port].parse().ok()?,
             op_state: values[self.op_state].parse().ok()?,
             admin_state: values[self.admin_state].parse().ok()?,
+            check_result: match self.check_result {
+                Some(i) => values[i].parse().ok()?,
+                None => 0,
+            },
         })
     }
 }

@@ -587,6 +587,7 @@ fn row(b: &str, s: &str, addr: SocketAddr, admin_state: u8) -> ServerRow {
         port: addr.port(),
         op_state: 2,
         admin_state,
+        check_result: 0,
     }
 }
 

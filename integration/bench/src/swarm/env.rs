@@ -72,6 +72,10 @@ impl Bench {
             ("SWARM_LB_SERVICE_CLUSTER", cluster.clone()),
             ("SWARM_LB_STRATEGY", strategy.as_str().to_owned()),
         ];
+        // Another build of swarm-lb than scripts/images.sh's shared tag.
+        if let Ok(image) = std::env::var("SWARM_LB_IMAGE") {
+            env.push(("SWARM_LB_IMAGE", image));
+        }
         // To dig into a figure: e.g. BENCH_SWARM_RUST_LOG=swarm_lb=debug.
         if let Ok(filter) = std::env::var("BENCH_SWARM_RUST_LOG") {
             env.push(("RUST_LOG", filter));

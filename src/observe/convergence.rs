@@ -1,0 +1,275 @@
+//! Convergence, measured against Docker's own clock: for a task that starts, from its
+//! `Status.Timestamp` in the running state to the first pass that saw HAProxy hold its address
+//! ready; for a task Swarm stops, from its `UpdatedAt` (when Swarm set its desired state to
+//! shutdown) to the first pass that saw HAProxy send it nothing new. Pure: the time of the
+//! pass is passed in.
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime};
+
+use crate::haproxy::{Admin, ProxyState};
+use crate::model::{BackendName, DesiredTaskState, Mode, Snapshot, TaskState};
+
+/// Docker's timestamps of one task, as the task list gives them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskTimes {
+    /// `Status.Timestamp`, when the task's state is `running`: when it started running.
+    pub running: Option<SystemTime>,
+    /// `UpdatedAt`, when the desired state is not `running`: when Swarm decided to stop it.
+    pub shutdown: Option<SystemTime>,
+}
+
+/// The `phase` label of `swarm_lb_convergence_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    TaskRunning,
+    TaskStopping,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::TaskRunning => "task_running",
+            Phase::TaskStopping => "task_stopping",
+        }
+    }
+}
+
+/// What was seen of each task so far. Entries of tasks no longer listed are dropped.
+#[derive(Debug, Default)]
+pub struct Convergence {
+    /// When a pass first saw HAProxy hold the task in that phase.
+    held: HashMap<(String, Phase), SystemTime>,
+    /// Already measured.
+    done: HashSet<(String, Phase)>,
+}
+
+impl Convergence {
+    /// After a pass that saw HAProxy as `state` at `now`: the samples that became known. A
+    /// sample needs Docker's timestamp (from `times`, which holds only tasks that changed
+    /// since swarm-lb started); it may arrive after HAProxy held the task (the fast path is
+    /// ahead of the task list), so the time HAProxy was first seen holding it is kept. A
+    /// timestamp later than that counts as 0. Tasks of vip backends never enter HAProxy and
+    /// are not measured; a stopping task is measured only if it was seen served.
+    pub fn observe(
+        &mut self,
+        snap: &Snapshot,
+        state: &ProxyState,
+        times: &HashMap<String, TaskTimes>,
+        now: SystemTime,
+    ) -> Vec<(Phase, Duration)> {
+        let names: HashMap<&str, &str> = snap
+            .services
+            .iter()
+            .map(|s| (s.id.as_str(), s.name.as_str()))
+            .collect();
+        let mut servers: HashMap<(&str, IpAddr), Admin> = HashMap::new();
+        for (name, b) in &state.backends {
+            if b.mode != Mode::Task {
+                continue;
+            }
+            for s in b.servers.iter().filter(|s| !s.is_free()) {
+                let admin = servers
+                    .entry((name.as_str(), s.addr.ip()))
+                    .or_insert(s.admin);
+                // One IP in two slots (an address reused): ready wins.
+                if s.admin == Admin::Ready {
+                    *admin = Admin::Ready;
+                }
+            }
+        }
+        let mut samples = Vec::new();
+        let mut listed = HashSet::new();
+        for t in &snap.tasks {
+            let Some(service) = names.get(t.service_id.as_str()) else {
+                continue;
+            };
+            let Ok(backend) = BackendName::for_service(service) else {
+                continue;
+            };
+            if !state
+                .backends
+                .get(&backend)
+                .is_some_and(|b| b.mode == Mode::Task)
+            {
+                continue;
+            }
+            listed.insert(t.id.as_str());
+            let admin = t
+                .addresses
+                .iter()
+                .filter_map(|a| servers.get(&(backend.as_str(), a.addr)))
+                .min()
+                .copied();
+            let ready = admin == Some(Admin::Ready);
+            let phase = match t.desired_state {
+                DesiredTaskState::Running if t.state == TaskState::Running && ready => {
+                    Phase::TaskRunning
+                }
+                DesiredTaskState::Shutdown
+                    if !ready && self.held.contains_key(&(t.id.clone(), Phase::TaskRunning)) =>
+                {
+                    Phase::TaskStopping
+                }
+                _ => continue,
+            };
+            let key = (t.id.clone(), phase);
+            let held = *self.held.entry(key.clone()).or_insert(now);
+            if self.done.contains(&key) {
+                continue;
+            }
+            let stamp = times.get(&t.id).and_then(|x| match phase {
+                Phase::TaskRunning => x.running,
+                Phase::TaskStopping => x.shutdown,
+            });
+            if let Some(stamp) = stamp {
+                samples.push((phase, held.duration_since(stamp).unwrap_or(Duration::ZERO)));
+                self.done.insert(key);
+            }
+        }
+        self.held.retain(|(id, _), _| listed.contains(id.as_str()));
+        self.done.retain(|(id, _)| listed.contains(id.as_str()));
+        samples
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::{BackendState, Server};
+    use crate::model::{BackendOptions, ServerName, Service, Task, TaskAddress};
+
+    const T0: Duration = Duration::from_secs(1_800_000_000);
+
+    fn at(ms: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + T0 + Duration::from_millis(ms)
+    }
+
+    fn snap(desired: DesiredTaskState) -> Snapshot {
+        Snapshot {
+            services: vec![Service {
+                id: "sid".into(),
+                name: "web".into(),
+                labels: Default::default(),
+                networks: vec![],
+                vips: vec![],
+            }],
+            tasks: vec![Task {
+                id: "t1".into(),
+                service_id: "sid".into(),
+                slot: Some(1),
+                state: TaskState::Running,
+                desired_state: desired,
+                addresses: vec![TaskAddress {
+                    network: "n".into(),
+                    addr: "10.0.0.5".parse().unwrap(),
+                }],
+            }],
+            networks: vec![],
+        }
+    }
+
+    fn proxy(admin: Option<Admin>) -> ProxyState {
+        let mut s = ProxyState::default();
+        let server = match admin {
+            Some(admin) => Server {
+                name: ServerName::slot(1),
+                addr: "10.0.0.5:80".parse().unwrap(),
+                admin,
+            },
+            None => Server::free(ServerName::slot(1)),
+        };
+        s.backends.insert(
+            BackendName::for_service("web").unwrap(),
+            BackendState {
+                mode: Mode::Task,
+                servers: vec![server],
+                options: BackendOptions::default(),
+            },
+        );
+        s
+    }
+
+    fn times(running: Option<u64>, shutdown: Option<u64>) -> HashMap<String, TaskTimes> {
+        HashMap::from([(
+            "t1".to_owned(),
+            TaskTimes {
+                running: running.map(at),
+                shutdown: shutdown.map(at),
+            },
+        )])
+    }
+
+    #[test]
+    fn a_task_held_ready_is_measured_once_from_its_running_timestamp() {
+        let mut c = Convergence::default();
+        let s = snap(DesiredTaskState::Running);
+        let got = c.observe(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &times(Some(10), None),
+            at(13),
+        );
+        assert_eq!(got, vec![(Phase::TaskRunning, Duration::from_millis(3))]);
+        let again = c.observe(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &times(Some(10), None),
+            at(50),
+        );
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn a_timestamp_that_arrives_after_haproxy_held_the_task_counts_from_the_first_sight() {
+        let mut c = Convergence::default();
+        let s = snap(DesiredTaskState::Running);
+        // The fast path put the task in HAProxy before the task list said it runs.
+        assert!(c
+            .observe(&s, &proxy(Some(Admin::Ready)), &HashMap::new(), at(5))
+            .is_empty());
+        let got = c.observe(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &times(Some(4), None),
+            at(90),
+        );
+        assert_eq!(got, vec![(Phase::TaskRunning, Duration::from_millis(1))]);
+    }
+
+    #[test]
+    fn a_stopping_task_is_measured_when_haproxy_stops_sending_it_traffic() {
+        let mut c = Convergence::default();
+        c.observe(
+            &snap(DesiredTaskState::Running),
+            &proxy(Some(Admin::Ready)),
+            &HashMap::new(),
+            at(0),
+        );
+        let stopping = snap(DesiredTaskState::Shutdown);
+        let t = times(None, Some(100));
+        assert!(c
+            .observe(&stopping, &proxy(Some(Admin::Ready)), &t, at(102))
+            .is_empty());
+        let got = c.observe(&stopping, &proxy(Some(Admin::Drain)), &t, at(109));
+        assert_eq!(got, vec![(Phase::TaskStopping, Duration::from_millis(9))]);
+    }
+
+    #[test]
+    fn a_stopping_task_never_seen_served_and_a_task_no_longer_listed_are_not_measured() {
+        let mut c = Convergence::default();
+        let t = times(None, Some(100));
+        assert!(c
+            .observe(&snap(DesiredTaskState::Shutdown), &proxy(None), &t, at(120))
+            .is_empty());
+        c.observe(
+            &snap(DesiredTaskState::Running),
+            &proxy(Some(Admin::Ready)),
+            &HashMap::new(),
+            at(0),
+        );
+        c.observe(&Snapshot::default(), &proxy(None), &t, at(1));
+        assert!(c.held.is_empty() && c.done.is_empty());
+    }
+}
