@@ -263,14 +263,8 @@ impl Watcher {
                 Some(done) = l.inspections.next(), if !l.inspections.is_empty() => {
                     l.on_inspected(done);
                 }
-                _ = l.resync.tick(), if open => {
-                    debug!("periodic resync");
-                    self.observe(|o| {
-                        o.metrics.resyncs.inc();
-                    });
-                    l.state.want(Refresh::Full);
-                }
-                _ = sleep_until(poll_at), if poll_at.is_some() => l.state.want(Refresh::Tasks),
+                _ = l.resync.tick(), if open => l.on_resync(),
+                _ = sleep_until(poll_at), if poll_at.is_some() => l.on_poll_due(),
                 _ = sleep_until(expire_at), if expire_at.is_some() => l.on_expiry(),
             }
         }
@@ -418,6 +412,20 @@ impl<'a> Loop<'a> {
         if let Some(failed) = ended {
             self.ended(failed);
         }
+    }
+
+    /// The periodic full re-list, whatever the events said.
+    fn on_resync(&mut self) {
+        debug!("periodic resync");
+        self.watcher.observe(|o| {
+            o.metrics.resyncs.inc();
+        });
+        self.state.want(Refresh::Full);
+    }
+
+    /// A moving service is due a look at its tasks.
+    fn on_poll_due(&mut self) {
+        self.state.want(Refresh::Tasks);
     }
 
     fn on_listed(&mut self, done: Listed) {

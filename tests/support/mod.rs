@@ -27,6 +27,14 @@ pub const STARTUP: Duration = Duration::from_secs(10);
 /// How long one HTTP exchange in a test may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `SWARM_LB_STATS_BIND` for a test HAProxy on the shipped template: a free loopback port.
+pub fn stats_bind() -> (String, String) {
+    (
+        "SWARM_LB_STATS_BIND".to_owned(),
+        format!("127.0.0.1:{}", free_port()),
+    )
+}
+
 /// A master-worker HAProxy (`-W -db -S`) on a config rendered from `state` in a temp dir.
 /// The whole process group is killed on drop.
 pub struct Haproxy {
@@ -50,6 +58,9 @@ impl Haproxy {
         let files = Files::new(dir.path());
         let launch = Launch {
             config: files.config_path(),
+            // The template's stats frontend defaults to 127.0.0.1:8405, which another HAProxy
+            // (a stack on this host) may hold: a port of its own, like the frontend's.
+            env: vec![stats_bind()],
             ..Launch::in_dir(dir.path())
         };
         let http_port = free_port();

@@ -139,6 +139,8 @@ pub struct Launch {
     /// Send stdout to /dev/null: a config that logs traffic to stdout writes a line per request
     /// and per server state change, which a benchmark would otherwise pay for on disk.
     pub discard_stdout: bool,
+    /// Environment variables for HAProxy, which its config may read (`"${NAME}"`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Launch {
@@ -151,6 +153,7 @@ impl Launch {
             admin_socket: dir.join("admin.sock"),
             log: dir.join("haproxy.log"),
             discard_stdout: false,
+            env: Vec::new(),
         }
     }
 }
@@ -299,6 +302,7 @@ impl HaproxyProcess {
             .arg(master)
             .arg("-f")
             .arg(&launch.config)
+            .envs(launch.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(log)

@@ -41,6 +41,12 @@ impl Proxy {
             // Stdout carries HAProxy's traffic and server-state log (`log stdout`), tens of
             // thousands of lines per batch here: dropped. Stderr keeps startup alerts.
             discard_stdout: true,
+            // The template's stats frontend defaults to 127.0.0.1:8405, which a stack on this
+            // host may hold: a free port instead.
+            env: vec![(
+                "SWARM_LB_STATS_BIND".to_owned(),
+                format!("127.0.0.1:{}", swarm_lb_testkit::free_port()),
+            )],
             ..Launch::in_dir(dir.path())
         };
         let http_port = std::net::TcpListener::bind("127.0.0.1:0")
