@@ -116,6 +116,10 @@ pub struct Reconciler {
     /// Each backend's balancing options as in the config HAProxy loaded: the Runtime API
     /// cannot show them, so they are laid over what it reads back.
     loaded: BTreeMap<BackendName, BackendOptions>,
+    /// Whether the config HAProxy loaded was rendered from the current template: after an
+    /// upgrade of swarm-lb (or a changed --template, --bind...) it is not, and the frontend
+    /// HAProxy runs may not read the map the way this version writes it: one reload.
+    template_loaded: bool,
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
@@ -139,11 +143,14 @@ impl Reconciler {
         let written = files.read().ok();
         // The last config HAProxy accepted from this driver, else the one on disk.
         let good = std::fs::read_to_string(Files::good_path(&files.config_path())).ok();
-        let loaded = good
+        let loaded_config = good
             .as_deref()
-            .or(written.as_ref().map(|(config, _)| config.as_str()))
+            .or(written.as_ref().map(|(config, _)| config.as_str()));
+        let loaded = loaded_config
             .map(render::backend_options)
             .unwrap_or_default();
+        let template_loaded =
+            loaded_config.is_none_or(|c| render::from_template(c, &settings.render));
         Self {
             settings,
             runtime,
@@ -157,6 +164,7 @@ impl Reconciler {
             writing: None,
             networks: None,
             loaded,
+            template_loaded,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
         }
@@ -222,7 +230,13 @@ impl Reconciler {
         self.learn_proxy().await?;
         let actual = self.actual().await?;
         let attached = self.managed_networks(snap, &desired).await?;
-        let plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        let mut plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        if !self.template_loaded && !plan.reload {
+            info!(
+                "haproxy runs a config from another template or settings (an upgrade?); one reload"
+            );
+            plan.reload = true;
+        }
         Ok((desired, actual, plan))
     }
 
@@ -345,6 +359,7 @@ impl Reconciler {
     fn learn_loaded(&mut self) {
         if let Some((config, _)) = &self.written {
             self.loaded = render::backend_options(config);
+            self.template_loaded = render::from_template(config, &self.settings.render);
         }
     }
 

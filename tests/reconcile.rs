@@ -1133,3 +1133,36 @@ async fn a_task_failing_max_fails_times_in_a_row_leaves_rotation_and_returns_aft
     .await;
     println!("task 3 back after {:?}", started.elapsed());
 }
+
+#[tokio::test]
+async fn a_haproxy_running_a_config_from_another_template_is_reloaded_once() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let snap = snapshot(
+        vec![service("web", "web.test", port, &[])],
+        vec![task("web", 2, DesiredTaskState::Running)],
+    );
+    rig.pass(&snap).await;
+    // What an older swarm-lb (or another --template) left: the same backends, another template.
+    let path = rig.haproxy.config_path();
+    let current = std::fs::read_to_string(&path).expect("config");
+    let older = format!("# from an older template\n{current}");
+    std::fs::write(&path, &older).expect("write");
+    std::fs::write(swarm_lb::haproxy::render::Files::good_path(&path), &older).expect("write");
+    rig.master()
+        .reload(Duration::from_secs(10))
+        .await
+        .expect("haproxy loads it");
+    rig.reconciler = reconciler_for(&rig.haproxy, 42, true);
+    let before = rig.reloads().await;
+
+    let report = rig.pass(&snap).await;
+    assert_eq!(report.reloads, 1, "the template changed: one reload");
+    assert_eq!(rig.reloads().await, before + 1);
+    let report = rig.pass(&snap).await;
+    assert_eq!(report.reloads, 0, "and only one");
+    assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
+    let now = std::fs::read_to_string(&path).expect("config");
+    assert!(!now.contains("older template"), "{now}");
+}

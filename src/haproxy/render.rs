@@ -181,6 +181,12 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
     }
 }
 
+/// Whether `config` was rendered by [`config`] from `settings` (its template, binds and
+/// paths), whatever backends it holds: the generated backends follow the template's text.
+pub fn from_template(config_text: &str, settings: &RenderSettings) -> bool {
+    config_text.starts_with(&config(&ProxyState::default(), settings))
+}
+
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
 const DEFAULT_SERVER: &str = "default-server";
