@@ -150,7 +150,7 @@ impl Reconciler {
             .map(render::backend_options)
             .unwrap_or_default();
         let template_loaded =
-            loaded_config.is_none_or(|c| render::from_template(c, &settings.render));
+            loaded_config.map_or(true, |c| render::from_template(c, &settings.render));
         Self {
             settings,
             runtime,
