@@ -756,9 +756,9 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         .take(CHANGES_LOGGED.saturating_sub(servers.len()))
     {
         info!(
-            host = %h.host,
-            backend = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
-            "host route changed"
+            route = %h.host,
+            to = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
+            "route changed"
         );
     }
     if total > CHANGES_LOGGED {
