@@ -108,8 +108,8 @@ init_swarm() {
 
 compose_up() {
     command -v docker-compose >/dev/null || die "docker-compose not found (apt-get install docker-compose)"
-    local haproxy_tag
-    haproxy_tag=$(/usr/sbin/haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p')
+    # The LTS the compose file defaults to (haproxy:3.4), built locally by scripts/images.sh.
+    local haproxy_tag=3.4
     export SWARM_LB_IMAGE=${SWARM_LB_IMAGE:-swarm-lb/swarm-lb:local}
     export HAPROXY_IMAGE=${HAPROXY_IMAGE:-swarm-lb/haproxy:$haproxy_tag-local}
     log "docker-compose up -d (swarm-lb: $SWARM_LB_IMAGE, haproxy: $HAPROXY_IMAGE)"

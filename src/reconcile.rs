@@ -200,7 +200,13 @@ impl Reconciler {
         self.learn_proxy().await?;
         let actual = self.actual().await?;
         let attached = self.networks.managed(snap, &desired).await?;
-        let plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        let mut plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        if !self.files.template_loaded() && !plan.reload {
+            info!(
+                "haproxy runs a config from another template or settings (an upgrade?); one reload"
+            );
+            plan.reload = true;
+        }
         Ok((desired, actual, plan))
     }
 
@@ -499,9 +505,9 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         .take(CHANGES_LOGGED.saturating_sub(servers.len()))
     {
         info!(
-            host = %h.host,
-            backend = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
-            "host route changed"
+            route = %h.host,
+            to = %format!("{} -> {}", h.old.as_deref().unwrap_or("-"), h.new.as_deref().unwrap_or("-")),
+            "route changed"
         );
     }
     if total > CHANGES_LOGGED {

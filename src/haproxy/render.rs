@@ -160,11 +160,13 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
     if let Some(limit) = &options.failure_limit {
         // Overrides the template's `default-server` for this backend's servers (those added
         // at runtime inherit none: the planner grows such a backend by reload instead).
-        // `mark-down` checks the server again after `fastinter`, not `downinter` (measured on
-        // 2.6.12: back after the template's 500 ms), so both are the timeout.
+        // The check that follows a mark-down may already be scheduled (on the `inter` cycle)
+        // and come at once; `rise 2` with `fastinter` (the interval while a server's health
+        // rises) at the timeout keeps the task out at least the timeout. Measured with `rise 1`:
+        // back after 0.6-2 s whatever the timeout.
         let _ = writeln!(
             out,
-            "    {DEFAULT_SERVER} observe layer7 {ERROR_LIMIT} {} on-error mark-down rise 1 fastinter {t}ms {DOWNINTER} {t}ms",
+            "    {DEFAULT_SERVER} observe layer7 {ERROR_LIMIT} {} on-error mark-down rise 2 fastinter {t}ms {DOWNINTER} {t}ms",
             limit.max_fails,
             t = limit.fail_timeout_ms
         );
@@ -179,6 +181,12 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
         }
         out.push('\n');
     }
+}
+
+/// Whether `config` was rendered by [`config`] from `settings` (its template, binds and
+/// paths), whatever backends it holds: the generated backends follow the template's text.
+pub fn from_template(config_text: &str, settings: &RenderSettings) -> bool {
+    config_text.starts_with(&config(&ProxyState::default(), settings))
 }
 
 const BACKEND: &str = "backend";
@@ -446,7 +454,7 @@ mod tests {
             text.contains(
                 "backend v6\n    balance source\n    hash-type consistent\n    cookie sid insert \
                  indirect nocache dynamic\n    dynamic-cookie-key v6\n    default-server observe \
-                 layer7 error-limit 3 on-error mark-down rise 1 fastinter 2500ms downinter 2500ms\n    server s1 \
+                 layer7 error-limit 3 on-error mark-down rise 2 fastinter 2500ms downinter 2500ms\n    server s1 \
                  [fd00::5]:9000 check\n"
             ),
             "{text}"

@@ -2,12 +2,12 @@
 //! and host entry that moves (service, task, slot, address, old -> new state). Pure: the
 //! reconciler logs what these return.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::haproxy::{Admin, Command, ProxyState, Server};
-use crate::model::{Snapshot, TaskState};
+use crate::model::{MapKey, Snapshot, TaskState};
 
 /// Why HAProxy is reloaded; the `reason` label of `swarm_lb_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -153,16 +153,23 @@ pub fn server_changes(
     out
 }
 
-/// Hosts-map entries that differ between `actual` and `target`, in host order.
+/// Routes of the hosts map that differ between `actual` and `target`, in key order. A route
+/// several services share is one change showing each service's share (`split v1 80% v2 20%`),
+/// not one per bucket.
 pub fn host_changes(actual: &ProxyState, target: &ProxyState) -> Vec<HostChange> {
-    let mut hosts: Vec<_> = actual.hosts.keys().chain(target.hosts.keys()).collect();
+    let mut hosts: Vec<_> = actual
+        .hosts
+        .keys()
+        .chain(target.hosts.keys())
+        .filter(|k| !k.is_bucket())
+        .collect();
     hosts.sort();
     hosts.dedup();
     hosts
         .into_iter()
         .filter_map(|h| {
-            let old = actual.hosts.get(h).map(|b| b.as_str().to_owned());
-            let new = target.hosts.get(h).map(|b| b.as_str().to_owned());
+            let old = route_text(actual, h);
+            let new = route_text(target, h);
             (old != new).then(|| HostChange {
                 host: h.as_str().to_owned(),
                 old,
@@ -170,6 +177,28 @@ pub fn host_changes(actual: &ProxyState, target: &ProxyState) -> Vec<HostChange>
             })
         })
         .collect()
+}
+
+/// What a route key does in `state`, as a log line shows it.
+fn route_text(state: &ProxyState, key: &MapKey) -> Option<String> {
+    let value = state.hosts.get(key)?;
+    if !value.as_str().starts_with('~') {
+        return Some(value.as_str().to_owned());
+    }
+    let prefix = format!("~{key}=");
+    let mut shares: BTreeMap<&str, usize> = BTreeMap::new();
+    for (k, v) in state.hosts.range(MapKey::bucket(key, 0)..) {
+        if !k.as_str().starts_with(&prefix) {
+            break;
+        }
+        *shares.entry(v.as_str()).or_default() += 1;
+    }
+    let total = shares.values().sum::<usize>().max(1);
+    let parts: Vec<String> = shares
+        .iter()
+        .map(|(b, n)| format!("{b} {}%", n * 100 / total))
+        .collect();
+    Some(format!("split {}", parts.join(" ")))
 }
 
 /// The `kind` label of `swarm_lb_runtime_commands_total`.
@@ -372,6 +401,33 @@ mod tests {
             ReloadReason::StrategyReload
         );
         assert_eq!(reload_reason(&one, &one, false), ReloadReason::Other);
+    }
+
+    #[test]
+    fn a_canary_split_changing_is_one_line_with_the_shares_not_one_per_bucket() {
+        let key = MapKey::host(&Host::parse("demo.test").unwrap());
+        let split = |v1: usize| {
+            let mut s = ProxyState::default();
+            s.hosts.insert(key.clone(), MapValue::split(&key));
+            for n in 0..100 {
+                let b = if n < v1 { "v1" } else { "v2" };
+                s.hosts
+                    .insert(MapKey::bucket(&key, n), MapValue::backend(&be(b), 0));
+            }
+            s
+        };
+        let mut single = ProxyState::default();
+        single
+            .hosts
+            .insert(key.clone(), MapValue::backend(&be("v1"), 0));
+        let c = host_changes(&single, &split(80));
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].old.as_deref(), Some("v1"));
+        assert_eq!(c[0].new.as_deref(), Some("split v1 80% v2 20%"));
+        let c = host_changes(&split(80), &split(50));
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].new.as_deref(), Some("split v1 50% v2 50%"));
+        assert_eq!(host_changes(&split(80), &split(80)), vec![]);
     }
 
     #[test]

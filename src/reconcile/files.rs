@@ -33,6 +33,10 @@ pub(super) struct FileWriter {
     writing: Option<JoinHandle<Result<(), FilesError>>>,
     /// Each backend's options as in the config HAProxy loaded.
     loaded: Options,
+    /// Whether the config HAProxy loaded was rendered from the current template: after an
+    /// upgrade of swarm-lb (or a changed --template, --bind...) it is not, and the frontend
+    /// HAProxy runs may not read the map the way this version writes it.
+    template_loaded: bool,
 }
 
 impl FileWriter {
@@ -41,17 +45,22 @@ impl FileWriter {
         // The last config HAProxy accepted from this driver, else the one on disk. Text from
         // an earlier run is the only source of its options; later ones come with the state.
         let good = std::fs::read_to_string(Files::good_path(&files.config_path())).ok();
-        let loaded = match (good, &written) {
-            (Some(good), _) => render::backend_options(&good),
+        let loaded = match (&good, &written) {
+            (Some(good), _) => render::backend_options(good),
             (None, Some(w)) => w.options.clone(),
             (None, None) => Options::new(),
         };
+        let loaded_config = good
+            .as_deref()
+            .or(written.as_ref().map(|w| w.config.as_str()));
+        let template_loaded = loaded_config.map_or(true, |c| render::from_template(c, &render));
         FileWriter {
             files,
             render,
             written,
             writing: None,
             loaded,
+            template_loaded,
         }
     }
 
@@ -65,7 +74,13 @@ impl FileWriter {
     pub fn worker_loaded_files(&mut self) {
         if let Some(w) = &self.written {
             self.loaded = w.options.clone();
+            self.template_loaded = render::from_template(&w.config, &self.render);
         }
+    }
+
+    /// Whether HAProxy runs a config rendered from the current template and settings.
+    pub fn template_loaded(&self) -> bool {
+        self.template_loaded
     }
 
     /// Render the files and, when their content changes, start writing them on the blocking

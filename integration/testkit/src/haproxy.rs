@@ -295,7 +295,17 @@ impl HaproxyProcess {
         // As docker-compose.yml runs it: the master CLI for its owner only.
         let mut master = launch.master_socket.as_os_str().to_owned();
         master.push(",mode,600");
-        let child = Command::new(&haproxy.path)
+        let mut command = Command::new(&haproxy.path);
+        // The shipped template's stats frontend binds $SWARM_LB_STATS_BIND, 127.0.0.1:8405 by
+        // default: on a port of its own, a test HAProxy never holds the one a running product
+        // stack publishes.
+        if std::env::var_os("SWARM_LB_STATS_BIND").is_none() {
+            command.env(
+                "SWARM_LB_STATS_BIND",
+                format!("127.0.0.1:{}", crate::free_port()),
+            );
+        }
+        let child = command
             .arg("-W")
             .arg("-db")
             .arg("-S")
