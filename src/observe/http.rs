@@ -158,10 +158,11 @@ async fn status_of(observer: &Observer, source: &StatusSource) -> Result<Status,
 /// Errors of [`get`], each saying what to check.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("swarm-lb is not reachable at {addr} ({source}); is `swarm-lb run` running with --listen {addr}?")]
+    /// The cause is in the message (not a `source`), so it is printed once.
+    #[error("swarm-lb is not reachable at {addr} ({error}); is `swarm-lb run` running with --listen {addr}?")]
     Connect {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("swarm-lb at {addr} did not answer within {} s", TIMEOUT.as_secs())]
     Timeout { addr: SocketAddr },
@@ -192,7 +193,7 @@ pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientEr
 async fn exchange(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientError> {
     let stream = TcpStream::connect(addr)
         .await
-        .map_err(|source| ClientError::Connect { addr, source })?;
+        .map_err(|error| ClientError::Connect { addr, error })?;
     let http = |source| ClientError::Http { addr, source };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
@@ -203,7 +204,7 @@ async fn exchange(addr: SocketAddr, path: &str) -> Result<(u16, String), ClientE
         .body(Empty::<Bytes>::new())
         .map_err(|e| ClientError::Connect {
             addr,
-            source: std::io::Error::other(e),
+            error: std::io::Error::other(e),
         })?;
     let res = sender.send_request(req).await.map_err(http)?;
     let code = res.status().as_u16();
