@@ -61,6 +61,11 @@ pub struct Reloaded {
     pub took: Duration,
 }
 
+/// The master CLI's refusal of a reload while another is still starting its worker (3.1+).
+const RELOAD_IN_PROGRESS: &str = "Another reload is still in progress";
+/// How long to wait before asking again after that refusal.
+const RELOAD_BUSY_RETRY: Duration = Duration::from_millis(50);
+
 pub struct Master {
     path: PathBuf,
 }
@@ -99,7 +104,21 @@ impl Master {
             .await?;
         let old_worker = before.serving_worker().map(|w| w.pid);
 
-        let reply = self.send_reload(deadline, timeout_ms).await?;
+        let mut reply = self.send_reload(deadline, timeout_ms).await?;
+        // 3.1+ refuses a reload while the previous one (or the first start) is still bringing
+        // its worker up: `Success=0` and this line, measured on 3.4.7 right after start. That
+        // is no verdict on the config: ask again until the deadline.
+        while reply
+            .as_ref()
+            .is_some_and(|r| !r.success && r.log.contains(RELOAD_IN_PROGRESS))
+        {
+            if Instant::now() + RELOAD_BUSY_RETRY >= deadline {
+                return Err(MasterError::ReloadTimeout { timeout_ms });
+            }
+            debug!("haproxy: another reload is still in progress; asking again");
+            tokio::time::sleep(RELOAD_BUSY_RETRY).await;
+            reply = self.send_reload(deadline, timeout_ms).await?;
+        }
         let outcome = match reply {
             // 2.7+: the master answers once the new worker is up, or with why it is not.
             // Not logged here: the caller reports the error (with the log) once.
@@ -320,6 +339,28 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_reload_refused_because_another_is_in_progress_is_asked_again_not_failed() {
+        // 3.4.7's reply to a reload sent while its worker was still starting (captured here).
+        let reloads = Arc::new(AtomicUsize::new(0));
+        let sent = reloads.clone();
+        let (_dir, master) = fake_master(move |command, shows| match command {
+            "reload" if sent.fetch_add(1, Ordering::SeqCst) < 2 => {
+                "Success=0\n--\nAnother reload is still in progress.\n\n".into()
+            }
+            "reload" => "Success=1\n--\n[NOTICE]   (1) : Loading success.\n\n".into(),
+            _ if shows == 0 => show_proc(10, 0, 0),
+            _ => show_proc(11, 1, 0),
+        });
+        let reloaded = master.reload(Duration::from_secs(5)).await.unwrap();
+        assert_eq!(reloaded.new_worker, 11);
+        assert_eq!(
+            reloads.load(Ordering::SeqCst),
+            3,
+            "asked until it was taken"
+        );
     }
 
     #[tokio::test]
