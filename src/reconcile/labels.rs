@@ -29,8 +29,8 @@ impl LabelMemory {
             let msg = problem.to_string();
             if !self.reported.contains(&msg) {
                 match problem.severity() {
-                    Severity::Error => error!(error = %msg, "service not routed as labelled"),
-                    Severity::Warning => warn!(warning = %msg, "label not applied"),
+                    Severity::Error => error!(error = %msg, "label refused"),
+                    Severity::Warning => warn!(warning = %msg, "label ignored or adjusted"),
                     Severity::Notice => {
                         info!(service = problem.service(), notice = %msg, "service not routed")
                     }
