@@ -1110,9 +1110,12 @@ async fn a_task_failing_max_fails_times_in_a_row_leaves_rotation_and_returns_aft
     }
     let failed = statuses.iter().filter(|s| **s == 500).count();
     println!("30 requests while task 3 fails: {failed} answered 500");
-    assert_eq!(
-        failed, 2,
-        "task 3 should fail twice, then be out: {statuses:?}"
+    // Two in a row mark it down; a passing health check between two failures (the task still
+    // accepts connections) starts HAProxy's count again, so on a loaded machine it may fail
+    // once or twice more before it is out (seen once on 3.4 in CI: 3).
+    assert!(
+        (2..=4).contains(&failed),
+        "task 3 should fail max_fails (2) times, then be out: {statuses:?}"
     );
     assert!(statuses[10..].iter().all(|s| *s == 200), "{statuses:?}");
     let down_at = last_failure.expect("a failure");
