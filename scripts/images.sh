@@ -27,6 +27,8 @@
 #   SWARM_LB_STATIC_TARGET_DIR   cargo target dir for the static builds (default <repo>/target/static)
 #   SWARM_LB_IMAGES_FORCE=1      rebuild even when up to date
 #   HAPROXY_BIN                  haproxy binary to package (default /usr/sbin/haproxy)
+#   SWARM_LB_IMAGE               tag of the swarm-lb image (default swarm-lb/swarm-lb:local); the
+#                                e2e suite runs the same variable, so two worktrees can test at once
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -328,7 +330,7 @@ build_swarm_lb() {
     local dir
     dir=$(stage swarm-lb)
     cp "$STATIC_TARGET_DIR/$TRIPLE/release/swarm-lb" "$dir/"
-    build_image swarm-lb/swarm-lb:local "$dir"
+    build_image "${SWARM_LB_IMAGE:-swarm-lb/swarm-lb:local}" "$dir"
 }
 
 build_testapp() {

@@ -39,6 +39,15 @@ pub fn haproxy_image() -> String {
         .unwrap_or_else(|| "swarm-lb/haproxy:2.6-local".to_owned())
 }
 
+/// The swarm-lb image the stacks run: `$SWARM_LB_IMAGE` (the tag `scripts/images.sh` built),
+/// else `swarm-lb/swarm-lb:local`.
+pub fn swarm_lb_image() -> String {
+    std::env::var("SWARM_LB_IMAGE")
+        .ok()
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| "swarm-lb/swarm-lb:local".to_owned())
+}
+
 /// Fail (never skip) when the engine or the images are missing, saying how to get them.
 pub fn require_engine() {
     match try_docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]) {
@@ -54,7 +63,7 @@ pub fn require_engine() {
     }
     for image in [
         haproxy_image().as_str(),
-        "swarm-lb/swarm-lb:local",
+        swarm_lb_image().as_str(),
         "swarm-lb/testapp:1",
         "swarm-lb/testapp:2",
     ] {

@@ -49,7 +49,7 @@ impl Stack {
         let mut env: Vec<(String, String)> = vec![
             ("COMPOSE_PROJECT_NAME".into(), project.clone()),
             ("HAPROXY_IMAGE".into(), crate::docker::haproxy_image()),
-            ("SWARM_LB_IMAGE".into(), "swarm-lb/swarm-lb:local".into()),
+            ("SWARM_LB_IMAGE".into(), crate::docker::swarm_lb_image()),
             (
                 "SWARM_LB_HTTP_PORT".into(),
                 format!("127.0.0.1:{http_port}"),

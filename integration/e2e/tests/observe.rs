@@ -141,8 +141,7 @@ const RELOADS: &str = "swarm_lb_reloads_total";
 async fn metrics_and_status_show_scaling_creation_and_a_hostile_label_as_they_happen() {
     let cluster = unique("c");
     // SWARM_LB_IMAGE picks another build of swarm-lb (the default is scripts/images.sh's).
-    let image =
-        std::env::var("SWARM_LB_IMAGE").unwrap_or_else(|_| "swarm-lb/swarm-lb:local".into());
+    let image = swarm_lb_e2e::docker::swarm_lb_image();
     let stack = Stack::up(&[
         ("SWARM_LB_SERVICE_CLUSTER", cluster.as_str()),
         ("SWARM_LB_IMAGE", image.as_str()),
