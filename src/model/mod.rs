@@ -5,6 +5,7 @@
 mod desired;
 pub mod labels;
 mod names;
+mod reason;
 pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +17,7 @@ pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
     MAX_ROOT_SEGMENTS, REDIRECT_CODES,
 };
+pub use reason::{Reason, UrlError};
 
 pub type ServiceId = String;
 pub type NetworkId = String;
