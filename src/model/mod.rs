@@ -3,6 +3,8 @@
 //! asks for. No I/O, no clock, no locks.
 
 mod desired;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod labels;
 mod names;
 mod reason;
