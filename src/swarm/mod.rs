@@ -369,13 +369,28 @@ impl Docker {
         spec: &proxy::ProxySpec,
     ) -> Result<proxy::ProxyOutcome, SwarmError> {
         let local = self.local();
+        let mut outcome = proxy::ProxyOutcome::Created;
         match local.inspect_container(&spec.name).await {
             Ok(found) => {
                 if found.state.and_then(|s| s.running) == Some(true) {
                     return Ok(proxy::ProxyOutcome::Adopted);
                 }
-                local.start(&spec.name).await?;
-                return Ok(proxy::ProxyOutcome::Started);
+                match local.start(&spec.name).await {
+                    Ok(()) => return Ok(proxy::ProxyOutcome::Started),
+                    // After its node's engine restarted, a stopped container attached to an
+                    // overlay that is not on the node (yet, or any more) cannot start. It serves
+                    // nothing: replace it (same spec and volumes, so the same config; swarm-lb
+                    // attaches the networks it needs in its passes).
+                    Err(SwarmError::Api {
+                        status: 404,
+                        ref message,
+                        ..
+                    }) if proxy::lost_network(message).is_some() => {
+                        local.remove(&spec.name).await?;
+                        outcome = proxy::ProxyOutcome::Recreated;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             Err(SwarmError::Api { status: 404, .. }) => {}
             Err(e) => return Err(e),
@@ -388,7 +403,20 @@ impl Docker {
             other => other?,
         }
         local.start(&spec.name).await?;
-        Ok(proxy::ProxyOutcome::Created)
+        Ok(outcome)
+    }
+
+    /// Removes a stopped container (its named volumes stay).
+    async fn remove(&self, name: &str) -> Result<(), SwarmError> {
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            v: false,
+            force: true,
+            link: false,
+        };
+        self.inner
+            .remove_container(name, Some(opts))
+            .await
+            .map_err(self.err("remove container"))
     }
 
     async fn create(&self, spec: &proxy::ProxySpec) -> Result<(), SwarmError> {

@@ -165,6 +165,20 @@ pub enum ProxyOutcome {
     Started,
     /// No container of that name: created from the spec and started.
     Created,
+    /// The container was stopped and could not start because a network it was attached to is
+    /// not on this node (after the node's engine restarted): replaced by a new one from the
+    /// spec, on the same volumes.
+    Recreated,
+}
+
+/// The network named by Docker's `network <id> not found` (the reply to starting a container
+/// attached to an overlay the node does not hold), if `message` is that.
+pub fn lost_network(message: &str) -> Option<&str> {
+    let id = message
+        .trim()
+        .strip_prefix("network ")?
+        .strip_suffix(" not found")?;
+    (!id.is_empty() && !id.contains(char::is_whitespace)).then_some(id)
 }
 
 /// Docker's rule for container and volume names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
@@ -204,6 +218,23 @@ fn check_image(value: &str) -> Result<(), ProxySpecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_refused_for_a_missing_network_names_that_network() {
+        // As Docker 20.10 answered on a node whose engine restarted (404).
+        assert_eq!(
+            lost_network("network tf7pulsgpv0sljthduukswvz2 not found"),
+            Some("tf7pulsgpv0sljthduukswvz2")
+        );
+        for other in [
+            "No such container: x",
+            "network  not found",
+            "network a b not found",
+            "driver failed programming external connectivity: port is already allocated",
+        ] {
+            assert_eq!(lost_network(other), None, "{other:?}");
+        }
+    }
 
     #[test]
     fn a_publish_value_is_host_and_container_port_with_an_optional_address() {
