@@ -652,6 +652,18 @@ async fn draining_a_node_moves_its_tasks_every_other_edge_follows_and_nothing_fa
     let [e1, e2, e3] = edges();
     let others = [e1, e2];
     let before = reloads(&others).await;
+    let started = || {
+        mn(
+            "mn3",
+            &[
+                "inspect",
+                "--format",
+                "{{.State.StartedAt}}",
+                "swarm-lb-haproxy",
+            ],
+        )
+    };
+    let mn3_started = started();
     let load = Load::start(&svc.host, &["mn1", "mn2"]);
     mn("mn1", &["node", "update", "--availability", "drain", "mn3"]);
     let tasks = poll_until(
@@ -688,6 +700,12 @@ async fn draining_a_node_moves_its_tasks_every_other_edge_follows_and_nothing_fa
     })
     .await;
     assert_eq!(e3.reloads().await, mn3_before, "reloads on mn3's return");
+    // swarm-lb was stopped and started again: it adopted HAProxy, never restarted it.
+    assert_eq!(
+        started(),
+        mn3_started,
+        "mn3's HAProxy container was restarted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
