@@ -51,12 +51,18 @@ for line in "${MATRIX[@]}"; do
         env HAPROXY="$bin" cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
 done
 echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
-run "e2e on $(haproxy_version "$host")" cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
-# The compose file's default is 3.4: the whole suite again on that line (~the same time as 2.6).
+run "e2e on $(haproxy_version "$host")" cargo test -p swarm-lb-e2e --lib --bins --test scenarios --test observe -- --test-threads 2
+# The compose file's default is 3.4: the single-node suite again on that line (~the same time as 2.6).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
-    cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+    cargo test -p swarm-lb-e2e --lib --bins --test scenarios --test observe -- --test-threads 2
+
+# Several edges on a real 3-node Swarm (three dockerds in network namespaces on this machine,
+# scripts/multinode.sh): one test at a time (they share the edges), then the cluster goes.
+echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
+run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
+bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 
 # A short fuzz pass over every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600).
 echo "== fuzz: labels, HAProxy replies, Docker JSON (15 s each)"
