@@ -346,7 +346,14 @@ impl Reconciler {
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
-        let info = self.admin.info().await?;
+        let info = match self.admin.info().await {
+            Ok(info) => info,
+            Err(e) if e.is_nobody_listening() => {
+                self.recover_admin_socket(e).await?;
+                self.admin.info().await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.observer.haproxy(Some(version_text(info.version)));
         match self.proxy {
             Some(p) if p.pid == info.pid => {}
@@ -366,6 +373,36 @@ impl Reconciler {
             pid: info.pid,
             version: info.version,
         });
+        Ok(())
+    }
+
+    /// The admin socket has nobody listening while the master may still run a worker: a
+    /// refused reload's new worker bound the socket's path and exited (measured on 3.4.7 with
+    /// a `bind` that failed), so the serving worker can no longer be reached by path and no
+    /// runtime change could ever apply. A reload of the files on disk (the last good ones: a
+    /// failed reload put them back) gives the path to a new worker. When the master does not
+    /// answer or runs no worker, HAProxy is down or starting: `lost` is the error, as before.
+    async fn recover_admin_socket(&mut self, lost: ClientError) -> Result<(), ReconcileError> {
+        let running = self
+            .master
+            .show_proc()
+            .await
+            .ok()
+            .is_some_and(|p| p.serving_worker().is_some());
+        if !running {
+            return Err(lost.into());
+        }
+        tracing::warn!(
+            error = %lost,
+            "admin socket unreachable while haproxy runs a worker; reloading the last good files to get it back"
+        );
+        let result = self.master.reload(self.settings.reload_timeout).await;
+        self.admin.disconnect();
+        let reloaded = result?;
+        info!(
+            new_worker = reloaded.new_worker,
+            "admin socket back after a reload of the last good files"
+        );
         Ok(())
     }
 
