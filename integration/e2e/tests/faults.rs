@@ -727,11 +727,17 @@ async fn a_reload_haproxy_refuses_keeps_the_last_good_config_serving_names_the_c
         )
         .await;
         let refused = started.elapsed();
-        let on_disk = std::fs::read_to_string(&cfg_path).expect("haproxy.cfg");
-        assert!(
-            !on_disk.contains(marker),
-            "{what}: the refused config stayed on disk"
-        );
+        // Each attempt writes the candidate, and a refusal puts the last good files back; the
+        // attempts are retried with a backoff, so between two the disk holds the good config.
+        poll_until(
+            Duration::from_secs(15),
+            &format!("{what}: the last good config back on disk"),
+            || async {
+                let on_disk = std::fs::read_to_string(&cfg_path).ok()?;
+                (!on_disk.contains(marker) && on_disk.ends_with('\n')).then_some(())
+            },
+        )
+        .await;
         // Runtime changes still apply while every reload is refused.
         replicas += 1;
         moving.scale(replicas);
