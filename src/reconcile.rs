@@ -11,6 +11,7 @@
 
 mod control;
 mod files;
+mod hold;
 mod labels;
 mod networks;
 
@@ -83,6 +84,10 @@ pub enum ReconcileError {
         answered: u32,
         timeout_ms: u64,
     },
+    /// The reload this pass needs is the one HAProxy refused (the error logged then says
+    /// why); runtime changes were applied, the reload waits (see `reconcile/hold.rs`).
+    #[error("reload held back {wait_ms} ms more: HAProxy refused the same configuration {times} time(s) (the refusal logged before says why); runtime changes applied")]
+    ReloadHeld { wait_ms: u64, times: u32 },
 }
 
 impl ReconcileError {
@@ -95,6 +100,8 @@ impl ReconcileError {
             // The next pass re-reads and re-plans; a refusal that persists is reported again.
             ReconcileError::Refused { .. } => true,
             ReconcileError::WorkerNotReached { .. } => true,
+            // Passes go on (runtime changes); the reload itself waits in the hold.
+            ReconcileError::ReloadHeld { .. } => true,
             ReconcileError::Files(_) => false,
         }
     }
@@ -130,6 +137,8 @@ pub struct Reconciler {
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
+    /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
+    hold: hold::ReloadHold,
 }
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
@@ -164,6 +173,7 @@ impl Reconciler {
             proxy: None,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
+            hold: hold::ReloadHold::default(),
             settings,
         }
     }
@@ -273,9 +283,25 @@ impl Reconciler {
             report.commands = plan.runtime.len();
         }
         if reload {
+            let key = hold::reload_key(&plan.target, &self.settings.render.template);
+            if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
+                // The files stay the last good ones: the target's would be refused again.
+                return Err(ReconcileError::ReloadHeld {
+                    wait_ms: fields::ms(wait),
+                    times,
+                });
+            }
             let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
             info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
-            self.reload(&plan.target, reason).await?;
+            match self.reload(&plan.target, reason).await {
+                Ok(()) => self.hold.accepted(),
+                Err(e) => {
+                    if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
+                        self.hold.refused(key, Instant::now());
+                    }
+                    return Err(e);
+                }
+            }
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
