@@ -674,7 +674,14 @@ fn count_logged(stack: &Stack, needle: &str) -> usize {
 async fn a_reload_haproxy_refuses_keeps_the_last_good_config_serving_names_the_cause_and_the_next_good_change_applies(
 ) {
     // swarm-lb reads its template from a host directory the test edits (`--template`).
-    let dir = std::env::temp_dir().join(unique("slb-template"));
+    struct TempDir(std::path::PathBuf);
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let guard = TempDir(std::env::temp_dir().join(unique("slb-template")));
+    let dir = guard.0.clone();
     std::fs::create_dir_all(&dir).expect("template dir");
     let good = include_str!("../../../haproxy/base.cfg");
     let template = dir.join("base.cfg");
@@ -800,7 +807,6 @@ async fn a_reload_haproxy_refuses_keeps_the_last_good_config_serving_names_the_c
         converge,
         &logged,
     );
-    let _ = std::fs::remove_dir_all(&dir);
     assert_eq!(summary.failed(), 0, "steady must not notice: {summary}");
     assert!(logged.contains("haproxy reloaded"), "{logged}");
 }
