@@ -11,6 +11,7 @@
 
 mod control;
 mod files;
+mod hold;
 mod labels;
 mod networks;
 
@@ -83,6 +84,10 @@ pub enum ReconcileError {
         answered: u32,
         timeout_ms: u64,
     },
+    /// The reload this pass needs is the one HAProxy refused (the error logged then says
+    /// why); runtime changes were applied, the reload waits (see `reconcile/hold.rs`).
+    #[error("reload held back {wait_ms} ms more: HAProxy refused the same configuration {times} time(s) (the refusal logged before says why); runtime changes applied")]
+    ReloadHeld { wait_ms: u64, times: u32 },
 }
 
 impl ReconcileError {
@@ -95,6 +100,8 @@ impl ReconcileError {
             // The next pass re-reads and re-plans; a refusal that persists is reported again.
             ReconcileError::Refused { .. } => true,
             ReconcileError::WorkerNotReached { .. } => true,
+            // Passes go on (runtime changes); the reload itself waits in the hold.
+            ReconcileError::ReloadHeld { .. } => true,
             ReconcileError::Files(_) => false,
         }
     }
@@ -130,6 +137,8 @@ pub struct Reconciler {
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
+    /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
+    hold: hold::ReloadHold,
 }
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
@@ -164,6 +173,7 @@ impl Reconciler {
             proxy: None,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
+            hold: hold::ReloadHold::default(),
             settings,
         }
     }
@@ -273,9 +283,25 @@ impl Reconciler {
             report.commands = plan.runtime.len();
         }
         if reload {
+            let key = hold::reload_key(&plan.target, &self.settings.render.template);
+            if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
+                // The files stay the last good ones: the target's would be refused again.
+                return Err(ReconcileError::ReloadHeld {
+                    wait_ms: fields::ms(wait),
+                    times,
+                });
+            }
             let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
             info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
-            self.reload(&plan.target, reason).await?;
+            match self.reload(&plan.target, reason).await {
+                Ok(()) => self.hold.accepted(),
+                Err(e) => {
+                    if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
+                        self.hold.refused(key, Instant::now());
+                    }
+                    return Err(e);
+                }
+            }
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
@@ -346,7 +372,14 @@ impl Reconciler {
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
-        let info = self.admin.info().await?;
+        let info = match self.admin.info().await {
+            Ok(info) => info,
+            Err(e) if e.is_nobody_listening() => {
+                self.recover_admin_socket(e).await?;
+                self.admin.info().await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.observer.haproxy(Some(version_text(info.version)));
         match self.proxy {
             Some(p) if p.pid == info.pid => {}
@@ -366,6 +399,36 @@ impl Reconciler {
             pid: info.pid,
             version: info.version,
         });
+        Ok(())
+    }
+
+    /// The admin socket has nobody listening while the master may still run a worker: a
+    /// refused reload's new worker bound the socket's path and exited (measured on 3.4.7 with
+    /// a `bind` that failed), so the serving worker can no longer be reached by path and no
+    /// runtime change could ever apply. A reload of the files on disk (the last good ones: a
+    /// failed reload put them back) gives the path to a new worker. When the master does not
+    /// answer or runs no worker, HAProxy is down or starting: `lost` is the error, as before.
+    async fn recover_admin_socket(&mut self, lost: ClientError) -> Result<(), ReconcileError> {
+        let running = self
+            .master
+            .show_proc()
+            .await
+            .ok()
+            .is_some_and(|p| p.serving_worker().is_some());
+        if !running {
+            return Err(lost.into());
+        }
+        tracing::warn!(
+            error = %lost,
+            "admin socket unreachable while haproxy runs a worker; reloading the last good files to get it back"
+        );
+        let result = self.master.reload(self.settings.reload_timeout).await;
+        self.admin.disconnect();
+        let reloaded = result?;
+        info!(
+            new_worker = reloaded.new_worker,
+            "admin socket back after a reload of the last good files"
+        );
         Ok(())
     }
 

@@ -24,6 +24,8 @@ pub struct Stack {
     run_dir: PathBuf,
     config_dir: PathBuf,
     compose_file: PathBuf,
+    /// A compose override file the test wrote (e.g. a Docker socket proxy, a small tmpfs).
+    override_file: Option<PathBuf>,
     env: Vec<(String, String)>,
 }
 
@@ -41,7 +43,26 @@ impl Stack {
     /// [`Stack::up`] under a compose project name chosen by the caller (letters and digits),
     /// e.g. one a benchmark can recognise to clean up after a crashed run.
     pub async fn up_named(project: &str, extra_env: &[(&str, &str)]) -> Stack {
+        Stack::up_full(project, extra_env, None).await
+    }
+
+    /// [`Stack::up`] with a compose override (YAML) laid over the repo's compose file.
+    pub async fn up_with_override(extra_env: &[(&str, &str)], override_yaml: &str) -> Stack {
+        let project = crate::unique("slbe2e").replace('-', "");
+        Stack::up_full(&project, extra_env, Some(override_yaml)).await
+    }
+
+    async fn up_full(
+        project: &str,
+        extra_env: &[(&str, &str)],
+        override_yaml: Option<&str>,
+    ) -> Stack {
         require_engine();
+        let override_file = override_yaml.map(|yaml| {
+            let path = std::env::temp_dir().join(format!("{project}-override.yml"));
+            std::fs::write(&path, yaml).expect("write the compose override");
+            path
+        });
         let project = project.to_owned();
         let http_port = free_port();
         let (metrics_port, stats_port) = (free_port(), free_port());
@@ -81,6 +102,7 @@ impl Stack {
             stats_port,
             haproxy_container,
             compose_file: repo_root().join("docker-compose.yml"),
+            override_file,
             env,
         };
         stack.compose(&["up", "-d"]);
@@ -93,10 +115,18 @@ impl Stack {
         stack
     }
 
+    fn compose_files(&self) -> Vec<std::ffi::OsString> {
+        let mut files = vec!["-f".into(), self.compose_file.clone().into_os_string()];
+        if let Some(o) = &self.override_file {
+            files.push("-f".into());
+            files.push(o.clone().into_os_string());
+        }
+        files
+    }
+
     fn compose(&self, args: &[&str]) -> String {
         let out = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&self.compose_file)
+            .args(self.compose_files())
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -209,11 +239,13 @@ impl Drop for Stack {
             );
         }
         let _ = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&self.compose_file)
+            .args(self.compose_files())
             .args(["down", "-v", "-t", "5"])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output();
+        if let Some(o) = &self.override_file {
+            let _ = std::fs::remove_file(o);
+        }
     }
 }
 
