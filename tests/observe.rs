@@ -94,6 +94,7 @@ impl Rig {
                 block: 4,
                 add_server: true,
                 hosts_map: haproxy.hosts_map().clone(),
+                runtime_backends: Default::default(),
             },
             render: haproxy.settings.clone(),
             haproxy_container: None,
