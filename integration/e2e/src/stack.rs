@@ -124,6 +124,19 @@ impl Stack {
         self.config_dir.join("haproxy.cfg")
     }
 
+    /// The reloads a routed service that appears or goes costs on this stack's HAProxy: none
+    /// from 3.4 (swarm-lb creates and deletes backends through the Runtime API), one before.
+    /// Read from `show info`'s version.
+    pub async fn reloads_per_backend(&self) -> u32 {
+        let admin = self.admin_socket();
+        let info = poll_until(Duration::from_secs(10), "show info", || {
+            let admin = admin.clone();
+            async move { AdminClient::new(admin).info().await.ok() }
+        })
+        .await;
+        u32::from((info.version.major, info.version.minor) < (3, 4))
+    }
+
     /// The master's reload counter (`show proc`), retried across the master's re-exec.
     pub async fn reloads(&self) -> u32 {
         let master = self.master();
