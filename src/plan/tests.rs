@@ -11,7 +11,7 @@ use super::backend::slots_for;
 use super::strategy::{actual_and_desired, networks, plan_settings, satisfying};
 use super::*;
 use crate::haproxy::state::{ApplyError, PLACEHOLDER};
-use crate::haproxy::{Admin, BackendState, Server};
+use crate::haproxy::{Admin, BackendState, DefaultsName, Server};
 use crate::model::EndpointState::{self, Drain, Ready};
 use crate::model::{
     BackendName, BackendOptions, BackendSpec, Host, MapKey, MapValue, Mode, ServerName,
@@ -991,4 +991,148 @@ proptest! {
 
 fn networks_of(d: &Desired) -> BTreeSet<NetworkId> {
     d.networks.clone()
+}
+
+// ---- HAProxy 3.4+: backends at runtime ------------------------------------------------------
+
+fn settings_3_4(block: usize) -> PlanSettings {
+    PlanSettings {
+        runtime_backends: super::strategy::runtime_backends(),
+        ..settings(block, true)
+    }
+}
+
+#[test]
+fn on_3_4_a_new_service_is_added_published_then_routed_without_a_reload() {
+    let actual = ProxyState::default();
+    let d = desired(
+        vec![("web", task(&[("10.0.0.1:80", Ready)]))],
+        &[("web.test", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(2));
+    assert!(!p.reload, "{p:?}");
+    let web = be("web");
+    let s = |n| ServerName::slot(n);
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::AddBackend {
+                backend: web.clone(),
+                defaults: DefaultsName::for_options(&BackendOptions::default()).unwrap(),
+            },
+            Command::AddServer {
+                backend: web.clone(),
+                server: s(1),
+                addr: sa("10.0.0.1:80"),
+            },
+            Command::EnableHealth {
+                backend: web.clone(),
+                server: s(1),
+            },
+            set_state("web", 1, Admin::Ready),
+            Command::AddServer {
+                backend: web.clone(),
+                server: s(2),
+                addr: PLACEHOLDER,
+            },
+            Command::EnableHealth {
+                backend: web.clone(),
+                server: s(2),
+            },
+            Command::PublishBackend {
+                backend: web.clone()
+            },
+            Command::AddMap {
+                map: hosts_map(),
+                key: host("web.test"),
+                value: val("web"),
+            },
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn on_3_4_a_sticky_service_gets_its_cookie_key_before_it_is_published() {
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.sticky_cookie = Some("SRV".into());
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload);
+    let at = |f: fn(&Command) -> bool| p.runtime.iter().position(f).unwrap();
+    let key = at(|c| matches!(c, Command::SetDynamicCookieKey { .. }));
+    let enable = at(|c| matches!(c, Command::EnableDynamicCookie { .. }));
+    let publish = at(|c| matches!(c, Command::PublishBackend { .. }));
+    let last_server = p
+        .runtime
+        .iter()
+        .rposition(|c| matches!(c, Command::AddServer { .. }))
+        .unwrap();
+    assert!(
+        last_server < key && key < enable && enable < publish,
+        "{:?}",
+        p.runtime
+    );
+}
+
+#[test]
+fn on_3_4_options_without_a_loaded_defaults_section_still_take_a_reload() {
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    // `sid` has no section among the loaded ones; a failure limit never has one.
+    spec.options.sticky_cookie = Some("sid".into());
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
+    assert!(p.reload);
+    assert!(!p
+        .runtime
+        .iter()
+        .any(|c| matches!(c, Command::AddBackend { .. })));
+}
+
+#[test]
+fn on_3_4_a_service_that_goes_loses_its_routes_then_is_unpublished_emptied_and_deleted() {
+    let actual = state(
+        vec![
+            ("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None])),
+            ("api", slots(&[Some(("10.0.0.2:80", Admin::Ready))])),
+        ],
+        &[("web.test", "web"), ("api.test", "api")],
+    );
+    let d = desired(
+        vec![("api", task(&[("10.0.0.2:80", Ready)]))],
+        &[("api.test", "api")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload, "{p:?}");
+    let web = be("web");
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::DelMap {
+                map: hosts_map(),
+                key: host("web.test"),
+            },
+            Command::UnpublishBackend {
+                backend: web.clone()
+            },
+            set_state("web", 1, Admin::Maint),
+            Command::WaitServerRemovable {
+                backend: web.clone(),
+                server: ServerName::slot(1),
+                timeout_ms: 500,
+            },
+            Command::DelServer {
+                backend: web.clone(),
+                server: ServerName::slot(1),
+            },
+            Command::DelServer {
+                backend: web.clone(),
+                server: ServerName::slot(2),
+            },
+            Command::DelBackend { backend: web },
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+    // Before 3.4 the same change is one reload.
+    assert!(plan(&actual, &no_networks(), &d, &settings(1, true)).reload);
 }
