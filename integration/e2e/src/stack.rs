@@ -147,7 +147,7 @@ impl Stack {
         .await
     }
 
-    /// `show servers state` rows of one backend.
+    /// `show servers state` rows of one backend, in slot order.
     pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = self.runtime();
         match rt
@@ -155,11 +155,18 @@ impl Stack {
             .await
         {
             Ok(mut replies) => match replies.pop() {
-                Some(Ok(text)) => swarm_lb::haproxy::codec::parse_servers_state(&text)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.backend.as_str() == backend)
-                    .collect(),
+                Some(Ok(text)) => {
+                    let mut rows: Vec<ServerRow> =
+                        swarm_lb::haproxy::codec::parse_servers_state(&text)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|r| r.backend.as_str() == backend)
+                            .collect();
+                    // In slot order: HAProxy lists the servers of a backend created at
+                    // runtime (3.4+) in another order.
+                    rows.sort_by_key(|r| r.server.slot_index());
+                    rows
+                }
                 _ => Vec::new(),
             },
             Err(_) => Vec::new(),
