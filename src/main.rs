@@ -346,6 +346,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
             hosts_map: hosts_map.clone(),
+            runtime_backends: Default::default(),
         },
         render,
         haproxy_container: c.haproxy_container.clone(),

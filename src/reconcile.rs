@@ -29,7 +29,7 @@ use crate::haproxy::{AdminClient, ClientError, Command, Master, MasterError, Pro
 use crate::model::{self, Desired, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
-use crate::plan::{self, Plan, PlanSettings};
+use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
 use crate::swarm::{self, SwarmError};
 
 pub use control::{run, Passes, Timing};
@@ -279,7 +279,21 @@ impl Reconciler {
         let reload = plan.reload || by_strategy;
         log_changes(snap, &actual, &plan.target);
         if self.settings.strategy == Strategy::Runtime {
-            self.execute(&plan.runtime).await?;
+            let result = self.execute(&plan.runtime).await;
+            // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
+            // (those of a deletion that was refused are forgotten too: the next pass deletes
+            // it again, and options do not matter for that).
+            let created = plan.runtime.iter().filter_map(|cmd| match cmd {
+                Command::AddBackend { backend, .. } => plan
+                    .target
+                    .backends
+                    .get(backend)
+                    .map(|b| (backend, Some(&b.options))),
+                Command::DelBackend { backend } => Some((backend, None)),
+                _ => None,
+            });
+            self.files.changed_at_runtime(created);
+            result?;
             report.commands = plan.runtime.len();
         }
         if reload {
@@ -353,6 +367,18 @@ impl Reconciler {
 
     fn plan_settings(&self) -> PlanSettings {
         let mut s = self.settings.plan.clone();
+        // Backends created and deleted at runtime: 3.4+ (`add backend ... from`, `del
+        // backend`), from the named defaults sections of the config HAProxy loaded.
+        if self
+            .proxy
+            .is_some_and(|p| (p.version.major, p.version.minor) >= (3, 4))
+            && self.settings.strategy == Strategy::Runtime
+        {
+            s.runtime_backends = RuntimeBackends {
+                delete: true,
+                defaults: self.files.loaded_defaults(),
+            };
+        }
         // `add server` is GA from 2.6; older versions grow by reload.
         s.add_server = s.add_server
             && self

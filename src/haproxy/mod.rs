@@ -11,6 +11,6 @@ pub mod render;
 pub mod state;
 
 pub use client::{AdminClient, ClientError};
-pub use command::{Command, MapPath};
+pub use command::{Command, DefaultsName, MapPath};
 pub use master::{Master, MasterError};
 pub use state::{Admin, BackendState, ProxyState, Server};

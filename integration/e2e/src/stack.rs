@@ -154,6 +154,19 @@ impl Stack {
         self.config_dir.join("haproxy.cfg")
     }
 
+    /// The reloads a routed service that appears or goes costs on this stack's HAProxy: none
+    /// from 3.4 (swarm-lb creates and deletes backends through the Runtime API), one before.
+    /// Read from `show info`'s version.
+    pub async fn reloads_per_backend(&self) -> u32 {
+        let admin = self.admin_socket();
+        let info = poll_until(Duration::from_secs(10), "show info", || {
+            let admin = admin.clone();
+            async move { AdminClient::new(admin).info().await.ok() }
+        })
+        .await;
+        u32::from((info.version.major, info.version.minor) < (3, 4))
+    }
+
     /// The master's reload counter (`show proc`), retried across the master's re-exec.
     pub async fn reloads(&self) -> u32 {
         let master = self.master();
@@ -164,7 +177,7 @@ impl Stack {
         .await
     }
 
-    /// `show servers state` rows of one backend.
+    /// `show servers state` rows of one backend, in slot order.
     pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = self.runtime();
         match rt
@@ -172,11 +185,18 @@ impl Stack {
             .await
         {
             Ok(mut replies) => match replies.pop() {
-                Some(Ok(text)) => swarm_lb::haproxy::codec::parse_servers_state(&text)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.backend.as_str() == backend)
-                    .collect(),
+                Some(Ok(text)) => {
+                    let mut rows: Vec<ServerRow> =
+                        swarm_lb::haproxy::codec::parse_servers_state(&text)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|r| r.backend.as_str() == backend)
+                            .collect();
+                    // In slot order: HAProxy lists the servers of a backend created at
+                    // runtime (3.4+) in another order.
+                    rows.sort_by_key(|r| r.server.slot_index());
+                    rows
+                }
                 _ => Vec::new(),
             },
             Err(_) => Vec::new(),

@@ -7,9 +7,9 @@ use proptest::prelude::*;
 
 use super::frame::Replies;
 use super::*;
-use crate::haproxy::command::{Command, MapPath};
+use crate::haproxy::command::{Command, DefaultsName, MapPath};
 use crate::haproxy::state::{Admin, PLACEHOLDER};
-use crate::model::{BackendName, MapKey, MapValue, Mode, ServerName};
+use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -753,6 +753,35 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|backend| Command::ShowServersState { backend }),
         map_path().prop_map(|map| Command::ShowMap { map }),
         Just(Command::ShowInfo),
+        (
+            backend_name(),
+            any::<bool>(),
+            proptest::option::of("[a-zA-Z0-9_.-]{1,64}")
+        )
+            .prop_map(|(backend, ip_hash, sticky_cookie)| Command::AddBackend {
+                backend,
+                defaults: DefaultsName::for_options(&BackendOptions {
+                    ip_hash,
+                    sticky_cookie,
+                    failure_limit: None,
+                })
+                .expect("a cookie name of the label's characters names a section"),
+            }),
+        backend_name().prop_map(|backend| Command::PublishBackend { backend }),
+        backend_name().prop_map(|backend| Command::UnpublishBackend { backend }),
+        (backend_name(), backend_name())
+            .prop_map(|(backend, key)| Command::SetDynamicCookieKey { backend, key }),
+        backend_name().prop_map(|backend| Command::EnableDynamicCookie { backend }),
+        (backend_name(), server_name(), any::<u32>()).prop_map(|(backend, server, timeout_ms)| {
+            Command::WaitServerRemovable {
+                backend,
+                server,
+                timeout_ms,
+            }
+        }),
+        (backend_name(), server_name())
+            .prop_map(|(backend, server)| Command::DelServer { backend, server }),
+        backend_name().prop_map(|backend| Command::DelBackend { backend }),
     ]
 }
 
@@ -769,6 +798,205 @@ fn words(cmd: &Command) -> usize {
         Command::ShowServersState { backend: Some(_) } => 4,
         Command::ShowMap { .. } => 3,
         Command::ShowInfo => 2,
+        Command::AddBackend { .. } => 5,
+        Command::PublishBackend { .. }
+        | Command::UnpublishBackend { .. }
+        | Command::DelServer { .. }
+        | Command::DelBackend { .. } => 3,
+        Command::SetDynamicCookieKey { .. } => 5,
+        Command::EnableDynamicCookie { .. } => 4,
+        Command::WaitServerRemovable { .. } => 4,
+    }
+}
+
+fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
+    DefaultsName::for_options(&BackendOptions {
+        ip_hash,
+        sticky_cookie: cookie.map(str::to_owned),
+        failure_limit: None,
+    })
+    .expect("named")
+}
+
+#[test]
+fn backend_commands_encode_as_haproxy_3_4_reads_them() {
+    let cases = [
+        (
+            Command::AddBackend {
+                backend: be("web"),
+                defaults: defaults(false, None),
+            },
+            "add backend web from swarm-lb.roundrobin",
+        ),
+        (
+            Command::AddBackend {
+                backend: be("web"),
+                defaults: defaults(true, Some("sid")),
+            },
+            "add backend web from swarm-lb.source.cookie.sid",
+        ),
+        (
+            Command::PublishBackend { backend: be("web") },
+            "publish backend web",
+        ),
+        (
+            Command::UnpublishBackend { backend: be("web") },
+            "unpublish backend web",
+        ),
+        (
+            Command::SetDynamicCookieKey {
+                backend: be("web"),
+                key: be("web"),
+            },
+            "set dynamic-cookie-key backend web web",
+        ),
+        (
+            Command::EnableDynamicCookie { backend: be("web") },
+            "enable dynamic-cookie backend web",
+        ),
+        (
+            Command::WaitServerRemovable {
+                backend: be("web"),
+                server: ServerName::slot(3),
+                timeout_ms: 500,
+            },
+            "wait 500 srv-removable web/s3",
+        ),
+        (
+            Command::DelServer {
+                backend: be("web"),
+                server: ServerName::slot(3),
+            },
+            "del server web/s3",
+        ),
+        (
+            Command::DelBackend { backend: be("web") },
+            "del backend web",
+        ),
+    ];
+    for (cmd, line) in cases {
+        assert_eq!(encode(&cmd), line);
+    }
+}
+
+#[test]
+fn defaults_names_spell_their_options_and_parse_back() {
+    for (ip_hash, cookie, name) in [
+        (false, None, "swarm-lb.roundrobin"),
+        (true, None, "swarm-lb.source"),
+        (false, Some("SRV"), "swarm-lb.roundrobin.cookie.SRV"),
+        (
+            true,
+            Some("a.cookie.b"),
+            "swarm-lb.source.cookie.a.cookie.b",
+        ),
+    ] {
+        let d = defaults(ip_hash, cookie);
+        assert_eq!(d.as_str(), name);
+        assert_eq!(DefaultsName::parse(name), Some(d));
+    }
+    for bad in [
+        "swarm-lb.",
+        "swarm-lb.first",
+        "other.roundrobin",
+        "swarm-lb.roundrobin.cookie.",
+    ] {
+        assert_eq!(DefaultsName::parse(bad), None, "{bad}");
+    }
+    let limited = BackendOptions {
+        failure_limit: Some(crate::model::FailureLimit {
+            max_fails: 3,
+            fail_timeout_ms: 1000,
+        }),
+        ..BackendOptions::default()
+    };
+    assert_eq!(DefaultsName::for_options(&limited), None);
+}
+
+/// Replies measured on 3.4.7 (see `reply.rs`).
+#[test]
+fn replies_to_backend_commands_measured_on_3_4_are_told_apart() {
+    let web = || be("web");
+    let s1 = ServerName::slot(1);
+    let ok: [(Command, &str); 8] = [
+        (
+            Command::AddBackend {
+                backend: web(),
+                defaults: defaults(false, None),
+            },
+            "New backend registered.\n",
+        ),
+        (Command::PublishBackend { backend: web() }, "Backend published.\n"),
+        (Command::UnpublishBackend { backend: web() }, "Backend unpublished.\n"),
+        (
+            Command::SetDynamicCookieKey {
+                backend: web(),
+                key: web(),
+            },
+            "",
+        ),
+        (Command::EnableDynamicCookie { backend: web() }, "\n"),
+        (
+            Command::WaitServerRemovable {
+                backend: web(),
+                server: s1.clone(),
+                timeout_ms: 500,
+            },
+            "Done.\n",
+        ),
+        (
+            Command::DelServer {
+                backend: web(),
+                server: s1.clone(),
+            },
+            "Server deleted.\n",
+        ),
+        (
+            Command::DelBackend { backend: web() },
+            "Server web/s1 is going DOWN for maintenance. 0 active and 0 backup servers left. 0 sessions active, 0 requeued, 0 remaining in queue.\nbackend 'web' has no server available!\nServer deleted.\nBackend deleted.\n",
+        ),
+    ];
+    for (cmd, reply) in &ok {
+        assert_eq!(check_reply(cmd, reply), Ok(()), "{}", encode(cmd));
+    }
+    let refused: [(Command, &str); 5] = [
+        (
+            Command::AddBackend {
+                backend: web(),
+                defaults: defaults(false, None),
+            },
+            "Error during backend creation : name is already used by other proxy 'backend web'.",
+        ),
+        (
+            Command::AddBackend {
+                backend: web(),
+                defaults: defaults(false, Some("sid")),
+            },
+            "Cannot find default proxy 'swarm-lb.roundrobin.cookie.sid'.",
+        ),
+        (
+            Command::WaitServerRemovable {
+                backend: web(),
+                server: s1.clone(),
+                timeout_ms: 500,
+            },
+            "Server still has connections attached to it, cannot remove it.",
+        ),
+        (
+            Command::DelServer {
+                backend: web(),
+                server: s1,
+            },
+            "Server still has connections attached to it, cannot remove it.",
+        ),
+        (
+            Command::DelBackend { backend: web() },
+            "Only a backend without server can be deleted.",
+        ),
+    ];
+    for (cmd, reply) in &refused {
+        let e = check_reply(cmd, reply).expect_err("refusal accepted");
+        assert_eq!(e.message, *reply);
     }
 }
 
