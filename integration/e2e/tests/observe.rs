@@ -273,4 +273,29 @@ async fn metrics_and_status_show_scaling_creation_and_a_hostile_label_as_they_ha
         "HAProxy's exporter lacks backend {}",
         a.name
     );
+    // ... but not to a task on a routed overlay network, which HAProxy has joined.
+    let from_overlay = swarm_lb_e2e::docker::try_docker(&[
+        "run",
+        "--rm",
+        "--network",
+        &net.name,
+        "swarm-lb/busybox:local",
+        "wget",
+        "-q",
+        "-T",
+        "5",
+        "-O-",
+        &format!("http://{}:8405/metrics", env.stack.haproxy_container),
+    ]);
+    // Refused by HAProxy (connection closed), not lost on the way (name not found, no image).
+    match from_overlay {
+        Ok(scrape) => panic!(
+            "a container on overlay network {} read HAProxy's exporter: {scrape:.200}",
+            net.name
+        ),
+        Err(e) => assert!(
+            !e.contains("bad address") && !e.contains("Unable to find image"),
+            "the probe did not reach HAProxy: {e}"
+        ),
+    }
 }
