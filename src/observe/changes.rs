@@ -29,6 +29,18 @@ pub enum ReloadReason {
 }
 
 impl ReloadReason {
+    /// Every reason, in the order above: the metrics show each at 0 from the start, so "no
+    /// reload happened" is a series an operator can watch, not a missing one.
+    pub const ALL: [ReloadReason; 7] = [
+        ReloadReason::BackendCreated,
+        ReloadReason::BackendRemoved,
+        ReloadReason::ModeChanged,
+        ReloadReason::OptionsChanged,
+        ReloadReason::SlotsGrown,
+        ReloadReason::StrategyReload,
+        ReloadReason::Other,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             ReloadReason::BackendCreated => "backend_created",

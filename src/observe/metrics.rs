@@ -144,6 +144,13 @@ impl Metrics {
             haproxy_up: Gauge::default(),
             haproxy_version: Family::default(),
         };
+        for reason in super::ReloadReason::ALL {
+            let labels = ReasonLabels {
+                reason: reason.as_str().to_owned(),
+            };
+            m.reloads.get_or_create(&labels);
+            m.reload_failures.get_or_create(&labels);
+        }
         let r = &mut m.registry;
         r.register(
             "reloads",
@@ -306,9 +313,20 @@ mod tests {
         m.pass_duration.observe(0.003);
         m.event_stream_reconnects.inc();
         let text = m.encode();
+        assert!(
+            text.lines()
+                .any(|l| l == "swarm_lb_reloads_total{reason=\"backend_created\"} 1"),
+            "{text}"
+        );
+        // Every other reason is there at 0 from the start: "no reload" is a series.
         assert_eq!(
-            line(&text, "swarm_lb_reloads_total{"),
-            Some("swarm_lb_reloads_total{reason=\"backend_created\"} 1"),
+            line(&text, "swarm_lb_reloads_total{reason=\"backend_removed\"}"),
+            Some("swarm_lb_reloads_total{reason=\"backend_removed\"} 0"),
+            "{text}"
+        );
+        assert_eq!(
+            line(&text, "swarm_lb_reload_failures_total{reason=\"other\"}"),
+            Some("swarm_lb_reload_failures_total{reason=\"other\"} 0"),
             "{text}"
         );
         assert!(
