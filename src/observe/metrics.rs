@@ -148,8 +148,8 @@ impl Metrics {
             let labels = ReasonLabels {
                 reason: reason.as_str().to_owned(),
             };
-            m.reloads.get_or_create(&labels);
-            m.reload_failures.get_or_create(&labels);
+            let _ = m.reloads.get_or_create(&labels);
+            let _ = m.reload_failures.get_or_create(&labels);
         }
         let r = &mut m.registry;
         r.register(
