@@ -16,7 +16,8 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOCKER=${DOCKER:-/usr/bin/docker}
 DOCKER_WAIT=${DOCKER_WAIT:-60}
 # prometheus: promtool, which the tests use to check swarm-lb's /metrics.
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus)
+# openssl, curl: the TLS tests' clients (s_client -servername, curl --resolve --http2).
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus openssl curl)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

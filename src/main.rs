@@ -244,6 +244,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
         binds: c.binds.clone(),
         admin_socket: c.admin_socket.clone(),
         hosts_map: hosts_map.clone(),
+        https: None,
     };
     render
         .validate()

@@ -14,6 +14,7 @@ fn settings(dir: &Path) -> RenderSettings {
         binds: vec!["127.0.0.1:18080".into(), "127.0.0.1:18081".into()],
         admin_socket: dir.join("admin.sock"),
         hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).expect("map path"),
+        https: None,
     }
 }
 

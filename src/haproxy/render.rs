@@ -28,6 +28,20 @@ pub const ADMIN_SOCKET: &str = "{{admin_socket}}";
 pub const BIND: &str = "{{bind}}";
 /// Replaced by the hosts map path.
 pub const HOSTS_MAP: &str = "{{hosts_map}}";
+/// A line holding it is repeated once per HTTPS bind address, or left out without HTTPS.
+pub const HTTPS_BIND: &str = "{{https_bind}}";
+/// Replaced by the crt-list path (on the HTTPS bind line).
+pub const CRT_LIST: &str = "{{crt_list}}";
+
+/// The HTTPS side of the frontend: where it listens and the crt-list it serves
+/// ([`super::tls::CertFiles`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsSettings {
+    /// `bind` addresses, e.g. `:443`.
+    pub binds: Vec<String>,
+    /// The crt-list file; its first entry is the default certificate.
+    pub crt_list: PathBuf,
+}
 
 /// What the generated config needs beside the state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +54,8 @@ pub struct RenderSettings {
     pub admin_socket: PathBuf,
     /// The hosts map file, as the frontend's `map()` names it.
     pub hosts_map: MapPath,
+    /// HTTPS binds; `None`: the template's HTTPS bind lines are left out.
+    pub https: Option<HttpsSettings>,
 }
 
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
@@ -53,6 +69,8 @@ pub enum SettingsError {
     BadBind { bind: String, reason: &'static str },
     #[error("admin socket path {path}: {reason}")]
     BadAdminSocket { path: PathBuf, reason: &'static str },
+    #[error("crt-list path {path}: must be UTF-8 without spaces, quotes or '#'")]
+    BadCrtList { path: PathBuf },
 }
 
 /// A full-line comment: placeholders there are documentation, left as they are.
@@ -81,7 +99,30 @@ impl RenderSettings {
         if self.binds.is_empty() {
             return Err(SettingsError::NoBind);
         }
-        for bind in &self.binds {
+        let https_binds = match &self.https {
+            None => &[][..],
+            Some(https) => {
+                let used = self
+                    .template
+                    .lines()
+                    .any(|l| !is_comment(l) && l.contains(HTTPS_BIND) && l.contains(CRT_LIST));
+                if !used {
+                    return Err(SettingsError::MissingPlaceholder {
+                        placeholder: HTTPS_BIND,
+                    });
+                }
+                match https.crt_list.to_str() {
+                    Some(p) if !p.is_empty() && !has_syntax(p) => {}
+                    _ => {
+                        return Err(SettingsError::BadCrtList {
+                            path: https.crt_list.clone(),
+                        })
+                    }
+                }
+                &https.binds[..]
+            }
+        };
+        for bind in self.binds.iter().chain(https_binds) {
             if bind.is_empty() || has_syntax(bind) {
                 return Err(SettingsError::BadBind {
                     bind: bind.clone(),
@@ -121,6 +162,14 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
             for bind in &settings.binds {
                 out.push_str(&line.replace(BIND, bind));
                 out.push('\n');
+            }
+        } else if line.contains(HTTPS_BIND) {
+            if let Some(https) = &settings.https {
+                let crt_list = https.crt_list.to_string_lossy();
+                for bind in &https.binds {
+                    out.push_str(&line.replace(HTTPS_BIND, bind).replace(CRT_LIST, &crt_list));
+                    out.push('\n');
+                }
             }
         } else {
             let line = line
@@ -380,6 +429,7 @@ mod tests {
             binds: vec!["127.0.0.1:18080".into(), "127.0.0.1:18081".into()],
             admin_socket: dir.join("admin.sock"),
             hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).unwrap(),
+            https: None,
         }
     }
 

@@ -1,0 +1,252 @@
+//! TLS at the edge against a real HAProxy: certificates added, rotated and removed through the
+//! Runtime API (`ssl cert`, `ssl crt-list`) with no reload, checked with real TLS clients
+//! (`openssl s_client -servername`, `curl --resolve`); the files mirror them so a reload serves
+//! the same; HTTP/2 through ALPN; the default certificate for unknown names; the `ssl_only`
+//! redirect as a map entry.
+
+mod support;
+
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+use support::{poll_until, reloads, Haproxy};
+use swarm_lb::haproxy::tls::{self, CertFiles};
+use swarm_lb::haproxy::{AdminClient, CertPath, Command, Pem, ProxyState};
+use swarm_lb::model::{MapKey, MapValue};
+
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs `sh -c script`; a missing tool is an install message, never a skip.
+fn sh(script: &str) -> String {
+    for tool in ["openssl", "curl"] {
+        let found = Process::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{tool} is needed by the TLS tests: apt-get install openssl curl (scripts/setup.sh does)"
+        );
+    }
+    let out = Process::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The subject and serial of the certificate HAProxy serves on `port` for SNI `name`
+/// (`subject=CN = a.example`, `serial=...`), or empty when the handshake failed.
+fn served(port: u16, name: &str) -> String {
+    sh(&format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername {name} </dev/null 2>/dev/null \
+         | openssl x509 -noout -subject -serial"
+    ))
+}
+
+/// The subject and serial of the first certificate in a PEM.
+fn of_pem(pem: &Pem) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("c.pem");
+    std::fs::write(&path, pem.as_str()).expect("write pem");
+    sh(&format!(
+        "openssl x509 -noout -subject -serial -in {}",
+        path.display()
+    ))
+}
+
+fn pem_for(name: &str) -> Pem {
+    tls::self_signed(&[name.to_owned()]).expect("self-signed certificate")
+}
+
+/// Push `pem` as `name`'s certificate the way the driver does: Runtime API first, then the
+/// files (certificate 0600, crt-list).
+async fn push(client: &mut AdminClient, certs: &CertFiles, name: &str, pem: &Pem, fresh: bool) {
+    let info = client.info().await.expect("show info");
+    let list = certs.crt_list().expect("crt-list path");
+    let cert = certs.cert(name).expect("cert path");
+    let cmds = tls::push_commands(&list, &cert, pem.clone(), fresh, info.version)
+        .expect("fits the payload limit");
+    for reply in client.execute(&cmds).await.expect("exchange") {
+        reply.expect("HAProxy accepts the certificate command");
+    }
+    certs.write_cert(&cert, pem).expect("write cert");
+    certs.write_crt_list([&cert]).expect("write crt-list");
+}
+
+async fn wait_served(port: u16, name: &str, want: &str) {
+    poll_until(
+        Duration::from_secs(5),
+        "the certificate to be served",
+        || async { (served(port, name) == want).then_some(()) },
+    )
+    .await;
+}
+
+fn https(haproxy: &Haproxy) -> (u16, &CertFiles) {
+    let (port, certs) = haproxy.https.as_ref().expect("started with HTTPS");
+    (*port, certs)
+}
+
+#[tokio::test]
+async fn a_certificate_is_added_rotated_and_removed_at_runtime_without_a_reload() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, certs) = https(&haproxy);
+    let master = haproxy.master();
+    let before = reloads(&master).await;
+    let mut client = AdminClient::new(haproxy.admin_socket());
+    let default = served(port, "a.example");
+    assert!(
+        default.contains("swarm-lb.invalid"),
+        "the default certificate before any is added: {default:?}"
+    );
+
+    let first = pem_for("a.example");
+    push(&mut client, certs, "web", &first, true).await;
+    wait_served(port, "a.example", &of_pem(&first)).await;
+
+    let second = pem_for("a.example");
+    assert_ne!(of_pem(&first), of_pem(&second), "a new serial");
+    push(&mut client, certs, "web", &second, false).await;
+    wait_served(port, "a.example", &of_pem(&second)).await;
+
+    let cert = certs.cert("web").expect("cert path");
+    let list = certs.crt_list().expect("crt-list");
+    for reply in client
+        .execute(&tls::remove_commands(&list, &cert))
+        .await
+        .expect("exchange")
+    {
+        reply.expect("HAProxy removes the certificate");
+    }
+    wait_served(port, "a.example", &default).await;
+    assert_eq!(reloads(&master).await, before, "no reload");
+}
+
+#[tokio::test]
+async fn a_reload_serves_the_certificates_pushed_at_runtime_from_their_files() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, certs) = https(&haproxy);
+    let mut client = AdminClient::new(haproxy.admin_socket());
+    let pem = pem_for("a.example");
+    push(&mut client, certs, "web", &pem, true).await;
+    wait_served(port, "a.example", &of_pem(&pem)).await;
+    client.disconnect();
+
+    haproxy
+        .master()
+        .reload(RELOAD_TIMEOUT)
+        .await
+        .expect("reload");
+
+    wait_served(port, "a.example", &of_pem(&pem)).await;
+}
+
+#[tokio::test]
+async fn an_unknown_name_gets_the_default_certificate() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, certs) = https(&haproxy);
+    let mut client = AdminClient::new(haproxy.admin_socket());
+    let pem = pem_for("a.example");
+    push(&mut client, certs, "web", &pem, true).await;
+    wait_served(port, "a.example", &of_pem(&pem)).await;
+
+    let other = served(port, "b.example");
+    assert!(other.contains("swarm-lb.invalid"), "{other:?}");
+}
+
+#[tokio::test]
+async fn http2_is_negotiated_through_alpn_on_the_https_bind() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, _) = https(&haproxy);
+    let out = sh(&format!(
+        "curl -sk --http2 --resolve a.example:{port}:127.0.0.1 \
+         -o /dev/null -w '%{{http_version}} %{{http_code}}' https://a.example:{port}/"
+    ));
+    // No service is routed: the template's 503, over HTTP/2.
+    assert_eq!(out, "2 503");
+}
+
+#[tokio::test]
+async fn an_ssl_only_host_is_redirected_to_https_by_a_map_entry_and_served_over_https() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, _) = https(&haproxy);
+    let http = haproxy.http_port;
+    let get = |scheme: &str, port: u16| {
+        sh(&format!(
+            "curl -sk --resolve a.example:{port}:127.0.0.1 -o /dev/null \
+             -w '%{{http_code}} %{{redirect_url}}' {scheme}://a.example:{port}/x?y=1"
+        ))
+    };
+    assert!(get("http", http).starts_with("503"), "no redirect yet");
+
+    let key = MapKey::parse("!a.example/").expect("key");
+    let value = MapValue::parse("https").expect("value");
+    let mut client = AdminClient::new(haproxy.admin_socket());
+    let cmd = Command::AddMap {
+        map: haproxy.hosts_map().clone(),
+        key,
+        value,
+    };
+    for reply in client.execute(&[cmd]).await.expect("exchange") {
+        reply.expect("add map");
+    }
+
+    assert_eq!(
+        get("http", http),
+        format!("301 https://a.example:{http}/x?y=1")
+    );
+    assert!(
+        get("https", port).starts_with("503"),
+        "HTTPS is not redirected"
+    );
+}
+
+#[tokio::test]
+async fn a_chain_over_the_payload_limit_is_refused_with_a_clear_error_or_loads_from_3_4() {
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (port, certs) = https(&haproxy);
+    let mut client = AdminClient::new(haproxy.admin_socket());
+    let version = client.info().await.expect("show info").version;
+    // A 20 KB chain: the leaf, 40 copies of an intermediate, then the leaf's key.
+    let leaf = pem_for("big.example");
+    let filler = pem_for("intermediate.example");
+    let filler_cert = filler
+        .as_str()
+        .split("-----END CERTIFICATE-----")
+        .next()
+        .expect("cert part")
+        .to_owned()
+        + "-----END CERTIFICATE-----\n";
+    let (leaf_cert, leaf_key) = leaf
+        .as_str()
+        .split_once("-----END CERTIFICATE-----")
+        .expect("cert then key");
+    let text = format!(
+        "{leaf_cert}-----END CERTIFICATE-----\n{}{leaf_key}",
+        filler_cert.repeat(40)
+    );
+    let big = Pem::new(&text).expect("pem");
+    assert!(big.len() > tls::LINE_LIMIT_BEFORE_3_4);
+    let list = certs.crt_list().expect("crt-list");
+    let cert: CertPath = certs.cert("big").expect("cert path");
+    match tls::push_commands(&list, &cert, big, true, version) {
+        Err(error) => {
+            assert!((version.major, version.minor) < (3, 4), "{version:?}");
+            assert!(error.to_string().contains("tune.bufsize"), "{error}");
+            // The connection is still usable: nothing was sent.
+            client.info().await.expect("the admin socket still answers");
+        }
+        Ok(cmds) => {
+            assert!((version.major, version.minor) >= (3, 4), "{version:?}");
+            for reply in client.execute(&cmds).await.expect("exchange") {
+                reply.expect("HAProxy 3.4 takes a 20 KB chain");
+            }
+            let served = served(port, "big.example");
+            assert!(served.contains("big.example"), "{served:?}");
+        }
+    }
+}
