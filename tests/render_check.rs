@@ -6,7 +6,7 @@ use std::path::Path;
 
 use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
-use swarm_lb::model::{BackendName, BackendOptions, FailureLimit, Mode, ServerName};
+use swarm_lb::model::{BackendName, BackendOptions, BackendTls, FailureLimit, Mode, ServerName};
 
 fn settings(dir: &Path) -> RenderSettings {
     RenderSettings {
@@ -72,6 +72,7 @@ fn state() -> ProxyState {
                     max_fails: 3,
                     fail_timeout_ms: 2500,
                 }),
+                backend_tls: Some(BackendTls { verify: true }),
             },
             mode: Mode::Task,
             servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
@@ -87,9 +88,16 @@ fn haproxy_accepts_a_rendered_config_with_slots_vip_drained_and_ipv6() {
         .tempdir()
         .expect("temp dir");
     let files = Files::new(dir.path());
-    files
-        .write(&state(), &settings(dir.path()))
-        .expect("write files");
+    let settings = settings(dir.path());
+    files.write(&state(), &settings).expect("write files");
+    let certs = swarm_lb::haproxy::tls::CertFiles::new(dir.path().join("certs"));
+    certs.ensure_default(None).expect("default certificate");
+    swarm_lb::haproxy::tls::install_backend_ca(
+        &swarm_lb::haproxy::render::backend_ca_path(&settings),
+        std::path::Path::new(swarm_lb::haproxy::tls::SYSTEM_CA_BUNDLE),
+        &certs,
+    )
+    .expect("backend CA");
     let bin = swarm_lb_testkit::haproxy_bin().unwrap_or_else(|e| panic!("{e}"));
     let out = std::process::Command::new(bin)
         .arg("-c")

@@ -250,3 +250,123 @@ async fn a_chain_over_the_payload_limit_is_refused_with_a_clear_error_or_loads_f
         }
     }
 }
+
+/// A TLS server on loopback standing in for a task that serves HTTPS itself: `openssl s_server
+/// -www` (answers any GET with `HTTP/1.0 200 ok` and a status page) on a free port, with a
+/// self-signed certificate for `name`. Killed on drop.
+struct TlsTask {
+    child: std::process::Child,
+    port: u16,
+    pem: Pem,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsTask {
+    async fn start(name: &str) -> TlsTask {
+        sh("true"); // the tool check
+        let dir = tempfile::tempdir().expect("temp dir");
+        let pem = pem_for(name);
+        let path = dir.path().join("task.pem");
+        std::fs::write(&path, format!("{}\n", pem.as_str())).expect("write task pem");
+        let port = support::free_port();
+        let child = Process::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("-cert")
+            .arg(&path)
+            .arg("-key")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server (apt-get install openssl)");
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        poll_until(
+            Duration::from_secs(5),
+            "openssl s_server to listen",
+            || async { tokio::net::TcpStream::connect(addr).await.ok().map(|_| ()) },
+        )
+        .await;
+        TlsTask {
+            child,
+            port,
+            pem,
+            _dir: dir,
+        }
+    }
+    fn addr(&self) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for TlsTask {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A state routing `web.example` to `task` over TLS, verifying or not.
+fn tls_backend_state(task: &TlsTask, verify: bool) -> ProxyState {
+    let mut state = ProxyState::default();
+    let mut backend = support::task_backend(&[task.addr()], 2);
+    backend.options.backend_tls = Some(swarm_lb::model::BackendTls { verify });
+    support::route(&mut state, "web", backend, &["web.example"]);
+    state
+}
+
+fn status_of(port: u16, host: &str) -> String {
+    sh(&format!(
+        "curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' -H 'Host: {host}' http://127.0.0.1:{port}/"
+    ))
+}
+
+#[tokio::test]
+async fn ssl_backend_without_verification_reaches_a_task_serving_a_self_signed_certificate() {
+    let task = TlsTask::start("task.example").await;
+    let haproxy = Haproxy::start(&tls_backend_state(&task, false)).await;
+    let http = haproxy.http_port;
+    poll_until(
+        Duration::from_secs(10),
+        "HAProxy to reach the TLS task",
+        || async { (status_of(http, "web.example") == "200").then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn ssl_backend_with_verification_refuses_a_task_whose_certificate_does_not_verify() {
+    let task = TlsTask::start("task.example").await;
+    let haproxy = Haproxy::start(&tls_backend_state(&task, true)).await;
+    let http = haproxy.http_port;
+    // The task answers TLS (the same task reached without verification answers 200 in the
+    // test above); with verification on, its self-signed certificate fails every handshake.
+    assert_eq!(status_of(http, "web.example"), "503");
+    let config = std::fs::read_to_string(haproxy.config_path()).expect("config");
+    assert!(
+        config.contains("default-server ssl verify required ca-file "),
+        "{config}"
+    );
+}
+
+#[tokio::test]
+async fn ssl_backend_with_verification_reaches_a_task_whose_certificate_the_ca_bundle_trusts() {
+    let task = TlsTask::start("task.example").await;
+    // The task's self-signed certificate as the CA bundle: its chain verifies.
+    let cert_only = task
+        .pem
+        .as_str()
+        .split_inclusive("-----END CERTIFICATE-----")
+        .next()
+        .expect("certificate")
+        .to_owned();
+    let haproxy = Haproxy::start_trusting(&tls_backend_state(&task, true), &cert_only).await;
+    let http = haproxy.http_port;
+    poll_until(
+        Duration::from_secs(10),
+        "HAProxy to reach the verified task",
+        || async { (status_of(http, "web.example") == "200").then_some(()) },
+    )
+    .await;
+}

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use super::command::MapPath;
 use super::state::{Admin, BackendState, ProxyState};
-use crate::model::{BackendName, BackendOptions, FailureLimit};
+use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit};
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).
 pub const BASE_TEMPLATE: &str = include_str!("../../haproxy/base.cfg");
@@ -184,12 +184,12 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
     for (name, backend) in state.backends.iter().filter(|(n, _)| !n.is_internal()) {
         out.push('\n');
         let _ = writeln!(out, "backend {name}");
-        render_backend(&mut out, name, backend);
+        render_backend(&mut out, name, backend, &backend_ca_path(settings));
     }
     out
 }
 
-fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) {
+fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, ca_file: &Path) {
     let options = &backend.options;
     // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
     // change without a reload (`balance source` is, with consistent hashing).
@@ -220,6 +220,19 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
             t = limit.fail_timeout_ms
         );
     }
+    match options.backend_tls {
+        None => {}
+        Some(BackendTls { verify: false }) => {
+            let _ = writeln!(out, "    {DEFAULT_SERVER}{SSL_VERIFY_NONE}");
+        }
+        Some(BackendTls { verify: true }) => {
+            let _ = writeln!(
+                out,
+                "    {DEFAULT_SERVER}{SSL_VERIFY_REQUIRED}{}",
+                ca_file.display()
+            );
+        }
+    }
     for server in &backend.servers {
         // SocketAddr prints IPv6 as `[addr]:port`, the form HAProxy reads.
         let _ = write!(out, "    server {} {} check", server.name, server.addr);
@@ -237,6 +250,24 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState) 
 pub fn from_template(config_text: &str, settings: &RenderSettings) -> bool {
     config_text.starts_with(&config(&ProxyState::default(), settings))
 }
+
+/// The backend `default-server` options of `com.docker.lb.ssl_backend`: TLS to the task, its
+/// certificate taken as it is (`ssl_backend_tls_verify=none`) or verified against
+/// [`backend_ca_path`] (`required`). Health checks go over TLS too. A runtime-added server would not inherit them: such a backend grows by
+/// reload.
+const SSL_VERIFY_NONE: &str = " ssl verify none";
+const SSL_VERIFY_REQUIRED: &str = " ssl verify required ca-file ";
+
+/// The CA bundle `ssl_backend_tls_verify=required` verifies tasks against: `backend-ca.pem`
+/// beside the hosts map, in the config dir both processes share. The driver installs it at
+/// start ([`super::tls::install_backend_ca`]). Not `@system-ca`: HAProxy images built
+/// `FROM scratch` have no CA store, and a `ca-file` HAProxy cannot load fails the whole config.
+pub fn backend_ca_path(settings: &RenderSettings) -> PathBuf {
+    Path::new(settings.hosts_map.as_str()).with_file_name(BACKEND_CA)
+}
+
+/// The file name of [`backend_ca_path`].
+pub const BACKEND_CA: &str = "backend-ca.pem";
 
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
@@ -287,7 +318,13 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
             }
             (Some(DEFAULT_SERVER), Some(_)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
-                    o.failure_limit = failure_limit(line);
+                    if line.ends_with(SSL_VERIFY_NONE) {
+                        o.backend_tls = Some(BackendTls { verify: false });
+                    } else if line.contains(SSL_VERIFY_REQUIRED) {
+                        o.backend_tls = Some(BackendTls { verify: true });
+                    } else {
+                        o.failure_limit = failure_limit(line);
+                    }
                 }
             }
             _ => {}
@@ -478,6 +515,7 @@ mod tests {
                         max_fails: 3,
                         fail_timeout_ms: 2500,
                     }),
+                    backend_tls: Some(BackendTls { verify: true }),
                 },
                 mode: Mode::Task,
                 servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
@@ -504,7 +542,8 @@ mod tests {
             text.contains(
                 "backend v6\n    balance source\n    hash-type consistent\n    cookie sid insert \
                  indirect nocache dynamic\n    dynamic-cookie-key v6\n    default-server observe \
-                 layer7 error-limit 3 on-error mark-down rise 2 fastinter 2500ms downinter 2500ms\n    server s1 \
+                 layer7 error-limit 3 on-error mark-down rise 2 fastinter 2500ms downinter 2500ms\n    \
+                 default-server ssl verify required ca-file /run/swarm-lb/backend-ca.pem\n    server s1 \
                  [fd00::5]:9000 check\n"
             ),
             "{text}"

@@ -256,6 +256,41 @@ impl CertFiles {
     }
 }
 
+/// Debian's CA bundle (package `ca-certificates`), the default source of
+/// [`install_backend_ca`].
+pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// Installs the CA bundle that `ssl_backend_tls_verify=required` verifies tasks against at
+/// `dest` (mode 0644: certificates only): a copy of `source`. When `source` is missing, the
+/// certificate part of the default certificate in `certs` is installed instead, so the config
+/// still loads (a `ca-file` HAProxy cannot read fails the whole config) and verification fails
+/// closed: no task certificate chains to it. Returns whether that fallback was used (the
+/// caller warns).
+pub fn install_backend_ca(
+    dest: &Path,
+    source: &Path,
+    certs: &CertFiles,
+) -> Result<bool, CertFilesError> {
+    let (text, fallback) = match fs::read_to_string(source) {
+        Ok(text) if text.contains("-----BEGIN CERTIFICATE-----") => (text, false),
+        _ => {
+            let default = certs.default_path();
+            let pem = fs::read_to_string(&default).map_err(CertFiles::io(&default))?;
+            let cert_only: String = pem
+                .split_inclusive("-----END CERTIFICATE-----")
+                .next()
+                .unwrap_or_default()
+                .to_owned();
+            (format!("{}\n", cert_only.trim()), true)
+        }
+    };
+    let tmp = dest.with_extension("tmp");
+    fs::write(&tmp, text).map_err(CertFiles::io(&tmp))?;
+    fs::set_permissions(&tmp, fs::Permissions::from_mode(0o644)).map_err(CertFiles::io(&tmp))?;
+    fs::rename(&tmp, dest).map_err(CertFiles::io(dest))?;
+    Ok(fallback)
+}
+
 /// A self-signed certificate (ECDSA P-256, rcgen's default validity) for `names` (DNS
 /// subject-alternative names; the first is also the common name), certificate then PKCS#8
 /// key. For the default certificate and for tests; no client trusts it.
@@ -347,6 +382,19 @@ mod tests {
             list.lines().collect::<Vec<_>>(),
             [files.default_path().to_str().unwrap(), cert.as_str()]
         );
+    }
+
+    #[test]
+    fn without_a_ca_bundle_the_default_certificate_is_installed_so_verification_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = CertFiles::new(dir.path().join("certs"));
+        files.ensure_default(None).unwrap();
+        let dest = dir.path().join("backend-ca.pem");
+        let fallback = install_backend_ca(&dest, &dir.path().join("missing.crt"), &files).unwrap();
+        assert!(fallback);
+        let text = fs::read_to_string(&dest).unwrap();
+        assert!(text.starts_with("-----BEGIN CERTIFICATE-----"), "{text}");
+        assert!(!text.contains("PRIVATE"), "no key in a world-readable file");
     }
 
     #[test]

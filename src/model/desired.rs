@@ -1425,8 +1425,6 @@ mod tests {
         web.labels
             .insert(STICKY_SESSION_COOKIE.to_owned(), "sid".to_owned());
         web.labels
-            .insert("com.docker.lb.ssl_only".to_owned(), "x".to_owned());
-        web.labels
             .insert("com.docker.lb.prot".to_owned(), "80".to_owned());
         let mut api = service(
             "api",
@@ -1452,7 +1450,6 @@ mod tests {
                  (Swarm's VIP spreads traffic over the tasks); ignored, use \
                  com.docker.lb.backend_mode=default for it",
                 "service web: label com.docker.lb.prot is not a label swarm-lb knows (misspelled?); ignored",
-                "service web: label com.docker.lb.ssl_only is not supported yet; ignored",
             ]
         );
         assert_eq!(

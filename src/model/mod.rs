@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub use desired::desired;
-pub use labels::{LabelError, Route};
+pub use labels::{CertSecrets, LabelError, Route, RouteTls};
 pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
     MAX_ROOT_SEGMENTS, REDIRECT_CODES,
@@ -161,6 +161,18 @@ pub struct BackendOptions {
     /// checks, from nginx): a task is taken out of rotation after this many failed requests in
     /// a row, and tried again after the timeout.
     pub failure_limit: Option<FailureLimit>,
+    /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
+    /// (`ssl_backend_tls_verify`: verifying their certificates or not).
+    pub backend_tls: Option<BackendTls>,
+}
+
+/// TLS from HAProxy to the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendTls {
+    /// `required`: the task's certificate must verify against the CA bundle the driver installs
+    /// in the config dir (`haproxy::render::backend_ca_path`), else the connection fails;
+    /// `none`: any certificate is taken.
+    pub verify: bool,
 }
 
 /// nginx's `max_fails`/`fail_timeout`, as HAProxy does it: `observe layer7 error-limit

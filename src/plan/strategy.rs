@@ -14,8 +14,8 @@ use super::PlanSettings;
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
 use crate::model::{
-    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, FailureLimit, MapKey,
-    MapValue, Mode, NetworkId, ServerName,
+    BackendName, BackendOptions, BackendSpec, BackendTls, Desired, EndpointState, FailureLimit,
+    MapKey, MapValue, Mode, NetworkId, ServerName,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -102,14 +102,16 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             any::<bool>(),
             option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])),
             option::of((1u32..=5, 1u32..=20_000)),
+            option::of(any::<bool>()),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit)| BackendOptions {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls)| BackendOptions {
                 ip_hash,
                 sticky_cookie,
                 failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
                     max_fails,
                     fail_timeout_ms,
                 }),
+                backend_tls: tls.map(|verify| BackendTls { verify }),
             }),
     ]
 }

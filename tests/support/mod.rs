@@ -54,16 +54,22 @@ impl Haproxy {
     /// socket answers and the master lists a worker. The files are then saved as the last
     /// good ones.
     pub async fn start(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, false).await
+        Self::start_with(state, false, None).await
+    }
+
+    /// [`Haproxy::start`], with `ca_pem` as the CA bundle `ssl_backend` verification uses
+    /// (by default the host's bundle, or the fail-closed fallback).
+    pub async fn start_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
+        Self::start_with(state, false, Some(ca_pem)).await
     }
 
     /// [`Haproxy::start`] with an HTTPS bind too (`https`: its port and certificate files, a
     /// self-signed default certificate generated in `certs/`).
     pub async fn start_https(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, true).await
+        Self::start_with(state, true, None).await
     }
 
-    async fn start_with(state: &ProxyState, with_https: bool) -> Haproxy {
+    async fn start_with(state: &ProxyState, with_https: bool, ca_pem: Option<&str>) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")
             .tempdir()
@@ -98,6 +104,20 @@ impl Haproxy {
         };
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
+        let ca = swarm_lb::haproxy::render::backend_ca_path(&settings);
+        match ca_pem {
+            Some(pem) => std::fs::write(&ca, pem).expect("write backend CA"),
+            None => {
+                let certs = CertFiles::new(dir.path().join("certs"));
+                certs.ensure_default(None).expect("default certificate");
+                swarm_lb::haproxy::tls::install_backend_ca(
+                    &ca,
+                    Path::new(swarm_lb::haproxy::tls::SYSTEM_CA_BUNDLE),
+                    &certs,
+                )
+                .expect("install backend CA");
+            }
+        }
 
         let launch_admin = launch.admin_socket.clone();
         let mut process = HaproxyProcess::start(launch, STARTUP)
