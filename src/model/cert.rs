@@ -13,6 +13,7 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 use x509_parser::public_key::PublicKey;
 
 use super::labels::{CertSecrets, LabelError, SSL_CERT, SSL_KEY};
+use super::reason::Reason;
 use super::Host;
 
 /// What an accepted pair is, for logs and the status view (never the key).
@@ -59,7 +60,7 @@ impl CertProblem {
             }
             _ => (SSL_CERT, &secrets.cert),
         };
-        LabelError::invalid(service, label, secret, self.to_string())
+        LabelError::invalid(service, label, secret, Reason::Certificate(self.clone()))
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
+use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::RouteInForce;
 use super::{
@@ -82,10 +83,9 @@ pub fn desired(
             // Swarm service names are unique, so only a stale last good route can get here.
             out.errors.push(LabelError::Service {
                 service: service.name.clone(),
-                reason: format!(
-                    "backend {} is already taken by another service",
-                    route.backend
-                ),
+                reason: Box::new(Reason::BackendTaken {
+                    backend: route.backend.to_string(),
+                }),
             });
             continue;
         }
@@ -217,37 +217,31 @@ impl Ctx<'_> {
         reference: &str,
         wanted: Wanted<'_>,
         on: &BTreeSet<&NetworkId>,
-    ) -> Result<&Network, String> {
+    ) -> Result<&Network, Reason> {
         let Some(net) = self.lookup(reference, on) else {
             return Err(match wanted {
-                Wanted::LastGood(_) => format!(
-                    "its last good routing used network {reference}, which no longer exists"
-                ),
-                Wanted::Labelled(_) | Wanted::Unnamed => {
-                    "no network has this name or id".to_owned()
-                }
+                Wanted::LastGood(_) => Reason::LastGoodNetworkGone {
+                    network: reference.to_owned(),
+                },
+                Wanted::Labelled(_) | Wanted::Unnamed => Reason::NoSuchNetwork,
             });
         };
         if !on.contains(&net.id) {
-            return Err(format!(
-                "the service is not on network {}: add it with `docker service update \
-                 --network-add {} {}`",
-                net.name, net.name, service.name
-            ));
+            return Err(Reason::NotOnNetwork {
+                network: net.name.clone(),
+                service: service.name.clone(),
+            });
         }
         Ok(net)
     }
 
     /// No network named: the service's only one, else the default network if it is on it.
-    fn unnamed(&self, on: &BTreeSet<&NetworkId>) -> Result<&Network, String> {
+    fn unnamed(&self, on: &BTreeSet<&NetworkId>) -> Result<&Network, Reason> {
         match on.iter().collect::<Vec<_>>().as_slice() {
-            [] => Err(format!(
-                "is on no network, so HAProxy cannot reach it: attach it to an attachable \
-                 overlay network (and set {NETWORK} if it has several)"
-            )),
-            [one] => self
-                .by_id(one)
-                .ok_or_else(|| format!("its network {one} is not known to Docker (removed?)")),
+            [] => Err(Reason::OnNoNetwork),
+            [one] => self.by_id(one).ok_or_else(|| Reason::UnknownNetwork {
+                id: one.to_string(),
+            }),
             several => {
                 let default = self
                     .settings
@@ -255,20 +249,13 @@ impl Ctx<'_> {
                     .as_deref()
                     .and_then(|d| self.lookup(d, on))
                     .filter(|n| on.contains(&n.id));
-                default.ok_or_else(|| {
-                    let names: Vec<&str> = several
+                default.ok_or_else(|| Reason::SeveralNetworks {
+                    names: several
                         .iter()
                         .map(|id| self.by_id(id).map_or(id.as_str(), |n| n.name.as_str()))
-                        .collect();
-                    let why = match &self.settings.default_network {
-                        Some(d) => format!("the default network {d} is not one of them"),
-                        None => "no default network is set".to_owned(),
-                    };
-                    format!(
-                        "is on several networks ({}) and {why}: set {NETWORK} to the one \
-                         HAProxy should join",
-                        names.join(", ")
-                    )
+                        .map(str::to_owned)
+                        .collect(),
+                    default: self.settings.default_network.clone(),
                 })
             }
         }
@@ -327,19 +314,16 @@ impl Ctx<'_> {
 }
 
 /// Whether HAProxy may join `net`: not Swarm's ingress, and attachable.
-fn joinable(net: &Network) -> Result<(), String> {
+fn joinable(net: &Network) -> Result<(), Reason> {
     if net.ingress {
-        return Err(format!(
-            "network {} is Swarm's ingress network, which HAProxy must not join: route over \
-             an attachable overlay network",
-            net.name
-        ));
+        return Err(Reason::IngressNetwork {
+            network: net.name.clone(),
+        });
     }
     if !net.attachable {
-        return Err(format!(
-            "HAProxy cannot join network {}: create it with --attachable",
-            net.name
-        ));
+        return Err(Reason::NotAttachable {
+            network: net.name.clone(),
+        });
     }
     Ok(())
 }
@@ -358,12 +342,12 @@ enum Wanted<'r> {
 impl Wanted<'_> {
     /// An error about the network: on the label when the labels named it, else on the
     /// service.
-    fn error(self, service: &str, reason: String) -> LabelError {
+    fn error(self, service: &str, reason: Reason) -> LabelError {
         match self {
             Wanted::Labelled(value) => LabelError::invalid(service, NETWORK, value, reason),
             Wanted::LastGood(_) | Wanted::Unnamed => LabelError::Service {
                 service: service.to_owned(),
-                reason,
+                reason: Box::new(reason),
             },
         }
     }

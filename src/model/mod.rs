@@ -4,8 +4,11 @@
 
 pub mod cert;
 mod desired;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod labels;
 mod names;
+mod reason;
 pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,6 +20,7 @@ pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
     MAX_ROOT_SEGMENTS, REDIRECT_CODES,
 };
+pub use reason::{Reason, UrlError};
 
 pub type ServiceId = String;
 pub type NetworkId = String;

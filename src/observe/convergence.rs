@@ -138,7 +138,7 @@ impl Convergence {
 mod tests {
     use super::*;
     use crate::haproxy::{BackendState, Server};
-    use crate::model::{BackendOptions, ServerName, Service, Task, TaskAddress};
+    use crate::model::{fixtures, BackendOptions, ServerName};
 
     const T0: Duration = Duration::from_secs(1_800_000_000);
 
@@ -147,27 +147,7 @@ mod tests {
     }
 
     fn snap(desired: DesiredTaskState) -> Snapshot {
-        Snapshot {
-            services: vec![Service {
-                id: "sid".into(),
-                name: "web".into(),
-                labels: Default::default(),
-                networks: vec![],
-                vips: vec![],
-            }],
-            tasks: vec![Task {
-                id: "t1".into(),
-                service_id: "sid".into(),
-                slot: Some(1),
-                state: TaskState::Running,
-                desired_state: desired,
-                addresses: vec![TaskAddress {
-                    network: "n".into(),
-                    addr: "10.0.0.5".parse().unwrap(),
-                }],
-            }],
-            networks: vec![],
-        }
+        fixtures::web(vec![fixtures::task("t1", 1, "10.0.0.5", desired)])
     }
 
     fn proxy(admin: Option<Admin>) -> ProxyState {

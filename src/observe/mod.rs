@@ -428,7 +428,7 @@ mod tests {
             service: service.into(),
             label: labels::PORT.into(),
             value: "0".into(),
-            reason: "must be 1-65535".into(),
+            reason: Box::new(crate::model::Reason::PortZero),
         }
     }
 

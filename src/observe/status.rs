@@ -288,7 +288,7 @@ fn table<const N: usize>(out: &mut String, rows: &[[String; N]]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{BackendName, DesiredTaskState, Service, Task, TaskAddress, TaskState};
+    use crate::model::{fixtures, BackendName, DesiredTaskState};
 
     fn row(b: &str, s: &str, addr: &str, op: u8, admin: u8, check: u8) -> ServerRow {
         let a: std::net::SocketAddr = addr.parse().unwrap();
@@ -304,28 +304,8 @@ mod tests {
     }
 
     fn snap() -> Snapshot {
-        let task = |id: &str, slot, ip: &str| Task {
-            id: id.into(),
-            service_id: "sid".into(),
-            slot: Some(slot),
-            state: TaskState::Running,
-            desired_state: DesiredTaskState::Running,
-            addresses: vec![TaskAddress {
-                network: "n".into(),
-                addr: ip.parse().unwrap(),
-            }],
-        };
-        Snapshot {
-            services: vec![Service {
-                id: "sid".into(),
-                name: "web".into(),
-                labels: Default::default(),
-                networks: vec![],
-                vips: vec![],
-            }],
-            tasks: vec![task("abc", 1, "10.0.1.5"), task("def", 2, "10.0.1.6")],
-            networks: vec![],
-        }
+        let task = |id, slot, ip| fixtures::task(id, slot, ip, DesiredTaskState::Running);
+        fixtures::web(vec![task("abc", 1, "10.0.1.5"), task("def", 2, "10.0.1.6")])
     }
 
     fn sample() -> Status {

@@ -136,7 +136,6 @@ mod tests {
     use tokio::time::Instant;
 
     use crate::haproxy::render::FilesError;
-    use crate::model::Network;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -152,19 +151,7 @@ mod tests {
 
     /// A snapshot told apart by its number of networks.
     fn snap(n: usize) -> Arc<Snapshot> {
-        let networks = (0..n)
-            .map(|i| Network {
-                id: format!("n{i}"),
-                name: format!("net{i}"),
-                driver: "overlay".into(),
-                attachable: true,
-                ingress: false,
-            })
-            .collect();
-        Arc::new(Snapshot {
-            networks,
-            ..Snapshot::default()
-        })
+        Arc::new(crate::model::fixtures::numbered(n))
     }
 
     /// Records each pass (when, and which snapshot), fails while `failures` says so, and

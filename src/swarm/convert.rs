@@ -312,8 +312,9 @@ fn task_times(raw: &RawTask) -> TaskTimes {
 }
 
 /// `2026-11-26T23:08:55.223422744Z` (UTC, as Docker writes times) -> a time. `None` for any
-/// other form (Docker writes no offsets).
-pub(super) fn rfc3339(s: &str) -> Option<SystemTime> {
+/// other form (Docker writes no offsets), for more than 9 fraction digits, and for a time
+/// before the Unix epoch: Docker writes Go's zero time `0001-01-01T00:00:00Z` for "never".
+pub fn rfc3339(s: &str) -> Option<SystemTime> {
     let s = s.strip_suffix('Z')?;
     let (date, time) = s.split_once('T')?;
     let mut d = date.splitn(3, '-');

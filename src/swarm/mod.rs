@@ -25,6 +25,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::model::{NetworkId, Snapshot, Task};
 
+pub use convert::rfc3339;
 pub use error::{BoxError, SwarmError};
 pub use settle::SettleOptions;
 pub use watcher::{WatchOptions, Watcher};

@@ -756,22 +756,8 @@ async fn sleep_until(at: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Network;
 
-    fn snap(n: usize) -> Snapshot {
-        Snapshot {
-            networks: (0..n)
-                .map(|i| Network {
-                    id: format!("n{i}"),
-                    name: format!("net{i}"),
-                    driver: "overlay".into(),
-                    attachable: true,
-                    ingress: false,
-                })
-                .collect(),
-            ..Snapshot::default()
-        }
-    }
+    use crate::model::fixtures::numbered as snap;
 
     #[test]
     fn an_unchanged_snapshot_is_not_sent_again() {

@@ -229,40 +229,13 @@ pub fn parse_api_tasks(body: &str) -> anyhow::Result<Vec<ApiTask>> {
         .collect())
 }
 
-/// `2026-11-26T23:08:55.223422744Z` (UTC, as Docker writes times) -> ns since the epoch.
+/// `2026-11-26T23:08:55.223422744Z` (UTC, as Docker writes times) -> ns since the epoch;
+/// `None` where [`swarm_lb::swarm::rfc3339`] gives none (other forms, Go's zero time).
 pub fn rfc3339_ns(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let (y, m, day): (i64, i64, i64) = (
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-        d.next()?.parse().ok()?,
-    );
-    let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let mut t = hms.splitn(3, ':');
-    let (h, mi, sec): (i64, i64, i64) = (
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-        t.next()?.parse().ok()?,
-    );
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || frac.len() > 9 {
-        return None;
-    }
-    let nanos: i64 = if frac.is_empty() {
-        0
-    } else {
-        format!("{frac:0<9}").parse().ok()?
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + h) * 60 + mi) * 60 * 1_000_000_000 + sec * 1_000_000_000 + nanos)
+    let since_epoch = swarm_lb::swarm::rfc3339(s)?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    i64::try_from(since_epoch.as_nanos()).ok()
 }
 
 #[cfg(test)]
@@ -295,6 +268,9 @@ mod tests {
         );
         assert_eq!(rfc3339_ns("2024-02-29T12:00:00"), None);
         assert_eq!(rfc3339_ns("garbage"), None);
+        // Docker's "never": Go's zero time, before the epoch.
+        assert_eq!(rfc3339_ns("0001-01-01T00:00:00Z"), None);
+        assert_eq!(rfc3339_ns("2024-02-29T12:00:00.1234567891Z"), None);
     }
 
     #[test]

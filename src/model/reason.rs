@@ -1,0 +1,244 @@
+//! Why a label value or a service was refused: one variant per rule, so callers and tests
+//! match on the rule and the text an operator reads lives in one place.
+//!
+//! Values inside a reason (an item, a path, a URL) are stored as an error shows them: cut
+//! to a few dozen characters by the constructor that builds the [`super::LabelError`].
+
+use super::labels::{
+    DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, REDIRECTS, SECRET_NAME_MAX, SSL_PASSTHROUGH,
+    WEIGHT_MAX,
+};
+use super::names::NameError;
+
+/// Longest cookie name accepted by `com.docker.lb.sticky_session_cookie`.
+pub(crate) const COOKIE_NAME_MAX: usize = 64;
+
+/// Why one value (or one item of a list) is refused, or why a service cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reason {
+    // Characters (every label).
+    #[error("character {ch:?} is not allowed: only plain ASCII is accepted")]
+    NonAscii { ch: char },
+    /// Whitespace, a control character, `;`, `#`, a quote or `\`; `in_host`: a space in a
+    /// host name, which gets a hint.
+    #[error(
+        "character {ch:?} is not allowed: whitespace, control characters, ';', '#', quotes \
+         and '\\' could smuggle HAProxy syntax{}",
+        if *in_host { "; a host name cannot contain spaces" } else { "" }
+    )]
+    Syntax { ch: char, in_host: bool },
+
+    // Lists: the item a reason is about.
+    #[error("host {host:?} is left out: {why}")]
+    HostLeftOut { host: String, why: Box<Reason> },
+    #[error("path {path:?}: {why}")]
+    InPath { path: String, why: Box<Reason> },
+    #[error("{item:?}: {why}")]
+    InItem { item: String, why: Box<Reason> },
+
+    // Hosts.
+    #[error(
+        "it has a port: routing matches the Host header with its port stripped, write the \
+         host alone"
+    )]
+    HostWithPort,
+    /// A name that fails its syntax check (a host, a service's backend name).
+    #[error("{0}")]
+    Name(NameError),
+    #[error(
+        "{count} hosts: at most {HOSTS_MAX} per service (split them over services, or use \
+         {DEFAULT_BACKEND})"
+    )]
+    TooManyHosts { count: usize },
+    /// An empty value; `expected` says what to write instead.
+    #[error("empty: {expected}")]
+    Empty { expected: &'static str },
+
+    // Numbers and words.
+    #[error("not a port number: decimal digits only, no sign, 1..=65535")]
+    PortNotDecimal,
+    #[error("leading zero: write the port in plain decimal, 1..=65535")]
+    PortLeadingZero,
+    #[error("port 0 cannot be connected to: use 1..=65535")]
+    PortZero,
+    #[error("out of range: a port is 1..=65535")]
+    PortOutOfRange,
+    #[error("unknown mode: accepted values are {MODES}")]
+    UnknownMode,
+    #[error("not a count: a whole number 0..=1000 (0: off)")]
+    NotACount,
+    #[error("not a duration: a whole number with ms, s (default) or m, from 1ms to 60m")]
+    NotADuration,
+    #[error("not a weight: a whole number 0..={WEIGHT_MAX}")]
+    NotAWeight,
+    #[error("accepted values are 301, 302, 307 and 308")]
+    NotARedirectCode,
+    #[error("accepted values are true and false")]
+    NotABool,
+    #[error("not a cookie name: 1 to {COOKIE_NAME_MAX} letters, digits, '-', '_' or '.'")]
+    NotACookieName,
+
+    // Paths.
+    #[error("path {path:?} does not start with '/'")]
+    PathNotAbsolute { path: String },
+    #[error(
+        "not a context root ({0}): a path starting with '/', up to {max} segments of \
+         letters, digits, '-', '_', '.', '~', no '..'",
+        max = super::MAX_ROOT_SEGMENTS
+    )]
+    NotAContextRoot(NameError),
+
+    // Redirects.
+    #[error("{pair:?} is not a `source,target` pair")]
+    NotAPair { pair: String },
+    #[error("source {url:?}: {why}")]
+    BadSource { url: String, why: UrlError },
+    #[error("target {url:?}: {why}")]
+    BadTarget { url: String, why: UrlError },
+    #[error(
+        "source {url:?}: only http://host[/path] sources can be redirected (swarm-lb \
+         terminates no TLS yet, and matches hosts without ports)"
+    )]
+    SourceNotPlainHttp { url: String },
+
+    // Networks (on the network label when it names one, else on the service).
+    #[error("no network has this name or id")]
+    NoSuchNetwork,
+    #[error("its last good routing used network {network}, which no longer exists")]
+    LastGoodNetworkGone { network: String },
+    #[error(
+        "the service is not on network {network}: add it with `docker service update \
+         --network-add {network} {service}`"
+    )]
+    NotOnNetwork { network: String, service: String },
+    #[error(
+        "is on no network, so HAProxy cannot reach it: attach it to an attachable overlay \
+         network (and set {NETWORK} if it has several)"
+    )]
+    OnNoNetwork,
+    #[error("its network {id} is not known to Docker (removed?)")]
+    UnknownNetwork { id: String },
+    /// On several networks and none is the default: `names` in the service's order;
+    /// `default` the configured default network, if any.
+    #[error(
+        "is on several networks ({}) and {}: set {NETWORK} to the one HAProxy should join",
+        names.join(", "),
+        match default {
+            Some(d) => format!("the default network {d} is not one of them"),
+            None => "no default network is set".to_owned(),
+        }
+    )]
+    SeveralNetworks {
+        names: Vec<String>,
+        default: Option<String>,
+    },
+    #[error(
+        "network {network} is Swarm's ingress network, which HAProxy must not join: route \
+         over an attachable overlay network"
+    )]
+    IngressNetwork { network: String },
+    #[error("HAProxy cannot join network {network}: create it with --attachable")]
+    NotAttachable { network: String },
+
+    // TLS.
+    #[error(
+        "not a Docker secret name (a letter or digit, then letters, digits, '_', '.', '-'; at \
+         most {SECRET_NAME_MAX} characters)"
+    )]
+    NotASecretName,
+    /// `ssl_cert` without `ssl_key` or the reverse (a service-level reason).
+    #[error("label {present} needs {absent} too: HTTPS is not terminated for it")]
+    HalfCertPair {
+        present: &'static str,
+        absent: &'static str,
+    },
+    #[error("does not combine with {REDIRECTS} (Interlock's rule): passthrough is left out")]
+    PassthroughWithRedirects,
+    #[error("{SSL_PASSTHROUGH}=true: the tasks terminate TLS, so the certificate is not used")]
+    PassthroughWithCertificate,
+    #[error("accepted values are none and required")]
+    NotAVerifyMode,
+    /// The pair the secrets hold is refused (key, dates, names).
+    #[error("{0}")]
+    Certificate(super::cert::CertProblem),
+
+    // Services.
+    #[error("its name cannot be a HAProxy backend name: {0}")]
+    BackendName(NameError),
+    #[error("backend {backend} is already taken by another service")]
+    BackendTaken { backend: String },
+}
+
+/// Why a URL in `com.docker.lb.redirects` is not one swarm-lb can redirect from or to.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("not a URL: write scheme://host[/path]")]
+    NotAUrl,
+    #[error("scheme {scheme:?}: only http and https")]
+    Scheme { scheme: String },
+    #[error("port {port:?} is not 1..=65535")]
+    Port { port: String },
+    #[error("host {host:?}: {why}")]
+    Host { host: String, why: NameError },
+    #[error("path {path:?}: {why}")]
+    Path { path: String, why: NameError },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_space_in_a_host_gets_the_host_hint_and_elsewhere_does_not() {
+        let host = Reason::Syntax {
+            ch: ' ',
+            in_host: true,
+        }
+        .to_string();
+        let other = Reason::Syntax {
+            ch: ' ',
+            in_host: false,
+        }
+        .to_string();
+        assert!(
+            host.ends_with("; a host name cannot contain spaces"),
+            "{host}"
+        );
+        assert!(!other.contains("host name"), "{other}");
+    }
+
+    #[test]
+    fn a_nested_reason_names_its_item_then_the_rule() {
+        let r = Reason::HostLeftOut {
+            host: "a b".to_owned(),
+            why: Box::new(Reason::HostWithPort),
+        };
+        assert_eq!(
+            r.to_string(),
+            "host \"a b\" is left out: it has a port: routing matches the Host header with \
+             its port stripped, write the host alone"
+        );
+    }
+
+    #[test]
+    fn several_networks_names_them_and_says_why_the_default_does_not_apply() {
+        let unset = Reason::SeveralNetworks {
+            names: vec!["front".into(), "back".into()],
+            default: None,
+        }
+        .to_string();
+        assert!(
+            unset.contains("(front, back) and no default network is set"),
+            "{unset}"
+        );
+        let other = Reason::SeveralNetworks {
+            names: vec!["front".into()],
+            default: Some("edge".into()),
+        }
+        .to_string();
+        assert!(
+            other.contains("the default network edge is not one of them"),
+            "{other}"
+        );
+    }
+}
