@@ -183,8 +183,8 @@ async fn an_ssl_only_host_is_redirected_to_https_by_a_map_entry_and_served_over_
     };
     assert!(get("http", http).starts_with("503"), "no redirect yet");
 
-    let key = MapKey::parse("!a.example/").expect("key");
-    let value = MapValue::parse("https").expect("value");
+    let key = MapKey::https_only(&swarm_lb::model::Host::parse("a.example").expect("host"));
+    let value = MapValue::https_only();
     let mut client = AdminClient::new(haproxy.admin_socket());
     let cmd = Command::AddMap {
         map: haproxy.hosts_map().clone(),

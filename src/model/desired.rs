@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
 use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
-use super::RouteInForce;
 use super::{
     BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network, NetworkId,
     Service, ServiceId, Settings, Snapshot, Task, TaskState,
 };
+use super::{MapValue, RouteInForce};
 
 /// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
 ///
@@ -35,6 +35,7 @@ pub fn desired(
 
     let mut out = Desired::default();
     let mut claims: BTreeMap<MapKey, Vec<Claim>> = BTreeMap::new();
+    let mut ssl_only: BTreeSet<MapKey> = BTreeSet::new();
     let mut redirects = Vec::new();
     for service in services {
         if !labels::routed_here(service, settings.service_cluster.as_deref()) {
@@ -118,6 +119,11 @@ pub fn desired(
                     pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
                 });
         }
+        if route.tls.only {
+            for host in route.hosts.iter().filter(|h| !h.is_catch_all()) {
+                ssl_only.insert(MapKey::https_only(host));
+            }
+        }
         redirects.extend(route.redirects.iter().map(|r| RedirectClaim {
             service: service.name.clone(),
             redirect: r.clone(),
@@ -127,6 +133,9 @@ pub fn desired(
         out.routes.insert(service.id.clone(), in_force);
     }
     out.hosts = routes::hosts_map(claims, redirects, &mut out.errors);
+    // `com.docker.lb.ssl_only`: one `!<host>/` entry per host (a map edit, no reload).
+    out.hosts
+        .extend(ssl_only.into_iter().map(|k| (k, MapValue::https_only())));
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);
@@ -1142,6 +1151,27 @@ mod tests {
                 "new.example/ web",
                 "new.example/legacy/ >308|1|https://new.example/v2",
                 "old.example/ >308|0|http://new.example",
+            ]
+        );
+    }
+
+    #[test]
+    fn ssl_only_adds_an_https_only_map_entry_per_host_beside_the_route() {
+        let d = run(&snapshot(
+            vec![with(
+                routed("web", "a.example,b.example"),
+                &[(labels::SSL_ONLY, "true")],
+            )],
+            vec![running("web", 1)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            map_lines(&d),
+            [
+                "!a.example/ !https",
+                "!b.example/ !https",
+                "a.example/ web",
+                "b.example/ web",
             ]
         );
     }
