@@ -307,6 +307,8 @@ fn https_settings(c: &Common) -> Option<HttpsSettings> {
     (!binds.is_empty()).then(|| HttpsSettings {
         binds,
         crt_list: cert_files(c).crt_list_path(),
+        // Beside the admin socket, in the run dir only the two containers share.
+        internal: c.admin_socket.with_file_name("https.sock"),
     })
 }
 

@@ -253,19 +253,40 @@ async fn a_chain_over_the_payload_limit_is_refused_with_a_clear_error_or_loads_f
 
 /// A TLS server on loopback standing in for a task that serves HTTPS itself: `openssl s_server
 /// -www` (answers any GET with `HTTP/1.0 200 ok` and a status page) on a free port, with a
-/// self-signed certificate for `name`. Killed on drop.
+/// certificate for `name` issued by a CA of its own (`ca`). Killed on drop.
 struct TlsTask {
     child: std::process::Child,
     port: u16,
     pem: Pem,
+    ca: String,
     _dir: tempfile::TempDir,
+}
+
+/// A CA certificate (PEM) and a leaf for `name` it signed (certificate then key).
+fn issued(name: &str) -> (String, Pem) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "swarm-lb test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).expect("CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("leaf key");
+    let mut params = rcgen::CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let leaf = params.signed_by(&key, &issuer).expect("leaf");
+    let pem = Pem::new(&format!("{}{}", leaf.pem(), key.serialize_pem())).expect("pem");
+    (ca_cert.pem(), pem)
 }
 
 impl TlsTask {
     async fn start(name: &str) -> TlsTask {
         sh("true"); // the tool check
         let dir = tempfile::tempdir().expect("temp dir");
-        let pem = pem_for(name);
+        let (ca, pem) = issued(name);
         let path = dir.path().join("task.pem");
         std::fs::write(&path, format!("{}\n", pem.as_str())).expect("write task pem");
         let port = support::free_port();
@@ -292,6 +313,7 @@ impl TlsTask {
             child,
             port,
             pem,
+            ca,
             _dir: dir,
         }
     }
@@ -352,16 +374,12 @@ async fn ssl_backend_with_verification_refuses_a_task_whose_certificate_does_not
 
 #[tokio::test]
 async fn ssl_backend_with_verification_reaches_a_task_whose_certificate_the_ca_bundle_trusts() {
-    let task = TlsTask::start("task.example").await;
-    // The task's self-signed certificate as the CA bundle: its chain verifies.
-    let cert_only = task
-        .pem
-        .as_str()
-        .split_inclusive("-----END CERTIFICATE-----")
-        .next()
-        .expect("certificate")
-        .to_owned();
-    let haproxy = Haproxy::start_trusting(&tls_backend_state(&task, true), &cert_only).await;
+    // Named after the routed host: from 3.3 HAProxy sends the Host header as SNI to servers
+    // and verifies the certificate against it (measured on 3.4.7: a task certificate for
+    // another name fails there, and passes on 2.6 to 3.2).
+    let task = TlsTask::start("web.example").await;
+    // The CA that issued the task's certificate as the bundle: its chain verifies.
+    let haproxy = Haproxy::start_trusting(&tls_backend_state(&task, true), &task.ca).await;
     let http = haproxy.http_port;
     poll_until(
         Duration::from_secs(10),
@@ -369,4 +387,33 @@ async fn ssl_backend_with_verification_reaches_a_task_whose_certificate_the_ca_b
         || async { (status_of(http, "web.example") == "200").then_some(()) },
     )
     .await;
+}
+
+#[tokio::test]
+async fn passthrough_hands_tls_for_its_name_to_the_task_untouched_and_others_are_terminated() {
+    let task = TlsTask::start("pt.example").await;
+    let mut state = ProxyState::default();
+    let mut backend = support::task_backend(&[task.addr()], 2);
+    backend.options.passthrough = true;
+    let name = support::backend_name("pt");
+    state.hosts.insert(
+        MapKey::passthrough(&swarm_lb::model::Host::parse("pt.example").expect("host")),
+        MapValue::backend(&name, 0),
+    );
+    state.backends.insert(name, backend);
+    let haproxy = Haproxy::start_https(&state).await;
+    let (port, _) = https(&haproxy);
+
+    // The task's own certificate: HAProxy did not terminate.
+    wait_served(port, "pt.example", &of_pem(&task.pem)).await;
+    let page = sh(&format!(
+        "curl -sk --max-time 5 --resolve pt.example:{port}:127.0.0.1 https://pt.example:{port}/"
+    ));
+    assert!(page.contains("s_server"), "the task's own page: {page:?}");
+    // Any other name is terminated by HAProxy (default certificate, the template's 503).
+    assert!(served(port, "other.example").contains("swarm-lb.invalid"));
+    let other = sh(&format!(
+        "curl -sk --max-time 5 -o /dev/null -w '%{{http_code}}' --resolve other.example:{port}:127.0.0.1 https://other.example:{port}/"
+    ));
+    assert_eq!(other, "503");
 }

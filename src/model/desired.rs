@@ -107,17 +107,19 @@ pub fn desired(
         for host in &route.hosts {
             // The catch-all takes every path: a context root applies to the service's hosts.
             let strip = if host.is_catch_all() { 0 } else { strip };
-            claims
-                .entry(route_key(host, route.context_root.as_ref()))
-                .or_default()
-                .push(Claim {
-                    service: service.name.clone(),
-                    backend: route.backend.clone(),
-                    strip,
-                    servers,
-                    weight: route.weight,
-                    pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
-                });
+            // Passthrough: the HTTPS entry's `^<host>/` key instead of an HTTP route.
+            let key = match route.tls.passthrough && !host.is_catch_all() {
+                true => MapKey::passthrough(host),
+                false => route_key(host, route.context_root.as_ref()),
+            };
+            claims.entry(key).or_default().push(Claim {
+                service: service.name.clone(),
+                backend: route.backend.clone(),
+                strip,
+                servers,
+                weight: route.weight,
+                pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
+            });
         }
         if route.tls.only {
             for host in route.hosts.iter().filter(|h| !h.is_catch_all()) {

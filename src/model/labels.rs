@@ -497,7 +497,11 @@ pub fn parse(service: &Service) -> Option<Parsed> {
 
     let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
-    let options = options.map(|o| BackendOptions { backend_tls, ..o });
+    let options = options.map(|o| BackendOptions {
+        backend_tls,
+        passthrough: tls.passthrough,
+        ..o
+    });
 
     warnings.extend(self::warnings(name, labels, mode));
     let hosts = match (hosts, default_backend) {
@@ -803,6 +807,7 @@ fn parse_options(
             sticky_cookie,
             failure_limit,
             backend_tls: None,
+            passthrough: false,
         })
     } else {
         Err(errors)
@@ -1641,6 +1646,7 @@ mod tests {
                 sticky_cookie: Some("session_id-1.x".into()),
                 failure_limit: None,
                 backend_tls: None,
+                passthrough: false,
             }
         );
         let plain = parse(&service(&[

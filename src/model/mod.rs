@@ -169,6 +169,9 @@ pub struct BackendOptions {
     /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
     /// (`ssl_backend_tls_verify`: verifying their certificates or not).
     pub backend_tls: Option<BackendTls>,
+    /// `com.docker.lb.ssl_passthrough=true`: a `mode tcp` backend that the HTTPS entry sends
+    /// TLS connections to by SNI, untouched; plain HTTP never reaches it.
+    pub passthrough: bool,
 }
 
 /// TLS from HAProxy to the tasks.

@@ -270,6 +270,11 @@ impl MapKey {
     pub fn https_only(host: &Host) -> Self {
         Self(format!("!{host}/"))
     }
+    /// `^<host>/`: TLS with this SNI is passed through to the value's backend
+    /// (`com.docker.lb.ssl_passthrough`), looked up by the HTTPS entry before termination.
+    pub fn passthrough(host: &Host) -> Self {
+        Self(format!("^{host}/"))
+    }
     /// `<host><root>/`.
     pub fn context_root(host: &Host, root: &ContextRoot) -> Self {
         Self(format!("{host}{root}/"))

@@ -103,8 +103,9 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])),
             option::of((1u32..=5, 1u32..=20_000)),
             option::of(any::<bool>()),
+            any::<bool>(),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit, tls)| BackendOptions {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| BackendOptions {
                 ip_hash,
                 sticky_cookie,
                 failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
@@ -112,6 +113,7 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
                     fail_timeout_ms,
                 }),
                 backend_tls: tls.map(|verify| BackendTls { verify }),
+                passthrough,
             }),
     ]
 }

@@ -100,6 +100,7 @@ impl Haproxy {
             https: https.as_ref().map(|(port, certs)| HttpsSettings {
                 binds: vec![format!("127.0.0.1:{port}")],
                 crt_list: certs.crt_list_path(),
+                internal: dir.path().join("https.sock"),
             }),
         };
         settings.validate().expect("harness settings");
