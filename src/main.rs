@@ -19,6 +19,7 @@ use swarm_lb::haproxy::{AdminClient, MapPath, Master, Pem};
 use swarm_lb::model;
 use swarm_lb::observe::{self, http, Observer};
 use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::tls::TlsCerts;
 use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
 use swarm_lb::swarm;
 
@@ -137,6 +138,11 @@ struct Common {
     /// self-signed certificate is generated at first start (and logged so).
     #[arg(long, env = "SWARM_LB_DEFAULT_CERT")]
     default_cert: Option<PathBuf>,
+
+    /// Directory holding the secrets `com.docker.lb.ssl_cert`/`ssl_key` name, one file per
+    /// secret named after it (where Docker mounts a service's secrets).
+    #[arg(long, env = "SWARM_LB_SECRETS_DIR", default_value = "/run/secrets")]
+    secrets_dir: PathBuf,
 
     /// CA bundle that `com.docker.lb.ssl_backend_tls_verify=required` verifies tasks against
     /// (copied into the config dir for HAProxy). Missing: verification fails closed.
@@ -350,13 +356,18 @@ fn prepare_tls(c: &Common, settings: &Settings) -> anyhow::Result<()> {
 }
 
 fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconciler {
-    Reconciler::new(
+    let https = settings.render.https.is_some();
+    let reconciler = Reconciler::new(
         settings,
         AdminClient::new(&c.admin_socket),
         Master::new(&c.master_socket),
         Files::new(&c.config_dir),
         Some(docker),
-    )
+    );
+    match https {
+        true => reconciler.with_tls(TlsCerts::new(cert_files(c), &c.secrets_dir)),
+        false => reconciler,
+    }
 }
 
 #[tokio::main]

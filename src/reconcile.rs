@@ -13,6 +13,7 @@ mod control;
 mod files;
 mod labels;
 mod networks;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -130,6 +131,8 @@ pub struct Reconciler {
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
+    /// The HTTPS bind's certificates (`None`: no HTTPS, or tests without it).
+    tls: Option<tls::TlsCerts>,
 }
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
@@ -164,7 +167,28 @@ impl Reconciler {
             proxy: None,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
+            tls: None,
             settings,
+        }
+    }
+
+    /// Keep the HTTPS bind's certificates in step with the TLS labels (see [`tls`]).
+    pub fn with_tls(mut self, tls: tls::TlsCerts) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The certificate step of a pass; its own failures are logged, never fail the pass.
+    async fn apply_certs(&mut self, desired: &Desired) -> usize {
+        let Some(tls) = self.tls.as_mut() else {
+            return 0;
+        };
+        match tls.apply(&mut self.admin, desired).await {
+            Ok(n) => n,
+            Err(e) => {
+                info!(error = %e, "certificates not brought in step; the next pass retries");
+                0
+            }
         }
     }
 
@@ -254,8 +278,9 @@ impl Reconciler {
         snap: &Snapshot,
         started: Instant,
     ) -> Result<Report, ReconcileError> {
-        let (_, actual, plan) = self.plan(snap).await?;
+        let (desired, actual, plan) = self.plan(snap).await?;
         let mut report = Report::default();
+        report.commands += self.apply_certs(&desired).await;
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.files.write(&actual, false).await?;

@@ -417,3 +417,223 @@ async fn passthrough_hands_tls_for_its_name_to_the_task_untouched_and_others_are
     ));
     assert_eq!(other, "503");
 }
+
+// ---- the whole driver: labels -> Reconciler pass -> Runtime API, no reload ----
+
+mod driver {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+    use super::*;
+    use support::Backend;
+    use swarm_lb::haproxy::render::Files;
+    use swarm_lb::model::{
+        self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
+    };
+    use swarm_lb::plan::PlanSettings;
+    use swarm_lb::reconcile::tls::TlsCerts;
+    use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+
+    const NET: &str = "net-1";
+
+    fn service(port: u16, labels: &[(&str, &str)]) -> Service {
+        let mut all: BTreeMap<String, String> = BTreeMap::new();
+        all.insert("com.docker.lb.hosts".into(), "a.example".into());
+        all.insert("com.docker.lb.port".into(), port.to_string());
+        for (k, v) in labels {
+            all.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Service {
+            id: "id-web".into(),
+            name: "web".into(),
+            labels: all,
+            networks: vec![NET.to_owned()],
+            vips: vec![],
+        }
+    }
+
+    fn snapshot(service: Service, n: u8) -> Snapshot {
+        Snapshot {
+            services: vec![service],
+            tasks: vec![Task {
+                id: "task-web-1".into(),
+                service_id: "id-web".into(),
+                slot: Some(1),
+                state: TaskState::Running,
+                desired_state: DesiredTaskState::Running,
+                addresses: vec![TaskAddress {
+                    network: NET.to_owned(),
+                    addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)),
+                }],
+            }],
+            networks: vec![Network {
+                id: NET.to_owned(),
+                name: "front".to_owned(),
+                driver: "overlay".to_owned(),
+                attachable: true,
+                ingress: false,
+            }],
+        }
+    }
+
+    fn reconciler(haproxy: &Haproxy, secrets: &std::path::Path) -> Reconciler {
+        let (_, certs) = https(haproxy);
+        let settings = Settings {
+            model: model::Settings::default(),
+            plan: PlanSettings {
+                block: 4,
+                add_server: true,
+                hosts_map: haproxy.hosts_map().clone(),
+            },
+            render: haproxy.settings.clone(),
+            haproxy_container: None,
+            keep_networks: BTreeSet::new(),
+            reload_timeout: Duration::from_secs(10),
+            strategy: Strategy::Runtime,
+        };
+        Reconciler::new(
+            settings,
+            AdminClient::new(haproxy.admin_socket()),
+            haproxy.master(),
+            Files::new(haproxy.config_dir()),
+            None,
+        )
+        .with_tls(TlsCerts::new(certs.clone(), secrets))
+    }
+
+    /// Writes a certificate/key pair for `names` as secrets `<name>-crt` and `<name>-key`.
+    fn secret_pair(dir: &std::path::Path, name: &str, names: &[&str]) -> Pem {
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let pem = tls::self_signed(&names).expect("pair");
+        let (cert, key) = pem
+            .as_str()
+            .split_once("-----END CERTIFICATE-----")
+            .expect("cert then key");
+        std::fs::write(
+            dir.join(format!("{name}-crt")),
+            format!("{cert}-----END CERTIFICATE-----\n"),
+        )
+        .expect("write cert secret");
+        std::fs::write(dir.join(format!("{name}-key")), key.trim_start()).expect("key secret");
+        pem
+    }
+
+    // Multi-threaded: the stand-in task is served on the runtime while curl blocks a thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn labels_add_rotate_refuse_and_remove_a_certificate_with_no_reload_and_http_keeps_routing(
+    ) {
+        let port = support::free_port();
+        let task = Backend::start_at("web-1", SocketAddr::from(([127, 0, 0, 7], port))).await;
+        let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+        let (https_port, certs) = https(&haproxy);
+        let secrets = tempfile::tempdir().expect("secrets dir");
+        let first = secret_pair(secrets.path(), "one", &["a.example"]);
+        let second = secret_pair(secrets.path(), "two", &["a.example"]);
+        // Valid, but for another name than the service's host.
+        secret_pair(secrets.path(), "other", &["b.example"]);
+        let mut driver = reconciler(&haproxy, secrets.path());
+        let master = haproxy.master();
+        let labelled = |crt: &str, key: &str| {
+            snapshot(
+                service(
+                    port,
+                    &[
+                        ("com.docker.lb.ssl_cert", crt),
+                        ("com.docker.lb.ssl_key", key),
+                    ],
+                ),
+                7,
+            )
+        };
+
+        // Creating the routed service is its one reload; the certificate comes with it.
+        driver
+            .pass(&labelled("one-crt", "one-key"))
+            .await
+            .expect("pass");
+        driver.flush().await.expect("files");
+        wait_served(https_port, "a.example", &of_pem(&first)).await;
+        let after_create = reloads(&master).await;
+        let cert_file = certs.cert("web").expect("path");
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(cert_file.as_str())
+                .expect("cert file")
+                .permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
+
+        // Rotation: new secrets, labels changed.
+        driver
+            .pass(&labelled("two-crt", "two-key"))
+            .await
+            .expect("pass");
+        wait_served(https_port, "a.example", &of_pem(&second)).await;
+
+        // A pair that does not cover the host, and a key of another certificate: refused,
+        // the served certificate stays, HTTP still routes.
+        driver
+            .pass(&labelled("other-crt", "other-key"))
+            .await
+            .expect("pass");
+        driver
+            .pass(&labelled("two-crt", "one-key"))
+            .await
+            .expect("pass");
+        driver
+            .pass(&labelled("missing-crt", "missing-key"))
+            .await
+            .expect("pass");
+        assert_eq!(served(https_port, "a.example"), of_pem(&second));
+        assert_eq!(status_of(haproxy.http_port, "a.example"), "200");
+
+        // Labels removed: the default certificate again.
+        driver
+            .pass(&snapshot(service(port, &[]), 7))
+            .await
+            .expect("pass");
+        let default = served(https_port, "unknown.example");
+        wait_served(https_port, "a.example", &default).await;
+        assert!(
+            std::fs::metadata(cert_file.as_str()).is_err(),
+            "file removed"
+        );
+        assert_eq!(
+            reloads(&master).await,
+            after_create,
+            "no reload after creation"
+        );
+        drop(task);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_ssl_only_label_turns_the_https_redirect_on_and_off_with_no_reload() {
+        let port = support::free_port();
+        let task = Backend::start_at("web-1", SocketAddr::from(([127, 0, 0, 8], port))).await;
+        let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+        let secrets = tempfile::tempdir().expect("secrets dir");
+        let mut driver = reconciler(&haproxy, secrets.path());
+        let master = haproxy.master();
+        driver
+            .pass(&snapshot(service(port, &[]), 8))
+            .await
+            .expect("pass");
+        assert_eq!(status_of(haproxy.http_port, "a.example"), "200");
+        let before = reloads(&master).await;
+
+        driver
+            .pass(&snapshot(
+                service(port, &[("com.docker.lb.ssl_only", "true")]),
+                8,
+            ))
+            .await
+            .expect("pass");
+        assert_eq!(status_of(haproxy.http_port, "a.example"), "301");
+        driver
+            .pass(&snapshot(service(port, &[]), 8))
+            .await
+            .expect("pass");
+        assert_eq!(status_of(haproxy.http_port, "a.example"), "200");
+        assert_eq!(reloads(&master).await, before);
+        drop(task);
+    }
+}

@@ -121,6 +121,16 @@ pub fn desired(
                 pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
             });
         }
+        if let Some(secrets) = &route.tls.cert {
+            out.certs.insert(
+                route.backend.clone(),
+                super::WantedCert {
+                    service: service.name.clone(),
+                    secrets: (**secrets).clone(),
+                    hosts: route.hosts.clone(),
+                },
+            );
+        }
         if route.tls.only {
             for host in route.hosts.iter().filter(|h| !h.is_catch_all()) {
                 ssl_only.insert(MapKey::https_only(host));

@@ -243,6 +243,18 @@ pub struct Desired {
     /// Services whose labels ask for no routing (`com.docker.lb.*` labels but no hosts): an
     /// operator's choice, reported at info level. Sorted like `errors`.
     pub notices: Vec<LabelError>,
+    /// `com.docker.lb.ssl_cert`/`ssl_key` of each routed service, by backend name: the pair
+    /// to serve for its hosts (read and checked by the reconcile pass, which has the secrets).
+    pub certs: BTreeMap<BackendName, WantedCert>,
+}
+
+/// One service's certificate, as its labels ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedCert {
+    pub service: String,
+    pub secrets: labels::CertSecrets,
+    /// The hosts the certificate must cover.
+    pub hosts: Vec<Host>,
 }
 
 #[cfg(test)]

@@ -161,6 +161,13 @@ pub enum Reason {
     /// The pair the secrets hold is refused (key, dates, names).
     #[error("{0}")]
     Certificate(super::cert::CertProblem),
+    /// The secret's content cannot be read where swarm-lb reads secrets (it does not exist,
+    /// or is not shared with swarm-lb).
+    #[error("the secret cannot be read ({why}): does it exist, and is it given to swarm-lb?")]
+    SecretUnreadable { why: String },
+    /// HAProxy (or the payload limit) refused the pair.
+    #[error("not loaded: {why}")]
+    PushRefused { why: String },
 
     // Services.
     #[error("its name cannot be a HAProxy backend name: {0}")]

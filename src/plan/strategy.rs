@@ -160,6 +160,7 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             errors: Vec::new(),
             warnings: Vec::new(),
             notices: Vec::new(),
+            certs: BTreeMap::new(),
         })
 }
 
