@@ -9,7 +9,7 @@
 //! accepted it. A problem with one service's pair (secret missing, a check failing, HAProxy
 //! refusing it) is logged once, naming service, label and reason, and leaves the others alone.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -21,7 +21,7 @@ use crate::haproxy::{AdminClient, CertPath, ClientError, Pem};
 use crate::model::cert;
 use crate::model::labels::{LabelError, SSL_CERT};
 use crate::model::Reason;
-use crate::model::{BackendName, Desired, WantedCert};
+use crate::model::{Desired, WantedCert};
 
 /// Where the secrets' contents are read from, and the certificate files.
 #[derive(Debug)]
@@ -57,7 +57,7 @@ impl TlsCerts {
             return Ok(0);
         };
         let mut problems = BTreeSet::new();
-        let mut served: BTreeMap<CertPath, ()> = BTreeMap::new();
+        let mut served: BTreeSet<CertPath> = BTreeSet::new();
         let mut changes = 0;
         let mut version = None;
         for (backend, wanted) in &desired.certs {
@@ -70,14 +70,14 @@ impl TlsCerts {
                     problems.insert(problem.to_string());
                     // What HAProxy serves stays (a rotation to a bad pair keeps the old one).
                     if fs::metadata(path.as_str()).is_ok() {
-                        served.insert(path, ());
+                        served.insert(path);
                     }
                     continue;
                 }
             };
             let on_disk = fs::read_to_string(path.as_str()).ok();
             if on_disk.as_deref() == Some(format!("{}\n", pem.as_str()).as_str()) {
-                served.insert(path, ());
+                served.insert(path);
                 continue;
             }
             let version = match version {
@@ -88,7 +88,7 @@ impl TlsCerts {
             let cmds = match tls::push_commands(&list, &path, pem.clone(), fresh, version) {
                 Ok(cmds) => cmds,
                 Err(too_large) => {
-                    problems.insert(cert_error(wanted, backend, too_large.to_string()));
+                    problems.insert(cert_error(wanted, too_large.to_string()));
                     continue;
                 }
             };
@@ -97,7 +97,7 @@ impl TlsCerts {
                 // An open transaction would block the next `set`: drop it.
                 let abort = [crate::haproxy::Command::AbortSslCert { cert: path.clone() }];
                 let _ = admin.execute(&abort).await?;
-                problems.insert(cert_error(wanted, backend, refusal.message));
+                problems.insert(cert_error(wanted, refusal.message));
                 continue;
             }
             if let Err(e) = self.certs.write_cert(&path, &pem) {
@@ -109,11 +109,11 @@ impl TlsCerts {
                 rotated = !fresh,
                 "certificate served (runtime API, no reload)"
             );
-            served.insert(path, ());
+            served.insert(path);
             changes += 1;
         }
         changes += self.remove_unwanted(admin, &list, &served).await?;
-        if let Err(e) = self.certs.write_crt_list(served.keys()) {
+        if let Err(e) = self.certs.write_crt_list(&served) {
             error!(error = %e, "writing the crt-list");
         }
         for problem in &problems {
@@ -130,7 +130,7 @@ impl TlsCerts {
         &mut self,
         admin: &mut AdminClient,
         list: &CertPath,
-        served: &BTreeMap<CertPath, ()>,
+        served: &BTreeSet<CertPath>,
     ) -> Result<usize, ClientError> {
         let Ok(entries) = fs::read_dir(self.certs.dir()) else {
             return Ok(0);
@@ -145,7 +145,7 @@ impl TlsCerts {
             let Ok(path) = CertPath::new(&file.to_string_lossy()) else {
                 continue;
             };
-            if served.contains_key(&path) {
+            if served.contains(&path) {
                 continue;
             }
             // A refusal means HAProxy does not hold it (a file left by an older run): the
@@ -189,7 +189,8 @@ impl TlsCerts {
     }
 }
 
-fn cert_error(wanted: &WantedCert, _backend: &BackendName, why: String) -> String {
+/// A pair HAProxy (or the payload limit) refused, as the line logged for it.
+fn cert_error(wanted: &WantedCert, why: String) -> String {
     LabelError::invalid(
         &wanted.service,
         SSL_CERT,
