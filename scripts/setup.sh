@@ -16,8 +16,9 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOCKER=${DOCKER:-/usr/bin/docker}
 DOCKER_WAIT=${DOCKER_WAIT:-60}
 # prometheus: promtool, which the tests use to check swarm-lb's /metrics.
+# python3-matplotlib: the plots of scripts/soak.sh and scripts/plot-convergence.py.
 # openssl, curl: the TLS tests' clients (s_client -servername, curl --resolve --http2).
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus openssl curl)
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -69,7 +70,9 @@ start_dockerd() {
             rm -f /var/run/docker.pid
         fi
         log "starting dockerd (log: /var/log/dockerd.log)"
-        nohup /usr/sbin/dockerd >>/var/log/dockerd.log 2>&1 </dev/null &
+        # Descriptors 3-9 closed: a lock this script runs under (`flock -s LOCK setup.sh` opens
+        # LOCK as fd 3) must not be inherited by the daemon, which would hold it forever.
+        nohup /usr/sbin/dockerd >>/var/log/dockerd.log 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
         disown
     else
         log "dockerd is running but does not answer yet; waiting"

@@ -51,12 +51,34 @@ for line in "${MATRIX[@]}"; do
         env HAPROXY="$bin" cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
 done
 echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
-run "e2e on $(haproxy_version "$host")" cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
-# The compose file's default is 3.4: the whole suite again on that line (~the same time as 2.6).
+# The fault suite (tests/faults.rs) runs once, on 3.4 below, not on every line; the multi-node
+# suite once, after both.
+run "e2e on $(haproxy_version "$host")" \
+    cargo test -p swarm-lb-e2e --lib --bins --test scenarios --test observe -- --test-threads 2
+# The compose file's default is 3.4: the single-node suite again on that line, with the fault
+# suite (tests/faults.rs, ~4 min; SWARM_LB_FAULTS_LONG=1 for the long versions).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
-    cargo test -p swarm-lb-e2e --all-targets -- --test-threads 2
+    cargo test -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test faults -- --test-threads 2
+
+# Several edges on a real 3-node Swarm (three dockerds in network namespaces on this machine,
+# scripts/multinode.sh): one test at a time (they share the edges), then the cluster goes.
+echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
+run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
+bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
+
+# The dockerd restart kills every container on the engine: alone, after everything else that
+# uses Docker. On a machine shared with other Docker users, SWARM_LB_DOCKER_LOCK names a lock
+# file they hold shared; this step takes it exclusively (the caller must not hold it itself).
+echo "== fault: dockerd restart, alone (HAProxy 3.4)"
+run "fault: dockerd restart" \
+    ${SWARM_LB_DOCKER_LOCK:+flock -x "$SWARM_LB_DOCKER_LOCK"} \
+    env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
+    cargo test -p swarm-lb-e2e --test faults -- --ignored --test-threads 1 --nocapture
+# A short soak (churn under load, resources sampled every 10 s); the README's record is 30 min.
+echo "== soak: ${SWARM_LB_SOAK:-60s} of churn under load"
+run "soak" bash scripts/soak.sh "${SWARM_LB_SOAK:-60s}" -o "${TMPDIR:-/tmp}/swarm-lb-soak-ci"
 
 # A short fuzz pass over every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600).
 echo "== fuzz: labels, HAProxy replies, Docker JSON (15 s each)"

@@ -48,9 +48,9 @@ const LISTEN: &str = "127.0.0.1:9270";
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Watch Swarm and keep HAProxy in line with the services' labels.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the plan `run` would apply against the live HAProxy now, without applying it.
-    Plan(Common),
+    Plan(Box<Common>),
     /// Ask the running daemon what routes where: hosts, services, backends, each server's
     /// task, address, state and health check; then label problems.
     Status(StatusArgs),
@@ -81,9 +81,18 @@ struct HealthArgs {
 
 #[derive(Args, Debug, Clone)]
 struct Common {
-    /// Docker endpoint: unix socket path, unix://, tcp:// or http:// URL.
+    /// This node's Docker endpoint: unix socket path, unix://, tcp:// or http:// URL. Container
+    /// events and inspections and the HAProxy container's network attachments go here; Swarm
+    /// state too unless --manager is given.
     #[arg(long, env = "DOCKER_HOST")]
     docker: Option<String>,
+
+    /// A Swarm manager's Docker endpoint (same forms as --docker), for services, tasks,
+    /// networks and their events: what a worker node's engine cannot answer. Unset: --docker
+    /// (which must then be a manager). Best through an API-filtering proxy that allows only
+    /// GET of /services, /tasks, /networks, /events, /info and /version.
+    #[arg(long, env = "SWARM_LB_MANAGER")]
+    manager: Option<String>,
 
     /// HAProxy's admin socket (`stats socket ... level admin`), as this process sees it.
     #[arg(
@@ -228,6 +237,86 @@ struct RunArgs {
     /// the host's loopback.
     #[arg(long, env = "SWARM_LB_LISTEN", default_value = LISTEN)]
     listen: SocketAddr,
+
+    #[command(flatten)]
+    create: CreateArgs,
+}
+
+/// Creating (or adopting) this node's HAProxy container: for swarm-lb deployed as a global
+/// Swarm service on edge nodes, where HAProxy must stay a plain container.
+#[derive(Args, Debug, Clone)]
+struct CreateArgs {
+    /// Create the HAProxy container (--haproxy-container) on this node if it does not exist, and
+    /// start it if it is stopped. An existing container is adopted as it is, never restarted or
+    /// recreated, so a swarm-lb restart or upgrade leaves HAProxy running.
+    #[arg(long, env = "SWARM_LB_HAPROXY_CREATE")]
+    haproxy_create: bool,
+
+    /// Image of the created HAProxy container.
+    #[arg(long, env = "SWARM_LB_HAPROXY_IMAGE", default_value = "haproxy:3.4")]
+    haproxy_image: String,
+
+    /// Named volume (node-local) of the created container holding the admin and master
+    /// sockets, mounted at the sockets' directory; swarm-lb must mount the same volume there.
+    #[arg(long, env = "SWARM_LB_RUN_VOLUME", default_value = "swarm-lb-run")]
+    run_volume: String,
+
+    /// Named volume (node-local) holding haproxy.cfg and hosts.map, mounted at --config-dir;
+    /// swarm-lb must mount the same volume there.
+    #[arg(
+        long,
+        env = "SWARM_LB_CONFIG_VOLUME",
+        default_value = "swarm-lb-config"
+    )]
+    config_volume: String,
+
+    /// Ports the created container publishes on the node's own addresses, `[ip:]host:container`;
+    /// repeat or separate with commas.
+    #[arg(long = "haproxy-publish", env = "SWARM_LB_HAPROXY_PUBLISH", value_delimiter = ',',
+          default_value = "80:80", value_parser = parse_publish)]
+    haproxy_publish: Vec<swarm::proxy::Publish>,
+}
+
+fn parse_publish(raw: &str) -> Result<swarm::proxy::Publish, String> {
+    swarm::proxy::Publish::parse(raw).map_err(|e| e.to_string())
+}
+
+/// The container spec `--haproxy-create` creates with; `None` without that flag.
+///
+/// Errors: `--haproxy-create` without `--haproxy-container`, or a malformed name, image,
+/// volume or path.
+fn proxy_spec(c: &Common, a: &CreateArgs) -> anyhow::Result<Option<swarm::proxy::ProxySpec>> {
+    if !a.haproxy_create {
+        return Ok(None);
+    }
+    let name = c
+        .haproxy_container
+        .as_deref()
+        .context("--haproxy-create needs --haproxy-container (the name to create or adopt)")?;
+    let run_dir = c
+        .admin_socket
+        .parent()
+        .and_then(|d| d.to_str())
+        .filter(|d| !d.is_empty())
+        .context("--admin-socket must be a path in a directory (the run volume's mount point)")?;
+    let config_dir = c
+        .config_dir
+        .to_str()
+        .context("--config-dir must be UTF-8")?;
+    let master = c
+        .master_socket
+        .to_str()
+        .context("--master-socket must be UTF-8")?;
+    let spec = swarm::proxy::ProxySpec::stock(
+        name,
+        &a.haproxy_image,
+        (&a.run_volume, run_dir),
+        (&a.config_volume, config_dir),
+        master,
+        a.haproxy_publish.clone(),
+    )
+    .context("--haproxy-create")?;
+    Ok(Some(spec))
 }
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -289,6 +378,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
             hosts_map: hosts_map.clone(),
+            runtime_backends: Default::default(),
         },
         render,
         haproxy_container: c.haproxy_container.clone(),
@@ -391,8 +481,8 @@ async fn main() -> anyhow::Result<()> {
             .init(),
     }
     match cli.command {
-        Cmd::Run(args) => run(args).await,
-        Cmd::Plan(common) => print_plan(common).await,
+        Cmd::Run(args) => run(*args).await,
+        Cmd::Plan(common) => print_plan(*common).await,
         Cmd::Status(args) => print_status(args).await,
         Cmd::Health(args) => health(args).await,
     }
@@ -431,15 +521,21 @@ async fn health(args: HealthArgs) -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let settings = settings(c, args.strategy, args.reload_timeout)?;
+    let proxy = proxy_spec(c, &args.create)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     prepare_tls(c, &settings).context("preparing the HTTPS bind's certificate files")?;
     let mut bootstrap = Files::new(&c.config_dir);
     if bootstrap_config(&mut bootstrap, &settings).context("writing the bootstrap config")? {
         info!(dir = %c.config_dir.display(), "no config found; wrote an empty one so HAProxy can start");
     }
-    let docker = swarm::Docker::connect(c.docker.as_deref())
-        .await
-        .context("connecting to Docker")?;
+    let docker = connect(c).await?;
+    if let Some(spec) = &proxy {
+        let outcome = docker
+            .ensure_proxy(spec)
+            .await
+            .with_context(|| format!("creating or adopting HAProxy container {}", spec.name))?;
+        info!(container = %spec.name, image = %spec.image, ?outcome, "HAProxy container on this node");
+    }
     // Bound before anything else can fail slowly: a taken port is a start-up error.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -498,6 +594,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// This node's engine and the manager's (`--manager`), checked: the Swarm-state engine must
+/// be a manager, so that a worker's socket alone is a start-up error that says what to give.
+async fn connect(c: &Common) -> anyhow::Result<swarm::Docker> {
+    let docker = swarm::Docker::connect_split(c.manager.as_deref(), c.docker.as_deref())
+        .await
+        .context("connecting to Docker (--docker / DOCKER_HOST, --manager / SWARM_LB_MANAGER)")?;
+    docker
+        .check_manager()
+        .await
+        .context("checking the Swarm-state engine")?;
+    info!(
+        swarm = %docker.endpoint(),
+        local = %docker.local_endpoint().unwrap_or_else(|| docker.endpoint()),
+        api = docker.api_version(),
+        "connected to Docker"
+    );
+    Ok(docker)
+}
+
 async fn sigterm() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
@@ -509,9 +624,7 @@ async fn sigterm() {
 
 async fn print_plan(c: Common) -> anyhow::Result<()> {
     let settings = settings(&c, Strategy::Runtime, Duration::from_secs(30))?;
-    let docker = swarm::Docker::connect(c.docker.as_deref())
-        .await
-        .context("connecting to Docker")?;
+    let docker = connect(&c).await?;
     let snap = docker.snapshot().await.context("listing Swarm")?;
     let mut reconciler = reconciler(&c, settings, docker);
     let (desired, _actual, plan) = reconciler.plan(&snap).await.context("planning")?;
@@ -552,7 +665,7 @@ mod tests {
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let argv = ["swarm-lb", "run"].iter().chain(args);
         match Cli::try_parse_from(argv)?.command {
-            Cmd::Run(run) => Ok(run),
+            Cmd::Run(run) => Ok(*run),
             other => panic!("{other:?}"),
         }
     }
@@ -570,6 +683,51 @@ mod tests {
             run_args(&[]).expect("defaults").listen,
             LISTEN.parse::<SocketAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn creating_the_haproxy_container_needs_its_name_and_derives_the_mounts_from_the_sockets() {
+        let a = run_args(&["--haproxy-create"]).expect("parses");
+        let e = proxy_spec(&a.common, &a.create).expect_err("no name");
+        assert!(e.to_string().contains("--haproxy-container"), "{e}");
+        let a = run_args(&[
+            "--haproxy-create",
+            "--haproxy-container=edge-haproxy",
+            "--haproxy-publish=10.0.0.1:80:80,8405:8405",
+        ])
+        .expect("parses");
+        let spec = proxy_spec(&a.common, &a.create)
+            .expect("valid")
+            .expect("asked for");
+        assert_eq!(spec.name, "edge-haproxy");
+        assert_eq!(spec.image, "haproxy:3.4");
+        assert_eq!(
+            spec.run_volume,
+            ("swarm-lb-run".into(), "/var/run/haproxy".into())
+        );
+        assert_eq!(
+            spec.config_volume,
+            ("swarm-lb-config".into(), "/usr/local/etc/haproxy".into())
+        );
+        assert_eq!(spec.publish.len(), 2);
+        let a = run_args(&["--haproxy-container=x"]).expect("parses");
+        assert!(proxy_spec(&a.common, &a.create).expect("fine").is_none());
+    }
+
+    #[test]
+    fn a_bad_publish_value_is_a_cli_error_naming_the_flag() {
+        for bad in ["80", "0:80", "a:b:c:d", "1.2.3:80:80"] {
+            let arg = format!("--haproxy-publish={bad}");
+            let e = run_args(&[&arg]).expect_err(&format!("{arg:?} accepted"));
+            assert!(e.to_string().contains("--haproxy-publish"), "{arg:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_manager_endpoint_is_a_flag_or_env_and_defaults_to_none() {
+        assert_eq!(run_args(&[]).expect("defaults").common.manager, None);
+        let a = run_args(&["--manager", "tcp://10.0.0.1:2375"]).expect("parses");
+        assert_eq!(a.common.manager.as_deref(), Some("tcp://10.0.0.1:2375"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 mod control;
 mod files;
+mod hold;
 mod labels;
 mod networks;
 pub mod tls;
@@ -29,7 +30,7 @@ use crate::haproxy::{AdminClient, ClientError, Command, Master, MasterError, Pro
 use crate::model::{self, Desired, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
-use crate::plan::{self, Plan, PlanSettings};
+use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
 use crate::swarm::{self, SwarmError};
 
 pub use control::{run, Passes, Timing};
@@ -84,6 +85,10 @@ pub enum ReconcileError {
         answered: u32,
         timeout_ms: u64,
     },
+    /// The reload this pass needs is the one HAProxy refused (the error logged then says
+    /// why); runtime changes were applied, the reload waits (see `reconcile/hold.rs`).
+    #[error("reload held back {wait_ms} ms more: HAProxy refused the same configuration {times} time(s) (the refusal logged before says why); runtime changes applied")]
+    ReloadHeld { wait_ms: u64, times: u32 },
 }
 
 impl ReconcileError {
@@ -96,6 +101,8 @@ impl ReconcileError {
             // The next pass re-reads and re-plans; a refusal that persists is reported again.
             ReconcileError::Refused { .. } => true,
             ReconcileError::WorkerNotReached { .. } => true,
+            // Passes go on (runtime changes); the reload itself waits in the hold.
+            ReconcileError::ReloadHeld { .. } => true,
             ReconcileError::Files(_) => false,
         }
     }
@@ -133,6 +140,8 @@ pub struct Reconciler {
     convergence: Convergence,
     /// The HTTPS bind's certificates (`None`: no HTTPS, or tests without it).
     tls: Option<tls::TlsCerts>,
+    /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
+    hold: hold::ReloadHold,
 }
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
@@ -168,6 +177,7 @@ impl Reconciler {
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
             tls: None,
+            hold: hold::ReloadHold::default(),
             settings,
         }
     }
@@ -294,13 +304,43 @@ impl Reconciler {
         let reload = plan.reload || by_strategy;
         log_changes(snap, &actual, &plan.target);
         if self.settings.strategy == Strategy::Runtime {
-            self.execute(&plan.runtime).await?;
+            let result = self.execute(&plan.runtime).await;
+            // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
+            // (those of a deletion that was refused are forgotten too: the next pass deletes
+            // it again, and options do not matter for that).
+            let created = plan.runtime.iter().filter_map(|cmd| match cmd {
+                Command::AddBackend { backend, .. } => plan
+                    .target
+                    .backends
+                    .get(backend)
+                    .map(|b| (backend, Some(&b.options))),
+                Command::DelBackend { backend } => Some((backend, None)),
+                _ => None,
+            });
+            self.files.changed_at_runtime(created);
+            result?;
             report.commands = plan.runtime.len();
         }
         if reload {
+            let key = hold::reload_key(&plan.target, &self.settings.render.template);
+            if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
+                // The files stay the last good ones: the target's would be refused again.
+                return Err(ReconcileError::ReloadHeld {
+                    wait_ms: fields::ms(wait),
+                    times,
+                });
+            }
             let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
             info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
-            self.reload(&plan.target, reason).await?;
+            match self.reload(&plan.target, reason).await {
+                Ok(()) => self.hold.accepted(),
+                Err(e) => {
+                    if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
+                        self.hold.refused(key, Instant::now());
+                    }
+                    return Err(e);
+                }
+            }
             report.reloads = 1;
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
@@ -352,6 +392,18 @@ impl Reconciler {
 
     fn plan_settings(&self) -> PlanSettings {
         let mut s = self.settings.plan.clone();
+        // Backends created and deleted at runtime: 3.4+ (`add backend ... from`, `del
+        // backend`), from the named defaults sections of the config HAProxy loaded.
+        if self
+            .proxy
+            .is_some_and(|p| (p.version.major, p.version.minor) >= (3, 4))
+            && self.settings.strategy == Strategy::Runtime
+        {
+            s.runtime_backends = RuntimeBackends {
+                delete: true,
+                defaults: self.files.loaded_defaults(),
+            };
+        }
         // `add server` is GA from 2.6; older versions grow by reload.
         s.add_server = s.add_server
             && self
@@ -371,7 +423,14 @@ impl Reconciler {
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
     async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
-        let info = self.admin.info().await?;
+        let info = match self.admin.info().await {
+            Ok(info) => info,
+            Err(e) if e.is_nobody_listening() => {
+                self.recover_admin_socket(e).await?;
+                self.admin.info().await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         self.observer.haproxy(Some(version_text(info.version)));
         match self.proxy {
             Some(p) if p.pid == info.pid => {}
@@ -391,6 +450,36 @@ impl Reconciler {
             pid: info.pid,
             version: info.version,
         });
+        Ok(())
+    }
+
+    /// The admin socket has nobody listening while the master may still run a worker: a
+    /// refused reload's new worker bound the socket's path and exited (measured on 3.4.7 with
+    /// a `bind` that failed), so the serving worker can no longer be reached by path and no
+    /// runtime change could ever apply. A reload of the files on disk (the last good ones: a
+    /// failed reload put them back) gives the path to a new worker. When the master does not
+    /// answer or runs no worker, HAProxy is down or starting: `lost` is the error, as before.
+    async fn recover_admin_socket(&mut self, lost: ClientError) -> Result<(), ReconcileError> {
+        let running = self
+            .master
+            .show_proc()
+            .await
+            .ok()
+            .is_some_and(|p| p.serving_worker().is_some());
+        if !running {
+            return Err(lost.into());
+        }
+        tracing::warn!(
+            error = %lost,
+            "admin socket unreachable while haproxy runs a worker; reloading the last good files to get it back"
+        );
+        let result = self.master.reload(self.settings.reload_timeout).await;
+        self.admin.disconnect();
+        let reloaded = result?;
+        info!(
+            new_worker = reloaded.new_worker,
+            "admin socket back after a reload of the last good files"
+        );
         Ok(())
     }
 

@@ -103,6 +103,7 @@ fn rig_settings(haproxy: &Haproxy, block: usize, add_server: bool) -> Settings {
             block,
             add_server,
             hosts_map: haproxy.hosts_map().clone(),
+            runtime_backends: Default::default(),
         },
         render: haproxy.settings.clone(),
         haproxy_container: None,
@@ -153,11 +154,14 @@ impl Rig {
             .await
             .expect("show servers state");
         let text = replies[0].as_ref().expect("reply").clone();
-        codec::parse_servers_state(&text)
+        let mut rows: Vec<ServerRow> = codec::parse_servers_state(&text)
             .expect("parse")
             .into_iter()
             .filter(|r| r.backend.as_str() == backend)
-            .collect()
+            .collect();
+        // HAProxy lists the servers of a backend created at runtime (3.4+) in another order.
+        rows.sort_by_key(|r| r.server.slot_index());
+        rows
     }
 
     /// (server, addr:port) of the servers taking traffic (admin state folds to Ready: a slot
@@ -195,7 +199,7 @@ impl Rig {
         for line in config.lines() {
             let l = line.trim();
             if let Some(name) = l.strip_prefix("backend ") {
-                inside = name.trim() == backend;
+                inside = name.split_whitespace().next() == Some(backend);
             } else if inside && l.starts_with("server ") && !l.contains(" disabled") {
                 out.insert(l.split_whitespace().nth(2).unwrap_or("").to_owned());
             }
@@ -217,8 +221,9 @@ fn names(prefix: &str, ns: &[u8]) -> BTreeSet<String> {
 }
 
 #[tokio::test]
-async fn creating_a_routed_service_is_the_one_reload_and_every_task_answers() {
+async fn creating_a_routed_service_reloads_once_before_3_4_and_every_task_answers() {
     let mut rig = Rig::start(42).await;
+    let (_, per) = reloads_per_backend(&rig).await;
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3]).await;
     let snap = snapshot(
@@ -230,8 +235,8 @@ async fn creating_a_routed_service_is_the_one_reload_and_every_task_answers() {
     );
     let before = rig.reloads().await;
     let report = rig.pass(&snap).await;
-    assert_eq!(report.reloads, 1);
-    assert_eq!(rig.reloads().await, before + 1);
+    assert_eq!(report.reloads, per as usize);
+    assert_eq!(rig.reloads().await, before + per);
     let ready = rig.ready("web").await;
     assert_eq!(ready.len(), 2);
     assert_eq!(rig.rows("web").await.len(), 42, "one block of slots");
@@ -241,7 +246,7 @@ async fn creating_a_routed_service_is_the_one_reload_and_every_task_answers() {
     // Nothing changed: the next pass does nothing at all.
     let again = rig.pass(&snap).await;
     assert!(!again.changed(), "{again:?}");
-    assert_eq!(rig.reloads().await, before + 1);
+    assert_eq!(rig.reloads().await, before + per);
 }
 
 #[tokio::test]
@@ -362,13 +367,14 @@ async fn a_vip_service_is_one_server_at_its_vip_and_its_scaling_sends_nothing() 
         network: NET.to_owned(),
         addr: ip(50),
     }];
+    let (_, per) = reloads_per_backend(&rig).await;
     let report = rig
         .pass(&snapshot(
             vec![svc.clone()],
             vec![task("api", 2, DesiredTaskState::Running)],
         ))
         .await;
-    assert_eq!(report.reloads, 1);
+    assert_eq!(report.reloads, per as usize);
     let ready = rig.ready("api").await;
     assert_eq!(
         ready.into_iter().collect::<Vec<_>>(),
@@ -481,7 +487,8 @@ async fn a_reload_keeps_the_runtime_changes_made_before_it() {
     assert_eq!(report.reloads, 0);
     let before = rig.ready("web").await;
 
-    // Another service appears: a reload. The first backend must still hold the same tasks.
+    // Another service appears: a reload before 3.4 (forced from 3.4, which adds the backend
+    // at runtime). The first backend must still hold the same tasks.
     let port2 = free_port();
     let _api = tasks_at("api", port2, &[9]).await;
     let mut tasks = running("web", &[2, 3, 4]);
@@ -493,8 +500,18 @@ async fn a_reload_keeps_the_runtime_changes_made_before_it() {
             tasks,
         ))
         .await;
-    assert_eq!(report.reloads, 1);
-    assert_eq!(rig.reloads().await, reloads + 1);
+    let (_, per) = reloads_per_backend(&rig).await;
+    assert_eq!(report.reloads, per as usize);
+    if per == 0 {
+        rig.master()
+            .reload(Duration::from_secs(10))
+            .await
+            .expect("forced reload");
+    }
+    poll_until(STARTUP, "the reload counted", || async {
+        (rig.reloads().await == reloads + 1).then_some(())
+    })
+    .await;
     assert_eq!(
         rig.ready("web").await,
         before,
@@ -505,7 +522,7 @@ async fn a_reload_keeps_the_runtime_changes_made_before_it() {
 }
 
 #[tokio::test]
-async fn removing_a_routed_service_is_the_one_reload() {
+async fn removing_a_routed_service_reloads_once_before_3_4() {
     let mut rig = Rig::start(42).await;
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2]).await;
@@ -526,9 +543,10 @@ async fn removing_a_routed_service_is_the_one_reload() {
         vec![service("web", "web.test", port, &[])],
         vec![task("web", 2, DesiredTaskState::Running)],
     );
+    let (_, per) = reloads_per_backend(&rig).await;
     let report = rig.pass(&only_web).await;
-    assert_eq!(report.reloads, 1);
-    assert_eq!(rig.reloads().await, reloads + 1);
+    assert_eq!(report.reloads, per as usize);
+    assert_eq!(rig.reloads().await, reloads + per);
     assert!(rig.rows("api").await.is_empty());
     assert_eq!(http_get(rig.haproxy.http_port, "api.test").await.0, 503);
     assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
@@ -1171,4 +1189,193 @@ async fn a_haproxy_running_a_config_from_another_template_is_reloaded_once() {
     assert_eq!(rig.answers("web.test", 2).await, names("web", &[2]));
     let now = std::fs::read_to_string(&path).expect("config");
     assert!(!now.contains("older template"), "{now}");
+}
+
+/// How many reloads a routed service that appears or goes costs on this HAProxy: none from
+/// 3.4 (backends created and deleted through the Runtime API), one before.
+async fn reloads_per_backend(rig: &Rig) -> (String, u32) {
+    let info = AdminClient::new(rig.haproxy.admin_socket())
+        .info()
+        .await
+        .expect("show info");
+    let v = info.version;
+    let text = format!("{}.{}.{}", v.major, v.minor, v.patch);
+    let per = u32::from((v.major, v.minor) < (3, 4));
+    (text, per)
+}
+
+/// The value of the `name` cookie HAProxy set, checked not empty.
+fn cookie_value(r: &support::Response, name: &str) -> String {
+    let set = r.header("set-cookie").expect("set-cookie").to_owned();
+    let value = set
+        .strip_prefix(&format!("{name}="))
+        .and_then(|v| v.split(';').next())
+        .unwrap_or_else(|| panic!("set-cookie: {set}"))
+        .to_owned();
+    assert!(!value.is_empty(), "an empty cookie from {}: {set}", r.body);
+    value
+}
+
+#[tokio::test]
+async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_step_through_a_reload_and_a_restart(
+) {
+    let mut rig = Rig::start(4).await;
+    let (version, per) = reloads_per_backend(&rig).await;
+    let port = free_port();
+    let _tasks = tasks_at("t", port, &[2, 3, 4, 5, 6, 7, 8]).await;
+    let web = || service("web", "web.test", port, &[]);
+    let hashed = || {
+        service(
+            "hashed",
+            "hashed.test",
+            port,
+            &[("com.docker.lb.ip_hash", "true")],
+        )
+    };
+    let cart = |name: &str| {
+        service(
+            name,
+            &format!("{name}.test"),
+            port,
+            &[("com.docker.lb.sticky_session_cookie", "SRV")],
+        )
+    };
+    let mut expected = rig.reloads().await;
+    let mut step = |what: &str, report: &Report, cost: u32| {
+        expected += cost;
+        assert_eq!(
+            report.reloads, cost as usize,
+            "HAProxy {version}, {what}: {report:?}"
+        );
+        (what.to_owned(), expected)
+    };
+    let check = |(what, want): (String, u32), got: u32| {
+        assert_eq!(got, want, "HAProxy reloads after: {what}");
+    };
+
+    // A plain service appears: its backend, slots and routes at runtime from 3.4.
+    let snap = snapshot(vec![web()], running("web", &[2, 3]));
+    let r = rig.pass(&snap).await;
+    check(step("web created", &r, per), rig.reloads().await);
+    assert_eq!(rig.answers("web.test", 8).await, names("t", &[2, 3]));
+    assert_eq!(rig.rows("web").await.len(), 4, "one block of slots");
+
+    // A second one from the other balance defaults, filled past its first block.
+    let snap = snapshot(
+        vec![web(), hashed()],
+        [running("web", &[2, 3]), running("hashed", &[4, 5, 6, 7, 8])].concat(),
+    );
+    let r = rig.pass(&snap).await;
+    check(step("hashed created", &r, per), rig.reloads().await);
+    assert_eq!(rig.rows("hashed").await.len(), 8, "two blocks of slots");
+    assert_eq!(rig.ready("hashed").await.len(), 5);
+    // `balance source`: one client (one address) always reaches the same task.
+    assert_eq!(rig.answers("hashed.test", 6).await.len(), 1);
+    assert_eq!(rig.answers("web.test", 8).await, names("t", &[2, 3]));
+
+    // Scaling is runtime on every version.
+    let snap = snapshot(
+        vec![web(), hashed()],
+        [running("web", &[2, 3, 6]), running("hashed", &[4, 5])].concat(),
+    );
+    let r = rig.pass(&snap).await;
+    check(step("scaled", &r, 0), rig.reloads().await);
+    assert_eq!(rig.answers("web.test", 12).await, names("t", &[2, 3, 6]));
+
+    // A sticky cookie of a name HAProxy has no defaults section for yet: one reload on every
+    // version (it brings the section); a second service with that cookie needs none on 3.4.
+    let mut services = vec![web(), hashed(), cart("cart")];
+    let mut tasks = [
+        running("web", &[2, 3, 6]),
+        running("hashed", &[4, 5]),
+        running("cart", &[7]),
+    ]
+    .concat();
+    let r = rig.pass(&snapshot(services.clone(), tasks.clone())).await;
+    check(
+        step("cart created (new cookie name)", &r, 1),
+        rig.reloads().await,
+    );
+    services.push(cart("cart2"));
+    tasks.extend(running("cart2", &[7, 8]));
+    let r = rig.pass(&snapshot(services.clone(), tasks.clone())).await;
+    check(step("cart2 created", &r, per), rig.reloads().await);
+    let http = rig.haproxy.http_port;
+    let first = http_get_with(http, "cart2.test", "").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let value = cookie_value(&first, "SRV");
+    for _ in 0..6 {
+        let again = http_get_with(http, "cart2.test", &format!("Cookie: SRV={value}\r\n")).await;
+        assert_eq!(again.body, first.body, "the cookie brings the client back");
+    }
+
+    // A service goes: routes first, then its backend, at runtime from 3.4.
+    services.retain(|s| s.name != "hashed");
+    tasks.retain(|t| t.service_id != "id-hashed");
+    let snap = snapshot(services.clone(), tasks.clone());
+    let r = rig.pass(&snap).await;
+    check(step("hashed removed", &r, per), rig.reloads().await);
+    assert!(rig.rows("hashed").await.is_empty(), "no hashed server left");
+    assert_eq!(http_get(http, "hashed.test").await.0, 503);
+    assert_eq!(rig.answers("web.test", 6).await, names("t", &[2, 3, 6]));
+    let again = rig.pass(&snap).await;
+    assert!(!again.changed(), "{again:?}");
+
+    // Options of a live backend change: a reload on every version (no backend generation
+    // at runtime yet).
+    services[0] = service(
+        "web",
+        "web.test",
+        port,
+        &[("com.docker.lb.ip_hash", "true")],
+    );
+    let snap = snapshot(services.clone(), tasks.clone());
+    let r = rig.pass(&snap).await;
+    check(step("web's options changed", &r, 1), rig.reloads().await);
+    assert_eq!(rig.answers("web.test", 6).await.len(), 1);
+
+    // The files say what HAProxy holds: a forced reload and a restart change nothing.
+    rig.master()
+        .reload(Duration::from_secs(10))
+        .await
+        .expect("forced reload");
+    let (what, want) = step(
+        "forced reload",
+        &Report {
+            reloads: 1,
+            ..Report::default()
+        },
+        1,
+    );
+    poll_until(STARTUP, "the reload counted", || async {
+        (reloads(&rig.master()).await == want).then_some(())
+    })
+    .await;
+    let after = rig.pass(&snap).await;
+    assert!(!after.changed(), "after {what}: {after:?}");
+    assert_eq!(rig.answers("web.test", 4).await.len(), 1, "after {what}");
+    assert_eq!(
+        rig.answers("cart.test", 4).await,
+        names("t", &[7]),
+        "after {what}"
+    );
+    let cart2 = rig.answers("cart2.test", 8).await;
+    assert!(
+        cart2.is_subset(&names("t", &[7, 8])) && !cart2.is_empty(),
+        "{cart2:?}"
+    );
+
+    rig.haproxy.restart().await;
+    let after = rig.pass(&snap).await;
+    assert!(!after.changed(), "after a restart: {after:?}");
+    assert_eq!(rig.reloads().await, 0, "a fresh master has not reloaded");
+    assert_eq!(rig.answers("web.test", 4).await.len(), 1);
+    assert_eq!(rig.answers("cart.test", 4).await, names("t", &[7]));
+    let cart2 = rig.answers("cart2.test", 8).await;
+    assert!(
+        cart2.is_subset(&names("t", &[7, 8])) && !cart2.is_empty(),
+        "{cart2:?}"
+    );
+    assert!(rig.rows("hashed").await.is_empty());
+    assert_eq!(http_get(http, "hashed.test").await.0, 503);
 }

@@ -484,6 +484,7 @@ mod driver {
                 block: 4,
                 add_server: true,
                 hosts_map: haproxy.hosts_map().clone(),
+                runtime_backends: Default::default(),
             },
             render: haproxy.settings.clone(),
             haproxy_container: None,

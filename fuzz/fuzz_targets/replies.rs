@@ -4,8 +4,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use swarm_lb::haproxy::codec::{self, frame::Replies};
-use swarm_lb::haproxy::{Command, MapPath};
-use swarm_lb::model::{BackendName, MapKey, MapValue};
+use swarm_lb::haproxy::{Command, DefaultsName, MapPath};
+use swarm_lb::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
@@ -31,6 +31,26 @@ fuzz_target!(|data: &[u8]| {
         Command::DelMap {
             map: map_path,
             key: MapKey::parse("a.example/").expect("key"),
+        },
+        // 3.4's backend commands; `del server`/`del backend` read the reply's last line.
+        Command::AddBackend {
+            backend: web.clone(),
+            defaults: DefaultsName::for_options(&BackendOptions::default()).expect("named"),
+        },
+        Command::PublishBackend {
+            backend: web.clone(),
+        },
+        Command::WaitServerRemovable {
+            backend: web.clone(),
+            server: ServerName::slot(1),
+            timeout_ms: 500,
+        },
+        Command::DelServer {
+            backend: web.clone(),
+            server: ServerName::slot(1),
+        },
+        Command::DelBackend {
+            backend: web.clone(),
         },
     ] {
         let _ = codec::check_reply(&cmd, &text);

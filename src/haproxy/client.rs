@@ -115,6 +115,21 @@ impl ClientError {
             ClientError::Parse { .. } | ClientError::Refused { .. }
         )
     }
+
+    /// Nobody listens at the socket's path (refused, or no such file). While the master still
+    /// runs a worker, this is the mark of a refused reload whose new worker bound the path
+    /// and then exited (a `bind` that failed at start, seen on 3.4): the old worker serves on,
+    /// but its admin socket is no longer reachable by path.
+    pub fn is_nobody_listening(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Io { source, .. }
+                if matches!(
+                    source.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                )
+        )
+    }
 }
 
 /// The admin socket of one HAProxy worker (whichever answers at `path`).
@@ -554,6 +569,35 @@ mod tests {
     use super::*;
     use crate::haproxy::state::Admin;
     use crate::model::{BackendName, ServerName};
+
+    #[tokio::test]
+    async fn a_socket_path_with_nobody_listening_is_told_apart_from_a_slow_or_refusing_haproxy() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // No file at all.
+        let e = AdminClient::new(dir.path().join("none.sock"))
+            .info()
+            .await
+            .expect_err("no socket");
+        assert!(e.is_nobody_listening(), "{e}");
+        // A socket file whose listener is gone (what a refused reload's worker leaves).
+        let path = dir.path().join("dead.sock");
+        drop(UnixListener::bind(&path).expect("bind"));
+        let e = AdminClient::new(&path)
+            .info()
+            .await
+            .expect_err("dead socket");
+        assert!(e.is_nobody_listening(), "{e}");
+        let timeout = ClientError::Timeout {
+            path: path.clone(),
+            timeout_ms: 1,
+        };
+        assert!(!timeout.is_nobody_listening());
+        let other = ClientError::Io {
+            path,
+            source: std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        };
+        assert!(!other.is_nobody_listening());
+    }
 
     fn set_state(server: &str) -> Command {
         Command::SetState {

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use super::state::Admin;
-use crate::model::{BackendName, MapKey, MapValue, ServerName};
+use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 /// The path of a map file as HAProxy names it in `map(...)`; checked to hold no syntax.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -120,6 +120,89 @@ impl std::fmt::Debug for Pem {
     }
 }
 
+/// A named `defaults` section the renderer writes for one set of backend options, so that
+/// HAProxy 3.4+ can create a backend with those options at runtime (`add backend <b> from
+/// <defaults>`). The name spells the options: `swarm-lb.roundrobin`, `swarm-lb.source`
+/// (`balance source` + consistent hashing), either followed by `.cookie.<name>` for a sticky
+/// cookie (`cookie <name> insert indirect nocache dynamic`).
+///
+/// A failure limit (`com.docker.lb.max_fails`), TLS to the tasks (`ssl_backend`) and
+/// passthrough have no named defaults (`default-server` lines, which servers added at runtime
+/// do not inherit, or `mode tcp`), so such a backend is still created by a reload.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct DefaultsName {
+    name: String,
+    options: BackendOptions,
+}
+
+impl DefaultsName {
+    /// Prefix of every named defaults section the driver renders.
+    pub const PREFIX: &'static str = "swarm-lb.";
+
+    /// The defaults section for `options`, or `None` when they cannot come from one (a
+    /// failure limit, or a cookie name with characters a section name cannot hold).
+    pub fn for_options(options: &BackendOptions) -> Option<Self> {
+        // TLS to the tasks is a `default-server` line too, and passthrough a `mode tcp`
+        // backend from the template's TCP defaults: both are created by a reload.
+        if options.failure_limit.is_some() || options.backend_tls.is_some() || options.passthrough {
+            return None;
+        }
+        let mut name = String::from(Self::PREFIX);
+        name.push_str(if options.ip_hash {
+            "source"
+        } else {
+            "roundrobin"
+        });
+        if let Some(cookie) = &options.sticky_cookie {
+            let ok = !cookie.is_empty()
+                && cookie
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                return None;
+            }
+            name.push_str(".cookie.");
+            name.push_str(cookie);
+        }
+        Some(Self {
+            name,
+            options: options.clone(),
+        })
+    }
+
+    /// The section a rendered config names `name`, if the renderer wrote it (the inverse of
+    /// [`DefaultsName::for_options`]).
+    pub fn parse(name: &str) -> Option<Self> {
+        let rest = name.strip_prefix(Self::PREFIX)?;
+        let (balance, cookie) = match rest.split_once(".cookie.") {
+            Some((b, c)) => (b, Some(c.to_owned())),
+            None => (rest, None),
+        };
+        let ip_hash = match balance {
+            "source" => true,
+            "roundrobin" => false,
+            _ => return None,
+        };
+        let found = Self::for_options(&BackendOptions {
+            ip_hash,
+            sticky_cookie: cookie,
+            failure_limit: None,
+            backend_tls: None,
+            passthrough: false,
+        })?;
+        (found.name == name).then_some(found)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    /// The options a backend created from this section has.
+    pub fn options(&self) -> &BackendOptions {
+        &self.options
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     /// `set server <b>/<s> addr <ip> port <port>` (IPv6 without brackets). HAProxy answers
@@ -166,6 +249,48 @@ pub enum Command {
     },
     /// `del map <file> <key>`: every entry of the key; `Key not found.` if none.
     DelMap { map: MapPath, key: MapKey },
+    /// `add backend <b> from <defaults>` (HAProxy 3.4+): a backend with no servers, its
+    /// options from the named defaults section, created unpublished (routing skips it until
+    /// [`Command::PublishBackend`]). Success: `New backend registered.`
+    AddBackend {
+        backend: BackendName,
+        defaults: DefaultsName,
+    },
+    /// `publish backend <b>` (3.4+): routing rules may use it. Success: `Backend published.`
+    /// (also when it already was).
+    PublishBackend { backend: BackendName },
+    /// `unpublish backend <b>` (3.4+): routing rules skip it. Success: `Backend
+    /// unpublished.` (also when it already was).
+    UnpublishBackend { backend: BackendName },
+    /// `set dynamic-cookie-key backend <b> <key>`: the secret dynamic cookies of the backend's
+    /// servers are hashed with. A backend created from a sticky defaults section sends an
+    /// EMPTY cookie until it has a key and [`Command::EnableDynamicCookie`] (measured on
+    /// 3.4.7). Prints nothing on success. The driver uses the backend's name as the key, as
+    /// the rendered config does (hence a [`BackendName`]: checked, nothing to escape).
+    SetDynamicCookieKey {
+        backend: BackendName,
+        key: BackendName,
+    },
+    /// `enable dynamic-cookie backend <b>`; prints nothing on success.
+    EnableDynamicCookie { backend: BackendName },
+    /// `wait <ms> srv-removable <b>/<s>` (3.0+): returns `Done.` once the server (in maint)
+    /// has no connection left, or a refusal (`Server still has connections attached to it,
+    /// cannot remove it.`, after the delay) while one remains.
+    WaitServerRemovable {
+        backend: BackendName,
+        server: ServerName,
+        timeout_ms: u32,
+    },
+    /// `del server <b>/<s>`: the server must be in maint with no connection (from 3.3 no idle
+    /// one either). Success: `Server deleted.`
+    DelServer {
+        backend: BackendName,
+        server: ServerName,
+    },
+    /// `del backend <b>` (3.4+): only an unpublished backend without servers, streams, or a
+    /// literal reference in the config. The reply may start with HAProxy's own log lines
+    /// (`Server <b>/<s> is going DOWN ...`); success is its last line, `Backend deleted.`
+    DelBackend { backend: BackendName },
     /// `show servers state [<b>]`
     ShowServersState { backend: Option<BackendName> },
     /// `show map <file>`
@@ -196,7 +321,8 @@ pub enum Command {
 }
 
 impl Command {
-    /// Whether the command changes HAProxy's state (the planner emits only these).
+    /// Whether the command changes HAProxy's state (the planner emits only these;
+    /// [`Command::WaitServerRemovable`] counts: it sequences a removal).
     pub fn is_write(&self) -> bool {
         !matches!(
             self,

@@ -9,13 +9,13 @@
 //! stay on the old worker; the new worker has none to that server, so "take nothing new" is all
 //! that is left of the drain, which is exactly what maint gives.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::command::MapPath;
+use super::command::{DefaultsName, MapPath};
 use super::state::{Admin, BackendState, ProxyState};
 use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit};
 
@@ -148,11 +148,29 @@ impl RenderSettings {
     }
 }
 
+/// The whole config text for `state`: [`config_for`] with named defaults, on every version.
+/// HAProxy 2.4+ reads named defaults and `backend <b> from <defaults>` (checked without a
+/// warning on 2.6.12, 3.0.11, 3.2 and 3.4.7), so one config serves all, and a config written
+/// for 2.6 already has what 3.4 needs to create backends at runtime.
+pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
+    config_for(state, settings, true)
+}
+
 /// The whole config text for `state`.
+///
+/// `named_defaults` (HAProxy 3.4+, which creates backends at runtime from them): after the
+/// template come named `defaults` sections, `swarm-lb.roundrobin` and `swarm-lb.source`
+/// always, and one per sticky option set in `state` (see [`DefaultsName`]). Each repeats the
+/// settings of the template's last `defaults` section (copied, not `from`: a defaults section
+/// both used implicitly by the template's frontend and named by `from` draws a warning on
+/// 3.4), then its balancing lines. Every backend then names its defaults explicitly
+/// (`backend <b> from swarm-lb.<balance>`; the last defaults section would apply otherwise)
+/// and keeps its own lines as before, so the section reads the same whether the backend was
+/// created at runtime or loaded from this file.
 ///
 /// Deterministic: the same state and settings give the same bytes (backends in name order,
 /// servers in slot order, no timestamp), so an unchanged config is recognisable.
-pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
+pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults: bool) -> String {
     let admin = settings.admin_socket.to_string_lossy();
     let mut out = String::with_capacity(settings.template.len() + 64 * state.backends.len());
     out.push_str(
@@ -200,30 +218,108 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
             out.push('\n');
         }
     }
+    if named_defaults {
+        render_named_defaults(&mut out, state, &settings.template);
+    }
     // Internal (`_`) backends belong to the template; the state never holds one, and skipping
     // them keeps a stray one from clashing with `_default`.
     for (name, backend) in state.backends.iter().filter(|(n, _)| !n.is_internal()) {
         out.push('\n');
-        match backend.options.passthrough {
+        if backend.options.passthrough {
             // The template's TCP defaults (see `haproxy/base.cfg`).
-            true => {
-                let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
+            let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
+        } else if named_defaults {
+            let from = DefaultsName::for_options(&BackendOptions {
+                ip_hash: backend.options.ip_hash,
+                ..BackendOptions::default()
+            });
+            match from {
+                Some(from) => {
+                    let _ = writeln!(out, "backend {name} from {}", from.as_str());
+                }
+                None => {
+                    let _ = writeln!(out, "backend {name}");
+                }
             }
-            false => {
-                let _ = writeln!(out, "backend {name}");
-            }
+        } else {
+            let _ = writeln!(out, "backend {name}");
         }
         render_backend(&mut out, name, backend, &backend_ca_path(settings));
     }
     out
 }
 
-fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, ca_file: &Path) {
-    let options = &backend.options;
-    if options.passthrough {
-        // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
-        out.push_str(MODE_TCP);
+/// The named defaults sections for `state` (see [`config_for`]): the two balance-only ones,
+/// then one per sticky option set its backends use, in name order.
+pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
+    let mut out: BTreeSet<DefaultsName> = [false, true]
+        .into_iter()
+        .filter_map(|ip_hash| {
+            DefaultsName::for_options(&BackendOptions {
+                ip_hash,
+                ..BackendOptions::default()
+            })
+        })
+        .collect();
+    for backend in state.backends.values() {
+        if backend.options.sticky_cookie.is_some() {
+            let options = BackendOptions {
+                failure_limit: None,
+                backend_tls: None,
+                passthrough: false,
+                ..backend.options.clone()
+            };
+            out.extend(DefaultsName::for_options(&options));
+        }
     }
+    out
+}
+
+/// The non-comment lines of the template's last `defaults` section (HAProxy applies the last
+/// one before a section to it).
+fn template_defaults(template: &str) -> Vec<&str> {
+    let mut body = Vec::new();
+    let mut inside = false;
+    for line in template.lines() {
+        if line.trim().is_empty() || is_comment(line) {
+            continue;
+        }
+        if !line.starts_with(char::is_whitespace) {
+            inside = line.split_whitespace().next() == Some("defaults");
+            if inside {
+                body.clear();
+            }
+        } else if inside {
+            body.push(line);
+        }
+    }
+    body
+}
+
+fn render_named_defaults(out: &mut String, state: &ProxyState, template: &str) {
+    let body = template_defaults(template);
+    out.push_str(
+        "\n# Named defaults (HAProxy 3.4+ creates backends at runtime from them: `add backend <b> from\n\
+         # <name>`): the template's defaults, then one option set each.\n",
+    );
+    // The balance-only sections first: the text up to them does not depend on the state (see
+    // [`from_template_for`]).
+    let (plain, sticky): (Vec<_>, Vec<_>) = defaults_for(state)
+        .into_iter()
+        .partition(|d| d.options().sticky_cookie.is_none());
+    for defaults in plain.into_iter().chain(sticky) {
+        let _ = writeln!(out, "defaults {}", defaults.as_str());
+        for line in &body {
+            out.push_str(line);
+            out.push('\n');
+        }
+        render_balance(out, defaults.options());
+    }
+}
+
+/// The balancing lines of a backend or named defaults section with `options` (the failure
+/// limit aside).
+fn render_balance(out: &mut String, options: &BackendOptions) {
     // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
     // change without a reload (`balance source` is, with consistent hashing).
     if options.ip_hash {
@@ -234,10 +330,36 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, 
     if let Some(cookie) = &options.sticky_cookie {
         // Dynamic: each server's cookie is a hash of the key and its address, computed again
         // on `set server addr`, so slots refilled at runtime get the right cookie.
-        let _ = writeln!(
-            out,
-            "    {COOKIE} {cookie} insert indirect nocache dynamic\n    dynamic-cookie-key {name}"
-        );
+        let _ = writeln!(out, "    {COOKIE} {cookie} insert indirect nocache dynamic");
+    }
+}
+
+/// The named defaults sections a config [`config_for`] rendered declares: those HAProxy
+/// holds once it loaded that config.
+pub fn named_defaults(config: &str) -> BTreeSet<DefaultsName> {
+    config
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some("defaults"), Some(name), None) if !line.starts_with(' ') => {
+                    DefaultsName::parse(name)
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, ca_file: &Path) {
+    let options = &backend.options;
+    if options.passthrough {
+        // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
+        out.push_str(MODE_TCP);
+    }
+    render_balance(out, options);
+    if options.sticky_cookie.is_some() {
+        let _ = writeln!(out, "    dynamic-cookie-key {name}");
     }
     if let Some(limit) = &options.failure_limit {
         // Overrides the template's `default-server` for this backend's servers (those added
@@ -281,7 +403,20 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, 
 /// Whether `config` was rendered by [`config`] from `settings` (its template, binds and
 /// paths), whatever backends it holds: the generated backends follow the template's text.
 pub fn from_template(config_text: &str, settings: &RenderSettings) -> bool {
-    config_text.starts_with(&config(&ProxyState::default(), settings))
+    from_template_for(config_text, settings, true)
+}
+
+/// [`from_template`] for a config rendered by [`config_for`] with `named_defaults`.
+pub fn from_template_for(
+    config_text: &str,
+    settings: &RenderSettings,
+    named_defaults: bool,
+) -> bool {
+    config_text.starts_with(&config_for(
+        &ProxyState::default(),
+        settings,
+        named_defaults,
+    ))
 }
 
 /// The backend `default-server` options of `com.docker.lb.ssl_backend`: TLS to the task, its
@@ -583,7 +718,7 @@ mod tests {
         let text = config(&state, &settings(Path::new("/run/swarm-lb")));
         assert!(
             text.contains(
-                "backend v6\n    balance source\n    hash-type consistent\n    cookie sid insert \
+                "backend v6 from swarm-lb.source\n    balance source\n    hash-type consistent\n    cookie sid insert \
                  indirect nocache dynamic\n    dynamic-cookie-key v6\n    default-server observe \
                  layer7 error-limit 3 on-error mark-down rise 2 fastinter 2500ms downinter 2500ms\n    \
                  default-server ssl verify required ca-file /run/swarm-lb/backend-ca.pem\n    server s1 \
@@ -591,7 +726,9 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("backend web\n    balance roundrobin\n    server s1"));
+        assert!(text.contains(
+            "backend web from swarm-lb.roundrobin\n    balance roundrobin\n    server s1"
+        ));
         let want: BTreeMap<BackendName, BackendOptions> = state
             .backends
             .iter()
@@ -601,6 +738,45 @@ mod tests {
         // The template's own sections (internal backends, the frontend) are not backends of
         // the driver's.
         assert_eq!(backend_options(BASE_TEMPLATE), BTreeMap::new());
+    }
+
+    #[test]
+    fn named_defaults_repeat_the_templates_defaults_and_one_option_set_each() {
+        let text = config(&state(), &settings(Path::new("/run/swarm-lb")));
+        // The two balance-only sections, then one per sticky option set in use (v6's; its
+        // failure limit has no section: servers added at runtime would not inherit it).
+        let want: Vec<String> = named_defaults(&text)
+            .iter()
+            .map(|d| d.as_str().to_owned())
+            .collect();
+        assert_eq!(
+            want,
+            [
+                "swarm-lb.roundrobin",
+                "swarm-lb.source",
+                "swarm-lb.source.cookie.sid"
+            ]
+        );
+        let section = text
+            .split("\ndefaults swarm-lb.source.cookie.sid\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n\n").next())
+            .expect("the sticky section");
+        for line in [
+            "    mode http",
+            "    retries 3",
+            "    default-server inter 2s fastinter 500ms downinter 2s rise 2 fall 2 observe layer4 error-limit 3 on-error mark-down",
+            "    balance source",
+            "    hash-type consistent",
+            "    cookie sid insert indirect nocache dynamic",
+        ] {
+            assert!(section.lines().any(|l| l == line), "{line:?} in {section}");
+        }
+        assert!(!section.contains('#'), "comments are not copied: {section}");
+        // The text up to the named defaults does not depend on the state.
+        assert!(from_template(&text, &settings(Path::new("/run/swarm-lb"))));
+        // The options of the backends read back still ignore the defaults sections.
+        assert_eq!(backend_options(&text).len(), 3);
     }
 
     #[test]
@@ -620,10 +796,10 @@ mod tests {
     #[test]
     fn backends_list_their_servers_in_slot_order_with_drained_and_free_ones_disabled() {
         let text = config(&state(), &settings(Path::new("/run/swarm-lb")));
-        let web = "backend web\n    balance roundrobin\n    server s1 10.0.1.5:8080 check\n    server s2 10.0.1.6:8080 check disabled\n    server s3 127.0.0.1:1 check disabled\n";
+        let web = "backend web from swarm-lb.roundrobin\n    balance roundrobin\n    server s1 10.0.1.5:8080 check\n    server s2 10.0.1.6:8080 check disabled\n    server s3 127.0.0.1:1 check disabled\n";
         assert!(text.contains(web), "{text}");
         assert!(text
-            .contains("backend api\n    balance roundrobin\n    server vip 10.0.2.2:80 check\n"));
+            .contains("backend api from swarm-lb.roundrobin\n    balance roundrobin\n    server vip 10.0.2.2:80 check\n"));
         assert_eq!(PLACEHOLDER.to_string(), "127.0.0.1:1");
     }
 

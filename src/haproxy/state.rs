@@ -77,6 +77,18 @@ pub enum ApplyError {
         backend: BackendName,
         server: ServerName,
     },
+    #[error("backend {backend} already exists")]
+    BackendExists { backend: BackendName },
+    #[error("backend {backend} still has {servers} servers")]
+    BackendNotEmpty {
+        backend: BackendName,
+        servers: usize,
+    },
+    #[error("server {backend}/{server} is not in maint")]
+    ServerNotInMaint {
+        backend: BackendName,
+        server: ServerName,
+    },
     #[error("map key {key} already present")]
     MapKeyExists { key: MapKey },
     #[error("map key {key} not present")]
@@ -136,6 +148,55 @@ impl ProxyState {
             | Command::AddSslCrtList { .. }
             | Command::DelSslCrtList { .. }
             | Command::DelSslCert { .. } => {}
+            Command::AddBackend { backend, defaults } => {
+                if self.backends.contains_key(backend) {
+                    return Err(ApplyError::BackendExists {
+                        backend: backend.clone(),
+                    });
+                }
+                self.backends.insert(
+                    backend.clone(),
+                    BackendState {
+                        mode: Mode::Task,
+                        servers: Vec::new(),
+                        options: defaults.options().clone(),
+                    },
+                );
+            }
+            // Publication and cookie settings are not part of the modelled state; the
+            // backend must exist.
+            Command::PublishBackend { backend }
+            | Command::UnpublishBackend { backend }
+            | Command::SetDynamicCookieKey { backend, .. }
+            | Command::EnableDynamicCookie { backend } => {
+                self.backend_mut(backend)?;
+            }
+            Command::WaitServerRemovable {
+                backend, server, ..
+            } => {
+                self.server_mut(backend, server)?;
+            }
+            Command::DelServer { backend, server } => {
+                if self.server_mut(backend, server)?.admin != Admin::Maint {
+                    return Err(ApplyError::ServerNotInMaint {
+                        backend: backend.clone(),
+                        server: server.clone(),
+                    });
+                }
+                let b = self.backend_mut(backend)?;
+                b.servers.retain(|s| s.name != *server);
+                b.mode = mode_of(&b.servers);
+            }
+            Command::DelBackend { backend } => {
+                let servers = self.backend_mut(backend)?.servers.len();
+                if servers > 0 {
+                    return Err(ApplyError::BackendNotEmpty {
+                        backend: backend.clone(),
+                        servers,
+                    });
+                }
+                self.backends.remove(backend);
+            }
             Command::AddMap { key, value, .. } => {
                 if self.hosts.contains_key(key) {
                     return Err(ApplyError::MapKeyExists { key: key.clone() });
@@ -213,6 +274,14 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::AddSslCrtList { .. } => "add ssl crt-list",
         Command::DelSslCrtList { .. } => "del ssl crt-list",
         Command::DelSslCert { .. } => "del ssl cert",
+        Command::AddBackend { .. } => "add backend",
+        Command::PublishBackend { .. } => "publish backend",
+        Command::UnpublishBackend { .. } => "unpublish backend",
+        Command::SetDynamicCookieKey { .. } => "set dynamic-cookie-key",
+        Command::EnableDynamicCookie { .. } => "enable dynamic-cookie",
+        Command::WaitServerRemovable { .. } => "wait srv-removable",
+        Command::DelServer { .. } => "del server",
+        Command::DelBackend { .. } => "del backend",
     }
 }
 

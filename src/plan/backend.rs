@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::haproxy::state::PLACEHOLDER;
-use crate::haproxy::{Admin, BackendState, Command, Server};
+use crate::haproxy::{Admin, BackendState, Command, DefaultsName, Server};
 use crate::model::{BackendName, BackendSpec, EndpointState, Mode, ServerName};
 
 pub(super) struct BackendPlan {
@@ -140,7 +140,7 @@ fn ready(addr: SocketAddr, name: ServerName) -> Server {
 
 /// The backend as a reload creates it: ready endpoints in slot order (a drained one is not
 /// added), or the `vip` server.
-fn fresh(spec: &BackendSpec, block: usize) -> BackendState {
+pub(super) fn fresh(spec: &BackendSpec, block: usize) -> BackendState {
     let servers = match spec.mode {
         Mode::Task => {
             let ready_addrs: Vec<SocketAddr> = endpoints(spec)
@@ -290,6 +290,85 @@ fn task(
         },
         reload,
     }
+}
+
+/// How long `wait srv-removable` may hold the admin session per server that held a task, in
+/// milliseconds. Short: a server still busy (a websocket to a removed service) makes its `del
+/// server` fail, and the next pass tries again, while the rest of the pass is not held up.
+pub(super) const REMOVABLE_WAIT_MS: u32 = 500;
+
+/// The commands that create `target` (as [`fresh`] builds it) at runtime from `defaults`
+/// (HAProxy 3.4+), in the order measured on 3.4.7: `add backend` (unpublished), each server
+/// added, checked and put in its state, the dynamic cookie key set and enabled (a sticky
+/// backend sends an empty cookie before), then `publish backend`. Routing reaches it only
+/// through map entries, which the plan adds after these.
+pub(super) fn create(
+    name: &BackendName,
+    target: &BackendState,
+    defaults: &DefaultsName,
+) -> Vec<Command> {
+    let mut out = vec![Command::AddBackend {
+        backend: name.clone(),
+        defaults: defaults.clone(),
+    }];
+    for server in &target.servers {
+        out.push(Command::AddServer {
+            backend: name.clone(),
+            server: server.name.clone(),
+            addr: server.addr,
+        });
+        out.push(Command::EnableHealth {
+            backend: name.clone(),
+            server: server.name.clone(),
+        });
+        if server.admin != Admin::Maint {
+            out.push(set_state(name, &server.name, server.admin));
+        }
+    }
+    if target.options.sticky_cookie.is_some() {
+        out.push(Command::SetDynamicCookieKey {
+            backend: name.clone(),
+            key: name.clone(),
+        });
+        out.push(Command::EnableDynamicCookie {
+            backend: name.clone(),
+        });
+    }
+    out.push(Command::PublishBackend {
+        backend: name.clone(),
+    });
+    out
+}
+
+/// The commands that delete `actual` at runtime (HAProxy 3.4+), once no map entry names it:
+/// `unpublish backend`, every server to maint, `wait srv-removable` for a server that held a
+/// task (connections may remain), `del server`, `del backend`.
+pub(super) fn retire(name: &BackendName, actual: &BackendState) -> Vec<Command> {
+    let mut out = vec![Command::UnpublishBackend {
+        backend: name.clone(),
+    }];
+    for server in &actual.servers {
+        if server.admin != Admin::Maint {
+            out.push(set_state(name, &server.name, Admin::Maint));
+        }
+    }
+    for server in &actual.servers {
+        if !server.is_free() {
+            out.push(Command::WaitServerRemovable {
+                backend: name.clone(),
+                server: server.name.clone(),
+                timeout_ms: REMOVABLE_WAIT_MS,
+            });
+        }
+        out.push(Command::DelServer {
+            backend: name.clone(),
+            server: server.name.clone(),
+        });
+    }
+    out.push(Command::DelBackend {
+        backend: name.clone(),
+    });
+    out
 }
 
 fn set_state(backend: &BackendName, server: &ServerName, state: Admin) -> Command {

@@ -11,8 +11,8 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::haproxy::{Admin, Command, MapPath, ProxyState};
-use crate::model::{Desired, MapValue, NetworkId};
+use crate::haproxy::{Admin, Command, DefaultsName, MapPath, ProxyState};
+use crate::model::{BackendName, BackendOptions, Desired, MapValue, NetworkId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanSettings {
@@ -23,6 +23,30 @@ pub struct PlanSettings {
     pub add_server: bool,
     /// The hosts map, as runtime map commands name it.
     pub hosts_map: MapPath,
+    /// What HAProxy can do to whole backends at runtime (3.4+); nothing by default.
+    pub runtime_backends: RuntimeBackends,
+}
+
+/// Backends created and deleted through the Runtime API (HAProxy 3.4+: `add backend <b> from
+/// <defaults>`, `publish backend`, `unpublish backend`, `del backend`; see `../shared/HAPROXY.md`,
+/// "Versions"). The default, for versions before 3.4: neither, every backend that appears or
+/// goes takes a reload.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeBackends {
+    /// A backend that goes is retired at runtime (unpublish, servers to maint, `del server`,
+    /// `del backend`) instead of by a reload.
+    pub delete: bool,
+    /// The named defaults sections the running HAProxy loaded: a new backend whose options
+    /// have one here is created at runtime. Empty before 3.4.
+    pub defaults: BTreeSet<DefaultsName>,
+}
+
+impl RuntimeBackends {
+    /// The loaded defaults section a backend with `options` can be created from.
+    pub fn create_from(&self, options: &BackendOptions) -> Option<&DefaultsName> {
+        let want = DefaultsName::for_options(options)?;
+        self.defaults.get(&want)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +79,14 @@ impl Plan {
         };
         for cmd in &self.runtime {
             match cmd {
+                Command::AddBackend { .. } => s.add_backend += 1,
+                Command::DelBackend { .. } => s.del_backend += 1,
+                Command::PublishBackend { .. }
+                | Command::UnpublishBackend { .. }
+                | Command::SetDynamicCookieKey { .. }
+                | Command::EnableDynamicCookie { .. }
+                | Command::WaitServerRemovable { .. } => {}
+                Command::DelServer { .. } => s.del_server += 1,
                 Command::SetAddr { .. } => s.set_addr += 1,
                 Command::SetState { .. } => s.set_state += 1,
                 Command::AddServer { .. } => s.add_server += 1,
@@ -87,6 +119,9 @@ pub struct Summary {
     pub add_map: usize,
     pub set_map: usize,
     pub del_map: usize,
+    pub add_backend: usize,
+    pub del_server: usize,
+    pub del_backend: usize,
     pub reload: bool,
     pub attach: usize,
     pub detach: usize,
@@ -96,7 +131,7 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "set_addr={} set_state={} add_server={} enable_health={} add_map={} set_map={} del_map={} reload={} attach={} detach={}",
+            "set_addr={} set_state={} add_server={} enable_health={} add_map={} set_map={} del_map={} add_backend={} del_server={} del_backend={} reload={} attach={} detach={}",
             self.set_addr,
             self.set_state,
             self.add_server,
@@ -104,6 +139,9 @@ impl fmt::Display for Summary {
             self.add_map,
             self.set_map,
             self.del_map,
+            self.add_backend,
+            self.del_server,
+            self.del_backend,
             self.reload,
             self.attach,
             self.detach
@@ -118,11 +156,18 @@ impl fmt::Display for Summary {
 /// go), then map edits towards backends that already have a ready server (a canary's traffic
 /// moves off a backend before its tasks drain), then server changes (backend by backend, slot
 /// by slot), then the other map additions and edits (route once the servers are there), then
-/// deletions of buckets no route points at any more. Buckets are written before routes in
-/// each group, so a route that becomes a split finds its buckets. A backend that is new, gone, changes mode, or must
-/// grow without `add server` sets `reload`; `target` then holds it already filled, and map
-/// commands naming a backend HAProxy does not hold yet are left to the reload, which reads
-/// the map file. `target.hosts` is always `desired.hosts`.
+/// deletions of buckets no route points at any more, then backends retired at runtime.
+/// Buckets are written before routes in each group, so a route that becomes a split finds its
+/// buckets. A backend that is new, gone, changes mode, or must grow without `add server` sets
+/// `reload`; `target` then holds it already filled, and map commands naming a backend HAProxy
+/// does not hold yet are left to the reload, which reads the map file. `target.hosts` is
+/// always `desired.hosts`.
+///
+/// With [`RuntimeBackends`] (HAProxy 3.4+) a new backend whose options have a loaded named
+/// defaults section is created with the server commands instead (`add backend`, its slots,
+/// `publish backend`), so its map entries follow in the same plan; a backend that goes is
+/// retired at the end (its map entries are gone by then): `unpublish backend`, each server to
+/// maint, `wait srv-removable` for those that held a task, `del server`, `del backend`.
 pub fn plan(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
@@ -132,7 +177,17 @@ pub fn plan(
     let mut reload = false;
     let mut server_commands = Vec::new();
     let mut backends = BTreeMap::new();
+    let mut created = BTreeSet::new();
     for (name, spec) in &desired.backends {
+        if !actual.backends.contains_key(name) {
+            if let Some(defaults) = settings.runtime_backends.create_from(&spec.options) {
+                let target = backend::fresh(spec, settings.block);
+                server_commands.extend(backend::create(name, &target, defaults));
+                created.insert(name.clone());
+                backends.insert(name.clone(), target);
+                continue;
+            }
+        }
         let b = backend::plan_backend(
             name,
             actual.backends.get(name),
@@ -144,10 +199,19 @@ pub fn plan(
         server_commands.extend(b.commands);
         backends.insert(name.clone(), b.target);
     }
-    reload |= actual
+    let gone: Vec<&BackendName> = actual
         .backends
         .keys()
-        .any(|name| !desired.backends.contains_key(name));
+        .filter(|name| !desired.backends.contains_key(*name))
+        .collect();
+    let mut retirements = Vec::new();
+    if settings.runtime_backends.delete {
+        for name in gone {
+            retirements.extend(backend::retire(name, &actual.backends[name]));
+        }
+    } else {
+        reload |= !gone.is_empty();
+    }
 
     let map = &settings.hosts_map;
     // Routes that stop: deleted first, before their servers go. Buckets are only reachable
@@ -181,7 +245,7 @@ pub fn plan(
         }
         if value
             .target_backend()
-            .is_some_and(|b| !actual.backends.contains_key(&b))
+            .is_some_and(|b| !actual.backends.contains_key(&b) && !created.contains(&b))
         {
             // The backend comes with the reload, which reads the map file; forcing the reload
             // here also covers an entry naming no backend at all, so target is still written.
@@ -215,6 +279,7 @@ pub fn plan(
             .chain(server_commands)
             .chain(late)
             .chain(bucket_deletions)
+            .chain(retirements)
             .collect(),
         reload,
         target: ProxyState {

@@ -10,9 +10,9 @@ use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::select;
 
-use super::PlanSettings;
+use super::{PlanSettings, RuntimeBackends};
 use crate::haproxy::state::PLACEHOLDER;
-use crate::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
+use crate::haproxy::{Admin, BackendState, DefaultsName, MapPath, ProxyState, Server};
 use crate::model::{
     BackendName, BackendOptions, BackendSpec, BackendTls, Desired, EndpointState, FailureLimit,
     MapKey, MapValue, Mode, NetworkId, ServerName,
@@ -259,13 +259,47 @@ pub fn actual_and_desired() -> impl Strategy<Value = (ProxyState, Desired)> {
     ]
 }
 
-/// Small blocks so that growth happens; 42 as in production.
-pub fn plan_settings() -> impl Strategy<Value = PlanSettings> {
-    (select(vec![1usize, 2, 3, 42]), any::<bool>()).prop_map(|(block, add_server)| PlanSettings {
-        block,
-        add_server,
-        hosts_map: MapPath::new("/etc/haproxy/hosts.map").expect("valid"),
+/// HAProxy 3.4+ with named defaults loaded for some option sets of [`options`] (not the
+/// `sid` cookie: a backend with it is still created by reload).
+pub fn runtime_backends() -> RuntimeBackends {
+    let defaults = [
+        (false, None),
+        (true, None),
+        (false, Some("SRV")),
+        (true, Some("SRV")),
+    ]
+    .into_iter()
+    .filter_map(|(ip_hash, cookie)| {
+        DefaultsName::for_options(&BackendOptions {
+            ip_hash,
+            sticky_cookie: cookie.map(str::to_owned),
+            failure_limit: None,
+            backend_tls: None,
+            passthrough: false,
+        })
     })
+    .collect();
+    RuntimeBackends {
+        delete: true,
+        defaults,
+    }
+}
+
+/// Small blocks so that growth happens; 42 as in production. Half the time HAProxy creates
+/// and deletes backends at runtime (3.4+).
+pub fn plan_settings() -> impl Strategy<Value = PlanSettings> {
+    (select(vec![1usize, 2, 3, 42]), any::<bool>(), any::<bool>()).prop_map(
+        |(block, add_server, runtime)| PlanSettings {
+            block,
+            add_server,
+            hosts_map: MapPath::new("/etc/haproxy/hosts.map").expect("valid"),
+            runtime_backends: if runtime {
+                runtime_backends()
+            } else {
+                RuntimeBackends::default()
+            },
+        },
+    )
 }
 
 /// A state that already satisfies `desired`, built independently of the planner: ready

@@ -11,7 +11,7 @@ use super::backend::slots_for;
 use super::strategy::{actual_and_desired, networks, plan_settings, satisfying};
 use super::*;
 use crate::haproxy::state::{ApplyError, PLACEHOLDER};
-use crate::haproxy::{Admin, BackendState, Server};
+use crate::haproxy::{Admin, BackendState, DefaultsName, Server};
 use crate::model::EndpointState::{self, Drain, Ready};
 use crate::model::{
     BackendName, BackendOptions, BackendSpec, Host, MapKey, MapValue, Mode, ServerName,
@@ -39,6 +39,7 @@ fn settings(block: usize, add_server: bool) -> PlanSettings {
         block,
         add_server,
         hosts_map: hosts_map(),
+        runtime_backends: Default::default(),
     }
 }
 fn no_networks() -> BTreeSet<NetworkId> {
@@ -764,7 +765,7 @@ fn the_summary_counts_commands_by_kind() {
     );
     assert_eq!(
         s.to_string(),
-        "set_addr=1 set_state=0 add_server=0 enable_health=0 add_map=1 set_map=0 del_map=1 reload=false attach=0 detach=0"
+        "set_addr=1 set_state=0 add_server=0 enable_health=0 add_map=1 set_map=0 del_map=1 add_backend=0 del_server=0 del_backend=0 reload=false attach=0 detach=0"
     );
 }
 
@@ -788,10 +789,35 @@ fn drained_as_maint(state: &ProxyState) -> ProxyState {
 fn check_before_reload(
     actual: &ProxyState,
     target: &ProxyState,
+    runtime: &[Command],
     applied: &ProxyState,
 ) -> Result<(), TestCaseError> {
-    prop_assert!(applied.backends.keys().eq(actual.backends.keys()));
-    for (name, a) in &actual.backends {
+    // Backends created and deleted at runtime (3.4+) are the target's already.
+    let mut created = BTreeSet::new();
+    let mut deleted = BTreeSet::new();
+    for cmd in runtime {
+        match cmd {
+            Command::AddBackend { backend, .. } => {
+                created.insert(backend.clone());
+            }
+            Command::DelBackend { backend } => {
+                deleted.insert(backend.clone());
+            }
+            _ => {}
+        }
+    }
+    let mut held_backends: BTreeSet<_> = actual.backends.keys().cloned().collect();
+    held_backends.retain(|b| !deleted.contains(b));
+    held_backends.extend(created.iter().cloned());
+    prop_assert!(applied.backends.keys().eq(held_backends.iter()));
+    for name in &created {
+        prop_assert_eq!(&applied.backends[name], &target.backends[name]);
+    }
+    for (name, a) in actual
+        .backends
+        .iter()
+        .filter(|(n, _)| !deleted.contains(*n))
+    {
         let got = &applied.backends[name];
         match target.backends.get(name) {
             Some(t) if t.mode == a.mode => {
@@ -809,7 +835,7 @@ fn check_before_reload(
     let held = |value: &MapValue| {
         value
             .target_backend()
-            .is_none_or(|b| actual.backends.contains_key(&b))
+            .is_none_or(|b| actual.backends.contains_key(&b) || created.contains(&b))
     };
     hosts.retain(|key, _| target.hosts.get(key).is_some_and(|v| !held(v)));
     for (key, value) in &target.hosts {
@@ -860,7 +886,7 @@ proptest! {
         prop_assert!(applied.is_ok(), "{:?}", applied);
         let applied = applied.unwrap_or_default();
         if p.reload {
-            check_before_reload(&actual, &p.target, &applied)?;
+            check_before_reload(&actual, &p.target, &p.runtime, &applied)?;
         } else {
             prop_assert_eq!(applied, p.target);
         }
@@ -901,7 +927,14 @@ proptest! {
         let serving = |value: &MapValue| value.target_backend().is_some_and(|b| {
             actual.backends.get(&b).is_some_and(|b| b.servers.iter().any(|s| s.admin == Admin::Ready))
         });
+        // Backends retired at runtime (3.4+) go last, once no route names them.
+        let retired = |b: &BackendName| actual.backends.contains_key(b) && !p.target.backends.contains_key(b);
         let group = |c: &Command| match c {
+            Command::SetState { backend, .. }
+            | Command::UnpublishBackend { backend }
+            | Command::WaitServerRemovable { backend, .. }
+            | Command::DelServer { backend, .. }
+            | Command::DelBackend { backend } if retired(backend) => 5,
             Command::DelMap { key, .. } if key.is_bucket() => 4,
             Command::DelMap { .. } => 0,
             Command::AddMap { value, .. } | Command::SetMap { value, .. } if serving(value) => 1,
@@ -960,4 +993,148 @@ proptest! {
 
 fn networks_of(d: &Desired) -> BTreeSet<NetworkId> {
     d.networks.clone()
+}
+
+// ---- HAProxy 3.4+: backends at runtime ------------------------------------------------------
+
+fn settings_3_4(block: usize) -> PlanSettings {
+    PlanSettings {
+        runtime_backends: super::strategy::runtime_backends(),
+        ..settings(block, true)
+    }
+}
+
+#[test]
+fn on_3_4_a_new_service_is_added_published_then_routed_without_a_reload() {
+    let actual = ProxyState::default();
+    let d = desired(
+        vec![("web", task(&[("10.0.0.1:80", Ready)]))],
+        &[("web.test", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(2));
+    assert!(!p.reload, "{p:?}");
+    let web = be("web");
+    let s = |n| ServerName::slot(n);
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::AddBackend {
+                backend: web.clone(),
+                defaults: DefaultsName::for_options(&BackendOptions::default()).unwrap(),
+            },
+            Command::AddServer {
+                backend: web.clone(),
+                server: s(1),
+                addr: sa("10.0.0.1:80"),
+            },
+            Command::EnableHealth {
+                backend: web.clone(),
+                server: s(1),
+            },
+            set_state("web", 1, Admin::Ready),
+            Command::AddServer {
+                backend: web.clone(),
+                server: s(2),
+                addr: PLACEHOLDER,
+            },
+            Command::EnableHealth {
+                backend: web.clone(),
+                server: s(2),
+            },
+            Command::PublishBackend {
+                backend: web.clone()
+            },
+            Command::AddMap {
+                map: hosts_map(),
+                key: host("web.test"),
+                value: val("web"),
+            },
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn on_3_4_a_sticky_service_gets_its_cookie_key_before_it_is_published() {
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.sticky_cookie = Some("SRV".into());
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload);
+    let at = |f: fn(&Command) -> bool| p.runtime.iter().position(f).unwrap();
+    let key = at(|c| matches!(c, Command::SetDynamicCookieKey { .. }));
+    let enable = at(|c| matches!(c, Command::EnableDynamicCookie { .. }));
+    let publish = at(|c| matches!(c, Command::PublishBackend { .. }));
+    let last_server = p
+        .runtime
+        .iter()
+        .rposition(|c| matches!(c, Command::AddServer { .. }))
+        .unwrap();
+    assert!(
+        last_server < key && key < enable && enable < publish,
+        "{:?}",
+        p.runtime
+    );
+}
+
+#[test]
+fn on_3_4_options_without_a_loaded_defaults_section_still_take_a_reload() {
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    // `sid` has no section among the loaded ones; a failure limit never has one.
+    spec.options.sticky_cookie = Some("sid".into());
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
+    assert!(p.reload);
+    assert!(!p
+        .runtime
+        .iter()
+        .any(|c| matches!(c, Command::AddBackend { .. })));
+}
+
+#[test]
+fn on_3_4_a_service_that_goes_loses_its_routes_then_is_unpublished_emptied_and_deleted() {
+    let actual = state(
+        vec![
+            ("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None])),
+            ("api", slots(&[Some(("10.0.0.2:80", Admin::Ready))])),
+        ],
+        &[("web.test", "web"), ("api.test", "api")],
+    );
+    let d = desired(
+        vec![("api", task(&[("10.0.0.2:80", Ready)]))],
+        &[("api.test", "api")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload, "{p:?}");
+    let web = be("web");
+    assert_eq!(
+        p.runtime,
+        vec![
+            Command::DelMap {
+                map: hosts_map(),
+                key: host("web.test"),
+            },
+            Command::UnpublishBackend {
+                backend: web.clone()
+            },
+            set_state("web", 1, Admin::Maint),
+            Command::WaitServerRemovable {
+                backend: web.clone(),
+                server: ServerName::slot(1),
+                timeout_ms: 500,
+            },
+            Command::DelServer {
+                backend: web.clone(),
+                server: ServerName::slot(1),
+            },
+            Command::DelServer {
+                backend: web.clone(),
+                server: ServerName::slot(2),
+            },
+            Command::DelBackend { backend: web },
+        ]
+    );
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+    // Before 3.4 the same change is one reload.
+    assert!(plan(&actual, &no_networks(), &d, &settings(1, true)).reload);
 }

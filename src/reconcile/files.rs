@@ -3,13 +3,13 @@
 //! on a busy disk). It also knows each backend's balancing options as HAProxy loaded them,
 //! which the Runtime API cannot show.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use tokio::task::JoinHandle;
 use tracing::debug;
 
 use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
-use crate::haproxy::ProxyState;
+use crate::haproxy::{DefaultsName, ProxyState};
 use crate::model::{BackendName, BackendOptions};
 
 /// Each backend's balancing options.
@@ -33,10 +33,9 @@ pub(super) struct FileWriter {
     writing: Option<JoinHandle<Result<(), FilesError>>>,
     /// Each backend's options as in the config HAProxy loaded.
     loaded: Options,
-    /// Whether the config HAProxy loaded was rendered from the current template: after an
-    /// upgrade of swarm-lb (or a changed --template, --bind...) it is not, and the frontend
-    /// HAProxy runs may not read the map the way this version writes it.
-    template_loaded: bool,
+    /// The config text HAProxy loaded (as far as known): the template check and the named
+    /// defaults sections HAProxy holds are read from it.
+    loaded_config: Option<String>,
 }
 
 impl FileWriter {
@@ -45,22 +44,54 @@ impl FileWriter {
         // The last config HAProxy accepted from this driver, else the one on disk. Text from
         // an earlier run is the only source of its options; later ones come with the state.
         let good = std::fs::read_to_string(Files::good_path(&files.config_path())).ok();
-        let loaded = match (&good, &written) {
+        let mut loaded = match (&good, &written) {
             (Some(good), _) => render::backend_options(good),
             (None, Some(w)) => w.options.clone(),
             (None, None) => Options::new(),
         };
-        let loaded_config = good
-            .as_deref()
-            .or(written.as_ref().map(|w| w.config.as_str()));
-        let template_loaded = loaded_config.map_or(true, |c| render::from_template(c, &render));
+        // A backend in the last written config but not in the last reloaded one was created
+        // at runtime (HAProxy 3.4+), with the options written.
+        if let Some(w) = &written {
+            for (name, options) in &w.options {
+                loaded
+                    .entry(name.clone())
+                    .or_insert_with(|| options.clone());
+            }
+        }
+        let loaded_config = good.or(written.as_ref().map(|w| w.config.clone()));
         FileWriter {
             files,
             render,
             written,
             writing: None,
             loaded,
-            template_loaded,
+            loaded_config,
+        }
+    }
+
+    /// The named defaults sections HAProxy holds (from the config it loaded).
+    pub fn loaded_defaults(&self) -> BTreeSet<DefaultsName> {
+        self.loaded_config
+            .as_deref()
+            .map(render::named_defaults)
+            .unwrap_or_default()
+    }
+
+    /// Backends created (`Some` options) or deleted (`None`) through the Runtime API: their
+    /// options are HAProxy's now, without a reload.
+    pub fn changed_at_runtime<'a>(
+        &mut self,
+        changes: impl IntoIterator<Item = (&'a BackendName, Option<&'a BackendOptions>)>,
+    ) {
+        for (name, options) in changes {
+            match options {
+                Some(o) => {
+                    self.loaded.insert(name.clone(), o.clone());
+                }
+                None => {
+                    self.loaded.remove(name);
+                }
+            }
         }
     }
 
@@ -74,13 +105,17 @@ impl FileWriter {
     pub fn worker_loaded_files(&mut self) {
         if let Some(w) = &self.written {
             self.loaded = w.options.clone();
-            self.template_loaded = render::from_template(&w.config, &self.render);
+            self.loaded_config = Some(w.config.clone());
         }
     }
 
-    /// Whether HAProxy runs a config rendered from the current template and settings.
+    /// Whether HAProxy runs a config rendered from the current template and settings: after an upgrade of swarm-lb (or a changed
+    /// --template, --bind...) it is not, and the frontend HAProxy runs may not read the map
+    /// the way this version writes it.
     pub fn template_loaded(&self) -> bool {
-        self.template_loaded
+        self.loaded_config
+            .as_deref()
+            .map_or(true, |c| render::from_template(c, &self.render))
     }
 
     /// Render the files and, when their content changes, start writing them on the blocking

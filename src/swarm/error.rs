@@ -49,6 +49,11 @@ pub enum SwarmError {
     #[error("Docker event stream error: {message}")]
     Stream { message: String },
 
+    /// The engine Swarm state is read from is not an active Swarm manager (a worker's own
+    /// socket, or a node outside any Swarm): give a manager's endpoint (`--manager`).
+    #[error("Docker engine at {endpoint} is not a Swarm manager (Swarm state {state}): on a worker, give a manager's API with --manager / SWARM_LB_MANAGER")]
+    NotManager { endpoint: String, state: String },
+
     /// Anything else the client library reports.
     #[error("Docker {op} failed")]
     Other {
@@ -68,6 +73,7 @@ impl SwarmError {
             | SwarmError::Stream { .. } => true,
             SwarmError::Api { status, .. } => *status >= 500,
             SwarmError::InvalidEndpoint { .. }
+            | SwarmError::NotManager { .. }
             | SwarmError::Decode { .. }
             | SwarmError::Other { .. } => false,
         }

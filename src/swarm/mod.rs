@@ -13,6 +13,7 @@ mod convert;
 mod error;
 mod events;
 mod overlay;
+pub mod proxy;
 mod raw;
 mod reconnect;
 mod settle;
@@ -55,13 +56,28 @@ pub fn snapshot_from_json(
 /// `after` of a timeout bollard reports.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A connection to one Docker engine, with the API version agreed with it.
+/// A connection to the Docker engine Swarm state is read from (services, tasks, networks and
+/// their events: a manager), with the API version agreed with it; and, when that engine is not
+/// the one on this node (a worker edge, `--manager`), a second connection to the local engine for
+/// what only it knows or does: this node's container events and inspections, and attaching the
+/// HAProxy container (a plain container on this node) to networks.
 #[derive(Debug, Clone)]
 pub struct Docker {
     inner: bollard::Docker,
     endpoint: Endpoint,
     api_version: String,
+    /// The local engine when it is not the manager above; `None`: the same engine.
+    node: Option<Box<Docker>>,
 }
+
+/// The event types read from each engine when the manager is a remote one: cluster-wide
+/// types from the manager, the node-local ones (containers) from this node.
+const CLUSTER_TYPES: [events::EventKind; 3] = [
+    events::EventKind::Service,
+    events::EventKind::Network,
+    events::EventKind::Node,
+];
+const NODE_TYPES: [events::EventKind; 1] = [events::EventKind::Container];
 
 impl Docker {
     /// Connects to `endpoint` (`unix:///path`, a plain socket path, `tcp://host:port` or
@@ -95,6 +111,63 @@ impl Docker {
             inner,
             endpoint,
             api_version: format!("{}.{}", v.major_version, v.minor_version),
+            node: None,
+        })
+    }
+
+    /// Connects to this node's engine (`local`, as in [`Docker::connect`]) and, when `manager`
+    /// is given, to that engine for Swarm state: services, tasks, networks and their events come
+    /// from `manager`, container events, inspections and network attachments from `local`.
+    /// Without `manager` the local engine does everything (it must then be a manager).
+    ///
+    /// Errors: either endpoint invalid or unreachable ([`SwarmError::InvalidEndpoint`],
+    /// [`SwarmError::Unreachable`]).
+    pub async fn connect_split(
+        manager: Option<&str>,
+        local: Option<&str>,
+    ) -> Result<Docker, SwarmError> {
+        let node = Docker::connect(local).await?;
+        match manager.filter(|m| !m.trim().is_empty()) {
+            None => Ok(node),
+            Some(m) => {
+                let mut cluster = Docker::connect(Some(m)).await?;
+                if cluster.endpoint != node.endpoint {
+                    cluster.node = Some(Box::new(node));
+                }
+                Ok(cluster)
+            }
+        }
+    }
+
+    /// The engine of this node: the one containers are inspected and attached through.
+    fn local(&self) -> &Docker {
+        self.node.as_deref().unwrap_or(self)
+    }
+
+    /// The local engine's endpoint when it differs from the manager's ([`Docker::endpoint`]).
+    pub fn local_endpoint(&self) -> Option<String> {
+        self.node.as_ref().map(|n| n.endpoint())
+    }
+
+    /// Checks that the Swarm-state engine is an active Swarm manager (`GET /info`:
+    /// `Swarm.ControlAvailable`), so that a worker's socket given without `--manager` is a
+    /// start-up error instead of a listing failure retried forever.
+    ///
+    /// Errors: [`SwarmError::NotManager`] naming the endpoint and the node's Swarm state, or
+    /// the request's own error.
+    pub async fn check_manager(&self) -> Result<(), SwarmError> {
+        let info = self.inner.info().await.map_err(self.err("info"))?;
+        let swarm = info.swarm.unwrap_or_default();
+        if swarm.control_available == Some(true) {
+            return Ok(());
+        }
+        let state = swarm
+            .local_node_state
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        Err(SwarmError::NotManager {
+            endpoint: self.endpoint(),
+            state,
         })
     }
 
@@ -166,14 +239,41 @@ impl Docker {
 
     /// The event stream from `since` (`seconds.nanoseconds`, engine time), filtered to what
     /// the watcher acts on. Lazy: the request goes out on the first poll.
+    /// With a separate local engine, the manager's cluster-wide events and the local engine's
+    /// container events, merged; either stream ending ends the whole (an error item), so that
+    /// the watcher reopens both from `since` and lists again: nothing is lost on either.
     fn events(
         &self,
         since: String,
+    ) -> futures_util::stream::BoxStream<'static, Result<events::Event, SwarmError>> {
+        let Some(node) = &self.node else {
+            return self.events_of(since, &events::TYPES).boxed();
+        };
+        let ended = |endpoint: String| {
+            futures_util::stream::once(async move {
+                Err(SwarmError::Stream {
+                    message: format!("the event stream of {endpoint} ended"),
+                })
+            })
+        };
+        let cluster = self
+            .events_of(since.clone(), &CLUSTER_TYPES)
+            .chain(ended(self.endpoint()));
+        let local = node
+            .events_of(since, &NODE_TYPES)
+            .chain(ended(node.endpoint()));
+        futures_util::stream::select(cluster, local).boxed()
+    }
+
+    fn events_of(
+        &self,
+        since: String,
+        types: &[events::EventKind],
     ) -> impl Stream<Item = Result<events::Event, SwarmError>> + Send + 'static {
         let filters = HashMap::from([
             (
                 "type".to_string(),
-                events::TYPES.map(|k| k.as_str().to_string()).to_vec(),
+                types.iter().map(|k| k.as_str().to_string()).collect(),
             ),
             (
                 "event".to_string(),
@@ -195,7 +295,7 @@ impl Docker {
     /// A task's container: whether it runs, whether it has a healthcheck, its addresses.
     async fn task_container(&self, container: &str) -> Result<convert::TaskContainer, SwarmError> {
         Ok(convert::task_container(
-            &self.inspect_container(container).await?,
+            &self.local().inspect_container(container).await?,
         ))
     }
 
@@ -205,7 +305,7 @@ impl Docker {
         container: &str,
     ) -> Result<BTreeMap<NetworkId, String>, SwarmError> {
         Ok(convert::container_networks(
-            &self.inspect_container(container).await?,
+            &self.local().inspect_container(container).await?,
         ))
     }
 
@@ -228,8 +328,12 @@ impl Docker {
             container: container.to_string(),
             endpoint_config: None,
         };
-        let res = self.inner.connect_network(network, req).await;
-        settled_network_op(NetworkOp::Connect, res.map_err(self.err("connect network")))
+        let local = self.local();
+        let res = local.inner.connect_network(network, req).await;
+        settled_network_op(
+            NetworkOp::Connect,
+            res.map_err(local.err("connect network")),
+        )
     }
 
     /// Detaches `container` from `network`. Not attached is success.
@@ -242,11 +346,153 @@ impl Docker {
             container: container.to_string(),
             force: Some(false),
         };
-        let res = self.inner.disconnect_network(network, req).await;
+        let local = self.local();
+        let res = local.inner.disconnect_network(network, req).await;
         settled_network_op(
             NetworkOp::Disconnect,
-            res.map_err(self.err("disconnect network")),
+            res.map_err(local.err("disconnect network")),
         )
+    }
+}
+
+impl Docker {
+    /// Makes sure this node's HAProxy container exists and runs, through the local engine:
+    /// a running container named `spec.name` is adopted untouched, a stopped one is started,
+    /// a missing one is created from `spec` (the image pulled first if the engine lacks it)
+    /// and started. Never stops, restarts, recreates or removes it: a swarm-lb restart or
+    /// upgrade leaves HAProxy and its connections alone.
+    ///
+    /// Errors: the engine's ([`SwarmError::Api`] e.g. a host port taken, an image that cannot
+    /// be pulled; [`SwarmError::Unreachable`]).
+    pub async fn ensure_proxy(
+        &self,
+        spec: &proxy::ProxySpec,
+    ) -> Result<proxy::ProxyOutcome, SwarmError> {
+        let local = self.local();
+        let mut outcome = proxy::ProxyOutcome::Created;
+        match local.inspect_container(&spec.name).await {
+            Ok(found) => {
+                if found.state.and_then(|s| s.running) == Some(true) {
+                    return Ok(proxy::ProxyOutcome::Adopted);
+                }
+                match local.start(&spec.name).await {
+                    Ok(()) => return Ok(proxy::ProxyOutcome::Started),
+                    // After its node's engine restarted, a stopped container attached to an
+                    // overlay that is not on the node (yet, or any more) cannot start. It serves
+                    // nothing: replace it (same spec and volumes, so the same config; swarm-lb
+                    // attaches the networks it needs in its passes).
+                    Err(SwarmError::Api {
+                        status: 404,
+                        ref message,
+                        ..
+                    }) if proxy::lost_network(message).is_some() => {
+                        local.remove(&spec.name).await?;
+                        outcome = proxy::ProxyOutcome::Recreated;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(SwarmError::Api { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        match local.create(spec).await {
+            Err(SwarmError::Api { status: 404, .. }) => {
+                local.pull(&spec.image).await?;
+                local.create(spec).await?;
+            }
+            other => other?,
+        }
+        local.start(&spec.name).await?;
+        Ok(outcome)
+    }
+
+    /// Removes a stopped container (its named volumes stay).
+    async fn remove(&self, name: &str) -> Result<(), SwarmError> {
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            v: false,
+            force: true,
+            link: false,
+        };
+        self.inner
+            .remove_container(name, Some(opts))
+            .await
+            .map_err(self.err("remove container"))
+    }
+
+    async fn create(&self, spec: &proxy::ProxySpec) -> Result<(), SwarmError> {
+        use bollard::models::{
+            ContainerCreateBody, HostConfig, Mount, MountType, PortBinding, RestartPolicy,
+            RestartPolicyNameEnum,
+        };
+        let mut ports: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for p in &spec.publish {
+            ports
+                .entry(format!("{}/tcp", p.container_port))
+                .or_default()
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: p.host_ip.map(|ip| ip.to_string()),
+                    host_port: Some(p.host_port.to_string()),
+                });
+        }
+        let volume = |(source, target): &(String, String)| Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(source.clone()),
+            target: Some(target.clone()),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: Some(spec.cmd.clone()),
+            env: Some(spec.env.clone()),
+            user: Some("root".into()),
+            exposed_ports: Some(ports.keys().cloned().collect()),
+            labels: Some(HashMap::from([(
+                "org.swarm-lb.role".to_string(),
+                "haproxy".to_string(),
+            )])),
+            host_config: Some(HostConfig {
+                mounts: Some(vec![volume(&spec.run_volume), volume(&spec.config_volume)]),
+                port_bindings: Some(ports),
+                restart_policy: Some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::ALWAYS),
+                    maximum_retry_count: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = bollard::query_parameters::CreateContainerOptions {
+            name: Some(spec.name.clone()),
+            platform: String::new(),
+        };
+        self.inner
+            .create_container(Some(opts), body)
+            .await
+            .map(drop)
+            .map_err(self.err("create container"))
+    }
+
+    async fn start(&self, name: &str) -> Result<(), SwarmError> {
+        self.inner
+            .start_container(
+                name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(self.err("start container"))
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), SwarmError> {
+        let opts = bollard::query_parameters::CreateImageOptions {
+            from_image: Some(image.to_string()),
+            ..Default::default()
+        };
+        let mut progress = self.inner.create_image(Some(opts), None, None);
+        while let Some(step) = progress.next().await {
+            step.map_err(self.err("pull image"))?;
+        }
+        Ok(())
     }
 }
 

@@ -1039,6 +1039,71 @@ mod tests {
             .expect("no panic");
     }
 
+    async fn next_request(r: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+        tokio::time::timeout(Duration::from_secs(10), r.recv())
+            .await
+            .expect("an events request")
+            .expect("open")
+    }
+
+    #[tokio::test]
+    async fn with_a_manager_cluster_events_come_from_it_container_events_from_the_node_and_either_ending_reopens_both(
+    ) {
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::sync::{mpsc, oneshot};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let engine = |name: &str, scripts: VecDeque<oneshot::Receiver<String>>| {
+            let sock = dir.path().join(name);
+            let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+            let (req_tx, requests) = mpsc::unbounded_channel();
+            fake::serve(
+                listener,
+                fake::Engine {
+                    tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
+                    container: Arc::default(),
+                    scripts: Arc::new(Mutex::new(scripts)),
+                    event_requests: req_tx,
+                },
+            );
+            (format!("unix://{}", sock.display()), requests)
+        };
+        // The manager's stream stays open; the node's sends one line and closes.
+        let (manager, mut manager_requests) = engine("manager.sock", VecDeque::new());
+        let (release, script) = oneshot::channel::<String>();
+        let (node, mut node_requests) = engine("node.sock", VecDeque::from([script]));
+        let docker = Docker::connect_split(Some(&manager), Some(&node))
+            .await
+            .expect("connect to both fakes");
+        assert_eq!(docker.endpoint(), manager);
+        assert_eq!(docker.local_endpoint(), Some(node.clone()));
+        let options = WatchOptions {
+            backoff_initial: Duration::from_millis(10),
+            ..WatchOptions::default()
+        };
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
+        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        let within = Duration::from_secs(10);
+        let m1 = next_request(&mut manager_requests).await;
+        let n1 = next_request(&mut node_requests).await;
+        // Filters are URL-encoded JSON: the type names appear as they are.
+        assert!(m1.contains("service") && !m1.contains("container"), "{m1}");
+        assert!(n1.contains("container") && !n1.contains("service"), "{n1}");
+
+        let event = r#"{"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{}},"scope":"local","time":1795729106,"timeNano":1795729106712866649}"#;
+        release.send(event.to_string()).expect("fake waiting");
+        // The node's stream ended: both are opened again.
+        next_request(&mut manager_requests).await;
+        next_request(&mut node_requests).await;
+
+        drop(rx);
+        tokio::time::timeout(within, run)
+            .await
+            .expect("stops without receivers")
+            .expect("no panic");
+    }
+
     #[tokio::test]
     async fn a_task_containers_start_kill_and_die_are_published_before_the_task_list_shows_them() {
         use crate::model::{DesiredTaskState, TaskState};

@@ -40,7 +40,8 @@ pub fn stats_bind() -> (String, String) {
 /// The whole process group is killed on drop.
 pub struct Haproxy {
     // Before `dir`: fields drop in order, so HAProxy is killed before its dir is removed.
-    process: HaproxyProcess,
+    /// Always `Some`, but during [`Haproxy::restart`].
+    process: Option<HaproxyProcess>,
     dir: tempfile::TempDir,
     pub files: Files,
     pub settings: RenderSettings,
@@ -120,38 +121,7 @@ impl Haproxy {
             }
         }
 
-        let launch_admin = launch.admin_socket.clone();
-        let mut process = HaproxyProcess::start(launch, STARTUP)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        // The admin socket accepts before the master has forked the worker that serves it,
-        // and from 3.1 the master lists a worker while it is still starting, when a reload
-        // is refused ("Another reload is still in progress"): wait until the worker the
-        // master lists answers on the admin socket, which it does only once started.
-        let master = Master::new(process.master_socket());
-        let admin = launch_admin.clone();
-        process
-            .wait_until(
-                STARTUP,
-                "the master's worker to answer on the admin socket",
-                || async {
-                    let procs = master.show_proc().await.ok()?;
-                    let info = AdminClient::new(&admin).info().await.ok()?;
-                    procs
-                        .workers
-                        .iter()
-                        .any(|w| w.pid == info.pid)
-                        .then_some(())
-                },
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
-        // The tests send HTTP through the frontend, which may bind after the admin socket.
-        let frontend = Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], http_port)));
-        process
-            .wait_accepting(STARTUP, &frontend)
-            .await
-            .unwrap_or_else(|e| panic!("{e}"));
+        let mut process = started(launch, http_port).await;
         if let Some((port, _)) = &https {
             let tls = Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], *port)));
             process
@@ -161,7 +131,7 @@ impl Haproxy {
         }
         files.save_good().expect("save good files");
         Haproxy {
-            process,
+            process: Some(process),
             dir,
             files,
             settings,
@@ -170,6 +140,19 @@ impl Haproxy {
         }
     }
 
+    /// Stop HAProxy (master and workers, at once) and start a new one on the files as they
+    /// are on disk: what a restart of the container does.
+    pub async fn restart(&mut self) {
+        let old = self.process.take().expect("running");
+        let launch = old.launch().clone();
+        // Dropping the process kills its group: the new one can bind the same addresses.
+        drop(old);
+        self.process = Some(started(launch, self.http_port).await);
+    }
+
+    fn process(&self) -> &HaproxyProcess {
+        self.process.as_ref().expect("running")
+    }
     pub fn config_dir(&self) -> &Path {
         self.dir.path()
     }
@@ -177,7 +160,7 @@ impl Haproxy {
         &self.settings.admin_socket
     }
     pub fn master_socket(&self) -> &Path {
-        self.process.master_socket()
+        self.process().master_socket()
     }
     pub fn config_path(&self) -> PathBuf {
         self.files.config_path()
@@ -194,7 +177,7 @@ impl Haproxy {
     }
     /// HAProxy's stdout and stderr so far (the master's alerts land here).
     pub fn log(&self) -> String {
-        self.process.log()
+        self.process().log()
     }
     /// Render `state` into the config dir (what the driver does before a reload).
     pub fn write(&self, state: &ProxyState) {
@@ -202,6 +185,44 @@ impl Haproxy {
             .write(state, &self.settings)
             .expect("write config");
     }
+}
+
+/// Start HAProxy on `launch` and wait until the worker the master lists answers on the admin
+/// socket and the HTTP frontend on `http_port` accepts.
+async fn started(launch: Launch, http_port: u16) -> HaproxyProcess {
+    let launch_admin = launch.admin_socket.clone();
+    let mut process = HaproxyProcess::start(launch, STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The admin socket accepts before the master has forked the worker that serves it,
+    // and from 3.1 the master lists a worker while it is still starting, when a reload
+    // is refused ("Another reload is still in progress"): wait until the worker the
+    // master lists answers on the admin socket, which it does only once started.
+    let master = Master::new(process.master_socket());
+    let admin = launch_admin.clone();
+    process
+        .wait_until(
+            STARTUP,
+            "the master's worker to answer on the admin socket",
+            || async {
+                let procs = master.show_proc().await.ok()?;
+                let info = AdminClient::new(&admin).info().await.ok()?;
+                procs
+                    .workers
+                    .iter()
+                    .any(|w| w.pid == info.pid)
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    // The tests send HTTP through the frontend, which may bind after the admin socket.
+    let frontend = Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], http_port)));
+    process
+        .wait_accepting(STARTUP, &frontend)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    process
 }
 
 /// The reload count from `show proc` (every reload, failed ones included).

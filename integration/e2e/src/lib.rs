@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod load;
+pub mod proxy;
 pub mod stack;
 
 // Shared with swarm-lb's own tests and the benchmarks; the scenarios import them from here.

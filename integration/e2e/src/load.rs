@@ -6,6 +6,7 @@
 //! are counted apart (`client_retries`), never hidden in `ok`.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub ok: u64,
     /// Non-2xx answers, by status.
@@ -77,13 +78,30 @@ pub struct Load {
 impl Load {
     /// `workers` connections, each sending `GET path` with `Host: host` every `every`.
     pub fn start(port: u16, host: &str, path: &str, workers: usize, every: Duration) -> Load {
+        Load::start_at(
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            host,
+            path,
+            workers,
+            every,
+        )
+    }
+
+    /// [`Load::start`] against any address (an edge node's published port).
+    pub fn start_at(
+        addr: SocketAddr,
+        host: &str,
+        path: &str,
+        workers: usize,
+        every: Duration,
+    ) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let mut set = JoinSet::new();
         for _ in 0..workers {
             let stop = stop.clone();
             let req =
                 format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: swarm-lb-e2e\r\n\r\n");
-            set.spawn(worker(port, req, every, stop));
+            set.spawn(worker(addr, req, every, stop));
         }
         Load { stop, workers: set }
     }
@@ -111,7 +129,7 @@ enum Outcome {
     ClosedBeforeAnswer,
 }
 
-async fn worker(port: u16, req: String, every: Duration, stop: Arc<AtomicBool>) -> Summary {
+async fn worker(addr: SocketAddr, req: String, every: Duration, stop: Arc<AtomicBool>) -> Summary {
     let mut s = Summary::default();
     let mut conn: Option<BufReader<TcpStream>> = None;
     let mut tick = tokio::time::interval(every);
@@ -122,21 +140,17 @@ async fn worker(port: u16, req: String, every: Duration, stop: Arc<AtomicBool>) 
             let reused = conn.is_some();
             let c = match conn.take() {
                 Some(c) => c,
-                None => {
-                    match tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
-                        .await
-                    {
-                        Ok(Ok(t)) => BufReader::new(t),
-                        Ok(Err(e)) => {
-                            fail(&mut s, format!("connect: {e}"));
-                            break;
-                        }
-                        Err(_) => {
-                            fail(&mut s, "connect: timeout".into());
-                            break;
-                        }
+                None => match tokio::time::timeout(TIMEOUT, TcpStream::connect(addr)).await {
+                    Ok(Ok(t)) => BufReader::new(t),
+                    Ok(Err(e)) => {
+                        fail(&mut s, format!("connect: {e}"));
+                        break;
                     }
-                }
+                    Err(_) => {
+                        fail(&mut s, "connect: timeout".into());
+                        break;
+                    }
+                },
             };
             match tokio::time::timeout(TIMEOUT, exchange(c, &req)).await {
                 Ok(Ok((
@@ -266,7 +280,23 @@ pub struct Reply {
 
 /// One GET on a new connection, with extra header lines (each ending in `\r\n`).
 pub async fn get_with(port: u16, host: &str, path: &str, headers: &str) -> std::io::Result<Reply> {
-    let t = tokio::time::timeout(TIMEOUT, TcpStream::connect(("127.0.0.1", port)))
+    get_at(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        host,
+        path,
+        headers,
+    )
+    .await
+}
+
+/// [`get_with`] against any address.
+pub async fn get_at(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> std::io::Result<Reply> {
+    let t = tokio::time::timeout(TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| std::io::Error::other("connect timeout"))??;
     let req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Connection: close\r\n\r\n");

@@ -26,6 +26,8 @@ pub struct Stack {
     run_dir: PathBuf,
     config_dir: PathBuf,
     compose_file: PathBuf,
+    /// A compose override file the test wrote (e.g. a Docker socket proxy, a small tmpfs).
+    override_file: Option<PathBuf>,
     env: Vec<(String, String)>,
 }
 
@@ -43,7 +45,26 @@ impl Stack {
     /// [`Stack::up`] under a compose project name chosen by the caller (letters and digits),
     /// e.g. one a benchmark can recognise to clean up after a crashed run.
     pub async fn up_named(project: &str, extra_env: &[(&str, &str)]) -> Stack {
+        Stack::up_full(project, extra_env, None).await
+    }
+
+    /// [`Stack::up`] with a compose override (YAML) laid over the repo's compose file.
+    pub async fn up_with_override(extra_env: &[(&str, &str)], override_yaml: &str) -> Stack {
+        let project = crate::unique("slbe2e").replace('-', "");
+        Stack::up_full(&project, extra_env, Some(override_yaml)).await
+    }
+
+    async fn up_full(
+        project: &str,
+        extra_env: &[(&str, &str)],
+        override_yaml: Option<&str>,
+    ) -> Stack {
         require_engine();
+        let override_file = override_yaml.map(|yaml| {
+            let path = std::env::temp_dir().join(format!("{project}-override.yml"));
+            std::fs::write(&path, yaml).expect("write the compose override");
+            path
+        });
         let project = project.to_owned();
         let http_port = free_port();
         let https_port = free_port();
@@ -89,6 +110,7 @@ impl Stack {
             stats_port,
             haproxy_container,
             compose_file: repo_root().join("docker-compose.yml"),
+            override_file,
             env,
         };
         stack.compose(&["up", "-d"]);
@@ -101,10 +123,18 @@ impl Stack {
         stack
     }
 
+    fn compose_files(&self) -> Vec<std::ffi::OsString> {
+        let mut files = vec!["-f".into(), self.compose_file.clone().into_os_string()];
+        if let Some(o) = &self.override_file {
+            files.push("-f".into());
+            files.push(o.clone().into_os_string());
+        }
+        files
+    }
+
     fn compose(&self, args: &[&str]) -> String {
         let out = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&self.compose_file)
+            .args(self.compose_files())
             .args(args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("DOCKER_HOST", "unix:///var/run/docker.sock")
@@ -132,6 +162,19 @@ impl Stack {
         self.config_dir.join("haproxy.cfg")
     }
 
+    /// The reloads a routed service that appears or goes costs on this stack's HAProxy: none
+    /// from 3.4 (swarm-lb creates and deletes backends through the Runtime API), one before.
+    /// Read from `show info`'s version.
+    pub async fn reloads_per_backend(&self) -> u32 {
+        let admin = self.admin_socket();
+        let info = poll_until(Duration::from_secs(10), "show info", || {
+            let admin = admin.clone();
+            async move { AdminClient::new(admin).info().await.ok() }
+        })
+        .await;
+        u32::from((info.version.major, info.version.minor) < (3, 4))
+    }
+
     /// The master's reload counter (`show proc`), retried across the master's re-exec.
     pub async fn reloads(&self) -> u32 {
         let master = self.master();
@@ -142,7 +185,7 @@ impl Stack {
         .await
     }
 
-    /// `show servers state` rows of one backend.
+    /// `show servers state` rows of one backend, in slot order.
     pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = self.runtime();
         match rt
@@ -150,11 +193,18 @@ impl Stack {
             .await
         {
             Ok(mut replies) => match replies.pop() {
-                Some(Ok(text)) => swarm_lb::haproxy::codec::parse_servers_state(&text)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|r| r.backend.as_str() == backend)
-                    .collect(),
+                Some(Ok(text)) => {
+                    let mut rows: Vec<ServerRow> =
+                        swarm_lb::haproxy::codec::parse_servers_state(&text)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|r| r.backend.as_str() == backend)
+                            .collect();
+                    // In slot order: HAProxy lists the servers of a backend created at
+                    // runtime (3.4+) in another order.
+                    rows.sort_by_key(|r| r.server.slot_index());
+                    rows
+                }
                 _ => Vec::new(),
             },
             Err(_) => Vec::new(),
@@ -217,11 +267,13 @@ impl Drop for Stack {
             );
         }
         let _ = Command::new("docker-compose")
-            .arg("-f")
-            .arg(&self.compose_file)
+            .args(self.compose_files())
             .args(["down", "-v", "-t", "5"])
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .output();
+        if let Some(o) = &self.override_file {
+            let _ = std::fs::remove_file(o);
+        }
     }
 }
 

@@ -109,6 +109,7 @@ async fn a_labelled_service_is_routed_and_every_replica_answers() {
     let net = Network::create(&unique("net"));
     let h = host("one");
     let reloads_before = env.stack.reloads().await;
+    let per = env.stack.reloads_per_backend().await;
     let svc = env.service(
         &net,
         &h,
@@ -122,8 +123,8 @@ async fn a_labelled_service_is_routed_and_every_replica_answers() {
     assert!(tasks.iter().all(|t| t.starts_with(&svc.name)), "{tasks:?}");
     assert_eq!(
         env.stack.reloads().await,
-        reloads_before + 1,
-        "creating the backend is the one reload"
+        reloads_before + per,
+        "creating the backend is the one reload (none from 3.4)"
     );
     assert_eq!(
         env.status("nobody.test").await,
@@ -406,10 +407,11 @@ async fn a_hand_written_host_list_routes_absolute_names_too_and_removing_the_hos
         503,
         "two dots are no host"
     );
+    let per = env.stack.reloads_per_backend().await;
     assert_eq!(
         env.stack.reloads().await,
-        reloads + 1,
-        "creating the backend"
+        reloads + per,
+        "creating the backend (a reload before 3.4)"
     );
 
     // A bad item typed by hand: refused alone, by name; the other host keeps routing.
@@ -428,7 +430,7 @@ async fn a_hand_written_host_list_routes_absolute_names_too_and_removing_the_hos
     .await;
     assert_eq!(
         env.stack.reloads().await,
-        reloads + 1,
+        reloads + per,
         "label edits are map edits"
     );
 
@@ -451,8 +453,8 @@ async fn a_hand_written_host_list_routes_absolute_names_too_and_removing_the_hos
     .await;
     assert_eq!(
         env.stack.reloads().await,
-        reloads + 2,
-        "its backend disappearing is the one reload"
+        reloads + 2 * per,
+        "its backend disappearing is the one reload (none from 3.4)"
     );
     let summary = l.stop().await;
     println!("other service through it all: {summary}");
@@ -491,10 +493,11 @@ async fn a_vip_labelled_dnsrr_service_routes_its_tasks_and_follows_endpoint_mode
         ],
     )
     .await;
+    let per = env.stack.reloads_per_backend().await;
     assert_eq!(
         env.stack.reloads().await,
-        reloads + 1,
-        "creating the backend"
+        reloads + per,
+        "creating the backend (a reload before 3.4)"
     );
 
     svc.update(&["--endpoint-mode", "vip"]);
@@ -507,7 +510,7 @@ async fn a_vip_labelled_dnsrr_service_routes_its_tasks_and_follows_endpoint_mode
     .await;
     assert_eq!(
         env.stack.reloads().await,
-        reloads + 2,
+        reloads + per + 1,
         "a backend of another mode is one reload"
     );
     if !std::path::Path::new("/proc/net/ip_vs").exists() {
@@ -520,12 +523,18 @@ async fn a_vip_labelled_dnsrr_service_routes_its_tasks_and_follows_endpoint_mode
     svc.update(&["--endpoint-mode", "dnsrr"]);
     env.converged(&svc, &net, 2).await;
     assert_eq!(env.all_answer(&h, 2).await.len(), 2);
-    assert_eq!(env.stack.reloads().await, reloads + 3, "back to task slots");
+    assert_eq!(
+        env.stack.reloads().await,
+        reloads + per + 2,
+        "back to task slots"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn creating_and_removing_a_routed_service_reloads_once_each_without_failing_other_traffic() {
+async fn creating_and_removing_a_routed_service_reloads_once_each_before_3_4_without_failing_other_traffic(
+) {
     let env = Env::up().await;
+    let per = env.stack.reloads_per_backend().await;
     let net = Network::create(&unique("net"));
     let steady = host("steady");
     let svc = env.service(&net, &steady, 2, &[]);
@@ -539,13 +548,17 @@ async fn creating_and_removing_a_routed_service_reloads_once_each_without_failin
     env.converged(&other, &net, 1).await;
     env.all_answer(&other_host, 1).await;
     let r1 = env.stack.reloads().await;
-    assert_eq!(r1, r0 + 1, "creating a routed service is one reload");
+    assert_eq!(
+        r1,
+        r0 + per,
+        "creating a routed service is one reload (none from 3.4)"
+    );
 
     let other_name = other.name.clone();
     drop(other);
     poll_until(CONVERGE, "the removed service's backend to go", || async {
         let rows = env.stack.servers(&other_name).await;
-        (rows.is_empty() && env.stack.reloads().await == r1 + 1).then_some(())
+        (rows.is_empty() && env.stack.reloads().await == r1 + per).then_some(())
     })
     .await;
     assert_eq!(env.status(&other_host).await, 503);
@@ -555,7 +568,7 @@ async fn creating_and_removing_a_routed_service_reloads_once_each_without_failin
     assert_eq!(summary.failed(), 0, "{summary}");
     // Nothing else reloads afterwards.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(env.stack.reloads().await, r1 + 1);
+    assert_eq!(env.stack.reloads().await, r1 + per);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1094,4 +1107,113 @@ async fn a_task_that_starts_failing_leaves_rotation_after_max_fails_and_returns_
         "{bad_task} back in rotation {:?} after recovering",
         started.elapsed()
     );
+}
+
+/// Open a websocket to `host`'s `/ws` through HAProxy and check one echo.
+async fn open_websocket(
+    port: u16,
+    host: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect to HAProxy");
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{host}/ws").as_str(), stream)
+        .await
+        .expect("websocket handshake through HAProxy");
+    assert!(
+        echoes(&mut ws, "hello").await,
+        "no echo on a fresh websocket"
+    );
+    ws
+}
+
+/// Whether `ws` echoes `text` within 5 s (false: the socket was cut).
+async fn echoes(
+    ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
+    text: &str,
+) -> bool {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    if ws.send(Message::Text(text.into())).await.is_err() {
+        return false;
+    }
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), ws.next()).await,
+        Ok(Some(Ok(Message::Text(t)))) if t.as_str() == text
+    )
+}
+
+/// Issue 10's scenario. From 3.4: 0 reloads, 0 websockets cut, 0 failed requests, and only
+/// the master and one worker at the end. Before 3.4 (2.6 in CI): the create and the remove
+/// are one reload each, the 20 websockets stay open on the worker they started on (a reload
+/// hands new connections to a new worker, never cuts established ones), which therefore
+/// stays alive as an old worker beside the new one: 3 processes or more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn creating_and_removing_a_routed_service_cuts_none_of_20_held_websockets_and_from_3_4_reloads_nothing(
+) {
+    let env = Env::up().await;
+    let per = env.stack.reloads_per_backend().await;
+    let net = Network::create(&unique("net"));
+    let steady = host("ws");
+    let svc = env.service(
+        &net,
+        &steady,
+        2,
+        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
+    );
+    env.converged(&svc, &net, 2).await;
+    env.all_answer(&steady, 2).await;
+    let mut sockets = Vec::new();
+    for _ in 0..20 {
+        sockets.push(open_websocket(env.stack.http_port, &steady).await);
+    }
+    let l = load(&env, &steady);
+    let r0 = env.stack.reloads().await;
+
+    let other_host = host("churn");
+    let other = env.service(&net, &other_host, 1, &[]);
+    env.converged(&other, &net, 1).await;
+    env.all_answer(&other_host, 1).await;
+    let other_name = other.name.clone();
+    drop(other);
+    poll_until(CONVERGE, "the removed service's backend to go", || async {
+        env.stack
+            .servers(&other_name)
+            .await
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(env.status(&other_host).await, 503);
+    let reloads = env.stack.reloads().await - r0;
+
+    let mut cut = 0;
+    for ws in &mut sockets {
+        if !echoes(ws, "still there").await {
+            cut += 1;
+        }
+    }
+    let summary = l.stop().await;
+    let procs = env.stack.master().show_proc().await.expect("show proc");
+    let processes = 1 + procs.workers.len() + procs.old_workers.len();
+    println!(
+        "HAProxy (reloads per backend {per}): reloads {reloads}, websockets cut {cut}/20, \
+         processes {processes}, steady service: {summary}"
+    );
+    assert_eq!(
+        reloads,
+        2 * per,
+        "one reload each for create and remove before 3.4"
+    );
+    assert_eq!(cut, 0, "websockets cut");
+    assert_eq!(summary.failed(), 0, "{summary}");
+    assert!(summary.ok > 100, "{summary}");
+    if per == 0 {
+        assert_eq!(processes, 2, "master + one worker: {procs:?}");
+    } else {
+        assert!(
+            processes >= 3,
+            "the worker holding the websockets lives on as an old worker: {procs:?}"
+        );
+    }
 }

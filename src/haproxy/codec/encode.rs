@@ -97,6 +97,48 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
         Command::DelMap { map, key } => {
             push_words(out, &["del map ", map.as_str(), " ", key.as_str()]);
         }
+        Command::AddBackend { backend, defaults } => push_words(
+            out,
+            &[
+                "add backend ",
+                backend.as_str(),
+                " from ",
+                defaults.as_str(),
+            ],
+        ),
+        Command::PublishBackend { backend } => {
+            push_words(out, &["publish backend ", backend.as_str()]);
+        }
+        Command::UnpublishBackend { backend } => {
+            push_words(out, &["unpublish backend ", backend.as_str()]);
+        }
+        Command::SetDynamicCookieKey { backend, key } => push_words(
+            out,
+            &[
+                "set dynamic-cookie-key backend ",
+                backend.as_str(),
+                " ",
+                key.as_str(),
+            ],
+        ),
+        Command::EnableDynamicCookie { backend } => {
+            push_words(out, &["enable dynamic-cookie backend ", backend.as_str()]);
+        }
+        Command::WaitServerRemovable {
+            backend,
+            server,
+            timeout_ms,
+        } => {
+            // The delay is a plain number of milliseconds (HAProxy's default time unit).
+            let _ = write!(out, "wait {timeout_ms} srv-removable ");
+            push_words(out, &[backend.as_str(), "/", server.as_str()]);
+        }
+        Command::DelServer { backend, server } => {
+            push_server(out, "del server ", backend.as_str(), server.as_str());
+        }
+        Command::DelBackend { backend } => {
+            push_words(out, &["del backend ", backend.as_str()]);
+        }
         Command::ShowServersState { backend: None } => out.push_str("show servers state"),
         Command::ShowServersState {
             backend: Some(backend),

@@ -27,6 +27,17 @@
 //! - `show info`: `Name: HAProxy` then `Field: value` lines.
 //! - `ssl cert` / `ssl crt-list` (2.2+, measured on 2.6.12 and 3.4.7): see each
 //!   [`Command`] variant. `set ssl cert` is answered after one `+ ` prompt per payload line.
+//! - 3.4's backend commands (measured on 3.4.7): `add backend` -> `New backend registered.`
+//!   (refusals `Error during backend creation : name is already used by other proxy
+//!   'backend <b>'.`, `Cannot find default proxy '<d>'.`); `publish backend` -> `Backend
+//!   published.`, `unpublish backend` -> `Backend unpublished.` (both also when it already
+//!   was; `No such backend.`); `set dynamic-cookie-key backend`, `enable dynamic-cookie
+//!   backend` -> nothing; `wait <ms> srv-removable` -> `Done.` (refusal `Server still has
+//!   connections attached to it, cannot remove it.`); `del server` -> `Server deleted.`
+//!   (refusal `Server still has connections attached to it, cannot remove it.`); `del
+//!   backend` -> HAProxy's own log lines (`Server <b>/<s> is going DOWN ...`, `backend '<b>'
+//!   has no server available!`, `Server deleted.`) then `Backend deleted.` as the LAST line
+//!   (refusals `Only a backend without server can be deleted.`, `No such backend.`).
 //! - any command HAProxy does not know: `Unknown command, but maybe ...` (3.0+: `Unknown
 //!   command: '<word>', but maybe ...`) and a command list.
 
@@ -62,6 +73,16 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
         | Command::SetMap { .. }
         | Command::DelMap { .. } => text.is_empty(),
         Command::AddServer { .. } => text == "New server registered.",
+        Command::SetDynamicCookieKey { .. } | Command::EnableDynamicCookie { .. } => {
+            text.is_empty()
+        }
+        Command::AddBackend { .. } => text == "New backend registered.",
+        Command::PublishBackend { .. } => text == "Backend published.",
+        Command::UnpublishBackend { .. } => text == "Backend unpublished.",
+        Command::WaitServerRemovable { .. } => text == "Done.",
+        // HAProxy's log lines may come first (see the module doc): the last line decides.
+        Command::DelServer { .. } => last_line(text) == "Server deleted.",
+        Command::DelBackend { .. } => last_line(text) == "Backend deleted.",
         Command::ShowServersState { .. } => text.lines().next() == Some("1"),
         Command::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
         Command::ShowInfo => text.starts_with("Name: "),
@@ -95,4 +116,12 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
             message: payload_reply(text).to_owned(),
         })
     }
+}
+
+/// The last non-blank line of `text`, trimmed ("" for none).
+fn last_line(text: &str) -> &str {
+    text.lines()
+        .map(str::trim)
+        .rfind(|l| !l.is_empty())
+        .unwrap_or("")
 }

@@ -1,9 +1,11 @@
 //! `bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--foreign-secs S]
-//!              [--strategies runtime,reload] [--phases convergence,churn,idle] [--api-trace]`
+//!              [--strategies runtime,runtime-3.4,reload] [--phases convergence,churn,idle] [--api-trace]`
 //!
-//! swarm-lb on a real one-node Swarm, both strategies in one run, one after the other, each in
+//! swarm-lb on a real one-node Swarm, three columns in one run, one after the other, each in
 //! its own compose stack on the same local images (`bash scripts/images.sh`), under the same
-//! operations and load:
+//! operations and load: the runtime strategy on HAProxy 2.6, the runtime strategy on HAProxy
+//! 3.4 (`runtime-3.4`: backends created and deleted without a reload), the reload strategy
+//! on 2.6:
 //! 1. convergence: a service scaled up and down by 1-2 tasks, N times; per task, Docker's
 //!    report (task running timestamp, container start / kill event, service update event) to
 //!    HAProxy's change seen on the admin socket (polled every 2 ms). p50 / p99 / max.
@@ -39,7 +41,7 @@ use swarm_lb_bench::swarm::sockets;
 use swarm_lb_bench::swarm::Dist;
 use swarm_lb_bench::Report;
 
-const USAGE: &str = "usage: bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--foreign-secs S] [--strategies runtime,reload] [--phases convergence,churn,idle] [--api-trace]";
+const USAGE: &str = "usage: bench-swarm [--json out.json] [--ops N] [--idle-services N] [--idle-secs S] [--foreign-secs S] [--strategies runtime,runtime-3.4,reload] [--phases convergence,churn,idle] [--api-trace]";
 
 #[derive(Debug, Clone)]
 struct Args {
@@ -62,7 +64,7 @@ fn parse_args() -> Result<Args, String> {
         idle_services: 50,
         idle_secs: 60,
         foreign_secs: 30,
-        strategies: vec![Strategy::Runtime, Strategy::Reload],
+        strategies: vec![Strategy::Runtime, Strategy::Runtime34, Strategy::Reload],
         convergence: true,
         churn: true,
         idle: true,
@@ -300,7 +302,7 @@ fn latency(report: &mut Report, group: &str, name: &str, samples: &[f64], target
 fn convergence_figures(report: &mut Report, strategy: Strategy, c: &Convergence) {
     let group = format!("{} convergence", strategy.as_str());
     let g = group.as_str();
-    let product = strategy == Strategy::Runtime;
+    let product = strategy.is_runtime();
     report.add(
         g,
         "scale operations (3..5 replicas, +-1/2)",
@@ -428,7 +430,7 @@ fn socket_figures(report: &mut Report, strategy: Strategy, s: &sockets::Summary)
 fn churn_figures(report: &mut Report, strategy: Strategy, steps: &[Step]) {
     let group = format!("{} churn", strategy.as_str());
     let g = group.as_str();
-    let product = strategy == Strategy::Runtime;
+    let product = strategy.is_runtime();
     let (mut total, mut failed, mut retries) = (0u64, 0u64, 0u64);
     let (mut routine_reloads, mut other_reloads) = (0u32, 0u32);
     for st in steps {
@@ -521,6 +523,14 @@ fn churn_figures(report: &mut Report, strategy: Strategy, steps: &[Step]) {
         );
     }
     report.add(g, "reloads, create + remove", f64::from(other_reloads), "");
+    if let Some(secs) = steps.iter().find_map(|s| s.first_200_secs) {
+        report.add(
+            g,
+            "new service: create -> first 200 through HAProxy (ms)",
+            (secs * 1000.0).round(),
+            "one sample",
+        );
+    }
     if let Some(last) = steps.last() {
         report.add(
             g,

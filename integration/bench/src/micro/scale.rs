@@ -226,6 +226,7 @@ fn plan_settings() -> anyhow::Result<PlanSettings> {
         block: 42,
         add_server: true,
         hosts_map: MapPath::new("/etc/haproxy/hosts.map").context("map path")?,
+        runtime_backends: Default::default(),
     })
 }
 

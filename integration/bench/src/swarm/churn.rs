@@ -37,6 +37,9 @@ pub struct Step {
     pub processes: usize,
     /// The step's own error, if it did not complete (its load figures still count).
     pub error: Option<String>,
+    /// Create + remove only: from `docker service create` returning to the first 200 through
+    /// HAProxy for the new service's host, in seconds.
+    pub first_200_secs: Option<f64>,
 }
 
 impl Step {
@@ -113,7 +116,7 @@ async fn step(
     bench: &Bench,
     host: &str,
     name: &'static str,
-    action: impl Future<Output = anyhow::Result<()>>,
+    action: impl Future<Output = anyhow::Result<Option<f64>>>,
 ) -> Step {
     let reloads = bench.stack.reloads().await;
     let started = Instant::now();
@@ -132,6 +135,7 @@ async fn step(
         workers: procs.as_ref().map_or(0, |p| p.workers.len()),
         old_workers: procs.as_ref().map_or(0, |p| p.old_workers.len()),
         processes,
+        first_200_secs: result.as_ref().ok().copied().flatten(),
         error: result.err().map(|e| format!("{e:#}")),
         summary,
     };
@@ -149,12 +153,12 @@ async fn step(
     step
 }
 
-async fn scale(bench: &Bench, service: &str, net: &Net) -> anyhow::Result<()> {
+async fn scale(bench: &Bench, service: &str, net: &Net) -> anyhow::Result<Option<f64>> {
     for n in [6u32, 2, 4] {
         docker(&["service", "scale", "--detach", &format!("{service}={n}")]).await?;
         routed(bench, service, net, n as usize).await?;
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn update(
@@ -163,7 +167,7 @@ async fn update(
     net: &Net,
     image: &str,
     order: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<f64>> {
     let n = tasks::desired_running(service, &net.id).await?.len();
     docker(&[
         "service",
@@ -178,14 +182,17 @@ async fn update(
         service,
     ])
     .await?;
-    routed(bench, service, net, n).await
+    routed(bench, service, net, n).await?;
+    Ok(None)
 }
 
-async fn create_remove(bench: &Bench, net: &Net) -> anyhow::Result<()> {
+async fn create_remove(bench: &Bench, net: &Net) -> anyhow::Result<Option<f64>> {
     let host = format!("{}.other.test", bench.cluster);
     let other = bench.service(net, &host, 1, &[]).await?;
-    routed(bench, &other.name, net, 1).await?;
+    let created = Instant::now();
     answers(bench, &host).await?;
+    let first_200 = created.elapsed().as_secs_f64();
+    routed(bench, &other.name, net, 1).await?;
     let name = other.name.clone();
     docker(&["service", "rm", &name]).await?;
     // Removed above without blocking the runtime; the guard's own `service rm` would only
@@ -197,7 +204,8 @@ async fn create_remove(bench: &Bench, net: &Net) -> anyhow::Result<()> {
         "the removed service's backend to go",
         || async { Ok(bench.stack.servers(&name).await.is_empty().then_some(())) },
     )
-    .await
+    .await?;
+    Ok(Some(first_200))
 }
 
 /// Wait until HAProxy serves exactly the `n` running tasks of `service`.

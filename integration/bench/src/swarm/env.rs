@@ -24,21 +24,45 @@ const PROJECT_PREFIX: &str = "slbbsw";
 /// How swarm-lb changes HAProxy (`SWARM_LB_STRATEGY`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
+    /// swarm-lb's runtime strategy on the default HAProxy image (2.6).
     Runtime,
+    /// The runtime strategy on HAProxy 3.4 (`swarm-lb/haproxy:3.4-local`), which creates and
+    /// deletes backends without a reload.
+    Runtime34,
+    /// Every change a config write and a reload (2.6).
     Reload,
 }
 
+/// The HAProxy image of [`Strategy::Runtime34`] (`scripts/images.sh haproxy-3.4`).
+pub const HAPROXY_3_4_IMAGE: &str = "swarm-lb/haproxy:3.4-local";
+
 impl Strategy {
+    /// The column's name: `runtime`, `runtime-3.4`, `reload`.
     pub fn as_str(self) -> &'static str {
         match self {
             Strategy::Runtime => "runtime",
+            Strategy::Runtime34 => "runtime-3.4",
             Strategy::Reload => "reload",
         }
+    }
+
+    /// swarm-lb's `--strategy` for this column.
+    pub fn driver_strategy(self) -> &'static str {
+        match self {
+            Strategy::Runtime | Strategy::Runtime34 => "runtime",
+            Strategy::Reload => "reload",
+        }
+    }
+
+    /// The product (the runtime strategy), held to its targets, on either HAProxy.
+    pub fn is_runtime(self) -> bool {
+        self.driver_strategy() == "runtime"
     }
 
     pub fn parse(s: &str) -> Option<Strategy> {
         match s {
             "runtime" => Some(Strategy::Runtime),
+            "runtime-3.4" => Some(Strategy::Runtime34),
             "reload" => Some(Strategy::Reload),
             _ => None,
         }
@@ -70,8 +94,12 @@ impl Bench {
         let project = format!("{PROJECT_PREFIX}{}x{}", std::process::id(), cluster_seq());
         let mut env = vec![
             ("SWARM_LB_SERVICE_CLUSTER", cluster.clone()),
-            ("SWARM_LB_STRATEGY", strategy.as_str().to_owned()),
+            ("SWARM_LB_STRATEGY", strategy.driver_strategy().to_owned()),
         ];
+        if strategy == Strategy::Runtime34 {
+            // After the harness's own HAPROXY_IMAGE: the later value wins.
+            env.push(("HAPROXY_IMAGE", HAPROXY_3_4_IMAGE.to_owned()));
+        }
         // Another build of swarm-lb than scripts/images.sh's shared tag.
         if let Ok(image) = std::env::var("SWARM_LB_IMAGE") {
             env.push(("SWARM_LB_IMAGE", image));

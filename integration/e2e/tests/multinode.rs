@@ -1,0 +1,802 @@
+//! swarm-lb on a real 3-node Swarm (one machine, three dockerds in network namespaces:
+//! `scripts/multinode.sh`), edges on all three nodes: swarm-lb runs as a global Swarm service
+//! (`--haproxy-create`: each creates or adopts the plain HAProxy container on its node), reads
+//! Swarm state from the manager (`--manager`) and its node's container events locally. Traffic
+//! comes from the switch namespace (`ip netns exec mn-sw netclient ...`), the only place that
+//! reaches the nodes' addresses; each edge's sockets are read from the host through its node's
+//! volume directory.
+//!
+//! The tests share the cluster and run one at a time (a lock): a new routed service reloads
+//! every edge, which would spoil another test's zero-reload count. `scripts/test.sh` runs them
+//! and then `scripts/multinode.sh down`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime};
+
+use serde_json::Value;
+use swarm_lb::haproxy::codec::{self, ServerRow};
+use swarm_lb::haproxy::{Admin, AdminClient, Master};
+use swarm_lb_e2e::{poll_until, unique};
+
+const NODES: [&str; 3] = ["mn1", "mn2", "mn3"];
+const APP: &str = "swarm-lb/testapp:1";
+const CONVERGE: Duration = Duration::from_secs(90);
+/// The global service that runs swarm-lb on every edge.
+const SWARM_LB: &str = "swarm-lb";
+
+static LOCK: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+
+fn base() -> PathBuf {
+    PathBuf::from(std::env::var("MN_BASE").unwrap_or_else(|_| "/tmp/multinode".into()))
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn node_ip(node: &str) -> String {
+    format!("10.213.0.1{}", node.trim_start_matches("mn"))
+}
+
+/// `docker` against one node's engine; stdout, or the command and its stderr.
+fn try_mn(node: &str, args: &[&str]) -> Result<String, String> {
+    let sock = format!("unix://{}/{node}/docker.sock", base().display());
+    let out = Command::new(swarm_lb_e2e::docker::bin())
+        .arg("-H")
+        .arg(&sock)
+        .args(args)
+        .output()
+        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "docker -H {sock} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn mn(node: &str, args: &[&str]) -> String {
+    try_mn(node, args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The netclient binary run inside the switch namespace.
+fn netclient(args: &[&str]) -> Command {
+    let mut c = Command::new("ip");
+    c.args(["netns", "exec", "mn-sw", env!("CARGO_BIN_EXE_netclient")])
+        .args(args);
+    c
+}
+
+/// One GET through `node`'s edge: the JSON reply, or why not.
+fn get(node: &str, host: &str, cookie: Option<&str>) -> Result<Value, String> {
+    let addr = format!("{}:80", node_ip(node));
+    let mut args = vec!["get", addr.as_str(), host];
+    if let Some(c) = cookie {
+        args.push(c);
+    }
+    let out = netclient(&args).output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+fn task_of(reply: &Value) -> String {
+    reply["body"]
+        .as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("task="))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// One edge: the HAProxy and swarm-lb pair on `node`, its sockets seen through the node's
+/// volume directory.
+struct Edge {
+    node: &'static str,
+}
+
+impl Edge {
+    fn run_dir(&self) -> PathBuf {
+        base()
+            .join(self.node)
+            .join("data/volumes/swarm-lb-run/_data")
+    }
+
+    async fn servers(&self, backend: &str) -> Option<Vec<ServerRow>> {
+        let mut rt = AdminClient::new(self.run_dir().join("admin.sock"));
+        let mut replies = rt
+            .execute(&[swarm_lb::haproxy::Command::ShowServersState { backend: None }])
+            .await
+            .ok()?;
+        let text = replies.pop()?.ok()?;
+        Some(
+            codec::parse_servers_state(&text)
+                .ok()?
+                .into_iter()
+                .filter(|r| r.backend.as_str() == backend)
+                .collect(),
+        )
+    }
+
+    /// Addresses of `backend`'s servers that take traffic, sorted.
+    async fn ready(&self, backend: &str) -> BTreeSet<String> {
+        self.servers(backend)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| codec::admin_from_bits(r.admin_state) == Admin::Ready)
+            .map(|r| r.addr.to_string())
+            .collect()
+    }
+
+    /// The master's reload counter since HAProxy started.
+    async fn reloads(&self) -> u32 {
+        let master = Master::new(self.run_dir().join("master.sock"));
+        poll_until(
+            Duration::from_secs(20),
+            &format!("{}: show proc", self.node),
+            || {
+                let m = &master;
+                async move { m.show_proc().await.ok().map(|p| p.master.reloads) }
+            },
+        )
+        .await
+    }
+}
+
+fn edges() -> [Edge; 3] {
+    NODES.map(|node| Edge { node })
+}
+
+/// The cluster up, the edges deployed and answering. Held for the whole test.
+async fn cluster() -> tokio::sync::MutexGuard<'static, bool> {
+    let mut ready = LOCK.lock().await;
+    if !*ready {
+        let script = repo().join("scripts/multinode.sh");
+        let out = Command::new("bash")
+            .arg(&script)
+            .arg("up")
+            .output()
+            .expect("running scripts/multinode.sh");
+        assert!(
+            out.status.success(),
+            "the 3-node Swarm did not start: {}\n{}\nIt needs root and Debian's docker.io \
+             (dockerd, containerd, runc) and iproute2: `bash scripts/setup.sh` installs them; \
+             the images come from `bash scripts/images.sh` (see scripts/multinode/README.md)",
+            script.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        deploy_edges();
+        *ready = true;
+    }
+    for e in edges() {
+        poll_until(
+            CONVERGE,
+            &format!("{}'s HAProxy answering", e.node),
+            || async { get(e.node, "nobody.invalid", None).ok().map(drop) },
+        )
+        .await;
+    }
+    ready
+}
+
+/// swarm-lb as a global service on the edge nodes (label swarm-lb.edge=true), each creating its
+/// node's HAProxy container; the manager's API reaches the workers as its socket (the nodes share
+/// this machine's filesystem; a real deployment gives a TCP endpoint, see README "Several nodes").
+fn deploy_edges() {
+    if try_mn("mn1", &["service", "inspect", SWARM_LB]).is_ok() {
+        return;
+    }
+    let b = base().display().to_string();
+    let haproxy = swarm_lb_e2e::docker::haproxy_image();
+    let args: Vec<String> = [
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--no-resolve-image",
+        "--name",
+        SWARM_LB,
+        "--mode",
+        "global",
+        "--constraint",
+        "node.labels.swarm-lb.edge==true",
+        "--network",
+        "host",
+        "--mount",
+        &format!(
+            "type=bind,source={b}/{{{{.Node.Hostname}}}}/docker.sock,target=/var/run/docker.sock"
+        ),
+        "--mount",
+        &format!("type=bind,source={b}/mn1/docker.sock,target=/var/run/manager.sock"),
+        "--mount",
+        "type=volume,source=swarm-lb-run,target=/var/run/haproxy",
+        "--mount",
+        "type=volume,source=swarm-lb-config,target=/usr/local/etc/haproxy",
+        "--env",
+        "DOCKER_HOST=unix:///var/run/docker.sock",
+        "--env",
+        "SWARM_LB_MANAGER=unix:///var/run/manager.sock",
+        "--env",
+        "SWARM_LB_HAPROXY_CONTAINER=swarm-lb-haproxy",
+        "--env",
+        "SWARM_LB_HAPROXY_CREATE=true",
+        "--env",
+        &format!("SWARM_LB_HAPROXY_IMAGE={haproxy}"),
+        "--env",
+        "SWARM_LB_LISTEN=0.0.0.0:9270",
+        &swarm_lb_e2e::docker::swarm_lb_image(),
+        "run",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    mn("mn1", &args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// A routed testapp service on a fresh attachable overlay; removed (with its network) on drop.
+struct Svc {
+    name: String,
+    host: String,
+    net: String,
+}
+
+impl Svc {
+    fn create(replicas: u32, extra: &[&str]) -> Svc {
+        let name = unique("mnsvc");
+        let net = unique("mnnet");
+        mn(
+            "mn1",
+            &["network", "create", "-d", "overlay", "--attachable", &net],
+        );
+        let host = format!("{name}.test");
+        let replicas = replicas.to_string();
+        let hosts = format!("com.docker.lb.hosts={host}");
+        let mut args = vec![
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--no-resolve-image",
+            "--name",
+            &name,
+            "--network",
+            &net,
+            "--replicas",
+            &replicas,
+            "--env",
+            "TASK_NAME={{.Task.Name}}",
+            "--stop-grace-period",
+            "20s",
+            "--label",
+            &hosts,
+            "--label",
+            "com.docker.lb.port=8080",
+        ];
+        args.extend_from_slice(extra);
+        args.push(APP);
+        mn("mn1", &args);
+        Svc { name, host, net }
+    }
+
+    fn scale(&self, n: u32) {
+        mn(
+            "mn1",
+            &[
+                "service",
+                "scale",
+                "--detach",
+                &format!("{}={n}", self.name),
+            ],
+        );
+    }
+
+    /// Tasks Swarm reports running with desired state running: address -> (node, running since).
+    fn running(&self) -> BTreeMap<String, (String, Option<SystemTime>)> {
+        let nodes: BTreeMap<String, String> =
+            mn("mn1", &["node", "ls", "--format", "{{.ID}} {{.Hostname}}"])
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(id, h)| (id.to_owned(), h.to_owned()))
+                .collect();
+        let ids = mn(
+            "mn1",
+            &[
+                "service",
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                "desired-state=running",
+                &self.name,
+            ],
+        );
+        let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+        let mut out = BTreeMap::new();
+        if ids.is_empty() {
+            return out;
+        }
+        let mut args = vec!["inspect"];
+        args.extend(&ids);
+        let Ok(json) = try_mn("mn1", &args) else {
+            return out;
+        };
+        let tasks: Vec<Value> = serde_json::from_str(&json).unwrap_or_default();
+        for t in tasks {
+            if t["Status"]["State"] != "running" || t["DesiredState"] != "running" {
+                continue;
+            }
+            let node = nodes
+                .get(t["NodeID"].as_str().unwrap_or_default())
+                .cloned()
+                .unwrap_or_default();
+            let since = t["Status"]["Timestamp"]
+                .as_str()
+                .and_then(swarm_lb::swarm::rfc3339);
+            for att in t["NetworksAttachments"].as_array().into_iter().flatten() {
+                if att["Network"]["Spec"]["Name"] != self.net.as_str() {
+                    continue;
+                }
+                for a in att["Addresses"].as_array().into_iter().flatten() {
+                    if let Some(ip) = a.as_str().and_then(|a| a.split('/').next()) {
+                        out.insert(ip.to_owned(), (node.clone(), since));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Waits until Swarm runs `n` tasks and every edge in `on` serves exactly them.
+    async fn converged(&self, on: &[Edge], n: usize) -> BTreeSet<String> {
+        poll_until(
+            CONVERGE,
+            &format!("{} on {n} tasks through every edge", self.name),
+            || async {
+                let tasks: BTreeSet<String> = self.running().into_keys().collect();
+                if tasks.len() != n {
+                    return None;
+                }
+                for e in on {
+                    if e.ready(&self.name).await != tasks {
+                        return None;
+                    }
+                }
+                Some(tasks)
+            },
+        )
+        .await
+    }
+}
+
+impl Drop for Svc {
+    fn drop(&mut self) {
+        let _ = try_mn("mn1", &["service", "rm", &self.name]);
+        // The edges detach from the network once nothing routed uses it; removal may have to
+        // wait for that and for the tasks to go.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while try_mn("mn1", &["network", "rm", &self.net]).is_err()
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// Load from the switch namespace on the given edges, until stopped.
+struct Load {
+    child: Child,
+}
+
+impl Load {
+    fn start(host: &str, on: &[&str]) -> Load {
+        let addrs: Vec<String> = on.iter().map(|n| format!("{}:80", node_ip(n))).collect();
+        let mut args = vec!["load", host, "20", "2"];
+        args.extend(addrs.iter().map(String::as_str));
+        let child = netclient(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netclient load");
+        Load { child }
+    }
+
+    /// Per edge address: (ok, failed, the whole summary line).
+    fn stop(mut self) -> Vec<(u64, u64, Value)> {
+        drop(self.child.stdin.take());
+        let out = self
+            .child
+            .wait_with_output()
+            .expect("netclient load output");
+        assert!(out.status.success(), "netclient load failed: {out:?}");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("netclient JSON");
+                let failed = v["errors"].as_u64().unwrap_or(0)
+                    + v["bad_status"]
+                        .as_object()
+                        .map(|m| m.values().filter_map(Value::as_u64).sum())
+                        .unwrap_or(0);
+                (v["ok"].as_u64().unwrap_or(0), failed, v)
+            })
+            .collect()
+    }
+}
+
+fn assert_no_failures(summaries: &[(u64, u64, Value)], what: &str) {
+    assert!(!summaries.is_empty(), "{what}: no load summary");
+    for (ok, failed, v) in summaries {
+        assert!(*ok > 0, "{what}: nothing answered: {v}");
+        assert_eq!(*failed, 0, "{what}: failed requests: {v}");
+    }
+}
+
+async fn reloads(on: &[Edge]) -> Vec<u32> {
+    let mut r = Vec::new();
+    for e in on {
+        r.push(e.reloads().await);
+    }
+    r
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_task_on_every_node_answers_through_every_edge() {
+    let _c = cluster().await;
+    let svc = Svc::create(6, &[]);
+    let all = edges();
+    let tasks = svc.converged(&all, 6).await;
+    let nodes: BTreeSet<String> = svc.running().into_values().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 3, "tasks not on all three nodes: {nodes:?}");
+    for e in &all {
+        let seen = poll_until(
+            CONVERGE,
+            &format!("all 6 tasks answering through {}", e.node),
+            || async {
+                let mut seen = BTreeSet::new();
+                for _ in 0..30 {
+                    let r = get(e.node, &svc.host, None).ok()?;
+                    if r["status"] != 200 {
+                        return None;
+                    }
+                    seen.insert(task_of(&r));
+                    if seen.len() == 6 {
+                        return Some(seen);
+                    }
+                }
+                None
+            },
+        )
+        .await;
+        assert_eq!(seen.len(), tasks.len(), "{}: {seen:?}", e.node);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_2_9_3_under_load_on_every_edge_fails_nothing_reloads_nothing_and_every_edge_holds_the_same_tasks(
+) {
+    let _c = cluster().await;
+    let svc = Svc::create(2, &[]);
+    let all = edges();
+    svc.converged(&all, 2).await;
+    let before = reloads(&all).await;
+    let load = Load::start(&svc.host, &NODES);
+    for n in [9, 3] {
+        svc.scale(n);
+        let tasks = svc.converged(&all, n as usize).await;
+        for e in &all {
+            assert_eq!(
+                e.ready(&svc.name).await,
+                tasks,
+                "{} after scale {n}",
+                e.node
+            );
+        }
+    }
+    let summaries = load.stop();
+    println!("scale 2 -> 9 -> 3 under load: {summaries:?}");
+    assert_no_failures(&summaries, "scale 2 -> 9 -> 3");
+    assert_eq!(
+        reloads(&all).await,
+        before,
+        "reloads per edge while scaling"
+    );
+}
+
+/// 30 scale operations of +1 task: from the new task's running timestamp (Docker's) to its
+/// address ready in each edge's HAProxy, split by whether the task runs on the edge's own node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_task_on_another_node_is_served_through_every_edge_within_a_second() {
+    let _c = cluster().await;
+    let svc = Svc::create(3, &[]);
+    let all = edges();
+    svc.converged(&all, 3).await;
+    let before = reloads(&all).await;
+    let mut local: Vec<f64> = Vec::new();
+    let mut remote: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let ops = 30u32;
+    for i in 0..ops {
+        let old: BTreeSet<String> = svc.running().into_keys().collect();
+        svc.scale(4 + i);
+        // Poll every edge's servers until the new address is ready on all three.
+        let mut seen: BTreeMap<&str, (String, SystemTime)> = BTreeMap::new();
+        let deadline = tokio::time::Instant::now() + CONVERGE;
+        while seen.len() < 3 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "op {i}: the new task not on every edge: {seen:?}"
+            );
+            for e in &all {
+                if seen.contains_key(e.node) {
+                    continue;
+                }
+                let ready = e.ready(&svc.name).await;
+                let now = SystemTime::now();
+                if let Some(new) = ready.difference(&old).next() {
+                    seen.insert(e.node, (new.clone(), now));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let running = poll_until(CONVERGE, "the new task's timestamp", || async {
+            let r = svc.running();
+            (r.len() == 4 + i as usize).then_some(r)
+        })
+        .await;
+        for (edge, (addr, at)) in &seen {
+            let (node, since) = running.get(addr).cloned().expect("the new task listed");
+            let since = since.expect("a running timestamp");
+            let ms = at
+                .duration_since(since)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64()
+                * 1000.0;
+            if node == *edge {
+                local.push(ms);
+            } else {
+                remote.entry(*edge).or_default().push(ms);
+            }
+        }
+    }
+    let mut all_remote: Vec<f64> = remote.values().flatten().copied().collect();
+    all_remote.sort_by(f64::total_cmp);
+    local.sort_by(f64::total_cmp);
+    println!(
+        "convergence over {ops} scale operations, task running (Docker) -> ready in each edge's \
+         HAProxy: tasks on another node: n={} p50={:.1} ms p99={:.1} ms max={:.1} ms; on the \
+         edge's own node: n={} p50={:.1} ms p99={:.1} ms",
+        all_remote.len(),
+        percentile(&all_remote, 0.5),
+        percentile(&all_remote, 0.99),
+        all_remote.last().copied().unwrap_or_default(),
+        local.len(),
+        percentile(&local, 0.5),
+        percentile(&local, 0.99),
+    );
+    for (edge, v) in &mut remote {
+        v.sort_by(f64::total_cmp);
+        println!(
+            "  edge {edge}: remote tasks n={} p50={:.1} ms p99={:.1} ms",
+            v.len(),
+            percentile(v, 0.5),
+            percentile(v, 0.99)
+        );
+    }
+    assert_eq!(all_remote.len() + local.len(), 3 * ops as usize);
+    assert!(
+        percentile(&all_remote, 0.5) < 1000.0,
+        "remote convergence p50 {:?}",
+        all_remote
+    );
+    assert_eq!(reloads(&all).await, before, "reloads while scaling");
+    svc.scale(3);
+    svc.converged(&all, 3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sticky_cookie_from_one_edge_pins_the_same_task_through_the_others() {
+    let _c = cluster().await;
+    let svc = Svc::create(3, &["--label", "com.docker.lb.sticky_session_cookie=sid"]);
+    let all = edges();
+    svc.converged(&all, 3).await;
+    let mut cookies: BTreeMap<String, String> = BTreeMap::new();
+    let deadline = tokio::time::Instant::now() + CONVERGE;
+    while cookies.len() < 3 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no cookie from every task through mn1: {cookies:?}"
+        );
+        let r = get("mn1", &svc.host, None).expect("GET through mn1");
+        assert_eq!(r["status"], 200, "{r}");
+        let set = r["set_cookie"].as_str().expect("a Set-Cookie").to_owned();
+        let value = set
+            .strip_prefix("sid=")
+            .and_then(|v| v.split(';').next())
+            .unwrap_or_default()
+            .to_owned();
+        cookies.insert(value, task_of(&r));
+    }
+    for (value, task) in &cookies {
+        for node in NODES {
+            for _ in 0..3 {
+                let r = get(node, &svc.host, Some(&format!("sid={value}"))).expect("GET");
+                assert_eq!(
+                    (r["status"].as_u64(), task_of(&r)),
+                    (Some(200), task.clone()),
+                    "cookie {value} through {node}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_node_moves_its_tasks_every_other_edge_follows_and_nothing_fails_on_them() {
+    let _c = cluster().await;
+    let svc = Svc::create(6, &[]);
+    let all = edges();
+    svc.converged(&all, 6).await;
+    let [e1, e2, e3] = edges();
+    let others = [e1, e2];
+    let before = reloads(&others).await;
+    let started = || {
+        mn(
+            "mn3",
+            &[
+                "inspect",
+                "--format",
+                "{{.State.StartedAt}}",
+                "swarm-lb-haproxy",
+            ],
+        )
+    };
+    let mn3_started = started();
+    let load = Load::start(&svc.host, &["mn1", "mn2"]);
+    mn("mn1", &["node", "update", "--availability", "drain", "mn3"]);
+    let tasks = poll_until(
+        CONVERGE,
+        "mn3's tasks moved and mn1, mn2 following",
+        || async {
+            let r = svc.running();
+            if r.len() != 6 || r.values().any(|(n, _)| n == "mn3") {
+                return None;
+            }
+            let tasks: BTreeSet<String> = r.into_keys().collect();
+            for e in &others {
+                if e.ready(&svc.name).await != tasks {
+                    return None;
+                }
+            }
+            Some(tasks)
+        },
+    )
+    .await;
+    let summaries = load.stop();
+    println!("drain mn3, load on mn1 and mn2: {summaries:?}");
+    mn(
+        "mn1",
+        &["node", "update", "--availability", "active", "mn3"],
+    );
+    assert_no_failures(&summaries, "drain mn3");
+    assert_eq!(reloads(&others).await, before, "reloads on mn1, mn2");
+    // Swarm stops every task on a drained node, swarm-lb's too: mn3's HAProxy stays up on its
+    // last state. Back to active, its swarm-lb returns and converges without a reload.
+    let mn3_before = e3.reloads().await;
+    poll_until(CONVERGE, "mn3's edge following again", || async {
+        (e3.ready(&svc.name).await == tasks).then_some(())
+    })
+    .await;
+    assert_eq!(e3.reloads().await, mn3_before, "reloads on mn3's return");
+    // swarm-lb was stopped and started again: it adopted HAProxy, never restarted it.
+    assert_eq!(
+        started(),
+        mn3_started,
+        "mn3's HAProxy container was restarted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converging_and_it_converges_on_return(
+) {
+    let _c = cluster().await;
+    let svc = Svc::create(6, &[]);
+    let all = edges();
+    svc.converged(&all, 6).await;
+    let [e1, e2, e3] = edges();
+    let others = [e1, e2];
+    let cluster_sh = repo().join("scripts/multinode/cluster.sh");
+    let node_cmd = |what: &str| {
+        let out = Command::new("bash")
+            .arg(&cluster_sh)
+            .args([what, "mn3"])
+            .output()
+            .expect("cluster.sh");
+        assert!(out.status.success(), "cluster.sh {what} mn3: {out:?}");
+    };
+    let outage = Load::start(&svc.host, &["mn1", "mn2"]);
+    let t0 = std::time::Instant::now();
+    node_cmd("stop-node");
+    // Swarm marks the node down after missed heartbeats and starts its tasks elsewhere; the
+    // other edges follow. A request already on its way to a task that vanished with the node
+    // may fail until HAProxy's checks or swarm-lb take it out: the test asserts convergence,
+    // then a clean window of load.
+    let tasks = poll_until(
+        Duration::from_secs(120),
+        "mn3's tasks replaced and mn1, mn2 following",
+        || async {
+            let r = svc.running();
+            if r.len() != 6 || r.values().any(|(n, _)| n == "mn3") {
+                return None;
+            }
+            let tasks: BTreeSet<String> = r.into_keys().collect();
+            for e in &others {
+                if e.ready(&svc.name).await != tasks {
+                    return None;
+                }
+            }
+            Some(tasks)
+        },
+    )
+    .await;
+    let during = outage.stop();
+    println!(
+        "mn3 stopped: its tasks replaced and mn1, mn2 converged after {:.1} s; load on mn1 and \
+         mn2 meanwhile (ok, failed): {:?}",
+        t0.elapsed().as_secs_f64(),
+        during
+            .iter()
+            .map(|(ok, failed, _)| (ok, failed))
+            .collect::<Vec<_>>()
+    );
+    for (ok, failed, v) in &during {
+        assert!(
+            *ok > 10 * *failed,
+            "mn1/mn2 stopped serving while mn3 was away: {v}"
+        );
+    }
+    let load = Load::start(&svc.host, &["mn1", "mn2"]);
+    svc.scale(8);
+    let grown = svc.converged(&others, 8).await;
+    let summaries = load.stop();
+    println!("mn3 down, scale 6 -> 8, load on mn1 and mn2: {summaries:?}");
+    assert_no_failures(&summaries, "mn3 down, scaling");
+    assert!(grown.is_superset(&tasks), "{grown:?} {tasks:?}");
+
+    node_cmd("start-node");
+    let t1 = std::time::Instant::now();
+    // Back: dockerd starts the HAProxy container again (restart policy) on its files, which
+    // mirror what it held; Swarm starts swarm-lb's task again; the pair converges.
+    poll_until(
+        Duration::from_secs(120),
+        "mn3's edge converged again",
+        || async {
+            let tasks: BTreeSet<String> = svc.running().into_keys().collect();
+            (tasks.len() == 8 && e3.ready(&svc.name).await == tasks).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "mn3 back: its edge converged {:.1} s after its dockerd started",
+        t1.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        e3.reloads().await,
+        0,
+        "mn3's HAProxy reloaded after its return"
+    );
+    let r = get("mn3", &svc.host, None).expect("GET through mn3");
+    assert_eq!(r["status"], 200, "{r}");
+}
