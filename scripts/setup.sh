@@ -17,7 +17,8 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 DOCKER_WAIT=${DOCKER_WAIT:-60}
 # prometheus: promtool, which the tests use to check swarm-lb's /metrics.
 # python3-matplotlib: the plots of scripts/soak.sh and scripts/plot-convergence.py.
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib)
+# openssl, curl: the TLS tests' clients (s_client -servername, curl --resolve --http2).
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

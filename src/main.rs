@@ -11,13 +11,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tracing::info;
+use tracing::{info, warn};
 
-use swarm_lb::haproxy::render::{self, Files, RenderSettings};
-use swarm_lb::haproxy::{AdminClient, MapPath, Master};
+use swarm_lb::haproxy::render::{self, Files, HttpsSettings, RenderSettings};
+use swarm_lb::haproxy::tls::{self, CertFiles};
+use swarm_lb::haproxy::{AdminClient, MapPath, Master, Pem};
 use swarm_lb::model;
 use swarm_lb::observe::{self, http, Observer};
 use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::tls::TlsCerts;
 use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
 use swarm_lb::swarm;
 
@@ -130,6 +132,35 @@ struct Common {
         default_value = ":80"
     )]
     binds: Vec<String>,
+
+    /// `bind` address of the HTTPS side of the frontend (TLS ends there, certificate chosen by
+    /// SNI from a crt-list in `<config-dir>/certs`); repeat for several; empty: no HTTPS.
+    #[arg(
+        long = "https-bind",
+        env = "SWARM_LB_HTTPS_BIND",
+        value_delimiter = ',',
+        default_value = ":443"
+    )]
+    https_binds: Vec<String>,
+
+    /// PEM file (certificate chain, then key) served for unknown or absent SNI. Without it a
+    /// self-signed certificate is generated at first start (and logged so).
+    #[arg(long, env = "SWARM_LB_DEFAULT_CERT")]
+    default_cert: Option<PathBuf>,
+
+    /// Directory holding the secrets `com.docker.lb.ssl_cert`/`ssl_key` name, one file per
+    /// secret named after it (where Docker mounts a service's secrets).
+    #[arg(long, env = "SWARM_LB_SECRETS_DIR", default_value = "/run/secrets")]
+    secrets_dir: PathBuf,
+
+    /// CA bundle that `com.docker.lb.ssl_backend_tls_verify=required` verifies tasks against
+    /// (copied into the config dir for HAProxy). Missing: verification fails closed.
+    #[arg(
+        long,
+        env = "SWARM_LB_BACKEND_CA_FILE",
+        default_value = swarm_lb::haproxy::tls::SYSTEM_CA_BUNDLE
+    )]
+    backend_ca_file: PathBuf,
 
     /// Slots are added to a task-mode backend in blocks of this many.
     #[arg(long, env = "SWARM_LB_SLOT_BLOCK", default_value_t = 42, value_parser = clap::value_parser!(u16).range(1..=4096))]
@@ -333,6 +364,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
         binds: c.binds.clone(),
         admin_socket: c.admin_socket.clone(),
         hosts_map: hosts_map.clone(),
+        https: https_settings(c),
     };
     render
         .validate()
@@ -356,14 +388,76 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
     })
 }
 
+/// The certificate files under the config dir.
+fn cert_files(c: &Common) -> CertFiles {
+    CertFiles::new(c.config_dir.join("certs"))
+}
+
+fn https_settings(c: &Common) -> Option<HttpsSettings> {
+    let binds: Vec<String> = c
+        .https_binds
+        .iter()
+        .filter(|b| !b.is_empty())
+        .cloned()
+        .collect();
+    (!binds.is_empty()).then(|| HttpsSettings {
+        binds,
+        crt_list: cert_files(c).crt_list_path(),
+        // Beside the admin socket, in the run dir only the two containers share.
+        internal: c.admin_socket.with_file_name("https.sock"),
+    })
+}
+
+/// Before HAProxy can load a config with the HTTPS bind: the default certificate (the
+/// operator's, kept, or generated), a crt-list (kept when it exists: a restart serves the
+/// certificates of the last run), and the backend CA bundle.
+fn prepare_tls(c: &Common, settings: &Settings) -> anyhow::Result<()> {
+    let certs = cert_files(c);
+    // Compose passes an unset variable as an empty value.
+    let operator = match c
+        .default_cert
+        .as_ref()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading --default-cert {}", path.display()))?;
+            Some(Pem::new(&text).with_context(|| format!("--default-cert {}", path.display()))?)
+        }
+        None => None,
+    };
+    if certs.ensure_default(operator.as_ref())? {
+        warn!(
+            path = %certs.default_path().display(),
+            "no --default-cert given: generated a self-signed default certificate (served for unknown names)"
+        );
+    }
+    if !certs.crt_list_path().exists() {
+        certs.write_crt_list(std::iter::empty())?;
+    }
+    let ca = render::backend_ca_path(&settings.render);
+    if tls::install_backend_ca(&ca, &c.backend_ca_file, &certs)? {
+        warn!(
+            source = %c.backend_ca_file.display(),
+            "no CA bundle: ssl_backend_tls_verify=required fails closed (no task verifies)"
+        );
+    }
+    Ok(())
+}
+
 fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconciler {
-    Reconciler::new(
+    let https = settings.render.https.is_some();
+    let reconciler = Reconciler::new(
         settings,
         AdminClient::new(&c.admin_socket),
         Master::new(&c.master_socket),
         Files::new(&c.config_dir),
         Some(docker),
-    )
+    );
+    match https {
+        true => reconciler.with_tls(TlsCerts::new(cert_files(c), &c.secrets_dir)),
+        false => reconciler,
+    }
 }
 
 #[tokio::main]
@@ -429,6 +523,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let settings = settings(c, args.strategy, args.reload_timeout)?;
     let proxy = proxy_spec(c, &args.create)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
+    prepare_tls(c, &settings).context("preparing the HTTPS bind's certificate files")?;
     let mut bootstrap = Files::new(&c.config_dir);
     if bootstrap_config(&mut bootstrap, &settings).context("writing the bootstrap config")? {
         info!(dir = %c.config_dir.display(), "no config found; wrote an empty one so HAProxy can start");

@@ -14,6 +14,7 @@ mod files;
 mod hold;
 mod labels;
 mod networks;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -137,6 +138,8 @@ pub struct Reconciler {
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
+    /// The HTTPS bind's certificates (`None`: no HTTPS, or tests without it).
+    tls: Option<tls::TlsCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
 }
@@ -173,8 +176,29 @@ impl Reconciler {
             proxy: None,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
+            tls: None,
             hold: hold::ReloadHold::default(),
             settings,
+        }
+    }
+
+    /// Keep the HTTPS bind's certificates in step with the TLS labels (see [`tls`]).
+    pub fn with_tls(mut self, tls: tls::TlsCerts) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The certificate step of a pass; its own failures are logged, never fail the pass.
+    async fn apply_certs(&mut self, desired: &Desired) -> usize {
+        let Some(tls) = self.tls.as_mut() else {
+            return 0;
+        };
+        match tls.apply(&mut self.admin, desired).await {
+            Ok(n) => n,
+            Err(e) => {
+                info!(error = %e, "certificates not brought in step; the next pass retries");
+                0
+            }
         }
     }
 
@@ -264,8 +288,9 @@ impl Reconciler {
         snap: &Snapshot,
         started: Instant,
     ) -> Result<Report, ReconcileError> {
-        let (_, actual, plan) = self.plan(snap).await?;
+        let (desired, actual, plan) = self.plan(snap).await?;
         let mut report = Report::default();
+        report.commands += self.apply_certs(&desired).await;
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.files.write(&actual, false).await?;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
-use swarm_lb::model::{BackendName, BackendOptions, FailureLimit, Mode, ServerName};
+use swarm_lb::model::{BackendName, BackendOptions, BackendTls, FailureLimit, Mode, ServerName};
 
 fn settings(dir: &Path) -> RenderSettings {
     RenderSettings {
@@ -14,6 +14,12 @@ fn settings(dir: &Path) -> RenderSettings {
         binds: vec!["127.0.0.1:18080".into(), "127.0.0.1:18081".into()],
         admin_socket: dir.join("admin.sock"),
         hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).expect("map path"),
+        // HTTPS on, so that `haproxy -c` checks the HTTPS entry and the TLS bind too.
+        https: Some(swarm_lb::haproxy::render::HttpsSettings {
+            binds: vec!["127.0.0.1:18443".into()],
+            crt_list: dir.join("certs").join("crt-list"),
+            internal: dir.join("https.sock"),
+        }),
     }
 }
 
@@ -71,6 +77,8 @@ fn state() -> ProxyState {
                     max_fails: 3,
                     fail_timeout_ms: 2500,
                 }),
+                backend_tls: Some(BackendTls { verify: true }),
+                passthrough: false,
             },
             mode: Mode::Task,
             servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],
@@ -86,9 +94,17 @@ fn haproxy_accepts_a_rendered_config_with_slots_vip_drained_and_ipv6() {
         .tempdir()
         .expect("temp dir");
     let files = Files::new(dir.path());
-    files
-        .write(&state(), &settings(dir.path()))
-        .expect("write files");
+    let settings = settings(dir.path());
+    files.write(&state(), &settings).expect("write files");
+    let certs = swarm_lb::haproxy::tls::CertFiles::new(dir.path().join("certs"));
+    certs.ensure_default(None).expect("default certificate");
+    certs.write_crt_list(std::iter::empty()).expect("crt-list");
+    swarm_lb::haproxy::tls::install_backend_ca(
+        &swarm_lb::haproxy::render::backend_ca_path(&settings),
+        std::path::Path::new(swarm_lb::haproxy::tls::SYSTEM_CA_BUNDLE),
+        &certs,
+    )
+    .expect("backend CA");
     let bin = swarm_lb_testkit::haproxy_bin().unwrap_or_else(|e| panic!("{e}"));
     let out = std::process::Command::new(bin)
         .arg("-c")

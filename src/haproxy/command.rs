@@ -2,7 +2,10 @@
 //! [`super::codec::check_reply`] and the codec's parsers read what HAProxy answers.
 //!
 //! Every argument is a checked newtype or a number, so no command needs escaping and each
-//! encodes to exactly one line.
+//! encodes to exactly one line, except [`Command::SetSslCert`]: a command line followed by a
+//! payload (HAProxy's `<<` form: PEM lines, ended by the blank line the client's line
+//! terminator makes). [`Pem`] is checked to hold no blank line, so the payload cannot end early
+//! and nothing after it can be read as a command.
 
 use std::net::SocketAddr;
 
@@ -42,15 +45,90 @@ impl MapPath {
     }
 }
 
+/// The path of a certificate file (or of a crt-list) as HAProxy names it in `ssl cert` and
+/// `ssl crt-list` commands: the same path the crt-list file on disk lists, so a reload loads
+/// the same certificate. Checked like [`MapPath`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CertPath(MapPath);
+
+impl CertPath {
+    pub fn new(path: &str) -> Result<Self, MapPathError> {
+        MapPath::new(path).map(Self)
+    }
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl std::fmt::Display for CertPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// PEM text (certificate chain and private key) to send as a payload: lines of printable ASCII,
+/// none of them blank (a blank line ends a payload), no trailing newline. Its `Debug` hides the
+/// text: a key must never reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem(String);
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("PEM payload: {reason}")]
+pub struct PemError {
+    pub reason: &'static str,
+}
+
+impl Pem {
+    /// Normalises line ends (`\r\n` -> `\n`) and drops blank lines and surrounding whitespace;
+    /// refuses text without a `-----BEGIN ` line or with characters other than printable ASCII.
+    pub fn new(text: &str) -> Result<Self, PemError> {
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if !lines.iter().any(|l| l.starts_with("-----BEGIN ")) {
+            return Err(PemError {
+                reason: "no -----BEGIN line",
+            });
+        }
+        if !lines
+            .iter()
+            .all(|l| l.chars().all(|c| c.is_ascii_graphic() || c == ' '))
+        {
+            return Err(PemError {
+                reason: "only printable ASCII lines are allowed",
+            });
+        }
+        Ok(Self(lines.join("\n")))
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Bytes of text, without the final newline.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Pem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Pem({} bytes)", self.0.len())
+    }
+}
+
 /// A named `defaults` section the renderer writes for one set of backend options, so that
 /// HAProxy 3.4+ can create a backend with those options at runtime (`add backend <b> from
 /// <defaults>`). The name spells the options: `swarm-lb.roundrobin`, `swarm-lb.source`
 /// (`balance source` + consistent hashing), either followed by `.cookie.<name>` for a sticky
 /// cookie (`cookie <name> insert indirect nocache dynamic`).
 ///
-/// A failure limit (`com.docker.lb.max_fails`) has no named defaults: it is a `default-server`
-/// line, which servers added at runtime do not inherit, so such a backend is still created by
-/// a reload.
+/// A failure limit (`com.docker.lb.max_fails`), TLS to the tasks (`ssl_backend`) and
+/// passthrough have no named defaults (`default-server` lines, which servers added at runtime
+/// do not inherit, or `mode tcp`), so such a backend is still created by a reload.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DefaultsName {
     name: String,
@@ -64,7 +142,9 @@ impl DefaultsName {
     /// The defaults section for `options`, or `None` when they cannot come from one (a
     /// failure limit, or a cookie name with characters a section name cannot hold).
     pub fn for_options(options: &BackendOptions) -> Option<Self> {
-        if options.failure_limit.is_some() {
+        // TLS to the tasks is a `default-server` line too, and passthrough a `mode tcp`
+        // backend from the template's TCP defaults: both are created by a reload.
+        if options.failure_limit.is_some() || options.backend_tls.is_some() || options.passthrough {
             return None;
         }
         let mut name = String::from(Self::PREFIX);
@@ -107,6 +187,8 @@ impl DefaultsName {
             ip_hash,
             sticky_cookie: cookie,
             failure_limit: None,
+            backend_tls: None,
+            passthrough: false,
         })?;
         (found.name == name).then_some(found)
     }
@@ -215,6 +297,27 @@ pub enum Command {
     ShowMap { map: MapPath },
     /// `show info`
     ShowInfo,
+    /// `new ssl cert <f>`: an empty certificate store named `f` (2.2+). Success: `New empty
+    /// certificate store '<f>'!`; `Certificate '<f>' already exists!` otherwise.
+    NewSslCert { cert: CertPath },
+    /// `set ssl cert <f> <<` + PEM payload + blank line: opens (or updates) a transaction
+    /// replacing `f`'s certificate and key. Success: `Transaction created for certificate <f>!`
+    /// (or `updated`), after one `+ ` prompt per payload line in prompt mode (measured on
+    /// 2.6.12 and 3.4.7). The whole command must fit [`super::tls::payload_limit`].
+    SetSslCert { cert: CertPath, pem: Pem },
+    /// `commit ssl cert <f>`: apply the open transaction; every bind serving `f` serves the new
+    /// certificate for new handshakes. Success: `Committing <f>` ... `Success!`.
+    CommitSslCert { cert: CertPath },
+    /// `abort ssl cert <f>`: drop the open transaction (after a refused `set`).
+    AbortSslCert { cert: CertPath },
+    /// `add ssl crt-list <list> <f>`: serve `f` on the binds using crt-list `list`, chosen by
+    /// SNI from the certificate's names. HAProxy accepts the same entry twice: add once.
+    /// Success: `Inserting certificate '<f>' in crt-list '<list>'.` ... `Success!`.
+    AddSslCrtList { list: CertPath, cert: CertPath },
+    /// `del ssl crt-list <list> <f>`. Success: `Entry '<f>' deleted in crtlist '<list>'!`.
+    DelSslCrtList { list: CertPath, cert: CertPath },
+    /// `del ssl cert <f>` (only once no crt-list uses it). Success: `Certificate '<f>' deleted!`.
+    DelSslCert { cert: CertPath },
 }
 
 impl Command {
@@ -225,5 +328,10 @@ impl Command {
             self,
             Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo
         )
+    }
+
+    /// Bytes the command takes on the wire, line terminator(s) included.
+    pub fn wire_len(&self) -> usize {
+        super::codec::encode(self).len() + 1
     }
 }

@@ -1,6 +1,7 @@
 //! Everything that speaks to HAProxy: typed runtime [`command`]s with one encoder and the nom
 //! parsers for replies ([`codec`]), the admin-socket [`client`], the [`master`] CLI (reload
-//! with completion detection), and the [`render`]ing of config and map files. [`state`] is the
+//! with completion detection), the [`render`]ing of config and map files, and the certificate files of the HTTPS bind
+//! ([`tls`]). [`state`] is the
 //! pure model of what HAProxy holds, shared with the planner.
 
 pub mod client;
@@ -9,8 +10,9 @@ pub mod command;
 pub mod master;
 pub mod render;
 pub mod state;
+pub mod tls;
 
 pub use client::{AdminClient, ClientError};
-pub use command::{Command, DefaultsName, MapPath};
+pub use command::{CertPath, Command, DefaultsName, MapPath, Pem};
 pub use master::{Master, MasterError};
 pub use state::{Admin, BackendState, ProxyState, Server};

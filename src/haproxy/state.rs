@@ -139,6 +139,15 @@ impl ProxyState {
                 // Read back, the backend would be classified from its servers again.
                 b.mode = mode_of(&b.servers);
             }
+            // Certificates are not part of the modelled state (they live in the crt-list
+            // files, kept by `tls::CertFiles`).
+            Command::NewSslCert { .. }
+            | Command::SetSslCert { .. }
+            | Command::CommitSslCert { .. }
+            | Command::AbortSslCert { .. }
+            | Command::AddSslCrtList { .. }
+            | Command::DelSslCrtList { .. }
+            | Command::DelSslCert { .. } => {}
             Command::AddBackend { backend, defaults } => {
                 if self.backends.contains_key(backend) {
                     return Err(ApplyError::BackendExists {
@@ -258,6 +267,13 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::AddMap { .. } => "add map",
         Command::SetMap { .. } => "set map",
         Command::DelMap { .. } => "del map",
+        Command::NewSslCert { .. } => "new ssl cert",
+        Command::SetSslCert { .. } => "set ssl cert",
+        Command::CommitSslCert { .. } => "commit ssl cert",
+        Command::AbortSslCert { .. } => "abort ssl cert",
+        Command::AddSslCrtList { .. } => "add ssl crt-list",
+        Command::DelSslCrtList { .. } => "del ssl crt-list",
+        Command::DelSslCert { .. } => "del ssl cert",
         Command::AddBackend { .. } => "add backend",
         Command::PublishBackend { .. } => "publish backend",
         Command::UnpublishBackend { .. } => "unpublish backend",

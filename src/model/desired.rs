@@ -8,11 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
 use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
-use super::RouteInForce;
 use super::{
     BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network, NetworkId,
     Service, ServiceId, Settings, Snapshot, Task, TaskState,
 };
+use super::{MapValue, RouteInForce};
 
 /// Snapshot + settings (+ the last good route of each service) -> what HAProxy should hold.
 ///
@@ -35,6 +35,7 @@ pub fn desired(
 
     let mut out = Desired::default();
     let mut claims: BTreeMap<MapKey, Vec<Claim>> = BTreeMap::new();
+    let mut ssl_only: BTreeSet<MapKey> = BTreeSet::new();
     let mut redirects = Vec::new();
     for service in services {
         if !labels::routed_here(service, settings.service_cluster.as_deref()) {
@@ -106,17 +107,34 @@ pub fn desired(
         for host in &route.hosts {
             // The catch-all takes every path: a context root applies to the service's hosts.
             let strip = if host.is_catch_all() { 0 } else { strip };
-            claims
-                .entry(route_key(host, route.context_root.as_ref()))
-                .or_default()
-                .push(Claim {
+            // Passthrough: the HTTPS entry's `^<host>/` key instead of an HTTP route.
+            let key = match route.tls.passthrough && !host.is_catch_all() {
+                true => MapKey::passthrough(host),
+                false => route_key(host, route.context_root.as_ref()),
+            };
+            claims.entry(key).or_default().push(Claim {
+                service: service.name.clone(),
+                backend: route.backend.clone(),
+                strip,
+                servers,
+                weight: route.weight,
+                pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
+            });
+        }
+        if let Some(secrets) = &route.tls.cert {
+            out.certs.insert(
+                route.backend.clone(),
+                super::WantedCert {
                     service: service.name.clone(),
-                    backend: route.backend.clone(),
-                    strip,
-                    servers,
-                    weight: route.weight,
-                    pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
-                });
+                    secrets: (**secrets).clone(),
+                    hosts: route.hosts.clone(),
+                },
+            );
+        }
+        if route.tls.only {
+            for host in route.hosts.iter().filter(|h| !h.is_catch_all()) {
+                ssl_only.insert(MapKey::https_only(host));
+            }
         }
         redirects.extend(route.redirects.iter().map(|r| RedirectClaim {
             service: service.name.clone(),
@@ -127,6 +145,9 @@ pub fn desired(
         out.routes.insert(service.id.clone(), in_force);
     }
     out.hosts = routes::hosts_map(claims, redirects, &mut out.errors);
+    // `com.docker.lb.ssl_only`: one `!<host>/` entry per host (a map edit, no reload).
+    out.hosts
+        .extend(ssl_only.into_iter().map(|k| (k, MapValue::https_only())));
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);
@@ -1147,6 +1168,27 @@ mod tests {
     }
 
     #[test]
+    fn ssl_only_adds_an_https_only_map_entry_per_host_beside_the_route() {
+        let d = run(&snapshot(
+            vec![with(
+                routed("web", "a.example,b.example"),
+                &[(labels::SSL_ONLY, "true")],
+            )],
+            vec![running("web", 1)],
+        ));
+        assert_eq!(d.errors, vec![]);
+        assert_eq!(
+            map_lines(&d),
+            [
+                "!a.example/ !https",
+                "!b.example/ !https",
+                "a.example/ web",
+                "b.example/ web",
+            ]
+        );
+    }
+
+    #[test]
     fn a_redirect_loop_between_two_services_is_refused_with_an_error_on_each() {
         let d = run(&snapshot(
             vec![
@@ -1409,8 +1451,6 @@ mod tests {
         web.labels
             .insert(STICKY_SESSION_COOKIE.to_owned(), "sid".to_owned());
         web.labels
-            .insert("com.docker.lb.ssl_only".to_owned(), "x".to_owned());
-        web.labels
             .insert("com.docker.lb.prot".to_owned(), "80".to_owned());
         let mut api = service(
             "api",
@@ -1436,7 +1476,6 @@ mod tests {
                  (Swarm's VIP spreads traffic over the tasks); ignored, use \
                  com.docker.lb.backend_mode=default for it",
                 "service web: label com.docker.lb.prot is not a label swarm-lb knows (misspelled?); ignored",
-                "service web: label com.docker.lb.ssl_only is not supported yet; ignored",
             ]
         );
         assert_eq!(

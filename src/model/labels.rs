@@ -35,6 +35,29 @@ pub const REDIRECTS: &str = "com.docker.lb.redirects";
 pub const REDIRECT_CODE: &str = "com.docker.lb.redirect_code";
 pub const MAX_FAILS: &str = "com.docker.lb.max_fails";
 pub const FAIL_TIMEOUT: &str = "com.docker.lb.fail_timeout";
+/// Name of the Docker secret holding the PEM certificate (chain) for the service's hosts.
+pub const SSL_CERT: &str = "com.docker.lb.ssl_cert";
+/// Name of the Docker secret holding the PEM private key of `ssl_cert`.
+pub const SSL_KEY: &str = "com.docker.lb.ssl_key";
+/// `true`: plain-HTTP requests for the service's hosts are redirected to HTTPS.
+pub const SSL_ONLY: &str = "com.docker.lb.ssl_only";
+/// `true`: TLS is not terminated; connections are routed by SNI to the tasks.
+pub const SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
+/// `true`: HAProxy speaks TLS to the tasks.
+pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
+/// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
+pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
+/// The TLS labels.
+pub const TLS: &[&str] = &[
+    SSL_CERT,
+    SSL_KEY,
+    SSL_ONLY,
+    SSL_PASSTHROUGH,
+    SSL_BACKEND,
+    SSL_BACKEND_TLS_VERIFY,
+];
+/// Longest Docker secret name (the engine's limit).
+pub const SECRET_NAME_MAX: usize = 64;
 
 /// nginx's defaults when only one of the two failure labels is set.
 pub const MAX_FAILS_DEFAULT: u32 = 1;
@@ -47,15 +70,8 @@ pub const HOSTS_MAX: usize = 1000;
 pub const WEIGHT_MAX: u32 = 10_000;
 
 /// Interlock labels swarm-lb knows but does not implement yet: reported as warnings, the
-/// route still works without them.
-pub const UNSUPPORTED: &[&str] = &[
-    "com.docker.lb.ssl_backend",
-    "com.docker.lb.ssl_backend_tls_verify",
-    "com.docker.lb.ssl_cert",
-    "com.docker.lb.ssl_key",
-    "com.docker.lb.ssl_only",
-    "com.docker.lb.ssl_passthrough",
-];
+/// route still works without them. (None left: the TLS labels were the last.)
+pub const UNSUPPORTED: &[&str] = &[];
 
 /// Balancing labels implemented in default (task) mode: see [`BackendOptions`].
 pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE, MAX_FAILS, FAIL_TIMEOUT];
@@ -94,6 +110,29 @@ pub struct Route {
     pub weight: Option<u32>,
     /// `com.docker.lb.redirects`, in label order.
     pub redirects: Vec<Redirect>,
+    /// The TLS labels at the edge (`ssl_backend` is in [`Route::options`]).
+    pub tls: RouteTls,
+}
+
+/// What the TLS labels ask of the edge. Problems with them are left-out errors: the service
+/// keeps its HTTP routing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTls {
+    /// `ssl_cert` + `ssl_key`: terminate HTTPS for the service's hosts with this pair (boxed:
+    /// most routes have none, and `Route` stays small).
+    pub cert: Option<Box<CertSecrets>>,
+    /// `ssl_only=true`: plain HTTP for the service's hosts is redirected to HTTPS.
+    pub only: bool,
+    /// `ssl_passthrough=true`: TLS for the service's hosts goes to the tasks untouched,
+    /// routed by SNI.
+    pub passthrough: bool,
+}
+
+/// The Docker secrets (names) that hold a service's certificate chain and key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CertSecrets {
+    pub cert: String,
+    pub key: String,
 }
 
 /// One `source,target` pair of `com.docker.lb.redirects`: requests for `http://<host><path>`
@@ -456,6 +495,14 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         .flatten()
         .unwrap_or_default();
 
+    let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    let backend_tls = parse_backend_tls(name, labels, &mut left_out);
+    let options = options.map(|o| BackendOptions {
+        backend_tls,
+        passthrough: tls.passthrough,
+        ..o
+    });
+
     warnings.extend(self::warnings(name, labels, mode));
     let hosts = match (hosts, default_backend) {
         (Some(mut hosts), Some(true)) => {
@@ -480,6 +527,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
                 rewrite,
                 weight,
                 redirects,
+                tls,
             })
         }
         _ => {
@@ -547,6 +595,12 @@ fn warnings(
         WEIGHT,
         REDIRECTS,
         REDIRECT_CODE,
+        SSL_CERT,
+        SSL_KEY,
+        SSL_ONLY,
+        SSL_PASSTHROUGH,
+        SSL_BACKEND,
+        SSL_BACKEND_TLS_VERIFY,
     ];
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
     labels
@@ -752,6 +806,8 @@ fn parse_options(
             ip_hash,
             sticky_cookie,
             failure_limit,
+            backend_tls: None,
+            passthrough: false,
         })
     } else {
         Err(errors)
@@ -994,6 +1050,134 @@ fn parse_bool(service: &str, label: &str, value: &str) -> Result<bool, LabelErro
     }
 }
 
+/// A Docker secret name (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most [`SECRET_NAME_MAX`]
+/// characters: the engine's own rule).
+pub fn parse_secret_name(service: &str, label: &str, value: &str) -> Result<String, LabelError> {
+    let ok = value.len() <= SECRET_NAME_MAX
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(LabelError::invalid(
+            service,
+            label,
+            value,
+            Reason::NotASecretName,
+        ))
+    }
+}
+
+/// The edge TLS labels. Every problem goes to `left_out` and leaves that part out; the
+/// service's HTTP routing stands. `redirects`: the service has `com.docker.lb.redirects`,
+/// which Interlock documents as not combining with passthrough.
+fn parse_tls(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    redirects: bool,
+    left_out: &mut Vec<LabelError>,
+) -> RouteTls {
+    let read = Reader { service, labels };
+    let flag = |label: &str, left_out: &mut Vec<LabelError>| {
+        read.optional(label, left_out, |s, v| parse_bool(s, label, v))
+            .flatten()
+            .unwrap_or(false)
+    };
+    let only = flag(SSL_ONLY, left_out);
+    let mut passthrough = flag(SSL_PASSTHROUGH, left_out);
+    let cert = read
+        .optional(SSL_CERT, left_out, |s, v| parse_secret_name(s, SSL_CERT, v))
+        .flatten();
+    let key = read
+        .optional(SSL_KEY, left_out, |s, v| parse_secret_name(s, SSL_KEY, v))
+        .flatten();
+    let mut cert = match (cert, key, labels.get(SSL_CERT), labels.get(SSL_KEY)) {
+        (Some(cert), Some(key), _, _) => Some(Box::new(CertSecrets { cert, key })),
+        // One of the pair is set but bad: its error is already in `left_out`.
+        (_, _, Some(_), Some(_)) | (None, None, _, _) => None,
+        (Some(_), None, _, None) => {
+            left_out.push(missing_pair(service, SSL_KEY, SSL_CERT));
+            None
+        }
+        (None, Some(_), None, _) => {
+            left_out.push(missing_pair(service, SSL_CERT, SSL_KEY));
+            None
+        }
+        _ => None,
+    };
+    if passthrough && redirects {
+        left_out.push(LabelError::invalid(
+            service,
+            SSL_PASSTHROUGH,
+            "true",
+            Reason::PassthroughWithRedirects,
+        ));
+        passthrough = false;
+    }
+    if passthrough && cert.is_some() {
+        if let Some(value) = labels.get(SSL_CERT) {
+            left_out.push(LabelError::invalid(
+                service,
+                SSL_CERT,
+                value,
+                Reason::PassthroughWithCertificate,
+            ));
+        }
+        cert = None;
+    }
+    RouteTls {
+        cert,
+        only,
+        passthrough,
+    }
+}
+
+fn missing_pair(service: &str, absent: &'static str, present: &'static str) -> LabelError {
+    LabelError::Service {
+        service: service.to_owned(),
+        reason: Box::new(Reason::HalfCertPair { present, absent }),
+    }
+}
+
+/// `ssl_backend` and `ssl_backend_tls_verify`; problems go to `left_out` (plain HTTP to the
+/// tasks stands). Verification defaults to `required`, as in Interlock.
+fn parse_backend_tls(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    left_out: &mut Vec<LabelError>,
+) -> Option<super::BackendTls> {
+    let read = Reader { service, labels };
+    let on = read
+        .optional(SSL_BACKEND, left_out, |s, v| parse_bool(s, SSL_BACKEND, v))
+        .flatten()
+        .unwrap_or(false);
+    let verify = read
+        .optional(SSL_BACKEND_TLS_VERIFY, left_out, |s, v| {
+            check_chars(s, SSL_BACKEND_TLS_VERIFY, v)?;
+            match v {
+                "none" => Ok(false),
+                "required" => Ok(true),
+                _ => Err(LabelError::invalid(
+                    s,
+                    SSL_BACKEND_TLS_VERIFY,
+                    v,
+                    Reason::NotAVerifyMode,
+                )),
+            }
+        })
+        .flatten();
+    match verify {
+        // A bad verify value must not turn verification off.
+        None if labels.contains_key(SSL_BACKEND_TLS_VERIFY) && on => None,
+        _ if !on => None,
+        verify => Some(super::BackendTls {
+            verify: verify.unwrap_or(true),
+        }),
+    }
+}
+
 /// `com.docker.lb.sticky_session_cookie`: the cookie's name, 1 to 64 letters, digits, `-`,
 /// `_` or `.` (a subset of HTTP's token that needs no quoting anywhere).
 pub fn parse_cookie_name(service: &str, value: &str) -> Result<String, LabelError> {
@@ -1034,6 +1218,7 @@ pub fn parse_network(service: &str, value: &str) -> Result<Option<String>, Label
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::BackendTls;
 
     fn service(labels: &[(&str, &str)]) -> Service {
         Service {
@@ -1124,6 +1309,7 @@ mod tests {
                 rewrite: false,
                 weight: None,
                 redirects: vec![],
+                tls: RouteTls::default(),
             }
         );
     }
@@ -1444,35 +1630,6 @@ mod tests {
     }
 
     #[test]
-    fn unsupported_labels_are_warnings_and_do_not_block_the_route() {
-        let p = parse(&service(&[
-            (HOSTS, "a.example"),
-            (PORT, "80"),
-            ("com.docker.lb.ssl_cert", "cert"),
-            ("com.docker.lb.ssl_only", "x"),
-        ]))
-        .unwrap();
-        assert!(p.route.is_ok());
-        assert_eq!(
-            p.warnings,
-            vec![
-                LabelError::Unsupported {
-                    service: "web".into(),
-                    label: "com.docker.lb.ssl_cert".into()
-                },
-                LabelError::Unsupported {
-                    service: "web".into(),
-                    label: "com.docker.lb.ssl_only".into()
-                },
-            ]
-        );
-        assert_eq!(
-            p.warnings[0].to_string(),
-            "service web: label com.docker.lb.ssl_cert is not supported yet; ignored"
-        );
-    }
-
-    #[test]
     fn ip_hash_and_a_sticky_cookie_become_the_routes_options_without_warnings() {
         let p = parse(&service(&[
             (HOSTS, "a.example"),
@@ -1488,6 +1645,8 @@ mod tests {
                 ip_hash: true,
                 sticky_cookie: Some("session_id-1.x".into()),
                 failure_limit: None,
+                backend_tls: None,
+                passthrough: false,
             }
         );
         let plain = parse(&service(&[
@@ -1891,21 +2050,121 @@ mod tests {
         }
     }
 
+    fn tls_of(labels: &[(&str, &str)]) -> (RouteTls, Option<BackendTls>, Vec<String>) {
+        let mut all = vec![(HOSTS, "a.example"), (PORT, "80")];
+        all.extend_from_slice(labels);
+        let p = parse(&service(&all)).unwrap();
+        let left_out = p.left_out.iter().map(ToString::to_string).collect();
+        assert_eq!(p.warnings, vec![], "TLS labels are known");
+        let r = p.route.expect("a TLS problem never refuses the HTTP route");
+        (r.tls, r.options.backend_tls, left_out)
+    }
+
     #[test]
-    fn every_unsupported_interlock_label_is_a_warning_not_an_unknown_label() {
-        for label in UNSUPPORTED {
-            let p = parse(&service(&[
-                (HOSTS, "a.example"),
-                (PORT, "80"),
-                (label, "x"),
-            ]))
-            .unwrap();
-            assert!(
-                matches!(p.warnings.as_slice(), [LabelError::Unsupported { .. }]),
-                "{label}: {:?}",
-                p.warnings
-            );
-        }
+    fn a_certificate_and_key_pair_names_two_secrets() {
+        let (tls, _, errors) = tls_of(&[(SSL_CERT, "web.crt"), (SSL_KEY, "web-key_2")]);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(
+            tls.cert,
+            Some(Box::new(CertSecrets {
+                cert: "web.crt".into(),
+                key: "web-key_2".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn half_a_pair_or_a_bad_secret_name_is_left_out_naming_service_and_label() {
+        let (tls, _, errors) = tls_of(&[(SSL_CERT, "web.crt")]);
+        assert_eq!(tls.cert, None);
+        assert_eq!(
+            errors,
+            [
+                "service web: label com.docker.lb.ssl_cert needs com.docker.lb.ssl_key too: HTTPS \
+              is not terminated for it"
+            ]
+        );
+        let (tls, _, errors) = tls_of(&[(SSL_CERT, "-bad"), (SSL_KEY, "k")]);
+        assert_eq!(tls.cert, None);
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(
+                "service web: label com.docker.lb.ssl_cert=\"-bad\": not a Docker secret name"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn ssl_only_and_passthrough_are_booleans() {
+        let (tls, _, errors) = tls_of(&[(SSL_ONLY, "true"), (SSL_PASSTHROUGH, "true")]);
+        assert_eq!(errors, Vec::<String>::new());
+        assert!(tls.only && tls.passthrough);
+        let (tls, _, errors) = tls_of(&[(SSL_ONLY, "yes")]);
+        assert!(!tls.only);
+        assert_eq!(
+            errors,
+            ["service web: label com.docker.lb.ssl_only=\"yes\": accepted values are true and false"]
+        );
+    }
+
+    #[test]
+    fn passthrough_with_redirects_is_refused_naming_service_and_label_and_the_redirects_stand() {
+        let (tls, _, errors) = tls_of(&[
+            (SSL_PASSTHROUGH, "true"),
+            (REDIRECTS, "http://a.example,https://a.example"),
+        ]);
+        assert!(!tls.passthrough);
+        assert_eq!(
+            errors,
+            [
+                "service web: label com.docker.lb.ssl_passthrough=\"true\": does not combine with \
+              com.docker.lb.redirects (Interlock's rule): passthrough is left out"
+            ]
+        );
+    }
+
+    #[test]
+    fn passthrough_with_a_certificate_leaves_the_certificate_out() {
+        let (tls, _, errors) =
+            tls_of(&[(SSL_PASSTHROUGH, "true"), (SSL_CERT, "c"), (SSL_KEY, "k")]);
+        assert!(tls.passthrough);
+        assert_eq!(tls.cert, None);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("com.docker.lb.ssl_cert"), "{errors:?}");
+    }
+
+    #[test]
+    fn ssl_backend_verifies_by_default_and_not_with_none() {
+        assert_eq!(
+            tls_of(&[(SSL_BACKEND, "true")]).1,
+            Some(BackendTls { verify: true })
+        );
+        assert_eq!(
+            tls_of(&[(SSL_BACKEND, "true"), (SSL_BACKEND_TLS_VERIFY, "none")]).1,
+            Some(BackendTls { verify: false })
+        );
+        assert_eq!(tls_of(&[(SSL_BACKEND_TLS_VERIFY, "none")]).1, None);
+        let (_, backend, errors) =
+            tls_of(&[(SSL_BACKEND, "true"), (SSL_BACKEND_TLS_VERIFY, "optional")]);
+        assert_eq!(
+            backend, None,
+            "a bad verify value never turns verification off"
+        );
+        assert_eq!(
+            errors,
+            [
+                "service web: label com.docker.lb.ssl_backend_tls_verify=\"optional\": accepted \
+              values are none and required"
+            ]
+        );
+    }
+
+    #[test]
+    fn ssl_backend_works_in_vip_mode_too() {
+        let (_, backend, errors) = tls_of(&[(BACKEND_MODE, "vip"), (SSL_BACKEND, "true")]);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(backend, Some(BackendTls { verify: true }));
     }
 
     #[test]
@@ -1917,7 +2176,6 @@ mod tests {
             (STICKY_SESSION_COOKIE, "session"),
             (WEBSOCKET_ENDPOINTS, "/ws"),
             (IP_HASH, "true"),
-            ("com.docker.lb.ssl_only", "x"),
         ]))
         .unwrap();
         assert!(p.route.is_ok());
@@ -1930,14 +2188,7 @@ mod tests {
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(
-            kinds,
-            vec![
-                (IP_HASH, true),
-                ("com.docker.lb.ssl_only", false),
-                (STICKY_SESSION_COOKIE, true),
-            ]
-        );
+        assert_eq!(kinds, vec![(IP_HASH, true), (STICKY_SESSION_COOKIE, true),]);
         assert!(p.warnings[0]
             .to_string()
             .contains("not offered in vip mode"));

@@ -2,6 +2,7 @@
 //! and [`desired`], which turns Interlock labels (`com.docker.lb.*`) into the routing Swarm
 //! asks for. No I/O, no clock, no locks.
 
+pub mod cert;
 mod desired;
 #[cfg(test)]
 pub(crate) mod fixtures;
@@ -14,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub use desired::desired;
-pub use labels::{LabelError, Route};
+pub use labels::{CertSecrets, LabelError, Route, RouteTls};
 pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
     MAX_ROOT_SEGMENTS, REDIRECT_CODES,
@@ -165,6 +166,21 @@ pub struct BackendOptions {
     /// checks, from nginx): a task is taken out of rotation after this many failed requests in
     /// a row, and tried again after the timeout.
     pub failure_limit: Option<FailureLimit>,
+    /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
+    /// (`ssl_backend_tls_verify`: verifying their certificates or not).
+    pub backend_tls: Option<BackendTls>,
+    /// `com.docker.lb.ssl_passthrough=true`: a `mode tcp` backend that the HTTPS entry sends
+    /// TLS connections to by SNI, untouched; plain HTTP never reaches it.
+    pub passthrough: bool,
+}
+
+/// TLS from HAProxy to the tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct BackendTls {
+    /// `required`: the task's certificate must verify against the CA bundle the driver installs
+    /// in the config dir (`haproxy::render::backend_ca_path`), else the connection fails;
+    /// `none`: any certificate is taken.
+    pub verify: bool,
 }
 
 /// nginx's `max_fails`/`fail_timeout`, as HAProxy does it: `observe layer7 error-limit
@@ -227,6 +243,18 @@ pub struct Desired {
     /// Services whose labels ask for no routing (`com.docker.lb.*` labels but no hosts): an
     /// operator's choice, reported at info level. Sorted like `errors`.
     pub notices: Vec<LabelError>,
+    /// `com.docker.lb.ssl_cert`/`ssl_key` of each routed service, by backend name: the pair
+    /// to serve for its hosts (read and checked by the reconcile pass, which has the secrets).
+    pub certs: BTreeMap<BackendName, WantedCert>,
+}
+
+/// One service's certificate, as its labels ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedCert {
+    pub service: String,
+    pub secrets: labels::CertSecrets,
+    /// The hosts the certificate must cover.
+    pub hosts: Vec<Host>,
 }
 
 #[cfg(test)]

@@ -265,6 +265,16 @@ impl MapKey {
         }
         Self(format!("{host}/"))
     }
+    /// `!<host>/`: the host is `com.docker.lb.ssl_only` (the frontend redirects plain HTTP
+    /// for it to HTTPS when this key is present; its value is [`MapValue::https_only`]).
+    pub fn https_only(host: &Host) -> Self {
+        Self(format!("!{host}/"))
+    }
+    /// `^<host>/`: TLS with this SNI is passed through to the value's backend
+    /// (`com.docker.lb.ssl_passthrough`), looked up by the HTTPS entry before termination.
+    pub fn passthrough(host: &Host) -> Self {
+        Self(format!("^{host}/"))
+    }
     /// `<host><root>/`.
     pub fn context_root(host: &Host, root: &ContextRoot) -> Self {
         Self(format!("{host}{root}/"))
@@ -320,12 +330,19 @@ pub struct MapValue(String);
 /// Redirect status codes a redirect may use.
 pub const REDIRECT_CODES: [u16; 4] = [301, 302, 307, 308];
 
+/// The value of every [`MapKey::https_only`] entry.
+const HTTPS_ONLY: &str = "!https";
+
 impl MapValue {
     pub fn backend(backend: &BackendName, strip: usize) -> Self {
         match strip {
             0 => Self(backend.to_string()),
             n => Self(format!("{backend}|{n}")),
         }
+    }
+    /// The value of a [`MapKey::https_only`] entry.
+    pub fn https_only() -> Self {
+        Self(HTTPS_ONLY.to_owned())
     }
     pub fn split(route: &MapKey) -> Self {
         Self(format!("~{route}"))
@@ -341,6 +358,9 @@ impl MapValue {
         };
         if let Some(route) = raw.strip_prefix('~') {
             MapKey::parse(route).map_err(|_| bad())?;
+            return Ok(Self(raw.to_owned()));
+        }
+        if raw == HTTPS_ONLY {
             return Ok(Self(raw.to_owned()));
         }
         let mut fields = raw.split('|');
@@ -368,7 +388,7 @@ impl MapValue {
     }
     /// The backend a request is sent to, for a backend value.
     pub fn target_backend(&self) -> Option<BackendName> {
-        if self.0.starts_with(['~', '>']) {
+        if self.0.starts_with(['~', '>', '!']) {
             return None;
         }
         BackendName::parse(self.0.split('|').next()?).ok()

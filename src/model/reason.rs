@@ -4,7 +4,10 @@
 //! Values inside a reason (an item, a path, a URL) are stored as an error shows them: cut
 //! to a few dozen characters by the constructor that builds the [`super::LabelError`].
 
-use super::labels::{DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, WEIGHT_MAX};
+use super::labels::{
+    DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, REDIRECTS, SECRET_NAME_MAX, SSL_PASSTHROUGH,
+    WEIGHT_MAX,
+};
 use super::names::NameError;
 
 /// Longest cookie name accepted by `com.docker.lb.sticky_session_cookie`.
@@ -136,6 +139,35 @@ pub enum Reason {
     IngressNetwork { network: String },
     #[error("HAProxy cannot join network {network}: create it with --attachable")]
     NotAttachable { network: String },
+
+    // TLS.
+    #[error(
+        "not a Docker secret name (a letter or digit, then letters, digits, '_', '.', '-'; at \
+         most {SECRET_NAME_MAX} characters)"
+    )]
+    NotASecretName,
+    /// `ssl_cert` without `ssl_key` or the reverse (a service-level reason).
+    #[error("label {present} needs {absent} too: HTTPS is not terminated for it")]
+    HalfCertPair {
+        present: &'static str,
+        absent: &'static str,
+    },
+    #[error("does not combine with {REDIRECTS} (Interlock's rule): passthrough is left out")]
+    PassthroughWithRedirects,
+    #[error("{SSL_PASSTHROUGH}=true: the tasks terminate TLS, so the certificate is not used")]
+    PassthroughWithCertificate,
+    #[error("accepted values are none and required")]
+    NotAVerifyMode,
+    /// The pair the secrets hold is refused (key, dates, names).
+    #[error("{0}")]
+    Certificate(super::cert::CertProblem),
+    /// The secret's content cannot be read where swarm-lb reads secrets (it does not exist,
+    /// or is not shared with swarm-lb).
+    #[error("the secret cannot be read ({why}): does it exist, and is it given to swarm-lb?")]
+    SecretUnreadable { why: String },
+    /// HAProxy (or the payload limit) refused the pair.
+    #[error("not loaded: {why}")]
+    PushRefused { why: String },
 
     // Services.
     #[error("its name cannot be a HAProxy backend name: {0}")]

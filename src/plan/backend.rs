@@ -245,8 +245,10 @@ fn task(
             });
         }
         // A server added at runtime inherits no `default-server`, so a backend whose servers
-        // carry a failure limit there grows by reload.
-        if add_server && spec.options.failure_limit.is_none() {
+        // carry a failure limit there grows by reload; so does one whose servers speak TLS
+        // (`add server` gets only `ADD_SERVER_OPTIONS`).
+        if add_server && spec.options.failure_limit.is_none() && spec.options.backend_tls.is_none()
+        {
             // HAProxy (2.6) gives a runtime-added server no dynamic cookie; `set server addr`
             // computes one. A sticky backend's servers are added at the placeholder and moved.
             let sticky = spec.options.sticky_cookie.is_some();

@@ -94,6 +94,14 @@ impl Plan {
                 Command::AddMap { .. } => s.add_map += 1,
                 Command::SetMap { .. } => s.set_map += 1,
                 Command::DelMap { .. } => s.del_map += 1,
+                // The planner does not emit certificate commands (the TLS pass does).
+                Command::NewSslCert { .. }
+                | Command::SetSslCert { .. }
+                | Command::CommitSslCert { .. }
+                | Command::AbortSslCert { .. }
+                | Command::AddSslCrtList { .. }
+                | Command::DelSslCrtList { .. }
+                | Command::DelSslCert { .. } => {}
                 Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo => {}
             }
         }

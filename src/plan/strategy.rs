@@ -14,8 +14,8 @@ use super::{PlanSettings, RuntimeBackends};
 use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, DefaultsName, MapPath, ProxyState, Server};
 use crate::model::{
-    BackendName, BackendOptions, BackendSpec, Desired, EndpointState, FailureLimit, MapKey,
-    MapValue, Mode, NetworkId, ServerName,
+    BackendName, BackendOptions, BackendSpec, BackendTls, Desired, EndpointState, FailureLimit,
+    MapKey, MapValue, Mode, NetworkId, ServerName,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -102,14 +102,18 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             any::<bool>(),
             option::of(select(vec!["SRV".to_owned(), "sid".to_owned()])),
             option::of((1u32..=5, 1u32..=20_000)),
+            option::of(any::<bool>()),
+            any::<bool>(),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit)| BackendOptions {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| BackendOptions {
                 ip_hash,
                 sticky_cookie,
                 failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
                     max_fails,
                     fail_timeout_ms,
                 }),
+                backend_tls: tls.map(|verify| BackendTls { verify }),
+                passthrough,
             }),
     ]
 }
@@ -156,6 +160,7 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             errors: Vec::new(),
             warnings: Vec::new(),
             notices: Vec::new(),
+            certs: BTreeMap::new(),
         })
 }
 
@@ -269,6 +274,8 @@ pub fn runtime_backends() -> RuntimeBackends {
             ip_hash,
             sticky_cookie: cookie.map(str::to_owned),
             failure_limit: None,
+            backend_tls: None,
+            passthrough: false,
         })
     })
     .collect();

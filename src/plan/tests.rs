@@ -590,6 +590,8 @@ fn a_sticky_backend_grows_by_adding_at_the_placeholder_and_moving_so_haproxy_com
         ip_hash: false,
         sticky_cookie: Some("sid".into()),
         failure_limit: None,
+        backend_tls: None,
+        passthrough: false,
     };
     let mut web = slots(&[Some(("10.0.0.1:80", Admin::Ready))]);
     web.options = sticky.clone();

@@ -231,6 +231,7 @@ mod tests {
             binds: vec![":80".to_owned()],
             admin_socket: "/run/admin.sock".into(),
             hosts_map: MapPath::new("/etc/haproxy/hosts.map").expect("valid"),
+            https: None,
         }
     }
 

@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
+use swarm_lb::haproxy::render::{Files, HttpsSettings, RenderSettings, BASE_TEMPLATE};
+use swarm_lb::haproxy::tls::CertFiles;
 use swarm_lb::haproxy::{Admin, AdminClient, BackendState, MapPath, Master, ProxyState, Server};
 use swarm_lb::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -45,6 +46,8 @@ pub struct Haproxy {
     pub files: Files,
     pub settings: RenderSettings,
     pub http_port: u16,
+    /// With [`Haproxy::start_https`]: the HTTPS port and its certificate files.
+    pub https: Option<(u16, CertFiles)>,
 }
 
 impl Haproxy {
@@ -52,6 +55,22 @@ impl Haproxy {
     /// socket answers and the master lists a worker. The files are then saved as the last
     /// good ones.
     pub async fn start(state: &ProxyState) -> Haproxy {
+        Self::start_with(state, false, None).await
+    }
+
+    /// [`Haproxy::start`], with `ca_pem` as the CA bundle `ssl_backend` verification uses
+    /// (by default the host's bundle, or the fail-closed fallback).
+    pub async fn start_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
+        Self::start_with(state, false, Some(ca_pem)).await
+    }
+
+    /// [`Haproxy::start`] with an HTTPS bind too (`https`: its port and certificate files, a
+    /// self-signed default certificate generated in `certs/`).
+    pub async fn start_https(state: &ProxyState) -> Haproxy {
+        Self::start_with(state, true, None).await
+    }
+
+    async fn start_with(state: &ProxyState, with_https: bool, ca_pem: Option<&str>) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")
             .tempdir()
@@ -65,17 +84,51 @@ impl Haproxy {
             ..Launch::in_dir(dir.path())
         };
         let http_port = free_port();
+        let https = with_https.then(|| {
+            let certs = CertFiles::new(dir.path().join("certs"));
+            certs.ensure_default(None).expect("default certificate");
+            certs
+                .write_crt_list(std::iter::empty())
+                .expect("write crt-list");
+            (free_port(), certs)
+        });
         let map = files.map_path();
         let settings = RenderSettings {
             template: BASE_TEMPLATE.to_owned(),
             binds: vec![format!("127.0.0.1:{http_port}")],
             admin_socket: launch.admin_socket.clone(),
             hosts_map: MapPath::new(&map.to_string_lossy()).expect("temp dir path fits MapPath"),
+            https: https.as_ref().map(|(port, certs)| HttpsSettings {
+                binds: vec![format!("127.0.0.1:{port}")],
+                crt_list: certs.crt_list_path(),
+                internal: dir.path().join("https.sock"),
+            }),
         };
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
+        let ca = swarm_lb::haproxy::render::backend_ca_path(&settings);
+        match ca_pem {
+            Some(pem) => std::fs::write(&ca, pem).expect("write backend CA"),
+            None => {
+                let certs = CertFiles::new(dir.path().join("certs"));
+                certs.ensure_default(None).expect("default certificate");
+                swarm_lb::haproxy::tls::install_backend_ca(
+                    &ca,
+                    Path::new(swarm_lb::haproxy::tls::SYSTEM_CA_BUNDLE),
+                    &certs,
+                )
+                .expect("install backend CA");
+            }
+        }
 
-        let process = started(launch, http_port).await;
+        let mut process = started(launch, http_port).await;
+        if let Some((port, _)) = &https {
+            let tls = Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], *port)));
+            process
+                .wait_accepting(STARTUP, &tls)
+                .await
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
         files.save_good().expect("save good files");
         Haproxy {
             process: Some(process),
@@ -83,6 +136,7 @@ impl Haproxy {
             files,
             settings,
             http_port,
+            https,
         }
     }
 

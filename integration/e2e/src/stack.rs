@@ -15,6 +15,8 @@ use crate::{free_port, poll_until};
 pub struct Stack {
     pub project: String,
     pub http_port: u16,
+    /// The HTTPS port published on loopback (`SWARM_LB_HTTPS_PORT`).
+    pub https_port: u16,
     /// swarm-lb's HTTP listener (/metrics, /healthz, /readyz, /status) on the host's loopback.
     pub metrics_port: u16,
     /// HAProxy's own exporter and stats page on the host's loopback.
@@ -65,6 +67,7 @@ impl Stack {
         });
         let project = project.to_owned();
         let http_port = free_port();
+        let https_port = free_port();
         let (metrics_port, stats_port) = (free_port(), free_port());
         let haproxy_container = format!("{project}-haproxy");
         let mut env: Vec<(String, String)> = vec![
@@ -74,6 +77,10 @@ impl Stack {
             (
                 "SWARM_LB_HTTP_PORT".into(),
                 format!("127.0.0.1:{http_port}"),
+            ),
+            (
+                "SWARM_LB_HTTPS_PORT".into(),
+                format!("127.0.0.1:{https_port}"),
             ),
             (
                 "SWARM_LB_METRICS_PORT".into(),
@@ -98,6 +105,7 @@ impl Stack {
             config_dir: volume_dir(&format!("{project}_config")),
             project,
             http_port,
+            https_port,
             metrics_port,
             stats_port,
             haproxy_container,

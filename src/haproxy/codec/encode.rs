@@ -2,7 +2,8 @@
 //!
 //! Every name in a [`Command`] is a checked newtype (letters, digits and a few of `-_.:/`), so
 //! nothing needs escaping and no output can carry `;`, `#`, `\`, a space inside an argument or
-//! a newline: one command is exactly one line.
+//! a newline: one command is exactly one line. The one exception is `set ssl cert`, whose PEM
+//! payload follows on lines of its own (see [`Command::SetSslCert`]).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -144,6 +145,30 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
         } => push_words(out, &["show servers state ", backend.as_str()]),
         Command::ShowMap { map } => push_words(out, &["show map ", map.as_str()]),
         Command::ShowInfo => out.push_str("show info"),
+        Command::NewSslCert { cert } => push_words(out, &["new ssl cert ", cert.as_str()]),
+        Command::SetSslCert { cert, pem } => {
+            // The client ends the command with `\n`: after this last `\n` that makes the blank
+            // line that ends the payload.
+            push_words(
+                out,
+                &["set ssl cert ", cert.as_str(), " <<\n", pem.as_str(), "\n"],
+            );
+        }
+        Command::CommitSslCert { cert } => push_words(out, &["commit ssl cert ", cert.as_str()]),
+        Command::AbortSslCert { cert } => push_words(out, &["abort ssl cert ", cert.as_str()]),
+        Command::AddSslCrtList { list, cert } => {
+            push_words(
+                out,
+                &["add ssl crt-list ", list.as_str(), " ", cert.as_str()],
+            );
+        }
+        Command::DelSslCrtList { list, cert } => {
+            push_words(
+                out,
+                &["del ssl crt-list ", list.as_str(), " ", cert.as_str()],
+            );
+        }
+        Command::DelSslCert { cert } => push_words(out, &["del ssl cert ", cert.as_str()]),
     }
 }
 

@@ -25,6 +25,8 @@
 //! - `show servers state`: first line `1`; `Can't find backend.` for an unknown backend.
 //! - `show map`: `0x<ptr> <key> <value>` lines, nothing for an empty map.
 //! - `show info`: `Name: HAProxy` then `Field: value` lines.
+//! - `ssl cert` / `ssl crt-list` (2.2+, measured on 2.6.12 and 3.4.7): see each
+//!   [`Command`] variant. `set ssl cert` is answered after one `+ ` prompt per payload line.
 //! - 3.4's backend commands (measured on 3.4.7): `add backend` -> `New backend registered.`
 //!   (refusals `Error during backend creation : name is already used by other proxy
 //!   'backend <b>'.`, `Cannot find default proxy '<d>'.`); `publish backend` -> `Backend
@@ -38,6 +40,16 @@
 //!   (refusals `Only a backend without server can be deleted.`, `No such backend.`).
 //! - any command HAProxy does not know: `Unknown command, but maybe ...` (3.0+: `Unknown
 //!   command: '<word>', but maybe ...`) and a command list.
+
+/// The reply to a payload command without the `+ ` prompts HAProxy prints in prompt mode,
+/// one per payload line, before its answer.
+fn payload_reply(text: &str) -> &str {
+    let mut text = text;
+    while let Some(rest) = text.strip_prefix("+ ") {
+        text = rest;
+    }
+    text.trim()
+}
 
 use super::super::command::Command;
 use super::{encode, ReplyError};
@@ -74,13 +86,34 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
         Command::ShowServersState { .. } => text.lines().next() == Some("1"),
         Command::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
         Command::ShowInfo => text.starts_with("Name: "),
+        Command::NewSslCert { .. } => text.starts_with("New empty certificate store "),
+        Command::SetSslCert { .. } => {
+            let text = payload_reply(text);
+            text.starts_with("Transaction created for certificate ")
+                || text.starts_with("Transaction updated for certificate ")
+        }
+        Command::CommitSslCert { .. } | Command::AddSslCrtList { .. } => {
+            text.lines().last() == Some("Success!")
+        }
+        Command::AbortSslCert { .. } => text.starts_with("Transaction aborted for certificate "),
+        Command::DelSslCrtList { .. } => {
+            text.starts_with("Entry ") && text.contains(" deleted in crtlist ")
+        }
+        Command::DelSslCert { .. } => {
+            text.starts_with("Certificate ") && text.ends_with(" deleted!")
+        }
     };
     if ok {
         Ok(())
     } else {
+        let command = match cmd {
+            // The payload holds a key: the refusal names the command line alone.
+            Command::SetSslCert { cert, .. } => format!("set ssl cert {cert} <<"),
+            _ => encode(cmd),
+        };
         Err(ReplyError {
-            command: encode(cmd),
-            message: text.to_owned(),
+            command,
+            message: payload_reply(text).to_owned(),
         })
     }
 }

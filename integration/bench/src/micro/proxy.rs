@@ -60,6 +60,7 @@ impl Proxy {
             admin_socket: launch.admin_socket.clone(),
             hosts_map: MapPath::new(&map.to_string_lossy())
                 .with_context(|| format!("temp dir {} as a map path", dir.path().display()))?,
+            https: None,
         };
         settings.validate()?;
         let config = render::config(state, &settings);

@@ -1,0 +1,201 @@
+//! The certificates of the HTTPS bind, kept in step with the `ssl_cert`/`ssl_key` labels: each
+//! wanted pair is read from the secrets directory, checked (`model::cert`), pushed through the
+//! Runtime API when it differs from the file HAProxy loaded or was last sent, and mirrored to
+//! that file (0600) and the crt-list; a certificate no service wants any more is removed the
+//! same way. No reload, ever: a reload or restart reads the same files.
+//!
+//! The files are the record of what HAProxy holds (as the map files are for the maps): a pair
+//! is pushed when its PEM differs from its file, and the file is written only after HAProxy
+//! accepted it. A problem with one service's pair (secret missing, a check failing, HAProxy
+//! refusing it) is logged once, naming service, label and reason, and leaves the others alone.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use tracing::{error, info};
+
+use crate::haproxy::tls::{self, CertFiles};
+use crate::haproxy::{AdminClient, CertPath, ClientError, Pem};
+use crate::model::cert;
+use crate::model::labels::{LabelError, SSL_CERT};
+use crate::model::Reason;
+use crate::model::{Desired, WantedCert};
+
+/// Where the secrets' contents are read from, and the certificate files.
+#[derive(Debug)]
+pub struct TlsCerts {
+    certs: CertFiles,
+    /// One file per secret, named after it (`/run/secrets/<name>` when swarm-lb runs with the
+    /// secrets mounted).
+    secrets_dir: PathBuf,
+    reported: BTreeSet<String>,
+}
+
+impl TlsCerts {
+    pub fn new(certs: CertFiles, secrets_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            certs,
+            secrets_dir: secrets_dir.into(),
+            reported: BTreeSet::new(),
+        }
+    }
+
+    /// Brings HAProxy's certificates to `desired.certs`. Returns how many were pushed or
+    /// removed. A transport failure is returned (the next pass retries); per-service problems
+    /// are logged.
+    pub async fn apply(
+        &mut self,
+        admin: &mut AdminClient,
+        desired: &Desired,
+    ) -> Result<usize, ClientError> {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        let Ok(list) = self.certs.crt_list() else {
+            return Ok(0);
+        };
+        let mut problems = BTreeSet::new();
+        let mut served: BTreeSet<CertPath> = BTreeSet::new();
+        let mut changes = 0;
+        let mut version = None;
+        for (backend, wanted) in &desired.certs {
+            let Ok(path) = self.certs.cert(backend.as_str()) else {
+                continue;
+            };
+            let pem = match self.read_pair(wanted, now) {
+                Ok(pem) => pem,
+                Err(problem) => {
+                    problems.insert(problem.to_string());
+                    // What HAProxy serves stays (a rotation to a bad pair keeps the old one).
+                    if fs::metadata(path.as_str()).is_ok() {
+                        served.insert(path);
+                    }
+                    continue;
+                }
+            };
+            let on_disk = fs::read_to_string(path.as_str()).ok();
+            if on_disk.as_deref() == Some(format!("{}\n", pem.as_str()).as_str()) {
+                served.insert(path);
+                continue;
+            }
+            let version = match version {
+                Some(v) => v,
+                None => *version.insert(admin.info().await?.version),
+            };
+            let fresh = on_disk.is_none();
+            let cmds = match tls::push_commands(&list, &path, pem.clone(), fresh, version) {
+                Ok(cmds) => cmds,
+                Err(too_large) => {
+                    problems.insert(cert_error(wanted, too_large.to_string()));
+                    continue;
+                }
+            };
+            let replies = admin.execute(&cmds).await?;
+            if let Some(refusal) = replies.into_iter().find_map(Result::err) {
+                // An open transaction would block the next `set`: drop it.
+                let abort = [crate::haproxy::Command::AbortSslCert { cert: path.clone() }];
+                let _ = admin.execute(&abort).await?;
+                problems.insert(cert_error(wanted, refusal.message));
+                continue;
+            }
+            if let Err(e) = self.certs.write_cert(&path, &pem) {
+                error!(error = %e, "writing a certificate file");
+            }
+            info!(
+                service = %wanted.service,
+                secret = %wanted.secrets.cert,
+                rotated = !fresh,
+                "certificate served (runtime API, no reload)"
+            );
+            served.insert(path);
+            changes += 1;
+        }
+        changes += self.remove_unwanted(admin, &list, &served).await?;
+        if let Err(e) = self.certs.write_crt_list(&served) {
+            error!(error = %e, "writing the crt-list");
+        }
+        for problem in &problems {
+            if !self.reported.contains(problem) {
+                error!(error = %problem, "certificate refused");
+            }
+        }
+        self.reported = problems;
+        Ok(changes)
+    }
+
+    /// Certificates on disk that no service wants: out of HAProxy, then off disk.
+    async fn remove_unwanted(
+        &mut self,
+        admin: &mut AdminClient,
+        list: &CertPath,
+        served: &BTreeSet<CertPath>,
+    ) -> Result<usize, ClientError> {
+        let Ok(entries) = fs::read_dir(self.certs.dir()) else {
+            return Ok(0);
+        };
+        let default = self.certs.default_path();
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let file = entry.path();
+            if file == default || !matches!(file.extension(), Some(e) if e == "pem") {
+                continue;
+            }
+            let Ok(path) = CertPath::new(&file.to_string_lossy()) else {
+                continue;
+            };
+            if served.contains(&path) {
+                continue;
+            }
+            // A refusal means HAProxy does not hold it (a file left by an older run): the
+            // file goes either way.
+            let _ = admin.execute(&tls::remove_commands(list, &path)).await?;
+            if let Err(e) = self.certs.remove_cert(&path) {
+                error!(error = %e, "removing a certificate file");
+            }
+            info!(file = %path, "certificate removed (runtime API, no reload)");
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// The pair `wanted` names, read and checked; the error names service, label and reason.
+    fn read_pair(&self, wanted: &WantedCert, now: i64) -> Result<Pem, LabelError> {
+        let read = |name: &str, label: &str| {
+            fs::read_to_string(self.secrets_dir.join(name)).map_err(|e| {
+                LabelError::invalid(
+                    &wanted.service,
+                    label,
+                    name,
+                    Reason::SecretUnreadable {
+                        why: e.kind().to_string(),
+                    },
+                )
+            })
+        };
+        let cert_pem = read(&wanted.secrets.cert, SSL_CERT)?;
+        let key_pem = read(&wanted.secrets.key, crate::model::labels::SSL_KEY)?;
+        cert::check(&cert_pem, &key_pem, &wanted.hosts, now)
+            .map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
+        Pem::new(&format!("{cert_pem}\n{key_pem}")).map_err(|e| {
+            LabelError::invalid(
+                &wanted.service,
+                SSL_CERT,
+                &wanted.secrets.cert,
+                Reason::SecretUnreadable { why: e.to_string() },
+            )
+        })
+    }
+}
+
+/// A pair HAProxy (or the payload limit) refused, as the line logged for it.
+fn cert_error(wanted: &WantedCert, why: String) -> String {
+    LabelError::invalid(
+        &wanted.service,
+        SSL_CERT,
+        &wanted.secrets.cert,
+        Reason::PushRefused { why },
+    )
+    .to_string()
+}
