@@ -96,8 +96,8 @@ pub enum Reason {
     #[error("target {url:?}: {why}")]
     BadTarget { url: String, why: UrlError },
     #[error(
-        "source {url:?}: only http://host[/path] sources can be redirected (swarm-lb \
-         terminates no TLS yet, and matches hosts without ports)"
+        "source {url:?}: only http://host[/path] sources can be written (a source is \
+         matched by host and path, without a port)"
     )]
     SourceNotPlainHttp { url: String },
 
