@@ -293,7 +293,7 @@ impl Reconciler {
         report.commands += self.apply_certs(&desired).await;
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
-            report.files_written = self.files.write(&actual, false).await?;
+            report.files_written = self.files.mirror(&actual).await?;
             self.observe_pass(snap, &actual, &BTreeSet::new(), started);
             return Ok(report);
         }
@@ -345,7 +345,7 @@ impl Reconciler {
         }
         // Re-read: the files describe what HAProxy holds, not what we hoped it would.
         let now = self.actual().await?;
-        report.files_written = self.files.write(&now, false).await?;
+        report.files_written = self.files.mirror(&now).await?;
         if now != plan.target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
         }
@@ -518,7 +518,7 @@ impl Reconciler {
         target: &ProxyState,
         reason: ReloadReason,
     ) -> Result<(), ReconcileError> {
-        self.files.write(target, true).await?;
+        self.files.candidate(target).await?;
         let result = self.master.reload(self.settings.reload_timeout).await;
         self.observer.reload(reason, result.is_ok());
         // The old session would keep the old worker alive.

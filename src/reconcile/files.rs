@@ -118,10 +118,22 @@ impl FileWriter {
             .map_or(true, |c| render::from_template(c, &self.render))
     }
 
-    /// Render the files and, when their content changes, start writing them on the blocking
-    /// pool (after any write still running). Returns whether it writes. `wait`: return once
-    /// the files are on disk (before a reload).
-    pub async fn write(&mut self, state: &ProxyState, wait: bool) -> Result<bool, FilesError> {
+    /// Render the files of what HAProxy holds now and, when their content changes, start
+    /// writing them on the blocking pool (after any write still running), then keep them as the
+    /// last good copy: they describe the running worker, runtime changes included (on 3.4+ the
+    /// backends created without a reload), so a failed reload or a recovery puts these back, not
+    /// the files of the last reload. Returns whether it writes.
+    pub async fn mirror(&mut self, state: &ProxyState) -> Result<bool, FilesError> {
+        self.write(state, Write::Mirror).await
+    }
+
+    /// Render and write the files a reload is about to load; returns once they are on disk.
+    /// They become the last good copy only if HAProxy accepts them ([`FileWriter::save_good`]).
+    pub async fn candidate(&mut self, state: &ProxyState) -> Result<bool, FilesError> {
+        self.write(state, Write::Candidate).await
+    }
+
+    async fn write(&mut self, state: &ProxyState, kind: Write) -> Result<bool, FilesError> {
         let config = render::config(state, &self.render);
         let map = render::hosts_map(state);
         let changed = !self
@@ -139,11 +151,14 @@ impl FileWriter {
             });
             self.writing = Some(tokio::task::spawn_blocking(move || {
                 files.write_text(&config_text, &map_text)?;
+                if kind == Write::Mirror {
+                    files.save_good()?;
+                }
                 debug!(config = %files.config_path().display(), "files written");
                 Ok(())
             }));
         }
-        if wait {
+        if kind == Write::Candidate {
             self.flush().await?;
         }
         Ok(changed)
@@ -197,6 +212,15 @@ impl FileWriter {
             })
         })
     }
+}
+
+/// Why the files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Write {
+    /// What HAProxy holds: in the background, and the last good copy once on disk.
+    Mirror,
+    /// What a reload will load: waited for, good only once HAProxy accepts it.
+    Candidate,
 }
 
 /// The files on disk, with the options their config gives each backend.
