@@ -91,9 +91,9 @@ fn has_syntax(s: &str) -> bool {
 }
 
 impl RenderSettings {
-    /// Check once (at startup) what [`config`] takes on trust.
-    pub fn validate(&self) -> Result<(), SettingsError> {
-        for placeholder in [ADMIN_SOCKET, BIND, HOSTS_MAP] {
+    /// Each of `placeholders` must stand on a line of the template that is not a comment.
+    fn require_placeholders(&self, placeholders: &[&'static str]) -> Result<(), SettingsError> {
+        for &placeholder in placeholders {
             let used = self
                 .template
                 .lines()
@@ -102,21 +102,19 @@ impl RenderSettings {
                 return Err(SettingsError::MissingPlaceholder { placeholder });
             }
         }
+        Ok(())
+    }
+
+    /// Check once (at startup) what [`config`] takes on trust.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP])?;
         if self.binds.is_empty() {
             return Err(SettingsError::NoBind);
         }
         let https_binds = match &self.https {
             None => &[][..],
             Some(https) => {
-                for placeholder in [HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST] {
-                    let used = self
-                        .template
-                        .lines()
-                        .any(|l| !is_comment(l) && l.contains(placeholder));
-                    if !used {
-                        return Err(SettingsError::MissingPlaceholder { placeholder });
-                    }
-                }
+                self.require_placeholders(&[HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST])?;
                 for path in [&https.crt_list, &https.internal] {
                     match path.to_str() {
                         Some(p) if !p.is_empty() && !has_syntax(p) => {}

@@ -266,15 +266,7 @@ fn task(
                         addr: server.addr,
                     });
                 }
-                // On 2.6 a runtime-added server is not checked until told to be.
-                commands.push(Command::EnableHealth {
-                    backend: name.clone(),
-                    server: server.name.clone(),
-                });
-                // `add server` starts in maint.
-                if server.admin != Admin::Maint {
-                    commands.push(set_state(name, &server.name, server.admin));
-                }
+                commands.extend(check_and_set_state(name, server));
             }
         } else {
             reload = true;
@@ -317,13 +309,7 @@ pub(super) fn create(
             server: server.name.clone(),
             addr: server.addr,
         });
-        out.push(Command::EnableHealth {
-            backend: name.clone(),
-            server: server.name.clone(),
-        });
-        if server.admin != Admin::Maint {
-            out.push(set_state(name, &server.name, server.admin));
-        }
+        out.extend(check_and_set_state(name, server));
     }
     if target.options.sticky_cookie.is_some() {
         out.push(Command::SetDynamicCookieKey {
@@ -369,6 +355,21 @@ pub(super) fn retire(name: &BackendName, actual: &BackendState) -> Vec<Command> 
         backend: name.clone(),
     });
     out
+}
+
+/// What follows the `add server` of `server`: health checks enabled (on 2.6 a runtime-added
+/// server is not checked until told to be), then its state (`add server` starts in maint).
+fn check_and_set_state<'a>(
+    backend: &'a BackendName,
+    server: &'a Server,
+) -> impl Iterator<Item = Command> + 'a {
+    let enable = Command::EnableHealth {
+        backend: backend.clone(),
+        server: server.name.clone(),
+    };
+    let state =
+        (server.admin != Admin::Maint).then(|| set_state(backend, &server.name, server.admin));
+    std::iter::once(enable).chain(state)
 }
 
 fn set_state(backend: &BackendName, server: &ServerName, state: Admin) -> Command {
