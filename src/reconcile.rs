@@ -25,9 +25,11 @@ use tracing::{debug, info};
 
 use crate::fields;
 use crate::haproxy::codec::{ReplyError, Version};
-use crate::haproxy::render::{Files, FilesError, RenderSettings};
-use crate::haproxy::{AdminClient, ClientError, Command, Master, MasterError, ProxyState};
-use crate::model::{self, Desired, Snapshot};
+use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
+use crate::haproxy::{
+    AdminClient, BackendState, ClientError, Command, Master, MasterError, ProxyState,
+};
+use crate::model::{self, BackendOptions, Desired, Mode, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
@@ -402,6 +404,7 @@ impl Reconciler {
             s.runtime_backends = RuntimeBackends {
                 delete: true,
                 defaults: self.files.loaded_defaults(),
+                backend_ca: self.files.loaded_backend_ca(),
             };
         }
         // `add server` is GA from 2.6; older versions grow by reload.
@@ -413,8 +416,32 @@ impl Reconciler {
     }
 
     /// What HAProxy holds: its runtime state with the options of the config it loaded.
+    ///
+    /// Where backends are deleted at runtime (3.4+), also the driver's backends without any
+    /// server, which `show servers state` does not list: one whose `del backend` was refused
+    /// after its servers went (the next plan retires it, or fills and publishes it again), so
+    /// that its name is never taken twice (`add backend` would answer `name is already used`).
     async fn actual(&mut self) -> Result<ProxyState, ReconcileError> {
         let mut state = self.admin.actual(&self.settings.plan.hosts_map).await?;
+        if self.plan_settings().runtime_backends.delete {
+            let template = render::template_backends(&self.settings.render.template);
+            for name in self.admin.backends().await? {
+                if name.is_internal()
+                    || template.contains(name.as_str())
+                    || state.backends.contains_key(&name)
+                {
+                    continue;
+                }
+                state.backends.insert(
+                    name,
+                    BackendState {
+                        mode: Mode::Task,
+                        servers: Vec::new(),
+                        options: BackendOptions::default(),
+                    },
+                );
+            }
+        }
         for (name, backend) in &mut state.backends {
             backend.options = self.files.loaded(name);
         }
@@ -590,14 +617,14 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         .keys()
         .filter(|b| !actual.backends.contains_key(*b))
     {
-        info!(service = %b, slots = target.backends[b].servers.len(), "backend created");
+        info!(service = b.service(), backend = %b, slots = target.backends[b].servers.len(), "backend created");
     }
     for b in actual
         .backends
         .keys()
         .filter(|b| !target.backends.contains_key(*b))
     {
-        info!(service = %b, "backend removed");
+        info!(service = b.service(), backend = %b, "backend removed");
     }
     let servers = changes::server_changes(actual, target, snap);
     let hosts = changes::host_changes(actual, target);

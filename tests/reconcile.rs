@@ -759,8 +759,10 @@ async fn a_sticky_cookie_brings_each_client_back_to_its_task_also_for_tasks_adde
 }
 
 #[tokio::test]
-async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_task() {
+async fn turning_ip_hash_on_is_one_reload_before_3_4_a_new_generation_from_3_4_then_a_client_always_reaches_the_same_task(
+) {
     let mut rig = Rig::start(42).await;
+    let (version, per) = reloads_per_backend(&rig).await;
     let port = free_port();
     let _tasks = tasks_at("web", port, &[2, 3, 4]).await;
     let tasks = || running("web", &[2, 3, 4]);
@@ -782,8 +784,14 @@ async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_
         )]
     };
     let report = rig.pass(&snapshot(hashed(), tasks())).await;
-    assert_eq!(report.reloads, 1, "{report:?}");
-    assert_eq!(rig.reloads().await, reloads + 1);
+    assert_eq!(
+        report.reloads, per as usize,
+        "HAProxy {version}: {report:?}"
+    );
+    assert_eq!(rig.reloads().await, reloads + per);
+    // From 3.4 the service moved to its next generation; before, its backend was rewritten.
+    let serving = if per == 0 { "web:2" } else { "web" };
+    rig.reconciler.flush().await.expect("files written");
     let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
     assert!(config.contains("    balance source\n"), "{config}");
     let slot_addrs = |rows: &[ServerRow]| -> Vec<String> {
@@ -792,9 +800,9 @@ async fn turning_ip_hash_on_is_one_reload_then_a_client_always_reaches_the_same_
             .collect()
     };
     assert_eq!(
-        slot_addrs(&rig.rows("web").await),
+        slot_addrs(&rig.rows(serving).await),
         slot_addrs(&slots_before),
-        "every task kept its slot through the reload"
+        "every task kept its slot (HAProxy {version})"
     );
     // Every request comes from 127.0.0.1: one task answers them all.
     assert_eq!(rig.answers("web.test", 9).await.len(), 1);
@@ -1321,8 +1329,8 @@ async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_ste
     let again = rig.pass(&snap).await;
     assert!(!again.changed(), "{again:?}");
 
-    // Options of a live backend change: a reload on every version (no backend generation
-    // at runtime yet).
+    // Options of a live backend change: from 3.4 a new generation `web:2` from the other
+    // defaults, filled, the map switched to it, `web` retired; one reload before.
     services[0] = service(
         "web",
         "web.test",
@@ -1331,8 +1339,41 @@ async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_ste
     );
     let snap = snapshot(services.clone(), tasks.clone());
     let r = rig.pass(&snap).await;
-    check(step("web's options changed", &r, 1), rig.reloads().await);
+    check(step("web's options changed", &r, per), rig.reloads().await);
     assert_eq!(rig.answers("web.test", 6).await.len(), 1);
+    let serving = if per == 0 { "web:2" } else { "web" };
+    assert_eq!(rig.ready(serving).await.len(), 3, "HAProxy {version}");
+    if per == 0 {
+        assert!(
+            rig.rows("web").await.is_empty(),
+            "the old generation is gone"
+        );
+    }
+    let again = rig.pass(&snap).await;
+    assert!(!again.changed(), "{again:?}");
+
+    // A failure limit and TLS to the tasks are server keywords `add server` carries: a
+    // service with a failure limit appears at runtime from 3.4 too.
+    services.push(service(
+        "limited",
+        "limited.test",
+        port,
+        &[
+            ("com.docker.lb.max_fails", "2"),
+            ("com.docker.lb.fail_timeout", "3s"),
+        ],
+    ));
+    tasks.extend(running("limited", &[2, 3]));
+    let snap = snapshot(services.clone(), tasks.clone());
+    let r = rig.pass(&snap).await;
+    check(step("limited created", &r, per), rig.reloads().await);
+    assert_eq!(rig.answers("limited.test", 8).await, names("t", &[2, 3]));
+    rig.reconciler.flush().await.expect("files written");
+    let config = std::fs::read_to_string(rig.haproxy.config_path()).expect("config");
+    assert!(
+        config.contains("backend limited from swarm-lb.roundrobin\n    balance roundrobin\n    default-server observe layer7 error-limit 2"),
+        "{config}"
+    );
 
     // The files say what HAProxy holds: a forced reload and a restart change nothing.
     rig.master()
@@ -1355,6 +1396,11 @@ async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_ste
     assert!(!after.changed(), "after {what}: {after:?}");
     assert_eq!(rig.answers("web.test", 4).await.len(), 1, "after {what}");
     assert_eq!(
+        rig.answers("limited.test", 8).await,
+        names("t", &[2, 3]),
+        "after {what}"
+    );
+    assert_eq!(
         rig.answers("cart.test", 4).await,
         names("t", &[7]),
         "after {what}"
@@ -1370,6 +1416,7 @@ async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_ste
     assert!(!after.changed(), "after a restart: {after:?}");
     assert_eq!(rig.reloads().await, 0, "a fresh master has not reloaded");
     assert_eq!(rig.answers("web.test", 4).await.len(), 1);
+    assert_eq!(rig.answers("limited.test", 8).await, names("t", &[2, 3]));
     assert_eq!(rig.answers("cart.test", 4).await, names("t", &[7]));
     let cart2 = rig.answers("cart2.test", 8).await;
     assert!(

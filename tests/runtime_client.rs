@@ -273,6 +273,7 @@ async fn a_refused_command_comes_back_in_its_place_while_the_rest_of_the_batch_s
                 backend: be("static"),
                 server: slot(2),
                 addr: addr("10.0.0.8:80"),
+                keywords: Default::default(),
             },
             set_state("nosuch", slot(1), Admin::Ready),
             set_addr("web", slot(2), "10.0.0.9:80"),
@@ -602,6 +603,7 @@ async fn an_added_server_starts_in_maint_and_serves_once_set_ready() {
                 backend: be("web"),
                 server: slot(5),
                 addr: backend,
+                keywords: Default::default(),
             }])
             .await
             .expect("add"),

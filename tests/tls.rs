@@ -519,6 +519,75 @@ mod driver {
         pem
     }
 
+    /// The reloads a routed service's creation costs on the HAProxy under test: 1 before 3.4,
+    /// 0 from 3.4 (created through the Runtime API).
+    async fn reloads_per_backend(haproxy: &Haproxy) -> u32 {
+        let v = AdminClient::new(haproxy.admin_socket())
+            .info()
+            .await
+            .expect("show info")
+            .version;
+        u32::from((v.major, v.minor) < (3, 4))
+    }
+
+    // Multi-threaded: curl blocks a thread.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_to_the_tasks_and_passthrough_come_at_runtime_from_3_4_and_reach_the_tls_task() {
+        // Named after the routed host: from 3.3 HAProxy verifies the task's certificate
+        // against the Host it sends as SNI.
+        let task = TlsTask::start("a.example").await;
+        let haproxy = Haproxy::start_https_trusting(&ProxyState::default(), &task.ca).await;
+        let per = reloads_per_backend(&haproxy).await;
+        let (https_port, _) = https(&haproxy);
+        let secrets = tempfile::tempdir().expect("secrets dir");
+        let mut driver = reconciler(&haproxy, secrets.path());
+        let master = haproxy.master();
+        let http = haproxy.http_port;
+        let before = reloads(&master).await;
+
+        // TLS to the task, verified against the CA bundle: `add server ... ssl verify
+        // required ca-file <bundle>` finds the bundle in HAProxy's CA store.
+        let verified = snapshot(
+            service(task.port, &[("com.docker.lb.ssl_backend", "true")]),
+            1,
+        );
+        driver.pass(&verified).await.expect("pass");
+        assert_eq!(
+            reloads(&master).await,
+            before + per,
+            "ssl_backend service created"
+        );
+        poll_until(
+            Duration::from_secs(10),
+            "HAProxy to reach the verified task",
+            || async { (status_of(http, "a.example") == "200").then_some(()) },
+        )
+        .await;
+
+        // The same service passed through instead: from 3.4 a new backend generation from
+        // the TCP defaults, the map switched to it, the old one deleted.
+        let passed = snapshot(
+            service(task.port, &[("com.docker.lb.ssl_passthrough", "true")]),
+            1,
+        );
+        driver.pass(&passed).await.expect("pass");
+        assert_eq!(
+            reloads(&master).await,
+            before + 2 * per,
+            "passthrough is an options change"
+        );
+        wait_served(https_port, "a.example", &of_pem(&task.pem)).await;
+        let again = driver.pass(&passed).await.expect("pass");
+        assert!(!again.changed(), "{again:?}");
+        driver.flush().await.expect("files");
+        let config = std::fs::read_to_string(haproxy.config_path()).expect("config");
+        let serving = if per == 0 { "web:2" } else { "web" };
+        assert!(
+            config.contains(&format!("backend {serving} from swarm-lb.tcp.roundrobin\n")),
+            "{config}"
+        );
+    }
+
     // Multi-threaded: the stand-in task is served on the runtime while curl blocks a thread.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn labels_add_rotate_refuse_and_remove_a_certificate_with_no_reload_and_http_keeps_routing(

@@ -256,6 +256,16 @@ impl AdminClient {
         Ok(state)
     }
 
+    /// `show backend`: the name of every backend HAProxy holds, in its order.
+    pub async fn backends(&mut self) -> Result<Vec<BackendName>, ClientError> {
+        let cmds = [Command::ShowBackend];
+        let Some(reply) = self.execute(&cmds).await?.into_iter().next() else {
+            return Err(self.closed(cmds.len()));
+        };
+        let text = self.accepted(reply)?;
+        codec::parse_show_backend(&text).map_err(|source| self.parse_error(source))
+    }
+
     /// `show info`: version, worker pid, uptime.
     pub async fn info(&mut self) -> Result<Info, ClientError> {
         let cmds = [Command::ShowInfo];

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 
 use super::state::Admin;
-use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
+use crate::model::{BackendName, BackendOptions, FailureLimit, MapKey, MapValue, ServerName};
 
 /// The path of a map file as HAProxy names it in `map(...)`; checked to hold no syntax.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,6 +54,17 @@ pub struct CertPath(MapPath);
 impl CertPath {
     pub fn new(path: &str) -> Result<Self, MapPathError> {
         MapPath::new(path).map(Self)
+    }
+    /// The file `name` in the directory of `map` (`/etc/haproxy/backend-ca.pem` beside
+    /// `/etc/haproxy/hosts.map`). `name` is the driver's own constant: letters, digits, `-.`.
+    pub fn beside(map: &MapPath, name: &str) -> Self {
+        let dir = map.as_str().rsplit_once('/').map_or("", |(dir, _)| dir);
+        let path = if dir.is_empty() && !map.as_str().starts_with('/') {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        Self(MapPath(path))
     }
     pub fn as_str(&self) -> &str {
         self.0.as_str()
@@ -120,34 +131,75 @@ impl std::fmt::Debug for Pem {
     }
 }
 
+/// The server keywords a backend's options call for, which the rendered config puts in the
+/// backend's `default-server` lines and `add server` must repeat: a server added at runtime
+/// inherits no `default-server` (HAProxy's management guide, `add server`). Measured: 2.6.12
+/// and 3.4.7 accept every keyword here in `add server`; a `ca-file` there must already be in
+/// HAProxy's CA store (`'ca-file' : unable to load <path>.` otherwise), which the config
+/// ensures (see [`super::render`]'s CA defaults section).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerKeywords {
+    /// `observe layer7 error-limit <max_fails> on-error mark-down rise 2 fastinter <t>ms
+    /// downinter <t>ms` (`com.docker.lb.max_fails` / `fail_timeout`).
+    pub failure_limit: Option<FailureLimit>,
+    /// `ssl verify none` or `ssl verify required ca-file <path>` (`com.docker.lb.ssl_backend`).
+    pub tls: Option<ServerTls>,
+}
+
+/// TLS from HAProxy to a server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerTls {
+    VerifyNone,
+    VerifyRequired { ca_file: CertPath },
+}
+
+impl ServerKeywords {
+    /// The keywords of a server of a backend with `options`; `ca_file` is the CA bundle a
+    /// verified TLS connection checks the server against.
+    pub fn for_options(options: &BackendOptions, ca_file: &CertPath) -> Self {
+        ServerKeywords {
+            failure_limit: options.failure_limit,
+            tls: options.backend_tls.as_ref().map(|tls| match tls.verify {
+                false => ServerTls::VerifyNone,
+                true => ServerTls::VerifyRequired {
+                    ca_file: ca_file.clone(),
+                },
+            }),
+        }
+    }
+}
+
 /// A named `defaults` section the renderer writes for one set of backend options, so that
 /// HAProxy 3.4+ can create a backend with those options at runtime (`add backend <b> from
-/// <defaults>`). The name spells the options: `swarm-lb.roundrobin`, `swarm-lb.source`
-/// (`balance source` + consistent hashing), either followed by `.cookie.<name>` for a sticky
-/// cookie (`cookie <name> insert indirect nocache dynamic`).
+/// <defaults>`). The name spells the options that live in a proxy section:
+/// `swarm-lb.roundrobin`, `swarm-lb.source` (`balance source` + consistent hashing), either
+/// followed by `.cookie.<name>` for a sticky cookie (`cookie <name> insert indirect nocache
+/// dynamic`), and `swarm-lb.tcp.<balance>` for TLS passthrough (`mode tcp`, from the
+/// template's TCP defaults).
 ///
-/// A failure limit (`com.docker.lb.max_fails`), TLS to the tasks (`ssl_backend`) and
-/// passthrough have no named defaults (`default-server` lines, which servers added at runtime
-/// do not inherit, or `mode tcp`), so such a backend is still created by a reload.
+/// A failure limit (`com.docker.lb.max_fails`) and TLS to the tasks (`ssl_backend`) are
+/// server keywords ([`ServerKeywords`]), not section options: they do not change the section,
+/// `add server` carries them.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DefaultsName {
     name: String,
+    /// The section's options: balance, cookie, passthrough (no server keywords).
     options: BackendOptions,
 }
 
 impl DefaultsName {
     /// Prefix of every named defaults section the driver renders.
     pub const PREFIX: &'static str = "swarm-lb.";
+    /// After [`DefaultsName::PREFIX`]: a passthrough (`mode tcp`) section.
+    const TCP: &'static str = "tcp.";
 
     /// The defaults section for `options`, or `None` when they cannot come from one (a
-    /// failure limit, or a cookie name with characters a section name cannot hold).
+    /// cookie name with characters a section name cannot hold).
     pub fn for_options(options: &BackendOptions) -> Option<Self> {
-        // TLS to the tasks is a `default-server` line too, and passthrough a `mode tcp`
-        // backend from the template's TCP defaults: both are created by a reload.
-        if options.failure_limit.is_some() || options.backend_tls.is_some() || options.passthrough {
-            return None;
-        }
         let mut name = String::from(Self::PREFIX);
+        if options.passthrough {
+            name.push_str(Self::TCP);
+        }
         name.push_str(if options.ip_hash {
             "source"
         } else {
@@ -166,7 +218,13 @@ impl DefaultsName {
         }
         Some(Self {
             name,
-            options: options.clone(),
+            options: BackendOptions {
+                ip_hash: options.ip_hash,
+                sticky_cookie: options.sticky_cookie.clone(),
+                passthrough: options.passthrough,
+                failure_limit: None,
+                backend_tls: None,
+            },
         })
     }
 
@@ -174,6 +232,10 @@ impl DefaultsName {
     /// [`DefaultsName::for_options`]).
     pub fn parse(name: &str) -> Option<Self> {
         let rest = name.strip_prefix(Self::PREFIX)?;
+        let (passthrough, rest) = match rest.strip_prefix(Self::TCP) {
+            Some(rest) => (true, rest),
+            None => (false, rest),
+        };
         let (balance, cookie) = match rest.split_once(".cookie.") {
             Some((b, c)) => (b, Some(c.to_owned())),
             None => (rest, None),
@@ -188,7 +250,7 @@ impl DefaultsName {
             sticky_cookie: cookie,
             failure_limit: None,
             backend_tls: None,
-            passthrough: false,
+            passthrough,
         })?;
         (found.name == name).then_some(found)
     }
@@ -219,14 +281,16 @@ pub enum Command {
         server: ServerName,
         state: Admin,
     },
-    /// `add server <b>/<s> <ip>:<port> check` (IPv6 in brackets; options:
-    /// [`super::codec::ADD_SERVER_OPTIONS`]). Needs a dynamic balance algorithm. The server
-    /// starts in maint, and on 2.6 its check stays off (`show stat`: `no check`) until
-    /// [`Command::EnableHealth`], which the planner sends right after it.
+    /// `add server <b>/<s> <ip>:<port> check [<keywords>]` (IPv6 in brackets; options:
+    /// [`super::codec::ADD_SERVER_OPTIONS`], then the backend's [`ServerKeywords`]). Needs a
+    /// dynamic balance algorithm. The server starts in maint, and on 2.6 its check stays off
+    /// (`show stat`: `no check`) until [`Command::EnableHealth`], which the planner sends
+    /// right after it.
     AddServer {
         backend: BackendName,
         server: ServerName,
         addr: SocketAddr,
+        keywords: ServerKeywords,
     },
     /// `enable health <b>/<s>`: start the health check of a server added at runtime (prints
     /// nothing on success). It persists through maint, so a free slot is checked once used.
@@ -297,6 +361,9 @@ pub enum Command {
     ShowMap { map: MapPath },
     /// `show info`
     ShowInfo,
+    /// `show backend`: `# name`, then one backend name per line, every backend the process
+    /// holds (also those without a server, which `show servers state` leaves out).
+    ShowBackend,
     /// `new ssl cert <f>`: an empty certificate store named `f` (2.2+). Success: `New empty
     /// certificate store '<f>'!`; `Certificate '<f>' already exists!` otherwise.
     NewSslCert { cert: CertPath },
@@ -326,7 +393,10 @@ impl Command {
     pub fn is_write(&self) -> bool {
         !matches!(
             self,
-            Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo
+            Command::ShowServersState { .. }
+                | Command::ShowMap { .. }
+                | Command::ShowInfo
+                | Command::ShowBackend
         )
     }
 

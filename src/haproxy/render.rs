@@ -15,7 +15,10 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::command::{DefaultsName, MapPath};
+use super::codec::{
+    push_server_keywords, DOWNINTER, ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
+};
+use super::command::{CertPath, DefaultsName, MapPath, ServerKeywords};
 use super::state::{Admin, BackendState, ProxyState};
 use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit};
 
@@ -217,18 +220,19 @@ pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults:
         }
     }
     if named_defaults {
-        render_named_defaults(&mut out, state, &settings.template);
+        render_named_defaults(&mut out, state, settings);
     }
     // Internal (`_`) backends belong to the template; the state never holds one, and skipping
     // them keeps a stray one from clashing with `_default`.
     for (name, backend) in state.backends.iter().filter(|(n, _)| !n.is_internal()) {
         out.push('\n');
-        if backend.options.passthrough {
+        if backend.options.passthrough && !named_defaults {
             // The template's TCP defaults (see `haproxy/base.cfg`).
             let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
         } else if named_defaults {
             let from = DefaultsName::for_options(&BackendOptions {
                 ip_hash: backend.options.ip_hash,
+                passthrough: backend.options.passthrough,
                 ..BackendOptions::default()
             });
             match from {
@@ -242,40 +246,37 @@ pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults:
         } else {
             let _ = writeln!(out, "backend {name}");
         }
-        render_backend(&mut out, name, backend, &backend_ca_path(settings));
+        render_backend(&mut out, name, backend, &backend_ca(&settings.hosts_map));
     }
     out
 }
 
-/// The named defaults sections for `state` (see [`config_for`]): the two balance-only ones,
-/// then one per sticky option set its backends use, in name order.
+/// The named defaults sections for `state` (see [`config_for`]): the balance-only ones for
+/// HTTP and for passthrough (TCP), then one per sticky option set its backends use, in name
+/// order.
 pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
-    let mut out: BTreeSet<DefaultsName> = [false, true]
-        .into_iter()
-        .filter_map(|ip_hash| {
-            DefaultsName::for_options(&BackendOptions {
-                ip_hash,
-                ..BackendOptions::default()
+    let mut out: BTreeSet<DefaultsName> =
+        [(false, false), (true, false), (false, true), (true, true)]
+            .into_iter()
+            .filter_map(|(ip_hash, passthrough)| {
+                DefaultsName::for_options(&BackendOptions {
+                    ip_hash,
+                    passthrough,
+                    ..BackendOptions::default()
+                })
             })
-        })
-        .collect();
+            .collect();
     for backend in state.backends.values() {
         if backend.options.sticky_cookie.is_some() {
-            let options = BackendOptions {
-                failure_limit: None,
-                backend_tls: None,
-                passthrough: false,
-                ..backend.options.clone()
-            };
-            out.extend(DefaultsName::for_options(&options));
+            out.extend(DefaultsName::for_options(&backend.options));
         }
     }
     out
 }
 
 /// The non-comment lines of the template's last `defaults` section (HAProxy applies the last
-/// one before a section to it).
-fn template_defaults(template: &str) -> Vec<&str> {
+/// one before a section to it), or with `name`, of the last one named so.
+fn template_defaults<'a>(template: &'a str, name: Option<&str>) -> Vec<&'a str> {
     let mut body = Vec::new();
     let mut inside = false;
     for line in template.lines() {
@@ -283,7 +284,8 @@ fn template_defaults(template: &str) -> Vec<&str> {
             continue;
         }
         if !line.starts_with(char::is_whitespace) {
-            inside = line.split_whitespace().next() == Some("defaults");
+            let mut words = line.split_whitespace();
+            inside = words.next() == Some("defaults") && (name.is_none() || words.next() == name);
             if inside {
                 body.clear();
             }
@@ -294,8 +296,9 @@ fn template_defaults(template: &str) -> Vec<&str> {
     body
 }
 
-fn render_named_defaults(out: &mut String, state: &ProxyState, template: &str) {
-    let body = template_defaults(template);
+fn render_named_defaults(out: &mut String, state: &ProxyState, settings: &RenderSettings) {
+    let http = template_defaults(&settings.template, None);
+    let tcp = template_defaults(&settings.template, Some(TCP_DEFAULTS));
     out.push_str(
         "\n# Named defaults (HAProxy 3.4+ creates backends at runtime from them: `add backend <b> from\n\
          # <name>`): the template's defaults, then one option set each.\n",
@@ -305,14 +308,65 @@ fn render_named_defaults(out: &mut String, state: &ProxyState, template: &str) {
     let (plain, sticky): (Vec<_>, Vec<_>) = defaults_for(state)
         .into_iter()
         .partition(|d| d.options().sticky_cookie.is_none());
-    for defaults in plain.into_iter().chain(sticky) {
+    let section = |out: &mut String, defaults: &DefaultsName| {
         let _ = writeln!(out, "defaults {}", defaults.as_str());
-        for line in &body {
+        let body = match defaults.options().passthrough {
+            true => &tcp,
+            false => &http,
+        };
+        for line in body {
             out.push_str(line);
             out.push('\n');
         }
         render_balance(out, defaults.options());
+    };
+    for defaults in &plain {
+        section(out, defaults);
     }
+    if settings.https.is_some() {
+        // Unused by any proxy: it loads the backend CA bundle into HAProxy's CA store, where
+        // `add server ... ca-file <it>` finds it (a runtime server cannot load a file:
+        // `'ca-file' : unable to load <path>.`, measured on 2.6.12 and 3.4.7).
+        let _ = writeln!(out, "defaults {BACKEND_CA_DEFAULTS}");
+        for line in &http {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let _ = writeln!(
+            out,
+            "    {DEFAULT_SERVER}{SSL_VERIFY_REQUIRED}{}",
+            backend_ca_path(settings).display()
+        );
+    }
+    for defaults in &sticky {
+        section(out, defaults);
+    }
+}
+
+/// The named defaults section that loads the backend CA bundle (see
+/// [`render_named_defaults`]); not a [`DefaultsName`] (no backend is created from it).
+pub const BACKEND_CA_DEFAULTS: &str = "swarm-lb.backend-ca";
+
+/// The names of the backends `template` declares itself (`backend <name>` lines): HAProxy
+/// holds them, but they are not the driver's.
+pub fn template_backends(template: &str) -> BTreeSet<&str> {
+    template
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next()) {
+                (Some(BACKEND), Some(name)) if !line.starts_with(char::is_whitespace) => Some(name),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// Whether a config [`config_for`] rendered loads the backend CA bundle for `add server`.
+pub fn loads_backend_ca(config: &str) -> bool {
+    config
+        .lines()
+        .any(|line| line.trim_end() == format!("defaults {BACKEND_CA_DEFAULTS}"))
 }
 
 /// The balancing lines of a backend or named defaults section with `options` (the failure
@@ -349,7 +403,12 @@ pub fn named_defaults(config: &str) -> BTreeSet<DefaultsName> {
         .collect()
 }
 
-fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, ca_file: &Path) {
+fn render_backend(
+    out: &mut String,
+    name: &BackendName,
+    backend: &BackendState,
+    ca_file: &CertPath,
+) {
     let options = &backend.options;
     if options.passthrough {
         // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
@@ -357,33 +416,27 @@ fn render_backend(out: &mut String, name: &BackendName, backend: &BackendState, 
     }
     render_balance(out, options);
     if options.sticky_cookie.is_some() {
-        let _ = writeln!(out, "    dynamic-cookie-key {name}");
+        // The service's name, whatever the backend's generation: a cookie stays good when the
+        // service moves to a new generation (see `plan::generation`).
+        let _ = writeln!(out, "    dynamic-cookie-key {}", name.service());
     }
-    if let Some(limit) = &options.failure_limit {
-        // Overrides the template's `default-server` for this backend's servers (those added
-        // at runtime inherit none: the planner grows such a backend by reload instead).
-        // The check that follows a mark-down may already be scheduled (on the `inter` cycle)
-        // and come at once; `rise 2` with `fastinter` (the interval while a server's health
-        // rises) at the timeout keeps the task out at least the timeout. Measured with `rise 1`:
-        // back after 0.6-2 s whatever the timeout.
-        let _ = writeln!(
-            out,
-            "    {DEFAULT_SERVER} observe layer7 {ERROR_LIMIT} {} on-error mark-down rise 2 fastinter {t}ms {DOWNINTER} {t}ms",
-            limit.max_fails,
-            t = limit.fail_timeout_ms
-        );
-    }
-    match options.backend_tls {
-        None => {}
-        Some(BackendTls { verify: false }) => {
-            let _ = writeln!(out, "    {DEFAULT_SERVER}{SSL_VERIFY_NONE}");
-        }
-        Some(BackendTls { verify: true }) => {
-            let _ = writeln!(
-                out,
-                "    {DEFAULT_SERVER}{SSL_VERIFY_REQUIRED}{}",
-                ca_file.display()
-            );
+    // Override the template's `default-server` for this backend's servers; `add server`
+    // repeats the same keywords (those added at runtime inherit none).
+    let keywords = ServerKeywords::for_options(options, ca_file);
+    let limit = ServerKeywords {
+        failure_limit: keywords.failure_limit,
+        tls: None,
+    };
+    let tls = ServerKeywords {
+        failure_limit: None,
+        tls: keywords.tls,
+    };
+    for part in [limit, tls] {
+        if part != ServerKeywords::default() {
+            out.push_str("    ");
+            out.push_str(DEFAULT_SERVER);
+            push_server_keywords(out, &part);
+            out.push('\n');
         }
     }
     for server in &backend.servers {
@@ -417,19 +470,17 @@ pub fn from_template_for(
     ))
 }
 
-/// The backend `default-server` options of `com.docker.lb.ssl_backend`: TLS to the task, its
-/// certificate taken as it is (`ssl_backend_tls_verify=none`) or verified against
-/// [`backend_ca_path`] (`required`). Health checks go over TLS too. A runtime-added server would not inherit them: such a backend grows by
-/// reload.
-const SSL_VERIFY_NONE: &str = " ssl verify none";
-const SSL_VERIFY_REQUIRED: &str = " ssl verify required ca-file ";
-
 /// The CA bundle `ssl_backend_tls_verify=required` verifies tasks against: `backend-ca.pem`
 /// beside the hosts map, in the config dir both processes share. The driver installs it at
 /// start ([`super::tls::install_backend_ca`]). Not `@system-ca`: HAProxy images built
 /// `FROM scratch` have no CA store, and a `ca-file` HAProxy cannot load fails the whole config.
 pub fn backend_ca_path(settings: &RenderSettings) -> PathBuf {
-    Path::new(settings.hosts_map.as_str()).with_file_name(BACKEND_CA)
+    PathBuf::from(backend_ca(&settings.hosts_map).as_str())
+}
+
+/// [`backend_ca_path`] as HAProxy names it, beside the hosts map `map`.
+pub fn backend_ca(map: &MapPath) -> CertPath {
+    CertPath::beside(map, BACKEND_CA)
 }
 
 /// The file name of [`backend_ca_path`].
@@ -442,8 +493,6 @@ pub const TCP_DEFAULTS: &str = "tcp_edge";
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
 const DEFAULT_SERVER: &str = "default-server";
-const ERROR_LIMIT: &str = "error-limit";
-const DOWNINTER: &str = "downinter";
 
 /// The failure limit of a backend `default-server` line [`render_backend`] wrote.
 fn failure_limit(line: &str) -> Option<FailureLimit> {
@@ -741,8 +790,8 @@ mod tests {
     #[test]
     fn named_defaults_repeat_the_templates_defaults_and_one_option_set_each() {
         let text = config(&state(), &settings(Path::new("/run/swarm-lb")));
-        // The two balance-only sections, then one per sticky option set in use (v6's; its
-        // failure limit has no section: servers added at runtime would not inherit it).
+        // The balance-only sections (HTTP and passthrough), then one per sticky option set in
+        // use (v6's; its failure limit and TLS are server keywords, which `add server` carries).
         let want: Vec<String> = named_defaults(&text)
             .iter()
             .map(|d| d.as_str().to_owned())
@@ -752,9 +801,19 @@ mod tests {
             [
                 "swarm-lb.roundrobin",
                 "swarm-lb.source",
-                "swarm-lb.source.cookie.sid"
+                "swarm-lb.source.cookie.sid",
+                "swarm-lb.tcp.roundrobin",
+                "swarm-lb.tcp.source",
             ]
         );
+        // The passthrough sections repeat the template's TCP defaults.
+        let tcp = text
+            .split("\ndefaults swarm-lb.tcp.roundrobin\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\ndefaults ").next())
+            .expect("the passthrough section");
+        assert!(tcp.lines().any(|l| l == "    mode tcp"), "{tcp}");
+        assert!(tcp.lines().any(|l| l == "    balance roundrobin"), "{tcp}");
         let section = text
             .split("\ndefaults swarm-lb.source.cookie.sid\n")
             .nth(1)

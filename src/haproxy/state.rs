@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::command::Command;
-use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
+use super::command::{Command, ServerTls};
+use crate::model::{BackendName, BackendOptions, BackendTls, MapKey, MapValue, Mode, ServerName};
 
 /// The address of a free slot. Literal (a slot with a hostname refuses `set server addr` on
 /// 2.6) and never `0.0.0.0`, which would mean "the client's original destination".
@@ -60,6 +60,17 @@ pub struct ProxyState {
     pub backends: BTreeMap<BackendName, BackendState>,
     /// The hosts map: route key -> what the frontend does (see [`MapKey`], [`MapValue`]).
     pub hosts: BTreeMap<MapKey, MapValue>,
+}
+
+impl ProxyState {
+    /// The backend serving `service`: the newest generation of its backends (`web`, `web:2`,
+    /// ...; see `plan::generation`), if HAProxy holds any.
+    pub fn serving(&self, service: &str) -> Option<(&BackendName, &BackendState)> {
+        self.backends
+            .iter()
+            .filter(|(name, _)| name.service() == service)
+            .max_by_key(|(name, _)| name.generation())
+    }
 }
 
 /// A runtime command that does not fit the state it is applied to.
@@ -123,6 +134,7 @@ impl ProxyState {
                 backend,
                 server,
                 addr,
+                keywords,
             } => {
                 let b = self.backend_mut(backend)?;
                 if b.servers.iter().any(|s| s.name == *server) {
@@ -138,6 +150,12 @@ impl ProxyState {
                 });
                 // Read back, the backend would be classified from its servers again.
                 b.mode = mode_of(&b.servers);
+                // The backend's server keywords are those its servers are added with (the
+                // driver adds every server of a backend with the same ones).
+                b.options.failure_limit = keywords.failure_limit;
+                b.options.backend_tls = keywords.tls.as_ref().map(|tls| BackendTls {
+                    verify: matches!(tls, ServerTls::VerifyRequired { .. }),
+                });
             }
             // Certificates are not part of the modelled state (they live in the crt-list
             // files, kept by `tls::CertFiles`).
@@ -212,7 +230,10 @@ impl ProxyState {
                     return Err(ApplyError::NoMapKey { key: key.clone() });
                 }
             }
-            Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo => {
+            Command::ShowServersState { .. }
+            | Command::ShowMap { .. }
+            | Command::ShowInfo
+            | Command::ShowBackend => {
                 return Err(ApplyError::NotAWrite {
                     command: command_name(cmd).to_owned(),
                 })
@@ -260,6 +281,7 @@ fn command_name(cmd: &Command) -> &'static str {
         Command::ShowServersState { .. } => "show servers state",
         Command::ShowMap { .. } => "show map",
         Command::ShowInfo => "show info",
+        Command::ShowBackend => "show backend",
         Command::SetAddr { .. } => "set server addr",
         Command::SetState { .. } => "set server state",
         Command::AddServer { .. } => "add server",
@@ -367,6 +389,7 @@ mod tests {
             backend: be("web"),
             server: ServerName::slot(2),
             addr: "10.0.0.3:80".parse().unwrap(),
+            keywords: Default::default(),
         };
         s.apply(&add).unwrap();
         let added = &s.backends[&be("web")].servers[1];

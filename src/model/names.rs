@@ -79,6 +79,46 @@ impl BackendName {
     pub fn is_internal(&self) -> bool {
         self.0.starts_with('_')
     }
+
+    /// The service this backend routes to: the name without its generation suffix (`web` for
+    /// `web` and `web:3`).
+    pub fn service(&self) -> &str {
+        match self.0.rsplit_once(GENERATION_SEP) {
+            Some((service, n)) if parse_generation(n).is_some() => service,
+            _ => &self.0,
+        }
+    }
+
+    /// Which backend of its service this is: 1 for the name of the service itself, `n` for
+    /// `<service>:<n>` (n >= 2).
+    pub fn generation(&self) -> u32 {
+        self.0
+            .rsplit_once(GENERATION_SEP)
+            .and_then(|(_, n)| parse_generation(n))
+            .unwrap_or(1)
+    }
+
+    /// The backend that replaces this one when its options or mode change on HAProxy 3.4+
+    /// (created beside it, the hosts map switched to it in one step, this one retired):
+    /// `<service>:<generation + 1>`. `:` is a HAProxy identifier character that a Swarm
+    /// service name cannot hold, so the name cannot clash with a service's.
+    pub fn next_generation(&self) -> BackendName {
+        BackendName(format!(
+            "{}{GENERATION_SEP}{}",
+            self.service(),
+            self.generation().saturating_add(1)
+        ))
+    }
+}
+
+const GENERATION_SEP: char = ':';
+
+/// `n` of a `<service>:<n>` generation suffix: digits without a leading zero, at least 2.
+fn parse_generation(n: &str) -> Option<u32> {
+    if n.starts_with('0') {
+        return None;
+    }
+    n.parse::<u32>().ok().filter(|n| *n >= 2)
 }
 
 impl fmt::Display for BackendName {
@@ -386,6 +426,16 @@ impl MapValue {
             _ => Err(bad()),
         }
     }
+    /// This value sent to `backend` instead (its strip count kept); other forms unchanged.
+    pub fn with_backend(&self, backend: &BackendName) -> MapValue {
+        if self.target_backend().is_none() {
+            return self.clone();
+        }
+        match self.0.split_once('|') {
+            Some((_, rest)) => Self(format!("{backend}|{rest}")),
+            None => Self(backend.to_string()),
+        }
+    }
     /// The backend a request is sent to, for a backend value.
     pub fn target_backend(&self) -> Option<BackendName> {
         if self.0.starts_with(['~', '>', '!']) {
@@ -417,6 +467,30 @@ mod tests {
             BackendName::for_service("web_1.v2-x").unwrap().as_str(),
             "web_1.v2-x"
         );
+    }
+
+    #[test]
+    fn backend_generations_name_their_service_and_count_up() {
+        let web = BackendName::for_service("web").unwrap();
+        assert_eq!((web.service(), web.generation()), ("web", 1));
+        let second = web.next_generation();
+        assert_eq!(second.as_str(), "web:2");
+        assert_eq!((second.service(), second.generation()), ("web", 2));
+        assert_eq!(second.next_generation().as_str(), "web:3");
+        assert!(
+            BackendName::for_service("web:2").is_err(),
+            "no service holds ':'"
+        );
+        // Not generation suffixes: the name is the service.
+        for odd in ["web:1", "web:02", "web:x", "a:b:"] {
+            let b = BackendName::parse(odd).unwrap();
+            assert_eq!((b.service(), b.generation()), (odd, 1), "{odd}");
+        }
+        let v = MapValue::backend(&web, 2).with_backend(&second);
+        assert_eq!(v.as_str(), "web:2|2");
+        assert_eq!(MapValue::parse("web:2|2").unwrap(), v);
+        let redirect = MapValue::redirect(301, 0, "http://x.example/");
+        assert_eq!(redirect.with_backend(&second), redirect);
     }
 
     #[test]

@@ -104,7 +104,7 @@ pub fn reload_reason(actual: &ProxyState, target: &ProxyState, by_strategy: bool
 /// exist (added, or in a new backend).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerChange {
-    /// The backend, named after its service.
+    /// The service of the backend (its name without a generation suffix).
     pub service: String,
     /// `s1..sN`, or `vip`.
     pub slot: String,
@@ -150,9 +150,9 @@ pub fn server_changes(
             let at = |s: &Server| (!s.is_free()).then_some(s.addr.ip());
             let task = at(server)
                 .or_else(|| old.and_then(at))
-                .and_then(|ip| tasks.name(name.as_str(), ip));
+                .and_then(|ip| tasks.name(name.service(), ip));
             out.push(ServerChange {
-                service: name.as_str().to_owned(),
+                service: name.service().to_owned(),
                 slot: server.name.as_str().to_owned(),
                 task,
                 old_addr: old.map(|o| o.addr),
@@ -241,6 +241,7 @@ pub fn command_kind(cmd: &Command) -> &'static str {
         Command::ShowServersState { .. } => "show_servers_state",
         Command::ShowMap { .. } => "show_map",
         Command::ShowInfo => "show_info",
+        Command::ShowBackend => "show_backend",
     }
 }
 

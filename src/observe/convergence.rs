@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::haproxy::{Admin, ProxyState};
-use crate::model::{BackendName, DesiredTaskState, Mode, Snapshot, TaskState};
+use crate::model::{DesiredTaskState, Mode, Snapshot, TaskState};
 
 /// Docker's timestamps of one task, as the task list gives them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -71,7 +71,7 @@ impl Convergence {
             }
             for s in b.servers.iter().filter(|s| !s.is_free()) {
                 let admin = servers
-                    .entry((name.as_str(), s.addr.ip()))
+                    .entry((name.service(), s.addr.ip()))
                     .or_insert(s.admin);
                 // One IP in two slots (an address reused): ready wins.
                 if s.admin == Admin::Ready {
@@ -85,13 +85,9 @@ impl Convergence {
             let Some(service) = names.get(t.service_id.as_str()) else {
                 continue;
             };
-            let Ok(backend) = BackendName::for_service(service) else {
-                continue;
-            };
             if !state
-                .backends
-                .get(&backend)
-                .is_some_and(|b| b.mode == Mode::Task)
+                .serving(service)
+                .is_some_and(|(_, b)| b.mode == Mode::Task)
             {
                 continue;
             }
@@ -99,7 +95,7 @@ impl Convergence {
             let admin = t
                 .addresses
                 .iter()
-                .filter_map(|a| servers.get(&(backend.as_str(), a.addr)))
+                .filter_map(|a| servers.get(&(*service, a.addr)))
                 .min()
                 .copied();
             let ready = admin == Some(Admin::Ready);
@@ -161,7 +157,7 @@ mod tests {
             None => Server::free(ServerName::slot(1)),
         };
         s.backends.insert(
-            BackendName::for_service("web").unwrap(),
+            crate::model::BackendName::for_service("web").unwrap(),
             BackendState {
                 mode: Mode::Task,
                 servers: vec![server],

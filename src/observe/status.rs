@@ -27,7 +27,8 @@ pub struct Status {
 pub struct Route {
     /// Host names (lower case) routed here; `*` when it is the default backend.
     pub hosts: Vec<String>,
-    /// The service (backends are named after their service).
+    /// The service (backends are named after their service, `<service>:<n>` for a later
+    /// generation).
     pub service: String,
     /// `task` or `vip`.
     pub mode: String,
@@ -143,9 +144,10 @@ pub fn build(
         if backend.starts_with('_') {
             continue;
         }
+        let service = row.backend.service();
         let route = routes.entry(backend.to_owned()).or_insert_with(|| Route {
             hosts: Vec::new(),
-            service: backend.to_owned(),
+            service: service.to_owned(),
             mode: "task".to_owned(),
             backend: backend.to_owned(),
             servers: Vec::new(),
@@ -164,7 +166,7 @@ pub fn build(
         route.servers.push(ServerStatus {
             slot: row.server.as_str().to_owned(),
             task: match (&index, vip) {
-                (Some(i), false) => i.name(backend, row.addr),
+                (Some(i), false) => i.name(service, row.addr),
                 _ => None,
             },
             address: addr.to_string(),

@@ -6,7 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
 use crate::haproxy::state::PLACEHOLDER;
-use crate::haproxy::{Admin, BackendState, Command, DefaultsName, Server};
+use crate::haproxy::{
+    Admin, BackendState, CertPath, Command, DefaultsName, Server, ServerKeywords,
+};
 use crate::model::{BackendName, BackendSpec, EndpointState, Mode, ServerName};
 
 pub(super) struct BackendPlan {
@@ -31,6 +33,7 @@ pub(super) fn plan_backend(
     spec: &BackendSpec,
     block: usize,
     add_server: bool,
+    ca_file: &CertPath,
 ) -> BackendPlan {
     let reload = || BackendPlan {
         commands: Vec::new(),
@@ -41,7 +44,7 @@ pub(super) fn plan_backend(
         return reload();
     };
     let mut plan = match (spec.mode, actual.servers.as_slice()) {
-        (Mode::Task, _) => task(name, actual, spec, block, add_server),
+        (Mode::Task, _) => task(name, actual, spec, block, add_server, ca_file),
         (Mode::Vip, [server]) => {
             let target = vip_target(Some(server), spec);
             BackendPlan {
@@ -198,6 +201,7 @@ fn task(
     spec: &BackendSpec,
     block: usize,
     add_server: bool,
+    ca_file: &CertPath,
 ) -> BackendPlan {
     let endpoints = endpoints(spec);
     let mut servers = actual.servers.clone();
@@ -244,11 +248,10 @@ fn task(
                 None => Server::free(slot),
             });
         }
-        // A server added at runtime inherits no `default-server`, so a backend whose servers
-        // carry a failure limit there grows by reload; so does one whose servers speak TLS
-        // (`add server` gets only `ADD_SERVER_OPTIONS`).
-        if add_server && spec.options.failure_limit.is_none() && spec.options.backend_tls.is_none()
-        {
+        // A server added at runtime inherits no `default-server`: `add server` repeats the
+        // backend's keywords (failure limit, TLS to the task).
+        if add_server {
+            let keywords = ServerKeywords::for_options(&spec.options, ca_file);
             // HAProxy (2.6) gives a runtime-added server no dynamic cookie; `set server addr`
             // computes one. A sticky backend's servers are added at the placeholder and moved.
             let sticky = spec.options.sticky_cookie.is_some();
@@ -258,6 +261,7 @@ fn task(
                     backend: name.clone(),
                     server: server.name.clone(),
                     addr: if moved { PLACEHOLDER } else { server.addr },
+                    keywords: keywords.clone(),
                 });
                 if moved {
                     commands.push(Command::SetAddr {
@@ -298,23 +302,28 @@ pub(super) fn create(
     name: &BackendName,
     target: &BackendState,
     defaults: &DefaultsName,
+    ca_file: &CertPath,
 ) -> Vec<Command> {
     let mut out = vec![Command::AddBackend {
         backend: name.clone(),
         defaults: defaults.clone(),
     }];
+    let keywords = ServerKeywords::for_options(&target.options, ca_file);
     for server in &target.servers {
         out.push(Command::AddServer {
             backend: name.clone(),
             server: server.name.clone(),
             addr: server.addr,
+            keywords: keywords.clone(),
         });
         out.extend(check_and_set_state(name, server));
     }
     if target.options.sticky_cookie.is_some() {
+        // The service's name as the key, as the config renders it, whatever the generation.
+        let key = BackendName::parse(name.service()).unwrap_or_else(|_| name.clone());
         out.push(Command::SetDynamicCookieKey {
             backend: name.clone(),
-            key: name.clone(),
+            key,
         });
         out.push(Command::EnableDynamicCookie {
             backend: name.clone(),
@@ -328,7 +337,8 @@ pub(super) fn create(
 
 /// The commands that delete `actual` at runtime (HAProxy 3.4+), once no map entry names it:
 /// `unpublish backend`, every server to maint, `wait srv-removable` for a server that held a
-/// task (connections may remain), `del server`, `del backend`.
+/// task (connections may remain), `del server`, `unpublish backend` again (see below), `del
+/// backend`.
 pub(super) fn retire(name: &BackendName, actual: &BackendState) -> Vec<Command> {
     let mut out = vec![Command::UnpublishBackend {
         backend: name.clone(),
@@ -349,6 +359,16 @@ pub(super) fn retire(name: &BackendName, actual: &BackendState) -> Vec<Command> 
         out.push(Command::DelServer {
             backend: name.clone(),
             server: server.name.clone(),
+        });
+    }
+    // Again, right before `del backend`: HAProxy's session keeps the log lines of the
+    // commands before (`Server <b>/<s> is going DOWN ...`, `Server deleted.`) and prints them
+    // in the `del backend` reply, up to about 1 KB, after which `Backend deleted.` itself is
+    // cut off (measured on 3.4.7 with 42 slots: a 1,016-byte reply, the backend deleted).
+    // `unpublish backend` (idempotent) empties that buffer.
+    if !actual.servers.is_empty() {
+        out.push(Command::UnpublishBackend {
+            backend: name.clone(),
         });
     }
     out.push(Command::DelBackend {

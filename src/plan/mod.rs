@@ -3,6 +3,7 @@
 //! where `add server` is not available). Pure and deterministic; slot assignment lives here.
 
 mod backend;
+mod generation;
 #[cfg(test)]
 pub(crate) mod strategy;
 #[cfg(test)]
@@ -11,7 +12,7 @@ mod tests;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use crate::haproxy::{Admin, Command, DefaultsName, MapPath, ProxyState};
+use crate::haproxy::{render, Admin, Command, DefaultsName, MapPath, ProxyState};
 use crate::model::{BackendName, BackendOptions, Desired, MapValue, NetworkId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,11 +40,19 @@ pub struct RuntimeBackends {
     /// The named defaults sections the running HAProxy loaded: a new backend whose options
     /// have one here is created at runtime. Empty before 3.4.
     pub defaults: BTreeSet<DefaultsName>,
+    /// HAProxy holds the backend CA bundle in its CA store (the config loaded
+    /// `haproxy::render::BACKEND_CA_DEFAULTS`), so a server verifying its task's certificate
+    /// can be added at runtime.
+    pub backend_ca: bool,
 }
 
 impl RuntimeBackends {
     /// The loaded defaults section a backend with `options` can be created from.
     pub fn create_from(&self, options: &BackendOptions) -> Option<&DefaultsName> {
+        let verify = options.backend_tls.as_ref().is_some_and(|tls| tls.verify);
+        if verify && !self.backend_ca {
+            return None;
+        }
         let want = DefaultsName::for_options(options)?;
         self.defaults.get(&want)
     }
@@ -102,7 +111,10 @@ impl Plan {
                 | Command::AddSslCrtList { .. }
                 | Command::DelSslCrtList { .. }
                 | Command::DelSslCert { .. } => {}
-                Command::ShowServersState { .. } | Command::ShowMap { .. } | Command::ShowInfo => {}
+                Command::ShowServersState { .. }
+                | Command::ShowMap { .. }
+                | Command::ShowInfo
+                | Command::ShowBackend => {}
             }
         }
         s
@@ -161,19 +173,24 @@ impl fmt::Display for Summary {
 /// buckets. A backend that is new, gone, changes mode, or must grow without `add server` sets
 /// `reload`; `target` then holds it already filled, and map commands naming a backend HAProxy
 /// does not hold yet are left to the reload, which reads the map file. `target.hosts` is
-/// always `desired.hosts`.
+/// `desired.hosts`, each backend named as HAProxy serves it (see below).
 ///
 /// With [`RuntimeBackends`] (HAProxy 3.4+) a new backend whose options have a loaded named
 /// defaults section is created with the server commands instead (`add backend`, its slots,
 /// `publish backend`), so its map entries follow in the same plan; a backend that goes is
 /// retired at the end (its map entries are gone by then): `unpublish backend`, each server to
-/// maint, `wait srv-removable` for those that held a task, `del server`, `del backend`.
+/// maint, `wait srv-removable` for those that held a task, `del server`, `del backend`. A
+/// backend whose options or mode change is replaced the same way by its next generation
+/// (`<service>:<n>`, see [`generation`]): created and filled, the map entries switched to it,
+/// the old one retired.
 pub fn plan(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
     desired: &Desired,
     settings: &PlanSettings,
 ) -> Plan {
+    let desired = &*generation::resolve(actual, desired, &settings.runtime_backends);
+    let ca_file = render::backend_ca(&settings.hosts_map);
     let mut reload = false;
     let mut server_commands = Vec::new();
     let mut backends = BTreeMap::new();
@@ -182,7 +199,7 @@ pub fn plan(
         if !actual.backends.contains_key(name) {
             if let Some(defaults) = settings.runtime_backends.create_from(&spec.options) {
                 let target = backend::fresh(spec, settings.block);
-                server_commands.extend(backend::create(name, &target, defaults));
+                server_commands.extend(backend::create(name, &target, defaults, &ca_file));
                 created.insert(name.clone());
                 backends.insert(name.clone(), target);
                 continue;
@@ -194,6 +211,7 @@ pub fn plan(
             spec,
             settings.block,
             settings.add_server,
+            &ca_file,
         );
         reload |= b.reload;
         server_commands.extend(b.commands);
@@ -271,10 +289,38 @@ pub fn plan(
     };
     buckets_first(&mut early);
     buckets_first(&mut late);
+    // A backend no route reached yet that this plan does not create was created by an earlier
+    // plan that may have stopped before its `publish backend` (3.4+; an unpublished backend
+    // answers 503). Publishing is idempotent (`Backend published.` either way), so it is sent
+    // again before the first route to it.
+    let publish: Vec<Command> = if settings.runtime_backends.delete {
+        let routed: BTreeSet<BackendName> = actual
+            .hosts
+            .values()
+            .filter_map(MapValue::target_backend)
+            .collect();
+        early
+            .iter()
+            .chain(&late)
+            .filter_map(|cmd| match cmd {
+                Command::AddMap { value, .. } | Command::SetMap { value, .. } => {
+                    value.target_backend()
+                }
+                _ => None,
+            })
+            .filter(|b| !routed.contains(b) && !created.contains(b))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .map(|backend| Command::PublishBackend { backend })
+            .collect()
+    } else {
+        Vec::new()
+    };
 
     Plan {
         runtime: deletions
             .into_iter()
+            .chain(publish)
             .chain(early)
             .chain(server_commands)
             .chain(late)
@@ -296,6 +342,8 @@ pub fn plan(
 /// drained endpoint absent or in a drain/maint server, no other server in use, free slots at
 /// the placeholder in maint, and the same hosts map.
 pub fn satisfies(state: &ProxyState, desired: &Desired) -> bool {
+    // Each service's newest backend in `state` stands for it (see [`generation`]).
+    let desired = &*generation::resolve(state, desired, &RuntimeBackends::default());
     state.hosts == desired.hosts
         && state.backends.len() == desired.backends.len()
         && desired.backends.iter().all(|(name, spec)| {

@@ -263,25 +263,28 @@ pub fn actual_and_desired() -> impl Strategy<Value = (ProxyState, Desired)> {
 /// `sid` cookie: a backend with it is still created by reload).
 pub fn runtime_backends() -> RuntimeBackends {
     let defaults = [
-        (false, None),
-        (true, None),
-        (false, Some("SRV")),
-        (true, Some("SRV")),
+        (false, None, false),
+        (true, None, false),
+        (false, Some("SRV"), false),
+        (true, Some("SRV"), false),
+        (false, None, true),
+        (true, None, true),
     ]
     .into_iter()
-    .filter_map(|(ip_hash, cookie)| {
+    .filter_map(|(ip_hash, cookie, passthrough)| {
         DefaultsName::for_options(&BackendOptions {
             ip_hash,
             sticky_cookie: cookie.map(str::to_owned),
             failure_limit: None,
             backend_tls: None,
-            passthrough: false,
+            passthrough,
         })
     })
     .collect();
     RuntimeBackends {
         delete: true,
         defaults,
+        backend_ca: true,
     }
 }
 

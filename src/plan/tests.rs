@@ -2,7 +2,7 @@
 //! nothing. Law 2: replaying the runtime commands through [`ProxyState::apply`] reaches the
 //! target (for reload plans: the part of it that survives the reload).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use proptest::prelude::*;
@@ -14,13 +14,14 @@ use crate::haproxy::state::{ApplyError, PLACEHOLDER};
 use crate::haproxy::{Admin, BackendState, DefaultsName, Server};
 use crate::model::EndpointState::{self, Drain, Ready};
 use crate::model::{
-    BackendName, BackendOptions, BackendSpec, Host, MapKey, MapValue, Mode, ServerName,
+    BackendName, BackendOptions, BackendSpec, BackendTls, FailureLimit, Host, MapKey, MapValue,
+    Mode, ServerName,
 };
 
 // ---- helpers -------------------------------------------------------------------------------
 
 fn be(name: &str) -> BackendName {
-    BackendName::for_service(name).unwrap()
+    BackendName::parse(name).unwrap()
 }
 fn host(name: &str) -> MapKey {
     MapKey::host(&Host::parse(name).unwrap())
@@ -128,6 +129,7 @@ fn add_server(backend: &str, slot: usize, addr: SocketAddr) -> Command {
         backend: be(backend),
         server: ServerName::slot(slot),
         addr,
+        keywords: Default::default(),
     }
 }
 
@@ -899,9 +901,19 @@ proptest! {
     ) {
         let p = plan(&actual, &BTreeSet::new(), &d, &s);
         prop_assert!(satisfies(&p.target, &d), "{:?}", p.target);
-        prop_assert_eq!(&p.target.hosts, &d.hosts);
+        // The same routes, each to its service's backend (maybe a new generation of it).
+        let by_service = |hosts: &BTreeMap<MapKey, MapValue>| -> BTreeMap<MapKey, MapValue> {
+            hosts.iter().map(|(k, v)| {
+                let v = match v.target_backend() {
+                    Some(b) => v.with_backend(&BackendName::parse(b.service()).expect("valid")),
+                    None => v.clone(),
+                };
+                (k.clone(), v)
+            }).collect()
+        };
+        prop_assert_eq!(by_service(&p.target.hosts), by_service(&d.hosts));
         for (name, spec) in &d.backends {
-            let servers = &p.target.backends[name].servers;
+            let servers = &serving(&p.target, name).servers;
             for (addr, state) in &spec.endpoints {
                 let holding: Vec<&Server> = servers.iter().filter(|x| x.addr == *addr).collect();
                 match state {
@@ -930,6 +942,8 @@ proptest! {
         // Backends retired at runtime (3.4+) go last, once no route names them.
         let retired = |b: &BackendName| actual.backends.contains_key(b) && !p.target.backends.contains_key(b);
         let group = |c: &Command| match c {
+            // A backend an earlier plan created, published again before routes reach it.
+            Command::PublishBackend { backend } if actual.backends.contains_key(backend) => 0,
             Command::SetState { backend, .. }
             | Command::UnpublishBackend { backend }
             | Command::WaitServerRemovable { backend, .. }
@@ -991,6 +1005,17 @@ proptest! {
     }
 }
 
+/// The backend serving `service` in `state`: its newest generation (see `plan::generation`).
+fn serving<'a>(state: &'a ProxyState, service: &BackendName) -> &'a BackendState {
+    state
+        .backends
+        .iter()
+        .filter(|(n, _)| n.service() == service.as_str())
+        .max_by_key(|(n, _)| n.generation())
+        .map(|(_, b)| b)
+        .expect("a backend serves the service")
+}
+
 fn networks_of(d: &Desired) -> BTreeSet<NetworkId> {
     d.networks.clone()
 }
@@ -1026,6 +1051,7 @@ fn on_3_4_a_new_service_is_added_published_then_routed_without_a_reload() {
                 backend: web.clone(),
                 server: s(1),
                 addr: sa("10.0.0.1:80"),
+                keywords: Default::default(),
             },
             Command::EnableHealth {
                 backend: web.clone(),
@@ -1036,6 +1062,7 @@ fn on_3_4_a_new_service_is_added_published_then_routed_without_a_reload() {
                 backend: web.clone(),
                 server: s(2),
                 addr: PLACEHOLDER,
+                keywords: Default::default(),
             },
             Command::EnableHealth {
                 backend: web.clone(),
@@ -1080,7 +1107,7 @@ fn on_3_4_a_sticky_service_gets_its_cookie_key_before_it_is_published() {
 #[test]
 fn on_3_4_options_without_a_loaded_defaults_section_still_take_a_reload() {
     let mut spec = task(&[("10.0.0.1:80", Ready)]);
-    // `sid` has no section among the loaded ones; a failure limit never has one.
+    // `sid` has no section among the loaded ones.
     spec.options.sticky_cookie = Some("sid".into());
     let d = desired(vec![("web", spec)], &[("web.test", "web")]);
     let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
@@ -1131,10 +1158,196 @@ fn on_3_4_a_service_that_goes_loses_its_routes_then_is_unpublished_emptied_and_d
                 backend: web.clone(),
                 server: ServerName::slot(2),
             },
+            // Empties the session's log buffer, so `Backend deleted.` is not cut off.
+            Command::UnpublishBackend {
+                backend: web.clone()
+            },
             Command::DelBackend { backend: web },
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
     // Before 3.4 the same change is one reload.
     assert!(plan(&actual, &no_networks(), &d, &settings(1, true)).reload);
+}
+
+#[test]
+fn on_3_4_an_options_change_is_a_new_generation_switched_in_then_the_old_one_retired() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None]))],
+        &[("web.test", "web")],
+    );
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.ip_hash = true;
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(2));
+    assert!(!p.reload, "{p:?}");
+    let next = BackendName::parse("web:2").unwrap();
+    let at = |f: &dyn Fn(&Command) -> bool| p.runtime.iter().position(f).expect("present");
+    let created = at(
+        &|c| matches!(c, Command::AddBackend { backend, defaults } if *backend == next && defaults.as_str() == "swarm-lb.source"),
+    );
+    let published = at(&|c| matches!(c, Command::PublishBackend { backend } if *backend == next));
+    let switched = at(&|c| matches!(c, Command::SetMap { value, .. } if value.as_str() == "web:2"));
+    let unpublished =
+        at(&|c| matches!(c, Command::UnpublishBackend { backend } if *backend == be("web")));
+    let deleted = at(&|c| matches!(c, Command::DelBackend { backend } if *backend == be("web")));
+    assert!(
+        created < published
+            && published < switched
+            && switched < unpublished
+            && unpublished < deleted,
+        "{:?}",
+        p.runtime
+    );
+    // The task is in the new generation, ready, before the map moves.
+    assert_eq!(p.target.backends.keys().collect::<Vec<_>>(), [&next]);
+    assert_eq!(p.target.backends[&next].servers[0].addr, sa("10.0.0.1:80"));
+    assert_eq!(p.target.backends[&next].servers[0].admin, Admin::Ready);
+    assert_eq!(p.target.hosts[&host("web.test")], val("web:2"));
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+    // The next pass finds the new generation serving: nothing to do.
+    let again = plan(&p.target, &no_networks(), &d, &settings_3_4(2));
+    assert!(again.is_empty(), "{again:?}");
+    assert!(satisfies(&p.target, &d));
+}
+
+#[test]
+fn on_3_4_a_mode_change_is_a_new_generation_too() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready))]))],
+        &[("web.test", "web")],
+    );
+    let d = desired(vec![("web", vip("10.0.9.9:80"))], &[("web.test", "web")]);
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload, "{p:?}");
+    let next = BackendName::parse("web:2").unwrap();
+    assert_eq!(p.target.backends[&next].mode, Mode::Vip);
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+}
+
+#[test]
+fn before_3_4_an_options_change_keeps_the_name_and_takes_one_reload() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready))]))],
+        &[("web.test", "web")],
+    );
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.ip_hash = true;
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&actual, &no_networks(), &d, &settings(1, true));
+    assert!(p.reload);
+    assert!(p.target.backends.contains_key(&be("web")));
+    assert_eq!(p.target.hosts[&host("web.test")], val("web"));
+}
+
+#[test]
+fn on_3_4_a_failure_limit_and_tls_to_the_tasks_are_added_with_every_server() {
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.failure_limit = Some(FailureLimit {
+        max_fails: 2,
+        fail_timeout_ms: 3000,
+    });
+    spec.options.backend_tls = Some(BackendTls { verify: true });
+    let d = desired(vec![("web", spec.clone())], &[("web.test", "web")]);
+    let p = plan(&ProxyState::default(), &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload, "created at runtime: {p:?}");
+    let ca = crate::haproxy::CertPath::new("/etc/haproxy/backend-ca.pem").unwrap();
+    let want = crate::haproxy::ServerKeywords::for_options(&spec.options, &ca);
+    let added: Vec<_> = p
+        .runtime
+        .iter()
+        .filter_map(|c| match c {
+            Command::AddServer { keywords, .. } => Some(keywords),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !added.is_empty() && added.iter().all(|k| **k == want),
+        "{added:?}"
+    );
+    assert_eq!(
+        replay(&ProxyState::default(), &p.runtime).unwrap(),
+        p.target
+    );
+    // Without the CA bundle in HAProxy's store, a verifying backend still takes a reload.
+    let mut no_ca = settings_3_4(1);
+    no_ca.runtime_backends.backend_ca = false;
+    assert!(plan(&ProxyState::default(), &no_networks(), &d, &no_ca).reload);
+}
+
+#[test]
+fn a_backend_with_a_failure_limit_grows_with_add_server_on_any_version() {
+    let limit = FailureLimit {
+        max_fails: 3,
+        fail_timeout_ms: 1000,
+    };
+    let mut actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready))]))],
+        &[("web.test", "web")],
+    );
+    actual
+        .backends
+        .get_mut(&be("web"))
+        .unwrap()
+        .options
+        .failure_limit = Some(limit);
+    let mut spec = task(&[("10.0.0.1:80", Ready), ("10.0.0.2:80", Ready)]);
+    spec.options.failure_limit = Some(limit);
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    let p = plan(&actual, &no_networks(), &d, &settings(1, true));
+    assert!(!p.reload, "{p:?}");
+    assert!(p.runtime.iter().any(|c| matches!(
+        c,
+        Command::AddServer { keywords, .. } if keywords.failure_limit == Some(limit)
+    )));
+}
+
+#[test]
+fn on_3_4_an_empty_backend_left_by_a_refused_del_backend_is_filled_and_published_again() {
+    // `del backend` refused after its servers went: HAProxy holds `web` with no server,
+    // unpublished and unrouted, and the service is back.
+    let mut actual = ProxyState::default();
+    actual.backends.insert(
+        be("web"),
+        BackendState {
+            mode: Mode::Task,
+            servers: Vec::new(),
+            options: BackendOptions::default(),
+        },
+    );
+    let d = desired(
+        vec![("web", task(&[("10.0.0.1:80", Ready)]))],
+        &[("web.test", "web")],
+    );
+    let p = plan(&actual, &no_networks(), &d, &settings_3_4(1));
+    assert!(!p.reload, "{p:?}");
+    assert!(!p
+        .runtime
+        .iter()
+        .any(|c| matches!(c, Command::AddBackend { .. })));
+    let published = p
+        .runtime
+        .iter()
+        .position(|c| matches!(c, Command::PublishBackend { backend } if *backend == be("web")))
+        .expect("published again");
+    let routed = p
+        .runtime
+        .iter()
+        .position(|c| matches!(c, Command::AddMap { .. }))
+        .unwrap();
+    assert!(published < routed, "{:?}", p.runtime);
+    // Gone instead: it is deleted.
+    let gone = plan(
+        &actual,
+        &no_networks(),
+        &desired(vec![], &[]),
+        &settings_3_4(1),
+    );
+    assert_eq!(
+        gone.runtime,
+        vec![
+            Command::UnpublishBackend { backend: be("web") },
+            Command::DelBackend { backend: be("web") },
+        ]
+    );
 }

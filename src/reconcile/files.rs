@@ -77,6 +77,13 @@ impl FileWriter {
             .unwrap_or_default()
     }
 
+    /// Whether the config HAProxy loaded holds the backend CA bundle in its CA store.
+    pub fn loaded_backend_ca(&self) -> bool {
+        self.loaded_config
+            .as_deref()
+            .is_some_and(render::loads_backend_ca)
+    }
+
     /// Backends created (`Some` options) or deleted (`None`) through the Runtime API: their
     /// options are HAProxy's now, without a reload.
     pub fn changed_at_runtime<'a>(

@@ -70,6 +70,11 @@ impl Haproxy {
         Self::start_with(state, true, None).await
     }
 
+    /// [`Haproxy::start_https`] with `ca_pem` as the backend CA bundle.
+    pub async fn start_https_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
+        Self::start_with(state, true, Some(ca_pem)).await
+    }
+
     async fn start_with(state: &ProxyState, with_https: bool, ca_pem: Option<&str>) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")

@@ -8,7 +8,7 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::super::command::Command;
+use super::super::command::{Command, ServerKeywords, ServerTls};
 use super::super::state::Admin;
 
 /// The options of a server added at runtime: the same health check the rendered config lines
@@ -20,6 +20,39 @@ use super::super::state::Admin;
 /// Its check is configured but stays off until `enable health <b>/<s>` (measured: `show stat`
 /// says `no check`, then `UP` with checks after `enable health`).
 pub const ADD_SERVER_OPTIONS: &str = "check";
+
+/// Appends ` <keyword> ...` for each of `keywords`: the text of `add server` and of the
+/// rendered config's `default-server` lines alike (one spelling for both).
+pub fn push_server_keywords(out: &mut String, keywords: &ServerKeywords) {
+    if let Some(limit) = &keywords.failure_limit {
+        // The check that follows a mark-down may already be scheduled (on the `inter` cycle)
+        // and come at once; `rise 2` with `fastinter` (the interval while a server's health
+        // rises) at the timeout keeps the task out at least the timeout. Measured with `rise
+        // 1`: back after 0.6-2 s whatever the timeout.
+        let _ = write!(
+            out,
+            " observe layer7 {ERROR_LIMIT} {} on-error mark-down rise 2 fastinter {t}ms {DOWNINTER} {t}ms",
+            limit.max_fails,
+            t = limit.fail_timeout_ms
+        );
+    }
+    match &keywords.tls {
+        None => {}
+        Some(ServerTls::VerifyNone) => out.push_str(SSL_VERIFY_NONE),
+        Some(ServerTls::VerifyRequired { ca_file }) => {
+            out.push_str(SSL_VERIFY_REQUIRED);
+            out.push_str(ca_file.as_str());
+        }
+    }
+}
+
+/// Keywords of [`push_server_keywords`] the config parser looks for.
+pub const ERROR_LIMIT: &str = "error-limit";
+pub const DOWNINTER: &str = "downinter";
+/// TLS to the server, its certificate taken as it is (`ssl_backend_tls_verify=none`).
+pub const SSL_VERIFY_NONE: &str = " ssl verify none";
+/// TLS to the server, verified against the CA file that follows (`required`).
+pub const SSL_VERIFY_REQUIRED: &str = " ssl verify required ca-file ";
 
 /// The runtime-API text of one command, without the line terminator.
 pub fn encode(cmd: &Command) -> String {
@@ -58,12 +91,14 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
             backend,
             server,
             addr,
+            keywords,
         } => {
             push_server(out, "add server ", backend.as_str(), server.as_str());
             out.push(' ');
             push_socket_addr(out, addr);
             out.push(' ');
             out.push_str(ADD_SERVER_OPTIONS);
+            push_server_keywords(out, keywords);
         }
         Command::EnableHealth { backend, server } => {
             push_server(out, "enable health ", backend.as_str(), server.as_str());
@@ -145,6 +180,7 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
         } => push_words(out, &["show servers state ", backend.as_str()]),
         Command::ShowMap { map } => push_words(out, &["show map ", map.as_str()]),
         Command::ShowInfo => out.push_str("show info"),
+        Command::ShowBackend => out.push_str("show backend"),
         Command::NewSslCert { cert } => push_words(out, &["new ssl cert ", cert.as_str()]),
         Command::SetSslCert { cert, pem } => {
             // The client ends the command with `\n`: after this last `\n` that makes the blank

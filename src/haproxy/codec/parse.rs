@@ -178,6 +178,24 @@ pub fn parse_show_map(text: &str) -> Result<Vec<MapEntry>, ParseError> {
     Ok(entries)
 }
 
+/// `show backend`: the `# name` header, then one backend name per line (measured on 2.6.12
+/// and 3.4.7). A name HAProxy could not have (see [`BackendName::parse`]) is an error.
+pub fn parse_show_backend(text: &str) -> Result<Vec<BackendName>, ParseError> {
+    let what = "show backend";
+    let mut names = Vec::new();
+    for next in lines(what, text) {
+        let (n, line) = next?;
+        if n == 1 && line == "# name" {
+            continue;
+        }
+        match BackendName::parse(line) {
+            Ok(name) if n > 1 => names.push(name),
+            _ => return Err(syntax(what, n, line)),
+        }
+    }
+    Ok(names)
+}
+
 /// `Field: value` (field names may hold spaces: `Unstoppable Jobs`, `Build info`).
 fn info_line(input: &str) -> IResult<&str, (&str, &str)> {
     all_consuming((take_till1(|c| c == ':'), char(':'), space0, rest))

@@ -86,6 +86,7 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
         Command::ShowServersState { .. } => text.lines().next() == Some("1"),
         Command::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
         Command::ShowInfo => text.starts_with("Name: "),
+        Command::ShowBackend => text.starts_with("# name\n"),
         Command::NewSslCert { .. } => text.starts_with("New empty certificate store "),
         Command::SetSslCert { .. } => {
             let text = payload_reply(text);

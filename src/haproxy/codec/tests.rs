@@ -76,6 +76,7 @@ fn add_server(b: &str, s: &str, addr: SocketAddr) -> Command {
         backend: be(b),
         server: srv(s),
         addr,
+        keywords: Default::default(),
     }
 }
 
@@ -734,6 +735,7 @@ fn command() -> impl Strategy<Value = Command> {
                 backend,
                 server,
                 addr,
+                keywords: Default::default(),
             }
         }),
         (backend_name(), server_name())
@@ -753,6 +755,7 @@ fn command() -> impl Strategy<Value = Command> {
             .prop_map(|backend| Command::ShowServersState { backend }),
         map_path().prop_map(|map| Command::ShowMap { map }),
         Just(Command::ShowInfo),
+        Just(Command::ShowBackend),
         (
             backend_name(),
             any::<bool>(),
@@ -799,7 +802,7 @@ fn words(cmd: &Command) -> usize {
         Command::ShowServersState { backend: None } => 3,
         Command::ShowServersState { backend: Some(_) } => 4,
         Command::ShowMap { .. } => 3,
-        Command::ShowInfo => 2,
+        Command::ShowInfo | Command::ShowBackend => 2,
         Command::NewSslCert { .. }
         | Command::CommitSslCert { .. }
         | Command::AbortSslCert { .. }
@@ -911,17 +914,74 @@ fn defaults_names_spell_their_options_and_parse_back() {
         "swarm-lb.first",
         "other.roundrobin",
         "swarm-lb.roundrobin.cookie.",
+        "swarm-lb.tcp.",
+        "swarm-lb.backend-ca",
     ] {
         assert_eq!(DefaultsName::parse(bad), None, "{bad}");
     }
-    let limited = BackendOptions {
+    let passthrough = BackendOptions {
+        passthrough: true,
+        ..BackendOptions::default()
+    };
+    let tcp = DefaultsName::for_options(&passthrough).expect("a section");
+    assert_eq!(tcp.as_str(), "swarm-lb.tcp.roundrobin");
+    assert_eq!(DefaultsName::parse("swarm-lb.tcp.roundrobin"), Some(tcp));
+    // Server keywords are not section options: the section of the plain options, and `add
+    // server` carries them.
+    let keywords = BackendOptions {
         failure_limit: Some(crate::model::FailureLimit {
             max_fails: 3,
             fail_timeout_ms: 1000,
         }),
+        backend_tls: Some(crate::model::BackendTls { verify: true }),
         ..BackendOptions::default()
     };
-    assert_eq!(DefaultsName::for_options(&limited), None);
+    let plain = DefaultsName::for_options(&keywords).expect("a section");
+    assert_eq!(
+        Some(plain),
+        DefaultsName::for_options(&BackendOptions::default())
+    );
+}
+
+/// `add server` repeats the backend's `default-server` keywords, spelled as the config
+/// renders them (servers added at runtime inherit none).
+#[test]
+fn add_server_carries_the_failure_limit_and_tls_keywords() {
+    let ca = crate::haproxy::CertPath::new("/etc/haproxy/backend-ca.pem").unwrap();
+    let options = BackendOptions {
+        failure_limit: Some(crate::model::FailureLimit {
+            max_fails: 2,
+            fail_timeout_ms: 3000,
+        }),
+        backend_tls: Some(crate::model::BackendTls { verify: true }),
+        ..BackendOptions::default()
+    };
+    let cmd = Command::AddServer {
+        backend: be("web"),
+        server: srv("s3"),
+        addr: v4([10, 0, 0, 7], 8443),
+        keywords: crate::haproxy::ServerKeywords::for_options(&options, &ca),
+    };
+    assert_eq!(
+        encode(&cmd),
+        "add server web/s3 10.0.0.7:8443 check observe layer7 error-limit 2 on-error mark-down \
+         rise 2 fastinter 3000ms downinter 3000ms ssl verify required ca-file \
+         /etc/haproxy/backend-ca.pem"
+    );
+    let none = BackendOptions {
+        backend_tls: Some(crate::model::BackendTls { verify: false }),
+        ..BackendOptions::default()
+    };
+    let cmd = Command::AddServer {
+        backend: be("web"),
+        server: srv("s3"),
+        addr: v4([10, 0, 0, 7], 8443),
+        keywords: crate::haproxy::ServerKeywords::for_options(&none, &ca),
+    };
+    assert_eq!(
+        encode(&cmd),
+        "add server web/s3 10.0.0.7:8443 check ssl verify none"
+    );
 }
 
 /// Replies measured on 3.4.7 (see `reply.rs`).
@@ -1055,7 +1115,7 @@ proptest! {
             IpAddr::V6(ip) => format!("[{ip}]:{port}"),
         };
         prop_assert_eq!(
-            encode(&Command::AddServer { backend: backend.clone(), server: server.clone(), addr }),
+            encode(&Command::AddServer { backend: backend.clone(), server: server.clone(), addr, keywords: Default::default() }),
             format!("add server {backend}/{server} {bracketed} check")
         );
     }
