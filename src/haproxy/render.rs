@@ -252,8 +252,8 @@ pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults:
 }
 
 /// The named defaults sections for `state` (see [`config_for`]): the balance-only ones for
-/// HTTP and for passthrough (TCP), then one per sticky option set its backends use, in name
-/// order.
+/// HTTP and for passthrough (TCP), then two per sticky cookie name its backends use (one per
+/// balance), in name order.
 pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
     let mut out: BTreeSet<DefaultsName> =
         [(false, false), (true, false), (false, true), (true, true)]
@@ -266,9 +266,16 @@ pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
                 })
             })
             .collect();
+    // Both balances for each cookie name in use: turning `ip_hash` on or off for a sticky
+    // service is then a new generation from 3.4, not a reload.
     for backend in state.backends.values() {
         if backend.options.sticky_cookie.is_some() {
-            out.extend(DefaultsName::for_options(&backend.options));
+            for ip_hash in [false, true] {
+                out.extend(DefaultsName::for_options(&BackendOptions {
+                    ip_hash,
+                    ..backend.options.clone()
+                }));
+            }
         }
     }
     out
@@ -800,6 +807,7 @@ mod tests {
             want,
             [
                 "swarm-lb.roundrobin",
+                "swarm-lb.roundrobin.cookie.sid",
                 "swarm-lb.source",
                 "swarm-lb.source.cookie.sid",
                 "swarm-lb.tcp.roundrobin",

@@ -185,7 +185,8 @@ impl Stack {
         .await
     }
 
-    /// `show servers state` rows of one backend, in slot order.
+    /// `show servers state` rows of the backend serving the service `backend` (its newest
+    /// generation, see `swarm_lb::plan`), in slot order.
     pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = self.runtime();
         match rt
@@ -194,12 +195,21 @@ impl Stack {
         {
             Ok(mut replies) => match replies.pop() {
                 Some(Ok(text)) => {
-                    let mut rows: Vec<ServerRow> =
-                        swarm_lb::haproxy::codec::parse_servers_state(&text)
-                            .unwrap_or_default()
-                            .into_iter()
-                            .filter(|r| r.backend.as_str() == backend)
-                            .collect();
+                    let all = swarm_lb::haproxy::codec::parse_servers_state(&text)
+                        .unwrap_or_default();
+                    // A service's newest backend generation (`<service>:<n>` from 3.4).
+                    let newest = all
+                        .iter()
+                        .filter(|r| r.backend.service() == backend)
+                        .map(|r| r.backend.generation())
+                        .max();
+                    let mut rows: Vec<ServerRow> = all
+                        .into_iter()
+                        .filter(|r| {
+                            r.backend.service() == backend
+                                && Some(r.backend.generation()) == newest
+                        })
+                        .collect();
                     // In slot order: HAProxy lists the servers of a backend created at
                     // runtime (3.4+) in another order.
                     rows.sort_by_key(|r| r.server.slot_index());
