@@ -195,8 +195,8 @@ impl Stack {
         {
             Ok(mut replies) => match replies.pop() {
                 Some(Ok(text)) => {
-                    let all = swarm_lb::haproxy::codec::parse_servers_state(&text)
-                        .unwrap_or_default();
+                    let all =
+                        swarm_lb::haproxy::codec::parse_servers_state(&text).unwrap_or_default();
                     // A service's newest backend generation (`<service>:<n>` from 3.4).
                     let newest = all
                         .iter()
@@ -206,8 +206,7 @@ impl Stack {
                     let mut rows: Vec<ServerRow> = all
                         .into_iter()
                         .filter(|r| {
-                            r.backend.service() == backend
-                                && Some(r.backend.generation()) == newest
+                            r.backend.service() == backend && Some(r.backend.generation()) == newest
                         })
                         .collect();
                     // In slot order: HAProxy lists the servers of a backend created at
@@ -217,6 +216,15 @@ impl Stack {
                 }
                 _ => Vec::new(),
             },
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Every backend HAProxy holds (`show backend`: also those without servers); empty when
+    /// the admin socket does not answer.
+    pub async fn backend_names(&self) -> Vec<String> {
+        match self.runtime().backends().await {
+            Ok(names) => names.into_iter().map(|n| n.as_str().to_owned()).collect(),
             Err(_) => Vec::new(),
         }
     }

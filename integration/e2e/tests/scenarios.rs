@@ -1225,3 +1225,82 @@ async fn creating_and_removing_a_routed_service_cuts_none_of_20_held_websockets_
         );
     }
 }
+
+/// Issue 10: a service's options change while websockets to it are held. From 3.4 the
+/// service moves to a new backend generation with no reload, the held websockets stay on the
+/// old one (its retirement waits for them) and none is cut; new requests never fail; once the
+/// websockets close, the old generation is deleted. Before 3.4: one reload, and the websockets
+/// stay on the old worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_a_services_options_cuts_none_of_its_held_websockets_and_from_3_4_reloads_nothing()
+{
+    let env = Env::up().await;
+    let per = env.stack.reloads_per_backend().await;
+    let net = Network::create(&unique("net"));
+    let h = host("wsopt");
+    let svc = env.service(
+        &net,
+        &h,
+        2,
+        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
+    );
+    env.converged(&svc, &net, 2).await;
+    env.all_answer(&h, 2).await;
+    let mut sockets = Vec::new();
+    for _ in 0..10 {
+        sockets.push(open_websocket(env.stack.http_port, &h).await);
+    }
+    let l = load(&env, &h);
+    let r0 = env.stack.reloads().await;
+
+    svc.update(&["--label-add", "com.docker.lb.ip_hash=true"]);
+    let generation = format!("{}:2", svc.name);
+    poll_until(CONVERGE, "ip_hash applied", || async {
+        let applied = match per {
+            0 => hosts_map(&env)
+                .iter()
+                .any(|l| l.ends_with(&format!(" {generation}"))),
+            _ => env.stack.reloads().await > r0,
+        };
+        applied.then_some(())
+    })
+    .await;
+    let mut cut = 0;
+    for ws in &mut sockets {
+        if !echoes(ws, "still there").await {
+            cut += 1;
+        }
+    }
+    let summary = l.stop().await;
+    let reloads = env.stack.reloads().await - r0;
+    let names = env.stack.backend_names().await;
+    println!(
+        "options change under 10 websockets (reloads per backend {per}): reloads {reloads}, \
+         websockets cut {cut}/10, backends {names:?}, load: {summary}"
+    );
+    assert_eq!(reloads, per, "one reload before 3.4, none from 3.4");
+    assert_eq!(cut, 0, "websockets cut");
+    assert_eq!(summary.failed(), 0, "{summary}");
+    assert!(summary.ok > 50, "{summary}");
+    if per == 0 {
+        assert!(names.contains(&generation), "the new generation: {names:?}");
+        assert!(
+            names.contains(&svc.name),
+            "the old generation waits for its websockets: {names:?}"
+        );
+        // The websockets end: the old generation goes at a following pass.
+        drop(sockets);
+        let old = svc.name.clone();
+        poll_until(CONVERGE, "the old generation deleted", || async {
+            (!env.stack.backend_names().await.contains(&old)).then_some(())
+        })
+        .await;
+        let procs = env.stack.master().show_proc().await.expect("show proc");
+        assert_eq!(
+            1 + procs.workers.len() + procs.old_workers.len(),
+            2,
+            "master + one worker: {procs:?}"
+        );
+        assert_eq!(env.stack.reloads().await - r0, 0, "still no reload");
+    }
+}
