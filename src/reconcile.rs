@@ -320,7 +320,13 @@ impl Reconciler {
                 _ => None,
             });
             self.files.changed_at_runtime(created);
-            result?;
+            if let Err(e) = result {
+                // Some commands may have applied: the files still say what HAProxy holds.
+                if let Ok(now) = self.actual().await {
+                    let _ = self.files.mirror(&now).await;
+                }
+                return Err(e);
+            }
             report.commands = plan.runtime.len();
         }
         if reload {
@@ -527,7 +533,22 @@ impl Reconciler {
             let outcome = if reply.is_ok() { "ok" } else { "refused" };
             self.observer.command(changes::command_kind(cmd), outcome);
         }
-        let mut refused = replies.into_iter().filter_map(Result::err);
+        // A retirement (3.4+: a removed service's backend, or an old generation) that HAProxy
+        // refuses waits for connections still on its servers (a websocket, a long download):
+        // nothing routes there any more, so the pass goes on and a later one retries.
+        let (waiting, refused): (Vec<_>, Vec<_>) = cmds
+            .iter()
+            .zip(replies)
+            .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e)))
+            .partition(|(cmd, _)| is_retirement(cmd));
+        if let Some((_, first)) = waiting.first() {
+            info!(
+                refused = waiting.len(),
+                first = %first,
+                "retirement waits for connections still open; retried at a later pass"
+            );
+        }
+        let mut refused = refused.into_iter().map(|(_, e)| e);
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
             return Err(ReconcileError::Refused {
@@ -602,6 +623,17 @@ impl Reconciler {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
+}
+
+/// The commands that end a retired backend's servers and the backend itself (see
+/// `plan::backend::retire`); the planner sends them for nothing else.
+fn is_retirement(cmd: &Command) -> bool {
+    matches!(
+        cmd,
+        Command::WaitServerRemovable { .. }
+            | Command::DelServer { .. }
+            | Command::DelBackend { .. }
+    )
 }
 
 /// `major.minor.patch`, as logged and shown.
