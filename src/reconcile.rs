@@ -649,14 +649,14 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         .keys()
         .filter(|b| !actual.backends.contains_key(*b))
     {
-        info!(service = b.service(), backend = %b, slots = target.backends[b].servers.len(), "backend created");
+        info!(service = %b.service(), backend = %b, slots = target.backends[b].servers.len(), "backend created");
     }
     for b in actual
         .backends
         .keys()
         .filter(|b| !target.backends.contains_key(*b))
     {
-        info!(service = b.service(), backend = %b, "backend removed");
+        info!(service = %b.service(), backend = %b, "backend removed");
     }
     let servers = changes::server_changes(actual, target, snap);
     let hosts = changes::host_changes(actual, target);

@@ -2,7 +2,7 @@
 //! that turn bad), and which problems were already logged, so a bad label is reported when it
 //! appears, not on every pass.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use tracing::{error, info, warn};
 
@@ -12,14 +12,16 @@ use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
 #[derive(Debug, Default)]
 pub(super) struct LabelMemory {
     last_good: BTreeMap<ServiceId, RouteInForce>,
-    reported: BTreeSet<String>,
+    /// Each problem logged and still there: its text -> (severity, service).
+    reported: BTreeMap<String, (Severity, String)>,
 }
 
 impl LabelMemory {
-    /// The routing Swarm asks for; logs label problems once, when they appear.
+    /// The routing Swarm asks for; logs label problems once, when they appear, and an error
+    /// or warning again when it goes (its label fixed, or its service removed).
     pub fn desired(&mut self, snap: &Snapshot, settings: &model::Settings) -> Desired {
         let desired = model::desired(snap, settings, &self.last_good);
-        let mut now = BTreeSet::new();
+        let mut now = BTreeMap::new();
         let problems = desired
             .errors
             .iter()
@@ -27,7 +29,7 @@ impl LabelMemory {
             .chain(&desired.notices);
         for problem in problems {
             let msg = problem.to_string();
-            if !self.reported.contains(&msg) {
+            if !self.reported.contains_key(&msg) {
                 match problem.severity() {
                     Severity::Error => error!(error = %msg, "label refused"),
                     Severity::Warning => warn!(warning = %msg, "label ignored or adjusted"),
@@ -36,7 +38,12 @@ impl LabelMemory {
                     }
                 }
             }
-            now.insert(msg);
+            now.insert(msg, (problem.severity(), problem.service().to_owned()));
+        }
+        for (msg, (severity, service)) in &self.reported {
+            if !now.contains_key(msg) && *severity != Severity::Notice {
+                info!(service = %service, was = %msg, "label problem gone (label fixed, or service removed)");
+            }
         }
         self.reported = now;
         self.last_good = desired.routes.clone();

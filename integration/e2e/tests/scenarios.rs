@@ -687,6 +687,20 @@ async fn hostile_labels_are_rejected_by_name_and_leave_other_services_and_the_co
         reloads,
         "no backend came or went"
     );
+
+    // The operator fixes one: it is routed, and the log says its problem is gone.
+    let (fixed, label) = &bad[3];
+    assert_eq!(*label, "com.docker.lb.port");
+    fixed.update(&["--label-add", "com.docker.lb.port=8080"]);
+    env.logged(
+        "an info line saying the refused label's problem is gone",
+        &["label problem gone", &format!("service={}", fixed.name)],
+    )
+    .await;
+    poll_until(CONVERGE, "the fixed service routed", || async {
+        (!env.stack.servers(&fixed.name).await.is_empty()).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
