@@ -45,11 +45,14 @@ pub struct Step {
 impl Step {
     /// Changes that must never reload with the runtime strategy.
     pub fn is_routine(&self) -> bool {
-        self.name != CREATE_REMOVE
+        self.name != CREATE_REMOVE && self.name != OPTIONS
     }
 }
 
 pub const CREATE_REMOVE: &str = "create + remove a service";
+/// A backend option turned on then off (`ip_hash`): one reload each before HAProxy 3.4, a new
+/// backend generation each from 3.4.
+pub const OPTIONS: &str = "ip_hash on + off";
 
 /// Websockets held open through the whole churn.
 pub const SOCKETS: usize = 20;
@@ -108,6 +111,7 @@ async fn steps(bench: &Bench, net: &Net) -> anyhow::Result<Vec<Step>> {
         )
         .await,
     );
+    steps.push(step(bench, &host, OPTIONS, options(bench, &svc.name)).await);
     steps.push(step(bench, &host, CREATE_REMOVE, create_remove(bench, net)).await);
     Ok(steps)
 }
@@ -183,6 +187,40 @@ async fn update(
     ])
     .await?;
     routed(bench, service, net, n).await?;
+    Ok(None)
+}
+
+async fn options(bench: &Bench, service: &str) -> anyhow::Result<Option<f64>> {
+    for (change, balance) in [
+        ("--label-add=com.docker.lb.ip_hash=true", "source"),
+        ("--label-rm=com.docker.lb.ip_hash", "roundrobin"),
+    ] {
+        docker(&["service", "update", "--detach", change, service]).await?;
+        // Applied once the files (which mirror HAProxy) give the service's backend, whatever
+        // its generation, that balance.
+        let from = format!(" from swarm-lb.{balance}");
+        wait_for(
+            CONVERGE,
+            Duration::from_millis(50),
+            "the options change applied",
+            || async {
+                let config = std::fs::read_to_string(bench.stack.config_path()).unwrap_or_default();
+                let applied = config.lines().any(|l| {
+                    l.strip_prefix("backend ")
+                        .and_then(|rest| rest.split_once(' '))
+                        .is_some_and(|(name, tail)| {
+                            (name == service
+                                || name
+                                    .strip_prefix(service)
+                                    .is_some_and(|g| g.starts_with(':')))
+                                && tail == from.trim_start()
+                        })
+                });
+                Ok(applied.then_some(()))
+            },
+        )
+        .await?;
+    }
     Ok(None)
 }
 
