@@ -42,6 +42,11 @@ pub trait Passes {
     fn beat(&self) {}
     /// The snapshot the next pass works on.
     fn next_snapshot(&self, _snap: &Arc<Snapshot>) {}
+    /// Resolves when something besides Swarm asks for a pass (secrets delivered); never by
+    /// default.
+    fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
 }
 
 impl Passes for Reconciler {
@@ -63,10 +68,21 @@ impl Passes for Reconciler {
     fn next_snapshot(&self, snap: &Arc<Snapshot>) {
         self.observer().snapshot(Arc::clone(snap));
     }
+
+    fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
+        let delivery = self.delivery().cloned();
+        async move {
+            match delivery {
+                Some(d) => d.changed().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// Run passes until the snapshot source ends: on each snapshot change, on the resync timer,
-/// when HAProxy restarts, and after failures with capped backoff.
+/// when HAProxy restarts, when [`Passes::woken`] says so, and after failures with capped
+/// backoff.
 pub async fn run<P: Passes>(
     mut reconciler: P,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -91,6 +107,7 @@ pub async fn run<P: Passes>(
                     }
                 }
                 _ = resync.tick() => {}
+                () = reconciler.woken() => {}
                 _ = proxy_check.tick() => {
                     if reconciler.proxy_is_same().await {
                         continue;
