@@ -216,7 +216,13 @@ fn volume_files(project: &str) -> (u32, Vec<(String, u32)>) {
 async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_load_with_no_reload() {
     require_tools();
     let cluster = unique("c");
-    let stack = Stack::up(&[("SWARM_LB_SERVICE_CLUSTER", cluster.as_str())]).await;
+    // A short resync: Docker's secret list is read again that often, which is when a secret
+    // recreated under the same name is seen.
+    let stack = Stack::up(&[
+        ("SWARM_LB_SERVICE_CLUSTER", cluster.as_str()),
+        ("SWARM_LB_RESYNC", "3"),
+    ])
+    .await;
     let net = Network::create(&unique("tlsnet"));
     let tmp = tempfile::tempdir().expect("temp dir");
     let host = format!("{}.test", unique("tls"));
@@ -294,7 +300,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     .await;
     let to_new_cert = rotated.elapsed();
     // Requests after the change too.
-    let after = https_load.ok.load(Ordering::SeqCst) + 10;
+    let after = https_load.ok.load(Ordering::SeqCst) + 50;
     poll_until(CONVERGE, "HTTPS load after the rotation", || async {
         (https_load.ok.load(Ordering::SeqCst) >= after).then_some(())
     })
@@ -310,6 +316,20 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         .then_some(())
     })
     .await;
+
+    // The same names, removed and created again with another pair (new Docker IDs): copied
+    // again without any label change.
+    let recreated = Instant::now();
+    let (c3, k3) = pair(tmp.path(), "three", &host, "5EC3");
+    for (name, file) in [(&crt2, &c3), (&key2, &k3)] {
+        docker(&["secret", "rm", name]);
+        docker(&["secret", "create", name, &file.to_string_lossy()]);
+    }
+    poll_until(CONVERGE, "the recreated secrets served", || async {
+        (served_serial(port, &host) == "serial=5EC3").then_some(())
+    })
+    .await;
+    let to_recreated = recreated.elapsed();
 
     // A label naming a secret Docker does not have: an error naming service, label, secret;
     // HTTP routing and the served certificate stay.
@@ -330,7 +350,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     assert_eq!(code, 200, "HTTP routing kept");
     assert_eq!(
         served_serial(port, &host),
-        "serial=5EC2",
+        "serial=5EC3",
         "the last good pair stays"
     );
     assert!(copy_jobs().is_empty(), "no job for a secret Docker lacks");
@@ -348,16 +368,17 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     let jobs = log.matches("secrets copy job created").count();
     println!("missing secret: {logged}");
     println!(
-        "FIGURES tls-secrets: first certificate {} ms, requests {requests}, failed {failed}, reloads {reloads}, time to new cert {} ms, copy jobs {jobs}",
+        "FIGURES tls-secrets: first certificate {} ms, requests {requests}, failed {failed}, reloads {reloads}, time to new cert {} ms, same names recreated served in {} ms, copy jobs {jobs}",
         first.as_millis(),
-        to_new_cert.as_millis()
+        to_new_cert.as_millis(),
+        to_recreated.as_millis()
     );
     assert!(requests >= 20, "{requests} requests");
     assert_eq!(failed, 0, "HTTPS requests failed during the rotation");
     assert_eq!(reloads, 0, "a rotation must not reload HAProxy");
     assert_eq!(
-        jobs, 2,
-        "one job per delivery (first pair, then the rotated pair)"
+        jobs, 3,
+        "one job per delivery: the first pair, the rotated pair, the recreated pair"
     );
     drop(svc);
     drop(net);
