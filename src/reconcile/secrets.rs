@@ -301,6 +301,25 @@ impl DeliveryHandle {
     }
 }
 
+impl DeliveryHandle {
+    /// A handle with no worker: statuses set by hand, wants observed through the receiver.
+    #[cfg(test)]
+    pub(crate) fn detached() -> (DeliveryHandle, watch::Receiver<BTreeSet<String>>) {
+        let (tx, rx) = watch::channel(BTreeSet::new());
+        let handle = DeliveryHandle {
+            wanted: Arc::new(tx),
+            statuses: Arc::default(),
+            changed: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set(&self, name: &str, status: SecretStatus) {
+        self.statuses.lock().insert(name.to_string(), status);
+    }
+}
+
 /// Starts the worker on the runtime (after removing this node's leftover jobs); the handle
 /// drives it. The worker ends when every handle is dropped.
 pub fn spawn(docker: Docker, settings: DeliverySettings) -> DeliveryHandle {
@@ -663,6 +682,23 @@ mod tests {
         assert_eq!(own_container_id(&mountinfo, Some("abc")), Some(id));
         assert_eq!(own_container_id("", Some("abc")), Some("abc".into()));
         assert_eq!(own_container_id("", None), None);
+    }
+
+    #[test]
+    fn the_worker_hears_of_a_change_of_the_wanted_names_only() {
+        let (handle, mut rx) = DeliveryHandle::detached();
+        handle.want(set(&["a", "b"]));
+        assert!(rx.has_changed().expect("open"));
+        rx.borrow_and_update();
+        handle.want(set(&["b", "a"]));
+        assert!(!rx.has_changed().expect("open"), "the same set again");
+        assert_eq!(
+            handle.status("a"),
+            SecretStatus::Pending,
+            "not looked at yet"
+        );
+        handle.set("a", SecretStatus::Unknown);
+        assert_eq!(handle.status("a"), SecretStatus::Unknown);
     }
 
     #[test]

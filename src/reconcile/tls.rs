@@ -257,3 +257,49 @@ fn cert_error(wanted: &WantedCert, why: String) -> String {
     )
     .to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::labels::CertSecrets;
+    use crate::model::Host;
+
+    fn wanted() -> WantedCert {
+        WantedCert {
+            service: "web".into(),
+            secrets: CertSecrets {
+                cert: "web.crt".into(),
+                key: "web.key".into(),
+            },
+            hosts: vec![Host::parse("a.example").expect("host")],
+        }
+    }
+
+    #[test]
+    fn with_delivery_a_pair_waits_for_its_copies_and_a_secret_docker_lacks_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (delivery, _rx) = DeliveryHandle::detached();
+        let certs = TlsCerts::new(CertFiles::new(dir.path().join("certs")), dir.path())
+            .with_delivery(delivery.clone());
+        // Not copied yet: pending, no error (what HAProxy serves stays).
+        assert!(matches!(certs.read_pair(&wanted(), 0), Ok(Pair::Pending)));
+        delivery.set("web.crt", SecretStatus::Ready);
+        delivery.set("web.key", SecretStatus::Unknown);
+        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "service web: label com.docker.lb.ssl_key=\"web.key\": Docker lists no secret of that name (create it with `docker secret create`)"
+        );
+        delivery.set(
+            "web.key",
+            SecretStatus::Failed("copy job j failed: No such image".into()),
+        );
+        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        assert!(
+            e.to_string()
+                .contains("label com.docker.lb.ssl_key=\"web.key\""),
+            "{e}"
+        );
+        assert!(e.to_string().contains("No such image"), "{e}");
+    }
+}
