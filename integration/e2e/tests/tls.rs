@@ -383,3 +383,84 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     drop(svc);
     drop(net);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_copy_job_is_an_error_naming_the_secrets_retried_with_backoff_one_job_at_a_time()
+{
+    require_tools();
+    let cluster = unique("c");
+    // An image that exists nowhere: the job's task is rejected.
+    let stack = Stack::up(&[
+        ("SWARM_LB_SERVICE_CLUSTER", cluster.as_str()),
+        ("SWARM_LB_SECRETS_JOB_IMAGE", "swarm-lb/no-such-image:0"),
+        ("SWARM_LB_SECRETS_JOB_TIMEOUT", "20"),
+    ])
+    .await;
+    let net = Network::create(&unique("tlsnet"));
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let host = format!("{}.test", unique("fail"));
+    let mut secrets = Secrets(Vec::new());
+    let (crt, key) = (unique("fcrt"), unique("fkey"));
+    let (c, k) = pair(tmp.path(), "f", &host, "FA11");
+    secrets.create(&crt, &c);
+    secrets.create(&key, &k);
+    let labels = [
+        format!("com.docker.lb.hosts={host}"),
+        "com.docker.lb.port=8080".to_owned(),
+        format!("com.docker.lb.service_cluster={cluster}"),
+        format!("com.docker.lb.ssl_cert={crt}"),
+        format!("com.docker.lb.ssl_key={key}"),
+    ];
+    let mut args: Vec<&str> = vec!["--network", &net.name];
+    for l in &labels {
+        args.push("--label");
+        args.push(l);
+    }
+    let svc = Service::create(&unique("svc"), APP1, &args);
+    let started = Instant::now();
+    let mut most_jobs = 0;
+    let failed_line = poll_until(CONVERGE, "the failed job's error, retried", || {
+        // Never more than one job at a time.
+        most_jobs = most_jobs.max(copy_jobs().lines().count());
+        let log = stack.swarm_lb_log();
+        let line = log
+            .lines()
+            .find(|l| l.contains("secrets delivery failed") && l.contains(&crt) && l.contains(&key))
+            .map(str::to_owned);
+        let label_error = log.lines().any(|l| {
+            l.contains(&format!(
+                "service {}: label com.docker.lb.ssl_cert=\"{crt}\"",
+                svc.name
+            )) && l.contains("could not be copied")
+        });
+        let retried = log.matches("secrets copy job created").count() >= 2;
+        async move { line.filter(|_| label_error && retried) }
+    })
+    .await;
+    let took = started.elapsed();
+    let (code, _) = load::get(stack.http_port, &host, "/").await.expect("HTTP");
+    assert_eq!(code, 200, "HTTP routing kept");
+    assert_ne!(served_serial(stack.https_port, &host), "serial=FA11");
+    let jobs = stack
+        .swarm_lb_log()
+        .matches("secrets copy job created")
+        .count();
+    drop(svc);
+    poll_until(
+        CONVERGE,
+        "no copy job left once no label names a secret",
+        || async { copy_jobs().is_empty().then_some(()) },
+    )
+    .await;
+    println!("failed job: {failed_line}");
+    println!(
+        "FIGURES tls-secrets-failing-job: jobs {jobs} in {} ms, at most {most_jobs} at a time",
+        took.as_millis()
+    );
+    assert!(most_jobs <= 1, "{most_jobs} copy jobs at once");
+    assert!(
+        failed_line.contains("No such image") || failed_line.contains("no-such-image"),
+        "the task's error is named: {failed_line}"
+    );
+    drop(net);
+}
