@@ -12,7 +12,7 @@
 //! A name Docker does not list is refused before any job. A copy no label names any more is
 //! deleted (keys must not linger). At most one job at a time (one worker task; Docker refuses a
 //! second service of the same name); a failed job is retried with capped backoff; jobs left by
-//! a run that stopped mid-way are removed at start.
+//! a run that stopped mid-way are removed at start (only this swarm-lb's: same node and volume).
 //!
 //! Layout: [`plan`] (pure: what to copy, delete, refuse), [`copy_secrets`] (the job's side),
 //! the record file, and [`spawn`]: the worker, the only part that talks to Docker and sleeps.
@@ -388,7 +388,8 @@ impl Worker {
 
     /// Jobs of this node left by a run that stopped while one ran.
     async fn remove_leftovers(&self) {
-        match self.docker.jobs_of_node(&self.settings.node_id).await {
+        let s = &self.settings;
+        match self.docker.own_jobs(&s.node_id, &s.volume).await {
             Ok(ids) => {
                 for id in ids {
                     match self.docker.remove_service(&id).await {

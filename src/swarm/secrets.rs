@@ -23,8 +23,12 @@ use super::{Docker, SwarmError};
 pub const ROLE_LABEL: &str = "org.swarm-lb.role";
 /// [`ROLE_LABEL`]'s value on copy jobs.
 pub const ROLE_JOB: &str = "secrets-job";
-/// Label naming the node a copy job belongs to: each swarm-lb removes only its own node's.
+/// Label naming the node a copy job belongs to.
 pub const NODE_LABEL: &str = "org.swarm-lb.node";
+/// Label naming the secrets volume a copy job writes to: with [`NODE_LABEL`], the swarm-lb it
+/// belongs to (several can run on one node, e.g. one per service cluster), so each removes
+/// only its own leftovers.
+pub const VOLUME_LABEL: &str = "org.swarm-lb.volume";
 /// Where the job mounts the secrets volume.
 pub const JOB_OUT: &str = "/out";
 /// Where Docker mounts the job's secrets (the default target directory on Linux).
@@ -33,8 +37,8 @@ pub const JOB_IN: &str = "/run/secrets";
 /// A copy job to create: copies `secrets` (name, Docker secret ID) into `volume` on `node_id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CopyJob {
-    /// Service name, unique per node: a second job on the same node is refused by Docker (409),
-    /// so two jobs of one node never run at once.
+    /// Service name, one per swarm-lb (node and volume): a second job of the same swarm-lb is
+    /// refused by Docker (409), so two of its jobs never run at once.
     pub name: String,
     /// Image holding the swarm-lb binary as its entrypoint (swarm-lb's own).
     pub image: String,
@@ -47,16 +51,16 @@ pub struct CopyJob {
 }
 
 impl CopyJob {
-    /// The job for `secrets` on `node_id`; its name is derived from the node.
+    /// The job for `secrets` on `node_id` into `volume`; its name is derived from both
+    /// (`swarm-lb-secrets-<16 hex digits>`: a service name holds no `_` or `.`).
     pub fn new(
         image: &str,
         node_id: &str,
         volume: &str,
         secrets: BTreeMap<String, String>,
     ) -> CopyJob {
-        let short: String = node_id.chars().take(12).collect();
         CopyJob {
-            name: format!("swarm-lb-secrets-{short}"),
+            name: format!("swarm-lb-secrets-{:016x}", fnv1a(&[node_id, volume])),
             image: image.to_string(),
             node_id: node_id.to_string(),
             volume: volume.to_string(),
@@ -89,6 +93,7 @@ impl CopyJob {
         let labels = HashMap::from([
             (ROLE_LABEL.to_string(), ROLE_JOB.to_string()),
             (NODE_LABEL.to_string(), self.node_id.clone()),
+            (VOLUME_LABEL.to_string(), self.volume.clone()),
         ]);
         ServiceSpec {
             name: Some(self.name.clone()),
@@ -127,6 +132,17 @@ impl CopyJob {
             ..Default::default()
         }
     }
+}
+
+/// FNV-1a (64 bits) of `parts`, each followed by a 0 byte: stable across builds and releases,
+/// unlike std's hasher.
+fn fnv1a(parts: &[&str]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in parts.iter().flat_map(|p| p.bytes().chain([0])) {
+        h ^= u64::from(byte);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// Where a copy job is, read from its tasks.
@@ -273,15 +289,17 @@ impl Docker {
         }
     }
 
-    /// IDs of copy jobs of node `node_id` (`GET /services?filters={"label":[...]}`): leftovers of
-    /// a run that stopped while a job ran.
-    pub async fn jobs_of_node(&self, node_id: &str) -> Result<Vec<String>, SwarmError> {
+    /// IDs of the copy jobs of the swarm-lb on node `node_id` with secrets volume `volume`
+    /// (`GET /services?filters={"label":[...]}`): leftovers of a run that stopped while a job
+    /// ran. Another swarm-lb's jobs (another node, or another volume) are not listed.
+    pub async fn own_jobs(&self, node_id: &str, volume: &str) -> Result<Vec<String>, SwarmError> {
         let opts = bollard::query_parameters::ListServicesOptions {
             filters: Some(HashMap::from([(
                 "label".to_string(),
                 vec![
                     format!("{ROLE_LABEL}={ROLE_JOB}"),
                     format!("{NODE_LABEL}={node_id}"),
+                    format!("{VOLUME_LABEL}={volume}"),
                 ],
             )])),
             status: None,
@@ -315,7 +333,20 @@ mod tests {
     #[test]
     fn the_copy_job_is_a_one_shot_job_pinned_to_the_node_with_root_only_secret_files() {
         let spec = job().spec();
-        assert_eq!(spec.name.as_deref(), Some("swarm-lb-secrets-abcdefghijkl"));
+        let name = spec.name.clone().expect("name");
+        assert!(
+            name.starts_with("swarm-lb-secrets-") && name.len() == 33,
+            "{name}"
+        );
+        // Another swarm-lb on the node (another volume) has a job of its own.
+        let other = CopyJob::new(
+            "i",
+            "abcdefghijklmnopqrstuvwxy",
+            "other_secrets",
+            BTreeMap::new(),
+        );
+        assert_ne!(other.name, name);
+        assert_eq!(job().name, name, "stable");
         let mode = spec.mode.expect("mode").replicated_job.expect("job");
         assert_eq!(
             (mode.max_concurrent, mode.total_completions),
@@ -351,6 +382,10 @@ mod tests {
         assert_eq!(mount.target.as_deref(), Some(JOB_OUT));
         let labels = spec.labels.expect("labels");
         assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some(ROLE_JOB));
+        assert_eq!(
+            labels.get(VOLUME_LABEL).map(String::as_str),
+            Some("proj_secrets")
+        );
     }
 
     fn task(state: TaskState, err: Option<&str>, exit: Option<i64>) -> Task {

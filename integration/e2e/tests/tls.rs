@@ -171,14 +171,17 @@ impl HttpsLoad {
     }
 }
 
-/// Copy jobs of swarm-lb still present (there must be none once a delivery is over).
-fn copy_jobs() -> String {
+/// Copy jobs of the stack's swarm-lb still present (there must be none once a delivery is
+/// over); another stack's are not counted.
+fn copy_jobs(stack: &Stack) -> String {
     docker(&[
         "service",
         "ls",
         "-q",
         "--filter",
         "label=org.swarm-lb.role=secrets-job",
+        "--filter",
+        &format!("label=org.swarm-lb.volume={}_secrets", stack.project),
     ])
 }
 
@@ -259,7 +262,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     let first = started.elapsed();
     assert_eq!(served_subject(port, &host), format!("subject=CN = {host}"));
     poll_until(CONVERGE, "the copy job removed", || async {
-        copy_jobs().is_empty().then_some(())
+        copy_jobs(&stack).is_empty().then_some(())
     })
     .await;
     let (dir_mode, files) = volume_files(&stack.project);
@@ -353,7 +356,10 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         "serial=5EC3",
         "the last good pair stays"
     );
-    assert!(copy_jobs().is_empty(), "no job for a secret Docker lacks");
+    assert!(
+        copy_jobs(&stack).is_empty(),
+        "no job for a secret Docker lacks"
+    );
 
     let log = stack.swarm_lb_log();
     assert!(!log.contains("PRIVATE KEY"), "a key in the log");
@@ -421,7 +427,7 @@ async fn a_failing_copy_job_is_an_error_naming_the_secrets_retried_with_backoff_
     let mut most_jobs = 0;
     let failed_line = poll_until(CONVERGE, "the failed job's error, retried", || {
         // Never more than one job at a time.
-        most_jobs = most_jobs.max(copy_jobs().lines().count());
+        most_jobs = most_jobs.max(copy_jobs(&stack).lines().count());
         let log = stack.swarm_lb_log();
         let line = log
             .lines()
@@ -449,7 +455,7 @@ async fn a_failing_copy_job_is_an_error_naming_the_secrets_retried_with_backoff_
     poll_until(
         CONVERGE,
         "no copy job left once no label names a secret",
-        || async { copy_jobs().is_empty().then_some(()) },
+        || async { copy_jobs(&stack).is_empty().then_some(()) },
     )
     .await;
     println!("failed job: {failed_line}");
