@@ -444,8 +444,10 @@ async fn a_failing_copy_job_is_an_error_naming_the_secrets_retried_with_backoff_
     })
     .await;
     let took = started.elapsed();
-    let (code, _) = load::get(stack.http_port, &host, "/").await.expect("HTTP");
-    assert_eq!(code, 200, "HTTP routing kept");
+    poll_until(CONVERGE, "HTTP routing kept (the task started)", || async {
+        matches!(load::get(stack.http_port, &host, "/").await, Ok((200, _))).then_some(())
+    })
+    .await;
     assert_ne!(served_serial(stack.https_port, &host), "serial=FA11");
     let jobs = stack
         .swarm_lb_log()
