@@ -386,9 +386,13 @@ impl Worker {
         }
     }
 
-    /// Jobs of this node left by a run that stopped while one ran.
+    /// This swarm-lb's jobs, and their containers, left by a run that stopped while one ran.
     async fn remove_leftovers(&self) {
         let s = &self.settings;
+        match self.docker.own_job_containers(&s.node_id, &s.volume).await {
+            Ok(ids) => self.remove_containers(&ids).await,
+            Err(e) => warn!(error = %e, "listing leftover secrets copy job containers"),
+        }
         match self.docker.own_jobs(&s.node_id, &s.volume).await {
             Ok(ids) => {
                 for id in ids {
@@ -401,6 +405,15 @@ impl Worker {
                 }
             }
             Err(e) => warn!(error = %e, "listing leftover secrets copy jobs"),
+        }
+    }
+
+    /// Removes job containers (removing the job's service leaves them, holding the volume).
+    async fn remove_containers(&self, ids: &[String]) {
+        for id in ids {
+            if let Err(e) = self.docker.remove_job_container(id).await {
+                warn!(container = %id, error = %e, "removing a secrets copy job's container");
+            }
         }
     }
 
@@ -517,8 +530,13 @@ impl Worker {
         let id = self.docker.create_job(&job).await?;
         info!(job = %job.name, secrets = %names, "secrets copy job created");
         let deadline = started + s.timeout;
+        let mut containers = Vec::new();
         let outcome = loop {
-            match self.docker.job_state(&id).await {
+            let status = self.docker.job_status(&id).await.map(|st| {
+                containers = st.containers;
+                st.state
+            });
+            match status {
                 Ok(JobState::Complete) => break Ok(()),
                 Ok(JobState::Failed { why }) => {
                     break Err(DeliveryError::JobFailed {
@@ -543,6 +561,7 @@ impl Worker {
         if let Err(e) = self.docker.remove_service(&id).await {
             warn!(job = %job.name, error = %e, "removing the secrets copy job (removed at the next job or start)");
         }
+        self.remove_containers(&containers).await;
         outcome?;
         info!(
             job = %job.name,

@@ -8,6 +8,11 @@
 //! the hidden `copy-secrets` subcommand, which copies them into the volume (0600, atomically) and
 //! exits. The spec and the reading of the job's tasks are pure ([`CopyJob::spec`],
 //! [`job_state`]); the calls are on [`super::Docker`].
+//!
+//! Removing a job's service does not remove its task's exited container on Docker 20.10 (seen
+//! here: completed job containers were still listed half an hour later, holding the volume), so
+//! swarm-lb removes that container itself, by the ID its task reports; the job's containers
+//! carry the job's labels too, so leftovers are found at start.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -90,17 +95,14 @@ impl CopyJob {
                 secret_name: Some(name.clone()),
             })
             .collect();
-        let labels = HashMap::from([
-            (ROLE_LABEL.to_string(), ROLE_JOB.to_string()),
-            (NODE_LABEL.to_string(), self.node_id.clone()),
-            (VOLUME_LABEL.to_string(), self.volume.clone()),
-        ]);
+        let labels = self.labels();
         ServiceSpec {
             name: Some(self.name.clone()),
             labels: Some(labels),
             task_template: Some(TaskSpec {
                 container_spec: Some(TaskSpecContainerSpec {
                     image: Some(self.image.clone()),
+                    labels: Some(self.labels()),
                     args: Some(args),
                     user: Some("0".into()),
                     secrets: Some(secrets),
@@ -143,6 +145,37 @@ fn fnv1a(parts: &[&str]) -> u64 {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     h
+}
+
+impl CopyJob {
+    /// The job's labels, on its service and its container: role, node, volume.
+    fn labels(&self) -> HashMap<String, String> {
+        HashMap::from([
+            (ROLE_LABEL.to_string(), ROLE_JOB.to_string()),
+            (NODE_LABEL.to_string(), self.node_id.clone()),
+            (VOLUME_LABEL.to_string(), self.volume.clone()),
+        ])
+    }
+}
+
+/// The label filters that find one swarm-lb's jobs (services or containers).
+fn own_filters(node_id: &str, volume: &str) -> HashMap<String, Vec<String>> {
+    HashMap::from([(
+        "label".to_string(),
+        vec![
+            format!("{ROLE_LABEL}={ROLE_JOB}"),
+            format!("{NODE_LABEL}={node_id}"),
+            format!("{VOLUME_LABEL}={volume}"),
+        ],
+    )])
+}
+
+/// A job's state and the containers its tasks ran in (to remove them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobStatus {
+    pub state: JobState,
+    /// Container IDs the job's tasks report.
+    pub containers: Vec<String>,
 }
 
 /// Where a copy job is, read from its tasks.
@@ -262,8 +295,8 @@ impl Docker {
         })
     }
 
-    /// Where job `id` is (`GET /tasks?filters={"service":[id]}`).
-    pub async fn job_state(&self, id: &str) -> Result<JobState, SwarmError> {
+    /// Where job `id` is, and its tasks' containers (`GET /tasks?filters={"service":[id]}`).
+    pub async fn job_status(&self, id: &str) -> Result<JobStatus, SwarmError> {
         let opts = bollard::query_parameters::ListTasksOptions {
             filters: Some(HashMap::from([(
                 "service".to_string(),
@@ -275,7 +308,67 @@ impl Docker {
             .list_tasks(Some(opts))
             .await
             .map_err(self.err("list tasks"))?;
-        Ok(job_state(&tasks))
+        let containers = tasks
+            .iter()
+            .filter_map(|t| {
+                t.status
+                    .as_ref()?
+                    .container_status
+                    .as_ref()?
+                    .container_id
+                    .clone()
+            })
+            .filter(|c| !c.is_empty())
+            .collect();
+        Ok(JobStatus {
+            state: job_state(&tasks),
+            containers,
+        })
+    }
+
+    /// Removes a job's exited container on this node (`DELETE /containers/{id}?force=true`;
+    /// its named volume stays). Already gone, or being removed, is success.
+    pub async fn remove_job_container(&self, id: &str) -> Result<(), SwarmError> {
+        let local = self.local();
+        let opts = bollard::query_parameters::RemoveContainerOptions {
+            v: false,
+            force: true,
+            link: false,
+        };
+        match local.inner.remove_container(id, Some(opts)).await {
+            Ok(()) => Ok(()),
+            Err(e) => match SwarmError::from_bollard("remove container", &local.endpoint(), e) {
+                SwarmError::Api { status: 404, .. } => Ok(()),
+                SwarmError::Api {
+                    status: 409,
+                    ref message,
+                    ..
+                } if message.contains("already in progress") => Ok(()),
+                other => Err(other),
+            },
+        }
+    }
+
+    /// Containers of this swarm-lb's jobs on this node, exited or not
+    /// (`GET /containers/json?all=true&filters={"label":[...]}`): leftovers of a run that
+    /// stopped while a job ran.
+    pub async fn own_job_containers(
+        &self,
+        node_id: &str,
+        volume: &str,
+    ) -> Result<Vec<String>, SwarmError> {
+        let local = self.local();
+        let opts = bollard::query_parameters::ListContainersOptions {
+            all: true,
+            filters: Some(own_filters(node_id, volume)),
+            ..Default::default()
+        };
+        let list = local
+            .inner
+            .list_containers(Some(opts))
+            .await
+            .map_err(local.err("list containers"))?;
+        Ok(list.into_iter().filter_map(|c| c.id).collect())
     }
 
     /// Removes service `id` (`DELETE /services/{id}`); already gone is success.
@@ -294,14 +387,7 @@ impl Docker {
     /// ran. Another swarm-lb's jobs (another node, or another volume) are not listed.
     pub async fn own_jobs(&self, node_id: &str, volume: &str) -> Result<Vec<String>, SwarmError> {
         let opts = bollard::query_parameters::ListServicesOptions {
-            filters: Some(HashMap::from([(
-                "label".to_string(),
-                vec![
-                    format!("{ROLE_LABEL}={ROLE_JOB}"),
-                    format!("{NODE_LABEL}={node_id}"),
-                    format!("{VOLUME_LABEL}={volume}"),
-                ],
-            )])),
+            filters: Some(own_filters(node_id, volume)),
             status: None,
         };
         let services = self
@@ -380,6 +466,10 @@ mod tests {
         let mount = &c.mounts.expect("mounts")[0];
         assert_eq!(mount.source.as_deref(), Some("proj_secrets"));
         assert_eq!(mount.target.as_deref(), Some(JOB_OUT));
+        assert_eq!(
+            c.labels, spec.labels,
+            "the container carries the job's labels"
+        );
         let labels = spec.labels.expect("labels");
         assert_eq!(labels.get(ROLE_LABEL).map(String::as_str), Some(ROLE_JOB));
         assert_eq!(

@@ -199,9 +199,10 @@ fn allowed(method: &str, path: &str) -> bool {
             ["version" | "info" | "services" | "tasks" | "networks" | "events" | "secrets"]
         ) | ("GET", ["containers", _, "json"])
             | ("POST", ["networks", _, "connect" | "disconnect"])
-            // Secrets delivery: the copy job.
+            // Secrets delivery: the copy job, and its exited container.
             | ("POST", ["services", "create"])
-            | ("DELETE", ["services", _])
+            | ("DELETE", ["services" | "containers", _])
+            | ("GET", ["containers", "json"])
     )
 }
 
@@ -336,9 +337,9 @@ async fn swarm_lb_works_through_a_proxy_that_allows_only_its_documented_docker_a
     proxy.set_filter(allowed);
     // The filter works: anything else is refused.
     for (m, p) in [
-        ("GET", "/v1.41/containers/json"),
+        ("GET", "/v1.41/images/json"),
         ("POST", "/v1.41/containers/create"),
-        ("DELETE", "/v1.41/containers/x"),
+        ("POST", "/v1.41/containers/x/exec"),
         ("POST", "/v1.41/services/x/update"),
         ("GET", "/v1.41/secrets/x"),
         ("POST", "/v1.41/secrets/create"),
@@ -406,6 +407,10 @@ async fn swarm_lb_works_through_a_proxy_that_allows_only_its_documented_docker_a
     assert!(
         passed.keys().any(|k| k.starts_with("DELETE /services/")),
         "the copy job removed through the proxy: {passed:?}"
+    );
+    assert!(
+        passed.keys().any(|k| k.starts_with("DELETE /containers/")),
+        "the copy job's container removed through the proxy: {passed:?}"
     );
     assert!(
         passed

@@ -185,6 +185,17 @@ fn copy_jobs(stack: &Stack) -> String {
     ])
 }
 
+/// Containers of the stack's copy jobs, exited or not (removing a job's service leaves its
+/// container on Docker 20.10: swarm-lb removes it).
+fn job_containers(stack: &Stack) -> String {
+    docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=org.swarm-lb.volume={}_secrets", stack.project),
+    ])
+}
+
 /// Files of the stack's secrets volume on the host: (name, mode).
 fn volume_files(project: &str) -> (u32, Vec<(String, u32)>) {
     use std::os::unix::fs::PermissionsExt;
@@ -261,9 +272,13 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     .await;
     let first = started.elapsed();
     assert_eq!(served_subject(port, &host), format!("subject=CN = {host}"));
-    poll_until(CONVERGE, "the copy job removed", || async {
-        copy_jobs(&stack).is_empty().then_some(())
-    })
+    poll_until(
+        CONVERGE,
+        "the copy job and its container removed",
+        || async {
+            (copy_jobs(&stack).is_empty() && job_containers(&stack).is_empty()).then_some(())
+        },
+    )
     .await;
     let (dir_mode, files) = volume_files(&stack.project);
     assert_eq!(dir_mode, 0o700, "the secrets directory: {files:?}");
@@ -360,6 +375,10 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         copy_jobs(&stack).is_empty(),
         "no job for a secret Docker lacks"
     );
+    poll_until(CONVERGE, "no job container left", || async {
+        job_containers(&stack).is_empty().then_some(())
+    })
+    .await;
 
     let log = stack.swarm_lb_log();
     assert!(!log.contains("PRIVATE KEY"), "a key in the log");
