@@ -19,6 +19,7 @@ use swarm_lb::haproxy::{AdminClient, MapPath, Master, Pem};
 use swarm_lb::model;
 use swarm_lb::observe::{self, http, Observer};
 use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::secrets::{self, DeliveryHandle};
 use swarm_lb::reconcile::tls::TlsCerts;
 use swarm_lb::reconcile::{self, bootstrap_config, Reconciler, Settings, Strategy, Timing};
 use swarm_lb::swarm;
@@ -57,6 +58,63 @@ enum Cmd {
     /// Exit 0 when the running daemon is ready (`/readyz`), 1 otherwise: a container
     /// healthcheck that needs no curl.
     Health(HealthArgs),
+    /// What the secrets copy job runs (`--secrets-delivery=job`): copy the named secrets from
+    /// `--from` into `--to`, mode 0600 in a 0700 directory, each through a rename.
+    #[command(hide = true)]
+    CopySecrets(CopySecretsArgs),
+}
+
+#[derive(Args, Debug)]
+struct CopySecretsArgs {
+    /// Where the job's secrets are mounted.
+    #[arg(long)]
+    from: PathBuf,
+    /// The secrets volume, as the job mounts it.
+    #[arg(long)]
+    to: PathBuf,
+    /// Secret names (file names in --from).
+    names: Vec<String>,
+}
+
+/// How the secrets the TLS labels name reach `--secrets-dir`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Delivery {
+    /// Someone else puts them there (a bind mount of files, tests): swarm-lb only reads.
+    Off,
+    /// swarm-lb copies them there with a short-lived Swarm job on its own node (compose and
+    /// stack deployments): README "TLS", "Where the key material comes from".
+    Job,
+}
+
+/// Secrets delivery (README "TLS"): the Docker API never returns a secret's data, so a job on
+/// this node mounts the named secrets and copies them into the volume at --secrets-dir.
+#[derive(Args, Debug, Clone)]
+struct DeliveryArgs {
+    /// `off`: read --secrets-dir as it is (files put there by other means). `job`: copy the
+    /// secrets the labels name into it with a Swarm job on this node; --secrets-dir must then
+    /// be a named volume's mount point in swarm-lb's container (or give --secrets-volume).
+    #[arg(long, env = "SWARM_LB_SECRETS_DELIVERY", value_enum, default_value_t = Delivery::Off)]
+    secrets_delivery: Delivery,
+
+    /// The named (node-local) volume mounted at --secrets-dir, which the job mounts too.
+    /// Default: found by inspecting swarm-lb's own container.
+    #[arg(long, env = "SWARM_LB_SECRETS_VOLUME")]
+    secrets_volume: Option<String>,
+
+    /// Image of the copy job: any image whose entrypoint is this swarm-lb binary. Default:
+    /// swarm-lb's own container's image.
+    #[arg(long, env = "SWARM_LB_SECRETS_JOB_IMAGE")]
+    secrets_job_image: Option<String>,
+
+    /// How long (seconds, > 0, at most 3600) a copy job may take before it counts as failed
+    /// (removed, retried with backoff).
+    #[arg(long, env = "SWARM_LB_SECRETS_JOB_TIMEOUT", default_value = "60", value_parser = secs_up_to(HOUR))]
+    secrets_job_timeout: Duration,
+
+    /// swarm-lb's own container (ID or name), inspected for its image and volumes. Default:
+    /// read from /proc/self/mountinfo, else $HOSTNAME.
+    #[arg(long, env = "SWARM_LB_SELF_CONTAINER")]
+    self_container: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +298,9 @@ struct RunArgs {
 
     #[command(flatten)]
     create: CreateArgs,
+
+    #[command(flatten)]
+    delivery: DeliveryArgs,
 }
 
 /// Creating (or adopting) this node's HAProxy container: for swarm-lb deployed as a global
@@ -445,7 +506,12 @@ fn prepare_tls(c: &Common, settings: &Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconciler {
+fn reconciler(
+    c: &Common,
+    settings: Settings,
+    docker: swarm::Docker,
+    delivery: Option<DeliveryHandle>,
+) -> Reconciler {
     let https = settings.render.https.is_some();
     let reconciler = Reconciler::new(
         settings,
@@ -455,7 +521,13 @@ fn reconciler(c: &Common, settings: Settings, docker: swarm::Docker) -> Reconcil
         Some(docker),
     );
     match https {
-        true => reconciler.with_tls(TlsCerts::new(cert_files(c), &c.secrets_dir)),
+        true => {
+            let certs = TlsCerts::new(cert_files(c), &c.secrets_dir);
+            reconciler.with_tls(match delivery {
+                Some(d) => certs.with_delivery(d),
+                None => certs,
+            })
+        }
         false => reconciler,
     }
 }
@@ -485,7 +557,96 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Plan(common) => print_plan(*common).await,
         Cmd::Status(args) => print_status(args).await,
         Cmd::Health(args) => health(args).await,
+        Cmd::CopySecrets(args) => copy_secrets(args),
     }
+}
+
+fn copy_secrets(args: CopySecretsArgs) -> anyhow::Result<()> {
+    for (name, bytes) in secrets::copy_secrets(&args.from, &args.to, &args.names)? {
+        info!(secret = %name, bytes, "secret copied");
+    }
+    Ok(())
+}
+
+/// The secrets delivery of `--secrets-delivery=job`, set up: the volume, the image, this node;
+/// `None` when delivery is off (or HTTPS is).
+///
+/// Errors: what is missing (no named volume at --secrets-dir, no image, no Swarm node ID) and
+/// which flag gives it.
+async fn delivery(
+    c: &Common,
+    a: &DeliveryArgs,
+    https: bool,
+    docker: &swarm::Docker,
+    recheck: Duration,
+) -> anyhow::Result<Option<DeliveryHandle>> {
+    if a.secrets_delivery == Delivery::Off {
+        return Ok(None);
+    }
+    if !https {
+        warn!("--secrets-delivery=job without an HTTPS bind: no certificate is served, nothing is copied");
+        return Ok(None);
+    }
+    let nonempty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
+    let (mut volume, mut image) = (nonempty(&a.secrets_volume), nonempty(&a.secrets_job_image));
+    if volume.is_none() || image.is_none() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hostname = std::env::var("HOSTNAME").ok();
+        let id = nonempty(&a.self_container)
+            .or_else(|| secrets::own_container_id(&mountinfo, hostname.as_deref()))
+            .context("--secrets-delivery=job: cannot tell swarm-lb's own container; give --secrets-volume and --secrets-job-image, or --self-container")?;
+        let own = docker.own_container(&id).await.with_context(|| {
+            format!("--secrets-delivery=job: inspecting swarm-lb's own container {id} (give --self-container, or --secrets-volume and --secrets-job-image)")
+        })?;
+        let dir = c.secrets_dir.to_string_lossy();
+        volume = volume.or_else(|| {
+            own.volumes
+                .iter()
+                .find(|(_, dest)| dest.trim_end_matches('/') == dir.trim_end_matches('/'))
+                .map(|(name, _)| name.clone())
+        });
+        image = image.or_else(|| Some(own.image.clone()).filter(|i| !i.is_empty()));
+    }
+    let volume = volume.with_context(|| {
+        format!(
+            "--secrets-delivery=job: no named volume is mounted at --secrets-dir {} in swarm-lb's container; mount one there (docker-compose.yml does) or give --secrets-volume",
+            c.secrets_dir.display()
+        )
+    })?;
+    let image = image
+        .context("--secrets-delivery=job: no image for the copy job; give --secrets-job-image")?;
+    let node_id = docker
+        .local_node_id()
+        .await
+        .context("--secrets-delivery=job: this node's Swarm node ID")?;
+    std::fs::create_dir_all(&c.secrets_dir)
+        .with_context(|| format!("creating --secrets-dir {}", c.secrets_dir.display()))?;
+    std::fs::set_permissions(
+        &c.secrets_dir,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .with_context(|| format!("making --secrets-dir {} 0700", c.secrets_dir.display()))?;
+    info!(
+        volume = %volume,
+        image = %image,
+        node = %node_id,
+        dir = %c.secrets_dir.display(),
+        "secrets delivery: copy jobs on this node"
+    );
+    Ok(Some(secrets::spawn(
+        docker.clone(),
+        secrets::DeliverySettings {
+            dir: c.secrets_dir.clone(),
+            volume,
+            image,
+            node_id,
+            timeout: a.secrets_job_timeout,
+            poll: Duration::from_millis(250),
+            recheck,
+            retry: Duration::from_secs(1),
+            max_retry: Duration::from_secs(60),
+        },
+    )))
 }
 
 async fn print_status(args: StatusArgs) -> anyhow::Result<()> {
@@ -549,7 +710,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     tokio::spawn(http::serve(listener, observer.clone(), source));
     info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status");
-    let reconciler = reconciler(c, settings, docker.clone()).with_observer(observer.clone());
+    let https = settings.render.https.is_some();
+    let delivery = delivery(c, &args.delivery, https, &docker, args.resync).await?;
+    let reconciler =
+        reconciler(c, settings, docker.clone(), delivery).with_observer(observer.clone());
     let default_settle = swarm::SettleOptions::default();
     let options = swarm::WatchOptions {
         resync: args.resync,
@@ -626,7 +790,7 @@ async fn print_plan(c: Common) -> anyhow::Result<()> {
     let settings = settings(&c, Strategy::Runtime, Duration::from_secs(30))?;
     let docker = connect(&c).await?;
     let snap = docker.snapshot().await.context("listing Swarm")?;
-    let mut reconciler = reconciler(&c, settings, docker);
+    let mut reconciler = reconciler(&c, settings, docker, None);
     let (desired, _actual, plan) = reconciler.plan(&snap).await.context("planning")?;
     for e in desired
         .errors
@@ -728,6 +892,34 @@ mod tests {
         assert_eq!(run_args(&[]).expect("defaults").common.manager, None);
         let a = run_args(&["--manager", "tcp://10.0.0.1:2375"]).expect("parses");
         assert_eq!(a.common.manager.as_deref(), Some("tcp://10.0.0.1:2375"));
+    }
+
+    #[test]
+    fn secrets_delivery_is_off_unless_asked_for_and_the_copy_subcommand_is_hidden() {
+        let a = run_args(&[]).expect("defaults");
+        assert_eq!(a.delivery.secrets_delivery, Delivery::Off);
+        assert_eq!(a.delivery.secrets_job_timeout, Duration::from_secs(60));
+        let a = run_args(&["--secrets-delivery=job", "--secrets-volume=v"]).expect("job");
+        assert_eq!(a.delivery.secrets_delivery, Delivery::Job);
+        assert_eq!(a.delivery.secrets_volume.as_deref(), Some("v"));
+        let e = run_args(&["--secrets-delivery=copy"]).expect_err("unknown mode");
+        assert!(e.to_string().contains("--secrets-delivery"), "{e}");
+        let cli = Cli::try_parse_from([
+            "swarm-lb",
+            "copy-secrets",
+            "--from",
+            "/a",
+            "--to",
+            "/b",
+            "x",
+        ])
+        .expect("copy-secrets");
+        assert!(matches!(cli.command, Cmd::CopySecrets(ref c) if c.names == ["x"]));
+        let mut help = Vec::new();
+        <Cli as clap::CommandFactory>::command()
+            .write_help(&mut help)
+            .expect("help");
+        assert!(!String::from_utf8_lossy(&help).contains("copy-secrets"));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod files;
 mod hold;
 mod labels;
 mod networks;
+pub mod secrets;
 pub mod tls;
 
 use std::collections::BTreeSet;
@@ -188,6 +189,11 @@ impl Reconciler {
     pub fn with_tls(mut self, tls: tls::TlsCerts) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// The secrets delivery the certificates wait on, if any.
+    pub fn delivery(&self) -> Option<&secrets::DeliveryHandle> {
+        self.tls.as_ref().and_then(|t| t.delivery())
     }
 
     /// The certificate step of a pass; its own failures are logged, never fail the pass.

@@ -168,6 +168,13 @@ pub enum Reason {
     /// HAProxy (or the payload limit) refused the pair.
     #[error("not loaded: {why}")]
     PushRefused { why: String },
+    /// Docker lists no secret of that name (`GET /secrets`): nothing is copied for it.
+    #[error("Docker lists no secret of that name (create it with `docker secret create`)")]
+    SecretUnknown,
+    /// The copy job that brings secrets into swarm-lb's secrets volume failed (retried with
+    /// backoff).
+    #[error("the secret could not be copied for swarm-lb (retried): {why}")]
+    SecretDelivery { why: String },
 
     // Services.
     #[error("its name cannot be a HAProxy backend name: {0}")]

@@ -42,6 +42,11 @@ pub trait Passes {
     fn beat(&self) {}
     /// The snapshot the next pass works on.
     fn next_snapshot(&self, _snap: &Arc<Snapshot>) {}
+    /// Resolves when something besides Swarm asks for a pass (secrets delivered); never by
+    /// default.
+    fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
+        std::future::pending()
+    }
 }
 
 impl Passes for Reconciler {
@@ -63,10 +68,21 @@ impl Passes for Reconciler {
     fn next_snapshot(&self, snap: &Arc<Snapshot>) {
         self.observer().snapshot(Arc::clone(snap));
     }
+
+    fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
+        let delivery = self.delivery().cloned();
+        async move {
+            match delivery {
+                Some(d) => d.changed().await,
+                None => std::future::pending().await,
+            }
+        }
+    }
 }
 
 /// Run passes until the snapshot source ends: on each snapshot change, on the resync timer,
-/// when HAProxy restarts, and after failures with capped backoff.
+/// when HAProxy restarts, when [`Passes::woken`] says so, and after failures with capped
+/// backoff.
 pub async fn run<P: Passes>(
     mut reconciler: P,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
@@ -91,6 +107,7 @@ pub async fn run<P: Passes>(
                     }
                 }
                 _ = resync.tick() => {}
+                () = reconciler.woken() => {}
                 _ = proxy_check.tick() => {
                     if reconciler.proxy_is_same().await {
                         continue;
@@ -161,6 +178,7 @@ mod tests {
         passes: Arc<Mutex<Vec<(Instant, usize)>>>,
         failures: Arc<Mutex<VecDeque<bool>>>,
         restarted: Arc<AtomicBool>,
+        wake: Arc<tokio::sync::Notify>,
     }
 
     impl Script {
@@ -210,6 +228,11 @@ mod tests {
         fn proxy_is_same(&mut self) -> impl Future<Output = bool> + Send {
             std::future::ready(!self.restarted.load(Ordering::SeqCst))
         }
+
+        fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
+            let wake = Arc::clone(&self.wake);
+            async move { wake.notified().await }
+        }
     }
 
     /// Starts the loop on `script` and lets its start-up passes run; returns the sender and
@@ -234,6 +257,20 @@ mod tests {
         let at: Vec<Duration> = script.passes().iter().map(|(t, _)| *t - begun).collect();
         assert_eq!(at, [Duration::ZERO, 5 * MS]);
         drop(tx);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_wake_up_runs_a_pass_at_once_without_a_snapshot_change() {
+        let script = Script::default();
+        let (_tx, idle) = started(&script).await;
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(script.passes(), [], "nothing changed: no pass");
+        // Secrets delivered (the delivery's notify), also while a pass runs: never lost.
+        let woken = Instant::now();
+        script.wake.notify_one();
+        tokio::time::sleep(100 * MS).await;
+        assert_eq!(script.passes(), [(woken, 0)]);
+        assert!(woken > idle);
     }
 
     #[tokio::test(start_paused = true)]

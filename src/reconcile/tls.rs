@@ -8,6 +8,11 @@
 //! is pushed when its PEM differs from its file, and the file is written only after HAProxy
 //! accepted it. A problem with one service's pair (secret missing, a check failing, HAProxy
 //! refusing it) is logged once, naming service, label and reason, and leaves the others alone.
+//!
+//! With secrets delivery ([`super::secrets`]), each pass tells it which secrets the labels
+//! name, and a pair is read only once both its secrets' current data is in the directory; until
+//! then what HAProxy serves stays. A name Docker does not list, or a failed copy, is the pair's
+//! error.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -16,6 +21,7 @@ use std::time::SystemTime;
 
 use tracing::{error, info};
 
+use super::secrets::{DeliveryHandle, SecretStatus};
 use crate::haproxy::tls::{self, CertFiles};
 use crate::haproxy::{AdminClient, CertPath, ClientError, Pem};
 use crate::model::cert;
@@ -31,6 +37,15 @@ pub struct TlsCerts {
     /// secrets mounted).
     secrets_dir: PathBuf,
     reported: BTreeSet<String>,
+    /// Secrets delivery into `secrets_dir` (`None`: the files are put there by other means).
+    delivery: Option<DeliveryHandle>,
+}
+
+/// A pair, or why it cannot be read yet.
+enum Pair {
+    Ready(Pem),
+    /// A secret's copy is on its way: keep what HAProxy serves.
+    Pending,
 }
 
 impl TlsCerts {
@@ -39,7 +54,19 @@ impl TlsCerts {
             certs,
             secrets_dir: secrets_dir.into(),
             reported: BTreeSet::new(),
+            delivery: None,
         }
+    }
+
+    /// Read the secrets only once `delivery` has copied their current data.
+    pub fn with_delivery(mut self, delivery: DeliveryHandle) -> Self {
+        self.delivery = Some(delivery);
+        self
+    }
+
+    /// The delivery, if any (the control loop waits on its changes).
+    pub fn delivery(&self) -> Option<&DeliveryHandle> {
+        self.delivery.as_ref()
     }
 
     /// Brings HAProxy's certificates to `desired.certs`. Returns how many were pushed or
@@ -53,6 +80,15 @@ impl TlsCerts {
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        if let Some(delivery) = &self.delivery {
+            delivery.want(
+                desired
+                    .certs
+                    .values()
+                    .flat_map(|w| [w.secrets.cert.clone(), w.secrets.key.clone()])
+                    .collect(),
+            );
+        }
         let Ok(list) = self.certs.crt_list() else {
             return Ok(0);
         };
@@ -65,7 +101,13 @@ impl TlsCerts {
                 continue;
             };
             let pem = match self.read_pair(wanted, now) {
-                Ok(pem) => pem,
+                Ok(Pair::Ready(pem)) => pem,
+                Ok(Pair::Pending) => {
+                    if fs::metadata(path.as_str()).is_ok() {
+                        served.insert(path);
+                    }
+                    continue;
+                }
                 Err(problem) => {
                     problems.insert(problem.to_string());
                     // What HAProxy serves stays (a rotation to a bad pair keeps the old one).
@@ -161,7 +203,21 @@ impl TlsCerts {
     }
 
     /// The pair `wanted` names, read and checked; the error names service, label and reason.
-    fn read_pair(&self, wanted: &WantedCert, now: i64) -> Result<Pem, LabelError> {
+    fn read_pair(&self, wanted: &WantedCert, now: i64) -> Result<Pair, LabelError> {
+        if let Some(delivery) = &self.delivery {
+            for (name, label) in [
+                (&wanted.secrets.cert, SSL_CERT),
+                (&wanted.secrets.key, crate::model::labels::SSL_KEY),
+            ] {
+                let reason = match delivery.status(name) {
+                    SecretStatus::Ready => continue,
+                    SecretStatus::Pending => return Ok(Pair::Pending),
+                    SecretStatus::Unknown => Reason::SecretUnknown,
+                    SecretStatus::Failed(why) => Reason::SecretDelivery { why },
+                };
+                return Err(LabelError::invalid(&wanted.service, label, name, reason));
+            }
+        }
         let read = |name: &str, label: &str| {
             fs::read_to_string(self.secrets_dir.join(name)).map_err(|e| {
                 LabelError::invalid(
@@ -178,14 +234,16 @@ impl TlsCerts {
         let key_pem = read(&wanted.secrets.key, crate::model::labels::SSL_KEY)?;
         cert::check(&cert_pem, &key_pem, &wanted.hosts, now)
             .map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
-        Pem::new(&format!("{cert_pem}\n{key_pem}")).map_err(|e| {
-            LabelError::invalid(
-                &wanted.service,
-                SSL_CERT,
-                &wanted.secrets.cert,
-                Reason::SecretUnreadable { why: e.to_string() },
-            )
-        })
+        Pem::new(&format!("{cert_pem}\n{key_pem}"))
+            .map(Pair::Ready)
+            .map_err(|e| {
+                LabelError::invalid(
+                    &wanted.service,
+                    SSL_CERT,
+                    &wanted.secrets.cert,
+                    Reason::SecretUnreadable { why: e.to_string() },
+                )
+            })
     }
 }
 
@@ -198,4 +256,50 @@ fn cert_error(wanted: &WantedCert, why: String) -> String {
         Reason::PushRefused { why },
     )
     .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::labels::CertSecrets;
+    use crate::model::Host;
+
+    fn wanted() -> WantedCert {
+        WantedCert {
+            service: "web".into(),
+            secrets: CertSecrets {
+                cert: "web.crt".into(),
+                key: "web.key".into(),
+            },
+            hosts: vec![Host::parse("a.example").expect("host")],
+        }
+    }
+
+    #[test]
+    fn with_delivery_a_pair_waits_for_its_copies_and_a_secret_docker_lacks_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (delivery, _rx) = DeliveryHandle::detached();
+        let certs = TlsCerts::new(CertFiles::new(dir.path().join("certs")), dir.path())
+            .with_delivery(delivery.clone());
+        // Not copied yet: pending, no error (what HAProxy serves stays).
+        assert!(matches!(certs.read_pair(&wanted(), 0), Ok(Pair::Pending)));
+        delivery.set("web.crt", SecretStatus::Ready);
+        delivery.set("web.key", SecretStatus::Unknown);
+        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        assert_eq!(
+            e.to_string(),
+            "service web: label com.docker.lb.ssl_key=\"web.key\": Docker lists no secret of that name (create it with `docker secret create`)"
+        );
+        delivery.set(
+            "web.key",
+            SecretStatus::Failed("copy job j failed: No such image".into()),
+        );
+        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        assert!(
+            e.to_string()
+                .contains("label com.docker.lb.ssl_key=\"web.key\""),
+            "{e}"
+        );
+        assert!(e.to_string().contains("No such image"), "{e}");
+    }
 }

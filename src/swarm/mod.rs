@@ -16,6 +16,7 @@ mod overlay;
 pub mod proxy;
 mod raw;
 mod reconnect;
+pub mod secrets;
 mod settle;
 mod watcher;
 

@@ -196,10 +196,58 @@ fn allowed(method: &str, path: &str) -> bool {
         (method, parts.as_slice()),
         (
             "GET",
-            ["version" | "info" | "services" | "tasks" | "networks" | "events"]
+            ["version" | "info" | "services" | "tasks" | "networks" | "events" | "secrets"]
         ) | ("GET", ["containers", _, "json"])
             | ("POST", ["networks", _, "connect" | "disconnect"])
+            // Secrets delivery: the copy job, and its exited container.
+            | ("POST", ["services", "create"])
+            | ("DELETE", ["services" | "containers", _])
+            | ("GET", ["containers", "json"])
     )
+}
+
+/// A certificate pair for `host` (serial F17E) as Docker secrets `crt` and `key`, removed on
+/// drop.
+struct TestSecrets(Vec<String>);
+
+impl TestSecrets {
+    fn create(dir: &std::path::Path, host: &str, crt: &str, key: &str) -> TestSecrets {
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        let out = std::process::Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+            ])
+            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
+            .args([
+                "-addext",
+                &format!("subjectAltName=DNS:{host}"),
+                "-set_serial",
+                "0xF17E",
+            ])
+            .arg("-keyout")
+            .arg(&k)
+            .arg("-out")
+            .arg(&c)
+            .output()
+            .expect("openssl is needed: apt-get install openssl (scripts/setup.sh does)");
+        assert!(out.status.success(), "openssl req: {out:?}");
+        docker(&["secret", "create", crt, &c.to_string_lossy()]);
+        docker(&["secret", "create", key, &k.to_string_lossy()]);
+        TestSecrets(vec![crt.to_owned(), key.to_owned()])
+    }
+}
+
+impl Drop for TestSecrets {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = try_docker(&["secret", "rm", name]);
+        }
+    }
 }
 
 /// One raw request through the proxy's socket: the status line.
@@ -289,10 +337,12 @@ async fn swarm_lb_works_through_a_proxy_that_allows_only_its_documented_docker_a
     proxy.set_filter(allowed);
     // The filter works: anything else is refused.
     for (m, p) in [
-        ("GET", "/v1.41/containers/json"),
+        ("GET", "/v1.41/images/json"),
         ("POST", "/v1.41/containers/create"),
-        ("DELETE", "/v1.41/services/x"),
-        ("GET", "/v1.41/secrets"),
+        ("POST", "/v1.41/containers/x/exec"),
+        ("POST", "/v1.41/services/x/update"),
+        ("GET", "/v1.41/secrets/x"),
+        ("POST", "/v1.41/secrets/create"),
         ("GET", "/_ping"),
     ] {
         let status = raw_status(&proxy.socket(), m, p).await;
@@ -309,6 +359,29 @@ async fn swarm_lb_works_through_a_proxy_that_allows_only_its_documented_docker_a
     .await;
     svc.scale(3);
     env.converged(&svc, &env.net, 3, CONVERGE).await;
+    // HTTPS from real Docker secrets: the delivery's calls (secret list, the copy job's create,
+    // task polls and removal) go through the filter too.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (crt, key) = (unique("fcrt"), unique("fkey"));
+    let _secrets = TestSecrets::create(tmp.path(), &host, &crt, &key);
+    svc.update(&[
+        "--label-add",
+        &format!("com.docker.lb.ssl_cert={crt}"),
+        "--label-add",
+        &format!("com.docker.lb.ssl_key={key}"),
+    ]);
+    let port = env.stack.https_port;
+    poll_until(CONVERGE, "the certificate from the secrets served", || async {
+        let serial = std::process::Command::new("sh")
+            .args(["-c", &format!(
+                "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            )])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        (serial == "serial=F17E").then_some(())
+    })
+    .await;
     let passed = proxy.passed();
     // Refused calls beyond the test's own probes: swarm-lb's.
     let refused: Vec<_> = proxy
@@ -326,9 +399,19 @@ async fn swarm_lb_works_through_a_proxy_that_allows_only_its_documented_docker_a
         "GET /tasks",
         "GET /services",
         "GET /networks",
+        "GET /secrets",
+        "POST /services/create",
     ] {
         assert!(passed.contains_key(needed), "{needed} not seen: {passed:?}");
     }
+    assert!(
+        passed.keys().any(|k| k.starts_with("DELETE /services/")),
+        "the copy job removed through the proxy: {passed:?}"
+    );
+    assert!(
+        passed.keys().any(|k| k.starts_with("DELETE /containers/")),
+        "the copy job's container removed through the proxy: {passed:?}"
+    );
     assert!(
         passed
             .keys()
