@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models;
 use serde::Deserialize;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::observe::TaskTimes;
 
@@ -457,7 +457,8 @@ pub(super) fn container_networks(
                 out.insert(id.to_string(), name.clone());
             }
             None => {
-                warn!(container = ?c.name, network = name, "container network without id skipped")
+                // Normal for a container that has exited (a copy job's, say): nothing to route.
+                debug!(container = ?c.name, network = name, "container network without id skipped")
             }
         }
     }
@@ -497,7 +498,7 @@ pub(super) fn task_container(c: &models::ContainerInspectResponse) -> TaskContai
     let nets: BTreeMap<&String, &models::EndpointSettings> = nets.into_iter().flatten().collect();
     for (name, ep) in nets {
         let Some(network) = non_empty(&ep.network_id) else {
-            warn!(container = ?c.name, network = %name, "container network without id skipped");
+            debug!(container = ?c.name, network = %name, "container network without id skipped");
             continue;
         };
         for a in [&ep.ip_address, &ep.global_ipv6_address] {

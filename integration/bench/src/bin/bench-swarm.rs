@@ -522,7 +522,12 @@ fn churn_figures(report: &mut Report, strategy: Strategy, steps: &[Step]) {
             "",
         );
     }
-    report.add(g, "reloads, options + create + remove", f64::from(other_reloads), "");
+    report.add(
+        g,
+        "reloads, options + create + remove",
+        f64::from(other_reloads),
+        "",
+    );
     if let Some(secs) = steps.iter().find_map(|s| s.first_200_secs) {
         report.add(
             g,
