@@ -18,18 +18,7 @@ const RELOAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `sh -c script`; a missing tool is an install message, never a skip.
 fn sh(script: &str) -> String {
-    for tool in ["openssl", "curl"] {
-        let found = Process::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is needed by the TLS tests: apt-get install openssl curl (scripts/setup.sh does)"
-        );
-    }
+    swarm_lb_testkit::tls::require_tools(&["openssl", "curl"], "the TLS tests");
     let out = Process::new("sh")
         .args(["-c", script])
         .stdin(Stdio::null())

@@ -212,30 +212,7 @@ struct TestSecrets(Vec<String>);
 
 impl TestSecrets {
     fn create(dir: &std::path::Path, host: &str, crt: &str, key: &str) -> TestSecrets {
-        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
-        let out = std::process::Command::new("openssl")
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-            ])
-            .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
-            .args([
-                "-addext",
-                &format!("subjectAltName=DNS:{host}"),
-                "-set_serial",
-                "0xF17E",
-            ])
-            .arg("-keyout")
-            .arg(&k)
-            .arg("-out")
-            .arg(&c)
-            .output()
-            .expect("openssl is needed: apt-get install openssl (scripts/setup.sh does)");
-        assert!(out.status.success(), "openssl req: {out:?}");
+        let (c, k) = swarm_lb_testkit::tls::self_signed_pair(dir, "c", host, "F17E");
         docker(&["secret", "create", crt, &c.to_string_lossy()]);
         docker(&["secret", "create", key, &k.to_string_lossy()]);
         TestSecrets(vec![crt.to_owned(), key.to_owned()])

@@ -22,18 +22,7 @@ const CONVERGE: Duration = Duration::from_secs(90);
 
 /// Fails (never skips) without the TLS clients, saying how to install them.
 fn require_tools() {
-    for tool in ["openssl", "curl"] {
-        let found = Process::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is needed by the TLS end-to-end test: apt-get install openssl curl (scripts/setup.sh does)"
-        );
-    }
+    swarm_lb_testkit::tls::require_tools(&["openssl", "curl"], "the TLS end-to-end test");
 }
 
 fn sh(script: &str) -> String {
@@ -47,30 +36,7 @@ fn sh(script: &str) -> String {
 
 /// A self-signed pair for `host` with serial `serial` (hex), in `dir`: (cert path, key path).
 fn pair(dir: &Path, tag: &str, host: &str, serial: &str) -> (PathBuf, PathBuf) {
-    let (crt, key) = (
-        dir.join(format!("{tag}.crt")),
-        dir.join(format!("{tag}.key")),
-    );
-    let out = Process::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "2", "-subj", &format!("/CN={host}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
-        .args(["-set_serial", &format!("0x{serial}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .output()
-        .expect("openssl req");
-    assert!(out.status.success(), "openssl req: {out:?}");
-    (crt, key)
+    swarm_lb_testkit::tls::self_signed_pair(dir, tag, host, serial)
 }
 
 /// Docker secrets created by the test, removed on drop (after the services: a secret in use

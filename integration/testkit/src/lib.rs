@@ -1,6 +1,7 @@
 //! Test support shared by swarm-lb's integration tests (`tests/`), its end-to-end harness
 //! (`integration/e2e`) and its benchmarks (`integration/bench`): a real master-worker HAProxy
-//! ([`HaproxyProcess`]), free loopback ports, and polling with a deadline.
+//! ([`HaproxyProcess`]), free loopback ports, polling with a deadline, and real TLS tools
+//! ([`tls`]).
 //!
 //! It does not depend on swarm-lb, so that swarm-lb can take it as a dev-dependency: callers
 //! render their own configs and add their own readiness checks (a worker listed by the master,
@@ -8,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod haproxy;
+pub mod tls;
 
 use std::collections::BTreeSet;
 use std::future::Future;
