@@ -1149,6 +1149,37 @@ async fn open_websocket(
     ws
 }
 
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+/// A service of 2 tasks with a `/ws` websocket endpoint routed at `host`, both tasks
+/// answering, and `n` websockets held open to it through HAProxy.
+async fn websocket_service(env: &Env, net: &Network, host: &str, n: usize) -> (Service, Vec<Ws>) {
+    let svc = env.service(
+        net,
+        host,
+        2,
+        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
+    );
+    env.converged(&svc, net, 2).await;
+    env.all_answer(host, 2).await;
+    let mut sockets = Vec::new();
+    for _ in 0..n {
+        sockets.push(open_websocket(env.stack.http_port, host).await);
+    }
+    (svc, sockets)
+}
+
+/// How many of `sockets` no longer echo (cut).
+async fn cut(sockets: &mut [Ws]) -> usize {
+    let mut cut = 0;
+    for ws in sockets {
+        if !echoes(ws, "still there").await {
+            cut += 1;
+        }
+    }
+    cut
+}
+
 /// Whether `ws` echoes `text` within 5 s (false: the socket was cut).
 async fn echoes(
     ws: &mut tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>,
@@ -1177,18 +1208,7 @@ async fn creating_and_removing_a_routed_service_cuts_none_of_20_held_websockets_
     let per = env.stack.reloads_per_backend().await;
     let net = Network::create(&unique("net"));
     let steady = host("ws");
-    let svc = env.service(
-        &net,
-        &steady,
-        2,
-        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
-    );
-    env.converged(&svc, &net, 2).await;
-    env.all_answer(&steady, 2).await;
-    let mut sockets = Vec::new();
-    for _ in 0..20 {
-        sockets.push(open_websocket(env.stack.http_port, &steady).await);
-    }
+    let (_svc, mut sockets) = websocket_service(&env, &net, &steady, 20).await;
     let l = load(&env, &steady);
     let r0 = env.stack.reloads().await;
 
@@ -1209,12 +1229,7 @@ async fn creating_and_removing_a_routed_service_cuts_none_of_20_held_websockets_
     assert_eq!(env.status(&other_host).await, 503);
     let reloads = env.stack.reloads().await - r0;
 
-    let mut cut = 0;
-    for ws in &mut sockets {
-        if !echoes(ws, "still there").await {
-            cut += 1;
-        }
-    }
+    let cut = cut(&mut sockets).await;
     let summary = l.stop().await;
     let procs = env.stack.master().show_proc().await.expect("show proc");
     let processes = 1 + procs.workers.len() + procs.old_workers.len();
@@ -1252,18 +1267,7 @@ async fn changing_a_services_options_cuts_none_of_its_held_websockets_and_from_3
     let per = env.stack.reloads_per_backend().await;
     let net = Network::create(&unique("net"));
     let h = host("wsopt");
-    let svc = env.service(
-        &net,
-        &h,
-        2,
-        &["--label", "com.docker.lb.websocket_endpoints=/ws"],
-    );
-    env.converged(&svc, &net, 2).await;
-    env.all_answer(&h, 2).await;
-    let mut sockets = Vec::new();
-    for _ in 0..10 {
-        sockets.push(open_websocket(env.stack.http_port, &h).await);
-    }
+    let (svc, mut sockets) = websocket_service(&env, &net, &h, 10).await;
     let l = load(&env, &h);
     let r0 = env.stack.reloads().await;
 
@@ -1279,12 +1283,7 @@ async fn changing_a_services_options_cuts_none_of_its_held_websockets_and_from_3
         applied.then_some(())
     })
     .await;
-    let mut cut = 0;
-    for ws in &mut sockets {
-        if !echoes(ws, "still there").await {
-            cut += 1;
-        }
-    }
+    let cut = cut(&mut sockets).await;
     let summary = l.stop().await;
     let reloads = env.stack.reloads().await - r0;
     let names = env.stack.backend_names().await;
