@@ -557,7 +557,13 @@ async fn a_new_task_on_another_node_is_served_through_every_edge_within_a_second
         })
         .await;
         for (edge, (addr, at)) in &seen {
-            let (node, since) = running.get(addr).cloned().expect("the new task listed");
+            let Some((node, since)) = running.get(addr).cloned() else {
+                panic!(
+                    "op {i}: edge {edge} made {addr} ready, which is not a running task of \
+                     {}: running {running:?}, before the scale {old:?}",
+                    svc.name
+                );
+            };
             let since = since.expect("a running timestamp");
             let ms = at
                 .duration_since(since)
