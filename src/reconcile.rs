@@ -30,7 +30,7 @@ use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
 use crate::haproxy::{
     AdminClient, BackendState, ClientError, Command, Master, MasterError, ProxyState,
 };
-use crate::model::{self, BackendOptions, Desired, Mode, Snapshot};
+use crate::model::{self, BackendName, BackendOptions, Desired, Mode, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
@@ -145,6 +145,13 @@ pub struct Reconciler {
     tls: Option<tls::TlsCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
+    /// Backends being retired (3.4+) whose retirement was already logged: one waiting for a
+    /// connection is tried again on later passes without a line each time.
+    retiring: BTreeSet<BackendName>,
+    /// Retired backends whose wait for open connections was already logged.
+    waiting: BTreeSet<BackendName>,
+    /// The certificate problems of the last pass (status and metrics show them).
+    cert_problems: Vec<model::LabelError>,
 }
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
@@ -181,6 +188,9 @@ impl Reconciler {
             convergence: Convergence::default(),
             tls: None,
             hold: hold::ReloadHold::default(),
+            retiring: BTreeSet::new(),
+            waiting: BTreeSet::new(),
+            cert_problems: Vec::new(),
             settings,
         }
     }
@@ -229,7 +239,7 @@ impl Reconciler {
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
         let desired = self.labels.desired(snap, &self.settings.model);
-        self.observer.problems(&desired, snap);
+        self.observer.problems(&desired, &self.cert_problems, snap);
         desired
     }
 
@@ -299,6 +309,15 @@ impl Reconciler {
         let (desired, actual, plan) = self.plan(snap).await?;
         let mut report = Report::default();
         report.commands += self.apply_certs(&desired).await;
+        let certs = self
+            .tls
+            .as_ref()
+            .map(tls::TlsCerts::problems)
+            .unwrap_or_default();
+        if certs != self.cert_problems {
+            self.cert_problems = certs;
+            self.observer.problems(&desired, &self.cert_problems, snap);
+        }
         if plan.is_empty() {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.files.mirror(&actual).await?;
@@ -310,7 +329,7 @@ impl Reconciler {
 
         let by_strategy = self.settings.strategy == Strategy::Reload;
         let reload = plan.reload || by_strategy;
-        log_changes(snap, &actual, &plan.target);
+        log_changes(snap, &actual, &plan.target, &mut self.retiring);
         if self.settings.strategy == Strategy::Runtime {
             let result = self.execute(&plan.runtime).await;
             // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
@@ -547,12 +566,22 @@ impl Reconciler {
             .zip(replies)
             .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e)))
             .partition(|(cmd, _)| is_retirement(cmd));
-        if let Some((_, first)) = waiting.first() {
-            info!(
-                refused = waiting.len(),
-                first = %first,
-                "retirement waits for connections still open; retried at a later pass"
-            );
+        let held: BTreeSet<BackendName> = waiting
+            .iter()
+            .filter_map(|(cmd, _)| retired_backend(cmd).cloned())
+            .collect();
+        self.waiting.retain(|b| held.contains(b));
+        for backend in &held {
+            let first = waiting
+                .iter()
+                .find(|(cmd, _)| retired_backend(cmd) == Some(backend))
+                .map(|(_, e)| e.to_string())
+                .unwrap_or_default();
+            if self.waiting.insert(backend.clone()) {
+                info!(service = %backend.service(), backend = %backend, first = %first, "retirement waits for connections still open; tried again at later passes");
+            } else {
+                debug!(backend = %backend, "retirement still waits for open connections");
+            }
         }
         let mut refused = refused.into_iter().map(|(_, e)| e);
         if let Some(first) = refused.next() {
@@ -634,12 +663,17 @@ impl Reconciler {
 /// The commands that end a retired backend's servers and the backend itself (see
 /// `plan::backend::retire`); the planner sends them for nothing else.
 fn is_retirement(cmd: &Command) -> bool {
-    matches!(
-        cmd,
-        Command::WaitServerRemovable { .. }
-            | Command::DelServer { .. }
-            | Command::DelBackend { .. }
-    )
+    retired_backend(cmd).is_some()
+}
+
+/// The backend a retirement command ends (see [`is_retirement`]).
+fn retired_backend(cmd: &Command) -> Option<&BackendName> {
+    match cmd {
+        Command::WaitServerRemovable { backend, .. }
+        | Command::DelServer { backend, .. }
+        | Command::DelBackend { backend } => Some(backend),
+        _ => None,
+    }
 }
 
 /// `major.minor.patch`, as logged and shown.
@@ -649,7 +683,13 @@ fn version_text(v: Version) -> String {
 
 /// One info line per server and host entry the plan changes (the first [`CHANGES_LOGGED`];
 /// the rest are counted in one line): which service, task, slot, address and state.
-fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
+fn log_changes(
+    snap: &Snapshot,
+    actual: &ProxyState,
+    target: &ProxyState,
+    retiring: &mut BTreeSet<BackendName>,
+) {
+    retiring.retain(|b| actual.backends.contains_key(b));
     for b in target
         .backends
         .keys()
@@ -662,7 +702,20 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         .keys()
         .filter(|b| !target.backends.contains_key(*b))
     {
-        info!(service = %b.service(), backend = %b, "backend removed");
+        // Said once, when the retirement begins: one a connection holds is tried again on
+        // later passes.
+        let again = !retiring.insert(b.clone());
+        let replaced_by = target.serving(b.service()).map(|(n, _)| n);
+        match (again, replaced_by) {
+            (true, _) => debug!(service = %b.service(), backend = %b, "retirement tried again"),
+            (false, Some(new)) => info!(
+                service = %b.service(),
+                backend = %b,
+                new_backend = %new,
+                "old backend generation retired (the service moved to the new one)"
+            ),
+            (false, None) => info!(service = %b.service(), backend = %b, "backend removed"),
+        }
     }
     let servers = changes::server_changes(actual, target, snap);
     let hosts = changes::host_changes(actual, target);
@@ -672,6 +725,7 @@ fn log_changes(snap: &Snapshot, actual: &ProxyState, target: &ProxyState) {
         let old_state = c.old_state.map_or("-", changes::admin_name);
         info!(
             service = %c.service,
+            backend = %c.backend,
             slot = %c.slot,
             task = c.task.as_deref().unwrap_or("-"),
             addr = %format!("{old_addr} -> {}", c.new_addr),

@@ -213,7 +213,7 @@ async fn metrics_count_the_reload_of_a_new_service_then_only_runtime_commands_fo
     assert_eq!(
         value(
             &created,
-            "swarm_lb_backend_slots{backend=\"web\",state=\"used\"}"
+            "swarm_lb_backend_slots{service=\"web\",backend=\"web\",state=\"used\"}"
         ),
         2.0
     );
@@ -231,7 +231,7 @@ async fn metrics_count_the_reload_of_a_new_service_then_only_runtime_commands_fo
     assert_eq!(
         value(
             &scaled,
-            "swarm_lb_backend_slots{backend=\"web\",state=\"used\"}"
+            "swarm_lb_backend_slots{service=\"web\",backend=\"web\",state=\"used\"}"
         ),
         3.0
     );

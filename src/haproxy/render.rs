@@ -157,6 +157,18 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
     config_for(state, settings, true)
 }
 
+/// [`config`] that also keeps the sticky-cookie named defaults sections in `keep` (those the
+/// running HAProxy loaded): a cookie name no service uses any more keeps its sections, so a
+/// service taking it again later is created or changed at runtime on 3.4+, not by a reload
+/// (a newcomer saw `sticky_session_cookie` y -> z -> y reload twice).
+pub fn config_keeping(
+    state: &ProxyState,
+    settings: &RenderSettings,
+    keep: &BTreeSet<DefaultsName>,
+) -> String {
+    render(state, settings, true, keep)
+}
+
 /// The whole config text for `state`.
 ///
 /// `named_defaults` (HAProxy 3.4+, which creates backends at runtime from them): after the
@@ -172,6 +184,15 @@ pub fn config(state: &ProxyState, settings: &RenderSettings) -> String {
 /// Deterministic: the same state and settings give the same bytes (backends in name order,
 /// servers in slot order, no timestamp), so an unchanged config is recognisable.
 pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults: bool) -> String {
+    render(state, settings, named_defaults, &BTreeSet::new())
+}
+
+fn render(
+    state: &ProxyState,
+    settings: &RenderSettings,
+    named_defaults: bool,
+    keep: &BTreeSet<DefaultsName>,
+) -> String {
     let admin = settings.admin_socket.to_string_lossy();
     let mut out = String::with_capacity(settings.template.len() + 64 * state.backends.len());
     out.push_str(
@@ -220,7 +241,7 @@ pub fn config_for(state: &ProxyState, settings: &RenderSettings, named_defaults:
         }
     }
     if named_defaults {
-        render_named_defaults(&mut out, state, settings);
+        render_named_defaults(&mut out, state, settings, keep);
     }
     // Internal (`_`) backends belong to the template; the state never holds one, and skipping
     // them keeps a stray one from clashing with `_default`.
@@ -303,7 +324,12 @@ fn template_defaults<'a>(template: &'a str, name: Option<&str>) -> Vec<&'a str> 
     body
 }
 
-fn render_named_defaults(out: &mut String, state: &ProxyState, settings: &RenderSettings) {
+fn render_named_defaults(
+    out: &mut String,
+    state: &ProxyState,
+    settings: &RenderSettings,
+    keep: &BTreeSet<DefaultsName>,
+) {
     let http = template_defaults(&settings.template, None);
     let tcp = template_defaults(&settings.template, Some(TCP_DEFAULTS));
     out.push_str(
@@ -312,7 +338,13 @@ fn render_named_defaults(out: &mut String, state: &ProxyState, settings: &Render
     );
     // The balance-only sections first: the text up to them does not depend on the state (see
     // [`from_template_for`]).
-    let (plain, sticky): (Vec<_>, Vec<_>) = defaults_for(state)
+    let mut all = defaults_for(state);
+    all.extend(
+        keep.iter()
+            .filter(|d| d.options().sticky_cookie.is_some())
+            .cloned(),
+    );
+    let (plain, sticky): (Vec<_>, Vec<_>) = all
         .into_iter()
         .partition(|d| d.options().sticky_cookie.is_none());
     let section = |out: &mut String, defaults: &DefaultsName| {
@@ -792,6 +824,19 @@ mod tests {
         // The template's own sections (internal backends, the frontend) are not backends of
         // the driver's.
         assert_eq!(backend_options(BASE_TEMPLATE), BTreeMap::new());
+    }
+
+    #[test]
+    fn sticky_sections_haproxy_loaded_are_kept_when_no_service_uses_their_cookie_any_more() {
+        let settings = settings(Path::new("/run/swarm-lb"));
+        let loaded = named_defaults(&config(&state(), &settings));
+        assert!(loaded
+            .iter()
+            .any(|d| d.as_str() == "swarm-lb.source.cookie.sid"));
+        // No sticky service left: the sid sections stay, balance-only ones as always.
+        let text = config_keeping(&ProxyState::default(), &settings, &loaded);
+        assert_eq!(named_defaults(&text), loaded);
+        assert!(from_template(&text, &settings));
     }
 
     #[test]

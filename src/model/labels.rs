@@ -603,9 +603,11 @@ fn warnings(
         SSL_BACKEND_TLS_VERIFY,
     ];
     let applied = |k: &str| core.contains(&k) || (mode != Some(Mode::Vip) && OPTIONS.contains(&k));
+    // `ip_hash=false` asks for nothing a vip service lacks: no warning for it.
+    let off = |k: &str| k == IP_HASH && labels[k].trim().eq_ignore_ascii_case("false");
     labels
         .keys()
-        .filter(|k| is_lb_key(k) && !applied(k))
+        .filter(|k| is_lb_key(k) && !applied(k) && !(mode == Some(Mode::Vip) && off(k)))
         .map(|k| {
             // A key nobody checked: shown escaped, so it cannot forge log lines.
             let (service, label) = (service.to_owned(), shown_key(k));

@@ -106,6 +106,8 @@ pub fn reload_reason(actual: &ProxyState, target: &ProxyState, by_strategy: bool
 pub struct ServerChange {
     /// The service of the backend (its name without a generation suffix).
     pub service: String,
+    /// The backend (`<service>` or `<service>:<n>`).
+    pub backend: String,
     /// `s1..sN`, or `vip`.
     pub slot: String,
     /// The task behind the new address (or, for a freed slot, the old one), as Docker names
@@ -153,6 +155,7 @@ pub fn server_changes(
                 .and_then(|ip| tasks.name(name.service(), ip));
             out.push(ServerChange {
                 service: name.service().to_owned(),
+                backend: name.as_str().to_owned(),
                 slot: server.name.as_str().to_owned(),
                 task,
                 old_addr: old.map(|o| o.addr),
@@ -381,6 +384,7 @@ mod tests {
             changes,
             vec![ServerChange {
                 service: "web".into(),
+                backend: "web".into(),
                 slot: "s1".into(),
                 task: Some("web.2.t2".into()),
                 old_addr: Some(PLACEHOLDER),

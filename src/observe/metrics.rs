@@ -46,6 +46,9 @@ pub struct PhaseLabels {
 /// One backend's slots: `state="used"` (holding a task or the VIP) or `"free"`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SlotLabels {
+    /// The service (the backend's name without its generation suffix): the series to group
+    /// by, since an options change on HAProxy 3.4+ moves a service to a new backend.
+    pub service: String,
     pub backend: String,
     pub state: String,
 }
@@ -355,6 +358,7 @@ mod tests {
         let m = Metrics::new();
         m.slots
             .get_or_create(&SlotLabels {
+                service: "web".into(),
                 backend: "web".into(),
                 state: "used".into(),
             })

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::haproxy::{ProxyState, Server};
-use crate::model::{labels, Desired, LabelError, Snapshot};
+use crate::model::{labels, BackendName, Desired, LabelError, Snapshot};
 
 pub use changes::ReloadReason;
 pub use convergence::{Convergence, Phase, TaskTimes};
@@ -109,12 +109,14 @@ impl Observer {
         self.shared.lock().snapshot = Some(snap);
     }
 
-    /// The label problems of the desired state: the status view's list, and the
+    /// The label problems of the desired state and the certificate problems `certs` (errors
+    /// naming a service's `ssl_cert`/`ssl_key`): the status view's list, and the
     /// `swarm_lb_label_problems` gauges (1 now, 0 for those fixed, removed with their
     /// service). Notices (a service without hosts: the operator's choice) are not problems.
-    pub fn problems(&self, desired: &Desired, snap: &Snapshot) {
+    pub fn problems(&self, desired: &Desired, certs: &[LabelError], snap: &Snapshot) {
         let mut now: Vec<Problem> = Vec::new();
         now.extend(desired.errors.iter().map(|e| problem(e, "error")));
+        now.extend(certs.iter().map(|e| problem(e, "error")));
         now.extend(desired.warnings.iter().map(|w| problem(w, "warning")));
         now.sort();
         now.dedup();
@@ -172,6 +174,7 @@ impl Observer {
             let set = |st: &str, n: usize| {
                 m.slots
                     .get_or_create(&metrics::SlotLabels {
+                        service: name.service().to_owned(),
                         backend: name.as_str().to_owned(),
                         state: st.to_owned(),
                     })
@@ -183,8 +186,12 @@ impl Observer {
         }
         let mut shared = self.shared.lock();
         for gone in shared.backends.difference(&names) {
+            let service = BackendName::parse(gone)
+                .map(|b| b.service().to_owned())
+                .unwrap_or_else(|_| gone.clone());
             for st in ["used", "free"] {
                 m.slots.remove(&metrics::SlotLabels {
+                    service: service.clone(),
                     backend: gone.clone(),
                     state: st.to_owned(),
                 });
@@ -439,14 +446,36 @@ mod tests {
     fn a_label_problem_gauge_is_1_while_deployed_0_once_fixed_and_gone_with_its_service() {
         let o = Observer::default();
         let snap = snap_with(&["web"]);
-        o.problems(&desired_with(vec![port_error("web")]), &snap);
+        o.problems(&desired_with(vec![port_error("web")]), &[], &snap);
         assert!(o.metrics.encode().contains(&format!("{GAUGE} 1")));
         assert_eq!(o.status_inputs().1[0].label, labels::PORT);
-        o.problems(&Desired::default(), &snap);
+        o.problems(&Desired::default(), &[], &snap);
         assert!(o.metrics.encode().contains(&format!("{GAUGE} 0")));
         assert!(o.status_inputs().1.is_empty());
-        o.problems(&Desired::default(), &Snapshot::default());
+        o.problems(&Desired::default(), &[], &Snapshot::default());
         assert!(!o.metrics.encode().contains(GAUGE));
+    }
+
+    #[test]
+    fn a_certificate_problem_is_a_label_problem_in_status_and_metrics() {
+        let o = Observer::default();
+        let snap = snap_with(&["web"]);
+        let missing = LabelError::Invalid {
+            service: "web".into(),
+            label: labels::SSL_KEY.into(),
+            value: "web-key".into(),
+            reason: Box::new(crate::model::Reason::SecretUnknown),
+        };
+        o.problems(&Desired::default(), &[missing], &snap);
+        assert!(o.metrics.encode().contains(
+            "swarm_lb_label_problems{service=\"web\",label=\"com.docker.lb.ssl_key\",severity=\"error\"} 1"
+        ));
+        let shown = &o.status_inputs().1[0];
+        assert_eq!(
+            (shown.label.as_str(), shown.severity.as_str()),
+            (labels::SSL_KEY, "error")
+        );
+        assert!(shown.reason.contains("Docker lists no secret"), "{shown:?}");
     }
 
     #[test]

@@ -1351,3 +1351,27 @@ fn on_3_4_an_empty_backend_left_by_a_refused_del_backend_is_filled_and_published
         ]
     );
 }
+
+#[test]
+fn on_3_4_a_retirement_tried_again_does_not_wait_for_servers_already_in_maint() {
+    // An earlier pass put web's servers in maint and its `del server` was refused (a
+    // websocket): this pass tries `del server` again without `wait srv-removable`.
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Maint)), None]))],
+        &[],
+    );
+    let p = plan(
+        &actual,
+        &no_networks(),
+        &desired(vec![], &[]),
+        &settings_3_4(1),
+    );
+    assert!(!p
+        .runtime
+        .iter()
+        .any(|c| matches!(c, Command::WaitServerRemovable { .. })));
+    assert!(p
+        .runtime
+        .iter()
+        .any(|c| matches!(c, Command::DelServer { server, .. } if *server == ServerName::slot(1))));
+}

@@ -141,7 +141,7 @@ impl FileWriter {
     }
 
     async fn write(&mut self, state: &ProxyState, kind: Write) -> Result<bool, FilesError> {
-        let config = render::config(state, &self.render);
+        let config = render::config_keeping(state, &self.render, &self.loaded_defaults());
         let map = render::hosts_map(state);
         let changed = !self
             .written

@@ -42,7 +42,7 @@ impl LabelMemory {
         }
         for (msg, (severity, service)) in &self.reported {
             if !now.contains_key(msg) && *severity != Severity::Notice {
-                info!(service = %service, was = %msg, "label problem gone (label fixed, or service removed)");
+                info!(service = %service, was = %msg, "label problem gone (the labels or the service changed, or the service was removed)");
             }
         }
         self.reported = now;

@@ -14,7 +14,7 @@
 //! then what HAProxy serves stays. A name Docker does not list, or a failed copy, is the pair's
 //! error.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::PathBuf;
 use std::time::SystemTime;
@@ -36,7 +36,8 @@ pub struct TlsCerts {
     /// One file per secret, named after it (`/run/secrets/<name>` when swarm-lb runs with the
     /// secrets mounted).
     secrets_dir: PathBuf,
-    reported: BTreeSet<String>,
+    /// The problems of the last pass, by their text (logged once, when they appear).
+    reported: BTreeMap<String, LabelError>,
     /// Secrets delivery into `secrets_dir` (`None`: the files are put there by other means).
     delivery: Option<DeliveryHandle>,
 }
@@ -53,7 +54,7 @@ impl TlsCerts {
         Self {
             certs,
             secrets_dir: secrets_dir.into(),
-            reported: BTreeSet::new(),
+            reported: BTreeMap::new(),
             delivery: None,
         }
     }
@@ -92,7 +93,10 @@ impl TlsCerts {
         let Ok(list) = self.certs.crt_list() else {
             return Ok(0);
         };
-        let mut problems = BTreeSet::new();
+        let mut problems: BTreeMap<String, LabelError> = BTreeMap::new();
+        let mut problem = |e: LabelError| {
+            problems.insert(e.to_string(), e);
+        };
         let mut served: BTreeSet<CertPath> = BTreeSet::new();
         let mut changes = 0;
         let mut version = None;
@@ -108,8 +112,8 @@ impl TlsCerts {
                     }
                     continue;
                 }
-                Err(problem) => {
-                    problems.insert(problem.to_string());
+                Err(e) => {
+                    problem(e);
                     // What HAProxy serves stays (a rotation to a bad pair keeps the old one).
                     if fs::metadata(path.as_str()).is_ok() {
                         served.insert(path);
@@ -130,7 +134,7 @@ impl TlsCerts {
             let cmds = match tls::push_commands(&list, &path, pem.clone(), fresh, version) {
                 Ok(cmds) => cmds,
                 Err(too_large) => {
-                    problems.insert(cert_error(wanted, too_large.to_string()));
+                    problem(cert_error(wanted, too_large.to_string()));
                     continue;
                 }
             };
@@ -139,7 +143,7 @@ impl TlsCerts {
                 // An open transaction would block the next `set`: drop it.
                 let abort = [crate::haproxy::Command::AbortSslCert { cert: path.clone() }];
                 let _ = admin.execute(&abort).await?;
-                problems.insert(cert_error(wanted, refusal.message));
+                problem(cert_error(wanted, refusal.message));
                 continue;
             }
             if let Err(e) = self.certs.write_cert(&path, &pem) {
@@ -158,13 +162,24 @@ impl TlsCerts {
         if let Err(e) = self.certs.write_crt_list(&served) {
             error!(error = %e, "writing the crt-list");
         }
-        for problem in &problems {
-            if !self.reported.contains(problem) {
-                error!(error = %problem, "certificate refused");
+        for text in problems.keys() {
+            if !self.reported.contains_key(text) {
+                error!(error = %text, "certificate refused");
+            }
+        }
+        for (text, e) in &self.reported {
+            if !problems.contains_key(text) {
+                info!(service = %e.service(), was = %text, "certificate problem gone (the labels, the secrets or the service changed, or the service was removed)");
             }
         }
         self.reported = problems;
         Ok(changes)
+    }
+
+    /// The certificate problems of the last pass (each names its service and label): shown in
+    /// `status` and `swarm_lb_label_problems` with the label problems.
+    pub fn problems(&self) -> Vec<LabelError> {
+        self.reported.values().cloned().collect()
     }
 
     /// Certificates on disk that no service wants: out of HAProxy, then off disk.
@@ -248,14 +263,13 @@ impl TlsCerts {
 }
 
 /// A pair HAProxy (or the payload limit) refused, as the line logged for it.
-fn cert_error(wanted: &WantedCert, why: String) -> String {
+fn cert_error(wanted: &WantedCert, why: String) -> LabelError {
     LabelError::invalid(
         &wanted.service,
         SSL_CERT,
         &wanted.secrets.cert,
         Reason::PushRefused { why },
     )
-    .to_string()
 }
 
 #[cfg(test)]

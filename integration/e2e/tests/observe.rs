@@ -172,7 +172,7 @@ async fn metrics_and_status_show_scaling_creation_and_a_hostile_label_as_they_ha
         "scaling reloaded"
     );
     let used = format!(
-        "swarm_lb_backend_slots{{backend=\"{}\",state=\"used\"}}",
+        "swarm_lb_backend_slots{{service=\"{0}\",backend=\"{0}\",state=\"used\"}}",
         a.name
     );
     assert_eq!(scaled.get(&used), Some(&4.0), "{scaled:#?}");
