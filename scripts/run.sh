@@ -3,13 +3,17 @@
 # is none (scripts/setup.sh), HAProxy + swarm-lb from docker-compose.yml on the local images, and
 # a demo service routed by its labels. Ends by printing the curl line that reaches the demo.
 #
-# Environment: SWARM_LB_HTTP_PORT (default 127.0.0.1:8080), DEMO_HOST (default demo.local),
+# Environment: SWARM_LB_HTTP_PORT (default 127.0.0.1:8080), SWARM_LB_HTTPS_PORT (default
+# 127.0.0.1:8443), DEMO_HOST (default demo.local),
 # DEMO_REPLICAS (default 3), and those of scripts/setup.sh. `scripts/run.sh down` removes it all.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 DOCKER=${DOCKER:-/usr/bin/docker}
 export SWARM_LB_HTTP_PORT=${SWARM_LB_HTTP_PORT:-127.0.0.1:8080}
+# HTTPS on loopback too, like HTTP, metrics and stats (the compose file's own default is 443 on
+# every interface).
+export SWARM_LB_HTTPS_PORT=${SWARM_LB_HTTPS_PORT:-127.0.0.1:8443}
 export COMPOSE_PROJECT_NAME=${COMPOSE_PROJECT_NAME:-swarm-lb}
 DEMO_HOST=${DEMO_HOST:-demo.local}
 DEMO_REPLICAS=${DEMO_REPLICAS:-3}
@@ -20,7 +24,12 @@ log() { printf 'run: %s\n' "$*" >&2; }
 if [[ ${1:-} == down ]]; then
     "$DOCKER" service rm demo >/dev/null 2>&1 || true
     docker-compose -f "$REPO/docker-compose.yml" down -v
-    "$DOCKER" network rm "$NETWORK" >/dev/null 2>&1 || true
+    # Another service still on the network keeps it: say so rather than claim it is gone.
+    if "$DOCKER" network inspect "$NETWORK" >/dev/null 2>&1 &&
+        ! out=$("$DOCKER" network rm "$NETWORK" 2>&1); then
+        log "demo and stack removed; network $NETWORK kept: $out"
+        exit 1
+    fi
     log "demo, stack and network removed"
     exit 0
 fi
