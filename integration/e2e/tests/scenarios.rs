@@ -848,13 +848,18 @@ fn hosts_map(env: &Env) -> Vec<String> {
         .collect()
 }
 
-/// How many buckets of the route `key` name each backend, per the hosts map.
+/// How many buckets of the route `key` name each service's backend, per the hosts map.
 fn buckets(env: &Env, key: &str) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for line in hosts_map(env) {
         if let Some((k, v)) = line.split_once(' ') {
             if k.starts_with(&format!("~{key}=")) {
-                *out.entry(v.to_owned()).or_default() += 1;
+                // By service: a backend may be a later generation (`<service>:<n>` from 3.4,
+                // e.g. a vip service first routed to its tasks until Swarm gave it a VIP).
+                let service = swarm_lb::model::BackendName::parse(v)
+                    .map(|b| b.service().to_owned())
+                    .unwrap_or_else(|_| v.to_owned());
+                *out.entry(service).or_default() += 1;
             }
         }
     }
