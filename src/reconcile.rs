@@ -423,15 +423,18 @@ impl Reconciler {
         }
     }
 
-    fn plan_settings(&self) -> PlanSettings {
-        let mut s = self.settings.plan.clone();
-        // Backends created and deleted at runtime: 3.4+ (`add backend ... from`, `del
-        // backend`), from the named defaults sections of the config HAProxy loaded.
-        if self
-            .proxy
+    /// Whether backends are created and deleted at runtime: HAProxy 3.4+ (`add backend ...
+    /// from`, `del backend`) with the runtime strategy.
+    fn runtime_backends(&self) -> bool {
+        self.proxy
             .is_some_and(|p| (p.version.major, p.version.minor) >= (3, 4))
             && self.settings.strategy == Strategy::Runtime
-        {
+    }
+
+    fn plan_settings(&self) -> PlanSettings {
+        let mut s = self.settings.plan.clone();
+        // From the named defaults sections of the config HAProxy loaded.
+        if self.runtime_backends() {
             s.runtime_backends = RuntimeBackends {
                 delete: true,
                 defaults: self.files.loaded_defaults(),
@@ -454,7 +457,7 @@ impl Reconciler {
     /// that its name is never taken twice (`add backend` would answer `name is already used`).
     async fn actual(&mut self) -> Result<ProxyState, ReconcileError> {
         let mut state = self.admin.actual(&self.settings.plan.hosts_map).await?;
-        if self.plan_settings().runtime_backends.delete {
+        if self.runtime_backends() {
             let template = render::template_backends(&self.settings.render.template);
             for name in self.admin.backends().await? {
                 if name.is_internal()

@@ -403,9 +403,8 @@ pub fn template_backends(template: &str) -> BTreeSet<&str> {
 
 /// Whether a config [`config_for`] rendered loads the backend CA bundle for `add server`.
 pub fn loads_backend_ca(config: &str) -> bool {
-    config
-        .lines()
-        .any(|line| line.trim_end() == format!("defaults {BACKEND_CA_DEFAULTS}"))
+    let header = format!("defaults {BACKEND_CA_DEFAULTS}");
+    config.lines().any(|line| line.trim_end() == header)
 }
 
 /// The balancing lines of a backend or named defaults section with `options` (the failure
