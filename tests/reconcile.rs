@@ -280,6 +280,43 @@ async fn scaling_fills_and_frees_slots_at_runtime_without_a_reload() {
 }
 
 #[tokio::test]
+async fn only_slots_holding_a_task_are_health_checked_whether_loaded_grown_or_created_at_runtime() {
+    // Block 4: the first pass makes 4 slots (from the config before 3.4, created at runtime
+    // from 3.4), 6 tasks grow the backend by `add server`, 2 free the others again.
+    let mut rig = Rig::start(4).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3, 4, 5, 6, 7]).await;
+    let svc = || vec![service("web", "web.test", port, &[])];
+    for ns in [
+        &[2u8][..],
+        &[2, 3, 4, 5, 6, 7],
+        &[2, 7],
+        &[2, 3, 4, 5, 6, 7],
+    ] {
+        rig.pass(&snapshot(svc(), running("web", ns))).await;
+        let rows = rig.rows("web").await;
+        assert!(rows.len() >= 4, "{rows:?}");
+        for r in &rows {
+            let holds_task = r.port == port && ns.iter().any(|&n| r.addr == ip(n));
+            assert_eq!(
+                codec::is_checking(r.check_state),
+                holds_task,
+                "tasks {ns:?}: {}/{} at {}:{} (check state {})",
+                r.backend,
+                r.server,
+                r.addr,
+                r.port,
+                r.check_state
+            );
+        }
+        assert_eq!(
+            rig.answers("web.test", 4 * ns.len()).await,
+            names("web", ns)
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_task_swarm_is_stopping_is_drained_at_once() {
     let mut rig = Rig::start(42).await;
     let port = free_port();

@@ -284,8 +284,8 @@ pub enum Command {
     /// `add server <b>/<s> <ip>:<port> check [<keywords>]` (IPv6 in brackets; options:
     /// [`super::codec::ADD_SERVER_OPTIONS`], then the backend's [`ServerKeywords`]). Needs a
     /// dynamic balance algorithm. The server starts in maint, and on 2.6 its check stays off
-    /// (`show stat`: `no check`) until [`Command::EnableHealth`], which the planner sends
-    /// right after it.
+    /// (`show stat`: `no check`; measured on 3.4.7 too) until [`Command::EnableHealth`], which
+    /// the planner sends once the server takes traffic.
     AddServer {
         backend: BackendName,
         server: ServerName,
@@ -293,7 +293,10 @@ pub enum Command {
         keywords: ServerKeywords,
     },
     /// `enable health <b>/<s>`: start the health check of a server added at runtime (prints
-    /// nothing on success). It persists through maint, so a free slot is checked once used.
+    /// nothing on success). The planner sends it when a server takes traffic, never for a
+    /// free slot: a check enabled on a server still in maint runs anyway (measured on 2.6.12
+    /// and 3.4.7), while a check enabled before pauses when the server enters maint and
+    /// resumes when it leaves.
     EnableHealth {
         backend: BackendName,
         server: ServerName,

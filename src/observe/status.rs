@@ -302,6 +302,7 @@ mod tests {
             op_state: op,
             admin_state: admin,
             check_result: check,
+            check_state: 0,
         }
     }
 

@@ -201,8 +201,11 @@ fn scaling_a_task_service_up_sends_only_set_server_commands() {
         vec![
             set_addr("web", 3, sa("10.0.0.3:80")),
             set_state("web", 3, Admin::Ready),
+            // A free slot's check was never enabled (see plan::backend).
+            enable_health("web", 3),
             set_addr("web", 4, sa("10.0.0.4:80")),
             set_state("web", 4, Admin::Ready),
+            enable_health("web", 4),
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
@@ -285,7 +288,11 @@ fn a_vip_address_change_moves_the_vip_server() {
                 backend: be("web"),
                 server: ServerName::vip(),
                 state: Admin::Ready
-            }
+            },
+            Command::EnableHealth {
+                backend: be("web"),
+                server: ServerName::vip(),
+            },
         ]
     );
 }
@@ -521,6 +528,7 @@ fn a_removed_service_is_a_reload_and_its_host_entries_are_deleted_first() {
             },
             set_addr("web", 2, sa("10.0.0.3:80")),
             set_state("web", 2, Admin::Ready),
+            enable_health("web", 2),
         ]
     );
     assert!(!p.target.backends.contains_key(&be("api")));
@@ -577,10 +585,10 @@ fn growth_past_the_slots_uses_add_server_when_allowed() {
         p.runtime,
         vec![
             add_server("web", 3, sa("10.0.0.3:80")),
-            enable_health("web", 3),
             set_state("web", 3, Admin::Ready),
+            enable_health("web", 3),
+            // A free slot is not checked: no `enable health` until a task takes it.
             add_server("web", 4, PLACEHOLDER),
-            enable_health("web", 4),
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
@@ -612,11 +620,10 @@ fn a_sticky_backend_grows_by_adding_at_the_placeholder_and_moving_so_haproxy_com
                 server: ServerName::slot(2),
                 addr: sa("10.0.0.2:80"),
             },
-            enable_health("web", 2),
             set_state("web", 2, Admin::Ready),
-            // Headroom: a free slot is at the placeholder anyway.
+            enable_health("web", 2),
+            // Headroom: a free slot is at the placeholder anyway, and not checked.
             add_server("web", 3, PLACEHOLDER),
-            enable_health("web", 3),
         ]
     );
     assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
@@ -895,6 +902,42 @@ proptest! {
     }
 
     #[test]
+    fn health_checks_are_enabled_exactly_on_servers_that_leave_maint_never_on_free_slots(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        // Replayed in order: at each `enable health` the server must hold an address and
+        // have just been taken out of maint; each server taken out of maint is checked.
+        let mut state = actual.clone();
+        let mut left_maint: BTreeSet<(BackendName, ServerName)> = BTreeSet::new();
+        for cmd in &p.runtime {
+            match cmd {
+                Command::EnableHealth { backend, server } => {
+                    let held = state.backends.get(backend)
+                        .and_then(|b| b.servers.iter().find(|x| &x.name == server));
+                    prop_assert!(
+                        held.is_some_and(|x| !x.is_free() && x.admin != Admin::Maint),
+                        "{cmd:?} on {held:?}"
+                    );
+                    left_maint.remove(&(backend.clone(), server.clone()));
+                }
+                Command::SetState { backend, server, state: to } if *to != Admin::Maint => {
+                    let was = state.backends.get(backend)
+                        .and_then(|b| b.servers.iter().find(|x| &x.name == server))
+                        .map(|x| x.admin);
+                    if was.is_none_or(|a| a == Admin::Maint) {
+                        left_maint.insert((backend.clone(), server.clone()));
+                    }
+                }
+                _ => {}
+            }
+            let _ = state.apply(cmd);
+        }
+        prop_assert!(left_maint.is_empty(), "taken out of maint, never checked: {left_maint:?}");
+    }
+
+    #[test]
     fn the_target_satisfies_desired(
         (actual, d) in actual_and_desired(),
         s in plan_settings(),
@@ -1053,20 +1096,18 @@ fn on_3_4_a_new_service_is_added_published_then_routed_without_a_reload() {
                 addr: sa("10.0.0.1:80"),
                 keywords: Default::default(),
             },
+            set_state("web", 1, Admin::Ready),
             Command::EnableHealth {
                 backend: web.clone(),
                 server: s(1),
             },
-            set_state("web", 1, Admin::Ready),
+            // The free slot: added, never checked (on 3.4 the check of a server in maint
+            // runs once enabled).
             Command::AddServer {
                 backend: web.clone(),
                 server: s(2),
                 addr: PLACEHOLDER,
                 keywords: Default::default(),
-            },
-            Command::EnableHealth {
-                backend: web.clone(),
-                server: s(2),
             },
             Command::PublishBackend {
                 backend: web.clone()

@@ -62,6 +62,22 @@ pub struct ServerRow {
     pub admin_state: u8,
     /// `srv_check_result`: the last health check's result; see [`check_result_name`].
     pub check_result: u8,
+    /// `srv_check_state`: the health check's `CHK_ST_*` bits; see [`is_checking`]. A reply
+    /// without the column reads as 0 (no check).
+    pub check_state: u16,
+}
+
+/// `CHK_ST_ENABLED`, `CHK_ST_PAUSED` (HAProxy's `include/haproxy/check-t.h`; the same from 2.4
+/// to 3.4).
+const CHECK_ENABLED: u16 = 0x04;
+const CHECK_PAUSED: u16 = 0x08;
+
+/// Whether HAProxy runs this server's health check now, from `srv_check_state`: enabled and
+/// not paused (a server in maint that was loaded `disabled`, or entered maint after its check
+/// was enabled, is paused: measured on 2.6.12 and 3.4.7, `14` = configured|enabled|paused,
+/// while a server added at runtime whose check was enabled in maint reads `6` and is checked).
+pub fn is_checking(check_state: u16) -> bool {
+    check_state & CHECK_ENABLED != 0 && check_state & CHECK_PAUSED == 0
 }
 
 /// `srv_check_result` as a word (`CHK_RES_*` in HAProxy's `include/haproxy/check-t.h`):

@@ -64,6 +64,8 @@ struct Columns {
     admin_state: usize,
     /// Optional: a reply without it reads as `unknown` (0).
     check_result: Option<usize>,
+    /// Optional: a reply without it reads as no check (0).
+    check_state: Option<usize>,
     port: usize,
 }
 
@@ -78,6 +80,7 @@ impl Columns {
             op_state: at("srv_op_state")?,
             admin_state: at("srv_admin_state")?,
             check_result: at("srv_check_result"),
+            check_state: at("srv_check_state"),
             port: at("srv_port")?,
         })
     }
@@ -94,6 +97,10 @@ impl Columns {
             op_state: values[self.op_state].parse().ok()?,
             admin_state: values[self.admin_state].parse().ok()?,
             check_result: match self.check_result {
+                Some(i) => values[i].parse().ok()?,
+                None => 0,
+            },
+            check_state: match self.check_state {
                 Some(i) => values[i].parse().ok()?,
                 None => 0,
             },

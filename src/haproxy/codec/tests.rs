@@ -349,6 +349,24 @@ fn servers_state_rows_carry_names_addresses_ports_and_states() {
 }
 
 #[test]
+fn servers_state_tells_which_servers_haproxy_checks_now() {
+    // Captured from 2.6.12: s1 loaded `disabled check` (paused), s2 added at runtime with
+    // `check` and `enable health` while still in maint (checked: the free-slot cost), s3
+    // added with `check` and never enabled.
+    let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n\
+                3 b 1 s1 127.0.0.1 0 5 1 1 1 1 0 0 14 0 0 0 - 18999 - 0 0 - - 0\n\
+                3 b 2 s2 127.0.0.1 0 1 1 1 0 1 0 0 6 0 0 0 - 18999 - 0 0 - - 0\n\
+                3 b 3 s3 127.0.0.1 0 1 1 1 0 1 0 0 2 0 0 0 - 18999 - 0 0 - - 0\n";
+    let rows = parse_servers_state(text).expect("parses");
+    let checking: Vec<bool> = rows
+        .iter()
+        .map(|r| super::is_checking(r.check_state))
+        .collect();
+    assert_eq!(checking, [false, true, false]);
+    assert_eq!(rows[0].check_state, 14);
+}
+
+#[test]
 fn servers_state_without_rows_is_an_empty_list() {
     assert_eq!(parse_servers_state(SERVERS_STATE_EMPTY), Ok(vec![]));
 }
@@ -589,6 +607,7 @@ fn row(b: &str, s: &str, addr: SocketAddr, admin_state: u8) -> ServerRow {
         op_state: 2,
         admin_state,
         check_result: 0,
+        check_state: 0,
     }
 }
 
