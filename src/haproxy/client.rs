@@ -11,7 +11,8 @@
 //!
 //! Failure model: any transport error, a connection closed before all replies arrived, or the
 //! deadline ([`AdminClient::timeout`], 10 s by default, covering connect, writes and reads of one
-//! call) drops the connection and fails the whole call with a transient [`ClientError`]. Some
+//! part of a call: a batch goes in parts of [`CALL_PART`] commands, each with its own deadline)
+//! drops the connection and fails the whole call with a transient [`ClientError`]. Some
 //! commands of that batch may have been applied: callers re-read the actual state and re-plan,
 //! they never resend blindly. The next call connects again.
 //!
@@ -22,7 +23,7 @@
 //! it set), on 3.0+ `execute` waits, at most [`ADDR_SETTLE`], until every address it set is
 //! listed. The version comes from `show info`, asked once per connection and only then.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,7 @@ use tracing::debug;
 use super::codec::frame::Replies;
 use super::codec::{self, Info, ParseError, ReplyError};
 use super::command::{Command, MapPath};
-use super::state::ProxyState;
+use super::state::{BackendState, ProxyState};
 use crate::model::{BackendName, ServerName};
 
 /// Commands are written in chunks of about this many bytes (whole lines, so a chunk may exceed
@@ -48,6 +49,12 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// The deadline of one call unless [`AdminClient::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Commands per part of a batch, each part with its own deadline: a cold start at 10,000
+/// services is ~900,000 commands, which at HAProxy's ~100-150k commands/s (measured here,
+/// pipelined) overran one 10 s deadline on every pass and never converged. A part of 20,000
+/// takes 0.1-0.2 s.
+pub const CALL_PART: usize = 20_000;
 
 /// How long [`AdminClient::execute`] waits on 3.0+ for the addresses it set to be listed; past it
 /// the call returns anyway (the next level-triggered pass re-reads).
@@ -136,6 +143,8 @@ impl ClientError {
 pub struct AdminClient {
     path: PathBuf,
     timeout: Duration,
+    /// Commands per part of a batch, each part with its own deadline.
+    part: usize,
     stream: Option<UnixStream>,
     /// Reused across calls: the encoded command lines and the received replies.
     out: String,
@@ -150,6 +159,7 @@ impl AdminClient {
         Self {
             path: path.as_ref().to_owned(),
             timeout: DEFAULT_TIMEOUT,
+            part: CALL_PART,
             stream: None,
             out: String::new(),
             replies: Replies::new(),
@@ -160,6 +170,13 @@ impl AdminClient {
     /// The same client with another deadline per call.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// The same client with another number of commands per part of a batch (default
+    /// [`CALL_PART`]).
+    pub fn with_part(mut self, commands: usize) -> Self {
+        self.part = commands;
         self
     }
 
@@ -195,32 +212,51 @@ impl AdminClient {
             return Ok(Vec::new());
         }
         let started = Instant::now();
-        let reused = self.stream.is_some();
-        let mut result = self.timed_exchange(cmds).await;
-        if reused && result.as_ref().is_err_and(ClientError::is_stale_connection) {
-            // HAProxy closed the idle session between calls and the idle check could not see
-            // it yet: nothing of this batch reached it, so it goes again, once, on a new one.
-            debug!("admin socket was closed while idle; retrying the batch on a new connection");
-            self.disconnect();
-            result = self.timed_exchange(cmds).await;
-        }
-        let elapsed_us = crate::fields::us(started.elapsed());
-        match result {
-            Ok((replies, bytes_out, bytes_in)) => {
-                let refused = replies.iter().filter(|r| r.is_err()).count();
+        let mut replies = Vec::with_capacity(cmds.len());
+        let (mut bytes_out, mut bytes_in) = (0, 0);
+        for (i, part) in cmds.chunks(self.part.max(1)).enumerate() {
+            let reused = self.stream.is_some();
+            let mut result = self.timed_exchange(part).await;
+            if i == 0 && reused && result.as_ref().is_err_and(ClientError::is_stale_connection) {
+                // HAProxy closed the idle session between calls and the idle check could not
+                // see it yet: nothing of this batch reached it, so it goes again, once, on a
+                // new one.
                 debug!(
-                    count = cmds.len(),
-                    refused, bytes_out, bytes_in, elapsed_us, "runtime batch exchanged"
+                    "admin socket was closed while idle; retrying the batch on a new connection"
                 );
-                self.settle_addrs(cmds, &replies).await;
-                Ok(replies)
-            }
-            Err(error) => {
                 self.disconnect();
-                debug!(count = cmds.len(), elapsed_us, %error, "runtime batch failed; connection dropped");
-                Err(error)
+                result = self.timed_exchange(part).await;
+            }
+            match result {
+                Ok((part_replies, out, read)) => {
+                    replies.extend(part_replies);
+                    bytes_out += out;
+                    bytes_in += read;
+                }
+                Err(error) => {
+                    self.disconnect();
+                    debug!(
+                        count = cmds.len(),
+                        sent = replies.len(),
+                        elapsed_us = crate::fields::us(started.elapsed()),
+                        %error,
+                        "runtime batch failed; connection dropped"
+                    );
+                    return Err(error);
+                }
             }
         }
+        let refused = replies.iter().filter(|r| r.is_err()).count();
+        debug!(
+            count = cmds.len(),
+            refused,
+            bytes_out,
+            bytes_in,
+            elapsed_us = crate::fields::us(started.elapsed()),
+            "runtime batch exchanged"
+        );
+        self.settle_addrs(cmds, &replies).await;
+        Ok(replies)
     }
 
     async fn timed_exchange(
@@ -254,6 +290,29 @@ impl AdminClient {
             .and_then(|rows| codec::proxy_state(&rows, &entries?))
             .map_err(|source| self.parse_error(source))?;
         Ok(state)
+    }
+
+    /// The servers of `backends` only (`show servers state <backend>` each, pipelined), as
+    /// [`AdminClient::actual`] reads them, with default options: what one change costs to read
+    /// back, where `actual` reads every backend. A backend HAProxy does not hold is refused
+    /// ([`ClientError::Refused`]); one without servers is left out of the result.
+    pub async fn backends_state(
+        &mut self,
+        backends: &BTreeSet<BackendName>,
+    ) -> Result<BTreeMap<BackendName, BackendState>, ClientError> {
+        let cmds: Vec<Command> = backends
+            .iter()
+            .map(|b| Command::ShowServersState {
+                backend: Some(b.clone()),
+            })
+            .collect();
+        let mut rows = Vec::new();
+        for reply in self.execute(&cmds).await? {
+            let text = self.accepted(reply)?;
+            rows.extend(codec::parse_servers_state(&text).map_err(|e| self.parse_error(e))?);
+        }
+        let state = codec::proxy_state(&rows, &[]).map_err(|e| self.parse_error(e))?;
+        Ok(state.backends)
     }
 
     /// `show backend`: the name of every backend HAProxy holds, in its order.
@@ -332,20 +391,29 @@ impl AdminClient {
             return Ok(true);
         }
         let deadline = Instant::now() + ADDR_SETTLE;
+        // Only the backends the batch touched: one change at 10,000 services must not read
+        // every server's state (29 MB) to see one address.
+        let backends: BTreeSet<&BackendName> = want.keys().map(|(b, _)| *b).collect();
+        let cmds: Vec<Command> = backends
+            .iter()
+            .map(|b| Command::ShowServersState {
+                backend: Some((*b).clone()),
+            })
+            .collect();
         loop {
-            let cmd = Command::ShowServersState { backend: None };
-            let reply = self.one(&cmd).await?;
-            let rows = codec::parse_servers_state(&reply).map_err(|e| self.parse_error(e))?;
-            let listed =
-                |((backend, server), addr): (&(&BackendName, &ServerName), &SocketAddr)| {
-                    rows.iter().any(|r| {
-                        &r.backend == *backend
-                            && &r.server == *server
-                            && r.addr == addr.ip()
-                            && r.port == addr.port()
-                    })
-                };
-            if want.iter().all(listed) {
+            let (replies, _, _) = self.timed_exchange(&cmds).await?;
+            let mut listed: BTreeMap<(&BackendName, &ServerName), SocketAddr> = BTreeMap::new();
+            let mut rows = Vec::new();
+            for reply in replies {
+                let reply = self.accepted(reply)?;
+                rows.extend(codec::parse_servers_state(&reply).map_err(|e| self.parse_error(e))?);
+            }
+            for r in &rows {
+                if let Some(((b, s), _)) = want.get_key_value(&(&r.backend, &r.server)) {
+                    listed.insert((*b, *s), SocketAddr::new(r.addr, r.port));
+                }
+            }
+            if want.iter().all(|(k, addr)| listed.get(k) == Some(addr)) {
                 return Ok(true);
             }
             if Instant::now() >= deadline {
@@ -736,6 +804,40 @@ mod tests {
         );
         assert!(error.is_transient());
         assert!(!client.is_connected());
+    }
+
+    #[tokio::test]
+    async fn a_batch_longer_than_one_deadline_goes_in_parts_each_with_its_own_deadline() {
+        let (_dir, path, listener) = socket();
+        let (parts, part) = (4, 10);
+        let total = parts * part;
+        let server = async {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let (rd, mut wr) = stream.into_split();
+            let mut rd = BufReader::new(rd).lines();
+            let mut handled = 0;
+            while let Ok(Some(line)) = rd.next_line().await {
+                if line != "prompt" {
+                    // HAProxy busy for 150 ms at the start of each part: 600 ms in all,
+                    // more than the client's 400 ms deadline, less than it per part.
+                    if handled % part == 0 {
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                    }
+                    handled += 1;
+                }
+                if wr.write_all(b"\n> ").await.is_err() || handled == total {
+                    return;
+                }
+            }
+        };
+        let mut client = AdminClient::new(&path)
+            .with_timeout(Duration::from_millis(400))
+            .with_part(part);
+        let cmds: Vec<Command> = (0..total).map(|i| set_state(&format!("s{i}"))).collect();
+        let (_, got) = tokio::join!(server, client.execute(&cmds));
+        let got = got.expect("every part within its own deadline");
+        assert_eq!(got.len(), total);
+        assert!(got.iter().all(|r| r.as_deref() == Ok("")));
     }
 
     #[tokio::test]

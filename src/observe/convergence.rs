@@ -79,14 +79,15 @@ impl Convergence {
                 }
             }
         }
+        let serving = state.serving_by_service();
         let mut samples = Vec::new();
         let mut listed = HashSet::new();
         for t in &snap.tasks {
             let Some(service) = names.get(t.service_id.as_str()) else {
                 continue;
             };
-            if !state
-                .serving(service)
+            if !serving
+                .get(service)
                 .is_some_and(|(_, b)| b.mode == Mode::Task)
             {
                 continue;
