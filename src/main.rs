@@ -712,8 +712,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status");
     let https = settings.render.https.is_some();
     let delivery = delivery(c, &args.delivery, https, &docker, args.resync).await?;
-    let reconciler =
+    let mut reconciler =
         reconciler(c, settings, docker.clone(), delivery).with_observer(observer.clone());
+    // The resync timer asks for a full read; this is the backstop.
+    reconciler.set_full_read_every(args.resync * 2);
     let default_settle = swarm::SettleOptions::default();
     let options = swarm::WatchOptions {
         resync: args.resync,

@@ -12,6 +12,7 @@
 mod control;
 mod files;
 mod hold;
+mod known;
 mod labels;
 mod networks;
 pub mod secrets;
@@ -152,7 +153,19 @@ pub struct Reconciler {
     waiting: BTreeSet<BackendName>,
     /// The certificate problems of the last pass (status and metrics show them).
     cert_problems: Vec<model::LabelError>,
+    /// What HAProxy held after the last successful pass (see [`known`]).
+    known: Option<known::Known>,
+    /// When HAProxy was last read in full.
+    full_read_at: Option<Instant>,
+    /// The resync asked for a full read at the next pass.
+    full_read_due: bool,
+    /// The longest a pass plans from [`Reconciler::known`] before reading everything again.
+    full_read_every: Duration,
 }
+
+/// How often HAProxy is read in full at least, unless [`Reconciler::set_full_read_every`]
+/// says otherwise (the daemon passes its `--resync`).
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
 /// Applied changes logged one line each per pass, at most; the rest are counted.
 const CHANGES_LOGGED: usize = 200;
@@ -191,8 +204,24 @@ impl Reconciler {
             retiring: BTreeSet::new(),
             waiting: BTreeSet::new(),
             cert_problems: Vec::new(),
+            known: None,
+            full_read_at: None,
+            full_read_due: false,
+            full_read_every: FULL_READ_EVERY,
             settings,
         }
+    }
+
+    /// Read HAProxy in full at least this often (the resync); passes between plan from
+    /// what the last pass left and re-read only what they touched.
+    pub fn set_full_read_every(&mut self, every: Duration) {
+        self.full_read_every = every;
+    }
+
+    /// The next pass reads HAProxy in full and compares it with what was known (the resync
+    /// timer calls this).
+    pub fn read_everything_next(&mut self) {
+        self.full_read_due = true;
     }
 
     /// Keep the HTTPS bind's certificates in step with the TLS labels (see [`tls`]).
@@ -250,7 +279,7 @@ impl Reconciler {
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
         let desired = self.desired(snap);
         self.learn_proxy().await?;
-        let actual = self.actual().await?;
+        let actual = self.actual_for_plan().await?;
         let attached = self.networks.managed(snap, &desired).await?;
         let mut plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
         if !self.files.template_loaded() && !plan.reload {
@@ -268,6 +297,8 @@ impl Reconciler {
         let started = Instant::now();
         let result = self.apply_pass(snap, started).await;
         if let Err(e) = &result {
+            // What HAProxy holds after a failed pass is not known: the next one reads it all.
+            self.known = None;
             let haproxy_down = matches!(e, ReconcileError::Client(c) if c.is_transient());
             self.observer.pass_failed(&e.to_string(), haproxy_down);
         }
@@ -322,6 +353,7 @@ impl Reconciler {
             // The files must still say what HAProxy holds (first pass after a restart, say).
             report.files_written = self.files.mirror(&actual).await?;
             self.observe_pass(snap, &actual, &BTreeSet::new(), started);
+            self.remember(actual);
             return Ok(report);
         }
         self.networks.attach(&plan.attach).await;
@@ -376,8 +408,14 @@ impl Reconciler {
             }
             report.reloads = 1;
         }
-        // Re-read: the files describe what HAProxy holds, not what we hoped it would.
-        let now = self.actual().await?;
+        // Re-read: the files describe what HAProxy holds, not what we hoped it would. Only
+        // the backends a plan of server and map edits touched; everything after a reload or
+        // a backend created or retired.
+        let changed = changes::changed_backends(&actual, &plan.target);
+        let now = match known::touched(&plan.runtime).filter(|_| !reload) {
+            Some(touched) => self.reread(actual, touched).await?,
+            None => self.full_actual().await?,
+        };
         report.files_written = self.files.mirror(&now).await?;
         if now != plan.target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
@@ -385,12 +423,8 @@ impl Reconciler {
 
         self.networks.detach(&plan.detach).await;
         report.detached = plan.detach.len();
-        self.observe_pass(
-            snap,
-            &now,
-            &changes::changed_backends(&actual, &plan.target),
-            started,
-        );
+        self.observe_pass(snap, &now, &changed, started);
+        self.remember(now);
         info!(
             summary = %plan.summary(),
             commands = report.commands,
@@ -480,6 +514,93 @@ impl Reconciler {
             backend.options = self.files.loaded(name);
         }
         Ok(state)
+    }
+
+    /// The state a pass plans from: what the last pass left ([`known`]) while it may be
+    /// used, else a full read, compared with what was known (a difference is a repair).
+    async fn actual_for_plan(&mut self) -> Result<ProxyState, ReconcileError> {
+        let pid = self.proxy.map(|p| p.pid);
+        match self.known.take() {
+            Some(k)
+                if !self.full_read_due && k.usable(pid, Instant::now(), self.full_read_every) =>
+            {
+                Ok(k.state)
+            }
+            stale => {
+                let fresh = self.full_actual().await?;
+                if let Some(k) = stale.filter(|k| Some(k.pid) == pid) {
+                    if k.state != fresh {
+                        let backends = k
+                            .state
+                            .backends
+                            .iter()
+                            .filter(|(n, b)| fresh.backends.get(*n) != Some(*b))
+                            .count()
+                            + fresh
+                                .backends
+                                .keys()
+                                .filter(|n| !k.state.backends.contains_key(*n))
+                                .count();
+                        tracing::warn!(
+                            backends,
+                            hosts_differ = k.state.hosts != fresh.hosts,
+                            "haproxy holds other than the incremental passes knew; planning from the full read"
+                        );
+                        self.observer.metrics.resync_repairs.inc();
+                    }
+                }
+                Ok(fresh)
+            }
+        }
+    }
+
+    /// [`Reconciler::actual`], noting the time of the full read.
+    async fn full_actual(&mut self) -> Result<ProxyState, ReconcileError> {
+        let read_at = Instant::now();
+        let state = self.actual().await?;
+        self.full_read_at = Some(read_at);
+        self.full_read_due = false;
+        Ok(state)
+    }
+
+    /// `state` (what HAProxy held before a batch) brought up to date after the batch
+    /// `touched` described applied without a refusal: the touched backends re-read, the map
+    /// edits replayed (HAProxy accepted each). Anything unexpected reads everything.
+    async fn reread(
+        &mut self,
+        mut state: ProxyState,
+        touched: known::Touched<'_>,
+    ) -> Result<ProxyState, ReconcileError> {
+        if !touched.backends.is_empty() {
+            let mut read = self.admin.backends_state(&touched.backends).await?;
+            for name in &touched.backends {
+                let Some(mut backend) = read.remove(name) else {
+                    debug!(backend = %name, "a touched backend has no servers; reading everything");
+                    return self.full_actual().await;
+                };
+                backend.options = self.files.loaded(name);
+                state.backends.insert(name.clone(), backend);
+            }
+        }
+        for cmd in touched.map_edits {
+            if let Err(e) = state.apply(cmd) {
+                debug!(error = %e, "a map edit does not replay; reading everything");
+                return self.full_actual().await;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Keep `state` as what HAProxy holds after this pass (see [`known`]).
+    fn remember(&mut self, state: ProxyState) {
+        self.known = match (self.proxy, self.full_read_at) {
+            (Some(p), Some(full_read_at)) => Some(known::Known {
+                pid: p.pid,
+                state,
+                full_read_at,
+            }),
+            _ => None,
+        };
     }
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
@@ -614,7 +735,12 @@ impl Reconciler {
                 // Master::reload logs the reload itself.
                 self.files.worker_loaded_files();
                 self.files.save_good().await?;
-                self.reach_worker(r.new_worker).await
+                self.reach_worker(r.new_worker).await?;
+                // The worker this pass's full re-read sees (and remembers the state of).
+                if let Some(p) = &mut self.proxy {
+                    p.pid = r.new_worker;
+                }
+                Ok(())
             }
             Err(e) => {
                 // The error itself is logged once, by whoever gets it.

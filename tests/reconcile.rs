@@ -316,6 +316,126 @@ async fn only_slots_holding_a_task_are_health_checked_whether_loaded_grown_or_cr
     }
 }
 
+fn repairs(rig: &Rig) -> u64 {
+    rig.reconciler.observer().metrics.resync_repairs.get()
+}
+
+#[tokio::test]
+async fn incremental_passes_leave_haproxy_as_a_full_read_sees_it_through_random_churn() {
+    // 40 steps of a seeded walk over three services (tasks up and down, draining, hosts
+    // edited, a service removed and back): after each step a full read must find exactly
+    // what the incremental passes knew (no repair) and plan nothing.
+    let mut rig = Rig::start(4).await;
+    let port = free_port();
+    let _tasks = tasks_at("t", port, &(2..=12).collect::<Vec<u8>>()).await;
+    let mut seed: u64 = 0x5eed_1234_abcd_0042;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) % n
+    };
+    let names = ["web", "api", "db"];
+    let mut up: BTreeMap<&str, BTreeSet<u8>> =
+        names.iter().map(|n| (*n, BTreeSet::new())).collect();
+    let mut draining: BTreeSet<(&str, u8)> = BTreeSet::new();
+    let mut hosts: BTreeMap<&str, String> =
+        names.iter().map(|n| (*n, format!("{n}.test"))).collect();
+    let mut present: BTreeSet<&str> = names.iter().copied().collect();
+    for step in 0..40 {
+        let name = names[next(3) as usize];
+        match next(6) {
+            0 | 1 => {
+                let n = 2 + next(11) as u8;
+                up.get_mut(name).unwrap().insert(n);
+                draining.remove(&(name, n));
+            }
+            2 => {
+                let n = 2 + next(11) as u8;
+                if up.get_mut(name).unwrap().remove(&n) {
+                    draining.insert((name, n));
+                }
+            }
+            3 => {
+                draining.retain(|(s, _)| *s != name);
+            }
+            4 => {
+                hosts.insert(name, format!("{name}{step}.test"));
+            }
+            _ => {
+                if !present.remove(name) {
+                    present.insert(name);
+                }
+            }
+        }
+        let services = present
+            .iter()
+            .map(|n| service(n, &hosts[n], port, &[]))
+            .collect();
+        let mut tasks = Vec::new();
+        for n in present.iter() {
+            tasks.extend(running(n, &up[n].iter().copied().collect::<Vec<_>>()));
+            tasks.extend(
+                draining
+                    .iter()
+                    .filter(|(s, _)| s == n)
+                    .map(|(s, t)| task(s, *t, DesiredTaskState::Shutdown)),
+            );
+        }
+        let snap = snapshot(services, tasks);
+        rig.pass(&snap).await;
+        rig.reconciler.read_everything_next();
+        let again = rig.pass(&snap).await;
+        assert!(
+            !again.changed(),
+            "step {step}: the full read re-planned {again:?}"
+        );
+        assert_eq!(
+            repairs(&rig),
+            0,
+            "step {step}: a full read found other than known"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_change_made_behind_the_drivers_back_is_repaired_at_the_next_full_read_and_counted() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2, 3]).await;
+    let snap = snapshot(
+        vec![service("web", "web.test", port, &[])],
+        running("web", &[2, 3]),
+    );
+    rig.pass(&snap).await;
+    assert_eq!(rig.ready("web").await.len(), 2);
+    // By hand, over the admin socket: one task's slot to maint.
+    let slot = rig
+        .ready("web")
+        .await
+        .into_keys()
+        .next()
+        .expect("a ready slot");
+    let mut by_hand = AdminClient::new(rig.haproxy.admin_socket());
+    let cmd = Command::SetState {
+        backend: support::backend_name("web"),
+        server: swarm_lb::model::ServerName::parse(&slot).expect("slot"),
+        state: Admin::Maint,
+    };
+    let reply = by_hand.execute(&[cmd]).await.expect("runtime");
+    assert!(reply[0].is_ok(), "{reply:?}");
+    assert_eq!(rig.ready("web").await.len(), 1);
+    // An incremental pass plans from what it knows: nothing to do.
+    assert!(!rig.pass(&snap).await.changed());
+    assert_eq!(repairs(&rig), 0);
+    // The resync reads everything, counts the difference and puts the slot back.
+    rig.reconciler.read_everything_next();
+    assert!(rig.pass(&snap).await.changed());
+    assert_eq!(repairs(&rig), 1);
+    assert_eq!(rig.ready("web").await.len(), 2);
+    assert_eq!(rig.answers("web.test", 8).await, names("web", &[2, 3]));
+}
+
 #[tokio::test]
 async fn a_task_swarm_is_stopping_is_drained_at_once() {
     let mut rig = Rig::start(42).await;

@@ -103,6 +103,11 @@ pub struct Metrics {
     pub event_stream_reconnects: Counter,
     /// `swarm_lb_docker_resyncs_total`: periodic full listings of Swarm.
     pub resyncs: Counter,
+    /// `swarm_lb_resync_repairs_total`: full reads of HAProxy (the periodic resync) that found
+    /// it holding something other than what the incremental passes knew it held, so the
+    /// pass re-planned from the full read. Should stay 0: a bug in the incremental path, or
+    /// a change made by hand over the admin socket, counts here.
+    pub resync_repairs: Counter,
     /// `swarm_lb_last_successful_pass_timestamp_seconds`: Unix time of the last pass that
     /// succeeded (0: none yet).
     pub last_success: Gauge<f64, AtomicU64>,
@@ -143,6 +148,7 @@ impl Metrics {
             label_problems: Family::default(),
             event_stream_reconnects: Counter::default(),
             resyncs: Counter::default(),
+            resync_repairs: Counter::default(),
             last_success: Gauge::default(),
             haproxy_up: Gauge::default(),
             haproxy_version: Family::default(),
@@ -218,6 +224,11 @@ impl Metrics {
             "docker_resyncs",
             "Periodic full listings of Swarm",
             m.resyncs.clone(),
+        );
+        r.register(
+            "resync_repairs",
+            "Full reads of HAProxy that found it differing from what incremental passes knew",
+            m.resync_repairs.clone(),
         );
         r.register_with_unit(
             "last_successful_pass_timestamp",

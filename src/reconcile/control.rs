@@ -42,6 +42,8 @@ pub trait Passes {
     fn beat(&self) {}
     /// The snapshot the next pass works on.
     fn next_snapshot(&self, _snap: &Arc<Snapshot>) {}
+    /// The resync timer fired: the next pass reads HAProxy in full.
+    fn resync_due(&mut self) {}
     /// Resolves when something besides Swarm asks for a pass (secrets delivered); never by
     /// default.
     fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -67,6 +69,10 @@ impl Passes for Reconciler {
 
     fn next_snapshot(&self, snap: &Arc<Snapshot>) {
         self.observer().snapshot(Arc::clone(snap));
+    }
+
+    fn resync_due(&mut self) {
+        Reconciler::read_everything_next(self);
     }
 
     fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
@@ -106,7 +112,7 @@ pub async fn run<P: Passes>(
                         return;
                     }
                 }
-                _ = resync.tick() => {}
+                _ = resync.tick() => reconciler.resync_due(),
                 () = reconciler.woken() => {}
                 _ = proxy_check.tick() => {
                     if reconciler.proxy_is_same().await {

@@ -1,0 +1,124 @@
+//! What the reconciler knows HAProxy holds between two full reads, so that one change costs
+//! in proportion to itself: a pass plans from the state the last pass left (instead of `show
+//! servers state` of every backend and the whole map), and after applying re-reads only the
+//! backends its commands touched. A full read happens at the first pass, after a failure, a
+//! reload or a new worker, for plans that create or retire backends, and at least every
+//! `full_read_every` (the resync): when it finds HAProxy holding something else than what was
+//! known, that is a repair (`swarm_lb_resync_repairs_total`), which should never happen.
+//! Pure: time is passed in.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::haproxy::{Command, ProxyState};
+use crate::model::BackendName;
+
+/// The state HAProxy's worker `pid` held after the last successful pass.
+#[derive(Debug)]
+pub(super) struct Known {
+    pub pid: u32,
+    pub state: ProxyState,
+    /// When the last full read was made (incremental updates keep it).
+    pub full_read_at: Instant,
+}
+
+impl Known {
+    /// Whether the next pass may plan from this state rather than read everything: the same
+    /// worker, and a full read younger than `every`.
+    pub fn usable(&self, pid: Option<u32>, now: Instant, every: Duration) -> bool {
+        pid == Some(self.pid) && now.saturating_duration_since(self.full_read_at) < every
+    }
+}
+
+/// What a runtime batch touched, when the state can be brought up to date by re-reading
+/// those backends and replaying the map edits: servers moved, put in a state, added or
+/// checked, and map entries. `None` for anything else (backends created, published or
+/// retired, cookies keyed): those passes read everything, as their replies can leave
+/// HAProxy in more than one state (a retirement waits for connections, say).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Touched<'a> {
+    pub backends: BTreeSet<BackendName>,
+    pub map_edits: Vec<&'a Command>,
+}
+
+pub(super) fn touched(cmds: &[Command]) -> Option<Touched<'_>> {
+    let mut t = Touched::default();
+    for cmd in cmds {
+        match cmd {
+            Command::SetAddr { backend, .. }
+            | Command::SetState { backend, .. }
+            | Command::AddServer { backend, .. }
+            | Command::EnableHealth { backend, .. } => {
+                t.backends.insert(backend.clone());
+            }
+            Command::AddMap { .. } | Command::SetMap { .. } | Command::DelMap { .. } => {
+                t.map_edits.push(cmd);
+            }
+            _ => return None,
+        }
+    }
+    Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::{Admin, DefaultsName, MapPath};
+    use crate::model::{BackendOptions, MapKey, ServerName};
+
+    fn be(n: &str) -> BackendName {
+        BackendName::for_service(n).unwrap()
+    }
+
+    #[test]
+    fn server_and_map_edits_are_touched_backends_and_replayed_map_edits() {
+        let map = MapPath::new("/etc/haproxy/hosts.map").unwrap();
+        let del = Command::DelMap {
+            map,
+            key: MapKey::parse("a.example/").unwrap(),
+        };
+        let cmds = vec![
+            Command::SetAddr {
+                backend: be("web"),
+                server: ServerName::slot(1),
+                addr: "10.0.0.1:80".parse().unwrap(),
+            },
+            Command::SetState {
+                backend: be("api"),
+                server: ServerName::slot(2),
+                state: Admin::Ready,
+            },
+            del.clone(),
+        ];
+        let t = touched(&cmds).expect("incremental");
+        assert_eq!(t.backends, BTreeSet::from([be("web"), be("api")]));
+        assert_eq!(t.map_edits, vec![&del]);
+    }
+
+    #[test]
+    fn creating_or_retiring_a_backend_needs_a_full_read() {
+        let add = Command::AddBackend {
+            backend: be("web"),
+            defaults: DefaultsName::for_options(&BackendOptions::default()).unwrap(),
+        };
+        assert_eq!(touched(&[add]), None);
+        assert_eq!(touched(&[Command::DelBackend { backend: be("web") }]), None);
+    }
+
+    #[test]
+    fn a_known_state_is_used_for_the_same_worker_until_the_next_full_read_is_due() {
+        let t0 = Instant::now();
+        let k = Known {
+            pid: 7,
+            state: ProxyState::default(),
+            full_read_at: t0,
+        };
+        let every = Duration::from_secs(30);
+        assert!(k.usable(Some(7), t0 + Duration::from_secs(29), every));
+        assert!(!k.usable(Some(7), t0 + every, every), "resync due");
+        assert!(!k.usable(Some(8), t0, every), "another worker");
+        assert!(!k.usable(None, t0, every), "haproxy not seen");
+    }
+}
