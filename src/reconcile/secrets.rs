@@ -353,7 +353,7 @@ impl Worker {
     async fn run(self, mut wanted: watch::Receiver<BTreeSet<String>>) {
         self.remove_leftovers().await;
         let s = &self.settings;
-        let mut backoff = Backoff::new(s.retry, s.max_retry);
+        let mut backoff = Backoff::new(s.retry, s.max_retry).with_jitter();
         let mut next = Instant::now() + s.recheck;
         loop {
             tokio::select! {

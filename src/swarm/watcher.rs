@@ -224,7 +224,7 @@ impl Watcher {
             info!(endpoint = %self.docker.endpoint(), since = %since, "watching Docker events");
             self.docker.events(since)
         };
-        let backoff = Backoff::new(o.backoff_initial, o.backoff_max);
+        let backoff = Backoff::new(o.backoff_initial, o.backoff_max).with_jitter();
         let mut stream = Reconnecting::new(open, SystemTime::now(), backoff, o.backoff_max);
         let mut resync = tokio::time::interval(o.resync);
         resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
