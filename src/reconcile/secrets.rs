@@ -340,8 +340,12 @@ impl DeliveryHandle {
 }
 
 /// Starts the worker on the runtime (after removing this node's leftover jobs); the handle
-/// drives it. The worker ends when every handle is dropped.
-pub fn spawn(docker: Docker, settings: DeliverySettings) -> DeliveryHandle {
+/// drives it. The worker ends when every handle is dropped: its task (returned) ending while
+/// a handle lives means it failed, which the caller supervises.
+pub fn spawn(
+    docker: Docker,
+    settings: DeliverySettings,
+) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(BTreeSet::new());
     let handle = DeliveryHandle {
         wanted: Arc::new(tx),
@@ -354,8 +358,8 @@ pub fn spawn(docker: Docker, settings: DeliverySettings) -> DeliveryHandle {
         statuses: Arc::clone(&handle.statuses),
         changed: Arc::clone(&handle.changed),
     };
-    tokio::spawn(worker.run(rx));
-    handle
+    let task = tokio::spawn(worker.run(rx));
+    (handle, task)
 }
 
 struct Worker {
