@@ -247,12 +247,15 @@ def main():
 
     project = f"slbsoak{os.getpid()}"
     cluster = f"soak{os.getpid()}"
-    ports = {k: free_port() for k in ("http", "metrics", "stats")}
+    # Every port the compose file publishes, on loopback and free: a product stack on this
+    # engine (scripts/run.sh) holds the defaults.
+    ports = {k: free_port() for k in ("http", "https", "metrics", "stats")}
     env = dict(os.environ,
                COMPOSE_PROJECT_NAME=project,
                HAPROXY_IMAGE=os.environ.get("SOAK_HAPROXY_IMAGE", "swarm-lb/haproxy:2.6-local"),
                SWARM_LB_IMAGE=os.environ.get("SWARM_LB_IMAGE", "swarm-lb/swarm-lb:local"),
                SWARM_LB_HTTP_PORT=f"127.0.0.1:{ports['http']}",
+               SWARM_LB_HTTPS_PORT=f"127.0.0.1:{ports['https']}",
                SWARM_LB_METRICS_PORT=f"127.0.0.1:{ports['metrics']}",
                SWARM_LB_STATS_PORT=f"127.0.0.1:{ports['stats']}",
                SWARM_LB_HAPROXY_CONTAINER=f"{project}-haproxy",

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use tracing::{info, warn};
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
 
 use swarm_lb::haproxy::render::{self, Files, HttpsSettings, RenderSettings};
 use swarm_lb::haproxy::tls::{self, CertFiles};
@@ -569,7 +570,7 @@ fn copy_secrets(args: CopySecretsArgs) -> anyhow::Result<()> {
 }
 
 /// The secrets delivery of `--secrets-delivery=job`, set up: the volume, the image, this node;
-/// `None` when delivery is off (or HTTPS is).
+/// `None` when delivery is off (or HTTPS is). With the handle, the worker's task.
 ///
 /// Errors: what is missing (no named volume at --secrets-dir, no image, no Swarm node ID) and
 /// which flag gives it.
@@ -579,7 +580,7 @@ async fn delivery(
     https: bool,
     docker: &swarm::Docker,
     recheck: Duration,
-) -> anyhow::Result<Option<DeliveryHandle>> {
+) -> anyhow::Result<Option<(DeliveryHandle, JoinHandle<()>)>> {
     if a.secrets_delivery == Delivery::Off {
         return Ok(None);
     }
@@ -708,10 +709,19 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         admin_socket: c.admin_socket.clone(),
         hosts_map: settings.plan.hosts_map.clone(),
     };
-    tokio::spawn(http::serve(listener, observer.clone(), source));
+    let mut tasks = vec![(
+        "http server",
+        tokio::spawn(http::serve(listener, observer.clone(), source)),
+    )];
     info!(listen = %args.listen, "serving /metrics, /healthz, /readyz, /status");
     let https = settings.render.https.is_some();
-    let delivery = delivery(c, &args.delivery, https, &docker, args.resync).await?;
+    let delivery = match delivery(c, &args.delivery, https, &docker, args.resync).await? {
+        Some((handle, worker)) => {
+            tasks.push(("secrets worker", worker));
+            Some(handle)
+        }
+        None => None,
+    };
     let mut reconciler =
         reconciler(c, settings, docker.clone(), delivery).with_observer(observer.clone());
     // The resync timer asks for a full read; this is the backstop.
@@ -750,14 +760,43 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Spawned, not polled by the thread blocking on main: on a worker thread the I/O driver
     // wakes it without a cross-thread hop, which cuts the admin-socket client's CPU per batch
     // (bench-micro; the figures are in README's benchmark section).
-    let reconciler = tokio::spawn(reconcile::run(reconciler, rx, timing));
+    tasks.push((
+        "reconciler",
+        tokio::spawn(reconcile::run(reconciler, rx, timing)),
+    ));
+    tasks.push(("watcher", watcher));
     tokio::select! {
-        r = reconciler => { r.context("reconciler task")?; }
-        r = watcher => { r.context("watcher task")?; }
+        e = first_to_end(tasks) => return Err(e),
         r = tokio::signal::ctrl_c() => { r.context("signal")?; info!("interrupted; stopping"); }
         () = sigterm() => { info!("terminated; stopping"); }
     }
     Ok(())
+}
+
+/// The daemon's tasks, each needed for the process's whole life: none of them returns while
+/// the others run, so the first to end (or panic) is the process's error, never a daemon that
+/// looks healthy without it. Waits forever with no tasks.
+async fn first_to_end(tasks: Vec<(&'static str, JoinHandle<()>)>) -> anyhow::Error {
+    if tasks.is_empty() {
+        return std::future::pending().await;
+    }
+    let (names, handles): (Vec<_>, Vec<_>) = tasks.into_iter().unzip();
+    let (ended, i, _) = futures_util::future::select_all(handles).await;
+    let task = names[i];
+    match ended {
+        Ok(()) => {
+            error!(task, "task ended; stopping");
+            anyhow::anyhow!("the {task} task ended")
+        }
+        Err(e) if e.is_panic() => {
+            error!(task, "task panicked; stopping");
+            anyhow::anyhow!("the {task} task panicked")
+        }
+        Err(e) => {
+            error!(task, error = %e, "task cancelled; stopping");
+            anyhow::Error::new(e).context(format!("the {task} task"))
+        }
+    }
 }
 
 /// This node's engine and the manager's (`--manager`), checked: the Swarm-state engine must
@@ -827,6 +866,41 @@ async fn print_plan(c: Common) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs until the test's runtime ends.
+    fn forever() -> JoinHandle<()> {
+        tokio::spawn(std::future::pending())
+    }
+
+    #[tokio::test]
+    async fn a_panic_in_the_http_server_or_the_secrets_worker_stops_the_daemon_naming_it() {
+        let tasks = vec![
+            ("http server", tokio::spawn(async { panic!("bind lost") })),
+            ("reconciler", forever()),
+            ("watcher", forever()),
+        ];
+        let e = tokio::time::timeout(Duration::from_secs(10), first_to_end(tasks))
+            .await
+            .expect("the panic ends the wait");
+        assert_eq!(e.to_string(), "the http server task panicked");
+
+        let tasks = vec![
+            ("http server", forever()),
+            ("secrets worker", tokio::spawn(async {})),
+            ("reconciler", forever()),
+        ];
+        let e = tokio::time::timeout(Duration::from_secs(10), first_to_end(tasks))
+            .await
+            .expect("the exit ends the wait");
+        assert_eq!(e.to_string(), "the secrets worker task ended");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn while_every_task_runs_the_daemon_runs() {
+        let tasks = vec![("http server", forever()), ("watcher", forever())];
+        let waited = tokio::time::timeout(Duration::from_secs(3600), first_to_end(tasks)).await;
+        assert!(waited.is_err(), "nothing ended");
+    }
 
     fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
         let argv = ["swarm-lb", "run"].iter().chain(args);

@@ -167,6 +167,15 @@ pub struct Reconciler {
 /// says otherwise (the daemon passes its `--resync`).
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(30);
 
+/// What reaching HAProxy may do when its admin socket has nobody listening.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Fail with the socket's error: `swarm-lb plan` and any other read changes nothing.
+    ReadOnly,
+    /// Reload the last good files if the master still runs a worker (a pass).
+    MayReload,
+}
+
 /// Applied changes logged one line each per pass, at most; the rest are counted.
 const CHANGES_LOGGED: usize = 200;
 
@@ -272,14 +281,28 @@ impl Reconciler {
         desired
     }
 
-    /// Read HAProxy (and the container's managed networks) and plan, without applying.
+    /// Read HAProxy (and the container's managed networks) and plan, without applying:
+    /// nothing here changes HAProxy, not even the reload a pass makes to get a lost admin
+    /// socket back (that is an error here).
     pub async fn plan(
         &mut self,
         snap: &Snapshot,
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
+        self.read_and_plan(snap, Reach::ReadOnly).await
+    }
+
+    async fn read_and_plan(
+        &mut self,
+        snap: &Snapshot,
+        reach: Reach,
+    ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
         let desired = self.desired(snap);
-        self.learn_proxy().await?;
-        let actual = self.actual_for_plan().await?;
+        self.learn_proxy(reach).await?;
+        // A read-only plan reads everything and leaves what the passes know alone.
+        let actual = match reach {
+            Reach::ReadOnly => self.actual().await?,
+            Reach::MayReload => self.actual_for_plan().await?,
+        };
         let attached = self.networks.managed(snap, &desired).await?;
         let mut plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
         if !self.files.template_loaded() && !plan.reload {
@@ -337,7 +360,7 @@ impl Reconciler {
         snap: &Snapshot,
         started: Instant,
     ) -> Result<Report, ReconcileError> {
-        let (desired, actual, plan) = self.plan(snap).await?;
+        let (desired, actual, plan) = self.read_and_plan(snap, Reach::ReadOnly).await?;
         let mut report = Report::default();
         report.commands += self.apply_certs(&desired).await;
         let certs = self
@@ -604,10 +627,10 @@ impl Reconciler {
     }
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
-    async fn learn_proxy(&mut self) -> Result<(), ReconcileError> {
+    async fn learn_proxy(&mut self, reach: Reach) -> Result<(), ReconcileError> {
         let info = match self.admin.info().await {
             Ok(info) => info,
-            Err(e) if e.is_nobody_listening() => {
+            Err(e) if e.is_nobody_listening() && reach == Reach::MayReload => {
                 self.recover_admin_socket(e).await?;
                 self.admin.info().await?
             }

@@ -317,3 +317,54 @@ async fn status_matches_show_servers_state_and_readyz_needs_docker_and_a_pass() 
     let table = swarm_lb::observe::status::render(&status);
     assert!(table.contains("web.test"), "{table}");
 }
+
+/// Adds service `api<n>` with one task, and times the pass that routes it (a reload before
+/// 3.4, runtime commands from 3.4).
+async fn add_api(rig: &mut Rig, snap: &mut Snapshot, n: u8) -> Duration {
+    let name = format!("api{n}");
+    let host = format!("{name}.test");
+    snap.services.push(service(
+        &name,
+        &[
+            ("com.docker.lb.hosts", &host),
+            ("com.docker.lb.port", "8080"),
+        ],
+    ));
+    snap.tasks.extend(running(&name, &[10 + n]));
+    let started = std::time::Instant::now();
+    rig.pass(snap.clone()).await;
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_100_status_requests_is_answered_while_a_change_converges_at_its_usual_speed() {
+    let mut rig = Rig::start().await;
+    let mut snap = snapshot(vec![web("8080")], running("web", &[1]));
+    rig.pass(snap.clone()).await;
+    let alone = add_api(&mut rig, &mut snap, 1).await;
+
+    let addr = rig.addr;
+    let burst: Vec<_> = (0..100)
+        .map(|_| tokio::spawn(async move { http::get(addr, "/status").await }))
+        .collect();
+    let during = add_api(&mut rig, &mut snap, 2).await;
+    let mut codes = BTreeMap::new();
+    for request in burst {
+        let (code, body) = request.await.expect("request task").expect("GET /status");
+        assert!(code == 200, "{code}: {body}");
+        *codes.entry(code).or_insert(0) += 1;
+    }
+    assert_eq!(codes, BTreeMap::from([(200, 100)]));
+    assert!(
+        during <= alone * 3 + Duration::from_millis(500),
+        "the change took {during:?} under the burst, {alone:?} alone"
+    );
+    let (code, json) = rig.get("/status").await;
+    assert_eq!(code, 200, "{json}");
+    let status: Status = serde_json::from_str(&json).expect("status JSON");
+    let api2 = status.routes.iter().find(|r| r.backend == "api2");
+    assert!(
+        api2.is_some_and(|r| r.servers.len() == 1),
+        "api2 routed to its task: {status:#?}"
+    );
+}

@@ -250,6 +250,28 @@ async fn creating_a_routed_service_reloads_once_before_3_4_and_every_task_answer
 }
 
 #[tokio::test]
+async fn a_plan_never_reloads_haproxy_even_when_its_admin_socket_is_lost() {
+    let mut rig = Rig::start(42).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let snap = snapshot(
+        vec![service("web", "web.test", port, &[])],
+        vec![task("web", 2, DesiredTaskState::Running)],
+    );
+    rig.pass(&snap).await;
+    // What a refused reload's exiting worker leaves: the worker serves, its socket path is
+    // gone. A pass reloads to get it back (`recover_admin_socket`); a plan must not.
+    std::fs::remove_file(rig.haproxy.admin_socket()).expect("unlink the admin socket");
+    let before = rig.reloads().await;
+
+    // `swarm-lb plan` is a new process: a new connection, which finds nobody at the path.
+    let planned = reconciler_for(&rig.haproxy, 42, true).plan(&snap).await;
+    assert!(planned.is_err(), "planning without the admin socket fails");
+    assert_eq!(rig.reloads().await, before, "a plan never reloads");
+    assert_eq!(rig.answers("web.test", 4).await, names("web", &[2]));
+}
+
+#[tokio::test]
 async fn scaling_fills_and_frees_slots_at_runtime_without_a_reload() {
     let mut rig = Rig::start(42).await;
     let port = free_port();

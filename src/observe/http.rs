@@ -1,8 +1,8 @@
 //! The HTTP listener (`--listen`, default `127.0.0.1:9270`): `/metrics` (OpenMetrics text),
 //! `/healthz` (200 while the reconciler loop is alive), `/readyz` (200 once a pass succeeded
 //! and Docker and HAProxy answer; 503 with the reasons otherwise) and `/status` (the
-//! [`Status`] as JSON, read from HAProxy's admin socket per request). Plain hyper HTTP/1.1,
-//! one task per connection. Also the small client `swarm-lb status` and `swarm-lb health`
+//! [`Status`] as JSON, read from HAProxy's admin socket per request, at most
+//! [`STATUS_READS`] at once). Plain hyper HTTP/1.1, one task per connection. Also the small client `swarm-lb status` and `swarm-lb health`
 //! use.
 
 use std::convert::Infallible;
@@ -16,6 +16,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tracing::debug;
 
 use super::status::{self, Status};
@@ -32,9 +33,25 @@ pub struct StatusSource {
 /// How long `/status` waits for HAProxy, and a client for the daemon.
 const TIMEOUT: Duration = Duration::from_secs(5);
 
+/// `/status` reads of HAProxy at once, at most; more requests wait (up to [`TIMEOUT`]) for one
+/// to finish. HAProxy's stats socket takes 10 sessions by default (`stats maxconn`), and the
+/// reconciler needs one, again at once after every reload: a burst of status requests must
+/// never take them all. Each read stays live (server health changes between passes), which
+/// serving the reconciler's last read would not be.
+pub const STATUS_READS: usize = 2;
+
+/// The status source and the permits of its reads.
+struct Reader {
+    source: StatusSource,
+    permits: Semaphore,
+}
+
 /// Serve until the listener fails (never, in practice). Each connection gets its own task.
 pub async fn serve(listener: TcpListener, observer: Arc<Observer>, source: StatusSource) {
-    let source = Arc::new(source);
+    let source = Arc::new(Reader {
+        source,
+        permits: Semaphore::new(STATUS_READS),
+    });
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -76,7 +93,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 async fn route(
     req: Request<Incoming>,
     observer: &Observer,
-    source: &StatusSource,
+    source: &Reader,
 ) -> Response<Full<Bytes>> {
     if req.method() != hyper::Method::GET && req.method() != hyper::Method::HEAD {
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
@@ -131,8 +148,19 @@ async fn route(
 }
 
 /// `show servers state` and `show map` on a session of its own (the reconciler's is not
-/// shared), joined with the daemon's last snapshot and label problems.
-async fn status_of(observer: &Observer, source: &StatusSource) -> Result<Status, String> {
+/// shared), joined with the daemon's last snapshot and label problems. Waits for one of the
+/// [`STATUS_READS`] permits, within the same [`TIMEOUT`].
+async fn status_of(observer: &Observer, reader: &Reader) -> Result<Status, String> {
+    let _permit = tokio::time::timeout(TIMEOUT, reader.permits.acquire())
+        .await
+        .map_err(|_| {
+            format!(
+                "busy: {STATUS_READS} status reads in flight for {} s",
+                TIMEOUT.as_secs()
+            )
+        })?
+        .map_err(|e| e.to_string())?;
+    let source = &reader.source;
     let (snap, problems) = observer.status_inputs();
     let mut rt = AdminClient::new(&source.admin_socket).with_timeout(TIMEOUT);
     let replies = rt

@@ -135,6 +135,25 @@ pub enum DeliveryError {
     /// Delivery cannot be set up (start-up): what is missing and how to give it.
     #[error("--secrets-delivery=job: {0}")]
     Setup(String),
+    /// The blocking pool dropped a file step (the runtime shutting down, or a panic in it).
+    #[error("secrets directory step '{what}' did not finish: {source}")]
+    Blocking {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+/// Runs the file work `f` of the worker on tokio's blocking pool: reads, writes with fsync
+/// and renames on a volume may take long, and must not hold a runtime thread (the reconciler
+/// and the HTTP server run on the same two).
+async fn on_disk<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, DeliveryError> + Send + 'static,
+) -> Result<T, DeliveryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|source| DeliveryError::Blocking { what, source })?
 }
 
 fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DeliveryError + 'a {
@@ -321,8 +340,12 @@ impl DeliveryHandle {
 }
 
 /// Starts the worker on the runtime (after removing this node's leftover jobs); the handle
-/// drives it. The worker ends when every handle is dropped.
-pub fn spawn(docker: Docker, settings: DeliverySettings) -> DeliveryHandle {
+/// drives it. The worker ends when every handle is dropped: its task (returned) ending while
+/// a handle lives means it failed, which the caller supervises.
+pub fn spawn(
+    docker: Docker,
+    settings: DeliverySettings,
+) -> (DeliveryHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(BTreeSet::new());
     let handle = DeliveryHandle {
         wanted: Arc::new(tx),
@@ -335,8 +358,8 @@ pub fn spawn(docker: Docker, settings: DeliverySettings) -> DeliveryHandle {
         statuses: Arc::clone(&handle.statuses),
         changed: Arc::clone(&handle.changed),
     };
-    tokio::spawn(worker.run(rx));
-    handle
+    let task = tokio::spawn(worker.run(rx));
+    (handle, task)
 }
 
 struct Worker {
@@ -353,7 +376,7 @@ impl Worker {
     async fn run(self, mut wanted: watch::Receiver<BTreeSet<String>>) {
         self.remove_leftovers().await;
         let s = &self.settings;
-        let mut backoff = Backoff::new(s.retry, s.max_retry);
+        let mut backoff = Backoff::new(s.retry, s.max_retry).with_jitter();
         let mut next = Instant::now() + s.recheck;
         loop {
             tokio::select! {
@@ -444,17 +467,28 @@ impl Worker {
             true => BTreeMap::new(),
             false => self.docker.secrets().await?,
         };
-        let mut record = read_record(dir);
-        let p = plan(want, &listed, &record, &present(dir)?);
-        for name in &p.delete {
-            let path = dir.join(name);
-            std::fs::remove_file(&path).map_err(io("removing", &path))?;
-            info!(secret = %name, "secret copy deleted (no label names it, or Docker lists it no more)");
-        }
+        let (mut record, present) = {
+            let dir = dir.clone();
+            on_disk("reading", move || Ok((read_record(&dir), present(&dir)?))).await?
+        };
+        let p = plan(want, &listed, &record, &present);
         let before = record.len();
         record.retain(|name, _| want.contains(name) && !p.delete.contains(name));
-        if record.len() != before {
-            write_record(dir, &record)?;
+        let shrunk = record.len() != before;
+        {
+            let (dir, delete, record) = (dir.clone(), p.delete.clone(), record.clone());
+            on_disk("deleting", move || {
+                for name in &delete {
+                    let path = dir.join(name);
+                    std::fs::remove_file(&path).map_err(io("removing", &path))?;
+                    info!(secret = %name, "secret copy deleted (no label names it, or Docker lists it no more)");
+                }
+                if shrunk {
+                    write_record(&dir, &record)?;
+                }
+                Ok(())
+            })
+            .await?;
         }
         let failed = |name: &String| {
             matches!(
@@ -481,24 +515,30 @@ impl Worker {
         }
         match self.copy(&p.copy).await {
             Ok(job) => {
-                for name in p.copy.keys() {
-                    if !dir.join(name).is_file() {
-                        let e = DeliveryError::NotDelivered {
-                            job,
-                            secret: name.clone(),
-                            dir: dir.clone(),
-                        };
-                        self.publish(
-                            want,
-                            p.copy
-                                .keys()
-                                .map(|n| (n.clone(), SecretStatus::Failed(e.to_string()))),
-                        );
-                        return Err(e);
-                    }
+                let missing = {
+                    let (dir, names) = (dir.clone(), p.copy.keys().cloned().collect::<Vec<_>>());
+                    on_disk("checking", move || {
+                        Ok(names.into_iter().find(|n| !dir.join(n).is_file()))
+                    })
+                    .await?
+                };
+                if let Some(secret) = missing {
+                    let e = DeliveryError::NotDelivered {
+                        job,
+                        secret,
+                        dir: dir.clone(),
+                    };
+                    self.publish(
+                        want,
+                        p.copy
+                            .keys()
+                            .map(|n| (n.clone(), SecretStatus::Failed(e.to_string()))),
+                    );
+                    return Err(e);
                 }
                 record.extend(p.copy.clone());
-                write_record(dir, &record)?;
+                let dir = dir.clone();
+                on_disk("recording", move || write_record(&dir, &record)).await?;
                 self.publish(
                     want,
                     p.copy.keys().map(|n| (n.clone(), SecretStatus::Ready)),
@@ -719,6 +759,32 @@ mod tests {
         );
         handle.set("a", SecretStatus::Unknown);
         assert_eq!(handle.status("a"), SecretStatus::Unknown);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_workers_file_steps_run_off_the_runtime_thread() {
+        let runtime_thread = std::thread::current().id();
+        let step_thread = on_disk("testing", || Ok(std::thread::current().id()))
+            .await
+            .expect("step");
+        assert_ne!(step_thread, runtime_thread);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_file_step_is_an_error_naming_the_step() {
+        let err = on_disk::<()>("listing", || panic!("disk on fire"))
+            .await
+            .expect_err("a panic is an error");
+        assert!(
+            matches!(
+                err,
+                DeliveryError::Blocking {
+                    what: "listing",
+                    ..
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]

@@ -31,6 +31,26 @@ pub struct Stack {
     env: Vec<(String, String)>,
 }
 
+/// What keeps a test stack apart from any other on the engine, a product stack
+/// (`scripts/run.sh`) included: its own compose project (so its own volumes), its own HAProxy
+/// container name, and every port the compose file publishes on a free loopback port, in the
+/// order HTTP, HTTPS, metrics, stats.
+fn isolated_env(project: &str, haproxy_container: &str, ports: [u16; 4]) -> Vec<(String, String)> {
+    let [http, https, metrics, stats] = ports;
+    let on_loopback = |port: u16| format!("127.0.0.1:{port}");
+    vec![
+        ("COMPOSE_PROJECT_NAME".into(), project.to_owned()),
+        (
+            "SWARM_LB_HAPROXY_CONTAINER".into(),
+            haproxy_container.to_owned(),
+        ),
+        ("SWARM_LB_HTTP_PORT".into(), on_loopback(http)),
+        ("SWARM_LB_HTTPS_PORT".into(), on_loopback(https)),
+        ("SWARM_LB_METRICS_PORT".into(), on_loopback(metrics)),
+        ("SWARM_LB_STATS_PORT".into(), on_loopback(stats)),
+    ]
+}
+
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -70,32 +90,16 @@ impl Stack {
         let https_port = free_port();
         let (metrics_port, stats_port) = (free_port(), free_port());
         let haproxy_container = format!("{project}-haproxy");
-        let mut env: Vec<(String, String)> = vec![
-            ("COMPOSE_PROJECT_NAME".into(), project.clone()),
+        let mut env = isolated_env(
+            &project,
+            &haproxy_container,
+            [http_port, https_port, metrics_port, stats_port],
+        );
+        env.extend([
             ("HAPROXY_IMAGE".into(), crate::docker::haproxy_image()),
             ("SWARM_LB_IMAGE".into(), crate::docker::swarm_lb_image()),
-            (
-                "SWARM_LB_HTTP_PORT".into(),
-                format!("127.0.0.1:{http_port}"),
-            ),
-            (
-                "SWARM_LB_HTTPS_PORT".into(),
-                format!("127.0.0.1:{https_port}"),
-            ),
-            (
-                "SWARM_LB_METRICS_PORT".into(),
-                format!("127.0.0.1:{metrics_port}"),
-            ),
-            (
-                "SWARM_LB_STATS_PORT".into(),
-                format!("127.0.0.1:{stats_port}"),
-            ),
-            (
-                "SWARM_LB_HAPROXY_CONTAINER".into(),
-                haproxy_container.clone(),
-            ),
             ("RUST_LOG".into(), "info".into()),
-        ];
+        ]);
         for (k, v) in extra_env {
             env.push(((*k).to_owned(), (*v).to_owned()));
         }
@@ -318,4 +322,73 @@ fn volume_dir(volume: &str) -> PathBuf {
     let root = try_docker(&["info", "--format", "{{.DockerRootDir}}"])
         .unwrap_or_else(|_| "/var/lib/docker".to_owned());
     Path::new(&root).join("volumes").join(volume).join("_data")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The variables of the compose file that name something the engine holds once: the
+    /// `container_name` and the published `ports` (volumes are named by the project).
+    fn compose_shared_names(compose: &str) -> Vec<String> {
+        let mut vars = Vec::new();
+        let mut in_ports = false;
+        for line in compose.lines() {
+            let t = line.trim();
+            if t.starts_with('#') {
+                continue;
+            }
+            let key = t.split(':').next().unwrap_or("");
+            if !t.starts_with('-') && t.ends_with(':') {
+                in_ports = key == "ports";
+                continue;
+            }
+            if !t.starts_with('-') {
+                in_ports = false;
+            }
+            if key == "container_name" || (in_ports && t.starts_with('-')) {
+                let mut rest = t;
+                while let Some(at) = rest.find("${") {
+                    rest = &rest[at + 2..];
+                    let end = rest.find([':', '}']).unwrap_or(rest.len());
+                    vars.push(rest[..end].to_owned());
+                }
+            }
+        }
+        vars
+    }
+
+    fn compose() -> String {
+        std::fs::read_to_string(repo_root().join("docker-compose.yml")).expect("compose file")
+    }
+
+    #[test]
+    fn the_compose_files_container_name_and_every_published_port_are_variables() {
+        assert_eq!(
+            compose_shared_names(&compose()),
+            [
+                "SWARM_LB_HAPROXY_CONTAINER",
+                "SWARM_LB_HTTP_PORT",
+                "SWARM_LB_HTTPS_PORT",
+                "SWARM_LB_STATS_PORT",
+                "SWARM_LB_METRICS_PORT",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_test_stack_and_the_soak_set_every_name_a_product_stack_also_holds() {
+        let env = isolated_env("p", "p-haproxy", [1, 2, 3, 4]);
+        let soak = std::fs::read_to_string(repo_root().join("scripts/soak.py")).expect("soak");
+        for var in compose_shared_names(&compose()) {
+            assert!(
+                env.iter().any(|(k, _)| *k == var),
+                "the e2e stack leaves {var} at the compose default"
+            );
+            assert!(
+                soak.contains(&format!("{var}=")),
+                "scripts/soak.py leaves {var} at the compose default"
+            );
+        }
+    }
 }
