@@ -360,7 +360,7 @@ impl Reconciler {
         snap: &Snapshot,
         started: Instant,
     ) -> Result<Report, ReconcileError> {
-        let (desired, actual, plan) = self.read_and_plan(snap, Reach::ReadOnly).await?;
+        let (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
         let mut report = Report::default();
         report.commands += self.apply_certs(&desired).await;
         let certs = self
