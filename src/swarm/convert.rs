@@ -19,6 +19,31 @@ use crate::model::{
     TaskState, Vip,
 };
 
+/// The `filters` value of `GET /tasks` that selects the tasks of `services` (Docker's filter
+/// syntax: a JSON object of lists; `service` takes names or IDs).
+pub(super) fn service_filter(services: &BTreeSet<ServiceId>) -> String {
+    serde_json::json!({ "service": services }).to_string()
+}
+
+/// `tasks` (a listing's, sorted by id) with those of `services` replaced by `fresh`: what a
+/// poll of some services' tasks makes of the last listing. Sorted by id.
+pub(super) fn merge_service_tasks(
+    tasks: &[Task],
+    services: &BTreeSet<ServiceId>,
+    fresh: Vec<Task>,
+) -> Vec<Task> {
+    let kept = tasks
+        .iter()
+        .filter(|t| !services.contains(&t.service_id))
+        .cloned();
+    // A task of another service in the reply (a filter Docker did not apply) is dropped:
+    // the listing of that service stays as it was.
+    let fresh = fresh
+        .into_iter()
+        .filter(|t| services.contains(&t.service_id));
+    sort_tasks(kept.chain(fresh).collect())
+}
+
 /// A snapshot plus what the watcher needs to tell whether a service has settled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Listing {
@@ -527,6 +552,25 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_service_poll_replaces_that_services_tasks_and_keeps_the_others() {
+        let task = |id: &str, service: &str| Task {
+            id: id.into(),
+            service_id: service.into(),
+            slot: None,
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![],
+        };
+        let listed = vec![task("a1", "a"), task("b1", "b"), task("b2", "b")];
+        let scope = BTreeSet::from(["b".to_string()]);
+        let fresh = vec![task("b3", "b"), task("b1", "b"), task("c9", "c")];
+        let merged = merge_service_tasks(&listed, &scope, fresh);
+        let ids: Vec<&str> = merged.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "b3"]);
+        assert_eq!(service_filter(&scope), r#"{"service":["b"]}"#);
+    }
+
     use super::*;
 
     const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");

@@ -21,12 +21,12 @@ pub mod secrets;
 mod settle;
 mod watcher;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 
-use crate::model::{NetworkId, Snapshot, Task};
+use crate::model::{NetworkId, ServiceId, Snapshot, Task};
 
 pub use convert::rfc3339;
 pub use error::{BoxError, SwarmError};
@@ -232,6 +232,27 @@ impl Docker {
     async fn tasks_timed(&self) -> Result<(Vec<Task>, convert::Times), SwarmError> {
         const OP: &str = "list tasks";
         let path = format!("/v{}/tasks", self.api_version);
+        let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
+        convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
+            op: OP,
+            source: e.into(),
+        })
+    }
+
+    /// The tasks of `services` only (`GET /tasks?filters={"service":[<id>...]}`), with their
+    /// timestamps: what polling a settling service costs, where [`Docker::tasks`] reads every
+    /// task of the Swarm. Docker answers 404 for a service it does not know (removed since):
+    /// the caller lists everything then.
+    async fn service_tasks_timed(
+        &self,
+        services: &BTreeSet<ServiceId>,
+    ) -> Result<(Vec<Task>, convert::Times), SwarmError> {
+        const OP: &str = "list tasks of services";
+        let path = format!(
+            "/v{}/tasks?filters={}",
+            self.api_version,
+            raw::query_value(&convert::service_filter(services))
+        );
         let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
         convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
             op: OP,

@@ -82,6 +82,19 @@ impl std::fmt::Display for Endpoint {
 
 /// `GET path_and_query` -> the body of a 2xx reply; any other status is [`SwarmError::Api`]
 /// with the engine's `message`.
+/// `value` percent-encoded for a URL query (RFC 3986: every byte but the unreserved ones).
+pub(super) fn query_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(super) async fn get(
     endpoint: &Endpoint,
     path_and_query: &str,
@@ -172,6 +185,14 @@ pub(super) fn error_message(body: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_query_value_is_percent_encoded_but_for_unreserved_bytes() {
+        assert_eq!(
+            query_value(r#"{"service":["ab-1_x.y~"]}"#),
+            "%7B%22service%22%3A%5B%22ab-1_x.y~%22%5D%7D"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -201,6 +201,11 @@ impl Settler {
     pub fn watching(&self) -> usize {
         self.active.len()
     }
+
+    /// The services being watched (polled until they settle).
+    pub fn active_ids(&self) -> BTreeSet<ServiceId> {
+        self.active.keys().cloned().collect()
+    }
 }
 
 /// No task on its way to running, none running that Swarm is stopping, the running count

@@ -22,6 +22,7 @@
 //! When nothing is moving, the loop sleeps on the stream and the resync timer only (plus one
 //! timer per overlay entry's expiry, while there is one).
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,7 +42,7 @@ use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
 use crate::fields;
-use crate::model::{Snapshot, Task};
+use crate::model::{ServiceId, Snapshot, Task};
 use crate::observe::Observer;
 
 /// Container inspections of the fast path in flight at once, at most. One takes a few ms on
@@ -177,7 +178,13 @@ struct Listed {
 enum Fetched {
     All(Listing, convert::Times),
     Tasks(Vec<Task>, convert::Times),
+    /// The tasks of these services only (a poll of settling services).
+    ServiceTasks(BTreeSet<ServiceId>, Vec<Task>, convert::Times),
 }
+
+/// The most services one poll names in its filter; more are polled with the whole task list
+/// (a long filter costs the manager as much, and the URL stays short).
+const SCOPED_POLL_MAX: usize = 64;
 
 /// A fast-path inspection's outcome.
 struct Inspected {
@@ -296,11 +303,19 @@ impl Watcher {
         })
     }
 
-    /// Lists everything, or only tasks.
-    async fn list(&self, refresh: Refresh) -> Listed {
+    /// Lists everything, or only tasks: of the services in `scope` when it names any (the
+    /// services settling), else all of them.
+    async fn list(&self, refresh: Refresh, scope: BTreeSet<ServiceId>) -> Listed {
         let requested = Instant::now();
         let deadline = self.options.list_timeout;
         let result = match refresh {
+            Refresh::Tasks if !scope.is_empty() => with_deadline(
+                "list tasks of services",
+                deadline,
+                self.docker.service_tasks_timed(&scope),
+            )
+            .await
+            .map(|(tasks, times)| Fetched::ServiceTasks(scope, tasks, times)),
             Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks_timed())
                 .await
                 .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
@@ -359,7 +374,7 @@ impl<'a> Loop<'a> {
     /// connection.
     async fn opened(&mut self) -> Result<(), SwarmError> {
         self.state.wanted = None;
-        let first = self.watcher.list(Refresh::Full).await;
+        let first = self.watcher.list(Refresh::Full, BTreeSet::new()).await;
         self.listed(first)?;
         self.resync.reset();
         Ok(())
@@ -388,7 +403,17 @@ impl<'a> Loop<'a> {
             } else {
                 Refresh::Full
             };
-            self.listing = Some(Box::pin(self.watcher.list(r)));
+            // Every service still settling, so that none is judged on an older listing.
+            let scope = match r {
+                Refresh::Tasks => self.state.settler.active_ids(),
+                _ => BTreeSet::new(),
+            };
+            let scope = if scope.len() > SCOPED_POLL_MAX {
+                BTreeSet::new()
+            } else {
+                scope
+            };
+            self.listing = Some(Box::pin(self.watcher.list(r, scope)));
         }
     }
 
@@ -562,13 +587,16 @@ impl<'a> Loop<'a> {
     /// and updates what is moving.
     fn listed(&mut self, done: Listed) -> Result<(), SwarmError> {
         let Listed {
+            refresh,
             requested,
             mut result,
-            ..
         } = done;
         let now = Instant::now();
         self.watcher.observe(|o| o.docker(result.is_ok()));
-        if let Ok(Fetched::All(_, times) | Fetched::Tasks(_, times)) = &mut result {
+        if let Ok(
+            Fetched::All(_, times) | Fetched::Tasks(_, times) | Fetched::ServiceTasks(_, _, times),
+        ) = &mut result
+        {
             let times = std::mem::take(times);
             self.watcher.observe(|o| o.task_times(times));
         }
@@ -583,12 +611,25 @@ impl<'a> Loop<'a> {
                 },
                 progress: prev.progress.clone(),
             },
+            (Ok(Fetched::ServiceTasks(scope, tasks, _)), Some((prev, _))) => Listing {
+                snapshot: Snapshot {
+                    services: prev.snapshot.services.clone(),
+                    tasks: convert::merge_service_tasks(&prev.snapshot.tasks, &scope, tasks),
+                    networks: prev.snapshot.networks.clone(),
+                },
+                progress: prev.progress.clone(),
+            },
             // Only a full listing is taken before the first one succeeds.
-            (Ok(Fetched::Tasks(..)), None) => {
+            (Ok(Fetched::Tasks(..) | Fetched::ServiceTasks(..)), None) => {
                 state.want(Refresh::Full);
                 return Ok(());
             }
             (Err(e), _) => {
+                if refresh == Refresh::Tasks && !e.is_transient() {
+                    // A service of the poll's filter is gone (Docker answers 404): its
+                    // removal event asks for everything anyway; do not wait for it.
+                    state.want(Refresh::Full);
+                }
                 // Counts as a poll, so a failing engine is retried at the poll interval,
                 // not in a tight loop.
                 state.settler.listed_at(now);
