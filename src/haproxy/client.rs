@@ -34,6 +34,7 @@ use tokio::net::unix::{ReadHalf, WriteHalf};
 use tokio::net::UnixStream;
 use tracing::debug;
 
+use super::capabilities::{Capabilities, Feature};
 use super::codec::frame::Replies;
 use super::codec::{self, Info, ParseError, ReplyError};
 use super::command::{Command, MapPath};
@@ -61,9 +62,6 @@ pub const CALL_PART: usize = 20_000;
 pub const ADDR_SETTLE: Duration = Duration::from_millis(100);
 /// Pause between two reads while addresses settle (the first re-read goes at once).
 const ADDR_SETTLE_POLL: Duration = Duration::from_millis(1);
-
-/// The first version whose `set server addr` takes effect after its reply.
-const DEFERRED_ADDR_FROM: (u16, u16) = (3, 0);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -430,7 +428,7 @@ impl AdminClient {
         }
         let reply = self.one(&Command::ShowInfo).await?;
         let info = codec::parse_show_info(&reply).map_err(|e| self.parse_error(e))?;
-        let deferred = (info.version.major, info.version.minor) >= DEFERRED_ADDR_FROM;
+        let deferred = Capabilities::of(info.version).has(Feature::DeferredAddrUpdate);
         self.deferred_addr = Some(deferred);
         Ok(deferred)
     }

@@ -2,8 +2,10 @@
 //! parsers for replies ([`codec`]), the admin-socket [`client`], the [`master`] CLI (reload
 //! with completion detection), the [`render`]ing of config and map files, and the certificate files of the HTTPS bind
 //! ([`tls`]). [`state`] is the
-//! pure model of what HAProxy holds, shared with the planner.
+//! pure model of what HAProxy holds, shared with the planner; [`capabilities`] is the one table
+//! of what each HAProxy version can do.
 
+pub mod capabilities;
 pub mod client;
 pub mod codec;
 pub mod command;
@@ -12,6 +14,7 @@ pub mod render;
 pub mod state;
 pub mod tls;
 
+pub use capabilities::{Capabilities, Feature};
 pub use client::{AdminClient, ClientError};
 pub use command::{CertPath, Command, DefaultsName, MapPath, Pem, ServerKeywords, ServerTls};
 pub use master::{Master, MasterError};

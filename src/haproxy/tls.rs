@@ -13,6 +13,7 @@ use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
+use super::capabilities::{Capabilities, Feature};
 use super::codec::Version;
 use super::command::{CertPath, Command, MapPathError, Pem, PemError};
 
@@ -26,7 +27,7 @@ pub const PAYLOAD_LIMIT_FROM_3_4: usize = 128 * 1024;
 
 /// The most bytes a `set ssl cert` command (line, payload and terminators) may take on `version`.
 pub fn payload_limit(version: Version) -> usize {
-    if (version.major, version.minor) >= (3, 4) {
+    if Capabilities::of(version).has(Feature::LargeCliPayload) {
         PAYLOAD_LIMIT_FROM_3_4
     } else {
         LINE_LIMIT_BEFORE_3_4
