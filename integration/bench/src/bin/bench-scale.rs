@@ -8,7 +8,7 @@
 //! cargo run --release -p swarm-lb-bench --bin bench-scale -- [--n 100,1000] [--tasks 3]
 //!     [--changes 30] [--idle 20] [--swarm-lb target/release/swarm-lb]
 //!     [--haproxy target/haproxy/3.4/haproxy] [--template haproxy/base.cfg]
-//!     [--swarm-lb-arg=--resync=30 ...] [--gap-ms 300] [--cold-deadline 600]
+//!     [--swarm-lb-arg=--resync=30 ...] [--no-relay] [--gap-ms 300] [--cold-deadline 600]
 //!     [--change-deadline 60] [--deadline 3600] [--json out.json]
 //! ```
 #![forbid(unsafe_code)]
@@ -23,7 +23,7 @@ use swarm_lb_bench::{percentile, Report};
 use tokio::signal::unix::SignalKind;
 
 const USAGE: &str = "usage: bench-scale [--n 100,1000] [--tasks 3] [--changes 30] [--idle 20 (s)] \
-     [--swarm-lb PATH] [--haproxy PATH] [--template PATH] [--swarm-lb-arg ARG ...] \
+     [--swarm-lb PATH] [--haproxy PATH] [--template PATH] [--swarm-lb-arg ARG ...] [--no-relay] \
      [--gap-ms 300] [--cold-deadline 600 (s)] [--change-deadline 60 (s)] [--deadline 3600 (s, whole run)] \
      [--json out.json]";
 
@@ -54,6 +54,7 @@ fn parse_args() -> anyhow::Result<Args> {
             cold_deadline: Duration::from_secs(600),
             change_deadline: Duration::from_secs(60),
             extra_args: Vec::new(),
+            relay: true,
         },
         deadline: Duration::from_secs(3600),
         json: None,
@@ -100,6 +101,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--swarm-lb" => o.swarm_lb = PathBuf::from(value("--swarm-lb")?),
             "--template" => o.template = PathBuf::from(value("--template")?),
             "--swarm-lb-arg" => o.extra_args.push(value("--swarm-lb-arg")?),
+            "--no-relay" => o.relay = false,
             "--haproxy" => {
                 // Read by swarm-lb-testkit; set before any thread starts.
                 std::env::set_var("HAPROXY", value("--haproxy")?);
@@ -221,8 +223,10 @@ fn dur(ms: f64) -> String {
 fn bytes(b: f64) -> String {
     if b >= 1024.0 * 1024.0 {
         format!("{:.1} MB", b / 1024.0 / 1024.0)
-    } else {
+    } else if b >= 1024.0 {
         format!("{:.0} KB", b / 1024.0)
+    } else {
+        format!("{b:.0} B")
     }
 }
 
@@ -251,8 +255,8 @@ fn line(r: &Row) -> String {
         pass,
         dur(r.cpu_per_change_ms),
         bytes(r.docker_bytes_per_change),
-        bytes(r.admin_read_per_change),
-        bytes(r.admin_written_per_change),
+        r.admin_read_per_change.map(bytes).unwrap_or_else(|| "n/a".into()),
+        r.admin_written_per_change.map(bytes).unwrap_or_else(|| "n/a".into()),
         r.rss_swarm_lb_mib,
         r.rss_haproxy_mib,
         r.idle_cpu_pct,
@@ -297,18 +301,10 @@ fn add_figures(report: &mut Report, r: &Row) {
         r.docker_bytes_per_change,
         "B",
     );
-    report.add(
-        &g,
-        "admin socket bytes read per change",
-        r.admin_read_per_change,
-        "B",
-    );
-    report.add(
-        &g,
-        "admin socket bytes written per change",
-        r.admin_written_per_change,
-        "B",
-    );
+    if let (Some(read), Some(written)) = (r.admin_read_per_change, r.admin_written_per_change) {
+        report.add(&g, "admin socket bytes read per change", read, "B");
+        report.add(&g, "admin socket bytes written per change", written, "B");
+    }
     report.add(&g, "swarm-lb RSS", r.rss_swarm_lb_mib, "MiB");
     report.add(&g, "HAProxy worker RSS", r.rss_haproxy_mib, "MiB");
     report.add(&g, "swarm-lb idle CPU", r.idle_cpu_pct, "% of a core");

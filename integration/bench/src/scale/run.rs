@@ -46,6 +46,8 @@ pub struct Options {
     pub cold_deadline: Duration,
     pub change_deadline: Duration,
     pub extra_args: Vec<String>,
+    /// Put the counting relay between swarm-lb and the admin socket (admin bytes measured).
+    pub relay: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,8 +64,9 @@ pub struct Row {
     pub reloads: Option<f64>,
     pub cpu_per_change_ms: f64,
     pub docker_bytes_per_change: f64,
-    pub admin_read_per_change: f64,
-    pub admin_written_per_change: f64,
+    /// `None` without the relay.
+    pub admin_read_per_change: Option<f64>,
+    pub admin_written_per_change: Option<f64>,
     pub rss_swarm_lb_mib: f64,
     pub rss_haproxy_mib: f64,
     pub idle_cpu_pct: f64,
@@ -114,19 +117,31 @@ fn swarm_lb_command(o: &Options, dir: &Path, docker: &str, listen: &str) -> Comm
     cmd
 }
 
-/// The template with HAProxy's admin socket moved to `<admin socket>.haproxy`, where the relay
-/// forwards to.
-fn template(source: &Path) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(source)
+/// The template for swarm-lb: with the relay, HAProxy's admin socket moved to
+/// `<admin socket>.haproxy`, where the relay forwards to; and `no strict-limits` in `global`.
+///
+/// HAProxy sizes its file-descriptor limit at about one per checked server, and with
+/// `strict-limits` (the default) a worker that cannot raise it that far exits: 1,000 x 42 slots
+/// want ~42,000 and this machine's hard `nofile` is 20,000 (not raisable), so any reload of that
+/// config failed and swarm-lb retried it every pass (seen). bench-micro does the same.
+fn template(source: &Path, relay: bool) -> anyhow::Result<String> {
+    let mut text = std::fs::read_to_string(source)
         .with_context(|| format!("reading the template {}", source.display()))?;
     const LINE: &str = "stats socket {{admin_socket}} ";
-    if !text.contains(LINE) {
-        bail!(
-            "{}: no `{LINE}` line to redirect through the counting relay",
-            source.display()
-        );
+    if relay {
+        if !text.contains(LINE) {
+            bail!(
+                "{}: no `{LINE}` line to redirect through the counting relay (--no-relay)",
+                source.display()
+            );
+        }
+        text = text.replacen(LINE, "stats socket {{admin_socket}}.haproxy ", 1);
     }
-    Ok(text.replacen(LINE, "stats socket {{admin_socket}}.haproxy ", 1))
+    let at = text
+        .find("\nglobal\n")
+        .with_context(|| format!("{}: no `global` section", source.display()))?;
+    text.insert_str(at + "\nglobal\n".len(), "    no strict-limits\n");
+    Ok(text)
 }
 
 pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
@@ -136,7 +151,7 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
         .context("creating a temp dir in /tmp (HAProxy's chroot wrapper sees /tmp)")?;
     let d = dir.path();
     std::fs::create_dir_all(d.join("etc"))?;
-    std::fs::write(d.join("template.cfg"), template(&o.template)?)?;
+    std::fs::write(d.join("template.cfg"), template(&o.template, o.relay)?)?;
     let log = |name: &str| -> anyhow::Result<Stdio> {
         Ok(Stdio::from(std::fs::File::create(d.join(name))?))
     };
@@ -157,8 +172,18 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     }
 
     let engine = Engine::start(&d.join("docker.sock"), n, o.tasks)?;
-    let haproxy_socket = d.join("admin.sock.haproxy");
-    let counts = admin::relay(&d.join("admin.sock"), haproxy_socket.clone())?;
+    let (haproxy_socket, counts) = if o.relay {
+        let real = d.join("admin.sock.haproxy");
+        let counts = admin::relay(&d.join("admin.sock"), real.clone())?;
+        (real, Some(counts))
+    } else {
+        (d.join("admin.sock"), None)
+    };
+    let relayed = |f: fn(&admin::Counts) -> &std::sync::atomic::AtomicU64| {
+        counts
+            .as_ref()
+            .map(|c| f(c).load(std::sync::atomic::Ordering::Relaxed))
+    };
     let launch = Launch {
         config,
         master_socket: d.join("master.sock"),
@@ -258,8 +283,8 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     let before = metrics::scrape(&metrics_url).await.ok();
     let cpu0 = cpu_ticks(pid);
     let docker0 = engine.bytes_sent();
-    let read0 = counts.read.load(std::sync::atomic::Ordering::Relaxed);
-    let written0 = counts.written.load(std::sync::atomic::Ordering::Relaxed);
+    let read0 = relayed(|c| &c.read);
+    let written0 = relayed(|c| &c.written);
     let t0 = Instant::now();
     for j in 0..o.changes {
         let i = (j * 37 + j / 3) % n;
@@ -324,16 +349,10 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     let window = t0.elapsed();
     row.cpu_per_change_ms = cpu_ticks(pid).saturating_sub(cpu0) as f64 * tick_ms() / k;
     row.docker_bytes_per_change = engine.bytes_sent().saturating_sub(docker0) as f64 / k;
-    row.admin_read_per_change = counts
-        .read
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(read0) as f64
-        / k;
-    row.admin_written_per_change = counts
-        .written
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(written0) as f64
-        / k;
+    let per_change =
+        |now: Option<u64>, then: Option<u64>| Some(now?.saturating_sub(then?) as f64 / k);
+    row.admin_read_per_change = per_change(relayed(|c| &c.read), read0);
+    row.admin_written_per_change = per_change(relayed(|c| &c.written), written0);
     let after = metrics::scrape(&metrics_url).await.ok();
     if let (Some(a), Some(b)) = (&before, &after) {
         pass_figures(&mut row, a, b, k);
