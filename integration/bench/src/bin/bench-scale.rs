@@ -201,7 +201,7 @@ fn main() -> anyhow::Result<()> {
 fn header() -> String {
     "| services | servers | cold start | task up p50 / p99 | task down p50 / p99 | label edit p50 / p99 | \
      pass p50 / mean (passes per change) | swarm-lb CPU per change | Docker bytes per change | \
-     admin socket read / written per change | swarm-lb RSS | HAProxy worker RSS | idle CPU swarm-lb / HAProxy | reloads |\n\
+     admin socket read / written per change | swarm-lb RSS | HAProxy worker RSS | idle CPU swarm-lb / HAProxy | reloads: cold start / changes |\n\
      |---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         .to_owned()
 }
@@ -245,7 +245,7 @@ fn line(r: &Row) -> String {
         _ => "n/a".into(),
     };
     format!(
-        "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} / {} | {:.0} MiB | {:.0} MiB | {:.2} % / {:.1} % | {} |",
+        "| {} | {} | {:.2} s | {} | {} | {} | {} | {} | {} | {} / {} | {:.0} MiB | {:.0} MiB | {:.2} % / {:.1} % | {} / {} |",
         r.services,
         r.servers,
         r.cold_start_s,
@@ -261,6 +261,9 @@ fn line(r: &Row) -> String {
         r.rss_haproxy_mib,
         r.idle_cpu_pct,
         r.haproxy_idle_cpu_pct,
+        r.cold_reloads
+            .map(|v| format!("{v:.0}"))
+            .unwrap_or_else(|| "n/a".into()),
         r.reloads.map(|v| format!("{v:.0}")).unwrap_or_else(|| "n/a".into()),
     )
 }

@@ -33,6 +33,9 @@ use crate::micro::procfs;
 use crate::swarm::now_ns;
 use crate::swarm::servers::ServerWatch;
 
+/// How often a long cold start says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
 #[derive(Debug, Clone)]
 pub struct Options {
     pub swarm_lb: PathBuf,
@@ -61,7 +64,9 @@ pub struct Row {
     pub pass_p50_ms: Option<f64>,
     pub pass_mean_ms: Option<f64>,
     pub passes_per_change: Option<f64>,
+    /// Reloads during the changes, and before them (cold start).
     pub reloads: Option<f64>,
+    pub cold_reloads: Option<f64>,
     pub cpu_per_change_ms: f64,
     pub docker_bytes_per_change: f64,
     /// `None` without the relay.
@@ -87,7 +92,9 @@ impl Drop for Daemon {
     }
 }
 
-fn swarm_lb_command(o: &Options, dir: &Path, docker: &str, listen: &str) -> Command {
+/// `http`: the port of `--bind`, the same for the bootstrap run and the measured one (a
+/// different one is another config: swarm-lb would reload at its first pass).
+fn swarm_lb_command(o: &Options, dir: &Path, docker: &str, listen: &str, http: u16) -> Command {
     let mut cmd = Command::new(&o.swarm_lb);
     // Nothing from the caller's environment may change what is measured.
     for (key, _) in std::env::vars() {
@@ -95,7 +102,6 @@ fn swarm_lb_command(o: &Options, dir: &Path, docker: &str, listen: &str) -> Comm
             cmd.env_remove(key);
         }
     }
-    let http = swarm_lb_testkit::free_port();
     cmd.env("RUST_LOG", "info")
         .arg("run")
         .arg(format!("--docker=unix://{docker}"))
@@ -158,7 +164,9 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
 
     // Bootstrap: swarm-lb writes the empty config, then fails to reach a Docker that is not there.
     let listen = format!("127.0.0.1:{}", swarm_lb_testkit::free_port());
-    let status = swarm_lb_command(o, d, &d.join("nobody.sock").display().to_string(), &listen)
+    let http = swarm_lb_testkit::free_port();
+    let nobody = d.join("nobody.sock").display().to_string();
+    let status = swarm_lb_command(o, d, &nobody, &listen, http)
         .stdout(log("bootstrap.log")?)
         .stderr(log("bootstrap.err")?)
         .status()
@@ -208,7 +216,8 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
 
     // Cold start.
     let started = Instant::now();
-    let child = swarm_lb_command(o, d, &d.join("docker.sock").display().to_string(), &listen)
+    let docker = d.join("docker.sock").display().to_string();
+    let child = swarm_lb_command(o, d, &docker, &listen, http)
         .stdout(log("swarm-lb.log")?)
         .stderr(log("swarm-lb.err")?)
         .spawn()
@@ -223,6 +232,7 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
         .map(|(_, a)| IpAddr::V4(a))
         .collect();
     let deadline = started + o.cold_deadline;
+    let mut last_progress = Instant::now();
     loop {
         if let Some(status) = daemon.child.try_wait()? {
             bail!(
@@ -237,9 +247,19 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
                 tail(&d.join("swarm-lb.err"), 20)
             );
         }
-        let keys = admin::map_keys(&haproxy_socket, &map)
+        let keys: std::collections::HashSet<String> = admin::map_keys(&haproxy_socket, &map)
             .await
-            .unwrap_or_default();
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        if last_progress.elapsed() >= PROGRESS_EVERY {
+            last_progress = Instant::now();
+            let hosts = want_hosts.iter().filter(|h| keys.contains(*h)).count();
+            println!(
+                "N={n}: cold start: {hosts} of {n} hosts in the map after {:.0} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if want_hosts.iter().all(|h| keys.contains(h)) {
             let ready = admin::ready_servers(&haproxy_socket)
                 .await
@@ -354,6 +374,10 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     row.admin_read_per_change = per_change(relayed(|c| &c.read), read0);
     row.admin_written_per_change = per_change(relayed(|c| &c.written), written0);
     let after = metrics::scrape(&metrics_url).await.ok();
+    row.cold_reloads = before
+        .as_ref()
+        .filter(|b| b.has(RELOADS))
+        .map(|b| b.sum(RELOADS));
     if let (Some(a), Some(b)) = (&before, &after) {
         pass_figures(&mut row, a, b, k);
     } else {
@@ -401,6 +425,8 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     drop(haproxy);
     Ok(row)
 }
+
+const RELOADS: &str = "swarm_lb_reloads_total";
 
 fn pass_figures(row: &mut Row, a: &Scrape, b: &Scrape, k: f64) {
     const PASS: &str = "swarm_lb_pass_duration_seconds";
