@@ -237,14 +237,14 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
         if let Some(status) = daemon.child.try_wait()? {
             bail!(
                 "swarm-lb exited ({status}) during the cold start; the end of its log:\n{}",
-                tail(&d.join("swarm-lb.err"), 20)
+                swarm_lb_log(d)
             );
         }
         if Instant::now() > deadline {
             bail!(
                 "N={n}: not all routed {:?} after swarm-lb started (--cold-deadline); the end of its log:\n{}",
                 o.cold_deadline,
-                tail(&d.join("swarm-lb.err"), 20)
+                swarm_lb_log(d)
             );
         }
         let keys: std::collections::HashSet<String> = admin::map_keys(&haproxy_socket, &map)
@@ -494,6 +494,15 @@ fn tick_ms() -> f64 {
         })
         .unwrap_or(100.0);
     1000.0 / hz
+}
+
+/// The end of swarm-lb's log (tracing writes to stdout) and of its stderr.
+fn swarm_lb_log(dir: &Path) -> String {
+    format!(
+        "{}\n{}",
+        tail(&dir.join("swarm-lb.log"), 20),
+        tail(&dir.join("swarm-lb.err"), 10)
+    )
 }
 
 fn tail(path: &Path, lines: usize) -> String {
