@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod micro;
+pub mod scale;
 pub mod swarm;
 
 use std::path::Path;
