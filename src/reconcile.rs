@@ -29,7 +29,8 @@ use crate::fields;
 use crate::haproxy::codec::{ReplyError, Version};
 use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
 use crate::haproxy::{
-    AdminClient, BackendState, ClientError, Command, Master, MasterError, ProxyState,
+    AdminClient, BackendState, Capabilities, ClientError, Command, Feature, Master, MasterError,
+    ProxyState,
 };
 use crate::model::{self, BackendName, BackendOptions, Desired, Mode, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
@@ -484,7 +485,7 @@ impl Reconciler {
     /// from`, `del backend`) with the runtime strategy.
     fn runtime_backends(&self) -> bool {
         self.proxy
-            .is_some_and(|p| (p.version.major, p.version.minor) >= (3, 4))
+            .is_some_and(|p| Capabilities::of(p.version).has(Feature::RuntimeBackends))
             && self.settings.strategy == Strategy::Runtime
     }
 
@@ -502,7 +503,7 @@ impl Reconciler {
         s.add_server = s.add_server
             && self
                 .proxy
-                .is_some_and(|p| (p.version.major, p.version.minor) >= (2, 6));
+                .is_some_and(|p| Capabilities::of(p.version).has(Feature::AddServer));
         s
     }
 
