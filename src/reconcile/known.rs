@@ -107,6 +107,39 @@ mod tests {
         assert_eq!(touched(&[Command::DelBackend { backend: be("web") }]), None);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// The incremental law: for any state and desired routing, bringing the known state up
+        /// to date the incremental way (the touched backends as HAProxy then holds them, the map
+        /// edits replayed) gives exactly what a full read after the batch gives. Here HAProxy is
+        /// the planner's model (`ProxyState::apply`, which law 2 ties to the target).
+        #[test]
+        fn the_incremental_update_equals_a_full_read_after_any_plan(
+            (actual, d) in crate::plan::strategy::actual_and_desired(),
+            s in crate::plan::strategy::plan_settings(),
+        ) {
+            let p = crate::plan::plan(&actual, &Default::default(), &d, &s);
+            let mut full = actual.clone();
+            for cmd in &p.runtime {
+                let _ = full.apply(cmd);
+            }
+            if let Some(t) = touched(&p.runtime).filter(|_| !p.reload) {
+                let mut known = actual.clone();
+                for name in &t.backends {
+                    match full.backends.get(name) {
+                        Some(b) => known.backends.insert(name.clone(), b.clone()),
+                        None => known.backends.remove(name),
+                    };
+                }
+                for cmd in t.map_edits {
+                    proptest::prop_assert!(known.apply(cmd).is_ok(), "{cmd:?}");
+                }
+                proptest::prop_assert_eq!(known, full);
+            }
+        }
+    }
+
     #[test]
     fn a_known_state_is_used_for_the_same_worker_until_the_next_full_read_is_due() {
         let t0 = Instant::now();
