@@ -328,3 +328,214 @@ impl Lines {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hints::agent::{serve, ServeOptions};
+    use crate::hints::{HintAddress, HintState};
+    use crate::observe::HintSource;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio::sync::watch;
+
+    const WITHIN: Duration = Duration::from_secs(10);
+
+    fn hint(task: &str, state: HintState) -> Hint {
+        Hint {
+            task: task.into(),
+            service: "svc".into(),
+            slot: Some(1),
+            state,
+            addresses: match state {
+                HintState::Running => vec![HintAddress {
+                    network: "net".into(),
+                    addr: std::net::IpAddr::from([10, 0, 0, 5]),
+                }],
+                _ => vec![],
+            },
+        }
+    }
+
+    fn options(agent: SocketAddr, own: &str) -> SubscribeOptions {
+        SubscribeOptions {
+            silence: Duration::from_millis(500),
+            backoff_initial: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(50),
+            ..SubscribeOptions::new(vec![agent.to_string()], Some(own.into()))
+        }
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<RemoteUpdate>) -> RemoteUpdate {
+        tokio::time::timeout(WITHIN, rx.recv())
+            .await
+            .expect("an update in time")
+            .expect("subscriber running")
+    }
+
+    async fn until(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + WITHIN;
+        while !ok() {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_gets_the_agents_reset_then_each_change_and_is_told_when_the_agent_goes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let agent = listener.local_addr().expect("addr");
+        let (hints, hints_rx) = watch::channel(Arc::new(vec![hint("a", HintState::Running)]));
+        let opts = ServeOptions {
+            heartbeat: Duration::from_millis(50),
+            write_timeout: Duration::from_secs(1),
+        };
+        tokio::spawn(serve(listener, "n2".into(), hints_rx, opts));
+        let observer = Arc::new(Observer::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sub = tokio::spawn(run(options(agent, "n1"), tx, Some(observer.clone())));
+
+        assert_eq!(
+            next(&mut rx).await,
+            RemoteUpdate::Reset {
+                node: "n2".into(),
+                hints: vec![hint("a", HintState::Running)]
+            }
+        );
+        hints.send_replace(Arc::new(vec![
+            hint("a", HintState::Dead),
+            hint("b", HintState::Running),
+        ]));
+        for want in [hint("a", HintState::Dead), hint("b", HintState::Running)] {
+            assert_eq!(
+                next(&mut rx).await,
+                RemoteUpdate::Hint {
+                    node: "n2".into(),
+                    hint: want
+                }
+            );
+        }
+        let live = HintSource {
+            agent: agent.to_string(),
+            node: Some("n2".into()),
+            live: true,
+        };
+        assert_eq!(observer.hint_sources(), vec![live.clone()]);
+        assert!(observer
+            .metrics
+            .encode()
+            .contains("swarm_lb_node_hints_live{node=\"n2\"} 1"));
+        // Heartbeats keep a quiet stream live past the subscriber's silence limit.
+        let quiet_until = Instant::now() + Duration::from_secs(1);
+        until("a quiet second", || Instant::now() >= quiet_until).await;
+        assert!(rx.try_recv().is_err(), "nothing while quiet");
+        assert_eq!(observer.hint_sources(), vec![live]);
+
+        // The agent's hints end (it stops): its connections close.
+        drop(hints);
+        assert_eq!(
+            next(&mut rx).await,
+            RemoteUpdate::Lost { node: "n2".into() }
+        );
+        until("the source shown lost", || {
+            observer.hint_sources().first().is_some_and(|s| !s.live)
+        })
+        .await;
+        assert!(observer
+            .metrics
+            .encode()
+            .contains("swarm_lb_node_hints_live{node=\"n2\"} 0"));
+        sub.abort();
+    }
+
+    #[tokio::test]
+    async fn the_agent_of_the_edges_own_node_is_not_followed() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let agent = listener.local_addr().expect("addr");
+        let (_hints, hints_rx) = watch::channel(Arc::new(vec![hint("a", HintState::Running)]));
+        tokio::spawn(serve(
+            listener,
+            "n1".into(),
+            hints_rx,
+            ServeOptions::default(),
+        ));
+        let observer = Arc::new(Observer::default());
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sub = tokio::spawn(run(options(agent, "n1"), tx, Some(observer.clone())));
+        // It was asked (the source appeared or not, but ended) and said nothing on the channel.
+        let asked = Instant::now() + Duration::from_millis(500);
+        until("half a second", || Instant::now() >= asked).await;
+        assert!(rx.try_recv().is_err(), "nothing from this node's own agent");
+        assert_eq!(observer.hint_sources(), vec![]);
+        sub.abort();
+    }
+
+    #[tokio::test]
+    async fn an_agent_that_falls_silent_is_lost_and_followed_again_when_it_speaks() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let agent = listener.local_addr().expect("addr");
+        // A peer that sends its reset and then nothing (a node lost: no RST, no heartbeat).
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut s, _)) = listener.accept().await {
+                let reset = crate::hints::encode(&Message::Reset {
+                    node: "n3".into(),
+                    hints: vec![],
+                });
+                let _ = s.write_all(&reset).await;
+                held.push(s);
+            }
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sub = tokio::spawn(run(options(agent, "n1"), tx, None));
+        let reset = RemoteUpdate::Reset {
+            node: "n3".into(),
+            hints: vec![],
+        };
+        assert_eq!(next(&mut rx).await, reset);
+        assert_eq!(
+            next(&mut rx).await,
+            RemoteUpdate::Lost { node: "n3".into() }
+        );
+        assert_eq!(next(&mut rx).await, reset, "reconnected after the backoff");
+        sub.abort();
+    }
+
+    #[tokio::test]
+    async fn garbage_from_an_agent_is_a_lost_stream_not_a_panic() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let agent = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let mut first = true;
+            while let Ok((mut s, _)) = listener.accept().await {
+                let reset = crate::hints::encode(&Message::Reset {
+                    node: "n3".into(),
+                    hints: vec![],
+                });
+                let body: Vec<u8> = if first {
+                    [reset, b"{\"hint\":\n".to_vec()].concat()
+                } else {
+                    vec![b'x'; MAX_LINE + 10]
+                };
+                first = false;
+                let _ = s.write_all(&body).await;
+                tokio::spawn(async move {
+                    tokio::time::sleep(WITHIN).await;
+                    drop(s);
+                });
+            }
+        });
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let sub = tokio::spawn(run(options(agent, "n1"), tx, None));
+        assert!(matches!(next(&mut rx).await, RemoteUpdate::Reset { .. }));
+        assert_eq!(
+            next(&mut rx).await,
+            RemoteUpdate::Lost { node: "n3".into() }
+        );
+        // The next connection sends an endless line: refused without a reset.
+        let quiet_until = Instant::now() + Duration::from_millis(300);
+        until("a moment", || Instant::now() >= quiet_until).await;
+        assert!(rx.try_recv().is_err());
+        sub.abort();
+    }
+}

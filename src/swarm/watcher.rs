@@ -1372,6 +1372,105 @@ mod tests {
             .expect("no panic");
     }
 
+    #[tokio::test]
+    async fn another_nodes_hints_take_a_listed_task_out_at_once_and_a_lost_stream_gives_it_back_to_the_list(
+    ) {
+        use crate::hints::subscribe::RemoteUpdate;
+        use crate::hints::{Hint, HintState};
+        use crate::model::TaskState;
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::sync::mpsc;
+
+        const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
+        const SERVICE: &str = "btrao17gkwp6g12j40iqj7crs";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+        let (req_tx, _requests) = mpsc::unbounded_channel();
+        fake::serve(
+            listener,
+            fake::Engine {
+                tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
+                container: Arc::default(),
+                scripts: Arc::new(Mutex::new(VecDeque::new())),
+                event_requests: req_tx,
+            },
+        );
+        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
+            .await
+            .expect("connect to the fake");
+        let (hints, hints_rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let run = tokio::spawn(
+            Watcher::new(docker, WatchOptions::default())
+                .with_hints(hints_rx)
+                .run(tx),
+        );
+        let state = |s: &Snapshot| s.tasks.iter().find(|t| t.id == TASK).map(|t| t.state);
+        async fn wait(
+            rx: &mut watch::Receiver<Arc<Snapshot>>,
+            f: impl Fn(&Snapshot) -> bool,
+            what: &str,
+        ) {
+            let seen = tokio::time::timeout(Duration::from_secs(10), async {
+                while !f(&rx.borrow_and_update()) {
+                    rx.changed().await.expect("watcher running");
+                }
+            })
+            .await;
+            assert!(seen.is_ok(), "{what}");
+        }
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Running),
+            "listed running",
+        )
+        .await;
+        let dead = |task: &str| Hint {
+            task: task.into(),
+            service: SERVICE.into(),
+            slot: Some(1),
+            state: HintState::Dead,
+            addresses: vec![],
+        };
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n2".into(),
+                hint: dead(TASK),
+            })
+            .expect("watcher listening");
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Finished),
+            "out on the hint",
+        )
+        .await;
+        // A hint about a task the list does not hold adds nothing.
+        let mut unknown = dead("nosuchtask");
+        unknown.state = HintState::Running;
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n2".into(),
+                hint: unknown,
+            })
+            .expect("watcher listening");
+        hints
+            .send(RemoteUpdate::Lost { node: "n2".into() })
+            .expect("watcher listening");
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Running) && s.tasks.len() == 5,
+            "the list's view again, nothing added",
+        )
+        .await;
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("stops without receivers")
+            .expect("no panic");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn nothing_to_poll_sleeps_forever() {
         let mut idle = Box::pin(sleep_until(None));
