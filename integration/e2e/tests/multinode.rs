@@ -1048,7 +1048,7 @@ async fn a_crashed_task_on_another_node_is_replaced_on_every_edge_within_a_secon
     let rounds_off: usize = std::env::var("SWARM_LB_E2E_CRASH_ROUNDS_OFF")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
+        .unwrap_or(3);
     agents(false).await;
     let without = crash_rounds(&svc, rounds_off);
     agents(true).await;
