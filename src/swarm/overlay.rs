@@ -122,8 +122,22 @@ impl Overlay {
         }
     }
 
-    /// Drops every entry `node`'s agent made (its stream is lost, or restarted with a
-    /// reset); returns how many.
+    /// `node`'s stream is lost: its entries that put a task in go (the list alone decides
+    /// again), those that take one out stay until the list agrees or the ttl passes (the
+    /// container's stop or death was seen; a node whose engine stops kills its containers, and
+    /// their deaths often come just before its agent's stream ends). Returns how many went.
+    pub fn lose_node(&mut self, node: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| {
+            e.node.as_deref() != Some(node)
+                || e.state == Some(TaskState::Finished)
+                || e.desired == Some(DesiredTaskState::Shutdown)
+        });
+        before - self.entries.len()
+    }
+
+    /// Drops every entry `node`'s agent made (its stream restarted with a reset, which
+    /// states all it knows); returns how many.
     pub fn forget_node(&mut self, node: &str) -> usize {
         let before = self.entries.len();
         self.entries.retain(|_, e| e.node.as_deref() != Some(node));
@@ -904,6 +918,46 @@ mod tests {
         assert_eq!(o.forget_node("n3"), 1);
         assert_eq!(o.forget_node("n3"), 0);
         assert_eq!(o.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_stream_keeps_the_deaths_it_reported_until_the_list_agrees_and_drops_the_rest() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        let listed = snap(vec![
+            task("a", S::Running, D::Running),
+            task("b", S::Starting, D::Running),
+            task("c", S::Running, D::Running),
+        ]);
+        o.record_remote("n3", "a", "svc", Some(1), Fact::Exited, t0);
+        o.record_remote("n3", "b", "svc", Some(2), running(5), t0);
+        o.record_remote("n3", "c", "svc", Some(3), Fact::Stopping, t0);
+        assert_eq!(o.lose_node("n3"), 1, "only the running hint goes");
+        let out = o.apply(&listed);
+        assert_eq!(view(&out, "a").map(|v| v.0), Some(S::Finished), "still out");
+        assert_eq!(
+            view(&out, "b").map(|v| v.0),
+            Some(S::Starting),
+            "the list's view"
+        );
+        assert_eq!(
+            view(&out, "c").map(|v| v.1),
+            Some(D::Shutdown),
+            "still drained"
+        );
+        // Until the list agrees (the node declared down: its tasks shut down)...
+        tokio::time::advance(20 * MS).await;
+        let down = snap(vec![
+            task("a", S::Finished, D::Shutdown),
+            task("c", S::Running, D::Shutdown),
+        ]);
+        let now = Instant::now();
+        assert_eq!(o.observe(&down.tasks, now, now).len(), 2);
+        assert_eq!(o.len(), 0);
+        // ...or the ttl passes.
+        o.record_remote("n3", "d", "svc", None, Fact::Exited, now);
+        o.lose_node("n3");
+        assert_eq!(o.expire(now + TTL).len(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -550,7 +550,7 @@ impl<'a> Loop<'a> {
                 debug!(node = %node, task = %hint.task, service = %hint.service, state = ?hint.state, "node hint");
             }
             RemoteUpdate::Lost { node } => {
-                let forgot = state.overlay.forget_node(&node);
+                let forgot = state.overlay.lose_node(&node);
                 info!(node = %node, forgot, "node hints lost; the task list alone for its tasks");
             }
         }
@@ -1373,7 +1373,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn another_nodes_hints_take_a_listed_task_out_at_once_and_a_lost_stream_gives_it_back_to_the_list(
+    async fn another_nodes_death_hint_takes_a_listed_task_out_at_once_and_outlives_a_lost_stream_but_not_a_reset(
     ) {
         use crate::hints::subscribe::RemoteUpdate;
         use crate::hints::{Hint, HintState};
@@ -1457,6 +1457,34 @@ mod tests {
             .expect("watcher listening");
         hints
             .send(RemoteUpdate::Lost { node: "n2".into() })
+            .expect("watcher listening");
+        // Another node's hint after it: seen only once the loss was handled (one channel).
+        const OTHER: &str = "3ltsl1813b3uzm46aipmnoqwr";
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n9".into(),
+                hint: dead(OTHER),
+            })
+            .expect("watcher listening");
+        let other = |s: &Snapshot| s.tasks.iter().find(|t| t.id == OTHER).map(|t| t.state);
+        wait(
+            &mut rx,
+            |s| other(s) == Some(TaskState::Finished),
+            "the sync hint",
+        )
+        .await;
+        assert_eq!(
+            state(&rx.borrow_and_update()),
+            Some(TaskState::Finished),
+            "a death seen stays seen when the stream is lost"
+        );
+        assert_eq!(rx.borrow().tasks.len(), 5, "nothing added");
+        // The agent back with a reset that no longer holds it: the list's view again.
+        hints
+            .send(RemoteUpdate::Reset {
+                node: "n2".into(),
+                hints: vec![],
+            })
             .expect("watcher listening");
         wait(
             &mut rx,
