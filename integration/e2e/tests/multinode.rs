@@ -950,6 +950,14 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
             .expect("cluster.sh");
         assert!(out.status.success(), "cluster.sh {what} mn3: {out:?}");
     };
+    let on_mn3: BTreeSet<String> = svc
+        .running()
+        .into_iter()
+        .filter(|(_, (n, _))| n == "mn3")
+        .map(|(a, _)| a)
+        .collect();
+    // When mn3's tasks are out of mn1's and mn2's HAProxy (before their replacements are in).
+    let out_at: std::sync::Mutex<Option<f64>> = std::sync::Mutex::new(None);
     let outage = Load::start(&svc.host, &["mn1", "mn2"]);
     let t0 = std::time::Instant::now();
     node_cmd("stop-node");
@@ -961,6 +969,15 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
         Duration::from_secs(120),
         "mn3's tasks replaced and mn1, mn2 following",
         || async {
+            if out_at.lock().expect("lock").is_none() {
+                let mut out = true;
+                for e in &others {
+                    out &= e.ready(&svc.name).await.is_disjoint(&on_mn3);
+                }
+                if out {
+                    *out_at.lock().expect("lock") = Some(t0.elapsed().as_secs_f64());
+                }
+            }
             let r = svc.running();
             if r.len() != 6 || r.values().any(|(n, _)| n == "mn3") {
                 return None;
@@ -976,6 +993,11 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
     )
     .await;
     let during = outage.stop();
+    println!(
+        "mn3 stopped: its {} tasks out of mn1's and mn2's HAProxy after {:?} s",
+        on_mn3.len(),
+        out_at.lock().expect("lock")
+    );
     println!(
         "mn3 stopped: its tasks replaced and mn1, mn2 converged after {:.1} s; load on mn1 and \
          mn2 meanwhile (ok, failed): {:?}",
