@@ -356,6 +356,12 @@ impl Observer {
     /// `swarm_lb_node_hints_live{node}` and the status view.
     pub fn hint_source(&self, agent: &str, node: Option<&str>, live: bool) {
         let label = node.unwrap_or(agent).to_owned();
+        if node.is_some() {
+            // The series it had under its address, before it said which node it is.
+            self.metrics.node_hints_live.remove(&metrics::NodeLabels {
+                node: agent.to_owned(),
+            });
+        }
         self.metrics
             .node_hints_live
             .get_or_create(&metrics::NodeLabels { node: label })
