@@ -596,7 +596,7 @@ async fn agent(args: AgentArgs) -> anyhow::Result<()> {
         swarm_lb::hints::agent::ServeOptions::default(),
     );
     tokio::select! {
-        r = serve => r.context("this node's Swarm node ID")?,
+        r = serve => r.context("hint agent")?,
         () = sigterm() => info!("terminated; stopping"),
         r = tokio::signal::ctrl_c() => { r.context("signal")?; }
     }
@@ -794,10 +794,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let (hints_tx, hints_rx) = tokio::sync::mpsc::unbounded_channel();
         let options =
             swarm_lb::hints::subscribe::SubscribeOptions::new(args.hints.clone(), Some(own));
-        tokio::spawn(swarm_lb::hints::subscribe::run(
-            options,
-            hints_tx,
-            Some(observer),
+        tasks.push((
+            "hint subscriber",
+            tokio::spawn(swarm_lb::hints::subscribe::run(
+                options,
+                hints_tx,
+                Some(observer),
+            )),
         ));
         watcher = watcher.with_hints(hints_rx);
     }

@@ -42,21 +42,28 @@ impl Default for ServeOptions {
 /// `swarm-lb agent`: learns this node's Swarm node ID, follows its task containers'
 /// events (`crate::swarm::NodeAgent`) and serves them on `listener` until the process ends.
 ///
-/// Errors: this node's ID cannot be read (not in a Swarm, engine away at start).
+/// Errors: this node's ID cannot be read (not in a Swarm, engine away at start); the server
+/// task ended (a panic).
 pub async fn run(
     docker: crate::swarm::Docker,
     listener: TcpListener,
     agent: crate::swarm::AgentOptions,
     options: ServeOptions,
-) -> Result<(), crate::swarm::SwarmError> {
+) -> Result<(), HintError> {
     let watcher = crate::swarm::NodeAgent::new(docker, agent);
-    let node = watcher.node_id().await?;
+    let node = watcher.node_id().await.map_err(HintError::NodeId)?;
     let (tx, rx) = watch::channel(Arc::new(Vec::new()));
     info!(node = %node, listen = ?listener.local_addr().ok(), "hint agent serving");
     let serving = tokio::spawn(serve(listener, node, rx, options));
-    watcher.run(tx).await;
-    serving.abort();
-    Ok(())
+    tokio::select! {
+        () = watcher.run(tx) => Ok(()),
+        r = serving => Err(HintError::ServerEnded {
+            reason: match r {
+                Ok(()) => "returned".to_owned(),
+                Err(e) => e.to_string(),
+            },
+        }),
+    }
 }
 
 /// Accepts subscribers on `listener` until the hint channel closes.

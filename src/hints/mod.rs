@@ -99,6 +99,10 @@ pub enum HintError {
     NoReset { peer: String },
     #[error("hint stream from {peer} ended")]
     Ended { peer: String },
+    #[error("this node's Swarm node ID: {0}")]
+    NodeId(#[source] crate::swarm::SwarmError),
+    #[error("the hint server ended: {reason}")]
+    ServerEnded { reason: String },
 }
 
 impl HintError {
