@@ -9,6 +9,7 @@
 pub mod backoff;
 mod fields;
 pub mod haproxy;
+pub mod hints;
 pub mod model;
 pub mod observe;
 pub mod plan;

@@ -63,6 +63,19 @@ enum Cmd {
     /// `--from` into `--to`, mode 0600 in a 0700 directory, each through a rename.
     #[command(hide = true)]
     CopySecrets(CopySecretsArgs),
+    /// Stream this node's task container events, reduced to what routing needs, to the edges
+    /// on other nodes (`run --hints`): a global service on every node (README "Several nodes").
+    Agent(AgentArgs),
+}
+
+#[derive(Args, Debug)]
+struct AgentArgs {
+    /// This node's Docker endpoint (its container events and inspections).
+    #[arg(long, env = "DOCKER_HOST")]
+    docker: Option<String>,
+    /// Address (ip:port) edges subscribe on: one on an internal, encrypted overlay.
+    #[arg(long, env = "SWARM_LB_AGENT_LISTEN", default_value = "0.0.0.0:9271")]
+    listen: SocketAddr,
 }
 
 #[derive(Args, Debug)]
@@ -302,6 +315,12 @@ struct RunArgs {
 
     #[command(flatten)]
     delivery: DeliveryArgs,
+
+    /// Other nodes' hint agents (`swarm-lb agent`), `host:port`, each resolved to all its
+    /// addresses (`tasks.<agent service>:9271`); comma-separated for several. Their task
+    /// container events reach this edge at once instead of at the next resync.
+    #[arg(long, env = "SWARM_LB_HINTS", value_delimiter = ',')]
+    hints: Vec<String>,
 }
 
 /// Creating (or adopting) this node's HAProxy container: for swarm-lb deployed as a global
@@ -559,7 +578,29 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Status(args) => print_status(args).await,
         Cmd::Health(args) => health(args).await,
         Cmd::CopySecrets(args) => copy_secrets(args),
+        Cmd::Agent(args) => agent(args).await,
     }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let docker = swarm::Docker::connect(args.docker.as_deref())
+        .await
+        .context("connecting to this node's Docker (--docker / DOCKER_HOST)")?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let serve = swarm_lb::hints::agent::run(
+        docker,
+        listener,
+        swarm::AgentOptions::default(),
+        swarm_lb::hints::agent::ServeOptions::default(),
+    );
+    tokio::select! {
+        r = serve => r.context("hint agent")?,
+        () = sigterm() => info!("terminated; stopping"),
+        r = tokio::signal::ctrl_c() => { r.context("signal")?; }
+    }
+    Ok(())
 }
 
 fn copy_secrets(args: CopySecretsArgs) -> anyhow::Result<()> {
@@ -744,11 +785,26 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let first = docker.snapshot().await.context("listing Swarm")?;
     let (tx, rx) = tokio::sync::watch::channel(Arc::new(first));
-    let watcher = tokio::spawn(
-        swarm::Watcher::new(docker, options)
-            .with_observer(observer)
-            .run(tx),
-    );
+    let mut watcher = swarm::Watcher::new(docker.clone(), options).with_observer(observer.clone());
+    if !args.hints.is_empty() {
+        let own = docker
+            .local_node_id()
+            .await
+            .context("--hints: this node's Swarm node ID")?;
+        let (hints_tx, hints_rx) = tokio::sync::mpsc::unbounded_channel();
+        let options =
+            swarm_lb::hints::subscribe::SubscribeOptions::new(args.hints.clone(), Some(own));
+        tasks.push((
+            "hint subscriber",
+            tokio::spawn(swarm_lb::hints::subscribe::run(
+                options,
+                hints_tx,
+                Some(observer),
+            )),
+        ));
+        watcher = watcher.with_hints(hints_rx);
+    }
+    let watcher = tokio::spawn(watcher.run(tx));
     let timing = Timing {
         resync: args.resync,
         proxy_check: args.proxy_check,

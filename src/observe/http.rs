@@ -180,7 +180,9 @@ async fn status_of(observer: &Observer, reader: &Reader) -> Result<Status, Strin
         Ok(text) => codec::parse_show_map(&text).map_err(|e| e.to_string())?,
         Err(_) => Vec::new(),
     };
-    Ok(status::build(snap.as_deref(), &rows, &entries, &problems))
+    let mut status = status::build(snap.as_deref(), &rows, &entries, &problems);
+    status.hints = observer.hint_sources();
+    Ok(status)
 }
 
 /// Errors of [`get`], each saying what to check.

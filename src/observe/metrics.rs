@@ -63,6 +63,12 @@ pub struct ProblemLabels {
     pub severity: String,
 }
 
+/// `node="<Swarm node id>"` of a hint agent (its address until it said which node it is).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NodeLabels {
+    pub node: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
@@ -115,6 +121,9 @@ pub struct Metrics {
     pub haproxy_up: Gauge,
     /// `swarm_lb_haproxy_version_info{version}`: 1 for the version of the running HAProxy.
     pub haproxy_version: Family<VersionLabels, Gauge>,
+    /// `swarm_lb_node_hints_live{node}`: 1 while the hint stream of another node's agent is
+    /// live, 0 while it is lost (that node's tasks: task list and health checks only).
+    pub node_hints_live: Family<NodeLabels, Gauge>,
 }
 
 /// Buckets (seconds) for convergence and pass time: 0.5 ms to ~16 s, doubling; the targets
@@ -152,6 +161,7 @@ impl Metrics {
             last_success: Gauge::default(),
             haproxy_up: Gauge::default(),
             haproxy_version: Family::default(),
+            node_hints_live: Family::default(),
         };
         for reason in super::ReloadReason::ALL {
             let labels = ReasonLabels {
@@ -245,6 +255,11 @@ impl Metrics {
             "haproxy_version",
             "The running HAProxy's version (value 1)",
             m.haproxy_version.clone(),
+        );
+        r.register(
+            "node_hints_live",
+            "1 while another node's hint agent streams to this edge, 0 while its stream is lost",
+            m.node_hints_live.clone(),
         );
         // A gauge, not OpenMetrics' `info` type, which Prometheus' classic text parser (and
         // promtool 2.x) refuse.

@@ -23,7 +23,7 @@ use crate::model::{labels, BackendName, Desired, LabelError, Snapshot};
 pub use changes::ReloadReason;
 pub use convergence::{Convergence, Phase, TaskTimes};
 pub use metrics::Metrics;
-pub use status::{Problem, Status};
+pub use status::{HintSource, Problem, Status};
 
 /// Shared by the reconciler, the watcher and the HTTP handlers (behind an `Arc`).
 pub struct Observer {
@@ -55,6 +55,8 @@ struct Shared {
     /// Service id -> the earliest Docker event naming it not yet followed by a pass that
     /// changed HAProxy for it.
     events: HashMap<String, SystemTime>,
+    /// Hint agents followed, by address.
+    hint_sources: std::collections::BTreeMap<String, HintSource>,
 }
 
 /// What `/healthz` and `/readyz` answer.
@@ -350,6 +352,50 @@ impl Observer {
     }
 
     /// What the status view needs from the daemon's memory: the last snapshot and problems.
+    /// A hint agent's stream at `agent` is `live` (or lost), speaking for `node` if known:
+    /// `swarm_lb_node_hints_live{node}` and the status view.
+    pub fn hint_source(&self, agent: &str, node: Option<&str>, live: bool) {
+        let label = node.unwrap_or(agent).to_owned();
+        if node.is_some() {
+            // The series it had under its address, before it said which node it is.
+            self.metrics.node_hints_live.remove(&metrics::NodeLabels {
+                node: agent.to_owned(),
+            });
+        }
+        self.metrics
+            .node_hints_live
+            .get_or_create(&metrics::NodeLabels { node: label })
+            .set(i64::from(live));
+        let mut shared = self.shared.lock();
+        let node = node
+            .map(str::to_owned)
+            .or_else(|| shared.hint_sources.get(agent).and_then(|s| s.node.clone()));
+        shared.hint_sources.insert(
+            agent.to_owned(),
+            HintSource {
+                agent: agent.to_owned(),
+                node,
+                live,
+            },
+        );
+    }
+
+    /// The agent at `agent` is no longer followed (gone from discovery, or this node's own).
+    pub fn forget_hint_source(&self, agent: &str) {
+        let gone = self.shared.lock().hint_sources.remove(agent);
+        if let Some(s) = gone {
+            let node = s.node.unwrap_or_else(|| agent.to_owned());
+            self.metrics
+                .node_hints_live
+                .remove(&metrics::NodeLabels { node });
+        }
+    }
+
+    /// The hint agents followed, by address.
+    pub fn hint_sources(&self) -> Vec<HintSource> {
+        self.shared.lock().hint_sources.values().cloned().collect()
+    }
+
     pub fn status_inputs(&self) -> (Option<Arc<Snapshot>>, Vec<Problem>) {
         let shared = self.shared.lock();
         (shared.snapshot.clone(), shared.problems.clone())

@@ -20,6 +20,20 @@ pub struct Status {
     pub routes: Vec<Route>,
     /// Label problems, by service then label.
     pub problems: Vec<Problem>,
+    /// Other nodes' hint agents this edge follows (`--hints`), by address; empty without.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hints: Vec<HintSource>,
+}
+
+/// One hint agent an edge follows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HintSource {
+    /// `ip:port`.
+    pub agent: String,
+    /// Its Swarm node, once its stream said so.
+    pub node: Option<String>,
+    /// Its stream is live; false: that node's tasks change only with the task list.
+    pub live: bool,
 }
 
 /// A backend and the hosts routed to it.
@@ -187,7 +201,11 @@ pub fn build(
     }
     let mut problems = problems.to_vec();
     problems.sort();
-    Status { routes, problems }
+    Status {
+        routes,
+        problems,
+        hints: Vec::new(),
+    }
 }
 
 /// `s12` -> 12, so slots sort as numbers; the vip server first.
@@ -258,6 +276,23 @@ pub fn render(status: &Status) -> String {
                 p.label.clone(),
                 p.severity.clone(),
                 p.reason.clone(),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
+    if !status.hints.is_empty() {
+        out.push_str("\nNODE HINTS\n");
+        let mut rows = vec![["NODE", "AGENT", "STREAM"].map(str::to_owned)];
+        for h in &status.hints {
+            rows.push([
+                h.node.clone().unwrap_or_else(|| "-".to_owned()),
+                h.agent.clone(),
+                if h.live {
+                    "live"
+                } else {
+                    "lost: task list only"
+                }
+                .to_owned(),
             ]);
         }
         table(&mut out, &rows);

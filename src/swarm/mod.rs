@@ -9,6 +9,7 @@
 //! takes a fast path: container events are laid over the last task list at once (`overlay`),
 //! ahead of Swarm's manager, whose task states trail the containers by tens of milliseconds.
 
+pub mod agent;
 mod bounded;
 mod convert;
 mod error;
@@ -28,6 +29,7 @@ use futures_util::{Stream, StreamExt};
 
 use crate::model::{NetworkId, ServiceId, Snapshot, Task};
 
+pub use agent::{AgentOptions, NodeAgent};
 pub use convert::rfc3339;
 pub use error::{BoxError, SwarmError};
 pub use settle::SettleOptions;

@@ -14,6 +14,13 @@
 //!   (scaled-down tasks are deleted). In any case it is dropped `ttl` after its last fact, so
 //!   a wrong fact cannot stick.
 //!
+//! Facts from another node's agent (`crate::hints`, an entry with a `node`) follow stricter
+//! rules (DESIGN 3): they are laid over a task only while the listing holds it, and put it in
+//! early only if the listing has it starting or running with desired state running; a task
+//! the listing does not hold is never added, so a task the list removed cannot come back.
+//! Such an entry is held `hold` for the listing to show its task, then dropped; and all of a
+//! node's entries go when its stream is lost ([`Overlay::forget_node`]).
+//!
 //! A `start` means `running` only for a container without a healthcheck (Swarm waits for
 //! `healthy` otherwise), so the fast path must know the container's config. [`Healthchecks`]
 //! remembers it from an inspection at `create`, which comes well before `start` (networks are
@@ -69,20 +76,72 @@ struct Entry {
     addresses: Vec<TaskAddress>,
     /// When the last fact was recorded.
     recorded: Instant,
+    /// The other node whose agent said it; `None`: this node's own events.
+    node: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub(super) struct Overlay {
     ttl: Duration,
+    /// How long another node's fact about a task the listing does not hold is kept.
+    hold: Duration,
     entries: BTreeMap<String, Entry>,
 }
+
+/// How long another node's fact waits for the listing to show its task: a replacement task
+/// is listed (starting) before its container starts, so this covers a manager's store lagging.
+pub(super) const HOLD: Duration = Duration::from_secs(5);
 
 impl Overlay {
     pub fn new(ttl: Duration) -> Overlay {
         Overlay {
             ttl,
+            hold: HOLD.min(ttl),
             entries: BTreeMap::new(),
         }
+    }
+
+    /// Adds what `node`'s agent said about its `task` at `now` (see the module doc for how
+    /// it counts less than this node's own events). A task this node's events already
+    /// speak for stays theirs.
+    pub fn record_remote(
+        &mut self,
+        node: &str,
+        task: &str,
+        service: &str,
+        slot: Option<u64>,
+        fact: Fact,
+        now: Instant,
+    ) {
+        let fresh = !self.entries.contains_key(task);
+        self.record(task, service, slot, fact, now);
+        if fresh {
+            if let Some(e) = self.entries.get_mut(task) {
+                e.node = Some(node.to_owned());
+            }
+        }
+    }
+
+    /// `node`'s stream is lost: its entries that put a task in go (the list alone decides
+    /// again), those that take one out stay until the list agrees or the ttl passes (the
+    /// container's stop or death was seen; a node whose engine stops kills its containers, and
+    /// their deaths often come just before its agent's stream ends). Returns how many went.
+    pub fn lose_node(&mut self, node: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| {
+            e.node.as_deref() != Some(node)
+                || e.state == Some(TaskState::Finished)
+                || e.desired == Some(DesiredTaskState::Shutdown)
+        });
+        before - self.entries.len()
+    }
+
+    /// Drops every entry `node`'s agent made (its stream restarted with a reset, which
+    /// states all it knows); returns how many.
+    pub fn forget_node(&mut self, node: &str) -> usize {
+        let before = self.entries.len();
+        self.entries.retain(|_, e| e.node.as_deref() != Some(node));
+        before - self.entries.len()
     }
 
     /// Adds what an event of `task` (of `service`) established at `now`.
@@ -104,6 +163,7 @@ impl Overlay {
                 desired: None,
                 addresses: Vec::new(),
                 recorded: now,
+                node: None,
             });
         e.recorded = now;
         e.slot = e.slot.or(slot);
@@ -132,8 +192,10 @@ impl Overlay {
             listed.get(i)
         };
         let mut dropped = Vec::new();
+        let hold = self.hold;
         self.entries.retain(|id, e| {
-            let agreed = match find(id) {
+            let listed = find(id);
+            let agreed = match listed {
                 Some(t) => e.agrees_with(t),
                 // Absent from a listing that predates the fact says nothing. Absent from a
                 // later one: the task was deleted (scale-down). A task said to run is kept
@@ -141,9 +203,14 @@ impl Overlay {
                 None => listed_at >= e.recorded && e.state != Some(TaskState::Running),
             };
             let age = now.saturating_duration_since(e.recorded);
+            // Another node's fact about a task the list does not hold is held only `hold`.
+            let limit = match (&e.node, listed) {
+                (Some(_), None) => hold,
+                _ => self.ttl,
+            };
             let reason = if agreed {
                 Reason::Agreed
-            } else if age >= self.ttl {
+            } else if age >= limit {
                 Reason::Expired
             } else {
                 return true;
@@ -204,7 +271,11 @@ impl Overlay {
             })
             .collect();
         for (id, e) in &self.entries {
-            if !listed.contains(id.as_str()) && e.state == Some(TaskState::Running) {
+            // Never another node's: the list decides which tasks exist.
+            if !listed.contains(id.as_str())
+                && e.state == Some(TaskState::Running)
+                && e.node.is_none()
+            {
                 tasks.push(e.unlisted(id));
             }
         }
@@ -234,6 +305,13 @@ impl Entry {
     }
 
     fn over(&self, t: &Task) -> Task {
+        // Another node's "running" puts in only a task Swarm wants running.
+        let state = match (&self.node, self.state) {
+            (Some(_), Some(TaskState::Running)) if t.desired_state != DesiredTaskState::Running => {
+                None
+            }
+            (_, s) => s,
+        };
         let mut addresses = t.addresses.clone();
         for a in &self.addresses {
             if !t.addresses.iter().any(|l| l.network == a.network) {
@@ -244,7 +322,7 @@ impl Entry {
             id: t.id.clone(),
             service_id: t.service_id.clone(),
             slot: t.slot.or(self.slot),
-            state: later_state(Some(t.state), self.state).unwrap_or(t.state),
+            state: later_state(Some(t.state), state).unwrap_or(t.state),
             desired_state: match self.desired {
                 Some(d) if desired_rank(d) > desired_rank(t.desired_state) => d,
                 _ => t.desired_state,
@@ -700,5 +778,198 @@ mod tests {
         o.record("a", "svc", Some(1), Fact::Stopping, t0 + 20 * MS);
         assert_eq!(o.expire(t0 + TTL), vec![]);
         assert_eq!(o.next_expiry(), Some(t0 + 20 * MS + TTL));
+    }
+
+    // Another node's agent (crate::hints): the list decides which tasks exist.
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_hint_about_a_task_the_list_does_not_hold_is_held_then_applied_once_listed() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        o.record_remote("n2", "new", "svc", Some(2), running(9), t0);
+        let without = snap(vec![task("old", S::Running, D::Running)]);
+        assert_eq!(o.apply(&without), without, "held: never added by a hint");
+        tokio::time::advance(HOLD - MS).await;
+        assert_eq!(
+            o.observe(&without.tasks, Instant::now(), Instant::now()),
+            vec![]
+        );
+        // The list confirms it (starting: Swarm's manager trails the container).
+        let mut new = task("new", S::Starting, D::Running);
+        new.addresses = vec![addr(9)];
+        let with = snap(vec![new, task("old", S::Running, D::Running)]);
+        assert_eq!(
+            view(&o.apply(&with), "new"),
+            Some((S::Running, D::Running, vec![addr(9)])),
+            "put in early"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_held_remote_hint_the_list_never_confirms_is_dropped_after_the_hold() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        o.record_remote("n2", "ghost", "svc", None, running(9), t0);
+        tokio::time::advance(HOLD).await;
+        let now = Instant::now();
+        let dropped = o.observe(&[], now, now);
+        assert_eq!(
+            dropped
+                .iter()
+                .map(|d| (d.task.as_str(), d.reason))
+                .collect::<Vec<_>>(),
+            [("ghost", Reason::Expired)]
+        );
+        assert_eq!(o.len(), 0);
+        // The task then listed: no stale fact left to lay over it.
+        let listed = snap(vec![task("ghost", S::Starting, D::Running)]);
+        assert_eq!(o.apply(&listed), listed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_running_hint_puts_in_only_a_task_swarm_wants_running() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        o.record_remote("n2", "a", "svc", Some(1), running(5), t0);
+        let stopping = snap(vec![task("a", S::Starting, D::Shutdown)]);
+        assert_eq!(
+            view(&o.apply(&stopping), "a").map(|v| (v.0, v.1)),
+            Some((S::Starting, D::Shutdown)),
+            "Swarm is stopping it: not put in"
+        );
+        let finished = snap(vec![task("a", S::Finished, D::Running)]);
+        assert_eq!(o.apply(&finished), finished, "never moves a task back");
+        let starting = snap(vec![task("a", S::Starting, D::Running)]);
+        assert_eq!(
+            view(&o.apply(&starting), "a").map(|v| (v.0, v.1)),
+            Some((S::Running, D::Running))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_hint_never_brings_back_a_task_the_list_removed() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        let listed = snap(vec![task("a", S::Running, D::Running)]);
+        o.record_remote("n2", "a", "svc", Some(1), running(5), t0);
+        assert_eq!(o.apply(&listed), listed, "already running: nothing to add");
+        tokio::time::advance(10 * MS).await;
+        // Scaled down: the list no longer holds it, the entry still says running.
+        let gone = snap(vec![]);
+        o.observe(&gone.tasks, Instant::now(), Instant::now());
+        assert_eq!(o.apply(&gone).tasks, vec![], "not resurrected");
+        // Nor by the same hint sent again (a reconnect's reset).
+        o.record_remote("n2", "a", "svc", Some(1), running(5), Instant::now());
+        assert_eq!(o.apply(&gone).tasks, vec![]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_remote_stop_or_death_takes_a_listed_task_out_before_the_list_does() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        let listed = snap(vec![
+            task("a", S::Running, D::Running),
+            task("b", S::Running, D::Running),
+        ]);
+        o.record_remote("n2", "a", "svc", Some(1), Fact::Stopping, t0);
+        o.record_remote("n2", "b", "svc", Some(2), Fact::Exited, t0);
+        let out = o.apply(&listed);
+        assert_eq!(
+            view(&out, "a").map(|v| (v.0, v.1)),
+            Some((S::Running, D::Shutdown)),
+            "drained"
+        );
+        assert_eq!(
+            view(&out, "b").map(|v| (v.0, v.1)),
+            Some((S::Finished, D::Shutdown)),
+            "out"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_node_stream_drops_that_nodes_hints_only_and_the_list_shows_through() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        let listed = snap(vec![
+            task("a", S::Running, D::Running),
+            task("b", S::Starting, D::Running),
+            task("c", S::Running, D::Running),
+        ]);
+        o.record_remote("n2", "a", "svc", Some(1), Fact::Exited, t0);
+        o.record_remote("n3", "b", "svc", Some(2), running(5), t0);
+        o.record("c", "svc", Some(3), Fact::Stopping, t0);
+        assert_eq!(o.forget_node("n2"), 1);
+        let out = o.apply(&listed);
+        assert_eq!(
+            view(&out, "a").map(|v| v.0),
+            Some(S::Running),
+            "the list's view"
+        );
+        assert_eq!(
+            view(&out, "b").map(|v| v.0),
+            Some(S::Running),
+            "n3 still live"
+        );
+        assert_eq!(
+            view(&out, "c").map(|v| v.1),
+            Some(D::Shutdown),
+            "local kept"
+        );
+        assert_eq!(o.forget_node("n3"), 1);
+        assert_eq!(o.forget_node("n3"), 0);
+        assert_eq!(o.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_stream_keeps_the_deaths_it_reported_until_the_list_agrees_and_drops_the_rest() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        let listed = snap(vec![
+            task("a", S::Running, D::Running),
+            task("b", S::Starting, D::Running),
+            task("c", S::Running, D::Running),
+        ]);
+        o.record_remote("n3", "a", "svc", Some(1), Fact::Exited, t0);
+        o.record_remote("n3", "b", "svc", Some(2), running(5), t0);
+        o.record_remote("n3", "c", "svc", Some(3), Fact::Stopping, t0);
+        assert_eq!(o.lose_node("n3"), 1, "only the running hint goes");
+        let out = o.apply(&listed);
+        assert_eq!(view(&out, "a").map(|v| v.0), Some(S::Finished), "still out");
+        assert_eq!(
+            view(&out, "b").map(|v| v.0),
+            Some(S::Starting),
+            "the list's view"
+        );
+        assert_eq!(
+            view(&out, "c").map(|v| v.1),
+            Some(D::Shutdown),
+            "still drained"
+        );
+        // Until the list agrees (the node declared down: its tasks shut down)...
+        tokio::time::advance(20 * MS).await;
+        let down = snap(vec![
+            task("a", S::Finished, D::Shutdown),
+            task("c", S::Running, D::Shutdown),
+        ]);
+        let now = Instant::now();
+        assert_eq!(o.observe(&down.tasks, now, now).len(), 2);
+        assert_eq!(o.len(), 0);
+        // ...or the ttl passes.
+        o.record_remote("n3", "d", "svc", None, Fact::Exited, now);
+        o.lose_node("n3");
+        assert_eq!(o.expire(now + TTL).len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_task_this_nodes_events_speak_for_stays_theirs_and_may_be_added_unlisted() {
+        let t0 = Instant::now();
+        let mut o = Overlay::new(TTL);
+        o.record("a", "svc", Some(1), running(5), t0);
+        o.record_remote("n2", "a", "svc", Some(1), Fact::Stopping, t0 + MS);
+        assert_eq!(o.forget_node("n2"), 0, "the entry is this node's");
+        assert_eq!(
+            view(&o.apply(&Snapshot::default()), "a").map(|v| (v.0, v.1)),
+            Some((S::Running, D::Shutdown))
+        );
     }
 }

@@ -19,6 +19,11 @@
 //! a time; requests made meanwhile are merged into the next; at most [`INSPECTIONS`]
 //! inspections, the others queued), so an event is never queued behind a slow list.
 //!
+//! Hints from other nodes' agents (`crate::hints`, [`Watcher::with_hints`]) go into the same
+//! overlay under stricter rules (see `overlay`): they only act on tasks the listing holds, and
+//! a hint touches its service, so that its tasks are re-listed at once (the fastest way to
+//! learn of a crashed task's replacement on another node).
+//!
 //! When nothing is moving, the loop sleeps on the stream and the resync timer only (plus one
 //! timer per overlay entry's expiry, while there is one).
 
@@ -29,7 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
@@ -42,7 +47,9 @@ use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
 use crate::fields;
-use crate::model::{ServiceId, Snapshot, Task};
+use crate::hints::subscribe::RemoteUpdate;
+use crate::hints::{Hint, HintState};
+use crate::model::{ServiceId, Snapshot, Task, TaskAddress};
 use crate::observe::Observer;
 
 /// Container inspections of the fast path in flight at once, at most. One takes a few ms on
@@ -103,6 +110,8 @@ pub struct Watcher {
     options: WatchOptions,
     /// Reconnects, resyncs, Docker's health, task timestamps and service events go here.
     observer: Option<Arc<Observer>>,
+    /// Other nodes' hints (`--hints`), taken by [`Watcher::run`].
+    hints: Option<mpsc::UnboundedReceiver<RemoteUpdate>>,
 }
 
 /// Loop state that outlives one connection of the event stream.
@@ -154,6 +163,38 @@ impl State {
             .iter()
             .find(|s| &s.id == service)
             .is_some_and(|s| !routable(s, cluster))
+    }
+
+    /// Records another node's hint unless its service is one this proxy cannot route (by the
+    /// last listing); true if recorded.
+    fn record_hint(&mut self, node: &str, h: &Hint, cluster: Option<&str>, now: Instant) -> bool {
+        let foreign = self.cache.as_ref().is_some_and(|(l, _)| {
+            l.snapshot
+                .services
+                .iter()
+                .find(|s| s.id == h.service)
+                .is_some_and(|s| !routable(s, cluster))
+        });
+        if foreign {
+            return false;
+        }
+        let fact = match h.state {
+            HintState::Running => Fact::Running {
+                addresses: h
+                    .addresses
+                    .iter()
+                    .map(|a| TaskAddress {
+                        network: a.network.clone(),
+                        addr: a.addr,
+                    })
+                    .collect(),
+            },
+            HintState::Stopping => Fact::Stopping,
+            HintState::Dead => Fact::Exited,
+        };
+        self.overlay
+            .record_remote(node, &h.task, &h.service, h.slot, fact, now);
+        true
     }
 
     /// The last listing's view of `task` (listings are sorted by id).
@@ -212,7 +253,14 @@ impl Watcher {
             docker,
             options,
             observer: None,
+            hints: None,
         }
+    }
+
+    /// Lay other nodes' hints (from `crate::hints::subscribe`) over the listings too.
+    pub fn with_hints(mut self, hints: mpsc::UnboundedReceiver<RemoteUpdate>) -> Watcher {
+        self.hints = Some(hints);
+        self
     }
 
     /// Report to `observer` (metrics, Docker's health, task timestamps for convergence).
@@ -229,7 +277,8 @@ impl Watcher {
 
     /// Runs until every receiver of `tx` is dropped. Never returns an error: Docker being
     /// away is retried with backoff (and logged), the last snapshot stays in the channel.
-    pub async fn run(self, tx: watch::Sender<Arc<Snapshot>>) {
+    pub async fn run(mut self, tx: watch::Sender<Arc<Snapshot>>) {
+        let hints = self.hints.take();
         let o = &self.options;
         let open = |since| {
             let since = events::since_param(since, o.since_margin);
@@ -247,6 +296,7 @@ impl Watcher {
             listing: None,
             inspections: Bounded::new(INSPECTIONS),
             resync,
+            hints,
         };
         loop {
             let open = stream.is_open();
@@ -279,6 +329,10 @@ impl Watcher {
                 _ = l.resync.tick(), if open => l.on_resync(),
                 _ = sleep_until(poll_at), if poll_at.is_some() => l.on_poll_due(),
                 _ = sleep_until(expire_at), if expire_at.is_some() => l.on_expiry(),
+                u = next_hint(&mut l.hints), if l.hints.is_some() => match u {
+                    Some(u) => l.on_hint(u),
+                    None => l.hints = None,
+                },
             }
         }
     }
@@ -362,6 +416,8 @@ struct Loop<'a> {
     inspections: Bounded<(TaskEvent, Option<i64>), Pending<'a, Inspected>>,
     /// Full re-list timer, restarted by every connection's first listing.
     resync: Interval,
+    /// Other nodes' hints; `None` without (or once the subscriber is gone).
+    hints: Option<mpsc::UnboundedReceiver<RemoteUpdate>>,
 }
 
 impl<'a> Loop<'a> {
@@ -464,6 +520,48 @@ impl<'a> Loop<'a> {
         let refresh = done.refresh;
         if let Err(e) = self.listed(done) {
             warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
+        }
+    }
+
+    /// Another node's agent said something: lay it over the last listing at once, and look
+    /// at the service's tasks again soon (a hint about a task not listed yet asks for a
+    /// listing now).
+    fn on_hint(&mut self, update: RemoteUpdate) {
+        let now = Instant::now();
+        let cluster = self.options().service_cluster.as_deref();
+        let state = &mut self.state;
+        match update {
+            RemoteUpdate::Reset { node, hints } => {
+                let forgot = state.overlay.forget_node(&node);
+                let mut kept = 0usize;
+                for h in &hints {
+                    kept += usize::from(state.record_hint(&node, h, cluster, now));
+                }
+                info!(node = %node, hints = hints.len(), kept, forgot, "node hints reset");
+            }
+            RemoteUpdate::Hint { node, hint } => {
+                if !state.record_hint(&node, &hint, cluster, now) {
+                    return;
+                }
+                state.settler.touch(&hint.service, now);
+                if state.listed(&hint.task).is_none() {
+                    state.want(Refresh::Tasks);
+                }
+                debug!(node = %node, task = %hint.task, service = %hint.service, state = ?hint.state, "node hint");
+            }
+            RemoteUpdate::Lost { node } => {
+                let forgot = state.overlay.lose_node(&node);
+                info!(node = %node, forgot, "node hints lost; the task list alone for its tasks");
+            }
+        }
+        if let Some((listing, listed_at)) = &state.cache {
+            let dropped = state
+                .overlay
+                .observe(&listing.snapshot.tasks, *listed_at, now);
+            log_dropped(&dropped);
+            if publish(self.tx, state.overlay.apply(&listing.snapshot), false) {
+                debug!(overlay = state.overlay.len(), "snapshot published");
+            }
         }
     }
 
@@ -670,6 +768,16 @@ impl<'a> Loop<'a> {
         }
         state.cache = Some((listing, requested));
         Ok(())
+    }
+}
+
+/// The next hint; never ready without a receiver.
+async fn next_hint(
+    hints: &mut Option<mpsc::UnboundedReceiver<RemoteUpdate>>,
+) -> Option<RemoteUpdate> {
+    match hints.as_mut() {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -1259,6 +1367,133 @@ mod tests {
 
         drop(rx);
         tokio::time::timeout(within, run)
+            .await
+            .expect("stops without receivers")
+            .expect("no panic");
+    }
+
+    #[tokio::test]
+    async fn another_nodes_death_hint_takes_a_listed_task_out_at_once_and_outlives_a_lost_stream_but_not_a_reset(
+    ) {
+        use crate::hints::subscribe::RemoteUpdate;
+        use crate::hints::{Hint, HintState};
+        use crate::model::TaskState;
+        use std::collections::VecDeque;
+        use std::sync::Mutex;
+        use tokio::sync::mpsc;
+
+        const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
+        const SERVICE: &str = "btrao17gkwp6g12j40iqj7crs";
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
+        let (req_tx, _requests) = mpsc::unbounded_channel();
+        fake::serve(
+            listener,
+            fake::Engine {
+                tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
+                container: Arc::default(),
+                scripts: Arc::new(Mutex::new(VecDeque::new())),
+                event_requests: req_tx,
+            },
+        );
+        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
+            .await
+            .expect("connect to the fake");
+        let (hints, hints_rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
+        let run = tokio::spawn(
+            Watcher::new(docker, WatchOptions::default())
+                .with_hints(hints_rx)
+                .run(tx),
+        );
+        let state = |s: &Snapshot| s.tasks.iter().find(|t| t.id == TASK).map(|t| t.state);
+        async fn wait(
+            rx: &mut watch::Receiver<Arc<Snapshot>>,
+            f: impl Fn(&Snapshot) -> bool,
+            what: &str,
+        ) {
+            let seen = tokio::time::timeout(Duration::from_secs(10), async {
+                while !f(&rx.borrow_and_update()) {
+                    rx.changed().await.expect("watcher running");
+                }
+            })
+            .await;
+            assert!(seen.is_ok(), "{what}");
+        }
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Running),
+            "listed running",
+        )
+        .await;
+        let dead = |task: &str| Hint {
+            task: task.into(),
+            service: SERVICE.into(),
+            slot: Some(1),
+            state: HintState::Dead,
+            addresses: vec![],
+        };
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n2".into(),
+                hint: dead(TASK),
+            })
+            .expect("watcher listening");
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Finished),
+            "out on the hint",
+        )
+        .await;
+        // A hint about a task the list does not hold adds nothing.
+        let mut unknown = dead("nosuchtask");
+        unknown.state = HintState::Running;
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n2".into(),
+                hint: unknown,
+            })
+            .expect("watcher listening");
+        hints
+            .send(RemoteUpdate::Lost { node: "n2".into() })
+            .expect("watcher listening");
+        // Another node's hint after it: seen only once the loss was handled (one channel).
+        const OTHER: &str = "3ltsl1813b3uzm46aipmnoqwr";
+        hints
+            .send(RemoteUpdate::Hint {
+                node: "n9".into(),
+                hint: dead(OTHER),
+            })
+            .expect("watcher listening");
+        let other = |s: &Snapshot| s.tasks.iter().find(|t| t.id == OTHER).map(|t| t.state);
+        wait(
+            &mut rx,
+            |s| other(s) == Some(TaskState::Finished),
+            "the sync hint",
+        )
+        .await;
+        assert_eq!(
+            state(&rx.borrow_and_update()),
+            Some(TaskState::Finished),
+            "a death seen stays seen when the stream is lost"
+        );
+        assert_eq!(rx.borrow().tasks.len(), 5, "nothing added");
+        // The agent back with a reset that no longer holds it: the list's view again.
+        hints
+            .send(RemoteUpdate::Reset {
+                node: "n2".into(),
+                hints: vec![],
+            })
+            .expect("watcher listening");
+        wait(
+            &mut rx,
+            |s| state(s) == Some(TaskState::Running) && s.tasks.len() == 5,
+            "the list's view again, nothing added",
+        )
+        .await;
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(10), run)
             .await
             .expect("stops without receivers")
             .expect("no panic");

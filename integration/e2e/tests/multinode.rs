@@ -25,6 +25,9 @@ const APP: &str = "swarm-lb/testapp:1";
 const CONVERGE: Duration = Duration::from_secs(90);
 /// The global service that runs swarm-lb on every edge.
 const SWARM_LB: &str = "swarm-lb";
+/// The global service that runs `swarm-lb agent` on every node (node hints, issue 21).
+const AGENT: &str = "swarm-lb-agent";
+const AGENT_PORT: u16 = 9271;
 
 static LOCK: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
 
@@ -232,6 +235,8 @@ fn deploy_edges() {
         &format!("SWARM_LB_HAPROXY_IMAGE={haproxy}"),
         "--env",
         "SWARM_LB_LISTEN=0.0.0.0:9270",
+        "--env",
+        &format!("SWARM_LB_HINTS={}", agent_addrs()),
         &swarm_lb_e2e::docker::swarm_lb_image(),
         "run",
     ]
@@ -239,6 +244,219 @@ fn deploy_edges() {
     .map(|s| s.to_string())
     .collect();
     mn("mn1", &args.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+/// Where the agents listen. The test edges run on their node's host network (see
+/// `deploy_edges`), so the agents do too and are named by node address; the stack puts both on
+/// an encrypted internal overlay and names them `tasks.<agent service>`.
+fn agent_addrs() -> String {
+    NODES
+        .iter()
+        .map(|n| format!("{}:{AGENT_PORT}", node_ip(n)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `swarm-lb agent` on every node (`on`), or none; returns once every edge's hint streams
+/// from the two other nodes are live (or all lost).
+async fn agents(on: bool) {
+    let exists = try_mn("mn1", &["service", "inspect", AGENT]).is_ok();
+    if on && !exists {
+        let b = base().display().to_string();
+        mn(
+            "mn1",
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--quiet",
+                "--no-resolve-image",
+                "--name",
+                AGENT,
+                "--mode",
+                "global",
+                "--network",
+                "host",
+                "--mount",
+                &format!(
+                    "type=bind,source={b}/{{{{.Node.Hostname}}}}/docker.sock,target=/var/run/docker.sock"
+                ),
+                "--env",
+                "DOCKER_HOST=unix:///var/run/docker.sock",
+                "--env",
+                &format!("SWARM_LB_AGENT_LISTEN=0.0.0.0:{AGENT_PORT}"),
+                &swarm_lb_e2e::docker::swarm_lb_image(),
+                "agent",
+            ],
+        );
+    }
+    if !on && exists {
+        mn("mn1", &["service", "rm", AGENT]);
+    }
+    let want = if on { 2 } else { 0 };
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge with {want} live hint streams"),
+            || async move { (hints_live(node) == Some(want)).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// How many hint streams `node`'s edge has live (`swarm-lb status --json` in its container).
+fn hints_live(node: &str) -> Option<usize> {
+    let filter = format!("label=com.docker.swarm.service.name={SWARM_LB}");
+    let id = try_mn(node, &["ps", "-q", "--filter", &filter]).ok()?;
+    let id = id.lines().next()?.to_owned();
+    let out = try_mn(
+        node,
+        &["exec", &id, "/usr/local/bin/swarm-lb", "status", "--json"],
+    )
+    .ok()?;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    Some(
+        v["hints"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|s| s["live"] == true).count()),
+    )
+}
+
+/// The container of `svc`'s task on `node` (the first, if several).
+fn container_on(node: &str, svc: &str) -> String {
+    let filter = format!("label=com.docker.swarm.service.name={svc}");
+    mn(node, &["ps", "-q", "--filter", &filter])
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container of {svc} on {node}"))
+        .to_owned()
+}
+
+/// What each edge serves for a host, as it changes: `netclient watch` in the switch namespace,
+/// one GET per edge every few ms; lines read on a thread.
+struct Watch {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<(String, u64, String, SystemTime)>,
+}
+
+impl Watch {
+    fn start(host: &str) -> Watch {
+        let addrs: Vec<String> = NODES.iter().map(|n| format!("{}:80", node_ip(n))).collect();
+        let mut args = vec!["watch", host, "5"];
+        args.extend(addrs.iter().map(String::as_str));
+        let mut child = netclient(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netclient watch");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                let Ok(v) = serde_json::from_str::<Value>(&line) else {
+                    continue;
+                };
+                let ns: u64 = v["unix_ns"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                let at = std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+                let addr = v["addr"].as_str().unwrap_or_default();
+                let node = NODES
+                    .iter()
+                    .find(|n| addr.starts_with(&node_ip(n)))
+                    .map_or(String::new(), |n| n.to_string());
+                let sent = (
+                    node,
+                    v["status"].as_u64().unwrap_or(0),
+                    v["task"].as_str().unwrap_or_default().to_owned(),
+                    at,
+                );
+                if tx.send(sent).is_err() {
+                    return;
+                }
+            }
+        });
+        Watch { child, lines }
+    }
+
+    /// Waits until every edge serves a task other than those in `not` (200): when, per node.
+    fn until_served(
+        &self,
+        not: &BTreeSet<String>,
+        within: Duration,
+    ) -> BTreeMap<String, (String, SystemTime)> {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen: BTreeMap<String, (String, SystemTime)> = BTreeMap::new();
+        let mut last: BTreeMap<String, (u64, String)> = BTreeMap::new();
+        while seen.len() < NODES.len() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let Ok((node, status, task, at)) = self.lines.recv_timeout(left) else {
+                panic!(
+                    "not every edge served a new task within {within:?}: {seen:?}, last {last:?}"
+                );
+            };
+            last.insert(node.clone(), (status, task.clone()));
+            if status == 200 && !task.is_empty() && !not.contains(&task) {
+                seen.entry(node).or_insert((task, at));
+            } else {
+                seen.remove(&node);
+            }
+        }
+        seen
+    }
+
+    fn stop(mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// `rounds` crashes (`docker kill` on mn3) of `svc`'s one task, pinned to mn3: per round, the
+/// ms from the kill to each edge serving the replacement (mn1, mn2, mn3).
+fn crash_rounds(svc: &Svc, rounds: usize) -> Vec<[f64; 3]> {
+    let watch = Watch::start(&svc.host);
+    let mut out = Vec::new();
+    let mut old = watch.until_served(&BTreeSet::new(), CONVERGE);
+    for round in 0..rounds {
+        let tasks: BTreeSet<String> = old.values().map(|(t, _)| t.clone()).collect();
+        assert_eq!(
+            tasks.len(),
+            1,
+            "round {round}: edges serve different tasks: {old:?}"
+        );
+        let id = container_on("mn3", &svc.name);
+        // Drain what the watch saw before the kill.
+        while watch.lines.try_recv().is_ok() {}
+        let killed = SystemTime::now();
+        mn("mn3", &["kill", &id]);
+        let new = watch.until_served(&tasks, Duration::from_secs(90));
+        let after = |n: &str| ms(new[n].1.duration_since(killed).unwrap_or(Duration::ZERO));
+        let r = [after("mn1"), after("mn2"), after("mn3")];
+        println!("  crash round {round}: served the replacement after mn1 {:.0} ms, mn2 {:.0} ms, mn3 (its node) {:.0} ms", r[0], r[1], r[2]);
+        out.push(r);
+        old = new;
+    }
+    watch.stop();
+    out
+}
+
+fn summary(v: &[f64]) -> String {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    format!(
+        "n={} p50={:.0} ms p99={:.0} ms max={:.0} ms",
+        v.len(),
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or_default()
+    )
 }
 
 /// A routed testapp service on a fresh attachable overlay; removed (with its network) on drop.
@@ -732,6 +950,14 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
             .expect("cluster.sh");
         assert!(out.status.success(), "cluster.sh {what} mn3: {out:?}");
     };
+    let on_mn3: BTreeSet<String> = svc
+        .running()
+        .into_iter()
+        .filter(|(_, (n, _))| n == "mn3")
+        .map(|(a, _)| a)
+        .collect();
+    // When mn3's tasks are out of mn1's and mn2's HAProxy (before their replacements are in).
+    let out_at: std::sync::Mutex<Option<f64>> = std::sync::Mutex::new(None);
     let outage = Load::start(&svc.host, &["mn1", "mn2"]);
     let t0 = std::time::Instant::now();
     node_cmd("stop-node");
@@ -743,6 +969,15 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
         Duration::from_secs(120),
         "mn3's tasks replaced and mn1, mn2 following",
         || async {
+            if out_at.lock().expect("lock").is_none() {
+                let mut out = true;
+                for e in &others {
+                    out &= e.ready(&svc.name).await.is_disjoint(&on_mn3);
+                }
+                if out {
+                    *out_at.lock().expect("lock") = Some(t0.elapsed().as_secs_f64());
+                }
+            }
             let r = svc.running();
             if r.len() != 6 || r.values().any(|(n, _)| n == "mn3") {
                 return None;
@@ -758,6 +993,11 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
     )
     .await;
     let during = outage.stop();
+    println!(
+        "mn3 stopped: its {} tasks out of mn1's and mn2's HAProxy after {:?} s",
+        on_mn3.len(),
+        out_at.lock().expect("lock")
+    );
     println!(
         "mn3 stopped: its tasks replaced and mn1, mn2 converged after {:.1} s; load on mn1 and \
          mn2 meanwhile (ok, failed): {:?}",
@@ -805,4 +1045,224 @@ async fn with_one_edge_nodes_dockerd_stopped_the_others_keep_serving_and_converg
     );
     let r = get("mn3", &svc.host, None).expect("GET through mn3");
     assert_eq!(r["status"], 200, "{r}");
+}
+
+/// Issue 21's crash: a 1-replica service pinned to mn3, its container killed there (no service
+/// change; Swarm restarts the task). With the agents on, mn3's agent streams the death and the
+/// replacement's start to mn1's and mn2's edges. Then the same without the agents (the edges
+/// fall back to the task list): both printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_task_on_another_node_is_replaced_on_every_edge_within_a_second_of_its_own_nodes_edge(
+) {
+    let _c = cluster().await;
+    let svc = Svc::create(
+        1,
+        &[
+            "--constraint",
+            "node.hostname==mn3",
+            "--restart-delay",
+            "1s",
+        ],
+    );
+    svc.converged(&edges(), 1).await;
+    agents(true).await;
+    let with = crash_rounds(&svc, 10);
+    let rounds_off: usize = std::env::var("SWARM_LB_E2E_CRASH_ROUNDS_OFF")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    agents(false).await;
+    let without = crash_rounds(&svc, rounds_off);
+    agents(true).await;
+    let lag = |rounds: &[[f64; 3]]| -> Vec<f64> {
+        rounds
+            .iter()
+            .flat_map(|r| [r[0] - r[2], r[1] - r[2]])
+            .collect()
+    };
+    let remote =
+        |rounds: &[[f64; 3]]| -> Vec<f64> { rounds.iter().flat_map(|r| [r[0], r[1]]).collect() };
+    let local = |rounds: &[[f64; 3]]| -> Vec<f64> { rounds.iter().map(|r| r[2]).collect() };
+    println!(
+        "crash of a task on mn3 (restart delay 1 s), kill -> replacement served:\n  \
+         with hints: mn3 (own node) {}; mn1+mn2 {}; mn1/mn2 behind mn3: {}\n  \
+         without:    mn3 (own node) {}; mn1+mn2 {}; mn1/mn2 behind mn3: {}",
+        summary(&local(&with)),
+        summary(&remote(&with)),
+        summary(&lag(&with)),
+        summary(&local(&without)),
+        summary(&remote(&without)),
+        summary(&lag(&without)),
+    );
+    for (round, r) in with.iter().enumerate() {
+        assert!(
+            r[0] - r[2] <= 1000.0 && r[1] - r[2] <= 1000.0,
+            "round {round}: an edge on another node served the replacement more than 1 s after \
+             mn3's edge: {r:?}"
+        );
+    }
+}
+
+/// A task of a 3-replica service with restart policy none killed on its node: no replacement,
+/// no service change. With the agents on it leaves every edge within a second, and the load on
+/// all three edges meanwhile fails nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_killed_without_restart_leaves_every_edge_within_a_second_and_no_request_fails() {
+    let _c = cluster().await;
+    let svc = Svc::create(3, &["--restart-condition", "none"]);
+    let all = edges();
+    let tasks = svc.converged(&all, 3).await;
+    agents(true).await;
+    // The task on mn3 if there is one (mn1 is the manager: the hardest case is a worker).
+    let running = svc.running();
+    let node = ["mn3", "mn2", "mn1"]
+        .into_iter()
+        .find(|n| running.values().any(|(on, _)| on == n))
+        .expect("a node with a task");
+    let id = container_on(node, &svc.name);
+    let format = format!(
+        "{{{{(index .NetworkSettings.Networks \"{}\").IPAddress}}}}",
+        svc.net
+    );
+    let addr = mn(node, &["inspect", "--format", &format, &id]);
+    assert!(tasks.contains(&addr), "{addr} not in {tasks:?}");
+    let load = Load::start(&svc.host, &NODES);
+    // Load running before the kill.
+    poll_until(CONVERGE, "load answered", || async {
+        get("mn1", &svc.host, None).ok().map(drop)
+    })
+    .await;
+    let killed = std::time::Instant::now();
+    mn(node, &["kill", &id]);
+    let mut out: BTreeMap<&str, f64> = BTreeMap::new();
+    let deadline = killed + Duration::from_secs(60);
+    while out.len() < all.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{addr} still in: {out:?}"
+        );
+        for e in &all {
+            if !out.contains_key(e.node) && !e.ready(&svc.name).await.contains(&addr) {
+                out.insert(e.node, ms(killed.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The load goes on a moment after the last edge took it out.
+    let settled = std::time::Instant::now() + Duration::from_secs(1);
+    poll_until(CONVERGE, "a second of load after", || async {
+        (std::time::Instant::now() >= settled).then_some(())
+    })
+    .await;
+    let summaries = load.stop();
+    println!(
+        "task on {node} killed (restart policy none): out of each edge after {out:?} ms; load: {:?}",
+        summaries.iter().map(|(ok, failed, _)| (ok, failed)).collect::<Vec<_>>()
+    );
+    assert_no_failures(&summaries, "a task killed, no restart");
+    for (edge, t) in &out {
+        assert!(*t <= 1000.0, "{edge} took {addr} out after {t:.0} ms");
+    }
+}
+
+/// The agent's cost on each node with 50 routed services idle (one task each, spread over the
+/// nodes): CPU over 30 s and RSS, from /proc (the nodes share this machine's PID namespace).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_costs_under_one_percent_of_a_core_with_fifty_idle_routed_services() {
+    let _c = cluster().await;
+    agents(true).await;
+    let net = unique("mnidle");
+    mn(
+        "mn1",
+        &["network", "create", "-d", "overlay", "--attachable", &net],
+    );
+    let names: Vec<String> = (0..50).map(|i| format!("{}-{i}", unique("idle"))).collect();
+    for name in &names {
+        let hosts = format!("com.docker.lb.hosts={name}.test");
+        mn(
+            "mn1",
+            &[
+                "service",
+                "create",
+                "--detach",
+                "--quiet",
+                "--no-resolve-image",
+                "--name",
+                name,
+                "--network",
+                &net,
+                "--label",
+                &hosts,
+                "--label",
+                "com.docker.lb.port=8080",
+                APP,
+            ],
+        );
+    }
+    poll_until(Duration::from_secs(300), "50 services running", || async {
+        let out = try_mn(
+            "mn1",
+            &["service", "ls", "--format", "{{.Name}} {{.Replicas}}"],
+        )
+        .ok()?;
+        let up = out
+            .lines()
+            .filter(|l| {
+                names.iter().any(|n| l.starts_with(&format!("{n} "))) && l.ends_with(" 1/1")
+            })
+            .count();
+        (up == names.len()).then_some(())
+    })
+    .await;
+    let pids: Vec<(&str, u32)> = NODES
+        .iter()
+        .map(|n| {
+            let filter = format!("label=com.docker.swarm.service.name={AGENT}");
+            let id = container_on_filter(n, &filter);
+            let pid = mn(n, &["inspect", "--format", "{{.State.Pid}}", &id]);
+            (*n, pid.parse().expect("a pid"))
+        })
+        .collect();
+    let ticks = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+        let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = after.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+    };
+    let before: Vec<u64> = pids.iter().map(|(_, p)| ticks(*p)).collect();
+    let t0 = std::time::Instant::now();
+    let window = Duration::from_secs(30);
+    poll_until(Duration::from_secs(60), "30 s idle", || async {
+        (t0.elapsed() >= window).then_some(())
+    })
+    .await;
+    let secs = t0.elapsed().as_secs_f64();
+    // USER_HZ is 100 on Linux.
+    for ((node, pid), b) in pids.iter().zip(before) {
+        let cpu = (ticks(*pid) - b) as f64 / 100.0 / secs * 100.0;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        println!("agent on {node}, 50 routed services idle: CPU {cpu:.3} % of a core over {secs:.0} s, RSS {rss}");
+        assert!(cpu < 1.0, "agent on {node}: {cpu:.3} % of a core");
+    }
+    for name in &names {
+        let _ = try_mn("mn1", &["service", "rm", name]);
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while try_mn("mn1", &["network", "rm", &net]).is_err() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn container_on_filter(node: &str, filter: &str) -> String {
+    mn(node, &["ps", "-q", "--filter", filter])
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container {filter} on {node}"))
+        .to_owned()
 }

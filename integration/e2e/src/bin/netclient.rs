@@ -9,6 +9,11 @@
 //!                                         each every EVERY_MS, until stdin closes; then prints
 //!                                         one JSON object per ADDR: {"addr", "ok", "errors",
 //!                                         "bad_status", "client_retries", "by_task", "samples"}
+//!   netclient watch HOST EVERY_MS ADDR...
+//!                                         one GET per ADDR every EVERY_MS (a new connection
+//!                                         each), until stdin closes; prints a JSON line
+//!                                         {"addr", "status", "task", "unix_ns"} for each ADDR's
+//!                                         first answer and whenever its status or task changes
 //!
 //! Exit status 2 on bad arguments, 1 when a `get` cannot connect or read an answer.
 #![forbid(unsafe_code)]
@@ -21,7 +26,7 @@ use swarm_lb_e2e::load::{get_at, Load};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: netclient get ADDR HOST [COOKIE] | netclient load HOST EVERY_MS WORKERS ADDR..."
+        "usage: netclient get ADDR HOST [COOKIE] | netclient load HOST EVERY_MS WORKERS ADDR... | netclient watch HOST EVERY_MS ADDR..."
     );
     std::process::exit(2)
 }
@@ -85,6 +90,56 @@ async fn main() {
                         "samples": s.samples,
                     })
                 );
+            }
+        }
+        Some("watch") if args.len() >= 4 => {
+            let every: u64 = args[2].parse().unwrap_or_else(|_| usage());
+            let every = Duration::from_millis(every);
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let watchers: Vec<_> = args[3..]
+                .iter()
+                .map(|a| {
+                    let (a, host, stop) = (addr(a), args[1].clone(), stop.clone());
+                    tokio::spawn(async move {
+                        let mut last: Option<(u16, String)> = None;
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let began = tokio::time::Instant::now();
+                            let get = get_at(a, &host, "/", "");
+                            let seen = match tokio::time::timeout(Duration::from_secs(2), get).await {
+                                Ok(Ok(r)) => {
+                                    let task = r
+                                        .body
+                                        .lines()
+                                        .find_map(|l| l.strip_prefix("task="))
+                                        .unwrap_or_default()
+                                        .to_owned();
+                                    (r.status, task)
+                                }
+                                _ => (0, String::new()),
+                            };
+                            if last.as_ref() != Some(&seen) {
+                                let unix_ns = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_nanos());
+                                println!(
+                                    "{}",
+                                    json!({"addr": a.to_string(), "status": seen.0, "task": seen.1, "unix_ns": unix_ns.to_string()})
+                                );
+                                last = Some(seen);
+                            }
+                            tokio::time::sleep_until(began + every).await;
+                        }
+                    })
+                })
+                .collect();
+            let _ = tokio::task::spawn_blocking(|| {
+                let mut sink = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)
+            })
+            .await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for w in watchers {
+                let _ = w.await;
             }
         }
         _ => usage(),
