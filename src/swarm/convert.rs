@@ -44,6 +44,38 @@ pub(super) fn merge_service_tasks(
     sort_tasks(kept.chain(fresh).collect())
 }
 
+/// `prev` with the services of `scope` as `raw` lists them now (those absent are gone) and
+/// their tasks replaced by `tasks`: what a service event's listing makes of the last one.
+pub(super) fn merge_services(
+    prev: &Listing,
+    index: &NetworkIndex,
+    scope: &BTreeSet<ServiceId>,
+    raw: &[models::Service],
+    tasks: Vec<Task>,
+) -> Listing {
+    let (fresh, fresh_progress) = services(raw, index);
+    let mut services: Vec<_> = prev
+        .snapshot
+        .services
+        .iter()
+        .filter(|s| !scope.contains(&s.id))
+        .cloned()
+        .chain(fresh)
+        .collect();
+    services.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut progress = prev.progress.clone();
+    progress.retain(|id, _| !scope.contains(id));
+    progress.extend(fresh_progress);
+    Listing {
+        snapshot: Snapshot {
+            services,
+            tasks: merge_service_tasks(&prev.snapshot.tasks, scope, tasks),
+            networks: prev.snapshot.networks.clone(),
+        },
+        progress,
+    }
+}
+
 /// A snapshot plus what the watcher needs to tell whether a service has settled.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Listing {
@@ -62,7 +94,7 @@ pub(super) struct ServiceProgress {
 }
 
 /// The listed networks, for resolving `TaskTemplate.Networks[].Target`.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct NetworkIndex {
     networks: Vec<Network>,
     /// Swarm-scoped ones: services can only use these.
@@ -600,6 +632,35 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("test address")
+    }
+
+    #[test]
+    fn a_service_listing_replaces_the_named_services_drops_the_gone_and_keeps_the_rest() {
+        let (networks, index) = fixture_networks();
+        let raw: Vec<models::Service> = serde_json::from_str(SERVICES).expect("fixture");
+        let (services, progress) = services(&raw, &index);
+        assert!(services.len() >= 2, "the fixture has two services or more");
+        let prev = listing(services.clone(), progress, vec![], networks);
+        let (kept, gone) = (&services[0], &services[1]);
+        // The second service is in the scope but no longer listed: removed.
+        let scope = BTreeSet::from([kept.id.clone(), gone.id.clone()]);
+        let still: Vec<models::Service> = raw
+            .iter()
+            .filter(|s| s.id.as_deref() == Some(kept.id.as_str()))
+            .cloned()
+            .collect();
+        let merged = merge_services(&prev, &index, &scope, &still, vec![]);
+        let ids: Vec<&str> = merged
+            .snapshot
+            .services
+            .iter()
+            .map(|s| s.id.as_str())
+            .collect();
+        assert!(ids.contains(&kept.id.as_str()));
+        assert!(!ids.contains(&gone.id.as_str()));
+        assert_eq!(merged.snapshot.services.len(), services.len() - 1);
+        assert!(!merged.progress.contains_key(&gone.id));
+        assert_eq!(merged.snapshot.networks, prev.snapshot.networks);
     }
 
     #[test]

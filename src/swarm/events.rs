@@ -129,6 +129,8 @@ pub(super) enum Refresh {
     Nothing,
     /// Only the task list (services and networks did not change).
     Tasks,
+    /// The services an event named and their tasks (networks did not change).
+    Services,
     /// Services, tasks and networks.
     Full,
 }
@@ -139,7 +141,7 @@ pub(super) fn event(m: &EventMessage) -> Event {
     let attrs: Option<&HashMap<String, String>> = actor.and_then(|a| a.attributes.as_ref());
     let kind = EventKind::of(m.typ);
     let (refresh, service) = match kind {
-        EventKind::Service => (Refresh::Full, Some(actor_id.clone())),
+        EventKind::Service => (Refresh::Services, Some(actor_id.clone())),
         EventKind::Network | EventKind::Node => (Refresh::Full, None),
         EventKind::Container => {
             match attrs
@@ -267,10 +269,10 @@ mod tests {
     }
 
     #[test]
-    fn a_service_event_asks_for_a_full_relist_and_names_the_service() {
+    fn a_service_event_asks_for_that_service_and_its_tasks_and_names_it() {
         let e = &fixture()[0];
         assert_eq!((e.kind.as_str(), e.action.as_str()), ("service", "update"));
-        assert_eq!(e.refresh, Refresh::Full);
+        assert_eq!(e.refresh, Refresh::Services);
         assert_eq!(e.service.as_deref(), Some("btrao17gkwp6g12j40iqj7crs"));
         assert_eq!(e.time_nano, Some(1795729106712866649));
     }

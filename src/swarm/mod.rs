@@ -198,8 +198,11 @@ impl Docker {
         Ok(self.listing_timed().await?.0)
     }
 
-    /// [`Docker::listing`] with the tasks' timestamps.
-    async fn listing_timed(&self) -> Result<(Listing, convert::Times), SwarmError> {
+    /// [`Docker::listing`] with the tasks' timestamps and the networks' index (which later
+    /// per-service listings resolve network targets with).
+    async fn listing_timed(
+        &self,
+    ) -> Result<(Listing, convert::Times, convert::NetworkIndex), SwarmError> {
         let services = async {
             let opts = bollard::query_parameters::ListServicesOptions {
                 filters: None,
@@ -221,7 +224,43 @@ impl Docker {
             tokio::try_join!(services, self.tasks_timed(), networks)?;
         let (networks, index) = convert::networks(&networks);
         let (services, progress) = convert::services(&services, &index);
-        Ok((convert::listing(services, progress, tasks, networks), times))
+        Ok((
+            convert::listing(services, progress, tasks, networks),
+            times,
+            index,
+        ))
+    }
+
+    /// The services in `scope` (`GET /services?filters={"id":[...]}&status=true`: those that
+    /// still exist) and their tasks (filtered likewise), with the tasks' timestamps: what one
+    /// service event costs to read, where a full listing reads every service, task and network.
+    async fn services_timed(
+        &self,
+        scope: &BTreeSet<ServiceId>,
+    ) -> Result<(Vec<bollard::models::Service>, Vec<Task>, convert::Times), SwarmError> {
+        let opts = bollard::query_parameters::ListServicesOptions {
+            filters: Some(HashMap::from([(
+                "id".to_string(),
+                scope.iter().cloned().collect::<Vec<_>>(),
+            )])),
+            status: Some(true),
+        };
+        let services = self
+            .inner
+            .list_services(Some(opts))
+            .await
+            .map_err(self.err("list services"))?;
+        // Docker's `id` filter matches prefixes: keep exact ids only.
+        let services: Vec<_> = services
+            .into_iter()
+            .filter(|s| s.id.as_ref().is_some_and(|id| scope.contains(id)))
+            .collect();
+        let existing: BTreeSet<ServiceId> = services.iter().filter_map(|s| s.id.clone()).collect();
+        if existing.is_empty() {
+            return Ok((services, Vec::new(), convert::Times::default()));
+        }
+        let (tasks, times) = self.service_tasks_timed(&existing).await?;
+        Ok((services, tasks, times))
     }
 
     /// Every task (`GET /tasks`, read here: bollard's model drops `NetworksAttachments`),

@@ -120,6 +120,9 @@ struct State {
     /// The last full listing (services and networks are reused by task-only polls), and
     /// when its task list was requested.
     cache: Option<(Listing, Instant)>,
+    /// The networks of the last full listing, which per-service listings resolve their
+    /// network targets with (network events ask for a full listing).
+    networks: Option<convert::NetworkIndex>,
     /// The listing to take next, once none is on its way.
     wanted: Option<Refresh>,
     /// The fast path's facts, laid over every listing published.
@@ -135,6 +138,7 @@ impl State {
         State {
             settler: Settler::new(o.settle, o.service_cluster.clone()),
             cache: None,
+            networks: None,
             wanted: None,
             overlay: Overlay::new(o.fast_path_ttl),
             healthchecks: Healthchecks::new(HEALTHCHECKS_KNOWN),
@@ -217,7 +221,15 @@ struct Listed {
 }
 
 enum Fetched {
-    All(Listing, convert::Times),
+    All(Listing, convert::Times, convert::NetworkIndex),
+    /// The services of the scope that exist (raw: their network targets are resolved with
+    /// the last full listing's networks) and their tasks.
+    Services(
+        BTreeSet<ServiceId>,
+        Vec<bollard::models::Service>,
+        Vec<Task>,
+        convert::Times,
+    ),
     Tasks(Vec<Task>, convert::Times),
     /// The tasks of these services only (a poll of settling services).
     ServiceTasks(BTreeSet<ServiceId>, Vec<Task>, convert::Times),
@@ -373,10 +385,17 @@ impl Watcher {
             Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks_timed())
                 .await
                 .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
-            Refresh::Full | Refresh::Nothing => {
+            Refresh::Services if !scope.is_empty() => with_deadline(
+                "list services",
+                deadline,
+                self.docker.services_timed(&scope),
+            )
+            .await
+            .map(|(services, tasks, times)| Fetched::Services(scope, services, tasks, times)),
+            Refresh::Services | Refresh::Full | Refresh::Nothing => {
                 with_deadline("list", deadline, self.docker.listing_timed())
                     .await
-                    .map(|(listing, times)| Fetched::All(listing, times))
+                    .map(|(listing, times, index)| Fetched::All(listing, times, index))
             }
         };
         Listed {
@@ -461,7 +480,7 @@ impl<'a> Loop<'a> {
             };
             // Every service still settling, so that none is judged on an older listing.
             let scope = match r {
-                Refresh::Tasks => self.state.settler.active_ids(),
+                Refresh::Tasks | Refresh::Services => self.state.settler.active_ids(),
                 _ => BTreeSet::new(),
             };
             let scope = if scope.len() > SCOPED_POLL_MAX {
@@ -692,7 +711,10 @@ impl<'a> Loop<'a> {
         let now = Instant::now();
         self.watcher.observe(|o| o.docker(result.is_ok()));
         if let Ok(
-            Fetched::All(_, times) | Fetched::Tasks(_, times) | Fetched::ServiceTasks(_, _, times),
+            Fetched::All(_, times, _)
+            | Fetched::Tasks(_, times)
+            | Fetched::ServiceTasks(_, _, times)
+            | Fetched::Services(_, _, _, times),
         ) = &mut result
         {
             let times = std::mem::take(times);
@@ -700,7 +722,19 @@ impl<'a> Loop<'a> {
         }
         let state = &mut self.state;
         let listing = match (result, &state.cache) {
-            (Ok(Fetched::All(l, _)), _) => l,
+            (Ok(Fetched::All(l, _, index)), _) => {
+                state.networks = Some(index);
+                l
+            }
+            (Ok(Fetched::Services(scope, raw, tasks, _)), Some((prev, _))) => {
+                match &state.networks {
+                    Some(index) => convert::merge_services(prev, index, &scope, &raw, tasks),
+                    None => {
+                        state.want(Refresh::Full);
+                        return Ok(());
+                    }
+                }
+            }
             (Ok(Fetched::Tasks(tasks, _)), Some((prev, _))) => Listing {
                 snapshot: Snapshot {
                     services: prev.snapshot.services.clone(),
@@ -718,12 +752,12 @@ impl<'a> Loop<'a> {
                 progress: prev.progress.clone(),
             },
             // Only a full listing is taken before the first one succeeds.
-            (Ok(Fetched::Tasks(..) | Fetched::ServiceTasks(..)), None) => {
+            (Ok(Fetched::Tasks(..) | Fetched::ServiceTasks(..) | Fetched::Services(..)), None) => {
                 state.want(Refresh::Full);
                 return Ok(());
             }
             (Err(e), _) => {
-                if refresh == Refresh::Tasks && !e.is_transient() {
+                if matches!(refresh, Refresh::Tasks | Refresh::Services) && !e.is_transient() {
                     // A service of the poll's filter is gone (Docker answers 404): its
                     // removal event asks for everything anyway; do not wait for it.
                     state.want(Refresh::Full);
@@ -951,6 +985,7 @@ mod tests {
         let mut state = State {
             settler: Settler::new(SettleOptions::default(), None),
             cache: None,
+            networks: None,
             wanted: None,
             overlay: Overlay::new(Duration::from_secs(30)),
             healthchecks: Healthchecks::new(8),
