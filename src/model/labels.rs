@@ -69,10 +69,6 @@ pub const HOSTS_MAX: usize = 1000;
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;
 
-/// Interlock labels swarm-lb knows but does not implement yet: reported as warnings, the
-/// route still works without them. (None left: the TLS labels were the last.)
-pub const UNSUPPORTED: &[&str] = &[];
-
 /// Balancing labels implemented in default (task) mode: see [`BackendOptions`].
 pub const OPTIONS: &[&str] = &[IP_HASH, STICKY_SESSION_COOKIE, MAX_FAILS, FAIL_TIMEOUT];
 
@@ -210,9 +206,6 @@ pub enum LabelError {
          backend; ignored for this service"
     )]
     DefaultConflict { service: String, owner: String },
-    /// Warning: an Interlock label swarm-lb does not implement yet.
-    #[error("service {service}: label {label} is not supported yet; ignored")]
-    Unsupported { service: String, label: String },
     /// Warning: a per-task feature on a vip service.
     #[error(
         "service {service}: label {label} is not offered in vip mode (Swarm's VIP spreads \
@@ -286,8 +279,7 @@ impl LabelError {
             | Self::RedirectConflict { .. }
             | Self::RedirectLoop { .. }
             | Self::DefaultConflict { .. } => Severity::Error,
-            Self::Unsupported { .. }
-            | Self::NotInVipMode { .. }
+            Self::NotInVipMode { .. }
             | Self::Unknown { .. }
             | Self::EmptyItems { .. }
             | Self::WrongCase { .. }
@@ -307,7 +299,6 @@ impl LabelError {
             | Self::RedirectConflict { service, .. }
             | Self::RedirectLoop { service, .. }
             | Self::DefaultConflict { service, .. }
-            | Self::Unsupported { service, .. }
             | Self::NotInVipMode { service, .. }
             | Self::Unknown { service, .. }
             | Self::EmptyItems { service, .. }
@@ -371,7 +362,7 @@ pub struct Parsed {
     pub route: Verdict,
     /// Errors on parts left out of a route that stands (a malformed host among good ones).
     pub left_out: Vec<LabelError>,
-    /// Labels that are ignored (unsupported, unknown, not offered in the service's mode) and
+    /// Labels that are ignored (unknown, not offered in the service's mode) and
     /// items skipped (empty ones in a list).
     pub warnings: Vec<LabelError>,
 }
@@ -620,8 +611,6 @@ fn warnings(
                 }
             } else if mode == Some(Mode::Vip) && TASK_ONLY.contains(&k.as_str()) {
                 LabelError::NotInVipMode { service, label }
-            } else if UNSUPPORTED.contains(&k.as_str()) {
-                LabelError::Unsupported { service, label }
             } else {
                 LabelError::Unknown { service, label }
             }
@@ -2181,16 +2170,15 @@ mod tests {
         ]))
         .unwrap();
         assert!(p.route.is_ok());
-        let kinds: Vec<(&str, bool)> = p
+        let kinds: Vec<&str> = p
             .warnings
             .iter()
             .map(|w| match w {
-                LabelError::NotInVipMode { label, .. } => (label.as_str(), true),
-                LabelError::Unsupported { label, .. } => (label.as_str(), false),
+                LabelError::NotInVipMode { label, .. } => label.as_str(),
                 other => panic!("unexpected {other:?}"),
             })
             .collect();
-        assert_eq!(kinds, vec![(IP_HASH, true), (STICKY_SESSION_COOKIE, true),]);
+        assert_eq!(kinds, vec![IP_HASH, STICKY_SESSION_COOKIE]);
         assert!(p.warnings[0]
             .to_string()
             .contains("not offered in vip mode"));

@@ -236,7 +236,7 @@ pub struct Desired {
     /// Every problem that leaves a service unrouted, on its last good route, or without one of
     /// its hosts; each names its service and label. Sorted by service, then message.
     pub errors: Vec<LabelError>,
-    /// Labels that are ignored (not supported yet, unknown, not offered in vip mode) and
+    /// Labels that are ignored (unknown, not offered in vip mode) and
     /// services kept on their last good route. The route works; the operator should know.
     /// Sorted like `errors`.
     pub warnings: Vec<LabelError>,

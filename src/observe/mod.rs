@@ -363,7 +363,6 @@ fn problem(e: &LabelError, severity: &str) -> Problem {
     let label = match e {
         LabelError::Invalid { label, .. }
         | LabelError::Missing { label, .. }
-        | LabelError::Unsupported { label, .. }
         | LabelError::NotInVipMode { label, .. }
         | LabelError::Unknown { label, .. }
         | LabelError::EmptyItems { label, .. }
