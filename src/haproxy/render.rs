@@ -20,7 +20,7 @@ use super::codec::{
 };
 use super::command::{CertPath, DefaultsName, MapPath, ServerKeywords};
 use super::state::{Admin, BackendState, ProxyState};
-use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit};
+use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit, SectionOptions};
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).
 pub const BASE_TEMPLATE: &str = include_str!("../../haproxy/base.cfg");
@@ -251,10 +251,10 @@ fn render(
             // The template's TCP defaults (see `haproxy/base.cfg`).
             let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
         } else if named_defaults {
-            let from = DefaultsName::for_options(&BackendOptions {
-                ip_hash: backend.options.ip_hash,
-                passthrough: backend.options.passthrough,
-                ..BackendOptions::default()
+            // The backend section writes its own cookie line.
+            let from = DefaultsName::for_section(SectionOptions {
+                sticky_cookie: None,
+                ..backend.options.section()
             });
             match from {
                 Some(from) => {
@@ -280,10 +280,10 @@ pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
         [(false, false), (true, false), (false, true), (true, true)]
             .into_iter()
             .filter_map(|(ip_hash, passthrough)| {
-                DefaultsName::for_options(&BackendOptions {
+                DefaultsName::for_section(SectionOptions {
                     ip_hash,
                     passthrough,
-                    ..BackendOptions::default()
+                    sticky_cookie: None,
                 })
             })
             .collect();
@@ -292,9 +292,9 @@ pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
     for backend in state.backends.values() {
         if backend.options.sticky_cookie.is_some() {
             for ip_hash in [false, true] {
-                out.extend(DefaultsName::for_options(&BackendOptions {
+                out.extend(DefaultsName::for_section(SectionOptions {
                     ip_hash,
-                    ..backend.options.clone()
+                    ..backend.options.section()
                 }));
             }
         }
@@ -341,15 +341,15 @@ fn render_named_defaults(
     let mut all = defaults_for(state);
     all.extend(
         keep.iter()
-            .filter(|d| d.options().sticky_cookie.is_some())
+            .filter(|d| d.section().sticky_cookie.is_some())
             .cloned(),
     );
     let (plain, sticky): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .partition(|d| d.options().sticky_cookie.is_none());
+        .partition(|d| d.section().sticky_cookie.is_none());
     let section = |out: &mut String, defaults: &DefaultsName| {
         let _ = writeln!(out, "defaults {}", defaults.as_str());
-        let body = match defaults.options().passthrough {
+        let body = match defaults.section().passthrough {
             true => &tcp,
             false => &http,
         };
@@ -357,7 +357,7 @@ fn render_named_defaults(
             out.push_str(line);
             out.push('\n');
         }
-        render_balance(out, defaults.options());
+        render_balance(out, defaults.section());
     };
     for defaults in &plain {
         section(out, defaults);
@@ -407,9 +407,9 @@ pub fn loads_backend_ca(config: &str) -> bool {
     config.lines().any(|line| line.trim_end() == header)
 }
 
-/// The balancing lines of a backend or named defaults section with `options` (the failure
-/// limit aside).
-fn render_balance(out: &mut String, options: &BackendOptions) {
+/// The balancing lines of a backend or named defaults section with `options` (the server
+/// keywords go on `default-server` lines).
+fn render_balance(out: &mut String, options: &SectionOptions) {
     // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
     // change without a reload (`balance source` is, with consistent hashing).
     if options.ip_hash {
@@ -452,7 +452,7 @@ fn render_backend(
         // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
         out.push_str(MODE_TCP);
     }
-    render_balance(out, options);
+    render_balance(out, &options.section());
     if options.sticky_cookie.is_some() {
         // The service's name, whatever the backend's generation: a cookie stays good when the
         // service moves to a new generation (see `plan::generation`).

@@ -34,7 +34,8 @@ pub use hosts::{parse_hosts, HostList};
 pub use keys::*;
 use options::parse_options;
 pub use options::{
-    parse_cookie_name, parse_fail_timeout, parse_max_fails, FAIL_TIMEOUT_DEFAULT_MS,
+    is_cookie_name, parse_cookie_name, parse_fail_timeout, parse_max_fails, BackendOptions,
+    BackendTls, FailureLimit, SectionOptions, ServerOptions, FAIL_TIMEOUT_DEFAULT_MS,
     MAX_FAILS_DEFAULT,
 };
 use routing::check_paths;
@@ -46,7 +47,7 @@ use tls::{parse_backend_tls, parse_tls};
 pub use tls::{parse_secret_name, CertSecrets, RouteTls};
 
 use super::reason::Reason;
-use super::{BackendName, BackendOptions, ContextRoot, Host, Mode, Service, ServiceId};
+use super::{BackendName, ContextRoot, Host, Mode, Service, ServiceId};
 
 /// A service's routing, as its labels say.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use super::keys::{
     SECRET_NAME_MAX, SSL_BACKEND, SSL_BACKEND_TLS_VERIFY, SSL_CERT, SSL_KEY, SSL_ONLY,
     SSL_PASSTHROUGH,
 };
+use super::BackendTls;
 use super::{check_chars, parse_bool, LabelError, Reader};
 use crate::model::cert::CertProblem;
-use crate::model::{BackendTls, Reason};
+use crate::model::Reason;
 
 /// What the TLS labels ask of the edge. Problems with them are left-out errors: the service
 /// keeps its HTTP routing.
