@@ -1,6 +1,7 @@
 //! The one encoder of Runtime API text and the nom parsers of HAProxy's replies. Nothing else
-//! in the crate builds or reads runtime-API strings. Parsers never panic: truncated or garbage
-//! input is a [`ParseError`].
+//! in the crate builds or reads runtime-API strings; the master CLI's two requests (`reload`,
+//! `show proc`) are written by [`super::master`] itself, whose replies [`proc`] parses. Parsers
+//! never panic: truncated or garbage input is a [`ParseError`].
 
 mod encode;
 pub mod frame;
