@@ -9,7 +9,9 @@ use super::frame::Replies;
 use super::*;
 use crate::haproxy::command::{Command, DefaultsName, MapPath};
 use crate::haproxy::state::{Admin, PLACEHOLDER};
-use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
+use crate::model::{
+    BackendName, BackendOptions, MapKey, MapValue, Mode, SectionOptions, ServerName,
+};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -782,11 +784,9 @@ fn command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(backend, ip_hash, sticky_cookie)| Command::AddBackend {
                 backend,
-                defaults: DefaultsName::for_options(&BackendOptions {
+                defaults: DefaultsName::for_section(SectionOptions {
                     ip_hash,
                     sticky_cookie,
-                    failure_limit: None,
-                    backend_tls: None,
                     passthrough: false,
                 })
                 .expect("a cookie name of the label's characters names a section"),
@@ -841,11 +841,9 @@ fn words(cmd: &Command) -> usize {
 }
 
 fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
-    DefaultsName::for_options(&BackendOptions {
+    DefaultsName::for_section(SectionOptions {
         ip_hash,
         sticky_cookie: cookie.map(str::to_owned),
-        failure_limit: None,
-        backend_tls: None,
         passthrough: false,
     })
     .expect("named")
