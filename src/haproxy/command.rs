@@ -11,8 +11,8 @@ use std::net::SocketAddr;
 
 use super::state::Admin;
 use crate::model::{
-    is_cookie_name, BackendName, BackendOptions, BackendTls, FailureLimit, MapKey, MapValue,
-    SectionOptions, ServerName, ServerOptions,
+    is_cookie_name, BackendName, BackendOptions, MapKey, MapValue, SectionOptions, ServerName,
+    ServerOptions,
 };
 
 /// The path of a map file as HAProxy names it in `map(...)`; checked to hold no syntax.
@@ -142,47 +142,38 @@ impl std::fmt::Debug for Pem {
 /// ensures (see [`super::render`]'s CA defaults section).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerKeywords {
-    /// `observe layer7 error-limit <max_fails> on-error mark-down rise 2 fastinter <t>ms
-    /// downinter <t>ms` (`com.docker.lb.max_fails` / `fail_timeout`).
-    pub failure_limit: Option<FailureLimit>,
-    /// `ssl verify none` or `ssl verify required ca-file <path>` (`com.docker.lb.ssl_backend`).
-    pub tls: Option<ServerTls>,
-}
-
-/// TLS from HAProxy to a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerTls {
-    VerifyNone,
-    VerifyRequired { ca_file: CertPath },
+    /// What the keywords say; their text is the codec's ([`super::codec::push_server_keywords`]
+    /// and, for the rendered config, [`super::codec::read_server_keywords`]).
+    options: ServerOptions,
+    /// The CA bundle `ssl verify required ca-file <path>` names: set exactly when `options`
+    /// verify the server's certificate (the constructor keeps it so).
+    ca_file: Option<CertPath>,
 }
 
 impl ServerKeywords {
     /// The keywords of a server of a backend with `options` (its [`BackendOptions::server`]
     /// part); `ca_file` is the CA bundle a verified TLS connection checks the server against.
     pub fn for_options(options: &BackendOptions, ca_file: &CertPath) -> Self {
-        let ServerOptions {
-            failure_limit,
-            backend_tls,
-        } = options.server();
+        Self::new(options.server(), ca_file)
+    }
+
+    /// The keywords that spell `options`.
+    pub fn new(options: ServerOptions, ca_file: &CertPath) -> Self {
+        let verify = options.backend_tls.is_some_and(|tls| tls.verify);
         ServerKeywords {
-            failure_limit,
-            tls: backend_tls.map(|tls| match tls.verify {
-                false => ServerTls::VerifyNone,
-                true => ServerTls::VerifyRequired {
-                    ca_file: ca_file.clone(),
-                },
-            }),
+            options,
+            ca_file: verify.then(|| ca_file.clone()),
         }
     }
 
-    /// The server options these keywords carry (the inverse of [`ServerKeywords::for_options`]).
+    /// The server options these keywords carry (the inverse of [`ServerKeywords::new`]).
     pub fn options(&self) -> ServerOptions {
-        ServerOptions {
-            failure_limit: self.failure_limit,
-            backend_tls: self.tls.as_ref().map(|tls| BackendTls {
-                verify: matches!(tls, ServerTls::VerifyRequired { .. }),
-            }),
-        }
+        self.options
+    }
+
+    /// The CA bundle a verified connection names, if the keywords verify.
+    pub fn ca_file(&self) -> Option<&CertPath> {
+        self.ca_file.as_ref()
     }
 }
 

@@ -1336,7 +1336,7 @@ fn a_backend_with_a_failure_limit_grows_with_add_server_on_any_version() {
     assert!(!p.reload, "{p:?}");
     assert!(p.runtime.iter().any(|c| matches!(
         c,
-        Command::AddServer { keywords, .. } if keywords.failure_limit == Some(limit)
+        Command::AddServer { keywords, .. } if keywords.options().failure_limit == Some(limit)
     )));
 }
 

@@ -16,8 +16,8 @@ use super::state::{Admin, BackendState, ProxyState, Server};
 use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 pub use encode::{
-    encode, encode_into, push_server_keywords, ADD_SERVER_OPTIONS, DOWNINTER, ERROR_LIMIT,
-    SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
+    encode, encode_into, push_server_keywords, read_server_keywords, ADD_SERVER_OPTIONS, DOWNINTER,
+    ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
 };
 pub use parse::{parse_servers_state, parse_show_backend, parse_show_info, parse_show_map};
 pub use proc::{parse_reload_reply, parse_show_proc, Proc, ProcList, ReloadReply};

@@ -1185,3 +1185,31 @@ fn the_3_4_refusal_of_a_dynamic_server_is_a_refusal() {
         Err(reply.trim().to_owned())
     );
 }
+
+#[test]
+fn server_keywords_read_back_from_their_own_text_give_the_options_they_spell() {
+    use crate::model::{BackendTls, FailureLimit, ServerOptions};
+    let ca = crate::haproxy::CertPath::new("/etc/haproxy/backend-ca.pem").unwrap();
+    let limit = Some(FailureLimit {
+        max_fails: 3,
+        fail_timeout_ms: 2500,
+    });
+    for backend_tls in [
+        None,
+        Some(BackendTls { verify: false }),
+        Some(BackendTls { verify: true }),
+    ] {
+        for failure_limit in [None, limit] {
+            let options = ServerOptions {
+                failure_limit,
+                backend_tls,
+            };
+            let keywords = crate::haproxy::ServerKeywords::new(options, &ca);
+            let mut line = String::from("default-server");
+            super::push_server_keywords(&mut line, &keywords);
+            let mut back = ServerOptions::default();
+            super::read_server_keywords(&line, &mut back);
+            assert_eq!(back, options, "{line}");
+        }
+    }
+}
