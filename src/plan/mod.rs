@@ -2,7 +2,7 @@
 //! what Swarm asks for, and a reload only where the Runtime API cannot do it. Before HAProxy
 //! 3.4 that is a backend appearing or disappearing, its options changing, or its growing where
 //! `add server` is not available; from 3.4 backends are created, moved to a new generation
-//! when their options change ([`generation`]) and retired at runtime, and a reload is left
+//! when their options change (`generation`) and retired at runtime, and a reload is left
 //! for what no loaded named defaults section covers (a sticky cookie name's first use). Pure
 //! and deterministic; slot assignment lives here.
 

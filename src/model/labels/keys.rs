@@ -150,4 +150,30 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), n, "a key has two rows");
     }
+
+    #[test]
+    fn the_readme_documents_each_label_of_the_table_once_and_no_other() {
+        // README's label tables: one row per label (or pair), the key(s) in the first cell.
+        let readme = include_str!("../../../README.md");
+        let mut documented: Vec<(&str, bool)> = Vec::new();
+        for row in readme
+            .lines()
+            .filter(|l| l.starts_with("| `com.docker.lb."))
+        {
+            let mut cells = row.split('|').skip(1);
+            let (keys, meaning) = (cells.next().unwrap_or(""), cells.next().unwrap_or(""));
+            let task_only = meaning.trim_start().starts_with("default mode only");
+            documented.extend(keys.split('`').skip(1).step_by(2).map(|k| (k, task_only)));
+        }
+        documented.sort_unstable();
+        let mut table: Vec<(&str, bool)> = LABELS
+            .iter()
+            .map(|l| (l.key, l.applies == Applies::TaskMode))
+            .collect();
+        table.sort_unstable();
+        assert_eq!(
+            documented, table,
+            "README's rows (key, \"default mode only\") against LABELS"
+        );
+    }
 }

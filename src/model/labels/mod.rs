@@ -9,11 +9,13 @@
 
 //! One file per family of labels (`service`, `hosts`, `routing`, `options`, `tls`), each with
 //! its parsers and tests; [`keys`] holds every key and [`LABELS`], the one table of them;
-//! [`errors`] the [`LabelError`] each problem becomes. This file reads one service's labels
+//! `errors` the [`LabelError`] each problem becomes. This file reads one service's labels
 //! through the families ([`parse`]) and reports the keys nobody reads.
 //!
 //! A new label: its key and row in `keys.rs`, its parser, field and tests in its family's
-//! file.
+//! file, and its row in README's label table (a test holds the README to the table). A
+//! backend option also says where HAProxy takes it ([`BackendOptions::section`] or
+//! [`BackendOptions::server`]) and, as a server keyword, its text in the codec.
 
 mod errors;
 mod hosts;
