@@ -6,8 +6,10 @@
 //!
 //! The parts, one job each: [`control`] (when passes run), `labels` (last good routes, problems
 //! logged once), `files` (the background file writer, and the backend options HAProxy
-//! loaded), `networks` (the HAProxy container's networks). [`Reconciler`] ties them to the
-//! admin and master sockets.
+//! loaded), `networks` (the HAProxy container's networks), `hold` (a reload HAProxy refused,
+//! held back), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
+//! (certificates read, checked, pushed and mirrored) and [`secrets`] (Docker secrets copied
+//! into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
 
 mod control;
 mod files;

@@ -10,7 +10,10 @@
 use std::net::SocketAddr;
 
 use super::state::Admin;
-use crate::model::{BackendName, BackendOptions, FailureLimit, MapKey, MapValue, ServerName};
+use crate::model::{
+    is_cookie_name, BackendName, BackendOptions, MapKey, MapValue, SectionOptions, ServerName,
+    ServerOptions,
+};
 
 /// The path of a map file as HAProxy names it in `map(...)`; checked to hold no syntax.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -139,33 +142,38 @@ impl std::fmt::Debug for Pem {
 /// ensures (see [`super::render`]'s CA defaults section).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerKeywords {
-    /// `observe layer7 error-limit <max_fails> on-error mark-down rise 2 fastinter <t>ms
-    /// downinter <t>ms` (`com.docker.lb.max_fails` / `fail_timeout`).
-    pub failure_limit: Option<FailureLimit>,
-    /// `ssl verify none` or `ssl verify required ca-file <path>` (`com.docker.lb.ssl_backend`).
-    pub tls: Option<ServerTls>,
-}
-
-/// TLS from HAProxy to a server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ServerTls {
-    VerifyNone,
-    VerifyRequired { ca_file: CertPath },
+    /// What the keywords say; their text is the codec's ([`super::codec::push_server_keywords`]
+    /// and, for the rendered config, [`super::codec::read_server_keywords`]).
+    options: ServerOptions,
+    /// The CA bundle `ssl verify required ca-file <path>` names: set exactly when `options`
+    /// verify the server's certificate (the constructor keeps it so).
+    ca_file: Option<CertPath>,
 }
 
 impl ServerKeywords {
-    /// The keywords of a server of a backend with `options`; `ca_file` is the CA bundle a
-    /// verified TLS connection checks the server against.
+    /// The keywords of a server of a backend with `options` (its [`BackendOptions::server`]
+    /// part); `ca_file` is the CA bundle a verified TLS connection checks the server against.
     pub fn for_options(options: &BackendOptions, ca_file: &CertPath) -> Self {
+        Self::new(options.server(), ca_file)
+    }
+
+    /// The keywords that spell `options`.
+    pub fn new(options: ServerOptions, ca_file: &CertPath) -> Self {
+        let verify = options.backend_tls.is_some_and(|tls| tls.verify);
         ServerKeywords {
-            failure_limit: options.failure_limit,
-            tls: options.backend_tls.as_ref().map(|tls| match tls.verify {
-                false => ServerTls::VerifyNone,
-                true => ServerTls::VerifyRequired {
-                    ca_file: ca_file.clone(),
-                },
-            }),
+            options,
+            ca_file: verify.then(|| ca_file.clone()),
         }
+    }
+
+    /// The server options these keywords carry (the inverse of [`ServerKeywords::new`]).
+    pub fn options(&self) -> ServerOptions {
+        self.options
+    }
+
+    /// The CA bundle a verified connection names, if the keywords verify.
+    pub fn ca_file(&self) -> Option<&CertPath> {
+        self.ca_file.as_ref()
     }
 }
 
@@ -177,14 +185,12 @@ impl ServerKeywords {
 /// dynamic`), and `swarm-lb.tcp.<balance>` for TLS passthrough (`mode tcp`, from the
 /// template's TCP defaults).
 ///
-/// A failure limit (`com.docker.lb.max_fails`) and TLS to the tasks (`ssl_backend`) are
-/// server keywords ([`ServerKeywords`]), not section options: they do not change the section,
-/// `add server` carries them.
+/// Only [`SectionOptions`] make a section; the server options are keywords
+/// ([`ServerKeywords`]) that `add server` carries.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DefaultsName {
     name: String,
-    /// The section's options: balance, cookie, passthrough (no server keywords).
-    options: BackendOptions,
+    section: SectionOptions,
 }
 
 impl DefaultsName {
@@ -193,43 +199,35 @@ impl DefaultsName {
     /// After [`DefaultsName::PREFIX`]: a passthrough (`mode tcp`) section.
     const TCP: &'static str = "tcp.";
 
-    /// The defaults section for `options`, or `None` when they cannot come from one (a
-    /// cookie name with characters a section name cannot hold).
+    /// The defaults section for `options` (their [`BackendOptions::section`] part), or `None`
+    /// when they cannot come from one (a cookie name a section name cannot hold).
     pub fn for_options(options: &BackendOptions) -> Option<Self> {
+        Self::for_section(options.section())
+    }
+
+    /// The defaults section holding `section`.
+    pub fn for_section(section: SectionOptions) -> Option<Self> {
         let mut name = String::from(Self::PREFIX);
-        if options.passthrough {
+        if section.passthrough {
             name.push_str(Self::TCP);
         }
-        name.push_str(if options.ip_hash {
+        name.push_str(if section.ip_hash {
             "source"
         } else {
             "roundrobin"
         });
-        if let Some(cookie) = &options.sticky_cookie {
-            let ok = !cookie.is_empty()
-                && cookie
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-            if !ok {
+        if let Some(cookie) = &section.sticky_cookie {
+            if !is_cookie_name(cookie) {
                 return None;
             }
             name.push_str(".cookie.");
             name.push_str(cookie);
         }
-        Some(Self {
-            name,
-            options: BackendOptions {
-                ip_hash: options.ip_hash,
-                sticky_cookie: options.sticky_cookie.clone(),
-                passthrough: options.passthrough,
-                failure_limit: None,
-                backend_tls: None,
-            },
-        })
+        Some(Self { name, section })
     }
 
     /// The section a rendered config names `name`, if the renderer wrote it (the inverse of
-    /// [`DefaultsName::for_options`]).
+    /// [`DefaultsName::for_section`]).
     pub fn parse(name: &str) -> Option<Self> {
         let rest = name.strip_prefix(Self::PREFIX)?;
         let (passthrough, rest) = match rest.strip_prefix(Self::TCP) {
@@ -245,11 +243,9 @@ impl DefaultsName {
             "roundrobin" => false,
             _ => return None,
         };
-        let found = Self::for_options(&BackendOptions {
+        let found = Self::for_section(SectionOptions {
             ip_hash,
             sticky_cookie: cookie,
-            failure_limit: None,
-            backend_tls: None,
             passthrough,
         })?;
         (found.name == name).then_some(found)
@@ -259,9 +255,10 @@ impl DefaultsName {
         &self.name
     }
 
-    /// The options a backend created from this section has.
-    pub fn options(&self) -> &BackendOptions {
-        &self.options
+    /// The section options a backend created from this section has (its servers' keywords
+    /// come with `add server`).
+    pub fn section(&self) -> &SectionOptions {
+        &self.section
     }
 }
 

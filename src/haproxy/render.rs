@@ -15,12 +15,10 @@ use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use super::codec::{
-    push_server_keywords, DOWNINTER, ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
-};
+use super::codec::{push_server_keywords, read_server_keywords, SSL_VERIFY_REQUIRED};
 use super::command::{CertPath, DefaultsName, MapPath, ServerKeywords};
 use super::state::{Admin, BackendState, ProxyState};
-use crate::model::{BackendName, BackendOptions, BackendTls, FailureLimit};
+use crate::model::{BackendName, BackendOptions, SectionOptions, ServerOptions};
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).
 pub const BASE_TEMPLATE: &str = include_str!("../../haproxy/base.cfg");
@@ -251,10 +249,10 @@ fn render(
             // The template's TCP defaults (see `haproxy/base.cfg`).
             let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
         } else if named_defaults {
-            let from = DefaultsName::for_options(&BackendOptions {
-                ip_hash: backend.options.ip_hash,
-                passthrough: backend.options.passthrough,
-                ..BackendOptions::default()
+            // The backend section writes its own cookie line.
+            let from = DefaultsName::for_section(SectionOptions {
+                sticky_cookie: None,
+                ..backend.options.section()
             });
             match from {
                 Some(from) => {
@@ -280,10 +278,10 @@ pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
         [(false, false), (true, false), (false, true), (true, true)]
             .into_iter()
             .filter_map(|(ip_hash, passthrough)| {
-                DefaultsName::for_options(&BackendOptions {
+                DefaultsName::for_section(SectionOptions {
                     ip_hash,
                     passthrough,
-                    ..BackendOptions::default()
+                    sticky_cookie: None,
                 })
             })
             .collect();
@@ -292,9 +290,9 @@ pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
     for backend in state.backends.values() {
         if backend.options.sticky_cookie.is_some() {
             for ip_hash in [false, true] {
-                out.extend(DefaultsName::for_options(&BackendOptions {
+                out.extend(DefaultsName::for_section(SectionOptions {
                     ip_hash,
-                    ..backend.options.clone()
+                    ..backend.options.section()
                 }));
             }
         }
@@ -341,15 +339,15 @@ fn render_named_defaults(
     let mut all = defaults_for(state);
     all.extend(
         keep.iter()
-            .filter(|d| d.options().sticky_cookie.is_some())
+            .filter(|d| d.section().sticky_cookie.is_some())
             .cloned(),
     );
     let (plain, sticky): (Vec<_>, Vec<_>) = all
         .into_iter()
-        .partition(|d| d.options().sticky_cookie.is_none());
+        .partition(|d| d.section().sticky_cookie.is_none());
     let section = |out: &mut String, defaults: &DefaultsName| {
         let _ = writeln!(out, "defaults {}", defaults.as_str());
-        let body = match defaults.options().passthrough {
+        let body = match defaults.section().passthrough {
             true => &tcp,
             false => &http,
         };
@@ -357,7 +355,7 @@ fn render_named_defaults(
             out.push_str(line);
             out.push('\n');
         }
-        render_balance(out, defaults.options());
+        render_balance(out, defaults.section());
     };
     for defaults in &plain {
         section(out, defaults);
@@ -407,9 +405,9 @@ pub fn loads_backend_ca(config: &str) -> bool {
     config.lines().any(|line| line.trim_end() == header)
 }
 
-/// The balancing lines of a backend or named defaults section with `options` (the failure
-/// limit aside).
-fn render_balance(out: &mut String, options: &BackendOptions) {
+/// The balancing lines of a backend or named defaults section with `options` (the server
+/// keywords go on `default-server` lines).
+fn render_balance(out: &mut String, options: &SectionOptions) {
     // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
     // change without a reload (`balance source` is, with consistent hashing).
     if options.ip_hash {
@@ -452,7 +450,7 @@ fn render_backend(
         // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
         out.push_str(MODE_TCP);
     }
-    render_balance(out, options);
+    render_balance(out, &options.section());
     if options.sticky_cookie.is_some() {
         // The service's name, whatever the backend's generation: a cookie stays good when the
         // service moves to a new generation (see `plan::generation`).
@@ -460,20 +458,21 @@ fn render_backend(
     }
     // Override the template's `default-server` for this backend's servers; `add server`
     // repeats the same keywords (those added at runtime inherit none).
-    let keywords = ServerKeywords::for_options(options, ca_file);
-    let limit = ServerKeywords {
-        failure_limit: keywords.failure_limit,
-        tls: None,
+    // TLS on a line of its own, the other keywords on one before it.
+    let server = options.server();
+    let tls = ServerOptions {
+        backend_tls: server.backend_tls,
+        ..ServerOptions::default()
     };
-    let tls = ServerKeywords {
-        failure_limit: None,
-        tls: keywords.tls,
+    let rest = ServerOptions {
+        backend_tls: None,
+        ..server
     };
-    for part in [limit, tls] {
-        if part != ServerKeywords::default() {
+    for part in [rest, tls] {
+        if part != ServerOptions::default() {
             out.push_str("    ");
             out.push_str(DEFAULT_SERVER);
-            push_server_keywords(out, &part);
+            push_server_keywords(out, &ServerKeywords::new(part, ca_file));
             out.push('\n');
         }
     }
@@ -532,19 +531,6 @@ const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
 const DEFAULT_SERVER: &str = "default-server";
 
-/// The failure limit of a backend `default-server` line [`render_backend`] wrote.
-fn failure_limit(line: &str) -> Option<FailureLimit> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let after = |key: &str| {
-        let i = words.iter().position(|w| *w == key)?;
-        words.get(i + 1).copied()
-    };
-    Some(FailureLimit {
-        max_fails: after(ERROR_LIMIT)?.parse().ok()?,
-        fail_timeout_ms: after(DOWNINTER)?.strip_suffix("ms")?.parse().ok()?,
-    })
-}
-
 /// The balancing options of each backend in a config this module rendered (the Runtime API
 /// cannot show them, so the driver learns what HAProxy loaded from the config it loaded).
 /// Lines it did not write are ignored.
@@ -580,13 +566,9 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
             }
             (Some(DEFAULT_SERVER), Some(_)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
-                    if line.ends_with(SSL_VERIFY_NONE) {
-                        o.backend_tls = Some(BackendTls { verify: false });
-                    } else if line.contains(SSL_VERIFY_REQUIRED) {
-                        o.backend_tls = Some(BackendTls { verify: true });
-                    } else {
-                        o.failure_limit = failure_limit(line);
-                    }
+                    let mut server = o.server();
+                    read_server_keywords(line, &mut server);
+                    *o = BackendOptions::from_parts(o.section(), server);
                 }
             }
             _ => {}
@@ -719,7 +701,9 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
 mod tests {
     use super::*;
     use crate::haproxy::state::{Server, PLACEHOLDER};
-    use crate::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
+    use crate::model::{
+        BackendName, BackendTls, FailureLimit, Host, MapKey, MapValue, Mode, ServerName,
+    };
     use std::net::SocketAddr;
 
     fn settings(dir: &Path) -> RenderSettings {

@@ -6,8 +6,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::command::{Command, ServerTls};
-use crate::model::{BackendName, BackendOptions, BackendTls, MapKey, MapValue, Mode, ServerName};
+use super::command::Command;
+use crate::model::{
+    BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName, ServerOptions,
+};
 
 /// The address of a free slot. Literal (a slot with a hostname refuses `set server addr` on
 /// 2.6) and never `0.0.0.0`, which would mean "the client's original destination".
@@ -168,10 +170,7 @@ impl ProxyState {
                 b.mode = mode_of(&b.servers);
                 // The backend's server keywords are those its servers are added with (the
                 // driver adds every server of a backend with the same ones).
-                b.options.failure_limit = keywords.failure_limit;
-                b.options.backend_tls = keywords.tls.as_ref().map(|tls| BackendTls {
-                    verify: matches!(tls, ServerTls::VerifyRequired { .. }),
-                });
+                b.options = BackendOptions::from_parts(b.options.section(), keywords.options());
             }
             // Certificates are not part of the modelled state (they live in the crt-list
             // files, kept by `tls::CertFiles`).
@@ -193,7 +192,10 @@ impl ProxyState {
                     BackendState {
                         mode: Mode::Task,
                         servers: Vec::new(),
-                        options: defaults.options().clone(),
+                        options: BackendOptions::from_parts(
+                            defaults.section().clone(),
+                            ServerOptions::default(),
+                        ),
                     },
                 );
             }

@@ -12,8 +12,6 @@ use x509_parser::pem::Pem as X509Pem;
 use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificate};
 use x509_parser::public_key::PublicKey;
 
-use super::labels::{CertSecrets, LabelError, SSL_CERT, SSL_KEY};
-use super::reason::Reason;
 use super::Host;
 
 /// What an accepted pair is, for logs and the status view (never the key).
@@ -48,20 +46,6 @@ pub enum CertProblem {
     NotYetValid { not_before: i64 },
     #[error("the certificate does not cover host {host} (its names: {names})")]
     HostNotCovered { host: String, names: String },
-}
-
-impl CertProblem {
-    /// The label error for `service` whose secrets `secrets` hold this problem: key problems
-    /// name `ssl_key`, the others `ssl_cert`; the value shown is the secret's name.
-    pub fn label_error(&self, service: &str, secrets: &CertSecrets) -> LabelError {
-        let (label, secret) = match self {
-            Self::NoKey | Self::EncryptedKey | Self::BadKey { .. } | Self::KeyMismatch => {
-                (SSL_KEY, &secrets.key)
-            }
-            _ => (SSL_CERT, &secrets.cert),
-        };
-        LabelError::invalid(service, label, secret, Reason::Certificate(self.clone()))
-    }
 }
 
 /// The PEM blocks of `text`, in order: (label, DER).
@@ -285,27 +269,6 @@ mod tests {
         let info = check(&cert, &key, &[host("a.example"), host("x.b.example")], NOW).unwrap();
         assert_eq!(info.names, ["a.example", "*.b.example"]);
         assert!(!info.serial.is_empty());
-    }
-
-    #[test]
-    fn a_problem_becomes_an_error_naming_service_label_secret_and_reason() {
-        let secrets = CertSecrets {
-            cert: "web-crt".into(),
-            key: "web-key".into(),
-        };
-        assert_eq!(
-            CertProblem::KeyMismatch
-                .label_error("web", &secrets)
-                .to_string(),
-            "service web: label com.docker.lb.ssl_key=\"web-key\": the key is not the \
-             certificate's key (their public keys differ)"
-        );
-        assert!(CertProblem::Expired { not_after: 1 }
-            .label_error("web", &secrets)
-            .to_string()
-            .starts_with(
-                "service web: label com.docker.lb.ssl_cert=\"web-crt\": the certificate expired"
-            ));
     }
 
     #[test]

@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 
 pub use desired::desired;
-pub use labels::{CertSecrets, LabelError, Route, RouteTls};
+pub use labels::{
+    is_cookie_name, BackendOptions, BackendTls, CertSecrets, FailureLimit, LabelError, Route,
+    RouteTls, SectionOptions, ServerOptions,
+};
 pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,
     MAX_ROOT_SEGMENTS, REDIRECT_CODES,
@@ -151,51 +154,6 @@ pub enum EndpointState {
     Drain,
 }
 
-/// Per-backend balancing options from Interlock labels. They live in the backend's config
-/// section, so changing them takes a reload (rare: a label edit), never a routine change.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendOptions {
-    /// `com.docker.lb.ip_hash=true`: the client's address picks the server (`balance
-    /// source`, consistent hashing so that slots can be added at runtime).
-    pub ip_hash: bool,
-    /// `com.docker.lb.sticky_session_cookie=<name>`: HAProxy inserts a cookie of that name
-    /// naming the server (a dynamic cookie, derived from the server's address, so it follows
-    /// `set server addr`), and a request carrying it goes back to that server.
-    pub sticky_cookie: Option<String>,
-    /// `com.docker.lb.max_fails` / `com.docker.lb.fail_timeout` (Interlock's passive health
-    /// checks, from nginx): a task is taken out of rotation after this many failed requests in
-    /// a row, and tried again after the timeout.
-    pub failure_limit: Option<FailureLimit>,
-    /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
-    /// (`ssl_backend_tls_verify`: verifying their certificates or not).
-    pub backend_tls: Option<BackendTls>,
-    /// `com.docker.lb.ssl_passthrough=true`: a `mode tcp` backend that the HTTPS entry sends
-    /// TLS connections to by SNI, untouched; plain HTTP never reaches it.
-    pub passthrough: bool,
-}
-
-/// TLS from HAProxy to the tasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendTls {
-    /// `required`: the task's certificate must verify against the CA bundle the driver installs
-    /// in the config dir (`haproxy::render::backend_ca_path`), else the connection fails;
-    /// `none`: any certificate is taken.
-    pub verify: bool,
-}
-
-/// nginx's `max_fails`/`fail_timeout`, as HAProxy does it: `observe layer7 error-limit
-/// <max_fails> on-error mark-down` counts consecutive connection errors, timeouts and 5xx
-/// answers; the server is marked down and checked again after `fail_timeout` (`fastinter`,
-/// which `mark-down` forces, and `downinter`), one good check (`rise 1`) bringing it back. nginx counts failures within `fail_timeout`
-/// rather than in a row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FailureLimit {
-    /// 1..=1000.
-    pub max_fails: u32,
-    /// Milliseconds, 1..=3_600_000.
-    pub fail_timeout_ms: u32,
-}
-
 /// Options that tune the desired state; they come from flags.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
@@ -236,7 +194,7 @@ pub struct Desired {
     /// Every problem that leaves a service unrouted, on its last good route, or without one of
     /// its hosts; each names its service and label. Sorted by service, then message.
     pub errors: Vec<LabelError>,
-    /// Labels that are ignored (not supported yet, unknown, not offered in vip mode) and
+    /// Labels that are ignored (unknown, not offered in vip mode) and
     /// services kept on their last good route. The route works; the operator should know.
     /// Sorted like `errors`.
     pub warnings: Vec<LabelError>,

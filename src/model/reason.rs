@@ -4,14 +4,11 @@
 //! Values inside a reason (an item, a path, a URL) are stored as an error shows them: cut
 //! to a few dozen characters by the constructor that builds the [`super::LabelError`].
 
-use super::labels::{
-    DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, REDIRECTS, SECRET_NAME_MAX, SSL_PASSTHROUGH,
-    WEIGHT_MAX,
+use super::labels::keys::{
+    COOKIE_NAME_MAX, DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, REDIRECTS, SECRET_NAME_MAX,
+    SSL_PASSTHROUGH, WEIGHT_MAX,
 };
 use super::names::NameError;
-
-/// Longest cookie name accepted by `com.docker.lb.sticky_session_cookie`.
-pub(crate) const COOKIE_NAME_MAX: usize = 64;
 
 /// Why one value (or one item of a list) is refused, or why a service cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::Mutex;
 
 use crate::haproxy::{ProxyState, Server};
-use crate::model::{labels, BackendName, Desired, LabelError, Snapshot};
+use crate::model::{BackendName, Desired, LabelError, Snapshot};
 
 pub use changes::ReloadReason;
 pub use convergence::{Convergence, Phase, TaskTimes};
@@ -116,22 +116,24 @@ impl Observer {
     /// `swarm_lb_label_problems` gauges (1 now, 0 for those fixed, removed with their
     /// service). Notices (a service without hosts: the operator's choice) are not problems.
     pub fn problems(&self, desired: &Desired, certs: &[LabelError], snap: &Snapshot) {
+        let all = (desired.errors.iter().map(|e| (e, "error")))
+            .chain(certs.iter().map(|e| (e, "error")))
+            .chain(desired.warnings.iter().map(|w| (w, "warning")));
         let mut now: Vec<Problem> = Vec::new();
-        now.extend(desired.errors.iter().map(|e| problem(e, "error")));
-        now.extend(certs.iter().map(|e| problem(e, "error")));
-        now.extend(desired.warnings.iter().map(|w| problem(w, "warning")));
+        let mut series: BTreeSet<metrics::ProblemLabels> = BTreeSet::new();
+        for (e, severity) in all {
+            let p = problem(e, severity);
+            if !e.restates_other_errors() {
+                series.insert(metrics::ProblemLabels {
+                    service: p.service.clone(),
+                    label: p.label.clone(),
+                    severity: p.severity.clone(),
+                });
+            }
+            now.push(p);
+        }
         now.sort();
         now.dedup();
-        let series: BTreeSet<metrics::ProblemLabels> = now
-            .iter()
-            // "Keeps its last good routing" restates the errors on that service.
-            .filter(|p| !p.reason.starts_with(KEPT))
-            .map(|p| metrics::ProblemLabels {
-                service: p.service.clone(),
-                label: p.label.clone(),
-                severity: p.severity.clone(),
-            })
-            .collect();
         let services: BTreeSet<&str> = snap.services.iter().map(|s| s.name.as_str()).collect();
         let mut shared = self.shared.lock();
         let gauges = &self.metrics.label_problems;
@@ -402,29 +404,10 @@ impl Observer {
     }
 }
 
-const KEPT: &str = "keeps its last good routing";
-
 fn problem(e: &LabelError, severity: &str) -> Problem {
     let service = e.service().to_owned();
-    let label = match e {
-        LabelError::Invalid { label, .. }
-        | LabelError::Missing { label, .. }
-        | LabelError::Unsupported { label, .. }
-        | LabelError::NotInVipMode { label, .. }
-        | LabelError::Unknown { label, .. }
-        | LabelError::EmptyItems { label, .. }
-        | LabelError::WrongCase { label, .. } => label.clone(),
-        LabelError::SharedRoute { .. } | LabelError::NoHosts { .. } => labels::HOSTS.to_owned(),
-        LabelError::RedirectConflict { .. } | LabelError::RedirectLoop { .. } => {
-            labels::REDIRECTS.to_owned()
-        }
-        LabelError::DefaultConflict { .. } => labels::DEFAULT_BACKEND.to_owned(),
-        LabelError::NoVip { .. } => labels::BACKEND_MODE.to_owned(),
-        LabelError::Service { .. } | LabelError::KeptLastGood { .. } => "-".to_owned(),
-    };
-    let text = e.to_string();
-    let prefix = format!("service {service}: ");
-    let reason = text.strip_prefix(&prefix).unwrap_or(&text).to_owned();
+    let label = e.label().unwrap_or("-").to_owned();
+    let reason = e.detail().to_string();
     Problem {
         service,
         label,
@@ -452,6 +435,7 @@ fn unix_now() -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::labels;
 
     fn desired_with(errors: Vec<LabelError>) -> Desired {
         Desired {

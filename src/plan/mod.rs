@@ -1,6 +1,10 @@
 //! `(actual, desired) -> Plan`: the runtime commands that take HAProxy from what it holds to
-//! what Swarm asks for, and a reload only when a backend must appear or disappear (or grow
-//! where `add server` is not available). Pure and deterministic; slot assignment lives here.
+//! what Swarm asks for, and a reload only where the Runtime API cannot do it. Before HAProxy
+//! 3.4 that is a backend appearing or disappearing, its options changing, or its growing where
+//! `add server` is not available; from 3.4 backends are created, moved to a new generation
+//! when their options change (`generation`) and retired at runtime, and a reload is left
+//! for what no loaded named defaults section covers (a sticky cookie name's first use). Pure
+//! and deterministic; slot assignment lives here.
 
 mod backend;
 mod generation;
@@ -29,8 +33,8 @@ pub struct PlanSettings {
 }
 
 /// Backends created and deleted through the Runtime API (HAProxy 3.4+: `add backend <b> from
-/// <defaults>`, `publish backend`, `unpublish backend`, `del backend`; see `../shared/HAPROXY.md`,
-/// "Versions"). The default, for versions before 3.4: neither, every backend that appears or
+/// <defaults>`, `publish backend`, `unpublish backend`, `del backend`; README,
+/// "HAProxy 3.4 beside 2.6"). The default, for versions before 3.4: neither, every backend that appears or
 /// goes takes a reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeBackends {

@@ -15,7 +15,7 @@ use crate::haproxy::state::PLACEHOLDER;
 use crate::haproxy::{Admin, BackendState, DefaultsName, MapPath, ProxyState, Server};
 use crate::model::{
     BackendName, BackendOptions, BackendSpec, BackendTls, Desired, EndpointState, FailureLimit,
-    MapKey, MapValue, Mode, NetworkId, ServerName,
+    MapKey, MapValue, Mode, NetworkId, SectionOptions, ServerName, ServerOptions,
 };
 
 pub fn backend_name() -> impl Strategy<Value = BackendName> {
@@ -105,15 +105,21 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             option::of(any::<bool>()),
             any::<bool>(),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| BackendOptions {
-                ip_hash,
-                sticky_cookie,
-                failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
-                    max_fails,
-                    fail_timeout_ms,
-                }),
-                backend_tls: tls.map(|verify| BackendTls { verify }),
-                passthrough,
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| {
+                BackendOptions::from_parts(
+                    SectionOptions {
+                        ip_hash,
+                        sticky_cookie,
+                        passthrough,
+                    },
+                    ServerOptions {
+                        failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
+                            max_fails,
+                            fail_timeout_ms,
+                        }),
+                        backend_tls: tls.map(|verify| BackendTls { verify }),
+                    },
+                )
             }),
     ]
 }
@@ -272,11 +278,9 @@ pub fn runtime_backends() -> RuntimeBackends {
     ]
     .into_iter()
     .filter_map(|(ip_hash, cookie, passthrough)| {
-        DefaultsName::for_options(&BackendOptions {
+        DefaultsName::for_section(SectionOptions {
             ip_hash,
             sticky_cookie: cookie.map(str::to_owned),
-            failure_limit: None,
-            backend_tls: None,
             passthrough,
         })
     })

@@ -597,11 +597,8 @@ fn growth_past_the_slots_uses_add_server_when_allowed() {
 #[test]
 fn a_sticky_backend_grows_by_adding_at_the_placeholder_and_moving_so_haproxy_computes_a_cookie() {
     let sticky = BackendOptions {
-        ip_hash: false,
         sticky_cookie: Some("sid".into()),
-        failure_limit: None,
-        backend_tls: None,
-        passthrough: false,
+        ..BackendOptions::default()
     };
     let mut web = slots(&[Some(("10.0.0.1:80", Admin::Ready))]);
     web.options = sticky.clone();
@@ -1339,7 +1336,7 @@ fn a_backend_with_a_failure_limit_grows_with_add_server_on_any_version() {
     assert!(!p.reload, "{p:?}");
     assert!(p.runtime.iter().any(|c| matches!(
         c,
-        Command::AddServer { keywords, .. } if keywords.failure_limit == Some(limit)
+        Command::AddServer { keywords, .. } if keywords.options().failure_limit == Some(limit)
     )));
 }
 

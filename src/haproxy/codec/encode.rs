@@ -8,8 +8,9 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::super::command::{Command, ServerKeywords, ServerTls};
+use super::super::command::{Command, ServerKeywords};
 use super::super::state::Admin;
+use crate::model::{BackendTls, FailureLimit, ServerOptions};
 
 /// The options of a server added at runtime: the same health check the rendered config lines
 /// carry (plain `check`). A dynamic server does not inherit `default-server`, so anything the
@@ -24,7 +25,11 @@ pub const ADD_SERVER_OPTIONS: &str = "check";
 /// Appends ` <keyword> ...` for each of `keywords`: the text of `add server` and of the
 /// rendered config's `default-server` lines alike (one spelling for both).
 pub fn push_server_keywords(out: &mut String, keywords: &ServerKeywords) {
-    if let Some(limit) = &keywords.failure_limit {
+    let ServerOptions {
+        failure_limit,
+        backend_tls,
+    } = keywords.options();
+    if let Some(limit) = failure_limit {
         // The check that follows a mark-down may already be scheduled (on the `inter` cycle)
         // and come at once; `rise 2` with `fastinter` (the interval while a server's health
         // rises) at the timeout keeps the task out at least the timeout. Measured with `rise
@@ -36,13 +41,38 @@ pub fn push_server_keywords(out: &mut String, keywords: &ServerKeywords) {
             t = limit.fail_timeout_ms
         );
     }
-    match &keywords.tls {
-        None => {}
-        Some(ServerTls::VerifyNone) => out.push_str(SSL_VERIFY_NONE),
-        Some(ServerTls::VerifyRequired { ca_file }) => {
+    match (backend_tls, keywords.ca_file()) {
+        (None, _) => {}
+        (Some(BackendTls { verify: false }), _) => out.push_str(SSL_VERIFY_NONE),
+        (Some(BackendTls { verify: true }), ca_file) => {
             out.push_str(SSL_VERIFY_REQUIRED);
-            out.push_str(ca_file.as_str());
+            out.push_str(ca_file.map_or("", |c| c.as_str()));
         }
+    }
+}
+
+/// The options one line of keywords [`push_server_keywords`] wrote says (a rendered config's
+/// `default-server` line), laid over `into`: what the line does not mention stays. The one
+/// reader of that text, beside its one writer.
+pub fn read_server_keywords(line: &str, into: &mut ServerOptions) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |key: &str| {
+        let i = words.iter().position(|w| *w == key)?;
+        words.get(i + 1).copied()
+    };
+    let limit = || {
+        Some(FailureLimit {
+            max_fails: after(ERROR_LIMIT)?.parse().ok()?,
+            fail_timeout_ms: after(DOWNINTER)?.strip_suffix("ms")?.parse().ok()?,
+        })
+    };
+    if let Some(limit) = limit() {
+        into.failure_limit = Some(limit);
+    }
+    match after("verify") {
+        Some("none") => into.backend_tls = Some(BackendTls { verify: false }),
+        Some("required") => into.backend_tls = Some(BackendTls { verify: true }),
+        _ => {}
     }
 }
 

@@ -1,6 +1,7 @@
 //! The one encoder of Runtime API text and the nom parsers of HAProxy's replies. Nothing else
-//! in the crate builds or reads runtime-API strings. Parsers never panic: truncated or garbage
-//! input is a [`ParseError`].
+//! in the crate builds or reads runtime-API strings; the master CLI's two requests (`reload`,
+//! `show proc`) are written by [`super::master`] itself, whose replies [`proc`] parses. Parsers
+//! never panic: truncated or garbage input is a [`ParseError`].
 
 mod encode;
 pub mod frame;
@@ -15,8 +16,8 @@ use super::state::{Admin, BackendState, ProxyState, Server};
 use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 pub use encode::{
-    encode, encode_into, push_server_keywords, ADD_SERVER_OPTIONS, DOWNINTER, ERROR_LIMIT,
-    SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
+    encode, encode_into, push_server_keywords, read_server_keywords, ADD_SERVER_OPTIONS, DOWNINTER,
+    ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
 };
 pub use parse::{parse_servers_state, parse_show_backend, parse_show_info, parse_show_map};
 pub use proc::{parse_reload_reply, parse_show_proc, Proc, ProcList, ReloadReply};

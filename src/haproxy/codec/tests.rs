@@ -9,7 +9,9 @@ use super::frame::Replies;
 use super::*;
 use crate::haproxy::command::{Command, DefaultsName, MapPath};
 use crate::haproxy::state::{Admin, PLACEHOLDER};
-use crate::model::{BackendName, BackendOptions, MapKey, MapValue, Mode, ServerName};
+use crate::model::{
+    BackendName, BackendOptions, MapKey, MapValue, Mode, SectionOptions, ServerName,
+};
 
 macro_rules! fixture {
     ($name:literal) => {
@@ -782,11 +784,9 @@ fn command() -> impl Strategy<Value = Command> {
         )
             .prop_map(|(backend, ip_hash, sticky_cookie)| Command::AddBackend {
                 backend,
-                defaults: DefaultsName::for_options(&BackendOptions {
+                defaults: DefaultsName::for_section(SectionOptions {
                     ip_hash,
                     sticky_cookie,
-                    failure_limit: None,
-                    backend_tls: None,
                     passthrough: false,
                 })
                 .expect("a cookie name of the label's characters names a section"),
@@ -841,11 +841,9 @@ fn words(cmd: &Command) -> usize {
 }
 
 fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
-    DefaultsName::for_options(&BackendOptions {
+    DefaultsName::for_section(SectionOptions {
         ip_hash,
         sticky_cookie: cookie.map(str::to_owned),
-        failure_limit: None,
-        backend_tls: None,
         passthrough: false,
     })
     .expect("named")
@@ -1186,4 +1184,32 @@ fn the_3_4_refusal_of_a_dynamic_server_is_a_refusal() {
         check_reply(&cmd, reply).map_err(|e| e.message),
         Err(reply.trim().to_owned())
     );
+}
+
+#[test]
+fn server_keywords_read_back_from_their_own_text_give_the_options_they_spell() {
+    use crate::model::{BackendTls, FailureLimit, ServerOptions};
+    let ca = crate::haproxy::CertPath::new("/etc/haproxy/backend-ca.pem").unwrap();
+    let limit = Some(FailureLimit {
+        max_fails: 3,
+        fail_timeout_ms: 2500,
+    });
+    for backend_tls in [
+        None,
+        Some(BackendTls { verify: false }),
+        Some(BackendTls { verify: true }),
+    ] {
+        for failure_limit in [None, limit] {
+            let options = ServerOptions {
+                failure_limit,
+                backend_tls,
+            };
+            let keywords = crate::haproxy::ServerKeywords::new(options, &ca);
+            let mut line = String::from("default-server");
+            super::push_server_keywords(&mut line, &keywords);
+            let mut back = ServerOptions::default();
+            super::read_server_keywords(&line, &mut back);
+            assert_eq!(back, options, "{line}");
+        }
+    }
 }

@@ -1,0 +1,179 @@
+//! Every label swarm-lb reads: its key, and [`LABELS`], the one table of them (which family
+//! file reads it, where it applies). The limits the error texts quote live here too.
+//!
+//! A leaf: it imports nothing of the crate, so [`crate::model::Reason`] and the certificate
+//! checks can name labels without importing the parsers that produce their errors.
+
+pub const PREFIX: &str = "com.docker.lb.";
+
+// `service.rs`: which service, reached how.
+pub const PORT: &str = "com.docker.lb.port";
+pub const NETWORK: &str = "com.docker.lb.network";
+pub const BACKEND_MODE: &str = "com.docker.lb.backend_mode";
+/// Which proxy cluster serves the service; see `Settings::service_cluster`.
+pub const SERVICE_CLUSTER: &str = "com.docker.lb.service_cluster";
+
+// `hosts.rs`: the hosts routed to the service.
+pub const HOSTS: &str = "com.docker.lb.hosts";
+pub const DEFAULT_BACKEND: &str = "com.docker.lb.default_backend";
+
+// `routing.rs`: paths, shares and redirects on those hosts.
+pub const WEBSOCKET_ENDPOINTS: &str = "com.docker.lb.websocket_endpoints";
+pub const CONTEXT_ROOT: &str = "com.docker.lb.context_root";
+pub const CONTEXT_ROOT_REWRITE: &str = "com.docker.lb.context_root_rewrite";
+/// Beyond Interlock: a service's share of a route it shares with others (canary).
+pub const WEIGHT: &str = "com.docker.lb.weight";
+pub const REDIRECTS: &str = "com.docker.lb.redirects";
+/// Beyond Interlock: the status code of this service's redirects (Interlock answered 302).
+pub const REDIRECT_CODE: &str = "com.docker.lb.redirect_code";
+
+// `options.rs`: how the backend balances over the tasks.
+pub const STICKY_SESSION_COOKIE: &str = "com.docker.lb.sticky_session_cookie";
+pub const IP_HASH: &str = "com.docker.lb.ip_hash";
+pub const MAX_FAILS: &str = "com.docker.lb.max_fails";
+pub const FAIL_TIMEOUT: &str = "com.docker.lb.fail_timeout";
+
+// `tls.rs`.
+/// Name of the Docker secret holding the PEM certificate (chain) for the service's hosts.
+pub const SSL_CERT: &str = "com.docker.lb.ssl_cert";
+/// Name of the Docker secret holding the PEM private key of `ssl_cert`.
+pub const SSL_KEY: &str = "com.docker.lb.ssl_key";
+/// `true`: plain-HTTP requests for the service's hosts are redirected to HTTPS.
+pub const SSL_ONLY: &str = "com.docker.lb.ssl_only";
+/// `true`: TLS is not terminated; connections are routed by SNI to the tasks.
+pub const SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
+/// `true`: HAProxy speaks TLS to the tasks.
+pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
+/// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
+pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
+
+/// The file of `model/labels/` that reads a label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    /// `service.rs`: port, network, backend mode, service cluster.
+    Service,
+    /// `hosts.rs`: the host list and the default backend.
+    Hosts,
+    /// `routing.rs`: context roots, websocket paths, canary weights, redirects.
+    Routing,
+    /// `options.rs`: the backend's balancing options.
+    Options,
+    /// `tls.rs`: certificates at the edge, passthrough, TLS to the tasks.
+    Tls,
+}
+
+/// Where a label applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Applies {
+    /// In either backend mode.
+    AnyMode,
+    /// In task (default) mode only: the label needs HAProxy to see each task, which a vip
+    /// backend does not; on a vip service it is ignored with a warning.
+    TaskMode,
+}
+
+/// One label swarm-lb reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Label {
+    pub key: &'static str,
+    pub family: Family,
+    pub applies: Applies,
+}
+
+const fn label(key: &'static str, family: Family, applies: Applies) -> Label {
+    Label {
+        key,
+        family,
+        applies,
+    }
+}
+
+use Applies::{AnyMode, TaskMode};
+
+/// Every label swarm-lb reads, one row each: a `com.docker.lb.*` key not in it is reported
+/// as unknown.
+pub const LABELS: &[Label] = &[
+    label(PORT, Family::Service, AnyMode),
+    label(NETWORK, Family::Service, AnyMode),
+    label(BACKEND_MODE, Family::Service, AnyMode),
+    label(SERVICE_CLUSTER, Family::Service, AnyMode),
+    label(HOSTS, Family::Hosts, AnyMode),
+    label(DEFAULT_BACKEND, Family::Hosts, AnyMode),
+    label(WEBSOCKET_ENDPOINTS, Family::Routing, AnyMode),
+    label(CONTEXT_ROOT, Family::Routing, AnyMode),
+    label(CONTEXT_ROOT_REWRITE, Family::Routing, AnyMode),
+    label(WEIGHT, Family::Routing, AnyMode),
+    label(REDIRECTS, Family::Routing, AnyMode),
+    label(REDIRECT_CODE, Family::Routing, AnyMode),
+    label(IP_HASH, Family::Options, TaskMode),
+    label(STICKY_SESSION_COOKIE, Family::Options, TaskMode),
+    label(MAX_FAILS, Family::Options, TaskMode),
+    label(FAIL_TIMEOUT, Family::Options, TaskMode),
+    label(SSL_CERT, Family::Tls, AnyMode),
+    label(SSL_KEY, Family::Tls, AnyMode),
+    label(SSL_ONLY, Family::Tls, AnyMode),
+    label(SSL_PASSTHROUGH, Family::Tls, AnyMode),
+    label(SSL_BACKEND, Family::Tls, AnyMode),
+    label(SSL_BACKEND_TLS_VERIFY, Family::Tls, AnyMode),
+];
+
+/// The row of `key`, if swarm-lb reads it (keys are case-sensitive).
+pub fn known(key: &str) -> Option<&'static Label> {
+    LABELS.iter().find(|l| l.key == key)
+}
+
+/// Longest Docker secret name (the engine's limit).
+pub const SECRET_NAME_MAX: usize = 64;
+
+/// Most hosts one service may list: a label is not a way to fill HAProxy's map without bound.
+pub const HOSTS_MAX: usize = 1000;
+
+/// Largest `com.docker.lb.weight`.
+pub const WEIGHT_MAX: u32 = 10_000;
+
+/// Longest cookie name accepted by `com.docker.lb.sticky_session_cookie`.
+pub const COOKIE_NAME_MAX: usize = 64;
+
+/// Accepted values of `com.docker.lb.backend_mode`, for error messages.
+pub const MODES: &str = "default, task, vip";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_label_has_one_row_under_the_prefix() {
+        let mut keys: Vec<&str> = LABELS.iter().map(|l| l.key).collect();
+        assert!(keys.iter().all(|k| k.starts_with(PREFIX)), "{keys:?}");
+        let n = keys.len();
+        keys.sort_unstable();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "a key has two rows");
+    }
+
+    #[test]
+    fn the_readme_documents_each_label_of_the_table_once_and_no_other() {
+        // README's label tables: one row per label (or pair), the key(s) in the first cell.
+        let readme = include_str!("../../../README.md");
+        let mut documented: Vec<(&str, bool)> = Vec::new();
+        for row in readme
+            .lines()
+            .filter(|l| l.starts_with("| `com.docker.lb."))
+        {
+            let mut cells = row.split('|').skip(1);
+            let (keys, meaning) = (cells.next().unwrap_or(""), cells.next().unwrap_or(""));
+            let task_only = meaning.trim_start().starts_with("default mode only");
+            documented.extend(keys.split('`').skip(1).step_by(2).map(|k| (k, task_only)));
+        }
+        documented.sort_unstable();
+        let mut table: Vec<(&str, bool)> = LABELS
+            .iter()
+            .map(|l| (l.key, l.applies == Applies::TaskMode))
+            .collect();
+        table.sort_unstable();
+        assert_eq!(
+            documented, table,
+            "README's rows (key, \"default mode only\") against LABELS"
+        );
+    }
+}
