@@ -79,6 +79,14 @@ run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
 echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
 run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
+# Again on 3.4, where every edge creates and deletes backends at runtime: the tests of routing,
+# scaling (every edge holds the same tasks, no reload), cross-node convergence and drains. The
+# crash, node-loss and agent-cost measurements run once, above (they time Swarm, not HAProxy).
+echo "== cargo test: multi-node Swarm on HAProxy 3.4 (swarm-lb/haproxy:3.4-local)"
+run "multi-node e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
+    cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1 \
+    every_task_on_every_node scaling_2_9_3 a_new_task_on_another_node draining_a_node
+bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 
 # The dockerd restart kills every container on the engine: alone, after everything else that
 # uses Docker. On a machine shared with other Docker users, SWARM_LB_DOCKER_LOCK names a lock
