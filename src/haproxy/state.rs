@@ -74,6 +74,18 @@ impl ProxyState {
             .max_by_key(|(name, _)| name.generation())
     }
 
+    /// This state with only the backends `names` (those it holds) and every host entry: what
+    /// a change confined to those backends is compared on.
+    pub fn only(&self, names: &std::collections::BTreeSet<BackendName>) -> ProxyState {
+        ProxyState {
+            backends: names
+                .iter()
+                .filter_map(|n| self.backends.get(n).map(|b| (n.clone(), b.clone())))
+                .collect(),
+            hosts: self.hosts.clone(),
+        }
+    }
+
     /// [`ProxyState::serving`] for every service at once, in one walk over the backends
     /// (service name -> its newest generation): callers asking for many services use this,
     /// not `serving` in a loop, which scans every backend per call (at 10,000 services half

@@ -28,14 +28,13 @@ pub(super) fn service_filter(services: &BTreeSet<ServiceId>) -> String {
 /// `tasks` (a listing's, sorted by id) with those of `services` replaced by `fresh`: what a
 /// poll of some services' tasks makes of the last listing. Sorted by id.
 pub(super) fn merge_service_tasks(
-    tasks: &[Task],
+    tasks: Vec<Task>,
     services: &BTreeSet<ServiceId>,
     fresh: Vec<Task>,
 ) -> Vec<Task> {
     let kept = tasks
-        .iter()
-        .filter(|t| !services.contains(&t.service_id))
-        .cloned();
+        .into_iter()
+        .filter(|t| !services.contains(&t.service_id));
     // A task of another service in the reply (a filter Docker did not apply) is dropped:
     // the listing of that service stays as it was.
     let fresh = fresh
@@ -47,30 +46,31 @@ pub(super) fn merge_service_tasks(
 /// `prev` with the services of `scope` as `raw` lists them now (those absent are gone) and
 /// their tasks replaced by `tasks`: what a service event's listing makes of the last one.
 pub(super) fn merge_services(
-    prev: &Listing,
+    prev: Listing,
     index: &NetworkIndex,
     scope: &BTreeSet<ServiceId>,
     raw: &[models::Service],
     tasks: Vec<Task>,
 ) -> Listing {
     let (fresh, fresh_progress) = services(raw, index);
-    let mut services: Vec<_> = prev
-        .snapshot
+    let Listing {
+        snapshot,
+        mut progress,
+    } = prev;
+    let mut merged: Vec<_> = snapshot
         .services
-        .iter()
+        .into_iter()
         .filter(|s| !scope.contains(&s.id))
-        .cloned()
         .chain(fresh)
         .collect();
-    services.sort_by(|a, b| a.id.cmp(&b.id));
-    let mut progress = prev.progress.clone();
+    merged.sort_by(|a, b| a.id.cmp(&b.id));
     progress.retain(|id, _| !scope.contains(id));
     progress.extend(fresh_progress);
     Listing {
         snapshot: Snapshot {
-            services,
-            tasks: merge_service_tasks(&prev.snapshot.tasks, scope, tasks),
-            networks: prev.snapshot.networks.clone(),
+            services: merged,
+            tasks: merge_service_tasks(snapshot.tasks, scope, tasks),
+            networks: snapshot.networks,
         },
         progress,
     }
@@ -597,7 +597,7 @@ mod tests {
         let listed = vec![task("a1", "a"), task("b1", "b"), task("b2", "b")];
         let scope = BTreeSet::from(["b".to_string()]);
         let fresh = vec![task("b3", "b"), task("b1", "b"), task("c9", "c")];
-        let merged = merge_service_tasks(&listed, &scope, fresh);
+        let merged = merge_service_tasks(listed, &scope, fresh);
         let ids: Vec<&str> = merged.iter().map(|t| t.id.as_str()).collect();
         assert_eq!(ids, ["a1", "b1", "b3"]);
         assert_eq!(service_filter(&scope), r#"{"service":["b"]}"#);
@@ -649,7 +649,8 @@ mod tests {
             .filter(|s| s.id.as_deref() == Some(kept.id.as_str()))
             .cloned()
             .collect();
-        let merged = merge_services(&prev, &index, &scope, &still, vec![]);
+        let prev_networks = prev.snapshot.networks.clone();
+        let merged = merge_services(prev, &index, &scope, &still, vec![]);
         let ids: Vec<&str> = merged
             .snapshot
             .services
@@ -660,7 +661,7 @@ mod tests {
         assert!(!ids.contains(&gone.id.as_str()));
         assert_eq!(merged.snapshot.services.len(), services.len() - 1);
         assert!(!merged.progress.contains_key(&gone.id));
-        assert_eq!(merged.snapshot.networks, prev.snapshot.networks);
+        assert_eq!(merged.snapshot.networks, prev_networks);
     }
 
     #[test]

@@ -721,15 +721,19 @@ impl<'a> Loop<'a> {
             self.watcher.observe(|o| o.task_times(times));
         }
         let state = &mut self.state;
-        let listing = match (result, &state.cache) {
+        // The last listing is taken, not copied: a poll or a service event at 3,000 services
+        // cloned every service and task of it (6 % of the CPU of a change, measured with perf).
+        // Every path that returns early puts it back.
+        let listing = match (result, state.cache.take()) {
             (Ok(Fetched::All(l, _, index)), _) => {
                 state.networks = Some(index);
                 l
             }
-            (Ok(Fetched::Services(scope, raw, tasks, _)), Some((prev, _))) => {
+            (Ok(Fetched::Services(scope, raw, tasks, _)), Some((prev, at))) => {
                 match &state.networks {
                     Some(index) => convert::merge_services(prev, index, &scope, &raw, tasks),
                     None => {
+                        state.cache = Some((prev, at));
                         state.want(Refresh::Full);
                         return Ok(());
                     }
@@ -737,26 +741,25 @@ impl<'a> Loop<'a> {
             }
             (Ok(Fetched::Tasks(tasks, _)), Some((prev, _))) => Listing {
                 snapshot: Snapshot {
-                    services: prev.snapshot.services.clone(),
                     tasks: convert::sort_tasks(tasks),
-                    networks: prev.snapshot.networks.clone(),
+                    ..prev.snapshot
                 },
-                progress: prev.progress.clone(),
+                progress: prev.progress,
             },
             (Ok(Fetched::ServiceTasks(scope, tasks, _)), Some((prev, _))) => Listing {
                 snapshot: Snapshot {
-                    services: prev.snapshot.services.clone(),
-                    tasks: convert::merge_service_tasks(&prev.snapshot.tasks, &scope, tasks),
-                    networks: prev.snapshot.networks.clone(),
+                    tasks: convert::merge_service_tasks(prev.snapshot.tasks, &scope, tasks),
+                    ..prev.snapshot
                 },
-                progress: prev.progress.clone(),
+                progress: prev.progress,
             },
             // Only a full listing is taken before the first one succeeds.
             (Ok(Fetched::Tasks(..) | Fetched::ServiceTasks(..) | Fetched::Services(..)), None) => {
                 state.want(Refresh::Full);
                 return Ok(());
             }
-            (Err(e), _) => {
+            (Err(e), cache) => {
+                state.cache = cache;
                 if matches!(refresh, Refresh::Tasks | Refresh::Services) && !e.is_transient() {
                     // A service of the poll's filter is gone (Docker answers 404): its
                     // removal event asks for everything anyway; do not wait for it.
