@@ -255,6 +255,18 @@ impl Observer {
         self.shared.lock().task_times = recent;
     }
 
+    /// [`Observer::task_times`] of a listing of some services' tasks: added to those known,
+    /// which the next whole listing replaces.
+    pub fn more_task_times(&self, times: impl IntoIterator<Item = (String, TaskTimes)>) {
+        let since = |t: Option<SystemTime>| t.is_some_and(|t| t >= self.started);
+        let mut shared = self.shared.lock();
+        shared.task_times.extend(
+            times
+                .into_iter()
+                .filter(|(_, t)| since(t.running) || since(t.shutdown)),
+        );
+    }
+
     /// Runs `f` on the task timestamps (under the lock: `f` must not block).
     pub fn with_task_times<T>(&self, f: impl FnOnce(&HashMap<String, TaskTimes>) -> T) -> T {
         f(&self.shared.lock().task_times)
@@ -568,5 +580,24 @@ mod tests {
         o.task_times([("old".to_owned(), old), ("new".to_owned(), new)]);
         let kept: Vec<String> = o.with_task_times(|t| t.keys().cloned().collect());
         assert_eq!(kept, ["new"]);
+    }
+
+    #[test]
+    fn a_listing_of_some_services_adds_its_timestamps_and_a_whole_listing_replaces_them() {
+        let o = Observer::default();
+        let at = TaskTimes {
+            running: Some(SystemTime::now() + Duration::from_secs(1)),
+            shutdown: None,
+        };
+        let keys = |o: &Observer| {
+            let mut k: Vec<String> = o.with_task_times(|t| t.keys().cloned().collect());
+            k.sort();
+            k
+        };
+        o.task_times([("a".to_owned(), at)]);
+        o.more_task_times([("b".to_owned(), at)]);
+        assert_eq!(keys(&o), ["a", "b"]);
+        o.task_times([("c".to_owned(), at)]);
+        assert_eq!(keys(&o), ["c"]);
     }
 }

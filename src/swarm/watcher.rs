@@ -710,15 +710,16 @@ impl<'a> Loop<'a> {
         } = done;
         let now = Instant::now();
         self.watcher.observe(|o| o.docker(result.is_ok()));
-        if let Ok(
-            Fetched::All(_, times, _)
-            | Fetched::Tasks(_, times)
-            | Fetched::ServiceTasks(_, _, times)
-            | Fetched::Services(_, _, _, times),
-        ) = &mut result
-        {
+        if let Ok(Fetched::All(_, times, _) | Fetched::Tasks(_, times)) = &mut result {
             let times = std::mem::take(times);
             self.watcher.observe(|o| o.task_times(times));
+        }
+        if let Ok(Fetched::ServiceTasks(_, _, times) | Fetched::Services(_, _, _, times)) =
+            &mut result
+        {
+            // Some services' tasks: the others' timestamps stand.
+            let times = std::mem::take(times);
+            self.watcher.observe(|o| o.more_task_times(times));
         }
         let state = &mut self.state;
         // The last listing is taken, not copied: a poll or a service event at 3,000 services
