@@ -202,6 +202,13 @@ impl AdminClient {
     /// usually ending in a newline otherwise) or, when [`codec::check_reply`] says HAProxy
     /// refused the command, a [`ReplyError`] in its place. A transport failure fails the
     /// whole call.
+    ///
+    /// On versions that apply `set server addr` after answering it (3.0+), a batch that moves
+    /// a server and then puts it in traffic (`set server addr`, then `state ready|drain` or
+    /// `enable health`, as the planner orders a task taking a free slot) goes in segments cut
+    /// before that state change, each segment's addresses settled first: sent in one go, the
+    /// server was listed ready at its old address (the placeholder) for the moment between
+    /// the two (seen by the multi-node suite on 3.4.7, polling every 2 ms).
     pub async fn execute(
         &mut self,
         cmds: &[Command],
@@ -209,6 +216,24 @@ impl AdminClient {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
+        if traffic_after_move(cmds).is_none() || !self.defers_addr_updates().await? {
+            return self.execute_settled(cmds).await;
+        }
+        let mut replies = Vec::with_capacity(cmds.len());
+        let mut start = 0;
+        while start < cmds.len() {
+            let end = traffic_after_move(&cmds[start..]).map_or(cmds.len(), |i| start + i);
+            replies.extend(self.execute_settled(&cmds[start..end]).await?);
+            start = end;
+        }
+        Ok(replies)
+    }
+
+    /// [`AdminClient::execute`] of one segment: its parts, then its addresses settled.
+    async fn execute_settled(
+        &mut self,
+        cmds: &[Command],
+    ) -> Result<Vec<Result<String, ReplyError>>, ClientError> {
         let started = Instant::now();
         let mut replies = Vec::with_capacity(cmds.len());
         let (mut bytes_out, mut bytes_in) = (0, 0);
@@ -631,6 +656,34 @@ fn checked(cmd: &Command, body: &[u8]) -> Result<String, ReplyError> {
     Ok(text.into_owned())
 }
 
+/// The index (> 0) of the first command of `cmds` that puts in traffic a server whose address
+/// an earlier command of `cmds` set: `set server ... state ready|drain` or `enable health`.
+/// `None` when there is none (most batches).
+fn traffic_after_move(cmds: &[Command]) -> Option<usize> {
+    let mut moved: BTreeSet<(&BackendName, &ServerName)> = BTreeSet::new();
+    for (i, cmd) in cmds.iter().enumerate() {
+        match cmd {
+            Command::SetAddr {
+                backend, server, ..
+            } => {
+                moved.insert((backend, server));
+            }
+            Command::SetState {
+                backend,
+                server,
+                state,
+            } if *state != crate::haproxy::Admin::Maint && moved.contains(&(backend, server)) => {
+                return Some(i)
+            }
+            Command::EnableHealth { backend, server } if moved.contains(&(backend, server)) => {
+                return Some(i)
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     //! The client against scripted sockets: framing, ordering and the failure model. The real
@@ -802,6 +855,27 @@ mod tests {
         );
         assert!(error.is_transient());
         assert!(!client.is_connected());
+    }
+
+    #[test]
+    fn a_batch_is_cut_before_a_moved_server_is_put_in_traffic() {
+        let ready = |s: &str| set_state(s);
+        let maint = |s: &str| Command::SetState {
+            backend: BackendName::for_service("web").unwrap(),
+            server: ServerName::parse(s).unwrap(),
+            state: crate::haproxy::Admin::Maint,
+        };
+        // A task taking s3, then s4: cut before each `ready`.
+        let batch = [set_addr("s3"), ready("s3"), set_addr("s4"), ready("s4")];
+        assert_eq!(traffic_after_move(&batch), Some(1));
+        assert_eq!(traffic_after_move(&batch[1..]), Some(2));
+        assert_eq!(traffic_after_move(&batch[3..]), None);
+        // A server leaving traffic (maint, then its address moves) and states of servers not
+        // moved are not cut.
+        assert_eq!(
+            traffic_after_move(&[maint("s1"), set_addr("s1"), ready("s2")]),
+            None
+        );
     }
 
     #[tokio::test]
