@@ -323,17 +323,9 @@ impl AdminClient {
         &mut self,
         backends: &BTreeSet<BackendName>,
     ) -> Result<BTreeMap<BackendName, BackendState>, ClientError> {
-        let cmds: Vec<Command> = backends
-            .iter()
-            .map(|b| Command::ShowServersState {
-                backend: Some(b.clone()),
-            })
-            .collect();
-        let mut rows = Vec::new();
-        for reply in self.execute(&cmds).await? {
-            let text = self.accepted(reply)?;
-            rows.extend(codec::parse_servers_state(&text).map_err(|e| self.parse_error(e))?);
-        }
+        let cmds = show_servers_state_of(backends.iter());
+        let replies = self.execute(&cmds).await?;
+        let rows = self.server_rows(replies)?;
         let state = codec::proxy_state(&rows, &[]).map_err(|e| self.parse_error(e))?;
         Ok(state.backends)
     }
@@ -417,20 +409,11 @@ impl AdminClient {
         // Only the backends the batch touched: one change at 10,000 services must not read
         // every server's state (29 MB) to see one address.
         let backends: BTreeSet<&BackendName> = want.keys().map(|(b, _)| *b).collect();
-        let cmds: Vec<Command> = backends
-            .iter()
-            .map(|b| Command::ShowServersState {
-                backend: Some((*b).clone()),
-            })
-            .collect();
+        let cmds = show_servers_state_of(backends.into_iter());
         loop {
             let (replies, _, _) = self.timed_exchange(&cmds).await?;
+            let rows = self.server_rows(replies)?;
             let mut listed: BTreeMap<(&BackendName, &ServerName), SocketAddr> = BTreeMap::new();
-            let mut rows = Vec::new();
-            for reply in replies {
-                let reply = self.accepted(reply)?;
-                rows.extend(codec::parse_servers_state(&reply).map_err(|e| self.parse_error(e))?);
-            }
             for r in &rows {
                 if let Some(((b, s), _)) = want.get_key_value(&(&r.backend, &r.server)) {
                     listed.insert((*b, *s), SocketAddr::new(r.addr, r.port));
@@ -465,6 +448,19 @@ impl AdminClient {
             return Err(self.closed(1));
         };
         self.accepted(reply)
+    }
+
+    /// The rows of `show servers state` replies, one reply per backend asked for.
+    fn server_rows(
+        &self,
+        replies: Vec<Result<String, ReplyError>>,
+    ) -> Result<Vec<codec::ServerRow>, ClientError> {
+        let mut rows = Vec::new();
+        for reply in replies {
+            let text = self.accepted(reply)?;
+            rows.extend(codec::parse_servers_state(&text).map_err(|e| self.parse_error(e))?);
+        }
+        Ok(rows)
     }
 
     fn accepted(&self, reply: Result<String, ReplyError>) -> Result<String, ClientError> {
@@ -654,6 +650,15 @@ fn checked(cmd: &Command, body: &[u8]) -> Result<String, ReplyError> {
     let text = String::from_utf8_lossy(body);
     codec::check_reply(cmd, &text)?;
     Ok(text.into_owned())
+}
+
+/// `show servers state <backend>` for each of `backends`.
+fn show_servers_state_of<'a>(backends: impl Iterator<Item = &'a BackendName>) -> Vec<Command> {
+    backends
+        .map(|b| Command::ShowServersState {
+            backend: Some(b.clone()),
+        })
+        .collect()
 }
 
 /// The index (> 0) of the first command of `cmds` that puts in traffic a server whose address

@@ -271,11 +271,19 @@ impl Docker {
 
     /// [`Docker::tasks`] with their timestamps.
     async fn tasks_timed(&self) -> Result<(Vec<Task>, convert::Times), SwarmError> {
-        const OP: &str = "list tasks";
         let path = format!("/v{}/tasks", self.api_version);
-        let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
+        self.tasks_at(&path, "list tasks").await
+    }
+
+    /// `GET <path>` (a `/tasks` query) decoded into tasks with their timestamps.
+    async fn tasks_at(
+        &self,
+        path: &str,
+        op: &'static str,
+    ) -> Result<(Vec<Task>, convert::Times), SwarmError> {
+        let body = raw::get(&self.endpoint, path, op, REQUEST_TIMEOUT).await?;
         convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
-            op: OP,
+            op,
             source: e.into(),
         })
     }
@@ -288,17 +296,12 @@ impl Docker {
         &self,
         services: &BTreeSet<ServiceId>,
     ) -> Result<(Vec<Task>, convert::Times), SwarmError> {
-        const OP: &str = "list tasks of services";
         let path = format!(
             "/v{}/tasks?filters={}",
             self.api_version,
             raw::query_value(&convert::service_filter(services))
         );
-        let body = raw::get(&self.endpoint, &path, OP, REQUEST_TIMEOUT).await?;
-        convert::tasks_timed(&body).map_err(|e| SwarmError::Decode {
-            op: OP,
-            source: e.into(),
-        })
+        self.tasks_at(&path, "list tasks of services").await
     }
 
     /// The event stream from `since` (`seconds.nanoseconds`, engine time), filtered to what
