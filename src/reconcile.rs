@@ -541,16 +541,16 @@ impl Reconciler {
                 }
                 state.backends.insert(
                     name,
-                    BackendState {
+                    Arc::new(BackendState {
                         mode: Mode::Task,
                         servers: Vec::new(),
                         options: BackendOptions::default(),
-                    },
+                    }),
                 );
             }
         }
         for (name, backend) in &mut state.backends {
-            backend.options = self.files.loaded(name);
+            Arc::make_mut(backend).options = self.files.loaded(name);
         }
         Ok(state)
     }
@@ -617,8 +617,11 @@ impl Reconciler {
                     debug!(backend = %name, "a touched backend has no servers; reading everything");
                     return self.full_actual().await;
                 };
-                backend.options = self.files.loaded(name);
-                state.backends.insert(name.clone(), backend);
+                Arc::make_mut(&mut backend).options = self.files.loaded(name);
+                // Unchanged, the known copy stays (shared with the plan's target).
+                if state.backends.get(name) != Some(&backend) {
+                    state.backends.insert(name.clone(), backend);
+                }
             }
         }
         for cmd in touched.map_edits {
@@ -661,7 +664,7 @@ impl Reconciler {
                     new_pid = info.pid,
                     "haproxy worker changed"
                 );
-                self.files.worker_loaded_files();
+                self.files.worker_loaded_files().await;
             }
             None => {
                 info!(pid = info.pid, version = %version_text(info.version), "haproxy found");
@@ -772,7 +775,7 @@ impl Reconciler {
         match result {
             Ok(r) => {
                 // Master::reload logs the reload itself.
-                self.files.worker_loaded_files();
+                self.files.worker_loaded_files().await;
                 self.files.save_good().await?;
                 self.reach_worker(r.new_worker).await?;
                 // The worker this pass's full re-read sees (and remembers the state of).

@@ -34,7 +34,7 @@ fn server(slot: usize, addr: &str, admin: Admin) -> Server {
 fn backend(state: &mut ProxyState, name: &str, b: BackendState) {
     state
         .backends
-        .insert(BackendName::for_service(name).expect("name"), b);
+        .insert(BackendName::for_service(name).expect("name"), b.into());
 }
 
 /// Slots (used, drained, free), a VIP backend and an IPv6 backend with every option.

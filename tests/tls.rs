@@ -389,7 +389,7 @@ async fn passthrough_hands_tls_for_its_name_to_the_task_untouched_and_others_are
         MapKey::passthrough(&swarm_lb::model::Host::parse("pt.example").expect("host")),
         MapValue::backend(&name, 0),
     );
-    state.backends.insert(name, backend);
+    state.backends.insert(name, std::sync::Arc::new(backend));
     let haproxy = Haproxy::start_https(&state).await;
     let (port, _) = https(&haproxy);
 

@@ -322,7 +322,7 @@ impl AdminClient {
     pub async fn backends_state(
         &mut self,
         backends: &BTreeSet<BackendName>,
-    ) -> Result<BTreeMap<BackendName, BackendState>, ClientError> {
+    ) -> Result<BTreeMap<BackendName, std::sync::Arc<BackendState>>, ClientError> {
         let cmds = show_servers_state_of(backends.iter());
         let replies = self.execute(&cmds).await?;
         let rows = self.server_rows(replies)?;

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use super::command::Command;
 use crate::model::{
@@ -59,7 +60,10 @@ pub struct BackendState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ProxyState {
     /// Only the driver's backends (named after services); internal `_` backends are left out.
-    pub backends: BTreeMap<BackendName, BackendState>,
+    /// Shared: a clone of the state (the known state, a plan's target, the files' mirror)
+    /// copies one pointer per backend, and a backend is copied only when it is changed
+    /// ([`Arc::make_mut`]); two states sharing a backend compare it by address.
+    pub backends: BTreeMap<BackendName, Arc<BackendState>>,
     /// The hosts map: route key -> what the frontend does (see [`MapKey`], [`MapValue`]).
     pub hosts: BTreeMap<MapKey, MapValue>,
 }
@@ -72,6 +76,7 @@ impl ProxyState {
             .iter()
             .filter(|(name, _)| name.service() == service)
             .max_by_key(|(name, _)| name.generation())
+            .map(|(name, b)| (name, &**b))
     }
 
     /// This state with only the backends `names` (those it holds) and every host entry: what
@@ -94,9 +99,9 @@ impl ProxyState {
         let mut out: HashMap<&str, (&BackendName, &BackendState)> =
             HashMap::with_capacity(self.backends.len());
         for (name, b) in &self.backends {
-            let entry = out.entry(name.service()).or_insert((name, b));
+            let entry = out.entry(name.service()).or_insert((name, &**b));
             if name.generation() > entry.0.generation() {
-                *entry = (name, b);
+                *entry = (name, &**b);
             }
         }
         out
@@ -201,14 +206,14 @@ impl ProxyState {
                 }
                 self.backends.insert(
                     backend.clone(),
-                    BackendState {
+                    Arc::new(BackendState {
                         mode: Mode::Task,
                         servers: Vec::new(),
                         options: BackendOptions::from_parts(
                             defaults.section().clone(),
                             ServerOptions::default(),
                         ),
-                    },
+                    }),
                 );
             }
             // Publication and cookie settings are not part of the modelled state; the
@@ -275,6 +280,7 @@ impl ProxyState {
     fn backend_mut(&mut self, backend: &BackendName) -> Result<&mut BackendState, ApplyError> {
         self.backends
             .get_mut(backend)
+            .map(Arc::make_mut)
             .ok_or_else(|| ApplyError::NoBackend {
                 backend: backend.clone(),
             })
@@ -358,11 +364,11 @@ mod tests {
         let mut s = ProxyState::default();
         s.backends.insert(
             be("web"),
-            BackendState {
+            std::sync::Arc::new(BackendState {
                 options: Default::default(),
                 mode: Mode::Task,
                 servers: vec![Server::free(ServerName::slot(1))],
-            },
+            }),
         );
         s
     }
@@ -385,7 +391,7 @@ mod tests {
             web3.clone(),
             be("api"),
         ] {
-            s.backends.insert(name, empty());
+            s.backends.insert(name, Arc::new(empty()));
         }
         let all = s.serving_by_service();
         assert_eq!(all.len(), 3);

@@ -331,7 +331,7 @@ mod tests {
         let mut s = ProxyState::default();
         s.backends.insert(
             be("web"),
-            BackendState {
+            std::sync::Arc::new(BackendState {
                 mode: Mode::Task,
                 options: BackendOptions::default(),
                 servers: servers
@@ -346,7 +346,7 @@ mod tests {
                         admin: *admin,
                     })
                     .collect(),
-            },
+            }),
         );
         s
     }
@@ -423,7 +423,9 @@ mod tests {
         let two = state(&[("s1", "", Admin::Maint), ("s2", "", Admin::Maint)]);
         assert_eq!(reload_reason(&one, &two, false), ReloadReason::SlotsGrown);
         let mut sticky = one.clone();
-        sticky.backends.get_mut(&be("web")).unwrap().options.ip_hash = true;
+        std::sync::Arc::make_mut(sticky.backends.get_mut(&be("web")).unwrap())
+            .options
+            .ip_hash = true;
         assert_eq!(
             reload_reason(&one, &sticky, true),
             ReloadReason::OptionsChanged

@@ -159,11 +159,11 @@ mod tests {
         };
         s.backends.insert(
             crate::model::BackendName::for_service("web").unwrap(),
-            BackendState {
+            std::sync::Arc::new(BackendState {
                 mode: Mode::Task,
                 servers: vec![server],
                 options: BackendOptions::default(),
-            },
+            }),
         );
         s
     }

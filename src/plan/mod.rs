@@ -15,6 +15,7 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use crate::haproxy::{render, Admin, Command, DefaultsName, MapPath, ProxyState};
 use crate::model::{BackendName, BackendOptions, Desired, MapValue, NetworkId};
@@ -205,21 +206,26 @@ pub fn plan(
                 let target = backend::fresh(spec, settings.block);
                 server_commands.extend(backend::create(name, &target, defaults, &ca_file));
                 created.insert(name.clone());
-                backends.insert(name.clone(), target);
+                backends.insert(name.clone(), Arc::new(target));
                 continue;
             }
         }
         let b = backend::plan_backend(
             name,
-            actual.backends.get(name),
+            actual.backends.get(name).map(|b| &**b),
             spec,
             settings.block,
             settings.add_server,
             &ca_file,
         );
         reload |= b.reload;
+        // A backend the plan leaves as it is stays shared with `actual` (no copy).
+        let target = match actual.backends.get(name) {
+            Some(a) if b.commands.is_empty() && **a == b.target => a.clone(),
+            _ => Arc::new(b.target),
+        };
         server_commands.extend(b.commands);
-        backends.insert(name.clone(), b.target);
+        backends.insert(name.clone(), target);
     }
     let gone: Vec<&BackendName> = actual
         .backends

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use proptest::collection::{btree_map, btree_set};
 use proptest::option;
@@ -219,7 +220,10 @@ pub fn proxy_state() -> impl Strategy<Value = ProxyState> {
     });
     let targets = (backend_name(), 0usize..=2).prop_map(|(b, n)| MapValue::backend(&b, n));
     (backends, btree_map(host(), targets, 0..=4)).prop_map(|(backends, hosts)| ProxyState {
-        backends: backends.into_iter().collect(),
+        backends: backends
+            .into_iter()
+            .map(|(n, b)| (n, Arc::new(b)))
+            .collect(),
         hosts,
     })
 }
@@ -249,9 +253,13 @@ pub fn proxy_state_near(desired: &Desired) -> impl Strategy<Value = ProxyState> 
         0..=4,
     );
     (near, extra, hosts).prop_map(|(near, extra, hosts)| {
-        let mut backends: BTreeMap<_, _> = near.into_iter().flatten().collect();
+        let mut backends: BTreeMap<_, _> = near
+            .into_iter()
+            .flatten()
+            .map(|(n, b)| (n, Arc::new(b)))
+            .collect();
         if let Some((name, state)) = extra {
-            backends.entry(name).or_insert(state);
+            backends.entry(name).or_insert(Arc::new(state));
         }
         ProxyState { backends, hosts }
     })
@@ -320,7 +328,10 @@ pub fn satisfying(desired: &Desired) -> impl Strategy<Value = ProxyState> {
         .collect();
     let hosts = desired.hosts.clone();
     backends.prop_map(move |backends| ProxyState {
-        backends: backends.into_iter().collect(),
+        backends: backends
+            .into_iter()
+            .map(|(n, b)| (n, Arc::new(b)))
+            .collect(),
         hosts: hosts.clone(),
     })
 }

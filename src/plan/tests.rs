@@ -105,7 +105,10 @@ fn vip_state(addr: &str, admin: Admin) -> BackendState {
 }
 fn state(backends: Vec<(&str, BackendState)>, hosts: &[(&str, &str)]) -> ProxyState {
     ProxyState {
-        backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
+        backends: backends
+            .into_iter()
+            .map(|(n, s)| (be(n), std::sync::Arc::new(s)))
+            .collect(),
         hosts: hosts.iter().map(|(h, b)| (host(h), val(b))).collect(),
     }
 }
@@ -411,7 +414,7 @@ fn existing_tasks_never_change_slot() {
     );
     let p = plan(&actual, &no_networks(), &d, &settings(4, true));
     assert_eq!(
-        p.target.backends[&be("web")],
+        *p.target.backends[&be("web")],
         slots(&[
             Some(("10.0.0.2:80", Admin::Ready)),
             Some(("10.0.0.5:80", Admin::Ready)),
@@ -688,7 +691,7 @@ fn growth_past_the_slots_reloads_when_add_server_is_not_available() {
         ]
     );
     assert_eq!(
-        p.target.backends[&be("web")],
+        *p.target.backends[&be("web")],
         slots(&[
             Some(("10.0.0.1:80", Admin::Ready)),
             Some(("10.0.0.3:80", Admin::Ready)),
@@ -780,7 +783,11 @@ fn the_summary_counts_commands_by_kind() {
 /// A reload renders drained servers as maint.
 fn drained_as_maint(state: &ProxyState) -> ProxyState {
     let mut s = state.clone();
-    for server in s.backends.values_mut().flat_map(|b| b.servers.iter_mut()) {
+    for server in s
+        .backends
+        .values_mut()
+        .flat_map(|b| std::sync::Arc::make_mut(b).servers.iter_mut())
+    {
         if server.admin == Admin::Drain {
             server.admin = Admin::Maint;
         }
@@ -1323,10 +1330,7 @@ fn a_backend_with_a_failure_limit_grows_with_add_server_on_any_version() {
         vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready))]))],
         &[("web.test", "web")],
     );
-    actual
-        .backends
-        .get_mut(&be("web"))
-        .unwrap()
+    std::sync::Arc::make_mut(actual.backends.get_mut(&be("web")).unwrap())
         .options
         .failure_limit = Some(limit);
     let mut spec = task(&[("10.0.0.1:80", Ready), ("10.0.0.2:80", Ready)]);
@@ -1347,11 +1351,11 @@ fn on_3_4_an_empty_backend_left_by_a_refused_del_backend_is_filled_and_published
     let mut actual = ProxyState::default();
     actual.backends.insert(
         be("web"),
-        BackendState {
+        std::sync::Arc::new(BackendState {
             mode: Mode::Task,
             servers: Vec::new(),
             options: BackendOptions::default(),
-        },
+        }),
     );
     let d = desired(
         vec![("web", task(&[("10.0.0.1:80", Ready)]))],

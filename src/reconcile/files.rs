@@ -1,14 +1,29 @@
 //! The background file writer: renders `haproxy.cfg` and `hosts.map` from what HAProxy holds
-//! and writes them on the blocking pool, off the pass's path (4 fsyncs, tens of milliseconds
-//! on a busy disk). It also knows each backend's balancing options as HAProxy loaded them,
-//! which the Runtime API cannot show.
+//! and writes them on the blocking pool, off the pass's path. It also knows each backend's
+//! balancing options as HAProxy loaded them, which the Runtime API cannot show.
+//!
+//! A pass hands the state it left to [`FileWriter::mirror`], which returns at once: one job on
+//! the blocking pool renders and writes the newest state handed over, then the next newest,
+//! until none is waiting (states handed over while it writes are coalesced: only the last one
+//! is written). At 10,000 services the config is ~20 MB; rendering it (only changed backends
+//! are formatted again, [`render::Sections`]), comparing it and writing it with 4 fsyncs took
+//! a pass ~100 ms before it left the pass's path. A reload waits for the job and writes its own
+//! files ([`FileWriter::candidate`]); a write that failed is reported by the next `mirror` or
+//! [`FileWriter::flush`], and the next state is written whole again.
+//!
+//! What the files guarantee: once the job is idle, they describe what HAProxy holds. Between a
+//! change and the end of its write (tens of milliseconds, coalesced under churn) they lag: an
+//! HAProxy restarted by anything other than this driver in that window loads the state before
+//! the change, and the driver's next pass (a new worker means a full read) applies it again.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use tokio::task::JoinHandle;
 use tracing::debug;
 
-use crate::haproxy::render::{self, Files, FilesError, RenderSettings};
+use crate::haproxy::render::{self, Files, FilesError, RenderSettings, Sections};
 use crate::haproxy::{DefaultsName, ProxyState};
 use crate::model::{BackendName, BackendOptions};
 
@@ -23,19 +38,37 @@ struct Written {
     options: Options,
 }
 
-pub(super) struct FileWriter {
-    files: Files,
-    render: RenderSettings,
+/// What the reconciler and the mirror job share.
+#[derive(Default)]
+struct Shared {
+    /// The next state to mirror, with the named defaults to keep (the newest wins).
+    pending: Option<(ProxyState, BTreeSet<DefaultsName>)>,
+    /// A job is running: it takes `pending` until none is left, then clears this.
+    running: bool,
     /// `None`: unknown (never read, or a write failed), so the next render is written.
     written: Option<Written>,
-    /// The last write, still running: the next write, a reload or [`FileWriter::flush`]
-    /// waits for it.
-    writing: Option<JoinHandle<Result<(), FilesError>>>,
+    /// The last job's failed write, reported by the next mirror or flush.
+    failed: Option<FilesError>,
+    /// Backend sections of the last render (only the mirror job renders with them).
+    sections: Sections,
+}
+
+pub(super) struct FileWriter {
+    files: Files,
+    render: Arc<RenderSettings>,
+    shared: Arc<Mutex<Shared>>,
+    /// The last mirror job started; waited for by a reload and by [`FileWriter::flush`].
+    writing: Option<JoinHandle<()>>,
+    /// The state last handed to the mirror (none after a failed write): an equal one is not
+    /// handed over again. Cheap to compare: the backends are shared (`Arc`).
+    mirrored: Option<ProxyState>,
     /// Each backend's options as in the config HAProxy loaded.
     loaded: Options,
     /// The config text HAProxy loaded (as far as known): the template check and the named
     /// defaults sections HAProxy holds are read from it.
     loaded_config: Option<String>,
+    /// The named defaults sections of `loaded_config` (read once per config, not per pass).
+    loaded_defaults: BTreeSet<DefaultsName>,
 }
 
 impl FileWriter {
@@ -59,22 +92,34 @@ impl FileWriter {
             }
         }
         let loaded_config = good.or(written.as_ref().map(|w| w.config.clone()));
-        FileWriter {
+        let mut writer = FileWriter {
             files,
-            render,
-            written,
+            render: Arc::new(render),
+            shared: Arc::new(Mutex::new(Shared {
+                written,
+                ..Shared::default()
+            })),
             writing: None,
+            mirrored: None,
             loaded,
-            loaded_config,
-        }
+            loaded_config: None,
+            loaded_defaults: BTreeSet::new(),
+        };
+        writer.set_loaded_config(loaded_config);
+        writer
+    }
+
+    fn set_loaded_config(&mut self, config: Option<String>) {
+        self.loaded_defaults = config
+            .as_deref()
+            .map(render::named_defaults)
+            .unwrap_or_default();
+        self.loaded_config = config;
     }
 
     /// The named defaults sections HAProxy holds (from the config it loaded).
     pub fn loaded_defaults(&self) -> BTreeSet<DefaultsName> {
-        self.loaded_config
-            .as_deref()
-            .map(render::named_defaults)
-            .unwrap_or_default()
+        self.loaded_defaults.clone()
     }
 
     /// Whether the config HAProxy loaded holds the backend CA bundle in its CA store.
@@ -109,10 +154,19 @@ impl FileWriter {
 
     /// A new worker loaded the files on disk, which are what was last written (after a
     /// reload by this driver, its target): their backend options are now HAProxy's.
-    pub fn worker_loaded_files(&mut self) {
-        if let Some(w) = &self.written {
-            self.loaded = w.options.clone();
-            self.loaded_config = Some(w.config.clone());
+    pub async fn worker_loaded_files(&mut self) {
+        // Waited for: the files on disk are the mirror's last write once it is idle.
+        let _ = self.wait_idle().await;
+        let written = {
+            let shared = self.shared.lock();
+            shared
+                .written
+                .as_ref()
+                .map(|w| (w.options.clone(), w.config.clone()))
+        };
+        if let Some((options, config)) = written {
+            self.loaded = options;
+            self.set_loaded_config(Some(config));
         }
     }
 
@@ -125,63 +179,93 @@ impl FileWriter {
             .map_or(true, |c| render::from_template(c, &self.render))
     }
 
-    /// Render the files of what HAProxy holds now and, when their content changes, start
-    /// writing them on the blocking pool (after any write still running), then keep them as the
-    /// last good copy: they describe the running worker, runtime changes included (on 3.4+ the
-    /// backends created without a reload), so a failed reload or a recovery puts these back, not
-    /// the files of the last reload. Returns whether it writes.
+    /// Hand the state HAProxy holds now to the mirror job, which renders and writes the files
+    /// on the blocking pool (see the module doc) and keeps them as the last good copy: they
+    /// describe the running worker, runtime changes included (on 3.4+ the backends created
+    /// without a reload), so a failed reload or a recovery puts these back, not the files of
+    /// the last reload. Returns at once: whether the state was handed over (it differs from
+    /// the last one); `Err` for an earlier write that failed.
     pub async fn mirror(&mut self, state: &ProxyState) -> Result<bool, FilesError> {
-        self.write(state, Write::Mirror).await
+        if let Some(e) = self.shared.lock().failed.take() {
+            self.mirrored = None;
+            return Err(e);
+        }
+        if self.mirrored.as_ref() == Some(state) {
+            return Ok(false);
+        }
+        self.mirrored = Some(state.clone());
+        let start = {
+            let mut shared = self.shared.lock();
+            shared.pending = Some((state.clone(), self.loaded_defaults.clone()));
+            !std::mem::replace(&mut shared.running, true)
+        };
+        if start {
+            let (shared, files, render) =
+                (self.shared.clone(), self.files.clone(), self.render.clone());
+            self.writing = Some(tokio::task::spawn_blocking(move || {
+                mirror_job(&shared, &files, &render)
+            }));
+        }
+        Ok(true)
     }
 
     /// Render and write the files a reload is about to load; returns once they are on disk.
     /// They become the last good copy only if HAProxy accepts them ([`FileWriter::save_good`]).
+    /// A mirror still waiting is dropped (the reload's files supersede it).
     pub async fn candidate(&mut self, state: &ProxyState) -> Result<bool, FilesError> {
-        self.write(state, Write::Candidate).await
-    }
-
-    async fn write(&mut self, state: &ProxyState, kind: Write) -> Result<bool, FilesError> {
-        let config = render::config_keeping(state, &self.render, &self.loaded_defaults());
+        self.shared.lock().pending = None;
+        self.flush().await?;
+        let config = render::config_keeping(state, &self.render, &self.loaded_defaults);
         let map = render::hosts_map(state);
         let changed = !self
+            .shared
+            .lock()
             .written
             .as_ref()
             .is_some_and(|w| w.config == config && w.map == map);
+        // What a mirror of this state would write next is what is on disk after this.
+        self.mirrored = None;
         if changed {
-            self.flush().await?;
             let files = self.files.clone();
-            let (config_text, map_text) = (config.clone(), map.clone());
-            self.written = Some(Written {
-                config,
-                map,
-                options: options_of(state),
-            });
-            self.writing = Some(tokio::task::spawn_blocking(move || {
-                files.write_text(&config_text, &map_text)?;
-                if kind == Write::Mirror {
-                    files.save_good()?;
+            let options = options_of(state);
+            let done = tokio::task::spawn_blocking(move || {
+                files.write_text(&config, &map).map(|()| Written {
+                    config,
+                    map,
+                    options,
+                })
+            })
+            .await;
+            match self.joined(done) {
+                Ok(w) => self.shared.lock().written = Some(w),
+                Err(e) => {
+                    self.shared.lock().written = None;
+                    return Err(e);
                 }
-                debug!(config = %files.config_path().display(), "files written");
-                Ok(())
-            }));
-        }
-        if kind == Write::Candidate {
-            self.flush().await?;
+            }
         }
         Ok(changed)
     }
 
-    /// Wait for the files being written, if any. A failed write is reported here, and the
-    /// next pass writes them again.
+    /// Wait for the mirror job to write every state handed over. A failed write is reported
+    /// here, and the next mirror writes the files again.
     pub async fn flush(&mut self) -> Result<(), FilesError> {
+        self.wait_idle().await?;
+        match self.shared.lock().failed.take() {
+            Some(e) => {
+                self.mirrored = None;
+                Err(e)
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Wait for the mirror job to end (it ends when no state is waiting).
+    async fn wait_idle(&mut self) -> Result<(), FilesError> {
         let Some(writing) = self.writing.take() else {
             return Ok(());
         };
-        let result = self.joined(writing.await);
-        if result.is_err() {
-            self.written = None;
-        }
-        result
+        self.joined(writing.await.map(Ok))
     }
 
     /// The files just written were accepted by a reload: keep them as the last good ones.
@@ -192,7 +276,8 @@ impl FileWriter {
     /// A reload failed: put the last good files back, and remember what they say.
     pub async fn restore_good(&mut self) -> Result<(), FilesError> {
         self.on_files(Files::restore_good).await?;
-        self.written = read(&self.files);
+        self.shared.lock().written = read(&self.files);
+        self.mirrored = None;
         Ok(())
     }
 
@@ -207,12 +292,16 @@ impl FileWriter {
         self.joined(done)
     }
 
-    /// A file task's outcome; a task that panicked is an error on the config dir.
-    fn joined(
+    /// A file task's outcome; a task that panicked is an error on the config dir (and what
+    /// the files say is unknown).
+    fn joined<T>(
         &self,
-        done: Result<Result<(), FilesError>, tokio::task::JoinError>,
-    ) -> Result<(), FilesError> {
+        done: Result<Result<T, FilesError>, tokio::task::JoinError>,
+    ) -> Result<T, FilesError> {
         done.unwrap_or_else(|e| {
+            let mut shared = self.shared.lock();
+            shared.written = None;
+            shared.running = false;
             Err(FilesError {
                 path: self.files.dir().to_owned(),
                 source: std::io::Error::other(format!("file task failed: {e}")),
@@ -221,13 +310,48 @@ impl FileWriter {
     }
 }
 
-/// Why the files are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Write {
-    /// What HAProxy holds: in the background, and the last good copy once on disk.
-    Mirror,
-    /// What a reload will load: waited for, good only once HAProxy accepts it.
-    Candidate,
+/// The mirror job: render and write the newest waiting state until none is left. Blocking.
+fn mirror_job(shared: &Mutex<Shared>, files: &Files, settings: &RenderSettings) {
+    loop {
+        let (state, keep, mut sections, unchanged) = {
+            let mut s = shared.lock();
+            let Some((state, keep)) = s.pending.take() else {
+                s.running = false;
+                return;
+            };
+            let sections = std::mem::take(&mut s.sections);
+            (state, keep, sections, s.written.take())
+        };
+        let config = render::config_cached(&state, settings, &keep, &mut sections);
+        let map = render::hosts_map(&state);
+        let same = unchanged
+            .as_ref()
+            .is_some_and(|w| w.config == config && w.map == map);
+        let outcome = if same {
+            Ok(unchanged)
+        } else {
+            files
+                .write_text(&config, &map)
+                .and_then(|()| files.save_good())
+                .map(|()| {
+                    debug!(config = %files.config_path().display(), "files written");
+                    Some(Written {
+                        config,
+                        map,
+                        options: options_of(&state),
+                    })
+                })
+        };
+        let mut s = shared.lock();
+        s.sections = sections;
+        match outcome {
+            Ok(written) => s.written = written,
+            Err(e) => {
+                s.written = None;
+                s.failed = Some(e);
+            }
+        }
+    }
 }
 
 /// The files on disk, with the options their config gives each backend.
@@ -269,6 +393,38 @@ mod tests {
     proptest! {
         /// The writer keeps the options of the state it rendered instead of parsing the text
         /// back: both must agree.
+        /// The cached render is a cache only: after rendering one state, a second one that
+        /// shares some of its backends, changes some and drops some renders to exactly the
+        /// bytes of an uncached render.
+        #[test]
+        fn a_render_reusing_the_sections_of_the_last_one_gives_the_same_bytes(
+            first in crate::plan::strategy::proxy_state(),
+            other in crate::plan::strategy::proxy_state(),
+            keep_every in 1usize..4,
+        ) {
+            let mut sections = render::Sections::default();
+            let none = BTreeSet::new();
+            render::config_cached(&first, &settings(), &none, &mut sections);
+            let mut second = first.clone();
+            second.backends = first
+                .backends
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % keep_every == 0)
+                .map(|(_, (n, b))| (n.clone(), b.clone()))
+                .collect();
+            second.backends.extend(other.backends.clone());
+            second.hosts = other.hosts.clone();
+            prop_assert_eq!(
+                render::config_cached(&second, &settings(), &none, &mut sections),
+                render::config_keeping(&second, &settings(), &none)
+            );
+            prop_assert_eq!(
+                render::config_cached(&first, &settings(), &none, &mut sections),
+                render::config_keeping(&first, &settings(), &none)
+            );
+        }
+
         #[test]
         fn the_options_of_a_rendered_state_are_those_its_config_gives(
             state in crate::plan::strategy::proxy_state()

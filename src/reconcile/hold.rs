@@ -93,11 +93,11 @@ mod tests {
                 .collect();
             s.backends.insert(
                 BackendName::parse(name).expect("name"),
-                BackendState {
+                std::sync::Arc::new(BackendState {
                     mode: Mode::Task,
                     servers,
                     options: Default::default(),
-                },
+                }),
             );
         }
         s
@@ -149,7 +149,8 @@ mod tests {
         // A slot's address and state are runtime matters: the same reload.
         let mut moved = state(&[("web", 42)]);
         let web = BackendName::parse("web").expect("name");
-        let slot = &mut moved.backends.get_mut(&web).expect("web").servers[0];
+        let slot =
+            &mut std::sync::Arc::make_mut(moved.backends.get_mut(&web).expect("web")).servers[0];
         slot.addr = "10.0.0.7:8080".parse().expect("addr");
         slot.admin = Admin::Ready;
         assert_eq!(reload_key(&moved, "template"), refused);

@@ -521,5 +521,5 @@ pub fn route(state: &mut ProxyState, name: &str, backend: BackendState, hosts: &
             MapValue::backend(&name, 0),
         );
     }
-    state.backends.insert(name, backend);
+    state.backends.insert(name, std::sync::Arc::new(backend));
 }

@@ -171,11 +171,11 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
             let options = BackendOptions::default();
             (
                 name.clone(),
-                BackendState {
+                std::sync::Arc::new(BackendState {
                     mode,
                     servers,
                     options,
-                },
+                }),
             )
         })
         .collect();

@@ -58,11 +58,11 @@ pub fn slotted_state() -> anyhow::Result<ProxyState> {
         );
         state.backends.insert(
             name,
-            BackendState {
+            std::sync::Arc::new(BackendState {
                 options: Default::default(),
                 mode: Mode::Task,
                 servers,
-            },
+            }),
         );
     }
     Ok(state)
