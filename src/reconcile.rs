@@ -343,8 +343,9 @@ impl Reconciler {
         let now = SystemTime::now();
         let observer = &self.observer;
         let convergence = &mut self.convergence;
-        let samples =
-            observer.with_task_times(|times| convergence.observe(snap, state, times, now));
+        let samples = observer.with_task_times(|times| {
+            convergence.observe_changed(snap, state, times, Some(changed), now)
+        });
         observer.converged(&samples);
         if !changed.is_empty() {
             let ids = snap

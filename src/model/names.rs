@@ -83,9 +83,14 @@ impl BackendName {
     /// The service this backend routes to: the name without its generation suffix (`web` for
     /// `web` and `web:3`).
     pub fn service(&self) -> &str {
-        match self.0.rsplit_once(GENERATION_SEP) {
+        Self::service_of(&self.0)
+    }
+
+    /// [`BackendName::service`] of a backend name given as text.
+    pub fn service_of(name: &str) -> &str {
+        match name.rsplit_once(GENERATION_SEP) {
             Some((service, n)) if parse_generation(n).is_some() => service,
-            _ => &self.0,
+            _ => name,
         }
     }
 

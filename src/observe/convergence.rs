@@ -4,12 +4,12 @@
 //! shutdown) to the first pass that saw HAProxy send it nothing new. Pure: the time of the
 //! pass is passed in.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
 use crate::haproxy::{Admin, ProxyState};
-use crate::model::{DesiredTaskState, Mode, Snapshot, TaskState};
+use crate::model::{BackendName, DesiredTaskState, Mode, Snapshot, TaskState};
 
 /// Docker's timestamps of one task, as the task list gives them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -39,10 +39,19 @@ impl Phase {
 /// What was seen of each task so far. Entries of tasks no longer listed are dropped.
 #[derive(Debug, Default)]
 pub struct Convergence {
-    /// When a pass first saw HAProxy hold the task in that phase.
-    held: HashMap<(String, Phase), SystemTime>,
-    /// Already measured.
-    done: HashSet<(String, Phase)>,
+    /// When a pass first saw HAProxy hold the task (by id) in that phase: running, stopping.
+    held: [HashMap<String, SystemTime>; 2],
+    /// Already measured, per phase.
+    done: [HashSet<String>; 2],
+}
+
+impl Phase {
+    fn index(self) -> usize {
+        match self {
+            Phase::TaskRunning => 0,
+            Phase::TaskStopping => 1,
+        }
+    }
 }
 
 impl Convergence {
@@ -59,21 +68,60 @@ impl Convergence {
         times: &HashMap<String, TaskTimes>,
         now: SystemTime,
     ) -> Vec<(Phase, Duration)> {
+        self.observe_changed(snap, state, times, None, now)
+    }
+
+    /// [`Convergence::observe`] after a pass that changed only the backends `changed` (`None`:
+    /// any): a task is looked at when its service's backends changed or Docker's timestamps
+    /// of it are known, so a pass costs in proportion to its change, not to every task (a
+    /// task HAProxy starts or stops holding is in a changed backend in that pass; one whose
+    /// timestamp comes later is in `times`).
+    pub fn observe_changed(
+        &mut self,
+        snap: &Snapshot,
+        state: &ProxyState,
+        times: &HashMap<String, TaskTimes>,
+        changed: Option<&BTreeSet<String>>,
+        now: SystemTime,
+    ) -> Vec<(Phase, Duration)> {
         let names: HashMap<&str, &str> = snap
             .services
             .iter()
             .map(|s| (s.id.as_str(), s.name.as_str()))
             .collect();
+        // The services whose backends changed.
+        let touched: Option<HashSet<&str>> = changed.map(|c| {
+            c.iter()
+                .map(|b| BackendName::service_of(b.as_str()))
+                .collect()
+        });
+        let mut listed: HashSet<&str> = HashSet::with_capacity(snap.tasks.len());
+        let mut candidates = Vec::new();
+        for t in &snap.tasks {
+            listed.insert(t.id.as_str());
+            let Some(service) = names.get(t.service_id.as_str()) else {
+                continue;
+            };
+            let look = match &touched {
+                None => true,
+                Some(touched) => touched.contains(service) || times.contains_key(&t.id),
+            };
+            if look {
+                candidates.push((t, *service));
+            }
+        }
+        // Each candidate service's task servers (every generation): address -> the readiest
+        // admin state of a slot holding it (one IP in two slots, an address reused: ready wins).
+        let wanted: HashSet<&str> = candidates.iter().map(|(_, s)| *s).collect();
         let mut servers: HashMap<(&str, IpAddr), Admin> = HashMap::new();
         for (name, b) in &state.backends {
-            if b.mode != Mode::Task {
+            if b.mode != Mode::Task || !wanted.contains(name.service()) {
                 continue;
             }
             for s in b.servers.iter().filter(|s| !s.is_free()) {
                 let admin = servers
                     .entry((name.service(), s.addr.ip()))
                     .or_insert(s.admin);
-                // One IP in two slots (an address reused): ready wins.
                 if s.admin == Admin::Ready {
                     *admin = Admin::Ready;
                 }
@@ -81,22 +129,17 @@ impl Convergence {
         }
         let serving = state.serving_by_service();
         let mut samples = Vec::new();
-        let mut listed = HashSet::new();
-        for t in &snap.tasks {
-            let Some(service) = names.get(t.service_id.as_str()) else {
-                continue;
-            };
+        for (t, service) in candidates {
             if !serving
                 .get(service)
                 .is_some_and(|(_, b)| b.mode == Mode::Task)
             {
                 continue;
             }
-            listed.insert(t.id.as_str());
             let admin = t
                 .addresses
                 .iter()
-                .filter_map(|a| servers.get(&(*service, a.addr)))
+                .filter_map(|a| servers.get(&(service, a.addr)))
                 .min()
                 .copied();
             let ready = admin == Some(Admin::Ready);
@@ -105,15 +148,22 @@ impl Convergence {
                     Phase::TaskRunning
                 }
                 DesiredTaskState::Shutdown
-                    if !ready && self.held.contains_key(&(t.id.clone(), Phase::TaskRunning)) =>
+                    if !ready
+                        && self.held[Phase::TaskRunning.index()].contains_key(t.id.as_str()) =>
                 {
                     Phase::TaskStopping
                 }
                 _ => continue,
             };
-            let key = (t.id.clone(), phase);
-            let held = *self.held.entry(key.clone()).or_insert(now);
-            if self.done.contains(&key) {
+            let i = phase.index();
+            let held = match self.held[i].get(t.id.as_str()) {
+                Some(held) => *held,
+                None => {
+                    self.held[i].insert(t.id.clone(), now);
+                    now
+                }
+            };
+            if self.done[i].contains(t.id.as_str()) {
                 continue;
             }
             let stamp = times.get(&t.id).and_then(|x| match phase {
@@ -122,11 +172,15 @@ impl Convergence {
             });
             if let Some(stamp) = stamp {
                 samples.push((phase, held.duration_since(stamp).unwrap_or(Duration::ZERO)));
-                self.done.insert(key);
+                self.done[i].insert(t.id.clone());
             }
         }
-        self.held.retain(|(id, _), _| listed.contains(id.as_str()));
-        self.done.retain(|(id, _)| listed.contains(id.as_str()));
+        for held in &mut self.held {
+            held.retain(|id, _| listed.contains(id.as_str()));
+        }
+        for done in &mut self.done {
+            done.retain(|id| listed.contains(id.as_str()));
+        }
         samples
     }
 }
@@ -176,6 +230,49 @@ mod tests {
                 shutdown: shutdown.map(at),
             },
         )])
+    }
+
+    #[test]
+    fn a_pass_scoped_to_its_changed_backends_measures_a_task_whose_timestamp_comes_later() {
+        let mut c = Convergence::default();
+        let s = snap(DesiredTaskState::Running);
+        let web = BTreeSet::from(["web".to_owned()]);
+        let none = BTreeSet::new();
+        // The pass that put the task in: its backend changed, Docker's timestamp not known yet.
+        let first = c.observe_changed(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &HashMap::new(),
+            Some(&web),
+            at(5),
+        );
+        assert!(first.is_empty());
+        // A later pass changed nothing; the task list now gives the timestamp: measured from
+        // when HAProxy was first seen holding the task.
+        let got = c.observe_changed(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &times(Some(3), None),
+            Some(&none),
+            at(50),
+        );
+        assert_eq!(got, vec![(Phase::TaskRunning, Duration::from_millis(2))]);
+    }
+
+    #[test]
+    fn a_pass_that_changed_other_backends_leaves_a_task_without_timestamps_alone() {
+        let mut c = Convergence::default();
+        let s = snap(DesiredTaskState::Running);
+        let api = BTreeSet::from(["api".to_owned()]);
+        let got = c.observe_changed(
+            &s,
+            &proxy(Some(Admin::Ready)),
+            &HashMap::new(),
+            Some(&api),
+            at(5),
+        );
+        assert!(got.is_empty());
+        assert!(c.held.iter().all(HashMap::is_empty), "{c:?}");
     }
 
     #[test]
@@ -247,6 +344,9 @@ mod tests {
             at(0),
         );
         c.observe(&Snapshot::default(), &proxy(None), &t, at(1));
-        assert!(c.held.is_empty() && c.done.is_empty());
+        assert!(
+            c.held.iter().all(HashMap::is_empty) && c.done.iter().all(HashSet::is_empty),
+            "{c:?}"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use parking_lot::Mutex;
 
-use crate::haproxy::{ProxyState, Server};
+use crate::haproxy::{BackendState, ProxyState, Server};
 use crate::model::{BackendName, Desired, LabelError, Snapshot};
 
 pub use changes::ReloadReason;
@@ -43,7 +43,8 @@ struct Shared {
     /// The label-problem series exported, so fixed ones go to 0.
     problem_series: BTreeSet<metrics::ProblemLabels>,
     /// Backends with slot series, so a removed backend's series go.
-    backends: BTreeSet<String>,
+    /// Each backend as the slot gauges last showed it.
+    backends: HashMap<BackendName, Arc<BackendState>>,
     haproxy_version: Option<String>,
     passes_ok: u64,
     last_pass_ok: bool,
@@ -172,36 +173,49 @@ impl Observer {
         m.haproxy_up.set(1);
         m.backends.set(gauge(state.backends.len()));
         m.routed_services.set(gauge(state.backends.len()));
-        let mut names = BTreeSet::new();
+        let set = |name: &BackendName, st: &str, n: usize| {
+            m.slots
+                .get_or_create(&metrics::SlotLabels {
+                    service: name.service().to_owned(),
+                    backend: name.as_str().to_owned(),
+                    state: st.to_owned(),
+                })
+                .set(gauge(n));
+        };
+        let mut shared = self.shared.lock();
+        // Only backends that changed since the last pass (a backend the state still shares
+        // is the same value: see `ProxyState::backends`).
         for (name, b) in &state.backends {
+            if shared
+                .backends
+                .get(name)
+                .is_some_and(|seen| Arc::ptr_eq(seen, b))
+            {
+                continue;
+            }
             let free = b.servers.iter().filter(|s| Server::is_free(s)).count();
-            let set = |st: &str, n: usize| {
-                m.slots
-                    .get_or_create(&metrics::SlotLabels {
+            set(name, "used", b.servers.len() - free);
+            set(name, "free", free);
+            shared.backends.insert(name.clone(), b.clone());
+        }
+        if shared.backends.len() > state.backends.len() {
+            let gone: Vec<BackendName> = shared
+                .backends
+                .keys()
+                .filter(|n| !state.backends.contains_key(*n))
+                .cloned()
+                .collect();
+            for name in gone {
+                for st in ["used", "free"] {
+                    m.slots.remove(&metrics::SlotLabels {
                         service: name.service().to_owned(),
                         backend: name.as_str().to_owned(),
                         state: st.to_owned(),
-                    })
-                    .set(gauge(n));
-            };
-            set("used", b.servers.len() - free);
-            set("free", free);
-            names.insert(name.as_str().to_owned());
-        }
-        let mut shared = self.shared.lock();
-        for gone in shared.backends.difference(&names) {
-            let service = BackendName::parse(gone)
-                .map(|b| b.service().to_owned())
-                .unwrap_or_else(|_| gone.clone());
-            for st in ["used", "free"] {
-                m.slots.remove(&metrics::SlotLabels {
-                    service: service.clone(),
-                    backend: gone.clone(),
-                    state: st.to_owned(),
-                });
+                    });
+                }
+                shared.backends.remove(&name);
             }
         }
-        shared.backends = names;
         shared.passes_ok += 1;
         shared.last_pass_ok = true;
         shared.last_error = None;
