@@ -66,8 +66,8 @@ fn running(service: &str, ns: &[u8]) -> Vec<Task> {
 
 fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     Snapshot {
-        services,
-        tasks,
+        services: swarm_lb::model::shared(services),
+        tasks: swarm_lb::model::shared(tasks),
         networks: vec![Network {
             id: NET.to_owned(),
             name: "front".to_owned(),
@@ -323,14 +323,15 @@ async fn status_matches_show_servers_state_and_readyz_needs_docker_and_a_pass() 
 async fn add_api(rig: &mut Rig, snap: &mut Snapshot, n: u8) -> Duration {
     let name = format!("api{n}");
     let host = format!("{name}.test");
-    snap.services.push(service(
+    snap.services.push(std::sync::Arc::new(service(
         &name,
         &[
             ("com.docker.lb.hosts", &host),
             ("com.docker.lb.port", "8080"),
         ],
-    ));
-    snap.tasks.extend(running(&name, &[10 + n]));
+    )));
+    snap.tasks
+        .extend(swarm_lb::model::shared(running(&name, &[10 + n])));
     let started = std::time::Instant::now();
     rig.pass(snap.clone()).await;
     started.elapsed()

@@ -73,8 +73,8 @@ fn running(service: &str, ns: &[u8]) -> Vec<Task> {
 
 fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
     Snapshot {
-        services,
-        tasks,
+        services: swarm_lb::model::shared(services),
+        tasks: swarm_lb::model::shared(tasks),
         networks: vec![Network {
             id: NET.to_owned(),
             name: "front".to_owned(),

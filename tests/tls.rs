@@ -443,8 +443,8 @@ mod driver {
 
     fn snapshot(service: Service, n: u8) -> Snapshot {
         Snapshot {
-            services: vec![service],
-            tasks: vec![Task {
+            services: vec![std::sync::Arc::new(service)],
+            tasks: vec![std::sync::Arc::new(Task {
                 id: "task-web-1".into(),
                 service_id: "id-web".into(),
                 slot: Some(1),
@@ -454,7 +454,7 @@ mod driver {
                     network: NET.to_owned(),
                     addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)),
                 }],
-            }],
+            })],
             networks: vec![Network {
                 id: NET.to_owned(),
                 name: "front".to_owned(),

@@ -34,10 +34,12 @@ fn service(id: &str, labels: BTreeMap<String, String>) -> Service {
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    let (a, b) = text.split_once("\n--\n").unwrap_or((&text, "hosts=a.example\nport=80"));
+    let (a, b) = text
+        .split_once("\n--\n")
+        .unwrap_or((&text, "hosts=a.example\nport=80"));
     let snap = Snapshot {
-        services: vec![service("a", labels(a)), service("b", labels(b))],
-        tasks: vec![Task {
+        services: swarm_lb::model::shared(vec![service("a", labels(a)), service("b", labels(b))]),
+        tasks: swarm_lb::model::shared(vec![Task {
             id: "t1".to_owned(),
             service_id: "a".to_owned(),
             slot: Some(1),
@@ -47,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 network: "n1".to_owned(),
                 addr: "10.0.0.5".parse().expect("ip"),
             }],
-        }],
+        }]),
         networks: vec![Network {
             id: "n1".to_owned(),
             name: "front".to_owned(),

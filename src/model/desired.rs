@@ -30,7 +30,7 @@ pub fn desired(
         settings,
         tasks_of: super::tasks_by_service(&snap.tasks),
     };
-    let mut services: Vec<&Service> = snap.services.iter().collect();
+    let mut services: Vec<&Service> = snap.services.iter().map(|s| &**s).collect();
     services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
 
     let mut out = Desired::default();
@@ -472,8 +472,8 @@ mod tests {
 
     fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
         Snapshot {
-            services,
-            tasks,
+            services: crate::model::shared(services),
+            tasks: crate::model::shared(tasks),
             networks: networks(),
         }
     }

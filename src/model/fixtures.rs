@@ -38,14 +38,14 @@ pub(crate) fn task(id: &str, slot: u64, ip: &str, desired_state: DesiredTaskStat
 /// Service `web` (id `sid`, no labels) with `tasks`.
 pub(crate) fn web(tasks: Vec<Task>) -> Snapshot {
     Snapshot {
-        services: vec![Service {
+        services: super::shared(vec![Service {
             id: "sid".into(),
             name: "web".into(),
             labels: Default::default(),
             networks: vec![],
             vips: vec![],
-        }],
-        tasks,
+        }]),
+        tasks: super::shared(tasks),
         networks: vec![],
     }
 }

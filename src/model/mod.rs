@@ -13,6 +13,7 @@ pub mod routes;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 pub use desired::desired;
 pub use labels::{
@@ -56,7 +57,7 @@ pub struct RouteInForce {
 }
 
 /// The tasks of each service (by service id), in snapshot order.
-pub fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
+pub fn tasks_by_service(tasks: &[Arc<Task>]) -> BTreeMap<&str, Vec<&Task>> {
     let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
     for task in tasks {
         by_service
@@ -67,11 +68,20 @@ pub fn tasks_by_service(tasks: &[Task]) -> BTreeMap<&str, Vec<&Task>> {
     by_service
 }
 
+/// `items` as the shared values a [`Snapshot`] holds (for building one by hand: tests,
+/// benchmarks).
+pub fn shared<T>(items: Vec<T>) -> Vec<Arc<T>> {
+    items.into_iter().map(Arc::new).collect()
+}
+
 /// Everything the driver knows about Swarm at one moment.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub tasks: Vec<Task>,
+    /// Shared: a snapshot made from another (a listing merged, the fast path laid over it)
+    /// copies a pointer per service and task it keeps, and compares them by address first.
+    pub services: Vec<Arc<Service>>,
+    /// Sorted by task id (see `swarm::convert::sort_tasks`), shared like `services`.
+    pub tasks: Vec<Arc<Task>>,
     pub networks: Vec<Network>,
 }
 

@@ -353,14 +353,14 @@ mod tests {
 
     fn snap() -> Snapshot {
         Snapshot {
-            services: vec![Service {
+            services: crate::model::shared(vec![Service {
                 id: "sid".into(),
                 name: "web".into(),
                 labels: Default::default(),
                 networks: vec!["n".into()],
                 vips: vec![],
-            }],
-            tasks: vec![Task {
+            }]),
+            tasks: crate::model::shared(vec![Task {
                 id: "t2".into(),
                 service_id: "sid".into(),
                 slot: Some(2),
@@ -370,7 +370,7 @@ mod tests {
                     network: "n".into(),
                     addr: "10.0.0.2".parse().unwrap(),
                 }],
-            }],
+            }]),
             networks: vec![],
         }
     }

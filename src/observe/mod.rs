@@ -481,6 +481,7 @@ mod tests {
                     networks: vec![],
                     vips: vec![],
                 })
+                .map(std::sync::Arc::new)
                 .collect(),
             ..Snapshot::default()
         }

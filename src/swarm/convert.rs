@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bollard::models;
@@ -28,19 +29,44 @@ pub(super) fn service_filter(services: &BTreeSet<ServiceId>) -> String {
 /// `tasks` (a listing's, sorted by id) with those of `services` replaced by `fresh`: what a
 /// poll of some services' tasks makes of the last listing. Sorted by id.
 pub(super) fn merge_service_tasks(
-    tasks: Vec<Task>,
+    tasks: Vec<Arc<Task>>,
     services: &BTreeSet<ServiceId>,
     fresh: Vec<Task>,
-) -> Vec<Task> {
+) -> Vec<Arc<Task>> {
+    // A task of another service in the reply (a filter Docker did not apply) is dropped:
+    // the listing of that service stays as it was.
+    let fresh: Vec<Task> = fresh
+        .into_iter()
+        .filter(|t| services.contains(&t.service_id))
+        .collect();
+    let fresh = share(&tasks, fresh, |t| &t.id);
     let kept = tasks
         .into_iter()
         .filter(|t| !services.contains(&t.service_id));
-    // A task of another service in the reply (a filter Docker did not apply) is dropped:
-    // the listing of that service stays as it was.
-    let fresh = fresh
-        .into_iter()
-        .filter(|t| services.contains(&t.service_id));
     sort_tasks(kept.chain(fresh).collect())
+}
+
+/// `fresh` as shared values, each the value of `prev` (sorted by `key`) when equal to it: an
+/// item a listing shows unchanged stays the same `Arc`, so snapshots compare it by address
+/// and what is derived from it (the desired routing of a service) is not derived again.
+pub(super) fn share<T: PartialEq>(
+    prev: &[Arc<T>],
+    fresh: Vec<T>,
+    key: impl Fn(&T) -> &str,
+) -> Vec<Arc<T>> {
+    fresh
+        .into_iter()
+        .map(|item| {
+            let old = prev
+                .binary_search_by(|p| key(p).cmp(key(&item)))
+                .ok()
+                .map(|i| &prev[i]);
+            match old {
+                Some(old) if **old == item => old.clone(),
+                _ => Arc::new(item),
+            }
+        })
+        .collect()
 }
 
 /// `prev` with the services of `scope` as `raw` lists them now (those absent are gone) and
@@ -57,6 +83,7 @@ pub(super) fn merge_services(
         snapshot,
         mut progress,
     } = prev;
+    let fresh = share(&snapshot.services, fresh, |s| &s.id);
     let mut merged: Vec<_> = snapshot
         .services
         .into_iter()
@@ -123,15 +150,36 @@ pub(super) fn listing(
     networks.sort_by(|a, b| a.id.cmp(&b.id));
     Listing {
         snapshot: Snapshot {
-            services,
-            tasks: sort_tasks(tasks),
+            services: services.into_iter().map(Arc::new).collect(),
+            tasks: sort_tasks(tasks.into_iter().map(Arc::new).collect()),
             networks,
         },
         progress,
     }
 }
 
-pub(super) fn sort_tasks(mut tasks: Vec<Task>) -> Vec<Task> {
+/// `listing` with the services and tasks that `prev` holds unchanged shared with it (see
+/// [`share`]): a full listing (a resync) leaves what did not change the same values.
+pub(super) fn share_listing(prev: &Snapshot, listing: Listing) -> Listing {
+    fn unshare<T: Clone>(v: Vec<Arc<T>>) -> Vec<T> {
+        v.into_iter()
+            .map(|a| Arc::try_unwrap(a).unwrap_or_else(|a| (*a).clone()))
+            .collect()
+    }
+    let Listing { snapshot, progress } = listing;
+    let services = share(&prev.services, unshare(snapshot.services), |s| &s.id);
+    let tasks = share(&prev.tasks, unshare(snapshot.tasks), |t| &t.id);
+    Listing {
+        snapshot: Snapshot {
+            services,
+            tasks,
+            networks: snapshot.networks,
+        },
+        progress,
+    }
+}
+
+pub(super) fn sort_tasks(mut tasks: Vec<Arc<Task>>) -> Vec<Arc<Task>> {
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
     tasks
 }
@@ -585,6 +633,34 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn a_merge_keeps_the_shared_value_of_each_task_listed_unchanged() {
+        let task = |id: &str, service: &str| Task {
+            id: id.into(),
+            service_id: service.into(),
+            slot: None,
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![],
+        };
+        let listed = crate::model::shared(vec![task("a1", "a"), task("b1", "b"), task("b2", "b")]);
+        let scope = BTreeSet::from(["b".to_string()]);
+        let mut moved = task("b2", "b");
+        moved.slot = Some(7);
+        let fresh = vec![task("b1", "b"), moved];
+        let merged = merge_service_tasks(listed.clone(), &scope, fresh);
+        assert!(
+            Arc::ptr_eq(&merged[0], &listed[0]),
+            "another service's task"
+        );
+        assert!(
+            Arc::ptr_eq(&merged[1], &listed[1]),
+            "listed again unchanged"
+        );
+        assert!(!Arc::ptr_eq(&merged[2], &listed[2]), "changed");
+        assert_eq!(merged[2].slot, Some(7));
+    }
+
+    #[test]
     fn a_service_poll_replaces_that_services_tasks_and_keeps_the_others() {
         let task = |id: &str, service: &str| Task {
             id: id.into(),
@@ -594,7 +670,7 @@ mod tests {
             desired_state: DesiredTaskState::Running,
             addresses: vec![],
         };
-        let listed = vec![task("a1", "a"), task("b1", "b"), task("b2", "b")];
+        let listed = crate::model::shared(vec![task("a1", "a"), task("b1", "b"), task("b2", "b")]);
         let scope = BTreeSet::from(["b".to_string()]);
         let fresh = vec![task("b3", "b"), task("b1", "b"), task("c9", "c")];
         let merged = merge_service_tasks(listed, &scope, fresh);

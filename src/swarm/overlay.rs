@@ -28,6 +28,7 @@
 //! [`running_without_inspection`] publishes a start with no call to the engine at all.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -186,7 +187,12 @@ impl Overlay {
 
     /// Feeds a listing of all tasks (sorted by id, as listings are) whose request went out at
     /// `listed_at`: drops the entries it agrees with, and those older than the ttl at `now`.
-    pub fn observe(&mut self, listed: &[Task], listed_at: Instant, now: Instant) -> Vec<Dropped> {
+    pub fn observe(
+        &mut self,
+        listed: &[Arc<Task>],
+        listed_at: Instant,
+        now: Instant,
+    ) -> Vec<Dropped> {
         let find = |id: &str| {
             let i = listed.binary_search_by(|t| t.id.as_str().cmp(id)).ok()?;
             listed.get(i)
@@ -259,13 +265,17 @@ impl Overlay {
             return snapshot.clone();
         }
         let mut listed = BTreeSet::new();
-        let mut tasks: Vec<Task> = snapshot
+        let mut tasks: Vec<Arc<Task>> = snapshot
             .tasks
             .iter()
             .map(|t| match self.entries.get(&t.id) {
                 Some(e) => {
                     listed.insert(t.id.as_str());
-                    e.over(t)
+                    let over = e.over(t);
+                    match over == **t {
+                        true => t.clone(),
+                        false => Arc::new(over),
+                    }
                 }
                 None => t.clone(),
             })
@@ -276,7 +286,7 @@ impl Overlay {
                 && e.state == Some(TaskState::Running)
                 && e.node.is_none()
             {
-                tasks.push(e.unlisted(id));
+                tasks.push(Arc::new(e.unlisted(id)));
             }
         }
         Snapshot {
@@ -447,7 +457,7 @@ mod tests {
 
     fn snap(tasks: Vec<Task>) -> Snapshot {
         Snapshot {
-            tasks,
+            tasks: crate::model::shared(tasks),
             ..Snapshot::default()
         }
     }
@@ -480,7 +490,7 @@ mod tests {
         );
         let new = out.tasks.iter().find(|t| t.id == "new").expect("added");
         assert_eq!(
-            new,
+            &**new,
             &Task {
                 id: "new".into(),
                 service_id: "svc".into(),
@@ -688,7 +698,7 @@ mod tests {
                 let mut b = task("b", S::Running, D::Running);
                 b.slot = None;
                 b.addresses = vec![addr(9)];
-                b
+                Arc::new(b)
             }]
         );
         assert_eq!(o.next_expiry(), Some(t0 + 10 * MS + TTL));

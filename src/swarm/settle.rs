@@ -234,6 +234,7 @@ pub(super) fn is_settled(progress: ServiceProgress, tasks: &[&Task]) -> bool {
 mod tests {
     use super::*;
     use crate::model::{Service, Snapshot};
+    use std::sync::Arc;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -263,14 +264,14 @@ mod tests {
     fn listing(replicas: u64, tasks: Vec<Task>) -> Listing {
         Listing {
             snapshot: Snapshot {
-                services: vec![Service {
+                services: crate::model::shared(vec![Service {
                     id: "s".into(),
                     name: "s".into(),
                     labels: [(labels::HOSTS.to_owned(), "s.example".to_owned())].into(),
                     networks: vec![],
                     vips: vec![],
-                }],
-                tasks,
+                }]),
+                tasks: crate::model::shared(tasks),
                 networks: vec![],
             },
             progress: BTreeMap::from([(
@@ -418,7 +419,7 @@ mod tests {
         gone.snapshot.services.clear();
         gone.progress.clear();
         assert_eq!(s.observe(&gone, t0 + 300 * MS), vec![]);
-        gone.snapshot.tasks[0].state = Finished;
+        Arc::make_mut(&mut gone.snapshot.tasks[0]).state = Finished;
         assert!(matches!(
             s.observe(&gone, t0 + 400 * MS)[..],
             [Outcome::Settled { .. }]
@@ -442,11 +443,13 @@ mod tests {
     fn a_service_this_proxy_cannot_route_is_never_polled_for() {
         let moving = vec![task("t1", "s", Starting, WantRun)];
         let mut other_cluster = listing(1, moving.clone());
-        other_cluster.snapshot.services[0]
+        Arc::make_mut(&mut other_cluster.snapshot.services[0])
             .labels
             .insert(labels::SERVICE_CLUSTER.to_owned(), "other".to_owned());
         let mut unlabelled = listing(1, moving.clone());
-        unlabelled.snapshot.services[0].labels.clear();
+        Arc::make_mut(&mut unlabelled.snapshot.services[0])
+            .labels
+            .clear();
         for l in [other_cluster, unlabelled] {
             let mut s = Settler::new(opts(), None);
             let now = Instant::now();

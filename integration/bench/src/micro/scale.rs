@@ -334,8 +334,8 @@ pub fn snapshot(moved: bool) -> Snapshot {
         }
     }
     Snapshot {
-        services,
-        tasks,
+        services: swarm_lb::model::shared(services),
+        tasks: swarm_lb::model::shared(tasks),
         networks: vec![Network {
             id: NETWORK.to_owned(),
             name: "bench-overlay".to_owned(),
