@@ -725,6 +725,13 @@ impl<'a> Loop<'a> {
         // The last listing is taken, not copied: a poll or a service event at 3,000 services
         // cloned every service and task of it (6 % of the CPU of a change, measured with perf).
         // Every path that returns early puts it back.
+        // The services a listing of some of them read anew (`None`: everything).
+        let scope = match &result {
+            Ok(Fetched::Services(scope, ..) | Fetched::ServiceTasks(scope, ..)) => {
+                Some(scope.clone())
+            }
+            _ => None,
+        };
         let listing = match (result, state.cache.take()) {
             (Ok(Fetched::All(l, _, index)), prev) => {
                 state.networks = Some(index);
@@ -798,7 +805,7 @@ impl<'a> Loop<'a> {
                 "snapshot published"
             );
         }
-        for outcome in state.settler.observe(&listing, now) {
+        for outcome in state.settler.observe(&listing, scope.as_ref(), now) {
             match outcome {
                 Outcome::Settled { service, after } => {
                     debug!(service = %service, after_ms = fields::ms(after), "service settled")
