@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub use desired::desired;
+pub use desired::{desired, desired_cached, DesiredCache};
 pub use labels::{
     is_cookie_name, BackendOptions, BackendTls, CertSecrets, FailureLimit, LabelError, Route,
     RouteTls, SectionOptions, ServerOptions,

@@ -12,6 +12,8 @@ use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
 #[derive(Debug, Default)]
 pub(super) struct LabelMemory {
     last_good: BTreeMap<ServiceId, RouteInForce>,
+    /// Each service's part of the last desired routing (see [`model::DesiredCache`]).
+    cache: model::DesiredCache,
     /// Each problem logged and still there: its text -> (severity, service).
     reported: BTreeMap<String, (Severity, String)>,
 }
@@ -20,7 +22,7 @@ impl LabelMemory {
     /// The routing Swarm asks for; logs label problems once, when they appear, and an error
     /// or warning again when it goes (its label fixed, or its service removed).
     pub fn desired(&mut self, snap: &Snapshot, settings: &model::Settings) -> Desired {
-        let desired = model::desired(snap, settings, &self.last_good);
+        let desired = model::desired_cached(snap, settings, &self.last_good, &mut self.cache);
         let mut now = BTreeMap::new();
         let problems = desired
             .errors

@@ -481,7 +481,11 @@ mod tests {
         assert_eq!(s.watching(), 1, "read anew: watched");
         let mut fresh = Settler::new(opts(), None);
         fresh.observe(&stuck, None, t0);
-        assert_eq!(fresh.watching(), 1, "a whole listing looks at every service");
+        assert_eq!(
+            fresh.watching(),
+            1,
+            "a whole listing looks at every service"
+        );
     }
 
     #[test]
