@@ -128,7 +128,7 @@ impl TlsCerts {
             }
             let version = match version {
                 Some(v) => v,
-                None => *version.insert(admin.info().await?.version),
+                None => *version.insert(admin.capabilities().await?.version),
             };
             let fresh = on_disk.is_none();
             let cmds = match tls::push_commands(&list, &path, pem.clone(), fresh, version) {
