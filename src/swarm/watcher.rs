@@ -87,11 +87,16 @@ pub struct WatchOptions {
     pub service_cluster: Option<String>,
 }
 
+impl WatchOptions {
+    /// The default `resync` (and `--resync`'s, which a test of the CLI checks).
+    pub const RESYNC: Duration = Duration::from_secs(30);
+}
+
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             settle: SettleOptions::default(),
-            resync: Duration::from_secs(30),
+            resync: Self::RESYNC,
             list_timeout: Duration::from_secs(10),
             since_margin: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
