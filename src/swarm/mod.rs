@@ -20,6 +20,7 @@ mod raw;
 mod reconnect;
 pub mod secrets;
 mod settle;
+mod source;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

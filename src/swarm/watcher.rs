@@ -44,6 +44,7 @@ use super::events::{self, Batch, ContainerChange, EventKind, Refresh, TaskEvent}
 use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::reconnect::{Item, Reconnecting};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
+use super::source::Source;
 use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
 use crate::fields;
@@ -109,14 +110,23 @@ impl Default for WatchOptions {
 }
 
 /// Follows one Docker engine and publishes its [`Snapshot`]s.
-#[derive(Debug)]
 pub struct Watcher {
-    docker: Docker,
+    /// Docker, or the tests' in-memory engine.
+    source: Box<dyn Source>,
     options: WatchOptions,
     /// Reconnects, resyncs, Docker's health, task timestamps and service events go here.
     observer: Option<Arc<Observer>>,
     /// Other nodes' hints (`--hints`), taken by [`Watcher::run`].
     hints: Option<mpsc::UnboundedReceiver<RemoteUpdate>>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("source", &self.source.endpoint())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Loop state that outlives one connection of the event stream.
@@ -266,8 +276,13 @@ struct Established {
 
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
+        Watcher::of(Box::new(docker), options)
+    }
+
+    /// A watcher of any [`Source`] (the tests' in-memory engine).
+    fn of(source: Box<dyn Source>, options: WatchOptions) -> Watcher {
         Watcher {
-            docker,
+            source,
             options,
             observer: None,
             hints: None,
@@ -299,8 +314,8 @@ impl Watcher {
         let o = &self.options;
         let open = |since| {
             let since = events::since_param(since, o.since_margin);
-            info!(endpoint = %self.docker.endpoint(), since = %since, "watching Docker events");
-            self.docker.events(since)
+            info!(endpoint = %self.source.endpoint(), since = %since, "watching Docker events");
+            self.source.events(since)
         };
         let backoff = Backoff::new(o.backoff_initial, o.backoff_max).with_jitter();
         let mut stream = Reconnecting::new(open, SystemTime::now(), backoff, o.backoff_max);
@@ -362,7 +377,7 @@ impl Watcher {
             let result = with_deadline(
                 "inspect container",
                 deadline,
-                self.docker.task_container(&event.container),
+                self.source.task_container(&event.container),
             )
             .await;
             Inspected {
@@ -383,22 +398,22 @@ impl Watcher {
             Refresh::Tasks if !scope.is_empty() => with_deadline(
                 "list tasks of services",
                 deadline,
-                self.docker.service_tasks_timed(&scope),
+                self.source.service_tasks(&scope),
             )
             .await
             .map(|(tasks, times)| Fetched::ServiceTasks(scope, tasks, times)),
-            Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks_timed())
+            Refresh::Tasks => with_deadline("list tasks", deadline, self.source.tasks())
                 .await
                 .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
-            Refresh::Services if !scope.is_empty() => with_deadline(
-                "list services",
-                deadline,
-                self.docker.services_timed(&scope),
-            )
-            .await
-            .map(|(services, tasks, times)| Fetched::Services(scope, services, tasks, times)),
+            Refresh::Services if !scope.is_empty() => {
+                with_deadline("list services", deadline, self.source.services(&scope))
+                    .await
+                    .map(|(services, tasks, times)| {
+                        Fetched::Services(scope, services, tasks, times)
+                    })
+            }
             Refresh::Services | Refresh::Full | Refresh::Nothing => {
-                with_deadline("list", deadline, self.docker.listing_timed())
+                with_deadline("list", deadline, self.source.listing())
                     .await
                     .map(|(listing, times, index)| Fetched::All(listing, times, index))
             }
