@@ -14,6 +14,8 @@ mod bounded;
 mod convert;
 mod error;
 mod events;
+#[cfg(test)]
+mod fake_engine;
 mod overlay;
 pub mod proxy;
 mod raw;

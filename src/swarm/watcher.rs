@@ -973,6 +973,7 @@ mod tests {
     use super::*;
 
     use crate::model::fixtures::numbered as snap;
+    use crate::swarm::source::memory;
 
     #[test]
     fn an_unchanged_snapshot_is_not_sent_again() {
@@ -1084,139 +1085,39 @@ mod tests {
         );
     }
 
-    /// A fake engine on a unix socket: fixed lists (tasks replaceable), and an event stream
-    /// per connection that waits for a scripted line, sends it, and closes.
-    mod fake {
-        use std::collections::VecDeque;
-        use std::sync::{Arc, Mutex};
-
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::net::{UnixListener, UnixStream};
-        use tokio::sync::{mpsc, oneshot};
-
-        pub const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
-        pub const TASKS: &str = include_str!("../../tests/fixtures/docker-1.41/tasks.json");
-        pub const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
-        pub const EVENTS: &str = include_str!("../../tests/fixtures/docker-1.41/events.jsonl");
-
-        #[derive(Clone)]
-        pub struct Engine {
-            pub tasks: Arc<Mutex<String>>,
-            /// The reply to any container inspect.
-            pub container: Arc<Mutex<String>>,
-            pub scripts: Arc<Mutex<VecDeque<oneshot::Receiver<String>>>>,
-            pub event_requests: mpsc::UnboundedSender<String>,
-        }
-
-        pub fn serve(listener: UnixListener, engine: Engine) {
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    tokio::spawn(handle(s, engine.clone()));
-                }
-            });
-        }
-
-        async fn handle(mut s: UnixStream, engine: Engine) {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
-            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
-            let path = target.split('?').next().unwrap_or_default().to_string();
-            let reply = |body: &str| {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            let out = if path.ends_with("/version") {
-                reply(r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#)
-            } else if path.ends_with("/services") {
-                reply(SERVICES)
-            } else if path.ends_with("/tasks") {
-                let tasks = engine.tasks.lock().expect("tasks").clone();
-                reply(&tasks)
-            } else if path.ends_with("/networks") {
-                reply(NETWORKS)
-            } else if path.contains("/containers/") && path.ends_with("/json") {
-                let container = engine.container.lock().expect("container").clone();
-                reply(&container)
-            } else if path.ends_with("/events") {
-                let _ = engine.event_requests.send(target.clone());
-                let script = engine.scripts.lock().expect("scripts").pop_front();
-                let header = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
-                if s.write_all(header.as_bytes()).await.is_err() {
-                    return;
-                }
-                match script {
-                    Some(line) => match line.await {
-                        Ok(line) => format!("{line}\n"),
-                        Err(_) => return,
-                    },
-                    None => std::future::pending().await,
-                }
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
-            };
-            let _ = s.write_all(out.as_bytes()).await;
-            let _ = s.shutdown().await;
-        }
-
-        /// `since` from `/v1.41/events?since=...&...`.
-        pub fn since(target: &str) -> String {
-            let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("since="))
-                .unwrap_or_default()
-                .to_string()
-        }
-    }
-
-    #[tokio::test]
-    async fn an_event_relists_and_a_dropped_stream_reconnects_since_the_last_event() {
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let (release, script) = oneshot::channel::<String>();
-        let (req_tx, mut requests) = mpsc::unbounded_channel();
-        let engine = fake::Engine {
-            tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-            container: Arc::default(),
-            scripts: Arc::new(Mutex::new(VecDeque::from([script]))),
-            event_requests: req_tx,
-        };
-        fake::serve(listener, engine.clone());
-
-        let endpoint = format!("unix://{}", sock.display());
-        let docker = Docker::connect(Some(&endpoint))
-            .await
-            .expect("connect to the fake");
-        assert_eq!(docker.api_version(), "1.41");
+    /// A watcher of `engine` with a short reconnect backoff, publishing on a new channel.
+    fn watch(
+        engine: &memory::Engine,
+        options: WatchOptions,
+    ) -> (
+        Watcher,
+        watch::Sender<Arc<Snapshot>>,
+        watch::Receiver<Arc<Snapshot>>,
+    ) {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let options = WatchOptions {
             backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
+            ..options
         };
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        (Watcher::of(Box::new(engine.clone()), options), tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_relists_and_a_dropped_stream_reconnects_since_the_last_event() {
+        use tokio::sync::oneshot;
+
+        let (release, script) = oneshot::channel::<String>();
+        let (engine, mut opened) = memory::Engine::new([script]);
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.run(tx));
         let within = Duration::from_secs(10);
 
         // The stream is opened (since = now - margin) before the first listing.
-        let first = tokio::time::timeout(within, requests.recv())
+        let first = tokio::time::timeout(within, opened.recv())
             .await
             .expect("events request")
             .expect("open");
-        let since: f64 = fake::since(&first).parse().expect("since is seconds.nanos");
+        let since: f64 = first.parse().expect("since is seconds.nanos");
         let now = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -1232,21 +1133,21 @@ mod tests {
         assert_eq!(rx.borrow_and_update().tasks.len(), 5);
 
         // A task disappears; an event says the service changed; then the stream drops.
-        let tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(memory::TASKS).expect("fixture");
         *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks[1..]).expect("json");
         let event = r#"{"Type":"service","Action":"update","Actor":{"ID":"btrao17gkwp6g12j40iqj7crs","Attributes":{"name":"fx-web"}},"scope":"swarm","time":1795729106,"timeNano":1795729106712866649}"#;
-        release.send(event.to_string()).expect("fake waiting");
+        release.send(event.to_string()).expect("engine waiting");
         tokio::time::timeout(within, rx.changed())
             .await
             .expect("snapshot after the event")
             .expect("open");
         assert_eq!(rx.borrow_and_update().tasks.len(), 4);
 
-        let second = tokio::time::timeout(within, requests.recv())
+        let second = tokio::time::timeout(within, opened.recv())
             .await
             .expect("reconnect")
             .expect("open");
-        assert_eq!(fake::since(&second), "1795729105.712866649", "{second}");
+        assert_eq!(second, "1795729105.712866649");
 
         drop(rx);
         tokio::time::timeout(within, run)
@@ -1255,113 +1156,30 @@ mod tests {
             .expect("no panic");
     }
 
-    async fn next_request(r: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
-        tokio::time::timeout(Duration::from_secs(10), r.recv())
-            .await
-            .expect("an events request")
-            .expect("open")
-    }
-
-    #[tokio::test]
-    async fn with_a_manager_cluster_events_come_from_it_container_events_from_the_node_and_either_ending_reopens_both(
-    ) {
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = |name: &str, scripts: VecDeque<oneshot::Receiver<String>>| {
-            let sock = dir.path().join(name);
-            let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-            let (req_tx, requests) = mpsc::unbounded_channel();
-            fake::serve(
-                listener,
-                fake::Engine {
-                    tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-                    container: Arc::default(),
-                    scripts: Arc::new(Mutex::new(scripts)),
-                    event_requests: req_tx,
-                },
-            );
-            (format!("unix://{}", sock.display()), requests)
-        };
-        // The manager's stream stays open; the node's sends one line and closes.
-        let (manager, mut manager_requests) = engine("manager.sock", VecDeque::new());
-        let (release, script) = oneshot::channel::<String>();
-        let (node, mut node_requests) = engine("node.sock", VecDeque::from([script]));
-        let docker = Docker::connect_split(Some(&manager), Some(&node))
-            .await
-            .expect("connect to both fakes");
-        assert_eq!(docker.endpoint(), manager);
-        assert_eq!(docker.local_endpoint(), Some(node.clone()));
-        let options = WatchOptions {
-            backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
-        };
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
-        let within = Duration::from_secs(10);
-        let m1 = next_request(&mut manager_requests).await;
-        let n1 = next_request(&mut node_requests).await;
-        // Filters are URL-encoded JSON: the type names appear as they are.
-        assert!(m1.contains("service") && !m1.contains("container"), "{m1}");
-        assert!(n1.contains("container") && !n1.contains("service"), "{n1}");
-
-        let event = r#"{"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{}},"scope":"local","time":1795729106,"timeNano":1795729106712866649}"#;
-        release.send(event.to_string()).expect("fake waiting");
-        // The node's stream ended: both are opened again.
-        next_request(&mut manager_requests).await;
-        next_request(&mut node_requests).await;
-
-        drop(rx);
-        tokio::time::timeout(within, run)
-            .await
-            .expect("stops without receivers")
-            .expect("no panic");
-    }
-
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_task_containers_start_kill_and_die_are_published_before_the_task_list_shows_them() {
         use crate::model::{DesiredTaskState, TaskState};
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
+        use tokio::sync::oneshot;
 
         const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
         // The manager has not caught up: the list says starting, all along.
-        let mut tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        let mut tasks: Vec<serde_json::Value> =
+            serde_json::from_str(memory::TASKS).expect("fixture");
         for t in &mut tasks {
             if t["ID"] == TASK {
                 t["Status"]["State"] = "starting".into();
             }
         }
-        let mut container: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/docker-1.41/container-inspect.json"
-        ))
-        .expect("fixture");
+        let mut container: serde_json::Value =
+            serde_json::from_str(memory::CONTAINER).expect("fixture");
         container["State"] = serde_json::json!({"Running": true});
-        let (releases, scripts): (Vec<_>, VecDeque<_>) =
+        let (releases, scripts): (Vec<_>, Vec<_>) =
             (0..3).map(|_| oneshot::channel::<String>()).unzip();
-        let (req_tx, _requests) = mpsc::unbounded_channel();
-        let engine = fake::Engine {
-            tasks: Arc::new(Mutex::new(serde_json::to_string(&tasks).expect("json"))),
-            container: Arc::new(Mutex::new(container.to_string())),
-            scripts: Arc::new(Mutex::new(scripts)),
-            event_requests: req_tx,
-        };
-        fake::serve(listener, engine);
-        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
-            .await
-            .expect("connect to the fake");
-        let options = WatchOptions {
-            backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
-        };
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        let (engine, _opened) = memory::Engine::new(scripts);
+        *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks).expect("json");
+        *engine.container.lock().expect("container") = container.to_string();
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.run(tx));
         let within = Duration::from_secs(10);
         type View = (TaskState, DesiredTaskState, usize);
         fn view(s: &Snapshot) -> Option<View> {
@@ -1388,7 +1206,7 @@ mod tests {
 
         // The start event from the capture; kill and die of the same container.
         let start: serde_json::Value =
-            serde_json::from_str(fake::EVENTS.lines().nth(3).expect("start line")).expect("json");
+            serde_json::from_str(memory::EVENTS.lines().nth(3).expect("start line")).expect("json");
         let mut kill = start.clone();
         kill["Action"] = "kill".into();
         kill["Actor"]["Attributes"]["signal"] = "15".into();
@@ -1400,7 +1218,7 @@ mod tests {
                 .next()
                 .expect("a script left")
                 .send(event.to_string())
-                .expect("fake waiting")
+                .expect("engine waiting")
         };
         send(start);
         wait(
@@ -1431,41 +1249,19 @@ mod tests {
             .expect("no panic");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn another_nodes_death_hint_takes_a_listed_task_out_at_once_and_outlives_a_lost_stream_but_not_a_reset(
     ) {
         use crate::hints::subscribe::RemoteUpdate;
         use crate::hints::{Hint, HintState};
         use crate::model::TaskState;
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::mpsc;
 
         const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
         const SERVICE: &str = "btrao17gkwp6g12j40iqj7crs";
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let (req_tx, _requests) = mpsc::unbounded_channel();
-        fake::serve(
-            listener,
-            fake::Engine {
-                tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-                container: Arc::default(),
-                scripts: Arc::new(Mutex::new(VecDeque::new())),
-                event_requests: req_tx,
-            },
-        );
-        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
-            .await
-            .expect("connect to the fake");
+        let (engine, _opened) = memory::Engine::new([]);
         let (hints, hints_rx) = mpsc::unbounded_channel();
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(
-            Watcher::new(docker, WatchOptions::default())
-                .with_hints(hints_rx)
-                .run(tx),
-        );
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.with_hints(hints_rx).run(tx));
         let state = |s: &Snapshot| s.tasks.iter().find(|t| t.id == TASK).map(|t| t.state);
         async fn wait(
             rx: &mut watch::Receiver<Arc<Snapshot>>,
