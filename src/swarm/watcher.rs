@@ -13,7 +13,10 @@
 //! [`Overlay`]. Swarm's manager records task states in batches, so its list trails the
 //! containers by tens of milliseconds; the events do not. Every listing is published with the
 //! overlay on top, and drops what it agrees with. Tasks on other nodes have no events here:
-//! settle polling remains their path.
+//! settle polling remains their path. The fast path's own code is `watcher/fast_path.rs`.
+//!
+//! Docker is read through [`Source`] (`source.rs`): the tests drive an in-memory engine on
+//! tokio's paused clock.
 //!
 //! Listings and container inspections run concurrently with the event stream (one listing at
 //! a time; requests made meanwhile are merged into the next; at most [`INSPECTIONS`]
@@ -39,9 +42,9 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::bounded::Bounded;
-use super::convert::{self, Listing, TaskContainer};
-use super::events::{self, Batch, ContainerChange, EventKind, Refresh, TaskEvent};
-use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
+use super::convert::{self, Listing};
+use super::events::{self, Batch, EventKind, Refresh, TaskEvent};
+use super::overlay::{Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::reconnect::{Item, Reconnecting};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
 use super::source::Source;
@@ -52,14 +55,9 @@ use crate::hints::subscribe::RemoteUpdate;
 use crate::hints::{Hint, HintState};
 use crate::model::{ServiceId, Snapshot, Task, TaskAddress};
 use crate::observe::Observer;
+use fast_path::{Inspected, HEALTHCHECKS_KNOWN, INSPECTIONS};
 
-/// Container inspections of the fast path in flight at once, at most. One takes a few ms on
-/// the local engine: a burst of 100 starts is inspected in about 13 rounds, while the engine
-/// keeps room for the listings the same events ask for.
-const INSPECTIONS: usize = 8;
-
-/// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
-const HEALTHCHECKS_KNOWN: usize = 4096;
+mod fast_path;
 
 /// Timing of the watch loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,26 +252,6 @@ enum Fetched {
 /// (a long filter costs the manager as much, and the URL stays short).
 const SCOPED_POLL_MAX: usize = 64;
 
-/// A fast-path inspection's outcome.
-struct Inspected {
-    event: TaskEvent,
-    /// The event's engine time (`timeNano`).
-    time_nano: Option<i64>,
-    /// How long the inspection took.
-    took: Duration,
-    result: Result<TaskContainer, SwarmError>,
-}
-
-/// What a task container event established, for the overlay and the log.
-struct Established {
-    event: TaskEvent,
-    time_nano: Option<i64>,
-    /// `None`: nothing to lay over the listing (the inspection said to wait).
-    fact: Option<Fact>,
-    /// The inspection it took (zero without one).
-    took: Duration,
-}
-
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
         Watcher::of(Box::new(docker), options)
@@ -367,26 +345,6 @@ impl Watcher {
                 },
             }
         }
-    }
-
-    /// A container inspection, with a deadline.
-    fn inspect(&self, event: TaskEvent, time_nano: Option<i64>) -> Pending<'_, Inspected> {
-        let deadline = self.options.list_timeout;
-        Box::pin(async move {
-            let begun = Instant::now();
-            let result = with_deadline(
-                "inspect container",
-                deadline,
-                self.source.task_container(&event.container),
-            )
-            .await;
-            Inspected {
-                event,
-                time_nano,
-                took: begun.elapsed(),
-                result,
-            }
-        })
     }
 
     /// Lists everything, or only tasks: of the services in `scope` when it names any (the
@@ -632,92 +590,7 @@ impl<'a> Loop<'a> {
         if !self.watcher.options.fast_path {
             return;
         }
-        let mut established = Vec::new();
-        for (event, time_nano) in batch.tasks {
-            let fact = match event.change {
-                ContainerChange::Created => {
-                    // Whether it has a healthcheck, known before it starts.
-                    let watcher = self.watcher;
-                    self.inspections
-                        .push((event, time_nano), |(e, t)| watcher.inspect(e, t));
-                    continue;
-                }
-                ContainerChange::Started | ContainerChange::Healthy => {
-                    let known = state.healthchecks.get(&event.container);
-                    match overlay::running_without_inspection(
-                        event.change,
-                        known,
-                        state.listed(&event.task),
-                    ) {
-                        Some(fact) => fact,
-                        None => {
-                            let watcher = self.watcher;
-                            self.inspections
-                                .push((event, time_nano), |(e, t)| watcher.inspect(e, t));
-                            continue;
-                        }
-                    }
-                }
-                ContainerChange::Stopping => Fact::Stopping,
-                ContainerChange::Died => {
-                    state.healthchecks.forget(&event.container);
-                    Fact::Exited
-                }
-                ContainerChange::Destroyed => {
-                    state.healthchecks.forget(&event.container);
-                    continue;
-                }
-            };
-            established.push(Established {
-                event,
-                time_nano,
-                fact: Some(fact),
-                took: Duration::ZERO,
-            });
-        }
-        if !established.is_empty() {
-            publish_facts(established, self.tx, state);
-        }
-    }
-
-    /// An inspection came back: remember the healthcheck, and for a start or a healthy
-    /// event, publish the task running (unless Swarm waits for health, or it already died).
-    fn on_inspected(&mut self, done: Inspected) {
-        let Inspected {
-            event,
-            time_nano,
-            took,
-            result,
-        } = done;
-        let c = match result {
-            Ok(c) => c,
-            Err(err) => {
-                debug!(task = %event.task, container = %event.container, error = %err, "task container not inspected; the task list will tell");
-                return;
-            }
-        };
-        // A container that died during the inspection is remembered needlessly; it goes
-        // when the map is full.
-        self.state
-            .healthchecks
-            .learn(&event.container, c.healthcheck);
-        let fact = match event.change {
-            ContainerChange::Created => return,
-            // Gone already (a replayed event, a crash): its die says the rest.
-            _ if !c.running => None,
-            // Swarm waits for healthy; so does the fast path.
-            ContainerChange::Started if c.healthcheck => None,
-            _ => Some(Fact::Running {
-                addresses: c.addresses,
-            }),
-        };
-        let established = Established {
-            event,
-            time_nano,
-            fact,
-            took,
-        };
-        publish_facts(vec![established], self.tx, &mut self.state);
+        self.fast_path(batch.tasks);
     }
 
     /// A listing came back: publishes it (with the overlay) if that changed the snapshot,
@@ -844,63 +717,6 @@ async fn in_flight<T>(listing: &mut Option<Pending<'_, T>>) -> T {
     match listing.as_mut() {
         Some(l) => l.await,
         None => std::future::pending().await,
-    }
-}
-
-/// Records what task container events established and publishes the last listing with it,
-/// without listing.
-fn publish_facts(
-    established: Vec<Established>,
-    tx: &watch::Sender<Arc<Snapshot>>,
-    state: &mut State,
-) {
-    let now = Instant::now();
-    for e in &established {
-        if let Some(f) = &e.fact {
-            let ev = &e.event;
-            state
-                .overlay
-                .record(&ev.task, &ev.service, ev.slot, f.clone(), now);
-        }
-    }
-    // Nothing listed yet: the first listing carries the facts.
-    let changed = match &state.cache {
-        Some((listing, listed_at)) => {
-            // What the last listing already shows needs no entry (states only move forward).
-            let dropped = state
-                .overlay
-                .observe(&listing.snapshot.tasks, *listed_at, now);
-            log_dropped(&dropped);
-            publish(tx, state.overlay.apply(&listing.snapshot), false)
-        }
-        None => false,
-    };
-    let published = SystemTime::now();
-    for e in &established {
-        let latency_us = e
-            .time_nano
-            .map(events::time_from_nanos)
-            .and_then(|t| published.duration_since(t).ok())
-            .map_or(0, fields::us);
-        debug!(
-            task = %e.event.task,
-            service = %e.event.service,
-            change = ?e.event.change,
-            fact = fact_name(e.fact.as_ref()),
-            changed,
-            latency_us,
-            inspect_us = fields::us(e.took),
-            "fast path"
-        );
-    }
-}
-
-fn fact_name(f: Option<&Fact>) -> &'static str {
-    match f {
-        Some(Fact::Running { .. }) => "running",
-        Some(Fact::Stopping) => "stopping",
-        Some(Fact::Exited) => "exited",
-        None => "none",
     }
 }
 
