@@ -409,17 +409,19 @@ fn secs_up_to(max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clon
     }
 }
 
+/// `swarm-lb run` with `args`, parsed (for the tests of the flags and of what they become).
+#[cfg(test)]
+pub fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
+    let argv = ["swarm-lb", "run"].iter().chain(args);
+    match Cli::try_parse_from(argv)?.command {
+        Cmd::Run(run) => Ok(*run),
+        other => panic!("{other:?}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let argv = ["swarm-lb", "run"].iter().chain(args);
-        match Cli::try_parse_from(argv)?.command {
-            Cmd::Run(run) => Ok(*run),
-            other => panic!("{other:?}"),
-        }
-    }
 
     #[test]
     fn a_bad_listen_address_is_a_cli_error_naming_the_flag() {

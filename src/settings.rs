@@ -213,18 +213,8 @@ pub fn proxy_spec(c: &Common, a: &CreateArgs) -> anyhow::Result<Option<swarm::pr
 
 #[cfg(test)]
 mod tests {
-    use clap::Parser;
-
     use super::*;
-    use crate::cli::{Cli, Cmd};
-
-    fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
-        let argv = ["swarm-lb", "run"].iter().chain(args);
-        match Cli::try_parse_from(argv)?.command {
-            Cmd::Run(run) => Ok(*run),
-            other => panic!("{other:?}"),
-        }
-    }
+    use crate::cli::run_args;
 
     #[test]
     fn creating_the_haproxy_container_needs_its_name_and_derives_the_mounts_from_the_sockets() {
