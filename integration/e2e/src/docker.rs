@@ -120,6 +120,19 @@ impl Drop for Network {
 /// answers with it), 20 s to drain on stop. [`Service::create`] runs them; so do the benches.
 pub fn create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
     let mut all = vec![
+        "--env",
+        "TASK_NAME={{.Task.Name}}",
+        "--stop-grace-period",
+        "20s",
+    ];
+    all.extend_from_slice(args);
+    plain_create_args(name, image, &all)
+}
+
+/// The `docker` arguments that create service `name` from `image` with `args` and nothing
+/// else: detached, the image not resolved (local images), quiet.
+pub fn plain_create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
         "service",
         "create",
         "--detach",
@@ -127,10 +140,6 @@ pub fn create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
         "--quiet",
         "--name",
         name,
-        "--env",
-        "TASK_NAME={{.Task.Name}}",
-        "--stop-grace-period",
-        "20s",
     ];
     all.extend_from_slice(args);
     all.push(image);
