@@ -716,14 +716,14 @@ impl Reconciler {
             Ok(r) => r,
             Err(e) => {
                 for cmd in cmds {
-                    self.observer.command(changes::command_kind(cmd), "error");
+                    self.observer.command(cmd.kind(), "error");
                 }
                 return Err(e.into());
             }
         };
         for (cmd, reply) in cmds.iter().zip(&replies) {
             let outcome = if reply.is_ok() { "ok" } else { "refused" };
-            self.observer.command(changes::command_kind(cmd), outcome);
+            self.observer.command(cmd.kind(), outcome);
         }
         // A retirement (3.4+: a removed service's backend, or an old generation) that HAProxy
         // refuses waits for connections still on its servers (a websocket, a long download):

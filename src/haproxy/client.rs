@@ -147,9 +147,9 @@ pub struct AdminClient {
     /// Reused across calls: the encoded command lines and the received replies.
     out: String,
     replies: Replies,
-    /// Whether the HAProxy on this connection applies `set server addr` after answering it
-    /// (3.0+); asked with `show info` the first time it matters, forgotten on disconnect.
-    deferred_addr: Option<bool>,
+    /// What the HAProxy on this connection can do, from its `show info` (the first time it
+    /// matters, or the last [`AdminClient::info`]); forgotten on disconnect.
+    capabilities: Option<Capabilities>,
 }
 
 impl AdminClient {
@@ -161,7 +161,7 @@ impl AdminClient {
             stream: None,
             out: String::new(),
             replies: Replies::new(),
-            deferred_addr: None,
+            capabilities: None,
         }
     }
 
@@ -238,18 +238,11 @@ impl AdminClient {
         let mut replies = Vec::with_capacity(cmds.len());
         let (mut bytes_out, mut bytes_in) = (0, 0);
         for (i, part) in cmds.chunks(self.part.max(1)).enumerate() {
-            let reused = self.stream.is_some();
-            let mut result = self.timed_exchange(part).await;
-            if i == 0 && reused && result.as_ref().is_err_and(ClientError::is_stale_connection) {
-                // HAProxy closed the idle session between calls and the idle check could not
-                // see it yet: nothing of this batch reached it, so it goes again, once, on a
-                // new one.
-                debug!(
-                    "admin socket was closed while idle; retrying the batch on a new connection"
-                );
-                self.disconnect();
-                result = self.timed_exchange(part).await;
-            }
+            let result = if i == 0 {
+                self.first_exchange(part).await
+            } else {
+                self.timed_exchange(part).await
+            };
             match result {
                 Ok((part_replies, out, read)) => {
                     replies.extend(part_replies);
@@ -280,6 +273,23 @@ impl AdminClient {
         );
         self.settle_addrs(cmds, &replies).await;
         Ok(replies)
+    }
+
+    /// The first exchange of a batch: on a reused connection that HAProxy closed while idle
+    /// (which the idle check could not see yet), nothing reached it, so it goes again, once,
+    /// on a new one.
+    async fn first_exchange(
+        &mut self,
+        cmds: &[Command],
+    ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
+        let reused = self.stream.is_some();
+        let result = self.timed_exchange(cmds).await;
+        if reused && result.as_ref().is_err_and(ClientError::is_stale_connection) {
+            debug!("admin socket was closed while idle; retrying the batch on a new connection");
+            self.disconnect();
+            return self.timed_exchange(cmds).await;
+        }
+        result
     }
 
     async fn timed_exchange(
@@ -340,14 +350,22 @@ impl AdminClient {
         codec::parse_show_backend(&text).map_err(|source| self.parse_error(source))
     }
 
-    /// `show info`: version, worker pid, uptime.
+    /// `show info`: version, worker pid, uptime. The only place that asks it: what the
+    /// version can do ([`Capabilities`]) is kept for this connection from its answer.
     pub async fn info(&mut self) -> Result<Info, ClientError> {
-        let cmds = [Command::ShowInfo];
-        let Some(reply) = self.execute(&cmds).await?.into_iter().next() else {
-            return Err(self.closed(cmds.len()));
-        };
-        let text = self.accepted(reply)?;
-        codec::parse_show_info(&text).map_err(|source| self.parse_error(source))
+        let text = self.one(&Command::ShowInfo).await?;
+        let info = codec::parse_show_info(&text).map_err(|source| self.parse_error(source))?;
+        self.capabilities = Some(Capabilities::of(info.version));
+        Ok(info)
+    }
+
+    /// What the HAProxy on this connection can do: from the last [`AdminClient::info`] on it,
+    /// or asked now.
+    pub async fn capabilities(&mut self) -> Result<Capabilities, ClientError> {
+        match self.capabilities {
+            Some(known) => Ok(known),
+            None => Ok(Capabilities::of(self.info().await?.version)),
+        }
     }
 
     /// Drop the connection (after a reload): the next call reconnects to the new worker.
@@ -356,7 +374,7 @@ impl AdminClient {
             debug!(path = %self.path.display(), "admin socket disconnected");
         }
         self.replies.clear();
-        self.deferred_addr = None;
+        self.capabilities = None;
     }
 
     /// On 3.0+, wait (at most [`ADDR_SETTLE`]) until every address the batch set successfully
@@ -429,21 +447,20 @@ impl AdminClient {
         }
     }
 
-    /// Whether this HAProxy applies `set server addr` after answering (3.0+), from `show info`.
+    /// Whether this HAProxy applies `set server addr` after answering (3.0+).
     async fn defers_addr_updates(&mut self) -> Result<bool, ClientError> {
-        if let Some(known) = self.deferred_addr {
-            return Ok(known);
-        }
-        let reply = self.one(&Command::ShowInfo).await?;
-        let info = codec::parse_show_info(&reply).map_err(|e| self.parse_error(e))?;
-        let deferred = Capabilities::of(info.version).has(Feature::DeferredAddrUpdate);
-        self.deferred_addr = Some(deferred);
-        Ok(deferred)
+        Ok(self.capabilities().await?.has(Feature::DeferredAddrUpdate))
     }
 
     /// One command the client sends for itself, without [`AdminClient::execute`]'s settling.
     async fn one(&mut self, cmd: &Command) -> Result<String, ClientError> {
-        let (replies, _, _) = self.timed_exchange(std::slice::from_ref(cmd)).await?;
+        let (replies, _, _) = match self.first_exchange(std::slice::from_ref(cmd)).await {
+            Ok(exchanged) => exchanged,
+            Err(error) => {
+                self.disconnect();
+                return Err(error);
+            }
+        };
         let Some(reply) = replies.into_iter().next() else {
             return Err(self.closed(1));
         };

@@ -400,6 +400,40 @@ impl Command {
         )
     }
 
+    /// The command's kind, one word in snake case (`set_addr`, `show_info`): the `kind` label
+    /// of `swarm_lb_runtime_commands_total`, and how logs and errors name a command (its
+    /// runtime-API text is the encoder's alone).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::SetAddr { .. } => "set_addr",
+            Command::SetState { .. } => "set_state",
+            Command::AddServer { .. } => "add_server",
+            Command::EnableHealth { .. } => "enable_health",
+            Command::AddMap { .. } => "add_map",
+            Command::SetMap { .. } => "set_map",
+            Command::DelMap { .. } => "del_map",
+            Command::NewSslCert { .. } => "new_ssl_cert",
+            Command::SetSslCert { .. } => "set_ssl_cert",
+            Command::CommitSslCert { .. } => "commit_ssl_cert",
+            Command::AbortSslCert { .. } => "abort_ssl_cert",
+            Command::AddSslCrtList { .. } => "add_ssl_crt_list",
+            Command::DelSslCrtList { .. } => "del_ssl_crt_list",
+            Command::DelSslCert { .. } => "del_ssl_cert",
+            Command::AddBackend { .. } => "add_backend",
+            Command::PublishBackend { .. } => "publish_backend",
+            Command::UnpublishBackend { .. } => "unpublish_backend",
+            Command::SetDynamicCookieKey { .. } => "set_dynamic_cookie_key",
+            Command::EnableDynamicCookie { .. } => "enable_dynamic_cookie",
+            Command::WaitServerRemovable { .. } => "wait_srv_removable",
+            Command::DelServer { .. } => "del_server",
+            Command::DelBackend { .. } => "del_backend",
+            Command::ShowServersState { .. } => "show_servers_state",
+            Command::ShowMap { .. } => "show_map",
+            Command::ShowInfo => "show_info",
+            Command::ShowBackend => "show_backend",
+        }
+    }
+
     /// Bytes the command takes on the wire, line terminator(s) included.
     pub fn wire_len(&self) -> usize {
         super::codec::encode(self).len() + 1

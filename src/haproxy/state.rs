@@ -140,7 +140,7 @@ pub enum ApplyError {
     #[error("map key {key} not present")]
     NoMapKey { key: MapKey },
     #[error("{command} does not change state")]
-    NotAWrite { command: String },
+    NotAWrite { command: &'static str },
 }
 
 impl ProxyState {
@@ -270,7 +270,7 @@ impl ProxyState {
             | Command::ShowInfo
             | Command::ShowBackend => {
                 return Err(ApplyError::NotAWrite {
-                    command: command_name(cmd).to_owned(),
+                    command: cmd.kind(),
                 })
             }
         }
@@ -307,39 +307,6 @@ pub fn mode_of(servers: &[Server]) -> Mode {
     match servers {
         [only] if only.name.as_str() == ServerName::VIP => Mode::Vip,
         _ => Mode::Task,
-    }
-}
-
-/// A command's name, for [`ApplyError::NotAWrite`] (runtime-API text is the
-/// encoder's alone).
-fn command_name(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::ShowServersState { .. } => "show servers state",
-        Command::ShowMap { .. } => "show map",
-        Command::ShowInfo => "show info",
-        Command::ShowBackend => "show backend",
-        Command::SetAddr { .. } => "set server addr",
-        Command::SetState { .. } => "set server state",
-        Command::AddServer { .. } => "add server",
-        Command::EnableHealth { .. } => "enable health",
-        Command::AddMap { .. } => "add map",
-        Command::SetMap { .. } => "set map",
-        Command::DelMap { .. } => "del map",
-        Command::NewSslCert { .. } => "new ssl cert",
-        Command::SetSslCert { .. } => "set ssl cert",
-        Command::CommitSslCert { .. } => "commit ssl cert",
-        Command::AbortSslCert { .. } => "abort ssl cert",
-        Command::AddSslCrtList { .. } => "add ssl crt-list",
-        Command::DelSslCrtList { .. } => "del ssl crt-list",
-        Command::DelSslCert { .. } => "del ssl cert",
-        Command::AddBackend { .. } => "add backend",
-        Command::PublishBackend { .. } => "publish backend",
-        Command::UnpublishBackend { .. } => "unpublish backend",
-        Command::SetDynamicCookieKey { .. } => "set dynamic-cookie-key",
-        Command::EnableDynamicCookie { .. } => "enable dynamic-cookie",
-        Command::WaitServerRemovable { .. } => "wait srv-removable",
-        Command::DelServer { .. } => "del server",
-        Command::DelBackend { .. } => "del backend",
     }
 }
 

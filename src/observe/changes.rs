@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::haproxy::{Admin, Command, ProxyState, Server};
+use crate::haproxy::{Admin, ProxyState, Server};
 use crate::model::{MapKey, Snapshot, TaskState};
 
 /// Why HAProxy is reloaded; the `reason` label of `swarm_lb_reloads_total`.
@@ -214,38 +214,6 @@ fn route_text(state: &ProxyState, key: &MapKey) -> Option<String> {
         .map(|(b, n)| format!("{b} {}%", n * 100 / total))
         .collect();
     Some(format!("split {}", parts.join(" ")))
-}
-
-/// The `kind` label of `swarm_lb_runtime_commands_total`.
-pub fn command_kind(cmd: &Command) -> &'static str {
-    match cmd {
-        Command::SetAddr { .. } => "set_addr",
-        Command::SetState { .. } => "set_state",
-        Command::AddServer { .. } => "add_server",
-        Command::EnableHealth { .. } => "enable_health",
-        Command::AddMap { .. } => "add_map",
-        Command::SetMap { .. } => "set_map",
-        Command::DelMap { .. } => "del_map",
-        Command::NewSslCert { .. } => "new_ssl_cert",
-        Command::SetSslCert { .. } => "set_ssl_cert",
-        Command::CommitSslCert { .. } => "commit_ssl_cert",
-        Command::AbortSslCert { .. } => "abort_ssl_cert",
-        Command::AddSslCrtList { .. } => "add_ssl_crt_list",
-        Command::DelSslCrtList { .. } => "del_ssl_crt_list",
-        Command::DelSslCert { .. } => "del_ssl_cert",
-        Command::AddBackend { .. } => "add_backend",
-        Command::PublishBackend { .. } => "publish_backend",
-        Command::UnpublishBackend { .. } => "unpublish_backend",
-        Command::SetDynamicCookieKey { .. } => "set_dynamic_cookie_key",
-        Command::EnableDynamicCookie { .. } => "enable_dynamic_cookie",
-        Command::WaitServerRemovable { .. } => "wait_srv_removable",
-        Command::DelServer { .. } => "del_server",
-        Command::DelBackend { .. } => "del_backend",
-        Command::ShowServersState { .. } => "show_servers_state",
-        Command::ShowMap { .. } => "show_map",
-        Command::ShowInfo => "show_info",
-        Command::ShowBackend => "show_backend",
-    }
 }
 
 /// The backends whose servers, hosts or existence differ between `actual` and `target`.

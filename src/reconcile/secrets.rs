@@ -267,6 +267,131 @@ pub struct DeliverySettings {
     pub max_retry: Duration,
 }
 
+/// What `--secrets-delivery=job` is given, for [`start`]: each `None` (or empty) is found by
+/// inspecting swarm-lb's own container.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// `--secrets-dir`, as swarm-lb sees the volume; created (mode 0700) when missing.
+    pub dir: PathBuf,
+    /// `--secrets-volume`; else the named volume mounted at `dir` in swarm-lb's container.
+    pub volume: Option<String>,
+    /// `--secrets-job-image`; else swarm-lb's own container's image.
+    pub image: Option<String>,
+    /// `--self-container`; else [`own_container_id`] from `/proc/self/mountinfo` and
+    /// `$HOSTNAME`.
+    pub self_container: Option<String>,
+    /// `--secrets-job-timeout`: how long a job may take.
+    pub timeout: Duration,
+    /// How often Docker's secret list is read again without a label change.
+    pub recheck: Duration,
+}
+
+/// Why secrets delivery could not be set up ([`start`]): what is missing, and which flag
+/// gives it.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("--secrets-delivery=job: cannot tell swarm-lb's own container; give --secrets-volume and --secrets-job-image, or --self-container")]
+    OwnContainerUnknown,
+    #[error("--secrets-delivery=job: inspecting swarm-lb's own container {id} (give --self-container, or --secrets-volume and --secrets-job-image)")]
+    InspectOwn { id: String, source: SwarmError },
+    #[error("--secrets-delivery=job: no named volume is mounted at --secrets-dir {} in swarm-lb's container; mount one there (docker-compose.yml does) or give --secrets-volume", dir.display())]
+    NoVolume { dir: PathBuf },
+    #[error("--secrets-delivery=job: no image for the copy job; give --secrets-job-image")]
+    NoImage,
+    #[error("--secrets-delivery=job: this node's Swarm node ID")]
+    NodeId { source: SwarmError },
+    #[error("creating --secrets-dir {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("making --secrets-dir {} 0700", dir.display())]
+    DirMode {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// How often a running job's tasks are read.
+const JOB_POLL: Duration = Duration::from_millis(250);
+/// Retry delays after a failed round: the first, and the cap.
+const RETRY: Duration = Duration::from_secs(1);
+const MAX_RETRY: Duration = Duration::from_secs(60);
+
+/// Sets up secrets delivery by copy jobs on this node (the volume, the image, the node, the
+/// directory) and [`spawn`]s its worker: the pass's handle and the worker's task. Runs once,
+/// at start-up (its file reads and writes block briefly).
+///
+/// Errors: [`StartError`], naming what is missing and the flag that gives it.
+pub async fn start(
+    docker: &Docker,
+    req: JobRequest,
+) -> Result<(DeliveryHandle, tokio::task::JoinHandle<()>), StartError> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    let (mut volume, mut image) = (nonempty(req.volume), nonempty(req.image));
+    if volume.is_none() || image.is_none() {
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hostname = std::env::var("HOSTNAME").ok();
+        let id = nonempty(req.self_container)
+            .or_else(|| own_container_id(&mountinfo, hostname.as_deref()))
+            .ok_or(StartError::OwnContainerUnknown)?;
+        let own = docker
+            .own_container(&id)
+            .await
+            .map_err(|source| StartError::InspectOwn {
+                id: id.clone(),
+                source,
+            })?;
+        let dir = req.dir.to_string_lossy();
+        volume = volume.or_else(|| {
+            own.volumes
+                .iter()
+                .find(|(_, dest)| dest.trim_end_matches('/') == dir.trim_end_matches('/'))
+                .map(|(name, _)| name.clone())
+        });
+        image = image.or_else(|| Some(own.image.clone()).filter(|i| !i.is_empty()));
+    }
+    let volume = volume.ok_or_else(|| StartError::NoVolume {
+        dir: req.dir.clone(),
+    })?;
+    let image = image.ok_or(StartError::NoImage)?;
+    let node_id = docker
+        .local_node_id()
+        .await
+        .map_err(|source| StartError::NodeId { source })?;
+    std::fs::create_dir_all(&req.dir).map_err(|source| StartError::CreateDir {
+        dir: req.dir.clone(),
+        source,
+    })?;
+    std::fs::set_permissions(&req.dir, std::fs::Permissions::from_mode(0o700)).map_err(
+        |source| StartError::DirMode {
+            dir: req.dir.clone(),
+            source,
+        },
+    )?;
+    info!(
+        volume = %volume,
+        image = %image,
+        node = %node_id,
+        dir = %req.dir.display(),
+        "secrets delivery: copy jobs on this node"
+    );
+    Ok(spawn(
+        docker.clone(),
+        DeliverySettings {
+            dir: req.dir,
+            volume,
+            image,
+            node_id,
+            timeout: req.timeout,
+            poll: JOB_POLL,
+            recheck: req.recheck,
+            retry: RETRY,
+            max_retry: MAX_RETRY,
+        },
+    ))
+}
+
 /// Where swarm-lb looks for itself: `--self-container`, else the container ID in
 /// `/proc/self/mountinfo` (Docker bind-mounts `/etc/hostname` from
 /// `<root>/containers/<id>/hostname`), else `$HOSTNAME` (Docker's default: the short ID).

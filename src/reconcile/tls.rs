@@ -16,13 +16,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::secrets::{DeliveryHandle, SecretStatus};
-use crate::haproxy::tls::{self, CertFiles};
+use crate::haproxy::command::PemError;
+use crate::haproxy::tls::{self, CertFiles, CertFilesError};
 use crate::haproxy::{AdminClient, CertPath, ClientError, Pem};
 use crate::model::cert;
 use crate::model::labels::{LabelError, SSL_CERT};
@@ -40,6 +41,68 @@ pub struct TlsCerts {
     reported: BTreeMap<String, LabelError>,
     /// Secrets delivery into `secrets_dir` (`None`: the files are put there by other means).
     delivery: Option<DeliveryHandle>,
+}
+
+/// Why the HTTPS bind's files could not be prepared ([`prepare`]).
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The operator's default certificate (`--default-cert`) cannot be read.
+    #[error("reading --default-cert {}", path.display())]
+    ReadDefault {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The operator's default certificate is not a PEM HAProxy takes.
+    #[error("--default-cert {}", path.display())]
+    BadDefault { path: PathBuf, source: PemError },
+    /// Writing the certificate files (default certificate, crt-list, CA bundle) failed.
+    #[error(transparent)]
+    Files(#[from] CertFilesError),
+}
+
+/// Before HAProxy can load a config with the HTTPS bind: the default certificate in `certs`
+/// (`default_cert`, the operator's PEM file, copied in; else the one there kept; else a
+/// self-signed one generated, with a warning), a crt-list (kept when it exists: a restart
+/// serves the certificates of the last run), and the backend CA bundle at `ca` (a copy of
+/// `ca_source`; missing: a warning, and verification fails closed). An empty `default_cert`
+/// path counts as none (compose passes an unset variable as an empty value).
+///
+/// Errors: [`PrepareError`], naming the file.
+pub fn prepare(
+    certs: &CertFiles,
+    default_cert: Option<&Path>,
+    ca: &Path,
+    ca_source: &Path,
+) -> Result<(), PrepareError> {
+    let operator = match default_cert.filter(|p| !p.as_os_str().is_empty()) {
+        Some(path) => {
+            let text = fs::read_to_string(path).map_err(|source| PrepareError::ReadDefault {
+                path: path.to_owned(),
+                source,
+            })?;
+            Some(Pem::new(&text).map_err(|source| PrepareError::BadDefault {
+                path: path.to_owned(),
+                source,
+            })?)
+        }
+        None => None,
+    };
+    if certs.ensure_default(operator.as_ref())? {
+        warn!(
+            path = %certs.default_path().display(),
+            "no --default-cert given: generated a self-signed default certificate (served for unknown names)"
+        );
+    }
+    if !certs.crt_list_path().exists() {
+        certs.write_crt_list(std::iter::empty())?;
+    }
+    if tls::install_backend_ca(ca, ca_source, certs)? {
+        warn!(
+            source = %ca_source.display(),
+            "no CA bundle: ssl_backend_tls_verify=required fails closed (no task verifies)"
+        );
+    }
+    Ok(())
 }
 
 /// A pair, or why it cannot be read yet.
@@ -128,7 +191,7 @@ impl TlsCerts {
             }
             let version = match version {
                 Some(v) => v,
-                None => *version.insert(admin.info().await?.version),
+                None => *version.insert(admin.capabilities().await?.version),
             };
             let fresh = on_disk.is_none();
             let cmds = match tls::push_commands(&list, &path, pem.clone(), fresh, version) {

@@ -14,12 +14,15 @@ mod bounded;
 mod convert;
 mod error;
 mod events;
+#[cfg(test)]
+mod fake_engine;
 mod overlay;
 pub mod proxy;
 mod raw;
 mod reconnect;
 pub mod secrets;
 mod settle;
+mod source;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -39,12 +39,35 @@ pub struct SettleOptions {
     pub grace: Duration,
 }
 
+impl SettleOptions {
+    /// The default `poll` (and `--settle-poll-ms`'s).
+    pub const POLL: Duration = Duration::from_millis(25);
+    /// The default `burst` (and `--settle-burst-ms`'s).
+    pub const BURST: Duration = Duration::from_millis(5);
+
+    /// The defaults with these two intervals (the CLI's flags); a `burst` of zero turns the
+    /// burst off (`burst_for` zero too).
+    pub fn polling(poll: Duration, burst: Duration) -> Self {
+        let default = SettleOptions::default();
+        SettleOptions {
+            poll,
+            burst,
+            burst_for: if burst.is_zero() {
+                Duration::ZERO
+            } else {
+                default.burst_for
+            },
+            ..default
+        }
+    }
+}
+
 impl Default for SettleOptions {
     fn default() -> Self {
         SettleOptions {
-            burst: Duration::from_millis(5),
+            burst: Self::BURST,
             burst_for: Duration::from_millis(50),
-            poll: Duration::from_millis(25),
+            poll: Self::POLL,
             poll_for: Duration::from_secs(5),
             poll_slow: Duration::from_millis(250),
             timeout: Duration::from_secs(60),

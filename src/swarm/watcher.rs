@@ -13,7 +13,10 @@
 //! [`Overlay`]. Swarm's manager records task states in batches, so its list trails the
 //! containers by tens of milliseconds; the events do not. Every listing is published with the
 //! overlay on top, and drops what it agrees with. Tasks on other nodes have no events here:
-//! settle polling remains their path.
+//! settle polling remains their path. The fast path's own code is `watcher/fast_path.rs`.
+//!
+//! Docker is read through [`Source`] (`source.rs`): the tests drive an in-memory engine on
+//! tokio's paused clock.
 //!
 //! Listings and container inspections run concurrently with the event stream (one listing at
 //! a time; requests made meanwhile are merged into the next; at most [`INSPECTIONS`]
@@ -39,11 +42,12 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tracing::{debug, info, warn};
 
 use super::bounded::Bounded;
-use super::convert::{self, Listing, TaskContainer};
-use super::events::{self, Batch, ContainerChange, EventKind, Refresh, TaskEvent};
-use super::overlay::{self, Dropped, Fact, Healthchecks, Overlay, Reason};
+use super::convert::{self, Listing};
+use super::events::{self, Batch, EventKind, Refresh, TaskEvent};
+use super::overlay::{Dropped, Fact, Healthchecks, Overlay, Reason};
 use super::reconnect::{Item, Reconnecting};
 use super::settle::{routable, Outcome, SettleOptions, Settler};
+use super::source::Source;
 use super::{Docker, SwarmError};
 use crate::backoff::Backoff;
 use crate::fields;
@@ -51,14 +55,9 @@ use crate::hints::subscribe::RemoteUpdate;
 use crate::hints::{Hint, HintState};
 use crate::model::{ServiceId, Snapshot, Task, TaskAddress};
 use crate::observe::Observer;
+use fast_path::{Inspected, HEALTHCHECKS_KNOWN, INSPECTIONS};
 
-/// Container inspections of the fast path in flight at once, at most. One takes a few ms on
-/// the local engine: a burst of 100 starts is inspected in about 13 rounds, while the engine
-/// keeps room for the listings the same events ask for.
-const INSPECTIONS: usize = 8;
-
-/// Containers whose healthcheck the fast path remembers, at most (see [`Healthchecks`]).
-const HEALTHCHECKS_KNOWN: usize = 4096;
+mod fast_path;
 
 /// Timing of the watch loop.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,11 +86,16 @@ pub struct WatchOptions {
     pub service_cluster: Option<String>,
 }
 
+impl WatchOptions {
+    /// The default `resync` (and `--resync`'s, which a test of the CLI checks).
+    pub const RESYNC: Duration = Duration::from_secs(30);
+}
+
 impl Default for WatchOptions {
     fn default() -> Self {
         WatchOptions {
             settle: SettleOptions::default(),
-            resync: Duration::from_secs(30),
+            resync: Self::RESYNC,
             list_timeout: Duration::from_secs(10),
             since_margin: Duration::from_secs(1),
             backoff_initial: Duration::from_millis(100),
@@ -104,14 +108,23 @@ impl Default for WatchOptions {
 }
 
 /// Follows one Docker engine and publishes its [`Snapshot`]s.
-#[derive(Debug)]
 pub struct Watcher {
-    docker: Docker,
+    /// Docker, or the tests' in-memory engine.
+    source: Box<dyn Source>,
     options: WatchOptions,
     /// Reconnects, resyncs, Docker's health, task timestamps and service events go here.
     observer: Option<Arc<Observer>>,
     /// Other nodes' hints (`--hints`), taken by [`Watcher::run`].
     hints: Option<mpsc::UnboundedReceiver<RemoteUpdate>>,
+}
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watcher")
+            .field("source", &self.source.endpoint())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Loop state that outlives one connection of the event stream.
@@ -239,30 +252,15 @@ enum Fetched {
 /// (a long filter costs the manager as much, and the URL stays short).
 const SCOPED_POLL_MAX: usize = 64;
 
-/// A fast-path inspection's outcome.
-struct Inspected {
-    event: TaskEvent,
-    /// The event's engine time (`timeNano`).
-    time_nano: Option<i64>,
-    /// How long the inspection took.
-    took: Duration,
-    result: Result<TaskContainer, SwarmError>,
-}
-
-/// What a task container event established, for the overlay and the log.
-struct Established {
-    event: TaskEvent,
-    time_nano: Option<i64>,
-    /// `None`: nothing to lay over the listing (the inspection said to wait).
-    fact: Option<Fact>,
-    /// The inspection it took (zero without one).
-    took: Duration,
-}
-
 impl Watcher {
     pub fn new(docker: Docker, options: WatchOptions) -> Watcher {
+        Watcher::of(Box::new(docker), options)
+    }
+
+    /// A watcher of any [`Source`] (the tests' in-memory engine).
+    fn of(source: Box<dyn Source>, options: WatchOptions) -> Watcher {
         Watcher {
-            docker,
+            source,
             options,
             observer: None,
             hints: None,
@@ -294,8 +292,8 @@ impl Watcher {
         let o = &self.options;
         let open = |since| {
             let since = events::since_param(since, o.since_margin);
-            info!(endpoint = %self.docker.endpoint(), since = %since, "watching Docker events");
-            self.docker.events(since)
+            info!(endpoint = %self.source.endpoint(), since = %since, "watching Docker events");
+            self.source.events(since)
         };
         let backoff = Backoff::new(o.backoff_initial, o.backoff_max).with_jitter();
         let mut stream = Reconnecting::new(open, SystemTime::now(), backoff, o.backoff_max);
@@ -349,26 +347,6 @@ impl Watcher {
         }
     }
 
-    /// A container inspection, with a deadline.
-    fn inspect(&self, event: TaskEvent, time_nano: Option<i64>) -> Pending<'_, Inspected> {
-        let deadline = self.options.list_timeout;
-        Box::pin(async move {
-            let begun = Instant::now();
-            let result = with_deadline(
-                "inspect container",
-                deadline,
-                self.docker.task_container(&event.container),
-            )
-            .await;
-            Inspected {
-                event,
-                time_nano,
-                took: begun.elapsed(),
-                result,
-            }
-        })
-    }
-
     /// Lists everything, or only tasks: of the services in `scope` when it names any (the
     /// services settling), else all of them.
     async fn list(&self, refresh: Refresh, scope: BTreeSet<ServiceId>) -> Listed {
@@ -378,22 +356,22 @@ impl Watcher {
             Refresh::Tasks if !scope.is_empty() => with_deadline(
                 "list tasks of services",
                 deadline,
-                self.docker.service_tasks_timed(&scope),
+                self.source.service_tasks(&scope),
             )
             .await
             .map(|(tasks, times)| Fetched::ServiceTasks(scope, tasks, times)),
-            Refresh::Tasks => with_deadline("list tasks", deadline, self.docker.tasks_timed())
+            Refresh::Tasks => with_deadline("list tasks", deadline, self.source.tasks())
                 .await
                 .map(|(tasks, times)| Fetched::Tasks(tasks, times)),
-            Refresh::Services if !scope.is_empty() => with_deadline(
-                "list services",
-                deadline,
-                self.docker.services_timed(&scope),
-            )
-            .await
-            .map(|(services, tasks, times)| Fetched::Services(scope, services, tasks, times)),
+            Refresh::Services if !scope.is_empty() => {
+                with_deadline("list services", deadline, self.source.services(&scope))
+                    .await
+                    .map(|(services, tasks, times)| {
+                        Fetched::Services(scope, services, tasks, times)
+                    })
+            }
             Refresh::Services | Refresh::Full | Refresh::Nothing => {
-                with_deadline("list", deadline, self.docker.listing_timed())
+                with_deadline("list", deadline, self.source.listing())
                     .await
                     .map(|(listing, times, index)| Fetched::All(listing, times, index))
             }
@@ -612,92 +590,7 @@ impl<'a> Loop<'a> {
         if !self.watcher.options.fast_path {
             return;
         }
-        let mut established = Vec::new();
-        for (event, time_nano) in batch.tasks {
-            let fact = match event.change {
-                ContainerChange::Created => {
-                    // Whether it has a healthcheck, known before it starts.
-                    let watcher = self.watcher;
-                    self.inspections
-                        .push((event, time_nano), |(e, t)| watcher.inspect(e, t));
-                    continue;
-                }
-                ContainerChange::Started | ContainerChange::Healthy => {
-                    let known = state.healthchecks.get(&event.container);
-                    match overlay::running_without_inspection(
-                        event.change,
-                        known,
-                        state.listed(&event.task),
-                    ) {
-                        Some(fact) => fact,
-                        None => {
-                            let watcher = self.watcher;
-                            self.inspections
-                                .push((event, time_nano), |(e, t)| watcher.inspect(e, t));
-                            continue;
-                        }
-                    }
-                }
-                ContainerChange::Stopping => Fact::Stopping,
-                ContainerChange::Died => {
-                    state.healthchecks.forget(&event.container);
-                    Fact::Exited
-                }
-                ContainerChange::Destroyed => {
-                    state.healthchecks.forget(&event.container);
-                    continue;
-                }
-            };
-            established.push(Established {
-                event,
-                time_nano,
-                fact: Some(fact),
-                took: Duration::ZERO,
-            });
-        }
-        if !established.is_empty() {
-            publish_facts(established, self.tx, state);
-        }
-    }
-
-    /// An inspection came back: remember the healthcheck, and for a start or a healthy
-    /// event, publish the task running (unless Swarm waits for health, or it already died).
-    fn on_inspected(&mut self, done: Inspected) {
-        let Inspected {
-            event,
-            time_nano,
-            took,
-            result,
-        } = done;
-        let c = match result {
-            Ok(c) => c,
-            Err(err) => {
-                debug!(task = %event.task, container = %event.container, error = %err, "task container not inspected; the task list will tell");
-                return;
-            }
-        };
-        // A container that died during the inspection is remembered needlessly; it goes
-        // when the map is full.
-        self.state
-            .healthchecks
-            .learn(&event.container, c.healthcheck);
-        let fact = match event.change {
-            ContainerChange::Created => return,
-            // Gone already (a replayed event, a crash): its die says the rest.
-            _ if !c.running => None,
-            // Swarm waits for healthy; so does the fast path.
-            ContainerChange::Started if c.healthcheck => None,
-            _ => Some(Fact::Running {
-                addresses: c.addresses,
-            }),
-        };
-        let established = Established {
-            event,
-            time_nano,
-            fact,
-            took,
-        };
-        publish_facts(vec![established], self.tx, &mut self.state);
+        self.fast_path(batch.tasks);
     }
 
     /// A listing came back: publishes it (with the overlay) if that changed the snapshot,
@@ -840,63 +733,6 @@ async fn in_flight<T>(listing: &mut Option<Pending<'_, T>>) -> T {
     }
 }
 
-/// Records what task container events established and publishes the last listing with it,
-/// without listing.
-fn publish_facts(
-    established: Vec<Established>,
-    tx: &watch::Sender<Arc<Snapshot>>,
-    state: &mut State,
-) {
-    let now = Instant::now();
-    for e in &established {
-        if let Some(f) = &e.fact {
-            let ev = &e.event;
-            state
-                .overlay
-                .record(&ev.task, &ev.service, ev.slot, f.clone(), now);
-        }
-    }
-    // Nothing listed yet: the first listing carries the facts.
-    let changed = match &state.cache {
-        Some((listing, listed_at)) => {
-            // What the last listing already shows needs no entry (states only move forward).
-            let dropped = state
-                .overlay
-                .observe(&listing.snapshot.tasks, *listed_at, now);
-            log_dropped(&dropped);
-            publish(tx, state.overlay.apply(&listing.snapshot), false)
-        }
-        None => false,
-    };
-    let published = SystemTime::now();
-    for e in &established {
-        let latency_us = e
-            .time_nano
-            .map(events::time_from_nanos)
-            .and_then(|t| published.duration_since(t).ok())
-            .map_or(0, fields::us);
-        debug!(
-            task = %e.event.task,
-            service = %e.event.service,
-            change = ?e.event.change,
-            fact = fact_name(e.fact.as_ref()),
-            changed,
-            latency_us,
-            inspect_us = fields::us(e.took),
-            "fast path"
-        );
-    }
-}
-
-fn fact_name(f: Option<&Fact>) -> &'static str {
-    match f {
-        Some(Fact::Running { .. }) => "running",
-        Some(Fact::Stopping) => "stopping",
-        Some(Fact::Exited) => "exited",
-        None => "none",
-    }
-}
-
 fn log_dropped(dropped: &[Dropped]) {
     for d in dropped {
         let age_ms = fields::ms(d.age);
@@ -966,6 +802,7 @@ mod tests {
     use super::*;
 
     use crate::model::fixtures::numbered as snap;
+    use crate::swarm::source::memory;
 
     #[test]
     fn an_unchanged_snapshot_is_not_sent_again() {
@@ -1077,139 +914,39 @@ mod tests {
         );
     }
 
-    /// A fake engine on a unix socket: fixed lists (tasks replaceable), and an event stream
-    /// per connection that waits for a scripted line, sends it, and closes.
-    mod fake {
-        use std::collections::VecDeque;
-        use std::sync::{Arc, Mutex};
-
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        use tokio::net::{UnixListener, UnixStream};
-        use tokio::sync::{mpsc, oneshot};
-
-        pub const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
-        pub const TASKS: &str = include_str!("../../tests/fixtures/docker-1.41/tasks.json");
-        pub const NETWORKS: &str = include_str!("../../tests/fixtures/docker-1.41/networks.json");
-        pub const EVENTS: &str = include_str!("../../tests/fixtures/docker-1.41/events.jsonl");
-
-        #[derive(Clone)]
-        pub struct Engine {
-            pub tasks: Arc<Mutex<String>>,
-            /// The reply to any container inspect.
-            pub container: Arc<Mutex<String>>,
-            pub scripts: Arc<Mutex<VecDeque<oneshot::Receiver<String>>>>,
-            pub event_requests: mpsc::UnboundedSender<String>,
-        }
-
-        pub fn serve(listener: UnixListener, engine: Engine) {
-            tokio::spawn(async move {
-                while let Ok((s, _)) = listener.accept().await {
-                    tokio::spawn(handle(s, engine.clone()));
-                }
-            });
-        }
-
-        async fn handle(mut s: UnixStream, engine: Engine) {
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => head.extend_from_slice(&buf[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&head).to_string();
-            let target = head.split(' ').nth(1).unwrap_or_default().to_string();
-            let path = target.split('?').next().unwrap_or_default().to_string();
-            let reply = |body: &str| {
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            };
-            let out = if path.ends_with("/version") {
-                reply(r#"{"ApiVersion":"1.41","Version":"20.10.24"}"#)
-            } else if path.ends_with("/services") {
-                reply(SERVICES)
-            } else if path.ends_with("/tasks") {
-                let tasks = engine.tasks.lock().expect("tasks").clone();
-                reply(&tasks)
-            } else if path.ends_with("/networks") {
-                reply(NETWORKS)
-            } else if path.contains("/containers/") && path.ends_with("/json") {
-                let container = engine.container.lock().expect("container").clone();
-                reply(&container)
-            } else if path.ends_with("/events") {
-                let _ = engine.event_requests.send(target.clone());
-                let script = engine.scripts.lock().expect("scripts").pop_front();
-                let header = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
-                if s.write_all(header.as_bytes()).await.is_err() {
-                    return;
-                }
-                match script {
-                    Some(line) => match line.await {
-                        Ok(line) => format!("{line}\n"),
-                        Err(_) => return,
-                    },
-                    None => std::future::pending().await,
-                }
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_string()
-            };
-            let _ = s.write_all(out.as_bytes()).await;
-            let _ = s.shutdown().await;
-        }
-
-        /// `since` from `/v1.41/events?since=...&...`.
-        pub fn since(target: &str) -> String {
-            let query = target.split_once('?').map(|(_, q)| q).unwrap_or_default();
-            query
-                .split('&')
-                .find_map(|kv| kv.strip_prefix("since="))
-                .unwrap_or_default()
-                .to_string()
-        }
-    }
-
-    #[tokio::test]
-    async fn an_event_relists_and_a_dropped_stream_reconnects_since_the_last_event() {
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let (release, script) = oneshot::channel::<String>();
-        let (req_tx, mut requests) = mpsc::unbounded_channel();
-        let engine = fake::Engine {
-            tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-            container: Arc::default(),
-            scripts: Arc::new(Mutex::new(VecDeque::from([script]))),
-            event_requests: req_tx,
-        };
-        fake::serve(listener, engine.clone());
-
-        let endpoint = format!("unix://{}", sock.display());
-        let docker = Docker::connect(Some(&endpoint))
-            .await
-            .expect("connect to the fake");
-        assert_eq!(docker.api_version(), "1.41");
+    /// A watcher of `engine` with a short reconnect backoff, publishing on a new channel.
+    fn watch(
+        engine: &memory::Engine,
+        options: WatchOptions,
+    ) -> (
+        Watcher,
+        watch::Sender<Arc<Snapshot>>,
+        watch::Receiver<Arc<Snapshot>>,
+    ) {
+        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
         let options = WatchOptions {
             backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
+            ..options
         };
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        (Watcher::of(Box::new(engine.clone()), options), tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_event_relists_and_a_dropped_stream_reconnects_since_the_last_event() {
+        use tokio::sync::oneshot;
+
+        let (release, script) = oneshot::channel::<String>();
+        let (engine, mut opened) = memory::Engine::new([script]);
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.run(tx));
         let within = Duration::from_secs(10);
 
         // The stream is opened (since = now - margin) before the first listing.
-        let first = tokio::time::timeout(within, requests.recv())
+        let first = tokio::time::timeout(within, opened.recv())
             .await
             .expect("events request")
             .expect("open");
-        let since: f64 = fake::since(&first).parse().expect("since is seconds.nanos");
+        let since: f64 = first.parse().expect("since is seconds.nanos");
         let now = SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock")
@@ -1225,21 +962,21 @@ mod tests {
         assert_eq!(rx.borrow_and_update().tasks.len(), 5);
 
         // A task disappears; an event says the service changed; then the stream drops.
-        let tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(memory::TASKS).expect("fixture");
         *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks[1..]).expect("json");
         let event = r#"{"Type":"service","Action":"update","Actor":{"ID":"btrao17gkwp6g12j40iqj7crs","Attributes":{"name":"fx-web"}},"scope":"swarm","time":1795729106,"timeNano":1795729106712866649}"#;
-        release.send(event.to_string()).expect("fake waiting");
+        release.send(event.to_string()).expect("engine waiting");
         tokio::time::timeout(within, rx.changed())
             .await
             .expect("snapshot after the event")
             .expect("open");
         assert_eq!(rx.borrow_and_update().tasks.len(), 4);
 
-        let second = tokio::time::timeout(within, requests.recv())
+        let second = tokio::time::timeout(within, opened.recv())
             .await
             .expect("reconnect")
             .expect("open");
-        assert_eq!(fake::since(&second), "1795729105.712866649", "{second}");
+        assert_eq!(second, "1795729105.712866649");
 
         drop(rx);
         tokio::time::timeout(within, run)
@@ -1248,113 +985,30 @@ mod tests {
             .expect("no panic");
     }
 
-    async fn next_request(r: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
-        tokio::time::timeout(Duration::from_secs(10), r.recv())
-            .await
-            .expect("an events request")
-            .expect("open")
-    }
-
-    #[tokio::test]
-    async fn with_a_manager_cluster_events_come_from_it_container_events_from_the_node_and_either_ending_reopens_both(
-    ) {
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let engine = |name: &str, scripts: VecDeque<oneshot::Receiver<String>>| {
-            let sock = dir.path().join(name);
-            let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-            let (req_tx, requests) = mpsc::unbounded_channel();
-            fake::serve(
-                listener,
-                fake::Engine {
-                    tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-                    container: Arc::default(),
-                    scripts: Arc::new(Mutex::new(scripts)),
-                    event_requests: req_tx,
-                },
-            );
-            (format!("unix://{}", sock.display()), requests)
-        };
-        // The manager's stream stays open; the node's sends one line and closes.
-        let (manager, mut manager_requests) = engine("manager.sock", VecDeque::new());
-        let (release, script) = oneshot::channel::<String>();
-        let (node, mut node_requests) = engine("node.sock", VecDeque::from([script]));
-        let docker = Docker::connect_split(Some(&manager), Some(&node))
-            .await
-            .expect("connect to both fakes");
-        assert_eq!(docker.endpoint(), manager);
-        assert_eq!(docker.local_endpoint(), Some(node.clone()));
-        let options = WatchOptions {
-            backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
-        };
-        let (tx, rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
-        let within = Duration::from_secs(10);
-        let m1 = next_request(&mut manager_requests).await;
-        let n1 = next_request(&mut node_requests).await;
-        // Filters are URL-encoded JSON: the type names appear as they are.
-        assert!(m1.contains("service") && !m1.contains("container"), "{m1}");
-        assert!(n1.contains("container") && !n1.contains("service"), "{n1}");
-
-        let event = r#"{"Type":"container","Action":"start","Actor":{"ID":"c1","Attributes":{}},"scope":"local","time":1795729106,"timeNano":1795729106712866649}"#;
-        release.send(event.to_string()).expect("fake waiting");
-        // The node's stream ended: both are opened again.
-        next_request(&mut manager_requests).await;
-        next_request(&mut node_requests).await;
-
-        drop(rx);
-        tokio::time::timeout(within, run)
-            .await
-            .expect("stops without receivers")
-            .expect("no panic");
-    }
-
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn a_task_containers_start_kill_and_die_are_published_before_the_task_list_shows_them() {
         use crate::model::{DesiredTaskState, TaskState};
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::{mpsc, oneshot};
+        use tokio::sync::oneshot;
 
         const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
         // The manager has not caught up: the list says starting, all along.
-        let mut tasks: Vec<serde_json::Value> = serde_json::from_str(fake::TASKS).expect("fixture");
+        let mut tasks: Vec<serde_json::Value> =
+            serde_json::from_str(memory::TASKS).expect("fixture");
         for t in &mut tasks {
             if t["ID"] == TASK {
                 t["Status"]["State"] = "starting".into();
             }
         }
-        let mut container: serde_json::Value = serde_json::from_str(include_str!(
-            "../../tests/fixtures/docker-1.41/container-inspect.json"
-        ))
-        .expect("fixture");
+        let mut container: serde_json::Value =
+            serde_json::from_str(memory::CONTAINER).expect("fixture");
         container["State"] = serde_json::json!({"Running": true});
-        let (releases, scripts): (Vec<_>, VecDeque<_>) =
+        let (releases, scripts): (Vec<_>, Vec<_>) =
             (0..3).map(|_| oneshot::channel::<String>()).unzip();
-        let (req_tx, _requests) = mpsc::unbounded_channel();
-        let engine = fake::Engine {
-            tasks: Arc::new(Mutex::new(serde_json::to_string(&tasks).expect("json"))),
-            container: Arc::new(Mutex::new(container.to_string())),
-            scripts: Arc::new(Mutex::new(scripts)),
-            event_requests: req_tx,
-        };
-        fake::serve(listener, engine);
-        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
-            .await
-            .expect("connect to the fake");
-        let options = WatchOptions {
-            backoff_initial: Duration::from_millis(10),
-            ..WatchOptions::default()
-        };
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(Watcher::new(docker, options).run(tx));
+        let (engine, _opened) = memory::Engine::new(scripts);
+        *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks).expect("json");
+        *engine.container.lock().expect("container") = container.to_string();
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.run(tx));
         let within = Duration::from_secs(10);
         type View = (TaskState, DesiredTaskState, usize);
         fn view(s: &Snapshot) -> Option<View> {
@@ -1381,7 +1035,7 @@ mod tests {
 
         // The start event from the capture; kill and die of the same container.
         let start: serde_json::Value =
-            serde_json::from_str(fake::EVENTS.lines().nth(3).expect("start line")).expect("json");
+            serde_json::from_str(memory::EVENTS.lines().nth(3).expect("start line")).expect("json");
         let mut kill = start.clone();
         kill["Action"] = "kill".into();
         kill["Actor"]["Attributes"]["signal"] = "15".into();
@@ -1393,7 +1047,7 @@ mod tests {
                 .next()
                 .expect("a script left")
                 .send(event.to_string())
-                .expect("fake waiting")
+                .expect("engine waiting")
         };
         send(start);
         wait(
@@ -1424,41 +1078,19 @@ mod tests {
             .expect("no panic");
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn another_nodes_death_hint_takes_a_listed_task_out_at_once_and_outlives_a_lost_stream_but_not_a_reset(
     ) {
         use crate::hints::subscribe::RemoteUpdate;
         use crate::hints::{Hint, HintState};
         use crate::model::TaskState;
-        use std::collections::VecDeque;
-        use std::sync::Mutex;
-        use tokio::sync::mpsc;
 
         const TASK: &str = "l4jr87dy66e2q3hp643mbj1h6";
         const SERVICE: &str = "btrao17gkwp6g12j40iqj7crs";
-        let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("docker.sock");
-        let listener = tokio::net::UnixListener::bind(&sock).expect("bind");
-        let (req_tx, _requests) = mpsc::unbounded_channel();
-        fake::serve(
-            listener,
-            fake::Engine {
-                tasks: Arc::new(Mutex::new(fake::TASKS.to_string())),
-                container: Arc::default(),
-                scripts: Arc::new(Mutex::new(VecDeque::new())),
-                event_requests: req_tx,
-            },
-        );
-        let docker = Docker::connect(Some(&format!("unix://{}", sock.display())))
-            .await
-            .expect("connect to the fake");
+        let (engine, _opened) = memory::Engine::new([]);
         let (hints, hints_rx) = mpsc::unbounded_channel();
-        let (tx, mut rx) = watch::channel(Arc::new(Snapshot::default()));
-        let run = tokio::spawn(
-            Watcher::new(docker, WatchOptions::default())
-                .with_hints(hints_rx)
-                .run(tx),
-        );
+        let (watcher, tx, mut rx) = watch(&engine, WatchOptions::default());
+        let run = tokio::spawn(watcher.with_hints(hints_rx).run(tx));
         let state = |s: &Snapshot| s.tasks.iter().find(|t| t.id == TASK).map(|t| t.state);
         async fn wait(
             rx: &mut watch::Receiver<Arc<Snapshot>>,

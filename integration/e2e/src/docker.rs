@@ -9,9 +9,23 @@ pub fn bin() -> String {
     std::env::var("DOCKER").unwrap_or_else(|_| "/usr/bin/docker".to_owned())
 }
 
-/// Run docker with `args`; stdout on success.
+/// Run docker with `args`; stdout on success, else the command and its stderr.
 pub fn try_docker(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(bin())
+    try_docker_on(None, args)
+}
+
+/// [`try_docker`] against the engine at `host` (`docker -H <host>`: `unix://<path>`,
+/// `tcp://...`), or the default engine with `None`.
+pub fn try_docker_on(host: Option<&str>, args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new(bin());
+    if let Some(host) = host {
+        cmd.arg("-H").arg(host);
+    }
+    let shown = match host {
+        Some(host) => format!("docker -H {host} {}", args.join(" ")),
+        None => format!("docker {}", args.join(" ")),
+    };
+    let out = cmd
         .args(args)
         .output()
         .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
@@ -19,8 +33,7 @@ pub fn try_docker(args: &[&str]) -> Result<String, String> {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     } else {
         Err(format!(
-            "docker {}: {}",
-            args.join(" "),
+            "{shown}: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         ))
     }
@@ -107,6 +120,19 @@ impl Drop for Network {
 /// answers with it), 20 s to drain on stop. [`Service::create`] runs them; so do the benches.
 pub fn create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
     let mut all = vec![
+        "--env",
+        "TASK_NAME={{.Task.Name}}",
+        "--stop-grace-period",
+        "20s",
+    ];
+    all.extend_from_slice(args);
+    plain_create_args(name, image, &all)
+}
+
+/// The `docker` arguments that create service `name` from `image` with `args` and nothing
+/// else: detached, the image not resolved (local images), quiet.
+pub fn plain_create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
+    let mut all = vec![
         "service",
         "create",
         "--detach",
@@ -114,10 +140,6 @@ pub fn create_args(name: &str, image: &str, args: &[&str]) -> Vec<String> {
         "--quiet",
         "--name",
         name,
-        "--env",
-        "TASK_NAME={{.Task.Name}}",
-        "--stop-grace-period",
-        "20s",
     ];
     all.extend_from_slice(args);
     all.push(image);
@@ -130,6 +152,32 @@ pub struct Service {
 }
 
 impl Service {
+    /// A test-app service of `image` that one stack routes: on `net`, `replicas` tasks, the
+    /// hosts label `host`, port 8080, and `cluster`'s `com.docker.lb.service_cluster` (each
+    /// stack of a suite has its own), with `extra` arguments added.
+    pub fn routed(
+        name: &str,
+        image: &str,
+        cluster: &str,
+        net: &Network,
+        host: &str,
+        replicas: u32,
+        extra: &[&str],
+    ) -> Service {
+        let labels = [
+            format!("com.docker.lb.hosts={host}"),
+            "com.docker.lb.port=8080".to_owned(),
+            format!("com.docker.lb.service_cluster={cluster}"),
+        ];
+        let replicas = replicas.to_string();
+        let mut args: Vec<&str> = vec!["--network", &net.name, "--replicas", &replicas];
+        for l in &labels {
+            args.extend(["--label", l]);
+        }
+        args.extend_from_slice(extra);
+        Service::create(name, image, &args)
+    }
+
     /// `docker service create` of `image` with `args` (labels, network, replicas...) added.
     pub fn create(name: &str, image: &str, args: &[&str]) -> Service {
         let all = create_args(name, image, args);

@@ -55,19 +55,8 @@ impl Env {
     }
 
     fn service_on(&self, net: &Network, host: &str, replicas: u32, extra: &[&str]) -> Service {
-        let labels = [
-            format!("com.docker.lb.hosts={host}"),
-            "com.docker.lb.port=8080".to_owned(),
-            format!("com.docker.lb.service_cluster={}", self.cluster),
-        ];
-        let replicas = replicas.to_string();
-        let mut args: Vec<&str> = vec!["--network", &net.name, "--replicas", &replicas];
-        for l in &labels {
-            args.push("--label");
-            args.push(l);
-        }
-        args.extend_from_slice(extra);
-        Service::create(&unique("svc"), APP1, &args)
+        let name = unique("svc");
+        Service::routed(&name, APP1, &self.cluster, net, host, replicas, extra)
     }
 
     fn service(&self, host: &str, replicas: u32) -> Service {

@@ -24,17 +24,8 @@ struct Env {
 
 impl Env {
     fn service(&self, net: &Network, host: &str, replicas: u32) -> Service {
-        let replicas = replicas.to_string();
-        let labels = [
-            format!("com.docker.lb.hosts={host}"),
-            "com.docker.lb.port=8080".to_owned(),
-            format!("com.docker.lb.service_cluster={}", self.cluster),
-        ];
-        let mut args: Vec<&str> = vec!["--network", &net.name, "--replicas", &replicas];
-        for l in &labels {
-            args.extend(["--label", l]);
-        }
-        Service::create(&unique("obs"), APP, &args)
+        let name = unique("obs");
+        Service::routed(&name, APP, &self.cluster, net, host, replicas, &[])
     }
 
     fn listener(&self) -> SocketAddr {

@@ -36,19 +36,7 @@ impl Env {
     /// A routed testapp service on `net`, labelled for this stack's cluster.
     fn service(&self, net: &Network, host: &str, replicas: u32, extra: &[&str]) -> Service {
         let name = unique("svc");
-        let labels = [
-            format!("com.docker.lb.hosts={host}"),
-            "com.docker.lb.port=8080".to_owned(),
-            format!("com.docker.lb.service_cluster={}", self.cluster),
-        ];
-        let replicas = replicas.to_string();
-        let mut args: Vec<&str> = vec!["--network", &net.name, "--replicas", &replicas];
-        for l in &labels {
-            args.push("--label");
-            args.push(l);
-        }
-        args.extend_from_slice(extra);
-        Service::create(&name, APP1, &args)
+        Service::routed(&name, APP1, &self.cluster, net, host, replicas, extra)
     }
 
     /// Wait until HAProxy's ready servers of `svc` are exactly its running tasks (n of them).

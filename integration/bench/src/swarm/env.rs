@@ -8,7 +8,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use swarm_lb_e2e::docker::{create_args, try_docker, Network, Service};
+use swarm_lb_e2e::docker::{create_args, plain_create_args, try_docker, Network, Service};
 use swarm_lb_e2e::stack::{self, Stack};
 use swarm_lb_e2e::unique;
 
@@ -183,21 +183,11 @@ impl Bench {
     /// node. Removed when the returned guard drops.
     pub async fn unrouted_service(&self, replicas: u32) -> anyhow::Result<Service> {
         let name = unique(SERVICE_PREFIX);
-        docker(&[
-            "service",
-            "create",
-            "--detach",
-            "--no-resolve-image",
-            "--quiet",
-            "--name",
-            &name,
-            "--replicas",
-            &replicas.to_string(),
-            "--container-label",
-            &format!("{RUN_LABEL}={}", self.run),
-            super::APP1,
-        ])
-        .await?;
+        let replicas = replicas.to_string();
+        let run = format!("{RUN_LABEL}={}", self.run);
+        let args = ["--replicas", &replicas, "--container-label", &run];
+        let all = plain_create_args(&name, super::APP1, &args);
+        docker(&all.iter().map(String::as_str).collect::<Vec<_>>()).await?;
         Ok(Service { name })
     }
 

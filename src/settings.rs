@@ -1,0 +1,247 @@
+//! The command line's values turned into the library's settings: what the reconciler, the
+//! watcher, the pass loop, secrets delivery and the created HAProxy container are given.
+//! Part of the binary (not the library); each default is written once, in the library or in
+//! `cli.rs`, and the `service_cluster` filter (unset or empty: no cluster) is applied here
+//! only, for both the model and the watcher.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use anyhow::Context;
+use tracing::warn;
+
+use swarm_lb::haproxy::render::{self, Files, HttpsSettings, RenderSettings};
+use swarm_lb::haproxy::tls::CertFiles;
+use swarm_lb::haproxy::{AdminClient, MapPath, Master};
+use swarm_lb::model;
+use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::secrets::{DeliveryHandle, JobRequest};
+use swarm_lb::reconcile::tls::TlsCerts;
+use swarm_lb::reconcile::{Reconciler, Settings, Strategy, Timing};
+use swarm_lb::swarm;
+
+use crate::cli::{Common, CreateArgs, Delivery, DeliveryArgs, RunArgs};
+
+/// The reconciler's settings: the template read and checked with the HAProxy paths.
+///
+/// Errors: an unreadable template, a config dir that is no valid map path, a template that
+/// does not take the paths.
+pub fn settings(
+    c: &Common,
+    strategy: Strategy,
+    reload_timeout: Duration,
+) -> anyhow::Result<Settings> {
+    let template = match &c.template {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading template {}", p.display()))?,
+        None => render::BASE_TEMPLATE.to_owned(),
+    };
+    let files = Files::new(&c.config_dir);
+    let map_path = files.map_path();
+    let hosts_map = MapPath::new(&map_path.to_string_lossy()).with_context(|| {
+        "--config-dir must be an absolute path of letters, digits, '/', '.', '-', '_'"
+    })?;
+    let render = RenderSettings {
+        template,
+        binds: c.binds.clone(),
+        admin_socket: c.admin_socket.clone(),
+        hosts_map: hosts_map.clone(),
+        https: https_settings(c),
+    };
+    render
+        .validate()
+        .context("checking the template and the HAProxy paths")?;
+    Ok(Settings {
+        model: model::Settings {
+            default_network: c.default_network.clone(),
+            service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
+        },
+        plan: PlanSettings {
+            block: usize::from(c.slot_block),
+            add_server: !c.no_add_server,
+            hosts_map: hosts_map.clone(),
+            runtime_backends: Default::default(),
+        },
+        render,
+        haproxy_container: c.haproxy_container.clone(),
+        keep_networks: c.keep_networks.iter().cloned().collect::<BTreeSet<_>>(),
+        reload_timeout,
+        strategy,
+    })
+}
+
+/// The certificate files under the config dir.
+pub fn cert_files(c: &Common) -> CertFiles {
+    CertFiles::new(c.config_dir.join("certs"))
+}
+
+fn https_settings(c: &Common) -> Option<HttpsSettings> {
+    let binds: Vec<String> = c
+        .https_binds
+        .iter()
+        .filter(|b| !b.is_empty())
+        .cloned()
+        .collect();
+    (!binds.is_empty()).then(|| HttpsSettings {
+        binds,
+        crt_list: cert_files(c).crt_list_path(),
+        // Beside the admin socket, in the run dir only the two containers share.
+        internal: c.admin_socket.with_file_name("https.sock"),
+    })
+}
+
+/// The reconciler, with the HTTPS bind's certificates when `settings` has one (and their
+/// secrets delivered by `delivery`, when given).
+pub fn reconciler(
+    c: &Common,
+    settings: Settings,
+    docker: swarm::Docker,
+    delivery: Option<DeliveryHandle>,
+) -> Reconciler {
+    let https = settings.render.https.is_some();
+    let reconciler = Reconciler::new(
+        settings,
+        AdminClient::new(&c.admin_socket),
+        Master::new(&c.master_socket),
+        Files::new(&c.config_dir),
+        Some(docker),
+    );
+    match https {
+        true => {
+            let certs = TlsCerts::new(cert_files(c), &c.secrets_dir);
+            reconciler.with_tls(match delivery {
+                Some(d) => certs.with_delivery(d),
+                None => certs,
+            })
+        }
+        false => reconciler,
+    }
+}
+
+/// What the watcher is given: `run`'s intervals, and the same `service_cluster` as the model.
+pub fn watch_options(args: &RunArgs, settings: &Settings) -> swarm::WatchOptions {
+    swarm::WatchOptions {
+        resync: args.resync,
+        settle: swarm::SettleOptions::polling(
+            Duration::from_millis(args.settle_poll_ms),
+            Duration::from_millis(args.settle_burst_ms),
+        ),
+        service_cluster: settings.model.service_cluster.clone(),
+        ..swarm::WatchOptions::default()
+    }
+}
+
+/// When passes run.
+pub fn timing(args: &RunArgs) -> Timing {
+    Timing {
+        resync: args.resync,
+        proxy_check: args.proxy_check,
+        debounce: Duration::from_millis(args.debounce_ms),
+        retry: Duration::from_millis(200),
+        max_retry: Duration::from_secs(10),
+    }
+}
+
+/// How long the pass loop may stall before `/healthz` says so: a pass may wait for a reload
+/// and then for the new worker (twice the reload timeout).
+pub fn stall(args: &RunArgs) -> Duration {
+    args.reload_timeout * 2 + args.proxy_check + Duration::from_secs(60)
+}
+
+/// What `--secrets-delivery=job` asks of [`swarm_lb::reconcile::secrets::start`]; `None`
+/// when delivery is off, or without an HTTPS bind (a warning: nothing would be served).
+pub fn delivery(
+    c: &Common,
+    a: &DeliveryArgs,
+    https: bool,
+    recheck: Duration,
+) -> Option<JobRequest> {
+    if a.secrets_delivery == Delivery::Off {
+        return None;
+    }
+    if !https {
+        warn!("--secrets-delivery=job without an HTTPS bind: no certificate is served, nothing is copied");
+        return None;
+    }
+    Some(JobRequest {
+        dir: c.secrets_dir.clone(),
+        volume: a.secrets_volume.clone(),
+        image: a.secrets_job_image.clone(),
+        self_container: a.self_container.clone(),
+        timeout: a.secrets_job_timeout,
+        recheck,
+    })
+}
+
+/// The container spec `--haproxy-create` creates with; `None` without that flag.
+///
+/// Errors: `--haproxy-create` without `--haproxy-container`, or a malformed name, image,
+/// volume or path.
+pub fn proxy_spec(c: &Common, a: &CreateArgs) -> anyhow::Result<Option<swarm::proxy::ProxySpec>> {
+    if !a.haproxy_create {
+        return Ok(None);
+    }
+    let name = c
+        .haproxy_container
+        .as_deref()
+        .context("--haproxy-create needs --haproxy-container (the name to create or adopt)")?;
+    let run_dir = c
+        .admin_socket
+        .parent()
+        .and_then(|d| d.to_str())
+        .filter(|d| !d.is_empty())
+        .context("--admin-socket must be a path in a directory (the run volume's mount point)")?;
+    let config_dir = c
+        .config_dir
+        .to_str()
+        .context("--config-dir must be UTF-8")?;
+    let master = c
+        .master_socket
+        .to_str()
+        .context("--master-socket must be UTF-8")?;
+    let spec = swarm::proxy::ProxySpec::stock(
+        name,
+        &a.haproxy_image,
+        (&a.run_volume, run_dir),
+        (&a.config_volume, config_dir),
+        master,
+        a.haproxy_publish.clone(),
+    )
+    .context("--haproxy-create")?;
+    Ok(Some(spec))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::run_args;
+
+    #[test]
+    fn creating_the_haproxy_container_needs_its_name_and_derives_the_mounts_from_the_sockets() {
+        let a = run_args(&["--haproxy-create"]).expect("parses");
+        let e = proxy_spec(&a.common, &a.create).expect_err("no name");
+        assert!(e.to_string().contains("--haproxy-container"), "{e}");
+        let a = run_args(&[
+            "--haproxy-create",
+            "--haproxy-container=edge-haproxy",
+            "--haproxy-publish=10.0.0.1:80:80,8405:8405",
+        ])
+        .expect("parses");
+        let spec = proxy_spec(&a.common, &a.create)
+            .expect("valid")
+            .expect("asked for");
+        assert_eq!(spec.name, "edge-haproxy");
+        assert_eq!(spec.image, "haproxy:3.4");
+        assert_eq!(
+            spec.run_volume,
+            ("swarm-lb-run".into(), "/var/run/haproxy".into())
+        );
+        assert_eq!(
+            spec.config_volume,
+            ("swarm-lb-config".into(), "/usr/local/etc/haproxy".into())
+        );
+        assert_eq!(spec.publish.len(), 2);
+        let a = run_args(&["--haproxy-container=x"]).expect("parses");
+        assert!(proxy_spec(&a.common, &a.create).expect("fine").is_none());
+    }
+}
