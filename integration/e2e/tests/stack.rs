@@ -1,0 +1,395 @@
+//! `docker-stack.yml` deployed as users deploy it (issue 21), on the 3-node Swarm of
+//! `scripts/multinode.sh up --registry`: each node's engine on its own `/var/run/docker.sock`
+//! (the stack's bind mounts reach that node), the images pushed to a registry on the cluster's
+//! network and pulled by name (mn2 and mn3 hold none beforehand; no `--resolve-image never`),
+//! `docker stack deploy -c docker-stack.yml` with only the image variables (and the published
+//! ports) set. Worker edges reach the manager's API through `api`, the stack's API-filtering
+//! proxy (the local stand-in of `images/docker-socket-proxy`, switched as the stack switches it);
+//! every edge follows the agents over the `hints` overlay by `tasks.agent`.
+//!
+//! One deviation, only where the kernel forces it: the stack's overlays are `encrypted` (IPsec
+//! ESP, AES-GCM). A kernel without ESP (this machine's: `CONFIG_INET_ESP` and
+//! `CONFIG_CRYPTO_GCM` not set) creates them but drops every packet between nodes; there the
+//! test deploys a copy of the file without the two `encrypted` options, and says so.
+//!
+//! Tests run one at a time (a lock) on one deployment; `scripts/test.sh` runs them, then
+//! `scripts/multinode.sh down`.
+
+mod mn;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mn::*;
+use serde_json::Value;
+use swarm_lb_e2e::{poll_until, unique};
+
+/// The stack's name: services `lb_manager-edge`, `lb_worker-edge`, `lb_agent`, `lb_api`.
+const STACK: &str = "lb";
+
+struct Deployed {
+    /// The cluster's registry, `host:port`.
+    registry: String,
+    /// Holds the stack file actually deployed when it had to be a copy.
+    _dir: tempfile::TempDir,
+}
+
+static LOCK: tokio::sync::Mutex<Option<Deployed>> = tokio::sync::Mutex::const_new(None);
+
+fn multinode(args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg(repo().join("scripts/multinode.sh"))
+        .args(args)
+        .output()
+        .expect("running scripts/multinode.sh")
+}
+
+/// `name` as the nodes pull it from the cluster's registry.
+fn pulled(registry: &str, name: &str) -> String {
+    format!("{registry}/{name}")
+}
+
+/// The stack file to deploy: docker-stack.yml itself, or, on a kernel without IPsec ESP, a copy
+/// in `dir` without the overlays' `encrypted` options (nothing else differs).
+fn stack_file(dir: &Path) -> PathBuf {
+    let original = repo().join("docker-stack.yml");
+    if multinode(&["esp"]).status.success() {
+        return original;
+    }
+    let text = std::fs::read_to_string(&original).expect("docker-stack.yml");
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    let mut dropped = 0;
+    while let Some(line) = lines.next() {
+        if line.trim() == "driver_opts:"
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim() == "encrypted: \"true\"")
+        {
+            lines.next();
+            dropped += 1;
+            continue;
+        }
+        out.push(line);
+    }
+    assert_eq!(
+        dropped, 2,
+        "docker-stack.yml: expected the two encrypted overlays (api, hints)"
+    );
+    let copy = dir.join("docker-stack.yml");
+    std::fs::write(&copy, out.join("\n") + "\n").expect("write the stack copy");
+    println!(
+        "this kernel has no IPsec ESP with AES-GCM (`scripts/multinode.sh esp` failed): Swarm's \
+         encrypted overlays would drop all traffic between nodes, so the overlays api and hints \
+         are deployed UNENCRYPTED (docker-stack.yml without its two `encrypted` options)"
+    );
+    copy
+}
+
+/// The edge container (`lb_manager-edge` or `lb_worker-edge`) on `node`.
+fn edge_container(node: &str) -> Option<String> {
+    let ns = format!("label=com.docker.stack.namespace={STACK}");
+    let out = try_mn(
+        node,
+        &["ps", "-q", "--filter", &ns, "--filter", "name=edge"],
+    )
+    .ok()?;
+    out.lines().next().map(str::to_owned)
+}
+
+/// `swarm-lb status --json` of `node`'s edge.
+fn status(node: &str) -> Option<Value> {
+    let id = edge_container(node)?;
+    let out = try_mn(
+        node,
+        &["exec", &id, "/usr/local/bin/swarm-lb", "status", "--json"],
+    )
+    .ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+fn hints_live(node: &str) -> usize {
+    status(node).map_or(0, |v| {
+        v["hints"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|s| s["live"] == true).count())
+    })
+}
+
+/// The cluster up with its registry, the stack deployed from it, every edge answering and
+/// following the two other nodes' agents. Held for the whole test.
+async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
+    let mut guard = LOCK.lock().await;
+    if guard.is_none() {
+        swarm_lb_testkit::tls::require_tools(&["openssl", "curl"], "the stack test");
+        let t0 = Instant::now();
+        let out = multinode(&["up", "--registry"]);
+        assert!(
+            out.status.success(),
+            "the 3-node Swarm with its registry did not start: {}\nIt needs root, Debian's \
+             docker.io, iproute2, curl and docker-registry (`bash scripts/setup.sh` installs \
+             them) and the images of `bash scripts/images.sh`",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let registry = String::from_utf8_lossy(&multinode(&["registry"]).stdout)
+            .trim()
+            .to_owned();
+        println!(
+            "cluster and registry up in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        // Nothing was loaded into the workers: whatever they run, they pulled by name.
+        for node in ["mn2", "mn3"] {
+            let images = mn(node, &["images", "--format", "{{.Repository}}"]);
+            assert!(
+                images
+                    .lines()
+                    .all(|r| r.is_empty() || r.starts_with(&registry)),
+                "{node} holds images that were not pulled from {registry}: {images}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = stack_file(dir.path());
+        let swarm_lb = pulled(&registry, &swarm_lb_e2e::docker::swarm_lb_image());
+        let haproxy = pulled(&registry, &swarm_lb_e2e::docker::haproxy_image());
+        let proxy = pulled(&registry, "swarm-lb/docker-socket-proxy:local");
+        let t1 = Instant::now();
+        let sock = format!("unix://{}/mn1/docker.sock", base().display());
+        let out = Command::new(swarm_lb_e2e::docker::bin())
+            .args(["-H", &sock, "stack", "deploy", "-c"])
+            .arg(&file)
+            .arg(STACK)
+            .env("SWARM_LB_IMAGE", &swarm_lb)
+            .env("HAPROXY_IMAGE", &haproxy)
+            .env("SWARM_LB_API_PROXY_IMAGE", &proxy)
+            .env("SWARM_LB_HTTP_PUBLISH", "80:80,443:443")
+            .stdin(Stdio::null())
+            .output()
+            .expect("docker stack deploy");
+        assert!(
+            out.status.success(),
+            "docker stack deploy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for e in edges() {
+            poll_until(
+                Duration::from_secs(180),
+                &format!("{}'s edge answering", e.node),
+                || async { get(e.node, "nobody.invalid", None).ok().map(drop) },
+            )
+            .await;
+        }
+        println!(
+            "stack deployed from {registry}: every edge answering {:.1} s after `docker stack \
+             deploy` (images pulled by the workers)",
+            t1.elapsed().as_secs_f64()
+        );
+        for node in ["mn2", "mn3"] {
+            let images = mn(node, &["images", "--format", "{{.Repository}}"]);
+            for wanted in [&swarm_lb, &haproxy] {
+                let repo = wanted.rsplit_once(':').map_or(wanted.as_str(), |(r, _)| r);
+                assert!(
+                    images.lines().any(|l| l == repo),
+                    "{node} did not pull {wanted}: {images}"
+                );
+            }
+        }
+        *guard = Some(Deployed {
+            registry,
+            _dir: dir,
+        });
+    }
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge following the 2 other nodes' agents (tasks.agent)"),
+            || async move { (hints_live(node) == 2).then_some(()) },
+        )
+        .await;
+    }
+    guard
+}
+
+fn registry(d: &Option<Deployed>) -> &str {
+    &d.as_ref().expect("deployed").registry
+}
+
+/// Docker secrets on the manager, removed on drop (after the services that name them).
+struct Secrets(Vec<String>);
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while try_mn("mn1", &["secret", "rm", name]).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One HTTPS GET through `node`'s edge from the switch namespace, verified against `ca` (the
+/// self-signed certificate itself): the status code, 0 when the handshake or verification failed.
+fn https_verified(node: &str, host: &str, ca: &Path) -> u16 {
+    sh(&format!(
+        "ip netns exec mn-sw curl -s --max-time 5 --cacert {} --resolve {host}:443:{} \
+         -o /dev/null -w '%{{http_code}}' https://{host}/",
+        ca.display(),
+        node_ip(node)
+    ))
+    .parse()
+    .unwrap_or(0)
+}
+
+/// The serial of the certificate `node`'s edge serves for SNI `host` (`serial=...`).
+fn served_serial(node: &str, host: &str) -> String {
+    sh(&format!(
+        "ip netns exec mn-sw openssl s_client -connect {}:443 -servername {host} </dev/null \
+         2>/dev/null | openssl x509 -noout -serial",
+        node_ip(node)
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_deployed_from_the_registry_routes_on_every_edge_and_serves_tls_from_docker_secrets_on_every_edge(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let t0 = Instant::now();
+    let svc = Svc::create_from(&app, 6, &[]);
+    let all = edges();
+    let tasks = svc.converged(&all, 6).await;
+    let nodes: BTreeSet<String> = svc.running().into_values().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 3, "tasks not on all three nodes: {nodes:?}");
+    println!(
+        "6 tasks pulled and running on 3 nodes, in every edge's HAProxy after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // A certificate for the service's host in two Docker secrets, named by its labels.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tag = unique("stk");
+    let serial = "5A11B0A7";
+    let (cert, key) = swarm_lb_testkit::tls::self_signed_pair(dir.path(), &tag, &svc.host, serial);
+    let (c, k) = (format!("{tag}-crt"), format!("{tag}-key"));
+    let mut secrets = Secrets(Vec::new());
+    for (name, file) in [(&c, &cert), (&k, &key)] {
+        mn(
+            "mn1",
+            &["secret", "create", name, &file.display().to_string()],
+        );
+        secrets.0.push(name.clone());
+    }
+    let t1 = Instant::now();
+    mn(
+        "mn1",
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--quiet",
+            "--label-add",
+            &format!("com.docker.lb.ssl_cert={c}"),
+            "--label-add",
+            &format!("com.docker.lb.ssl_key={k}"),
+            &svc.name,
+        ],
+    );
+    for e in &all {
+        let seen = poll_until(
+            CONVERGE,
+            &format!("all 6 tasks answering through {}", e.node),
+            || async {
+                let mut seen = BTreeSet::new();
+                for _ in 0..30 {
+                    let r = get(e.node, &svc.host, None).ok()?;
+                    if r["status"] != 200 {
+                        return None;
+                    }
+                    seen.insert(task_of(&r));
+                    if seen.len() == 6 {
+                        return Some(seen);
+                    }
+                }
+                None
+            },
+        )
+        .await;
+        assert_eq!(seen.len(), tasks.len(), "{}: {seen:?}", e.node);
+    }
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge serving the certificate from the secrets"),
+            || async { (https_verified(node, &svc.host, &cert) == 200).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            served_serial(node, &svc.host),
+            format!("serial={serial}"),
+            "openssl s_client through {node}"
+        );
+        println!(
+            "{node}: HTTPS with the secrets' certificate (curl verified, openssl serial) {:.1} s \
+             after the labels named them",
+            t1.elapsed().as_secs_f64()
+        );
+    }
+    drop(svc);
+    drop(secrets);
+}
+
+/// Issue 21's crash through the stack's own agents: a 1-replica service pinned to mn3, its
+/// container killed there (no service change; Swarm restarts it). mn3's agent streams the death
+/// and the replacement over the stack's `hints` overlay (the edges found it as `tasks.agent`),
+/// so mn1's and mn2's edges serve the replacement within a second of mn3's, long before the
+/// 30 s resync would tell them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_stacks_agents_a_crashed_task_on_mn3_is_served_by_every_edge_within_a_second_of_its_own_nodes_edge(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let svc = Svc::create_from(
+        &app,
+        1,
+        &[
+            "--constraint",
+            "node.hostname==mn3",
+            "--restart-delay",
+            "1s",
+        ],
+    );
+    svc.converged(&edges(), 1).await;
+    let rounds: usize = std::env::var("SWARM_LB_E2E_STACK_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let r = crash_rounds(&svc, rounds);
+    let behind: Vec<f64> = r.iter().flat_map(|r| [r[0] - r[2], r[1] - r[2]]).collect();
+    let remote: Vec<f64> = r.iter().flat_map(|r| [r[0], r[1]]).collect();
+    let local: Vec<f64> = r.iter().map(|r| r[2]).collect();
+    println!(
+        "stack, crash of a task on mn3 (restart delay 1 s), kill -> replacement served: mn3 (own \
+         node) {}; mn1+mn2 {}; mn1/mn2 behind mn3 {}",
+        summary(&local),
+        summary(&remote),
+        summary(&behind)
+    );
+    for (round, r) in r.iter().enumerate() {
+        assert!(
+            r[0] - r[2] <= 1000.0 && r[1] - r[2] <= 1000.0,
+            "round {round}: an edge on another node served the replacement more than 1 s after \
+             mn3's edge: {r:?}"
+        );
+    }
+}
