@@ -11,12 +11,8 @@
 #   swarm-lb/swarm-lb:local      the swarm-lb binary, static (crt-static)
 #   swarm-lb/testapp:1, :2       integration/testapp, static; VERSION=1 / VERSION=2
 #   swarm-lb/busybox:local       busybox-static: sh, wget, nc for probes inside overlay networks
-#   swarm-lb/docker-socket-proxy:local
-#                                stand-in for the API-filtering proxy docker-stack.yml names:
-#                                the 2.6 image above with images/docker-socket-proxy/haproxy.cfg
 #
 # Usage: scripts/images.sh [haproxy] [haproxy-2.6|3.0|3.2|3.4] [swarm-lb] [testapp] [busybox]
-#                          [socket-proxy]
 #        (no argument: all; `haproxy` is every version)
 #
 # Idempotent: each image carries a label with a hash of its build context; an image whose hash
@@ -358,21 +354,10 @@ build_busybox() {
     build_image swarm-lb/busybox:local "$dir"
 }
 
-# Needs swarm-lb/haproxy:2.6-local (its base); rebuilt when that image changes.
-build_socket_proxy() {
-    local base=swarm-lb/haproxy:2.6-local dir id
-    id=$("$DOCKER" image inspect -f '{{.Id}}' "$base" 2>/dev/null) ||
-        build_haproxy 2.6
-    id=$("$DOCKER" image inspect -f '{{.Id}}' "$base")
-    dir=$(stage docker-socket-proxy)
-    cp "$REPO/images/docker-socket-proxy/haproxy.cfg" "$dir/"
-    build_image swarm-lb/docker-socket-proxy:local "$dir" --label "org.swarm-lb.base=$id"
-}
-
 main() {
     "$DOCKER" info >/dev/null 2>&1 || die "no Docker engine answers at ${DOCKER_HOST:-/var/run/docker.sock} (scripts/setup.sh starts one)"
     local targets=("$@") start=$SECONDS target
-    ((${#targets[@]})) || targets=(haproxy swarm-lb testapp busybox socket-proxy)
+    ((${#targets[@]})) || targets=(haproxy swarm-lb testapp busybox)
     for target in "${targets[@]}"; do
         case $target in
         haproxy) build_haproxy ;;
@@ -380,8 +365,7 @@ main() {
         swarm-lb) build_swarm_lb ;;
         testapp) build_testapp ;;
         busybox) build_busybox ;;
-        socket-proxy) build_socket_proxy ;;
-        *) die "unknown image $target (haproxy, haproxy-<line>, swarm-lb, testapp, busybox, socket-proxy)" ;;
+        *) die "unknown image $target (haproxy, haproxy-<line>, swarm-lb, testapp, busybox)" ;;
         esac
     done
     log "done in $((SECONDS - start))s"

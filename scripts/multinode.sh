@@ -34,8 +34,9 @@ HAPROXY_IMAGE=${SWARM_LB_E2E_HAPROXY_IMAGE:-swarm-lb/haproxy:2.6-local}
 DOCKER=${DOCKER:-/usr/bin/docker}
 REGISTRY=10.213.0.1:5000
 REGISTRY_DIR=$MN_BASE/registry
-# What the stack deploys with --registry (HAProxy 2.6 and 3.4: the CI matrix's two lines).
-STACK_IMAGES="swarm-lb/haproxy:2.6-local swarm-lb/haproxy:3.4-local swarm-lb/docker-socket-proxy:local"
+# What the stack deploys with --registry besides swarm-lb (HAProxy 2.6 and 3.4: the CI matrix's
+# two lines).
+STACK_IMAGES="swarm-lb/haproxy:2.6-local swarm-lb/haproxy:3.4-local"
 
 log() { printf 'multinode: %s\n' "$*" >&2; }
 die() { printf 'multinode: error: %s\n' "$*" >&2; exit 1; }

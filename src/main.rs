@@ -66,6 +66,40 @@ enum Cmd {
     /// Stream this node's task container events, reduced to what routing needs, to the edges
     /// on other nodes (`run --hints`): a global service on every node (README "Several nodes").
     Agent(AgentArgs),
+    /// A manager's Docker API for the worker edges, filtered to exactly swarm-lb's calls: its
+    /// reads, and the creation and removal of secrets copy jobs checked field by field
+    /// (README "Several nodes"): docker-stack.yml's `api`, on the managers.
+    ApiProxy(ApiProxyArgs),
+}
+
+#[derive(Args, Debug)]
+struct ApiProxyArgs {
+    /// This manager's Docker engine: a unix socket (`unix:///path` or a path).
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    docker: String,
+    /// Address (ip:port) the worker edges reach it on: one on an internal overlay.
+    #[arg(
+        long,
+        env = "SWARM_LB_API_PROXY_LISTEN",
+        default_value = "0.0.0.0:2375"
+    )]
+    listen: SocketAddr,
+    /// Images a secrets copy job may run (comma-separated). Default: this proxy's own image,
+    /// which is the edges' own where one stack variable names both (docker-stack.yml).
+    #[arg(long, env = "SWARM_LB_API_PROXY_JOB_IMAGES", value_delimiter = ',')]
+    job_images: Vec<String>,
+    /// Volumes a secrets copy job may write to (comma-separated): the edges' secrets volume.
+    #[arg(
+        long,
+        env = "SWARM_LB_API_PROXY_JOB_VOLUMES",
+        value_delimiter = ',',
+        default_value = "swarm-lb-secrets"
+    )]
+    job_volumes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -579,7 +613,55 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Health(args) => health(args).await,
         Cmd::CopySecrets(args) => copy_secrets(args),
         Cmd::Agent(args) => agent(args).await,
+        Cmd::ApiProxy(args) => api_proxy(args).await,
     }
+}
+
+async fn api_proxy(args: ApiProxyArgs) -> anyhow::Result<()> {
+    let socket = PathBuf::from(args.docker.strip_prefix("unix://").unwrap_or(&args.docker));
+    let mut images: Vec<String> = args
+        .job_images
+        .into_iter()
+        .filter(|i| !i.is_empty())
+        .collect();
+    if images.is_empty() {
+        // This proxy's own image, as its container reports it.
+        let docker = swarm::Docker::connect(Some(&args.docker))
+            .await
+            .context("connecting to this node's Docker (--docker / DOCKER_HOST)")?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hostname = std::env::var("HOSTNAME").ok();
+        match secrets::own_container_id(&mountinfo, hostname.as_deref()) {
+            Some(id) => match docker.own_container(&id).await {
+                Ok(own) if !own.image.is_empty() => images.push(own.image),
+                Ok(_) => warn!("api-proxy: own container reports no image"),
+                Err(e) => warn!(error = %e, "api-proxy: inspecting own container failed"),
+            },
+            None => warn!("api-proxy: cannot tell own container"),
+        }
+    }
+    if images.is_empty() {
+        warn!(
+            "api-proxy: no copy-job image allowed (give --job-images): every copy job is refused"
+        );
+    }
+    info!(listen = %args.listen, socket = %socket.display(), job_images = ?images, job_volumes = ?args.job_volumes, "api-proxy serving");
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let upstream = Arc::new(swarm::apiproxy::Upstream {
+        socket,
+        jobs: swarm::apiproxy::JobPolicy {
+            images,
+            volumes: args.job_volumes,
+        },
+    });
+    tokio::select! {
+        () = swarm::apiproxy::serve(listener, upstream) => {}
+        () = sigterm() => info!("terminated; stopping"),
+        r = tokio::signal::ctrl_c() => { r.context("signal")?; }
+    }
+    Ok(())
 }
 
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {

@@ -3,9 +3,10 @@
 //! (the stack's bind mounts reach that node), the images pushed to a registry on the cluster's
 //! network and pulled by name (mn2 and mn3 hold none beforehand; no `--resolve-image never`),
 //! `docker stack deploy -c docker-stack.yml` with only the image variables (and the published
-//! ports) set. Worker edges reach the manager's API through `api`, the stack's API-filtering
-//! proxy (the local stand-in of `images/docker-socket-proxy`, switched as the stack switches it);
-//! every edge follows the agents over the `hints` overlay by `tasks.agent`.
+//! ports) set. Worker edges reach the manager's API through `api` (`swarm-lb api-proxy`: swarm-lb's
+//! reads, and its secrets copy jobs checked field by field), so every edge, workers included,
+//! serves the certificates of Docker secrets; every edge follows the agents over the `hints`
+//! overlay by `tasks.agent`.
 //!
 //! One deviation, only where the kernel forces it: the stack's overlays are `encrypted` (IPsec
 //! ESP, AES-GCM). A kernel without ESP (this machine's: `CONFIG_INET_ESP` and
@@ -154,7 +155,6 @@ async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
         let file = stack_file(dir.path());
         let swarm_lb = pulled(&registry, &swarm_lb_e2e::docker::swarm_lb_image());
         let haproxy = pulled(&registry, &swarm_lb_e2e::docker::haproxy_image());
-        let proxy = pulled(&registry, "swarm-lb/docker-socket-proxy:local");
         let t1 = Instant::now();
         let sock = format!("unix://{}/mn1/docker.sock", base().display());
         let out = Command::new(swarm_lb_e2e::docker::bin())
@@ -163,7 +163,6 @@ async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
             .arg(STACK)
             .env("SWARM_LB_IMAGE", &swarm_lb)
             .env("HAPROXY_IMAGE", &haproxy)
-            .env("SWARM_LB_API_PROXY_IMAGE", &proxy)
             .env("SWARM_LB_HTTP_PUBLISH", "80:80,443:443")
             .stdin(Stdio::null())
             .output()
@@ -392,4 +391,153 @@ async fn through_the_stacks_agents_a_crashed_task_on_mn3_is_served_by_every_edge
              mn3's edge: {r:?}"
         );
     }
+}
+
+/// The address of `lb_api`'s task on the stack's `api` overlay.
+fn api_address() -> String {
+    let ids = mn("mn1", &["service", "ps", "-q", "--no-trunc", "lb_api"]);
+    let id = ids.lines().next().expect("an lb_api task");
+    let json = mn("mn1", &["inspect", id]);
+    let tasks: Vec<Value> = serde_json::from_str(&json).expect("task JSON");
+    tasks[0]["NetworksAttachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["Network"]["Spec"]["Name"] == "lb_api")
+        .and_then(|a| a["Addresses"][0].as_str())
+        .and_then(|a| a.split('/').next())
+        .expect("lb_api's address on the api overlay")
+        .to_owned()
+}
+
+/// `curl` from inside mn2's worker edge's network namespace (where its requests to `api` come
+/// from): the status code of METHOD PATH with an optional JSON body.
+fn from_worker_edge(method: &str, path: &str, body: Option<&str>) -> u16 {
+    let id = edge_container("mn2").expect("mn2's edge container");
+    let pid = mn("mn2", &["inspect", "--format", "{{.State.Pid}}", &id]);
+    let mut c = Command::new("nsenter");
+    c.args([
+        "-t",
+        &pid,
+        "-n",
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+    ])
+    .args(["-w", "%{http_code}", "-X", method]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data", b]);
+    }
+    let out = c
+        .arg(format!("http://{}:2375{path}", api_address()))
+        .output()
+        .expect("nsenter curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The narrow allowance of the worker edges' API: swarm-lb's reads pass, a service that only
+/// looks like a copy job (one extra bind mount of the host's root) is refused, as are
+/// inspections, container calls, service updates and removals of services that are not copy
+/// jobs; and the worker edges themselves, which created and removed their copy jobs through
+/// it, were refused nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anything_else() {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let svc = Svc::create_from(&app, 1, &[]);
+    svc.converged(&edges(), 1).await;
+    let refused_before = api_refusals();
+    for path in [
+        "/v1.41/version",
+        "/v1.41/services",
+        "/v1.41/tasks",
+        "/v1.41/secrets",
+    ] {
+        assert_eq!(from_worker_edge("GET", path, None), 200, "GET {path}");
+    }
+    let id = mn(
+        "mn1",
+        &["service", "inspect", "--format", "{{.ID}}", &svc.name],
+    );
+    let own = mn(
+        "mn1",
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "lb_api",
+        ],
+    );
+    // What a copy job looks like, plus the host's root bind-mounted.
+    let node = mn("mn2", &["info", "--format", "{{.Swarm.NodeID}}"]);
+    let sneaky = serde_json::json!({
+        "Name": "swarm-lb-secrets-0000000000000000",
+        "Labels": {"org.swarm-lb.role": "secrets-job", "org.swarm-lb.node": node, "org.swarm-lb.volume": "swarm-lb-secrets"},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": own,
+                "Args": ["copy-secrets", "--from", "/run/secrets", "--to", "/out"],
+                "User": "0",
+                "Mounts": [
+                    {"Target": "/out", "Source": "swarm-lb-secrets", "Type": "volume"},
+                    {"Target": "/host", "Source": "/", "Type": "bind"}
+                ]
+            },
+            "Placement": {"Constraints": [format!("node.id=={node}")]},
+            "RestartPolicy": {"Condition": "none"}
+        },
+        "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+    })
+    .to_string();
+    for (method, path, body) in [
+        ("POST", "/v1.41/services/create", Some(sneaky.as_str())),
+        ("GET", &format!("/v1.41/services/{id}") as &str, None),
+        (
+            "POST",
+            &format!("/v1.41/services/{id}/update?version=1"),
+            Some("{}"),
+        ),
+        ("DELETE", &format!("/v1.41/services/{id}"), None),
+        ("GET", "/v1.41/containers/json", None),
+        ("GET", "/v1.41/secrets/x", None),
+        ("POST", "/v1.41/secrets/create", Some("{}")),
+        ("POST", "/v1.41/networks/create", Some("{}")),
+    ] {
+        assert_eq!(from_worker_edge(method, path, body), 403, "{method} {path}");
+    }
+    assert!(
+        try_mn(
+            "mn1",
+            &["service", "inspect", "swarm-lb-secrets-0000000000000000"]
+        )
+        .is_err(),
+        "the look-alike job was created"
+    );
+    assert!(
+        try_mn("mn1", &["service", "inspect", &svc.name]).is_ok(),
+        "the service was removed through the proxy"
+    );
+    assert_eq!(
+        refused_before, 0,
+        "the api proxy refused calls of the worker edges themselves"
+    );
+    println!(
+        "api proxy: the worker edges' own calls all passed; {} probes refused",
+        api_refusals()
+    );
+}
+
+/// How many requests `lb_api` refused (its log lines).
+fn api_refusals() -> usize {
+    mn("mn1", &["service", "logs", "--raw", "lb_api"])
+        .lines()
+        .filter(|l| l.contains("api-proxy refused"))
+        .count()
 }
