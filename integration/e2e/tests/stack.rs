@@ -541,3 +541,106 @@ fn api_refusals() -> usize {
         .filter(|l| l.contains("api-proxy refused"))
         .count()
 }
+
+/// moby#26733's hazard with hints flowing: two routed services on one overlay, scaled against
+/// each other so that the addresses one frees are taken by the other's new tasks, on any node.
+/// Under load on the first service's host through every edge, no answer ever comes from a task
+/// of the other service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_two_services_trade_addresses_across_nodes_a_host_is_never_answered_by_the_other_service(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    // A /27 (29 addresses; the VIPs, each node's load-balancer endpoint and the three HAProxy
+    // containers take 8): Swarm hands out addresses in turn and wraps, so within a few rounds
+    // the addresses one service freed are given to the other's new tasks.
+    let a = Svc::create_on(&app, 3, &[], &["--subnet", "10.213.96.0/27"]);
+    let all = edges();
+    a.converged(&all, 3).await;
+    // The second service on the first one's network (so that they share its addresses).
+    let b_name = unique("mnreuse");
+    let b_host = format!("{b_name}.test");
+    mn(
+        "mn1",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--name",
+            &b_name,
+            "--network",
+            &a.net,
+            "--replicas",
+            "1",
+            "--env",
+            "TASK_NAME={{.Task.Name}}",
+            "--label",
+            &format!("com.docker.lb.hosts={b_host}"),
+            "--label",
+            "com.docker.lb.port=8080",
+            &app,
+        ],
+    );
+    let b = Svc {
+        name: b_name.clone(),
+        host: b_host,
+        net: a.net.clone(),
+    };
+    b.converged(&all, 1).await;
+    let load = Load::start(&a.host, &NODES);
+    let rounds: usize = std::env::var("SWARM_LB_E2E_REUSE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut a_addrs: BTreeSet<String> = a.running().into_keys().collect();
+    let mut reused = 0;
+    for _ in 0..rounds {
+        a.scale(1);
+        a.converged(&all, 1).await;
+        b.scale(3);
+        let b_now = b.converged(&all, 3).await;
+        reused += b_now.intersection(&a_addrs).count();
+        b.scale(1);
+        b.converged(&all, 1).await;
+        a.scale(3);
+        a_addrs.extend(a.converged(&all, 3).await);
+    }
+    let summaries = load.stop();
+    let mut answered_by: BTreeSet<String> = BTreeSet::new();
+    for (_, _, v) in &summaries {
+        if let Some(m) = v["by_task"].as_object() {
+            answered_by.extend(m.keys().cloned());
+        }
+    }
+    println!(
+        "{rounds} rounds of trading tasks: {reused} addresses of {} reused by {}; load on {} \
+         through every edge (ok, failed): {:?}; answered by {} tasks",
+        a.name,
+        b.name,
+        a.host,
+        summaries
+            .iter()
+            .map(|(ok, failed, _)| (ok, failed))
+            .collect::<Vec<_>>(),
+        answered_by.len()
+    );
+    assert!(
+        answered_by
+            .iter()
+            .all(|t| t.starts_with(&format!("{}.", a.name))),
+        "{}'s host answered by another service's task: {answered_by:?}",
+        a.host
+    );
+    assert!(!answered_by.is_empty(), "no answer at all");
+    assert!(
+        reused > 0,
+        "no address of {} was reused by {} in {rounds} rounds: the test proved nothing",
+        a.name,
+        b.name
+    );
+    // b shares a's network: its service goes here, and `a`'s drop removes the network (b's own
+    // drop would wait for that network while `a` still uses it).
+    let _ = try_mn("mn1", &["service", "rm", &b.name]);
+    std::mem::forget(b);
+}

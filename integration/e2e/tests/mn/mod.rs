@@ -296,12 +296,17 @@ impl Svc {
 
     /// The same with another image (e.g. the testapp pulled from the cluster's registry).
     pub fn create_from(image: &str, replicas: u32, extra: &[&str]) -> Svc {
+        Svc::create_on(image, replicas, extra, &[])
+    }
+
+    /// The same on a network created with `network_opts` too (e.g. a small `--subnet`).
+    pub fn create_on(image: &str, replicas: u32, extra: &[&str], network_opts: &[&str]) -> Svc {
         let name = unique("mnsvc");
         let net = unique("mnnet");
-        mn(
-            "mn1",
-            &["network", "create", "-d", "overlay", "--attachable", &net],
-        );
+        let mut create = vec!["network", "create", "-d", "overlay", "--attachable"];
+        create.extend_from_slice(network_opts);
+        create.push(&net);
+        mn("mn1", &create);
         let host = format!("{name}.test");
         let replicas = replicas.to_string();
         let hosts = format!("com.docker.lb.hosts={host}");
