@@ -18,10 +18,10 @@
 
 mod mn;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mn::*;
 use serde_json::Value;
@@ -33,8 +33,37 @@ const STACK: &str = "lb";
 struct Deployed {
     /// The cluster's registry, `host:port`.
     registry: String,
+    /// The stack file deployed.
+    file: PathBuf,
     /// Holds the stack file actually deployed when it had to be a copy.
     _dir: tempfile::TempDir,
+}
+
+/// `docker stack deploy -c <file> lb` on the manager, the images from `registry`: only the
+/// stack's variables are set.
+fn stack_deploy(file: &Path, registry: &str) {
+    let sock = format!("unix://{}/mn1/docker.sock", base().display());
+    let out = Command::new(swarm_lb_e2e::docker::bin())
+        .args(["-H", &sock, "stack", "deploy", "-c"])
+        .arg(file)
+        .arg(STACK)
+        .env(
+            "SWARM_LB_IMAGE",
+            pulled(registry, &swarm_lb_e2e::docker::swarm_lb_image()),
+        )
+        .env(
+            "HAPROXY_IMAGE",
+            pulled(registry, &swarm_lb_e2e::docker::haproxy_image()),
+        )
+        .env("SWARM_LB_HTTP_PUBLISH", "80:80,443:443")
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker stack deploy");
+    assert!(
+        out.status.success(),
+        "docker stack deploy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 static LOCK: tokio::sync::Mutex<Option<Deployed>> = tokio::sync::Mutex::const_new(None);
@@ -156,22 +185,7 @@ async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
         let swarm_lb = pulled(&registry, &swarm_lb_e2e::docker::swarm_lb_image());
         let haproxy = pulled(&registry, &swarm_lb_e2e::docker::haproxy_image());
         let t1 = Instant::now();
-        let sock = format!("unix://{}/mn1/docker.sock", base().display());
-        let out = Command::new(swarm_lb_e2e::docker::bin())
-            .args(["-H", &sock, "stack", "deploy", "-c"])
-            .arg(&file)
-            .arg(STACK)
-            .env("SWARM_LB_IMAGE", &swarm_lb)
-            .env("HAPROXY_IMAGE", &haproxy)
-            .env("SWARM_LB_HTTP_PUBLISH", "80:80,443:443")
-            .stdin(Stdio::null())
-            .output()
-            .expect("docker stack deploy");
-        assert!(
-            out.status.success(),
-            "docker stack deploy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stack_deploy(&file, &registry);
         for e in edges() {
             poll_until(
                 Duration::from_secs(180),
@@ -197,8 +211,15 @@ async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
         }
         *guard = Some(Deployed {
             registry,
+            file,
             _dir: dir,
         });
+    }
+    if let Some(d) = guard.as_ref() {
+        // A test that removed the agents and failed before putting them back.
+        if try_mn("mn1", &["service", "inspect", "lb_agent"]).is_err() {
+            stack_deploy(&d.file, &d.registry);
+        }
     }
     for node in NODES {
         poll_until(
@@ -643,4 +664,136 @@ async fn while_two_services_trade_addresses_across_nodes_a_host_is_never_answere
     // drop would wait for that network while `a` still uses it).
     let _ = try_mn("mn1", &["service", "rm", &b.name]);
     std::mem::forget(b);
+}
+
+/// One drain of `node` (a worker), measured on the other two edges: per replacement task and
+/// edge, the ms from the task running (Docker's timestamp) to its address ready there; per edge,
+/// the ms from the drain command to holding exactly the new set. `node` is active again after.
+async fn drain_round(svc: &Svc, node: &str, replicas: usize) -> (Vec<f64>, Vec<f64>) {
+    let before = svc.running();
+    let old: BTreeSet<String> = before.keys().cloned().collect();
+    let on_node: BTreeSet<String> = before
+        .iter()
+        .filter(|(_, (n, _))| n == node)
+        .map(|(a, _)| a.clone())
+        .collect();
+    assert!(!on_node.is_empty(), "no task of {} on {node}", svc.name);
+    let others: Vec<Edge> = edges().into_iter().filter(|e| e.node != node).collect();
+    let mut first_seen: BTreeMap<(&str, String), SystemTime> = BTreeMap::new();
+    let mut done: BTreeMap<&str, f64> = BTreeMap::new();
+    let t0 = Instant::now();
+    mn("mn1", &["node", "update", "--availability", "drain", node]);
+    while done.len() < others.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "drain of {node}: edges not converged: {done:?}"
+        );
+        for e in &others {
+            if done.contains_key(e.node) {
+                continue;
+            }
+            let ready = e.ready(&svc.name).await;
+            let now = SystemTime::now();
+            for a in ready.difference(&old) {
+                first_seen.entry((e.node, a.clone())).or_insert(now);
+            }
+            if ready.len() == replicas && ready.is_disjoint(&on_node) {
+                done.insert(e.node, ms(t0.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let after = svc.running();
+    let mut per_task = Vec::new();
+    for ((edge, addr), at) in &first_seen {
+        let Some((_, Some(since))) = after.get(addr) else {
+            panic!("{edge} made {addr} ready, which Swarm does not run: {after:?}");
+        };
+        per_task.push(ms(at.duration_since(*since).unwrap_or(Duration::ZERO)));
+    }
+    mn("mn1", &["node", "update", "--availability", "active", node]);
+    // Back: its edge and agent return; wait until every edge follows the set again.
+    svc.converged(&edges(), replicas).await;
+    (per_task, done.into_values().collect())
+}
+
+/// `lb_agent` removed (no hints) or deployed again, and every edge seeing it.
+async fn set_agents(d: &Deployed, on: bool) {
+    if on {
+        stack_deploy(&d.file, &d.registry);
+    } else {
+        mn("mn1", &["service", "rm", "lb_agent"]);
+    }
+    set_agents_seen(if on { 2 } else { 0 }).await;
+}
+
+async fn set_agents_seen(want: usize) {
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge with {want} live hint streams"),
+            || async move { (hints_live(node) == want).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// Drains of a worker (mn3, then mn2, alternately) with the agents and then without them (same
+/// run): the replacement tasks start on the other nodes, and the edges there learn of them from
+/// the agents' hints, or without hints from the next listing. Printed p50/p99 of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_worker_converges_on_the_other_edges_with_and_without_hints() {
+    let d = deployed().await;
+    let dep = d.as_ref().expect("deployed");
+    let app = pulled(&dep.registry, APP);
+    let replicas = 6;
+    let svc = Svc::create_from(&app, replicas as u32, &[]);
+    svc.converged(&edges(), replicas).await;
+    let rounds: usize = std::env::var("SWARM_LB_E2E_DRAIN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut results = Vec::new();
+    for hints in [true, false] {
+        set_agents(dep, hints).await;
+        let (mut tasks, mut whole) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Alternate, and pick a worker that runs a task (drains move them around).
+            let running = svc.running();
+            let node = [["mn3", "mn2"], ["mn2", "mn3"]][round % 2]
+                .into_iter()
+                .find(|n| running.values().any(|(on, _)| on == n))
+                .expect("a worker with a task");
+            let (t, w) = drain_round(&svc, node, replicas).await;
+            println!(
+                "  drain {node} (hints {}): edges converged after {w:?} ms",
+                if hints { "on" } else { "off" }
+            );
+            tasks.extend(t);
+            whole.extend(w);
+            if hints {
+                // The drained node's agent is a new task at a new address: every edge follows
+                // it again (names resolved again every 10 s) before the next round.
+                set_agents_seen(2).await;
+            }
+        }
+        results.push((hints, tasks, whole));
+    }
+    set_agents(dep, true).await;
+    for (hints, tasks, whole) in &results {
+        println!(
+            "drain of a worker, hints {}: replacement running -> ready on the other edges {}; \
+             drain command -> edge holds the new set {}",
+            if *hints { "on " } else { "off" },
+            summary(tasks),
+            summary(whole)
+        );
+    }
+    let with = &results[0].1;
+    let mut sorted = with.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(
+        percentile(&sorted, 0.99) < 1000.0,
+        "with hints, a replacement took over a second to reach an edge: {sorted:?}"
+    );
 }
