@@ -778,11 +778,3 @@ async fn the_agent_costs_under_one_percent_of_a_core_with_fifty_idle_routed_serv
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
-
-fn container_on_filter(node: &str, filter: &str) -> String {
-    mn(node, &["ps", "-q", "--filter", filter])
-        .lines()
-        .next()
-        .unwrap_or_else(|| panic!("no container {filter} on {node}"))
-        .to_owned()
-}

@@ -286,9 +286,10 @@ async fn the_stack_deployed_from_the_registry_routes_on_every_edge_and_serves_tl
 ) {
     let d = deployed().await;
     let app = pulled(registry(&d), APP);
+    let all = edges();
+    let before = reloads(&all).await;
     let t0 = Instant::now();
     let svc = Svc::create_from(&app, 6, &[]);
-    let all = edges();
     let tasks = svc.converged(&all, 6).await;
     let nodes: BTreeSet<String> = svc.running().into_values().map(|(n, _)| n).collect();
     assert_eq!(nodes.len(), 3, "tasks not on all three nodes: {nodes:?}");
@@ -364,6 +365,12 @@ async fn the_stack_deployed_from_the_registry_routes_on_every_edge_and_serves_tl
              after the labels named them",
             t1.elapsed().as_secs_f64()
         );
+    }
+    // From 3.4 every edge creates the backend and pushes the certificate at runtime.
+    let after = reloads(&all).await;
+    println!("reloads per edge (mn1, mn2, mn3) before and after: {before:?} -> {after:?}");
+    if swarm_lb_e2e::docker::haproxy_image().contains("3.4") {
+        assert_eq!(after, before, "reloads on HAProxy 3.4");
     }
     drop(svc);
     drop(secrets);
@@ -549,8 +556,18 @@ async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anyth
         refused_before, 0,
         "the api proxy refused calls of the worker edges themselves"
     );
+    let id = container_on_filter("mn1", "label=com.docker.swarm.service.name=lb_api");
+    let pid = mn("mn1", &["inspect", "--format", "{{.State.Pid}}", &id]);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
     println!(
-        "api proxy: the worker edges' own calls all passed; {} probes refused",
+        "api proxy: the worker edges' own calls all passed; {} probes refused; its RSS {rss}",
         api_refusals()
     );
 }

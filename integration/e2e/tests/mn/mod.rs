@@ -503,3 +503,12 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
 }
+
+/// The first container on `node` matching `filter` (a `docker ps --filter`).
+pub fn container_on_filter(node: &str, filter: &str) -> String {
+    mn(node, &["ps", "-q", "--filter", filter])
+        .lines()
+        .next()
+        .unwrap_or_else(|| panic!("no container {filter} on {node}"))
+        .to_owned()
+}
