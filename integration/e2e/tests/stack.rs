@@ -2,11 +2,11 @@
 //! `scripts/multinode.sh up --registry`: each node's engine on its own `/var/run/docker.sock`
 //! (the stack's bind mounts reach that node), the images pushed to a registry on the cluster's
 //! network and pulled by name (mn2 and mn3 hold none beforehand; no `--resolve-image never`),
-//! `docker stack deploy -c docker-stack.yml` with only the image variables (and the published
-//! ports) set. Worker edges reach the manager's API through `api` (`swarm-lb api-proxy`: swarm-lb's
-//! reads, and its secrets copy jobs checked field by field), so every edge, workers included,
-//! serves the certificates of Docker secrets; every edge follows the agents over the `hints`
-//! overlay by `tasks.agent`.
+//! `docker stack deploy -c docker-stack.yml` with only the image variables set. Worker edges
+//! reach the manager's API through `api` (`swarm-lb api-proxy`: swarm-lb's reads, and its
+//! secrets copy jobs checked field by field), so every edge, workers included, serves the
+//! certificates of Docker secrets; every edge follows the agents over the `hints` overlay by
+//! `tasks.agent`.
 //!
 //! One deviation, only where the kernel forces it: the stack's overlays are `encrypted` (IPsec
 //! ESP, AES-GCM). A kernel without ESP (this machine's: `CONFIG_INET_ESP` and
@@ -40,7 +40,7 @@ struct Deployed {
 }
 
 /// `docker stack deploy -c <file> lb` on the manager, the images from `registry`: only the
-/// stack's variables are set.
+/// stack's image variables are set (its defaults publish HTTP and HTTPS on every edge).
 fn stack_deploy(file: &Path, registry: &str) {
     let sock = format!("unix://{}/mn1/docker.sock", base().display());
     let out = Command::new(swarm_lb_e2e::docker::bin())
@@ -55,7 +55,6 @@ fn stack_deploy(file: &Path, registry: &str) {
             "HAPROXY_IMAGE",
             pulled(registry, &swarm_lb_e2e::docker::haproxy_image()),
         )
-        .env("SWARM_LB_HTTP_PUBLISH", "80:80,443:443")
         .stdin(Stdio::null())
         .output()
         .expect("docker stack deploy");
