@@ -18,7 +18,10 @@ DOCKER_WAIT=${DOCKER_WAIT:-60}
 # prometheus: promtool, which the tests use to check swarm-lb's /metrics.
 # python3-matplotlib: the plots of scripts/soak.sh and scripts/plot-convergence.py.
 # openssl, curl: the TLS tests' clients (s_client -servername, curl --resolve --http2).
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl)
+# docker-registry: the distribution registry the 3-node cluster pulls the stack's images from
+# (scripts/multinode.sh up --registry runs it on the cluster's network; its own service is
+# disabled below).
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl docker-registry)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -38,6 +41,11 @@ install_packages() {
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The registry package starts its service on the host's port 5000 where systemd runs; the
+    # tests start their own on the cluster's network only.
+    if [[ -d /run/systemd/system ]]; then
+        systemctl disable --now docker-registry >/dev/null 2>&1 || true
+    fi
 }
 
 # A dpkg stat override naming a group that no longer exists (machine images that drop

@@ -87,6 +87,15 @@ run "multi-node e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-
     cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1 \
     every_task_on_every_node scaling_2_9_3 a_new_task_on_another_node draining_a_node
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
+# docker-stack.yml as users deploy it (issue 21), on HAProxy 3.4 (the stack's default line): the
+# cluster again with a registry on its network, every image pushed there and pulled by name,
+# `docker stack deploy`; routing and HTTPS from Docker secrets on every edge (the workers' copy
+# jobs through the stack's `swarm-lb api-proxy`), the API's refusals, and a crash on mn3 served
+# by every edge through the stack's agents.
+echo "== cargo test: docker-stack.yml from the cluster's registry (integration/e2e/tests/stack.rs)"
+run "stack e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
+    cargo test -p swarm-lb-e2e --test stack -- --test-threads 1
+bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 
 # The dockerd restart kills every container on the engine: alone, after everything else that
 # uses Docker. On a machine shared with other Docker users, SWARM_LB_DOCKER_LOCK names a lock

@@ -84,6 +84,40 @@ pub enum Cmd {
     /// Stream this node's task container events, reduced to what routing needs, to the edges
     /// on other nodes (`run --hints`): a global service on every node (README "Several nodes").
     Agent(AgentArgs),
+    /// A manager's Docker API for the worker edges, filtered to exactly swarm-lb's calls: its
+    /// reads, and the creation and removal of secrets copy jobs checked field by field
+    /// (README "Several nodes"): docker-stack.yml's `api`, on the managers.
+    ApiProxy(ApiProxyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ApiProxyArgs {
+    /// This manager's Docker engine: a unix socket (`unix:///path` or a path).
+    #[arg(
+        long,
+        env = "DOCKER_HOST",
+        default_value = "unix:///var/run/docker.sock"
+    )]
+    pub docker: String,
+    /// Address (ip:port) the worker edges reach it on: one on an internal overlay.
+    #[arg(
+        long,
+        env = "SWARM_LB_API_PROXY_LISTEN",
+        default_value = "0.0.0.0:2375"
+    )]
+    pub listen: SocketAddr,
+    /// Images a secrets copy job may run (comma-separated). Default: this proxy's own image,
+    /// which is the edges' own where one stack variable names both (docker-stack.yml).
+    #[arg(long, env = "SWARM_LB_API_PROXY_JOB_IMAGES", value_delimiter = ',')]
+    pub job_images: Vec<String>,
+    /// Volumes a secrets copy job may write to (comma-separated): the edges' secrets volume.
+    #[arg(
+        long,
+        env = "SWARM_LB_API_PROXY_JOB_VOLUMES",
+        value_delimiter = ',',
+        default_value = "swarm-lb-secrets"
+    )]
+    pub job_volumes: Vec<String>,
 }
 
 #[derive(Args, Debug)]

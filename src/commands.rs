@@ -3,14 +3,16 @@
 //! secrets copy job's side). Part of the binary (not the library).
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use swarm_lb::observe::{self, http};
 use swarm_lb::reconcile::secrets;
 use swarm_lb::reconcile::Strategy;
 use swarm_lb::swarm;
 
-use crate::cli::{AgentArgs, Common, CopySecretsArgs, HealthArgs, StatusArgs, RELOAD_TIMEOUT};
+use crate::cli::{
+    AgentArgs, ApiProxyArgs, Common, CopySecretsArgs, HealthArgs, StatusArgs, RELOAD_TIMEOUT,
+};
 use crate::settings;
 
 pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
@@ -28,6 +30,54 @@ pub async fn agent(args: AgentArgs) -> anyhow::Result<()> {
     );
     tokio::select! {
         r = serve => r.context("hint agent")?,
+        () = crate::sigterm() => info!("terminated; stopping"),
+        r = tokio::signal::ctrl_c() => { r.context("signal")?; }
+    }
+    Ok(())
+}
+
+pub async fn api_proxy(args: ApiProxyArgs) -> anyhow::Result<()> {
+    let socket =
+        std::path::PathBuf::from(args.docker.strip_prefix("unix://").unwrap_or(&args.docker));
+    let mut images: Vec<String> = args
+        .job_images
+        .into_iter()
+        .filter(|i| !i.is_empty())
+        .collect();
+    if images.is_empty() {
+        // This proxy's own image, as its container reports it.
+        let docker = swarm::Docker::connect(Some(&args.docker))
+            .await
+            .context("connecting to this node's Docker (--docker / DOCKER_HOST)")?;
+        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let hostname = std::env::var("HOSTNAME").ok();
+        match secrets::own_container_id(&mountinfo, hostname.as_deref()) {
+            Some(id) => match docker.own_container(&id).await {
+                Ok(own) if !own.image.is_empty() => images.push(own.image),
+                Ok(_) => warn!("api-proxy: own container reports no image"),
+                Err(e) => warn!(error = %e, "api-proxy: inspecting own container failed"),
+            },
+            None => warn!("api-proxy: cannot tell own container"),
+        }
+    }
+    if images.is_empty() {
+        warn!(
+            "api-proxy: no copy-job image allowed (give --job-images): every copy job is refused"
+        );
+    }
+    info!(listen = %args.listen, socket = %socket.display(), job_images = ?images, job_volumes = ?args.job_volumes, "api-proxy serving");
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("listening on {} (--listen)", args.listen))?;
+    let upstream = std::sync::Arc::new(swarm::apiproxy::Upstream {
+        socket,
+        jobs: swarm::apiproxy::JobPolicy {
+            images,
+            volumes: args.job_volumes,
+        },
+    });
+    tokio::select! {
+        () = swarm::apiproxy::serve(listener, upstream) => {}
         () = crate::sigterm() => info!("terminated; stopping"),
         r = tokio::signal::ctrl_c() => { r.context("signal")?; }
     }

@@ -33,6 +33,7 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Health(args) => commands::health(args).await,
         Cmd::CopySecrets(args) => commands::copy_secrets(args),
         Cmd::Agent(args) => commands::agent(args).await,
+        Cmd::ApiProxy(args) => commands::api_proxy(args).await,
     }
 }
 

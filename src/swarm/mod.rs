@@ -10,6 +10,7 @@
 //! ahead of Swarm's manager, whose task states trail the containers by tens of milliseconds.
 
 pub mod agent;
+pub mod apiproxy;
 mod bounded;
 mod convert;
 mod error;

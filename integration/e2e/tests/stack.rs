@@ -1,0 +1,815 @@
+//! `docker-stack.yml` deployed as users deploy it (issue 21), on the 3-node Swarm of
+//! `scripts/multinode.sh up --registry`: each node's engine on its own `/var/run/docker.sock`
+//! (the stack's bind mounts reach that node), the images pushed to a registry on the cluster's
+//! network and pulled by name (mn2 and mn3 hold none beforehand; no `--resolve-image never`),
+//! `docker stack deploy -c docker-stack.yml` with only the image variables set. Worker edges
+//! reach the manager's API through `api` (`swarm-lb api-proxy`: swarm-lb's reads, and its
+//! secrets copy jobs checked field by field), so every edge, workers included, serves the
+//! certificates of Docker secrets; every edge follows the agents over the `hints` overlay by
+//! `tasks.agent`.
+//!
+//! One deviation, only where the kernel forces it: the stack's overlays are `encrypted` (IPsec
+//! ESP, AES-GCM). A kernel without ESP (this machine's: `CONFIG_INET_ESP` and
+//! `CONFIG_CRYPTO_GCM` not set) creates them but drops every packet between nodes; there the
+//! test deploys a copy of the file without the two `encrypted` options, and says so.
+//!
+//! Tests run one at a time (a lock) on one deployment; `scripts/test.sh` runs them, then
+//! `scripts/multinode.sh down`.
+
+mod mn;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use mn::*;
+use serde_json::Value;
+use swarm_lb_e2e::{poll_until, unique};
+
+/// The stack's name: services `lb_manager-edge`, `lb_worker-edge`, `lb_agent`, `lb_api`.
+const STACK: &str = "lb";
+
+struct Deployed {
+    /// The cluster's registry, `host:port`.
+    registry: String,
+    /// The stack file deployed.
+    file: PathBuf,
+    /// Holds the stack file actually deployed when it had to be a copy.
+    _dir: tempfile::TempDir,
+}
+
+/// `docker stack deploy -c <file> lb` on the manager, the images from `registry`: only the
+/// stack's image variables are set (its defaults publish HTTP and HTTPS on every edge).
+fn stack_deploy(file: &Path, registry: &str) {
+    let sock = format!("unix://{}/mn1/docker.sock", base().display());
+    let out = Command::new(swarm_lb_e2e::docker::bin())
+        .args(["-H", &sock, "stack", "deploy", "-c"])
+        .arg(file)
+        .arg(STACK)
+        .env(
+            "SWARM_LB_IMAGE",
+            pulled(registry, &swarm_lb_e2e::docker::swarm_lb_image()),
+        )
+        .env(
+            "HAPROXY_IMAGE",
+            pulled(registry, &swarm_lb_e2e::docker::haproxy_image()),
+        )
+        .stdin(Stdio::null())
+        .output()
+        .expect("docker stack deploy");
+    assert!(
+        out.status.success(),
+        "docker stack deploy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+static LOCK: tokio::sync::Mutex<Option<Deployed>> = tokio::sync::Mutex::const_new(None);
+
+fn multinode(args: &[&str]) -> std::process::Output {
+    Command::new("bash")
+        .arg(repo().join("scripts/multinode.sh"))
+        .args(args)
+        .output()
+        .expect("running scripts/multinode.sh")
+}
+
+/// `name` as the nodes pull it from the cluster's registry.
+fn pulled(registry: &str, name: &str) -> String {
+    format!("{registry}/{name}")
+}
+
+/// The stack file to deploy: docker-stack.yml itself, or, on a kernel without IPsec ESP, a copy
+/// in `dir` without the overlays' `encrypted` options (nothing else differs).
+fn stack_file(dir: &Path) -> PathBuf {
+    let original = repo().join("docker-stack.yml");
+    if multinode(&["esp"]).status.success() {
+        return original;
+    }
+    let text = std::fs::read_to_string(&original).expect("docker-stack.yml");
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    let mut dropped = 0;
+    while let Some(line) = lines.next() {
+        if line.trim() == "driver_opts:"
+            && lines
+                .peek()
+                .is_some_and(|next| next.trim() == "encrypted: \"true\"")
+        {
+            lines.next();
+            dropped += 1;
+            continue;
+        }
+        out.push(line);
+    }
+    assert_eq!(
+        dropped, 2,
+        "docker-stack.yml: expected the two encrypted overlays (api, hints)"
+    );
+    let copy = dir.join("docker-stack.yml");
+    std::fs::write(&copy, out.join("\n") + "\n").expect("write the stack copy");
+    println!(
+        "this kernel has no IPsec ESP with AES-GCM (`scripts/multinode.sh esp` failed): Swarm's \
+         encrypted overlays would drop all traffic between nodes, so the overlays api and hints \
+         are deployed UNENCRYPTED (docker-stack.yml without its two `encrypted` options)"
+    );
+    copy
+}
+
+/// The edge container (`lb_manager-edge` or `lb_worker-edge`) on `node`.
+fn edge_container(node: &str) -> Option<String> {
+    let ns = format!("label=com.docker.stack.namespace={STACK}");
+    let out = try_mn(
+        node,
+        &["ps", "-q", "--filter", &ns, "--filter", "name=edge"],
+    )
+    .ok()?;
+    out.lines().next().map(str::to_owned)
+}
+
+/// `swarm-lb status --json` of `node`'s edge.
+fn status(node: &str) -> Option<Value> {
+    let id = edge_container(node)?;
+    let out = try_mn(
+        node,
+        &["exec", &id, "/usr/local/bin/swarm-lb", "status", "--json"],
+    )
+    .ok()?;
+    serde_json::from_str(&out).ok()
+}
+
+fn hints_live(node: &str) -> usize {
+    status(node).map_or(0, |v| {
+        v["hints"]
+            .as_array()
+            .map_or(0, |h| h.iter().filter(|s| s["live"] == true).count())
+    })
+}
+
+/// The cluster up with its registry, the stack deployed from it, every edge answering and
+/// following the two other nodes' agents. Held for the whole test.
+async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
+    let mut guard = LOCK.lock().await;
+    if guard.is_none() {
+        swarm_lb_testkit::tls::require_tools(&["openssl", "curl"], "the stack test");
+        let t0 = Instant::now();
+        let out = multinode(&["up", "--registry"]);
+        assert!(
+            out.status.success(),
+            "the 3-node Swarm with its registry did not start: {}\nIt needs root, Debian's \
+             docker.io, iproute2, curl and docker-registry (`bash scripts/setup.sh` installs \
+             them) and the images of `bash scripts/images.sh`",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let registry = String::from_utf8_lossy(&multinode(&["registry"]).stdout)
+            .trim()
+            .to_owned();
+        println!(
+            "cluster and registry up in {:.1} s",
+            t0.elapsed().as_secs_f64()
+        );
+        // Nothing was loaded into the workers: whatever they run, they pulled by name.
+        for node in ["mn2", "mn3"] {
+            let images = mn(node, &["images", "--format", "{{.Repository}}"]);
+            assert!(
+                images
+                    .lines()
+                    .all(|r| r.is_empty() || r.starts_with(&registry)),
+                "{node} holds images that were not pulled from {registry}: {images}"
+            );
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = stack_file(dir.path());
+        let swarm_lb = pulled(&registry, &swarm_lb_e2e::docker::swarm_lb_image());
+        let haproxy = pulled(&registry, &swarm_lb_e2e::docker::haproxy_image());
+        let t1 = Instant::now();
+        stack_deploy(&file, &registry);
+        for e in edges() {
+            poll_until(
+                Duration::from_secs(180),
+                &format!("{}'s edge answering", e.node),
+                || async { get(e.node, "nobody.invalid", None).ok().map(drop) },
+            )
+            .await;
+        }
+        println!(
+            "stack deployed from {registry}: every edge answering {:.1} s after `docker stack \
+             deploy` (images pulled by the workers)",
+            t1.elapsed().as_secs_f64()
+        );
+        for node in ["mn2", "mn3"] {
+            let images = mn(node, &["images", "--format", "{{.Repository}}"]);
+            for wanted in [&swarm_lb, &haproxy] {
+                let repo = wanted.rsplit_once(':').map_or(wanted.as_str(), |(r, _)| r);
+                assert!(
+                    images.lines().any(|l| l == repo),
+                    "{node} did not pull {wanted}: {images}"
+                );
+            }
+        }
+        *guard = Some(Deployed {
+            registry,
+            file,
+            _dir: dir,
+        });
+    }
+    if let Some(d) = guard.as_ref() {
+        // A test that removed the agents and failed before putting them back.
+        if try_mn("mn1", &["service", "inspect", "lb_agent"]).is_err() {
+            stack_deploy(&d.file, &d.registry);
+        }
+    }
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge following the 2 other nodes' agents (tasks.agent)"),
+            || async move { (hints_live(node) == 2).then_some(()) },
+        )
+        .await;
+    }
+    guard
+}
+
+fn registry(d: &Option<Deployed>) -> &str {
+    &d.as_ref().expect("deployed").registry
+}
+
+/// Docker secrets on the manager, removed on drop (after the services that name them).
+struct Secrets(Vec<String>);
+
+impl Drop for Secrets {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while try_mn("mn1", &["secret", "rm", name]).is_err() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run sh");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One HTTPS GET through `node`'s edge from the switch namespace, verified against `ca` (the
+/// self-signed certificate itself): the status code, 0 when the handshake or verification failed.
+fn https_verified(node: &str, host: &str, ca: &Path) -> u16 {
+    sh(&format!(
+        "ip netns exec mn-sw curl -s --max-time 5 --cacert {} --resolve {host}:443:{} \
+         -o /dev/null -w '%{{http_code}}' https://{host}/",
+        ca.display(),
+        node_ip(node)
+    ))
+    .parse()
+    .unwrap_or(0)
+}
+
+/// The serial of the certificate `node`'s edge serves for SNI `host` (`serial=...`).
+fn served_serial(node: &str, host: &str) -> String {
+    sh(&format!(
+        "ip netns exec mn-sw openssl s_client -connect {}:443 -servername {host} </dev/null \
+         2>/dev/null | openssl x509 -noout -serial",
+        node_ip(node)
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stack_deployed_from_the_registry_routes_on_every_edge_and_serves_tls_from_docker_secrets_on_every_edge(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let all = edges();
+    let before = reloads(&all).await;
+    let t0 = Instant::now();
+    let svc = Svc::create_from(&app, 6, &[]);
+    let tasks = svc.converged(&all, 6).await;
+    let nodes: BTreeSet<String> = svc.running().into_values().map(|(n, _)| n).collect();
+    assert_eq!(nodes.len(), 3, "tasks not on all three nodes: {nodes:?}");
+    println!(
+        "6 tasks pulled and running on 3 nodes, in every edge's HAProxy after {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
+    // A certificate for the service's host in two Docker secrets, named by its labels.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tag = unique("stk");
+    let serial = "5A11B0A7";
+    let (cert, key) = swarm_lb_testkit::tls::self_signed_pair(dir.path(), &tag, &svc.host, serial);
+    let (c, k) = (format!("{tag}-crt"), format!("{tag}-key"));
+    let mut secrets = Secrets(Vec::new());
+    for (name, file) in [(&c, &cert), (&k, &key)] {
+        mn(
+            "mn1",
+            &["secret", "create", name, &file.display().to_string()],
+        );
+        secrets.0.push(name.clone());
+    }
+    let t1 = Instant::now();
+    mn(
+        "mn1",
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--quiet",
+            "--label-add",
+            &format!("com.docker.lb.ssl_cert={c}"),
+            "--label-add",
+            &format!("com.docker.lb.ssl_key={k}"),
+            &svc.name,
+        ],
+    );
+    for e in &all {
+        let seen = poll_until(
+            CONVERGE,
+            &format!("all 6 tasks answering through {}", e.node),
+            || async {
+                let mut seen = BTreeSet::new();
+                for _ in 0..30 {
+                    let r = get(e.node, &svc.host, None).ok()?;
+                    if r["status"] != 200 {
+                        return None;
+                    }
+                    seen.insert(task_of(&r));
+                    if seen.len() == 6 {
+                        return Some(seen);
+                    }
+                }
+                None
+            },
+        )
+        .await;
+        assert_eq!(seen.len(), tasks.len(), "{}: {seen:?}", e.node);
+    }
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge serving the certificate from the secrets"),
+            || async { (https_verified(node, &svc.host, &cert) == 200).then_some(()) },
+        )
+        .await;
+        assert_eq!(
+            served_serial(node, &svc.host),
+            format!("serial={serial}"),
+            "openssl s_client through {node}"
+        );
+        println!(
+            "{node}: HTTPS with the secrets' certificate (curl verified, openssl serial) {:.1} s \
+             after the labels named them",
+            t1.elapsed().as_secs_f64()
+        );
+    }
+    // From 3.4 every edge creates the backend and pushes the certificate at runtime.
+    let after = reloads(&all).await;
+    println!("reloads per edge (mn1, mn2, mn3) before and after: {before:?} -> {after:?}");
+    if swarm_lb_e2e::docker::haproxy_image().contains("3.4") {
+        assert_eq!(after, before, "reloads on HAProxy 3.4");
+    }
+    drop(svc);
+    drop(secrets);
+}
+
+/// Issue 21's crash through the stack's own agents: a 1-replica service pinned to mn3, its
+/// container killed there (no service change; Swarm restarts it). mn3's agent streams the death
+/// and the replacement over the stack's `hints` overlay (the edges found it as `tasks.agent`),
+/// so mn1's and mn2's edges serve the replacement within a second of mn3's, long before the
+/// 30 s resync would tell them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_stacks_agents_a_crashed_task_on_mn3_is_served_by_every_edge_within_a_second_of_its_own_nodes_edge(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let svc = Svc::create_from(
+        &app,
+        1,
+        &[
+            "--constraint",
+            "node.hostname==mn3",
+            "--restart-delay",
+            "1s",
+        ],
+    );
+    svc.converged(&edges(), 1).await;
+    let rounds: usize = std::env::var("SWARM_LB_E2E_STACK_CRASH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let r = crash_rounds(&svc, rounds);
+    let behind: Vec<f64> = r.iter().flat_map(|r| [r[0] - r[2], r[1] - r[2]]).collect();
+    let remote: Vec<f64> = r.iter().flat_map(|r| [r[0], r[1]]).collect();
+    let local: Vec<f64> = r.iter().map(|r| r[2]).collect();
+    println!(
+        "stack, crash of a task on mn3 (restart delay 1 s), kill -> replacement served: mn3 (own \
+         node) {}; mn1+mn2 {}; mn1/mn2 behind mn3 {}",
+        summary(&local),
+        summary(&remote),
+        summary(&behind)
+    );
+    for (round, r) in r.iter().enumerate() {
+        assert!(
+            r[0] - r[2] <= 1000.0 && r[1] - r[2] <= 1000.0,
+            "round {round}: an edge on another node served the replacement more than 1 s after \
+             mn3's edge: {r:?}"
+        );
+    }
+}
+
+/// The address of `lb_api`'s task on the stack's `api` overlay.
+fn api_address() -> String {
+    let ids = mn("mn1", &["service", "ps", "-q", "--no-trunc", "lb_api"]);
+    let id = ids.lines().next().expect("an lb_api task");
+    let json = mn("mn1", &["inspect", id]);
+    let tasks: Vec<Value> = serde_json::from_str(&json).expect("task JSON");
+    tasks[0]["NetworksAttachments"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["Network"]["Spec"]["Name"] == "lb_api")
+        .and_then(|a| a["Addresses"][0].as_str())
+        .and_then(|a| a.split('/').next())
+        .expect("lb_api's address on the api overlay")
+        .to_owned()
+}
+
+/// `curl` from inside mn2's worker edge's network namespace (where its requests to `api` come
+/// from): the status code of METHOD PATH with an optional JSON body.
+fn from_worker_edge(method: &str, path: &str, body: Option<&str>) -> u16 {
+    let id = edge_container("mn2").expect("mn2's edge container");
+    let pid = mn("mn2", &["inspect", "--format", "{{.State.Pid}}", &id]);
+    let mut c = Command::new("nsenter");
+    c.args([
+        "-t",
+        &pid,
+        "-n",
+        "curl",
+        "-s",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+    ])
+    .args(["-w", "%{http_code}", "-X", method]);
+    if let Some(b) = body {
+        c.args(["-H", "Content-Type: application/json", "--data", b]);
+    }
+    let out = c
+        .arg(format!("http://{}:2375{path}", api_address()))
+        .output()
+        .expect("nsenter curl");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// The narrow allowance of the worker edges' API: swarm-lb's reads pass, a service that only
+/// looks like a copy job (one extra bind mount of the host's root) is refused, as are
+/// inspections, container calls, service updates and removals of services that are not copy
+/// jobs; and the worker edges themselves, which created and removed their copy jobs through
+/// it, were refused nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anything_else() {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    let svc = Svc::create_from(&app, 1, &[]);
+    svc.converged(&edges(), 1).await;
+    let refused_before = api_refusals();
+    for path in [
+        "/v1.41/version",
+        "/v1.41/services",
+        "/v1.41/tasks",
+        "/v1.41/secrets",
+    ] {
+        assert_eq!(from_worker_edge("GET", path, None), 200, "GET {path}");
+    }
+    let id = mn(
+        "mn1",
+        &["service", "inspect", "--format", "{{.ID}}", &svc.name],
+    );
+    let own = mn(
+        "mn1",
+        &[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            "lb_api",
+        ],
+    );
+    // What a copy job looks like, plus the host's root bind-mounted.
+    let node = mn("mn2", &["info", "--format", "{{.Swarm.NodeID}}"]);
+    let sneaky = serde_json::json!({
+        "Name": "swarm-lb-secrets-0000000000000000",
+        "Labels": {"org.swarm-lb.role": "secrets-job", "org.swarm-lb.node": node, "org.swarm-lb.volume": "swarm-lb-secrets"},
+        "TaskTemplate": {
+            "ContainerSpec": {
+                "Image": own,
+                "Args": ["copy-secrets", "--from", "/run/secrets", "--to", "/out"],
+                "User": "0",
+                "Mounts": [
+                    {"Target": "/out", "Source": "swarm-lb-secrets", "Type": "volume"},
+                    {"Target": "/host", "Source": "/", "Type": "bind"}
+                ]
+            },
+            "Placement": {"Constraints": [format!("node.id=={node}")]},
+            "RestartPolicy": {"Condition": "none"}
+        },
+        "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}
+    })
+    .to_string();
+    for (method, path, body) in [
+        ("POST", "/v1.41/services/create", Some(sneaky.as_str())),
+        ("GET", &format!("/v1.41/services/{id}") as &str, None),
+        (
+            "POST",
+            &format!("/v1.41/services/{id}/update?version=1"),
+            Some("{}"),
+        ),
+        ("DELETE", &format!("/v1.41/services/{id}"), None),
+        ("GET", "/v1.41/containers/json", None),
+        ("GET", "/v1.41/secrets/x", None),
+        ("POST", "/v1.41/secrets/create", Some("{}")),
+        ("POST", "/v1.41/networks/create", Some("{}")),
+    ] {
+        assert_eq!(from_worker_edge(method, path, body), 403, "{method} {path}");
+    }
+    assert!(
+        try_mn(
+            "mn1",
+            &["service", "inspect", "swarm-lb-secrets-0000000000000000"]
+        )
+        .is_err(),
+        "the look-alike job was created"
+    );
+    assert!(
+        try_mn("mn1", &["service", "inspect", &svc.name]).is_ok(),
+        "the service was removed through the proxy"
+    );
+    assert_eq!(
+        refused_before, 0,
+        "the api proxy refused calls of the worker edges themselves"
+    );
+    let id = container_on_filter("mn1", "label=com.docker.swarm.service.name=lb_api");
+    let pid = mn("mn1", &["inspect", "--format", "{{.State.Pid}}", &id]);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    println!(
+        "api proxy: the worker edges' own calls all passed; {} probes refused; its RSS {rss}",
+        api_refusals()
+    );
+}
+
+/// How many requests `lb_api` refused (its log lines).
+fn api_refusals() -> usize {
+    mn("mn1", &["service", "logs", "--raw", "lb_api"])
+        .lines()
+        .filter(|l| l.contains("api-proxy refused"))
+        .count()
+}
+
+/// moby#26733's hazard with hints flowing: two routed services on one overlay, scaled against
+/// each other so that the addresses one frees are taken by the other's new tasks, on any node.
+/// Under load on the first service's host through every edge, no answer ever comes from a task
+/// of the other service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_two_services_trade_addresses_across_nodes_a_host_is_never_answered_by_the_other_service(
+) {
+    let d = deployed().await;
+    let app = pulled(registry(&d), APP);
+    // A /27 (29 addresses; the VIPs, each node's load-balancer endpoint and the three HAProxy
+    // containers take 8): Swarm hands out addresses in turn and wraps, so within a few rounds
+    // the addresses one service freed are given to the other's new tasks.
+    let a = Svc::create_on(&app, 3, &[], &["--subnet", "10.213.96.0/27"]);
+    let all = edges();
+    a.converged(&all, 3).await;
+    // The second service on the first one's network (so that they share its addresses).
+    let b_name = unique("mnreuse");
+    let b_host = format!("{b_name}.test");
+    mn(
+        "mn1",
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--quiet",
+            "--name",
+            &b_name,
+            "--network",
+            &a.net,
+            "--replicas",
+            "1",
+            "--env",
+            "TASK_NAME={{.Task.Name}}",
+            "--label",
+            &format!("com.docker.lb.hosts={b_host}"),
+            "--label",
+            "com.docker.lb.port=8080",
+            &app,
+        ],
+    );
+    let b = Svc {
+        name: b_name.clone(),
+        host: b_host,
+        net: a.net.clone(),
+    };
+    b.converged(&all, 1).await;
+    let load = Load::start(&a.host, &NODES);
+    let rounds: usize = std::env::var("SWARM_LB_E2E_REUSE_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let mut a_addrs: BTreeSet<String> = a.running().into_keys().collect();
+    let mut reused = 0;
+    for _ in 0..rounds {
+        a.scale(1);
+        a.converged(&all, 1).await;
+        b.scale(3);
+        let b_now = b.converged(&all, 3).await;
+        reused += b_now.intersection(&a_addrs).count();
+        b.scale(1);
+        b.converged(&all, 1).await;
+        a.scale(3);
+        a_addrs.extend(a.converged(&all, 3).await);
+    }
+    let summaries = load.stop();
+    let mut answered_by: BTreeSet<String> = BTreeSet::new();
+    for (_, _, v) in &summaries {
+        if let Some(m) = v["by_task"].as_object() {
+            answered_by.extend(m.keys().cloned());
+        }
+    }
+    println!(
+        "{rounds} rounds of trading tasks: {reused} addresses of {} reused by {}; load on {} \
+         through every edge (ok, failed): {:?}; answered by {} tasks",
+        a.name,
+        b.name,
+        a.host,
+        summaries
+            .iter()
+            .map(|(ok, failed, _)| (ok, failed))
+            .collect::<Vec<_>>(),
+        answered_by.len()
+    );
+    assert!(
+        answered_by
+            .iter()
+            .all(|t| t.starts_with(&format!("{}.", a.name))),
+        "{}'s host answered by another service's task: {answered_by:?}",
+        a.host
+    );
+    assert!(!answered_by.is_empty(), "no answer at all");
+    assert!(
+        reused > 0,
+        "no address of {} was reused by {} in {rounds} rounds: the test proved nothing",
+        a.name,
+        b.name
+    );
+    // b shares a's network: its service goes here, and `a`'s drop removes the network (b's own
+    // drop would wait for that network while `a` still uses it).
+    let _ = try_mn("mn1", &["service", "rm", &b.name]);
+    std::mem::forget(b);
+}
+
+/// One drain of `node` (a worker), measured on the other two edges: per replacement task and
+/// edge, the ms from the task running (Docker's timestamp) to its address ready there; per edge,
+/// the ms from the drain command to holding exactly the new set. `node` is active again after.
+async fn drain_round(svc: &Svc, node: &str, replicas: usize) -> (Vec<f64>, Vec<f64>) {
+    let before = svc.running();
+    let old: BTreeSet<String> = before.keys().cloned().collect();
+    let on_node: BTreeSet<String> = before
+        .iter()
+        .filter(|(_, (n, _))| n == node)
+        .map(|(a, _)| a.clone())
+        .collect();
+    assert!(!on_node.is_empty(), "no task of {} on {node}", svc.name);
+    let others: Vec<Edge> = edges().into_iter().filter(|e| e.node != node).collect();
+    let mut first_seen: BTreeMap<(&str, String), SystemTime> = BTreeMap::new();
+    let mut done: BTreeMap<&str, f64> = BTreeMap::new();
+    let t0 = Instant::now();
+    mn("mn1", &["node", "update", "--availability", "drain", node]);
+    while done.len() < others.len() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(90),
+            "drain of {node}: edges not converged: {done:?}"
+        );
+        for e in &others {
+            if done.contains_key(e.node) {
+                continue;
+            }
+            let ready = e.ready(&svc.name).await;
+            let now = SystemTime::now();
+            for a in ready.difference(&old) {
+                first_seen.entry((e.node, a.clone())).or_insert(now);
+            }
+            if ready.len() == replicas && ready.is_disjoint(&on_node) {
+                done.insert(e.node, ms(t0.elapsed()));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let after = svc.running();
+    let mut per_task = Vec::new();
+    for ((edge, addr), at) in &first_seen {
+        let Some((_, Some(since))) = after.get(addr) else {
+            panic!("{edge} made {addr} ready, which Swarm does not run: {after:?}");
+        };
+        per_task.push(ms(at.duration_since(*since).unwrap_or(Duration::ZERO)));
+    }
+    mn("mn1", &["node", "update", "--availability", "active", node]);
+    // Back: its edge and agent return; wait until every edge follows the set again.
+    svc.converged(&edges(), replicas).await;
+    (per_task, done.into_values().collect())
+}
+
+/// `lb_agent` removed (no hints) or deployed again, and every edge seeing it.
+async fn set_agents(d: &Deployed, on: bool) {
+    if on {
+        stack_deploy(&d.file, &d.registry);
+    } else {
+        mn("mn1", &["service", "rm", "lb_agent"]);
+    }
+    set_agents_seen(if on { 2 } else { 0 }).await;
+}
+
+async fn set_agents_seen(want: usize) {
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s edge with {want} live hint streams"),
+            || async move { (hints_live(node) == want).then_some(()) },
+        )
+        .await;
+    }
+}
+
+/// Drains of a worker (mn3, then mn2, alternately) with the agents and then without them (same
+/// run): the replacement tasks start on the other nodes, and the edges there learn of them from
+/// the agents' hints, or without hints from the next listing. Printed p50/p99 of both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn draining_a_worker_converges_on_the_other_edges_with_and_without_hints() {
+    let d = deployed().await;
+    let dep = d.as_ref().expect("deployed");
+    let app = pulled(&dep.registry, APP);
+    let replicas = 6;
+    let svc = Svc::create_from(&app, replicas as u32, &[]);
+    svc.converged(&edges(), replicas).await;
+    let rounds: usize = std::env::var("SWARM_LB_E2E_DRAIN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut results = Vec::new();
+    for hints in [true, false] {
+        set_agents(dep, hints).await;
+        let (mut tasks, mut whole) = (Vec::new(), Vec::new());
+        for round in 0..rounds {
+            // Alternate, and pick a worker that runs a task (drains move them around).
+            let running = svc.running();
+            let node = [["mn3", "mn2"], ["mn2", "mn3"]][round % 2]
+                .into_iter()
+                .find(|n| running.values().any(|(on, _)| on == n))
+                .expect("a worker with a task");
+            let (t, w) = drain_round(&svc, node, replicas).await;
+            println!(
+                "  drain {node} (hints {}): edges converged after {w:?} ms",
+                if hints { "on" } else { "off" }
+            );
+            tasks.extend(t);
+            whole.extend(w);
+            if hints {
+                // The drained node's agent is a new task at a new address: every edge follows
+                // it again (names resolved again every 10 s) before the next round.
+                set_agents_seen(2).await;
+            }
+        }
+        results.push((hints, tasks, whole));
+    }
+    set_agents(dep, true).await;
+    for (hints, tasks, whole) in &results {
+        println!(
+            "drain of a worker, hints {}: replacement running -> ready on the other edges {}; \
+             drain command -> edge holds the new set {}",
+            if *hints { "on " } else { "off" },
+            summary(tasks),
+            summary(whole)
+        );
+    }
+    let with = &results[0].1;
+    let mut sorted = with.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert!(
+        percentile(&sorted, 0.99) < 1000.0,
+        "with hints, a replacement took over a second to reach an edge: {sorted:?}"
+    );
+}
