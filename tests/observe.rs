@@ -15,7 +15,7 @@ use std::time::Duration;
 use support::{free_port, poll_until, Haproxy, STARTUP};
 use swarm_lb::haproxy::codec::{self, admin_from_bits};
 use swarm_lb::haproxy::render::Files;
-use swarm_lb::haproxy::{AdminClient, Command, ProxyState};
+use swarm_lb::haproxy::{AdminClient, ProxyState, Query};
 use swarm_lb::model::{
     self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
 };
@@ -283,7 +283,7 @@ async fn status_matches_show_servers_state_and_readyz_needs_docker_and_a_pass() 
     let status: Status = serde_json::from_str(&json).expect("status JSON");
     let mut rt = AdminClient::new(rig.haproxy.admin_socket());
     let replies = rt
-        .execute(&[Command::ShowServersState { backend: None }])
+        .query(&[Query::ShowServersState { backend: None }])
         .await
         .expect("show servers state");
     let rows = codec::parse_servers_state(replies[0].as_ref().expect("reply")).expect("parse");

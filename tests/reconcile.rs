@@ -16,7 +16,7 @@ use support::{
 };
 use swarm_lb::haproxy::codec::{self, ServerRow};
 use swarm_lb::haproxy::render::Files;
-use swarm_lb::haproxy::{Admin, AdminClient, Command, Master, ProxyState};
+use swarm_lb::haproxy::{Admin, AdminClient, Command, Master, ProxyState, Query};
 use swarm_lb::model::{
     self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState, Vip,
 };
@@ -150,7 +150,7 @@ impl Rig {
     async fn rows(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = AdminClient::new(self.haproxy.admin_socket());
         let replies = rt
-            .execute(&[Command::ShowServersState { backend: None }])
+            .query(&[Query::ShowServersState { backend: None }])
             .await
             .expect("show servers state");
         let text = replies[0].as_ref().expect("reply").clone();

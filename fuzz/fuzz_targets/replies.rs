@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use swarm_lb::haproxy::codec::{self, frame::Replies};
-use swarm_lb::haproxy::{Command, DefaultsName, MapPath};
+use swarm_lb::haproxy::{Command, DefaultsName, MapPath, Query};
 use swarm_lb::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 fuzz_target!(|data: &[u8]| {
@@ -21,8 +21,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = codec::parse_reload_reply(&text);
     let web = BackendName::parse("web").expect("name");
     let map_path = MapPath::new("/tmp/hosts.map").expect("path");
+    let _ = codec::check_query_reply(&Query::ShowInfo, &text);
     for cmd in [
-        Command::ShowInfo,
         Command::AddMap {
             map: map_path.clone(),
             key: MapKey::parse("a.example/").expect("key"),

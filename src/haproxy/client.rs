@@ -36,8 +36,9 @@ use tracing::debug;
 
 use super::capabilities::{Capabilities, Feature};
 use super::codec::frame::Replies;
+use super::codec::Request;
 use super::codec::{self, Info, ParseError, ReplyError};
-use super::command::{Command, MapPath};
+use super::command::{Command, MapPath, Query};
 use super::state::{BackendState, ProxyState};
 use crate::model::{BackendName, ServerName};
 
@@ -229,10 +230,35 @@ impl AdminClient {
         Ok(replies)
     }
 
+    /// Reads (`show ...`), pipelined as [`AdminClient::execute`] sends changes, in parts with
+    /// a deadline each: one reply per query, `Err` for each HAProxy refused.
+    ///
+    /// Errors: as [`AdminClient::execute`].
+    pub async fn query(
+        &mut self,
+        queries: &[Query],
+    ) -> Result<Vec<Result<String, ReplyError>>, ClientError> {
+        if queries.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.exchange_parts(queries).await
+    }
+
     /// [`AdminClient::execute`] of one segment: its parts, then its addresses settled.
     async fn execute_settled(
         &mut self,
         cmds: &[Command],
+    ) -> Result<Vec<Result<String, ReplyError>>, ClientError> {
+        let replies = self.exchange_parts(cmds).await?;
+        self.settle_addrs(cmds, &replies).await;
+        Ok(replies)
+    }
+
+    /// `cmds` in parts of at most `part` commands, each with its deadline; the connection is
+    /// dropped on an error.
+    async fn exchange_parts<R: Request>(
+        &mut self,
+        cmds: &[R],
     ) -> Result<Vec<Result<String, ReplyError>>, ClientError> {
         let started = Instant::now();
         let mut replies = Vec::with_capacity(cmds.len());
@@ -271,16 +297,15 @@ impl AdminClient {
             elapsed_us = crate::fields::us(started.elapsed()),
             "runtime batch exchanged"
         );
-        self.settle_addrs(cmds, &replies).await;
         Ok(replies)
     }
 
     /// The first exchange of a batch: on a reused connection that HAProxy closed while idle
     /// (which the idle check could not see yet), nothing reached it, so it goes again, once,
     /// on a new one.
-    async fn first_exchange(
+    async fn first_exchange<R: Request>(
         &mut self,
-        cmds: &[Command],
+        cmds: &[R],
     ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
         let reused = self.stream.is_some();
         let result = self.timed_exchange(cmds).await;
@@ -292,9 +317,9 @@ impl AdminClient {
         result
     }
 
-    async fn timed_exchange(
+    async fn timed_exchange<R: Request>(
         &mut self,
-        cmds: &[Command],
+        cmds: &[R],
     ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
         match tokio::time::timeout(self.timeout, self.exchange(cmds)).await {
             Ok(result) => result,
@@ -309,10 +334,10 @@ impl AdminClient {
     /// and `show map`, pipelined in one batch).
     pub async fn actual(&mut self, map: &MapPath) -> Result<ProxyState, ClientError> {
         let cmds = [
-            Command::ShowServersState { backend: None },
-            Command::ShowMap { map: map.clone() },
+            Query::ShowServersState { backend: None },
+            Query::ShowMap { map: map.clone() },
         ];
-        let mut replies = self.execute(&cmds).await?.into_iter();
+        let mut replies = self.query(&cmds).await?.into_iter();
         let (Some(servers), Some(entries)) = (replies.next(), replies.next()) else {
             // execute() returns one reply per command; this is only a guard.
             return Err(self.closed(cmds.len()));
@@ -334,7 +359,7 @@ impl AdminClient {
         backends: &BTreeSet<BackendName>,
     ) -> Result<BTreeMap<BackendName, std::sync::Arc<BackendState>>, ClientError> {
         let cmds = show_servers_state_of(backends.iter());
-        let replies = self.execute(&cmds).await?;
+        let replies = self.query(&cmds).await?;
         let rows = self.server_rows(replies)?;
         let state = codec::proxy_state(&rows, &[]).map_err(|e| self.parse_error(e))?;
         Ok(state.backends)
@@ -342,8 +367,8 @@ impl AdminClient {
 
     /// `show backend`: the name of every backend HAProxy holds, in its order.
     pub async fn backends(&mut self) -> Result<Vec<BackendName>, ClientError> {
-        let cmds = [Command::ShowBackend];
-        let Some(reply) = self.execute(&cmds).await?.into_iter().next() else {
+        let cmds = [Query::ShowBackend];
+        let Some(reply) = self.query(&cmds).await?.into_iter().next() else {
             return Err(self.closed(cmds.len()));
         };
         let text = self.accepted(reply)?;
@@ -353,7 +378,7 @@ impl AdminClient {
     /// `show info`: version, worker pid, uptime. The only place that asks it: what the
     /// version can do ([`Capabilities`]) is kept for this connection from its answer.
     pub async fn info(&mut self) -> Result<Info, ClientError> {
-        let text = self.one(&Command::ShowInfo).await?;
+        let text = self.one(&Query::ShowInfo).await?;
         let info = codec::parse_show_info(&text).map_err(|source| self.parse_error(source))?;
         self.capabilities = Some(Capabilities::of(info.version));
         Ok(info)
@@ -453,7 +478,7 @@ impl AdminClient {
     }
 
     /// One command the client sends for itself, without [`AdminClient::execute`]'s settling.
-    async fn one(&mut self, cmd: &Command) -> Result<String, ClientError> {
+    async fn one(&mut self, cmd: &Query) -> Result<String, ClientError> {
         let (replies, _, _) = match self.first_exchange(std::slice::from_ref(cmd)).await {
             Ok(exchanged) => exchanged,
             Err(error) => {
@@ -510,9 +535,9 @@ impl AdminClient {
     }
 
     /// One pipelined exchange on a live connection. Returns the replies and the byte counts.
-    async fn exchange(
+    async fn exchange<R: Request>(
         &mut self,
-        cmds: &[Command],
+        cmds: &[R],
     ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
         self.ensure_connected().await?;
         let AdminClient {
@@ -601,15 +626,15 @@ impl AdminClient {
 }
 
 /// Encodes `cmds` one per line into `out` and writes them in chunks of about [`WRITE_CHUNK`].
-async fn write_commands(
+async fn write_commands<R: Request>(
     mut wr: WriteHalf<'_>,
-    cmds: &[Command],
+    cmds: &[R],
     out: &mut String,
 ) -> io::Result<usize> {
     let mut written = 0;
     out.clear();
     for cmd in cmds {
-        codec::encode_into(cmd, out);
+        cmd.encode_into(out);
         out.push('\n');
         if out.len() >= WRITE_CHUNK {
             wr.write_all(out.as_bytes()).await?;
@@ -663,16 +688,16 @@ async fn read_replies(
     }
 }
 
-fn checked(cmd: &Command, body: &[u8]) -> Result<String, ReplyError> {
+fn checked<R: Request>(cmd: &R, body: &[u8]) -> Result<String, ReplyError> {
     let text = String::from_utf8_lossy(body);
-    codec::check_reply(cmd, &text)?;
+    cmd.check_reply(&text)?;
     Ok(text.into_owned())
 }
 
 /// `show servers state <backend>` for each of `backends`.
-fn show_servers_state_of<'a>(backends: impl Iterator<Item = &'a BackendName>) -> Vec<Command> {
+fn show_servers_state_of<'a>(backends: impl Iterator<Item = &'a BackendName>) -> Vec<Query> {
     backends
-        .map(|b| Command::ShowServersState {
+        .map(|b| Query::ShowServersState {
             backend: Some(b.clone()),
         })
         .collect()

@@ -355,15 +355,6 @@ pub enum Command {
     /// literal reference in the config. The reply may start with HAProxy's own log lines
     /// (`Server <b>/<s> is going DOWN ...`); success is its last line, `Backend deleted.`
     DelBackend { backend: BackendName },
-    /// `show servers state [<b>]`
-    ShowServersState { backend: Option<BackendName> },
-    /// `show map <file>`
-    ShowMap { map: MapPath },
-    /// `show info`
-    ShowInfo,
-    /// `show backend`: `# name`, then one backend name per line, every backend the process
-    /// holds (also those without a server, which `show servers state` leaves out).
-    ShowBackend,
     /// `new ssl cert <f>`: an empty certificate store named `f` (2.2+). Success: `New empty
     /// certificate store '<f>'!`; `Certificate '<f>' already exists!` otherwise.
     NewSslCert { cert: CertPath },
@@ -387,20 +378,36 @@ pub enum Command {
     DelSslCert { cert: CertPath },
 }
 
-impl Command {
-    /// Whether the command changes HAProxy's state (the planner emits only these;
-    /// [`Command::WaitServerRemovable`] counts: it sequences a removal).
-    pub fn is_write(&self) -> bool {
-        !matches!(
-            self,
-            Command::ShowServersState { .. }
-                | Command::ShowMap { .. }
-                | Command::ShowInfo
-                | Command::ShowBackend
-        )
-    }
+/// A read of HAProxy's state: changes nothing, never planned. The client sends these for
+/// itself ([`super::AdminClient::query`]); the changes are [`Command`]s. `wait srv-removable`
+/// is a [`Command`]: the planner sends it to sequence a removal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Query {
+    /// `show servers state [<b>]`
+    ShowServersState { backend: Option<BackendName> },
+    /// `show map <file>`
+    ShowMap { map: MapPath },
+    /// `show info`
+    ShowInfo,
+    /// `show backend`: `# name`, then one backend name per line, every backend the process
+    /// holds (also those without a server, which `show servers state` leaves out).
+    ShowBackend,
+}
 
-    /// The command's kind, one word in snake case (`set_addr`, `show_info`): the `kind` label
+impl Query {
+    /// The read's kind, in the words of [`Command::kind`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Query::ShowServersState { .. } => "show_servers_state",
+            Query::ShowMap { .. } => "show_map",
+            Query::ShowInfo => "show_info",
+            Query::ShowBackend => "show_backend",
+        }
+    }
+}
+
+impl Command {
+    /// The command's kind, one word in snake case (`set_addr`): the `kind` label
     /// of `swarm_lb_runtime_commands_total`, and how logs and errors name a command (its
     /// runtime-API text is the encoder's alone).
     pub fn kind(&self) -> &'static str {
@@ -427,10 +434,6 @@ impl Command {
             Command::WaitServerRemovable { .. } => "wait_srv_removable",
             Command::DelServer { .. } => "del_server",
             Command::DelBackend { .. } => "del_backend",
-            Command::ShowServersState { .. } => "show_servers_state",
-            Command::ShowMap { .. } => "show_map",
-            Command::ShowInfo => "show_info",
-            Command::ShowBackend => "show_backend",
         }
     }
 

@@ -16,6 +16,6 @@ pub mod tls;
 
 pub use capabilities::{Capabilities, Feature};
 pub use client::{AdminClient, ClientError};
-pub use command::{CertPath, Command, DefaultsName, MapPath, Pem, ServerKeywords};
+pub use command::{CertPath, Command, DefaultsName, MapPath, Pem, Query, ServerKeywords};
 pub use master::{Master, MasterError};
 pub use state::{Admin, BackendState, ProxyState, Server};

@@ -21,7 +21,7 @@ use tracing::debug;
 
 use super::status::{self, Status};
 use super::{metrics, Observer};
-use crate::haproxy::{codec, AdminClient, Command, MapPath};
+use crate::haproxy::{codec, AdminClient, MapPath, Query};
 
 /// Where `/status` reads HAProxy.
 #[derive(Debug, Clone)]
@@ -164,9 +164,9 @@ async fn status_of(observer: &Observer, reader: &Reader) -> Result<Status, Strin
     let (snap, problems) = observer.status_inputs();
     let mut rt = AdminClient::new(&source.admin_socket).with_timeout(TIMEOUT);
     let replies = rt
-        .execute(&[
-            Command::ShowServersState { backend: None },
-            Command::ShowMap {
+        .query(&[
+            Query::ShowServersState { backend: None },
+            Query::ShowMap {
                 map: source.hosts_map.clone(),
             },
         ])

@@ -116,10 +116,6 @@ impl Plan {
                 | Command::AddSslCrtList { .. }
                 | Command::DelSslCrtList { .. }
                 | Command::DelSslCert { .. } => {}
-                Command::ShowServersState { .. }
-                | Command::ShowMap { .. }
-                | Command::ShowInfo
-                | Command::ShowBackend => {}
             }
         }
         s

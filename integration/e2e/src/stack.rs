@@ -194,7 +194,7 @@ impl Stack {
     pub async fn servers(&self, backend: &str) -> Vec<ServerRow> {
         let mut rt = self.runtime();
         match rt
-            .execute(&[swarm_lb::haproxy::Command::ShowServersState { backend: None }])
+            .query(&[swarm_lb::haproxy::Query::ShowServersState { backend: None }])
             .await
         {
             Ok(mut replies) => match replies.pop() {

@@ -591,10 +591,7 @@ async fn haproxy_detached_by_hand_from_a_routed_network_is_attached_again_and_ot
 async fn map_entries(stack: &Stack, tag: &str) -> usize {
     let map = swarm_lb::haproxy::MapPath::new("/usr/local/etc/haproxy/hosts.map").expect("path");
     let mut rt = stack.runtime();
-    match rt
-        .execute(&[swarm_lb::haproxy::Command::ShowMap { map }])
-        .await
-    {
+    match rt.query(&[swarm_lb::haproxy::Query::ShowMap { map }]).await {
         Ok(mut r) => match r.pop() {
             Some(Ok(text)) => text.lines().filter(|l| l.contains(tag)).count(),
             _ => 0,

@@ -1,4 +1,5 @@
-//! The one encoder: [`Command`] -> one Runtime API command line.
+//! The one encoder: a [`Command`] (a change) or a [`Query`] (a read) -> one Runtime API
+//! command line.
 //!
 //! Every name in a [`Command`] is a checked newtype (letters, digits and a few of `-_.:/`), so
 //! nothing needs escaping and no output can carry `;`, `#`, `\`, a space inside an argument or
@@ -8,8 +9,9 @@
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use super::super::command::{Command, ServerKeywords};
+use super::super::command::{Command, Query, ServerKeywords};
 use super::super::state::Admin;
+use super::Request;
 use crate::model::{BackendTls, FailureLimit, ServerOptions};
 
 /// The options of a server added at runtime: the same health check the rendered config lines
@@ -85,10 +87,23 @@ pub const SSL_VERIFY_NONE: &str = " ssl verify none";
 pub const SSL_VERIFY_REQUIRED: &str = " ssl verify required ca-file ";
 
 /// The runtime-API text of one command, without the line terminator.
-pub fn encode(cmd: &Command) -> String {
+pub fn encode<R: Request + ?Sized>(request: &R) -> String {
     let mut line = String::with_capacity(64);
-    encode_into(cmd, &mut line);
+    request.encode_into(&mut line);
     line
+}
+
+/// Appends the text of `query` (without the line terminator) to `out`.
+pub fn encode_query_into(query: &Query, out: &mut String) {
+    match query {
+        Query::ShowServersState { backend: None } => out.push_str("show servers state"),
+        Query::ShowServersState {
+            backend: Some(backend),
+        } => push_words(out, &["show servers state ", backend.as_str()]),
+        Query::ShowMap { map } => push_words(out, &["show map ", map.as_str()]),
+        Query::ShowInfo => out.push_str("show info"),
+        Query::ShowBackend => out.push_str("show backend"),
+    }
 }
 
 /// Appends the text of `cmd` (without the line terminator) to `out`: the allocation-free form
@@ -204,13 +219,6 @@ pub fn encode_into(cmd: &Command, out: &mut String) {
         Command::DelBackend { backend } => {
             push_words(out, &["del backend ", backend.as_str()]);
         }
-        Command::ShowServersState { backend: None } => out.push_str("show servers state"),
-        Command::ShowServersState {
-            backend: Some(backend),
-        } => push_words(out, &["show servers state ", backend.as_str()]),
-        Command::ShowMap { map } => push_words(out, &["show map ", map.as_str()]),
-        Command::ShowInfo => out.push_str("show info"),
-        Command::ShowBackend => out.push_str("show backend"),
         Command::NewSslCert { cert } => push_words(out, &["new ssl cert ", cert.as_str()]),
         Command::SetSslCert { cert, pem } => {
             // The client ends the command with `\n`: after this last `\n` that makes the blank

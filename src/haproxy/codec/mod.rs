@@ -16,12 +16,48 @@ use super::state::{Admin, BackendState, ProxyState, Server};
 use crate::model::{BackendName, BackendOptions, MapKey, MapValue, ServerName};
 
 pub use encode::{
-    encode, encode_into, push_server_keywords, read_server_keywords, ADD_SERVER_OPTIONS, DOWNINTER,
-    ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
+    encode, encode_into, encode_query_into, push_server_keywords, read_server_keywords,
+    ADD_SERVER_OPTIONS, DOWNINTER, ERROR_LIMIT, SSL_VERIFY_NONE, SSL_VERIFY_REQUIRED,
 };
 pub use parse::{parse_servers_state, parse_show_backend, parse_show_info, parse_show_map};
 pub use proc::{parse_reload_reply, parse_show_proc, Proc, ProcList, ReloadReply};
-pub use reply::check_reply;
+pub use reply::{check_query_reply, check_reply};
+
+/// What the admin-socket client sends: a [`Command`](super::Command) (a change) or a
+/// [`Query`](super::command::Query) (a read). Each encodes to one command line and checks its
+/// own reply; the codec's functions above are the only text of either.
+pub trait Request: std::fmt::Debug + Sync {
+    /// Appends the command line (without its terminator) to `out`.
+    fn encode_into(&self, out: &mut String);
+    /// Whether `reply` means success ([`check_reply`]).
+    fn check_reply(&self, reply: &str) -> Result<(), ReplyError>;
+    /// The kind, one word in snake case, for metrics and logs.
+    fn kind(&self) -> &'static str;
+}
+
+impl Request for super::Command {
+    fn encode_into(&self, out: &mut String) {
+        encode_into(self, out);
+    }
+    fn check_reply(&self, reply: &str) -> Result<(), ReplyError> {
+        check_reply(self, reply)
+    }
+    fn kind(&self) -> &'static str {
+        super::Command::kind(self)
+    }
+}
+
+impl Request for super::command::Query {
+    fn encode_into(&self, out: &mut String) {
+        encode_query_into(self, out);
+    }
+    fn check_reply(&self, reply: &str) -> Result<(), ReplyError> {
+        check_query_reply(self, reply)
+    }
+    fn kind(&self) -> &'static str {
+        super::command::Query::kind(self)
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParseError {

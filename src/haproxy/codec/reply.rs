@@ -51,7 +51,7 @@ fn payload_reply(text: &str) -> &str {
     text.trim()
 }
 
-use super::super::command::Command;
+use super::super::command::{Command, Query};
 use super::{encode, ReplyError};
 
 /// Whether `reply` (the text HAProxy sent back for `cmd`, as the client hands it out: the
@@ -83,10 +83,6 @@ pub fn check_reply(cmd: &Command, reply: &str) -> Result<(), ReplyError> {
         // HAProxy's log lines may come first (see the module doc): the last line decides.
         Command::DelServer { .. } => last_line(text) == "Server deleted.",
         Command::DelBackend { .. } => last_line(text) == "Backend deleted.",
-        Command::ShowServersState { .. } => text.lines().next() == Some("1"),
-        Command::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
-        Command::ShowInfo => text.starts_with("Name: "),
-        Command::ShowBackend => text.starts_with("# name\n"),
         Command::NewSslCert { .. } => text.starts_with("New empty certificate store "),
         Command::SetSslCert { .. } => {
             let text = payload_reply(text);
@@ -125,4 +121,23 @@ fn last_line(text: &str) -> &str {
         .map(str::trim)
         .rfind(|l| !l.is_empty())
         .unwrap_or("")
+}
+
+/// [`check_reply`] for a read.
+pub fn check_query_reply(query: &Query, reply: &str) -> Result<(), ReplyError> {
+    let text = reply.trim();
+    let ok = match query {
+        Query::ShowServersState { .. } => text.lines().next() == Some("1"),
+        Query::ShowMap { .. } => text.is_empty() || text.starts_with("0x"),
+        Query::ShowInfo => text.starts_with("Name: "),
+        Query::ShowBackend => text.starts_with("# name\n"),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ReplyError {
+            command: encode(query),
+            message: text.to_owned(),
+        })
+    }
 }

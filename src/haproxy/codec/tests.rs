@@ -7,7 +7,7 @@ use proptest::prelude::*;
 
 use super::frame::Replies;
 use super::*;
-use crate::haproxy::command::{Command, DefaultsName, MapPath};
+use crate::haproxy::command::{Command, DefaultsName, MapPath, Query};
 use crate::haproxy::state::{Admin, PLACEHOLDER};
 use crate::model::{
     BackendName, BackendOptions, MapKey, MapValue, Mode, SectionOptions, ServerName,
@@ -82,9 +82,9 @@ fn add_server(b: &str, s: &str, addr: SocketAddr) -> Command {
     }
 }
 
-/// The commands of `session.cmds` (after `prompt`), typed, with the outcome HAProxy gave:
+/// The changes of `session.cmds` (after `prompt`), typed, with the outcome HAProxy gave:
 /// `None` for success, else its message.
-fn session() -> Vec<(Command, Option<&'static str>)> {
+fn session_changes() -> Vec<(Command, Option<&'static str>)> {
     let hosts = || map("hosts.map");
     let no_map = Some("Unknown map identifier. Please use #<id> or <file>.");
     vec![
@@ -181,40 +181,59 @@ fn session() -> Vec<(Command, Option<&'static str>)> {
             },
             no_map,
         ),
-        (Command::ShowMap { map: hosts() }, None),
+    ]
+}
+
+/// The reads that follow [`session_changes`] in `session.cmds`, likewise.
+fn session_reads() -> Vec<(Query, Option<&'static str>)> {
+    let hosts = || map("hosts.map");
+    let no_map = Some("Unknown map identifier. Please use #<id> or <file>.");
+    vec![
+        (Query::ShowMap { map: hosts() }, None),
         (
-            Command::ShowMap {
+            Query::ShowMap {
                 map: map("empty.map"),
             },
             None,
         ),
         (
-            Command::ShowMap {
+            Query::ShowMap {
                 map: map("nosuch.map"),
             },
             no_map,
         ),
-        (Command::ShowServersState { backend: None }, None),
+        (Query::ShowServersState { backend: None }, None),
         (
-            Command::ShowServersState {
+            Query::ShowServersState {
                 backend: Some(be("web")),
             },
             None,
         ),
         (
-            Command::ShowServersState {
+            Query::ShowServersState {
                 backend: Some(be("empty")),
             },
             None,
         ),
         (
-            Command::ShowServersState {
+            Query::ShowServersState {
                 backend: Some(be("nosuch")),
             },
             Some("Can't find backend."),
         ),
-        (Command::ShowInfo, None),
+        (Query::ShowInfo, None),
     ]
+}
+
+/// The requests of `session.cmds` (after `prompt`), in order: its changes, then its reads.
+fn session() -> Vec<(Box<dyn Request>, Option<&'static str>)> {
+    let changes = session_changes()
+        .into_iter()
+        .map(|(c, r)| (Box::new(c) as Box<dyn Request>, r));
+    let reads = session_reads()
+        .into_iter()
+        .map(|(q, r)| (Box::new(q) as Box<dyn Request>, r));
+    changes.chain(reads).collect()
 }
 
 /// Splits a captured prompt-mode stream into reply bodies, dropping `prompt`'s own.
@@ -248,7 +267,7 @@ fn the_encoder_writes_exactly_the_lines_sent_to_the_real_haproxy() {
         "session() out of step with session.cmds"
     );
     for ((cmd, _), line) in typed.iter().zip(sent) {
-        assert_eq!(encode(cmd), line);
+        assert_eq!(encode(&**cmd), line);
     }
 }
 
@@ -258,13 +277,13 @@ fn every_captured_reply_is_judged_as_haproxy_meant_it() {
     let typed = session();
     assert_eq!(replies.len(), typed.len());
     for ((cmd, refusal), reply) in typed.iter().zip(&replies) {
-        match (check_reply(cmd, reply), refusal) {
+        match (cmd.check_reply(reply), refusal) {
             (Ok(()), None) => {}
             (Err(e), Some(message)) => {
                 assert_eq!(e.message, *message);
-                assert_eq!(e.command, encode(cmd));
+                assert_eq!(e.command, encode(&**cmd));
             }
-            (got, want) => panic!("{}: got {got:?}, want refusal {want:?}", encode(cmd)),
+            (got, want) => panic!("{}: got {got:?}, want refusal {want:?}", encode(&**cmd)),
         }
     }
 }
@@ -273,19 +292,25 @@ fn every_captured_reply_is_judged_as_haproxy_meant_it() {
 fn a_socket_below_admin_level_refuses_server_commands() {
     let sent = sent_lines(PERMISSION_CMDS);
     let replies = bodies(PERMISSION_RAW);
-    let typed = [
-        set_addr("web", "s1", v4([10, 0, 0, 7], 80)),
-        set_state("web", "s1", Admin::Maint),
-        add_server("web", "s9", v4([10, 0, 0, 1], 80)),
-        Command::ShowServersState {
-            backend: Some(be("web")),
-        },
+    let typed: [(Box<dyn Request>, bool); 4] = [
+        (Box::new(set_addr("web", "s1", v4([10, 0, 0, 7], 80))), true),
+        (Box::new(set_state("web", "s1", Admin::Maint)), true),
+        (
+            Box::new(add_server("web", "s9", v4([10, 0, 0, 1], 80))),
+            true,
+        ),
+        (
+            Box::new(Query::ShowServersState {
+                backend: Some(be("web")),
+            }),
+            false,
+        ),
     ];
     assert_eq!(replies.len(), typed.len());
-    for ((cmd, line), reply) in typed.iter().zip(sent).zip(&replies) {
-        assert_eq!(encode(cmd), line);
-        let result = check_reply(cmd, reply);
-        if cmd.is_write() {
+    for (((cmd, write), line), reply) in typed.iter().zip(sent).zip(&replies) {
+        assert_eq!(encode(&**cmd), line);
+        let result = cmd.check_reply(reply);
+        if *write {
             assert_eq!(
                 result.map_err(|e| e.message),
                 Err("Permission denied".into())
@@ -299,7 +324,9 @@ fn a_socket_below_admin_level_refuses_server_commands() {
 #[test]
 fn an_unknown_command_is_a_refusal_with_haproxys_message() {
     for cmd in session().into_iter().map(|(cmd, _)| cmd) {
-        let e = check_reply(&cmd, UNKNOWN_COMMAND).expect_err("unknown command accepted");
+        let e = cmd
+            .check_reply(UNKNOWN_COMMAND)
+            .expect_err("unknown command accepted");
         assert!(e.message.starts_with("Unknown command"), "{e}");
     }
 }
@@ -734,6 +761,16 @@ fn map_path() -> impl Strategy<Value = MapPath> {
 fn admin() -> impl Strategy<Value = Admin> {
     prop_oneof![Just(Admin::Ready), Just(Admin::Drain), Just(Admin::Maint)]
 }
+fn query() -> impl Strategy<Value = Query> {
+    prop_oneof![
+        proptest::option::of(backend_name())
+            .prop_map(|backend| Query::ShowServersState { backend }),
+        map_path().prop_map(|map| Query::ShowMap { map }),
+        Just(Query::ShowInfo),
+        Just(Query::ShowBackend),
+    ]
+}
+
 fn command() -> impl Strategy<Value = Command> {
     let addr = any::<SocketAddr>();
     prop_oneof![
@@ -772,11 +809,6 @@ fn command() -> impl Strategy<Value = Command> {
             value
         }),
         (map_path(), host_name()).prop_map(|(map, key)| Command::DelMap { map, key }),
-        proptest::option::of(backend_name())
-            .prop_map(|backend| Command::ShowServersState { backend }),
-        map_path().prop_map(|map| Command::ShowMap { map }),
-        Just(Command::ShowInfo),
-        Just(Command::ShowBackend),
         (
             backend_name(),
             any::<bool>(),
@@ -818,10 +850,6 @@ fn words(cmd: &Command) -> usize {
         Command::AddMap { .. } | Command::SetMap { .. } => 5,
         Command::DelMap { .. } => 4,
         Command::EnableHealth { .. } => 3,
-        Command::ShowServersState { backend: None } => 3,
-        Command::ShowServersState { backend: Some(_) } => 4,
-        Command::ShowMap { .. } => 3,
-        Command::ShowInfo | Command::ShowBackend => 2,
         Command::NewSslCert { .. }
         | Command::CommitSslCert { .. }
         | Command::AbortSslCert { .. }
@@ -1100,6 +1128,20 @@ proptest! {
         let mut appended = String::from("x");
         encode_into(&cmd, &mut appended);
         prop_assert_eq!(&appended[1..], line.as_str());
+    }
+
+    #[test]
+    fn no_valid_query_encodes_to_more_than_one_line_or_a_separator(query in query()) {
+        let line = encode(&query);
+        for bad in ['\n', '\r', ';', '#', '\\', '"', '\'', '%', '\t'] {
+            prop_assert!(!line.contains(bad), "{:?} holds {:?}", line, bad);
+        }
+        let words = match &query {
+            Query::ShowServersState { backend: None } | Query::ShowMap { .. } => 3,
+            Query::ShowServersState { backend: Some(_) } => 4,
+            Query::ShowInfo | Query::ShowBackend => 2,
+        };
+        prop_assert_eq!(line.split(' ').count(), words, "{:?}", line);
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context};
 use swarm_lb::haproxy::codec;
-use swarm_lb::haproxy::{Admin, AdminClient, BackendState, Command, ProxyState, Server};
+use swarm_lb::haproxy::{Admin, AdminClient, BackendState, Command, ProxyState, Query, Server};
 use swarm_lb::model::{BackendName, Host, Mode, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
@@ -256,7 +256,7 @@ async fn check_addresses(
 ) -> anyhow::Result<()> {
     // Not `actual()`, which also reads a map: only the servers matter here.
     let replies = client
-        .execute(&[Command::ShowServersState { backend: None }])
+        .query(&[Query::ShowServersState { backend: None }])
         .await?;
     let text = match replies.into_iter().next() {
         Some(Ok(text)) => text,

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use std::time::Instant;
 use swarm_lb::haproxy::codec::{self, ServerRow};
-use swarm_lb::haproxy::{Admin, Command};
+use swarm_lb::haproxy::{Admin, Query};
 use swarm_lb::model::BackendName;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -66,7 +66,7 @@ impl ServerWatch {
         let log = Arc::new(Mutex::new(Log::default()));
         let line = format!(
             "{}\n",
-            codec::encode(&Command::ShowServersState {
+            codec::encode(&Query::ShowServersState {
                 backend: Some(backend)
             })
         );
@@ -235,7 +235,7 @@ pub async fn poll_once(admin: &Path, line: &str) -> anyhow::Result<Vec<ServerRow
 pub async fn all_rows(admin: &Path) -> anyhow::Result<Vec<ServerRow>> {
     let line = format!(
         "{}\n",
-        codec::encode(&Command::ShowServersState { backend: None })
+        codec::encode(&Query::ShowServersState { backend: None })
     );
     poll_once(admin, &line).await
 }

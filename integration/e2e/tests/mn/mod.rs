@@ -102,7 +102,7 @@ impl Edge {
     pub async fn servers(&self, backend: &str) -> Option<Vec<ServerRow>> {
         let mut rt = AdminClient::new(self.run_dir().join("admin.sock"));
         let mut replies = rt
-            .execute(&[swarm_lb::haproxy::Command::ShowServersState { backend: None }])
+            .query(&[swarm_lb::haproxy::Query::ShowServersState { backend: None }])
             .await
             .ok()?;
         let text = replies.pop()?.ok()?;
