@@ -215,6 +215,13 @@ struct Common {
     )]
     https_binds: Vec<String>,
 
+    /// Balancers in front of this one (`CIDR[,CIDR...]`, IPv4 or IPv6): HTTP balancers, whose
+    /// X-Forwarded-For / X-Forwarded-Proto are kept (from anyone else, replaced), and, written
+    /// `proxy:CIDR`, TCP balancers that open every connection on the HTTP and HTTPS binds with a
+    /// PROXY protocol header (v1 or v2); from any other source such a header is refused.
+    #[arg(long, env = "SWARM_LB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    trusted_proxies: Vec<Option<swarm_lb::model::access::TrustedProxy>>,
+
     /// PEM file (certificate chain, then key) served for unknown or absent SNI. Without it a
     /// self-signed certificate is generated at first start (and logged so).
     #[arg(long, env = "SWARM_LB_DEFAULT_CERT")]
@@ -446,6 +453,7 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
         admin_socket: c.admin_socket.clone(),
         hosts_map: hosts_map.clone(),
         https: https_settings(c),
+        trusted_proxies: c.trusted_proxies.iter().flatten().copied().collect(),
     };
     render
         .validate()
@@ -467,6 +475,15 @@ fn settings(c: &Common, strategy: Strategy, reload_timeout: Duration) -> anyhow:
         reload_timeout,
         strategy,
     })
+}
+
+/// One `--trusted-proxies` item; an empty one (compose passes an unset variable as empty) is
+/// none.
+fn trusted_proxy(item: &str) -> Result<Option<swarm_lb::model::access::TrustedProxy>, String> {
+    match item.trim() {
+        "" => Ok(None),
+        item => item.parse().map(Some).map_err(|e| format!("{e}")),
+    }
 }
 
 /// The certificate files under the config dir.

@@ -20,6 +20,11 @@ fn settings(dir: &Path) -> RenderSettings {
             crt_list: dir.join("certs").join("crt-list"),
             internal: dir.join("https.sock"),
         }),
+        // Both kinds of trusted proxy, both families: the `src` conditions load too.
+        trusted_proxies: ["10.0.0.0/8", "2001:db8::/32", "proxy:192.0.2.10"]
+            .iter()
+            .map(|s| s.parse().expect("trusted proxy"))
+            .collect(),
     }
 }
 

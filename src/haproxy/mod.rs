@@ -5,6 +5,7 @@
 //! pure model of what HAProxy holds, shared with the planner; [`capabilities`] is the one table
 //! of what each HAProxy version can do.
 
+pub mod access;
 pub mod capabilities;
 pub mod client;
 pub mod codec;

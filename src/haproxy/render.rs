@@ -38,6 +38,11 @@ pub const HTTPS_INTERNAL: &str = "{{https_internal}}";
 pub const IF_HTTPS: &str = "{{if_https}}";
 /// Replaced by the crt-list path (on the HTTPS bind line).
 pub const CRT_LIST: &str = "{{crt_list}}";
+/// Replaced by the ACL condition true for `--trusted-proxies` sources
+/// ([`super::access::trusted_condition`]).
+pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
+/// Replaced by the ACL condition true for `--trusted-proxies` `proxy:` sources.
+pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 
 /// The HTTPS side of the frontend: where it listens and the crt-list it serves
 /// ([`super::tls::CertFiles`]).
@@ -64,6 +69,8 @@ pub struct RenderSettings {
     pub hosts_map: MapPath,
     /// HTTPS binds; `None`: the template's HTTPS bind lines are left out.
     pub https: Option<HttpsSettings>,
+    /// `--trusted-proxies`: sources whose PROXY header and `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<crate::model::access::TrustedProxy>,
 }
 
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
@@ -110,6 +117,10 @@ impl RenderSettings {
     /// Check once (at startup) what [`config`] takes on trust.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP])?;
+        if !self.trusted_proxies.is_empty() {
+            // A template without it would silently trust nobody.
+            self.require_placeholders(&[TRUSTED_PROXIES, PROXY_PROTOCOL_SOURCES])?;
+        }
         if self.binds.is_empty() {
             return Err(SettingsError::NoBind);
         }
@@ -228,6 +239,7 @@ fn render(
     sections: &mut Sections,
 ) -> String {
     let admin = settings.admin_socket.to_string_lossy();
+    let (trusted, proxy_sources) = super::access::trusted_conditions(&settings.trusted_proxies);
     let mut out = String::with_capacity(
         settings.template.len()
             + sections
@@ -260,6 +272,8 @@ fn render(
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
                 .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(TRUSTED_PROXIES, &trusted)
+                .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources)
                 .replace(CRT_LIST, &crt_list)
                 .replace(HTTPS_INTERNAL, &internal);
             let binds: &[String] = match line.contains(HTTPS_BIND) {
@@ -277,7 +291,9 @@ fn render(
         } else {
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
-                .replace(HOSTS_MAP, settings.hosts_map.as_str());
+                .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(TRUSTED_PROXIES, &trusted)
+                .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources);
             out.push_str(&line);
             out.push('\n');
         }
@@ -792,6 +808,7 @@ mod tests {
             admin_socket: dir.join("admin.sock"),
             hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).unwrap(),
             https: None,
+            trusted_proxies: Vec::new(),
         }
     }
 

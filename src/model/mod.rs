@@ -2,6 +2,7 @@
 //! and [`desired`], which turns Interlock labels (`com.docker.lb.*`) into the routing Swarm
 //! asks for. No I/O, no clock, no locks.
 
+pub mod access;
 pub mod cert;
 mod desired;
 #[cfg(test)]

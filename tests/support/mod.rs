@@ -14,12 +14,14 @@ use std::time::Duration;
 use swarm_lb::haproxy::render::{Files, HttpsSettings, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::tls::CertFiles;
 use swarm_lb::haproxy::{Admin, AdminClient, BackendState, MapPath, Master, ProxyState, Server};
+use swarm_lb::model::access::TrustedProxy;
 use swarm_lb::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 // The tests take these from here with the rest of the harness.
+#[allow(unused_imports)] // not every test file polls
 pub use swarm_lb_testkit::{free_port, poll_until};
 use swarm_lb_testkit::{HaproxyProcess, Launch, Listener};
 
@@ -55,27 +57,37 @@ impl Haproxy {
     /// socket answers and the master lists a worker. The files are then saved as the last
     /// good ones.
     pub async fn start(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, false, None).await
+        Self::start_with(state, false, None, Vec::new()).await
     }
 
     /// [`Haproxy::start`], with `ca_pem` as the CA bundle `ssl_backend` verification uses
     /// (by default the host's bundle, or the fail-closed fallback).
     pub async fn start_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
-        Self::start_with(state, false, Some(ca_pem)).await
+        Self::start_with(state, false, Some(ca_pem), Vec::new()).await
     }
 
     /// [`Haproxy::start`] with an HTTPS bind too (`https`: its port and certificate files, a
     /// self-signed default certificate generated in `certs/`).
     pub async fn start_https(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, true, None).await
+        Self::start_with(state, true, None, Vec::new()).await
     }
 
     /// [`Haproxy::start_https`] with `ca_pem` as the backend CA bundle.
     pub async fn start_https_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
-        Self::start_with(state, true, Some(ca_pem)).await
+        Self::start_with(state, true, Some(ca_pem), Vec::new()).await
     }
 
-    async fn start_with(state: &ProxyState, with_https: bool, ca_pem: Option<&str>) -> Haproxy {
+    /// [`Haproxy::start_https`] with `--trusted-proxies` set to `trusted`.
+    pub async fn start_https_behind(state: &ProxyState, trusted: Vec<TrustedProxy>) -> Haproxy {
+        Self::start_with(state, true, None, trusted).await
+    }
+
+    async fn start_with(
+        state: &ProxyState,
+        with_https: bool,
+        ca_pem: Option<&str>,
+        trusted_proxies: Vec<TrustedProxy>,
+    ) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")
             .tempdir()
@@ -108,6 +120,7 @@ impl Haproxy {
                 crt_list: certs.crt_list_path(),
                 internal: dir.path().join("https.sock"),
             }),
+            trusted_proxies,
         };
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
