@@ -190,7 +190,7 @@ async fn a_proxy_header_v1_or_v2_is_believed_from_a_trusted_sender_and_refused_f
         for other in [3, 2] {
             let refused = get_from(loopback(other), port, "b.example", &header, "").await;
             assert!(
-                refused.as_ref().is_none_or(|(status, _, _)| *status == 400),
+                matches!(refused, None | Some((400, _, _))),
                 "{version} from 127.0.0.{other}, not a PROXY sender: {refused:?}"
             );
         }
@@ -261,4 +261,181 @@ async fn forwarded_headers_are_kept_from_a_trusted_balancer_and_replaced_from_an
         curl("127.0.0.2", false),
         "xff=198.51.100.1, 127.0.0.2\nxfp=http\n"
     );
+}
+
+/// Labels through the driver (`Reconciler::pass` on a snapshot, as `run` does) into a real
+/// HAProxy: what an edit costs is `show proc`'s reload counter.
+mod driver {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use support::{reloads, Backend};
+    use swarm_lb::haproxy::render::Files;
+    use swarm_lb::haproxy::AdminClient;
+    use swarm_lb::model::{
+        self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
+    };
+    use swarm_lb::plan::PlanSettings;
+    use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+
+    const NET: &str = "net-1";
+
+    /// Service `web` on `a.example`, one task at 127.0.0.`task`:`port`, with `labels`.
+    fn snapshot(port: u16, task: u8, labels: &[(&str, &str)]) -> Snapshot {
+        let mut all: BTreeMap<String, String> = BTreeMap::new();
+        all.insert("com.docker.lb.hosts".into(), "a.example".into());
+        all.insert("com.docker.lb.port".into(), port.to_string());
+        for (k, v) in labels {
+            all.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Snapshot {
+            services: vec![Service {
+                id: "id-web".into(),
+                name: "web".into(),
+                labels: all,
+                networks: vec![NET.to_owned()],
+                vips: vec![],
+            }],
+            tasks: vec![Task {
+                id: "task-web-1".into(),
+                service_id: "id-web".into(),
+                slot: Some(1),
+                state: TaskState::Running,
+                desired_state: DesiredTaskState::Running,
+                addresses: vec![TaskAddress {
+                    network: NET.to_owned(),
+                    addr: loopback(task),
+                }],
+            }],
+            networks: vec![Network {
+                id: NET.to_owned(),
+                name: "front".to_owned(),
+                driver: "overlay".to_owned(),
+                attachable: true,
+                ingress: false,
+            }],
+        }
+    }
+
+    fn reconciler(haproxy: &Haproxy) -> Reconciler {
+        let settings = Settings {
+            model: model::Settings::default(),
+            plan: PlanSettings {
+                block: 4,
+                add_server: true,
+                hosts_map: haproxy.hosts_map().clone(),
+                runtime_backends: Default::default(),
+            },
+            render: haproxy.settings.clone(),
+            haproxy_container: None,
+            keep_networks: BTreeSet::new(),
+            reload_timeout: Duration::from_secs(10),
+            strategy: Strategy::Runtime,
+        };
+        Reconciler::new(
+            settings,
+            AdminClient::new(haproxy.admin_socket()),
+            haproxy.master(),
+            Files::new(haproxy.config_dir()),
+            None,
+        )
+    }
+
+    /// The status each of 127.0.0.1, .2 and .3 gets for `a.example`.
+    async fn statuses(port: u16) -> Vec<u16> {
+        let mut out = Vec::new();
+        for source in [1, 2, 3] {
+            let got = get_from(loopback(source), port, "a.example", b"", "").await;
+            out.push(got.map_or(0, |(status, _, _)| status));
+        }
+        out
+    }
+
+    /// One pass of `driver` over `web` with `labels` (its task at 127.0.0.9:`port`).
+    async fn apply(driver: &mut Reconciler, port: u16, labels: &[(&str, &str)]) {
+        driver.pass(&snapshot(port, 9, labels)).await.expect("pass");
+    }
+
+    // Multi-threaded: the stand-in task answers while the test waits on HAProxy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ip_allow_and_ip_deny_edits_change_who_is_let_in_with_no_reload_and_a_bad_list_keeps_the_last_good_one(
+    ) {
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        let haproxy = Haproxy::start(&ProxyState::default()).await;
+        let http = haproxy.http_port;
+        let mut driver = reconciler(&haproxy);
+        let master = haproxy.master();
+
+        // Creating the service (its one reload before 3.4) with its lists.
+        apply(
+            &mut driver,
+            port,
+            &[
+                ("com.docker.lb.ip_allow", "127.0.0.2, 127.0.0.3"),
+                ("com.docker.lb.ip_deny", "127.0.0.3"),
+            ],
+        )
+        .await;
+        let after_create = reloads(&master).await;
+        // Outside the allow list, inside it, inside it but denied (deny wins).
+        assert_eq!(statuses(http).await, [403, 200, 403]);
+
+        // Edits: a wider allow list, the deny list dropped; then a deny list alone.
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "127.0.0.0/8")],
+        )
+        .await;
+        assert_eq!(statuses(http).await, [200, 200, 200]);
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_deny", "127.0.0.0/31, 127.0.0.3")],
+        )
+        .await;
+        assert_eq!(statuses(http).await, [403, 200, 403]);
+
+        // A broken list keeps the last good policy: never "allow all".
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "127.0.0.2")],
+        )
+        .await;
+        assert_eq!(statuses(http).await, [403, 200, 403]);
+        for broken in [
+            &[("com.docker.lb.ip_allow", "127.0.0.0/33")][..],
+            &[("com.docker.lb.ip_allow", "everyone")][..],
+            &[
+                ("com.docker.lb.ip_allow", "127.0.0.2"),
+                ("com.docker.lb.ip_deny", ""),
+            ][..],
+        ] {
+            apply(&mut driver, port, broken).await;
+            assert_eq!(statuses(http).await, [403, 200, 403], "{broken:?}");
+        }
+
+        // Labels removed: everyone again.
+        apply(&mut driver, port, &[]).await;
+        assert_eq!(statuses(http).await, [200, 200, 200]);
+        assert_eq!(
+            reloads(&master).await,
+            after_create,
+            "no edit of an access list reloads"
+        );
+
+        // The files hold the policy too: a reload (or restart) keeps it.
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "127.0.0.2")],
+        )
+        .await;
+        driver.flush().await.expect("files");
+        let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
+        assert!(map.contains("&web =closed\n"), "{map}");
+        assert!(map.contains("&web@4:7F000002 =allow\n"), "{map}");
+    }
 }

@@ -1,14 +1,34 @@
 //! Who may reach a route (issue 23): the address block type [`Cidr`] that `--trusted-proxies`
-//! and the `com.docker.lb.ip_allow` / `ip_deny` labels are written in. Pure: no I/O.
+//! and the `com.docker.lb.ip_allow` / `ip_deny` labels are written in, a service's
+//! [`AccessPolicy`], and the hosts map entries that carry every policy ([`map_entries`]).
+//! Pure: no I/O.
+//!
+//! Why map entries: an edit must reach HAProxy without a reload on every version, and the
+//! only per-service state fixed template rules can consult at runtime is a map. A map can
+//! hold one value per key, and one client address falls in the blocks of many services, so
+//! the lookup takes two steps (haproxy/base.cfg, frontend `http`, step 6):
+//! 1. the client address as hex (`src,hex`: 8 digits for IPv4, 32 for IPv6) prefixed by its
+//!    family finds, with `map_beg`, the longest block key `@4:<hex digits>` /
+//!    `@6:<hex digits>` it starts with (each block written as whole hex digits: a `/10` is
+//!    four `/12` keys); the value is the key itself, the block's id;
+//! 2. `&<service><block id>` (exact match) says `=allow` or `=deny` for every client whose
+//!    longest block is that one, and `&<service>` says whether the service has an allow list
+//!    (`=closed`: anyone not allowed is refused) or only a deny list (`=open`).
+//!
+//! Step 2 is right because every block of every service is a key: the blocks of a service
+//! that hold a client's address are exactly those that cover the client's longest key.
 //!
 //! HAProxy reads the same forms (`src` ACL patterns and `map_ip` keys: "IPv4 addresses with an
 //! optional netmask ... IPv6 addresses with an optional prefix length", configuration.txt,
 //! "7.1.6. Matching IPv4 and IPv6 addresses"); [`Cidr`]'s `Display` is that form, with the
 //! host bits cleared, so two spellings of one block are one key.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
+
+use super::{MapKey, MapValue};
 
 /// An IPv4 or IPv6 address block: an address and a prefix length (`10.0.0.0/8`,
 /// `2001:db8::/32`); a bare address is the block of that address alone (`/32`, `/128`).
@@ -189,6 +209,139 @@ pub fn parse_cidr_list(text: &str) -> Result<Vec<Cidr>, CidrError> {
     Ok(out)
 }
 
+/// What `ip_allow` / `ip_deny` say for one service. The default lets everyone in.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// `ip_allow`: only clients in these blocks are let in (`None`: no allow list).
+    pub allow: Option<Vec<Cidr>>,
+    /// `ip_deny`: clients in these blocks are refused, even when `allow` holds them.
+    pub deny: Vec<Cidr>,
+}
+
+impl AccessPolicy {
+    /// Whether `client` is let in: not in a deny block, and in an allow block if there is an
+    /// allow list.
+    pub fn admits(&self, client: IpAddr) -> bool {
+        let allowed = match &self.allow {
+            None => true,
+            Some(allow) => allow.iter().any(|b| b.contains(client)),
+        };
+        allowed && !self.deny.iter().any(|b| b.contains(client))
+    }
+
+    /// Whether the policy lets everyone in (no rule to apply).
+    pub fn is_open(&self) -> bool {
+        self.allow.is_none() && self.deny.is_empty()
+    }
+}
+
+/// Verdicts of step 2 (see the module doc), and the two kinds of service.
+const ALLOW: &str = "=allow";
+const DENY: &str = "=deny";
+const CLOSED: &str = "=closed";
+const OPEN: &str = "=open";
+
+/// Whether `value` is one of the values [`map_entries`] writes.
+pub fn is_access_value(value: &str) -> bool {
+    matches!(value, ALLOW | DENY | CLOSED | OPEN) || block_id(value)
+}
+
+fn block_id(value: &str) -> bool {
+    let hex = |rest: &str, max: usize| {
+        rest.len() <= max && rest.bytes().all(|b| matches!(b, b'0'..=b'9' | b'A'..=b'F'))
+    };
+    match (value.strip_prefix("@4:"), value.strip_prefix("@6:")) {
+        (Some(rest), _) => hex(rest, 8),
+        (_, Some(rest)) => hex(rest, 32),
+        _ => false,
+    }
+}
+
+/// The block keys of `block`: `@4:`/`@6:` and its prefix in upper-case hex digits, as
+/// `src,hex` writes addresses; a prefix that is not a whole number of digits is written as
+/// every digit its last bits allow (a `/10` is four keys of three digits).
+pub fn block_keys(block: &Cidr) -> Vec<String> {
+    let (family, digits) = match block.addr {
+        IpAddr::V4(a) => ("@4:", format!("{:08X}", u32::from(a))),
+        IpAddr::V6(a) => ("@6:", format!("{:032X}", u128::from(a))),
+    };
+    let whole = usize::from(block.prefix / 4);
+    let rest = u32::from(block.prefix % 4);
+    let head = format!("{family}{}", &digits[..whole]);
+    if rest == 0 {
+        return vec![head];
+    }
+    // The next digit's top `rest` bits are fixed (host bits are clear); the others run free.
+    let fixed = digits[whole..=whole]
+        .chars()
+        .next()
+        .and_then(|c| c.to_digit(16))
+        .unwrap_or(0);
+    (0..1u32 << (4 - rest))
+        .map(|free| format!("{head}{:X}", fixed | free))
+        .collect()
+}
+
+/// The hosts map entries that carry `policies` (service name, its policy; see the module
+/// doc): one `@<family>:<hex>` key per block key in use, then per service with a policy its
+/// `&<service>` entry and its `&<service><block id>` verdicts. Services with an open policy
+/// get nothing. Deterministic: the same policies give the same entries.
+pub fn map_entries<'a>(
+    policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
+) -> BTreeMap<MapKey, MapValue> {
+    struct Keys<'p> {
+        service: &'p str,
+        closed: bool,
+        allow: BTreeSet<String>,
+        deny: BTreeSet<String>,
+    }
+    let keys_of =
+        |blocks: &[Cidr]| -> BTreeSet<String> { blocks.iter().flat_map(block_keys).collect() };
+    let services: Vec<Keys> = policies
+        .into_iter()
+        .filter(|(_, p)| !p.is_open())
+        .map(|(service, p)| Keys {
+            service,
+            closed: p.allow.is_some(),
+            allow: keys_of(p.allow.as_deref().unwrap_or_default()),
+            deny: keys_of(&p.deny),
+        })
+        .collect();
+    let all: BTreeSet<String> = services
+        .iter()
+        .flat_map(|s| s.allow.iter().chain(&s.deny).cloned())
+        .collect();
+    let mut out = BTreeMap::new();
+    for key in &all {
+        out.insert(MapKey::access(key), MapValue::access(key));
+    }
+    for s in &services {
+        let kind = if s.closed { CLOSED } else { OPEN };
+        out.insert(
+            MapKey::access(&format!("&{}", s.service)),
+            MapValue::access(kind),
+        );
+        // Every key under one of the service's blocks (keys sort after their prefixes).
+        let mut verdicts: BTreeMap<&String, &str> = BTreeMap::new();
+        for (blocks, verdict) in [(&s.allow, ALLOW), (&s.deny, DENY)] {
+            for block in blocks {
+                let under = all.range(block.clone()..);
+                for key in under.take_while(|k| k.starts_with(block.as_str())) {
+                    // Deny wins: it is written second.
+                    verdicts.insert(key, verdict);
+                }
+            }
+        }
+        for (key, verdict) in verdicts {
+            out.insert(
+                MapKey::access(&format!("&{}{key}", s.service)),
+                MapValue::access(verdict),
+            );
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,6 +413,105 @@ mod tests {
         );
         assert!("proxy:".parse::<TrustedProxy>().is_err());
         assert!("tcp:10.0.0.0/8".parse::<TrustedProxy>().is_err());
+    }
+
+    fn policy(allow: Option<&str>, deny: &str) -> AccessPolicy {
+        AccessPolicy {
+            allow: allow.map(|a| parse_cidr_list(a).unwrap()),
+            deny: parse_cidr_list(deny).unwrap(),
+        }
+    }
+
+    #[test]
+    fn blocks_are_written_as_whole_hex_digits_like_src_hex() {
+        assert_eq!(block_keys(&cidr("127.0.0.0/8")), ["@4:7F"]);
+        assert_eq!(block_keys(&cidr("127.0.0.3")), ["@4:7F000003"]);
+        assert_eq!(block_keys(&cidr("0.0.0.0/0")), ["@4:"]);
+        assert_eq!(
+            block_keys(&cidr("10.64.0.0/10")),
+            ["@4:0A4", "@4:0A5", "@4:0A6", "@4:0A7"]
+        );
+        assert_eq!(block_keys(&cidr("2001:db8::/32")), ["@6:20010DB8"]);
+        assert_eq!(block_keys(&cidr("::1")), [format!("@6:{:032X}", 1)]);
+        assert_eq!(block_keys(&cidr("128.0.0.0/1")).len(), 8);
+    }
+
+    /// What the template does with the entries, in Rust: the longest block key the client's
+    /// hex starts with, then the service's verdict for it.
+    fn lookup(map: &BTreeMap<MapKey, MapValue>, service: &str, client: IpAddr) -> bool {
+        let get = |k: &str| map.get(&MapKey::parse(k).unwrap()).map(MapValue::as_str);
+        let Some(kind) = get(&format!("&{service}")) else {
+            return true;
+        };
+        let hex = match client {
+            IpAddr::V4(a) => format!("@4:{:08X}", u32::from(a)),
+            IpAddr::V6(a) => format!("@6:{:032X}", u128::from(a)),
+        };
+        let block = map
+            .keys()
+            .map(MapKey::as_str)
+            .filter(|k| k.starts_with('@') && hex.starts_with(k))
+            .max_by_key(|k| k.len());
+        let verdict = block.and_then(|b| get(&format!("&{service}{b}")));
+        match verdict {
+            Some(v) => v == ALLOW,
+            None => kind == OPEN,
+        }
+    }
+
+    #[test]
+    fn the_two_step_lookup_agrees_with_the_policies_for_nested_and_shared_blocks() {
+        let web = policy(
+            Some("10.0.0.0/8, 192.0.2.0/24, 2001:db8::/32"),
+            "10.1.0.0/16, 10.1.2.3",
+        );
+        let api = policy(Some("10.1.0.0/16"), "");
+        let blog = policy(None, "10.64.0.0/10, 192.0.2.128/25");
+        let open = AccessPolicy::default();
+        let all = [
+            ("web", &web),
+            ("api", &api),
+            ("blog", &blog),
+            ("open", &open),
+        ];
+        let map = map_entries(all);
+        assert!(!map.keys().any(|k| k.as_str().starts_with("&open")));
+        for client in [
+            "10.0.0.1",
+            "10.1.0.1",
+            "10.1.2.3",
+            "10.1.2.4",
+            "10.64.0.1",
+            "10.127.255.255",
+            "10.128.0.1",
+            "192.0.2.1",
+            "192.0.2.200",
+            "198.51.100.1",
+            "2001:db8::1",
+            "2001:db9::1",
+            "::1",
+        ] {
+            let ip: IpAddr = client.parse().unwrap();
+            for (service, p) in all {
+                assert_eq!(
+                    lookup(&map, service, ip),
+                    p.admits(ip),
+                    "{service} {client}"
+                );
+            }
+        }
+        // Deterministic.
+        assert_eq!(map, map_entries(all));
+    }
+
+    #[test]
+    fn every_value_written_is_one_the_map_reader_accepts() {
+        let web = policy(Some("10.0.0.0/8, ::/0"), "10.1.0.0/13");
+        for (_, value) in map_entries([("web", &web)]) {
+            assert!(is_access_value(value.as_str()), "{value}");
+        }
+        assert!(!is_access_value("@4:7g"));
+        assert!(!is_access_value("web"));
     }
 
     #[test]

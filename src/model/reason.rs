@@ -75,6 +75,14 @@ pub enum Reason {
     #[error("not a cookie name: 1 to {COOKIE_NAME_MAX} letters, digits, '-', '_' or '.'")]
     NotACookieName,
 
+    // Access lists (`ip_allow`, `ip_deny`).
+    #[error(
+        "{0}: write IPv4/IPv6 addresses or CIDRs (10.0.0.0/8, 2001:db8::/32), comma-separated"
+    )]
+    NotAnAddressBlock(crate::model::access::CidrError),
+    #[error("{count} address blocks: at most {max} per label", max = super::labels::keys::ACCESS_BLOCKS_MAX)]
+    TooManyBlocks { count: usize },
+
     // Paths.
     #[error("path {path:?} does not start with '/'")]
     PathNotAbsolute { path: String },
