@@ -222,6 +222,12 @@ struct Common {
     #[arg(long, env = "SWARM_LB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
     trusted_proxies: Vec<Option<swarm_lb::model::access::TrustedProxy>>,
 
+    /// Protocols and cipher suites of the HTTPS side, after Mozilla's server-side TLS
+    /// guidelines: modern (TLS 1.3 only), intermediate (TLS 1.2 AEAD suites and 1.3) or old
+    /// (TLS 1.0 and up, for ancient clients only).
+    #[arg(long, env = "SWARM_LB_TLS_PROFILE", default_value = "intermediate")]
+    tls_profile: swarm_lb::haproxy::tls_profile::TlsProfile,
+
     /// PEM file (certificate chain, then key) served for unknown or absent SNI. Without it a
     /// self-signed certificate is generated at first start (and logged so).
     #[arg(long, env = "SWARM_LB_DEFAULT_CERT")]
@@ -503,6 +509,7 @@ fn https_settings(c: &Common) -> Option<HttpsSettings> {
         crt_list: cert_files(c).crt_list_path(),
         // Beside the admin socket, in the run dir only the two containers share.
         internal: c.admin_socket.with_file_name("https.sock"),
+        tls_profile: c.tls_profile,
     })
 }
 

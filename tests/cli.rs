@@ -74,3 +74,15 @@ fn a_bad_trusted_proxy_block_is_refused_at_start_up_naming_the_flag_and_the_bloc
         "--trusted-proxies",
     );
 }
+
+#[test]
+fn an_unknown_tls_profile_is_refused_at_start_up_naming_the_accepted_ones() {
+    for out in [
+        swarm_lb(&["run", "--tls-profile", "strict"], &[]),
+        swarm_lb(&["run"], &[("SWARM_LB_TLS_PROFILE", "Modern")]),
+    ] {
+        refused(&out, "--tls-profile");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("modern, intermediate and old"), "{stderr}");
+    }
+}

@@ -19,6 +19,8 @@ fn settings(dir: &Path) -> RenderSettings {
             binds: vec!["127.0.0.1:18443".into()],
             crt_list: dir.join("certs").join("crt-list"),
             internal: dir.join("https.sock"),
+            // The longest profile (`@SECLEVEL=0`, every suite list): HAProxy loads it too.
+            tls_profile: swarm_lb::haproxy::tls_profile::TlsProfile::Old,
         }),
         // Both kinds of trusted proxy, both families: the `src` conditions load too.
         trusted_proxies: ["10.0.0.0/8", "2001:db8::/32", "proxy:192.0.2.10"]

@@ -14,6 +14,7 @@ pub mod master;
 pub mod render;
 pub mod state;
 pub mod tls;
+pub mod tls_profile;
 
 pub use capabilities::{Capabilities, Feature};
 pub use client::{AdminClient, ClientError};

@@ -38,6 +38,9 @@ pub const HTTPS_INTERNAL: &str = "{{https_internal}}";
 pub const IF_HTTPS: &str = "{{if_https}}";
 /// Replaced by the crt-list path (on the HTTPS bind line).
 pub const CRT_LIST: &str = "{{crt_list}}";
+/// A line holding it (in `global`) becomes the `--tls-profile` lines
+/// ([`super::tls_profile::TlsProfile::global_lines`]), each with the line's indentation.
+pub const TLS_PROFILE: &str = "{{tls_profile}}";
 /// Replaced by the ACL condition true for `--trusted-proxies` sources
 /// ([`super::access::trusted_condition`]).
 pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
@@ -54,6 +57,8 @@ pub struct HttpsSettings {
     pub crt_list: PathBuf,
     /// The unix socket where the HTTPS entry hands TLS to the terminating bind.
     pub internal: PathBuf,
+    /// `--tls-profile`: the protocols and suites the TLS bind accepts.
+    pub tls_profile: super::tls_profile::TlsProfile,
 }
 
 /// What the generated config needs beside the state.
@@ -127,7 +132,7 @@ impl RenderSettings {
         let https_binds = match &self.https {
             None => &[][..],
             Some(https) => {
-                self.require_placeholders(&[HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST])?;
+                self.require_placeholders(&[HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST, TLS_PROFILE])?;
                 for path in [&https.crt_list, &https.internal] {
                     match path.to_str() {
                         Some(p) if !p.is_empty() && !has_syntax(p) => {}
@@ -264,6 +269,12 @@ fn render(
         } else if line.contains(BIND) {
             for bind in &settings.binds {
                 out.push_str(&line.replace(BIND, bind));
+                out.push('\n');
+            }
+        } else if let (Some(https), true) = (&settings.https, line.contains(TLS_PROFILE)) {
+            // The placeholder's line once per profile line (its indentation kept).
+            for profile_line in https.tls_profile.global_lines() {
+                out.push_str(&line.replace(TLS_PROFILE, &profile_line));
                 out.push('\n');
             }
         } else if let Some(https) = &settings.https {
