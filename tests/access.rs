@@ -105,6 +105,26 @@ async fn get_from(
     preamble: &[u8],
     headers: &str,
 ) -> Option<(u16, String, String)> {
+    let (status, head, body) = exchange(source, port, host, preamble, headers).await?;
+    Some((status, body, header(&head, "location").unwrap_or_default()))
+}
+
+/// The value of the first `name` header of a response head (case-insensitive).
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// [`get_from`]'s exchange: `Some((status, head, body))`.
+async fn exchange(
+    source: IpAddr,
+    port: u16,
+    host: &str,
+    preamble: &[u8],
+    headers: &str,
+) -> Option<(u16, String, String)> {
     let exchange = async {
         let socket = TcpSocket::new_v4()?;
         socket.bind(SocketAddr::new(source, 0))?;
@@ -129,15 +149,7 @@ async fn get_from(
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n")?;
     let status = head.split(' ').nth(1)?.parse().ok()?;
-    let location = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case("location")
-                .then(|| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    Some((status, body.to_owned(), location))
+    Some((status, head.to_owned(), body.to_owned()))
 }
 
 /// `a.example` (`ssl_only`) and `b.example` routed to `echo`; trusted: 127.0.0.2 (an HTTP balancer) and
@@ -437,5 +449,88 @@ mod driver {
         let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
         assert!(map.contains("&web =closed\n"), "{map}");
         assert!(map.contains("&web@4:7F000002 =allow\n"), "{map}");
+    }
+
+    /// `n` requests from 127.0.0.`source` at once (one after the other): the count of each
+    /// status, and the Retry-After values of the 429s.
+    async fn burst(port: u16, source: u8, n: usize) -> (BTreeMap<u16, usize>, BTreeSet<String>) {
+        let mut statuses = BTreeMap::new();
+        let mut retry = BTreeSet::new();
+        for _ in 0..n {
+            let (status, head, _) = exchange(loopback(source), port, "a.example", b"", "")
+                .await
+                .expect("an answer");
+            *statuses.entry(status).or_insert(0) += 1;
+            if status == 429 {
+                retry.insert(header(&head, "retry-after").unwrap_or_default());
+            }
+        }
+        (statuses, retry)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rate_limit_answers_429_with_retry_after_per_client_and_edits_apply_with_no_reload() {
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        let haproxy = Haproxy::start(&ProxyState::default()).await;
+        let http = haproxy.http_port;
+        let mut driver = reconciler(&haproxy);
+        let master = haproxy.master();
+        let counts = |ok: usize, refused: usize| {
+            BTreeMap::from([(200, ok), (429, refused)])
+                .into_iter()
+                .filter(|(_, n)| *n > 0)
+                .collect::<BTreeMap<u16, usize>>()
+        };
+
+        apply(&mut driver, port, &[("com.docker.lb.rate_limit", "5/s")]).await;
+        let after_create = reloads(&master).await;
+        // Per client address: two clients get five each within the second.
+        let (got, retry) = burst(http, 2, 8).await;
+        assert_eq!(got, counts(5, 3));
+        assert_eq!(retry, BTreeSet::from(["1".to_owned()]));
+        assert_eq!(burst(http, 3, 5).await.0, counts(5, 0));
+
+        // Sustained: a client asking as fast as it can for 4 s is let in about 5 times a
+        // second (HAProxy's rate is a sliding estimate: within 10 %).
+        let start = std::time::Instant::now();
+        let mut allowed = 0usize;
+        while start.elapsed() < Duration::from_secs(4) {
+            let got = exchange(loopback(4), http, "a.example", b"", "").await;
+            if matches!(got, Some((200, _, _))) {
+                allowed += 1;
+            }
+        }
+        let per_second = allowed as f64 / start.elapsed().as_secs_f64();
+        eprintln!("sustained: {allowed} let in over 4 s: {per_second:.2}/s for 5/s");
+        assert!((per_second - 5.0).abs() <= 0.5, "{per_second:.2}/s for 5/s");
+
+        // Per minute, with Retry-After 60; a burst on a per-second limit.
+        apply(&mut driver, port, &[("com.docker.lb.rate_limit", "3/m")]).await;
+        let (got, retry) = burst(http, 5, 5).await;
+        assert_eq!(got, counts(3, 2));
+        assert_eq!(retry, BTreeSet::from(["60".to_owned()]));
+        apply(
+            &mut driver,
+            port,
+            &[
+                ("com.docker.lb.rate_limit", "2/s"),
+                ("com.docker.lb.rate_limit_burst", "3"),
+            ],
+        )
+        .await;
+        assert_eq!(burst(http, 6, 7).await.0, counts(5, 2));
+
+        // A broken rate keeps the last good limit (2/s + 3): never lifted.
+        apply(&mut driver, port, &[("com.docker.lb.rate_limit", "0/s")]).await;
+        assert_eq!(burst(http, 7, 7).await.0, counts(5, 2));
+        // Removed: no limit.
+        apply(&mut driver, port, &[]).await;
+        assert_eq!(burst(http, 8, 20).await.0, counts(20, 0));
+        assert_eq!(
+            reloads(&master).await,
+            after_create,
+            "no rate limit edit reloads"
+        );
     }
 }

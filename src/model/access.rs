@@ -209,13 +209,62 @@ pub fn parse_cidr_list(text: &str) -> Result<Vec<Cidr>, CidrError> {
     Ok(out)
 }
 
-/// What `ip_allow` / `ip_deny` say for one service. The default lets everyone in.
+/// What `ip_allow` / `ip_deny` / `rate_limit` say for one service. The default lets everyone
+/// in, as often as they like.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccessPolicy {
     /// `ip_allow`: only clients in these blocks are let in (`None`: no allow list).
     pub allow: Option<Vec<Cidr>>,
     /// `ip_deny`: clients in these blocks are refused, even when `allow` holds them.
     pub deny: Vec<Cidr>,
+    /// `rate_limit` (+ `rate_limit_burst`): requests per client address.
+    pub rate: Option<RateLimit>,
+}
+
+/// The period of a [`RateLimit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Per {
+    Second,
+    Minute,
+}
+
+impl Per {
+    /// Its length in seconds (the `Retry-After` of a refusal).
+    pub fn seconds(self) -> u32 {
+        match self {
+            Per::Second => 1,
+            Per::Minute => 60,
+        }
+    }
+}
+
+/// `rate_limit=<requests>/s|m` with `rate_limit_burst=<burst>`: each client address may make
+/// `requests` per period on average, measured over [`AVERAGE_PERIODS`] periods, and at most
+/// `requests + burst` within any one period. Refused requests are not counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RateLimit {
+    /// Requests per period, 1 or more.
+    pub requests: u32,
+    pub per: Per,
+    /// Requests beyond `requests` allowed within one period (0: none).
+    pub burst: u32,
+}
+
+/// How many periods the average of a [`RateLimit`] is measured over (HAProxy's second
+/// counter, `gpc1_rate`, in haproxy/base.cfg's rate tables).
+pub const AVERAGE_PERIODS: u64 = 10;
+
+impl RateLimit {
+    /// The hosts map value: `=s:<one period cap>:<ten period cap>` (`=m:` per minute).
+    fn map_value(&self) -> String {
+        let unit = match self.per {
+            Per::Second => 's',
+            Per::Minute => 'm',
+        };
+        let short = u64::from(self.requests) + u64::from(self.burst);
+        let long = u64::from(self.requests) * AVERAGE_PERIODS;
+        format!("={unit}:{short}:{long}")
+    }
 }
 
 impl AccessPolicy {
@@ -229,7 +278,7 @@ impl AccessPolicy {
         allowed && !self.deny.iter().any(|b| b.contains(client))
     }
 
-    /// Whether the policy lets everyone in (no rule to apply).
+    /// Whether the address lists let everyone in (no list to apply).
     pub fn is_open(&self) -> bool {
         self.allow.is_none() && self.deny.is_empty()
     }
@@ -243,7 +292,18 @@ const OPEN: &str = "=open";
 
 /// Whether `value` is one of the values [`map_entries`] writes.
 pub fn is_access_value(value: &str) -> bool {
-    matches!(value, ALLOW | DENY | CLOSED | OPEN) || block_id(value)
+    matches!(value, ALLOW | DENY | CLOSED | OPEN) || block_id(value) || rate_value(value)
+}
+
+fn rate_value(value: &str) -> bool {
+    let Some(rest) = value
+        .strip_prefix("=s:")
+        .or_else(|| value.strip_prefix("=m:"))
+    else {
+        return false;
+    };
+    let number = |n: &str| !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit());
+    matches!(rest.split_once(':'), Some((a, b)) if number(a) && number(b))
 }
 
 fn block_id(value: &str) -> bool {
@@ -283,9 +343,10 @@ pub fn block_keys(block: &Cidr) -> Vec<String> {
 }
 
 /// The hosts map entries that carry `policies` (service name, its policy; see the module
-/// doc): one `@<family>:<hex>` key per block key in use, then per service with a policy its
-/// `&<service>` entry and its `&<service><block id>` verdicts. Services with an open policy
-/// get nothing. Deterministic: the same policies give the same entries.
+/// doc): one `@<family>:<hex>` key per block key in use, then per service with address lists
+/// its `&<service>` entry and its `&<service><block id>` verdicts, and per service with a rate
+/// limit its `%<service>` entry (`=s:<cap>:<ten period cap>`, `=m:` per minute). Services
+/// with an open policy get nothing. Deterministic: the same policies give the same entries.
 pub fn map_entries<'a>(
     policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
 ) -> BTreeMap<MapKey, MapValue> {
@@ -295,10 +356,21 @@ pub fn map_entries<'a>(
         allow: BTreeSet<String>,
         deny: BTreeSet<String>,
     }
+    let policies: Vec<(&str, &AccessPolicy)> = policies.into_iter().collect();
+    let mut out = BTreeMap::new();
+    // `%<service>`: the rate limit, read by the rate rules (haproxy/base.cfg, step 7).
+    for (service, policy) in &policies {
+        if let Some(rate) = &policy.rate {
+            out.insert(
+                MapKey::access(&format!("%{service}")),
+                MapValue::access(&rate.map_value()),
+            );
+        }
+    }
     let keys_of =
         |blocks: &[Cidr]| -> BTreeSet<String> { blocks.iter().flat_map(block_keys).collect() };
     let services: Vec<Keys> = policies
-        .into_iter()
+        .iter()
         .filter(|(_, p)| !p.is_open())
         .map(|(service, p)| Keys {
             service,
@@ -311,7 +383,6 @@ pub fn map_entries<'a>(
         .iter()
         .flat_map(|s| s.allow.iter().chain(&s.deny).cloned())
         .collect();
-    let mut out = BTreeMap::new();
     for key in &all {
         out.insert(MapKey::access(key), MapValue::access(key));
     }
@@ -419,6 +490,7 @@ mod tests {
         AccessPolicy {
             allow: allow.map(|a| parse_cidr_list(a).unwrap()),
             deny: parse_cidr_list(deny).unwrap(),
+            rate: None,
         }
     }
 
@@ -505,8 +577,32 @@ mod tests {
     }
 
     #[test]
+    fn a_rate_limit_is_one_entry_with_its_one_period_cap_and_its_ten_period_cap() {
+        let api = AccessPolicy {
+            rate: Some(RateLimit {
+                requests: 20,
+                per: Per::Minute,
+                burst: 5,
+            }),
+            ..AccessPolicy::default()
+        };
+        let map = map_entries([("api", &api)]);
+        assert_eq!(
+            map.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>(),
+            ["%api =m:25:200"]
+        );
+    }
+
+    #[test]
     fn every_value_written_is_one_the_map_reader_accepts() {
-        let web = policy(Some("10.0.0.0/8, ::/0"), "10.1.0.0/13");
+        let mut web = policy(Some("10.0.0.0/8, ::/0"), "10.1.0.0/13");
+        web.rate = Some(RateLimit {
+            requests: 1_000_000,
+            per: Per::Second,
+            burst: 1_000_000,
+        });
         for (_, value) in map_entries([("web", &web)]) {
             assert!(is_access_value(value.as_str()), "{value}");
         }

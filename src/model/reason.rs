@@ -82,6 +82,12 @@ pub enum Reason {
     NotAnAddressBlock(crate::model::access::CidrError),
     #[error("{count} address blocks: at most {max} per label", max = super::labels::keys::ACCESS_BLOCKS_MAX)]
     TooManyBlocks { count: usize },
+    #[error("not a rate: <n>/s or <n>/m, n a whole number 1..={max}", max = super::labels::keys::RATE_MAX)]
+    NotARate,
+    #[error("not a burst: a whole number 0..={max}", max = super::labels::keys::RATE_MAX)]
+    NotABurst,
+    #[error("a burst needs a rate: set com.docker.lb.rate_limit too")]
+    BurstWithoutRate,
 
     // Paths.
     #[error("path {path:?} does not start with '/'")]

@@ -1,12 +1,13 @@
-//! Access: `ip_allow` and `ip_deny`, who may reach the service by client address. A problem
-//! with either refuses the route as a whole, so the service keeps its last good routing, and
-//! with it its last good policy: a broken list never opens the service up.
+//! Access: `ip_allow` and `ip_deny`, who may reach the service by client address, and
+//! `rate_limit` / `rate_limit_burst`, how often. A problem with any refuses the route as a
+//! whole, so the service keeps its last good routing, and with it its last good policy: a
+//! broken list never opens the service up, a broken rate never lifts the limit.
 
 use std::collections::BTreeMap;
 
-use super::keys::{ACCESS_BLOCKS_MAX, IP_ALLOW, IP_DENY};
+use super::keys::{ACCESS_BLOCKS_MAX, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST, RATE_MAX};
 use super::{bad_char, LabelError, Reader};
-use crate::model::access::{parse_cidr_list, AccessPolicy};
+use crate::model::access::{parse_cidr_list, AccessPolicy, Per, RateLimit};
 use crate::model::Reason;
 
 /// One list label: addresses and CIDRs, comma-separated (see [`parse_cidr_list`]), at least
@@ -34,7 +35,31 @@ fn parse_list(
     Ok(list)
 }
 
-/// `ip_allow` and `ip_deny`; `None` when either is refused (the errors are in `errors`).
+/// A whole number 0..=[`RATE_MAX`] in plain decimal.
+fn count(text: &str) -> Option<u32> {
+    let digits = !text.is_empty() && text.len() <= 7 && text.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| text.parse::<u32>().ok())
+        .flatten()
+        .filter(|n| *n <= RATE_MAX)
+}
+
+/// `rate_limit`: `<n>/s` or `<n>/m` (also `sec`/`second`, `min`/`minute`), n 1..=[`RATE_MAX`].
+fn parse_rate(service: &str, value: &str) -> Result<(u32, Per), LabelError> {
+    let refused = || LabelError::invalid(service, RATE_LIMIT, value, Reason::NotARate);
+    let (n, unit) = value.trim().split_once('/').ok_or_else(refused)?;
+    let per = match unit {
+        "s" | "sec" | "second" => Per::Second,
+        "m" | "min" | "minute" => Per::Minute,
+        _ => return Err(refused()),
+    };
+    match count(n) {
+        Some(n) if n > 0 => Ok((n, per)),
+        _ => Err(refused()),
+    }
+}
+
+/// The four labels; `None` when one is refused (the errors are in `errors`).
 pub(super) fn parse_access(
     service: &str,
     labels: &BTreeMap<String, String>,
@@ -43,9 +68,36 @@ pub(super) fn parse_access(
     let read = Reader { service, labels };
     let allow = read.optional(IP_ALLOW, errors, |s, v| parse_list(s, IP_ALLOW, v));
     let deny = read.optional(IP_DENY, errors, |s, v| parse_list(s, IP_DENY, v));
+    let rate = read.optional(RATE_LIMIT, errors, parse_rate);
+    let burst = read.optional(RATE_LIMIT_BURST, errors, |s, v| {
+        count(v.trim())
+            .ok_or_else(|| LabelError::invalid(s, RATE_LIMIT_BURST, v, Reason::NotABurst))
+    });
+    let rate = match (rate?, burst?) {
+        (Some((requests, per)), burst) => Some(RateLimit {
+            requests,
+            per,
+            burst: burst.unwrap_or(0),
+        }),
+        (None, Some(_)) => {
+            let value = labels
+                .get(RATE_LIMIT_BURST)
+                .map(String::as_str)
+                .unwrap_or("");
+            errors.push(LabelError::invalid(
+                service,
+                RATE_LIMIT_BURST,
+                value,
+                Reason::BurstWithoutRate,
+            ));
+            return None;
+        }
+        (None, None) => None,
+    };
     Some(AccessPolicy {
         allow: allow?,
         deny: deny?.unwrap_or_default(),
+        rate,
     })
 }
 
@@ -81,6 +133,63 @@ mod tests {
             .collect();
         assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
         assert_eq!(policy.deny.len(), 1);
+    }
+
+    #[test]
+    fn a_rate_per_second_or_minute_with_a_burst_is_read() {
+        let mut errors = Vec::new();
+        let policy = parse_access(
+            "web",
+            &labels(&[(RATE_LIMIT, "20/m"), (RATE_LIMIT_BURST, "5")]),
+            &mut errors,
+        )
+        .expect("policy");
+        assert_eq!(
+            policy.rate,
+            Some(RateLimit {
+                requests: 20,
+                per: Per::Minute,
+                burst: 5
+            })
+        );
+        let policy = parse_access("web", &labels(&[(RATE_LIMIT, "7/s")]), &mut errors);
+        assert_eq!(policy.and_then(|p| p.rate).map(|r| r.burst), Some(0));
+        assert_eq!(errors, vec![]);
+    }
+
+    #[test]
+    fn a_rate_of_zero_or_nonsense_or_a_lone_burst_is_an_error_naming_the_label() {
+        for (pairs, label, reason) in [
+            (&[(RATE_LIMIT, "0/s")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "10")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "10/h")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "-1/s")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "1000001/s")][..], RATE_LIMIT, "1..=1000000"),
+            (&[(RATE_LIMIT, "fast")][..], RATE_LIMIT, "not a rate"),
+            (
+                &[(RATE_LIMIT, "5/s"), (RATE_LIMIT_BURST, "x")][..],
+                RATE_LIMIT_BURST,
+                "not a burst",
+            ),
+            (
+                &[(RATE_LIMIT_BURST, "5")][..],
+                RATE_LIMIT_BURST,
+                "needs a rate",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                parse_access("web", &labels(pairs), &mut errors),
+                None,
+                "{pairs:?}"
+            );
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{pairs:?}: {text}");
+        }
     }
 
     #[test]
