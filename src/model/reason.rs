@@ -88,6 +88,11 @@ pub enum Reason {
     NotABurst,
     #[error("a burst needs a rate: set com.docker.lb.rate_limit too")]
     BurstWithoutRate,
+    #[error(
+        "not applied with ssl_passthrough: TLS goes to the tasks untouched, so no HTTP rule \
+         sees the requests (refused rather than left unenforced)"
+    )]
+    NotWithPassthrough,
 
     // Paths.
     #[error("path {path:?} does not start with '/'")]

@@ -35,6 +35,55 @@ fn parse_list(
     Ok(list)
 }
 
+/// Whether `policy` can be enforced on a service with `passthrough` (`ssl_passthrough=true`):
+/// its rules are HTTP rules, which a passed-through connection never meets, so a policy there
+/// is an error on each of its labels (the route is refused: fail closed), never ignored.
+pub(super) fn check_passthrough(
+    service: &str,
+    passthrough: bool,
+    policy: &AccessPolicy,
+    errors: &mut Vec<LabelError>,
+) -> bool {
+    if !passthrough || (policy.is_open() && policy.rate.is_none()) {
+        return true;
+    }
+    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT]
+        .into_iter()
+        .filter_map(|label| Some((label, policy_label(policy, label)?)));
+    for (label, value) in set {
+        errors.push(LabelError::invalid(
+            service,
+            label,
+            &value,
+            Reason::NotWithPassthrough,
+        ));
+    }
+    false
+}
+
+/// The value of `label` in `policy`, as written back, if the policy uses it.
+fn policy_label(policy: &AccessPolicy, label: &str) -> Option<String> {
+    let join = |blocks: &[crate::model::access::Cidr]| {
+        blocks
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match label {
+        IP_ALLOW => policy.allow.as_deref().map(join),
+        IP_DENY => (!policy.deny.is_empty()).then(|| join(&policy.deny)),
+        RATE_LIMIT => policy.rate.map(|r| {
+            let unit = match r.per {
+                Per::Second => "s",
+                Per::Minute => "m",
+            };
+            format!("{}/{unit}", r.requests)
+        }),
+        _ => None,
+    }
+}
+
 /// A whole number 0..=[`RATE_MAX`] in plain decimal.
 fn count(text: &str) -> Option<u32> {
     let digits = !text.is_empty() && text.len() <= 7 && text.bytes().all(|b| b.is_ascii_digit());
@@ -190,6 +239,25 @@ mod tests {
             );
             assert!(text.contains(reason), "{pairs:?}: {text}");
         }
+    }
+
+    #[test]
+    fn a_policy_on_a_passthrough_service_is_refused_naming_each_label_never_ignored() {
+        let mut errors = Vec::new();
+        let policy = parse_access(
+            "pt",
+            &labels(&[(IP_ALLOW, "10.0.0.0/8"), (RATE_LIMIT, "5/s")]),
+            &mut errors,
+        )
+        .expect("policy");
+        assert!(check_passthrough("pt", false, &policy, &mut errors));
+        assert!(!check_passthrough("pt", true, &policy, &mut errors));
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("service pt: label com.docker.lb.ip_allow=\"10.0.0.0/8\""));
+        assert!(text[1].contains("rate_limit=\"5/s\": not applied with ssl_passthrough"));
+        let open = AccessPolicy::default();
+        assert!(check_passthrough("pt", true, &open, &mut Vec::new()));
     }
 
     #[test]

@@ -229,6 +229,8 @@ pub fn parse(service: &Service) -> Option<Parsed> {
 
     let access = access::parse_access(name, labels, &mut errors);
     let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    let access =
+        access.filter(|a| access::check_passthrough(name, tls.passthrough, a, &mut errors));
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
     let options = options.map(|o| BackendOptions {
         backend_tls,
