@@ -126,11 +126,16 @@ async fn exchange(
     headers: &str,
 ) -> Option<(u16, String, String)> {
     let exchange = async {
-        let socket = TcpSocket::new_v4()?;
+        // An IPv6 source connects to the IPv6 loopback, where a test binds HAProxy too.
+        let (socket, to) = match source {
+            IpAddr::V4(_) => (TcpSocket::new_v4()?, IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            IpAddr::V6(_) => (
+                TcpSocket::new_v6()?,
+                IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+            ),
+        };
         socket.bind(SocketAddr::new(source, 0))?;
-        let mut stream: TcpStream = socket
-            .connect(SocketAddr::from(([127, 0, 0, 1], port)))
-            .await?;
+        let mut stream: TcpStream = socket.connect(SocketAddr::new(to, port)).await?;
         let mut request = preamble.to_vec();
         request.extend_from_slice(
             format!("GET /p HTTP/1.1\r\nhost: {host}\r\n{headers}connection: close\r\n\r\n")
@@ -532,5 +537,51 @@ mod driver {
             after_create,
             "no rate limit edit reloads"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ipv6_clients_are_matched_by_ipv6_blocks_and_never_by_ipv4_ones() {
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        // HAProxy on [::1] too, same port as its IPv4 bind.
+        let haproxy = Haproxy::start_tweaked(&ProxyState::default(), false, |s| {
+            let v6 = s.binds[0].replacen("127.0.0.1", "[::1]", 1);
+            s.binds.push(v6);
+        })
+        .await;
+        let http = haproxy.http_port;
+        let mut driver = reconciler(&haproxy);
+        let v6 = IpAddr::V6(std::net::Ipv6Addr::LOCALHOST);
+        let status = |source: IpAddr| async move {
+            get_from(source, http, "a.example", b"", "")
+                .await
+                .map_or(0, |(status, _, _)| status)
+        };
+
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "::1, 127.0.0.2")],
+        )
+        .await;
+        assert_eq!(
+            (
+                status(v6).await,
+                status(loopback(2)).await,
+                status(loopback(3)).await
+            ),
+            (200, 200, 403)
+        );
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "2001:db8::/32, 0.0.0.0/0")],
+        )
+        .await;
+        assert_eq!((status(v6).await, status(loopback(3)).await), (403, 200));
+        apply(&mut driver, port, &[("com.docker.lb.ip_deny", "::/0")]).await;
+        assert_eq!((status(v6).await, status(loopback(3)).await), (403, 200));
+        apply(&mut driver, port, &[("com.docker.lb.ip_deny", "::2/127")]).await;
+        assert_eq!((status(v6).await, status(loopback(3)).await), (200, 200));
     }
 }

@@ -93,6 +93,16 @@ impl Haproxy {
         .await
     }
 
+    /// [`Haproxy::start`] (`with_https`: [`Haproxy::start_https`]) with the render settings
+    /// changed by `tweak` before the config is written (more binds, other options).
+    pub async fn start_tweaked(
+        state: &ProxyState,
+        with_https: bool,
+        tweak: impl FnOnce(&mut RenderSettings),
+    ) -> Haproxy {
+        Self::start_with(state, with_https, None, tweak).await
+    }
+
     async fn start_with(
         state: &ProxyState,
         with_https: bool,
