@@ -585,3 +585,96 @@ mod driver {
         assert_eq!((status(v6).await, status(loopback(3)).await), (200, 200));
     }
 }
+
+/// What step 5 (`auth_basic`, not wired yet) stands on: the files Debian's `htpasswd` writes
+/// are read by `model::htpasswd`, and the users it accepts authenticate on HAProxy through a
+/// `userlist` built from its entries, with the realm taken from a variable.
+#[tokio::test]
+async fn htpasswd_files_are_read_and_their_bcrypt_and_sha512_users_authenticate_on_haproxy() {
+    use swarm_lb::model::htpasswd::{self, Scheme};
+    use swarm_lb_testkit::{HaproxyProcess, Launch, Listener};
+
+    swarm_lb_testkit::tls::require_tools(&["htpasswd", "curl"], "the basic-auth tests");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("users");
+    let htpasswd = |flags: &str, user: &str, password: &str| {
+        let status = Process::new("htpasswd")
+            .arg(flags)
+            .arg(&file)
+            .args([user, password])
+            .stderr(Stdio::null())
+            .status()
+            .expect("run htpasswd");
+        assert!(status.success(), "htpasswd {flags} {user}");
+    };
+    htpasswd("-bcB", "alice", "pw-alice");
+    htpasswd("-b5", "bob", "pw-bob");
+    let text = std::fs::read_to_string(&file).expect("read the file");
+    let entries = htpasswd::parse(&text).expect("htpasswd's bcrypt and sha-512 lines");
+    let schemes: Vec<Scheme> = entries.iter().map(|e| e.scheme).collect();
+    assert_eq!(schemes, [Scheme::Bcrypt, Scheme::Sha512Crypt]);
+    // htpasswd's default (MD5) is refused by name.
+    htpasswd("-bm", "carol", "pw-carol");
+    let err = htpasswd::parse(&std::fs::read_to_string(&file).expect("read")).unwrap_err();
+    assert!(err.to_string().contains("carol"), "{err}");
+
+    let port = support::free_port();
+    let launch = Launch::in_dir(dir.path());
+    let mut config = format!(
+        "global\n    stats socket {} level admin\n\ndefaults\n    mode http\n    timeout client 5s\n    \
+         timeout connect 5s\n    timeout server 5s\n\nuserlist users\n",
+        launch.admin_socket.display()
+    );
+    for e in &entries {
+        config.push_str(&format!("    user {} password {}\n", e.user, e.hash()));
+    }
+    config.push_str(&format!(
+        "\nfrontend f\n    bind 127.0.0.1:{port}\n    http-request set-var(txn.realm) str(staff)\n    \
+         http-request return status 401 hdr WWW-Authenticate \"Basic realm=\\\"%[var(txn.realm)]\\\"\" \
+         unless {{ http_auth(users) }}\n    http-request return status 200 content-type text/plain \
+         lf-string \"%[http_auth_user]\"\n"
+    ));
+    std::fs::write(&launch.config, config).expect("write config");
+    let mut process = HaproxyProcess::start(launch, support::STARTUP)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    process
+        .wait_accepting(
+            support::STARTUP,
+            &Listener::Tcp(SocketAddr::from(([127, 0, 0, 1], port))),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let curl = move |user: Option<&str>| {
+        let mut cmd = Process::new("curl");
+        cmd.args(["-s", "-i", "--max-time", "5"]);
+        if let Some(user) = user {
+            cmd.args(["-u", user]);
+        }
+        let out = cmd
+            .arg(format!("http://127.0.0.1:{port}/"))
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status = |reply: &str| reply.split(' ').nth(1).unwrap_or("").to_owned();
+    let anonymous = tokio::task::spawn_blocking(move || curl(None))
+        .await
+        .expect("curl");
+    assert_eq!(status(&anonymous), "401", "{anonymous}");
+    assert_eq!(
+        header(&anonymous.replace("\r\n", "\n"), "www-authenticate").as_deref(),
+        Some("Basic realm=\"staff\"")
+    );
+    for (user, want) in [
+        ("alice:pw-alice", "200"),
+        ("bob:pw-bob", "200"),
+        ("alice:wrong", "401"),
+    ] {
+        let reply = tokio::task::spawn_blocking(move || curl(Some(user)))
+            .await
+            .expect("curl");
+        assert_eq!(status(&reply), want, "{user}: {reply}");
+    }
+    drop(process);
+}

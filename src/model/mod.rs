@@ -7,6 +7,7 @@ pub mod cert;
 mod desired;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod htpasswd;
 pub mod labels;
 mod names;
 mod reason;
