@@ -289,6 +289,7 @@ mod driver {
     use support::{reloads, Backend};
     use swarm_lb::haproxy::render::Files;
     use swarm_lb::haproxy::AdminClient;
+    use swarm_lb::model::access::TrustedProxy;
     use swarm_lb::model::{
         self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
     };
@@ -537,6 +538,59 @@ mod driver {
             after_create,
             "no rate limit edit reloads"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_allow_list_and_the_log_see_the_client_a_trusted_balancer_names_and_no_other() {
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        let trusted = ["127.0.0.2", "proxy:127.0.0.4"]
+            .iter()
+            .map(|s| s.parse::<TrustedProxy>().expect("trusted proxy"))
+            .collect();
+        let haproxy = Haproxy::start_https_behind(&ProxyState::default(), trusted).await;
+        let http = haproxy.http_port;
+        let mut driver = reconciler(&haproxy);
+        apply(
+            &mut driver,
+            port,
+            &[("com.docker.lb.ip_allow", "198.51.100.0/24")],
+        )
+        .await;
+        let status = |source: u8, preamble: Vec<u8>, headers: &'static str| async move {
+            get_from(loopback(source), http, "a.example", &preamble, headers)
+                .await
+                .map_or(0, |(status, _, _)| status)
+        };
+        let xff = |ip: &'static str| -> &'static str {
+            match ip {
+                "198.51.100.1" => "x-forwarded-for: 198.51.100.1\r\n",
+                _ => "x-forwarded-for: 203.0.113.1\r\n",
+            }
+        };
+        // The trusted HTTP balancer: its forwarded address decides.
+        assert_eq!(status(2, vec![], xff("198.51.100.1")).await, 200);
+        assert_eq!(status(2, vec![], xff("203.0.113.1")).await, 403);
+        // Anyone else naming an allowed address is still itself.
+        assert_eq!(status(3, vec![], xff("198.51.100.1")).await, 403);
+        // The PROXY sender: the header's address decides.
+        let allowed = proxy_v2(Ipv4Addr::new(198, 51, 100, 9), http);
+        let refused = proxy_v2(Ipv4Addr::new(203, 0, 113, 9), http);
+        assert_eq!(status(4, allowed, "").await, 200);
+        assert_eq!(status(4, refused, "").await, 403);
+        // HAProxy's own log names the client, not the balancer (a line is written as the
+        // stream ends, which may be just after the answer).
+        for client in ["198.51.100.1:", "198.51.100.9:", "203.0.113.9:"] {
+            let what = format!("a log line from {client}");
+            support::poll_until(support::STARTUP, &what, || async {
+                haproxy
+                    .log()
+                    .lines()
+                    .any(|l| l.starts_with(client))
+                    .then_some(())
+            })
+            .await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
