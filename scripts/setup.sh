@@ -5,6 +5,8 @@
 #
 #   scripts/setup.sh        packages, a running dockerd, a one-node Swarm, the local images
 #   scripts/setup.sh up     ... and `docker-compose up -d` of docker-compose.yml on those images
+#   scripts/setup.sh packages  the packages only (no dockerd, Swarm or images: safe beside a
+#                           running test session)
 #
 # Environment: DOCKER (default /usr/bin/docker, the client matching Debian's engine),
 # DOCKER_WAIT (seconds to wait for dockerd, default 60), and those of scripts/images.sh.
@@ -21,7 +23,10 @@ DOCKER_WAIT=${DOCKER_WAIT:-60}
 # docker-registry: the distribution registry the 3-node cluster pulls the stack's images from
 # (scripts/multinode.sh up --registry runs it on the cluster's network; its own service is
 # disabled below).
-PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl docker-registry)
+# sslscan: the TLS profile tests' scanner (protocols and suites the HTTPS bind accepts).
+# apache2-utils: htpasswd, which makes the basic-auth tests' files (bcrypt, sha-512-crypt).
+PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl
+    docker-registry sslscan apache2-utils)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -131,11 +136,15 @@ compose_up() {
 main() {
     local start=$SECONDS
     case ${1:-} in
-    "" | up) ;;
-    *) die "usage: $0 [up]" ;;
+    "" | up | packages) ;;
+    *) die "usage: $0 [up|packages]" ;;
     esac
     [[ $(id -u) == 0 ]] || die "run as root (installs packages, starts dockerd)"
     install_packages
+    if [[ ${1:-} == packages ]]; then
+        log "packages ready in $((SECONDS - start))s"
+        return
+    fi
     start_dockerd
     init_swarm
     DOCKER=$DOCKER "$REPO/scripts/images.sh"

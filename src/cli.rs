@@ -267,6 +267,19 @@ pub struct Common {
     )]
     pub https_binds: Vec<String>,
 
+    /// Balancers in front of this one (`CIDR[,CIDR...]`, IPv4 or IPv6): HTTP balancers, whose
+    /// X-Forwarded-For / X-Forwarded-Proto are kept (from anyone else, replaced), and, written
+    /// `proxy:CIDR`, TCP balancers that open every connection on the HTTP and HTTPS binds with a
+    /// PROXY protocol header (v1 or v2); from any other source such a header is refused.
+    #[arg(long, env = "SWARM_LB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<Option<swarm_lb::model::access::TrustedProxy>>,
+
+    /// Protocols and cipher suites of the HTTPS side, after Mozilla's server-side TLS
+    /// guidelines: modern (TLS 1.3 only), intermediate (TLS 1.2 AEAD suites and 1.3) or old
+    /// (TLS 1.0 and up, for ancient clients only).
+    #[arg(long, env = "SWARM_LB_TLS_PROFILE", default_value = "intermediate")]
+    pub tls_profile: swarm_lb::haproxy::tls_profile::TlsProfile,
+
     /// PEM file (certificate chain, then key) served for unknown or absent SNI. Without it a
     /// self-signed certificate is generated at first start (and logged so).
     #[arg(long, env = "SWARM_LB_DEFAULT_CERT")]
@@ -444,6 +457,15 @@ fn secs_up_to(max: Duration) -> impl Fn(&str) -> Result<Duration, String> + Clon
 }
 
 /// `swarm-lb run` with `args`, parsed (for the tests of the flags and of what they become).
+/// One `--trusted-proxies` item; an empty one (compose passes an unset variable as empty) is
+/// none.
+fn trusted_proxy(item: &str) -> Result<Option<swarm_lb::model::access::TrustedProxy>, String> {
+    match item.trim() {
+        "" => Ok(None),
+        item => item.parse().map(Some).map_err(|e| format!("{e}")),
+    }
+}
+
 #[cfg(test)]
 pub fn run_args(args: &[&str]) -> Result<RunArgs, clap::Error> {
     let argv = ["swarm-lb", "run"].iter().chain(args);

@@ -47,6 +47,7 @@ pub fn settings(
         admin_socket: c.admin_socket.clone(),
         hosts_map: hosts_map.clone(),
         https: https_settings(c),
+        trusted_proxies: c.trusted_proxies.iter().flatten().copied().collect(),
     };
     render
         .validate()
@@ -87,6 +88,7 @@ fn https_settings(c: &Common) -> Option<HttpsSettings> {
         crt_list: cert_files(c).crt_list_path(),
         // Beside the admin socket, in the run dir only the two containers share.
         internal: c.admin_socket.with_file_name("https.sock"),
+        tls_profile: c.tls_profile,
     })
 }
 

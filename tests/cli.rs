@@ -58,3 +58,31 @@ fn zero_negative_or_unparsable_durations_in_the_environment_are_refused_at_start
         "--slot-block",
     );
 }
+
+#[test]
+fn a_bad_trusted_proxy_block_is_refused_at_start_up_naming_the_flag_and_the_block() {
+    for bad in ["10.0.0.0/33", "example.com", "proxy:", "10.0.0.0/8,nope"] {
+        let out = swarm_lb(&["run", "--trusted-proxies", bad], &[]);
+        refused(&out, "--trusted-proxies");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let item = bad.rsplit(',').next().unwrap_or(bad);
+        let item = item.strip_prefix("proxy:").unwrap_or(item);
+        assert!(stderr.contains(item), "{bad}: {stderr}");
+    }
+    refused(
+        &swarm_lb(&["run"], &[("SWARM_LB_TRUSTED_PROXIES", "10.0.0.1/40")]),
+        "--trusted-proxies",
+    );
+}
+
+#[test]
+fn an_unknown_tls_profile_is_refused_at_start_up_naming_the_accepted_ones() {
+    for out in [
+        swarm_lb(&["run", "--tls-profile", "strict"], &[]),
+        swarm_lb(&["run"], &[("SWARM_LB_TLS_PROFILE", "Modern")]),
+    ] {
+        refused(&out, "--tls-profile");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("modern, intermediate and old"), "{stderr}");
+    }
+}

@@ -19,7 +19,14 @@ fn settings(dir: &Path) -> RenderSettings {
             binds: vec!["127.0.0.1:18443".into()],
             crt_list: dir.join("certs").join("crt-list"),
             internal: dir.join("https.sock"),
+            // The longest profile (`@SECLEVEL=0`, every suite list): HAProxy loads it too.
+            tls_profile: swarm_lb::haproxy::tls_profile::TlsProfile::Old,
         }),
+        // Both kinds of trusted proxy, both families: the `src` conditions load too.
+        trusted_proxies: ["10.0.0.0/8", "2001:db8::/32", "proxy:192.0.2.10"]
+            .iter()
+            .map(|s| s.parse().expect("trusted proxy"))
+            .collect(),
     }
 }
 
@@ -89,12 +96,27 @@ fn state() -> ProxyState {
 
 #[test]
 fn haproxy_accepts_a_rendered_config_with_slots_vip_drained_and_ipv6() {
+    check(|_| {});
+}
+
+#[test]
+fn haproxy_accepts_the_config_without_https_or_trusted_proxies_too() {
+    // The `always_false` conditions and no TLS lines: still no warning.
+    check(|s| {
+        s.https = None;
+        s.trusted_proxies.clear();
+    });
+}
+
+fn check(tweak: impl FnOnce(&mut RenderSettings)) {
     let dir = tempfile::Builder::new()
         .prefix("swarm-lb-render-")
         .tempdir()
         .expect("temp dir");
     let files = Files::new(dir.path());
-    let settings = settings(dir.path());
+    let mut settings = settings(dir.path());
+    tweak(&mut settings);
+    settings.validate().expect("settings");
     files.write(&state(), &settings).expect("write files");
     let certs = swarm_lb::haproxy::tls::CertFiles::new(dir.path().join("certs"));
     certs.ensure_default(None).expect("default certificate");

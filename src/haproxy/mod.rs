@@ -5,6 +5,7 @@
 //! pure model of what HAProxy holds, shared with the planner; [`capabilities`] is the one table
 //! of what each HAProxy version can do.
 
+pub mod access;
 pub mod capabilities;
 pub mod client;
 pub mod codec;
@@ -13,6 +14,7 @@ pub mod master;
 pub mod render;
 pub mod state;
 pub mod tls;
+pub mod tls_profile;
 
 pub use capabilities::{Capabilities, Feature};
 pub use client::{AdminClient, ClientError};

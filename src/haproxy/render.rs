@@ -38,6 +38,14 @@ pub const HTTPS_INTERNAL: &str = "{{https_internal}}";
 pub const IF_HTTPS: &str = "{{if_https}}";
 /// Replaced by the crt-list path (on the HTTPS bind line).
 pub const CRT_LIST: &str = "{{crt_list}}";
+/// A line holding it (in `global`) becomes the `--tls-profile` lines
+/// ([`super::tls_profile::TlsProfile::global_lines`]), each with the line's indentation.
+pub const TLS_PROFILE: &str = "{{tls_profile}}";
+/// Replaced by the ACL condition true for `--trusted-proxies` sources
+/// ([`super::access::trusted_condition`]).
+pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
+/// Replaced by the ACL condition true for `--trusted-proxies` `proxy:` sources.
+pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 
 /// The HTTPS side of the frontend: where it listens and the crt-list it serves
 /// ([`super::tls::CertFiles`]).
@@ -49,6 +57,8 @@ pub struct HttpsSettings {
     pub crt_list: PathBuf,
     /// The unix socket where the HTTPS entry hands TLS to the terminating bind.
     pub internal: PathBuf,
+    /// `--tls-profile`: the protocols and suites the TLS bind accepts.
+    pub tls_profile: super::tls_profile::TlsProfile,
 }
 
 /// What the generated config needs beside the state.
@@ -64,6 +74,8 @@ pub struct RenderSettings {
     pub hosts_map: MapPath,
     /// HTTPS binds; `None`: the template's HTTPS bind lines are left out.
     pub https: Option<HttpsSettings>,
+    /// `--trusted-proxies`: sources whose PROXY header and `X-Forwarded-*` are believed.
+    pub trusted_proxies: Vec<crate::model::access::TrustedProxy>,
 }
 
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
@@ -110,13 +122,17 @@ impl RenderSettings {
     /// Check once (at startup) what [`config`] takes on trust.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP])?;
+        if !self.trusted_proxies.is_empty() {
+            // A template without it would silently trust nobody.
+            self.require_placeholders(&[TRUSTED_PROXIES, PROXY_PROTOCOL_SOURCES])?;
+        }
         if self.binds.is_empty() {
             return Err(SettingsError::NoBind);
         }
         let https_binds = match &self.https {
             None => &[][..],
             Some(https) => {
-                self.require_placeholders(&[HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST])?;
+                self.require_placeholders(&[HTTPS_BIND, HTTPS_INTERNAL, CRT_LIST, TLS_PROFILE])?;
                 for path in [&https.crt_list, &https.internal] {
                     match path.to_str() {
                         Some(p) if !p.is_empty() && !has_syntax(p) => {}
@@ -228,6 +244,7 @@ fn render(
     sections: &mut Sections,
 ) -> String {
     let admin = settings.admin_socket.to_string_lossy();
+    let (trusted, proxy_sources) = super::access::trusted_conditions(&settings.trusted_proxies);
     let mut out = String::with_capacity(
         settings.template.len()
             + sections
@@ -254,12 +271,20 @@ fn render(
                 out.push_str(&line.replace(BIND, bind));
                 out.push('\n');
             }
+        } else if let (Some(https), true) = (&settings.https, line.contains(TLS_PROFILE)) {
+            // The placeholder's line once per profile line (its indentation kept).
+            for profile_line in https.tls_profile.global_lines() {
+                out.push_str(&line.replace(TLS_PROFILE, &profile_line));
+                out.push('\n');
+            }
         } else if let Some(https) = &settings.https {
             let crt_list = https.crt_list.to_string_lossy();
             let internal = format!("unix@{}", https.internal.to_string_lossy());
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
                 .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(TRUSTED_PROXIES, &trusted)
+                .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources)
                 .replace(CRT_LIST, &crt_list)
                 .replace(HTTPS_INTERNAL, &internal);
             let binds: &[String] = match line.contains(HTTPS_BIND) {
@@ -277,7 +302,9 @@ fn render(
         } else {
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
-                .replace(HOSTS_MAP, settings.hosts_map.as_str());
+                .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(TRUSTED_PROXIES, &trusted)
+                .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources);
             out.push_str(&line);
             out.push('\n');
         }
@@ -792,6 +819,7 @@ mod tests {
             admin_socket: dir.join("admin.sock"),
             hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).unwrap(),
             https: None,
+            trusted_proxies: Vec::new(),
         }
     }
 

@@ -197,6 +197,12 @@ pub fn desired_cached(
     // `com.docker.lb.ssl_only`: one `!<host>/` entry per host (a map edit, no reload).
     out.hosts
         .extend(ssl_only.into_iter().map(|k| (k, MapValue::https_only())));
+    // `ip_allow` / `ip_deny`: entries of the same map (`model::access`), no reload.
+    out.hosts.extend(super::access::map_entries(
+        out.routes
+            .values()
+            .map(|r| (r.route.backend.service(), r.route.access.as_ref())),
+    ));
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);

@@ -2,10 +2,12 @@
 //! and [`desired`], which turns Interlock labels (`com.docker.lb.*`) into the routing Swarm
 //! asks for. No I/O, no clock, no locks.
 
+pub mod access;
 pub mod cert;
 mod desired;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub mod htpasswd;
 pub mod labels;
 mod names;
 mod reason;

@@ -331,6 +331,11 @@ impl MapKey {
     pub fn bucket(route: &MapKey, n: usize) -> Self {
         Self(format!("~{route}={n}"))
     }
+    /// An access key (`@<family>:<hex>`, `&<service>[<block>]`) built by
+    /// [`super::access::map_entries`] from checked parts.
+    pub(crate) fn access(key: &str) -> Self {
+        Self(key.to_owned())
+    }
     /// A key read back from HAProxy; refuses syntax characters.
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         check(
@@ -396,11 +401,19 @@ impl MapValue {
     pub fn redirect(code: u16, strip: usize, url: &str) -> Self {
         Self(format!(">{code}|{strip}|{url}"))
     }
-    /// A value read back from HAProxy, checked to be one of the three forms.
+    /// An access value (see [`super::access::map_entries`]).
+    pub(crate) fn access(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+    /// A value read back from HAProxy, checked to be one of the three forms or an access
+    /// value ([`super::access::is_access_value`]).
     pub fn parse(raw: &str) -> Result<Self, NameError> {
         let bad = || NameError::BadMapValue {
             value: raw.chars().take(64).collect(),
         };
+        if super::access::is_access_value(raw) {
+            return Ok(Self(raw.to_owned()));
+        }
         if let Some(route) = raw.strip_prefix('~') {
             MapKey::parse(route).map_err(|_| bad())?;
             return Ok(Self(raw.to_owned()));
@@ -443,7 +456,7 @@ impl MapValue {
     }
     /// The backend a request is sent to, for a backend value.
     pub fn target_backend(&self) -> Option<BackendName> {
-        if self.0.starts_with(['~', '>', '!']) {
+        if self.0.starts_with(['~', '>', '!', '=', '@']) {
             return None;
         }
         BackendName::parse(self.0.split('|').next()?).ok()

@@ -75,6 +75,25 @@ pub enum Reason {
     #[error("not a cookie name: 1 to {COOKIE_NAME_MAX} letters, digits, '-', '_' or '.'")]
     NotACookieName,
 
+    // Access lists (`ip_allow`, `ip_deny`).
+    #[error(
+        "{0}: write IPv4/IPv6 addresses or CIDRs (10.0.0.0/8, 2001:db8::/32), comma-separated"
+    )]
+    NotAnAddressBlock(crate::model::access::CidrError),
+    #[error("{count} address blocks: at most {max} per label", max = super::labels::keys::ACCESS_BLOCKS_MAX)]
+    TooManyBlocks { count: usize },
+    #[error("not a rate: <n>/s or <n>/m, n a whole number 1..={max}", max = super::labels::keys::RATE_MAX)]
+    NotARate,
+    #[error("not a burst: a whole number 0..={max}", max = super::labels::keys::RATE_MAX)]
+    NotABurst,
+    #[error("a burst needs a rate: set com.docker.lb.rate_limit too")]
+    BurstWithoutRate,
+    #[error(
+        "not applied with ssl_passthrough: TLS goes to the tasks untouched, so no HTTP rule \
+         sees the requests (refused rather than left unenforced)"
+    )]
+    NotWithPassthrough,
+
     // Paths.
     #[error("path {path:?} does not start with '/'")]
     PathNotAbsolute { path: String },

@@ -387,6 +387,7 @@ mod tests {
             admin_socket: "/run/admin.sock".into(),
             hosts_map: MapPath::new("/etc/haproxy/hosts.map").expect("valid"),
             https: None,
+            trusted_proxies: Vec::new(),
         }
     }
 

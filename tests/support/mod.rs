@@ -13,13 +13,16 @@ use std::time::Duration;
 
 use swarm_lb::haproxy::render::{Files, HttpsSettings, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::tls::CertFiles;
+use swarm_lb::haproxy::tls_profile::TlsProfile;
 use swarm_lb::haproxy::{Admin, AdminClient, BackendState, MapPath, Master, ProxyState, Server};
+use swarm_lb::model::access::TrustedProxy;
 use swarm_lb::model::{BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 
 // The tests take these from here with the rest of the harness.
+#[allow(unused_imports)] // not every test file polls
 pub use swarm_lb_testkit::{free_port, poll_until};
 use swarm_lb_testkit::{HaproxyProcess, Launch, Listener};
 
@@ -55,27 +58,57 @@ impl Haproxy {
     /// socket answers and the master lists a worker. The files are then saved as the last
     /// good ones.
     pub async fn start(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, false, None).await
+        Self::start_with(state, false, None, |_| {}).await
     }
 
     /// [`Haproxy::start`], with `ca_pem` as the CA bundle `ssl_backend` verification uses
     /// (by default the host's bundle, or the fail-closed fallback).
     pub async fn start_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
-        Self::start_with(state, false, Some(ca_pem)).await
+        Self::start_with(state, false, Some(ca_pem), |_| {}).await
     }
 
     /// [`Haproxy::start`] with an HTTPS bind too (`https`: its port and certificate files, a
     /// self-signed default certificate generated in `certs/`).
     pub async fn start_https(state: &ProxyState) -> Haproxy {
-        Self::start_with(state, true, None).await
+        Self::start_with(state, true, None, |_| {}).await
     }
 
     /// [`Haproxy::start_https`] with `ca_pem` as the backend CA bundle.
     pub async fn start_https_trusting(state: &ProxyState, ca_pem: &str) -> Haproxy {
-        Self::start_with(state, true, Some(ca_pem)).await
+        Self::start_with(state, true, Some(ca_pem), |_| {}).await
     }
 
-    async fn start_with(state: &ProxyState, with_https: bool, ca_pem: Option<&str>) -> Haproxy {
+    /// [`Haproxy::start_https`] with `--trusted-proxies` set to `trusted`.
+    pub async fn start_https_behind(state: &ProxyState, trusted: Vec<TrustedProxy>) -> Haproxy {
+        Self::start_with(state, true, None, |s| s.trusted_proxies = trusted).await
+    }
+
+    /// [`Haproxy::start_https`] with `--tls-profile` set to `profile`.
+    pub async fn start_https_profile(state: &ProxyState, profile: TlsProfile) -> Haproxy {
+        Self::start_with(state, true, None, |s| {
+            if let Some(https) = &mut s.https {
+                https.tls_profile = profile;
+            }
+        })
+        .await
+    }
+
+    /// [`Haproxy::start`] (`with_https`: [`Haproxy::start_https`]) with the render settings
+    /// changed by `tweak` before the config is written (more binds, other options).
+    pub async fn start_tweaked(
+        state: &ProxyState,
+        with_https: bool,
+        tweak: impl FnOnce(&mut RenderSettings),
+    ) -> Haproxy {
+        Self::start_with(state, with_https, None, tweak).await
+    }
+
+    async fn start_with(
+        state: &ProxyState,
+        with_https: bool,
+        ca_pem: Option<&str>,
+        tweak: impl FnOnce(&mut RenderSettings),
+    ) -> Haproxy {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-")
             .tempdir()
@@ -98,7 +131,7 @@ impl Haproxy {
             (free_port(), certs)
         });
         let map = files.map_path();
-        let settings = RenderSettings {
+        let mut settings = RenderSettings {
             template: BASE_TEMPLATE.to_owned(),
             binds: vec![format!("127.0.0.1:{http_port}")],
             admin_socket: launch.admin_socket.clone(),
@@ -107,8 +140,11 @@ impl Haproxy {
                 binds: vec![format!("127.0.0.1:{port}")],
                 crt_list: certs.crt_list_path(),
                 internal: dir.path().join("https.sock"),
+                tls_profile: Default::default(),
             }),
+            trusted_proxies: Vec::new(),
         };
+        tweak(&mut settings);
         settings.validate().expect("harness settings");
         files.write(state, &settings).expect("write config");
         let ca = swarm_lb::haproxy::render::backend_ca_path(&settings);

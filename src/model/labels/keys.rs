@@ -47,6 +47,17 @@ pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
 /// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
 pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
 
+// `access.rs`: who may reach the service.
+/// IPv4/IPv6 addresses and CIDRs allowed to reach the service (others get 403).
+pub const IP_ALLOW: &str = "com.docker.lb.ip_allow";
+/// IPv4/IPv6 addresses and CIDRs refused (403) even when `ip_allow` lets them in.
+pub const IP_DENY: &str = "com.docker.lb.ip_deny";
+
+/// Requests per client address per service: `<n>/s` or `<n>/m`.
+pub const RATE_LIMIT: &str = "com.docker.lb.rate_limit";
+/// Requests beyond `rate_limit` a client may make within one period.
+pub const RATE_LIMIT_BURST: &str = "com.docker.lb.rate_limit_burst";
+
 /// The file of `model/labels/` that reads a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -60,6 +71,8 @@ pub enum Family {
     Options,
     /// `tls.rs`: certificates at the edge, passthrough, TLS to the tasks.
     Tls,
+    /// `access.rs`: who may reach the service, and how often.
+    Access,
 }
 
 /// Where a label applies.
@@ -115,6 +128,10 @@ pub const LABELS: &[Label] = &[
     label(SSL_PASSTHROUGH, Family::Tls, AnyMode),
     label(SSL_BACKEND, Family::Tls, AnyMode),
     label(SSL_BACKEND_TLS_VERIFY, Family::Tls, AnyMode),
+    label(IP_ALLOW, Family::Access, AnyMode),
+    label(IP_DENY, Family::Access, AnyMode),
+    label(RATE_LIMIT, Family::Access, AnyMode),
+    label(RATE_LIMIT_BURST, Family::Access, AnyMode),
 ];
 
 /// The row of `key`, if swarm-lb reads it (keys are case-sensitive).
@@ -127,6 +144,13 @@ pub const SECRET_NAME_MAX: usize = 64;
 
 /// Most hosts one service may list: a label is not a way to fill HAProxy's map without bound.
 pub const HOSTS_MAX: usize = 1000;
+
+/// Most address blocks one `ip_allow` or `ip_deny` label may list (each is a few map
+/// entries per service it applies to).
+pub const ACCESS_BLOCKS_MAX: usize = 1000;
+
+/// Largest `rate_limit` count and `rate_limit_burst`.
+pub const RATE_MAX: u32 = 1_000_000;
 
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;

@@ -17,6 +17,7 @@
 //! backend option also says where HAProxy takes it ([`BackendOptions::section`] or
 //! [`BackendOptions::server`]) and, as a server keyword, its text in the codec.
 
+mod access;
 mod errors;
 mod hosts;
 pub mod keys;
@@ -78,6 +79,9 @@ pub struct Route {
     pub redirects: Vec<Redirect>,
     /// The TLS labels at the edge (`ssl_backend` is in [`Route::options`]).
     pub tls: RouteTls,
+    /// `ip_allow` / `ip_deny`: who may reach the service (boxed: most routes have none, and
+    /// `Route` stays small).
+    pub access: Box<crate::model::access::AccessPolicy>,
 }
 
 /// What one service's labels ask for.
@@ -223,7 +227,10 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         .flatten()
         .unwrap_or_default();
 
+    let access = access::parse_access(name, labels, &mut errors);
     let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    let access =
+        access.filter(|a| access::check_passthrough(name, tls.passthrough, a, &mut errors));
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
     let options = options.map(|o| BackendOptions {
         backend_tls,
@@ -239,25 +246,30 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         }
         (hosts, _) => hosts,
     };
-    let route = match (hosts, port, mode, network, backend, options) {
-        (Some(hosts), Some(port), Some(mode), Some(network), Some(backend), Some(options))
-            if errors.is_empty() =>
-        {
-            Verdict::Route(Route {
-                service_id: service.id.clone(),
-                backend,
-                hosts,
-                port,
-                network,
-                mode,
-                options,
-                context_root,
-                rewrite,
-                weight,
-                redirects,
-                tls,
-            })
-        }
+    let route = match (hosts, port, mode, network, backend, options, access) {
+        (
+            Some(hosts),
+            Some(port),
+            Some(mode),
+            Some(network),
+            Some(backend),
+            Some(options),
+            Some(access),
+        ) if errors.is_empty() => Verdict::Route(Route {
+            service_id: service.id.clone(),
+            backend,
+            hosts,
+            port,
+            network,
+            mode,
+            options,
+            context_root,
+            rewrite,
+            weight,
+            redirects,
+            tls,
+            access: Box::new(access),
+        }),
         _ => {
             sort_errors(&mut errors);
             Verdict::Refused(errors)
@@ -426,6 +438,7 @@ mod tests {
                 weight: None,
                 redirects: vec![],
                 tls: RouteTls::default(),
+                access: Default::default(),
             }
         );
     }

@@ -61,6 +61,7 @@ impl Proxy {
             hosts_map: MapPath::new(&map.to_string_lossy())
                 .with_context(|| format!("temp dir {} as a map path", dir.path().display()))?,
             https: None,
+            trusted_proxies: Vec::new(),
         };
         settings.validate()?;
         let config = render::config(state, &settings);

@@ -1,0 +1,310 @@
+//! Access: `ip_allow` and `ip_deny`, who may reach the service by client address, and
+//! `rate_limit` / `rate_limit_burst`, how often. A problem with any refuses the route as a
+//! whole, so the service keeps its last good routing, and with it its last good policy: a
+//! broken list never opens the service up, a broken rate never lifts the limit.
+
+use std::collections::BTreeMap;
+
+use super::keys::{ACCESS_BLOCKS_MAX, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST, RATE_MAX};
+use super::{bad_char, LabelError, Reader};
+use crate::model::access::{parse_cidr_list, AccessPolicy, Per, RateLimit};
+use crate::model::Reason;
+
+/// One list label: addresses and CIDRs, comma-separated (see [`parse_cidr_list`]), at least
+/// one and at most [`ACCESS_BLOCKS_MAX`].
+fn parse_list(
+    service: &str,
+    label: &str,
+    value: &str,
+) -> Result<Vec<crate::model::access::Cidr>, LabelError> {
+    let invalid = |reason| LabelError::invalid(service, label, value, reason);
+    // Spaces around commas are how lists are written by hand; any other syntax is refused.
+    let compact: String = value.chars().filter(|c| *c != ' ').collect();
+    if let Some(reason) = bad_char(label, &compact) {
+        return Err(invalid(reason));
+    }
+    let list = parse_cidr_list(value).map_err(|e| invalid(Reason::NotAnAddressBlock(e)))?;
+    if list.is_empty() {
+        return Err(invalid(Reason::Empty {
+            expected: "list at least one address or CIDR (remove the label to drop the list)",
+        }));
+    }
+    if list.len() > ACCESS_BLOCKS_MAX {
+        return Err(invalid(Reason::TooManyBlocks { count: list.len() }));
+    }
+    Ok(list)
+}
+
+/// Whether `policy` can be enforced on a service with `passthrough` (`ssl_passthrough=true`):
+/// its rules are HTTP rules, which a passed-through connection never meets, so a policy there
+/// is an error on each of its labels (the route is refused: fail closed), never ignored.
+pub(super) fn check_passthrough(
+    service: &str,
+    passthrough: bool,
+    policy: &AccessPolicy,
+    errors: &mut Vec<LabelError>,
+) -> bool {
+    if !passthrough || (policy.is_open() && policy.rate.is_none()) {
+        return true;
+    }
+    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT]
+        .into_iter()
+        .filter_map(|label| Some((label, policy_label(policy, label)?)));
+    for (label, value) in set {
+        errors.push(LabelError::invalid(
+            service,
+            label,
+            &value,
+            Reason::NotWithPassthrough,
+        ));
+    }
+    false
+}
+
+/// The value of `label` in `policy`, as written back, if the policy uses it.
+fn policy_label(policy: &AccessPolicy, label: &str) -> Option<String> {
+    let join = |blocks: &[crate::model::access::Cidr]| {
+        blocks
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    match label {
+        IP_ALLOW => policy.allow.as_deref().map(join),
+        IP_DENY => (!policy.deny.is_empty()).then(|| join(&policy.deny)),
+        RATE_LIMIT => policy.rate.map(|r| {
+            let unit = match r.per {
+                Per::Second => "s",
+                Per::Minute => "m",
+            };
+            format!("{}/{unit}", r.requests)
+        }),
+        _ => None,
+    }
+}
+
+/// A whole number 0..=[`RATE_MAX`] in plain decimal.
+fn count(text: &str) -> Option<u32> {
+    let digits = !text.is_empty() && text.len() <= 7 && text.bytes().all(|b| b.is_ascii_digit());
+    digits
+        .then(|| text.parse::<u32>().ok())
+        .flatten()
+        .filter(|n| *n <= RATE_MAX)
+}
+
+/// `rate_limit`: `<n>/s` or `<n>/m` (also `sec`/`second`, `min`/`minute`), n 1..=[`RATE_MAX`].
+fn parse_rate(service: &str, value: &str) -> Result<(u32, Per), LabelError> {
+    let refused = || LabelError::invalid(service, RATE_LIMIT, value, Reason::NotARate);
+    let (n, unit) = value.trim().split_once('/').ok_or_else(refused)?;
+    let per = match unit {
+        "s" | "sec" | "second" => Per::Second,
+        "m" | "min" | "minute" => Per::Minute,
+        _ => return Err(refused()),
+    };
+    match count(n) {
+        Some(n) if n > 0 => Ok((n, per)),
+        _ => Err(refused()),
+    }
+}
+
+/// The four labels; `None` when one is refused (the errors are in `errors`).
+pub(super) fn parse_access(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<LabelError>,
+) -> Option<AccessPolicy> {
+    let read = Reader { service, labels };
+    let allow = read.optional(IP_ALLOW, errors, |s, v| parse_list(s, IP_ALLOW, v));
+    let deny = read.optional(IP_DENY, errors, |s, v| parse_list(s, IP_DENY, v));
+    let rate = read.optional(RATE_LIMIT, errors, parse_rate);
+    let burst = read.optional(RATE_LIMIT_BURST, errors, |s, v| {
+        count(v.trim())
+            .ok_or_else(|| LabelError::invalid(s, RATE_LIMIT_BURST, v, Reason::NotABurst))
+    });
+    let rate = match (rate?, burst?) {
+        (Some((requests, per)), burst) => Some(RateLimit {
+            requests,
+            per,
+            burst: burst.unwrap_or(0),
+        }),
+        (None, Some(_)) => {
+            let value = labels
+                .get(RATE_LIMIT_BURST)
+                .map(String::as_str)
+                .unwrap_or("");
+            errors.push(LabelError::invalid(
+                service,
+                RATE_LIMIT_BURST,
+                value,
+                Reason::BurstWithoutRate,
+            ));
+            return None;
+        }
+        (None, None) => None,
+    };
+    Some(AccessPolicy {
+        allow: allow?,
+        deny: deny?.unwrap_or_default(),
+        rate,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn allow_and_deny_lists_of_both_families_are_read() {
+        let mut errors = Vec::new();
+        let policy = parse_access(
+            "web",
+            &labels(&[
+                (IP_ALLOW, "10.0.0.0/8, 2001:db8::/32"),
+                (IP_DENY, "10.1.2.3"),
+            ]),
+            &mut errors,
+        )
+        .expect("policy");
+        assert_eq!(errors, vec![]);
+        let shown: Vec<String> = policy
+            .allow
+            .expect("allow list")
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(shown, ["10.0.0.0/8", "2001:db8::/32"]);
+        assert_eq!(policy.deny.len(), 1);
+    }
+
+    #[test]
+    fn a_rate_per_second_or_minute_with_a_burst_is_read() {
+        let mut errors = Vec::new();
+        let policy = parse_access(
+            "web",
+            &labels(&[(RATE_LIMIT, "20/m"), (RATE_LIMIT_BURST, "5")]),
+            &mut errors,
+        )
+        .expect("policy");
+        assert_eq!(
+            policy.rate,
+            Some(RateLimit {
+                requests: 20,
+                per: Per::Minute,
+                burst: 5
+            })
+        );
+        let policy = parse_access("web", &labels(&[(RATE_LIMIT, "7/s")]), &mut errors);
+        assert_eq!(policy.and_then(|p| p.rate).map(|r| r.burst), Some(0));
+        assert_eq!(errors, vec![]);
+    }
+
+    #[test]
+    fn a_rate_of_zero_or_nonsense_or_a_lone_burst_is_an_error_naming_the_label() {
+        for (pairs, label, reason) in [
+            (&[(RATE_LIMIT, "0/s")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "10")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "10/h")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "-1/s")][..], RATE_LIMIT, "not a rate"),
+            (&[(RATE_LIMIT, "1000001/s")][..], RATE_LIMIT, "1..=1000000"),
+            (&[(RATE_LIMIT, "fast")][..], RATE_LIMIT, "not a rate"),
+            (
+                &[(RATE_LIMIT, "5/s"), (RATE_LIMIT_BURST, "x")][..],
+                RATE_LIMIT_BURST,
+                "not a burst",
+            ),
+            (
+                &[(RATE_LIMIT_BURST, "5")][..],
+                RATE_LIMIT_BURST,
+                "needs a rate",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                parse_access("web", &labels(pairs), &mut errors),
+                None,
+                "{pairs:?}"
+            );
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{pairs:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn a_policy_on_a_passthrough_service_is_refused_naming_each_label_never_ignored() {
+        let mut errors = Vec::new();
+        let policy = parse_access(
+            "pt",
+            &labels(&[(IP_ALLOW, "10.0.0.0/8"), (RATE_LIMIT, "5/s")]),
+            &mut errors,
+        )
+        .expect("policy");
+        assert!(check_passthrough("pt", false, &policy, &mut errors));
+        assert!(!check_passthrough("pt", true, &policy, &mut errors));
+        let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(text.len(), 2, "{text:?}");
+        assert!(text[0].starts_with("service pt: label com.docker.lb.ip_allow=\"10.0.0.0/8\""));
+        assert!(text[1].contains("rate_limit=\"5/s\": not applied with ssl_passthrough"));
+        let open = AccessPolicy::default();
+        assert!(check_passthrough("pt", true, &open, &mut Vec::new()));
+    }
+
+    #[test]
+    fn no_label_is_no_policy() {
+        let mut errors = Vec::new();
+        assert_eq!(
+            parse_access("web", &labels(&[]), &mut errors),
+            Some(AccessPolicy::default())
+        );
+    }
+
+    #[test]
+    fn a_bad_list_is_an_error_naming_service_label_and_reason_and_no_policy() {
+        for (label, value, reason) in [
+            (IP_ALLOW, "10.0.0.0/33", "prefix length"),
+            (
+                IP_ALLOW,
+                "10.0.0.0/8,example.com",
+                "\"example.com\" is not an IPv4",
+            ),
+            (IP_DENY, " , ", "empty"),
+            (IP_DENY, "10.0.0.1;x", "character ';'"),
+            (IP_ALLOW, "10.0.0.1\t", "character '\\t'"),
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_access("web", &labels(&[(label, value)]), &mut errors);
+            assert_eq!(got, None, "{label}={value:?}");
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{label}={value:?}: {text}");
+        }
+        let many = (0..=ACCESS_BLOCKS_MAX)
+            .map(|i| format!("10.{}.{}.0/24", i / 256, i % 256))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut errors = Vec::new();
+        assert_eq!(
+            parse_access("web", &labels(&[(IP_ALLOW, &many)]), &mut errors),
+            None
+        );
+        assert!(
+            errors[0].to_string().contains("at most 1000"),
+            "{}",
+            errors[0]
+        );
+    }
+}
