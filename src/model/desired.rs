@@ -24,7 +24,7 @@ use super::{MapValue, RouteInForce};
 pub fn desired(
     snap: &Snapshot,
     settings: &Settings,
-    last_good: &BTreeMap<ServiceId, RouteInForce>,
+    last_good: &BTreeMap<ServiceId, Arc<RouteInForce>>,
 ) -> Desired {
     desired_cached(snap, settings, last_good, &mut DesiredCache::default())
 }
@@ -45,7 +45,7 @@ pub struct DesiredCache {
 struct Cached {
     service: Arc<Service>,
     tasks: Vec<Arc<Task>>,
-    last_good: Option<RouteInForce>,
+    last_good: Option<Arc<RouteInForce>>,
     contribution: Contribution,
 }
 
@@ -55,7 +55,7 @@ struct Contribution {
     warnings: Vec<LabelError>,
     errors: Vec<LabelError>,
     notices: Vec<LabelError>,
-    built: Option<(RouteInForce, BackendSpec)>,
+    built: Option<(Arc<RouteInForce>, BackendSpec)>,
 }
 
 /// [`desired`], reusing what `cache` holds of the services that did not change (at 10,000
@@ -64,7 +64,7 @@ struct Contribution {
 pub fn desired_cached(
     snap: &Snapshot,
     settings: &Settings,
-    last_good: &BTreeMap<ServiceId, RouteInForce>,
+    last_good: &BTreeMap<ServiceId, Arc<RouteInForce>>,
     cache: &mut DesiredCache,
 ) -> Desired {
     if cache.networks != snap.networks || cache.settings != *settings {
@@ -101,10 +101,14 @@ pub fn desired_cached(
             Arc::ptr_eq(&c.service, service)
                 && c.tasks.len() == tasks.len()
                 && c.tasks.iter().zip(tasks).all(|(a, b)| Arc::ptr_eq(a, b))
-                && c.last_good.as_ref() == good
+                && match (&c.last_good, good) {
+                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                    (None, None) => true,
+                    _ => false,
+                }
         });
         if !hit {
-            let contribution = ctx.contribution(service, good);
+            let contribution = ctx.contribution(service, good.map(|g| &**g));
             cache.by_service.insert(
                 service.id.clone(),
                 Cached {
@@ -188,7 +192,7 @@ pub fn desired_cached(
         }));
         out.networks.insert(spec.network.clone());
         out.backends.insert(route.backend.clone(), spec.clone());
-        out.routes.insert(service.id.clone(), in_force.clone());
+        out.routes.insert(service.id.clone(), Arc::clone(in_force));
     }
     if cache.by_service.len() > seen.len() {
         cache.by_service.retain(|id, _| seen.contains(id.as_str()));
@@ -244,7 +248,7 @@ impl Ctx<'_> {
             Verdict::Refused(errors) => Err(errors),
         };
         c.built = match built {
-            Ok(built) => Some(built),
+            Ok((route, spec)) => Some((Arc::new(route), spec)),
             Err(errors) => {
                 c.errors.extend(errors);
                 let Some(good) = last_good else {
@@ -256,7 +260,7 @@ impl Ctx<'_> {
                         c.warnings.push(LabelError::KeptLastGood {
                             service: service.name.clone(),
                         });
-                        Some(built)
+                        Some((Arc::new(built.0), built.1))
                     }
                     Err(errors) => {
                         c.errors.extend(errors);

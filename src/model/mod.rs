@@ -202,7 +202,8 @@ pub struct Desired {
     pub networks: BTreeSet<NetworkId>,
     /// The routes in force, per service: fed back as `last_good` on the next pass so that a
     /// service whose labels turn bad keeps its last good routing.
-    pub routes: BTreeMap<ServiceId, RouteInForce>,
+    /// Shared: the next pass's cache compares a service's last good route by address first.
+    pub routes: BTreeMap<ServiceId, Arc<RouteInForce>>,
     /// Every problem that leaves a service unrouted, on its last good route, or without one of
     /// its hosts; each names its service and label. Sorted by service, then message.
     pub errors: Vec<LabelError>,

@@ -3,6 +3,7 @@
 //! appears, not on every pass.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
@@ -11,7 +12,7 @@ use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
 
 #[derive(Debug, Default)]
 pub(super) struct LabelMemory {
-    last_good: BTreeMap<ServiceId, RouteInForce>,
+    last_good: BTreeMap<ServiceId, Arc<RouteInForce>>,
     /// Each service's part of the last desired routing (see [`model::DesiredCache`]).
     cache: model::DesiredCache,
     /// Each problem logged and still there: its text -> (severity, service).
