@@ -145,6 +145,8 @@ pub struct Reconciler {
     /// Metrics, health and status, shared with the HTTP handlers.
     observer: Arc<Observer>,
     convergence: Convergence,
+    /// The backends the last passes found as desired (see [`plan::PlanCache`]).
+    plan_cache: plan::PlanCache,
     /// The HTTPS bind's certificates (`None`: no HTTPS, or tests without it).
     tls: Option<tls::TlsCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
@@ -211,6 +213,7 @@ impl Reconciler {
             proxy: None,
             observer: Arc::new(Observer::default()),
             convergence: Convergence::default(),
+            plan_cache: plan::PlanCache::default(),
             tls: None,
             hold: hold::ReloadHold::default(),
             retiring: BTreeSet::new(),
@@ -307,7 +310,14 @@ impl Reconciler {
             Reach::MayReload => self.actual_for_plan().await?,
         };
         let attached = self.networks.managed(snap, &desired).await?;
-        let mut plan = plan::plan(&actual, &attached, &desired, &self.plan_settings());
+        let settings = self.plan_settings();
+        let mut plan = plan::plan_cached(
+            &actual,
+            &attached,
+            &desired,
+            &settings,
+            &mut self.plan_cache,
+        );
         if !self.files.template_loaded() && !plan.reload {
             info!(
                 "haproxy runs a config from another template or settings (an upgrade?); one reload"

@@ -16,7 +16,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::RuntimeBackends;
-use crate::haproxy::{BackendState, ProxyState};
+use crate::haproxy::ProxyState;
 use crate::model::{BackendName, Desired};
 
 /// `desired` with each backend, and each hosts-map value naming it, renamed to the backend
@@ -31,7 +31,7 @@ pub(super) fn resolve<'a>(
     desired: &'a Desired,
     runtime: &RuntimeBackends,
 ) -> Cow<'a, Desired> {
-    let newest = newest(actual);
+    let newest = actual.serving_by_service();
     let mut renamed: BTreeMap<&BackendName, BackendName> = BTreeMap::new();
     for (name, spec) in &desired.backends {
         let Some((current, state)) = newest.get(name.as_str()) else {
@@ -40,13 +40,10 @@ pub(super) fn resolve<'a>(
         let replace = runtime.delete
             && runtime.create_from(&spec.options).is_some()
             && (state.mode != spec.mode || state.options != spec.options);
-        let serving = if replace {
-            current.next_generation()
-        } else {
-            (*current).clone()
-        };
-        if serving != *name {
-            renamed.insert(name, serving);
+        if replace {
+            renamed.insert(name, current.next_generation());
+        } else if *current != name {
+            renamed.insert(name, (*current).clone());
         }
     }
     if renamed.is_empty() {
@@ -67,16 +64,4 @@ pub(super) fn resolve<'a>(
         }
     }
     Cow::Owned(out)
-}
-
-/// The newest generation of each service's backends in `state`, by service name.
-fn newest(state: &ProxyState) -> BTreeMap<&str, (&BackendName, &BackendState)> {
-    let mut out: BTreeMap<&str, (&BackendName, &BackendState)> = BTreeMap::new();
-    for (name, backend) in &state.backends {
-        let entry = out.entry(name.service()).or_insert((name, backend));
-        if name.generation() > entry.0.generation() {
-            *entry = (name, backend);
-        }
-    }
-    out
 }

@@ -1416,3 +1416,36 @@ fn on_3_4_a_retirement_tried_again_does_not_wait_for_servers_already_in_maint() 
         .iter()
         .any(|c| matches!(c, Command::DelServer { server, .. } if *server == ServerName::slot(1))));
 }
+
+proptest! {
+    /// The plan cache is a cache only: after planning one (actual, desired), planning another
+    /// whose actual shares backends with the first (same values, so the cache may hit) gives
+    /// exactly the uncached plan, and planning the first again does too.
+    #[test]
+    fn a_plan_from_the_cache_equals_the_plan_made_afresh(
+        (actual, d) in strategy::actual_and_desired(),
+        (other, d2) in strategy::actual_and_desired(),
+        s in strategy::plan_settings(),
+    ) {
+        let mut cache = crate::plan::PlanCache::default();
+        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache);
+        prop_assert_eq!(&first, &plan(&actual, &no_networks(), &d, &s));
+        let again = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache);
+        prop_assert_eq!(again, first);
+        // The second actual keeps the first one's value of each backend both name.
+        let mut mixed = other.clone();
+        for (name, b) in &actual.backends {
+            if mixed.backends.contains_key(name) {
+                mixed.backends.insert(name.clone(), b.clone());
+            }
+        }
+        prop_assert_eq!(
+            crate::plan::plan_cached(&mixed, &no_networks(), &d2, &s, &mut cache),
+            plan(&mixed, &no_networks(), &d2, &s)
+        );
+        prop_assert_eq!(
+            crate::plan::plan_cached(&mixed, &no_networks(), &d, &s, &mut cache),
+            plan(&mixed, &no_networks(), &d, &s)
+        );
+    }
+}
