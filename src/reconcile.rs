@@ -7,7 +7,7 @@
 //! The parts, one job each: [`control`] (when passes run), `labels` (last good routes, problems
 //! logged once), `files` (the background file writer, and the backend options HAProxy
 //! loaded), `networks` (the HAProxy container's networks), `hold` (a reload HAProxy refused,
-//! held back), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
+//! held back), `retire` (backends retired at runtime, logged once), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
 //! (certificates read, checked, pushed and mirrored) and [`secrets`] (Docker secrets copied
 //! into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
 
@@ -17,6 +17,7 @@ mod hold;
 mod known;
 mod labels;
 mod networks;
+mod retire;
 pub mod secrets;
 pub mod tls;
 
@@ -34,7 +35,7 @@ use crate::haproxy::{
     AdminClient, BackendState, Capabilities, ClientError, Command, Feature, Master, MasterError,
     ProxyState,
 };
-use crate::model::{self, BackendName, BackendOptions, Desired, Mode, Snapshot};
+use crate::model::{self, BackendOptions, Desired, Mode, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
@@ -44,6 +45,7 @@ pub use control::{run, Passes, Timing};
 use files::FileWriter;
 use labels::LabelMemory;
 use networks::NetworkAttacher;
+use retire::Retirements;
 
 /// How changes reach HAProxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -149,11 +151,8 @@ pub struct Reconciler {
     tls: Option<tls::TlsCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
-    /// Backends being retired (3.4+) whose retirement was already logged: one waiting for a
-    /// connection is tried again on later passes without a line each time.
-    retiring: BTreeSet<BackendName>,
-    /// Retired backends whose wait for open connections was already logged.
-    waiting: BTreeSet<BackendName>,
+    /// Backends being retired at runtime (3.4+) whose retirement or wait was already logged.
+    retirements: Retirements,
     /// The certificate problems of the last pass (status and metrics show them).
     cert_problems: Vec<model::LabelError>,
     /// What HAProxy held after the last successful pass (see [`known`]).
@@ -213,8 +212,7 @@ impl Reconciler {
             convergence: Convergence::default(),
             tls: None,
             hold: hold::ReloadHold::default(),
-            retiring: BTreeSet::new(),
-            waiting: BTreeSet::new(),
+            retirements: Retirements::default(),
             cert_problems: Vec::new(),
             known: None,
             full_read_at: None,
@@ -399,8 +397,8 @@ impl Reconciler {
             Some((a, t)) => (a, t),
             None => (&actual, &plan.target),
         };
-        self.retiring.retain(|b| actual.backends.contains_key(b));
-        log_changes(snap, seen, wanted, &mut self.retiring);
+        self.retirements.forget_done(&actual);
+        log_changes(snap, seen, wanted, &mut self.retirements);
         let changed = changes::changed_backends(seen, wanted);
         if self.settings.strategy == Strategy::Runtime {
             let result = self.execute(&plan.runtime).await;
@@ -726,31 +724,14 @@ impl Reconciler {
             self.observer.command(cmd.kind(), outcome);
         }
         // A retirement (3.4+: a removed service's backend, or an old generation) that HAProxy
-        // refuses waits for connections still on its servers (a websocket, a long download):
-        // nothing routes there any more, so the pass goes on and a later one retries.
-        let (waiting, refused): (Vec<_>, Vec<_>) = cmds
-            .iter()
-            .zip(replies)
-            .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e)))
-            .partition(|(cmd, _)| is_retirement(cmd));
-        let held: BTreeSet<BackendName> = waiting
-            .iter()
-            .filter_map(|(cmd, _)| retired_backend(cmd).cloned())
-            .collect();
-        self.waiting.retain(|b| held.contains(b));
-        for backend in &held {
-            let first = waiting
-                .iter()
-                .find(|(cmd, _)| retired_backend(cmd) == Some(backend))
-                .map(|(_, e)| e.to_string())
-                .unwrap_or_default();
-            if self.waiting.insert(backend.clone()) {
-                info!(service = %backend.service(), backend = %backend, first = %first, "retirement waits for connections still open; tried again at later passes");
-            } else {
-                debug!(backend = %backend, "retirement still waits for open connections");
-            }
-        }
-        let mut refused = refused.into_iter().map(|(_, e)| e);
+        // refuses waits for connections still on its servers: the pass goes on (see
+        // [`retire`]).
+        let refused = self.retirements.refusals(
+            cmds.iter()
+                .zip(replies)
+                .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e))),
+        );
+        let mut refused = refused.into_iter();
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
             return Err(ReconcileError::Refused {
@@ -832,22 +813,6 @@ impl Reconciler {
     }
 }
 
-/// The commands that end a retired backend's servers and the backend itself (see
-/// `plan::backend::retire`); the planner sends them for nothing else.
-fn is_retirement(cmd: &Command) -> bool {
-    retired_backend(cmd).is_some()
-}
-
-/// The backend a retirement command ends (see [`is_retirement`]).
-fn retired_backend(cmd: &Command) -> Option<&BackendName> {
-    match cmd {
-        Command::WaitServerRemovable { backend, .. }
-        | Command::DelServer { backend, .. }
-        | Command::DelBackend { backend } => Some(backend),
-        _ => None,
-    }
-}
-
 /// `major.minor.patch`, as logged and shown.
 fn version_text(v: Version) -> String {
     format!("{}.{}.{}", v.major, v.minor, v.patch)
@@ -859,7 +824,7 @@ fn log_changes(
     snap: &Snapshot,
     actual: &ProxyState,
     target: &ProxyState,
-    retiring: &mut BTreeSet<BackendName>,
+    retirements: &mut Retirements,
 ) {
     for b in target
         .backends
@@ -875,7 +840,7 @@ fn log_changes(
     {
         // Said once, when the retirement begins: one a connection holds is tried again on
         // later passes.
-        let again = !retiring.insert(b.clone());
+        let again = !retirements.begins(b);
         let replaced_by = target.serving(b.service()).map(|(n, _)| n);
         match (again, replaced_by) {
             (true, _) => debug!(service = %b.service(), backend = %b, "retirement tried again"),
