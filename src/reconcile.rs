@@ -357,6 +357,9 @@ impl Reconciler {
         observer.pass_ok(state, started.elapsed());
     }
 
+    /// The outline of [`Reconciler::pass`]: read and plan, certificates, networks attached,
+    /// the plan logged, runtime commands, a reload if needed, HAProxy re-read, the files
+    /// mirrored, networks detached, the pass observed. Each step is one call, in that order.
     async fn apply_pass(
         &mut self,
         snap: &Snapshot,
@@ -365,6 +368,43 @@ impl Reconciler {
         let (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
         let mut report = Report::default();
         report.commands += self.apply_certs(&desired).await;
+        self.note_cert_problems(snap, &desired);
+        if plan.is_empty() {
+            return self.finish_unchanged(snap, actual, report, started).await;
+        }
+        self.networks.attach(&plan.attach).await;
+        report.attached = plan.attach.len();
+
+        let by_strategy = self.settings.strategy == Strategy::Reload;
+        let reload = plan.reload || by_strategy;
+        // A plan of server and map edits is logged, measured and re-read on the backends it
+        // touched, not by comparing every backend (at 3,000 services 11 % of a change's CPU
+        // went there). Retirements are never such plans.
+        let touched = known::touched(&plan.runtime).filter(|_| !reload);
+        let changed = self.log_plan(snap, &actual, &plan.target, touched.as_ref());
+        if self.settings.strategy == Strategy::Runtime {
+            self.apply_runtime(&plan).await?;
+            report.commands = plan.runtime.len();
+        }
+        if reload {
+            self.reload_unless_held(&actual, &plan.target, by_strategy)
+                .await?;
+            report.reloads = 1;
+        }
+        let now = self.read_applied(actual, touched).await?;
+        report.files_written = self.mirror_applied(&now, &plan.target).await?;
+
+        self.networks.detach(&plan.detach).await;
+        report.detached = plan.detach.len();
+        self.observe_pass(snap, &now, &changed, started);
+        self.remember(now);
+        log_applied(&plan, &report, started);
+        Ok(report)
+    }
+
+    /// The certificate problems of this pass (after [`Reconciler::apply_certs`]) to status
+    /// and metrics, when they changed.
+    fn note_cert_problems(&mut self, snap: &Snapshot, desired: &Desired) {
         let certs = self
             .tls
             .as_ref()
@@ -372,107 +412,132 @@ impl Reconciler {
             .unwrap_or_default();
         if certs != self.cert_problems {
             self.cert_problems = certs;
-            self.observer.problems(&desired, &self.cert_problems, snap);
+            self.observer.problems(desired, &self.cert_problems, snap);
         }
-        if plan.is_empty() {
-            // The files must still say what HAProxy holds (first pass after a restart, say).
-            report.files_written = self.files.mirror(&actual).await?;
-            self.observe_pass(snap, &actual, &BTreeSet::new(), started);
-            self.remember(actual);
-            return Ok(report);
-        }
-        self.networks.attach(&plan.attach).await;
-        report.attached = plan.attach.len();
+    }
 
-        let by_strategy = self.settings.strategy == Strategy::Reload;
-        let reload = plan.reload || by_strategy;
-        // A plan of server and map edits is logged and measured on the backends it touched,
-        // not by comparing every backend (at 3,000 services 11 % of a change's CPU went
-        // there). Retirements are never such plans.
-        let touched = known::touched(&plan.runtime).filter(|_| !reload);
-        let scoped = touched
-            .as_ref()
-            .map(|t| (actual.only(&t.backends), plan.target.only(&t.backends)));
+    /// The end of a pass with nothing to apply: the files must still say what HAProxy holds
+    /// (first pass after a restart, say).
+    async fn finish_unchanged(
+        &mut self,
+        snap: &Snapshot,
+        actual: ProxyState,
+        mut report: Report,
+        started: Instant,
+    ) -> Result<Report, ReconcileError> {
+        report.files_written = self.files.mirror(&actual).await?;
+        self.observe_pass(snap, &actual, &BTreeSet::new(), started);
+        self.remember(actual);
+        Ok(report)
+    }
+
+    /// Log the plan's changes from `actual` to `target` (only the backends in `touched`, when
+    /// it is a plan of server and map edits) and return the names of the backends it changes.
+    fn log_plan(
+        &mut self,
+        snap: &Snapshot,
+        actual: &ProxyState,
+        target: &ProxyState,
+        touched: Option<&known::Touched<'_>>,
+    ) -> BTreeSet<String> {
+        let scoped = touched.map(|t| (actual.only(&t.backends), target.only(&t.backends)));
         let (seen, wanted) = match &scoped {
             Some((a, t)) => (a, t),
-            None => (&actual, &plan.target),
+            None => (actual, target),
         };
-        self.retirements.forget_done(&actual);
+        self.retirements.forget_done(actual);
         log_changes(snap, seen, wanted, &mut self.retirements);
-        let changed = changes::changed_backends(seen, wanted);
-        if self.settings.strategy == Strategy::Runtime {
-            let result = self.execute(&plan.runtime).await;
-            // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
-            // (those of a deletion that was refused are forgotten too: the next pass deletes
-            // it again, and options do not matter for that).
-            let created = plan.runtime.iter().filter_map(|cmd| match cmd {
-                Command::AddBackend { backend, .. } => plan
-                    .target
-                    .backends
-                    .get(backend)
-                    .map(|b| (backend, Some(&b.options))),
-                Command::DelBackend { backend } => Some((backend, None)),
-                _ => None,
+        changes::changed_backends(seen, wanted)
+    }
+
+    /// Send the plan's runtime commands and note the backends they created or deleted. On a
+    /// refusal or a lost socket, the files are brought in step with what HAProxy holds
+    /// (some commands may have applied) and the error is returned.
+    async fn apply_runtime(&mut self, plan: &Plan) -> Result<(), ReconcileError> {
+        let result = self.execute(&plan.runtime).await;
+        // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
+        // (those of a deletion that was refused are forgotten too: the next pass deletes
+        // it again, and options do not matter for that).
+        let created = plan.runtime.iter().filter_map(|cmd| match cmd {
+            Command::AddBackend { backend, .. } => plan
+                .target
+                .backends
+                .get(backend)
+                .map(|b| (backend, Some(&b.options))),
+            Command::DelBackend { backend } => Some((backend, None)),
+            _ => None,
+        });
+        self.files.changed_at_runtime(created);
+        if let Err(e) = result {
+            // Some commands may have applied: the files still say what HAProxy holds.
+            if let Ok(now) = self.actual().await {
+                let _ = self.files.mirror(&now).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reload HAProxy on `target` (`actual` before it, for the reason logged), unless it is
+    /// the reload HAProxy refused and its hold has not run out ([`ReconcileError::ReloadHeld`]:
+    /// the files stay the last good ones). A refusal starts or lengthens the hold.
+    async fn reload_unless_held(
+        &mut self,
+        actual: &ProxyState,
+        target: &ProxyState,
+        by_strategy: bool,
+    ) -> Result<(), ReconcileError> {
+        let key = hold::reload_key(target, &self.settings.render.template);
+        if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
+            // The files stay the last good ones: the target's would be refused again.
+            return Err(ReconcileError::ReloadHeld {
+                wait_ms: fields::ms(wait),
+                times,
             });
-            self.files.changed_at_runtime(created);
-            if let Err(e) = result {
-                // Some commands may have applied: the files still say what HAProxy holds.
-                if let Ok(now) = self.actual().await {
-                    let _ = self.files.mirror(&now).await;
-                }
-                return Err(e);
-            }
-            report.commands = plan.runtime.len();
         }
-        if reload {
-            let key = hold::reload_key(&plan.target, &self.settings.render.template);
-            if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
-                // The files stay the last good ones: the target's would be refused again.
-                return Err(ReconcileError::ReloadHeld {
-                    wait_ms: fields::ms(wait),
-                    times,
-                });
+        let reason = changes::reload_reason(actual, target, by_strategy);
+        info!(reason = %reason, backends = target.backends.len(), "reloading haproxy");
+        match self.reload(target, reason).await {
+            Ok(()) => {
+                self.hold.accepted();
+                Ok(())
             }
-            let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
-            info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
-            match self.reload(&plan.target, reason).await {
-                Ok(()) => self.hold.accepted(),
-                Err(e) => {
-                    if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
-                        self.hold.refused(key, Instant::now());
-                    }
-                    return Err(e);
+            Err(e) => {
+                if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
+                    self.hold.refused(key, Instant::now());
                 }
+                Err(e)
             }
-            report.reloads = 1;
         }
-        // Re-read: the files describe what HAProxy holds, not what we hoped it would. Only
-        // the backends a plan of server and map edits touched; everything after a reload or
-        // a backend created or retired.
-        drop(scoped);
-        let now = match touched {
-            Some(touched) => self.reread(actual, touched).await?,
-            None => self.full_actual().await?,
-        };
-        report.files_written = self.files.mirror(&now).await?;
-        if now != plan.target {
+    }
+
+    /// Re-read HAProxy after applying: the files describe what HAProxy holds, not what we
+    /// hoped it would. Only the backends a plan of server and map edits `touched` (on top of
+    /// `actual`, what it held before); everything after a reload or a backend created or
+    /// retired.
+    async fn read_applied(
+        &mut self,
+        actual: ProxyState,
+        touched: Option<known::Touched<'_>>,
+    ) -> Result<ProxyState, ReconcileError> {
+        match touched {
+            Some(touched) => self.reread(actual, touched).await,
+            None => self.full_actual().await,
+        }
+    }
+
+    /// Hand `now` (what HAProxy holds after applying) to the file writer; whether files were
+    /// written. A difference from the plan's `target` is checked by the next pass.
+    async fn mirror_applied(
+        &mut self,
+        now: &ProxyState,
+        target: &ProxyState,
+    ) -> Result<bool, ReconcileError> {
+        let written = self.files.mirror(now).await?;
+        if now != target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
         }
-
-        self.networks.detach(&plan.detach).await;
-        report.detached = plan.detach.len();
-        self.observe_pass(snap, &now, &changed, started);
-        self.remember(now);
-        info!(
-            summary = %plan.summary(),
-            commands = report.commands,
-            reloads = report.reloads,
-            attached = report.attached,
-            detached = report.detached,
-            took_us = fields::us(started.elapsed()),
-            "plan applied"
-        );
-        Ok(report)
+        Ok(written)
     }
 
     /// Wait for the files being written, if any. A failed write is reported here, and the
@@ -816,6 +881,19 @@ impl Reconciler {
 /// `major.minor.patch`, as logged and shown.
 fn version_text(v: Version) -> String {
     format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+/// The pass's one info line: the plan's summary and what [`Report`] counted.
+fn log_applied(plan: &Plan, report: &Report, started: Instant) {
+    info!(
+        summary = %plan.summary(),
+        commands = report.commands,
+        reloads = report.reloads,
+        attached = report.attached,
+        detached = report.detached,
+        took_us = fields::us(started.elapsed()),
+        "plan applied"
+    );
 }
 
 /// One info line per server and host entry the plan changes (the first [`CHANGES_LOGGED`];
