@@ -155,14 +155,8 @@ pub struct Reconciler {
     retirements: Retirements,
     /// The certificate problems of the last pass (status and metrics show them).
     cert_problems: Vec<model::LabelError>,
-    /// What HAProxy held after the last successful pass (see [`known`]).
-    known: Option<known::Known>,
-    /// When HAProxy was last read in full.
-    full_read_at: Option<Instant>,
-    /// The resync asked for a full read at the next pass.
-    full_read_due: bool,
-    /// The longest a pass plans from [`Reconciler::known`] before reading everything again.
-    full_read_every: Duration,
+    /// When HAProxy is read in full, and what the last pass left in it (see [`known`]).
+    reads: known::Reads,
 }
 
 /// How often HAProxy is read in full at least, unless [`Reconciler::set_full_read_every`]
@@ -214,10 +208,7 @@ impl Reconciler {
             hold: hold::ReloadHold::default(),
             retirements: Retirements::default(),
             cert_problems: Vec::new(),
-            known: None,
-            full_read_at: None,
-            full_read_due: false,
-            full_read_every: FULL_READ_EVERY,
+            reads: known::Reads::new(FULL_READ_EVERY),
             settings,
         }
     }
@@ -225,13 +216,13 @@ impl Reconciler {
     /// Read HAProxy in full at least this often (the resync); passes between plan from
     /// what the last pass left and re-read only what they touched.
     pub fn set_full_read_every(&mut self, every: Duration) {
-        self.full_read_every = every;
+        self.reads.set_every(every);
     }
 
     /// The next pass reads HAProxy in full and compares it with what was known (the resync
     /// timer calls this).
     pub fn read_everything_next(&mut self) {
-        self.full_read_due = true;
+        self.reads.read_everything_next();
     }
 
     /// Keep the HTTPS bind's certificates in step with the TLS labels (see [`tls`]).
@@ -322,7 +313,7 @@ impl Reconciler {
         let result = self.apply_pass(snap, started).await;
         if let Err(e) = &result {
             // What HAProxy holds after a failed pass is not known: the next one reads it all.
-            self.known = None;
+            self.reads.forget();
             let haproxy_down = matches!(e, ReconcileError::Client(c) if c.is_transient());
             self.observer.pass_failed(&e.to_string(), haproxy_down);
         }
@@ -623,13 +614,9 @@ impl Reconciler {
     /// used, else a full read, compared with what was known (a difference is a repair).
     async fn actual_for_plan(&mut self) -> Result<ProxyState, ReconcileError> {
         let pid = self.proxy.map(|p| p.pid);
-        match self.known.take() {
-            Some(k)
-                if !self.full_read_due && k.usable(pid, Instant::now(), self.full_read_every) =>
-            {
-                Ok(k.state)
-            }
-            stale => {
+        match self.reads.start(pid, Instant::now()) {
+            known::Start::Known(state) => Ok(state),
+            known::Start::FullRead { stale } => {
                 let fresh = self.full_actual().await?;
                 if let Some(k) = stale.filter(|k| Some(k.pid) == pid) {
                     if k.state != fresh {
@@ -661,8 +648,7 @@ impl Reconciler {
     async fn full_actual(&mut self) -> Result<ProxyState, ReconcileError> {
         let read_at = Instant::now();
         let state = self.actual().await?;
-        self.full_read_at = Some(read_at);
-        self.full_read_due = false;
+        self.reads.read_in_full(read_at);
         Ok(state)
     }
 
@@ -699,14 +685,7 @@ impl Reconciler {
 
     /// Keep `state` as what HAProxy holds after this pass (see [`known`]).
     fn remember(&mut self, state: ProxyState) {
-        self.known = match (self.proxy, self.full_read_at) {
-            (Some(p), Some(full_read_at)) => Some(known::Known {
-                pid: p.pid,
-                state,
-                full_read_at,
-            }),
-            _ => None,
-        };
+        self.reads.remember(self.proxy.map(|p| p.pid), state);
     }
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
