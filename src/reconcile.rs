@@ -7,7 +7,7 @@
 //! The parts, one job each: [`control`] (when passes run), `labels` (last good routes, problems
 //! logged once), `files` (the background file writer, and the backend options HAProxy
 //! loaded), `networks` (the HAProxy container's networks), `hold` (a reload HAProxy refused,
-//! held back), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
+//! held back), `retire` (backends retired at runtime, logged once), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
 //! (certificates read, checked, pushed and mirrored) and [`secrets`] (Docker secrets copied
 //! into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
 
@@ -17,6 +17,7 @@ mod hold;
 mod known;
 mod labels;
 mod networks;
+mod retire;
 pub mod secrets;
 pub mod tls;
 
@@ -34,7 +35,7 @@ use crate::haproxy::{
     AdminClient, BackendState, Capabilities, ClientError, Command, Feature, Master, MasterError,
     ProxyState,
 };
-use crate::model::{self, BackendName, BackendOptions, Desired, Mode, Snapshot};
+use crate::model::{self, BackendOptions, Desired, Mode, Snapshot};
 use crate::observe::changes::{self, ReloadReason};
 use crate::observe::{Convergence, Observer};
 use crate::plan::{self, Plan, PlanSettings, RuntimeBackends};
@@ -44,6 +45,7 @@ pub use control::{run, Passes, Timing};
 use files::FileWriter;
 use labels::LabelMemory;
 use networks::NetworkAttacher;
+use retire::Retirements;
 
 /// How changes reach HAProxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -151,21 +153,12 @@ pub struct Reconciler {
     tls: Option<tls::TlsCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
-    /// Backends being retired (3.4+) whose retirement was already logged: one waiting for a
-    /// connection is tried again on later passes without a line each time.
-    retiring: BTreeSet<BackendName>,
-    /// Retired backends whose wait for open connections was already logged.
-    waiting: BTreeSet<BackendName>,
+    /// Backends being retired at runtime (3.4+) whose retirement or wait was already logged.
+    retirements: Retirements,
     /// The certificate problems of the last pass (status and metrics show them).
     cert_problems: Vec<model::LabelError>,
-    /// What HAProxy held after the last successful pass (see [`known`]).
-    known: Option<known::Known>,
-    /// When HAProxy was last read in full.
-    full_read_at: Option<Instant>,
-    /// The resync asked for a full read at the next pass.
-    full_read_due: bool,
-    /// The longest a pass plans from [`Reconciler::known`] before reading everything again.
-    full_read_every: Duration,
+    /// When HAProxy is read in full, and what the last pass left in it (see [`known`]).
+    reads: known::Reads,
 }
 
 /// How often HAProxy is read in full at least, unless [`Reconciler::set_full_read_every`]
@@ -216,13 +209,9 @@ impl Reconciler {
             plan_cache: plan::PlanCache::default(),
             tls: None,
             hold: hold::ReloadHold::default(),
-            retiring: BTreeSet::new(),
-            waiting: BTreeSet::new(),
+            retirements: Retirements::default(),
             cert_problems: Vec::new(),
-            known: None,
-            full_read_at: None,
-            full_read_due: false,
-            full_read_every: FULL_READ_EVERY,
+            reads: known::Reads::new(FULL_READ_EVERY),
             settings,
         }
     }
@@ -230,13 +219,13 @@ impl Reconciler {
     /// Read HAProxy in full at least this often (the resync); passes between plan from
     /// what the last pass left and re-read only what they touched.
     pub fn set_full_read_every(&mut self, every: Duration) {
-        self.full_read_every = every;
+        self.reads.set_every(every);
     }
 
     /// The next pass reads HAProxy in full and compares it with what was known (the resync
     /// timer calls this).
     pub fn read_everything_next(&mut self) {
-        self.full_read_due = true;
+        self.reads.read_everything_next();
     }
 
     /// Keep the HTTPS bind's certificates in step with the TLS labels (see [`tls`]).
@@ -334,7 +323,7 @@ impl Reconciler {
         let result = self.apply_pass(snap, started).await;
         if let Err(e) = &result {
             // What HAProxy holds after a failed pass is not known: the next one reads it all.
-            self.known = None;
+            self.reads.forget();
             let haproxy_down = matches!(e, ReconcileError::Client(c) if c.is_transient());
             self.observer.pass_failed(&e.to_string(), haproxy_down);
         }
@@ -369,6 +358,9 @@ impl Reconciler {
         observer.pass_ok(state, started.elapsed());
     }
 
+    /// The outline of [`Reconciler::pass`]: read and plan, certificates, networks attached,
+    /// the plan logged, runtime commands, a reload if needed, HAProxy re-read, the files
+    /// mirrored, networks detached, the pass observed. Each step is one call, in that order.
     async fn apply_pass(
         &mut self,
         snap: &Snapshot,
@@ -377,6 +369,43 @@ impl Reconciler {
         let (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
         let mut report = Report::default();
         report.commands += self.apply_certs(&desired).await;
+        self.note_cert_problems(snap, &desired);
+        if plan.is_empty() {
+            return self.finish_unchanged(snap, actual, report, started).await;
+        }
+        self.networks.attach(&plan.attach).await;
+        report.attached = plan.attach.len();
+
+        let by_strategy = self.settings.strategy == Strategy::Reload;
+        let reload = plan.reload || by_strategy;
+        // A plan of server and map edits is logged, measured and re-read on the backends it
+        // touched, not by comparing every backend (at 3,000 services 11 % of a change's CPU
+        // went there). Retirements are never such plans.
+        let touched = known::touched(&plan.runtime).filter(|_| !reload);
+        let changed = self.log_plan(snap, &actual, &plan.target, touched.as_ref());
+        if self.settings.strategy == Strategy::Runtime {
+            self.apply_runtime(&plan).await?;
+            report.commands = plan.runtime.len();
+        }
+        if reload {
+            self.reload_unless_held(&actual, &plan.target, by_strategy)
+                .await?;
+            report.reloads = 1;
+        }
+        let now = self.read_applied(actual, touched).await?;
+        report.files_written = self.mirror_applied(&now, &plan.target).await?;
+
+        self.networks.detach(&plan.detach).await;
+        report.detached = plan.detach.len();
+        self.observe_pass(snap, &now, &changed, started);
+        self.remember(now);
+        log_applied(&plan, &report, started);
+        Ok(report)
+    }
+
+    /// The certificate problems of this pass (after [`Reconciler::apply_certs`]) to status
+    /// and metrics, when they changed.
+    fn note_cert_problems(&mut self, snap: &Snapshot, desired: &Desired) {
         let certs = self
             .tls
             .as_ref()
@@ -384,107 +413,132 @@ impl Reconciler {
             .unwrap_or_default();
         if certs != self.cert_problems {
             self.cert_problems = certs;
-            self.observer.problems(&desired, &self.cert_problems, snap);
+            self.observer.problems(desired, &self.cert_problems, snap);
         }
-        if plan.is_empty() {
-            // The files must still say what HAProxy holds (first pass after a restart, say).
-            report.files_written = self.files.mirror(&actual).await?;
-            self.observe_pass(snap, &actual, &BTreeSet::new(), started);
-            self.remember(actual);
-            return Ok(report);
-        }
-        self.networks.attach(&plan.attach).await;
-        report.attached = plan.attach.len();
+    }
 
-        let by_strategy = self.settings.strategy == Strategy::Reload;
-        let reload = plan.reload || by_strategy;
-        // A plan of server and map edits is logged and measured on the backends it touched,
-        // not by comparing every backend (at 3,000 services 11 % of a change's CPU went
-        // there). Retirements are never such plans.
-        let touched = known::touched(&plan.runtime).filter(|_| !reload);
-        let scoped = touched
-            .as_ref()
-            .map(|t| (actual.only(&t.backends), plan.target.only(&t.backends)));
+    /// The end of a pass with nothing to apply: the files must still say what HAProxy holds
+    /// (first pass after a restart, say).
+    async fn finish_unchanged(
+        &mut self,
+        snap: &Snapshot,
+        actual: ProxyState,
+        mut report: Report,
+        started: Instant,
+    ) -> Result<Report, ReconcileError> {
+        report.files_written = self.files.mirror(&actual).await?;
+        self.observe_pass(snap, &actual, &BTreeSet::new(), started);
+        self.remember(actual);
+        Ok(report)
+    }
+
+    /// Log the plan's changes from `actual` to `target` (only the backends in `touched`, when
+    /// it is a plan of server and map edits) and return the names of the backends it changes.
+    fn log_plan(
+        &mut self,
+        snap: &Snapshot,
+        actual: &ProxyState,
+        target: &ProxyState,
+        touched: Option<&known::Touched<'_>>,
+    ) -> BTreeSet<String> {
+        let scoped = touched.map(|t| (actual.only(&t.backends), target.only(&t.backends)));
         let (seen, wanted) = match &scoped {
             Some((a, t)) => (a, t),
-            None => (&actual, &plan.target),
+            None => (actual, target),
         };
-        self.retiring.retain(|b| actual.backends.contains_key(b));
-        log_changes(snap, seen, wanted, &mut self.retiring);
-        let changed = changes::changed_backends(seen, wanted);
-        if self.settings.strategy == Strategy::Runtime {
-            let result = self.execute(&plan.runtime).await;
-            // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
-            // (those of a deletion that was refused are forgotten too: the next pass deletes
-            // it again, and options do not matter for that).
-            let created = plan.runtime.iter().filter_map(|cmd| match cmd {
-                Command::AddBackend { backend, .. } => plan
-                    .target
-                    .backends
-                    .get(backend)
-                    .map(|b| (backend, Some(&b.options))),
-                Command::DelBackend { backend } => Some((backend, None)),
-                _ => None,
+        self.retirements.forget_done(actual);
+        log_changes(snap, seen, wanted, &mut self.retirements);
+        changes::changed_backends(seen, wanted)
+    }
+
+    /// Send the plan's runtime commands and note the backends they created or deleted. On a
+    /// refusal or a lost socket, the files are brought in step with what HAProxy holds
+    /// (some commands may have applied) and the error is returned.
+    async fn apply_runtime(&mut self, plan: &Plan) -> Result<(), ReconcileError> {
+        let result = self.execute(&plan.runtime).await;
+        // Backends created or deleted at runtime (3.4+): their options are HAProxy's now
+        // (those of a deletion that was refused are forgotten too: the next pass deletes
+        // it again, and options do not matter for that).
+        let created = plan.runtime.iter().filter_map(|cmd| match cmd {
+            Command::AddBackend { backend, .. } => plan
+                .target
+                .backends
+                .get(backend)
+                .map(|b| (backend, Some(&b.options))),
+            Command::DelBackend { backend } => Some((backend, None)),
+            _ => None,
+        });
+        self.files.changed_at_runtime(created);
+        if let Err(e) = result {
+            // Some commands may have applied: the files still say what HAProxy holds.
+            if let Ok(now) = self.actual().await {
+                let _ = self.files.mirror(&now).await;
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Reload HAProxy on `target` (`actual` before it, for the reason logged), unless it is
+    /// the reload HAProxy refused and its hold has not run out ([`ReconcileError::ReloadHeld`]:
+    /// the files stay the last good ones). A refusal starts or lengthens the hold.
+    async fn reload_unless_held(
+        &mut self,
+        actual: &ProxyState,
+        target: &ProxyState,
+        by_strategy: bool,
+    ) -> Result<(), ReconcileError> {
+        let key = hold::reload_key(target, &self.settings.render.template);
+        if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
+            // The files stay the last good ones: the target's would be refused again.
+            return Err(ReconcileError::ReloadHeld {
+                wait_ms: fields::ms(wait),
+                times,
             });
-            self.files.changed_at_runtime(created);
-            if let Err(e) = result {
-                // Some commands may have applied: the files still say what HAProxy holds.
-                if let Ok(now) = self.actual().await {
-                    let _ = self.files.mirror(&now).await;
-                }
-                return Err(e);
-            }
-            report.commands = plan.runtime.len();
         }
-        if reload {
-            let key = hold::reload_key(&plan.target, &self.settings.render.template);
-            if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
-                // The files stay the last good ones: the target's would be refused again.
-                return Err(ReconcileError::ReloadHeld {
-                    wait_ms: fields::ms(wait),
-                    times,
-                });
+        let reason = changes::reload_reason(actual, target, by_strategy);
+        info!(reason = %reason, backends = target.backends.len(), "reloading haproxy");
+        match self.reload(target, reason).await {
+            Ok(()) => {
+                self.hold.accepted();
+                Ok(())
             }
-            let reason = changes::reload_reason(&actual, &plan.target, by_strategy);
-            info!(reason = %reason, backends = plan.target.backends.len(), "reloading haproxy");
-            match self.reload(&plan.target, reason).await {
-                Ok(()) => self.hold.accepted(),
-                Err(e) => {
-                    if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
-                        self.hold.refused(key, Instant::now());
-                    }
-                    return Err(e);
+            Err(e) => {
+                if matches!(e, ReconcileError::Master(MasterError::ReloadFailed { .. })) {
+                    self.hold.refused(key, Instant::now());
                 }
+                Err(e)
             }
-            report.reloads = 1;
         }
-        // Re-read: the files describe what HAProxy holds, not what we hoped it would. Only
-        // the backends a plan of server and map edits touched; everything after a reload or
-        // a backend created or retired.
-        drop(scoped);
-        let now = match touched {
-            Some(touched) => self.reread(actual, touched).await?,
-            None => self.full_actual().await?,
-        };
-        report.files_written = self.files.mirror(&now).await?;
-        if now != plan.target {
+    }
+
+    /// Re-read HAProxy after applying: the files describe what HAProxy holds, not what we
+    /// hoped it would. Only the backends a plan of server and map edits `touched` (on top of
+    /// `actual`, what it held before); everything after a reload or a backend created or
+    /// retired.
+    async fn read_applied(
+        &mut self,
+        actual: ProxyState,
+        touched: Option<known::Touched<'_>>,
+    ) -> Result<ProxyState, ReconcileError> {
+        match touched {
+            Some(touched) => self.reread(actual, touched).await,
+            None => self.full_actual().await,
+        }
+    }
+
+    /// Hand `now` (what HAProxy holds after applying) to the file writer; whether files were
+    /// written. A difference from the plan's `target` is checked by the next pass.
+    async fn mirror_applied(
+        &mut self,
+        now: &ProxyState,
+        target: &ProxyState,
+    ) -> Result<bool, ReconcileError> {
+        let written = self.files.mirror(now).await?;
+        if now != target {
             debug!("haproxy differs from the plan target after applying (a reload renders drained servers as maint); next pass checks it");
         }
-
-        self.networks.detach(&plan.detach).await;
-        report.detached = plan.detach.len();
-        self.observe_pass(snap, &now, &changed, started);
-        self.remember(now);
-        info!(
-            summary = %plan.summary(),
-            commands = report.commands,
-            reloads = report.reloads,
-            attached = report.attached,
-            detached = report.detached,
-            took_us = fields::us(started.elapsed()),
-            "plan applied"
-        );
-        Ok(report)
+        Ok(written)
     }
 
     /// Wait for the files being written, if any. A failed write is reported here, and the
@@ -570,13 +624,9 @@ impl Reconciler {
     /// used, else a full read, compared with what was known (a difference is a repair).
     async fn actual_for_plan(&mut self) -> Result<ProxyState, ReconcileError> {
         let pid = self.proxy.map(|p| p.pid);
-        match self.known.take() {
-            Some(k)
-                if !self.full_read_due && k.usable(pid, Instant::now(), self.full_read_every) =>
-            {
-                Ok(k.state)
-            }
-            stale => {
+        match self.reads.start(pid, Instant::now()) {
+            known::Start::Known(state) => Ok(state),
+            known::Start::FullRead { stale } => {
                 let fresh = self.full_actual().await?;
                 if let Some(k) = stale.filter(|k| Some(k.pid) == pid) {
                     if k.state != fresh {
@@ -608,8 +658,7 @@ impl Reconciler {
     async fn full_actual(&mut self) -> Result<ProxyState, ReconcileError> {
         let read_at = Instant::now();
         let state = self.actual().await?;
-        self.full_read_at = Some(read_at);
-        self.full_read_due = false;
+        self.reads.read_in_full(read_at);
         Ok(state)
     }
 
@@ -646,14 +695,7 @@ impl Reconciler {
 
     /// Keep `state` as what HAProxy holds after this pass (see [`known`]).
     fn remember(&mut self, state: ProxyState) {
-        self.known = match (self.proxy, self.full_read_at) {
-            (Some(p), Some(full_read_at)) => Some(known::Known {
-                pid: p.pid,
-                state,
-                full_read_at,
-            }),
-            _ => None,
-        };
+        self.reads.remember(self.proxy.map(|p| p.pid), state);
     }
 
     /// `show info`: notice a restarted HAProxy (new pid) and learn its version.
@@ -736,31 +778,14 @@ impl Reconciler {
             self.observer.command(cmd.kind(), outcome);
         }
         // A retirement (3.4+: a removed service's backend, or an old generation) that HAProxy
-        // refuses waits for connections still on its servers (a websocket, a long download):
-        // nothing routes there any more, so the pass goes on and a later one retries.
-        let (waiting, refused): (Vec<_>, Vec<_>) = cmds
-            .iter()
-            .zip(replies)
-            .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e)))
-            .partition(|(cmd, _)| is_retirement(cmd));
-        let held: BTreeSet<BackendName> = waiting
-            .iter()
-            .filter_map(|(cmd, _)| retired_backend(cmd).cloned())
-            .collect();
-        self.waiting.retain(|b| held.contains(b));
-        for backend in &held {
-            let first = waiting
-                .iter()
-                .find(|(cmd, _)| retired_backend(cmd) == Some(backend))
-                .map(|(_, e)| e.to_string())
-                .unwrap_or_default();
-            if self.waiting.insert(backend.clone()) {
-                info!(service = %backend.service(), backend = %backend, first = %first, "retirement waits for connections still open; tried again at later passes");
-            } else {
-                debug!(backend = %backend, "retirement still waits for open connections");
-            }
-        }
-        let mut refused = refused.into_iter().map(|(_, e)| e);
+        // refuses waits for connections still on its servers: the pass goes on (see
+        // [`retire`]).
+        let refused = self.retirements.refusals(
+            cmds.iter()
+                .zip(replies)
+                .filter_map(|(cmd, reply)| reply.err().map(|e| (cmd, e))),
+        );
+        let mut refused = refused.into_iter();
         if let Some(first) = refused.next() {
             let failed = 1 + refused.count();
             return Err(ReconcileError::Refused {
@@ -842,25 +867,22 @@ impl Reconciler {
     }
 }
 
-/// The commands that end a retired backend's servers and the backend itself (see
-/// `plan::backend::retire`); the planner sends them for nothing else.
-fn is_retirement(cmd: &Command) -> bool {
-    retired_backend(cmd).is_some()
-}
-
-/// The backend a retirement command ends (see [`is_retirement`]).
-fn retired_backend(cmd: &Command) -> Option<&BackendName> {
-    match cmd {
-        Command::WaitServerRemovable { backend, .. }
-        | Command::DelServer { backend, .. }
-        | Command::DelBackend { backend } => Some(backend),
-        _ => None,
-    }
-}
-
 /// `major.minor.patch`, as logged and shown.
 fn version_text(v: Version) -> String {
     format!("{}.{}.{}", v.major, v.minor, v.patch)
+}
+
+/// The pass's one info line: the plan's summary and what [`Report`] counted.
+fn log_applied(plan: &Plan, report: &Report, started: Instant) {
+    info!(
+        summary = %plan.summary(),
+        commands = report.commands,
+        reloads = report.reloads,
+        attached = report.attached,
+        detached = report.detached,
+        took_us = fields::us(started.elapsed()),
+        "plan applied"
+    );
 }
 
 /// One info line per server and host entry the plan changes (the first [`CHANGES_LOGGED`];
@@ -869,7 +891,7 @@ fn log_changes(
     snap: &Snapshot,
     actual: &ProxyState,
     target: &ProxyState,
-    retiring: &mut BTreeSet<BackendName>,
+    retirements: &mut Retirements,
 ) {
     for b in target
         .backends
@@ -885,7 +907,7 @@ fn log_changes(
     {
         // Said once, when the retirement begins: one a connection holds is tried again on
         // later passes.
-        let again = !retiring.insert(b.clone());
+        let again = !retirements.begins(b);
         let replaced_by = target.serving(b.service()).map(|(n, _)| n);
         match (again, replaced_by) {
             (true, _) => debug!(service = %b.service(), backend = %b, "retirement tried again"),

@@ -32,6 +32,83 @@ impl Known {
     }
 }
 
+/// When a pass reads HAProxy in full, and what the passes know between two full reads.
+#[derive(Debug)]
+pub(super) struct Reads {
+    /// What HAProxy held after the last successful pass.
+    known: Option<Known>,
+    /// When HAProxy was last read in full.
+    full_read_at: Option<Instant>,
+    /// The resync asked for a full read at the next pass.
+    due: bool,
+    /// The longest a pass plans from `known` before reading everything again.
+    every: Duration,
+}
+
+/// Where a pass starts from ([`Reads::start`]).
+#[derive(Debug)]
+pub(super) enum Start {
+    /// What the last pass left, usable as it is.
+    Known(ProxyState),
+    /// A full read is needed; `stale` is what was known (if anything), to compare it with.
+    FullRead { stale: Option<Known> },
+}
+
+impl Reads {
+    /// Nothing known yet: the first pass reads in full; then at least every `every`.
+    pub fn new(every: Duration) -> Self {
+        Self {
+            known: None,
+            full_read_at: None,
+            due: false,
+            every,
+        }
+    }
+
+    /// Read in full at least this often.
+    pub fn set_every(&mut self, every: Duration) {
+        self.every = every;
+    }
+
+    /// The next pass reads in full (the resync).
+    pub fn read_everything_next(&mut self) {
+        self.due = true;
+    }
+
+    /// What HAProxy holds is not known any more (a pass failed): the next one reads it all.
+    pub fn forget(&mut self) {
+        self.known = None;
+    }
+
+    /// Where the pass at `now`, talking to worker `pid`, starts from. What was known is taken
+    /// either way: the pass remembers what it leaves ([`Reads::remember`]).
+    pub fn start(&mut self, pid: Option<u32>, now: Instant) -> Start {
+        match self.known.take() {
+            Some(k) if !self.due && k.usable(pid, now, self.every) => Start::Known(k.state),
+            stale => Start::FullRead { stale },
+        }
+    }
+
+    /// HAProxy was read in full, the read started at `at`.
+    pub fn read_in_full(&mut self, at: Instant) {
+        self.full_read_at = Some(at);
+        self.due = false;
+    }
+
+    /// Keep `state` as what worker `pid` holds after this pass; nothing is kept without a
+    /// worker or a full read to date it from.
+    pub fn remember(&mut self, pid: Option<u32>, state: ProxyState) {
+        self.known = match (pid, self.full_read_at) {
+            (Some(pid), Some(full_read_at)) => Some(Known {
+                pid,
+                state,
+                full_read_at,
+            }),
+            _ => None,
+        };
+    }
+}
+
 /// What a runtime batch touched, when the state can be brought up to date by re-reading
 /// those backends and replaying the map edits: servers moved, put in a state, added or
 /// checked, and map entries. `None` for anything else (backends created, published or
@@ -153,5 +230,38 @@ mod tests {
         assert!(!k.usable(Some(7), t0 + every, every), "resync due");
         assert!(!k.usable(Some(8), t0, every), "another worker");
         assert!(!k.usable(None, t0, every), "haproxy not seen");
+    }
+
+    #[test]
+    fn a_pass_starts_from_what_the_last_left_until_a_full_read_is_due() {
+        let t0 = Instant::now();
+        let mut reads = Reads::new(Duration::from_secs(30));
+        // Nothing known, and nothing kept without a full read to date it.
+        reads.remember(Some(7), ProxyState::default());
+        assert!(matches!(
+            reads.start(Some(7), t0),
+            Start::FullRead { stale: None }
+        ));
+        reads.read_in_full(t0);
+        reads.remember(Some(7), ProxyState::default());
+        assert!(matches!(reads.start(Some(7), t0), Start::Known(_)));
+        // Taken by the pass: the next starts from what that one remembers.
+        assert!(matches!(
+            reads.start(Some(7), t0),
+            Start::FullRead { stale: None }
+        ));
+        reads.remember(Some(7), ProxyState::default());
+        reads.read_everything_next();
+        assert!(matches!(
+            reads.start(Some(7), t0),
+            Start::FullRead { stale: Some(_) }
+        ));
+        reads.read_in_full(t0);
+        reads.remember(Some(7), ProxyState::default());
+        reads.forget();
+        assert!(matches!(
+            reads.start(Some(7), t0),
+            Start::FullRead { stale: None }
+        ));
     }
 }
