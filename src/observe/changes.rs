@@ -2,7 +2,7 @@
 //! and host entry that moves (service, task, slot, address, old -> new state). Pure: the
 //! reconciler logs what these return.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
@@ -135,10 +135,15 @@ pub fn server_changes(
     target: &ProxyState,
     snap: &Snapshot,
 ) -> Vec<ServerChange> {
-    let tasks = TaskIndex::new(snap);
     let mut out = Vec::new();
+    // The address whose task names each change, looked up once the changes are known.
+    let mut addresses: Vec<Option<IpAddr>> = Vec::new();
     for (name, t) in &target.backends {
         let before = actual.backends.get(name);
+        // The same shared value: nothing changed in it (see `ProxyState::backends`).
+        if before.is_some_and(|b| std::sync::Arc::ptr_eq(b, t)) {
+            continue;
+        }
         for server in &t.servers {
             let old = before.and_then(|b| b.servers.iter().find(|s| s.name == server.name));
             let changed = match old {
@@ -150,19 +155,31 @@ pub fn server_changes(
             }
             // The task is the one at the address the slot holds now, else the one it held.
             let at = |s: &Server| (!s.is_free()).then_some(s.addr.ip());
-            let task = at(server)
-                .or_else(|| old.and_then(at))
-                .and_then(|ip| tasks.name(name.service(), ip));
+            addresses.push(at(server).or_else(|| old.and_then(at)));
             out.push(ServerChange {
                 service: name.service().to_owned(),
                 backend: name.as_str().to_owned(),
                 slot: server.name.as_str().to_owned(),
-                task,
+                task: None,
                 old_addr: old.map(|o| o.addr),
                 new_addr: server.addr,
                 old_state: old.map(|o| o.admin),
                 new_state: server.admin,
             });
+        }
+    }
+    if !out.is_empty() {
+        // Only the changed services' tasks are indexed (naming every task of every service
+        // took 7 % of a pass at 10,000 services).
+        let services: HashSet<&str> = out.iter().map(|c| c.service.as_str()).collect();
+        let tasks = TaskIndex::of(snap, Some(&services));
+        let names: Vec<Option<String>> = out
+            .iter()
+            .zip(&addresses)
+            .map(|(c, ip)| ip.and_then(|ip| tasks.name(&c.service, ip)))
+            .collect();
+        for (c, name) in out.iter_mut().zip(names) {
+            c.task = name;
         }
     }
     out
@@ -172,6 +189,9 @@ pub fn server_changes(
 /// several services share is one change showing each service's share (`split v1 80% v2 20%`),
 /// not one per bucket.
 pub fn host_changes(actual: &ProxyState, target: &ProxyState) -> Vec<HostChange> {
+    if actual.hosts == target.hosts {
+        return Vec::new();
+    }
     let mut hosts: Vec<_> = actual
         .hosts
         .keys()
@@ -249,9 +269,15 @@ pub(crate) struct TaskIndex<'a> {
 
 impl<'a> TaskIndex<'a> {
     pub(crate) fn new(snap: &'a Snapshot) -> Self {
+        Self::of(snap, None)
+    }
+
+    /// [`TaskIndex::new`] for the tasks of the services named `services` only (`None`: all).
+    pub(crate) fn of(snap: &'a Snapshot, services: Option<&HashSet<&str>>) -> Self {
         let names: HashMap<&str, &str> = snap
             .services
             .iter()
+            .filter(|s| services.map_or(true, |only| only.contains(s.name.as_str())))
             .map(|s| (s.id.as_str(), s.name.as_str()))
             .collect();
         let mut by_ip: HashMap<(&str, IpAddr), (String, bool)> = HashMap::new();

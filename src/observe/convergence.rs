@@ -95,10 +95,8 @@ impl Convergence {
                 .map(|b| BackendName::service_of(b.as_str()))
                 .collect()
         });
-        let mut listed: HashSet<&str> = HashSet::with_capacity(snap.tasks.len());
         let mut candidates = Vec::new();
         for t in &snap.tasks {
-            listed.insert(t.id.as_str());
             let Some(service) = names.get(t.service_id.as_str()) else {
                 continue;
             };
@@ -175,11 +173,25 @@ impl Convergence {
                 self.done[i].insert(t.id.clone());
             }
         }
+        // The watcher lists tasks sorted by id (`swarm::convert::sort_tasks`): a binary search,
+        // else (a snapshot made by hand) a set.
+        let sorted = snap.tasks.windows(2).all(|w| w[0].id <= w[1].id);
+        let ids: HashSet<&str> = match sorted {
+            true => HashSet::new(),
+            false => snap.tasks.iter().map(|t| t.id.as_str()).collect(),
+        };
+        let listed = |id: &str| match sorted {
+            true => snap
+                .tasks
+                .binary_search_by(|t| t.id.as_str().cmp(id))
+                .is_ok(),
+            false => ids.contains(id),
+        };
         for held in &mut self.held {
-            held.retain(|id, _| listed.contains(id.as_str()));
+            held.retain(|id, _| listed(id));
         }
         for done in &mut self.done {
-            done.retain(|id| listed.contains(id.as_str()));
+            done.retain(|id| listed(id));
         }
         samples
     }
