@@ -411,7 +411,7 @@ impl MapValue {
         let bad = || NameError::BadMapValue {
             value: raw.chars().take(64).collect(),
         };
-        if super::access::is_access_value(raw) {
+        if super::access::is_access_value(raw) || super::shaping::is_shaping_value(raw) {
             return Ok(Self(raw.to_owned()));
         }
         if let Some(route) = raw.strip_prefix('~') {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{
     backend_ca, backend_ca_path, is_comment, RenderSettings, ADMIN_SOCKET, BACKEND_CA_DEFAULTS,
     BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS,
-    PROXY_PROTOCOL_SOURCES, TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
+    PROXY_PROTOCOL_SOURCES, SHAPING, TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
 };
 use crate::haproxy::codec::{push_server_keywords, SSL_VERIFY_REQUIRED};
 use crate::haproxy::command::{CertPath, DefaultsName, ServerKeywords};
@@ -128,6 +128,11 @@ fn render(
             // The placeholder's line once per profile line (its indentation kept).
             for profile_line in https.tls_profile.global_lines() {
                 out.push_str(&line.replace(TLS_PROFILE, &profile_line));
+                out.push('\n');
+            }
+        } else if line.contains(SHAPING) {
+            for rule in crate::haproxy::shaping::frontend_rules(settings.hosts_map.as_str()) {
+                out.push_str(&line.replace(SHAPING, &rule));
                 out.push('\n');
             }
         } else if let Some(https) = &settings.https {
