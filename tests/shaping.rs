@@ -57,6 +57,14 @@ async fn echo(at: SocketAddr) -> Echo {
                     }
                 }
                 let head = String::from_utf8_lossy(&raw).into_owned();
+                if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                    // A websocket that never speaks: held open until the peer closes it.
+                    let accept = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                    if stream.write_all(accept.as_bytes()).await.is_ok() {
+                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    return;
+                }
                 let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
                 if let Some(ms) = target
                     .strip_prefix("/slow/")
@@ -317,4 +325,97 @@ async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_
     let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
     assert!(map.contains("$web =shaped\n"), "{map}");
     assert!(map.contains("$r:x-frame-options:web =h:DENY\n"), "{map}");
+}
+
+const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
+const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+
+/// Opens a websocket to `a.example` through HAProxy and waits, idle, until HAProxy closes it:
+/// how long that took after the upgrade (`None`: still open after `wait`).
+async fn idle_websocket(port: u16, wait: Duration) -> Option<Duration> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request = "GET /ws HTTP/1.1\r\nhost: a.example\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(EXCHANGE, stream.read(&mut buf))
+            .await
+            .expect("upgrade answered within the deadline")
+            .expect("read");
+        assert!(n > 0, "closed before the upgrade");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        raw.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(_) => Some(start.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_task_is_cut_at_timeout_server_with_504_and_an_idle_websocket_at_timeout_tunnel_with_no_reload(
+) {
+    let task = echo(SocketAddr::new(loopback(9), support::free_port())).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot(task.addr, labels);
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "1s"), (TIMEOUT_TUNNEL, "1s")]))
+        .await
+        .expect("pass");
+    let after_create = reloads(&master).await;
+
+    // A task 2.5 s slow: cut after 1 s with 504.
+    let start = std::time::Instant::now();
+    let got = get(http, "/slow/2500", "").await;
+    let took = start.elapsed();
+    assert_eq!(got.status, 504, "{got:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2400),
+        "cut after {took:?}"
+    );
+    // An idle websocket: closed after 1 s, not the template's hour.
+    let closed = idle_websocket(http, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(3)),
+        "closed after {closed:?}"
+    );
+
+    // Edits: the slow task is waited for; the websocket stays open past 2 s.
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "5s"), (TIMEOUT_TUNNEL, "5m")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/2500", "").await.status, 200);
+    assert_eq!(idle_websocket(http, Duration::from_secs(2)).await, None);
+
+    // A bad value keeps the last good one (5 s: the slow task still answers).
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "2h")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/2500", "").await.status, 200);
+    // Removed: the template's 60 s.
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "1s")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/1500", "").await.status, 504);
+    driver.pass(&apply(&[])).await.expect("pass");
+    assert_eq!(get(http, "/slow/1500", "").await.status, 200);
+    assert_eq!(
+        reloads(&master).await,
+        after_create,
+        "no timeout edit reloads"
+    );
 }

@@ -26,6 +26,12 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         "http-request set-var(txn.https) str(1) if { var(txn.shaped) -m found } { req.hdr(x-forwarded-proto,-1),lower -m str https }".to_owned(),
         lookup("hsts", "$h:", "https"),
     ];
+    // Timeouts: the values here, the `set-timeout` rules in the backends ([`backend_rules`]).
+    for (var, key) in [("t_server", "$ts:"), ("t_tunnel", "$tt:")] {
+        out.push(format!(
+            "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}),field(2,:) if {{ var(txn.shaped) -m found }}"
+        ));
+    }
     let value = |var: &str| format!("%[var(txn.{var}),bytes(3),url_dec]");
     for (i, name) in REQUEST_HEADERS.iter().enumerate() {
         let var = format!("q{i}");
@@ -54,6 +60,25 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         value("hsts")
     ));
     out
+}
+
+/// The rules of every HTTP backend (written into the backend section, or the named defaults
+/// it is created from on 3.4): `set-timeout` needs a section with the backend capability
+/// (2.6.12: "proxy 'http' has no backend capability" in a frontend) and is not allowed in an
+/// anonymous `defaults` section. The values, in milliseconds, were looked up by
+/// [`frontend_rules`].
+pub const BACKEND_RULES: [&str; 2] = [
+    "http-request set-timeout server var(txn.t_server) if { var(txn.t_server) -m found }",
+    "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }",
+];
+
+/// [`BACKEND_RULES`], each on its own indented line.
+pub fn push_backend_rules(out: &mut String) {
+    for rule in BACKEND_RULES {
+        out.push_str("    ");
+        out.push_str(rule);
+        out.push('\n');
+    }
 }
 
 #[cfg(test)]

@@ -115,6 +115,9 @@ pub enum Reason {
     #[error("labels {first} and {second} name the same header (header names ignore case)")]
     HeaderTwice { first: String, second: String },
 
+    #[error("not a timeout: a whole number with ms, s (default), m or h, from 1ms to {max}")]
+    NotATimeout { max: &'static str },
+
     // Paths.
     #[error("path {path:?} does not start with '/'")]
     PathNotAbsolute { path: String },

@@ -12,12 +12,20 @@
 //! "7.3.1. Converters": `%XX` decoded, `+` left alone without a `?` before it, and the
 //! encoding writes neither).
 //!
+//! `com.docker.lb.timeout_server` / `timeout_tunnel` ride on the same entries: HAProxy's
+//! `http-request set-timeout { server | tunnel } <expr>` (2.4+; configuration.txt, "4.4
+//! Actions", `set-timeout`; `client` came later, and `connect` never) sets the stream's
+//! timeout at runtime, in milliseconds, but only in a section with the backend capability, so
+//! its two rules are written into every HTTP backend (or the named defaults they come from);
+//! the values are looked up in the frontend.
+//!
 //! Entries of one service `web` (keys never clash with a host: a host cannot hold `$`):
 //! - `$web` = `=shaped`: the service has a rule, so the per-header lookups run (one lookup a
 //!   request for every other service);
 //! - `$h:web` = `=h:<encoded>`: the `Strict-Transport-Security` value, sent on HTTPS only;
 //! - `$r:<name>:web` / `$q:<name>:web` = `=h:<encoded>`: set response / request header
-//!   `<name>`; `=h:` with nothing after removes it.
+//!   `<name>`; `=h:` with nothing after removes it;
+//! - `$ts:web` / `$tt:web` = `=t:<milliseconds>`: the server / tunnel timeout.
 
 use std::collections::BTreeMap;
 
@@ -105,17 +113,33 @@ pub struct Shaping {
     /// Header rules: (direction, lower-case name from [`Direction::offered`]) -> the value to
     /// set (`Some`, trimmed, printable ASCII, spaces and tabs allowed) or `None` to remove it.
     pub headers: BTreeMap<(Direction, &'static str), Option<String>>,
+    /// `timeout_server`: how long HAProxy waits for the task's response (and between two
+    /// reads of it), in milliseconds, 1..=[`TIMEOUT_SERVER_MAX_MS`].
+    pub timeout_server: Option<u64>,
+    /// `timeout_tunnel`: how long an upgraded connection (websocket) may stay idle, in
+    /// milliseconds, 1..=[`TIMEOUT_TUNNEL_MAX_MS`].
+    pub timeout_tunnel: Option<u64>,
 }
+
+/// Largest `timeout_server`: one hour (a response slower than that is a job, not a request).
+pub const TIMEOUT_SERVER_MAX_MS: u64 = 3_600_000;
+/// Largest `timeout_tunnel`: one day (the template's default is one hour).
+pub const TIMEOUT_TUNNEL_MAX_MS: u64 = 86_400_000;
 
 impl Shaping {
     /// Whether nothing is shaped.
     pub fn is_empty(&self) -> bool {
-        self.hsts.is_none() && self.headers.is_empty()
+        self.hsts.is_none()
+            && self.headers.is_empty()
+            && self.timeout_server.is_none()
+            && self.timeout_tunnel.is_none()
     }
 }
 
 /// The value prefix of a header entry.
 const HEADER_VALUE: &str = "=h:";
+/// The value prefix of a timeout entry.
+const TIMEOUT_VALUE: &str = "=t:";
 /// The value of a service's `$<service>` entry.
 const SHAPED: &str = "=shaped";
 
@@ -137,6 +161,9 @@ pub fn encode(value: &str) -> String {
 pub fn is_shaping_value(value: &str) -> bool {
     if value == SHAPED {
         return true;
+    }
+    if let Some(ms) = value.strip_prefix(TIMEOUT_VALUE) {
+        return !ms.is_empty() && ms.len() <= 9 && ms.bytes().all(|b| b.is_ascii_digit());
     }
     let Some(rest) = value.strip_prefix(HEADER_VALUE) else {
         return false;
@@ -165,6 +192,17 @@ pub fn map_entries<'a>(
         );
         if let Some(hsts) = &shaping.hsts {
             out.insert(MapKey::access(&format!("$h:{service}")), value(Some(hsts)));
+        }
+        for (key, ms) in [
+            ("ts", shaping.timeout_server),
+            ("tt", shaping.timeout_tunnel),
+        ] {
+            if let Some(ms) = ms {
+                out.insert(
+                    MapKey::access(&format!("${key}:{service}")),
+                    MapValue::access(&format!("{TIMEOUT_VALUE}{ms}")),
+                );
+            }
         }
         for ((direction, name), v) in &shaping.headers {
             out.insert(

@@ -211,6 +211,8 @@ fn render_section(
     ca_file: &CertPath,
 ) {
     out.push('\n');
+    // The timeout rules (`crate::haproxy::shaping`), here unless the named defaults carry them.
+    let mut shaping_rules = !backend.options.passthrough;
     if backend.options.passthrough && !named_defaults {
         // The template's TCP defaults (see `haproxy/base.cfg`).
         let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
@@ -222,6 +224,7 @@ fn render_section(
         });
         match from {
             Some(from) => {
+                shaping_rules = false;
                 let _ = writeln!(out, "backend {name} from {}", from.as_str());
             }
             None => {
@@ -232,6 +235,9 @@ fn render_section(
         let _ = writeln!(out, "backend {name}");
     }
     render_backend(out, name, backend, ca_file);
+    if shaping_rules {
+        crate::haproxy::shaping::push_backend_rules(out);
+    }
 }
 
 /// The named defaults sections for `state` (see [`config_for`]): the balance-only ones for
@@ -320,6 +326,9 @@ fn render_named_defaults(
             out.push('\n');
         }
         render_balance(out, defaults.section());
+        if !defaults.section().passthrough {
+            crate::haproxy::shaping::push_backend_rules(out);
+        }
     };
     for defaults in &plain {
         section(out, defaults);

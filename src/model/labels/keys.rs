@@ -65,6 +65,10 @@ pub const HSTS: &str = "com.docker.lb.hsts";
 pub const RESPONSE_HEADER: &str = "com.docker.lb.response_header.<Name>";
 /// The same for a request header, on the way to the task.
 pub const REQUEST_HEADER: &str = "com.docker.lb.request_header.<Name>";
+/// How long HAProxy waits for the task's response: `90s`, `5m`, `500ms` (up to 1 h).
+pub const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
+/// How long an upgraded connection (websocket) may stay idle (up to 24 h).
+pub const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
 /// What stands for the header name in [`RESPONSE_HEADER`] and [`REQUEST_HEADER`]'s rows.
 pub const NAME_PART: &str = "<Name>";
 
@@ -147,6 +151,8 @@ pub const LABELS: &[Label] = &[
     label(HSTS, Family::Shaping, AnyMode),
     label(RESPONSE_HEADER, Family::Shaping, AnyMode),
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
+    label(TIMEOUT_SERVER, Family::Shaping, AnyMode),
+    label(TIMEOUT_TUNNEL, Family::Shaping, AnyMode),
 ];
 
 /// The row of `key`, if swarm-lb reads it (keys are case-sensitive). A row whose key ends

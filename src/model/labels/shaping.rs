@@ -5,9 +5,14 @@
 
 use std::collections::BTreeMap;
 
-use super::keys::{HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER};
+use super::keys::{
+    HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER, TIMEOUT_SERVER, TIMEOUT_TUNNEL,
+};
 use super::LabelError;
-use crate::model::shaping::{Direction, Shaping, HEADER_VALUE_MAX, HSTS_MAX_AGE_MAX};
+use crate::model::shaping::{
+    Direction, Shaping, HEADER_VALUE_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_SERVER_MAX_MS,
+    TIMEOUT_TUNNEL_MAX_MS,
+};
 use crate::model::Reason;
 
 /// `hsts`: `max-age=<seconds>` then optionally `includeSubDomains` and `preload`, separated
@@ -46,6 +51,34 @@ fn parse_hsts(service: &str, value: &str) -> Result<String, LabelError> {
         out.push_str("; preload");
     }
     Ok(out)
+}
+
+/// A timeout label: `<n>` followed by `ms`, `s` (also no unit), `m` or `h`, n a whole
+/// number, the result in milliseconds from 1 to `max_ms` (`max` is how an error says it).
+fn parse_timeout(
+    service: &str,
+    label: &str,
+    value: &str,
+    max_ms: u64,
+    max: &'static str,
+) -> Result<u64, LabelError> {
+    let refused = || LabelError::invalid(service, label, value, Reason::NotATimeout { max });
+    let text = value.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = text.split_at(digits);
+    let scale = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(refused()),
+    };
+    let ok = !n.is_empty() && n.len() <= 10;
+    ok.then(|| n.parse::<u64>().ok())
+        .flatten()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|ms| (1..=max_ms).contains(ms))
+        .ok_or_else(refused)
 }
 
 /// A header value: trimmed of spaces and tabs, printable ASCII with spaces and tabs, at most
@@ -105,8 +138,14 @@ pub(super) fn check_passthrough(
     if !passthrough || shaping.is_empty() {
         return true;
     }
-    let prefixes =
-        [HSTS, RESPONSE_HEADER, REQUEST_HEADER].map(|k| k.strip_suffix(NAME_PART).unwrap_or(k));
+    let prefixes = [
+        HSTS,
+        RESPONSE_HEADER,
+        REQUEST_HEADER,
+        TIMEOUT_SERVER,
+        TIMEOUT_TUNNEL,
+    ]
+    .map(|k| k.strip_suffix(NAME_PART).unwrap_or(k));
     for (label, value) in labels {
         if prefixes.iter().any(|p| label.starts_with(p)) {
             errors.push(LabelError::invalid(
@@ -132,6 +171,27 @@ pub(super) fn parse_shaping(
         match parse_hsts(service, value) {
             Ok(v) => shaping.hsts = Some(v),
             Err(e) => errors.push(e),
+        }
+    }
+    for (label, max_ms, max, field) in [
+        (
+            TIMEOUT_SERVER,
+            TIMEOUT_SERVER_MAX_MS,
+            "1h",
+            &mut shaping.timeout_server,
+        ),
+        (
+            TIMEOUT_TUNNEL,
+            TIMEOUT_TUNNEL_MAX_MS,
+            "24h",
+            &mut shaping.timeout_tunnel,
+        ),
+    ] {
+        if let Some(value) = labels.get(label) {
+            match parse_timeout(service, label, value, max_ms, max) {
+                Ok(ms) => *field = Some(ms),
+                Err(e) => errors.push(e),
+            }
         }
     }
     let families = [
@@ -278,6 +338,64 @@ mod tests {
             "{}",
             errors[0]
         );
+    }
+
+    #[test]
+    fn timeouts_are_read_in_ms_s_m_or_h_and_bounded() {
+        for (label, value, ms) in [
+            (TIMEOUT_SERVER, "90s", 90_000),
+            (TIMEOUT_SERVER, "90", 90_000),
+            (TIMEOUT_SERVER, "5m", 300_000),
+            (TIMEOUT_SERVER, "250ms", 250),
+            (TIMEOUT_SERVER, "1h", 3_600_000),
+            (TIMEOUT_TUNNEL, "24h", 86_400_000),
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_shaping("web", &labels(&[(label, value)]), &mut errors).unwrap();
+            let got = match label {
+                TIMEOUT_SERVER => got.timeout_server,
+                _ => got.timeout_tunnel,
+            };
+            assert_eq!(got, Some(ms), "{label}={value}");
+        }
+        for (label, value) in [
+            (TIMEOUT_SERVER, "61m"),
+            (TIMEOUT_SERVER, "0s"),
+            (TIMEOUT_SERVER, "-5s"),
+            (TIMEOUT_SERVER, "1.5s"),
+            (TIMEOUT_SERVER, "5 minutes"),
+            (TIMEOUT_TUNNEL, "25h"),
+            (TIMEOUT_TUNNEL, "99999999999999h"),
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                parse_shaping("web", &labels(&[(label, value)]), &mut errors),
+                None
+            );
+            let text = errors[0].to_string();
+            assert!(
+                text.starts_with(&format!("service web: label {label}="))
+                    && text.contains("not a timeout"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn shaping_on_a_passthrough_service_is_refused_naming_each_label() {
+        let all = labels(&[
+            (XFO, "DENY"),
+            (TIMEOUT_SERVER, "5s"),
+            ("com.docker.lb.port", "80"),
+        ]);
+        let mut errors = Vec::new();
+        let shaping = parse_shaping("pt", &all, &mut errors).unwrap();
+        assert!(check_passthrough("pt", false, &shaping, &all, &mut errors));
+        assert!(!check_passthrough("pt", true, &shaping, &all, &mut errors));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0]
+            .to_string()
+            .contains("not applied with ssl_passthrough"));
     }
 
     #[test]
