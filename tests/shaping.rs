@@ -419,3 +419,142 @@ async fn a_slow_task_is_cut_at_timeout_server_with_504_and_an_idle_websocket_at_
         "no timeout edit reloads"
     );
 }
+
+/// A service of [`snapshot_of`]: its name, its one task's address and its labels.
+type Labelled<'a> = (&'a str, SocketAddr, &'a [(&'a str, &'a str)]);
+
+/// Services, each with its one task on network `front`.
+fn snapshot_of(services: &[Labelled]) -> Snapshot {
+    let mut all = Vec::new();
+    let mut tasks = Vec::new();
+    for (name, task, labels) in services {
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        map.insert("com.docker.lb.port".into(), task.port().to_string());
+        for (k, v) in *labels {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        all.push(Service {
+            id: format!("id-{name}"),
+            name: (*name).to_owned(),
+            labels: map,
+            networks: vec![NET.to_owned()],
+            vips: vec![],
+        });
+        tasks.push(Task {
+            id: format!("task-{name}-1"),
+            service_id: format!("id-{name}"),
+            slot: Some(1),
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![TaskAddress {
+                network: NET.to_owned(),
+                addr: task.ip(),
+            }],
+        });
+    }
+    let mut snapshot = snapshot(SocketAddr::new(loopback(1), 1), &[]);
+    snapshot.services = model::shared(all);
+    snapshot.tasks = model::shared(tasks);
+    snapshot
+}
+
+/// Status and body of one request with `Host: <host>` (as written: case, port, dot).
+async fn get_host(port: u16, host: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(EXCHANGE, exchange)
+        .await
+        .expect("answer within the deadline")
+        .expect("exchange with HAProxy");
+    let reply = parse_reply(&String::from_utf8_lossy(&raw));
+    (reply.status, reply.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_host_beats_a_wildcard_whatever_the_order_case_port_or_trailing_dot_and_the_apex_never_matches(
+) {
+    let port = support::free_port();
+    let _wild = support::Backend::start_at("wild", SocketAddr::new(loopback(11), port)).await;
+    let _exact = support::Backend::start_at("exact", SocketAddr::new(loopback(12), port)).await;
+    let _deep = support::Backend::start_at("deep", SocketAddr::new(loopback(13), port)).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let wild: &[(&str, &str)] = &[("com.docker.lb.hosts", "*.WC.example")];
+    let exact: &[(&str, &str)] = &[("com.docker.lb.hosts", "a.wc.example")];
+    let deep: &[(&str, &str)] = &[("com.docker.lb.hosts", "*.b.wc.example")];
+    let expected = [
+        ("a.wc.example", 200, "exact"),
+        ("A.WC.Example", 200, "exact"),
+        ("a.wc.example:8080", 200, "exact"),
+        ("a.wc.example.", 200, "exact"),
+        ("b.wc.example", 200, "wild"),
+        ("Zz-9.WC.EXAMPLE.:80", 200, "wild"),
+        ("x.b.wc.example", 200, "deep"),
+        // The apex, and two labels more than the wildcard's parent with no wildcard of its own.
+        ("wc.example", 503, ""),
+        ("x.y.a.wc.example", 503, ""),
+    ];
+    // The wildcard first, then the exact host; then the other way round (names sort the
+    // other way too: the order of creation and of names never decides).
+    for order in [
+        [("a-wild", wild), ("z-exact", exact)],
+        [("z-wild", wild), ("a-exact", exact)],
+    ] {
+        let (first, second) = (order[0], order[1]);
+        driver
+            .pass(&snapshot_of(&[(
+                first.0,
+                SocketAddr::new(loopback(11), port),
+                first.1,
+            )]))
+            .await
+            .expect("pass");
+        driver
+            .pass(&snapshot_of(&[
+                (first.0, SocketAddr::new(loopback(11), port), first.1),
+                (second.0, SocketAddr::new(loopback(12), port), second.1),
+                ("deep", SocketAddr::new(loopback(13), port), deep),
+            ]))
+            .await
+            .expect("pass");
+        for (host, status, body) in expected {
+            let (got, text) = get_host(http, host).await;
+            assert_eq!(got, status, "{host} ({order:?})");
+            if status == 200 {
+                assert_eq!(text, body, "{host} ({order:?})");
+            }
+        }
+        driver.pass(&snapshot_of(&[])).await.expect("pass");
+    }
+    // A wildcard host is a map key like any other: adding one to a routed service is an edit.
+    driver
+        .pass(&snapshot_of(&[(
+            "edit",
+            SocketAddr::new(loopback(12), port),
+            exact,
+        )]))
+        .await
+        .expect("pass");
+    let before = reloads(&master).await;
+    driver
+        .pass(&snapshot_of(&[(
+            "edit",
+            SocketAddr::new(loopback(12), port),
+            &[("com.docker.lb.hosts", "a.wc.example, *.wc.example")],
+        )]))
+        .await
+        .expect("pass");
+    assert_eq!(
+        get_host(http, "q.wc.example").await,
+        (200, "exact".to_owned())
+    );
+    assert_eq!(reloads(&master).await, before, "a host edit never reloads");
+}
