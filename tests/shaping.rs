@@ -557,4 +557,26 @@ async fn an_exact_host_beats_a_wildcard_whatever_the_order_case_port_or_trailing
         (200, "exact".to_owned())
     );
     assert_eq!(reloads(&master).await, before, "a host edit never reloads");
+
+    // ssl_only on a wildcard redirects the hosts it routes, never an exact host of another
+    // service.
+    driver
+        .pass(&snapshot_of(&[
+            ("edit", SocketAddr::new(loopback(12), port), exact),
+            (
+                "wild",
+                SocketAddr::new(loopback(11), port),
+                &[
+                    ("com.docker.lb.hosts", "*.wc.example"),
+                    ("com.docker.lb.ssl_only", "true"),
+                ],
+            ),
+        ]))
+        .await
+        .expect("pass");
+    assert_eq!(get_host(http, "q.wc.example").await.0, 301);
+    assert_eq!(
+        get_host(http, "a.wc.example").await,
+        (200, "exact".to_owned())
+    );
 }
