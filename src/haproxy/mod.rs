@@ -12,6 +12,7 @@ pub mod codec;
 pub mod command;
 pub mod master;
 pub mod render;
+pub mod shaping;
 pub mod state;
 pub mod tls;
 pub mod tls_profile;

@@ -207,6 +207,12 @@ pub fn desired_cached(
             .values()
             .map(|r| (r.route.backend.service(), r.route.access.as_ref())),
     ));
+    // `hsts`, `response_header.*`, `request_header.*` (`model::shaping`): the same, no reload.
+    out.hosts.extend(super::shaping::map_entries(
+        out.routes
+            .values()
+            .map(|r| (r.route.backend.service(), r.route.shaping.as_ref())),
+    ));
     sort_errors(&mut out.errors);
     sort_errors(&mut out.warnings);
     sort_errors(&mut out.notices);

@@ -12,6 +12,7 @@ pub mod labels;
 mod names;
 mod reason;
 pub mod routes;
+pub mod shaping;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};

@@ -214,7 +214,35 @@ impl Host {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// A host a service may claim (`com.docker.lb.hosts`): a host name ([`Host::parse`]), or a
+    /// wildcard `*.<parent>` that matches any host of exactly one more label than `<parent>`
+    /// (`a.example.com` for `*.example.com`, never `example.com` nor `a.b.example.com`), as a
+    /// certificate's wildcard name does (RFC 6125, 6.4.3), so that a wildcard certificate
+    /// covers what a wildcard host routes. `<parent>` must have two labels or more (no
+    /// `*.com`). Errors: those of [`Host::parse`] on the parent, [`NameError::BadHostLabel`]
+    /// for a one-label parent, and a `*` anywhere else.
+    pub fn parse_claim(raw: &str) -> Result<Self, NameError> {
+        let Some(parent) = raw.strip_prefix(WILDCARD) else {
+            return Self::parse(raw);
+        };
+        let parent = Self::parse(parent)?;
+        if !parent.0.contains('.') {
+            return Err(NameError::BadHostLabel {
+                label: format!("{WILDCARD}{parent}"),
+            });
+        }
+        Ok(Self(format!("{WILDCARD}{parent}")))
+    }
+
+    /// Whether this is a `*.<parent>` wildcard ([`Host::parse_claim`]).
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with(WILDCARD)
+    }
 }
+
+/// How a wildcard host starts.
+pub const WILDCARD: &str = "*.";
 
 impl fmt::Display for Host {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -411,7 +439,7 @@ impl MapValue {
         let bad = || NameError::BadMapValue {
             value: raw.chars().take(64).collect(),
         };
-        if super::access::is_access_value(raw) {
+        if super::access::is_access_value(raw) || super::shaping::is_shaping_value(raw) {
             return Ok(Self(raw.to_owned()));
         }
         if let Some(route) = raw.strip_prefix('~') {
@@ -475,6 +503,29 @@ impl fmt::Display for MapValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wildcard_host_has_one_star_label_left_of_a_parent_of_two_labels_or_more() {
+        let ok = |raw: &str| Host::parse_claim(raw).map(|h| h.to_string());
+        assert_eq!(ok("*.Example.COM."), Ok("*.example.com".to_owned()));
+        assert_eq!(ok("a.example.com"), Ok("a.example.com".to_owned()));
+        assert!(Host::parse_claim("*.example.com").unwrap().is_wildcard());
+        for bad in [
+            "*.com",
+            "*",
+            "*.",
+            "a.*.example.com",
+            "**.example.com",
+            "*a.example.com",
+            "*.*.example.com",
+        ] {
+            assert!(Host::parse_claim(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Host::parse("*.example.com").is_err(),
+            "only a claim may be a wildcard"
+        );
+    }
 
     #[test]
     fn service_names_with_syntax_characters_are_refused() {

@@ -94,6 +94,30 @@ pub enum Reason {
     )]
     NotWithPassthrough,
 
+    // Shaping (`hsts`, `response_header.*`, `request_header.*`).
+    #[error(
+        "not an HSTS policy: max-age=<seconds>[; includeSubDomains][; preload], seconds \
+         0..={max}",
+        max = crate::model::shaping::HSTS_MAX_AGE_MAX
+    )]
+    NotAnHsts,
+    #[error("header {name:?} is not one this label can set: {offered}")]
+    HeaderNotOffered { name: String, offered: String },
+    #[error("header {name:?} is set by {instead}")]
+    HeaderElsewhere { name: String, instead: &'static str },
+    #[error(
+        "character {ch:?} is not allowed in a header value: printable ASCII, spaces and tabs \
+         only (CR, LF and NUL would split or end the header)"
+    )]
+    HeaderValueChar { ch: char },
+    #[error("{len} bytes: a header value is at most {max} bytes", max = crate::model::shaping::HEADER_VALUE_MAX)]
+    HeaderValueTooLong { len: usize },
+    #[error("labels {first} and {second} name the same header (header names ignore case)")]
+    HeaderTwice { first: String, second: String },
+
+    #[error("not a timeout: a whole number with ms, s (default), m or h, from 1ms to {max}")]
+    NotATimeout { max: &'static str },
+
     // Paths.
     #[error("path {path:?} does not start with '/'")]
     PathNotAbsolute { path: String },

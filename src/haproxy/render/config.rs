@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::{
     backend_ca, backend_ca_path, is_comment, RenderSettings, ADMIN_SOCKET, BACKEND_CA_DEFAULTS,
     BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS,
-    PROXY_PROTOCOL_SOURCES, TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
+    PROXY_PROTOCOL_SOURCES, SHAPING, TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
 };
 use crate::haproxy::codec::{push_server_keywords, SSL_VERIFY_REQUIRED};
 use crate::haproxy::command::{CertPath, DefaultsName, ServerKeywords};
@@ -130,6 +130,11 @@ fn render(
                 out.push_str(&line.replace(TLS_PROFILE, &profile_line));
                 out.push('\n');
             }
+        } else if line.contains(SHAPING) {
+            for rule in crate::haproxy::shaping::frontend_rules(settings.hosts_map.as_str()) {
+                out.push_str(&line.replace(SHAPING, &rule));
+                out.push('\n');
+            }
         } else if let Some(https) = &settings.https {
             let crt_list = https.crt_list.to_string_lossy();
             let internal = format!("unix@{}", https.internal.to_string_lossy());
@@ -206,6 +211,8 @@ fn render_section(
     ca_file: &CertPath,
 ) {
     out.push('\n');
+    // The timeout rules (`crate::haproxy::shaping`), here unless the named defaults carry them.
+    let mut shaping_rules = !backend.options.passthrough;
     if backend.options.passthrough && !named_defaults {
         // The template's TCP defaults (see `haproxy/base.cfg`).
         let _ = writeln!(out, "backend {name} from {TCP_DEFAULTS}");
@@ -217,6 +224,7 @@ fn render_section(
         });
         match from {
             Some(from) => {
+                shaping_rules = false;
                 let _ = writeln!(out, "backend {name} from {}", from.as_str());
             }
             None => {
@@ -227,6 +235,9 @@ fn render_section(
         let _ = writeln!(out, "backend {name}");
     }
     render_backend(out, name, backend, ca_file);
+    if shaping_rules {
+        crate::haproxy::shaping::push_backend_rules(out);
+    }
 }
 
 /// The named defaults sections for `state` (see [`config_for`]): the balance-only ones for
@@ -315,6 +326,9 @@ fn render_named_defaults(
             out.push('\n');
         }
         render_balance(out, defaults.section());
+        if !defaults.section().passthrough {
+            crate::haproxy::shaping::push_backend_rules(out);
+        }
     };
     for defaults in &plain {
         section(out, defaults);

@@ -36,7 +36,8 @@ pub use read_back::{
 };
 pub use settings::{
     HttpsSettings, RenderSettings, SettingsError, ADMIN_SOCKET, BIND, CRT_LIST, HOSTS_MAP,
-    HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, TLS_PROFILE, TRUSTED_PROXIES,
+    HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TLS_PROFILE,
+    TRUSTED_PROXIES,
 };
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).

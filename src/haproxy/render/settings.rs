@@ -38,6 +38,8 @@ pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
 
 /// Replaced by the ACL condition true for `--trusted-proxies` `proxy:` sources.
 pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
+/// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
+pub const SHAPING: &str = "{{shaping}}";
 
 /// The HTTPS side of the frontend: where it listens and the crt-list it serves
 /// ([`crate::haproxy::tls::CertFiles`]).
@@ -108,7 +110,7 @@ impl RenderSettings {
 
     /// Check once (at startup) what [`config()`](super::config()) takes on trust.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP])?;
+        self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP, SHAPING])?;
         if !self.trusted_proxies.is_empty() {
             // A template without it would silently trust nobody.
             self.require_placeholders(&[TRUSTED_PROXIES, PROXY_PROTOCOL_SOURCES])?;

@@ -53,7 +53,7 @@ pub fn parse_hosts(service: &str, value: &str) -> HostList {
             list.refused.push(refuse(item, Reason::HostWithPort));
             continue;
         }
-        match Host::parse(item) {
+        match Host::parse_claim(item) {
             Ok(host) => {
                 hosts.insert(host);
             }
@@ -170,7 +170,8 @@ mod tests {
             ("b..example.test", "host label"),
             ("b.example.test..", "host label"),
             (".", "host label"),
-            ("*.example.test", "character '*'"),
+            ("a.*.example.test", "character '*'"),
+            ("*.test", "host label \"*.test\""),
         ] {
             let value = format!("a.example.test, {bad} ,c.example.test");
             let parsed = parse(&service(&[(HOSTS, &value), (PORT, "80")])).unwrap();

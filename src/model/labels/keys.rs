@@ -58,6 +58,20 @@ pub const RATE_LIMIT: &str = "com.docker.lb.rate_limit";
 /// Requests beyond `rate_limit` a client may make within one period.
 pub const RATE_LIMIT_BURST: &str = "com.docker.lb.rate_limit_burst";
 
+// `shaping.rs`: how responses and requests are shaped.
+/// `max-age=<seconds>[; includeSubDomains][; preload]`: `Strict-Transport-Security` on HTTPS.
+pub const HSTS: &str = "com.docker.lb.hsts";
+/// A family of labels: the key's last part names a response header to set (empty: remove).
+pub const RESPONSE_HEADER: &str = "com.docker.lb.response_header.<Name>";
+/// The same for a request header, on the way to the task.
+pub const REQUEST_HEADER: &str = "com.docker.lb.request_header.<Name>";
+/// How long HAProxy waits for the task's response: `90s`, `5m`, `500ms` (up to 1 h).
+pub const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
+/// How long an upgraded connection (websocket) may stay idle (up to 24 h).
+pub const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+/// What stands for the header name in [`RESPONSE_HEADER`] and [`REQUEST_HEADER`]'s rows.
+pub const NAME_PART: &str = "<Name>";
+
 /// The file of `model/labels/` that reads a label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Family {
@@ -73,6 +87,8 @@ pub enum Family {
     Tls,
     /// `access.rs`: who may reach the service, and how often.
     Access,
+    /// `shaping.rs`: HSTS and headers set or removed on responses and requests.
+    Shaping,
 }
 
 /// Where a label applies.
@@ -132,11 +148,21 @@ pub const LABELS: &[Label] = &[
     label(IP_DENY, Family::Access, AnyMode),
     label(RATE_LIMIT, Family::Access, AnyMode),
     label(RATE_LIMIT_BURST, Family::Access, AnyMode),
+    label(HSTS, Family::Shaping, AnyMode),
+    label(RESPONSE_HEADER, Family::Shaping, AnyMode),
+    label(REQUEST_HEADER, Family::Shaping, AnyMode),
+    label(TIMEOUT_SERVER, Family::Shaping, AnyMode),
+    label(TIMEOUT_TUNNEL, Family::Shaping, AnyMode),
 ];
 
-/// The row of `key`, if swarm-lb reads it (keys are case-sensitive).
+/// The row of `key`, if swarm-lb reads it (keys are case-sensitive). A row whose key ends
+/// in [`NAME_PART`] is a family: it holds every key of its prefix followed by a name (the
+/// name itself is checked by the family's parser).
 pub fn known(key: &str) -> Option<&'static Label> {
-    LABELS.iter().find(|l| l.key == key)
+    LABELS.iter().find(|l| match l.key.strip_suffix(NAME_PART) {
+        Some(prefix) => key.len() > prefix.len() && key.starts_with(prefix),
+        None => l.key == key,
+    })
 }
 
 /// Longest Docker secret name (the engine's limit).

@@ -24,6 +24,7 @@ pub mod keys;
 mod options;
 mod routing;
 mod service;
+mod shaping;
 #[cfg(test)]
 mod testing;
 mod tls;
@@ -62,8 +63,8 @@ pub struct Route {
     pub hosts: Vec<Host>,
     pub port: u16,
     /// `com.docker.lb.network` as written (a name or id), if set. The network in use is
-    /// [`crate::model::RouteInForce::network`].
-    pub network: Option<String>,
+    /// [`crate::model::RouteInForce::network`]. (A boxed `str`: `Route` stays small.)
+    pub network: Option<Box<str>>,
     pub mode: Mode,
     /// Default in vip mode (the option labels are warned about there).
     pub options: BackendOptions,
@@ -82,6 +83,8 @@ pub struct Route {
     /// `ip_allow` / `ip_deny`: who may reach the service (boxed: most routes have none, and
     /// `Route` stays small).
     pub access: Box<crate::model::access::AccessPolicy>,
+    /// `hsts`, `response_header.*`, `request_header.*` (boxed like `access`).
+    pub shaping: Box<crate::model::shaping::Shaping>,
 }
 
 /// What one service's labels ask for.
@@ -180,7 +183,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         .map(|m| m.unwrap_or(Mode::Task));
     let network = read
         .optional(NETWORK, &mut errors, parse_network)
-        .map(Option::flatten);
+        .map(|n| n.flatten().map(String::into_boxed_str));
     let backend = BackendName::for_service(name)
         .map_err(|e| {
             errors.push(LabelError::Service {
@@ -231,6 +234,8 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
     let access =
         access.filter(|a| access::check_passthrough(name, tls.passthrough, a, &mut errors));
+    let shaping = shaping::parse_shaping(name, labels, &mut errors)
+        .filter(|s| shaping::check_passthrough(name, tls.passthrough, s, labels, &mut errors));
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
     let options = options.map(|o| BackendOptions {
         backend_tls,
@@ -246,7 +251,9 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         }
         (hosts, _) => hosts,
     };
-    let route = match (hosts, port, mode, network, backend, options, access) {
+    let route = match (
+        hosts, port, mode, network, backend, options, access, shaping,
+    ) {
         (
             Some(hosts),
             Some(port),
@@ -255,6 +262,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             Some(backend),
             Some(options),
             Some(access),
+            Some(shaping),
         ) if errors.is_empty() => Verdict::Route(Route {
             service_id: service.id.clone(),
             backend,
@@ -269,6 +277,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             redirects,
             tls,
             access: Box::new(access),
+            shaping: Box::new(shaping),
         }),
         _ => {
             sort_errors(&mut errors);
@@ -439,6 +448,7 @@ mod tests {
                 redirects: vec![],
                 tls: RouteTls::default(),
                 access: Default::default(),
+                shaping: Default::default(),
             }
         );
     }

@@ -1,0 +1,106 @@
+//! The fixed frontend rules that apply every service's shaping map entries
+//! ([`crate::model::shaping`]): rendered where the template says `{{shaping}}`
+//! ([`crate::haproxy::render::SHAPING`]), after the frontend has found the request's service
+//! (`txn.service`) and before `use_backend`. The rules never change with the labels, so a
+//! label edit is a map edit on every HAProxy version.
+//!
+//! HAProxy facts they stand on (configuration.txt, 2.6 to 3.4): `set-header` / `del-header`
+//! take the header name as a literal and the value as a log-format; `http-after-response`
+//! (2.2+) runs on every response the frontend sends, HAProxy's own (403, 429, 503) included;
+//! `bytes(3)` drops the `=h:` prefix and `url_dec` undoes [`crate::model::shaping::encode`].
+
+use crate::model::shaping::{REQUEST_HEADERS, RESPONSE_HEADERS};
+
+/// The rule lines, without indentation, reading the hosts map at `hosts_map`.
+pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
+    let lookup = |var: &str, key: &str, cond: &str| {
+        format!(
+            "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}) if {{ var(txn.{cond}) -m found }}"
+        )
+    };
+    let mut out = vec![
+        // One lookup for every request with a service: does it shape anything?
+        lookup("shaped", "$", "service"),
+        // HTTPS as the frontend's own rules say it (X-Forwarded-Proto is ours unless a
+        // trusted balancer sent it): HSTS is sent on HTTPS responses only (RFC 6797, 7.2).
+        "http-request set-var(txn.https) str(1) if { var(txn.shaped) -m found } { req.hdr(x-forwarded-proto,-1),lower -m str https }".to_owned(),
+        lookup("hsts", "$h:", "https"),
+    ];
+    // Timeouts: the values here, the `set-timeout` rules in the backends ([`backend_rules`]).
+    for (var, key) in [("t_server", "$ts:"), ("t_tunnel", "$tt:")] {
+        out.push(format!(
+            "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}),field(2,:) if {{ var(txn.shaped) -m found }}"
+        ));
+    }
+    let value = |var: &str| format!("%[var(txn.{var}),bytes(3),url_dec]");
+    for (i, name) in REQUEST_HEADERS.iter().enumerate() {
+        let var = format!("q{i}");
+        out.push(lookup(&var, &format!("$q:{name}:"), "shaped"));
+        out.push(format!(
+            "http-request del-header {name} if {{ var(txn.{var}) -m str =h: }}"
+        ));
+        out.push(format!(
+            "http-request set-header {name} {} if {{ var(txn.{var}) -m beg =h: }} !{{ var(txn.{var}) -m str =h: }}",
+            value(&var)
+        ));
+    }
+    for (i, name) in RESPONSE_HEADERS.iter().enumerate() {
+        let var = format!("r{i}");
+        out.push(lookup(&var, &format!("$r:{name}:"), "shaped"));
+        out.push(format!(
+            "http-after-response del-header {name} if {{ var(txn.{var}) -m str =h: }}"
+        ));
+        out.push(format!(
+            "http-after-response set-header {name} {} if {{ var(txn.{var}) -m beg =h: }} !{{ var(txn.{var}) -m str =h: }}",
+            value(&var)
+        ));
+    }
+    out.push(format!(
+        "http-after-response set-header strict-transport-security {} if {{ var(txn.hsts) -m beg =h: }}",
+        value("hsts")
+    ));
+    out
+}
+
+/// The rules of every HTTP backend (written into the backend section, or the named defaults
+/// it is created from on 3.4): `set-timeout` needs a section with the backend capability
+/// (2.6.12: "proxy 'http' has no backend capability" in a frontend) and is not allowed in an
+/// anonymous `defaults` section. The values, in milliseconds, were looked up by
+/// [`frontend_rules`].
+pub const BACKEND_RULES: [&str; 2] = [
+    "http-request set-timeout server var(txn.t_server) if { var(txn.t_server) -m found }",
+    "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }",
+];
+
+/// [`BACKEND_RULES`], each on its own indented line.
+pub fn push_backend_rules(out: &mut String) {
+    for rule in BACKEND_RULES {
+        out.push_str("    ");
+        out.push_str(rule);
+        out.push('\n');
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_offered_header_has_its_lookup_removal_and_setting_rule() {
+        let rules = frontend_rules("/run/hosts.map");
+        for name in REQUEST_HEADERS {
+            assert!(rules
+                .iter()
+                .any(|r| r.starts_with(&format!("http-request del-header {name} "))));
+            assert!(rules
+                .iter()
+                .any(|r| r.starts_with(&format!("http-request set-header {name} "))));
+        }
+        for name in RESPONSE_HEADERS {
+            assert!(rules
+                .iter()
+                .any(|r| r.starts_with(&format!("http-after-response set-header {name} "))));
+        }
+        assert!(rules.iter().all(|r| !r.contains('\n') && !r.contains('#')));
+    }
+}

@@ -1,0 +1,419 @@
+//! Shaping: `hsts`, `response_header.<Name>` and `request_header.<Name>` (see
+//! [`crate::model::shaping`] for what HAProxy does with them). A problem with any refuses the
+//! route as a whole, so the service keeps its last good routing, and with it its last good
+//! headers.
+
+use std::collections::BTreeMap;
+
+use super::keys::{
+    HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER, TIMEOUT_SERVER, TIMEOUT_TUNNEL,
+};
+use super::LabelError;
+use crate::model::shaping::{
+    Direction, Shaping, HEADER_VALUE_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_SERVER_MAX_MS,
+    TIMEOUT_TUNNEL_MAX_MS,
+};
+use crate::model::Reason;
+
+/// `hsts`: `max-age=<seconds>` then optionally `includeSubDomains` and `preload`, separated
+/// by `;` with optional spaces; directive names in any case (RFC 6797, 6.1: "directive names
+/// are case-insensitive"), each at most once. The result is written back normalised.
+fn parse_hsts(service: &str, value: &str) -> Result<String, LabelError> {
+    let refused = || LabelError::invalid(service, HSTS, value, Reason::NotAnHsts);
+    let mut max_age = None;
+    let (mut subdomains, mut preload) = (false, false);
+    for directive in value.split(';').map(|d| d.trim_matches([' ', '\t'])) {
+        let lower = directive.to_ascii_lowercase();
+        if let Some(n) = lower.strip_prefix("max-age=") {
+            let ok = !n.is_empty() && n.len() <= 12 && n.bytes().all(|b| b.is_ascii_digit());
+            let n = ok
+                .then(|| n.parse::<u64>().ok())
+                .flatten()
+                .filter(|n| *n <= HSTS_MAX_AGE_MAX)
+                .ok_or_else(refused)?;
+            if max_age.replace(n).is_some() {
+                return Err(refused());
+            }
+        } else if lower == "includesubdomains" && !subdomains {
+            subdomains = true;
+        } else if lower == "preload" && !preload {
+            preload = true;
+        } else {
+            return Err(refused());
+        }
+    }
+    let max_age = max_age.ok_or_else(refused)?;
+    let mut out = format!("max-age={max_age}");
+    if subdomains {
+        out.push_str("; includeSubDomains");
+    }
+    if preload {
+        out.push_str("; preload");
+    }
+    Ok(out)
+}
+
+/// A timeout label: `<n>` followed by `ms`, `s` (also no unit), `m` or `h`, n a whole
+/// number, the result in milliseconds from 1 to `max_ms` (`max` is how an error says it).
+fn parse_timeout(
+    service: &str,
+    label: &str,
+    value: &str,
+    max_ms: u64,
+    max: &'static str,
+) -> Result<u64, LabelError> {
+    let refused = || LabelError::invalid(service, label, value, Reason::NotATimeout { max });
+    let text = value.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (n, unit) = text.split_at(digits);
+    let scale = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(refused()),
+    };
+    let ok = !n.is_empty() && n.len() <= 10;
+    ok.then(|| n.parse::<u64>().ok())
+        .flatten()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|ms| (1..=max_ms).contains(ms))
+        .ok_or_else(refused)
+}
+
+/// A header value: trimmed of spaces and tabs, printable ASCII with spaces and tabs, at most
+/// [`HEADER_VALUE_MAX`] bytes. Empty: remove the header (`None`).
+fn parse_value(service: &str, label: &str, value: &str) -> Result<Option<String>, LabelError> {
+    let invalid = |reason| LabelError::invalid(service, label, value, reason);
+    let trimmed = value.trim_matches([' ', '\t']);
+    if let Some(ch) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ' || *c == '\t'))
+    {
+        return Err(invalid(Reason::HeaderValueChar { ch }));
+    }
+    if trimmed.len() > HEADER_VALUE_MAX {
+        return Err(invalid(Reason::HeaderValueTooLong { len: trimmed.len() }));
+    }
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
+}
+
+/// The name of a header label, looked up among the names `direction` offers (any case).
+fn parse_name(
+    service: &str,
+    label: &str,
+    value: &str,
+    name: &str,
+    direction: Direction,
+) -> Result<&'static str, LabelError> {
+    let lower = name.to_ascii_lowercase();
+    if let Some(offered) = direction.offered().iter().find(|n| **n == lower) {
+        return Ok(offered);
+    }
+    let shown: String = name.chars().take(64).collect();
+    let reason = if direction == Direction::Response && lower == "strict-transport-security" {
+        Reason::HeaderElsewhere {
+            name: shown,
+            instead: HSTS,
+        }
+    } else {
+        Reason::HeaderNotOffered {
+            name: shown,
+            offered: direction.offered().join(", "),
+        }
+    };
+    Err(LabelError::invalid(service, label, value, reason))
+}
+
+/// Whether `shaping` can apply on a service with `passthrough` (`ssl_passthrough=true`): its
+/// rules are HTTP rules, which a passed-through connection never meets, so each shaping label
+/// there is an error (the route is refused), never silently ignored.
+pub(super) fn check_passthrough(
+    service: &str,
+    passthrough: bool,
+    shaping: &Shaping,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<LabelError>,
+) -> bool {
+    if !passthrough || shaping.is_empty() {
+        return true;
+    }
+    let prefixes = [
+        HSTS,
+        RESPONSE_HEADER,
+        REQUEST_HEADER,
+        TIMEOUT_SERVER,
+        TIMEOUT_TUNNEL,
+    ]
+    .map(|k| k.strip_suffix(NAME_PART).unwrap_or(k));
+    for (label, value) in labels {
+        if prefixes.iter().any(|p| label.starts_with(p)) {
+            errors.push(LabelError::invalid(
+                service,
+                label,
+                value,
+                Reason::NotWithPassthrough,
+            ));
+        }
+    }
+    false
+}
+
+/// The shaping labels; `None` when one is refused (the errors are in `errors`).
+pub(super) fn parse_shaping(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<LabelError>,
+) -> Option<Shaping> {
+    let before = errors.len();
+    let mut shaping = Shaping::default();
+    if let Some(value) = labels.get(HSTS) {
+        match parse_hsts(service, value) {
+            Ok(v) => shaping.hsts = Some(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    for (label, max_ms, max, field) in [
+        (
+            TIMEOUT_SERVER,
+            TIMEOUT_SERVER_MAX_MS,
+            "1h",
+            &mut shaping.timeout_server,
+        ),
+        (
+            TIMEOUT_TUNNEL,
+            TIMEOUT_TUNNEL_MAX_MS,
+            "24h",
+            &mut shaping.timeout_tunnel,
+        ),
+    ] {
+        if let Some(value) = labels.get(label) {
+            match parse_timeout(service, label, value, max_ms, max) {
+                Ok(ms) => *field = Some(ms),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    let families = [
+        (RESPONSE_HEADER, Direction::Response),
+        (REQUEST_HEADER, Direction::Request),
+    ];
+    let mut seen: BTreeMap<(Direction, &str), &str> = BTreeMap::new();
+    for (family, direction) in families {
+        let prefix = family.strip_suffix(NAME_PART).unwrap_or(family);
+        for (label, value) in labels.range(prefix.to_owned()..) {
+            let Some(name) = label.strip_prefix(prefix) else {
+                break;
+            };
+            if name.is_empty() {
+                continue;
+            }
+            let parsed = parse_name(service, label, value, name, direction)
+                .and_then(|name| Ok((name, parse_value(service, label, value)?)));
+            match parsed {
+                Ok((name, v)) => {
+                    if let Some(first) = seen.insert((direction, name), label) {
+                        errors.push(LabelError::invalid(
+                            service,
+                            label,
+                            value,
+                            Reason::HeaderTwice {
+                                first: first.to_owned(),
+                                second: label.clone(),
+                            },
+                        ));
+                    }
+                    shaping.headers.insert((direction, name), v);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+    }
+    (errors.len() == before).then_some(shaping)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    const XFO: &str = "com.docker.lb.response_header.X-Frame-Options";
+    const CSP: &str = "com.docker.lb.response_header.Content-Security-Policy";
+    const AUTH: &str = "com.docker.lb.request_header.Authorization";
+
+    #[test]
+    fn hsts_and_headers_are_read_with_names_folded_and_an_empty_value_removing() {
+        let mut errors = Vec::new();
+        let shaping = parse_shaping(
+            "web",
+            &labels(&[
+                (HSTS, "max-age=31536000 ;INCLUDESUBDOMAINS; preload"),
+                (XFO, " DENY "),
+                (CSP, "default-src 'self'; img-src *"),
+                (AUTH, ""),
+            ]),
+            &mut errors,
+        )
+        .expect("shaping");
+        assert_eq!(errors, vec![]);
+        assert_eq!(
+            shaping.hsts.as_deref(),
+            Some("max-age=31536000; includeSubDomains; preload")
+        );
+        let got: Vec<_> = shaping.headers.into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    (Direction::Response, "content-security-policy"),
+                    Some("default-src 'self'; img-src *".to_owned())
+                ),
+                (
+                    (Direction::Response, "x-frame-options"),
+                    Some("DENY".to_owned())
+                ),
+                ((Direction::Request, "authorization"), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_shaping_labels_are_errors_naming_service_label_and_reason() {
+        for (label, value, reason) in [
+            (HSTS, "max-age=abc", "not an HSTS policy"),
+            (HSTS, "includeSubDomains", "not an HSTS policy"),
+            (HSTS, "max-age=1; max-age=2", "not an HSTS policy"),
+            (HSTS, "max-age=315360001", "0..=315360000"),
+            (HSTS, "max-age=1; nosniff", "not an HSTS policy"),
+            (XFO, "DENY\r\nSet-Cookie: x=1", "character '\\r'"),
+            (XFO, "a\nb", "character '\\n'"),
+            (XFO, "a\0b", "character '\\0'"),
+            (XFO, "caf\u{e9}", "character 'é'"),
+            (
+                "com.docker.lb.response_header.X-Bad Name",
+                "x",
+                "is not one this label can set",
+            ),
+            (
+                "com.docker.lb.response_header.Strict-Transport-Security",
+                "max-age=1",
+                "is set by com.docker.lb.hsts",
+            ),
+            (
+                "com.docker.lb.request_header.Host",
+                "evil.example",
+                "is not one this label can set",
+            ),
+            (
+                "com.docker.lb.request_header.X-Forwarded-For",
+                "1.2.3.4",
+                "is not one this label can set",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_shaping("web", &labels(&[(label, value)]), &mut errors);
+            assert_eq!(got, None, "{label}={value:?}");
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{label}={value:?}: {text}");
+            assert!(!text.contains(['\r', '\n', '\0']), "{text:?}");
+        }
+        let long = "a".repeat(HEADER_VALUE_MAX + 1);
+        let mut errors = Vec::new();
+        assert_eq!(
+            parse_shaping("web", &labels(&[(XFO, &long)]), &mut errors),
+            None
+        );
+        assert!(
+            errors[0].to_string().contains("at most 1024 bytes"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn timeouts_are_read_in_ms_s_m_or_h_and_bounded() {
+        for (label, value, ms) in [
+            (TIMEOUT_SERVER, "90s", 90_000),
+            (TIMEOUT_SERVER, "90", 90_000),
+            (TIMEOUT_SERVER, "5m", 300_000),
+            (TIMEOUT_SERVER, "250ms", 250),
+            (TIMEOUT_SERVER, "1h", 3_600_000),
+            (TIMEOUT_TUNNEL, "24h", 86_400_000),
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_shaping("web", &labels(&[(label, value)]), &mut errors).unwrap();
+            let got = match label {
+                TIMEOUT_SERVER => got.timeout_server,
+                _ => got.timeout_tunnel,
+            };
+            assert_eq!(got, Some(ms), "{label}={value}");
+        }
+        for (label, value) in [
+            (TIMEOUT_SERVER, "61m"),
+            (TIMEOUT_SERVER, "0s"),
+            (TIMEOUT_SERVER, "-5s"),
+            (TIMEOUT_SERVER, "1.5s"),
+            (TIMEOUT_SERVER, "5 minutes"),
+            (TIMEOUT_TUNNEL, "25h"),
+            (TIMEOUT_TUNNEL, "99999999999999h"),
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                parse_shaping("web", &labels(&[(label, value)]), &mut errors),
+                None
+            );
+            let text = errors[0].to_string();
+            assert!(
+                text.starts_with(&format!("service web: label {label}="))
+                    && text.contains("not a timeout"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn shaping_on_a_passthrough_service_is_refused_naming_each_label() {
+        let all = labels(&[
+            (XFO, "DENY"),
+            (TIMEOUT_SERVER, "5s"),
+            ("com.docker.lb.port", "80"),
+        ]);
+        let mut errors = Vec::new();
+        let shaping = parse_shaping("pt", &all, &mut errors).unwrap();
+        assert!(check_passthrough("pt", false, &shaping, &all, &mut errors));
+        assert!(!check_passthrough("pt", true, &shaping, &all, &mut errors));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0]
+            .to_string()
+            .contains("not applied with ssl_passthrough"));
+    }
+
+    #[test]
+    fn one_header_named_twice_in_two_cases_is_an_error() {
+        let mut errors = Vec::new();
+        let got = parse_shaping(
+            "web",
+            &labels(&[
+                (XFO, "DENY"),
+                ("com.docker.lb.response_header.x-frame-options", "x"),
+            ]),
+            &mut errors,
+        );
+        assert_eq!(got, None);
+        assert!(
+            errors[0].to_string().contains("name the same header"),
+            "{}",
+            errors[0]
+        );
+    }
+}

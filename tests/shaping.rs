@@ -1,0 +1,582 @@
+//! How a route is shaped (issue 24) against a real HAProxy, through the driver
+//! (`Reconciler::pass` on a snapshot, as `run` does): headers seen by a client and by the
+//! task, HSTS over HTTPS only, and what an edit costs as `show proc`'s reload counter.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::process::{Command as Process, Stdio};
+use std::time::Duration;
+
+use support::{reloads, Haproxy};
+use swarm_lb::haproxy::render::Files;
+use swarm_lb::haproxy::{AdminClient, ProxyState};
+use swarm_lb::model::{
+    self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
+};
+use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+const EXCHANGE: Duration = Duration::from_secs(10);
+const NET: &str = "net-1";
+
+/// A task that answers 200 with a `server: echo` header and, as its body, the request
+/// headers it got, one `name: value` line each (names lower-cased). A request for a path
+/// starting `/slow/<ms>` is answered after that many milliseconds.
+struct Echo {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(at: SocketAddr) -> Echo {
+    let listener = TcpListener::bind(at).await.expect("bind echo");
+    let addr = listener.local_addr().expect("echo addr");
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                // Health checks connect and close without a request.
+                while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&raw).into_owned();
+                if head.to_ascii_lowercase().contains("upgrade: websocket") {
+                    // A websocket that never speaks: held open until the peer closes it.
+                    let accept = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+                    if stream.write_all(accept.as_bytes()).await.is_ok() {
+                        while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                    }
+                    return;
+                }
+                let target = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                if let Some(ms) = target
+                    .strip_prefix("/slow/")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                }
+                let body: String = head
+                    .lines()
+                    .skip(1)
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(n, v)| format!("{}: {}\n", n.to_ascii_lowercase(), v.trim()))
+                    .collect();
+                let reply = format!(
+                    "HTTP/1.1 200 OK\r\nserver: echo\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    Echo { addr, task }
+}
+
+fn loopback(n: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, n))
+}
+
+/// Service `web` on `a.example`, one task at `task`, with `labels`.
+fn snapshot(task: SocketAddr, labels: &[(&str, &str)]) -> Snapshot {
+    let mut all: BTreeMap<String, String> = BTreeMap::new();
+    all.insert("com.docker.lb.hosts".into(), "a.example".into());
+    all.insert("com.docker.lb.port".into(), task.port().to_string());
+    for (k, v) in labels {
+        all.insert((*k).to_owned(), (*v).to_owned());
+    }
+    Snapshot {
+        services: model::shared(vec![Service {
+            id: "id-web".into(),
+            name: "web".into(),
+            labels: all,
+            networks: vec![NET.to_owned()],
+            vips: vec![],
+        }]),
+        tasks: model::shared(vec![Task {
+            id: "task-web-1".into(),
+            service_id: "id-web".into(),
+            slot: Some(1),
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![TaskAddress {
+                network: NET.to_owned(),
+                addr: task.ip(),
+            }],
+        }]),
+        networks: vec![Network {
+            id: NET.to_owned(),
+            name: "front".to_owned(),
+            driver: "overlay".to_owned(),
+            attachable: true,
+            ingress: false,
+        }],
+    }
+}
+
+fn reconciler(haproxy: &Haproxy) -> Reconciler {
+    let settings = Settings {
+        model: model::Settings::default(),
+        plan: PlanSettings {
+            block: 4,
+            add_server: true,
+            hosts_map: haproxy.hosts_map().clone(),
+            runtime_backends: Default::default(),
+        },
+        render: haproxy.settings.clone(),
+        haproxy_container: None,
+        keep_networks: BTreeSet::new(),
+        reload_timeout: Duration::from_secs(10),
+        strategy: Strategy::Runtime,
+    };
+    Reconciler::new(
+        settings,
+        AdminClient::new(haproxy.admin_socket()),
+        haproxy.master(),
+        Files::new(haproxy.config_dir()),
+        None,
+    )
+}
+
+/// A response: status, head lines (lower-cased names), body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    /// The value the task saw for request header `name`.
+    fn task_saw(&self, name: &str) -> Option<&str> {
+        self.body.lines().find_map(|l| {
+            let (n, v) = l.split_once(": ")?;
+            (n == name).then_some(v)
+        })
+    }
+}
+
+fn parse_reply(raw: &str) -> Reply {
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// One plain HTTP/1.1 request for `a.example` with extra `headers`.
+async fn get(port: u16, target: &str, headers: &str) -> Reply {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!(
+            "GET {target} HTTP/1.1\r\nhost: a.example\r\nuser-agent: shaping-test\r\n{headers}connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(EXCHANGE, exchange)
+        .await
+        .expect("answer within the deadline")
+        .expect("exchange with HAProxy");
+    parse_reply(&String::from_utf8_lossy(&raw))
+}
+
+/// The response head curl got for `https://a.example/` (a real TLS client; `-k`: the
+/// default certificate is the test's own).
+fn curl_https(port: u16) -> Reply {
+    swarm_lb_testkit::tls::require_tools(&["curl"], "the shaping tests");
+    let out = Process::new("curl")
+        .args(["-sSk", "--max-time", "5", "-D", "-", "-o", "/dev/null"])
+        .arg("--resolve")
+        .arg(format!("a.example:{port}:127.0.0.1"))
+        .arg(format!("https://a.example:{port}/"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+const XFO: &str = "com.docker.lb.response_header.X-Frame-Options";
+const CSP: &str = "com.docker.lb.response_header.Content-Security-Policy";
+const SERVER: &str = "com.docker.lb.response_header.Server";
+const REQUEST_ID: &str = "com.docker.lb.request_header.X-Request-Id";
+const USER_AGENT: &str = "com.docker.lb.request_header.User-Agent";
+const HSTS: &str = "com.docker.lb.hsts";
+
+// Multi-threaded: the stand-in task answers while the test waits on HAProxy and curl.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_edit_with_no_reload(
+) {
+    let task = echo(SocketAddr::new(loopback(9), support::free_port())).await;
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let (http, https) = (haproxy.http_port, haproxy.https.as_ref().expect("HTTPS").0);
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot(task.addr, labels);
+    let first = apply(&[
+        (HSTS, "max-age=60; includeSubDomains"),
+        (XFO, "DENY"),
+        (CSP, "default-src 'self'; img-src * data:"),
+        (SERVER, ""),
+        (REQUEST_ID, "a b+c?d%e;f\"g"),
+        (USER_AGENT, ""),
+    ]);
+    driver.pass(&first).await.expect("pass");
+    let after_create = reloads(&master).await;
+
+    let got = get(http, "/", "").await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(got.header("x-frame-options"), Some("DENY"));
+    assert_eq!(
+        got.header("content-security-policy"),
+        Some("default-src 'self'; img-src * data:")
+    );
+    assert_eq!(got.header("server"), None, "removed: {got:?}");
+    assert_eq!(
+        got.header("strict-transport-security"),
+        None,
+        "not over HTTP"
+    );
+    assert_eq!(got.task_saw("x-request-id"), Some("a b+c?d%e;f\"g"));
+    assert_eq!(got.task_saw("user-agent"), None, "removed: {}", got.body);
+    let tls = curl_https(https);
+    assert_eq!(tls.status, 200, "{tls:?}");
+    assert_eq!(
+        tls.header("strict-transport-security"),
+        Some("max-age=60; includeSubDomains")
+    );
+    assert_eq!(tls.header("x-frame-options"), Some("DENY"));
+
+    // Edits: another value, HSTS and the removals dropped, a request header now removed.
+    let edited = apply(&[(XFO, "SAMEORIGIN"), (REQUEST_ID, "")]);
+    driver.pass(&edited).await.expect("pass");
+    let got = get(http, "/", "x-request-id: from-client\r\n").await;
+    assert_eq!(got.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(got.header("content-security-policy"), None);
+    assert_eq!(got.header("server"), Some("echo"));
+    assert_eq!(got.task_saw("x-request-id"), None, "{}", got.body);
+    assert_eq!(got.task_saw("user-agent"), Some("shaping-test"));
+    assert_eq!(curl_https(https).header("strict-transport-security"), None);
+
+    // Broken labels keep the last good headers (the route is refused, its last good kept).
+    for broken in [
+        vec![(XFO, "DENY\r\nset-cookie: stolen=1")],
+        vec![
+            (XFO, "DENY"),
+            ("com.docker.lb.response_header.X-Custom", "1"),
+        ],
+        vec![(XFO, "DENY"), (HSTS, "max-age=forever")],
+    ] {
+        let snap = apply(&broken);
+        driver.pass(&snap).await.expect("pass");
+        let got = get(http, "/", "").await;
+        assert_eq!(
+            got.header("x-frame-options"),
+            Some("SAMEORIGIN"),
+            "{broken:?}"
+        );
+        assert_eq!(got.header("set-cookie"), None);
+    }
+    assert_eq!(
+        reloads(&master).await,
+        after_create,
+        "no header or HSTS edit reloads"
+    );
+
+    // The files hold the entries too: a reload (or restart) keeps them.
+    let snap = apply(&[(XFO, "DENY")]);
+    driver.pass(&snap).await.expect("pass");
+    driver.flush().await.expect("files");
+    let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
+    assert!(map.contains("$web =shaped\n"), "{map}");
+    assert!(map.contains("$r:x-frame-options:web =h:DENY\n"), "{map}");
+}
+
+const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
+const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+
+/// Opens a websocket to `a.example` through HAProxy and waits, idle, until HAProxy closes it:
+/// how long that took after the upgrade (`None`: still open after `wait`).
+async fn idle_websocket(port: u16, wait: Duration) -> Option<Duration> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let request = "GET /ws HTTP/1.1\r\nhost: a.example\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(EXCHANGE, stream.read(&mut buf))
+            .await
+            .expect("upgrade answered within the deadline")
+            .expect("read");
+        assert!(n > 0, "closed before the upgrade");
+        raw.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        raw.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    let start = std::time::Instant::now();
+    match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+        Ok(_) => Some(start.elapsed()),
+        Err(_) => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_task_is_cut_at_timeout_server_with_504_and_an_idle_websocket_at_timeout_tunnel_with_no_reload(
+) {
+    let task = echo(SocketAddr::new(loopback(9), support::free_port())).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot(task.addr, labels);
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "1s"), (TIMEOUT_TUNNEL, "1s")]))
+        .await
+        .expect("pass");
+    let after_create = reloads(&master).await;
+
+    // A task 2.5 s slow: cut after 1 s with 504.
+    let start = std::time::Instant::now();
+    let got = get(http, "/slow/2500", "").await;
+    let took = start.elapsed();
+    assert_eq!(got.status, 504, "{got:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_millis(2400),
+        "cut after {took:?}"
+    );
+    // An idle websocket: closed after 1 s, not the template's hour.
+    let closed = idle_websocket(http, Duration::from_secs(5)).await;
+    assert!(
+        closed.is_some_and(|t| t >= Duration::from_millis(900) && t < Duration::from_secs(3)),
+        "closed after {closed:?}"
+    );
+
+    // Edits: the slow task is waited for; the websocket stays open past 2 s.
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "5s"), (TIMEOUT_TUNNEL, "5m")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/2500", "").await.status, 200);
+    assert_eq!(idle_websocket(http, Duration::from_secs(2)).await, None);
+
+    // A bad value keeps the last good one (5 s: the slow task still answers).
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "2h")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/2500", "").await.status, 200);
+    // Removed: the template's 60 s.
+    driver
+        .pass(&apply(&[(TIMEOUT_SERVER, "1s")]))
+        .await
+        .expect("pass");
+    assert_eq!(get(http, "/slow/1500", "").await.status, 504);
+    driver.pass(&apply(&[])).await.expect("pass");
+    assert_eq!(get(http, "/slow/1500", "").await.status, 200);
+    assert_eq!(
+        reloads(&master).await,
+        after_create,
+        "no timeout edit reloads"
+    );
+}
+
+/// A service of [`snapshot_of`]: its name, its one task's address and its labels.
+type Labelled<'a> = (&'a str, SocketAddr, &'a [(&'a str, &'a str)]);
+
+/// Services, each with its one task on network `front`.
+fn snapshot_of(services: &[Labelled]) -> Snapshot {
+    let mut all = Vec::new();
+    let mut tasks = Vec::new();
+    for (name, task, labels) in services {
+        let mut map: BTreeMap<String, String> = BTreeMap::new();
+        map.insert("com.docker.lb.port".into(), task.port().to_string());
+        for (k, v) in *labels {
+            map.insert((*k).to_owned(), (*v).to_owned());
+        }
+        all.push(Service {
+            id: format!("id-{name}"),
+            name: (*name).to_owned(),
+            labels: map,
+            networks: vec![NET.to_owned()],
+            vips: vec![],
+        });
+        tasks.push(Task {
+            id: format!("task-{name}-1"),
+            service_id: format!("id-{name}"),
+            slot: Some(1),
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![TaskAddress {
+                network: NET.to_owned(),
+                addr: task.ip(),
+            }],
+        });
+    }
+    let mut snapshot = snapshot(SocketAddr::new(loopback(1), 1), &[]);
+    snapshot.services = model::shared(all);
+    snapshot.tasks = model::shared(tasks);
+    snapshot
+}
+
+/// Status and body of one request with `Host: <host>` (as written: case, port, dot).
+async fn get_host(port: u16, host: &str) -> (u16, String) {
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await?;
+        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\nconnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let raw = tokio::time::timeout(EXCHANGE, exchange)
+        .await
+        .expect("answer within the deadline")
+        .expect("exchange with HAProxy");
+    let reply = parse_reply(&String::from_utf8_lossy(&raw));
+    (reply.status, reply.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exact_host_beats_a_wildcard_whatever_the_order_case_port_or_trailing_dot_and_the_apex_never_matches(
+) {
+    let port = support::free_port();
+    let _wild = support::Backend::start_at("wild", SocketAddr::new(loopback(11), port)).await;
+    let _exact = support::Backend::start_at("exact", SocketAddr::new(loopback(12), port)).await;
+    let _deep = support::Backend::start_at("deep", SocketAddr::new(loopback(13), port)).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let wild: &[(&str, &str)] = &[("com.docker.lb.hosts", "*.WC.example")];
+    let exact: &[(&str, &str)] = &[("com.docker.lb.hosts", "a.wc.example")];
+    let deep: &[(&str, &str)] = &[("com.docker.lb.hosts", "*.b.wc.example")];
+    let expected = [
+        ("a.wc.example", 200, "exact"),
+        ("A.WC.Example", 200, "exact"),
+        ("a.wc.example:8080", 200, "exact"),
+        ("a.wc.example.", 200, "exact"),
+        ("b.wc.example", 200, "wild"),
+        ("Zz-9.WC.EXAMPLE.:80", 200, "wild"),
+        ("x.b.wc.example", 200, "deep"),
+        // The apex, and two labels more than the wildcard's parent with no wildcard of its own.
+        ("wc.example", 503, ""),
+        ("x.y.a.wc.example", 503, ""),
+    ];
+    // The wildcard first, then the exact host; then the other way round (names sort the
+    // other way too: the order of creation and of names never decides).
+    for order in [
+        [("a-wild", wild), ("z-exact", exact)],
+        [("z-wild", wild), ("a-exact", exact)],
+    ] {
+        let (first, second) = (order[0], order[1]);
+        driver
+            .pass(&snapshot_of(&[(
+                first.0,
+                SocketAddr::new(loopback(11), port),
+                first.1,
+            )]))
+            .await
+            .expect("pass");
+        driver
+            .pass(&snapshot_of(&[
+                (first.0, SocketAddr::new(loopback(11), port), first.1),
+                (second.0, SocketAddr::new(loopback(12), port), second.1),
+                ("deep", SocketAddr::new(loopback(13), port), deep),
+            ]))
+            .await
+            .expect("pass");
+        for (host, status, body) in expected {
+            let (got, text) = get_host(http, host).await;
+            assert_eq!(got, status, "{host} ({order:?})");
+            if status == 200 {
+                assert_eq!(text, body, "{host} ({order:?})");
+            }
+        }
+        driver.pass(&snapshot_of(&[])).await.expect("pass");
+    }
+    // A wildcard host is a map key like any other: adding one to a routed service is an edit.
+    driver
+        .pass(&snapshot_of(&[(
+            "edit",
+            SocketAddr::new(loopback(12), port),
+            exact,
+        )]))
+        .await
+        .expect("pass");
+    let before = reloads(&master).await;
+    driver
+        .pass(&snapshot_of(&[(
+            "edit",
+            SocketAddr::new(loopback(12), port),
+            &[("com.docker.lb.hosts", "a.wc.example, *.wc.example")],
+        )]))
+        .await
+        .expect("pass");
+    assert_eq!(
+        get_host(http, "q.wc.example").await,
+        (200, "exact".to_owned())
+    );
+    assert_eq!(reloads(&master).await, before, "a host edit never reloads");
+
+    // ssl_only on a wildcard redirects the hosts it routes, never an exact host of another
+    // service.
+    driver
+        .pass(&snapshot_of(&[
+            ("edit", SocketAddr::new(loopback(12), port), exact),
+            (
+                "wild",
+                SocketAddr::new(loopback(11), port),
+                &[
+                    ("com.docker.lb.hosts", "*.wc.example"),
+                    ("com.docker.lb.ssl_only", "true"),
+                ],
+            ),
+        ]))
+        .await
+        .expect("pass");
+    assert_eq!(get_host(http, "q.wc.example").await.0, 301);
+    assert_eq!(
+        get_host(http, "a.wc.example").await,
+        (200, "exact".to_owned())
+    );
+}
