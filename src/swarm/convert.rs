@@ -378,13 +378,17 @@ pub(super) fn tasks(body: &[u8]) -> Result<Vec<Task>, serde_json::Error> {
 }
 
 /// [`tasks`], with each task's timestamps (for convergence metrics).
+///
+/// Each task is read straight from its slice of the body into the few fields routing needs
+/// (the array is split into raw slices first, so that one malformed task is skipped, not the
+/// listing): at 10,000 services, building a `serde_json::Value` tree of each 30,000-task
+/// listing first took 15 % of the CPU of a run of changes.
 pub(super) fn tasks_timed(body: &[u8]) -> Result<(Vec<Task>, Times), serde_json::Error> {
-    let items: Vec<serde_json::Value> = serde_json::from_slice(body)?;
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)?;
     let mut out = Vec::with_capacity(items.len());
     let mut times = Vec::with_capacity(items.len());
     for item in items {
-        let named = item.get("ID").and_then(|v| v.as_str()).map(str::to_string);
-        match serde_json::from_value::<RawTask>(item) {
+        match serde_json::from_str::<RawTask>(item.get()) {
             Ok(raw) => {
                 let t = task_times(&raw);
                 if let Some(task) = task(raw) {
@@ -392,7 +396,17 @@ pub(super) fn tasks_timed(body: &[u8]) -> Result<(Vec<Task>, Times), serde_json:
                     out.push(task);
                 }
             }
-            Err(error) => warn!(task = ?named, %error, "malformed task skipped"),
+            Err(error) => {
+                #[derive(Deserialize)]
+                struct Named {
+                    #[serde(rename = "ID")]
+                    id: Option<String>,
+                }
+                let named = serde_json::from_str::<Named>(item.get())
+                    .ok()
+                    .and_then(|n| n.id);
+                warn!(task = ?named, %error, "malformed task skipped")
+            }
         }
     }
     Ok((out, times))
