@@ -33,21 +33,7 @@ pub fn node_ip(node: &str) -> String {
 /// `docker` against one node's engine; stdout, or the command and its stderr.
 pub fn try_mn(node: &str, args: &[&str]) -> Result<String, String> {
     let sock = format!("unix://{}/{node}/docker.sock", base().display());
-    let out = Command::new(swarm_lb_e2e::docker::bin())
-        .arg("-H")
-        .arg(&sock)
-        .args(args)
-        .output()
-        .map_err(|e| format!("docker {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-    } else {
-        Err(format!(
-            "docker -H {sock} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+    swarm_lb_e2e::docker::try_docker_on(Some(&sock), args)
 }
 
 pub fn mn(node: &str, args: &[&str]) -> String {
