@@ -287,14 +287,11 @@ mod driver {
 
     use super::*;
     use support::{reloads, Backend};
-    use swarm_lb::haproxy::render::Files;
-    use swarm_lb::haproxy::AdminClient;
+
     use swarm_lb::model::access::TrustedProxy;
-    use swarm_lb::model::{
-        self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
-    };
-    use swarm_lb::plan::PlanSettings;
-    use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+    use swarm_lb::model::{DesiredTaskState, Service, Snapshot, Task, TaskAddress, TaskState};
+
+    use swarm_lb::reconcile::Reconciler;
 
     const NET: &str = "net-1";
 
@@ -325,38 +322,12 @@ mod driver {
                     addr: loopback(task),
                 }],
             }]),
-            networks: vec![Network {
-                id: NET.to_owned(),
-                name: "front".to_owned(),
-                driver: "overlay".to_owned(),
-                attachable: true,
-                ingress: false,
-            }],
+            networks: vec![support::front_network(NET)],
         }
     }
 
     fn reconciler(haproxy: &Haproxy) -> Reconciler {
-        let settings = Settings {
-            model: model::Settings::default(),
-            plan: PlanSettings {
-                block: 4,
-                add_server: true,
-                hosts_map: haproxy.hosts_map().clone(),
-                runtime_backends: Default::default(),
-            },
-            render: haproxy.settings.clone(),
-            haproxy_container: None,
-            keep_networks: BTreeSet::new(),
-            reload_timeout: Duration::from_secs(10),
-            strategy: Strategy::Runtime,
-        };
-        Reconciler::new(
-            settings,
-            AdminClient::new(haproxy.admin_socket()),
-            haproxy.master(),
-            Files::new(haproxy.config_dir()),
-            None,
-        )
+        support::driver(haproxy, 4, true)
     }
 
     /// The status each of 127.0.0.1, .2 and .3 gets for `a.example`.

@@ -15,13 +15,11 @@ use support::{
     STARTUP,
 };
 use swarm_lb::haproxy::codec::{self, ServerRow};
-use swarm_lb::haproxy::render::Files;
 use swarm_lb::haproxy::{Admin, AdminClient, Command, Master, ProxyState, Query};
 use swarm_lb::model::{
-    self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState, Vip,
+    DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState, Vip,
 };
-use swarm_lb::plan::PlanSettings;
-use swarm_lb::reconcile::{Reconciler, Report, Settings, Strategy};
+use swarm_lb::reconcile::{Reconciler, Report, Strategy};
 
 const NET: &str = "net-1";
 
@@ -87,30 +85,7 @@ fn snapshot(services: Vec<Service>, tasks: Vec<Task>) -> Snapshot {
 
 /// A driver for `haproxy` without Docker (no container to attach).
 fn reconciler_for(haproxy: &Haproxy, block: usize, add_server: bool) -> Reconciler {
-    Reconciler::new(
-        rig_settings(haproxy, block, add_server),
-        AdminClient::new(haproxy.admin_socket()),
-        haproxy.master(),
-        Files::new(haproxy.config_dir()),
-        None,
-    )
-}
-
-fn rig_settings(haproxy: &Haproxy, block: usize, add_server: bool) -> Settings {
-    Settings {
-        model: model::Settings::default(),
-        plan: PlanSettings {
-            block,
-            add_server,
-            hosts_map: haproxy.hosts_map().clone(),
-            runtime_backends: Default::default(),
-        },
-        render: haproxy.settings.clone(),
-        haproxy_container: None,
-        keep_networks: BTreeSet::new(),
-        reload_timeout: Duration::from_secs(10),
-        strategy: Strategy::Runtime,
-    }
+    support::driver(haproxy, block, add_server)
 }
 
 struct Rig {

@@ -4,19 +4,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::{Command as Process, Stdio};
 use std::time::Duration;
 
 use support::{reloads, Haproxy};
-use swarm_lb::haproxy::render::Files;
-use swarm_lb::haproxy::{AdminClient, ProxyState};
-use swarm_lb::model::{
-    self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
-};
-use swarm_lb::plan::PlanSettings;
-use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+use swarm_lb::haproxy::ProxyState;
+use swarm_lb::model::{self, DesiredTaskState, Service, Snapshot, Task, TaskAddress, TaskState};
+use swarm_lb::reconcile::Reconciler;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -120,38 +116,12 @@ fn snapshot(task: SocketAddr, labels: &[(&str, &str)]) -> Snapshot {
                 addr: task.ip(),
             }],
         }]),
-        networks: vec![Network {
-            id: NET.to_owned(),
-            name: "front".to_owned(),
-            driver: "overlay".to_owned(),
-            attachable: true,
-            ingress: false,
-        }],
+        networks: vec![support::front_network(NET)],
     }
 }
 
 fn reconciler(haproxy: &Haproxy) -> Reconciler {
-    let settings = Settings {
-        model: model::Settings::default(),
-        plan: PlanSettings {
-            block: 4,
-            add_server: true,
-            hosts_map: haproxy.hosts_map().clone(),
-            runtime_backends: Default::default(),
-        },
-        render: haproxy.settings.clone(),
-        haproxy_container: None,
-        keep_networks: BTreeSet::new(),
-        reload_timeout: Duration::from_secs(10),
-        strategy: Strategy::Runtime,
-    };
-    Reconciler::new(
-        settings,
-        AdminClient::new(haproxy.admin_socket()),
-        haproxy.master(),
-        Files::new(haproxy.config_dir()),
-        None,
-    )
+    support::driver(haproxy, 4, true)
 }
 
 /// A response: status, head lines (lower-cased names), body.

@@ -410,18 +410,16 @@ async fn passthrough_hands_tls_for_its_name_to_the_task_untouched_and_others_are
 // ---- the whole driver: labels -> Reconciler pass -> Runtime API, no reload ----
 
 mod driver {
-    use std::collections::{BTreeMap, BTreeSet};
+    use std::collections::BTreeMap;
     use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
     use super::*;
     use support::Backend;
-    use swarm_lb::haproxy::render::Files;
-    use swarm_lb::model::{
-        self, DesiredTaskState, Network, Service, Snapshot, Task, TaskAddress, TaskState,
-    };
-    use swarm_lb::plan::PlanSettings;
+
+    use swarm_lb::model::{DesiredTaskState, Service, Snapshot, Task, TaskAddress, TaskState};
+
     use swarm_lb::reconcile::tls::TlsCerts;
-    use swarm_lb::reconcile::{Reconciler, Settings, Strategy};
+    use swarm_lb::reconcile::Reconciler;
 
     const NET: &str = "net-1";
 
@@ -455,40 +453,13 @@ mod driver {
                     addr: IpAddr::V4(Ipv4Addr::new(127, 0, 0, n)),
                 }],
             })],
-            networks: vec![Network {
-                id: NET.to_owned(),
-                name: "front".to_owned(),
-                driver: "overlay".to_owned(),
-                attachable: true,
-                ingress: false,
-            }],
+            networks: vec![support::front_network(NET)],
         }
     }
 
     fn reconciler(haproxy: &Haproxy, secrets: &std::path::Path) -> Reconciler {
         let (_, certs) = https(haproxy);
-        let settings = Settings {
-            model: model::Settings::default(),
-            plan: PlanSettings {
-                block: 4,
-                add_server: true,
-                hosts_map: haproxy.hosts_map().clone(),
-                runtime_backends: Default::default(),
-            },
-            render: haproxy.settings.clone(),
-            haproxy_container: None,
-            keep_networks: BTreeSet::new(),
-            reload_timeout: Duration::from_secs(10),
-            strategy: Strategy::Runtime,
-        };
-        Reconciler::new(
-            settings,
-            AdminClient::new(haproxy.admin_socket()),
-            haproxy.master(),
-            Files::new(haproxy.config_dir()),
-            None,
-        )
-        .with_tls(TlsCerts::new(certs.clone(), secrets))
+        support::driver(haproxy, 4, true).with_tls(TlsCerts::new(certs.clone(), secrets))
     }
 
     /// Writes a certificate/key pair for `names` as secrets `<name>-crt` and `<name>-key`.

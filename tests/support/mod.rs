@@ -559,3 +559,52 @@ pub fn route(state: &mut ProxyState, name: &str, backend: BackendState, hosts: &
     }
     state.backends.insert(name, std::sync::Arc::new(backend));
 }
+
+/// The driver settings the real-HAProxy suites use for `haproxy`: slots in blocks of `block`,
+/// runtime commands (no Docker: no container to attach).
+pub fn driver_settings(
+    haproxy: &Haproxy,
+    block: usize,
+    add_server: bool,
+) -> swarm_lb::reconcile::Settings {
+    swarm_lb::reconcile::Settings {
+        model: swarm_lb::model::Settings::default(),
+        plan: swarm_lb::plan::PlanSettings {
+            block,
+            add_server,
+            hosts_map: haproxy.hosts_map().clone(),
+            runtime_backends: Default::default(),
+        },
+        render: haproxy.settings.clone(),
+        haproxy_container: None,
+        keep_networks: Default::default(),
+        reload_timeout: Duration::from_secs(10),
+        strategy: swarm_lb::reconcile::Strategy::Runtime,
+    }
+}
+
+/// A driver for `haproxy` with [`driver_settings`].
+pub fn driver(
+    haproxy: &Haproxy,
+    block: usize,
+    add_server: bool,
+) -> swarm_lb::reconcile::Reconciler {
+    swarm_lb::reconcile::Reconciler::new(
+        driver_settings(haproxy, block, add_server),
+        AdminClient::new(haproxy.admin_socket()),
+        haproxy.master(),
+        Files::new(haproxy.config_dir()),
+        None,
+    )
+}
+
+/// The attachable overlay `front` with id `id`, as the driver suites' snapshots hold it.
+pub fn front_network(id: &str) -> swarm_lb::model::Network {
+    swarm_lb::model::Network {
+        id: id.to_owned(),
+        name: "front".to_owned(),
+        driver: "overlay".to_owned(),
+        attachable: true,
+        ingress: false,
+    }
+}
