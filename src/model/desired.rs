@@ -26,7 +26,12 @@ pub fn desired(
     settings: &Settings,
     last_good: &BTreeMap<ServiceId, Arc<RouteInForce>>,
 ) -> Desired {
-    desired_cached(snap, settings, last_good, &mut DesiredCache::default())
+    // No cache to fill: each service's part is used and dropped (no second copy held).
+    let mut none = DesiredCache {
+        keep: false,
+        ..DesiredCache::default()
+    };
+    desired_cached(snap, settings, last_good, &mut none)
 }
 
 /// What each service gave the desired routing at the last pass, with what it was derived
@@ -34,11 +39,24 @@ pub fn desired(
 /// shared values: see [`Snapshot::services`]) is not parsed and built again. Dropped whole
 /// when the networks or the settings change. A cache only: [`desired_cached`] gives what
 /// [`desired`] gives.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct DesiredCache {
     by_service: HashMap<ServiceId, Cached>,
     networks: Vec<Network>,
     settings: Settings,
+    /// Whether parts are kept (false for the one-off [`desired`]).
+    keep: bool,
+}
+
+impl Default for DesiredCache {
+    fn default() -> Self {
+        DesiredCache {
+            by_service: HashMap::new(),
+            networks: Vec::new(),
+            settings: Settings::default(),
+            keep: true,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -107,22 +125,33 @@ pub fn desired_cached(
                     _ => false,
                 }
         });
-        if !hit {
+        let fresh: Contribution;
+        let c = if hit {
+            match cache.by_service.get(&service.id) {
+                Some(cached) => &cached.contribution,
+                None => continue,
+            }
+        } else {
             let contribution = ctx.contribution(service, good.map(|g| &**g));
-            cache.by_service.insert(
-                service.id.clone(),
-                Cached {
-                    service: (*service).clone(),
-                    tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
-                    last_good: good.cloned(),
-                    contribution,
-                },
-            );
-        }
-        let Some(cached) = cache.by_service.get(&service.id) else {
-            continue;
+            if cache.keep {
+                cache.by_service.insert(
+                    service.id.clone(),
+                    Cached {
+                        service: (*service).clone(),
+                        tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
+                        last_good: good.cloned(),
+                        contribution,
+                    },
+                );
+                match cache.by_service.get(&service.id) {
+                    Some(cached) => &cached.contribution,
+                    None => continue,
+                }
+            } else {
+                fresh = contribution;
+                &fresh
+            }
         };
-        let c = &cached.contribution;
         out.warnings.extend(c.warnings.iter().cloned());
         out.errors.extend(c.errors.iter().cloned());
         out.notices.extend(c.notices.iter().cloned());
