@@ -417,6 +417,17 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
     }
     row.notes
         .push(format!("Docker API requests: {:?}", engine.requests()));
+    // Issue 22: what the periodic full read found other than the incremental passes knew
+    // (should be 0); a full read comes at least every 2 x --resync (60 s), so a run shorter
+    // than that may hold none.
+    if let Ok(end) = metrics::scrape(&metrics_url).await {
+        if end.has(REPAIRS) {
+            row.notes.push(format!(
+                "resync repairs over the whole run ({REPAIRS}): {}",
+                end.sum(REPAIRS)
+            ));
+        }
+    }
     if let Some(status) = daemon.child.try_wait()? {
         row.notes
             .push(format!("swarm-lb exited during the run: {status}"));
@@ -427,6 +438,7 @@ pub async fn run(n: usize, o: &Options) -> anyhow::Result<Row> {
 }
 
 const RELOADS: &str = "swarm_lb_reloads_total";
+const REPAIRS: &str = "swarm_lb_resync_repairs_total";
 
 fn pass_figures(row: &mut Row, a: &Scrape, b: &Scrape, k: f64) {
     const PASS: &str = "swarm_lb_pass_duration_seconds";
