@@ -646,53 +646,6 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn a_merge_keeps_the_shared_value_of_each_task_listed_unchanged() {
-        let task = |id: &str, service: &str| Task {
-            id: id.into(),
-            service_id: service.into(),
-            slot: None,
-            state: TaskState::Running,
-            desired_state: DesiredTaskState::Running,
-            addresses: vec![],
-        };
-        let listed = crate::model::shared(vec![task("a1", "a"), task("b1", "b"), task("b2", "b")]);
-        let scope = BTreeSet::from(["b".to_string()]);
-        let mut moved = task("b2", "b");
-        moved.slot = Some(7);
-        let fresh = vec![task("b1", "b"), moved];
-        let merged = merge_service_tasks(listed.clone(), &scope, fresh);
-        assert!(
-            Arc::ptr_eq(&merged[0], &listed[0]),
-            "another service's task"
-        );
-        assert!(
-            Arc::ptr_eq(&merged[1], &listed[1]),
-            "listed again unchanged"
-        );
-        assert!(!Arc::ptr_eq(&merged[2], &listed[2]), "changed");
-        assert_eq!(merged[2].slot, Some(7));
-    }
-
-    #[test]
-    fn a_service_poll_replaces_that_services_tasks_and_keeps_the_others() {
-        let task = |id: &str, service: &str| Task {
-            id: id.into(),
-            service_id: service.into(),
-            slot: None,
-            state: TaskState::Running,
-            desired_state: DesiredTaskState::Running,
-            addresses: vec![],
-        };
-        let listed = crate::model::shared(vec![task("a1", "a"), task("b1", "b"), task("b2", "b")]);
-        let scope = BTreeSet::from(["b".to_string()]);
-        let fresh = vec![task("b3", "b"), task("b1", "b"), task("c9", "c")];
-        let merged = merge_service_tasks(listed, &scope, fresh);
-        let ids: Vec<&str> = merged.iter().map(|t| t.id.as_str()).collect();
-        assert_eq!(ids, ["a1", "b1", "b3"]);
-        assert_eq!(service_filter(&scope), r#"{"service":["b"]}"#);
-    }
-
     use super::*;
 
     const SERVICES: &str = include_str!("../../tests/fixtures/docker-1.41/services.json");
@@ -708,6 +661,57 @@ mod tests {
 
     const LB_NET: &str = "ozmh1494lrjy2tkbzt8h8ykgd";
     const WEB: &str = "btrao17gkwp6g12j40iqj7crs";
+
+    /// A running task of `service` with no address: what the merge tests move around.
+    fn running(id: &str, service: &str) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service.into(),
+            slot: None,
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![],
+        }
+    }
+
+    #[test]
+    fn a_merge_keeps_the_shared_value_of_each_task_listed_unchanged() {
+        let listed = crate::model::shared(vec![
+            running("a1", "a"),
+            running("b1", "b"),
+            running("b2", "b"),
+        ]);
+        let scope = BTreeSet::from(["b".to_string()]);
+        let mut moved = running("b2", "b");
+        moved.slot = Some(7);
+        let fresh = vec![running("b1", "b"), moved];
+        let merged = merge_service_tasks(listed.clone(), &scope, fresh);
+        assert!(
+            Arc::ptr_eq(&merged[0], &listed[0]),
+            "another service's task"
+        );
+        assert!(
+            Arc::ptr_eq(&merged[1], &listed[1]),
+            "listed again unchanged"
+        );
+        assert!(!Arc::ptr_eq(&merged[2], &listed[2]), "changed");
+        assert_eq!(merged[2].slot, Some(7));
+    }
+
+    #[test]
+    fn a_service_poll_replaces_that_services_tasks_and_keeps_the_others() {
+        let listed = crate::model::shared(vec![
+            running("a1", "a"),
+            running("b1", "b"),
+            running("b2", "b"),
+        ]);
+        let scope = BTreeSet::from(["b".to_string()]);
+        let fresh = vec![running("b3", "b"), running("b1", "b"), running("c9", "c")];
+        let merged = merge_service_tasks(listed, &scope, fresh);
+        let ids: Vec<&str> = merged.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["a1", "b1", "b3"]);
+        assert_eq!(service_filter(&scope), r#"{"service":["b"]}"#);
+    }
 
     fn fixture_networks() -> (Vec<Network>, NetworkIndex) {
         let raw: Vec<models::Network> = serde_json::from_str(NETWORKS).expect("networks fixture");
