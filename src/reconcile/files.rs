@@ -44,7 +44,7 @@ struct Written {
 #[derive(Default)]
 struct Shared {
     /// The next state to mirror, with the named defaults to keep (the newest wins).
-    pending: Option<(ProxyState, BTreeSet<DefaultsName>)>,
+    pending: Option<(Arc<ProxyState>, BTreeSet<DefaultsName>)>,
     /// A job is running: it takes `pending` until none is left, then clears this.
     running: bool,
     /// `None`: unknown (never read, or a write failed), so the next render is written.
@@ -75,7 +75,7 @@ pub(super) struct FileWriter {
     writing: Option<JoinHandle<()>>,
     /// The state last handed to the mirror (none after a failed write): an equal one is not
     /// handed over again. Cheap to compare: the backends are shared (`Arc`).
-    mirrored: Option<ProxyState>,
+    mirrored: Option<Arc<ProxyState>>,
     /// Each backend's options as in the config HAProxy loaded.
     loaded: Options,
     /// The config text HAProxy loaded (as far as known): the template check and the named
@@ -205,14 +205,21 @@ impl FileWriter {
             self.mirrored = None;
             return Err(e);
         }
-        if self.mirrored.as_ref() == Some(state) {
+        if self.mirrored.as_deref() == Some(state) {
             return Ok(false);
         }
+        // One copy, shared by what was handed over and the job (the hosts map is copied whole).
+        let state = Arc::new(state.clone());
         self.mirrored = Some(state.clone());
         let start = {
             let mut shared = self.shared.lock();
-            shared.pending = Some((state.clone(), self.loaded_defaults.clone()));
-            !std::mem::replace(&mut shared.running, true)
+            shared.pending = Some((state, self.loaded_defaults.clone()));
+            let start = !std::mem::replace(&mut shared.running, true);
+            if start {
+                // A flush that found no job left this set: the new job spaces its writes.
+                shared.hurry = false;
+            }
+            start
         };
         if start {
             let (shared, wake, files, render) = (
