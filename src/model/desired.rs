@@ -90,13 +90,7 @@ pub fn desired_cached(
         cache.networks = snap.networks.clone();
         cache.settings = settings.clone();
     }
-    let mut tasks_of: HashMap<&str, Vec<&Arc<Task>>> = HashMap::with_capacity(snap.services.len());
-    for task in &snap.tasks {
-        tasks_of
-            .entry(task.service_id.as_str())
-            .or_default()
-            .push(task);
-    }
+    let tasks_of = super::tasks_by_service(&snap.tasks, |_| true);
     let ctx = Ctx {
         snap,
         settings,

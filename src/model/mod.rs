@@ -14,7 +14,7 @@ mod reason;
 pub mod routes;
 pub mod shaping;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -59,10 +59,13 @@ pub struct RouteInForce {
     pub network: NetworkId,
 }
 
-/// The tasks of each service (by service id), in snapshot order.
-pub fn tasks_by_service(tasks: &[Arc<Task>]) -> BTreeMap<&str, Vec<&Task>> {
-    let mut by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-    for task in tasks {
+/// The tasks of each service (by service id) that `keep` takes, in snapshot order.
+pub fn tasks_by_service(
+    tasks: &[Arc<Task>],
+    keep: impl Fn(&str) -> bool,
+) -> HashMap<&str, Vec<&Arc<Task>>> {
+    let mut by_service: HashMap<&str, Vec<&Arc<Task>>> = HashMap::new();
+    for task in tasks.iter().filter(|t| keep(&t.service_id)) {
         by_service
             .entry(task.service_id.as_str())
             .or_default()

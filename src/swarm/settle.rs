@@ -7,6 +7,7 @@
 //! (a warning), until another event touches it.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -150,19 +151,8 @@ impl Settler {
                 .collect()
         });
         let in_view = |id: &str| relevant.as_ref().map_or(true, |r| r.contains(id));
-        let by_service = match &relevant {
-            None => tasks_by_service(&listing.snapshot.tasks),
-            Some(_) => {
-                let mut by: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-                for t in listing.snapshot.tasks.iter() {
-                    if in_view(&t.service_id) {
-                        by.entry(t.service_id.as_str()).or_default().push(t);
-                    }
-                }
-                by
-            }
-        };
-        let no_tasks: Vec<&Task> = Vec::new();
+        let by_service = tasks_by_service(&listing.snapshot.tasks, in_view);
+        let no_tasks: Vec<&Arc<Task>> = Vec::new();
         let settled = |id: &str| {
             let progress = listing
                 .progress
@@ -268,7 +258,7 @@ impl Settler {
 /// No task on its way to running, none running that Swarm is stopping, the running count
 /// as asked, no rolling update. A task starting that Swarm no longer wants (desired
 /// shutdown) will never serve, so it does not hold a service unsettled.
-pub(super) fn is_settled(progress: ServiceProgress, tasks: &[&Task]) -> bool {
+pub(super) fn is_settled(progress: ServiceProgress, tasks: &[&Arc<Task>]) -> bool {
     if progress.updating {
         return false;
     }
@@ -291,7 +281,6 @@ pub(super) fn is_settled(progress: ServiceProgress, tasks: &[&Task]) -> bool {
 mod tests {
     use super::*;
     use crate::model::{Service, Snapshot};
-    use std::sync::Arc;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -350,22 +339,22 @@ mod tests {
             desired_tasks: Some(n),
             updating: false,
         };
-        let run = task("a", "s", Running, WantRun);
-        let old = task("o", "s", Finished, WantStop);
+        let run = Arc::new(task("a", "s", Running, WantRun));
+        let old = Arc::new(task("o", "s", Finished, WantStop));
         assert!(is_settled(p(1), &[&run, &old]));
         assert!(!is_settled(p(2), &[&run]), "one task missing");
         assert!(!is_settled(p(0), &[&run]), "one task too many");
         assert!(!is_settled(
             p(1),
-            &[&run, &task("b", "s", Starting, WantRun)]
+            &[&run, &Arc::new(task("b", "s", Starting, WantRun))]
         ));
         assert!(!is_settled(
             p(1),
-            &[&run, &task("b", "s", Running, WantStop)]
+            &[&run, &Arc::new(task("b", "s", Running, WantStop))]
         ));
         assert!(is_settled(
             p(1),
-            &[&run, &task("b", "s", Starting, WantStop)]
+            &[&run, &Arc::new(task("b", "s", Starting, WantStop))]
         ));
         let updating = ServiceProgress {
             desired_tasks: Some(1),
