@@ -24,13 +24,18 @@ pub enum Feature {
     LargeCliPayload,
 }
 
-/// Each feature and the first version that has it.
-const FIRST: &[(Feature, (u16, u16))] = &[
-    (Feature::AddServer, (2, 6)),
-    (Feature::DeferredAddrUpdate, (3, 0)),
-    (Feature::RuntimeBackends, (3, 4)),
-    (Feature::LargeCliPayload, (3, 4)),
-];
+impl Feature {
+    /// The first `(major, minor)` line that has it. A `match`, so that a new feature cannot
+    /// be added without its row.
+    pub const fn first(self) -> (u16, u16) {
+        match self {
+            Feature::AddServer => (2, 6),
+            Feature::DeferredAddrUpdate => (3, 0),
+            Feature::RuntimeBackends => (3, 4),
+            Feature::LargeCliPayload => (3, 4),
+        }
+    }
+}
 
 /// What one running HAProxy can do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,10 +50,7 @@ impl Capabilities {
 
     /// Whether this version has `feature`.
     pub fn has(&self, feature: Feature) -> bool {
-        FIRST
-            .iter()
-            .find(|(f, _)| *f == feature)
-            .is_some_and(|(_, first)| (self.version.major, self.version.minor) >= *first)
+        (self.version.major, self.version.minor) >= feature.first()
     }
 }
 
@@ -64,34 +66,47 @@ mod tests {
         })
     }
 
-    #[test]
-    fn every_feature_has_a_row() {
-        for f in [
-            Feature::AddServer,
-            Feature::DeferredAddrUpdate,
-            Feature::RuntimeBackends,
-            Feature::LargeCliPayload,
-        ] {
-            assert!(FIRST.iter().any(|(g, _)| *g == f), "{f:?} has no row");
-        }
-    }
-
-    #[test]
-    fn each_line_of_the_matrix_has_what_was_measured_on_it() {
-        let has = |c: Capabilities| {
-            [
+    /// What was measured on each line of the matrix (and the lines around it): the features
+    /// it has. A feature's row is checked on every line here once it is named on one.
+    const MEASURED: &[((u16, u16), &[Feature])] = &[
+        ((2, 4), &[]),
+        ((2, 6), &[Feature::AddServer]),
+        ((3, 0), &[Feature::AddServer, Feature::DeferredAddrUpdate]),
+        ((3, 2), &[Feature::AddServer, Feature::DeferredAddrUpdate]),
+        (
+            (3, 4),
+            &[
                 Feature::AddServer,
                 Feature::DeferredAddrUpdate,
                 Feature::RuntimeBackends,
                 Feature::LargeCliPayload,
-            ]
-            .map(|f| c.has(f))
-        };
-        assert_eq!(has(v(2, 4)), [false, false, false, false]);
-        assert_eq!(has(v(2, 6)), [true, false, false, false]);
-        assert_eq!(has(v(3, 0)), [true, true, false, false]);
-        assert_eq!(has(v(3, 2)), [true, true, false, false]);
-        assert_eq!(has(v(3, 4)), [true, true, true, true]);
-        assert_eq!(has(v(4, 0)), [true, true, true, true]);
+            ],
+        ),
+        (
+            (4, 0),
+            &[
+                Feature::AddServer,
+                Feature::DeferredAddrUpdate,
+                Feature::RuntimeBackends,
+                Feature::LargeCliPayload,
+            ],
+        ),
+    ];
+
+    #[test]
+    fn each_line_of_the_matrix_has_what_was_measured_on_it() {
+        let named: Vec<Feature> = MEASURED
+            .iter()
+            .flat_map(|(_, f)| f.iter().copied())
+            .collect();
+        for &((major, minor), has) in MEASURED {
+            for &f in &named {
+                assert_eq!(
+                    v(major, minor).has(f),
+                    has.contains(&f),
+                    "{major}.{minor}: {f:?}"
+                );
+            }
+        }
     }
 }

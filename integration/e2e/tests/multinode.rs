@@ -200,25 +200,7 @@ async fn every_task_on_every_node_answers_through_every_edge() {
     let nodes: BTreeSet<String> = svc.running().into_values().map(|(n, _)| n).collect();
     assert_eq!(nodes.len(), 3, "tasks not on all three nodes: {nodes:?}");
     for e in &all {
-        let seen = poll_until(
-            CONVERGE,
-            &format!("all 6 tasks answering through {}", e.node),
-            || async {
-                let mut seen = BTreeSet::new();
-                for _ in 0..30 {
-                    let r = get(e.node, &svc.host, None).ok()?;
-                    if r["status"] != 200 {
-                        return None;
-                    }
-                    seen.insert(task_of(&r));
-                    if seen.len() == 6 {
-                        return Some(seen);
-                    }
-                }
-                None
-            },
-        )
-        .await;
+        let seen = e.tasks_answering(&svc.host, 6).await;
         assert_eq!(seen.len(), tasks.len(), "{}: {seen:?}", e.node);
     }
 }

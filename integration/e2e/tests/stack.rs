@@ -326,25 +326,7 @@ async fn the_stack_deployed_from_the_registry_routes_on_every_edge_and_serves_tl
         ],
     );
     for e in &all {
-        let seen = poll_until(
-            CONVERGE,
-            &format!("all 6 tasks answering through {}", e.node),
-            || async {
-                let mut seen = BTreeSet::new();
-                for _ in 0..30 {
-                    let r = get(e.node, &svc.host, None).ok()?;
-                    if r["status"] != 200 {
-                        return None;
-                    }
-                    seen.insert(task_of(&r));
-                    if seen.len() == 6 {
-                        return Some(seen);
-                    }
-                }
-                None
-            },
-        )
-        .await;
+        let seen = e.tasks_answering(&svc.host, 6).await;
         assert_eq!(seen.len(), tasks.len(), "{}: {seen:?}", e.node);
     }
     for node in NODES {

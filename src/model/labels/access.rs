@@ -153,13 +153,7 @@ pub(super) fn parse_access(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::labels::testing::labels;
 
     #[test]
     fn allow_and_deny_lists_of_both_families_are_read() {

@@ -18,6 +18,7 @@
 //! [`BackendOptions::server`]) and, as a server keyword, its text in the codec.
 
 mod access;
+mod duration;
 mod errors;
 mod hosts;
 pub mod keys;

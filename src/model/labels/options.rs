@@ -71,25 +71,11 @@ pub fn parse_max_fails(service: &str, value: &str) -> Result<u32, LabelError> {
     }
 }
 
-/// `com.docker.lb.fail_timeout`: nginx's time syntax, a whole number with an optional unit
-/// `ms`, `s` (the default) or `m`: 1 ms up to 1 h. Milliseconds.
+/// `com.docker.lb.fail_timeout`: a duration (`super::duration`: `500ms`, `5s` or `5`, `2m`),
+/// 1 ms up to 1 h. Milliseconds.
 pub fn parse_fail_timeout(service: &str, value: &str) -> Result<u32, LabelError> {
     check_chars(service, FAIL_TIMEOUT, value)?;
-    let digits_end = value
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(digits_end);
-    let scale = match unit {
-        "ms" => Some(1u64),
-        "" | "s" => Some(1_000),
-        "m" => Some(60_000),
-        _ => None,
-    };
-    let ms = match (number.parse::<u64>(), scale) {
-        (Ok(n), Some(scale)) if !number.starts_with('0') => n.checked_mul(scale),
-        _ => None,
-    };
-    match ms {
+    match super::duration::parse_ms(value) {
         Some(ms) if (1..=3_600_000).contains(&ms) => Ok(ms as u32),
         _ => Err(LabelError::invalid(
             service,

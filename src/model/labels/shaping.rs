@@ -53,8 +53,9 @@ fn parse_hsts(service: &str, value: &str) -> Result<String, LabelError> {
     Ok(out)
 }
 
-/// A timeout label: `<n>` followed by `ms`, `s` (also no unit), `m` or `h`, n a whole
-/// number, the result in milliseconds from 1 to `max_ms` (`max` is how an error says it).
+/// A timeout label: a duration (`super::duration`: `250ms`, `90s` or `90`, `5m`, `1h`),
+/// trimmed of spaces, the result in milliseconds from 1 to `max_ms` (`max` is how an error
+/// says it).
 fn parse_timeout(
     service: &str,
     label: &str,
@@ -62,23 +63,9 @@ fn parse_timeout(
     max_ms: u64,
     max: &'static str,
 ) -> Result<u64, LabelError> {
-    let refused = || LabelError::invalid(service, label, value, Reason::NotATimeout { max });
-    let text = value.trim();
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (n, unit) = text.split_at(digits);
-    let scale = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(refused()),
-    };
-    let ok = !n.is_empty() && n.len() <= 10;
-    ok.then(|| n.parse::<u64>().ok())
-        .flatten()
-        .and_then(|n| n.checked_mul(scale))
+    super::duration::parse_ms(value.trim())
         .filter(|ms| (1..=max_ms).contains(ms))
-        .ok_or_else(refused)
+        .ok_or_else(|| LabelError::invalid(service, label, value, Reason::NotATimeout { max }))
 }
 
 /// A header value: trimmed of spaces and tabs, printable ASCII with spaces and tabs, at most
@@ -235,13 +222,7 @@ pub(super) fn parse_shaping(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
-    }
+    use crate::model::labels::testing::labels;
 
     const XFO: &str = "com.docker.lb.response_header.X-Frame-Options";
     const CSP: &str = "com.docker.lb.response_header.Content-Security-Policy";

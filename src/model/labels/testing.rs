@@ -2,14 +2,19 @@
 
 use super::*;
 
-pub(super) fn service(labels: &[(&str, &str)]) -> Service {
+/// A service's labels from `(key, value)` pairs.
+pub(super) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+pub(super) fn service(pairs: &[(&str, &str)]) -> Service {
     Service {
         id: "id-web".to_owned(),
         name: "web".to_owned(),
-        labels: labels
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
+        labels: labels(pairs),
         networks: vec!["net1".to_owned()],
         vips: vec![],
     }

@@ -112,6 +112,30 @@ impl Edge {
             .collect()
     }
 
+    /// The tasks answering `host` through this edge once `n` distinct ones have answered
+    /// within 30 requests in a row, each 200 (polled until [`CONVERGE`]).
+    pub async fn tasks_answering(&self, host: &str, n: usize) -> BTreeSet<String> {
+        poll_until(
+            CONVERGE,
+            &format!("all {n} tasks answering through {}", self.node),
+            || async {
+                let mut seen = BTreeSet::new();
+                for _ in 0..30 {
+                    let r = get(self.node, host, None).ok()?;
+                    if r["status"] != 200 {
+                        return None;
+                    }
+                    seen.insert(task_of(&r));
+                    if seen.len() == n {
+                        return Some(seen);
+                    }
+                }
+                None
+            },
+        )
+        .await
+    }
+
     /// The master's reload counter since HAProxy started.
     pub async fn reloads(&self) -> u32 {
         let master = Master::new(self.run_dir().join("master.sock"));
