@@ -123,7 +123,7 @@ bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 # scaling (every edge holds the same tasks, no reload), cross-node convergence and drains. The
 # crash, node-loss and agent-cost measurements run once, above (they time Swarm, not HAProxy).
 echo "== cargo test: multi-node Swarm on HAProxy 3.4 (swarm-lb/haproxy:3.4-local)"
-run "multi-node e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
+run "multi-node e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local SWARM_LB_E2E_SCALE_OPS_OFF=5 \
     cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1 \
     every_task_on_every_node scaling_2_9_3 a_new_task_on_another_node draining_a_node
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
