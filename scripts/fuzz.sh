@@ -5,6 +5,8 @@
 #   docker_json  Docker's services/tasks/networks JSON -> snapshot -> desired
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]   (default 60; CI runs a short pass)
+#   scripts/fuzz.sh build                  (only builds the targets: CI does it beside the
+#                                           multi-node stages, which mostly wait on Docker)
 #
 # Uses cargo-fuzz (libFuzzer) on the nightly toolchain, installing cargo-fuzz from crates.io if
 # it is missing. Each target starts from a corpus seeded with the captured fixtures
@@ -16,6 +18,8 @@ cd "$(dirname "$0")/.."
 REPO=$PWD
 
 SECONDS_PER_TARGET=${1:-60}
+BUILD_ONLY=0
+[[ $SECONDS_PER_TARGET == build ]] && BUILD_ONLY=1 SECONDS_PER_TARGET=1
 [[ $SECONDS_PER_TARGET =~ ^[1-9][0-9]*$ ]] || { echo "fuzz: seconds must be a positive whole number" >&2; exit 2; }
 TARGETS=(labels replies docker_json)
 CORPUS=$PWD/target/fuzz-corpus
@@ -50,6 +54,13 @@ seed() {
 }
 
 cd fuzz
+if ((BUILD_ONLY)); then
+    # The same profile and sanitizer as `cargo fuzz run` (cargo-fuzz's defaults), so the runs
+    # after it build nothing.
+    cargo +nightly fuzz build
+    log "targets built"
+    exit 0
+fi
 for target in "${TARGETS[@]}"; do
     seed "$target"
     log "$target: ${SECONDS_PER_TARGET}s"
