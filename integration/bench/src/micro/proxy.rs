@@ -62,6 +62,7 @@ impl Proxy {
                 .with_context(|| format!("temp dir {} as a map path", dir.path().display()))?,
             https: None,
             trusted_proxies: Vec::new(),
+            userlists: Default::default(),
         };
         settings.validate()?;
         let config = render::config(state, &settings);
