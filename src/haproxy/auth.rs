@@ -109,6 +109,32 @@ pub fn frontend_rules(map: &str, lists: &Userlists) -> Vec<String> {
     out
 }
 
+/// What a config line says about sections.
+enum Header<'a> {
+    /// `userlist auth.<secret>`: one of ours starts.
+    Ours(&'a str),
+    /// Another section starts, or a blank line (ours never holds one): ours ends.
+    Other,
+    /// An indented line: the section goes on.
+    None,
+}
+
+fn section_header(line: &str) -> Header<'_> {
+    if line.trim().is_empty() {
+        return Header::Other;
+    }
+    if line.starts_with(char::is_whitespace) {
+        return Header::None;
+    }
+    match line
+        .strip_prefix("userlist ")
+        .and_then(|n| n.trim().strip_prefix(USERLIST_PREFIX))
+    {
+        Some(secret) => Header::Ours(secret),
+        None => Header::Other,
+    }
+}
+
 /// Whether `line` is one of the per-list rules of [`frontend_rules`].
 fn is_list_rule(line: &str) -> bool {
     line.contains(" http_auth(auth.")
@@ -119,12 +145,11 @@ fn is_list_rule(line: &str) -> bool {
 pub fn without_auth(config: &str) -> impl Iterator<Item = &str> {
     let mut inside = false;
     config.lines().filter(move |line| {
-        let top = !line.is_empty() && !line.starts_with(char::is_whitespace);
-        if top {
-            inside = line
-                .strip_prefix("userlist ")
-                .is_some_and(|name| name.trim().starts_with(USERLIST_PREFIX));
-        }
+        inside = match section_header(line) {
+            Header::Ours(_) => true,
+            Header::Other => false,
+            Header::None => inside,
+        };
         !inside && !is_list_rule(line)
     })
 }
@@ -147,12 +172,10 @@ pub fn loaded_sections(config: &str) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     let mut current: Option<String> = None;
     for line in config.lines() {
-        let top = !line.is_empty() && !line.starts_with(char::is_whitespace);
-        if top {
-            current = line
-                .strip_prefix("userlist ")
-                .and_then(|n| n.trim().strip_prefix(USERLIST_PREFIX))
-                .map(str::to_owned);
+        match section_header(line) {
+            Header::Ours(secret) => current = Some(secret.to_owned()),
+            Header::Other => current = None,
+            Header::None => {}
         }
         if let Some(secret) = &current {
             let text = out.entry(secret.clone()).or_default();
@@ -215,16 +238,17 @@ mod tests {
             rules[2]
         );
         assert!(rules[3].contains("realm=\\\"%[var(txn.auth),field(3,:),url_dec]\\\""));
-        let config = format!("global\n    x\n{text}frontend f\n    {}\n", rules[2]);
+        // A blank line after a section, as in a rendered config, ends it.
+        let config = format!("global\n    x\n{text}\nfrontend f\n    {}\n", rules[2]);
         assert!(lists().loaded_in(&loaded_sections(&config)));
         assert_eq!(loaded_lists(&config), lists().lists().clone());
         assert_eq!(
             without_auth(&config).collect::<Vec<_>>(),
-            ["global", "    x", "frontend f"]
+            ["global", "    x", "", "frontend f"]
         );
         assert!(starts_with_ignoring_auth(
             &config,
-            "global\n    x\nfrontend f\n"
+            "global\n    x\n\nfrontend f\n"
         ));
         assert!(!starts_with_ignoring_auth(&config, "global\n    y\n"));
         assert!(!Userlists::default()
