@@ -220,3 +220,157 @@ impl AuthLists {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::haproxy::auth::{sections, USERLIST_PREFIX};
+    use crate::model::fixtures::task;
+    use crate::model::{DesiredTaskState, Network, Service, Snapshot};
+
+    const BCRYPT: &str = "$2y$05$abcdefghijklmnopqrstuuJjX9o5m3wE3Vr2mN0m4mJ9gqH0lR1W6";
+
+    /// `web` on `a.example` with `auth_basic=<secret>`, one task, on attachable network `n`.
+    fn desired(secret: &str) -> Desired {
+        let labels = [
+            ("com.docker.lb.hosts", "a.example"),
+            ("com.docker.lb.port", "80"),
+            (AUTH_BASIC, secret),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let snap = Snapshot {
+            services: crate::model::shared(vec![Service {
+                id: "sid".into(),
+                name: "web".into(),
+                labels,
+                networks: vec!["n".into()],
+                vips: vec![],
+            }]),
+            tasks: crate::model::shared(vec![task("t1", 1, "10.0.0.2", DesiredTaskState::Running)]),
+            networks: vec![Network {
+                id: "n".into(),
+                name: "front".into(),
+                driver: "overlay".into(),
+                attachable: true,
+                ingress: false,
+            }],
+        };
+        let d = crate::model::desired(&snap, &Default::default(), &BTreeMap::new());
+        assert_eq!(d.errors, vec![], "the fixture routes");
+        d
+    }
+
+    fn entry(d: &Desired) -> String {
+        d.hosts
+            .get(&auth_key("web"))
+            .map(|v| v.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    fn names(lists: &Userlists) -> Vec<&str> {
+        lists.lists().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_new_list_is_rendered_beside_the_loaded_one_and_named_by_the_map_only_once_loaded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("v1"), format!("alice:{BCRYPT}\n")).unwrap();
+        std::fs::write(dir.path().join("v2"), "bob:$6$salt$hash\n").unwrap();
+        let mut auth = AuthLists::new(dir.path());
+
+        // First use: nothing loaded; the entry names v1 (nobody gets in until it loads).
+        let mut d = desired("v1");
+        let lists = auth.settle(&mut d, &BTreeMap::new());
+        assert_eq!(entry(&d), "=a:v1:web");
+        assert_eq!(names(&lists), ["v1"]);
+        let loaded = crate::haproxy::auth::loaded_sections(&sections(&lists));
+
+        // Rotation: v2 is rendered beside v1, the entry keeps v1 until v2 is loaded.
+        let mut d = desired("v2");
+        let lists = auth.settle(&mut d, &loaded);
+        assert_eq!(entry(&d), "=a:v1:web");
+        assert_eq!(names(&lists), ["v1", "v2"]);
+        let loaded = crate::haproxy::auth::loaded_sections(&sections(&lists));
+        let mut d = desired("v2");
+        let lists = auth.settle(&mut d, &loaded);
+        assert_eq!(entry(&d), "=a:v2:web");
+        assert_eq!(names(&lists), ["v2"]);
+        assert!(lists.loaded_in(&loaded), "no reload to drop v1");
+    }
+
+    #[test]
+    fn a_bad_secret_keeps_the_last_good_list_and_is_one_problem_naming_service_label_and_reason() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("v1"), format!("alice:{BCRYPT}\n")).unwrap();
+        std::fs::write(dir.path().join("md5"), "eve:$apr1$abc$def\n").unwrap();
+        let mut auth = AuthLists::new(dir.path());
+        let mut d = desired("v1");
+        let lists = auth.settle(&mut d, &BTreeMap::new());
+        let loaded = crate::haproxy::auth::loaded_sections(&sections(&lists));
+        for bad in ["md5", "missing"] {
+            let mut d = desired(bad);
+            let lists = auth.settle(&mut d, &loaded);
+            assert_eq!(entry(&d), "=a:v1:web", "{bad}");
+            assert_eq!(names(&lists), ["v1"], "{bad}");
+            let problems: Vec<String> = auth.problems().iter().map(|e| e.to_string()).collect();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with(&format!(
+                    "service web: label com.docker.lb.auth_basic=\"{bad}\": "
+                )),
+                "{problems:?}"
+            );
+            assert!(
+                !problems[0].contains("$apr1$abc"),
+                "a hash leaked: {problems:?}"
+            );
+        }
+        // Fixed: the problem goes.
+        let mut d = desired("v1");
+        auth.settle(&mut d, &loaded);
+        assert_eq!(auth.problems(), vec![]);
+    }
+
+    #[test]
+    fn a_service_that_never_had_a_good_list_names_one_nobody_loaded() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("empty"), "").unwrap();
+        let mut auth = AuthLists::new(dir.path());
+        let mut d = desired("empty");
+        let lists = auth.settle(&mut d, &BTreeMap::new());
+        assert_eq!(entry(&d), "=a:empty:web");
+        assert!(
+            lists.is_empty(),
+            "no list rendered: the rules let nobody in"
+        );
+        assert!(auth.problems()[0].to_string().contains("no user"));
+    }
+
+    #[test]
+    fn lists_loaded_at_start_stand_while_their_secrets_are_pending() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (delivery, _rx) = DeliveryHandle::detached();
+        let mut auth = AuthLists::new(dir.path()).with_delivery(delivery.clone());
+        let config = format!("userlist {USERLIST_PREFIX}v1\n    user alice password {BCRYPT}\n");
+        auth.seed(crate::haproxy::auth::loaded_lists(&config));
+        let loaded = crate::haproxy::auth::loaded_sections(&config);
+        let mut d = desired("v1");
+        let lists = auth.settle(&mut d, &loaded);
+        assert_eq!(entry(&d), "=a:v1:web");
+        assert!(
+            lists.loaded_in(&loaded) && !lists.is_empty(),
+            "no reload at start"
+        );
+        assert_eq!(auth.problems(), vec![], "pending is no problem");
+        // Docker lists no such secret: an error naming it; the loaded list stays.
+        delivery.set("v1", SecretStatus::Unknown);
+        let mut d = desired("v1");
+        auth.settle(&mut d, &loaded);
+        assert_eq!(entry(&d), "=a:v1:web");
+        assert!(auth.problems()[0]
+            .to_string()
+            .contains("Docker lists no secret"));
+    }
+}
