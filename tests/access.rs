@@ -611,7 +611,7 @@ mod driver {
     }
 }
 
-/// What step 5 (`auth_basic`, not wired yet) stands on: the files Debian's `htpasswd` writes
+/// What `auth_basic` stands on (the driver's tests are in `basic_auth` below): the files Debian's `htpasswd` writes
 /// are read by `model::htpasswd`, and the users it accepts authenticate on HAProxy through a
 /// `userlist` built from its entries, with the realm taken from a variable.
 #[tokio::test]

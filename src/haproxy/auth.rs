@@ -3,10 +3,10 @@
 //! `{{auth}}` becomes. Pure: no I/O.
 //!
 //! Why the lists are in the config: HAProxy has no Runtime API command that creates or edits
-//! a `userlist` on any version (management.txt of 2.6 to 3.4 lists none; the 3.4 commands
-//! that create backends take their settings from named `defaults`, which cannot hold a
-//! userlist), and `http_auth(<userlist>)` names its list literally (configuration.txt, 7.3.6
-//! "http_auth"). So a list HAProxy has not loaded costs one reload on every version; which
+//! a `userlist` (2.6's management.txt mentions none; what 3.4 added at runtime is backends,
+//! created from named `defaults`, which cannot hold a userlist), and `http_auth(<userlist>)`
+//! names its list literally (configuration.txt 7.3.6, "http_auth"). So a list HAProxy has not
+//! loaded costs one reload on every version; which
 //! service uses which loaded list, and its realm, is a hosts map entry (`model::access`),
 //! edited at runtime.
 //!
