@@ -182,6 +182,13 @@ mod tests {
                 placeholder: HOSTS_MAP
             })
         );
+        // Without the basic-auth rules a user list would never be checked.
+        let mut s = good.clone();
+        s.template = s.template.replace(AUTH, "");
+        assert_eq!(
+            s.validate(),
+            Err(SettingsError::MissingPlaceholder { placeholder: AUTH })
+        );
         let mut s = good.clone();
         s.binds.clear();
         assert_eq!(s.validate(), Err(SettingsError::NoBind));
