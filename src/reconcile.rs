@@ -8,9 +8,10 @@
 //! logged once), `files` (the background file writer, and the backend options HAProxy
 //! loaded), `networks` (the HAProxy container's networks), `hold` (a reload HAProxy refused,
 //! held back), `retire` (backends retired at runtime, logged once), `known` (what the last pass left in HAProxy, for incremental reads), [`tls`]
-//! (certificates read, checked, pushed and mirrored) and [`secrets`] (Docker secrets copied
-//! into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
+//! (certificates read, checked, pushed and mirrored), [`auth`] (basic-auth user lists read,
+//! checked and put in force) and [`secrets`] (Docker secrets copied into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
 
+pub mod auth;
 mod control;
 mod files;
 mod hold;
@@ -151,6 +152,9 @@ pub struct Reconciler {
     plan_cache: plan::PlanCache,
     /// The HTTPS bind's certificates (`None`: no HTTPS, or tests without it).
     tls: Option<tls::TlsCerts>,
+    /// Basic-auth user lists (`None`: no secrets directory; a service with `auth_basic` then
+    /// lets nobody in).
+    auth: Option<auth::AuthLists>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
     /// Backends being retired at runtime (3.4+) whose retirement or wait was already logged.
@@ -208,6 +212,7 @@ impl Reconciler {
             convergence: Convergence::default(),
             plan_cache: plan::PlanCache::default(),
             tls: None,
+            auth: None,
             hold: hold::ReloadHold::default(),
             retirements: Retirements::default(),
             cert_problems: Vec::new(),
@@ -234,9 +239,47 @@ impl Reconciler {
         self
     }
 
-    /// The secrets delivery the certificates wait on, if any.
+    /// Read basic-auth user lists from their secrets (see [`auth`]); the lists HAProxy
+    /// loaded (the config on disk) stand until the secrets are read.
+    pub fn with_auth(mut self, mut lists: auth::AuthLists) -> Self {
+        lists.seed(self.files.loaded_userlist_entries());
+        self.auth = Some(lists);
+        self
+    }
+
+    /// The secrets delivery the certificates and user lists wait on, if any.
     pub fn delivery(&self) -> Option<&secrets::DeliveryHandle> {
-        self.tls.as_ref().and_then(|t| t.delivery())
+        self.tls
+            .as_ref()
+            .and_then(|t| t.delivery())
+            .or_else(|| self.auth.as_ref().and_then(|a| a.delivery()))
+    }
+
+    /// The basic-auth step of planning: each service's list in force into `desired`'s hosts
+    /// map, the lists into the files' settings.
+    fn settle_auth(&mut self, desired: &mut Desired) {
+        if let Some(auth) = self.auth.as_mut() {
+            let lists = auth.settle(desired, self.files.loaded_userlists());
+            self.files.set_userlists(lists);
+        }
+    }
+
+    /// Load the user lists HAProxy lacks (`missing`, secret names) by one reload of the state
+    /// it holds, before any hosts map entry names them (see [`auth`]).
+    async fn load_userlists(
+        &mut self,
+        actual: &ProxyState,
+        missing: &[String],
+    ) -> Result<(), ReconcileError> {
+        info!(
+            secrets = %missing.join(","),
+            "basic-auth user lists haproxy has not loaded (a new secret, or one re-created): one reload"
+        );
+        self.reload_unless_held(actual, actual, false, Some(ReloadReason::UserLists))
+            .await?;
+        // What the new worker holds is read in full by the plan that follows.
+        self.reads.forget();
+        Ok(())
     }
 
     /// The certificate step of a pass; its own failures are logged, never fail the pass.
@@ -291,7 +334,8 @@ impl Reconciler {
         snap: &Snapshot,
         reach: Reach,
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
-        let desired = self.desired(snap);
+        let mut desired = self.desired(snap);
+        self.settle_auth(&mut desired);
         self.learn_proxy(reach).await?;
         // A read-only plan reads everything and leaves what the passes know alone.
         let actual = match reach {
@@ -311,6 +355,11 @@ impl Reconciler {
             info!(
                 "haproxy runs a config from another template or settings (an upgrade?); one reload"
             );
+            plan.reload = true;
+        }
+        let missing = self.files.userlists_missing();
+        if reach == Reach::ReadOnly && !missing.is_empty() && !plan.reload {
+            info!(secrets = %missing.join(","), "basic-auth user lists haproxy has not loaded; one reload");
             plan.reload = true;
         }
         Ok((desired, actual, plan))
@@ -366,8 +415,18 @@ impl Reconciler {
         snap: &Snapshot,
         started: Instant,
     ) -> Result<Report, ReconcileError> {
-        let (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
+        let (mut desired, mut actual, mut plan) =
+            self.read_and_plan(snap, Reach::MayReload).await?;
         let mut report = Report::default();
+        let by_strategy = self.settings.strategy == Strategy::Reload;
+        let missing = self.files.userlists_missing();
+        if !missing.is_empty() && !plan.reload && !by_strategy {
+            // A reload the plan does not make: first, so that the plan that follows may name
+            // the lists in the hosts map.
+            self.load_userlists(&actual, &missing).await?;
+            report.reloads += 1;
+            (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
+        }
         report.commands += self.apply_certs(&desired).await;
         self.note_cert_problems(snap, &desired);
         if plan.is_empty() {
@@ -376,7 +435,6 @@ impl Reconciler {
         self.networks.attach(&plan.attach).await;
         report.attached = plan.attach.len();
 
-        let by_strategy = self.settings.strategy == Strategy::Reload;
         let reload = plan.reload || by_strategy;
         // A plan of server and map edits is logged, measured and re-read on the backends it
         // touched, not by comparing every backend (at 3,000 services 11 % of a change's CPU
@@ -388,9 +446,9 @@ impl Reconciler {
             report.commands = plan.runtime.len();
         }
         if reload {
-            self.reload_unless_held(&actual, &plan.target, by_strategy)
+            self.reload_unless_held(&actual, &plan.target, by_strategy, None)
                 .await?;
-            report.reloads = 1;
+            report.reloads += 1;
         }
         let now = self.read_applied(actual, touched).await?;
         report.files_written = self.mirror_applied(&now, &plan.target).await?;
@@ -406,11 +464,18 @@ impl Reconciler {
     /// The certificate problems of this pass (after [`Reconciler::apply_certs`]) to status
     /// and metrics, when they changed.
     fn note_cert_problems(&mut self, snap: &Snapshot, desired: &Desired) {
-        let certs = self
+        let mut certs = self
             .tls
             .as_ref()
             .map(tls::TlsCerts::problems)
             .unwrap_or_default();
+        // Basic-auth problems are secret problems too: status and metrics show them alike.
+        certs.extend(
+            self.auth
+                .as_ref()
+                .map(auth::AuthLists::problems)
+                .unwrap_or_default(),
+        );
         if certs != self.cert_problems {
             self.cert_problems = certs;
             self.observer.problems(desired, &self.cert_problems, snap);
@@ -487,6 +552,7 @@ impl Reconciler {
         actual: &ProxyState,
         target: &ProxyState,
         by_strategy: bool,
+        reason: Option<ReloadReason>,
     ) -> Result<(), ReconcileError> {
         let key = hold::reload_key(target, &self.settings.render.template);
         if let Some((wait, times)) = self.hold.held(key, Instant::now()) {
@@ -496,7 +562,7 @@ impl Reconciler {
                 times,
             });
         }
-        let reason = changes::reload_reason(actual, target, by_strategy);
+        let reason = reason.unwrap_or_else(|| changes::reload_reason(actual, target, by_strategy));
         info!(reason = %reason, backends = target.backends.len(), "reloading haproxy");
         match self.reload(target, reason).await {
             Ok(()) => {

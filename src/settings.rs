@@ -8,13 +8,14 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::warn;
+use tracing::info;
 
 use swarm_lb::haproxy::render::{self, Files, HttpsSettings, RenderSettings};
 use swarm_lb::haproxy::tls::CertFiles;
 use swarm_lb::haproxy::{AdminClient, MapPath, Master};
 use swarm_lb::model;
 use swarm_lb::plan::PlanSettings;
+use swarm_lb::reconcile::auth::AuthLists;
 use swarm_lb::reconcile::secrets::{DeliveryHandle, JobRequest};
 use swarm_lb::reconcile::tls::TlsCerts;
 use swarm_lb::reconcile::{Reconciler, Settings, Strategy, Timing};
@@ -48,6 +49,7 @@ pub fn settings(
         hosts_map: hosts_map.clone(),
         https: https_settings(c),
         trusted_proxies: c.trusted_proxies.iter().flatten().copied().collect(),
+        userlists: Default::default(),
     };
     render
         .validate()
@@ -92,8 +94,9 @@ fn https_settings(c: &Common) -> Option<HttpsSettings> {
     })
 }
 
-/// The reconciler, with the HTTPS bind's certificates when `settings` has one (and their
-/// secrets delivered by `delivery`, when given).
+/// The reconciler, with the HTTPS bind's certificates when `settings` has one, and the
+/// basic-auth user lists (their secrets, and the certificates', delivered by `delivery`, when
+/// given).
 pub fn reconciler(
     c: &Common,
     settings: Settings,
@@ -108,6 +111,11 @@ pub fn reconciler(
         Files::new(&c.config_dir),
         Some(docker),
     );
+    let auth = AuthLists::new(&c.secrets_dir);
+    let reconciler = reconciler.with_auth(match &delivery {
+        Some(d) => auth.with_delivery(d.clone()),
+        None => auth,
+    });
     match https {
         true => {
             let certs = TlsCerts::new(cert_files(c), &c.secrets_dir);
@@ -162,8 +170,10 @@ pub fn delivery(
         return None;
     }
     if !https {
-        warn!("--secrets-delivery=job without an HTTPS bind: no certificate is served, nothing is copied");
-        return None;
+        // Basic auth's htpasswd files are secrets too: delivery serves them without HTTPS.
+        info!(
+            "--secrets-delivery=job without an HTTPS bind: only basic-auth user lists are copied"
+        );
     }
     Some(JobRequest {
         dir: c.secrets_dir.clone(),

@@ -611,7 +611,7 @@ mod driver {
     }
 }
 
-/// What step 5 (`auth_basic`, not wired yet) stands on: the files Debian's `htpasswd` writes
+/// What `auth_basic` stands on (the driver's tests are in `basic_auth` below): the files Debian's `htpasswd` writes
 /// are read by `model::htpasswd`, and the users it accepts authenticate on HAProxy through a
 /// `userlist` built from its entries, with the realm taken from a variable.
 #[tokio::test]
@@ -702,4 +702,390 @@ async fn htpasswd_files_are_read_and_their_bcrypt_and_sha512_users_authenticate_
         assert_eq!(status(&reply), want, "{user}: {reply}");
     }
     drop(process);
+}
+
+/// `com.docker.lb.auth_basic` / `auth_realm` through the driver into a real HAProxy, with
+/// htpasswd files made by Debian's tools, read from a secrets directory as the copy job
+/// leaves them. What an edit costs is `show proc`'s reload counter.
+mod basic_auth {
+    use std::collections::BTreeMap;
+    use std::path::Path;
+
+    use super::*;
+    use support::{reloads, Backend};
+
+    use swarm_lb::model::{DesiredTaskState, Service, Snapshot, Task, TaskAddress, TaskState};
+    use swarm_lb::reconcile::auth::AuthLists;
+    use swarm_lb::reconcile::Reconciler;
+
+    const NET: &str = "net-1";
+
+    /// Service `web` on `a.example`, its task at 127.0.0.9:`port`, with `labels`.
+    fn snapshot(port: u16, labels: &[(&str, &str)]) -> Snapshot {
+        let mut all: BTreeMap<String, String> = BTreeMap::new();
+        all.insert("com.docker.lb.hosts".into(), "a.example".into());
+        all.insert("com.docker.lb.port".into(), port.to_string());
+        for (k, v) in labels {
+            all.insert((*k).to_owned(), (*v).to_owned());
+        }
+        Snapshot {
+            services: swarm_lb::model::shared(vec![Service {
+                id: "id-web".into(),
+                name: "web".into(),
+                labels: all,
+                networks: vec![NET.to_owned()],
+                vips: vec![],
+            }]),
+            tasks: swarm_lb::model::shared(vec![Task {
+                id: "task-web-1".into(),
+                service_id: "id-web".into(),
+                slot: Some(1),
+                state: TaskState::Running,
+                desired_state: DesiredTaskState::Running,
+                addresses: vec![TaskAddress {
+                    network: NET.to_owned(),
+                    addr: loopback(9),
+                }],
+            }]),
+            networks: vec![support::front_network(NET)],
+        }
+    }
+
+    /// RFC 4648 base64 (with padding), for `Authorization: Basic` (RFC 7617 2).
+    fn base64(bytes: &[u8]) -> String {
+        const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..4 {
+                if i <= chunk.len() {
+                    out.push(char::from(ABC[((n >> (18 - 6 * i)) & 63) as usize]));
+                } else {
+                    out.push('=');
+                }
+            }
+        }
+        out
+    }
+
+    /// (status, the `WWW-Authenticate` header) for `a.example` as `user:password`, or with
+    /// no credentials.
+    async fn ask(port: u16, credentials: Option<&str>) -> (u16, String) {
+        let headers = credentials
+            .map(|c| format!("authorization: Basic {}\r\n", base64(c.as_bytes())))
+            .unwrap_or_default();
+        let (status, head, _) = exchange(loopback(1), port, "a.example", b"", &headers)
+            .await
+            .expect("an answer");
+        (
+            status,
+            header(&head, "www-authenticate").unwrap_or_default(),
+        )
+    }
+
+    /// The status of each of `credentials`.
+    async fn statuses(port: u16, credentials: &[Option<&str>]) -> Vec<u16> {
+        let mut out = Vec::new();
+        for c in credentials {
+            out.push(ask(port, *c).await.0);
+        }
+        out
+    }
+
+    /// Runs a Debian tool that writes htpasswd lines, failing (never skipping) with how to
+    /// install it when it is missing.
+    fn tool(program: &str, args: &[&str]) -> String {
+        let package = match program {
+            "htpasswd" => "apache2-utils",
+            other => other,
+        };
+        let found = Process::new("sh")
+            .args(["-c", &format!("command -v {program}")])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{program} is needed by the basic-auth tests: apt-get install {package}"
+        );
+        let out = Process::new(program)
+            .args(args)
+            .stderr(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("run {program}: {e}"));
+        assert!(out.status.success(), "{program} {args:?}");
+        String::from_utf8(out.stdout).expect("utf-8")
+    }
+
+    /// An htpasswd file `name` in `dir` with `lines`.
+    fn secret(dir: &Path, name: &str, lines: &[String]) {
+        std::fs::write(dir.join(name), lines.concat()).expect("write the secret");
+    }
+
+    /// `user:<bcrypt hash>` by `htpasswd -nbB` (cost 5: HAProxy checks it on every request).
+    fn bcrypt(user: &str, password: &str) -> String {
+        tool("htpasswd", &["-nbB", "-C", "5", user, password])
+            .trim_end()
+            .to_owned()
+            + "\n"
+    }
+
+    /// `user:<sha-512-crypt hash>` by `openssl passwd -6`.
+    fn sha512(user: &str, password: &str) -> String {
+        format!("{user}:{}", tool("openssl", &["passwd", "-6", password]))
+    }
+
+    fn driver(haproxy: &Haproxy, secrets: &Path) -> Reconciler {
+        support::driver(haproxy, 4, true).with_auth(AuthLists::new(secrets))
+    }
+
+    async fn apply(driver: &mut Reconciler, port: u16, labels: &[(&str, &str)]) {
+        driver.pass(&snapshot(port, labels)).await.expect("pass");
+    }
+
+    const AUTH: &str = "com.docker.lb.auth_basic";
+    const REALM: &str = "com.docker.lb.auth_realm";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_the_users_of_the_secret_get_in_others_get_401_with_the_realm_and_a_new_secret_costs_one_reload(
+    ) {
+        let secrets = tempfile::tempdir().expect("temp dir");
+        let dir = secrets.path();
+        secret(
+            dir,
+            "users-v1",
+            &[bcrypt("alice", "pw-alice"), sha512("bob", "pw-bob"), {
+                // `htpasswd -5` writes sha-512-crypt too.
+                tool("htpasswd", &["-nb5", "carol", "pw-carol"])
+                    .trim_end()
+                    .to_owned()
+                    + "\n"
+            }],
+        );
+        // The next file keeps alice (hashed again) and brings dave; bob and carol go.
+        secret(
+            dir,
+            "users-v2",
+            &[bcrypt("alice", "pw-alice"), bcrypt("dave", "pw-dave")],
+        );
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        let haproxy = Haproxy::start(&ProxyState::default()).await;
+        let http = haproxy.http_port;
+        let master = haproxy.master();
+        let mut driver = driver(&haproxy, dir);
+
+        let before = reloads(&master).await;
+        apply(
+            &mut driver,
+            port,
+            &[(AUTH, "users-v1"), (REALM, "Staff area")],
+        )
+        .await;
+        let after_create = reloads(&master).await;
+        // The service and its first list: one reload on every version (before 3.4 the
+        // backend's; on 3.4 the list's, the backend being created at runtime).
+        assert_eq!(
+            after_create - before,
+            1,
+            "creating the service with its list"
+        );
+        assert_eq!(
+            ask(http, None).await,
+            (401, "Basic realm=\"Staff area\"".to_owned())
+        );
+        assert_eq!(
+            statuses(
+                http,
+                &[
+                    Some("alice:pw-alice"),
+                    Some("bob:pw-bob"),
+                    Some("carol:pw-carol"),
+                    Some("alice:pw-bob"),
+                    Some("mallory:pw-alice"),
+                ]
+            )
+            .await,
+            [200, 200, 200, 401, 401]
+        );
+        assert_eq!(
+            ask(http, Some("alice:wrong")).await.1,
+            "Basic realm=\"Staff area\""
+        );
+
+        // A realm edit is a map edit.
+        apply(
+            &mut driver,
+            port,
+            &[(AUTH, "users-v1"), (REALM, "Ops: v2 'beta'")],
+        )
+        .await;
+        assert_eq!(
+            ask(http, None).await,
+            (401, "Basic realm=\"Ops: v2 'beta'\"".to_owned())
+        );
+        assert_eq!(reloads(&master).await, after_create, "a realm edit reloads");
+
+        // Rotation: the label names a new secret; one reload, then only its users. A user
+        // of both files asking all along is never refused: the new list is loaded before
+        // the map entry names it.
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let asking = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let mut got: BTreeMap<u16, usize> = BTreeMap::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    *got.entry(ask(http, Some("alice:pw-alice")).await.0)
+                        .or_default() += 1;
+                }
+                got
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        apply(&mut driver, port, &[(AUTH, "users-v2")]).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let got = asking.await.expect("the asking task");
+        eprintln!("alice during the rotation: {got:?}");
+        assert_eq!(got.keys().copied().collect::<Vec<_>>(), [200], "{got:?}");
+        assert_eq!(reloads(&master).await, after_create + 1, "rotation");
+        assert_eq!(
+            statuses(
+                http,
+                &[
+                    Some("dave:pw-dave"),
+                    Some("alice:pw-alice"),
+                    Some("bob:pw-bob"),
+                    None
+                ]
+            )
+            .await,
+            [200, 200, 401, 401]
+        );
+        assert_eq!(
+            ask(http, None).await.1,
+            "Basic realm=\"web\"",
+            "default realm"
+        );
+
+        // Bad input keeps the last good list (never open): a scheme HAProxy cannot check,
+        // a file that is not an htpasswd file, an empty one, a secret that is not there.
+        secret(
+            dir,
+            "users-md5",
+            &[tool("htpasswd", &["-nbm", "eve", "pw-eve"])
+                .trim_end()
+                .to_owned()
+                + "\n"],
+        );
+        secret(
+            dir,
+            "not-htpasswd",
+            &["-----BEGIN CERTIFICATE-----\n".to_owned()],
+        );
+        secret(dir, "empty", &[]);
+        for bad in ["users-md5", "not-htpasswd", "empty", "missing"] {
+            apply(&mut driver, port, &[(AUTH, bad)]).await;
+            assert_eq!(
+                statuses(
+                    http,
+                    &[
+                        Some("dave:pw-dave"),
+                        Some("eve:pw-eve"),
+                        Some("bob:pw-bob"),
+                        None
+                    ]
+                )
+                .await,
+                [200, 401, 401, 401],
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            reloads(&master).await,
+            after_create + 1,
+            "a refused secret reloads"
+        );
+
+        // Back to the first list, which the running worker still holds: no reload.
+        apply(&mut driver, port, &[(AUTH, "users-v1")]).await;
+        assert_eq!(
+            statuses(http, &[Some("bob:pw-bob"), Some("dave:pw-dave")]).await,
+            [200, 401]
+        );
+        assert_eq!(
+            reloads(&master).await,
+            after_create + 1,
+            "a loaded list reloads"
+        );
+
+        // The files hold the lists (owner only) and the map entry: a reload keeps them.
+        driver.flush().await.expect("files");
+        let config = haproxy.config_dir().join("haproxy.cfg");
+        let text = std::fs::read_to_string(&config).expect("config");
+        assert!(text.contains("userlist auth.users-v1\n    user alice password $2y$05$"));
+        assert!(
+            !text.contains("userlist auth.users-v2"),
+            "a list no service uses stays"
+        );
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&config)
+                .expect("mode")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "the config holds hashes");
+        }
+        // A restarted driver over the same files serves the same users with no reload,
+        // before and after it read the secrets again.
+        drop(driver);
+        let mut again = self::driver(&haproxy, dir);
+        apply(&mut again, port, &[(AUTH, "users-v1")]).await;
+        assert_eq!(
+            statuses(http, &[Some("alice:pw-alice"), None]).await,
+            [200, 401]
+        );
+
+        // Labels removed: everyone again, no reload.
+        apply(&mut again, port, &[]).await;
+        assert_eq!(statuses(http, &[None, Some("x:y")]).await, [200, 200]);
+        assert_eq!(
+            reloads(&master).await,
+            after_create + 1,
+            "removing the label"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_service_whose_first_secret_is_refused_lets_nobody_in() {
+        let secrets = tempfile::tempdir().expect("temp dir");
+        let dir = secrets.path();
+        secret(
+            dir,
+            "plain",
+            &[tool("htpasswd", &["-nbp", "alice", "pw-alice"])
+                .trim_end()
+                .to_owned()
+                + "\n"],
+        );
+        let port = support::free_port();
+        let _task = Backend::start_at("web-1", SocketAddr::new(loopback(9), port)).await;
+        let haproxy = Haproxy::start(&ProxyState::default()).await;
+        let http = haproxy.http_port;
+        let mut driver = driver(&haproxy, dir);
+        for bad in ["plain", "missing"] {
+            apply(&mut driver, port, &[(AUTH, bad), (REALM, "r")]).await;
+            assert_eq!(
+                statuses(http, &[None, Some("alice:pw-alice")]).await,
+                [401, 401],
+                "{bad}"
+            );
+            assert_eq!(ask(http, None).await.1, "Basic realm=\"r\"");
+        }
+    }
 }

@@ -27,6 +27,20 @@ fn settings(dir: &Path) -> RenderSettings {
             .iter()
             .map(|s| s.parse().expect("trusted proxy"))
             .collect(),
+        // A basic-auth user list, so that `haproxy -c` checks the userlist section and its
+        // rules too: a real sha-512-crypt hash of 1,000 rounds (crypt(3) with
+        // `$6$rounds=1000$`), because 3.4 warns at load about any hash that takes 10 ms or
+        // more to check (5,000 rounds, `openssl passwd -6`'s, took 10-13 ms here under load).
+        userlists: swarm_lb::haproxy::auth::Userlists::new(
+            [(
+                "staff".to_owned(),
+                swarm_lb::model::htpasswd::parse(
+                    "alice:$6$rounds=1000$rendercheck$yrlHWkR8VX8jXNxexxQCeVIgAgZ/Iv6pjN2Lhr7Xrx/a9aQxEnkyAamcPEjn/5pVp6mPStnoWDnEiRWQUb4CT.",
+                )
+                .expect("htpasswd line"),
+            )]
+            .into(),
+        ),
     }
 }
 

@@ -1,7 +1,14 @@
 //! Who may reach a route (issue 23): the address block type [`Cidr`] that `--trusted-proxies`
 //! and the `com.docker.lb.ip_allow` / `ip_deny` labels are written in, a service's
-//! [`AccessPolicy`], and the hosts map entries that carry every policy ([`map_entries`]).
-//! Pure: no I/O.
+//! [`AccessPolicy`] (address lists, rate limit, basic auth), and the hosts map entries that
+//! carry every policy ([`map_entries`]). Pure: no I/O.
+//!
+//! Basic auth (`auth_basic`, `auth_realm`) is one entry, `*<service>` = `=a:<secret>:<realm>`
+//! (realm percent-encoded): the template's rules check the request against the `userlist`
+//! named after the secret (`crate::haproxy::auth`) and answer 401 with the realm. The user
+//! lists themselves live in the config (HAProxy has no runtime command for them), so which
+//! secret's list is in force is decided by the reconcile pass (`reconcile/auth.rs`), which
+//! may write this entry with another secret than the label names (the last good one).
 //!
 //! Why map entries: an edit must reach HAProxy without a reload on every version, and the
 //! only per-service state fixed template rules can consult at runtime is a map. A map can
@@ -219,6 +226,51 @@ pub struct AccessPolicy {
     pub deny: Vec<Cidr>,
     /// `rate_limit` (+ `rate_limit_burst`): requests per client address.
     pub rate: Option<RateLimit>,
+    /// `auth_basic` (+ `auth_realm`): only the users of an htpasswd file get through.
+    pub auth: Option<AuthBasic>,
+}
+
+/// `auth_basic=<secret>` with `auth_realm=<realm>`: the Docker secret holding the htpasswd
+/// file, and the realm the 401 names. Both checked by the label parser: the secret is a
+/// Docker secret name (no `:`), the realm printable ASCII without `"` or `\`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AuthBasic {
+    pub secret: String,
+    pub realm: String,
+}
+
+/// The prefix of an auth entry's value.
+const AUTH: &str = "=a:";
+
+/// The hosts map value of basic auth checked against `secret`'s user list with `realm`:
+/// `=a:<secret>:<realm percent-encoded>` (the rules decode it with `url_dec`).
+pub fn auth_value(secret: &str, realm: &str) -> MapValue {
+    MapValue::access(&format!(
+        "{AUTH}{secret}:{}",
+        crate::model::shaping::encode(realm)
+    ))
+}
+
+/// The key of `service`'s auth entry.
+pub fn auth_key(service: &str) -> MapKey {
+    MapKey::access(&format!("*{service}"))
+}
+
+fn auth_map_value(value: &str) -> bool {
+    let Some((secret, realm)) = value.strip_prefix(AUTH).and_then(|r| r.split_once(':')) else {
+        return false;
+    };
+    let secret_ok = !secret.is_empty()
+        && secret.len() <= 64
+        && secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    let realm_ok = !realm.is_empty()
+        && realm.len() <= 3 * crate::model::labels::REALM_MAX
+        && realm
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'.' | b'_' | b'~' | b'-'));
+    secret_ok && realm_ok
 }
 
 /// The period of a [`RateLimit`].
@@ -278,7 +330,8 @@ impl AccessPolicy {
         allowed && !self.deny.iter().any(|b| b.contains(client))
     }
 
-    /// Whether the address lists let everyone in (no list to apply).
+    /// Whether the address lists let everyone in (no list to apply; a rate limit or basic
+    /// auth may still apply).
     pub fn is_open(&self) -> bool {
         self.allow.is_none() && self.deny.is_empty()
     }
@@ -292,7 +345,10 @@ const OPEN: &str = "=open";
 
 /// Whether `value` is one of the values [`map_entries`] writes.
 pub fn is_access_value(value: &str) -> bool {
-    matches!(value, ALLOW | DENY | CLOSED | OPEN) || block_id(value) || rate_value(value)
+    matches!(value, ALLOW | DENY | CLOSED | OPEN)
+        || block_id(value)
+        || rate_value(value)
+        || auth_map_value(value)
 }
 
 fn rate_value(value: &str) -> bool {
@@ -344,9 +400,10 @@ pub fn block_keys(block: &Cidr) -> Vec<String> {
 
 /// The hosts map entries that carry `policies` (service name, its policy; see the module
 /// doc): one `@<family>:<hex>` key per block key in use, then per service with address lists
-/// its `&<service>` entry and its `&<service><block id>` verdicts, and per service with a rate
-/// limit its `%<service>` entry (`=s:<cap>:<ten period cap>`, `=m:` per minute). Services
-/// with an open policy get nothing. Deterministic: the same policies give the same entries.
+/// its `&<service>` entry and its `&<service><block id>` verdicts, per service with a rate
+/// limit its `%<service>` entry (`=s:<cap>:<ten period cap>`, `=m:` per minute), and per
+/// service with basic auth its `*<service>` entry ([`auth_value`] of the secret the label
+/// names). Services with an open policy get nothing. Deterministic: the same policies give the same entries.
 pub fn map_entries<'a>(
     policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
 ) -> BTreeMap<MapKey, MapValue> {
@@ -365,6 +422,10 @@ pub fn map_entries<'a>(
                 MapKey::access(&format!("%{service}")),
                 MapValue::access(&rate.map_value()),
             );
+        }
+        // `*<service>`: basic auth, read by the auth rules (step 7b).
+        if let Some(auth) = &policy.auth {
+            out.insert(auth_key(service), auth_value(&auth.secret, &auth.realm));
         }
     }
     let keys_of =
@@ -491,6 +552,7 @@ mod tests {
             allow: allow.map(|a| parse_cidr_list(a).unwrap()),
             deny: parse_cidr_list(deny).unwrap(),
             rate: None,
+            auth: None,
         }
     }
 
@@ -593,6 +655,30 @@ mod tests {
                 .collect::<Vec<_>>(),
             ["%api =m:25:200"]
         );
+    }
+
+    #[test]
+    fn basic_auth_is_one_entry_naming_the_secret_with_the_realm_percent_encoded() {
+        let api = AccessPolicy {
+            auth: Some(AuthBasic {
+                secret: "api-users.v2".into(),
+                realm: "Staff only: \"x\"".replace('"', "'"),
+            }),
+            ..AccessPolicy::default()
+        };
+        let map = map_entries([("api", &api)]);
+        assert_eq!(
+            map.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>(),
+            ["*api =a:api-users.v2:Staff%20only%3A%20%27x%27"]
+        );
+        for value in map.values() {
+            assert!(MapValue::parse(value.as_str()).is_ok(), "{value}");
+        }
+        assert!(!is_access_value("=a:users"));
+        assert!(!is_access_value("=a::realm"));
+        assert!(!is_access_value("=a:us ers:realm"));
     }
 
     #[test]

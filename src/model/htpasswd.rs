@@ -1,6 +1,6 @@
-//! An htpasswd file, as `com.docker.lb.auth_basic` will name it (issue 23, step 5; the label
-//! and its delivery are not built yet, see README "Who may reach a route"): parsed and checked
-//! before any of it reaches HAProxy's config. Pure: the caller reads the file.
+//! An htpasswd file, as `com.docker.lb.auth_basic` names it (issue 23; read by
+//! `reconcile/auth.rs` from the secret the copy job delivers): parsed and checked before any
+//! of it reaches HAProxy's config. Pure: the caller reads the file.
 //!
 //! HAProxy checks a `userlist` password with the system's crypt(3) (configuration.txt, 3.4
 //! "Userlists"). Measured on Debian's 2.6.12 and 3.4.7 with files from Debian's `htpasswd`

@@ -89,6 +89,17 @@ pub enum Reason {
     #[error("a burst needs a rate: set com.docker.lb.rate_limit too")]
     BurstWithoutRate,
     #[error(
+        "not a realm: 1 to {max} printable ASCII characters, without '\"' or '\\\\'",
+        max = super::labels::keys::REALM_MAX
+    )]
+    NotARealm,
+    #[error("a realm needs a user list: set com.docker.lb.auth_basic too")]
+    RealmWithoutAuth,
+    /// The secret `auth_basic` names is not an htpasswd file HAProxy can check (the error
+    /// names lines and users, never a hash).
+    #[error("not an htpasswd file HAProxy can check: {0}")]
+    NotAnHtpasswdFile(crate::model::htpasswd::HtpasswdError),
+    #[error(
         "not applied with ssl_passthrough: TLS goes to the tasks untouched, so no HTTP rule \
          sees the requests (refused rather than left unenforced)"
     )]

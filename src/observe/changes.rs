@@ -24,6 +24,9 @@ pub enum ReloadReason {
     SlotsGrown,
     /// `--strategy reload`: every change is a reload.
     StrategyReload,
+    /// A basic-auth user list HAProxy has not loaded (`com.docker.lb.auth_basic` naming a new
+    /// secret, or one re-created): user lists live in the config on every version.
+    UserLists,
     /// Anything else the planner asked a reload for.
     Other,
 }
@@ -31,13 +34,14 @@ pub enum ReloadReason {
 impl ReloadReason {
     /// Every reason, in the order above: the metrics show each at 0 from the start, so "no
     /// reload happened" is a series an operator can watch, not a missing one.
-    pub const ALL: [ReloadReason; 7] = [
+    pub const ALL: [ReloadReason; 8] = [
         ReloadReason::BackendCreated,
         ReloadReason::BackendRemoved,
         ReloadReason::ModeChanged,
         ReloadReason::OptionsChanged,
         ReloadReason::SlotsGrown,
         ReloadReason::StrategyReload,
+        ReloadReason::UserLists,
         ReloadReason::Other,
     ];
 
@@ -49,6 +53,7 @@ impl ReloadReason {
             ReloadReason::OptionsChanged => "options_changed",
             ReloadReason::SlotsGrown => "slots_grown",
             ReloadReason::StrategyReload => "strategy_reload",
+            ReloadReason::UserLists => "user_lists",
             ReloadReason::Other => "other",
         }
     }

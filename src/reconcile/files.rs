@@ -43,8 +43,9 @@ struct Written {
 /// What the reconciler and the mirror job share.
 #[derive(Default)]
 struct Shared {
-    /// The next state to mirror, with the named defaults to keep (the newest wins).
-    pending: Option<(Arc<ProxyState>, BTreeSet<DefaultsName>)>,
+    /// The next state to mirror, with the named defaults to keep and the settings to render
+    /// with (the basic-auth user lists change between passes; the newest wins).
+    pending: Option<(Arc<ProxyState>, BTreeSet<DefaultsName>, Arc<RenderSettings>)>,
     /// A job is running: it takes `pending` until none is left, then clears this.
     running: bool,
     /// `None`: unknown (never read, or a write failed), so the next render is written.
@@ -83,6 +84,8 @@ pub(super) struct FileWriter {
     loaded_config: Option<String>,
     /// The named defaults sections of `loaded_config` (read once per config, not per pass).
     loaded_defaults: BTreeSet<DefaultsName>,
+    /// The basic-auth user list sections of `loaded_config` (secret -> section text).
+    loaded_userlists: BTreeMap<String, String>,
 }
 
 impl FileWriter {
@@ -119,6 +122,7 @@ impl FileWriter {
             loaded,
             loaded_config: None,
             loaded_defaults: BTreeSet::new(),
+            loaded_userlists: BTreeMap::new(),
         };
         writer.set_loaded_config(loaded_config);
         writer
@@ -129,7 +133,43 @@ impl FileWriter {
             .as_deref()
             .map(render::named_defaults)
             .unwrap_or_default();
+        self.loaded_userlists = config
+            .as_deref()
+            .map(crate::haproxy::auth::loaded_sections)
+            .unwrap_or_default();
         self.loaded_config = config;
+    }
+
+    /// The basic-auth user list sections HAProxy loaded (secret -> section text).
+    pub fn loaded_userlists(&self) -> &BTreeMap<String, String> {
+        &self.loaded_userlists
+    }
+
+    /// The entries of the user lists HAProxy loaded (to seed `AuthLists` at start).
+    pub fn loaded_userlist_entries(&self) -> BTreeMap<String, Vec<crate::model::htpasswd::Entry>> {
+        self.loaded_config
+            .as_deref()
+            .map(crate::haproxy::auth::loaded_lists)
+            .unwrap_or_default()
+    }
+
+    /// The user lists the files are rendered with from now on. A change is written by the
+    /// next mirror even when HAProxy's state is the same (a list no service uses any more
+    /// leaves the files).
+    pub fn set_userlists(&mut self, lists: crate::haproxy::auth::Userlists) {
+        if self.render.userlists != lists {
+            self.render = Arc::new(RenderSettings {
+                userlists: lists,
+                ..(*self.render).clone()
+            });
+            self.mirrored = None;
+        }
+    }
+
+    /// The secrets whose user lists the files hold and HAProxy has not loaded (so a reload
+    /// is due); empty when every list is loaded.
+    pub fn userlists_missing(&self) -> Vec<String> {
+        self.render.userlists.missing_from(&self.loaded_userlists)
     }
 
     /// The named defaults sections HAProxy holds (from the config it loaded).
@@ -213,7 +253,7 @@ impl FileWriter {
         self.mirrored = Some(state.clone());
         let start = {
             let mut shared = self.shared.lock();
-            shared.pending = Some((state, self.loaded_defaults.clone()));
+            shared.pending = Some((state, self.loaded_defaults.clone(), self.render.clone()));
             let start = !std::mem::replace(&mut shared.running, true);
             if start {
                 // A flush that found no job left this set: the new job spaces its writes.
@@ -222,14 +262,10 @@ impl FileWriter {
             start
         };
         if start {
-            let (shared, wake, files, render) = (
-                self.shared.clone(),
-                self.wake.clone(),
-                self.files.clone(),
-                self.render.clone(),
-            );
+            let (shared, wake, files) =
+                (self.shared.clone(), self.wake.clone(), self.files.clone());
             self.writing = Some(tokio::task::spawn_blocking(move || {
-                mirror_job(&shared, &wake, &files, &render)
+                mirror_job(&shared, &wake, &files)
             }));
         }
         Ok(true)
@@ -339,9 +375,9 @@ impl FileWriter {
 }
 
 /// The mirror job: render and write the newest waiting state until none is left. Blocking.
-fn mirror_job(shared: &Mutex<Shared>, wake: &Condvar, files: &Files, settings: &RenderSettings) {
+fn mirror_job(shared: &Mutex<Shared>, wake: &Condvar, files: &Files) {
     loop {
-        let (state, keep, mut sections, unchanged) = {
+        let (state, keep, settings, mut sections, unchanged) = {
             let mut s = shared.lock();
             // Writes are spaced by MIRROR_EVERY; what is handed over meanwhile replaces
             // `pending`, so the wait coalesces.
@@ -350,15 +386,15 @@ fn mirror_job(shared: &Mutex<Shared>, wake: &Condvar, files: &Files, settings: &
                     wake.wait_until(&mut s, until);
                 }
             }
-            let Some((state, keep)) = s.pending.take() else {
+            let Some((state, keep, settings)) = s.pending.take() else {
                 s.running = false;
                 s.hurry = false;
                 return;
             };
             let sections = std::mem::take(&mut s.sections);
-            (state, keep, sections, s.written.take())
+            (state, keep, settings, sections, s.written.take())
         };
-        let config = render::config_cached(&state, settings, &keep, &mut sections);
+        let config = render::config_cached(&state, &settings, &keep, &mut sections);
         let map = render::hosts_map(&state);
         let same = unchanged
             .as_ref()
@@ -425,6 +461,7 @@ mod tests {
             hosts_map: MapPath::new("/etc/haproxy/hosts.map").expect("valid"),
             https: None,
             trusted_proxies: Vec::new(),
+            userlists: Default::default(),
         }
     }
 

@@ -145,13 +145,8 @@ impl TlsCerts {
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
         if let Some(delivery) = &self.delivery {
-            delivery.want(
-                desired
-                    .certs
-                    .values()
-                    .flat_map(|w| [w.secrets.cert.clone(), w.secrets.key.clone()])
-                    .collect(),
-            );
+            // The htpasswd files of basic auth too: one wanted set for both users.
+            delivery.want(super::auth::wanted_secrets(desired));
         }
         let Ok(list) = self.certs.crt_list() else {
             return Ok(0);

@@ -143,6 +143,7 @@ impl Haproxy {
                 tls_profile: Default::default(),
             }),
             trusted_proxies: Vec::new(),
+            userlists: Default::default(),
         };
         tweak(&mut settings);
         settings.validate().expect("harness settings");

@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{
-    backend_ca, backend_ca_path, is_comment, RenderSettings, ADMIN_SOCKET, BACKEND_CA_DEFAULTS,
-    BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS,
-    PROXY_PROTOCOL_SOURCES, SHAPING, TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
+    backend_ca, backend_ca_path, is_comment, RenderSettings, ADMIN_SOCKET, AUTH,
+    BACKEND_CA_DEFAULTS, BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND,
+    HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TCP_DEFAULTS, TLS_PROFILE,
+    TRUSTED_PROXIES,
 };
 use crate::haproxy::codec::{push_server_keywords, SSL_VERIFY_REQUIRED};
 use crate::haproxy::command::{CertPath, DefaultsName, ServerKeywords};
@@ -130,6 +131,15 @@ fn render(
                 out.push_str(&line.replace(TLS_PROFILE, &profile_line));
                 out.push('\n');
             }
+        } else if line.contains(AUTH) {
+            let rules = crate::haproxy::auth::frontend_rules(
+                settings.hosts_map.as_str(),
+                &settings.userlists,
+            );
+            for rule in rules {
+                out.push_str(&line.replace(AUTH, &rule));
+                out.push('\n');
+            }
         } else if line.contains(SHAPING) {
             for rule in crate::haproxy::shaping::frontend_rules(settings.hosts_map.as_str()) {
                 out.push_str(&line.replace(SHAPING, &rule));
@@ -167,6 +177,8 @@ fn render(
             out.push('\n');
         }
     }
+    // The basic-auth user lists (they hold password hashes: the config file is 0600).
+    out.push_str(&crate::haproxy::auth::sections(&settings.userlists));
     if named_defaults {
         render_named_defaults(&mut out, state, settings, keep);
     }

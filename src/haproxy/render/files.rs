@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::{config, hosts_map, RenderSettings};
@@ -96,7 +97,14 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), FilesError> {
     write_atomic(to, &bytes)
 }
 
-/// Temp file in the same directory, fsync, rename over `path`, fsync the directory.
+/// The mode of every generated file: the config holds the basic-auth user lists' password
+/// hashes (`com.docker.lb.auth_basic`), so nobody but the owner (HAProxy and swarm-lb run as
+/// root, see docker-compose.yml and `swarm::proxy`) may read it, nor its last good copy; the
+/// map is kept the same for simplicity.
+pub const FILE_MODE: u32 = 0o600;
+
+/// Temp file in the same directory (mode [`FILE_MODE`]), fsync, rename over `path`, fsync the
+/// directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     let err = |path: &Path| {
         let path = path.to_owned();
@@ -106,7 +114,16 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut file = fs::File::create(&tmp).map_err(err(&tmp))?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(FILE_MODE)
+        .open(&tmp)
+        .map_err(err(&tmp))?;
+    // A temp file left by an older run keeps its mode through `open`: set it.
+    file.set_permissions(fs::Permissions::from_mode(FILE_MODE))
+        .map_err(err(&tmp))?;
     file.write_all(bytes).map_err(err(&tmp))?;
     file.sync_all().map_err(err(&tmp))?;
     drop(file);
@@ -155,6 +172,14 @@ mod tests {
                 "hosts.map.good"
             ]
         );
+        // The config may hold password hashes: owner only, the good copies too.
+        for name in names {
+            let mode = fs::metadata(dir.path().join(&name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub(super) fn settings(dir: &Path) -> RenderSettings {
         hosts_map: MapPath::new(&dir.join("hosts.map").to_string_lossy()).unwrap(),
         https: None,
         trusted_proxies: Vec::new(),
+        userlists: Default::default(),
     }
 }
 

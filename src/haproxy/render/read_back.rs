@@ -62,11 +62,12 @@ pub fn from_template_for(
     settings: &RenderSettings,
     named_defaults: bool,
 ) -> bool {
-    config_text.starts_with(&config_for(
-        &ProxyState::default(),
-        settings,
-        named_defaults,
-    ))
+    // The user lists are left out of the comparison: they change with the secrets, and
+    // whether HAProxy loaded them is asked separately (`crate::haproxy::auth`).
+    crate::haproxy::auth::starts_with_ignoring_auth(
+        config_text,
+        &config_for(&ProxyState::default(), settings, named_defaults),
+    )
 }
 
 /// The balancing options of each backend in a config this module rendered (the Runtime API

@@ -38,6 +38,8 @@ pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
 
 /// Replaced by the ACL condition true for `--trusted-proxies` `proxy:` sources.
 pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
+/// A line holding it becomes the basic-auth rules of `frontend http` ([`crate::haproxy::auth`]).
+pub const AUTH: &str = "{{auth}}";
 /// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
 pub const SHAPING: &str = "{{shaping}}";
 
@@ -70,6 +72,9 @@ pub struct RenderSettings {
     pub https: Option<HttpsSettings>,
     /// `--trusted-proxies`: sources whose PROXY header and `X-Forwarded-*` are believed.
     pub trusted_proxies: Vec<crate::model::access::TrustedProxy>,
+    /// The basic-auth user lists (`com.docker.lb.auth_basic`) written into the config: set
+    /// by the reconcile pass from the secrets it read, empty at start.
+    pub userlists: crate::haproxy::auth::Userlists,
 }
 
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
@@ -110,7 +115,9 @@ impl RenderSettings {
 
     /// Check once (at startup) what [`config()`](super::config()) takes on trust.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP, SHAPING])?;
+        // Without {{auth}} a service's user list would never be checked: the template must
+        // carry the rules.
+        self.require_placeholders(&[ADMIN_SOCKET, BIND, HOSTS_MAP, SHAPING, AUTH])?;
         if !self.trusted_proxies.is_empty() {
             // A template without it would silently trust nobody.
             self.require_placeholders(&[TRUSTED_PROXIES, PROXY_PROTOCOL_SOURCES])?;
@@ -174,6 +181,13 @@ mod tests {
             Err(SettingsError::MissingPlaceholder {
                 placeholder: HOSTS_MAP
             })
+        );
+        // Without the basic-auth rules a user list would never be checked.
+        let mut s = good.clone();
+        s.template = s.template.replace(AUTH, "");
+        assert_eq!(
+            s.validate(),
+            Err(SettingsError::MissingPlaceholder { placeholder: AUTH })
         );
         let mut s = good.clone();
         s.binds.clear();

@@ -1,13 +1,18 @@
-//! Access: `ip_allow` and `ip_deny`, who may reach the service by client address, and
-//! `rate_limit` / `rate_limit_burst`, how often. A problem with any refuses the route as a
-//! whole, so the service keeps its last good routing, and with it its last good policy: a
-//! broken list never opens the service up, a broken rate never lifts the limit.
+//! Access: `ip_allow` and `ip_deny`, who may reach the service by client address,
+//! `rate_limit` / `rate_limit_burst`, how often, and `auth_basic` / `auth_realm`, as whom. A
+//! problem with any refuses the route as a whole, so the service keeps its last good routing,
+//! and with it its last good policy: a broken list never opens the service up, a broken rate
+//! never lifts the limit, a broken auth label never drops the password. (What the secret holds
+//! is checked by the reconcile pass, which has the file: `reconcile/auth.rs`.)
 
 use std::collections::BTreeMap;
 
-use super::keys::{ACCESS_BLOCKS_MAX, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST, RATE_MAX};
-use super::{bad_char, LabelError, Reader};
-use crate::model::access::{parse_cidr_list, AccessPolicy, Per, RateLimit};
+use super::keys::{
+    ACCESS_BLOCKS_MAX, AUTH_BASIC, AUTH_REALM, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST,
+    RATE_MAX, REALM_MAX,
+};
+use super::{bad_char, parse_secret_name, LabelError, Reader};
+use crate::model::access::{parse_cidr_list, AccessPolicy, AuthBasic, Per, RateLimit};
 use crate::model::Reason;
 
 /// One list label: addresses and CIDRs, comma-separated (see [`parse_cidr_list`]), at least
@@ -44,10 +49,10 @@ pub(super) fn check_passthrough(
     policy: &AccessPolicy,
     errors: &mut Vec<LabelError>,
 ) -> bool {
-    if !passthrough || (policy.is_open() && policy.rate.is_none()) {
+    if !passthrough || (policy.is_open() && policy.rate.is_none() && policy.auth.is_none()) {
         return true;
     }
-    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT]
+    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT, AUTH_BASIC]
         .into_iter()
         .filter_map(|label| Some((label, policy_label(policy, label)?)));
     for (label, value) in set {
@@ -80,6 +85,7 @@ fn policy_label(policy: &AccessPolicy, label: &str) -> Option<String> {
             };
             format!("{}/{unit}", r.requests)
         }),
+        AUTH_BASIC => policy.auth.as_ref().map(|a| a.secret.clone()),
         _ => None,
     }
 }
@@ -108,7 +114,57 @@ fn parse_rate(service: &str, value: &str) -> Result<(u32, Per), LabelError> {
     }
 }
 
-/// The four labels; `None` when one is refused (the errors are in `errors`).
+/// `auth_realm`: 1..=[`REALM_MAX`] printable ASCII characters without `"` or `\\` (it is
+/// sent inside the quoted string of `WWW-Authenticate: Basic realm="..."`, RFC 7617 2; refusing
+/// the two characters that would need escaping there keeps it one plain quoted string).
+fn parse_realm(service: &str, value: &str) -> Result<String, LabelError> {
+    let ok = !value.is_empty()
+        && value.len() <= REALM_MAX
+        && value
+            .chars()
+            .all(|c| matches!(c, ' '..='~') && c != '"' && c != '\\');
+    match ok {
+        true => Ok(value.to_owned()),
+        false => Err(LabelError::invalid(
+            service,
+            AUTH_REALM,
+            value,
+            Reason::NotARealm,
+        )),
+    }
+}
+
+/// `auth_basic` and `auth_realm`: `Ok(None)` without them; the realm defaults to the service
+/// name.
+fn parse_auth(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<LabelError>,
+) -> Option<Option<AuthBasic>> {
+    let read = Reader { service, labels };
+    let secret = read.optional(AUTH_BASIC, errors, |s, v| {
+        parse_secret_name(s, AUTH_BASIC, v.trim())
+    });
+    let realm = read.optional(AUTH_REALM, errors, parse_realm);
+    match (secret?, realm?) {
+        (Some(secret), realm) => Some(Some(AuthBasic {
+            secret,
+            realm: realm.unwrap_or_else(|| service.to_owned()),
+        })),
+        (None, Some(realm)) => {
+            errors.push(LabelError::invalid(
+                service,
+                AUTH_REALM,
+                &realm,
+                Reason::RealmWithoutAuth,
+            ));
+            None
+        }
+        (None, None) => Some(None),
+    }
+}
+
+/// The six labels; `None` when one is refused (the errors are in `errors`).
 pub(super) fn parse_access(
     service: &str,
     labels: &BTreeMap<String, String>,
@@ -122,6 +178,7 @@ pub(super) fn parse_access(
         count(v.trim())
             .ok_or_else(|| LabelError::invalid(s, RATE_LIMIT_BURST, v, Reason::NotABurst))
     });
+    let auth = parse_auth(service, labels, errors);
     let rate = match (rate?, burst?) {
         (Some((requests, per)), burst) => Some(RateLimit {
             requests,
@@ -147,6 +204,7 @@ pub(super) fn parse_access(
         allow: allow?,
         deny: deny?.unwrap_or_default(),
         rate,
+        auth: auth?,
     })
 }
 
@@ -252,6 +310,104 @@ mod tests {
         assert!(text[1].contains("rate_limit=\"5/s\": not applied with ssl_passthrough"));
         let open = AccessPolicy::default();
         assert!(check_passthrough("pt", true, &open, &mut Vec::new()));
+    }
+
+    #[test]
+    fn auth_basic_names_a_secret_and_the_realm_defaults_to_the_service_name() {
+        let mut errors = Vec::new();
+        let got = parse_access("web", &labels(&[(AUTH_BASIC, "web-users.v1")]), &mut errors);
+        assert_eq!(
+            got.and_then(|p| p.auth),
+            Some(AuthBasic {
+                secret: "web-users.v1".into(),
+                realm: "web".into()
+            })
+        );
+        let got = parse_access(
+            "web",
+            &labels(&[(AUTH_BASIC, "u"), (AUTH_REALM, "Staff area (v2)")]),
+            &mut errors,
+        );
+        assert_eq!(
+            got.and_then(|p| p.auth).map(|a| a.realm),
+            Some("Staff area (v2)".into())
+        );
+        assert_eq!(errors, vec![]);
+    }
+
+    #[test]
+    fn a_bad_secret_name_or_realm_or_a_lone_realm_is_an_error_naming_the_label() {
+        let long = "r".repeat(REALM_MAX + 1);
+        for (pairs, label, reason) in [
+            (
+                &[(AUTH_BASIC, "")][..],
+                AUTH_BASIC,
+                "not a Docker secret name",
+            ),
+            (
+                &[(AUTH_BASIC, "a:b")][..],
+                AUTH_BASIC,
+                "not a Docker secret name",
+            ),
+            (
+                &[(AUTH_BASIC, "u"), (AUTH_REALM, "say \"hi\"")][..],
+                AUTH_REALM,
+                "not a realm",
+            ),
+            (
+                &[(AUTH_BASIC, "u"), (AUTH_REALM, "a\\b")][..],
+                AUTH_REALM,
+                "not a realm",
+            ),
+            (
+                &[(AUTH_BASIC, "u"), (AUTH_REALM, "tab\there")][..],
+                AUTH_REALM,
+                "not a realm",
+            ),
+            (
+                &[(AUTH_BASIC, "u"), (AUTH_REALM, "")][..],
+                AUTH_REALM,
+                "not a realm",
+            ),
+            (
+                &[(AUTH_BASIC, "u"), (AUTH_REALM, long.as_str())][..],
+                AUTH_REALM,
+                "not a realm",
+            ),
+            (
+                &[(AUTH_REALM, "staff")][..],
+                AUTH_REALM,
+                "needs a user list",
+            ),
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                parse_access("web", &labels(pairs), &mut errors),
+                None,
+                "{pairs:?}"
+            );
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")),
+                "{text}"
+            );
+            assert!(text.contains(reason), "{pairs:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_on_a_passthrough_service_is_refused_naming_the_label() {
+        let mut errors = Vec::new();
+        let policy =
+            parse_access("pt", &labels(&[(AUTH_BASIC, "u")]), &mut errors).expect("policy");
+        assert!(!check_passthrough("pt", true, &policy, &mut errors));
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("auth_basic=\"u\": not applied with ssl_passthrough"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub const IP_DENY: &str = "com.docker.lb.ip_deny";
 pub const RATE_LIMIT: &str = "com.docker.lb.rate_limit";
 /// Requests beyond `rate_limit` a client may make within one period.
 pub const RATE_LIMIT_BURST: &str = "com.docker.lb.rate_limit_burst";
+/// The Docker secret holding an htpasswd file: only its users get through (HTTP basic auth).
+pub const AUTH_BASIC: &str = "com.docker.lb.auth_basic";
+/// The realm the 401 of `auth_basic` names (`WWW-Authenticate: Basic realm="<realm>"`).
+pub const AUTH_REALM: &str = "com.docker.lb.auth_realm";
 
 // `shaping.rs`: how responses and requests are shaped.
 /// `max-age=<seconds>[; includeSubDomains][; preload]`: `Strict-Transport-Security` on HTTPS.
@@ -148,6 +152,8 @@ pub const LABELS: &[Label] = &[
     label(IP_DENY, Family::Access, AnyMode),
     label(RATE_LIMIT, Family::Access, AnyMode),
     label(RATE_LIMIT_BURST, Family::Access, AnyMode),
+    label(AUTH_BASIC, Family::Access, AnyMode),
+    label(AUTH_REALM, Family::Access, AnyMode),
     label(HSTS, Family::Shaping, AnyMode),
     label(RESPONSE_HEADER, Family::Shaping, AnyMode),
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
@@ -177,6 +183,8 @@ pub const ACCESS_BLOCKS_MAX: usize = 1000;
 
 /// Largest `rate_limit` count and `rate_limit_burst`.
 pub const RATE_MAX: u32 = 1_000_000;
+/// Most characters of an `auth_realm`.
+pub const REALM_MAX: usize = 128;
 
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;

@@ -11,29 +11,34 @@
 //!    binary, started with a hidden flag, that holds nothing else);
 //! 2. apply: 42,000 `set server addr` (and 84,000 addr + ready) through `AdminClient::execute`
 //!    and through a raw pipelined client, alternating;
-//! 3. reload of that 42,000-server config through the master CLI.
+//! 3. reload of that 42,000-server config through the master CLI;
+//! 4. access: requests per second through HAProxy to a service with no policy, and to
+//!    services with address lists and a rate limit, and with basic auth (sha-512-crypt,
+//!    bcrypt), on their own small HAProxy, in the same run; each as a ratio to no policy.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use swarm_lb_bench::micro::{apply, procfs, proxy, reload, scale};
+use swarm_lb_bench::micro::{access, apply, procfs, proxy, reload, scale};
 use swarm_lb_bench::Report;
 use tokio::signal::unix::SignalKind;
 
 struct Args {
     json: Option<PathBuf>,
-    /// Sections to run: `plan`, `apply`, `reload`.
+    /// Sections to run: `plan`, `apply`, `reload`, `access`.
     only: Vec<String>,
     apply: apply::Options,
     reload: reload::Options,
     scale: scale::Options,
+    access: access::Options,
 }
 
-const SECTIONS: [&str; 3] = ["plan", "apply", "reload"];
+const SECTIONS: [&str; 4] = ["plan", "apply", "reload", "access"];
 
-const USAGE: &str = "usage: bench-micro [--json out.json] [--only plan,apply,reload] \
-     [--runs N (apply, default 11)] [--reloads N (default 3)] [--plan-runs N (default 21)]";
+const USAGE: &str = "usage: bench-micro [--json out.json] [--only plan,apply,reload,access] \
+     [--runs N (apply, default 11)] [--reloads N (default 3)] [--plan-runs N (default 21)] \
+     [--access-rounds N (default 5)]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
@@ -44,6 +49,11 @@ fn parse_args() -> anyhow::Result<Args> {
         scale: scale::Options {
             warmup: 3,
             runs: 21,
+        },
+        access: access::Options {
+            rounds: 5,
+            each: std::time::Duration::from_secs(2),
+            connections: 8,
         },
     };
     let mut it = std::env::args().skip(1);
@@ -69,6 +79,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--runs" => args.apply.runs = count(value("--runs")?, "--runs")?,
             "--reloads" => args.reload.reloads = count(value("--reloads")?, "--reloads")?,
             "--plan-runs" => args.scale.runs = count(value("--plan-runs")?, "--plan-runs")?,
+            "--access-rounds" => {
+                args.access.rounds = count(value("--access-rounds")?, "--access-rounds")?
+            }
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -100,7 +113,7 @@ fn main() -> anyhow::Result<()> {
     if args.runs("plan") {
         scale::run(&mut report, &args.scale)?;
     }
-    if !args.runs("apply") && !args.runs("reload") {
+    if !args.runs("apply") && !args.runs("reload") && !args.runs("access") {
         return finish(&mut report, &args);
     }
 
@@ -143,6 +156,13 @@ fn finish(report: &mut Report, args: &Args) -> anyhow::Result<()> {
 }
 
 async fn with_haproxy(report: &mut Report, args: &Args) -> anyhow::Result<()> {
+    // On its own small HAProxy, first: the large one below would share the machine with it.
+    if args.runs("access") {
+        access::run(report, &args.access).await?;
+    }
+    if !args.runs("apply") && !args.runs("reload") {
+        return Ok(());
+    }
     let state = apply::slotted_state()?;
     let started = std::time::Instant::now();
     let proxy = proxy::Proxy::start(&state).await?;

@@ -25,12 +25,22 @@ pub struct Proxy {
     _dir: tempfile::TempDir,
     settings: RenderSettings,
     pub config_bytes: usize,
+    /// The HTTP frontend's port (127.0.0.1).
+    pub http_port: u16,
 }
 
 impl Proxy {
     /// Render `state`, write it with [`Files`], start HAProxy and wait until its admin socket
     /// answers and the master lists a worker.
     pub async fn start(state: &ProxyState) -> anyhow::Result<Proxy> {
+        Self::start_with(state, Default::default()).await
+    }
+
+    /// [`Proxy::start`] with basic-auth user lists in the config.
+    pub async fn start_with(
+        state: &ProxyState,
+        userlists: swarm_lb::haproxy::auth::Userlists,
+    ) -> anyhow::Result<Proxy> {
         let dir = tempfile::Builder::new()
             .prefix("swarm-lb-bench-")
             .tempdir()
@@ -62,6 +72,7 @@ impl Proxy {
                 .with_context(|| format!("temp dir {} as a map path", dir.path().display()))?,
             https: None,
             trusted_proxies: Vec::new(),
+            userlists,
         };
         settings.validate()?;
         let config = render::config(state, &settings);
@@ -81,6 +92,7 @@ impl Proxy {
             _dir: dir,
             settings,
             config_bytes: config.len(),
+            http_port,
         })
     }
 
