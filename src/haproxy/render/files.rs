@@ -60,7 +60,25 @@ impl Files {
             source,
         })?;
         write_atomic(&self.map_path(), map.as_bytes())?;
+        self.ensure_acme_map()?;
         write_atomic(&self.config_path(), config.as_bytes())
+    }
+
+    /// The ACME challenge map (`{{acme_map}}`), beside the hosts map.
+    pub fn acme_map_path(&self) -> PathBuf {
+        self.dir.join(crate::haproxy::acme::ACME_MAP_FILE)
+    }
+
+    /// HAProxy refuses a config whose `map()` names a missing file: create the challenge map
+    /// empty when it is missing, and never truncate it (its entries are written by the code
+    /// that adds them at runtime, so a reload keeps pending challenges).
+    fn ensure_acme_map(&self) -> Result<(), FilesError> {
+        let path = self.acme_map_path();
+        match path.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => write_atomic(&path, b""),
+            Err(source) => Err(FilesError { path, source }),
+        }
     }
 
     /// The config and map text on disk now, in that order.
@@ -149,6 +167,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "acme.map",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
                 "hosts.map",
