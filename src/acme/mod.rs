@@ -1,0 +1,7 @@
+//! ACME (RFC 8555, issue 25, `docs/acme.md`): certificates that obtain and renew themselves.
+//! [`settings`] checks what `--acme*` asks for at start. The HTTP-01 answers live in HAProxy
+//! ([`crate::haproxy::acme`]); the label is [`crate::model::labels::acme`].
+
+pub mod settings;
+
+pub use settings::{AcmeSettings, AcmeSettingsError, Eab, HmacKey};
