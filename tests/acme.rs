@@ -107,3 +107,283 @@ async fn a_challenge_token_is_answered_before_routing_and_the_ssl_only_redirect_
     );
     assert_eq!(reloads(&master).await, before, "no challenge edit reloads");
 }
+
+// ---- Pebble: a real ACME server validating through HAProxy ----
+
+/// A child process killed (and reaped) on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn require_pebble() {
+    for tool in ["pebble", "pebble-challtestsrv", "curl"] {
+        let found = std::process::Command::new("sh")
+            .args(["-c", &format!("command -v {tool}")])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(
+            found,
+            "{tool} is needed by the ACME tests: apt-get install pebble curl (scripts/setup.sh installs them)"
+        );
+    }
+}
+
+/// Pebble (Let's Encrypt's test CA) on free loopback ports, validating HTTP-01 on
+/// `http_port` (HAProxy's), with its DNS from pebble-challtestsrv answering every name with
+/// 127.0.0.1. Its HTTPS listener uses a certificate from a CA made here (`ca_pem`): what
+/// `--acme-ca-bundle` is for.
+struct Pebble {
+    directory: String,
+    management: u16,
+    ca_bundle: std::path::PathBuf,
+    _dns: Child,
+    _pebble: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    async fn start(http_port: u16) -> Pebble {
+        require_pebble();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca_key = rcgen::KeyPair::generate().expect("CA key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            "swarm-lb test: Pebble's HTTPS CA",
+        );
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let params = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .expect("params");
+        let leaf = params.signed_by(&key, &issuer).expect("leaf");
+        let ca_bundle = dir.path().join("ca.pem");
+        std::fs::write(&ca_bundle, ca_cert.pem()).expect("write CA");
+        std::fs::write(dir.path().join("cert.pem"), leaf.pem()).expect("write cert");
+        std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).expect("write key");
+
+        let (listen, management, dns, dns_management, tls) = (
+            support::free_port(),
+            support::free_port(),
+            support::free_port(),
+            support::free_port(),
+            support::free_port(),
+        );
+        let config = serde_json::json!({
+            "pebble": {
+                "listenAddress": format!("127.0.0.1:{listen}"),
+                "managementListenAddress": format!("127.0.0.1:{management}"),
+                "certificate": dir.path().join("cert.pem"),
+                "privateKey": dir.path().join("key.pem"),
+                "httpPort": http_port,
+                "tlsPort": tls,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false
+            }
+        });
+        let config_path = dir.path().join("pebble.json");
+        std::fs::write(&config_path, config.to_string()).expect("write config");
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
+        let dns_child = std::process::Command::new("pebble-challtestsrv")
+            .args(["-dns01", &format!("127.0.0.1:{dns}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .args(["-management", &format!("127.0.0.1:{dns_management}")])
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .stdout(log("challtestsrv.log"))
+            .stderr(log("challtestsrv.err"))
+            .spawn()
+            .map(Child)
+            .expect("start pebble-challtestsrv");
+        let pebble = std::process::Command::new("pebble")
+            .arg("-config")
+            .arg(&config_path)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+            // Validate at once (no random 0-15 s wait), accept every good nonce.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .stdout(log("pebble.log"))
+            .stderr(log("pebble.err"))
+            .spawn()
+            .map(Child)
+            .expect("start pebble");
+        support::poll_until(support::STARTUP, "Pebble to listen", || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", listen))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await;
+        Pebble {
+            directory: format!("https://127.0.0.1:{listen}/dir"),
+            management,
+            ca_bundle,
+            _dns: dns_child,
+            _pebble: pebble,
+            dir,
+        }
+    }
+
+    /// Pebble's root for the certificates it issues (made anew at each start), from its
+    /// management interface.
+    fn issuing_root(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("pebble-root.pem");
+        let out = std::process::Command::new("curl")
+            .args(["-sSf", "--max-time", "5", "--cacert"])
+            .arg(&self.ca_bundle)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.management))
+            .arg("-o")
+            .arg(&path)
+            .output()
+            .expect("run curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        path
+    }
+
+    fn log(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!("{}{}", read("pebble.log"), read("pebble.err"))
+    }
+}
+
+/// `curl --cacert <root>` to `https://<host>:<port>/` resolved to loopback: the status, or
+/// curl's complaint (a chain it could not verify).
+fn verified_get(port: u16, host: &str, root: &std::path::Path) -> Result<u16, String> {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(root)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_for_two_hosts_is_issued_by_pebble_over_haproxys_challenge_map_and_served_verified_with_no_reload(
+) {
+    use swarm_lb::acme::client::Patience;
+    use swarm_lb::acme::settings::{AcmeFlags, AcmeSettings};
+    use swarm_lb::acme::{AcmeClient, HaproxyChallenges};
+
+    let web = Backend::start("web").await;
+    let hosts = ["a.example", "b.example"];
+    let mut state = ProxyState::default();
+    route(&mut state, "web", task_backend(&[web.addr], 2), &hosts);
+    let haproxy = Haproxy::start_https(&state).await;
+    let (https_port, certs) = haproxy.https.as_ref().expect("HTTPS");
+    let master = haproxy.master();
+    let before = reloads(&master).await;
+    let pebble = Pebble::start(haproxy.http_port).await;
+
+    let settings = AcmeSettings::new(&AcmeFlags {
+        directory: &pebble.directory,
+        email: Some("ops@swarm-lb.example"),
+        ca_bundle: Some(&pebble.ca_bundle),
+        ..AcmeFlags::default()
+    })
+    .expect("settings");
+    let (client, credentials) = AcmeClient::create(&settings).await.expect("account");
+    assert_eq!(format!("{credentials:?}"), "Credentials(<redacted>)");
+    let map = acme::acme_map(haproxy.hosts_map());
+    let mut admin = AdminClient::new(haproxy.admin_socket());
+    let names: Vec<Host> = hosts
+        .iter()
+        .map(|h| Host::parse(h).expect("host"))
+        .collect();
+    let marks: Vec<Command> = names.iter().map(|h| acme::mark_host(&map, h)).collect();
+    run(&mut admin, &marks).await;
+
+    let mut answers = HaproxyChallenges::new(AdminClient::new(haproxy.admin_socket()), map.clone());
+    let started = std::time::Instant::now();
+    let issued = match client
+        .order(&names, &mut answers, Patience::default())
+        .await
+    {
+        Ok(issued) => issued,
+        Err(e) => panic!("order: {e}\n{}\n{}", pebble.log(), haproxy.log()),
+    };
+    let took = started.elapsed();
+    // Pebble's VA really fetched the answers through HAProxy (no PEBBLE_VA_ALWAYS_VALID):
+    // HAProxy's own log has one answered challenge per host.
+    support::poll_until(
+        support::STARTUP,
+        "HAProxy to log the CA's requests",
+        || async {
+            let log = haproxy.log();
+            let answered = log
+                .lines()
+                .filter(|l| l.contains("GET /.well-known/acme-challenge/") && l.contains(" 200 "))
+                .count();
+            (answered >= hosts.len()).then_some(())
+        },
+    )
+    .await;
+    // Every answer was withdrawn: the CA's paths are 404s again.
+    let left = http_get_target(
+        haproxy.http_port,
+        "a.example",
+        "/.well-known/acme-challenge/x",
+    )
+    .await;
+    assert_eq!(left.status, 404);
+
+    // Served through the existing TLS path (Runtime API, then files), as the driver does.
+    let info = admin.info().await.expect("show info");
+    let list = certs.crt_list().expect("crt-list");
+    let cert = certs.cert("acme-web").expect("cert path");
+    let pem = issued.pem().expect("pem");
+    let cmds = swarm_lb::haproxy::tls::push_commands(&list, &cert, pem.clone(), true, info.version)
+        .expect("fits the payload limit");
+    run(&mut admin, &cmds).await;
+    certs.write_cert(&cert, &pem).expect("write cert");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(cert.as_str())
+            .expect("cert file")
+            .permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600, "the key's file is the owner's only");
+
+    let root = pebble.issuing_root();
+    for host in hosts {
+        let status = verified_get(*https_port, host, &root)
+            .unwrap_or_else(|e| panic!("{host}: the served chain is not Pebble's: {e}"));
+        assert_eq!(status, 200, "{host}");
+    }
+    assert_eq!(
+        reloads(&master).await,
+        before,
+        "issuing and serving reload nothing"
+    );
+    eprintln!(
+        "order for {} hosts through HAProxy's challenge map: {} ms",
+        hosts.len(),
+        took.as_millis()
+    );
+}
