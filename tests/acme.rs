@@ -387,3 +387,73 @@ async fn a_certificate_for_two_hosts_is_issued_by_pebble_over_haproxys_challenge
         took.as_millis()
     );
 }
+
+/// Answers nothing: the CA's requests meet HAProxy's 404 for an ACME host.
+struct Silent;
+
+impl swarm_lb::acme::Challenges for Silent {
+    async fn publish(
+        &mut self,
+        _: &Token,
+        _: &KeyAuthorization,
+    ) -> Result<(), swarm_lb::acme::client::ChallengesError> {
+        Ok(())
+    }
+    async fn withdraw(&mut self, _: &Token) -> Result<(), swarm_lb::acme::client::ChallengesError> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_validation_gives_the_cas_problem_and_http_keeps_routing_with_no_reload() {
+    use swarm_lb::acme::client::Patience;
+    use swarm_lb::acme::settings::{AcmeFlags, AcmeSettings};
+    use swarm_lb::acme::AcmeClient;
+
+    let web = Backend::start("web").await;
+    let mut state = ProxyState::default();
+    route(
+        &mut state,
+        "web",
+        task_backend(&[web.addr], 2),
+        &["a.example"],
+    );
+    let haproxy = Haproxy::start(&state).await;
+    let master = haproxy.master();
+    let before = reloads(&master).await;
+    let pebble = Pebble::start(haproxy.http_port).await;
+    let settings = AcmeSettings::new(&AcmeFlags {
+        directory: &pebble.directory,
+        ca_bundle: Some(&pebble.ca_bundle),
+        ..AcmeFlags::default()
+    })
+    .expect("settings");
+    let (client, _) = AcmeClient::create(&settings).await.expect("account");
+    let map = acme::acme_map(haproxy.hosts_map());
+    let a = Host::parse("a.example").expect("host");
+    let mut admin = AdminClient::new(haproxy.admin_socket());
+    run(&mut admin, &[acme::mark_host(&map, &a)]).await;
+
+    let error = client
+        .order(std::slice::from_ref(&a), &mut Silent, Patience::default())
+        .await
+        .expect_err("nothing answers the challenge");
+    let text = error.to_string();
+    eprintln!("the order's error: {text}");
+    // Pebble's problem document, as an operator would read it in status.
+    assert!(text.contains("unauthorized"), "{text}");
+    assert!(text.contains("404"), "{text}");
+    assert!(
+        text.contains("/.well-known/acme-challenge/<token> "),
+        "the token the CA quotes is redacted: {text}"
+    );
+    assert!(
+        error.is_transient(),
+        "a failed validation is retried: {text}"
+    );
+    assert_eq!(
+        support::http_get(haproxy.http_port, "a.example").await.0,
+        200
+    );
+    assert_eq!(reloads(&master).await, before);
+}

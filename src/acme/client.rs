@@ -82,8 +82,8 @@ pub enum AcmeError {
 
 impl AcmeError {
     /// Worth retrying later (with backoff): the network, the CA's own trouble, a rate limit
-    /// (RFC 8555 §6.6), a failed validation (DNS or routing may be fixed). A CA that refuses
-    /// names or our account for good is not.
+    /// (RFC 8555 §6.6), a failed validation (`unauthorized`, `connection`, `dns`: routing or
+    /// DNS may be fixed). A CA that refuses the names or the account for good is not.
     pub fn is_transient(&self) -> bool {
         match self {
             AcmeError::Protocol { source, .. } => match source {
@@ -93,7 +93,6 @@ impl AcmeError {
                         "urn:ietf:params:acme:error:rejectedIdentifier"
                             | "urn:ietf:params:acme:error:unsupportedIdentifier"
                             | "urn:ietf:params:acme:error:externalAccountRequired"
-                            | "urn:ietf:params:acme:error:unauthorized"
                     )
                 ),
                 _ => true,
@@ -260,10 +259,15 @@ impl AcmeClient {
     }
 
     fn protocol(&self, step: &'static str) -> impl FnOnce(instant_acme::Error) -> AcmeError + '_ {
-        move |source| AcmeError::Protocol {
-            step,
-            directory: self.directory.clone(),
-            source,
+        move |mut source| {
+            if let instant_acme::Error::Api(problem) = &mut source {
+                redact_problem(problem);
+            }
+            AcmeError::Protocol {
+                step,
+                directory: self.directory.clone(),
+                source,
+            }
         }
     }
 
@@ -375,11 +379,10 @@ impl AcmeClient {
             .await
             .map_err(self.protocol("validation"))?;
         if status != OrderStatus::Ready {
-            let problem = order
-                .state()
-                .error
-                .as_ref()
-                .map_or_else(|| "no problem document".to_owned(), |p| p.to_string());
+            let problem = order.state().error.as_ref().map_or_else(
+                || "no problem document".to_owned(),
+                |p| redact_tokens(&p.to_string()),
+            );
             return Err(AcmeError::OrderNotReady {
                 hosts: names.join(","),
                 status: format!("{status:?}").to_lowercase(),
@@ -406,6 +409,40 @@ impl AcmeClient {
         // A chain HAProxy could not take is refused here, before anyone stores it.
         issued.pem().map_err(|source| AcmeError::Chain { source })?;
         Ok(issued)
+    }
+}
+
+/// `text` with every challenge token after `acme-challenge/` replaced by `<token>`: CAs quote
+/// the URL they fetched in their problem details (Pebble: `Non-200 status code from HTTP:
+/// http://a.example/.well-known/acme-challenge/<token> returned 404`), and these texts reach
+/// logs and status, where tokens never go.
+pub fn redact_tokens(text: &str) -> String {
+    const MARK: &str = "acme-challenge/";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(MARK) {
+        let (head, tail) = rest.split_at(at + MARK.len());
+        out.push_str(head);
+        let token_len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(tail.len());
+        if token_len > 0 {
+            out.push_str("<token>");
+        }
+        rest = &tail[token_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+fn redact_problem(problem: &mut instant_acme::Problem) {
+    if let Some(detail) = &mut problem.detail {
+        *detail = redact_tokens(detail);
+    }
+    for sub in &mut problem.subproblems {
+        if let Some(detail) = &mut sub.detail {
+            *detail = redact_tokens(detail);
+        }
     }
 }
 
@@ -470,6 +507,17 @@ mod tests {
     }
 
     #[test]
+    fn tokens_quoted_in_a_cas_problem_are_redacted() {
+        let detail = "Non-200 status code from HTTP: http://a.example/.well-known/acme-challenge/zj31Vm1VR0VXpHz-_9 returned 404; also acme-challenge/X2";
+        assert_eq!(
+            redact_tokens(detail),
+            "Non-200 status code from HTTP: http://a.example/.well-known/acme-challenge/<token> returned 404; also acme-challenge/<token>"
+        );
+        assert_eq!(redact_tokens("no token here"), "no token here");
+        assert_eq!(redact_tokens("acme-challenge/"), "acme-challenge/");
+    }
+
+    #[test]
     fn a_ca_refusing_the_name_is_permanent_and_a_rate_limit_is_transient() {
         let problem = |kind: &str| {
             let json = format!(r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"d"}}"#);
@@ -481,6 +529,10 @@ mod tests {
         };
         assert!(!problem("rejectedIdentifier").is_transient());
         assert!(problem("rateLimited").is_transient());
+        assert!(
+            problem("unauthorized").is_transient(),
+            "a failed validation"
+        );
         assert!(problem("serverInternal").is_transient());
         let e = problem("rejectedIdentifier").to_string();
         assert!(
