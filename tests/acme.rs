@@ -354,6 +354,26 @@ async fn a_certificate_for_two_hosts_is_issued_by_pebble_over_haproxys_challenge
     .await;
     assert_eq!(left.status, 404);
 
+    // The pair passes the checks a labelled pair gets, and its renewal falls inside its
+    // lifetime, two thirds in.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let info = issued
+        .check(&names, now)
+        .expect("the issued pair checks out");
+    let (not_before, not_after) = issued.validity().expect("validity");
+    assert_eq!(not_after, info.not_after);
+    let renew = swarm_lb::acme::schedule::renew_at(not_before, not_after);
+    assert!(not_before <= now && now < renew && renew < not_after);
+    eprintln!(
+        "issued: serial {}, lifetime {} s, renewal due in {} s",
+        info.serial,
+        not_after - not_before,
+        renew - now
+    );
+
     // Served through the existing TLS path (Runtime API, then files), as the driver does.
     let info = admin.info().await.expect("show info");
     let list = certs.crt_list().expect("crt-list");

@@ -21,6 +21,7 @@ use tracing::{debug, info, warn};
 use super::settings::AcmeSettings;
 use crate::haproxy::acme::{ChallengeError, KeyAuthorization, Token};
 use crate::haproxy::command::{Pem, PemError};
+use crate::model::cert::{CertInfo, CertProblem};
 use crate::model::Host;
 
 /// An error from a [`Challenges`] implementation (publishing or withdrawing an answer).
@@ -154,6 +155,29 @@ impl Issued {
     /// Chain and key as one PEM payload, as `set ssl cert` and the certificate files take it.
     pub fn pem(&self) -> Result<Pem, PemError> {
         Pem::new(&format!("{}\n{}", self.chain, self.key_pem))
+    }
+
+    /// The checks a labelled pair gets ([`crate::model::cert::check`]): the key is the
+    /// leaf's, it is valid at `now` (unix seconds) and names every one of `hosts`.
+    pub fn check(&self, hosts: &[Host], now: i64) -> Result<CertInfo, CertProblem> {
+        crate::model::cert::check(&self.chain, &self.key_pem, hosts, now)
+    }
+
+    /// The leaf's validity, `(not_before, not_after)` in unix seconds: what
+    /// [`super::schedule::renew_at`] takes.
+    pub fn validity(&self) -> Result<(i64, i64), CertProblem> {
+        use x509_parser::prelude::{FromDer, X509Certificate};
+        let leaf = x509_parser::pem::Pem::iter_from_buffer(self.chain.as_bytes())
+            .filter_map(Result::ok)
+            .find(|p| p.label == "CERTIFICATE")
+            .ok_or(CertProblem::NoCertificate)?;
+        let (_, cert) = X509Certificate::from_der(&leaf.contents)
+            .map_err(|e| CertProblem::BadCertificate(e.to_string()))?;
+        let validity = cert.validity();
+        Ok((
+            validity.not_before.timestamp(),
+            validity.not_after.timestamp(),
+        ))
     }
 }
 
