@@ -149,6 +149,12 @@ struct Pebble {
 
 impl Pebble {
     async fn start(http_port: u16) -> Pebble {
+        Self::start_issuing_for(http_port, None).await
+    }
+
+    /// [`Pebble::start`] issuing certificates valid `validity_s` seconds (Pebble's
+    /// `certificateValidityPeriod`; 5 years by default).
+    async fn start_issuing_for(http_port: u16, validity_s: Option<u64>) -> Pebble {
         require_pebble();
         let dir = tempfile::tempdir().expect("temp dir");
         let ca_key = rcgen::KeyPair::generate().expect("CA key");
@@ -176,7 +182,7 @@ impl Pebble {
             support::free_port(),
             support::free_port(),
         );
-        let config = serde_json::json!({
+        let mut config = serde_json::json!({
             "pebble": {
                 "listenAddress": format!("127.0.0.1:{listen}"),
                 "managementListenAddress": format!("127.0.0.1:{management}"),
@@ -188,6 +194,9 @@ impl Pebble {
                 "externalAccountBindingRequired": false
             }
         });
+        if let Some(validity) = validity_s {
+            config["pebble"]["certificateValidityPeriod"] = validity.into();
+        }
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
@@ -476,4 +485,149 @@ async fn a_failed_validation_gives_the_cas_problem_and_http_keeps_routing_with_n
         200
     );
     assert_eq!(reloads(&master).await, before);
+}
+
+/// The serial of the certificate served for `host` on `port` (hex, upper case, no leading
+/// zeros), by openssl's own client.
+fn served_serial(port: u16, host: &str) -> Option<String> {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let serial = text.trim().strip_prefix("serial=")?;
+    Some(serial.trim_start_matches('0').to_uppercase())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_replaced_in_place_under_https_load_with_no_failed_request_and_no_reload(
+) {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use swarm_lb::acme::client::Patience;
+    use swarm_lb::acme::schedule;
+    use swarm_lb::acme::settings::{AcmeFlags, AcmeSettings};
+    use swarm_lb::acme::{AcmeClient, HaproxyChallenges};
+
+    const VALIDITY_S: u64 = 60;
+    let web = Backend::start("web").await;
+    let mut state = ProxyState::default();
+    route(
+        &mut state,
+        "web",
+        task_backend(&[web.addr], 2),
+        &["a.example"],
+    );
+    let haproxy = Haproxy::start_https(&state).await;
+    let (https_port, certs) = haproxy.https.as_ref().expect("HTTPS");
+    let https_port = *https_port;
+    let master = haproxy.master();
+    let before = reloads(&master).await;
+    let pebble = Pebble::start_issuing_for(haproxy.http_port, Some(VALIDITY_S)).await;
+    let settings = AcmeSettings::new(&AcmeFlags {
+        directory: &pebble.directory,
+        ca_bundle: Some(&pebble.ca_bundle),
+        ..AcmeFlags::default()
+    })
+    .expect("settings");
+    let (client, _) = AcmeClient::create(&settings).await.expect("account");
+    let map = acme::acme_map(haproxy.hosts_map());
+    let a = Host::parse("a.example").expect("host");
+    let mut admin = AdminClient::new(haproxy.admin_socket());
+    run(&mut admin, &[acme::mark_host(&map, &a)]).await;
+    let mut answers = HaproxyChallenges::new(AdminClient::new(haproxy.admin_socket()), map.clone());
+    let hosts = std::slice::from_ref(&a);
+    let version = admin.info().await.expect("show info").version;
+    let list = certs.crt_list().expect("crt-list");
+    let cert = certs.cert("acme-web").expect("cert path");
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64
+    };
+
+    let first = client
+        .order(hosts, &mut answers, Patience::default())
+        .await
+        .unwrap_or_else(|e| panic!("first order: {e}\n{}", pebble.log()));
+    let (not_before, not_after) = first.validity().expect("validity");
+    assert!(
+        (not_after - not_before).abs_diff(VALIDITY_S as i64) <= 1,
+        "Pebble issued for {VALIDITY_S} s: {not_before}..{not_after}"
+    );
+    assert_eq!(
+        schedule::renew_at(not_before, not_after) - not_before,
+        (not_after - not_before) * 2 / 3
+    );
+    let first_serial = first.check(hosts, now()).expect("first pair").serial;
+    let pem = first.pem().expect("pem");
+    let cmds = swarm_lb::haproxy::tls::push_commands(&list, &cert, pem.clone(), true, version)
+        .expect("fits");
+    run(&mut admin, &cmds).await;
+    certs.write_cert(&cert, &pem).expect("write cert");
+    let want_first = first_serial.trim_start_matches('0').to_owned();
+    support::poll_until(support::STARTUP, "the first certificate served", || async {
+        (served_serial(https_port, "a.example").as_deref() == Some(want_first.as_str()))
+            .then_some(())
+    })
+    .await;
+
+    // HTTPS load, each request a new TLS handshake verified against Pebble's root.
+    let root = pebble.issuing_root();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed, root) = (stop.clone(), ok.clone(), failed.clone(), root.clone());
+        std::thread::spawn(move || {
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                match verified_get(https_port, "a.example", &root) {
+                    Ok(200) => ok.fetch_add(1, Ordering::SeqCst),
+                    other => {
+                        errors.push(format!("{other:?}"));
+                        failed.fetch_add(1, Ordering::SeqCst)
+                    }
+                };
+            }
+            errors
+        })
+    };
+    support::poll_until(support::STARTUP, "load to start", || async {
+        (ok.load(Ordering::SeqCst) >= 5).then_some(())
+    })
+    .await;
+
+    // The renewal: a new order, its pair replacing the served one in place (set + commit: the
+    // crt-list entry stays, so no handshake finds the name unserved).
+    let second = client
+        .order(hosts, &mut answers, Patience::default())
+        .await
+        .unwrap_or_else(|e| panic!("second order: {e}\n{}", pebble.log()));
+    let second_serial = second.check(hosts, now()).expect("second pair").serial;
+    assert_ne!(second_serial, first_serial);
+    let pem = second.pem().expect("pem");
+    let cmds = swarm_lb::haproxy::tls::push_commands(&list, &cert, pem.clone(), false, version)
+        .expect("fits");
+    run(&mut admin, &cmds).await;
+    certs.write_cert(&cert, &pem).expect("write cert");
+    let want = second_serial.trim_start_matches('0').to_owned();
+    support::poll_until(support::STARTUP, "the new serial served", || async {
+        (served_serial(https_port, "a.example").as_deref() == Some(want.as_str())).then_some(())
+    })
+    .await;
+    let at_switch = ok.load(Ordering::SeqCst);
+    support::poll_until(support::STARTUP, "load on the new certificate", || async {
+        (ok.load(Ordering::SeqCst) >= at_switch + 5).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().expect("load thread");
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    eprintln!("renewal under load: {ok} verified HTTPS requests, {failed} failed");
+    assert_eq!(failed, 0, "{errors:?}");
+    assert_eq!(reloads(&master).await, before, "no reload");
 }
