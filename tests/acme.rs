@@ -631,3 +631,67 @@ async fn a_short_lived_certificate_is_replaced_in_place_under_https_load_with_no
     assert_eq!(failed, 0, "{errors:?}");
     assert_eq!(reloads(&master).await, before, "no reload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_challenge_answers_the_map_file_holds_and_the_file_is_the_owners_only() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let web = Backend::start("web").await;
+    let mut state = ProxyState::default();
+    route(
+        &mut state,
+        "web",
+        task_backend(&[web.addr], 2),
+        &["a.example"],
+    );
+    let haproxy = Haproxy::start(&state).await;
+    let port = haproxy.http_port;
+    let map = acme::acme_map(haproxy.hosts_map());
+    let a = Host::parse("a.example").expect("host");
+    let token = Token::new(TOKEN).expect("token");
+    let auth = KeyAuthorization::new(&token, &format!("{TOKEN}.{THUMBPRINT}")).expect("auth");
+    let mut admin = AdminClient::new(haproxy.admin_socket());
+    run(
+        &mut admin,
+        &[
+            acme::mark_host(&map, &a),
+            acme::put_token(&map, &token, &auth),
+        ],
+    )
+    .await;
+    haproxy
+        .files
+        .write_acme_map(&acme::map_text(
+            std::slice::from_ref(&a),
+            &[(token.clone(), auth.clone())],
+        ))
+        .expect("write the map file");
+    let mode = std::fs::metadata(haproxy.files.acme_map_path())
+        .expect("map file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let master = haproxy.master();
+    let before = reloads(&master).await;
+    master
+        .reload(std::time::Duration::from_secs(10))
+        .await
+        .expect("reload");
+    support::poll_until(
+        support::STARTUP,
+        "the new worker to answer the token",
+        || async {
+            let got = support::try_http_get_target(port, "a.example", &token.path(), "")
+                .await
+                .ok()?;
+            (got.body == auth.as_str() && reloads(&master).await > before).then_some(())
+        },
+    )
+    .await;
+    let unknown = format!("{}unknown-token", acme::CHALLENGE_PREFIX);
+    assert_eq!(
+        http_get_target(port, "a.example", &unknown).await.status,
+        404,
+        "the host's mark came back from the file too"
+    );
+}

@@ -170,10 +170,44 @@ pub fn unmark_host(map: &MapPath, host: &Host) -> Command {
     }
 }
 
+/// The challenge map file's text for `hosts` (each marked [`ACME_HOST`]) and `tokens`: one
+/// `<key> <value>` line per entry, as HAProxy reads a map file. Written beside the runtime
+/// edits ([`crate::haproxy::render::Files::write_acme_map`]) so that a reload, which loads the
+/// file, keeps what the runtime API put.
+pub fn map_text(hosts: &[Host], tokens: &[(Token, KeyAuthorization)]) -> String {
+    let mut out = String::new();
+    for host in hosts {
+        out.push_str(host.as_str());
+        out.push(' ');
+        out.push_str(ACME_HOST);
+        out.push('\n');
+    }
+    for (token, key_authorization) in tokens {
+        out.push_str(CHALLENGE_PREFIX);
+        out.push_str(token.as_str());
+        out.push(' ');
+        out.push_str(key_authorization.as_str());
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::haproxy::codec::encode;
+
+    #[test]
+    fn the_map_file_holds_one_line_per_host_and_token() {
+        let token = Token::new(TOKEN).unwrap();
+        let auth = KeyAuthorization::new(&token, &format!("{TOKEN}.{THUMB}")).unwrap();
+        let host = Host::parse("a.example").unwrap();
+        assert_eq!(
+            map_text(&[host], &[(token, auth)]),
+            format!("a.example acme\n/.well-known/acme-challenge/{TOKEN} {TOKEN}.{THUMB}\n")
+        );
+        assert_eq!(map_text(&[], &[]), "");
+    }
 
     const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
     const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";

@@ -76,9 +76,15 @@ impl Files {
         let path = self.acme_map_path();
         match path.try_exists() {
             Ok(true) => Ok(()),
-            Ok(false) => write_atomic(&path, b""),
+            Ok(false) => write_atomic_private(&path, b""),
             Err(source) => Err(FilesError { path, source }),
         }
+    }
+
+    /// Replaces the challenge map's file with `text` ([`crate::haproxy::acme::map_text`]),
+    /// atomically and readable by its owner only (it names pending challenge tokens).
+    pub fn write_acme_map(&self, text: &str) -> Result<(), FilesError> {
+        write_atomic_private(&self.acme_map_path(), text.as_bytes())
     }
 
     /// The config and map text on disk now, in that order.
@@ -114,8 +120,17 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), FilesError> {
     write_atomic(to, &bytes)
 }
 
+/// [`write_atomic`] with the file's mode 0600, set on the temp file before a byte is written.
+fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    write_atomic_mode(path, bytes, Some(0o600))
+}
+
 /// Temp file in the same directory, fsync, rename over `path`, fsync the directory.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
+    write_atomic_mode(path, bytes, None)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), FilesError> {
     let err = |path: &Path| {
         let path = path.to_owned();
         move |source| FilesError { path, source }
@@ -124,7 +139,18 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FilesError> {
     tmp_name.push(path.file_name().unwrap_or_default());
     tmp_name.push(".tmp");
     let tmp = path.with_file_name(tmp_name);
-    let mut file = fs::File::create(&tmp).map_err(err(&tmp))?;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    if let Some(mode) = mode {
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+    }
+    let mut file = options.open(&tmp).map_err(err(&tmp))?;
+    if let Some(mode) = mode {
+        // A temp file left by an older run keeps its mode through `open`.
+        use std::os::unix::fs::PermissionsExt as _;
+        file.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(err(&tmp))?;
+    }
     file.write_all(bytes).map_err(err(&tmp))?;
     file.sync_all().map_err(err(&tmp))?;
     drop(file);
