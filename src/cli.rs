@@ -328,6 +328,35 @@ pub struct Common {
     /// Never grow slots with `add server`; grow by reload instead.
     #[arg(long, env = "SWARM_LB_NO_ADD_SERVER")]
     pub no_add_server: bool,
+
+    /// Obtain certificates from an ACME CA for services labelled com.docker.lb.ssl_acme=true
+    /// (docs/acme.md). Off: that label is refused.
+    #[arg(long, env = "SWARM_LB_ACME")]
+    pub acme: bool,
+
+    /// The ACME CA's directory URL (https://). Try the CA's staging directory first (Let's
+    /// Encrypt: https://acme-staging-v02.api.letsencrypt.org/directory): production's rate
+    /// limits are strict.
+    #[arg(long, env = "SWARM_LB_ACME_DIRECTORY", default_value = swarm_lb::acme::settings::LETS_ENCRYPT)]
+    pub acme_directory: String,
+
+    /// Contact e-mail of the ACME account (optional).
+    #[arg(long, env = "SWARM_LB_ACME_EMAIL")]
+    pub acme_email: Option<String>,
+
+    /// PEM file of the one root certificate that signs the ACME server's HTTPS certificate
+    /// (a private CA such as step-ca, or Pebble). Unset: the system's trust store.
+    #[arg(long, env = "SWARM_LB_ACME_CA_BUNDLE")]
+    pub acme_ca_bundle: Option<PathBuf>,
+
+    /// External account binding: the key identifier the CA gave (with --acme-eab-hmac-file).
+    #[arg(long, env = "SWARM_LB_ACME_EAB_KID")]
+    pub acme_eab_kid: Option<String>,
+
+    /// External account binding: a file (a Docker secret) holding the MAC key the CA gave,
+    /// base64url. A file, not a value: a value would show in `ps` and `docker inspect`.
+    #[arg(long, env = "SWARM_LB_ACME_EAB_HMAC_FILE")]
+    pub acme_eab_hmac_file: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]

@@ -6,6 +6,7 @@
 //! appears or disappears, a config to reload); [`reconcile`] applies them.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod backoff;
 mod fields;
 pub mod haproxy;

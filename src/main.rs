@@ -40,6 +40,15 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let settings = settings::settings(c, args.strategy, args.reload_timeout)?;
+    // Checked at start; the order path that uses it is still to come (docs/acme.md).
+    if let Some(acme) = settings::acme(c, &settings.render.template)? {
+        info!(
+            directory = %acme.directory,
+            ca_bundle = acme.ca_bundle.is_some(),
+            eab = acme.eab.is_some(),
+            "ACME configured"
+        );
+    }
     let proxy = settings::proxy_spec(c, &args.create)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     let ca = render::backend_ca_path(&settings.render);

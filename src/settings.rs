@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing::info;
 
+use swarm_lb::acme::settings::AcmeFlags;
+use swarm_lb::acme::AcmeSettings;
 use swarm_lb::haproxy::render::{self, Files, HttpsSettings, RenderSettings};
 use swarm_lb::haproxy::tls::CertFiles;
 use swarm_lb::haproxy::{AdminClient, MapPath, Master};
@@ -71,6 +73,31 @@ pub fn settings(
         reload_timeout,
         strategy,
     })
+}
+
+/// The ACME settings, when `--acme` is on; checked once at start so a bad value stops
+/// swarm-lb with an error naming the flag (nothing of the EAB MAC key is in it).
+///
+/// Errors: a refused `--acme*` value, or a template without the challenge map placeholder.
+pub fn acme(c: &Common, template: &str) -> anyhow::Result<Option<AcmeSettings>> {
+    if !c.acme {
+        return Ok(None);
+    }
+    if !swarm_lb::acme::settings::template_answers_challenges(template) {
+        anyhow::bail!(
+            "--acme: the template has no {} placeholder outside comments, so HAProxy could not \
+             answer the CA's HTTP-01 requests (see haproxy/base.cfg)",
+            render::ACME_MAP
+        );
+    }
+    let flags = AcmeFlags {
+        directory: &c.acme_directory,
+        email: c.acme_email.as_deref(),
+        ca_bundle: c.acme_ca_bundle.as_deref(),
+        eab_kid: c.acme_eab_kid.as_deref(),
+        eab_hmac_file: c.acme_eab_hmac_file.as_deref(),
+    };
+    Ok(Some(AcmeSettings::new(&flags)?))
 }
 
 /// The certificate files under the config dir.
@@ -255,5 +282,40 @@ mod tests {
         assert_eq!(spec.publish.len(), 2);
         let a = run_args(&["--haproxy-container=x"]).expect("parses");
         assert!(proxy_spec(&a.common, &a.create).expect("fine").is_none());
+    }
+
+    #[test]
+    fn acme_is_off_by_default_and_on_with_lets_encrypt_unless_told_otherwise() {
+        let template = render::BASE_TEMPLATE;
+        let a = run_args(&[]).expect("parses");
+        assert!(acme(&a.common, template).expect("fine").is_none());
+        let a = run_args(&["--acme", "--acme-email=ops@a.example"]).expect("parses");
+        let s = acme(&a.common, template).expect("fine").expect("on");
+        assert_eq!(s.directory, swarm_lb::acme::settings::LETS_ENCRYPT);
+        assert_eq!(s.contact.as_deref(), Some("mailto:ops@a.example"));
+    }
+
+    #[test]
+    fn bad_acme_values_stop_the_start_with_the_flag_named() {
+        let cases: [(&[&str], &str); 4] = [
+            (
+                &["--acme", "--acme-directory=http://ca.example/dir"],
+                "--acme-directory",
+            ),
+            (&["--acme", "--acme-email=nobody"], "--acme-email"),
+            (&["--acme", "--acme-eab-kid=k"], "--acme-eab-hmac-file"),
+            (
+                &["--acme", "--acme-ca-bundle=/nonexistent/ca.pem"],
+                "--acme-ca-bundle",
+            ),
+        ];
+        for (args, flag) in cases {
+            let a = run_args(args).expect("parses");
+            let e = acme(&a.common, render::BASE_TEMPLATE).expect_err("refused");
+            assert!(format!("{e:#}").contains(flag), "{args:?}: {e:#}");
+        }
+        let a = run_args(&["--acme"]).expect("parses");
+        let e = acme(&a.common, "frontend http\n").expect_err("no placeholder");
+        assert!(e.to_string().contains("{{acme_map}}"), "{e}");
     }
 }

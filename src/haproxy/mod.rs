@@ -6,6 +6,7 @@
 //! of what each HAProxy version can do.
 
 pub mod access;
+pub mod acme;
 pub mod auth;
 pub mod capabilities;
 pub mod client;

@@ -433,6 +433,11 @@ impl MapValue {
     pub(crate) fn access(value: &str) -> Self {
         Self(value.to_owned())
     }
+    /// A value of the ACME challenge map (a key authorization, or the ACME-host marker),
+    /// built by [`crate::haproxy::acme`] from checked parts.
+    pub(crate) fn acme(value: &str) -> Self {
+        Self(value.to_owned())
+    }
     /// A value read back from HAProxy, checked to be one of the three forms or an access
     /// value ([`super::access::is_access_value`]).
     pub fn parse(raw: &str) -> Result<Self, NameError> {

@@ -6,7 +6,7 @@
 
 use super::labels::keys::{
     COOKIE_NAME_MAX, DEFAULT_BACKEND, HOSTS_MAX, MODES, NETWORK, REDIRECTS, SECRET_NAME_MAX,
-    SSL_PASSTHROUGH, WEIGHT_MAX,
+    SSL_CERT, SSL_KEY, SSL_PASSTHROUGH, WEIGHT_MAX,
 };
 use super::names::NameError;
 
@@ -209,6 +209,24 @@ pub enum Reason {
     PassthroughWithCertificate,
     #[error("accepted values are none and required")]
     NotAVerifyMode,
+    // ACME (`ssl_acme`, labels/acme.rs).
+    #[error(
+        "{SSL_CERT}/{SSL_KEY} already give this service's certificate: ssl_acme would be a \
+         second source for the same hosts; remove one"
+    )]
+    AcmeWithCertificate,
+    #[error(
+        "{SSL_PASSTHROUGH}=true: the tasks terminate TLS, so a certificate swarm-lb obtains \
+         would never be served"
+    )]
+    AcmeWithPassthrough,
+    #[error("no ACME CA is configured: start swarm-lb with --acme (and --acme-directory)")]
+    AcmeOff,
+    /// A host ACME cannot certify over HTTP-01 (`why` says which rule).
+    #[error("no certificate is ordered for it: {why}")]
+    AcmeHost { why: &'static str },
+    #[error("none of the service's hosts can be certified by ACME; no certificate is ordered")]
+    AcmeNoHost,
     /// The pair the secrets hold is refused (key, dates, names).
     #[error("{0}")]
     Certificate(super::cert::CertProblem),

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use super::{
-    backend_ca, backend_ca_path, is_comment, RenderSettings, ADMIN_SOCKET, AUTH,
+    backend_ca, backend_ca_path, is_comment, RenderSettings, ACME_MAP, ADMIN_SOCKET, AUTH,
     BACKEND_CA_DEFAULTS, BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND,
     HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TCP_DEFAULTS, TLS_PROFILE,
     TRUSTED_PROXIES,
@@ -97,6 +97,7 @@ fn render(
     sections: &mut Sections,
 ) -> String {
     let admin = settings.admin_socket.to_string_lossy();
+    let acme_map = crate::haproxy::acme::acme_map(&settings.hosts_map);
     let (trusted, proxy_sources) =
         crate::haproxy::access::trusted_conditions(&settings.trusted_proxies);
     let mut out = String::with_capacity(
@@ -151,6 +152,7 @@ fn render(
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
                 .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(ACME_MAP, acme_map.as_str())
                 .replace(TRUSTED_PROXIES, &trusted)
                 .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources)
                 .replace(CRT_LIST, &crt_list)
@@ -171,6 +173,7 @@ fn render(
             let line = line
                 .replace(ADMIN_SOCKET, &admin)
                 .replace(HOSTS_MAP, settings.hosts_map.as_str())
+                .replace(ACME_MAP, acme_map.as_str())
                 .replace(TRUSTED_PROXIES, &trusted)
                 .replace(PROXY_PROTOCOL_SOURCES, &proxy_sources);
             out.push_str(&line);

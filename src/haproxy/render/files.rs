@@ -61,7 +61,31 @@ impl Files {
             source,
         })?;
         write_atomic(&self.map_path(), map.as_bytes())?;
+        self.ensure_acme_map()?;
         write_atomic(&self.config_path(), config.as_bytes())
+    }
+
+    /// The ACME challenge map (`{{acme_map}}`), beside the hosts map.
+    pub fn acme_map_path(&self) -> PathBuf {
+        self.dir.join(crate::haproxy::acme::ACME_MAP_FILE)
+    }
+
+    /// HAProxy refuses a config whose `map()` names a missing file: create the challenge map
+    /// empty when it is missing, and never truncate it (its entries are written by the code
+    /// that adds them at runtime, so a reload keeps pending challenges).
+    fn ensure_acme_map(&self) -> Result<(), FilesError> {
+        let path = self.acme_map_path();
+        match path.try_exists() {
+            Ok(true) => Ok(()),
+            Ok(false) => write_atomic(&path, b""),
+            Err(source) => Err(FilesError { path, source }),
+        }
+    }
+
+    /// Replaces the challenge map's file with `text` ([`crate::haproxy::acme::map_text`]),
+    /// atomically and readable by its owner only (it names pending challenge tokens).
+    pub fn write_acme_map(&self, text: &str) -> Result<(), FilesError> {
+        write_atomic(&self.acme_map_path(), text.as_bytes())
     }
 
     /// The config and map text on disk now, in that order.
@@ -166,6 +190,7 @@ mod tests {
         assert_eq!(
             names,
             [
+                "acme.map",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
                 "hosts.map",

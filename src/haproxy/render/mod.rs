@@ -35,8 +35,8 @@ pub use read_back::{
     template_backends,
 };
 pub use settings::{
-    HttpsSettings, RenderSettings, SettingsError, ADMIN_SOCKET, AUTH, BIND, CRT_LIST, HOSTS_MAP,
-    HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TLS_PROFILE,
+    HttpsSettings, RenderSettings, SettingsError, ACME_MAP, ADMIN_SOCKET, AUTH, BIND, CRT_LIST,
+    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TLS_PROFILE,
     TRUSTED_PROXIES,
 };
 

@@ -42,6 +42,8 @@ pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 pub const AUTH: &str = "{{auth}}";
 /// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
 pub const SHAPING: &str = "{{shaping}}";
+/// Replaced by the ACME challenge map path ([`crate::haproxy::acme::acme_map`]); optional.
+pub const ACME_MAP: &str = "{{acme_map}}";
 
 /// The HTTPS side of the frontend: where it listens and the crt-list it serves
 /// ([`crate::haproxy::tls::CertFiles`]).

@@ -46,6 +46,11 @@ pub const SSL_PASSTHROUGH: &str = "com.docker.lb.ssl_passthrough";
 pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
 /// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
 pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
+/// `true`: swarm-lb obtains the certificate for the service's hosts from the ACME CA
+/// (issue 25, `docs/acme.md`). Parsed by `acme.rs`; not in [`LABELS`] until the order path
+/// acts on it, so that until then the label is reported as unknown rather than silently
+/// ignored.
+pub const SSL_ACME: &str = "com.docker.lb.ssl_acme";
 
 // `access.rs`: who may reach the service.
 /// IPv4/IPv6 addresses and CIDRs allowed to reach the service (others get 403).

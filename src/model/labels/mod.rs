@@ -18,6 +18,7 @@
 //! [`BackendOptions::server`]) and, as a server keyword, its text in the codec.
 
 mod access;
+pub mod acme;
 mod duration;
 mod errors;
 mod hosts;
