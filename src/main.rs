@@ -22,6 +22,11 @@ use swarm_lb::swarm;
 
 use cli::{Cli, Cmd, RunArgs};
 
+/// jemalloc (see Cargo.toml's `jemalloc` feature for why and what it was measured to save).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
