@@ -72,6 +72,31 @@ pub const BACKEND_RULES: [&str; 2] = [
     "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }",
 ];
 
+/// The health check of a backend with `com.docker.lb.health_path` (the section lines of
+/// [`crate::model::HealthCheck`]), reading the path and `Host` from the hosts map at
+/// `hosts_map` at every check, so that editing them is a map edit. In a check, `be_name` is
+/// the checked server's backend (measured on 2.6.12, 3.0, 3.2 and 3.4.7: `uri-lf
+/// %[be_name]` sent `/web:2`); `field(1,:)` drops a 3.4 generation's `:<n>`. `http-check
+/// set-var`, `send ... uri-lf` / `hdr <name> <fmt>` and `expect status <range>` are 2.2+
+/// (configuration.txt, "http-check send", "http-check expect"). A header whose value is
+/// empty is not sent (measured: no `Host` without `health_host`), and an empty `uri-lf`
+/// sends `/`.
+pub fn health_check_rules(hosts_map: &str) -> [String; 4] {
+    let lookup = |key: &str| {
+        format!("%[str({key}),concat(,check.service,),map({hosts_map}),bytes(3),url_dec]")
+    };
+    [
+        "option httpchk".to_owned(),
+        "http-check set-var(check.service) be_name,field(1,:)".to_owned(),
+        format!(
+            "http-check send meth GET uri-lf {} hdr host {}",
+            lookup("$k:"),
+            lookup("$kh:")
+        ),
+        "http-check expect status 200-399".to_owned(),
+    ]
+}
+
 /// [`BACKEND_RULES`], each on its own indented line.
 pub fn push_backend_rules(out: &mut String) {
     for rule in BACKEND_RULES {

@@ -25,7 +25,12 @@
 //! - `$h:web` = `=h:<encoded>`: the `Strict-Transport-Security` value, sent on HTTPS only;
 //! - `$r:<name>:web` / `$q:<name>:web` = `=h:<encoded>`: set response / request header
 //!   `<name>`; `=h:` with nothing after removes it;
-//! - `$ts:web` / `$tt:web` = `=t:<milliseconds>`: the server / tunnel timeout.
+//! - `$ts:web` / `$tt:web` = `=t:<milliseconds>`: the server / tunnel timeout;
+//! - `$k:web` / `$kh:web` = `=h:<encoded>`: the path and `Host` of the active health check
+//!   (`com.docker.lb.health_path` / `health_host`), read by the backend's `http-check send`
+//!   rule ([`crate::haproxy::shaping::HEALTH_CHECK_RULES`]), so that editing them is a map
+//!   edit; turning the check on or off and its interval are backend options
+//!   ([`crate::model::HealthCheck`]).
 
 use std::collections::BTreeMap;
 
@@ -119,7 +124,16 @@ pub struct Shaping {
     /// `timeout_tunnel`: how long an upgraded connection (websocket) may stay idle, in
     /// milliseconds, 1..=[`TIMEOUT_TUNNEL_MAX_MS`].
     pub timeout_tunnel: Option<u64>,
+    /// `health_path`: the path (and query) of the health check's GET, starting with `/`,
+    /// printable ASCII without spaces, at most [`HEALTH_PATH_MAX`] bytes.
+    pub health_path: Option<String>,
+    /// `health_host`: the health check's `Host` header (a host name, maybe `:port`); without
+    /// it the check sends no `Host` (HTTP/1.0, HAProxy's `option httpchk` default).
+    pub health_host: Option<String>,
 }
+
+/// Longest `health_path`, in bytes.
+pub const HEALTH_PATH_MAX: usize = 1024;
 
 /// Largest `timeout_server`: one hour (a response slower than that is a job, not a request).
 pub const TIMEOUT_SERVER_MAX_MS: u64 = 3_600_000;
@@ -133,6 +147,8 @@ impl Shaping {
             && self.headers.is_empty()
             && self.timeout_server.is_none()
             && self.timeout_tunnel.is_none()
+            && self.health_path.is_none()
+            && self.health_host.is_none()
     }
 }
 
@@ -204,6 +220,11 @@ pub fn map_entries<'a>(
                 );
             }
         }
+        for (key, v) in [("k", &shaping.health_path), ("kh", &shaping.health_host)] {
+            if let Some(v) = v {
+                out.insert(MapKey::access(&format!("${key}:{service}")), value(Some(v)));
+            }
+        }
         for ((direction, name), v) in &shaping.headers {
             out.insert(
                 MapKey::access(&format!("${}:{name}:{service}", direction.letter())),
@@ -266,12 +287,16 @@ mod tests {
         shaping
             .headers
             .insert((Direction::Request, "authorization"), None);
+        shaping.health_path = Some("/healthz?full=1".to_owned());
+        shaping.health_host = Some("check.example".to_owned());
         let map = map_entries([("web", &shaping), ("plain", &Shaping::default())]);
         let lines: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
         assert_eq!(
             lines,
             [
                 "$h:web =h:max-age%3D60",
+                "$k:web =h:%2Fhealthz%3Ffull%3D1",
+                "$kh:web =h:check.example",
                 "$q:authorization:web =h:",
                 "$r:x-frame-options:web =h:DENY",
                 "$web =shaped",

@@ -105,13 +105,17 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             option::of((1u32..=5, 1u32..=20_000)),
             option::of(any::<bool>()),
             any::<bool>(),
+            option::of(100u32..=5_000),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough, check)| {
+                // A passthrough (TCP) backend has no HTTP check (the labels refuse it).
+                let check_inter_ms = check.filter(|_| !passthrough);
                 BackendOptions::from_parts(
                     SectionOptions {
                         ip_hash,
                         sticky_cookie,
                         passthrough,
+                        httpchk: check_inter_ms.is_some(),
                     },
                     ServerOptions {
                         failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
@@ -119,6 +123,7 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
                             fail_timeout_ms,
                         }),
                         backend_tls: tls.map(|verify| BackendTls { verify }),
+                        check_inter_ms,
                     },
                 )
             }),
@@ -290,6 +295,7 @@ pub fn runtime_backends() -> RuntimeBackends {
             ip_hash,
             sticky_cookie: cookie.map(str::to_owned),
             passthrough,
+            httpchk: false,
         })
     })
     .collect();
