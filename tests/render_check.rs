@@ -101,6 +101,7 @@ fn state() -> ProxyState {
                     fail_timeout_ms: 2500,
                 }),
                 health_check: Some(HealthCheck { interval_ms: 750 }),
+                compress: true,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
             },

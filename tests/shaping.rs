@@ -551,9 +551,11 @@ async fn an_exact_host_beats_a_wildcard_whatever_the_order_case_port_or_trailing
     );
 }
 
-/// A task for the health check tests: `GET /healthz` is answered with the status it holds
-/// (200 or 503, see [`Checked::set_healthy`]) and the `Host` it came with is kept; `GET
-/// /ready` is always 200; anything else is 200 with the task's name as the body.
+/// A task for the health check and compression tests: `GET /healthz` is answered with the
+/// status it holds (200 or 503, see [`Checked::set_healthy`]) and the `Host` it came with is
+/// kept; `GET /ready` is always 200; `GET /page` is [`PAGE`] as `text/html`; `GET /encoded`
+/// is [`ENCODED`] with `Content-Encoding: br`; anything else is 200 with the task's name as
+/// the body.
 struct Checked {
     healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
     check_hosts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -595,7 +597,16 @@ impl Checked {
                         .nth(1)
                         .unwrap_or("/")
                         .to_owned();
+                    let mut extra = "content-type: text/plain\r\n";
                     let (status, body) = match target.as_str() {
+                        "/page" => {
+                            extra = "content-type: text/html; charset=utf-8\r\n";
+                            ("200 OK", PAGE.as_str())
+                        }
+                        "/encoded" => {
+                            extra = "content-type: text/html\r\ncontent-encoding: br\r\n";
+                            ("200 OK", ENCODED.as_str())
+                        }
                         "/healthz" => {
                             let host = head.header("host").unwrap_or("").to_owned();
                             hosts.lock().expect("hosts").push(host);
@@ -608,7 +619,7 @@ impl Checked {
                         _ => ("200 OK", name),
                     };
                     let reply = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
                         body.len()
                     );
                     let _ = stream.write_all(reply.as_bytes()).await;
@@ -786,4 +797,119 @@ async fn a_task_failing_its_health_path_is_taken_out_and_back_and_path_edits_are
         "HAProxy {version}: turning the check off"
     );
     drop(a);
+}
+
+/// A page worth compressing (4 KiB of repeated text).
+static PAGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "<p>swarm-lb compresses the usual text types.</p>\n".repeat(90));
+/// A body the task says it encoded itself (`Content-Encoding: br`): HAProxy must pass it as it
+/// is (printable, so the raw client can compare it).
+static ENCODED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "already-encoded-by-the-task:0123456789;".repeat(64));
+
+/// curl's view of `http://a.example/<path>`: with `--compressed` it asks for the encodings
+/// it can decode (`deflate, gzip` and maybe more) and decodes the body; the head says what
+/// was on the wire.
+fn curl_http(port: u16, path: &str, compressed: bool) -> Reply {
+    swarm_lb_testkit::tls::require_tools(&["curl"], "the shaping tests");
+    let mut cmd = Process::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-D", "-"]);
+    if compressed {
+        cmd.arg("--compressed");
+    }
+    let out = cmd
+        .arg("--resolve")
+        .arg(format!("a.example:{port}:127.0.0.1"))
+        .arg(format!("http://a.example:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+const COMPRESS: &str = "com.docker.lb.compress";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_gzips_text_for_curl_and_passes_an_encoded_response_untouched() {
+    let port = support::free_port();
+    let task = SocketAddr::new(loopback(23), port);
+    let _task = Checked::start("c", task).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let (version, runtime_backends) = version(&haproxy).await;
+    let option_cost = u32::from(!runtime_backends);
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot_tasks(&[task], labels);
+
+    // Off: plain, even for a client that asks.
+    driver.pass(&apply(&[])).await.expect("pass");
+    let plain = curl_http(http, "/page", true);
+    assert_eq!(
+        (plain.status, plain.header("content-encoding")),
+        (200, None)
+    );
+
+    let before = reloads(&master).await;
+    driver
+        .pass(&apply(&[(COMPRESS, "true")]))
+        .await
+        .expect("pass");
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning compression on"
+    );
+    let before = reloads(&master).await;
+    let check = |what: &str| {
+        let gz = curl_http(http, "/page", true);
+        assert_eq!(gz.status, 200, "{what}: {gz:?}");
+        // curl asks `deflate, gzip`: HAProxy takes the client's first (equal q-values).
+        assert!(
+            matches!(gz.header("content-encoding"), Some("gzip" | "deflate")),
+            "{what}: {:?}",
+            gz.headers
+        );
+        assert_eq!(gz.body, *PAGE, "{what}: curl decodes the page");
+        let wire = curl_http(http, "/page", false);
+        assert_eq!(
+            wire.header("content-encoding"),
+            None,
+            "{what}: not asked for"
+        );
+        assert_eq!(wire.body, *PAGE, "{what}");
+    };
+    check("on");
+    for algo in ["gzip", "deflate"] {
+        let got = get(http, "/page", &format!("accept-encoding: {algo}\r\n")).await;
+        assert_eq!(got.header("content-encoding"), Some(algo));
+        assert_ne!(got.body, *PAGE, "{algo}: encoded on the wire");
+    }
+    // Already encoded by the task: as it was sent, one encoding, no second pass.
+    let encoded = get(http, "/encoded", "accept-encoding: gzip, deflate\r\n").await;
+    assert_eq!(encoded.status, 200, "{encoded:?}");
+    assert_eq!(encoded.header("content-encoding"), Some("br"));
+    assert_eq!(encoded.body, *ENCODED, "untouched");
+    // A refused value keeps the last good one (on), with no reload.
+    driver
+        .pass(&apply(&[(COMPRESS, "gzip")]))
+        .await
+        .expect("pass");
+    check("after a refused value");
+    assert_eq!(
+        reloads(&master).await,
+        before,
+        "HAProxy {version}: a refused value"
+    );
+
+    driver.pass(&apply(&[])).await.expect("pass");
+    assert_eq!(
+        curl_http(http, "/page", true).header("content-encoding"),
+        None
+    );
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning compression off"
+    );
 }

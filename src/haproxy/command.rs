@@ -181,7 +181,7 @@ impl ServerKeywords {
 /// HAProxy 3.4+ can create a backend with those options at runtime (`add backend <b> from
 /// <defaults>`). The name spells the options that live in a proxy section:
 /// `swarm-lb.roundrobin`, `swarm-lb.source` (`balance source` + consistent hashing), either
-/// followed by `.httpchk` for an HTTP health check, then `.cookie.<name>` for a sticky cookie (`cookie <name> insert indirect nocache
+/// followed by `.httpchk` for an HTTP health check, `.compress` for compression, then `.cookie.<name>` for a sticky cookie (`cookie <name> insert indirect nocache
 /// dynamic`), and `swarm-lb.tcp.<balance>` for TLS passthrough (`mode tcp`, from the
 /// template's TCP defaults).
 ///
@@ -201,6 +201,8 @@ impl DefaultsName {
     /// After the balance: an HTTP health check (`option httpchk`, see
     /// [`crate::model::HealthCheck`]).
     const HTTPCHK: &'static str = ".httpchk";
+    /// After the balance and any `.httpchk`: compression (`compression algo` / `type`).
+    const COMPRESS: &'static str = ".compress";
 
     /// The defaults section for `options` (their [`BackendOptions::section`] part), or `None`
     /// when they cannot come from one (a cookie name a section name cannot hold).
@@ -225,6 +227,12 @@ impl DefaultsName {
             }
             name.push_str(Self::HTTPCHK);
         }
+        if section.compress {
+            if section.passthrough {
+                return None;
+            }
+            name.push_str(Self::COMPRESS);
+        }
         if let Some(cookie) = &section.sticky_cookie {
             if !is_cookie_name(cookie) {
                 return None;
@@ -247,6 +255,10 @@ impl DefaultsName {
             Some((b, c)) => (b, Some(c.to_owned())),
             None => (rest, None),
         };
+        let (balance, compress) = match balance.strip_suffix(Self::COMPRESS) {
+            Some(balance) => (balance, true),
+            None => (balance, false),
+        };
         let (balance, httpchk) = match balance.strip_suffix(Self::HTTPCHK) {
             Some(balance) => (balance, true),
             None => (balance, false),
@@ -261,6 +273,7 @@ impl DefaultsName {
             sticky_cookie: cookie,
             passthrough,
             httpchk,
+            compress,
         })?;
         (found.name == name).then_some(found)
     }

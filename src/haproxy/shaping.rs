@@ -19,6 +19,16 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         )
     };
     let mut out = vec![
+        // Compression (`com.docker.lb.compress`): the frontend names the algorithms and a type
+        // no response has, so it compresses nothing itself; a backend whose section (or named
+        // defaults) lists the usual text types compresses them. HAProxy takes a backend's
+        // algorithms and types before the frontend's (configuration.txt, "compression"), but
+        // attaches the compression filter only to proxies its config declares with
+        // `compression`: a 3.4 backend created at runtime from a defaults section that
+        // compresses got no filter and compressed nothing (measured on 3.4.7; `filter` is not
+        // allowed in `defaults`), while with these frontend lines it does.
+        COMPRESSION_ALGOS.to_owned(),
+        format!("compression type {COMPRESSION_NONE}"),
         // One lookup for every request with a service: does it shape anything?
         lookup("shaped", "$", "service"),
         // HTTPS as the frontend's own rules say it (X-Forwarded-Proto is ours unless a
@@ -61,6 +71,14 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
     ));
     out
 }
+
+/// The algorithms `com.docker.lb.compress` offers: gzip or deflate, whichever the client's
+/// `Accept-Encoding` names first (Debian's HAProxy also has `identity` and `raw-deflate`, which
+/// browsers do not ask for).
+pub const COMPRESSION_ALGOS: &str = "compression algo gzip deflate";
+/// A `Content-Type` no response has: the frontend's compression type, so that a backend
+/// without its own types compresses nothing.
+const COMPRESSION_NONE: &str = "swarm-lb/none";
 
 /// The rules of every HTTP backend (written into the backend section, or the named defaults
 /// it is created from on 3.4): `set-timeout` needs a section with the backend capability

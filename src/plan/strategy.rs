@@ -106,8 +106,9 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             option::of(any::<bool>()),
             any::<bool>(),
             option::of(100u32..=5_000),
+            any::<bool>(),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough, check)| {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough, check, compress)| {
                 // A passthrough (TCP) backend has no HTTP check (the labels refuse it).
                 let check_inter_ms = check.filter(|_| !passthrough);
                 BackendOptions::from_parts(
@@ -116,6 +117,7 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
                         sticky_cookie,
                         passthrough,
                         httpchk: check_inter_ms.is_some(),
+                        compress: compress && !passthrough,
                     },
                     ServerOptions {
                         failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
@@ -296,6 +298,7 @@ pub fn runtime_backends() -> RuntimeBackends {
             sticky_cookie: cookie.map(str::to_owned),
             passthrough,
             httpchk: false,
+            compress: false,
         })
     })
     .collect();

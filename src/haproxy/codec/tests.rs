@@ -821,6 +821,7 @@ fn command() -> impl Strategy<Value = Command> {
                     sticky_cookie,
                     passthrough: false,
                     httpchk: false,
+                    compress: false,
                 })
                 .expect("a cookie name of the label's characters names a section"),
             }),
@@ -875,6 +876,7 @@ fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
         sticky_cookie: cookie.map(str::to_owned),
         passthrough: false,
         httpchk: false,
+        compress: false,
     })
     .expect("named")
 }
@@ -966,6 +968,8 @@ fn defaults_names_spell_their_options_and_parse_back() {
         "swarm-lb.httpchk",
         "swarm-lb.tcp.roundrobin.httpchk",
         "swarm-lb.roundrobin.httpchk.httpchk",
+        "swarm-lb.roundrobin.compress.httpchk",
+        "swarm-lb.tcp.source.compress",
     ] {
         assert_eq!(DefaultsName::parse(bad), None, "{bad}");
     }
@@ -981,12 +985,16 @@ fn defaults_names_spell_their_options_and_parse_back() {
         ip_hash: true,
         sticky_cookie: Some("sid".to_owned()),
         health_check: Some(crate::model::HealthCheck { interval_ms: 500 }),
+        compress: true,
         ..BackendOptions::default()
     };
     let httpchk = DefaultsName::for_options(&checked).expect("a section");
-    assert_eq!(httpchk.as_str(), "swarm-lb.source.httpchk.cookie.sid");
     assert_eq!(
-        DefaultsName::parse("swarm-lb.source.httpchk.cookie.sid"),
+        httpchk.as_str(),
+        "swarm-lb.source.httpchk.compress.cookie.sid"
+    );
+    assert_eq!(
+        DefaultsName::parse("swarm-lb.source.httpchk.compress.cookie.sid"),
         Some(httpchk)
     );
     // Server keywords are not section options: the section of the plain options, and `add

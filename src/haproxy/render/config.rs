@@ -267,40 +267,46 @@ fn render_section(
 /// HTTP and for passthrough (TCP), then two per sticky cookie name its backends use (one per
 /// balance), in name order.
 pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
-    // HTTP with and without an HTTP health check, and TCP (whose check stays a connect).
-    let mut out: BTreeSet<DefaultsName> = [
-        (false, false, false),
-        (true, false, false),
-        (false, false, true),
-        (true, false, true),
-        (false, true, false),
-        (true, true, false),
-    ]
-    .into_iter()
-    .filter_map(|(ip_hash, passthrough, httpchk)| {
-        DefaultsName::for_section(SectionOptions {
-            ip_hash,
-            passthrough,
-            sticky_cookie: None,
-            httpchk,
-        })
-    })
-    .collect();
-    // Both balances, with and without a health check, for each cookie name in use: turning
-    // `ip_hash` or `health_path` on or off for a sticky service is then a new generation from
-    // 3.4, not a reload.
+    // HTTP with and without an HTTP health check and compression (every combination, so
+    // that turning either on or off is a new generation from 3.4, not a reload), and TCP
+    // (whose check stays a connect, and which is never compressed).
+    let mut out: BTreeSet<DefaultsName> = http_sets()
+        .chain(
+            [(false, true), (true, true)].map(|(ip_hash, passthrough)| SectionOptions {
+                ip_hash,
+                passthrough,
+                ..SectionOptions::default()
+            }),
+        )
+        .filter_map(DefaultsName::for_section)
+        .collect();
+    // Every HTTP option set for each cookie name in use: turning `ip_hash`, `health_path` or
+    // `compress` on or off for a sticky service is then a new generation from 3.4, not a
+    // reload.
     for backend in state.backends.values() {
-        if backend.options.sticky_cookie.is_some() {
-            for (ip_hash, httpchk) in [(false, false), (true, false), (false, true), (true, true)] {
-                out.extend(DefaultsName::for_section(SectionOptions {
-                    ip_hash,
-                    httpchk,
-                    ..backend.options.section()
-                }));
-            }
+        if let Some(cookie) = &backend.options.sticky_cookie {
+            out.extend(
+                http_sets()
+                    .map(|s| SectionOptions {
+                        sticky_cookie: Some(cookie.clone()),
+                        ..s
+                    })
+                    .filter_map(DefaultsName::for_section),
+            );
         }
     }
     out
+}
+
+/// The HTTP section option sets without a cookie: both balances, with and without an HTTP
+/// health check and compression.
+fn http_sets() -> impl Iterator<Item = SectionOptions> {
+    (0..8u8).map(|bits| SectionOptions {
+        ip_hash: bits & 1 != 0,
+        httpchk: bits & 2 != 0,
+        compress: bits & 4 != 0,
+        ..SectionOptions::default()
+    })
 }
 
 /// The non-comment lines of the template's last `defaults` section (HAProxy applies the last
@@ -402,6 +408,11 @@ fn render_balance(out: &mut String, options: &SectionOptions, hosts_map: &str) {
         // on `set server addr`, so slots refilled at runtime get the right cookie.
         let _ = writeln!(out, "    {COOKIE} {cookie} insert indirect nocache dynamic");
     }
+    if options.compress {
+        for line in COMPRESSION {
+            out.push_str(line);
+        }
+    }
     if options.httpchk {
         for rule in crate::haproxy::shaping::health_check_rules(hosts_map) {
             out.push_str("    ");
@@ -463,6 +474,21 @@ fn render_backend(
 
 const MODE_TCP: &str = "    mode tcp\n";
 
+/// `com.docker.lb.compress=true`: gzip or deflate, whichever the client's `Accept-Encoding`
+/// prefers (the algorithms Debian's HAProxy offers besides `identity` and `raw-deflate`,
+/// which browsers do not ask for), for the usual text types (a `Content-Type` starting with
+/// one of them, parameters such as `charset` allowed). HAProxy never compresses a response
+/// that has a `Content-Encoding` or `Cache-Control: no-transform`, a `HEAD`, a status other
+/// than 200-203, or for a client that sends no `Accept-Encoding` (configuration.txt,
+/// "compression", 2.6 to 3.4; `algo`/`type` are the 2.8+ `algo-res`/`type-res`).
+const COMPRESSION: [&str; 2] = [
+    "    compression algo gzip deflate\n", // crate::haproxy::shaping::COMPRESSION_ALGOS
+    "    compression type text/html text/plain text/css text/csv text/xml text/javascript \
+     application/javascript application/json application/xml application/xhtml+xml \
+     application/rss+xml application/atom+xml application/ld+json application/manifest+json \
+     image/svg+xml\n",
+];
+
 /// The hosts map file text for `state`: `key value` per line, sorted by key.
 pub fn hosts_map(state: &ProxyState) -> String {
     let mut out = String::new();
@@ -493,12 +519,20 @@ mod tests {
             want,
             [
                 "swarm-lb.roundrobin",
+                "swarm-lb.roundrobin.compress",
+                "swarm-lb.roundrobin.compress.cookie.sid",
                 "swarm-lb.roundrobin.cookie.sid",
                 "swarm-lb.roundrobin.httpchk",
+                "swarm-lb.roundrobin.httpchk.compress",
+                "swarm-lb.roundrobin.httpchk.compress.cookie.sid",
                 "swarm-lb.roundrobin.httpchk.cookie.sid",
                 "swarm-lb.source",
+                "swarm-lb.source.compress",
+                "swarm-lb.source.compress.cookie.sid",
                 "swarm-lb.source.cookie.sid",
                 "swarm-lb.source.httpchk",
+                "swarm-lb.source.httpchk.compress",
+                "swarm-lb.source.httpchk.compress.cookie.sid",
                 "swarm-lb.source.httpchk.cookie.sid",
                 "swarm-lb.tcp.roundrobin",
                 "swarm-lb.tcp.source",

@@ -69,6 +69,7 @@ pub(super) fn state() -> ProxyState {
                     fail_timeout_ms: 2500,
                 }),
                 health_check: None,
+                compress: false,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
             },

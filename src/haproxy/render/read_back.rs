@@ -107,6 +107,11 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
                     *o = BackendOptions::from_parts(section, o.server());
                 }
             }
+            (Some("compression"), Some("algo")) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.compress = true;
+                }
+            }
             (Some(COOKIE), Some(cookie)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
                     o.sticky_cookie = Some(cookie.to_owned());
@@ -138,11 +143,17 @@ mod tests {
         let web = BackendName::for_service("web").unwrap();
         let mut backend = (*state.backends[&web]).clone();
         backend.options.health_check = Some(crate::model::HealthCheck { interval_ms: 750 });
+        backend.options.compress = true;
         state.backends.insert(web.clone(), backend.clone().into());
         let text = config(&state, &settings(Path::new("/run/swarm-lb")));
         assert!(
             text.contains(
-                "backend web from swarm-lb.roundrobin.httpchk\n    balance roundrobin\n    option \
+                "backend web from swarm-lb.roundrobin.httpchk.compress\n    balance roundrobin\n    \
+                 compression algo gzip deflate\n    compression type text/html text/plain \
+                 text/css text/csv text/xml text/javascript application/javascript \
+                 application/json application/xml application/xhtml+xml application/rss+xml \
+                 application/atom+xml application/ld+json application/manifest+json \
+                 image/svg+xml\n    option \
                  httpchk\n    http-check set-var(check.service) be_name,field(1,:)\n    http-check \
                  send meth GET uri-lf %[str($k:),concat(,check.service,),map(/run/swarm-lb/hosts.map),\
                  bytes(3),url_dec] hdr host %[str($kh:),concat(,check.service,),\

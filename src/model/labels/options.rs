@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::keys::{
-    COOKIE_NAME_MAX, FAIL_TIMEOUT, HEALTH_INTERVAL, HEALTH_PATH, IP_HASH, MAX_FAILS,
+    COMPRESS, COOKIE_NAME_MAX, FAIL_TIMEOUT, HEALTH_INTERVAL, HEALTH_PATH, IP_HASH, MAX_FAILS,
     STICKY_SESSION_COOKIE,
 };
 use super::{check_chars, parse_bool, LabelError, Reader};
@@ -43,6 +43,10 @@ pub(super) fn parse_options(
     let fail_timeout = read
         .optional(FAIL_TIMEOUT, &mut errors, parse_fail_timeout)
         .flatten();
+    let compress = read
+        .optional(COMPRESS, &mut errors, |s, v| parse_bool(s, COMPRESS, v))
+        .flatten()
+        .unwrap_or_default();
     let interval = read
         .optional(HEALTH_INTERVAL, &mut errors, parse_health_interval)
         .flatten();
@@ -75,6 +79,7 @@ pub(super) fn parse_options(
             sticky_cookie,
             failure_limit,
             health_check,
+            compress,
             backend_tls: None,
             passthrough: false,
         })
@@ -178,6 +183,11 @@ pub struct BackendOptions {
     /// ([`crate::model::shaping::Shaping::health_path`]); only whether the check is HTTP and
     /// its interval are the backend's.
     pub health_check: Option<HealthCheck>,
+    /// `com.docker.lb.compress=true`: HAProxy compresses responses of the usual text types
+    /// for clients that accept it, never one that already has a `Content-Encoding`
+    /// (`compression algo gzip deflate` + `compression type ...` in the section;
+    /// configuration.txt, "compression").
+    pub compress: bool,
     /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
     /// (`ssl_backend_tls_verify`: verifying their certificates or not).
     pub backend_tls: Option<BackendTls>,
@@ -233,6 +243,8 @@ pub struct SectionOptions {
     pub passthrough: bool,
     /// `option httpchk` and the `http-check` rules of [`HealthCheck`].
     pub httpchk: bool,
+    /// `compression algo` and `compression type` lines.
+    pub compress: bool,
 }
 
 /// The options HAProxy takes as server keywords: the backend's `default-server` lines, and
@@ -255,6 +267,7 @@ impl BackendOptions {
             sticky_cookie,
             passthrough,
             health_check,
+            compress,
             failure_limit: _,
             backend_tls: _,
         } = self;
@@ -263,6 +276,7 @@ impl BackendOptions {
             sticky_cookie: sticky_cookie.clone(),
             passthrough: *passthrough,
             httpchk: health_check.is_some(),
+            compress: *compress,
         }
     }
 
@@ -275,6 +289,7 @@ impl BackendOptions {
             failure_limit,
             backend_tls,
             health_check,
+            compress: _,
         } = self;
         ServerOptions {
             failure_limit: *failure_limit,
@@ -290,6 +305,7 @@ impl BackendOptions {
             sticky_cookie,
             passthrough,
             httpchk,
+            compress,
         } = section;
         let ServerOptions {
             failure_limit,
@@ -305,6 +321,7 @@ impl BackendOptions {
             sticky_cookie,
             failure_limit,
             health_check,
+            compress,
             backend_tls,
             passthrough,
         }
@@ -346,6 +363,7 @@ mod tests {
                 sticky_cookie: Some("session_id-1.x".into()),
                 failure_limit: None,
                 health_check: None,
+                compress: false,
                 backend_tls: None,
                 passthrough: false,
             }
@@ -462,6 +480,28 @@ mod tests {
     }
 
     #[test]
+    fn compress_is_a_bool_and_anything_else_is_an_error_naming_it() {
+        let compress = |value: &str| {
+            route(&[(HOSTS, "a.example"), (PORT, "80"), (COMPRESS, value)])
+                .map(|r| r.options.compress)
+        };
+        assert_eq!(compress("true"), Ok(true));
+        assert_eq!(compress("false"), Ok(false));
+        let errs = compress("gzip").expect_err("not a bool");
+        assert!(
+            matches!(errs.as_slice(), [LabelError::Invalid { label, reason, .. }]
+                if label == COMPRESS && **reason == Reason::NotABool),
+            "{errs:?}"
+        );
+        let on = BackendOptions {
+            compress: true,
+            ..BackendOptions::default()
+        };
+        assert!(on.section().compress, "a section option");
+        assert_eq!(on.server(), ServerOptions::default(), "no server keyword");
+    }
+
+    #[test]
     fn a_bad_or_hostile_option_label_is_an_error_naming_it_and_leaves_the_route_out() {
         let long = "c".repeat(65);
         let smuggle = |ch| Reason::Syntax { ch, in_host: false };
@@ -509,6 +549,7 @@ mod tests {
                 fail_timeout_ms: 3000,
             }),
             health_check: Some(HealthCheck { interval_ms: 500 }),
+            compress: true,
             backend_tls: Some(BackendTls { verify: true }),
             passthrough: false,
         };
