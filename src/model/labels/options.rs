@@ -121,29 +121,20 @@ pub fn parse_fail_timeout(service: &str, value: &str) -> Result<u32, LabelError>
     }
 }
 
-/// `com.docker.lb.health_interval`: a whole number with `ms`, `s` (or no unit), `m` or `h`,
-/// from [`HEALTH_INTERVAL_MIN_MS`] to [`HEALTH_INTERVAL_MAX_MS`]. Milliseconds.
+/// `com.docker.lb.health_interval`: a duration (`super::duration`: `500ms`, `5s` or `5`,
+/// `2m`, `1h`), trimmed of spaces, from [`HEALTH_INTERVAL_MIN_MS`] to
+/// [`HEALTH_INTERVAL_MAX_MS`]. Milliseconds.
 pub fn parse_health_interval(service: &str, value: &str) -> Result<u32, LabelError> {
-    let refused = || LabelError::invalid(service, HEALTH_INTERVAL, value, Reason::NotAnInterval);
-    let text = value.trim();
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (n, unit) = text.split_at(digits);
-    let scale: u64 = match unit {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return Err(refused()),
-    };
-    let ms = (!n.is_empty() && n.len() <= 10)
-        .then(|| n.parse::<u64>().ok())
-        .flatten()
-        .and_then(|n| n.checked_mul(scale))
-        .filter(|ms| {
-            (u64::from(HEALTH_INTERVAL_MIN_MS)..=u64::from(HEALTH_INTERVAL_MAX_MS)).contains(ms)
-        })
-        .ok_or_else(refused)?;
-    Ok(ms as u32)
+    let range = u64::from(HEALTH_INTERVAL_MIN_MS)..=u64::from(HEALTH_INTERVAL_MAX_MS);
+    match super::duration::parse_ms(value.trim()) {
+        Some(ms) if range.contains(&ms) => Ok(ms as u32),
+        _ => Err(LabelError::invalid(
+            service,
+            HEALTH_INTERVAL,
+            value,
+            Reason::NotAnInterval,
+        )),
+    }
 }
 
 /// `com.docker.lb.sticky_session_cookie`: the cookie's name (see [`is_cookie_name`]).
@@ -453,6 +444,7 @@ mod tests {
             "61m",
             "2h",
             "1.5s",
+            "05s",
             "5 s",
             "-1s",
             "",
