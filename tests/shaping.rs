@@ -787,6 +787,18 @@ async fn a_task_failing_its_health_path_is_taken_out_and_back_and_path_edits_are
     let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
     assert!(map.contains("$k:web =h:%2Fready\n"), "{map}");
 
+    // The interval edited: a server keyword (`inter`), so what turning the check on costs;
+    // the check keeps working (b, still passing /ready, stays in).
+    let before = reloads(&master).await;
+    let slower = [(HEALTH_PATH, "/ready"), (HEALTH_INTERVAL, "300ms")];
+    driver.pass(&apply(&slower)).await.expect("pass");
+    until_answers(http, "b in after the interval edit", both).await;
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: an interval edit"
+    );
+
     // The check turned off: b, failing /healthz, serves again (a TCP connect passes).
     let before = reloads(&master).await;
     driver.pass(&apply(&[])).await.expect("pass");
