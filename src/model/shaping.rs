@@ -20,8 +20,8 @@
 //! the values are looked up in the frontend.
 //!
 //! Entries of one service `web` (keys never clash with a host: a host cannot hold `$`):
-//! - `$web` = `=shaped`: the service has a rule, so the per-header lookups run (one lookup a
-//!   request for every other service);
+//! - `$web` = `=shaped`: the service has a per-request rule, so the per-header lookups run
+//!   (one lookup a request for every other service, and for one with only a health check);
 //! - `$h:web` = `=h:<encoded>`: the `Strict-Transport-Security` value, sent on HTTPS only;
 //! - `$r:<name>:web` / `$q:<name>:web` = `=h:<encoded>`: set response / request header
 //!   `<name>`; `=h:` with nothing after removes it;
@@ -202,10 +202,20 @@ pub fn map_entries<'a>(
         if shaping.is_empty() {
             continue;
         }
-        out.insert(
-            MapKey::access(&format!("${service}")),
-            MapValue::access(SHAPED),
-        );
+        // The flag turns on the per-request lookups (one per offered header, 27); the health
+        // check's entries are read by the check alone, so a route with only a health check
+        // does not pay for them.
+        let per_request = Shaping {
+            health_path: None,
+            health_host: None,
+            ..shaping.clone()
+        };
+        if !per_request.is_empty() {
+            out.insert(
+                MapKey::access(&format!("${service}")),
+                MapValue::access(SHAPED),
+            );
+        }
         if let Some(hsts) = &shaping.hsts {
             out.insert(MapKey::access(&format!("$h:{service}")), value(Some(hsts)));
         }
@@ -306,6 +316,16 @@ mod tests {
             assert!(MapKey::parse(k.as_str()).is_ok(), "{k}");
             assert!(is_shaping_value(v.as_str()), "{v}");
         }
+        // A health check alone: its entries, without the flag of the per-request rules.
+        let checked = Shaping {
+            health_path: Some("/healthz".to_owned()),
+            ..Shaping::default()
+        };
+        let lines: Vec<String> = map_entries([("api", &checked)])
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        assert_eq!(lines, ["$k:api =h:%2Fhealthz"]);
     }
 
     #[test]
