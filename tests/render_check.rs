@@ -6,7 +6,9 @@ use std::path::Path;
 
 use swarm_lb::haproxy::render::{Files, RenderSettings, BASE_TEMPLATE};
 use swarm_lb::haproxy::{Admin, BackendState, MapPath, ProxyState, Server};
-use swarm_lb::model::{BackendName, BackendOptions, BackendTls, FailureLimit, Mode, ServerName};
+use swarm_lb::model::{
+    BackendName, BackendOptions, BackendTls, FailureLimit, HealthCheck, Mode, ServerName,
+};
 
 fn settings(dir: &Path) -> RenderSettings {
     RenderSettings {
@@ -98,6 +100,8 @@ fn state() -> ProxyState {
                     max_fails: 3,
                     fail_timeout_ms: 2500,
                 }),
+                health_check: Some(HealthCheck { interval_ms: 750 }),
+                compress: true,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
             },

@@ -550,3 +550,378 @@ async fn an_exact_host_beats_a_wildcard_whatever_the_order_case_port_or_trailing
         (200, "exact".to_owned())
     );
 }
+
+/// A task for the health check and compression tests: `GET /healthz` is answered with the
+/// status it holds (200 or 503, see [`Checked::set_healthy`]) and the `Host` it came with is
+/// kept; `GET /ready` is always 200; `GET /page` is [`PAGE`] as `text/html`; `GET /encoded`
+/// is [`ENCODED`] with `Content-Encoding: br`; anything else is 200 with the task's name as
+/// the body.
+struct Checked {
+    healthy: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    check_hosts: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Checked {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Checked {
+    async fn start(name: &'static str, at: SocketAddr) -> Checked {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = TcpListener::bind(at).await.expect("bind task");
+        let healthy = Arc::new(AtomicBool::new(true));
+        let check_hosts = Arc::new(Mutex::new(Vec::new()));
+        let (ok, hosts) = (healthy.clone(), check_hosts.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (ok, hosts) = (ok.clone(), hosts.clone());
+                tokio::spawn(async move {
+                    let mut raw = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let head = parse_reply(&String::from_utf8_lossy(&raw));
+                    let target = String::from_utf8_lossy(&raw)
+                        .split(' ')
+                        .nth(1)
+                        .unwrap_or("/")
+                        .to_owned();
+                    let mut extra = "content-type: text/plain\r\n";
+                    let (status, body) = match target.as_str() {
+                        "/page" => {
+                            extra = "content-type: text/html; charset=utf-8\r\n";
+                            ("200 OK", PAGE.as_str())
+                        }
+                        "/encoded" => {
+                            extra = "content-type: text/html\r\ncontent-encoding: br\r\n";
+                            ("200 OK", ENCODED.as_str())
+                        }
+                        "/healthz" => {
+                            let host = head.header("host").unwrap_or("").to_owned();
+                            hosts.lock().expect("hosts").push(host);
+                            match ok.load(Ordering::SeqCst) {
+                                true => ("200 OK", "up"),
+                                false => ("503 Service Unavailable", "down"),
+                            }
+                        }
+                        "/ready" => ("200 OK", "ready"),
+                        _ => ("200 OK", name),
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\n{extra}content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        Checked {
+            healthy,
+            check_hosts,
+            task,
+        }
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        self.healthy
+            .store(healthy, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The `Host` headers of the health checks it got (empty: none sent).
+    fn check_hosts(&self) -> Vec<String> {
+        self.check_hosts.lock().expect("hosts").clone()
+    }
+}
+
+const HEALTH_PATH: &str = "com.docker.lb.health_path";
+const HEALTH_HOST: &str = "com.docker.lb.health_host";
+const HEALTH_INTERVAL: &str = "com.docker.lb.health_interval";
+/// How long a health check change may take to show: `fall 2`/`rise 2` checks 200 ms apart
+/// are under a second; the rest is slack for a loaded machine.
+const CHECKS_SETTLE: Duration = Duration::from_secs(15);
+
+/// Service `web` on `a.example` with one task at each of `tasks`, and `labels`.
+fn snapshot_tasks(tasks: &[SocketAddr], labels: &[(&str, &str)]) -> Snapshot {
+    let mut snapshot = snapshot(tasks[0], labels);
+    let all: Vec<Task> = tasks
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| Task {
+            id: format!("task-web-{}", i + 1),
+            service_id: "id-web".into(),
+            slot: Some(i as u64 + 1),
+            state: TaskState::Running,
+            desired_state: DesiredTaskState::Running,
+            addresses: vec![TaskAddress {
+                network: NET.to_owned(),
+                addr: addr.ip(),
+            }],
+        })
+        .collect();
+    snapshot.tasks = model::shared(all);
+    snapshot
+}
+
+/// Polls `a.example` until `want` holds for the bodies of 12 requests in a row (each body is
+/// the task that answered), or panics after [`CHECKS_SETTLE`] saying `what`.
+async fn until_answers(port: u16, what: &str, want: impl Fn(&BTreeMap<String, usize>) -> bool) {
+    let deadline = tokio::time::Instant::now() + CHECKS_SETTLE;
+    let mut last = BTreeMap::new();
+    while tokio::time::Instant::now() < deadline {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..12 {
+            let got = get(port, "/", "").await;
+            *seen
+                .entry(format!("{} {}", got.status, got.body))
+                .or_default() += 1;
+        }
+        if want(&seen) {
+            return;
+        }
+        last = seen;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what}: not within {CHECKS_SETTLE:?}; last answers {last:?}");
+}
+
+/// HAProxy's version as `show info` gives it, and whether it creates backends at runtime.
+async fn version(haproxy: &Haproxy) -> (String, bool) {
+    let info = swarm_lb::haproxy::AdminClient::new(haproxy.admin_socket())
+        .info()
+        .await
+        .expect("show info");
+    let v = info.version;
+    (
+        format!("{}.{}.{}", v.major, v.minor, v.patch),
+        (v.major, v.minor) >= (3, 4),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_failing_its_health_path_is_taken_out_and_back_and_path_edits_are_map_edits() {
+    let port = support::free_port();
+    let a = Checked::start("a", SocketAddr::new(loopback(21), port)).await;
+    let b = Checked::start("b", SocketAddr::new(loopback(22), port)).await;
+    let tasks = [
+        SocketAddr::new(loopback(21), port),
+        SocketAddr::new(loopback(22), port),
+    ];
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let (version, runtime_backends) = version(&haproxy).await;
+    // What README's table says turning the check on, or changing its interval, costs.
+    let option_cost = u32::from(!runtime_backends);
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot_tasks(&tasks, labels);
+    let both = |seen: &BTreeMap<String, usize>| {
+        seen.contains_key("200 a") && seen.contains_key("200 b") && seen.len() == 2
+    };
+    let only_a = |seen: &BTreeMap<String, usize>| seen.keys().eq(["200 a"].iter());
+
+    // Without the labels: TCP checks, b failing /healthz still serves.
+    b.set_healthy(false);
+    driver.pass(&apply(&[])).await.expect("pass");
+    until_answers(http, "both tasks without a health path", both).await;
+    assert!(b.check_hosts().is_empty(), "no HTTP check yet");
+
+    // The check turned on: b is out.
+    let before = reloads(&master).await;
+    let checked = [
+        (HEALTH_PATH, "/healthz"),
+        (HEALTH_HOST, "check.example"),
+        (HEALTH_INTERVAL, "200ms"),
+    ];
+    driver.pass(&apply(&checked)).await.expect("pass");
+    until_answers(http, "b out once its check fails", only_a).await;
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning the check on"
+    );
+    assert!(
+        b.check_hosts().iter().all(|h| h == "check.example") && !b.check_hosts().is_empty(),
+        "{:?}",
+        b.check_hosts()
+    );
+
+    // b passes again: back.
+    b.set_healthy(true);
+    until_answers(http, "b back once its check passes", both).await;
+    b.set_healthy(false);
+    until_answers(http, "b out again", only_a).await;
+
+    // Editing the path (to one b answers) and the host is a map edit: b is back, no reload.
+    let before = reloads(&master).await;
+    let edited = [(HEALTH_PATH, "/ready"), (HEALTH_INTERVAL, "200ms")];
+    driver.pass(&apply(&edited)).await.expect("pass");
+    until_answers(http, "b back on a path it passes", both).await;
+
+    // Bad labels keep the last good check (/ready: b stays in), with no reload.
+    for broken in [
+        vec![(HEALTH_PATH, "healthz"), (HEALTH_INTERVAL, "200ms")],
+        vec![(HEALTH_PATH, "/healthz x"), (HEALTH_INTERVAL, "200ms")],
+        vec![(HEALTH_PATH, "/healthz"), (HEALTH_INTERVAL, "50ms")],
+        vec![(HEALTH_PATH, "/healthz"), (HEALTH_HOST, "a b")],
+    ] {
+        driver.pass(&apply(&broken)).await.expect("pass");
+        until_answers(http, &format!("b kept in with {broken:?}"), both).await;
+    }
+    assert_eq!(
+        reloads(&master).await,
+        before,
+        "HAProxy {version}: path edits and refused labels"
+    );
+    driver.flush().await.expect("files");
+    let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
+    assert!(map.contains("$k:web =h:%2Fready\n"), "{map}");
+
+    // The interval edited: a server keyword (`inter`), so what turning the check on costs;
+    // the check keeps working (b, still passing /ready, stays in).
+    let before = reloads(&master).await;
+    let slower = [(HEALTH_PATH, "/ready"), (HEALTH_INTERVAL, "300ms")];
+    driver.pass(&apply(&slower)).await.expect("pass");
+    until_answers(http, "b in after the interval edit", both).await;
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: an interval edit"
+    );
+
+    // The check turned off: b, failing /healthz, serves again (a TCP connect passes).
+    let before = reloads(&master).await;
+    driver.pass(&apply(&[])).await.expect("pass");
+    until_answers(http, "b in with the check off", both).await;
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning the check off"
+    );
+    drop(a);
+}
+
+/// A page worth compressing (4 KiB of repeated text).
+static PAGE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "<p>swarm-lb compresses the usual text types.</p>\n".repeat(90));
+/// A body the task says it encoded itself (`Content-Encoding: br`): HAProxy must pass it as it
+/// is (printable, so the raw client can compare it).
+static ENCODED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| "already-encoded-by-the-task:0123456789;".repeat(64));
+
+/// curl's view of `http://a.example/<path>`: with `--compressed` it asks for the encodings
+/// it can decode (`deflate, gzip` and maybe more) and decodes the body; the head says what
+/// was on the wire.
+fn curl_http(port: u16, path: &str, compressed: bool) -> Reply {
+    swarm_lb_testkit::tls::require_tools(&["curl"], "the shaping tests");
+    let mut cmd = Process::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "-D", "-"]);
+    if compressed {
+        cmd.arg("--compressed");
+    }
+    let out = cmd
+        .arg("--resolve")
+        .arg(format!("a.example:{port}:127.0.0.1"))
+        .arg(format!("http://a.example:{port}{path}"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run curl");
+    parse_reply(&String::from_utf8_lossy(&out.stdout))
+}
+
+const COMPRESS: &str = "com.docker.lb.compress";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compression_gzips_text_for_curl_and_passes_an_encoded_response_untouched() {
+    let port = support::free_port();
+    let task = SocketAddr::new(loopback(23), port);
+    let _task = Checked::start("c", task).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let (version, runtime_backends) = version(&haproxy).await;
+    let option_cost = u32::from(!runtime_backends);
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot_tasks(&[task], labels);
+
+    // Off: plain, even for a client that asks.
+    driver.pass(&apply(&[])).await.expect("pass");
+    let plain = curl_http(http, "/page", true);
+    assert_eq!(
+        (plain.status, plain.header("content-encoding")),
+        (200, None)
+    );
+
+    let before = reloads(&master).await;
+    driver
+        .pass(&apply(&[(COMPRESS, "true")]))
+        .await
+        .expect("pass");
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning compression on"
+    );
+    let before = reloads(&master).await;
+    let check = |what: &str| {
+        let gz = curl_http(http, "/page", true);
+        assert_eq!(gz.status, 200, "{what}: {gz:?}");
+        // curl asks `deflate, gzip`: HAProxy takes the client's first (equal q-values).
+        assert!(
+            matches!(gz.header("content-encoding"), Some("gzip" | "deflate")),
+            "{what}: {:?}",
+            gz.headers
+        );
+        assert_eq!(gz.body, *PAGE, "{what}: curl decodes the page");
+        let wire = curl_http(http, "/page", false);
+        assert_eq!(
+            wire.header("content-encoding"),
+            None,
+            "{what}: not asked for"
+        );
+        assert_eq!(wire.body, *PAGE, "{what}");
+    };
+    check("on");
+    for algo in ["gzip", "deflate"] {
+        let got = get(http, "/page", &format!("accept-encoding: {algo}\r\n")).await;
+        assert_eq!(got.header("content-encoding"), Some(algo));
+        assert_ne!(got.body, *PAGE, "{algo}: encoded on the wire");
+    }
+    // Already encoded by the task: as it was sent, one encoding, no second pass.
+    let encoded = get(http, "/encoded", "accept-encoding: gzip, deflate\r\n").await;
+    assert_eq!(encoded.status, 200, "{encoded:?}");
+    assert_eq!(encoded.header("content-encoding"), Some("br"));
+    assert_eq!(encoded.body, *ENCODED, "untouched");
+    // A refused value keeps the last good one (on), with no reload.
+    driver
+        .pass(&apply(&[(COMPRESS, "gzip")]))
+        .await
+        .expect("pass");
+    check("after a refused value");
+    assert_eq!(
+        reloads(&master).await,
+        before,
+        "HAProxy {version}: a refused value"
+    );
+
+    driver.pass(&apply(&[])).await.expect("pass");
+    assert_eq!(
+        curl_http(http, "/page", true).header("content-encoding"),
+        None
+    );
+    assert_eq!(
+        reloads(&master).await,
+        before + option_cost,
+        "HAProxy {version}: turning compression off"
+    );
+}

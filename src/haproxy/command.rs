@@ -181,7 +181,7 @@ impl ServerKeywords {
 /// HAProxy 3.4+ can create a backend with those options at runtime (`add backend <b> from
 /// <defaults>`). The name spells the options that live in a proxy section:
 /// `swarm-lb.roundrobin`, `swarm-lb.source` (`balance source` + consistent hashing), either
-/// followed by `.cookie.<name>` for a sticky cookie (`cookie <name> insert indirect nocache
+/// followed by `.httpchk` for an HTTP health check, `.compress` for compression, then `.cookie.<name>` for a sticky cookie (`cookie <name> insert indirect nocache
 /// dynamic`), and `swarm-lb.tcp.<balance>` for TLS passthrough (`mode tcp`, from the
 /// template's TCP defaults).
 ///
@@ -198,6 +198,11 @@ impl DefaultsName {
     pub const PREFIX: &'static str = "swarm-lb.";
     /// After [`DefaultsName::PREFIX`]: a passthrough (`mode tcp`) section.
     const TCP: &'static str = "tcp.";
+    /// After the balance: an HTTP health check (`option httpchk`, see
+    /// [`crate::model::HealthCheck`]).
+    const HTTPCHK: &'static str = ".httpchk";
+    /// After the balance and any `.httpchk`: compression (`compression algo` / `type`).
+    const COMPRESS: &'static str = ".compress";
 
     /// The defaults section for `options` (their [`BackendOptions::section`] part), or `None`
     /// when they cannot come from one (a cookie name a section name cannot hold).
@@ -216,6 +221,18 @@ impl DefaultsName {
         } else {
             "roundrobin"
         });
+        if section.httpchk {
+            if section.passthrough {
+                return None;
+            }
+            name.push_str(Self::HTTPCHK);
+        }
+        if section.compress {
+            if section.passthrough {
+                return None;
+            }
+            name.push_str(Self::COMPRESS);
+        }
         if let Some(cookie) = &section.sticky_cookie {
             if !is_cookie_name(cookie) {
                 return None;
@@ -238,6 +255,14 @@ impl DefaultsName {
             Some((b, c)) => (b, Some(c.to_owned())),
             None => (rest, None),
         };
+        let (balance, compress) = match balance.strip_suffix(Self::COMPRESS) {
+            Some(balance) => (balance, true),
+            None => (balance, false),
+        };
+        let (balance, httpchk) = match balance.strip_suffix(Self::HTTPCHK) {
+            Some(balance) => (balance, true),
+            None => (balance, false),
+        };
         let ip_hash = match balance {
             "source" => true,
             "roundrobin" => false,
@@ -247,6 +272,8 @@ impl DefaultsName {
             ip_hash,
             sticky_cookie: cookie,
             passthrough,
+            httpchk,
+            compress,
         })?;
         (found.name == name).then_some(found)
     }

@@ -19,6 +19,16 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         )
     };
     let mut out = vec![
+        // Compression (`com.docker.lb.compress`): the frontend names the algorithms and a type
+        // no response has, so it compresses nothing itself; a backend whose section (or named
+        // defaults) lists the usual text types compresses them. HAProxy takes a backend's
+        // algorithms and types before the frontend's (configuration.txt, "compression"), but
+        // attaches the compression filter only to proxies its config declares with
+        // `compression`: a 3.4 backend created at runtime from a defaults section that
+        // compresses got no filter and compressed nothing (measured on 3.4.7; `filter` is not
+        // allowed in `defaults`), while with these frontend lines it does.
+        COMPRESSION_ALGOS.to_owned(),
+        format!("compression type {COMPRESSION_NONE}"),
         // One lookup for every request with a service: does it shape anything?
         lookup("shaped", "$", "service"),
         // HTTPS as the frontend's own rules say it (X-Forwarded-Proto is ours unless a
@@ -62,6 +72,14 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
     out
 }
 
+/// The algorithms `com.docker.lb.compress` offers: gzip or deflate, whichever the client's
+/// `Accept-Encoding` names first (Debian's HAProxy also has `identity` and `raw-deflate`, which
+/// browsers do not ask for).
+pub const COMPRESSION_ALGOS: &str = "compression algo gzip deflate";
+/// A `Content-Type` no response has: the frontend's compression type, so that a backend
+/// without its own types compresses nothing.
+const COMPRESSION_NONE: &str = "swarm-lb/none";
+
 /// The rules of every HTTP backend (written into the backend section, or the named defaults
 /// it is created from on 3.4): `set-timeout` needs a section with the backend capability
 /// (2.6.12: "proxy 'http' has no backend capability" in a frontend) and is not allowed in an
@@ -71,6 +89,31 @@ pub const BACKEND_RULES: [&str; 2] = [
     "http-request set-timeout server var(txn.t_server) if { var(txn.t_server) -m found }",
     "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }",
 ];
+
+/// The health check of a backend with `com.docker.lb.health_path` (the section lines of
+/// [`crate::model::HealthCheck`]), reading the path and `Host` from the hosts map at
+/// `hosts_map` at every check, so that editing them is a map edit. In a check, `be_name` is
+/// the checked server's backend (measured on 2.6.12, 3.0, 3.2 and 3.4.7: `uri-lf
+/// %[be_name]` sent `/web:2`); `field(1,:)` drops a 3.4 generation's `:<n>`. `http-check
+/// set-var`, `send ... uri-lf` / `hdr <name> <fmt>` and `expect status <range>` are 2.2+
+/// (configuration.txt, "http-check send", "http-check expect"). A header whose value is
+/// empty is not sent (measured: no `Host` without `health_host`), and an empty `uri-lf`
+/// sends `/`.
+pub fn health_check_rules(hosts_map: &str) -> [String; 4] {
+    let lookup = |key: &str| {
+        format!("%[str({key}),concat(,check.service,),map({hosts_map}),bytes(3),url_dec]")
+    };
+    [
+        "option httpchk".to_owned(),
+        "http-check set-var(check.service) be_name,field(1,:)".to_owned(),
+        format!(
+            "http-check send meth GET uri-lf {} hdr host {}",
+            lookup("$k:"),
+            lookup("$kh:")
+        ),
+        "http-check expect status 200-399".to_owned(),
+    ]
+}
 
 /// [`BACKEND_RULES`], each on its own indented line.
 pub fn push_backend_rules(out: &mut String) {

@@ -267,7 +267,7 @@ impl Ctx<'_> {
         c.warnings.extend(parsed.warnings);
         c.errors.extend(parsed.left_out);
         let built = match parsed.route {
-            Verdict::Route(route) => self.build(service, route, None, &mut c.warnings),
+            Verdict::Route(route) => self.build(service, *route, None, &mut c.warnings),
             Verdict::NoHosts => {
                 c.notices.push(LabelError::NoHosts {
                     service: service.name.clone(),

@@ -20,8 +20,8 @@ use std::sync::Arc;
 
 pub use desired::{desired, desired_cached, DesiredCache};
 pub use labels::{
-    is_cookie_name, BackendOptions, BackendTls, CertSecrets, FailureLimit, LabelError, Route,
-    RouteTls, SectionOptions, ServerOptions,
+    is_cookie_name, BackendOptions, BackendTls, CertSecrets, FailureLimit, HealthCheck, LabelError,
+    Route, RouteTls, SectionOptions, ServerOptions,
 };
 pub use names::{
     BackendName, ContextRoot, Host, MapKey, MapValue, NameError, ServerName, BUCKETS, CATCH_ALL,

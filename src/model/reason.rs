@@ -129,6 +129,19 @@ pub enum Reason {
     #[error("not a timeout: a whole number with ms, s (default), m or h, from 1ms to {max}")]
     NotATimeout { max: &'static str },
 
+    #[error(
+        "not a health check path: '/' followed by at most {max} printable ASCII characters, \
+         no space",
+        max = crate::model::shaping::HEALTH_PATH_MAX
+    )]
+    NotAHealthPath,
+    #[error("not a host name for a health check: letters, digits, '-', '.', an optional :port")]
+    NotAHealthHost,
+    #[error("needs {needs}")]
+    Needs { needs: &'static str },
+    #[error("not an interval: a whole number with ms, s (default), m or h, from 100ms to 1h")]
+    NotAnInterval,
+
     // Paths.
     #[error("path {path:?} does not start with '/'")]
     PathNotAbsolute { path: String },

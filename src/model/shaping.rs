@@ -20,12 +20,17 @@
 //! the values are looked up in the frontend.
 //!
 //! Entries of one service `web` (keys never clash with a host: a host cannot hold `$`):
-//! - `$web` = `=shaped`: the service has a rule, so the per-header lookups run (one lookup a
-//!   request for every other service);
+//! - `$web` = `=shaped`: the service has a per-request rule, so the per-header lookups run
+//!   (one lookup a request for every other service, and for one with only a health check);
 //! - `$h:web` = `=h:<encoded>`: the `Strict-Transport-Security` value, sent on HTTPS only;
 //! - `$r:<name>:web` / `$q:<name>:web` = `=h:<encoded>`: set response / request header
 //!   `<name>`; `=h:` with nothing after removes it;
-//! - `$ts:web` / `$tt:web` = `=t:<milliseconds>`: the server / tunnel timeout.
+//! - `$ts:web` / `$tt:web` = `=t:<milliseconds>`: the server / tunnel timeout;
+//! - `$k:web` / `$kh:web` = `=h:<encoded>`: the path and `Host` of the active health check
+//!   (`com.docker.lb.health_path` / `health_host`), read by the backend's `http-check send`
+//!   rule ([`crate::haproxy::shaping::HEALTH_CHECK_RULES`]), so that editing them is a map
+//!   edit; turning the check on or off and its interval are backend options
+//!   ([`crate::model::HealthCheck`]).
 
 use std::collections::BTreeMap;
 
@@ -119,7 +124,16 @@ pub struct Shaping {
     /// `timeout_tunnel`: how long an upgraded connection (websocket) may stay idle, in
     /// milliseconds, 1..=[`TIMEOUT_TUNNEL_MAX_MS`].
     pub timeout_tunnel: Option<u64>,
+    /// `health_path`: the path (and query) of the health check's GET, starting with `/`,
+    /// printable ASCII without spaces, at most [`HEALTH_PATH_MAX`] bytes.
+    pub health_path: Option<String>,
+    /// `health_host`: the health check's `Host` header (a host name, maybe `:port`); without
+    /// it the check sends no `Host` (HTTP/1.0, HAProxy's `option httpchk` default).
+    pub health_host: Option<String>,
 }
+
+/// Longest `health_path`, in bytes.
+pub const HEALTH_PATH_MAX: usize = 1024;
 
 /// Largest `timeout_server`: one hour (a response slower than that is a job, not a request).
 pub const TIMEOUT_SERVER_MAX_MS: u64 = 3_600_000;
@@ -133,6 +147,8 @@ impl Shaping {
             && self.headers.is_empty()
             && self.timeout_server.is_none()
             && self.timeout_tunnel.is_none()
+            && self.health_path.is_none()
+            && self.health_host.is_none()
     }
 }
 
@@ -186,10 +202,20 @@ pub fn map_entries<'a>(
         if shaping.is_empty() {
             continue;
         }
-        out.insert(
-            MapKey::access(&format!("${service}")),
-            MapValue::access(SHAPED),
-        );
+        // The flag turns on the per-request lookups (one per offered header, 27); the health
+        // check's entries are read by the check alone, so a route with only a health check
+        // does not pay for them.
+        let per_request = Shaping {
+            health_path: None,
+            health_host: None,
+            ..shaping.clone()
+        };
+        if !per_request.is_empty() {
+            out.insert(
+                MapKey::access(&format!("${service}")),
+                MapValue::access(SHAPED),
+            );
+        }
         if let Some(hsts) = &shaping.hsts {
             out.insert(MapKey::access(&format!("$h:{service}")), value(Some(hsts)));
         }
@@ -202,6 +228,11 @@ pub fn map_entries<'a>(
                     MapKey::access(&format!("${key}:{service}")),
                     MapValue::access(&format!("{TIMEOUT_VALUE}{ms}")),
                 );
+            }
+        }
+        for (key, v) in [("k", &shaping.health_path), ("kh", &shaping.health_host)] {
+            if let Some(v) = v {
+                out.insert(MapKey::access(&format!("${key}:{service}")), value(Some(v)));
             }
         }
         for ((direction, name), v) in &shaping.headers {
@@ -266,12 +297,16 @@ mod tests {
         shaping
             .headers
             .insert((Direction::Request, "authorization"), None);
+        shaping.health_path = Some("/healthz?full=1".to_owned());
+        shaping.health_host = Some("check.example".to_owned());
         let map = map_entries([("web", &shaping), ("plain", &Shaping::default())]);
         let lines: Vec<String> = map.iter().map(|(k, v)| format!("{k} {v}")).collect();
         assert_eq!(
             lines,
             [
                 "$h:web =h:max-age%3D60",
+                "$k:web =h:%2Fhealthz%3Ffull%3D1",
+                "$kh:web =h:check.example",
                 "$q:authorization:web =h:",
                 "$r:x-frame-options:web =h:DENY",
                 "$web =shaped",
@@ -281,6 +316,16 @@ mod tests {
             assert!(MapKey::parse(k.as_str()).is_ok(), "{k}");
             assert!(is_shaping_value(v.as_str()), "{v}");
         }
+        // A health check alone: its entries, without the flag of the per-request rules.
+        let checked = Shaping {
+            health_path: Some("/healthz".to_owned()),
+            ..Shaping::default()
+        };
+        let lines: Vec<String> = map_entries([("api", &checked)])
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        assert_eq!(lines, ["$k:api =h:%2Fhealthz"]);
     }
 
     #[test]

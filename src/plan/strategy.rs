@@ -105,13 +105,19 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
             option::of((1u32..=5, 1u32..=20_000)),
             option::of(any::<bool>()),
             any::<bool>(),
+            option::of(100u32..=5_000),
+            any::<bool>(),
         )
-            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough)| {
+            .prop_map(|(ip_hash, sticky_cookie, limit, tls, passthrough, check, compress)| {
+                // A passthrough (TCP) backend has no HTTP check (the labels refuse it).
+                let check_inter_ms = check.filter(|_| !passthrough);
                 BackendOptions::from_parts(
                     SectionOptions {
                         ip_hash,
                         sticky_cookie,
                         passthrough,
+                        httpchk: check_inter_ms.is_some(),
+                        compress: compress && !passthrough,
                     },
                     ServerOptions {
                         failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
@@ -119,6 +125,7 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
                             fail_timeout_ms,
                         }),
                         backend_tls: tls.map(|verify| BackendTls { verify }),
+                        check_inter_ms,
                     },
                 )
             }),
@@ -290,6 +297,8 @@ pub fn runtime_backends() -> RuntimeBackends {
             ip_hash,
             sticky_cookie: cookie.map(str::to_owned),
             passthrough,
+            httpchk: false,
+            compress: false,
         })
     })
     .collect();

@@ -30,7 +30,13 @@ pub fn push_server_keywords(out: &mut String, keywords: &ServerKeywords) {
     let ServerOptions {
         failure_limit,
         backend_tls,
+        check_inter_ms,
     } = keywords.options();
+    if let Some(ms) = check_inter_ms {
+        // The health check's interval (`com.docker.lb.health_interval`); `fastinter` and
+        // `downinter`, when a failure limit sets them, still rule while a server changes state.
+        let _ = write!(out, " {INTER} {ms}ms");
+    }
     if let Some(limit) = failure_limit {
         // The check that follows a mark-down may already be scheduled (on the `inter` cycle)
         // and come at once; `rise 2` with `fastinter` (the interval while a server's health
@@ -71,6 +77,9 @@ pub fn read_server_keywords(line: &str, into: &mut ServerOptions) {
     if let Some(limit) = limit() {
         into.failure_limit = Some(limit);
     }
+    if let Some(ms) = after(INTER).and_then(|t| t.strip_suffix("ms")?.parse().ok()) {
+        into.check_inter_ms = Some(ms);
+    }
     match after("verify") {
         Some("none") => into.backend_tls = Some(BackendTls { verify: false }),
         Some("required") => into.backend_tls = Some(BackendTls { verify: true }),
@@ -81,6 +90,7 @@ pub fn read_server_keywords(line: &str, into: &mut ServerOptions) {
 /// Keywords of [`push_server_keywords`] the config parser looks for.
 pub const ERROR_LIMIT: &str = "error-limit";
 pub const DOWNINTER: &str = "downinter";
+pub const INTER: &str = "inter";
 /// TLS to the server, its certificate taken as it is (`ssl_backend_tls_verify=none`).
 pub const SSL_VERIFY_NONE: &str = " ssl verify none";
 /// TLS to the server, verified against the CA file that follows (`required`).

@@ -820,6 +820,8 @@ fn command() -> impl Strategy<Value = Command> {
                     ip_hash,
                     sticky_cookie,
                     passthrough: false,
+                    httpchk: false,
+                    compress: false,
                 })
                 .expect("a cookie name of the label's characters names a section"),
             }),
@@ -873,6 +875,8 @@ fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
         ip_hash,
         sticky_cookie: cookie.map(str::to_owned),
         passthrough: false,
+        httpchk: false,
+        compress: false,
     })
     .expect("named")
 }
@@ -961,6 +965,11 @@ fn defaults_names_spell_their_options_and_parse_back() {
         "swarm-lb.roundrobin.cookie.",
         "swarm-lb.tcp.",
         "swarm-lb.backend-ca",
+        "swarm-lb.httpchk",
+        "swarm-lb.tcp.roundrobin.httpchk",
+        "swarm-lb.roundrobin.httpchk.httpchk",
+        "swarm-lb.roundrobin.compress.httpchk",
+        "swarm-lb.tcp.source.compress",
     ] {
         assert_eq!(DefaultsName::parse(bad), None, "{bad}");
     }
@@ -971,6 +980,23 @@ fn defaults_names_spell_their_options_and_parse_back() {
     let tcp = DefaultsName::for_options(&passthrough).expect("a section");
     assert_eq!(tcp.as_str(), "swarm-lb.tcp.roundrobin");
     assert_eq!(DefaultsName::parse("swarm-lb.tcp.roundrobin"), Some(tcp));
+    // An HTTP health check is a section option: `.httpchk` after the balance.
+    let checked = BackendOptions {
+        ip_hash: true,
+        sticky_cookie: Some("sid".to_owned()),
+        health_check: Some(crate::model::HealthCheck { interval_ms: 500 }),
+        compress: true,
+        ..BackendOptions::default()
+    };
+    let httpchk = DefaultsName::for_options(&checked).expect("a section");
+    assert_eq!(
+        httpchk.as_str(),
+        "swarm-lb.source.httpchk.compress.cookie.sid"
+    );
+    assert_eq!(
+        DefaultsName::parse("swarm-lb.source.httpchk.compress.cookie.sid"),
+        Some(httpchk)
+    );
     // Server keywords are not section options: the section of the plain options, and `add
     // server` carries them.
     let keywords = BackendOptions {
@@ -1241,10 +1267,11 @@ fn server_keywords_read_back_from_their_own_text_give_the_options_they_spell() {
         Some(BackendTls { verify: false }),
         Some(BackendTls { verify: true }),
     ] {
-        for failure_limit in [None, limit] {
+        for (failure_limit, check_inter_ms) in [(None, None), (limit, None), (limit, Some(750))] {
             let options = ServerOptions {
                 failure_limit,
                 backend_tls,
+                check_inter_ms,
             };
             let keywords = crate::haproxy::ServerKeywords::new(options, &ca);
             let mut line = String::from("default-server");

@@ -197,7 +197,14 @@ fn render(
             }
             _ => {
                 let mut text = String::with_capacity(64 + 48 * backend.servers.len());
-                render_section(&mut text, name, backend, named_defaults, &ca_file);
+                render_section(
+                    &mut text,
+                    name,
+                    backend,
+                    named_defaults,
+                    &ca_file,
+                    settings.hosts_map.as_str(),
+                );
                 out.push_str(&text);
                 let section = Section {
                     from: backend.clone(),
@@ -224,6 +231,7 @@ fn render_section(
     backend: &BackendState,
     named_defaults: bool,
     ca_file: &CertPath,
+    hosts_map: &str,
 ) {
     out.push('\n');
     // The timeout rules (`crate::haproxy::shaping`), here unless the named defaults carry them.
@@ -249,7 +257,7 @@ fn render_section(
     } else {
         let _ = writeln!(out, "backend {name}");
     }
-    render_backend(out, name, backend, ca_file);
+    render_backend(out, name, backend, ca_file, hosts_map);
     if shaping_rules {
         crate::haproxy::shaping::push_backend_rules(out);
     }
@@ -259,30 +267,46 @@ fn render_section(
 /// HTTP and for passthrough (TCP), then two per sticky cookie name its backends use (one per
 /// balance), in name order.
 pub fn defaults_for(state: &ProxyState) -> BTreeSet<DefaultsName> {
-    let mut out: BTreeSet<DefaultsName> =
-        [(false, false), (true, false), (false, true), (true, true)]
-            .into_iter()
-            .filter_map(|(ip_hash, passthrough)| {
-                DefaultsName::for_section(SectionOptions {
-                    ip_hash,
-                    passthrough,
-                    sticky_cookie: None,
-                })
-            })
-            .collect();
-    // Both balances for each cookie name in use: turning `ip_hash` on or off for a sticky
-    // service is then a new generation from 3.4, not a reload.
+    // HTTP with and without an HTTP health check and compression (every combination, so
+    // that turning either on or off is a new generation from 3.4, not a reload), and TCP
+    // (whose check stays a connect, and which is never compressed).
+    let mut out: BTreeSet<DefaultsName> = http_sets()
+        .chain(
+            [(false, true), (true, true)].map(|(ip_hash, passthrough)| SectionOptions {
+                ip_hash,
+                passthrough,
+                ..SectionOptions::default()
+            }),
+        )
+        .filter_map(DefaultsName::for_section)
+        .collect();
+    // Every HTTP option set for each cookie name in use: turning `ip_hash`, `health_path` or
+    // `compress` on or off for a sticky service is then a new generation from 3.4, not a
+    // reload.
     for backend in state.backends.values() {
-        if backend.options.sticky_cookie.is_some() {
-            for ip_hash in [false, true] {
-                out.extend(DefaultsName::for_section(SectionOptions {
-                    ip_hash,
-                    ..backend.options.section()
-                }));
-            }
+        if let Some(cookie) = &backend.options.sticky_cookie {
+            out.extend(
+                http_sets()
+                    .map(|s| SectionOptions {
+                        sticky_cookie: Some(cookie.clone()),
+                        ..s
+                    })
+                    .filter_map(DefaultsName::for_section),
+            );
         }
     }
     out
+}
+
+/// The HTTP section option sets without a cookie: both balances, with and without an HTTP
+/// health check and compression.
+fn http_sets() -> impl Iterator<Item = SectionOptions> {
+    (0..8u8).map(|bits| SectionOptions {
+        ip_hash: bits & 1 != 0,
+        httpchk: bits & 2 != 0,
+        compress: bits & 4 != 0,
+        ..SectionOptions::default()
+    })
 }
 
 /// The non-comment lines of the template's last `defaults` section (HAProxy applies the last
@@ -340,7 +364,7 @@ fn render_named_defaults(
             out.push_str(line);
             out.push('\n');
         }
-        render_balance(out, defaults.section());
+        render_balance(out, defaults.section(), settings.hosts_map.as_str());
         if !defaults.section().passthrough {
             crate::haproxy::shaping::push_backend_rules(out);
         }
@@ -369,8 +393,9 @@ fn render_named_defaults(
 }
 
 /// The balancing lines of a backend or named defaults section with `options` (the server
-/// keywords go on `default-server` lines).
-fn render_balance(out: &mut String, options: &SectionOptions) {
+/// keywords go on `default-server` lines), and its health check's rules, which read the
+/// path and host from `hosts_map`.
+fn render_balance(out: &mut String, options: &SectionOptions, hosts_map: &str) {
     // Both algorithms are dynamic: servers can be added at runtime (`add server`) and weights
     // change without a reload (`balance source` is, with consistent hashing).
     if options.ip_hash {
@@ -383,6 +408,18 @@ fn render_balance(out: &mut String, options: &SectionOptions) {
         // on `set server addr`, so slots refilled at runtime get the right cookie.
         let _ = writeln!(out, "    {COOKIE} {cookie} insert indirect nocache dynamic");
     }
+    if options.compress {
+        for line in COMPRESSION {
+            out.push_str(line);
+        }
+    }
+    if options.httpchk {
+        for rule in crate::haproxy::shaping::health_check_rules(hosts_map) {
+            out.push_str("    ");
+            out.push_str(&rule);
+            out.push('\n');
+        }
+    }
 }
 
 fn render_backend(
@@ -390,13 +427,14 @@ fn render_backend(
     name: &BackendName,
     backend: &BackendState,
     ca_file: &CertPath,
+    hosts_map: &str,
 ) {
     let options = &backend.options;
     if options.passthrough {
         // TLS passed through by SNI: bytes, not HTTP (health checks connect only).
         out.push_str(MODE_TCP);
     }
-    render_balance(out, &options.section());
+    render_balance(out, &options.section(), hosts_map);
     if options.sticky_cookie.is_some() {
         // The service's name, whatever the backend's generation: a cookie stays good when the
         // service moves to a new generation (see `plan::generation`).
@@ -436,6 +474,21 @@ fn render_backend(
 
 const MODE_TCP: &str = "    mode tcp\n";
 
+/// `com.docker.lb.compress=true`: gzip or deflate, whichever the client's `Accept-Encoding`
+/// prefers (the algorithms Debian's HAProxy offers besides `identity` and `raw-deflate`,
+/// which browsers do not ask for), for the usual text types (a `Content-Type` starting with
+/// one of them, parameters such as `charset` allowed). HAProxy never compresses a response
+/// that has a `Content-Encoding` or `Cache-Control: no-transform`, a `HEAD`, a status other
+/// than 200-203, or for a client that sends no `Accept-Encoding` (configuration.txt,
+/// "compression", 2.6 to 3.4; `algo`/`type` are the 2.8+ `algo-res`/`type-res`).
+const COMPRESSION: [&str; 2] = [
+    "    compression algo gzip deflate\n", // crate::haproxy::shaping::COMPRESSION_ALGOS
+    "    compression type text/html text/plain text/css text/csv text/xml text/javascript \
+     application/javascript application/json application/xml application/xhtml+xml \
+     application/rss+xml application/atom+xml application/ld+json application/manifest+json \
+     image/svg+xml\n",
+];
+
 /// The hosts map file text for `state`: `key value` per line, sorted by key.
 pub fn hosts_map(state: &ProxyState) -> String {
     let mut out = String::new();
@@ -456,8 +509,8 @@ mod tests {
     #[test]
     fn named_defaults_repeat_the_templates_defaults_and_one_option_set_each() {
         let text = config(&state(), &settings(Path::new("/run/swarm-lb")));
-        // The balance-only sections (HTTP and passthrough), then one per sticky option set in
-        // use (v6's; its failure limit and TLS are server keywords, which `add server` carries).
+        // The balance-only sections (HTTP with and without a health check, and passthrough),
+        // then one per sticky option set in use (v6's; its failure limit and TLS are server keywords, which `add server` carries).
         let want: Vec<String> = named_defaults(&text)
             .iter()
             .map(|d| d.as_str().to_owned())
@@ -466,9 +519,21 @@ mod tests {
             want,
             [
                 "swarm-lb.roundrobin",
+                "swarm-lb.roundrobin.compress",
+                "swarm-lb.roundrobin.compress.cookie.sid",
                 "swarm-lb.roundrobin.cookie.sid",
+                "swarm-lb.roundrobin.httpchk",
+                "swarm-lb.roundrobin.httpchk.compress",
+                "swarm-lb.roundrobin.httpchk.compress.cookie.sid",
+                "swarm-lb.roundrobin.httpchk.cookie.sid",
                 "swarm-lb.source",
+                "swarm-lb.source.compress",
+                "swarm-lb.source.compress.cookie.sid",
                 "swarm-lb.source.cookie.sid",
+                "swarm-lb.source.httpchk",
+                "swarm-lb.source.httpchk.compress",
+                "swarm-lb.source.httpchk.compress.cookie.sid",
+                "swarm-lb.source.httpchk.cookie.sid",
                 "swarm-lb.tcp.roundrobin",
                 "swarm-lb.tcp.source",
             ]

@@ -68,6 +68,8 @@ pub(super) fn state() -> ProxyState {
                     max_fails: 3,
                     fail_timeout_ms: 2500,
                 }),
+                health_check: None,
+                compress: false,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
             },

@@ -9,7 +9,7 @@ use super::{config_for, RenderSettings, BACKEND, BACKEND_CA_DEFAULTS, COOKIE, DE
 use crate::haproxy::codec::read_server_keywords;
 use crate::haproxy::command::DefaultsName;
 use crate::haproxy::state::ProxyState;
-use crate::model::{BackendName, BackendOptions};
+use crate::model::{BackendName, BackendOptions, SectionOptions};
 
 /// The names of the backends `template` declares itself (`backend <name>` lines): HAProxy
 /// holds them, but they are not the driver's.
@@ -98,6 +98,20 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
                     o.ip_hash = true;
                 }
             }
+            (Some("option"), Some("httpchk")) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    let section = SectionOptions {
+                        httpchk: true,
+                        ..o.section()
+                    };
+                    *o = BackendOptions::from_parts(section, o.server());
+                }
+            }
+            (Some("compression"), Some("algo")) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.compress = true;
+                }
+            }
             (Some(COOKIE), Some(cookie)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
                     o.sticky_cookie = Some(cookie.to_owned());
@@ -122,6 +136,34 @@ mod tests {
     use crate::haproxy::render::fixtures::{settings, state};
     use crate::haproxy::render::{config, config_keeping, BASE_TEMPLATE};
     use std::path::Path;
+
+    #[test]
+    fn a_health_check_is_rendered_with_its_rules_and_interval_and_read_back() {
+        let mut state = state();
+        let web = BackendName::for_service("web").unwrap();
+        let mut backend = (*state.backends[&web]).clone();
+        backend.options.health_check = Some(crate::model::HealthCheck { interval_ms: 750 });
+        backend.options.compress = true;
+        state.backends.insert(web.clone(), backend.clone().into());
+        let text = config(&state, &settings(Path::new("/run/swarm-lb")));
+        assert!(
+            text.contains(
+                "backend web from swarm-lb.roundrobin.httpchk.compress\n    balance roundrobin\n    \
+                 compression algo gzip deflate\n    compression type text/html text/plain \
+                 text/css text/csv text/xml text/javascript application/javascript \
+                 application/json application/xml application/xhtml+xml application/rss+xml \
+                 application/atom+xml application/ld+json application/manifest+json \
+                 image/svg+xml\n    option \
+                 httpchk\n    http-check set-var(check.service) be_name,field(1,:)\n    http-check \
+                 send meth GET uri-lf %[str($k:),concat(,check.service,),map(/run/swarm-lb/hosts.map),\
+                 bytes(3),url_dec] hdr host %[str($kh:),concat(,check.service,),\
+                 map(/run/swarm-lb/hosts.map),bytes(3),url_dec]\n    http-check expect status \
+                 200-399\n    default-server inter 750ms\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(backend_options(&text)[&web], backend.options);
+    }
 
     #[test]
     fn backend_options_are_rendered_and_read_back_from_the_config() {

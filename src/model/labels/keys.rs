@@ -78,6 +78,14 @@ pub const REQUEST_HEADER: &str = "com.docker.lb.request_header.<Name>";
 pub const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
 /// How long an upgraded connection (websocket) may stay idle (up to 24 h).
 pub const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+/// `true`: HAProxy compresses the usual text responses (gzip or deflate, as the client asks).
+pub const COMPRESS: &str = "com.docker.lb.compress";
+/// Active health check: the path of an HTTP GET each task must answer with 2xx or 3xx.
+pub const HEALTH_PATH: &str = "com.docker.lb.health_path";
+/// The `Host` header of that GET (none without it).
+pub const HEALTH_HOST: &str = "com.docker.lb.health_host";
+/// Time between two checks of a task: `5s`, `500ms` (100 ms to 1 h; default 2 s).
+pub const HEALTH_INTERVAL: &str = "com.docker.lb.health_interval";
 /// What stands for the header name in [`RESPONSE_HEADER`] and [`REQUEST_HEADER`]'s rows.
 pub const NAME_PART: &str = "<Name>";
 
@@ -164,6 +172,10 @@ pub const LABELS: &[Label] = &[
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
     label(TIMEOUT_SERVER, Family::Shaping, AnyMode),
     label(TIMEOUT_TUNNEL, Family::Shaping, AnyMode),
+    label(HEALTH_PATH, Family::Shaping, TaskMode),
+    label(HEALTH_HOST, Family::Shaping, TaskMode),
+    label(HEALTH_INTERVAL, Family::Options, TaskMode),
+    label(COMPRESS, Family::Options, TaskMode),
 ];
 
 /// The row of `key`, if swarm-lb reads it (keys are case-sensitive). A row whose key ends

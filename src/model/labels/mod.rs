@@ -41,7 +41,7 @@ pub use keys::*;
 use options::parse_options;
 pub use options::{
     is_cookie_name, parse_cookie_name, parse_fail_timeout, parse_max_fails, BackendOptions,
-    BackendTls, FailureLimit, SectionOptions, ServerOptions, FAIL_TIMEOUT_DEFAULT_MS,
+    BackendTls, FailureLimit, HealthCheck, SectionOptions, ServerOptions, FAIL_TIMEOUT_DEFAULT_MS,
     MAX_FAILS_DEFAULT,
 };
 use routing::check_paths;
@@ -92,8 +92,9 @@ pub struct Route {
 /// What one service's labels ask for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Route the service this way.
-    Route(Route),
+    /// Route the service this way (boxed: a route is ten times the size of the other
+    /// variants).
+    Route(Box<Route>),
     /// No `com.docker.lb.hosts` (and not the default backend): the labels ask for no routing,
     /// e.g. after `--label-rm com.docker.lb.hosts`. Unrouted at once, with a notice, no error
     /// and no last good routing: that is for labels whose values are wrong, not removed.
@@ -265,7 +266,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             Some(options),
             Some(access),
             Some(shaping),
-        ) if errors.is_empty() => Verdict::Route(Route {
+        ) if errors.is_empty() => Verdict::Route(Box::new(Route {
             service_id: service.id.clone(),
             backend,
             hosts,
@@ -280,7 +281,7 @@ pub fn parse(service: &Service) -> Option<Parsed> {
             tls,
             access: Box::new(access),
             shaping: Box::new(shaping),
-        }),
+        })),
         _ => {
             sort_errors(&mut errors);
             Verdict::Refused(errors)

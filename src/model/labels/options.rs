@@ -4,13 +4,24 @@
 
 use std::collections::BTreeMap;
 
-use super::keys::{COOKIE_NAME_MAX, FAIL_TIMEOUT, IP_HASH, MAX_FAILS, STICKY_SESSION_COOKIE};
+use super::keys::{
+    COMPRESS, COOKIE_NAME_MAX, FAIL_TIMEOUT, HEALTH_INTERVAL, HEALTH_PATH, IP_HASH, MAX_FAILS,
+    STICKY_SESSION_COOKIE,
+};
 use super::{check_chars, parse_bool, LabelError, Reader};
 use crate::model::Reason;
 
 /// nginx's defaults when only one of the two failure labels is set.
 pub const MAX_FAILS_DEFAULT: u32 = 1;
 pub const FAIL_TIMEOUT_DEFAULT_MS: u32 = 10_000;
+
+/// `health_interval` without the label: the template's `inter 2s` (`haproxy/base.cfg`).
+pub const HEALTH_INTERVAL_DEFAULT_MS: u32 = 2_000;
+/// Shortest `health_interval`: 100 ms (a check every 100 ms per task is already 10 requests
+/// a second per task; shorter would load the tasks more than it tells).
+pub const HEALTH_INTERVAL_MIN_MS: u32 = 100;
+/// Longest `health_interval`: 1 h (a task failing is then out within `fall 2` x 1 h).
+pub const HEALTH_INTERVAL_MAX_MS: u32 = 3_600_000;
 
 /// The balancing option labels of a task-mode service; every error found.
 pub(super) fn parse_options(
@@ -32,6 +43,28 @@ pub(super) fn parse_options(
     let fail_timeout = read
         .optional(FAIL_TIMEOUT, &mut errors, parse_fail_timeout)
         .flatten();
+    let compress = read
+        .optional(COMPRESS, &mut errors, |s, v| parse_bool(s, COMPRESS, v))
+        .flatten()
+        .unwrap_or_default();
+    let interval = read
+        .optional(HEALTH_INTERVAL, &mut errors, parse_health_interval)
+        .flatten();
+    let health_check = match (labels.contains_key(HEALTH_PATH), interval) {
+        (true, interval_ms) => Some(HealthCheck {
+            interval_ms: interval_ms.unwrap_or(HEALTH_INTERVAL_DEFAULT_MS),
+        }),
+        (false, None) => None,
+        (false, Some(_)) => {
+            errors.push(LabelError::invalid(
+                service,
+                HEALTH_INTERVAL,
+                &labels[HEALTH_INTERVAL],
+                Reason::Needs { needs: HEALTH_PATH },
+            ));
+            None
+        }
+    };
     // nginx: max_fails=0 turns the accounting off.
     let failure_limit = match (max_fails, fail_timeout) {
         (None, None) | (Some(0), _) => None,
@@ -45,6 +78,8 @@ pub(super) fn parse_options(
             ip_hash,
             sticky_cookie,
             failure_limit,
+            health_check,
+            compress,
             backend_tls: None,
             passthrough: false,
         })
@@ -86,6 +121,22 @@ pub fn parse_fail_timeout(service: &str, value: &str) -> Result<u32, LabelError>
     }
 }
 
+/// `com.docker.lb.health_interval`: a duration (`super::duration`: `500ms`, `5s` or `5`,
+/// `2m`, `1h`), trimmed of spaces, from [`HEALTH_INTERVAL_MIN_MS`] to
+/// [`HEALTH_INTERVAL_MAX_MS`]. Milliseconds.
+pub fn parse_health_interval(service: &str, value: &str) -> Result<u32, LabelError> {
+    let range = u64::from(HEALTH_INTERVAL_MIN_MS)..=u64::from(HEALTH_INTERVAL_MAX_MS);
+    match super::duration::parse_ms(value.trim()) {
+        Some(ms) if range.contains(&ms) => Ok(ms as u32),
+        _ => Err(LabelError::invalid(
+            service,
+            HEALTH_INTERVAL,
+            value,
+            Reason::NotAnInterval,
+        )),
+    }
+}
+
 /// `com.docker.lb.sticky_session_cookie`: the cookie's name (see [`is_cookie_name`]).
 pub fn parse_cookie_name(service: &str, value: &str) -> Result<String, LabelError> {
     check_chars(service, STICKY_SESSION_COOKIE, value)?;
@@ -118,6 +169,16 @@ pub struct BackendOptions {
     /// checks, from nginx): a task is taken out of rotation after this many failed requests in
     /// a row, and tried again after the timeout.
     pub failure_limit: Option<FailureLimit>,
+    /// `com.docker.lb.health_path` (+ `health_interval`): an active HTTP health check instead
+    /// of the template's TCP connect. The path and `Host` are hosts map entries
+    /// ([`crate::model::shaping::Shaping::health_path`]); only whether the check is HTTP and
+    /// its interval are the backend's.
+    pub health_check: Option<HealthCheck>,
+    /// `com.docker.lb.compress=true`: HAProxy compresses responses of the usual text types
+    /// for clients that accept it, never one that already has a `Content-Encoding`
+    /// (`compression algo gzip deflate` + `compression type ...` in the section;
+    /// configuration.txt, "compression").
+    pub compress: bool,
     /// `com.docker.lb.ssl_backend=true`: HAProxy speaks TLS to the servers
     /// (`ssl_backend_tls_verify`: verifying their certificates or not).
     pub backend_tls: Option<BackendTls>,
@@ -149,6 +210,18 @@ pub struct FailureLimit {
     pub fail_timeout_ms: u32,
 }
 
+/// An active HTTP health check: every `interval_ms` each task gets `GET <health_path>`; two
+/// answers outside 2xx/3xx in a row (or timeouts, the template's `fall 2`) take it out, two
+/// good ones (`rise 2`) bring it back. HAProxy: `option httpchk`, `http-check send` with the
+/// path and host read from the hosts map, `http-check expect status 200-399` in the section
+/// (configuration.txt, "option httpchk", "http-check send", "http-check expect", 2.2+), and
+/// `inter <ms>` on each server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HealthCheck {
+    /// Milliseconds between two checks of a task, 100..=3_600_000.
+    pub interval_ms: u32,
+}
+
 /// The options HAProxy takes in a backend's section, or in the named defaults section a
 /// backend is created from at runtime (3.4+: `add backend <b> from <defaults>`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -159,6 +232,10 @@ pub struct SectionOptions {
     pub sticky_cookie: Option<String>,
     /// `mode tcp`.
     pub passthrough: bool,
+    /// `option httpchk` and the `http-check` rules of [`HealthCheck`].
+    pub httpchk: bool,
+    /// `compression algo` and `compression type` lines.
+    pub compress: bool,
 }
 
 /// The options HAProxy takes as server keywords: the backend's `default-server` lines, and
@@ -167,6 +244,8 @@ pub struct SectionOptions {
 pub struct ServerOptions {
     pub failure_limit: Option<FailureLimit>,
     pub backend_tls: Option<BackendTls>,
+    /// `inter <ms>`: the health check's interval ([`HealthCheck::interval_ms`]).
+    pub check_inter_ms: Option<u32>,
 }
 
 impl BackendOptions {
@@ -178,6 +257,8 @@ impl BackendOptions {
             ip_hash,
             sticky_cookie,
             passthrough,
+            health_check,
+            compress,
             failure_limit: _,
             backend_tls: _,
         } = self;
@@ -185,6 +266,8 @@ impl BackendOptions {
             ip_hash: *ip_hash,
             sticky_cookie: sticky_cookie.clone(),
             passthrough: *passthrough,
+            httpchk: health_check.is_some(),
+            compress: *compress,
         }
     }
 
@@ -196,10 +279,13 @@ impl BackendOptions {
             passthrough: _,
             failure_limit,
             backend_tls,
+            health_check,
+            compress: _,
         } = self;
         ServerOptions {
             failure_limit: *failure_limit,
             backend_tls: *backend_tls,
+            check_inter_ms: health_check.map(|h| h.interval_ms),
         }
     }
 
@@ -209,15 +295,24 @@ impl BackendOptions {
             ip_hash,
             sticky_cookie,
             passthrough,
+            httpchk,
+            compress,
         } = section;
         let ServerOptions {
             failure_limit,
             backend_tls,
+            check_inter_ms,
         } = server;
+        // A check without its interval keyword has the template's.
+        let health_check = httpchk.then(|| HealthCheck {
+            interval_ms: check_inter_ms.unwrap_or(HEALTH_INTERVAL_DEFAULT_MS),
+        });
         Self {
             ip_hash,
             sticky_cookie,
             failure_limit,
+            health_check,
+            compress,
             backend_tls,
             passthrough,
         }
@@ -258,6 +353,8 @@ mod tests {
                 ip_hash: true,
                 sticky_cookie: Some("session_id-1.x".into()),
                 failure_limit: None,
+                health_check: None,
+                compress: false,
                 backend_tls: None,
                 passthrough: false,
             }
@@ -319,6 +416,84 @@ mod tests {
     }
 
     #[test]
+    fn a_health_path_turns_the_check_on_with_its_interval_bounded_from_100ms_to_1h() {
+        let check = |labels: &[(&str, &str)]| {
+            let mut all = vec![(HOSTS, "a.example"), (PORT, "80")];
+            all.extend_from_slice(labels);
+            route(&all).expect("route").options.health_check
+        };
+        let every = |interval_ms| Some(HealthCheck { interval_ms });
+        assert_eq!(check(&[]), None);
+        assert_eq!(check(&[(HEALTH_PATH, "/healthz")]), every(2_000));
+        for (value, ms) in [
+            ("5s", 5_000),
+            ("5", 5_000),
+            ("100ms", 100),
+            ("2m", 120_000),
+            ("1h", 3_600_000),
+        ] {
+            assert_eq!(
+                check(&[(HEALTH_PATH, "/"), (HEALTH_INTERVAL, value)]),
+                every(ms),
+                "{value}"
+            );
+        }
+        for bad in [
+            "99ms",
+            "0",
+            "61m",
+            "2h",
+            "1.5s",
+            "05s",
+            "5 s",
+            "-1s",
+            "",
+            "99999999999999h",
+        ] {
+            let errs = errors(&[
+                (HOSTS, "a.example"),
+                (PORT, "80"),
+                (HEALTH_PATH, "/"),
+                (HEALTH_INTERVAL, bad),
+            ]);
+            assert!(
+                matches!(errs.as_slice(), [LabelError::Invalid { label, reason, .. }]
+                    if label == HEALTH_INTERVAL && **reason == Reason::NotAnInterval),
+                "{bad:?}: {errs:?}"
+            );
+        }
+        let errs = errors(&[(HOSTS, "a.example"), (PORT, "80"), (HEALTH_INTERVAL, "5s")]);
+        assert!(
+            errs[0]
+                .to_string()
+                .contains("needs com.docker.lb.health_path"),
+            "{errs:?}"
+        );
+    }
+
+    #[test]
+    fn compress_is_a_bool_and_anything_else_is_an_error_naming_it() {
+        let compress = |value: &str| {
+            route(&[(HOSTS, "a.example"), (PORT, "80"), (COMPRESS, value)])
+                .map(|r| r.options.compress)
+        };
+        assert_eq!(compress("true"), Ok(true));
+        assert_eq!(compress("false"), Ok(false));
+        let errs = compress("gzip").expect_err("not a bool");
+        assert!(
+            matches!(errs.as_slice(), [LabelError::Invalid { label, reason, .. }]
+                if label == COMPRESS && **reason == Reason::NotABool),
+            "{errs:?}"
+        );
+        let on = BackendOptions {
+            compress: true,
+            ..BackendOptions::default()
+        };
+        assert!(on.section().compress, "a section option");
+        assert_eq!(on.server(), ServerOptions::default(), "no server keyword");
+    }
+
+    #[test]
     fn a_bad_or_hostile_option_label_is_an_error_naming_it_and_leaves_the_route_out() {
         let long = "c".repeat(65);
         let smuggle = |ch| Reason::Syntax { ch, in_host: false };
@@ -365,6 +540,8 @@ mod tests {
                 max_fails: 2,
                 fail_timeout_ms: 3000,
             }),
+            health_check: Some(HealthCheck { interval_ms: 500 }),
+            compress: true,
             backend_tls: Some(BackendTls { verify: true }),
             passthrough: false,
         };

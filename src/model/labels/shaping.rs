@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 
 use super::keys::{
-    HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER, TIMEOUT_SERVER, TIMEOUT_TUNNEL,
+    HEALTH_HOST, HEALTH_INTERVAL, HEALTH_PATH, HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER,
+    TIMEOUT_SERVER, TIMEOUT_TUNNEL,
 };
 use super::LabelError;
 use crate::model::shaping::{
-    Direction, Shaping, HEADER_VALUE_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_SERVER_MAX_MS,
+    Direction, Shaping, HEADER_VALUE_MAX, HEALTH_PATH_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_SERVER_MAX_MS,
     TIMEOUT_TUNNEL_MAX_MS,
 };
 use crate::model::Reason;
@@ -66,6 +67,40 @@ fn parse_timeout(
     super::duration::parse_ms(value.trim())
         .filter(|ms| (1..=max_ms).contains(ms))
         .ok_or_else(|| LabelError::invalid(service, label, value, Reason::NotATimeout { max }))
+}
+
+/// `health_path`: `/` then printable ASCII without spaces (the request line of HAProxy's
+/// check is `GET <path> HTTP/1.0`: a space, CR or LF would split it), trimmed, at most
+/// [`HEALTH_PATH_MAX`] bytes. The query is kept.
+fn parse_health_path(service: &str, value: &str) -> Result<String, LabelError> {
+    let path = value.trim_matches([' ', '\t']);
+    let ok = path.starts_with('/')
+        && path.len() <= HEALTH_PATH_MAX
+        && path.bytes().all(|b| b.is_ascii_graphic());
+    ok.then(|| path.to_owned())
+        .ok_or_else(|| LabelError::invalid(service, HEALTH_PATH, value, Reason::NotAHealthPath))
+}
+
+/// `health_host`: a host name (letters, digits, `-`, `.`, at most 253 bytes), optionally
+/// followed by `:<port>`; sent as the check's `Host` header.
+fn parse_health_host(service: &str, value: &str) -> Result<String, LabelError> {
+    let host = value.trim_matches([' ', '\t']);
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    let name_ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.'));
+    let port_ok = match port {
+        None => true,
+        Some(p) => !p.starts_with('0') && p.parse::<u16>().is_ok(),
+    };
+    (name_ok && port_ok)
+        .then(|| host.to_ascii_lowercase())
+        .ok_or_else(|| LabelError::invalid(service, HEALTH_HOST, value, Reason::NotAHealthHost))
 }
 
 /// A header value: trimmed of spaces and tabs, printable ASCII with spaces and tabs, at most
@@ -131,6 +166,9 @@ pub(super) fn check_passthrough(
         REQUEST_HEADER,
         TIMEOUT_SERVER,
         TIMEOUT_TUNNEL,
+        HEALTH_PATH,
+        HEALTH_HOST,
+        HEALTH_INTERVAL,
     ]
     .map(|k| k.strip_suffix(NAME_PART).unwrap_or(k));
     for (label, value) in labels {
@@ -179,6 +217,24 @@ pub(super) fn parse_shaping(
                 Ok(ms) => *field = Some(ms),
                 Err(e) => errors.push(e),
             }
+        }
+    }
+    if let Some(value) = labels.get(HEALTH_PATH) {
+        match parse_health_path(service, value) {
+            Ok(v) => shaping.health_path = Some(v),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Some(value) = labels.get(HEALTH_HOST) {
+        match parse_health_host(service, value) {
+            Ok(_) if !labels.contains_key(HEALTH_PATH) => errors.push(LabelError::invalid(
+                service,
+                HEALTH_HOST,
+                value,
+                Reason::Needs { needs: HEALTH_PATH },
+            )),
+            Ok(v) => shaping.health_host = Some(v),
+            Err(e) => errors.push(e),
         }
     }
     let families = [
@@ -377,6 +433,59 @@ mod tests {
         assert!(errors[0]
             .to_string()
             .contains("not applied with ssl_passthrough"));
+    }
+
+    #[test]
+    fn a_health_path_and_host_are_read_trimmed_and_bad_ones_are_errors_naming_the_label() {
+        let mut errors = Vec::new();
+        let got = parse_shaping(
+            "web",
+            &labels(&[
+                (HEALTH_PATH, " /healthz?full=1&x=%20 "),
+                (HEALTH_HOST, "Check.Example:8080"),
+            ]),
+            &mut errors,
+        )
+        .expect("shaping");
+        assert_eq!(errors, vec![]);
+        assert_eq!(got.health_path.as_deref(), Some("/healthz?full=1&x=%20"));
+        assert_eq!(got.health_host.as_deref(), Some("check.example:8080"));
+        let long = format!("/{}", "a".repeat(HEALTH_PATH_MAX));
+        for (label, value, reason) in [
+            (HEALTH_PATH, "healthz", "not a health check path"),
+            (HEALTH_PATH, "", "not a health check path"),
+            (HEALTH_PATH, "/a b", "not a health check path"),
+            (HEALTH_PATH, "/a\r\nHost: evil", "not a health check path"),
+            (HEALTH_PATH, "/caf\u{e9}", "not a health check path"),
+            (HEALTH_PATH, long.as_str(), "not a health check path"),
+            (HEALTH_HOST, "a b", "not a host name"),
+            (HEALTH_HOST, "a.example:0", "not a host name"),
+            (HEALTH_HOST, "a.example:99999", "not a host name"),
+            (HEALTH_HOST, "a.example\r\nX: y", "not a host name"),
+        ] {
+            let mut all = vec![(label, value)];
+            if label == HEALTH_HOST {
+                all.push((HEALTH_PATH, "/"));
+            }
+            let mut errors = Vec::new();
+            assert_eq!(parse_shaping("web", &labels(&all), &mut errors), None);
+            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+            assert!(
+                text.starts_with(&format!("service web: label {label}=")) && text.contains(reason),
+                "{label}={value:?}: {text}"
+            );
+            assert!(!text.contains(['\r', '\n']), "{text:?}");
+        }
+        let mut errors = Vec::new();
+        let lone = labels(&[(HEALTH_HOST, "a.example")]);
+        assert_eq!(parse_shaping("web", &lone, &mut errors), None);
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("needs com.docker.lb.health_path"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub(super) fn route(labels: &[(&str, &str)]) -> Result<Route, Vec<LabelError>> {
         .expect("service has lb labels")
         .route
     {
-        Verdict::Route(route) => Ok(route),
+        Verdict::Route(route) => Ok(*route),
         Verdict::Refused(errors) => Err(errors),
         Verdict::NoHosts => panic!("labels {labels:?} ask for no routing"),
     }
@@ -38,7 +38,7 @@ impl Verdict {
     }
     pub(super) fn expect(self, what: &str) -> Route {
         match self {
-            Verdict::Route(route) => route,
+            Verdict::Route(route) => *route,
             other => panic!("{what}: {other:?}"),
         }
     }

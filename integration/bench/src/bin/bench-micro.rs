@@ -14,36 +14,42 @@
 //! 3. reload of that 42,000-server config through the master CLI;
 //! 4. access: requests per second through HAProxy to a service with no policy, and to
 //!    services with address lists and a rate limit, and with basic auth (sha-512-crypt,
-//!    bcrypt), on their own small HAProxy, in the same run; each as a ratio to no policy.
+//!    bcrypt), on their own small HAProxy, in the same run; each as a ratio to no policy;
+//! 5. shaping (`--only shaping`, not run by default): requests per second through HAProxy on
+//!    routes with two response headers, gzip compression, an HTTP health check, each alone
+//!    and all three, beside a route without labels, in alternating rounds of one run.
 #![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use swarm_lb_bench::micro::{access, apply, procfs, proxy, reload, scale};
+use swarm_lb_bench::micro::{access, apply, procfs, proxy, reload, scale, shaping};
 use swarm_lb_bench::Report;
 use tokio::signal::unix::SignalKind;
 
 struct Args {
     json: Option<PathBuf>,
-    /// Sections to run: `plan`, `apply`, `reload`, `access`.
+    /// Sections to run: `plan`, `apply`, `reload`, `access`, `shaping`.
     only: Vec<String>,
     apply: apply::Options,
     reload: reload::Options,
     scale: scale::Options,
     access: access::Options,
+    shaping: shaping::Options,
 }
 
-const SECTIONS: [&str; 4] = ["plan", "apply", "reload", "access"];
+const SECTIONS: [&str; 5] = ["plan", "apply", "reload", "access", "shaping"];
 
-const USAGE: &str = "usage: bench-micro [--json out.json] [--only plan,apply,reload,access] \
+const USAGE: &str = "usage: bench-micro [--json out.json] \
+     [--only plan,apply,reload,access,shaping] \
      [--runs N (apply, default 11)] [--reloads N (default 3)] [--plan-runs N (default 21)] \
      [--access-rounds N (default 5)]";
 
 fn parse_args() -> anyhow::Result<Args> {
     let mut args = Args {
         json: None,
-        only: SECTIONS.iter().map(|s| s.to_string()).collect(),
+        // `shaping` only when asked for: its figures are for issue 24's row.
+        only: SECTIONS[..4].iter().map(|s| s.to_string()).collect(),
         apply: apply::Options { runs: 11 },
         reload: reload::Options { reloads: 3 },
         scale: scale::Options {
@@ -54,6 +60,11 @@ fn parse_args() -> anyhow::Result<Args> {
             rounds: 5,
             each: std::time::Duration::from_secs(2),
             connections: 8,
+        },
+        shaping: shaping::Options {
+            rounds: 5,
+            connections: 16,
+            round: std::time::Duration::from_secs(2),
         },
     };
     let mut it = std::env::args().skip(1);
@@ -113,7 +124,8 @@ fn main() -> anyhow::Result<()> {
     if args.runs("plan") {
         scale::run(&mut report, &args.scale)?;
     }
-    if !args.runs("apply") && !args.runs("reload") && !args.runs("access") {
+    if !args.runs("apply") && !args.runs("reload") && !args.runs("access") && !args.runs("shaping")
+    {
         return finish(&mut report, &args);
     }
 
@@ -159,6 +171,13 @@ async fn with_haproxy(report: &mut Report, args: &Args) -> anyhow::Result<()> {
     // On its own small HAProxy, first: the large one below would share the machine with it.
     if args.runs("access") {
         access::run(report, &args.access).await?;
+    }
+    if args.runs("shaping") {
+        let (task, server) = shaping::task().await?;
+        let proxy = proxy::Proxy::start(&shaping::state(task)?).await?;
+        let result = shaping::run(&proxy, report, &args.shaping).await;
+        server.abort();
+        result?;
     }
     if !args.runs("apply") && !args.runs("reload") {
         return Ok(());
