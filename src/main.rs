@@ -4,6 +4,7 @@
 
 #![forbid(unsafe_code)]
 
+mod allocator;
 mod cli;
 mod commands;
 mod settings;
@@ -21,11 +22,6 @@ use swarm_lb::reconcile::{self, bootstrap_config, secrets};
 use swarm_lb::swarm;
 
 use cli::{Cli, Cmd, RunArgs};
-
-/// jemalloc (see Cargo.toml's `jemalloc` feature for why and what it was measured to save).
-#[cfg(feature = "jemalloc")]
-#[global_allocator]
-static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -45,15 +41,6 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let settings = settings::settings(c, args.strategy, args.reload_timeout)?;
-    // Checked at start; the order path that uses it is still to come (docs/acme.md).
-    if let Some(acme) = settings::acme(c, &settings.render.template)? {
-        info!(
-            directory = %acme.directory,
-            ca_bundle = acme.ca_bundle.is_some(),
-            eab = acme.eab.is_some(),
-            "ACME configured"
-        );
-    }
     let proxy = settings::proxy_spec(c, &args.create)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     let ca = render::backend_ca_path(&settings.render);

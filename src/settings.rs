@@ -28,7 +28,7 @@ use crate::cli::{Common, CreateArgs, Delivery, DeliveryArgs, RunArgs};
 /// The reconciler's settings: the template read and checked with the HAProxy paths.
 ///
 /// Errors: an unreadable template, a config dir that is no valid map path, a template that
-/// does not take the paths.
+/// does not take the paths, a refused `--acme*` value ([`acme`]).
 pub fn settings(
     c: &Common,
     strategy: Strategy,
@@ -56,6 +56,8 @@ pub fn settings(
     render
         .validate()
         .context("checking the template and the HAProxy paths")?;
+    // Checked at start; the order path that uses it is still to come (docs/acme.md).
+    acme(c, &render.template)?;
     Ok(Settings {
         model: model::Settings {
             default_network: c.default_network.clone(),
@@ -97,7 +99,14 @@ pub fn acme(c: &Common, template: &str) -> anyhow::Result<Option<AcmeSettings>> 
         eab_kid: c.acme_eab_kid.as_deref(),
         eab_hmac_file: c.acme_eab_hmac_file.as_deref(),
     };
-    Ok(Some(AcmeSettings::new(&flags)?))
+    let acme = AcmeSettings::new(&flags)?;
+    info!(
+        directory = %acme.directory,
+        ca_bundle = acme.ca_bundle.is_some(),
+        eab = acme.eab.is_some(),
+        "ACME configured"
+    );
+    Ok(Some(acme))
 }
 
 /// The certificate files under the config dir.
