@@ -213,6 +213,22 @@ mod tests {
     use super::*;
     use crate::model::labels::testing::labels;
 
+    /// `pairs` give no policy, and the error names service `web`, `label` and `reason`.
+    fn assert_refused(pairs: &[(&str, &str)], label: &str, reason: &str) {
+        let mut errors = Vec::new();
+        assert_eq!(
+            parse_access("web", &labels(pairs), &mut errors),
+            None,
+            "{pairs:?}"
+        );
+        let text = errors.iter().map(|e| e.to_string()).collect::<String>();
+        assert!(
+            text.starts_with(&format!("service web: label {label}=")),
+            "{text}"
+        );
+        assert!(text.contains(reason), "{pairs:?}: {text}");
+    }
+
     #[test]
     fn allow_and_deny_lists_of_both_families_are_read() {
         let mut errors = Vec::new();
@@ -278,18 +294,7 @@ mod tests {
                 "needs a rate",
             ),
         ] {
-            let mut errors = Vec::new();
-            assert_eq!(
-                parse_access("web", &labels(pairs), &mut errors),
-                None,
-                "{pairs:?}"
-            );
-            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
-            assert!(
-                text.starts_with(&format!("service web: label {label}=")),
-                "{text}"
-            );
-            assert!(text.contains(reason), "{pairs:?}: {text}");
+            assert_refused(pairs, label, reason);
         }
     }
 
@@ -380,18 +385,7 @@ mod tests {
                 "needs a user list",
             ),
         ] {
-            let mut errors = Vec::new();
-            assert_eq!(
-                parse_access("web", &labels(pairs), &mut errors),
-                None,
-                "{pairs:?}"
-            );
-            let text = errors.iter().map(|e| e.to_string()).collect::<String>();
-            assert!(
-                text.starts_with(&format!("service web: label {label}=")),
-                "{text}"
-            );
-            assert!(text.contains(reason), "{pairs:?}: {text}");
+            assert_refused(pairs, label, reason);
         }
     }
 
