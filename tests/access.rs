@@ -41,15 +41,10 @@ async fn echo() -> Echo {
                 continue;
             };
             tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
                 // Health checks connect and close without a request.
-                while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(raw) = support::read_head(&mut stream).await else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&raw);
                 let values = |name: &str| {
                     head.lines()

@@ -43,20 +43,16 @@ async fn echo(at: SocketAddr) -> Echo {
                 continue;
             };
             tokio::spawn(async move {
-                let mut raw = Vec::new();
-                let mut buf = [0u8; 4096];
                 // Health checks connect and close without a request.
-                while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => raw.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(raw) = support::read_head(&mut stream).await else {
+                    return;
+                };
                 let head = String::from_utf8_lossy(&raw).into_owned();
                 if head.to_ascii_lowercase().contains("upgrade: websocket") {
                     // A websocket that never speaks: held open until the peer closes it.
                     let accept = "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
                     if stream.write_all(accept.as_bytes()).await.is_ok() {
+                        let mut buf = [0u8; 4096];
                         while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                     }
                     return;
@@ -583,14 +579,9 @@ impl Checked {
                 };
                 let (ok, hosts) = (ok.clone(), hosts.clone());
                 tokio::spawn(async move {
-                    let mut raw = Vec::new();
-                    let mut buf = [0u8; 4096];
-                    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
-                        }
-                    }
+                    let Some(raw) = support::read_head(&mut stream).await else {
+                        return;
+                    };
                     let head = parse_reply(&String::from_utf8_lossy(&raw));
                     let target = String::from_utf8_lossy(&raw)
                         .split(' ')

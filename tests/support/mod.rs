@@ -398,6 +398,20 @@ async fn serve(
 }
 
 /// `GET /` with `Host: host` to 127.0.0.1:`port`, one connection: (status, body).
+/// A test server's read of one request head: the bytes up to and including the blank line,
+/// or `None` when the peer closes first (HAProxy's TCP checks connect and close).
+pub async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !raw.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(raw)
+}
+
 pub async fn try_http_get(port: u16, host: &str) -> std::io::Result<(u16, String)> {
     let r = try_http_get_with(port, host, "").await?;
     Ok((r.status, r.body))
