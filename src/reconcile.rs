@@ -126,6 +126,9 @@ pub struct Report {
     pub attached: usize,
     pub detached: usize,
     pub files_written: bool,
+    /// A backend that goes was kept by this pass (see [`retire::RETIRE_AFTER`]): run a pass
+    /// after this long, which retires it.
+    pub next_pass_in: Option<Duration>,
 }
 
 impl Report {
@@ -344,12 +347,14 @@ impl Reconciler {
         };
         let attached = self.networks.managed(snap, &desired).await?;
         let settings = self.plan_settings();
+        let hold = self.retirements.hold(Instant::now());
         let mut plan = plan::plan_cached(
             &actual,
             &attached,
             &desired,
             &settings,
             &mut self.plan_cache,
+            &hold,
         );
         if !self.files.template_loaded() && !plan.reload {
             info!(
@@ -427,6 +432,7 @@ impl Reconciler {
             report.reloads += 1;
             (desired, actual, plan) = self.read_and_plan(snap, Reach::MayReload).await?;
         }
+        report.next_pass_in = self.retirements.note_held(&plan.held, Instant::now());
         report.commands += self.apply_certs(&desired).await;
         self.note_cert_problems(snap, &desired);
         if plan.is_empty() {

@@ -76,6 +76,10 @@ pub struct Plan {
     /// Networks to attach the HAProxy container to before routing, and to detach after.
     pub attach: Vec<NetworkId>,
     pub detach: Vec<NetworkId>,
+    /// Backends that go but are not retired by this plan (3.4+): a route named them when it
+    /// began, or the caller holds them (`hold` of [`plan_cached`]). They stay in `target` as
+    /// HAProxy holds them; a later plan retires them.
+    pub held: Vec<BackendName>,
 }
 
 impl Plan {
@@ -184,6 +188,14 @@ impl fmt::Display for Summary {
 /// backend whose options or mode change is replaced the same way by its next generation
 /// (`<service>:<n>`, see [`generation`]): created and filled, the map entries switched to it,
 /// the old one retired.
+///
+/// A backend that goes is retired only by a plan that begins with no route naming it: the
+/// plan that moves or deletes its routes keeps it ([`Plan::held`]), and so does a plan given
+/// it in `hold`. A request looks its
+/// backend up in the hosts map (`set-var(txn.backend)`) and is sent there by a later rule
+/// (`use_backend %[var(txn.backend)]`); HAProxy's CLI runs on another thread, and a backend
+/// unpublished between the two rules is not found, so the request fell to `_default`'s 503
+/// (seen once in 2,108 requests of an options change on 3.4.7 in CI).
 pub fn plan(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
@@ -196,6 +208,7 @@ pub fn plan(
         desired,
         settings,
         &mut PlanCache::default(),
+        &BTreeSet::new(),
     )
 }
 
@@ -211,13 +224,16 @@ pub struct PlanCache {
     settled: HashMap<BackendName, (BackendSpec, Arc<BackendState>)>,
 }
 
-/// [`plan`], skipping the backends `cache` knows to be as desired already.
+/// [`plan`], skipping the backends `cache` knows to be as desired already, and retiring none
+/// of the backends in `hold` (the caller's: those whose routes left them a moment ago, see
+/// `reconcile::retire`).
 pub fn plan_cached(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
     desired: &Desired,
     settings: &PlanSettings,
     cache: &mut PlanCache,
+    hold: &BTreeSet<BackendName>,
 ) -> Plan {
     if cache.settings.as_ref() != Some(settings) {
         cache.settled.clear();
@@ -281,10 +297,40 @@ pub fn plan_cached(
         .keys()
         .filter(|name| !desired.backends.contains_key(*name))
         .collect();
+    // The backends a route names as the plan begins (also those it moves off or deletes):
+    // read through all the routes, so only when a backend goes or a route changes.
+    let routed_cell = std::cell::OnceCell::new();
+    let routed = || -> &BTreeSet<BackendName> {
+        routed_cell.get_or_init(|| {
+            actual
+                .hosts
+                .values()
+                .filter_map(MapValue::target_backend)
+                .collect()
+        })
+    };
+    // Those the desired routes still name: a backend that goes while a route keeps naming it
+    // (no model makes that) is retired as before, not kept for ever.
+    let still_routed_cell = std::cell::OnceCell::new();
+    let still_routed = || -> &BTreeSet<BackendName> {
+        still_routed_cell.get_or_init(|| {
+            desired
+                .hosts
+                .values()
+                .filter_map(MapValue::target_backend)
+                .collect()
+        })
+    };
     let mut retirements = Vec::new();
+    let mut held = Vec::new();
     if settings.runtime_backends.delete {
         for name in gone {
-            retirements.extend(backend::retire(name, &actual.backends[name]));
+            if hold.contains(name) || (routed().contains(name) && !still_routed().contains(name)) {
+                backends.insert(name.clone(), actual.backends[name].clone());
+                held.push(name.clone());
+            } else {
+                retirements.extend(backend::retire(name, &actual.backends[name]));
+            }
         }
     } else {
         reload |= !gone.is_empty();
@@ -354,11 +400,6 @@ pub fn plan_cached(
     // again before the first route to it.
     let publish: Vec<Command> =
         if settings.runtime_backends.delete && !(early.is_empty() && late.is_empty()) {
-            let routed: BTreeSet<BackendName> = actual
-                .hosts
-                .values()
-                .filter_map(MapValue::target_backend)
-                .collect();
             early
                 .iter()
                 .chain(&late)
@@ -368,7 +409,7 @@ pub fn plan_cached(
                     }
                     _ => None,
                 })
-                .filter(|b| !routed.contains(b) && !created.contains(b))
+                .filter(|b| !routed().contains(b) && !created.contains(b))
                 .collect::<BTreeSet<_>>()
                 .into_iter()
                 .map(|backend| Command::PublishBackend { backend })
@@ -394,6 +435,7 @@ pub fn plan_cached(
         },
         attach: desired.networks.difference(attached).cloned().collect(),
         detach: attached.difference(&desired.networks).cloned().collect(),
+        held,
     }
 }
 

@@ -860,15 +860,61 @@ fn check_before_reload(
     Ok(())
 }
 
+/// The backend a retirement command (`plan::backend::retire`) acts on.
+fn retired_backend(cmd: &Command) -> Option<&BackendName> {
+    match cmd {
+        Command::UnpublishBackend { backend }
+        | Command::WaitServerRemovable { backend, .. }
+        | Command::DelServer { backend, .. }
+        | Command::DelBackend { backend } => Some(backend),
+        _ => None,
+    }
+}
+
+/// The target after the plans it takes to retire everything that goes: one, or two when the
+/// first keeps backends its routes named (see [`crate::plan::Plan::held`]).
+fn settled(actual: &ProxyState, d: &Desired, s: &PlanSettings) -> ProxyState {
+    let first = plan(actual, &networks_of(d), d, s);
+    if first.held.is_empty() {
+        return first.target;
+    }
+    let second = plan(&first.target, &networks_of(d), d, s);
+    assert!(second.held.is_empty(), "held twice: {:?}", second.held);
+    second.target
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn a_backend_that_goes_is_kept_while_a_route_names_it_and_retired_by_the_next_plan(
+        (actual, d) in actual_and_desired(),
+        s in plan_settings(),
+    ) {
+        let p = plan(&actual, &BTreeSet::new(), &d, &s);
+        let routed: BTreeSet<BackendName> =
+            actual.hosts.values().filter_map(MapValue::target_backend).collect();
+        for b in &p.held {
+            prop_assert!(routed.contains(b), "{b} held, no route named it");
+            prop_assert_eq!(p.target.backends.get(b), actual.backends.get(b));
+            prop_assert!(!p.target.hosts.values().any(|v| v.target_backend().as_ref() == Some(b)));
+            prop_assert!(!p.runtime.iter().any(|c| retired_backend(c) == Some(b)), "{b} retired at once");
+        }
+        let again = plan(&p.target, &BTreeSet::new(), &d, &s);
+        prop_assert!(again.held.is_empty(), "{:?}", again.held);
+        for b in &p.held {
+            prop_assert!(!again.target.backends.contains_key(b));
+            let deleted = Command::DelBackend { backend: b.clone() };
+            prop_assert!(again.runtime.contains(&deleted), "{b} not deleted");
+        }
+    }
 
     #[test]
     fn law_1_a_state_that_satisfies_desired_plans_to_nothing(
         (actual, d) in actual_and_desired(),
         s in plan_settings(),
     ) {
-        let target = plan(&actual, &networks_of(&d), &d, &s).target;
+        let target = settled(&actual, &d, &s);
         let again = plan(&target, &networks_of(&d), &d, &s);
         prop_assert!(again.is_empty(), "{again:?}");
         // A reload renders drained servers as maint; that must not loop either.
@@ -947,7 +993,12 @@ proptest! {
         s in plan_settings(),
     ) {
         let p = plan(&actual, &BTreeSet::new(), &d, &s);
-        prop_assert!(satisfies(&p.target, &d), "{:?}", p.target);
+        // Apart from the backends it keeps for a later plan to retire.
+        let mut kept = p.target.clone();
+        for b in &p.held {
+            kept.backends.remove(b);
+        }
+        prop_assert!(satisfies(&kept, &d), "{:?}", p.target);
         // The same routes, each to its service's backend (maybe a new generation of it).
         let by_service = |hosts: &BTreeMap<MapKey, MapValue>| -> BTreeMap<MapKey, MapValue> {
             hosts.iter().map(|(k, v)| {
@@ -1163,7 +1214,8 @@ fn on_3_4_options_without_a_loaded_defaults_section_still_take_a_reload() {
 }
 
 #[test]
-fn on_3_4_a_service_that_goes_loses_its_routes_then_is_unpublished_emptied_and_deleted() {
+fn on_3_4_a_service_that_goes_loses_its_routes_then_the_next_plan_unpublishes_empties_and_deletes_it(
+) {
     let actual = state(
         vec![
             ("web", slots(&[Some(("10.0.0.1:80", Admin::Ready)), None])),
@@ -1175,16 +1227,38 @@ fn on_3_4_a_service_that_goes_loses_its_routes_then_is_unpublished_emptied_and_d
         vec![("api", task(&[("10.0.0.2:80", Ready)]))],
         &[("api.test", "api")],
     );
+    let routes_go = plan(&actual, &no_networks(), &d, &settings_3_4(1));
+    assert!(!routes_go.reload, "{routes_go:?}");
+    let web = be("web");
+    // First the route goes, and the backend stays for a request that already looked it up.
+    assert_eq!(
+        routes_go.runtime,
+        vec![Command::DelMap {
+            map: hosts_map(),
+            key: host("web.test"),
+        }]
+    );
+    assert_eq!(routes_go.held, std::slice::from_ref(&web));
+    assert_eq!(routes_go.target.backends[&web], actual.backends[&web]);
+    // Held by the caller a while longer: still nothing.
+    let hold = BTreeSet::from([web.clone()]);
+    let s34 = settings_3_4(1);
+    let mut cache = PlanCache::default();
+    let held = plan_cached(
+        &routes_go.target,
+        &no_networks(),
+        &d,
+        &s34,
+        &mut cache,
+        &hold,
+    );
+    assert!(held.is_empty() && held.held == [web.clone()], "{held:?}");
+    let actual = routes_go.target;
     let p = plan(&actual, &no_networks(), &d, &settings_3_4(1));
     assert!(!p.reload, "{p:?}");
-    let web = be("web");
     assert_eq!(
         p.runtime,
         vec![
-            Command::DelMap {
-                map: hosts_map(),
-                key: host("web.test"),
-            },
             Command::UnpublishBackend {
                 backend: web.clone()
             },
@@ -1232,23 +1306,37 @@ fn on_3_4_an_options_change_is_a_new_generation_switched_in_then_the_old_one_ret
     );
     let published = at(&|c| matches!(c, Command::PublishBackend { backend } if *backend == next));
     let switched = at(&|c| matches!(c, Command::SetMap { value, .. } if value.as_str() == "web:2"));
-    let unpublished =
-        at(&|c| matches!(c, Command::UnpublishBackend { backend } if *backend == be("web")));
-    let deleted = at(&|c| matches!(c, Command::DelBackend { backend } if *backend == be("web")));
     assert!(
-        created < published
-            && published < switched
-            && switched < unpublished
-            && unpublished < deleted,
+        created < published && published < switched,
         "{:?}",
         p.runtime
     );
+    // The old generation stays, for a request that looked it up before the switch; the next
+    // plan retires it.
+    assert!(
+        !p.runtime.iter().any(|c| retired_backend(c).is_some()),
+        "{:?}",
+        p.runtime
+    );
+    assert_eq!(p.held, [be("web")]);
+    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
+    let retire = plan(&p.target, &no_networks(), &d, &settings_3_4(2));
+    let at = |f: &dyn Fn(&Command) -> bool| retire.runtime.iter().position(f).expect("present");
+    let unpublished =
+        at(&|c| matches!(c, Command::UnpublishBackend { backend } if *backend == be("web")));
+    let deleted = at(&|c| matches!(c, Command::DelBackend { backend } if *backend == be("web")));
+    assert!(unpublished < deleted, "{:?}", retire.runtime);
+    assert!(retire.held.is_empty());
+    assert_eq!(replay(&p.target, &retire.runtime).unwrap(), retire.target);
+    let p = Plan {
+        target: retire.target,
+        ..p
+    };
     // The task is in the new generation, ready, before the map moves.
     assert_eq!(p.target.backends.keys().collect::<Vec<_>>(), [&next]);
     assert_eq!(p.target.backends[&next].servers[0].addr, sa("10.0.0.1:80"));
     assert_eq!(p.target.backends[&next].servers[0].admin, Admin::Ready);
     assert_eq!(p.target.hosts[&host("web.test")], val("web:2"));
-    assert_eq!(replay(&actual, &p.runtime).unwrap(), p.target);
     // The next pass finds the new generation serving: nothing to do.
     let again = plan(&p.target, &no_networks(), &d, &settings_3_4(2));
     assert!(again.is_empty(), "{again:?}");
@@ -1428,9 +1516,9 @@ proptest! {
         s in strategy::plan_settings(),
     ) {
         let mut cache = crate::plan::PlanCache::default();
-        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache);
+        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new());
         prop_assert_eq!(&first, &plan(&actual, &no_networks(), &d, &s));
-        let again = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache);
+        let again = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new());
         prop_assert_eq!(again, first);
         // The second actual keeps the first one's value of each backend both name.
         let mut mixed = other.clone();
@@ -1440,11 +1528,11 @@ proptest! {
             }
         }
         prop_assert_eq!(
-            crate::plan::plan_cached(&mixed, &no_networks(), &d2, &s, &mut cache),
+            crate::plan::plan_cached(&mixed, &no_networks(), &d2, &s, &mut cache, &BTreeSet::new()),
             plan(&mixed, &no_networks(), &d2, &s)
         );
         prop_assert_eq!(
-            crate::plan::plan_cached(&mixed, &no_networks(), &d, &s, &mut cache),
+            crate::plan::plan_cached(&mixed, &no_networks(), &d, &s, &mut cache, &BTreeSet::new()),
             plan(&mixed, &no_networks(), &d, &s)
         );
     }

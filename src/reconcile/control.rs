@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{error, info, info_span, warn, Instrument};
 
 use super::{ReconcileError, Reconciler, Report};
@@ -101,6 +101,8 @@ pub async fn run<P: Passes>(
     proxy_check.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut retry = Backoff::new(timing.retry, timing.max_retry);
     let mut pending = true;
+    // A pass asked for by the last one (a backend held before its retirement).
+    let mut follow_up: Option<Instant> = None;
     let mut pass_no: u64 = 0;
     loop {
         reconciler.beat();
@@ -113,6 +115,7 @@ pub async fn run<P: Passes>(
                     }
                 }
                 _ = resync.tick() => reconciler.resync_due(),
+                () = sleep_until_some(follow_up) => {}
                 () = reconciler.woken() => {}
                 _ = proxy_check.tick() => {
                     if reconciler.proxy_is_same().await {
@@ -127,8 +130,9 @@ pub async fn run<P: Passes>(
         pass_no += 1;
         let span = info_span!("pass", n = pass_no);
         match reconciler.pass(&snap).instrument(span).await {
-            Ok(_) => {
+            Ok(report) => {
                 pending = false;
+                follow_up = report.next_pass_in.map(|d| Instant::now() + d);
                 retry.reset();
                 if !timing.debounce.is_zero() {
                     tokio::time::sleep(timing.debounce).await;
@@ -146,6 +150,14 @@ pub async fn run<P: Passes>(
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is none.
+async fn sleep_until_some(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -185,6 +197,8 @@ mod tests {
         failures: Arc<Mutex<VecDeque<bool>>>,
         restarted: Arc<AtomicBool>,
         wake: Arc<tokio::sync::Notify>,
+        /// What the next pass's report asks for: a pass after this long.
+        next_pass_in: Arc<Mutex<Option<Duration>>>,
     }
 
     impl Script {
@@ -227,7 +241,10 @@ mod tests {
                     source: std::io::Error::other("scripted failure"),
                 }))
             } else {
-                Ok(Report::default())
+                Ok(Report {
+                    next_pass_in: self.next_pass_in.lock().expect("next").take(),
+                    ..Report::default()
+                })
             })
         }
 
@@ -277,6 +294,21 @@ mod tests {
         tokio::time::sleep(100 * MS).await;
         assert_eq!(script.passes(), [(woken, 0)]);
         assert!(woken > idle);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pass_that_asks_for_another_gets_it_after_the_delay_it_names_and_no_more() {
+        let script = Script::default();
+        let (_tx, _idle) = started(&script).await;
+        // A pass that kept a backend whose routes just left it (see retire::RETIRE_AFTER).
+        *script.next_pass_in.lock().expect("next") = Some(Duration::from_secs(1));
+        let woken = Instant::now();
+        script.wake.notify_one();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(
+            script.passes(),
+            [(woken, 0), (woken + Duration::from_secs(1), 0)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

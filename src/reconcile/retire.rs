@@ -3,10 +3,16 @@
 //! connections still on its servers (a websocket, a long download): nothing routes there any
 //! more, so the pass goes on and later passes try it again. [`Retirements`] remembers which
 //! retirements were already logged, so that each says one info line when it begins and one
-//! when it starts waiting, not one per pass. Pure: no I/O, no clock; the caller logs what
-//! [`Retirements::begins`] says and the waits are logged here.
+//! when it starts waiting, not one per pass. It also holds a backend whose routes just left
+//! it for [`RETIRE_AFTER`] before any plan may retire it (see `plan::plan`: a request that
+//! looked the old backend up must still find it). Pure: no I/O, and the clock is the
+//! caller's (`now`); the caller logs what [`Retirements::begins`] says and the waits are
+//! logged here.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tracing::{debug, info};
 
@@ -22,7 +28,17 @@ pub(super) struct Retirements {
     retiring: BTreeSet<BackendName>,
     /// Retired backends whose wait for open connections was already logged.
     waiting: BTreeSet<BackendName>,
+    /// Backends a plan kept although they go ([`crate::plan::Plan::held`]), with the time
+    /// the first such plan was made: the moment their routes left them, within a pass.
+    held: BTreeMap<BackendName, Instant>,
 }
+
+/// How long a backend whose routes moved away or were deleted (HAProxy 3.4+: an old
+/// generation, a removed service's backend) stays published before it is retired. A request
+/// between its map lookup and its `use_backend` rule needs microseconds; one second covers a
+/// worker thread descheduled on a loaded machine many times over, and costs nothing but the
+/// old backend's memory for that second.
+pub(super) const RETIRE_AFTER: Duration = Duration::from_secs(1);
 
 impl Retirements {
     /// Forget the retirements of backends HAProxy (`actual`, a full or known state) no longer
@@ -35,6 +51,29 @@ impl Retirements {
     /// info), `false` when it is tried again.
     pub(super) fn begins(&mut self, backend: &BackendName) -> bool {
         self.retiring.insert(backend.clone())
+    }
+
+    /// The backends no plan may retire at `now`: held less than [`RETIRE_AFTER`] ago.
+    pub(super) fn hold(&self, now: Instant) -> BTreeSet<BackendName> {
+        self.held
+            .iter()
+            .filter(|(_, since)| now.saturating_duration_since(**since) < RETIRE_AFTER)
+            .map(|(b, _)| b.clone())
+            .collect()
+    }
+
+    /// A plan made at `now` kept `held` (and retires or keeps every other backend): remember
+    /// when each was first held, forget the rest. Returns how long until the first of them may
+    /// be retired, for the pass that will do it; `None` when none is held.
+    pub(super) fn note_held(&mut self, held: &[BackendName], now: Instant) -> Option<Duration> {
+        self.held.retain(|b, _| held.contains(b));
+        for b in held {
+            self.held.entry(b.clone()).or_insert(now);
+        }
+        self.held
+            .values()
+            .map(|since| RETIRE_AFTER.saturating_sub(now.saturating_duration_since(*since)))
+            .min()
     }
 
     /// Sort the refused commands of one batch (command, HAProxy's error, in batch order): a
@@ -116,6 +155,27 @@ mod tests {
         // Not refused in the next batch: no longer waiting.
         assert_eq!(r.refusals([]), []);
         assert!(r.waiting.is_empty());
+    }
+
+    #[test]
+    fn a_backend_whose_routes_left_is_held_for_one_second_then_let_go() {
+        let mut r = Retirements::default();
+        let t0 = Instant::now();
+        assert_eq!(r.note_held(&[be("web")], t0), Some(RETIRE_AFTER));
+        assert_eq!(
+            r.hold(t0 + Duration::from_millis(10)),
+            BTreeSet::from([be("web")])
+        );
+        // Held again by the next plan: still counted from the first.
+        let later = t0 + Duration::from_millis(400);
+        assert_eq!(
+            r.note_held(&[be("web")], later),
+            Some(Duration::from_millis(600))
+        );
+        assert!(r.hold(t0 + RETIRE_AFTER).is_empty());
+        // A plan that retires it (holds nothing) forgets it.
+        assert_eq!(r.note_held(&[], t0 + RETIRE_AFTER), None);
+        assert!(r.held.is_empty());
     }
 
     #[test]
