@@ -12,7 +12,9 @@
 //! file, a scheme HAProxy cannot check, empty) is logged once naming service, label and
 //! reason, and the service keeps its last good list; a service that never had one keeps an
 //! entry naming a list nobody loaded, which lets nobody in (fail closed). Nothing of a hash
-//! is logged: errors name lines and users.
+//! is logged: errors name lines and users. A file is read and parsed again only when its
+//! identity changes (inode, size, modification time: the copy job writes a new file), so a
+//! pass costs one `stat` per secret, not a parse of every list.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -53,6 +55,29 @@ pub struct AuthLists {
     in_force: BTreeMap<String, String>,
     /// The problems of the last pass, by their text (logged once, when they appear).
     reported: BTreeMap<String, LabelError>,
+    /// Each secret's file as last read: its identity and what parsing it gave.
+    parsed: BTreeMap<String, (FileStamp, Result<Vec<Entry>, Reason>)>,
+    /// Files read and parsed so far (a test counts them).
+    reads: u64,
+}
+
+/// What tells one version of a file from the next without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    inode: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            inode: meta.ino(),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
 }
 
 /// A secret's file, or why not.
@@ -71,6 +96,8 @@ impl AuthLists {
             good: BTreeMap::new(),
             in_force: BTreeMap::new(),
             reported: BTreeMap::new(),
+            parsed: BTreeMap::new(),
+            reads: 0,
         }
     }
 
@@ -97,7 +124,7 @@ impl AuthLists {
         self.reported.values().cloned().collect()
     }
 
-    fn read(&self, secret: &str) -> Read {
+    fn read(&mut self, secret: &str) -> Read {
         if let Some(delivery) = &self.delivery {
             match delivery.status(secret) {
                 SecretStatus::Ready => {}
@@ -106,14 +133,35 @@ impl AuthLists {
                 SecretStatus::Failed(why) => return Read::Refused(Reason::SecretDelivery { why }),
             }
         }
-        match std::fs::read_to_string(self.secrets_dir.join(secret)) {
-            Err(e) => Read::Refused(Reason::SecretUnreadable {
+        let path = self.secrets_dir.join(secret);
+        let unreadable = |e: std::io::Error| {
+            Read::Refused(Reason::SecretUnreadable {
                 why: e.kind().to_string(),
-            }),
-            Ok(text) => match htpasswd::parse(&text) {
-                Ok(entries) => Read::Ready(entries),
-                Err(e) => Read::Refused(Reason::NotAnHtpasswdFile(e)),
-            },
+            })
+        };
+        let stamp = match std::fs::metadata(&path) {
+            Ok(meta) => FileStamp::of(&meta),
+            Err(e) => return unreadable(e),
+        };
+        if let Some((seen, outcome)) = self.parsed.get(secret) {
+            if *seen == stamp {
+                return match outcome {
+                    Ok(entries) => Read::Ready(entries.clone()),
+                    Err(reason) => Read::Refused(reason.clone()),
+                };
+            }
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) => return unreadable(e),
+        };
+        self.reads += 1;
+        let outcome = htpasswd::parse(&text).map_err(Reason::NotAnHtpasswdFile);
+        self.parsed
+            .insert(secret.to_owned(), (stamp, outcome.clone()));
+        match outcome {
+            Ok(entries) => Read::Ready(entries),
+            Err(reason) => Read::Refused(reason),
         }
     }
 
@@ -201,6 +249,7 @@ impl AuthLists {
             .chain(wanted.values().map(|(s, _)| s))
             .collect();
         self.good.retain(|secret, _| keep.contains(secret));
+        self.parsed.retain(|secret, _| keep.contains(secret));
         for text in problems.keys() {
             if !self.reported.contains_key(text) {
                 error!(error = %text, "basic-auth user list refused: the service keeps its last good list, or lets nobody in");
@@ -298,6 +347,32 @@ mod tests {
         assert_eq!(entry(&d), "=a:v2:web");
         assert_eq!(names(&lists), ["v2"]);
         assert!(lists.loaded_in(&loaded), "no reload to drop v1");
+    }
+
+    #[test]
+    fn a_list_is_read_again_only_when_its_file_changes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("v1");
+        std::fs::write(&file, format!("alice:{BCRYPT}\n")).unwrap();
+        let mut auth = AuthLists::new(dir.path());
+        for _ in 0..5 {
+            auth.settle(&mut desired("v1"), &BTreeMap::new());
+        }
+        assert_eq!(auth.reads, 1, "five passes, one read");
+        // The copy job writes the secret's new data as a new file.
+        let next = dir.path().join("v1.new");
+        std::fs::write(&next, format!("alice:{BCRYPT}\nbob:{BCRYPT}\n")).unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        let lists = auth.settle(&mut desired("v1"), &BTreeMap::new());
+        assert_eq!(auth.reads, 2);
+        assert_eq!(lists.lists()["v1"].len(), 2, "bob is in");
+        // A file that became bad is refused once read, and stays refused unread.
+        std::fs::write(&next, "eve:$apr1$abc$def\n").unwrap();
+        std::fs::rename(&next, &file).unwrap();
+        auth.settle(&mut desired("v1"), &BTreeMap::new());
+        auth.settle(&mut desired("v1"), &BTreeMap::new());
+        assert_eq!(auth.reads, 3);
+        assert_eq!(auth.problems().len(), 1, "{:?}", auth.problems());
     }
 
     #[test]
