@@ -20,7 +20,7 @@ tree_before=$(git status --porcelain --untracked-files=all)
 [[ -z $tree_before ]] || echo "test: the tree has changes before the run; the end checks only that the run adds none" >&2
 
 bash scripts/setup.sh
-# The suite runs beside the product stack of scripts/run.sh (the README's first command), which
+# The suite runs beside the product stack of scripts/run.sh (README's first command), which
 # every stack the tests start must leave alone (their own compose project, container names and
 # loopback ports); it goes when the run ends (~30 s in all). SWARM_LB_TEST_WITH_PRODUCT_STACK=0
 # leaves it out.
@@ -119,9 +119,16 @@ run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
 # The fuzz targets build (nightly, sanitizer: ~4 min of CPU) beside the multi-node stages, which
 # mostly wait on Docker; the fuzz stage at the end then only runs them. Their latency bounds
 # (1 s) hold on this 2-core machine under such load (measured at load average 8-12).
+# mdbook (the book's builder, from crates.io: ~2.5 min of CPU) is installed after them, in the
+# same background job, so that at most one build competes with the multi-node tests.
 fuzz_build_log=${TMPDIR:-/tmp}/swarm-lb-fuzz-build.log
+book_install_log=${TMPDIR:-/tmp}/swarm-lb-book-install.log
+book_install_rc=${TMPDIR:-/tmp}/swarm-lb-book-install.rc
 bash scripts/fuzz.sh build >"$fuzz_build_log" 2>&1 &
 fuzz_build=$!
+( wait_for=$fuzz_build; while kill -0 "$wait_for" 2>/dev/null; do sleep 2; done
+  bash scripts/book.sh install >"$book_install_log" 2>&1; echo $? >"$book_install_rc" ) &
+book_install=$!
 echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
 run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
@@ -139,7 +146,7 @@ bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 # jobs through the stack's `swarm-lb api-proxy`), the API's refusals, and a crash on mn3 served
 # by every edge through the stack's agents.
 echo "== cargo test: docker-stack.yml from the cluster's registry (integration/e2e/tests/stack.rs)"
-# One drain round per run in CI (~30 s less; the README's figures are from 3-round runs).
+# One drain round per run in CI (~30 s less; docs/several-nodes.md's figures are from 3-round runs).
 run "stack e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local SWARM_LB_E2E_DRAIN_ROUNDS=1 \
     cargo test -p swarm-lb-e2e --test stack -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
@@ -152,7 +159,7 @@ run "fault: dockerd restart" \
     ${SWARM_LB_DOCKER_LOCK:+flock -x "$SWARM_LB_DOCKER_LOCK"} \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
     cargo test -p swarm-lb-e2e --test faults -- --ignored --test-threads 1 --nocapture
-# A short soak (churn under load, resources sampled every 10 s); the README's record is 30 min.
+# A short soak (churn under load, resources sampled every 10 s); the record in docs/benchmarks.md is 30 min.
 echo "== soak: ${SWARM_LB_SOAK:-60s} of churn under load"
 run "soak" bash scripts/soak.sh "${SWARM_LB_SOAK:-60s}" -o "${TMPDIR:-/tmp}/swarm-lb-soak-ci"
 
@@ -162,6 +169,13 @@ fuzz_built=0
 wait "$fuzz_build" || fuzz_built=$?
 ((fuzz_built == 0)) || { echo "== fuzz build failed:"; tail -n 40 "$fuzz_build_log"; }
 run "fuzz" bash scripts/fuzz.sh "${SWARM_LB_FUZZ_SECONDS:-15}"
+
+# The book (docs/): it must build; tests/book.rs (in the unit stage) checked its links, its
+# generated reference pages and the commands it names.
+echo "== book: mdbook build docs"
+wait "$book_install" || true
+[[ $(cat "$book_install_rc" 2>/dev/null) == 0 ]] || { echo "== mdbook install failed:"; tail -n 40 "$book_install_log"; }
+run "book" bash scripts/book.sh build
 
 # A run that changes the checkout (a stale lock rewritten, as fuzz/Cargo.lock was; an output
 # file not ignored) fails: a clean checkout must stay clean, so that what CI built is what is

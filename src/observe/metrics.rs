@@ -119,7 +119,7 @@ pub struct Metrics {
     pub last_success: Gauge<f64, AtomicU64>,
     /// `swarm_lb_haproxy_up`: 1 when the last look at HAProxy's admin socket was answered.
     pub haproxy_up: Gauge,
-    /// `swarm_lb_haproxy_version_info{version}`: 1 for the version of the running HAProxy.
+    /// `swarm_lb_haproxy_version{version}`: 1 for the version of the running HAProxy.
     pub haproxy_version: Family<VersionLabels, Gauge>,
     /// `swarm_lb_node_hints_live{node}`: 1 while the hint stream of another node's agent is
     /// live, 0 while it is lost (that node's tasks: task list and health checks only).

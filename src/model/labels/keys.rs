@@ -227,12 +227,19 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_documents_each_label_of_the_table_once_and_no_other() {
-        // README's label tables: one row per label (or pair), the key(s) in the first cell.
-        let readme = include_str!("../../../README.md");
+    fn the_book_documents_each_label_of_the_table_once_and_no_other() {
+        // The book's label tables (docs/: labels, TLS, access, shaping): one row per label (or
+        // pair), the key(s) in the first cell.
+        let pages = [
+            include_str!("../../../docs/labels.md"),
+            include_str!("../../../docs/tls.md"),
+            include_str!("../../../docs/access.md"),
+            include_str!("../../../docs/shaping.md"),
+        ];
         let mut documented: Vec<(&str, bool)> = Vec::new();
-        for row in readme
-            .lines()
+        for row in pages
+            .iter()
+            .flat_map(|page| page.lines())
             .filter(|l| l.starts_with("| `com.docker.lb."))
         {
             let mut cells = row.split('|').skip(1);
@@ -248,7 +255,7 @@ mod tests {
         table.sort_unstable();
         assert_eq!(
             documented, table,
-            "README's rows (key, \"default mode only\") against LABELS"
+            "the book's rows (key, \"default mode only\") against LABELS"
         );
     }
 }

@@ -13,7 +13,7 @@
 //! through the families ([`parse`]) and reports the keys nobody reads.
 //!
 //! A new label: its key and row in `keys.rs`, its parser, field and tests in its family's
-//! file, and its row in README's label table (a test holds the README to the table). A
+//! file, and its row in the book's label tables (docs/; a test holds them to the table). A
 //! backend option also says where HAProxy takes it ([`BackendOptions::section`] or
 //! [`BackendOptions::server`]) and, as a server keyword, its text in the codec.
 
