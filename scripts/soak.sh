@@ -6,7 +6,7 @@
 # line that grew past its bound.
 #
 #   scripts/soak.sh DURATION [-o PREFIX]       DURATION: 60, 90s, 30m, 1h
-#   scripts/soak.sh 30m -o docs/soak           the README's record
+#   scripts/soak.sh 30m -o docs/soak           the record in docs/benchmarks.md
 #
 # Needs what scripts/setup.sh installs and starts (engine, Swarm, local images) and
 # python3-matplotlib. Environment: SWARM_LB_IMAGE (default swarm-lb/swarm-lb:local),

@@ -711,7 +711,7 @@ async fn a_task_failing_its_health_path_is_taken_out_and_back_and_path_edits_are
     let haproxy = Haproxy::start(&ProxyState::default()).await;
     let http = haproxy.http_port;
     let (version, runtime_backends) = version(&haproxy).await;
-    // What README's table says turning the check on, or changing its interval, costs.
+    // What docs/shaping.md's table says turning the check on, or changing its interval, costs.
     let option_cost = u32::from(!runtime_backends);
     let mut driver = reconciler(&haproxy);
     let master = haproxy.master();

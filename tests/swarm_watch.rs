@@ -16,7 +16,7 @@ use tokio::sync::watch;
 const DOCKER: &str = "/usr/bin/docker";
 const IMAGE: &str = "swarm-lb-test/busybox:1";
 const UNREACHABLE: &str =
-    "Docker engine not reachable: install docker.io and start dockerd (see README)";
+    "Docker engine not reachable: install docker.io and start dockerd (see docs/getting-started.md)";
 
 fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new(DOCKER)

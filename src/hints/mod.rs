@@ -1,7 +1,7 @@
 //! Node hints: what a node's container events say about its Swarm tasks, streamed by
 //! `swarm-lb agent` (one per node) to the edges on the other nodes, so that a task that starts
 //! or dies there without a service change reaches every edge at once instead of at the next
-//! resync (README "Several nodes"; DESIGN 3: hints accelerate, the task list decides).
+//! resync (docs/several-nodes.md; DESIGN 3: hints accelerate, the task list decides).
 //!
 //! A hint carries only what routing needs: the task and service ids Swarm put on the
 //! container, its slot, a state and its overlay addresses. Never environment, mounts, other

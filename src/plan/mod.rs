@@ -34,7 +34,7 @@ pub struct PlanSettings {
 }
 
 /// Backends created and deleted through the Runtime API (HAProxy 3.4+: `add backend <b> from
-/// <defaults>`, `publish backend`, `unpublish backend`, `del backend`; README,
+/// <defaults>`, `publish backend`, `unpublish backend`, `del backend`; docs/benchmarks.md,
 /// "HAProxy 3.4 beside 2.6"). The default, for versions before 3.4: neither, every backend that appears or
 /// goes takes a reload.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

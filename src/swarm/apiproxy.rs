@@ -45,7 +45,7 @@ use super::secrets::{CopyJob, ROLE_JOB, ROLE_LABEL};
 /// The largest copy-job body read (a job naming a few hundred secrets is well under it).
 pub const MAX_BODY: usize = 256 * 1024;
 
-/// Sections swarm-lb reads through a manager's API (README "Docker API calls swarm-lb makes").
+/// Sections swarm-lb reads through a manager's API (docs/deployment.md, "Docker API calls swarm-lb makes").
 const READS: [&str; 8] = [
     "version", "_ping", "info", "events", "services", "tasks", "networks", "secrets",
 ];

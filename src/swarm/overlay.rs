@@ -1,7 +1,7 @@
 //! The fast path's overlay: what this node's container events said about Swarm tasks before
 //! the task list says it. Pure: no I/O, time is passed in.
 //!
-//! Swarm's manager writes task states in batches (see README for how long), so `GET /tasks` shows
+//! Swarm's manager writes task states in batches (see docs/several-nodes.md for how long), so `GET /tasks` shows
 //! a task `running` tens of milliseconds after its container started; container events are
 //! local and immediate. The overlay keeps, per task, what the events established, and is laid
 //! over every listing. The task list stays the source of truth:

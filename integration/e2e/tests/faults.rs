@@ -177,7 +177,7 @@ fn kill9(pid: u32) {
     assert!(out.status.success(), "kill -KILL {pid}: {out:?}");
 }
 
-/// The Docker API calls swarm-lb makes (README "Docker API calls"), version prefix and
+/// The Docker API calls swarm-lb makes (docs/deployment.md, "Docker API calls swarm-lb makes"), version prefix and
 /// query left out. Everything else is refused by the filtering proxy.
 fn allowed(method: &str, path: &str) -> bool {
     let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();

@@ -61,7 +61,7 @@ async fn cluster() -> tokio::sync::MutexGuard<'static, bool> {
 
 /// swarm-lb as a global service on the edge nodes (label swarm-lb.edge=true), each creating its
 /// node's HAProxy container; the manager's API reaches the workers as its socket (the nodes share
-/// this machine's filesystem; a real deployment gives a TCP endpoint, see README "Several nodes").
+/// this machine's filesystem; a real deployment gives a TCP endpoint, see docs/several-nodes.md).
 fn deploy_edges() {
     if try_mn("mn1", &["service", "inspect", SWARM_LB]).is_ok() {
         return;

@@ -1,6 +1,6 @@
 //! A fake Docker Engine API (20.10, API 1.41) on a unix socket: a one-node Swarm of N services
 //! of M tasks on one attachable overlay, task addresses on loopback (`127.16.0.0/12`; nothing
-//! listens there). It serves exactly what swarm-lb reads (README, "Docker API calls swarm-lb
+//! listens there). It serves exactly what swarm-lb reads (docs/deployment.md, "Docker API calls swarm-lb
 //! makes"): `/version`, `/_ping`, `/info`, `/services`, `/tasks` (with `service` and
 //! `desired-state` filters), `/networks`, `/containers/{id}/json`, and `/events` with `since`
 //! and `type`/`event` filters, history replayed then live. Anything else is answered 404 and
