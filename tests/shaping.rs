@@ -916,3 +916,85 @@ async fn compression_gzips_text_for_curl_and_passes_an_encoded_response_untouche
         "HAProxy {version}: turning compression off"
     );
 }
+
+/// Issue 24: testssl.sh (Debian's 3.0.8) on the HTTPS edge of a service with
+/// `hsts=max-age=31536000`: HSTS offered, with its 365 days; the same edge without the label is
+/// reported without HSTS, so the check can see the difference. `--headers` only (the protocol
+/// and cipher checks are sslscan's, `tests/tls_profile.rs`). Two testssl runs take 30-60 s,
+/// and the header does not depend on the HAProxy line (the headers test above checks it on
+/// each), so this runs once, on the host's 2.6: `scripts/test.sh` runs it by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "30-60 s: scripts/test.sh runs it once, by name"]
+async fn testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label() {
+    let found = Process::new("testssl")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output();
+    assert!(
+        found.is_ok_and(|o| o.status.success()),
+        "testssl is needed by the HSTS check: apt-get install testssl.sh (scripts/setup.sh does)"
+    );
+    let task = echo(SocketAddr::new(loopback(12), support::free_port())).await;
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let https = haproxy.https.as_ref().expect("HTTPS").0;
+    let mut driver = reconciler(&haproxy);
+    let hsts = || -> Vec<(String, String, String)> {
+        let dir = tempfile::tempdir().expect("tmp");
+        let json = dir.path().join("testssl.json");
+        let out = Process::new("testssl")
+            .args(["--headers", "--quiet", "--color", "0", "--warnings", "off"])
+            .args(["--connect-timeout", "5", "--openssl-timeout", "5"])
+            .arg("--ip")
+            .arg("127.0.0.1")
+            .arg("--jsonfile")
+            .arg(&json)
+            .arg(format!("https://a.example:{https}/"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("testssl");
+        let text = std::fs::read_to_string(&json).unwrap_or_else(|e| {
+            panic!(
+                "testssl wrote no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let findings: serde_json::Value = serde_json::from_str(&text).expect("testssl JSON");
+        findings
+            .as_array()
+            .expect("an array of findings")
+            .iter()
+            .filter(|f| f["id"].as_str().is_some_and(|id| id.starts_with("HSTS")))
+            .map(|f| {
+                let s = |k: &str| f[k].as_str().unwrap_or_default().to_owned();
+                (s("id"), s("severity"), s("finding"))
+            })
+            .collect()
+    };
+    let without = snapshot(task.addr, &[]);
+    driver.pass(&without).await.expect("pass");
+    let missing = hsts();
+    println!("testssl, no hsts label: {missing:?}");
+    assert!(
+        missing
+            .iter()
+            .any(|(id, _, finding)| id == "HSTS" && finding.contains("not offered")),
+        "{missing:?}"
+    );
+    let with = snapshot(task.addr, &[(HSTS, "max-age=31536000")]);
+    driver.pass(&with).await.expect("pass");
+    let offered = hsts();
+    println!("testssl, hsts=max-age=31536000: {offered:?}");
+    assert!(
+        offered.iter().all(|(_, severity, finding)| severity == "OK"
+            || severity == "INFO"
+            || !finding.contains("not offered")),
+        "{offered:?}"
+    );
+    assert!(
+        offered
+            .iter()
+            .any(|(id, _, finding)| id == "HSTS_time" && finding.contains("365 days")),
+        "{offered:?}"
+    );
+}
