@@ -2,7 +2,8 @@
 //! Prints `testapp listening on <addr>` once bound; exits 0 after draining on SIGTERM or SIGINT.
 //!
 //! `testapp fail on|off`: tells the testapp listening on 127.0.0.1:$PORT to answer every
-//! request 500 from now on, or to stop; for `docker exec` into a task (the image has no shell).
+//! request 500 from now on, or to stop; `testapp fail-health on|off`: only its `/health`
+//! answers 503. For `docker exec` into a task (the image has no shell).
 #![forbid(unsafe_code)]
 
 use std::io::Write;
@@ -19,16 +20,17 @@ const USAGE: &str =
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1).peekable();
-    if args.peek().map(String::as_str) == Some("fail") {
+    if let Some(what @ ("fail" | "fail-health")) = args.peek().map(String::as_str) {
+        let what = what.to_owned();
         let on = match args.nth(1).as_deref() {
             Some("on") => true,
             Some("off") => false,
             _ => {
-                eprintln!("testapp: usage: testapp fail on|off");
+                eprintln!("testapp: usage: testapp {what} on|off");
                 return ExitCode::from(2);
             }
         };
-        return match set_failing(on) {
+        return match set_failing(&what, on) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("testapp: fail {on}: {err}");
@@ -116,8 +118,9 @@ fn listen_addr(mut args: impl Iterator<Item = String>) -> Result<SocketAddr, Str
     Ok(SocketAddr::new(ip, port))
 }
 
-/// `GET /admin/fail?on=1|0` to the testapp of this container (127.0.0.1:$PORT).
-fn set_failing(on: bool) -> std::io::Result<()> {
+/// `GET /admin/<what>?on=1|0` (`fail`, `fail-health`) to the testapp of this container
+/// (127.0.0.1:$PORT).
+fn set_failing(what: &str, on: bool) -> std::io::Result<()> {
     use std::io::Read;
     let port: u16 = std::env::var("PORT")
         .ok()
@@ -128,7 +131,7 @@ fn set_failing(on: bool) -> std::io::Result<()> {
     let flag = if on { 1 } else { 0 };
     write!(
         stream,
-        "GET /admin/fail?on={flag} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
+        "GET /admin/{what}?on={flag} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n"
     )?;
     let mut reply = String::new();
     stream.read_to_string(&mut reply)?;

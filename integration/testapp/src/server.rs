@@ -75,6 +75,9 @@ struct Shared {
     in_flight: InFlight,
     /// Set by `GET /admin/fail?on=1`: every other request answers 500 (a task gone bad).
     failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by `GET /admin/fail-health?on=1`: `/health` answers 503, everything else as usual
+    /// (a task its health check should take out before any request fails).
+    health_failing: Arc<std::sync::atomic::AtomicBool>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
@@ -108,6 +111,7 @@ impl Server {
             info: self.info,
             in_flight: self.in_flight,
             failing: Arc::default(),
+            health_failing: Arc::default(),
             shutdown: shutdown.clone(),
             tracker: TaskTracker::new(),
         };
@@ -192,6 +196,11 @@ async fn route(
         shared.failing.store(on, Ordering::SeqCst);
         return text(StatusCode::OK, format!("failing={on}\n"));
     }
+    if path == "/admin/fail-health" {
+        let on = req.uri().query() == Some("on=1");
+        shared.health_failing.store(on, Ordering::SeqCst);
+        return text(StatusCode::OK, format!("health_failing={on}\n"));
+    }
     if shared.failing.load(Ordering::SeqCst) {
         let mut body = shared.info.render(local, peer);
         body.push_str("failing=true\n");
@@ -199,7 +208,23 @@ async fn route(
     }
     match path {
         "/" if !shared.info.echo_paths => text(StatusCode::OK, shared.info.render(local, peer)),
+        "/health" if shared.health_failing.load(Ordering::SeqCst) => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_owned())
+        }
         "/health" => text(StatusCode::OK, "ok\n".to_owned()),
+        // The request's headers as it arrived (what the edge added or removed), one
+        // `header.<lower-case name>=<value>` line each, after who served it.
+        "/headers" => {
+            let mut body = shared.info.render(local, peer);
+            for (name, value) in req.headers() {
+                body.push_str(&format!(
+                    "header.{}={}\n",
+                    name.as_str(),
+                    String::from_utf8_lossy(value.as_bytes())
+                ));
+            }
+            text(StatusCode::OK, body)
+        }
         // This request is one of them; report the others.
         "/stats" => text(
             StatusCode::OK,

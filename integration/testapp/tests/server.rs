@@ -293,3 +293,41 @@ async fn told_to_fail_it_answers_500_until_told_to_stop_and_echo_paths_show_the_
     app.shutdown.cancel();
     app.stopped().await;
 }
+
+#[tokio::test]
+async fn told_to_fail_its_health_only_health_answers_503_and_headers_are_echoed() {
+    let app = Running::start().await;
+    let mut conn = Conn::open(app.addr).await.expect("connect");
+    let on = within("fail-health on", conn.get("/admin/fail-health?on=1"))
+        .await
+        .expect("resp");
+    assert_eq!(
+        (on.status, on.body.as_str()),
+        (200, "health_failing=true\n")
+    );
+    let health = within("GET /health", conn.get("/health"))
+        .await
+        .expect("resp");
+    assert_eq!((health.status, health.body.as_str()), (503, "unhealthy\n"));
+    let root = within("GET /", conn.get("/")).await.expect("resp");
+    assert_eq!(root.status, 200, "the rest still serves");
+    let headers = within("GET /headers", conn.get("/headers"))
+        .await
+        .expect("resp");
+    assert_eq!(headers.status, 200);
+    assert!(
+        headers.body.contains("header.host="),
+        "the request's own headers: {}",
+        headers.body
+    );
+    let off = within("fail-health off", conn.get("/admin/fail-health?on=0"))
+        .await
+        .expect("resp");
+    assert_eq!(off.status, 200);
+    let health = within("GET /health", conn.get("/health"))
+        .await
+        .expect("resp");
+    assert_eq!(health.status, 200);
+    app.shutdown.cancel();
+    app.stopped().await;
+}
