@@ -1689,3 +1689,78 @@ async fn services_appear_and_go_without_a_reload_from_3_4_and_route_at_every_ste
     assert!(rig.rows("hashed").await.is_empty());
     assert_eq!(http_get(http, "hashed.test").await.0, 503);
 }
+
+/// The resident memory of HAProxy's worker (kB): the master's child.
+fn worker_rss_kb(master: u32) -> u64 {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default();
+    let worker: u32 = children
+        .split_whitespace()
+        .last()
+        .and_then(|p| p.parse().ok())
+        .expect("a worker process");
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Issue 24's measurement behind `HOSTS_MAX`: one service listing 10,000 hosts is routed at
+/// runtime (10,000 `add map`, no reload on any version once its backend exists), every host
+/// answers, and shrinking it to 5,000 is 5,000 `del map`. Prints the pass times and HAProxy's
+/// worker memory. A measurement, run by hand (`--ignored`); the figures are in
+/// docs/limits.md.
+#[tokio::test]
+#[ignore = "a measurement: cargo test --test reconcile -- --ignored ten_thousand --nocapture"]
+async fn ten_thousand_hosts_on_one_service_are_routed_and_shrunk_at_runtime() {
+    let mut rig = Rig::start(42).await;
+    let (version, _) = reloads_per_backend(&rig).await;
+    let port = free_port();
+    let _tasks = tasks_at("web", port, &[2]).await;
+    let hosts = |n: usize| -> String {
+        (0..n)
+            .map(|i| format!("h{i}.many.test"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let snap = |n: usize| {
+        snapshot(
+            vec![service("web", &hosts(n), port, &[])],
+            running("web", &[2]),
+        )
+    };
+    rig.pass(&snap(1)).await;
+    let reloads = rig.reloads().await;
+    let rss_before = worker_rss_kb(rig.haproxy.pid());
+    let started = std::time::Instant::now();
+    let report = rig.pass(&snap(10_000)).await;
+    let grow = started.elapsed();
+    let rss_after = worker_rss_kb(rig.haproxy.pid());
+    assert_eq!(report.reloads, 0, "HAProxy {version}: {report:?}");
+    for i in [0, 4_999, 9_999] {
+        let (status, _) = http_get(rig.haproxy.http_port, &format!("h{i}.many.test")).await;
+        assert_eq!(status, 200, "h{i}.many.test");
+    }
+    let started = std::time::Instant::now();
+    let report = rig.pass(&snap(5_000)).await;
+    let shrink = started.elapsed();
+    assert_eq!(report.reloads, 0, "HAProxy {version}: {report:?}");
+    assert_eq!(
+        http_get(rig.haproxy.http_port, "h9999.many.test").await.0,
+        503
+    );
+    assert_eq!(
+        http_get(rig.haproxy.http_port, "h4999.many.test").await.0,
+        200
+    );
+    assert_eq!(rig.reloads().await, reloads, "no reload");
+    println!(
+        "HAProxy {version}: 1 -> 10,000 hosts in one pass {grow:?} (map entries added at \
+         runtime), worker RSS {rss_before} -> {rss_after} kB ({:.0} bytes a host); \
+         10,000 -> 5,000 in {shrink:?}",
+        (rss_after.saturating_sub(rss_before) * 1024) as f64 / 10_000.0
+    );
+}

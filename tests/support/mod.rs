@@ -54,6 +54,11 @@ pub struct Haproxy {
 }
 
 impl Haproxy {
+    /// The master's pid (its worker is its child).
+    pub fn pid(&self) -> u32 {
+        self.process.as_ref().expect("running").pid()
+    }
+
     /// Render `state` with the shipped template, start HAProxy on it and wait until its admin
     /// socket answers and the master lists a worker. The files are then saved as the last
     /// good ones.

@@ -270,14 +270,14 @@ mod tests {
     }
 
     #[test]
-    fn ten_thousand_hosts_on_one_service_are_refused_as_one_error() {
-        let many: Vec<String> = (0..10_000).map(|n| format!("h{n}.example")).collect();
+    fn more_than_ten_thousand_hosts_on_one_service_are_refused_as_one_error() {
+        let many: Vec<String> = (0..10_001).map(|n| format!("h{n}.example")).collect();
         let errs = errors(&[(HOSTS, &many.join(",")), (PORT, "80")]);
         assert_eq!(errs.len(), 1, "{errs:?}");
         assert!(
             errs[0]
                 .to_string()
-                .contains("10000 hosts: at most 1000 per service"),
+                .contains("10001 hosts: at most 10000 per service"),
             "{}",
             errs[0]
         );

@@ -192,7 +192,7 @@ pub fn known(key: &str) -> Option<&'static Label> {
 pub const SECRET_NAME_MAX: usize = 64;
 
 /// Most hosts one service may list: a label is not a way to fill HAProxy's map without bound.
-pub const HOSTS_MAX: usize = 1000;
+pub const HOSTS_MAX: usize = 10_000;
 
 /// Most address blocks one `ip_allow` or `ip_deny` label may list (each is a few map
 /// entries per service it applies to).
