@@ -1,7 +1,8 @@
 //! The shipped monitoring files (`monitoring/`): the alert rules pass `promtool check rules`
 //! and their unit tests (`promtool test rules monitoring/alerts_test.yml`), every alert has a
-//! case where it fires and one where it does not, and the alerts name only metrics swarm-lb's
-//! registry exports.
+//! case where it fires and one where it does not, and the alerts and the dashboard name only
+//! metrics swarm-lb's registry exports. The dashboard's expressions are run against a real
+//! Prometheus in `integration/e2e/tests/prometheus.rs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -172,12 +173,12 @@ fn exported_names() -> BTreeSet<String> {
 }
 
 #[test]
-fn the_alerts_name_only_metrics_swarm_lb_exports() {
+fn the_alerts_and_the_dashboard_name_only_metrics_swarm_lb_exports() {
     let exported = exported_names();
     for name in ["swarm_lb_haproxy_up", "swarm_lb_convergence_seconds_bucket"] {
         assert!(exported.contains(name), "{exported:?}");
     }
-    for file in ["alerts.yml", "alerts_test.yml"] {
+    for file in ["alerts.yml", "alerts_test.yml", "grafana-dashboard.json"] {
         for name in swarm_lb_names(&read(&monitoring(file))) {
             assert!(
                 exported.contains(&name),
