@@ -1,8 +1,9 @@
 //! The shipped monitoring files (`monitoring/`): the alert rules pass `promtool check rules`
 //! and their unit tests (`promtool test rules monitoring/alerts_test.yml`), every alert has a
-//! case where it fires and one where it does not, and the alerts and the dashboard name only
-//! metrics swarm-lb's registry exports. The dashboard's expressions are run against a real
-//! Prometheus in `integration/e2e/tests/prometheus.rs`.
+//! case where it fires and one where it does not, every alert is explained in
+//! `docs/monitoring.md`, and the alerts and the dashboard name only metrics swarm-lb's registry
+//! exports. The dashboard's expressions are run against a real Prometheus in
+//! `integration/e2e/tests/prometheus.rs`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -99,6 +100,18 @@ fn every_alert_has_a_case_where_it_fires_and_one_where_it_does_not() {
         assert!(
             alerts.contains(a),
             "alerts_test.yml tests {a}, no such alert"
+        );
+    }
+}
+
+#[test]
+fn every_alert_is_explained_in_the_monitoring_page() {
+    let page = read(&Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/monitoring.md"));
+    for alert in alert_names(&read(&monitoring("alerts.yml"))) {
+        assert!(
+            page.lines()
+                .any(|l| l.starts_with('#') && l.contains(&format!("`{alert}`"))),
+            "docs/monitoring.md has no heading for `{alert}`"
         );
     }
 }
