@@ -216,6 +216,16 @@ fn has_data(result: &[Value]) -> bool {
     })
 }
 
+/// Wait until HAProxy holds `n` ready servers for `service`.
+async fn ready_servers(stack: &Stack, service: &Service, n: usize) {
+    poll_until(
+        CONVERGE,
+        &format!("{} on {n} ready servers", service.name),
+        || async { (stack.ready_addrs(&service.name).await.len() == n).then_some(()) },
+    )
+    .await;
+}
+
 #[test]
 fn the_dashboard_parses_every_panel_and_variable_query() {
     let dashboard: Value = serde_json::from_str(
@@ -263,12 +273,18 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus_scraping
 
     // A routed service with traffic (and requests for a host nobody serves: _default's 503),
     // scaled so that convergence and runtime commands are measured, and a service whose port
-    // label is refused.
+    // label is refused. The convergence histogram's series is created by its first sample, so
+    // `rate()` sees an increase only from a later one: scale once more after Prometheus
+    // holds the series.
     let net = Network::create(&unique("net"));
     let host = format!("{}.test", unique("prom"));
     let web = Service::routed(&unique("prom"), APP, &cluster, &net, &host, 1, &[]);
-    poll_until(CONVERGE, "the routed service ready in haproxy", || async {
-        (stack.ready_addrs(&web.name).await.len() == 1).then_some(())
+    ready_servers(&stack, &web, 1).await;
+    web.scale(2);
+    ready_servers(&stack, &web, 2).await;
+    poll_until(CONVERGE, "a convergence sample in prometheus", || async {
+        let got = prometheus.query("swarm_lb_convergence_seconds_count").await;
+        has_data(&got).then_some(())
     })
     .await;
     let bad = Service::create(
@@ -294,12 +310,7 @@ async fn every_dashboard_expression_returns_data_from_a_real_prometheus_scraping
         Duration::from_millis(200),
     );
     web.scale(3);
-    poll_until(
-        CONVERGE,
-        "the routed service on 3 ready servers",
-        || async { (stack.ready_addrs(&web.name).await.len() == 3).then_some(()) },
-    )
-    .await;
+    ready_servers(&stack, &web, 3).await;
 
     // Every expression, in rounds, until each returned data once or the deadline passed.
     let total = queries.len();
