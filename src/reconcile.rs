@@ -470,6 +470,9 @@ impl Reconciler {
     /// The certificate problems of this pass (after [`Reconciler::apply_certs`]) to status
     /// and metrics, when they changed.
     fn note_cert_problems(&mut self, snap: &Snapshot, desired: &Desired) {
+        if let Some(tls) = &self.tls {
+            self.observer.cert_expiries(tls.expiries());
+        }
         let mut certs = self
             .tls
             .as_ref()

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use swarm_lb::observe::{metrics, Metrics};
+use swarm_lb::observe::Metrics;
 
 const PROMTOOL: &str = "promtool";
 
@@ -124,53 +124,11 @@ fn swarm_lb_names(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The registry with one sample in each labelled family: a family without samples is not
-/// encoded at all.
-fn every_family_with_a_sample() -> Metrics {
-    let m = Metrics::new();
-    let s = |v: &str| v.to_owned();
-    m.commands
-        .get_or_create(&metrics::CommandLabels {
-            kind: s("set_addr"),
-            result: s("ok"),
-        })
-        .inc();
-    m.passes
-        .get_or_create(&metrics::ResultLabels { result: s("ok") })
-        .inc();
-    m.convergence
-        .get_or_create(&metrics::PhaseLabels {
-            phase: s("task_running"),
-        })
-        .observe(0.01);
-    m.slots
-        .get_or_create(&metrics::SlotLabels {
-            service: s("web"),
-            backend: s("web"),
-            state: s("used"),
-        })
-        .set(1);
-    m.label_problems
-        .get_or_create(&metrics::ProblemLabels {
-            service: s("web"),
-            label: s("-"),
-            severity: s("error"),
-        })
-        .set(1);
-    m.haproxy_version
-        .get_or_create(&metrics::VersionLabels { version: s("3.4") })
-        .set(1);
-    m.node_hints_live
-        .get_or_create(&metrics::NodeLabels { node: s("n1") })
-        .set(1);
-    m
-}
-
 /// The sample names the registry exports: the `# TYPE` names, and a histogram's `_bucket`,
 /// `_sum` and `_count` series.
 fn exported_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    for line in every_family_with_a_sample().encode().lines() {
+    for line in Metrics::with_a_series_in_every_family().encode().lines() {
         let Some(rest) = line.strip_prefix("# TYPE ") else {
             continue;
         };

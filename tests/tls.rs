@@ -584,6 +584,24 @@ mod driver {
         driver.flush().await.expect("files");
         wait_served(https_port, "a.example", &of_pem(&first)).await;
         let after_create = reloads(&master).await;
+        // Its expiry is exported for alerting (monitoring/alerts.yml, 14 days ahead).
+        let expiry = |driver: &Reconciler, secret: &str| -> Option<i64> {
+            let series = format!(
+                "swarm_lb_certificate_expiry_timestamp_seconds{{service=\"web\",secret=\"{secret}\"}} "
+            );
+            driver
+                .observer()
+                .metrics
+                .encode()
+                .lines()
+                .find_map(|l| l.strip_prefix(&series).and_then(|v| v.parse().ok()))
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let not_after = expiry(&driver, "one-crt").expect("an expiry series for one-crt");
+        assert!(not_after > now, "{not_after} is not ahead of {now}");
         let cert_file = certs.cert("web").expect("path");
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(cert_file.as_str())
@@ -598,6 +616,12 @@ mod driver {
             .await
             .expect("pass");
         wait_served(https_port, "a.example", &of_pem(&second)).await;
+        assert_eq!(
+            expiry(&driver, "one-crt"),
+            None,
+            "the rotated-out secret's series goes"
+        );
+        assert!(expiry(&driver, "two-crt").is_some());
 
         // A pair that does not cover the host, and a key of another certificate: refused,
         // the served certificate stays, HTTP still routes.
@@ -626,6 +650,11 @@ mod driver {
         assert!(
             std::fs::metadata(cert_file.as_str()).is_err(),
             "file removed"
+        );
+        assert_eq!(
+            expiry(&driver, "two-crt"),
+            None,
+            "no certificate, no series"
         );
         assert_eq!(
             reloads(&master).await,

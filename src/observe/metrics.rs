@@ -69,6 +69,14 @@ pub struct NodeLabels {
     pub node: String,
 }
 
+/// A served certificate: the service whose `ssl_cert` names it and that secret's name (a
+/// name, never its content).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct CertLabels {
+    pub service: String,
+    pub secret: String,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
@@ -124,6 +132,10 @@ pub struct Metrics {
     /// `swarm_lb_node_hints_live{node}`: 1 while the hint stream of another node's agent is
     /// live, 0 while it is lost (that node's tasks: task list and health checks only).
     pub node_hints_live: Family<NodeLabels, Gauge>,
+    /// `swarm_lb_certificate_expiry_timestamp_seconds{service,secret}`: the notAfter (Unix
+    /// time) of each certificate served from a service's `ssl_cert`/`ssl_key` secrets; gone
+    /// with the certificate. An expired or unreadable one is a `label_problems` series instead.
+    pub cert_expiry: Family<CertLabels, Gauge>,
 }
 
 /// Buckets (seconds) for convergence and pass time: 0.5 ms to ~16 s, doubling; the targets
@@ -162,6 +174,7 @@ impl Metrics {
             haproxy_up: Gauge::default(),
             haproxy_version: Family::default(),
             node_hints_live: Family::default(),
+            cert_expiry: Family::default(),
         };
         for reason in super::ReloadReason::ALL {
             let labels = ReasonLabels {
@@ -261,6 +274,12 @@ impl Metrics {
             "1 while another node's hint agent streams to this edge, 0 while its stream is lost",
             m.node_hints_live.clone(),
         );
+        r.register_with_unit(
+            "certificate_expiry_timestamp",
+            "When each served certificate expires (its notAfter, Unix time)",
+            Unit::Seconds,
+            m.cert_expiry.clone(),
+        );
         // A gauge, not OpenMetrics' `info` type, which Prometheus' classic text parser (and
         // promtool 2.x) refuse.
         let build = Family::<VersionLabels, Gauge>::default();
@@ -270,6 +289,58 @@ impl Metrics {
             })
             .set(1);
         r.register("build_info", "swarm-lb's version (value 1)", build);
+        m
+    }
+
+    /// A registry with one example series in each labelled family (a family without series is
+    /// not written at all), for what must name every metric: the book's metrics reference
+    /// (`tests/book.rs`) and the check of the names the alert rules and the dashboard use
+    /// (`tests/monitoring.rs`). A new labelled family gets its example here.
+    pub fn with_a_series_in_every_family() -> Self {
+        let m = Self::new();
+        let s = |v: &str| v.to_owned();
+        m.commands
+            .get_or_create(&CommandLabels {
+                kind: s("set_addr"),
+                result: s("ok"),
+            })
+            .inc();
+        m.passes
+            .get_or_create(&ResultLabels { result: s("ok") })
+            .inc();
+        m.convergence
+            .get_or_create(&PhaseLabels {
+                phase: s("task_running"),
+            })
+            .observe(0.001);
+        m.slots
+            .get_or_create(&SlotLabels {
+                service: s("web"),
+                backend: s("web"),
+                state: s("used"),
+            })
+            .set(1);
+        m.label_problems
+            .get_or_create(&ProblemLabels {
+                service: s("web"),
+                label: s("com.docker.lb.port"),
+                severity: s("error"),
+            })
+            .set(1);
+        m.haproxy_version
+            .get_or_create(&VersionLabels {
+                version: s("3.4.7"),
+            })
+            .set(1);
+        m.node_hints_live
+            .get_or_create(&NodeLabels { node: s("n1") })
+            .set(1);
+        m.cert_expiry
+            .get_or_create(&CertLabels {
+                service: s("web"),
+                secret: s("web-cert-1"),
+            })
+            .set(1_800_000_000);
         m
     }
 

@@ -42,6 +42,8 @@ struct Shared {
     problems: Vec<Problem>,
     /// The label-problem series exported, so fixed ones go to 0.
     problem_series: BTreeSet<metrics::ProblemLabels>,
+    /// The certificate-expiry series exported, so a certificate no longer served loses its.
+    cert_series: BTreeSet<metrics::CertLabels>,
     /// Backends with slot series, so a removed backend's series go.
     /// Each backend as the slot gauges last showed it.
     backends: HashMap<BackendName, Arc<BackendState>>,
@@ -110,6 +112,33 @@ impl Observer {
     /// The snapshot passes now work from (for task names in the status view).
     pub fn snapshot(&self, snap: Arc<Snapshot>) {
         self.shared.lock().snapshot = Some(snap);
+    }
+
+    /// The served certificates' notAfter (unix seconds) by (service, certificate secret):
+    /// `swarm_lb_certificate_expiry_timestamp_seconds`, a series each, removed when its
+    /// certificate is no longer served.
+    pub fn cert_expiries(&self, expiries: &std::collections::BTreeMap<(String, String), i64>) {
+        let series: BTreeSet<metrics::CertLabels> = expiries
+            .keys()
+            .map(|(service, secret)| metrics::CertLabels {
+                service: service.clone(),
+                secret: secret.clone(),
+            })
+            .collect();
+        let mut shared = self.shared.lock();
+        let gauges = &self.metrics.cert_expiry;
+        for old in shared.cert_series.difference(&series) {
+            gauges.remove(old);
+        }
+        for ((service, secret), not_after) in expiries {
+            gauges
+                .get_or_create(&metrics::CertLabels {
+                    service: service.clone(),
+                    secret: secret.clone(),
+                })
+                .set(*not_after);
+        }
+        shared.cert_series = series;
     }
 
     /// The label problems of the desired state and the certificate problems `certs` (errors
@@ -533,6 +562,33 @@ mod tests {
             (labels::SSL_KEY, "error")
         );
         assert!(shown.reason.contains("Docker lists no secret"), "{shown:?}");
+    }
+
+    #[test]
+    fn a_served_certificate_has_an_expiry_series_until_it_is_no_longer_served() {
+        let o = Observer::default();
+        let series =
+            "swarm_lb_certificate_expiry_timestamp_seconds{service=\"web\",secret=\"web-cert-1\"}";
+        let mut served = std::collections::BTreeMap::new();
+        served.insert(("web".to_owned(), "web-cert-1".to_owned()), 1_800_000_000);
+        o.cert_expiries(&served);
+        assert!(
+            o.metrics
+                .encode()
+                .contains(&format!("{series} 1800000000\n")),
+            "{}",
+            o.metrics.encode()
+        );
+        // Rotated to another secret: the old series goes, the new one comes.
+        served.clear();
+        served.insert(("web".to_owned(), "web-cert-2".to_owned()), 1_900_000_000);
+        o.cert_expiries(&served);
+        let text = o.metrics.encode();
+        assert!(!text.contains(series), "{text}");
+        assert!(
+            text.contains("secret=\"web-cert-2\"} 1900000000\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub struct TlsCerts {
     reported: BTreeMap<String, LabelError>,
     /// Secrets delivery into `secrets_dir` (`None`: the files are put there by other means).
     delivery: Option<DeliveryHandle>,
+    /// Each served certificate's notAfter (unix seconds), by (service, certificate secret):
+    /// `swarm_lb_certificate_expiry_timestamp_seconds`.
+    expiries: BTreeMap<(String, String), i64>,
 }
 
 /// Why the HTTPS bind's files could not be prepared ([`prepare`]).
@@ -107,7 +110,8 @@ pub fn prepare(
 
 /// A pair, or why it cannot be read yet.
 enum Pair {
-    Ready(Pem),
+    /// The PEM HAProxy takes, and the certificate's notAfter (unix seconds).
+    Ready(Pem, i64),
     /// A secret's copy is on its way: keep what HAProxy serves.
     Pending,
 }
@@ -119,6 +123,7 @@ impl TlsCerts {
             secrets_dir: secrets_dir.into(),
             reported: BTreeMap::new(),
             delivery: None,
+            expiries: BTreeMap::new(),
         }
     }
 
@@ -156,17 +161,26 @@ impl TlsCerts {
             problems.insert(e.to_string(), e);
         };
         let mut served: BTreeSet<CertPath> = BTreeSet::new();
+        let mut expiries = BTreeMap::new();
         let mut changes = 0;
         let mut version = None;
         for (backend, wanted) in &desired.certs {
             let Ok(path) = self.certs.cert(backend.as_str()) else {
                 continue;
             };
+            let key = (wanted.service.clone(), wanted.secrets.cert.clone());
             let pem = match self.read_pair(wanted, now) {
-                Ok(Pair::Ready(pem)) => pem,
+                Ok(Pair::Ready(pem, not_after)) => {
+                    expiries.insert(key, not_after);
+                    pem
+                }
                 Ok(Pair::Pending) => {
                     if fs::metadata(path.as_str()).is_ok() {
                         served.insert(path);
+                        // Still served: its expiry as last read.
+                        if let Some(t) = self.expiries.get(&key) {
+                            expiries.insert(key, *t);
+                        }
                     }
                     continue;
                 }
@@ -216,6 +230,7 @@ impl TlsCerts {
             served.insert(path);
             changes += 1;
         }
+        self.expiries = expiries;
         changes += self.remove_unwanted(admin, &list, &served).await?;
         if let Err(e) = self.certs.write_crt_list(&served) {
             error!(error = %e, "writing the crt-list");
@@ -238,6 +253,12 @@ impl TlsCerts {
     /// `status` and `swarm_lb_label_problems` with the label problems.
     pub fn problems(&self) -> Vec<LabelError> {
         self.reported.values().cloned().collect()
+    }
+
+    /// The notAfter (unix seconds) of each certificate read good at the last pass, by
+    /// (service, certificate secret); an expired or bad one is a problem instead.
+    pub fn expiries(&self) -> &BTreeMap<(String, String), i64> {
+        &self.expiries
     }
 
     /// Certificates on disk that no service wants: out of HAProxy, then off disk.
@@ -305,10 +326,10 @@ impl TlsCerts {
         };
         let cert_pem = read(&wanted.secrets.cert, SSL_CERT)?;
         let key_pem = read(&wanted.secrets.key, crate::model::labels::SSL_KEY)?;
-        cert::check(&cert_pem, &key_pem, &wanted.hosts, now)
+        let info = cert::check(&cert_pem, &key_pem, &wanted.hosts, now)
             .map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
         Pem::new(&format!("{cert_pem}\n{key_pem}"))
-            .map(Pair::Ready)
+            .map(|pem| Pair::Ready(pem, info.not_after))
             .map_err(|e| {
                 LabelError::invalid(
                     &wanted.service,
