@@ -306,8 +306,9 @@ pub fn render(checks: &[ServiceCheck]) -> String {
     let summary: Vec<String> = count.iter().map(|(k, n)| format!("{n} {k}")).collect();
     let _ = writeln!(
         out,
-        "# {} services: {}",
+        "# {} service{}: {}",
         checks.len(),
+        if checks.len() == 1 { "" } else { "s" },
         match summary.is_empty() {
             true => "none".to_owned(),
             false => summary.join(", "),
