@@ -196,8 +196,9 @@ pub const INTERLOCK_OPTIONS: &[InterlockOption] = &[
     ),
     option(
         "EndpointOverride",
-        Some("--hints / SWARM_LB_HINTS"),
-        "several edges: each follows the others' `swarm-lb agent`",
+        None,
+        "no extension API to point at; several edges follow each other's `swarm-lb agent` \
+         with --hints",
     ),
     option(
         "Image, Args (the extension)",
@@ -295,6 +296,19 @@ mod tests {
         assert!(mode.differs("vip").is_some());
         let port = interlock_label("com.docker.lb.port").expect("a row");
         assert_eq!(port.differs("80"), None);
+    }
+
+    #[test]
+    fn the_migration_chapter_has_a_row_for_each_interlock_option() {
+        let doc = include_str!("../../docs/migrating-from-interlock.md");
+        for o in INTERLOCK_OPTIONS {
+            let flag = o.flag.map_or("none".to_owned(), |f| format!("`{f}`"));
+            let row = format!("| {} | {flag} |", o.option);
+            assert!(
+                doc.contains(&row),
+                "docs/migrating-from-interlock.md lacks {row}"
+            );
+        }
     }
 
     #[test]
