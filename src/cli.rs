@@ -124,8 +124,9 @@ under each service, the daemon's warnings and the Interlock labels swarm-lb read
 
 Exit status: 0 every service this swarm-lb would serve routes as labelled (warnings and changes \
 from Interlock are printed but do not count); 1 at least one service is refused or routed with \
-part of its labels left out (with --strict: or has a warning); 2 Docker could not be reached or \
-listed (nothing was checked; the error is on stderr).";
+part of its labels left out (with --strict: or has a warning); 2 nothing was checked or reported: \
+Docker could not be reached or listed, a flag was refused, or stdout was closed (the error is on \
+stderr).";
 
 /// `swarm-lb check`: Docker's endpoints and the flags of `run` that decide which services are
 /// served and on which network.
@@ -628,6 +629,37 @@ mod tests {
             .write_help(&mut help)
             .expect("help");
         assert!(!String::from_utf8_lossy(&help).contains("copy-secrets"));
+    }
+
+    #[test]
+    fn check_takes_the_docker_endpoints_json_and_strict_and_its_help_defines_the_exit_status() {
+        let cli = Cli::try_parse_from([
+            "swarm-lb",
+            "check",
+            "--manager",
+            "tcp://10.0.0.1:2375",
+            "--service-cluster",
+            "east",
+            "--json",
+        ])
+        .expect("check");
+        let Cmd::Check(args) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(args.manager.as_deref(), Some("tcp://10.0.0.1:2375"));
+        assert_eq!(args.service_cluster.as_deref(), Some("east"));
+        assert!(args.json && !args.strict);
+        // `run`'s HAProxy and file flags are not check's: it has no use for them.
+        assert!(Cli::try_parse_from(["swarm-lb", "check", "--admin-socket", "/x"]).is_err());
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .find_subcommand_mut("check")
+            .expect("check")
+            .render_long_help()
+            .to_string();
+        for status in ["Exit status: 0 ", "; 1 ", "; 2 "] {
+            assert!(help.contains(status), "{status:?} in {help}");
+        }
     }
 
     #[test]

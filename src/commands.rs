@@ -124,7 +124,8 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
 }
 
 /// `swarm-lb check`: lists Swarm (nothing else: no HAProxy, no file), prints the verdicts and
-/// exits with [`swarm_lb::check::exit_status`], or 2 when Docker cannot be listed.
+/// exits with [`swarm_lb::check::exit_status`]; 2 when Docker cannot be listed or the report
+/// cannot be written (a closed pipe), so that 1 always means "refused".
 pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     use std::io::Write;
     use swarm_lb::check::{self, ExitStatus};
@@ -152,18 +153,21 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
         args.service_cluster.as_deref(),
     );
     let checks = check::check(&snap, &settings);
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        serde_json::to_writer_pretty(&mut out, &checks).context("writing the report")?;
-        writeln!(out)?;
-    } else {
-        write!(out, "{}", check::render(&checks))?;
+    let written = (|| {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &checks)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", check::render(&checks))?;
+        }
+        out.flush()
+    })();
+    if let Err(e) = written {
+        eprintln!("swarm-lb check: writing the report: {e}");
+        std::process::exit(ExitStatus::Unreachable as i32)
     }
-    out.flush()?;
-    match check::exit_status(&checks, args.strict) {
-        ExitStatus::Routable => Ok(()),
-        status => std::process::exit(status as i32),
-    }
+    std::process::exit(check::exit_status(&checks, args.strict) as i32)
 }
 
 pub async fn print_plan(c: Common) -> anyhow::Result<()> {

@@ -80,7 +80,8 @@ pub enum ExitStatus {
     /// 1: at least one service is refused or routed with part of its labels left out (with
     /// `--strict`: or carries a warning).
     Refused = 1,
-    /// 2: Docker could not be reached or listed; nothing was checked.
+    /// 2: Docker could not be reached or listed (nothing was checked), or the report could
+    /// not be written (stdout closed). clap's usage errors exit 2 as well.
     Unreachable = 2,
 }
 
