@@ -210,8 +210,18 @@ fn options(service: &Service, mode: Mode) -> Vec<String> {
         .filter(|(k, _)| {
             keys::known(k).is_some_and(|row| row.applies == Applies::AnyMode || mode == Mode::Task)
         })
-        .map(|(k, v)| format!("{}={v}", k.strip_prefix(keys::PREFIX).unwrap_or(k)))
+        .map(|(k, v)| format!("{}={}", k.strip_prefix(keys::PREFIX).unwrap_or(k), shown(v)))
         .collect()
+}
+
+/// A label value as the report shows it: as written when it is printable ASCII, else quoted
+/// with its control and other characters escaped, so that no value can forge a line of the
+/// report or reach the terminal as an escape sequence.
+fn shown(value: &str) -> String {
+    match value.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
+        true => value.to_owned(),
+        false => format!("{value:?}"),
+    }
 }
 
 /// The service's Interlock labels that swarm-lb reads differently.

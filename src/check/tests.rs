@@ -271,3 +271,14 @@ fn the_json_form_is_one_object_per_service_tagged_by_its_verdict() {
     assert_eq!(json[0]["changed"], serde_json::json!([]));
     assert_eq!(json[0]["errors"], serde_json::json!([]));
 }
+
+#[test]
+fn a_value_that_could_forge_a_report_line_is_shown_escaped() {
+    assert_eq!(shown("/app"), "/app");
+    assert_eq!(shown("max-age=60; preload"), "max-age=60; preload");
+    assert_eq!(
+        shown("x\nrouted    evil: a -> port 1"),
+        "\"x\\nrouted    evil: a -> port 1\""
+    );
+    assert_eq!(shown("\u{1b}[31m"), "\"\\u{1b}[31m\"");
+}
