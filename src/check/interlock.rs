@@ -123,9 +123,9 @@ pub const INTERLOCK_LABELS: &[InterlockLabel] = &[
     label(
         "com.docker.lb.sticky_session_cookie",
         Differs(
-            "HAProxy sets the cookie itself (insert indirect nocache) with a hash of the \
-             task's address; the application's own cookie of that name is not read; task \
-             mode only",
+            "HAProxy sets the cookie itself (insert indirect nocache), a hash of the task's \
+             address; a cookie of that name the application sets is removed from its \
+             responses; task mode only",
         ),
     ),
     label(
