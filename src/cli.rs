@@ -38,19 +38,38 @@ pub enum LogFormat {
     Json,
 }
 
+impl Cli {
+    /// Installs the process's log subscriber (see [`LogFormat::install`]): on stdout, but on
+    /// stderr for `check`, whose stdout is its report (one JSON document with `--json`).
+    pub fn install_logs(&self) {
+        self.log_format
+            .install(matches!(self.command, Cmd::Check(_)))
+    }
+}
+
 impl LogFormat {
     /// Installs the process's log subscriber in this format, filtered by `RUST_LOG` (default
-    /// `info`).
-    pub fn install(self) {
+    /// `info`), writing to stdout, or to stderr when `to_stderr`.
+    pub fn install(self, to_stderr: bool) {
+        use tracing_subscriber::fmt::writer::BoxMakeWriter;
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let (writer, terminal) = match to_stderr {
+            true => (
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            ),
+            false => (
+                BoxMakeWriter::new(std::io::stdout),
+                std::io::IsTerminal::is_terminal(&std::io::stdout()),
+            ),
+        };
         let fmt = tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_target(false);
+            .with_target(false)
+            .with_writer(writer);
         match self {
-            LogFormat::Text => fmt
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .init(),
+            LogFormat::Text => fmt.with_ansi(terminal).init(),
             // Fields at the top level, the pass span's fields alongside: one object per line.
             LogFormat::Json => fmt
                 .json()
@@ -74,6 +93,10 @@ pub enum Cmd {
     /// Ask the running daemon what routes where: hosts, services, backends, each server's
     /// task, address, state and health check; then label problems.
     Status(StatusArgs),
+    /// Print what swarm-lb would do with every service of the Swarm, without HAProxy: routed,
+    /// refused, ignored, and the Interlock labels it reads differently (docs/migrating-from-interlock.md).
+    #[command(long_about = CHECK_ABOUT)]
+    Check(CheckArgs),
     /// Exit 0 when the running daemon is ready (`/readyz`), 1 otherwise: a container
     /// healthcheck that needs no curl.
     Health(HealthArgs),
@@ -88,6 +111,47 @@ pub enum Cmd {
     /// reads, and the creation and removal of secrets copy jobs checked field by field
     /// (README "Several nodes"): docker-stack.yml's `api`, on the managers.
     ApiProxy(ApiProxyArgs),
+}
+
+const CHECK_ABOUT: &str = "\
+Print what swarm-lb would do with every service of the Swarm: `routed` (hosts, port, mode task or \
+vip, network, backend, the other labels in force), `refused` (each error exactly as the daemon \
+would log it), `ignored` (no com.docker.lb.* labels, another service cluster, no hosts label), \
+`interlock` (Interlock's own services, with the swarm-lb flags its configuration options become); \
+under each service, the daemon's warnings and the Interlock labels swarm-lb reads differently \
+(`changed from Interlock`). Reads the Docker API only (a manager: the socket, --docker or \
+--manager); never talks to HAProxy, never writes a file.
+
+Exit status: 0 every service this swarm-lb would serve routes as labelled (warnings and changes \
+from Interlock are printed but do not count); 1 at least one service is refused or routed with \
+part of its labels left out (with --strict: or has a warning); 2 nothing was checked or reported: \
+Docker could not be reached or listed, a flag was refused, or stdout was closed (the error is on \
+stderr).";
+
+/// `swarm-lb check`: Docker's endpoints and the flags of `run` that decide which services are
+/// served and on which network.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// This node's Docker endpoint (as `run`'s --docker); Swarm state too unless --manager.
+    #[arg(long, env = "DOCKER_HOST")]
+    pub docker: Option<String>,
+    /// A Swarm manager's Docker endpoint (as `run`'s --manager).
+    #[arg(long, env = "SWARM_LB_MANAGER")]
+    pub manager: Option<String>,
+    /// As `run`'s --default-network.
+    #[arg(long, env = "SWARM_LB_DEFAULT_NETWORK")]
+    pub default_network: Option<String>,
+    /// As `run`'s --service-cluster: check what the swarm-lb of that cluster would serve.
+    #[arg(long, env = "SWARM_LB_SERVICE_CLUSTER")]
+    pub service_cluster: Option<String>,
+    /// One JSON array on stdout, an object per service (`service`, `id`, `verdict`, the
+    /// verdict's fields, `errors`, `warnings`, `changed`).
+    #[arg(long)]
+    pub json: bool,
+    /// Count warnings (unknown or misspelt labels, labels not offered in vip mode) as
+    /// refusals: exit 1.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Args, Debug)]
@@ -565,6 +629,37 @@ mod tests {
             .write_help(&mut help)
             .expect("help");
         assert!(!String::from_utf8_lossy(&help).contains("copy-secrets"));
+    }
+
+    #[test]
+    fn check_takes_the_docker_endpoints_json_and_strict_and_its_help_defines_the_exit_status() {
+        let cli = Cli::try_parse_from([
+            "swarm-lb",
+            "check",
+            "--manager",
+            "tcp://10.0.0.1:2375",
+            "--service-cluster",
+            "east",
+            "--json",
+        ])
+        .expect("check");
+        let Cmd::Check(args) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(args.manager.as_deref(), Some("tcp://10.0.0.1:2375"));
+        assert_eq!(args.service_cluster.as_deref(), Some("east"));
+        assert!(args.json && !args.strict);
+        // `run`'s HAProxy and file flags are not check's: it has no use for them.
+        assert!(Cli::try_parse_from(["swarm-lb", "check", "--admin-socket", "/x"]).is_err());
+        let mut cmd = <Cli as clap::CommandFactory>::command();
+        let help = cmd
+            .find_subcommand_mut("check")
+            .expect("check")
+            .render_long_help()
+            .to_string();
+        for status in ["Exit status: 0 ", "; 1 ", "; 2 "] {
+            assert!(help.contains(status), "{status:?} in {help}");
+        }
     }
 
     #[test]

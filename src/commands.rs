@@ -1,6 +1,7 @@
-//! The subcommands other than `run`: `plan` (what `run` would do now), `status` and `health`
-//! (asking a running `run` over HTTP), `agent` (a node's hint agent) and `copy-secrets` (the
-//! secrets copy job's side). Part of the binary (not the library).
+//! The subcommands other than `run`: `plan` (what `run` would do now), `check` (what `run`
+//! would do with each service, from Docker alone), `status` and `health` (asking a running
+//! `run` over HTTP), `agent` (a node's hint agent) and `copy-secrets` (the secrets copy job's
+//! side). Part of the binary (not the library).
 
 use anyhow::Context;
 use tracing::{info, warn};
@@ -11,7 +12,8 @@ use swarm_lb::reconcile::Strategy;
 use swarm_lb::swarm;
 
 use crate::cli::{
-    AgentArgs, ApiProxyArgs, Common, CopySecretsArgs, HealthArgs, StatusArgs, RELOAD_TIMEOUT,
+    AgentArgs, ApiProxyArgs, CheckArgs, Common, CopySecretsArgs, HealthArgs, StatusArgs,
+    RELOAD_TIMEOUT,
 };
 use crate::settings;
 
@@ -119,6 +121,53 @@ pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
             std::process::exit(1)
         }
     }
+}
+
+/// `swarm-lb check`: lists Swarm (nothing else: no HAProxy, no file), prints the verdicts and
+/// exits with [`swarm_lb::check::exit_status`]; 2 when Docker cannot be listed or the report
+/// cannot be written (a closed pipe), so that 1 always means "refused".
+pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    use swarm_lb::check::{self, ExitStatus};
+    let listed = async {
+        let docker = swarm::Docker::connect_split(args.manager.as_deref(), args.docker.as_deref())
+            .await
+            .context(
+                "connecting to Docker (--docker / DOCKER_HOST, --manager / SWARM_LB_MANAGER)",
+            )?;
+        docker
+            .check_manager()
+            .await
+            .context("checking the Swarm-state engine")?;
+        docker.snapshot().await.context("listing Swarm")
+    };
+    let snap = match listed.await {
+        Ok(snap) => snap,
+        Err(e) => {
+            eprintln!("swarm-lb check: {e:#}");
+            std::process::exit(ExitStatus::Unreachable as i32)
+        }
+    };
+    let settings = settings::model_settings(
+        args.default_network.as_deref(),
+        args.service_cluster.as_deref(),
+    );
+    let checks = check::check(&snap, &settings);
+    let written = (|| {
+        let mut out = std::io::stdout().lock();
+        if args.json {
+            serde_json::to_writer_pretty(&mut out, &checks)?;
+            writeln!(out)?;
+        } else {
+            write!(out, "{}", check::render(&checks))?;
+        }
+        out.flush()
+    })();
+    if let Err(e) = written {
+        eprintln!("swarm-lb check: writing the report: {e}");
+        std::process::exit(ExitStatus::Unreachable as i32)
+    }
+    std::process::exit(check::exit_status(&checks, args.strict) as i32)
 }
 
 pub async fn print_plan(c: Common) -> anyhow::Result<()> {

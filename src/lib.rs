@@ -8,6 +8,7 @@
 
 pub mod acme;
 pub mod backoff;
+pub mod check;
 mod fields;
 pub mod haproxy;
 pub mod hints;

@@ -1,6 +1,5 @@
-//! `swarm-lb`: the process. `run` drives HAProxy from Swarm; `plan` prints what `run` would do
-//! now; `status` and `health` ask a running `run` over its HTTP listener (`commands.rs`). The
-//! flags are in `cli.rs`, what they become in `settings.rs`.
+//! `swarm-lb`: the process. `run` drives HAProxy from Swarm; the other subcommands are in
+//! `commands.rs`, the flags in `cli.rs`, what they become in `settings.rs`.
 
 #![forbid(unsafe_code)]
 
@@ -26,10 +25,11 @@ use cli::{Cli, Cmd, RunArgs};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    cli.log_format.install();
+    cli.install_logs();
     match cli.command {
         Cmd::Run(args) => run(*args).await,
         Cmd::Plan(common) => commands::print_plan(*common).await,
+        Cmd::Check(args) => commands::check(args).await,
         Cmd::Status(args) => commands::print_status(args).await,
         Cmd::Health(args) => commands::health(args).await,
         Cmd::CopySecrets(args) => commands::copy_secrets(args),

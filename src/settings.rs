@@ -59,10 +59,7 @@ pub fn settings(
     // Checked at start; the order path that uses it is still to come (docs/acme.md).
     acme(c, &render.template)?;
     Ok(Settings {
-        model: model::Settings {
-            default_network: c.default_network.clone(),
-            service_cluster: c.service_cluster.clone().filter(|s| !s.is_empty()),
-        },
+        model: model_settings(c.default_network.as_deref(), c.service_cluster.as_deref()),
         plan: PlanSettings {
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
@@ -75,6 +72,18 @@ pub fn settings(
         reload_timeout,
         strategy,
     })
+}
+
+/// The model's settings: `--default-network`, and `--service-cluster` (unset or empty: no
+/// cluster). `run`, `plan` and `check` read services through these.
+pub fn model_settings(
+    default_network: Option<&str>,
+    service_cluster: Option<&str>,
+) -> model::Settings {
+    model::Settings {
+        default_network: default_network.map(str::to_owned),
+        service_cluster: service_cluster.filter(|s| !s.is_empty()).map(str::to_owned),
+    }
 }
 
 /// The ACME settings, when `--acme` is on; checked once at start so a bad value stops
