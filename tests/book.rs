@@ -367,24 +367,46 @@ fn every_internal_link_of_the_book_and_the_readme_leads_to_a_file_and_heading() 
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
 }
 
-/// `swarm-lb <word>` in the code of `text` (fenced blocks other than `text`, and inline code
-/// spans), where `<word>` is in command position: lower case, not a flag.
+/// What a fenced block holds, by its info string.
+#[derive(Clone, Copy, PartialEq)]
+enum Fence {
+    /// `sh`, `bash`, `shell`: every line is a command.
+    Script,
+    /// `console`: commands after a `$ ` prompt, the rest is their output.
+    Console,
+    /// Anything else (output, logs, config): no commands.
+    Other,
+}
+
+/// `swarm-lb <word>` in the commands of `text` (shell blocks, prompted lines of console
+/// blocks, and inline code spans), where `<word>` is in command position: lower case, not a
+/// flag.
 fn commands_named(text: &str) -> Vec<String> {
     let mut code = Vec::new();
     // Prose between fences, joined: a code span may cross a line break.
     let mut prose = String::new();
-    let mut fence: Option<bool> = None;
+    let mut fence: Option<Fence> = None;
     for line in text.lines() {
         if let Some(info) = line.trim_start().strip_prefix("```") {
             fence = match fence {
                 Some(_) => None,
-                None => Some(info.trim() != "text"),
+                None => Some(match info.trim() {
+                    "sh" | "bash" | "shell" => Fence::Script,
+                    "console" => Fence::Console,
+                    _ => Fence::Other,
+                }),
             };
             continue;
         }
+        let command = |l: &str| l.split(" #").next().unwrap_or("").to_owned();
         match fence {
-            Some(true) => code.push(line.split(" #").next().unwrap_or("").to_owned()),
-            Some(false) => {}
+            Some(Fence::Script) => code.push(command(line)),
+            Some(Fence::Console) => {
+                if let Some(rest) = line.strip_prefix("$ ") {
+                    code.push(command(rest));
+                }
+            }
+            Some(Fence::Other) => {}
             None => {
                 prose.push_str(line);
                 prose.push('\n');
