@@ -94,6 +94,9 @@ host=/usr/sbin/haproxy
 echo "== cargo test: unit, real HAProxy $(haproxy_version "$host") (host), real engine"
 run "unit + real HAProxy $(haproxy_version "$host") + engine" \
     env HAPROXY="$host" cargo test --workspace --all-targets --exclude swarm-lb-e2e
+echo "== testssl.sh on the HTTPS edge of a service with com.docker.lb.hsts (once, on $(haproxy_version "$host"))"
+run "testssl HSTS" env HAPROXY="$host" cargo test --test shaping -- --ignored --exact \
+    testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label
 for line in "${MATRIX[@]}"; do
     bin=$PWD/target/haproxy/$line/haproxy
     [[ -x $bin ]] || { echo "no $bin: scripts/images.sh haproxy-$line builds it" >&2; exit 1; }
@@ -106,13 +109,13 @@ echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
 # The fault suite (tests/faults.rs) runs once, on 3.4 below, not on every line; the multi-node
 # suite once, after both.
 run "e2e on $(haproxy_version "$host")" \
-    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls -- --test-threads 2
+    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test policies --test prometheus -- --test-threads 2
 # The compose file's default is 3.4: the single-node suite again on that line, with the fault
 # suite (tests/faults.rs, ~4 min; SWARM_LB_FAULTS_LONG=1 for the long versions).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
-    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test faults -- --test-threads 2
+    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test policies --test faults -- --test-threads 2
 
 # Several edges on a real 3-node Swarm (three dockerds in network namespaces on this machine,
 # scripts/multinode.sh): one test at a time (they share the edges), then the cluster goes.

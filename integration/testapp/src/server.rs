@@ -208,6 +208,11 @@ async fn route(
     }
     match path {
         "/" if !shared.info.echo_paths => text(StatusCode::OK, shared.info.render(local, peer)),
+        // A page worth compressing: 4 KiB of text (a proxy may leave a few bytes alone).
+        "/text" => text(
+            StatusCode::OK,
+            "<p>a page of text that compresses well</p>\n".repeat(100),
+        ),
         "/health" if shared.health_failing.load(Ordering::SeqCst) => {
             text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy\n".to_owned())
         }

@@ -311,6 +311,9 @@ async fn told_to_fail_its_health_only_health_answers_503_and_headers_are_echoed(
     assert_eq!((health.status, health.body.as_str()), (503, "unhealthy\n"));
     let root = within("GET /", conn.get("/")).await.expect("resp");
     assert_eq!(root.status, 200, "the rest still serves");
+    let page = within("GET /text", conn.get("/text")).await.expect("resp");
+    assert_eq!(page.status, 200);
+    assert!(page.body.len() >= 4096, "{}", page.body.len());
     let headers = within("GET /headers", conn.get("/headers"))
         .await
         .expect("resp");
