@@ -790,3 +790,66 @@ async fn the_agent_costs_under_one_percent_of_a_core_with_fifty_idle_routed_serv
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Issue 23: what a rate limit counts across edges. `rate_limit=5/s`, one client asking as
+/// fast as it can through two edges at once for 3 s: each edge lets it in 5 times a second
+/// (within 10 %), so behind two edges it gets twice the label. Counted per edge (each HAProxy
+/// has its own stick tables, no `peers`), as docs/access.md says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_is_counted_per_edge_so_a_client_of_two_edges_gets_it_from_each() {
+    let _c = cluster().await;
+    let svc = Svc::create(1, &["--label", "com.docker.lb.rate_limit=5/s"]);
+    let all = edges();
+    svc.converged(&all, 1).await;
+    let limited = |node: &'static str| {
+        let host = svc.host.clone();
+        async move {
+            poll_until(CONVERGE, &format!("{node}: the limit applied"), || async {
+                let refused = (0..10).any(|_| {
+                    get(node, &host, None).is_ok_and(|r| r["status"].as_u64() == Some(429))
+                });
+                refused.then_some(())
+            })
+            .await;
+        }
+    };
+    limited("mn1").await;
+    limited("mn2").await;
+    // The windows the limit counts (1 s and 10 s) start again.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let window = Duration::from_secs(3);
+    let counts: Vec<(u64, u64)> = std::thread::scope(|s| {
+        let hammer = |node: &'static str| {
+            let host = svc.host.clone();
+            s.spawn(move || {
+                let started = std::time::Instant::now();
+                let (mut ok, mut refused) = (0u64, 0u64);
+                while started.elapsed() < window {
+                    match get(node, &host, None).map(|r| r["status"].as_u64()) {
+                        Ok(Some(200)) => ok += 1,
+                        Ok(Some(429)) => refused += 1,
+                        other => panic!("{node}: {other:?}"),
+                    }
+                }
+                (ok, refused)
+            })
+        };
+        let a = hammer("mn1");
+        let b = hammer("mn2");
+        vec![a.join().expect("mn1"), b.join().expect("mn2")]
+    });
+    println!(
+        "rate_limit=5/s, one client through mn1 and mn2 for 3 s: (let in, refused) {counts:?}"
+    );
+    for (node, (ok, refused)) in ["mn1", "mn2"].iter().zip(&counts) {
+        let rate = *ok as f64 / window.as_secs_f64();
+        assert!(
+            *refused > 0,
+            "{node}: the client asked faster than the limit"
+        );
+        assert!(
+            (4.5..=5.5).contains(&rate),
+            "{node}: {rate:.2}/s, not within 10 % of 5/s (per edge)"
+        );
+    }
+}
