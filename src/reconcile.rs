@@ -20,6 +20,7 @@ mod labels;
 mod networks;
 mod retire;
 pub mod secrets;
+mod stamp;
 pub mod tls;
 
 use std::collections::BTreeSet;

@@ -20,6 +20,8 @@ pub struct CertInfo {
     /// The leaf's serial, hex as `openssl x509 -serial` prints it.
     pub serial: String,
     /// Unix seconds.
+    pub not_before: i64,
+    /// Unix seconds.
     pub not_after: i64,
     /// DNS names (subject alternative names, else the common name).
     pub names: Vec<String>,
@@ -57,13 +59,39 @@ fn blocks(text: &str) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Checks `cert_pem` (leaf first, then any intermediates) against `key_pem` and `hosts` at
-/// `now` (unix seconds). The catch-all host (default backend) needs no name.
+/// `now` (unix seconds): [`check_pair`], then [`valid_at`]. The catch-all host (default
+/// backend) needs no name.
 pub fn check(
     cert_pem: &str,
     key_pem: &str,
     hosts: &[Host],
     now: i64,
 ) -> Result<CertInfo, CertProblem> {
+    let info = check_pair(cert_pem, key_pem, hosts)?;
+    valid_at(&info, now)?;
+    Ok(info)
+}
+
+/// Whether a checked certificate is valid at `now` (unix seconds): `Expired` after its
+/// notAfter, `NotYetValid` before its notBefore.
+pub fn valid_at(info: &CertInfo, now: i64) -> Result<(), CertProblem> {
+    if now > info.not_after {
+        return Err(CertProblem::Expired {
+            not_after: info.not_after,
+        });
+    }
+    if now < info.not_before {
+        return Err(CertProblem::NotYetValid {
+            not_before: info.not_before,
+        });
+    }
+    Ok(())
+}
+
+/// Everything [`check`] checks but the clock: the PEM blocks, the key against the
+/// certificate, and the hosts against its names; the validity period is returned, for
+/// [`valid_at`]. What a caller may keep while the files do not change.
+pub fn check_pair(cert_pem: &str, key_pem: &str, hosts: &[Host]) -> Result<CertInfo, CertProblem> {
     let certs = blocks(cert_pem);
     let Some((_, leaf_der)) = certs.iter().find(|(label, _)| label == "CERTIFICATE") else {
         return Err(CertProblem::NoCertificate);
@@ -89,12 +117,6 @@ pub fn check(
         validity.not_before.timestamp(),
         validity.not_after.timestamp(),
     );
-    if now > not_after {
-        return Err(CertProblem::Expired { not_after });
-    }
-    if now < not_before {
-        return Err(CertProblem::NotYetValid { not_before });
-    }
     let names = dns_names(&leaf);
     for host in hosts.iter().filter(|h| !h.is_catch_all()) {
         if !names.iter().any(|n| covers(n, host.as_str())) {
@@ -110,6 +132,7 @@ pub fn check(
     }
     Ok(CertInfo {
         serial: leaf.raw_serial_as_string().replace(':', "").to_uppercase(),
+        not_before,
         not_after,
         names,
     })

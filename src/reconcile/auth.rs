@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use tracing::{error, info};
 
 use super::secrets::{DeliveryHandle, SecretStatus};
+use super::stamp::FileStamp;
 use crate::haproxy::auth::{section, Userlists};
 use crate::model::access::{auth_key, auth_value};
 use crate::model::htpasswd::{self, Entry};
@@ -59,25 +60,6 @@ pub struct AuthLists {
     parsed: BTreeMap<String, (FileStamp, Result<Vec<Entry>, Reason>)>,
     /// Files read and parsed so far (a test counts them).
     reads: u64,
-}
-
-/// What tells one version of a file from the next without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileStamp {
-    inode: u64,
-    len: u64,
-    modified: Option<std::time::SystemTime>,
-}
-
-impl FileStamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        Self {
-            inode: meta.ino(),
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        }
-    }
 }
 
 /// A secret's file, or why not.
@@ -139,8 +121,8 @@ impl AuthLists {
                 why: e.kind().to_string(),
             })
         };
-        let stamp = match std::fs::metadata(&path) {
-            Ok(meta) => FileStamp::of(&meta),
+        let stamp = match FileStamp::of(&path) {
+            Ok(stamp) => stamp,
             Err(e) => return unreadable(e),
         };
         if let Some((seen, outcome)) = self.parsed.get(secret) {

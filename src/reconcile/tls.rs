@@ -22,10 +22,11 @@ use std::time::SystemTime;
 use tracing::{error, info, warn};
 
 use super::secrets::{DeliveryHandle, SecretStatus};
+use super::stamp::FileStamp;
 use crate::haproxy::command::PemError;
 use crate::haproxy::tls::{self, CertFiles, CertFilesError};
 use crate::haproxy::{AdminClient, CertPath, ClientError, Pem};
-use crate::model::cert;
+use crate::model::cert::{self, CertInfo};
 use crate::model::labels::{LabelError, SSL_CERT};
 use crate::model::Reason;
 use crate::model::{Desired, WantedCert};
@@ -44,6 +45,23 @@ pub struct TlsCerts {
     /// Each served certificate's notAfter (unix seconds), by (service, certificate secret):
     /// `swarm_lb_certificate_expiry_timestamp_seconds`.
     expiries: BTreeMap<(String, String), i64>,
+    /// Each service's pair as last read and checked, so that a pass reads and parses only the
+    /// pairs whose files changed (issue 22: a pass costs two `stat`s per certificate).
+    checked: BTreeMap<String, Checked>,
+    /// Pairs read and checked so far (a test counts them).
+    reads: u64,
+}
+
+/// A pair as last read: what was wanted, the files' stamps, and what checking them gave, the
+/// validity period kept apart (it is compared with the clock at every pass).
+#[derive(Debug)]
+struct Checked {
+    wanted: WantedCert,
+    cert: FileStamp,
+    key: FileStamp,
+    /// The PEM and the checked certificate (its validity period included), or the
+    /// time-independent refusal.
+    outcome: Result<(Pem, CertInfo), LabelError>,
 }
 
 /// Why the HTTPS bind's files could not be prepared ([`prepare`]).
@@ -109,6 +127,7 @@ pub fn prepare(
 }
 
 /// A pair, or why it cannot be read yet.
+#[derive(Debug)]
 enum Pair {
     /// The PEM HAProxy takes, and the certificate's notAfter (unix seconds).
     Ready(Pem, i64),
@@ -124,6 +143,8 @@ impl TlsCerts {
             reported: BTreeMap::new(),
             delivery: None,
             expiries: BTreeMap::new(),
+            checked: BTreeMap::new(),
+            reads: 0,
         }
     }
 
@@ -153,6 +174,7 @@ impl TlsCerts {
             // The htpasswd files of basic auth too: one wanted set for both users.
             delivery.want(super::auth::wanted_secrets(desired));
         }
+        self.forget_unwanted(desired);
         let Ok(list) = self.certs.crt_list() else {
             return Ok(0);
         };
@@ -297,7 +319,7 @@ impl TlsCerts {
     }
 
     /// The pair `wanted` names, read and checked; the error names service, label and reason.
-    fn read_pair(&self, wanted: &WantedCert, now: i64) -> Result<Pair, LabelError> {
+    fn read_pair(&mut self, wanted: &WantedCert, now: i64) -> Result<Pair, LabelError> {
         if let Some(delivery) = &self.delivery {
             for (name, label) in [
                 (&wanted.secrets.cert, SSL_CERT),
@@ -312,33 +334,81 @@ impl TlsCerts {
                 return Err(LabelError::invalid(&wanted.service, label, name, reason));
             }
         }
-        let read = |name: &str, label: &str| {
-            fs::read_to_string(self.secrets_dir.join(name)).map_err(|e| {
-                LabelError::invalid(
-                    &wanted.service,
-                    label,
-                    name,
-                    Reason::SecretUnreadable {
-                        why: e.kind().to_string(),
-                    },
-                )
-            })
+        let unreadable = |name: &str, label: &str, e: std::io::Error| {
+            LabelError::invalid(
+                &wanted.service,
+                label,
+                name,
+                Reason::SecretUnreadable {
+                    why: e.kind().to_string(),
+                },
+            )
         };
-        let cert_pem = read(&wanted.secrets.cert, SSL_CERT)?;
-        let key_pem = read(&wanted.secrets.key, crate::model::labels::SSL_KEY)?;
-        let info = cert::check(&cert_pem, &key_pem, &wanted.hosts, now)
-            .map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
-        Pem::new(&format!("{cert_pem}\n{key_pem}"))
-            .map(|pem| Pair::Ready(pem, info.not_after))
-            .map_err(|e| {
-                LabelError::invalid(
-                    &wanted.service,
-                    SSL_CERT,
-                    &wanted.secrets.cert,
-                    Reason::SecretUnreadable { why: e.to_string() },
-                )
-            })
+        let key_label = crate::model::labels::SSL_KEY;
+        let (cert_path, key_path) = (
+            self.secrets_dir.join(&wanted.secrets.cert),
+            self.secrets_dir.join(&wanted.secrets.key),
+        );
+        let cert_stamp =
+            FileStamp::of(&cert_path).map_err(|e| unreadable(&wanted.secrets.cert, SSL_CERT, e))?;
+        let key_stamp =
+            FileStamp::of(&key_path).map_err(|e| unreadable(&wanted.secrets.key, key_label, e))?;
+        let same = self
+            .checked
+            .get(&wanted.service)
+            .filter(|c| c.wanted == *wanted && c.cert == cert_stamp && c.key == key_stamp);
+        let outcome = match same {
+            Some(c) => c.outcome.clone(),
+            None => {
+                let cert_pem = fs::read_to_string(&cert_path)
+                    .map_err(|e| unreadable(&wanted.secrets.cert, SSL_CERT, e))?;
+                let key_pem = fs::read_to_string(&key_path)
+                    .map_err(|e| unreadable(&wanted.secrets.key, key_label, e))?;
+                self.reads += 1;
+                let outcome = checked_pair(wanted, &cert_pem, &key_pem);
+                self.checked.insert(
+                    wanted.service.clone(),
+                    Checked {
+                        wanted: wanted.clone(),
+                        cert: cert_stamp,
+                        key: key_stamp,
+                        outcome: outcome.clone(),
+                    },
+                );
+                outcome
+            }
+        };
+        let (pem, info) = outcome?;
+        cert::valid_at(&info, now).map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
+        Ok(Pair::Ready(pem, info.not_after))
     }
+
+    /// Forget the pairs of services that no longer want a certificate.
+    fn forget_unwanted(&mut self, desired: &Desired) {
+        let services: BTreeSet<&str> = desired.certs.values().map(|w| w.service.as_str()).collect();
+        self.checked
+            .retain(|service, _| services.contains(service.as_str()));
+    }
+}
+
+/// `wanted`'s pair checked apart from the clock: its PEM and what checking found, or why not.
+fn checked_pair(
+    wanted: &WantedCert,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<(Pem, CertInfo), LabelError> {
+    // The clock is the caller's (`cert::valid_at` at each pass).
+    let info = cert::check_pair(cert_pem, key_pem, &wanted.hosts)
+        .map_err(|p| p.label_error(&wanted.service, &wanted.secrets))?;
+    let pem = Pem::new(&format!("{cert_pem}\n{key_pem}")).map_err(|e| {
+        LabelError::invalid(
+            &wanted.service,
+            SSL_CERT,
+            &wanted.secrets.cert,
+            Reason::SecretUnreadable { why: e.to_string() },
+        )
+    })?;
+    Ok((pem, info))
 }
 
 /// A pair HAProxy (or the payload limit) refused, as the line logged for it.
@@ -368,17 +438,78 @@ mod tests {
         }
     }
 
+    /// `wanted()`'s pair for `a.example`, written as the copy job writes (a new file each).
+    fn write_pair(dir: &Path) {
+        let pem = tls::self_signed(&["a.example".to_owned()]).expect("pair");
+        let (cert, key) = pem
+            .as_str()
+            .split_once("-----END CERTIFICATE-----")
+            .expect("cert then key");
+        for (name, text) in [
+            ("web.crt", format!("{cert}-----END CERTIFICATE-----\n")),
+            ("web.key", key.trim_start().to_owned()),
+        ] {
+            let tmp = dir.join(format!("{name}.new"));
+            std::fs::write(&tmp, text).expect("write");
+            std::fs::rename(&tmp, dir.join(name)).expect("rename");
+        }
+    }
+
+    #[test]
+    fn a_pair_is_read_and_checked_again_only_when_its_files_change_but_the_clock_every_pass() {
+        let dir = tempfile::tempdir().expect("tmp");
+        write_pair(dir.path());
+        let mut certs = TlsCerts::new(CertFiles::new(dir.path().join("certs")), dir.path());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let not_after = match certs.read_pair(&wanted(), now) {
+            Ok(Pair::Ready(_, not_after)) => not_after,
+            other => panic!("{other:?}"),
+        };
+        for _ in 0..4 {
+            assert!(matches!(
+                certs.read_pair(&wanted(), now),
+                Ok(Pair::Ready(..))
+            ));
+        }
+        assert_eq!(certs.reads, 1, "five passes, one read");
+        // The same files, later than their notAfter: expired, without reading them again.
+        let e = certs
+            .read_pair(&wanted(), not_after + 1)
+            .expect_err("expired");
+        assert!(e.to_string().contains("expired"), "{e}");
+        assert_eq!(certs.reads, 1);
+        // New secrets' data: read again.
+        write_pair(dir.path());
+        assert!(matches!(
+            certs.read_pair(&wanted(), now),
+            Ok(Pair::Ready(..))
+        ));
+        assert_eq!(certs.reads, 2);
+        // Another host to cover is another check (the same files).
+        let mut other = wanted();
+        other.hosts = vec![Host::parse("b.example").expect("host")];
+        let e = certs.read_pair(&other, now).expect_err("not covered");
+        assert!(
+            e.to_string().contains("does not cover host b.example"),
+            "{e}"
+        );
+        assert_eq!(certs.reads, 3);
+    }
+
     #[test]
     fn with_delivery_a_pair_waits_for_its_copies_and_a_secret_docker_lacks_is_an_error_naming_it() {
         let dir = tempfile::tempdir().expect("tmp");
         let (delivery, _rx) = DeliveryHandle::detached();
-        let certs = TlsCerts::new(CertFiles::new(dir.path().join("certs")), dir.path())
+        let mut certs = TlsCerts::new(CertFiles::new(dir.path().join("certs")), dir.path())
             .with_delivery(delivery.clone());
         // Not copied yet: pending, no error (what HAProxy serves stays).
         assert!(matches!(certs.read_pair(&wanted(), 0), Ok(Pair::Pending)));
         delivery.set("web.crt", SecretStatus::Ready);
         delivery.set("web.key", SecretStatus::Unknown);
-        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        let e = certs.read_pair(&wanted(), 0).expect_err("refused");
         assert_eq!(
             e.to_string(),
             "service web: label com.docker.lb.ssl_key=\"web.key\": Docker lists no secret of that name (create it with `docker secret create`)"
@@ -387,7 +518,7 @@ mod tests {
             "web.key",
             SecretStatus::Failed("copy job j failed: No such image".into()),
         );
-        let e = certs.read_pair(&wanted(), 0).err().expect("refused");
+        let e = certs.read_pair(&wanted(), 0).expect_err("refused");
         assert!(
             e.to_string()
                 .contains("label com.docker.lb.ssl_key=\"web.key\""),
