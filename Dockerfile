@@ -28,6 +28,8 @@ RUN target=$(uname -m)-unknown-linux-gnu \
     && /swarm-lb --version
 
 FROM scratch
+# The trust store of ssl_backend_tls_verify=required and of the ACME client (scratch has none).
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /swarm-lb /usr/local/bin/swarm-lb
 ENTRYPOINT ["/usr/local/bin/swarm-lb"]
 CMD ["run"]

@@ -8,7 +8,7 @@
 #   swarm-lb/haproxy:3.2-local   at the versions pinned in HAPROXY_PINS below (downloaded once
 #   swarm-lb/haproxy:3.4-local   from deb.debian.org with a private apt configuration; the
 #                                host's apt is not touched)
-#   swarm-lb/swarm-lb:local      the swarm-lb binary, static (crt-static)
+#   swarm-lb/swarm-lb:local      the swarm-lb binary, static (crt-static), and Debian's CA bundle
 #   swarm-lb/testapp:1, :2       integration/testapp, static; VERSION=1 / VERSION=2
 #   swarm-lb/busybox:local       busybox-static: sh, wget, nc for probes inside overlay networks
 #
@@ -327,9 +327,11 @@ build_haproxy() {
 
 build_swarm_lb() {
     static_binaries
-    local dir
+    local dir bundle=/etc/ssl/certs/ca-certificates.crt
+    [[ -s $bundle ]] || die "$bundle missing: apt-get install ca-certificates"
     dir=$(stage swarm-lb)
     cp "$STATIC_TARGET_DIR/$TRIPLE/release/swarm-lb" "$dir/"
+    cp "$bundle" "$dir/ca-certificates.crt"
     build_image "${SWARM_LB_IMAGE:-swarm-lb/swarm-lb:local}" "$dir"
 }
 

@@ -147,6 +147,13 @@ async fn metrics_and_status_show_scaling_creation_and_a_hostile_label_as_they_ha
         matches!(http::get(env.listener(), "/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
+    // The image carries a CA bundle (scripts/images.sh): ssl_backend_tls_verify=required and
+    // the ACME client have a trust store, so no start-up warning says otherwise.
+    let log = env.stack.swarm_lb_log();
+    assert!(
+        !log.contains("no CA bundle"),
+        "the image has no CA bundle at /etc/ssl/certs/ca-certificates.crt: {log}"
+    );
 
     // Scaling: runtime commands rise, reloads do not.
     let before = env.metrics().await;
