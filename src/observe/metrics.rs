@@ -117,6 +117,11 @@ pub struct Metrics {
     pub event_stream_reconnects: Counter,
     /// `swarm_lb_docker_resyncs_total`: periodic full listings of Swarm.
     pub resyncs: Counter,
+    /// `swarm_lb_docker_resync_changes_total`: periodic full listings that changed the
+    /// snapshot, i.e. found a change no Docker event (or node hint) had brought. An event
+    /// arriving during the listing can also count here, so an occasional one is noise;
+    /// many mean the event stream misses changes.
+    pub resync_changes: Counter,
     /// `swarm_lb_resync_repairs_total`: full reads of HAProxy (the periodic resync) that found
     /// it holding something other than what the incremental passes knew it held, so the
     /// pass re-planned from the full read. Should stay 0: a bug in the incremental path, or
@@ -169,6 +174,7 @@ impl Metrics {
             label_problems: Family::default(),
             event_stream_reconnects: Counter::default(),
             resyncs: Counter::default(),
+            resync_changes: Counter::default(),
             resync_repairs: Counter::default(),
             last_success: Gauge::default(),
             haproxy_up: Gauge::default(),
@@ -247,6 +253,11 @@ impl Metrics {
             "docker_resyncs",
             "Periodic full listings of Swarm",
             m.resyncs.clone(),
+        );
+        r.register(
+            "docker_resync_changes",
+            "Periodic full listings of Swarm that changed the snapshot (a change no event brought)",
+            m.resync_changes.clone(),
         );
         r.register(
             "resync_repairs",

@@ -144,6 +144,10 @@ struct State {
     /// Whether a snapshot was ever sent: the first one is sent even if it equals the
     /// channel's initial value, so receivers can wait for `changed()`.
     published: bool,
+    /// The periodic resync asked for a full listing that has not come back yet: when it
+    /// does and changes the snapshot, it found what no event had brought
+    /// (`swarm_lb_docker_resync_changes_total`).
+    resync_due: bool,
 }
 
 impl State {
@@ -156,6 +160,7 @@ impl State {
             overlay: Overlay::new(o.fast_path_ttl),
             healthchecks: Healthchecks::new(HEALTHCHECKS_KNOWN),
             published: false,
+            resync_due: false,
         }
     }
 
@@ -505,6 +510,7 @@ impl<'a> Loop<'a> {
             o.metrics.resyncs.inc();
         });
         self.state.want(Refresh::Full);
+        self.state.resync_due = true;
     }
 
     /// A moving service is due a look at its tasks.
@@ -686,6 +692,17 @@ impl<'a> Loop<'a> {
         let (services, tasks, networks) =
             (snap.services.len(), snap.tasks.len(), snap.networks.len());
         let changed = publish(self.tx, snap, !state.published);
+        // A full listing after the resync asked for one: did it find what events missed?
+        let resync_found = refresh == Refresh::Full && std::mem::take(&mut state.resync_due);
+        if resync_found && changed && state.published {
+            info!(
+                services,
+                tasks, "the periodic resync changed the snapshot: a change no event brought"
+            );
+            self.watcher.observe(|o| {
+                o.metrics.resync_changes.inc();
+            });
+        }
         state.published = true;
         if changed {
             debug!(
@@ -844,6 +861,7 @@ mod tests {
             overlay: Overlay::new(Duration::from_secs(30)),
             healthchecks: Healthchecks::new(8),
             published: false,
+            resync_due: false,
         };
         let listing = Listing {
             snapshot: Snapshot {
@@ -929,6 +947,44 @@ mod tests {
             ..options
         };
         (Watcher::of(Box::new(engine.clone()), options), tx, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_resync_that_finds_a_change_no_event_brought_counts_it_and_one_that_finds_none_does_not(
+    ) {
+        // A stream that stays open and says nothing.
+        let (_silent, script) = tokio::sync::oneshot::channel::<String>();
+        let (engine, _opened) = memory::Engine::new([script]);
+        let options = WatchOptions {
+            resync: Duration::from_secs(30),
+            ..WatchOptions::default()
+        };
+        let (watcher, tx, mut rx) = watch(&engine, options);
+        let observer = Arc::new(Observer::default());
+        let run = tokio::spawn(watcher.with_observer(Arc::clone(&observer)).run(tx));
+        let within = Duration::from_secs(10);
+        tokio::time::timeout(within, rx.changed())
+            .await
+            .expect("first snapshot")
+            .expect("open");
+        let count = || observer.metrics.resync_changes.get();
+        // Resyncs of an unchanged Swarm: nothing found.
+        tokio::time::sleep(Duration::from_secs(65)).await;
+        assert_eq!(count(), 0);
+        assert!(observer.metrics.resyncs.get() >= 2);
+        // A task goes without any event: the next resync finds it, once.
+        let tasks: Vec<serde_json::Value> = serde_json::from_str(memory::TASKS).expect("fixture");
+        *engine.tasks.lock().expect("tasks") = serde_json::to_string(&tasks[1..]).expect("json");
+        tokio::time::timeout(Duration::from_secs(40), rx.changed())
+            .await
+            .expect("the resync's snapshot")
+            .expect("open");
+        assert_eq!(rx.borrow_and_update().tasks.len(), 4);
+        assert_eq!(count(), 1);
+        tokio::time::sleep(Duration::from_secs(65)).await;
+        assert_eq!(count(), 1, "later resyncs found nothing new");
+        drop(rx);
+        run.abort();
     }
 
     #[tokio::test(start_paused = true)]
