@@ -64,6 +64,11 @@ pub enum SwarmError {
 }
 
 impl SwarmError {
+    /// The engine answered 404 (a service, task or container that is gone).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, SwarmError::Api { status: 404, .. })
+    }
+
     /// Whether retrying the same call later may succeed (engine restarting, connection lost,
     /// server-side error), as opposed to a request that will keep failing.
     pub fn is_transient(&self) -> bool {
@@ -161,5 +166,7 @@ mod tests {
         );
         assert!(matches!(e, SwarmError::Api { status: 404, .. }));
         assert!(!e.is_transient());
+        assert!(e.is_not_found());
+        assert!(!api(409).is_not_found() && !api(500).is_not_found());
     }
 }

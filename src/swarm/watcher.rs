@@ -522,7 +522,16 @@ impl<'a> Loop<'a> {
         self.listing = None;
         let refresh = done.refresh;
         if let Err(e) = self.listed(done) {
-            warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
+            if e.is_not_found() && matches!(refresh, Refresh::Tasks | Refresh::Services) {
+                // A service of the listing's filter was removed: expected (the container
+                // events of its stopping tasks keep touching it for its grace period, and
+                // every service removal on the Swarm, swarm-lb's own secrets copy jobs
+                // included, does this), and a full listing follows (`listed`). Not a warning:
+                // 170 such lines in 20 s were seen on a busy shared Swarm.
+                debug!(error = %e, ?refresh, "a listed service is gone; listing everything");
+            } else {
+                warn!(error = %e, transient = e.is_transient(), ?refresh, "listing failed");
+            }
         }
     }
 
