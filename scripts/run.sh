@@ -40,12 +40,21 @@ if ! "$DOCKER" network inspect "$NETWORK" >/dev/null 2>&1; then
     "$DOCKER" network create -d overlay --attachable "$NETWORK" >/dev/null
     log "network $NETWORK created"
 fi
+# With SWARM_LB_SERVICE_CLUSTER set, the stack serves only services of that cluster: so is the
+# demo labelled (an existing demo is relabelled to match).
+cluster_label=()
+[[ -n ${SWARM_LB_SERVICE_CLUSTER:-} ]] &&
+    cluster_label=(--label "com.docker.lb.service_cluster=$SWARM_LB_SERVICE_CLUSTER")
 if ! "$DOCKER" service inspect demo >/dev/null 2>&1; then
     "$DOCKER" service create --detach --quiet --no-resolve-image --name demo \
         --network "$NETWORK" --replicas "$DEMO_REPLICAS" \
         --label "com.docker.lb.hosts=$DEMO_HOST" --label com.docker.lb.port=8080 \
+        "${cluster_label[@]}" \
         --env 'TASK_NAME={{.Task.Name}}' swarm-lb/testapp:1 >/dev/null
-    log "service demo created ($DEMO_REPLICAS replicas, host $DEMO_HOST)"
+    log "service demo created ($DEMO_REPLICAS replicas, host $DEMO_HOST${SWARM_LB_SERVICE_CLUSTER:+, service cluster $SWARM_LB_SERVICE_CLUSTER})"
+elif [[ -n ${SWARM_LB_SERVICE_CLUSTER:-} ]]; then
+    "$DOCKER" service update --detach --quiet \
+        --label-add "com.docker.lb.service_cluster=$SWARM_LB_SERVICE_CLUSTER" demo >/dev/null
 fi
 
 port=${SWARM_LB_HTTP_PORT##*:}
