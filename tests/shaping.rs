@@ -293,6 +293,44 @@ async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_
     assert!(map.contains("$r:x-frame-options:web =h:DENY\n"), "{map}");
 }
 
+/// A newcomer's finding: the service's response headers were missing from HAProxy's own
+/// answers for it (403 of an allow or deny list, 429 of a rate limit), since their lookups
+/// came after those rules. They are looked up first now ({{shaping_responses}}).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxys_own_403_and_429_for_a_service_carry_its_response_headers() {
+    let task = echo(SocketAddr::new(loopback(13), support::free_port())).await;
+    let haproxy = Haproxy::start_https(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let mut driver = reconciler(&haproxy);
+    let denied = snapshot(
+        task.addr,
+        &[(XFO, "DENY"), ("com.docker.lb.ip_deny", "127.0.0.1")],
+    );
+    driver.pass(&denied).await.expect("pass");
+    let got = get(http, "/", "").await;
+    assert_eq!(got.status, 403, "{got:?}");
+    assert_eq!(got.header("x-frame-options"), Some("DENY"), "{got:?}");
+    let limited = snapshot(
+        task.addr,
+        &[(XFO, "DENY"), ("com.docker.lb.rate_limit", "1/s")],
+    );
+    driver.pass(&limited).await.expect("pass");
+    let mut refused = None;
+    for _ in 0..5 {
+        let got = get(http, "/", "").await;
+        if got.status == 429 {
+            refused = Some(got);
+            break;
+        }
+    }
+    let refused = refused.expect("a 429 within 5 requests at 1/s");
+    assert_eq!(
+        refused.header("x-frame-options"),
+        Some("DENY"),
+        "{refused:?}"
+    );
+}
+
 const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
 const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
 

@@ -11,13 +11,56 @@
 
 use crate::model::shaping::{REQUEST_HEADERS, RESPONSE_HEADERS};
 
-/// The rule lines, without indentation, reading the hosts map at `hosts_map`.
+/// One rule that looks `<key><service>` up in the hosts map into `txn.<var>` when `txn.<cond>`
+/// is set.
+fn lookup(hosts_map: &str, var: &str, key: &str, cond: &str) -> String {
+    format!(
+        "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}) if {{ var(txn.{cond}) -m found }}"
+    )
+}
+
+/// The response side, without indentation, reading the hosts map at `hosts_map`: whether the
+/// service shapes anything, HSTS and the response headers looked up, and the
+/// `http-after-response` rules that set them. Rendered where the template says
+/// `{{shaping_responses}}`, right after the request's service is known and before the access
+/// rules, so that HAProxy's own answers for the service (403, 429, 401) carry its headers too
+/// (a newcomer found them missing while the lookups came after the deny rules); in a template
+/// without that placeholder, at the top of `{{shaping}}`.
+pub fn response_rules(hosts_map: &str) -> Vec<String> {
+    let lookup = |var: &str, key: &str, cond: &str| lookup(hosts_map, var, key, cond);
+    let mut out = vec![
+        // One lookup for every request with a service: does it shape anything?
+        lookup("shaped", "$", "service"),
+        // HTTPS as the frontend's own rules say it (X-Forwarded-Proto is ours unless a
+        // trusted balancer sent it): HSTS is sent on HTTPS responses only (RFC 6797, 7.2).
+        "http-request set-var(txn.https) str(1) if { var(txn.shaped) -m found } { req.hdr(x-forwarded-proto,-1),lower -m str https }".to_owned(),
+        lookup("hsts", "$h:", "https"),
+    ];
+    let value = |var: &str| format!("%[var(txn.{var}),bytes(3),url_dec]");
+    for (i, name) in RESPONSE_HEADERS.iter().enumerate() {
+        let var = format!("r{i}");
+        out.push(lookup(&var, &format!("$r:{name}:"), "shaped"));
+        out.push(format!(
+            "http-after-response del-header {name} if {{ var(txn.{var}) -m str =h: }}"
+        ));
+        out.push(format!(
+            "http-after-response set-header {name} {} if {{ var(txn.{var}) -m beg =h: }} !{{ var(txn.{var}) -m str =h: }}",
+            value(&var)
+        ));
+    }
+    out.push(format!(
+        "http-after-response set-header strict-transport-security {} if {{ var(txn.hsts) -m beg =h: }}",
+        value("hsts")
+    ));
+    out
+}
+
+/// The request side, without indentation, reading the hosts map at `hosts_map`: compression,
+/// the timeouts' lookups and the request headers, after the access rules and basic auth (a
+/// `request_header.Authorization` that removes the header must act after auth read it).
+/// Needs `txn.shaped` from [`response_rules`], which comes first.
 pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
-    let lookup = |var: &str, key: &str, cond: &str| {
-        format!(
-            "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}) if {{ var(txn.{cond}) -m found }}"
-        )
-    };
+    let lookup = |var: &str, key: &str, cond: &str| lookup(hosts_map, var, key, cond);
     let mut out = vec![
         // Compression (`com.docker.lb.compress`): the frontend names the algorithms and a type
         // no response has, so it compresses nothing itself; a backend whose section (or named
@@ -29,12 +72,6 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         // allowed in `defaults`), while with these frontend lines it does.
         COMPRESSION_ALGOS.to_owned(),
         format!("compression type {COMPRESSION_NONE}"),
-        // One lookup for every request with a service: does it shape anything?
-        lookup("shaped", "$", "service"),
-        // HTTPS as the frontend's own rules say it (X-Forwarded-Proto is ours unless a
-        // trusted balancer sent it): HSTS is sent on HTTPS responses only (RFC 6797, 7.2).
-        "http-request set-var(txn.https) str(1) if { var(txn.shaped) -m found } { req.hdr(x-forwarded-proto,-1),lower -m str https }".to_owned(),
-        lookup("hsts", "$h:", "https"),
     ];
     // Timeouts: the values here, the `set-timeout` rules in the backends ([`backend_rules`]).
     for (var, key) in [("t_server", "$ts:"), ("t_tunnel", "$tt:")] {
@@ -54,21 +91,6 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
             value(&var)
         ));
     }
-    for (i, name) in RESPONSE_HEADERS.iter().enumerate() {
-        let var = format!("r{i}");
-        out.push(lookup(&var, &format!("$r:{name}:"), "shaped"));
-        out.push(format!(
-            "http-after-response del-header {name} if {{ var(txn.{var}) -m str =h: }}"
-        ));
-        out.push(format!(
-            "http-after-response set-header {name} {} if {{ var(txn.{var}) -m beg =h: }} !{{ var(txn.{var}) -m str =h: }}",
-            value(&var)
-        ));
-    }
-    out.push(format!(
-        "http-after-response set-header strict-transport-security {} if {{ var(txn.hsts) -m beg =h: }}",
-        value("hsts")
-    ));
     out
 }
 
@@ -130,7 +152,10 @@ mod tests {
 
     #[test]
     fn every_offered_header_has_its_lookup_removal_and_setting_rule() {
-        let rules = frontend_rules("/run/hosts.map");
+        let rules: Vec<String> = response_rules("/run/hosts.map")
+            .into_iter()
+            .chain(frontend_rules("/run/hosts.map"))
+            .collect();
         for name in REQUEST_HEADERS {
             assert!(rules
                 .iter()

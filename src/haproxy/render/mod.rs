@@ -36,8 +36,8 @@ pub use read_back::{
 };
 pub use settings::{
     HttpsSettings, RenderSettings, SettingsError, ACME_MAP, ADMIN_SOCKET, AUTH, BIND, CRT_LIST,
-    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, TLS_PROFILE,
-    TRUSTED_PROXIES,
+    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING,
+    SHAPING_RESPONSES, TLS_PROFILE, TRUSTED_PROXIES,
 };
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).

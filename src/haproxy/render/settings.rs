@@ -42,6 +42,10 @@ pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 pub const AUTH: &str = "{{auth}}";
 /// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
 pub const SHAPING: &str = "{{shaping}}";
+/// A line holding it becomes the response side of the shaping rules
+/// ([`crate::haproxy::shaping::response_rules`]), before the access rules; optional (without
+/// it they open `{{shaping}}`, and HAProxy's own 403/429/401 carry no service headers).
+pub const SHAPING_RESPONSES: &str = "{{shaping_responses}}";
 /// Replaced by the ACME challenge map path ([`crate::haproxy::acme::acme_map`]); optional.
 pub const ACME_MAP: &str = "{{acme_map}}";
 
