@@ -1,15 +1,17 @@
 //! What operators see: the Prometheus [`metrics`], the health of the loops, the [`status`]
-//! view, and the names of applied [`changes`] for the logs.
+//! view (and its HTML [`page`]), and the names of applied [`changes`] for the logs.
 //! [`Observer`] is the state shared between the reconciler, the watcher and the [`http`]
 //! handlers: metric handles (atomics) and one `parking_lot` mutex, never held across an
 //! `.await`.
 //!
-//! `changes`, `convergence` and `status` are pure; `http` is the only I/O here.
+//! `changes`, `convergence`, `status` and `page` (the HTML of `/`) are pure; `http` is the
+//! only I/O here.
 
 pub mod changes;
 pub mod convergence;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod status;
 
 use std::collections::{BTreeSet, HashMap};
