@@ -59,7 +59,9 @@ section.host{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8e
 table{border-collapse:collapse;width:100%;background:#fff}\
 th,td{text-align:left;padding:.25em .6em;border-bottom:1px solid #eee;vertical-align:top}\
 th{font-weight:600;color:#444;background:#f3f3f3}\
-td.mono,span.mono{font-family:ui-monospace,monospace;overflow-wrap:anywhere}\
+td.mono,span.mono{font-family:ui-monospace,monospace;overflow-wrap:break-word}\
+td.key{font-family:ui-monospace,monospace;white-space:nowrap}\
+td.text{font-family:ui-monospace,monospace;overflow-wrap:anywhere}\
 .tag{display:inline-block;padding:0 .45em;border-radius:3px;font-size:.85em;background:#eee}\
 .ok{color:#11703a}.warn{color:#8a5a00}.bad{color:#b3261e;font-weight:600}\
 .tag.share{background:#e3ecff}\
@@ -277,7 +279,7 @@ fn backend(out: &mut String, r: &Route, share: Option<&str>) -> fmt::Result {
 fn server(out: &mut String, s: &ServerStatus) -> fmt::Result {
     writeln!(
         out,
-        "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
+        "<tr><td class=\"key\">{}</td><td class=\"mono\">{}</td><td class=\"key\">{}</td>\
          <td class=\"{}\">{}</td><td class=\"{}\">{}</td><td class=\"{}\">{}</td></tr>",
         Esc(&s.slot),
         Esc(s.task.as_deref().unwrap_or("-")),
@@ -313,8 +315,8 @@ fn problems(out: &mut String, s: &Status) -> fmt::Result {
         let tone = if p.severity == "error" { "bad" } else { "warn" };
         writeln!(
             out,
-            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"{tone}\">{}</td>\
-             <td class=\"mono\">{}</td></tr>",
+            "<tr><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"{tone}\">{}</td>\
+             <td class=\"text\">{}</td></tr>",
             Esc(&p.service),
             Esc(&p.label),
             Esc(&p.severity),
@@ -350,7 +352,7 @@ fn certificates(out: &mut String, certs: &[Certificate], now: i64) -> fmt::Resul
         };
         writeln!(
             out,
-            "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"mono\">{}</td>\
+            "<tr><td class=\"key\">{}</td><td class=\"key\">{}</td><td class=\"mono\">{}</td>\
              <td class=\"mono\">{}</td><td>{}</td><td class=\"{tone}\">{}</td></tr>",
             Esc(&c.service),
             Esc(&c.secret),
