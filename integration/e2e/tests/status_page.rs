@@ -88,7 +88,14 @@ async fn run_chromium(url: &str, args: &[String]) -> String {
     .kill_on_drop(true);
     let out = tokio::time::timeout(BROWSER, cmd.output())
         .await
-        .unwrap_or_else(|_| panic!("chromium {args:?} did not finish within {BROWSER:?}"))
+        .unwrap_or_else(|_| {
+            // An `alert()` that ran holds the page open: a script got in and the policy
+            // did not stop it.
+            panic!(
+                "chromium {args:?} did not finish within {BROWSER:?} (a script dialog on the \
+                 page blocks it)"
+            )
+        })
         .expect("chromium runs");
     assert!(
         out.status.success(),
