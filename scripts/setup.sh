@@ -31,7 +31,10 @@ PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3
     docker-registry sslscan apache2-utils testssl.sh ca-certificates
     # Let's Encrypt's test CA (pebble, pebble-challtestsrv: Debian 12 ships 2.4): tests/acme.rs
     # starts its own on free loopback ports.
-    pebble)
+    pebble
+    # chromium: the headless browser integration/e2e/tests/status_page.rs loads the status page
+    # with (DOM dump and screenshot).
+    chromium)
 
 log() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

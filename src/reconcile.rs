@@ -472,7 +472,9 @@ impl Reconciler {
     /// and metrics, when they changed.
     fn note_cert_problems(&mut self, snap: &Snapshot, desired: &Desired) {
         if let Some(tls) = &self.tls {
+            // The served certificates: their expiry series and the status view's list.
             self.observer.cert_expiries(tls.expiries());
+            self.observer.certificates(tls.served());
         }
         let mut certs = self
             .tls

@@ -369,3 +369,68 @@ async fn a_burst_of_100_status_requests_is_answered_while_a_change_converges_at_
         "api2 routed to its task: {status:#?}"
     );
 }
+
+/// `GET /` as a browser sends it: the status code, the response head (lower case) and the
+/// body.
+async fn get_page(addr: SocketAddr) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: status\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("request");
+    let mut raw = Vec::new();
+    tokio::time::timeout(STARTUP, stream.read_to_end(&mut raw))
+        .await
+        .expect("the page within the start-up deadline")
+        .expect("read");
+    let text = String::from_utf8(raw).expect("utf-8");
+    let (head, body) = text.split_once("\r\n\r\n").expect("a response head");
+    (head.to_lowercase(), body.to_owned())
+}
+
+#[tokio::test]
+async fn the_status_page_is_html_without_scripts_that_shows_a_hostile_label_as_text() {
+    let mut rig = Rig::start().await;
+    let hostile = "\"><img src=x onerror=alert(1)>.test";
+    let evil = service(
+        "evil",
+        &[
+            ("com.docker.lb.hosts", hostile),
+            ("com.docker.lb.port", "8080"),
+        ],
+    );
+    let mut tasks = running("web", &[1, 2]);
+    tasks.extend(running("evil", &[3]));
+    rig.pass(snapshot(vec![web("8080"), evil], tasks)).await;
+
+    let (head, body) = get_page(rig.addr).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    let csp = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-security-policy: "))
+        .unwrap_or_else(|| panic!("no Content-Security-Policy: {head}"));
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("style-src 'unsafe-inline'"),
+        "{csp}"
+    );
+    assert!(!csp.contains("script-src"), "{csp}");
+    assert!(body.contains("<h3>web.test</h3>"), "{body}");
+    assert!(
+        body.contains("web.1.task1") && body.contains("web.2.task2"),
+        "{body}"
+    );
+    assert!(body.contains("1 succeeded, 0 failed"), "{body}");
+    assert!(
+        body.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "the hostile value as text: {body}"
+    );
+    assert!(
+        !body.contains("<img") && !body.contains("<script"),
+        "{body}"
+    );
+}

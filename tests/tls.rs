@@ -563,6 +563,12 @@ mod driver {
         secret_pair(secrets.path(), "other", &["b.example"]);
         let mut driver = reconciler(&haproxy, secrets.path());
         let master = haproxy.master();
+        // The status view's certificates: (service, secret) of each served.
+        let shown = |driver: &Reconciler| -> Vec<(String, String)> {
+            let (_, certs, _) = driver.observer().status_extras();
+            certs.into_iter().map(|c| (c.service, c.secret)).collect()
+        };
+        let web = |secret: &str| vec![("web".to_owned(), secret.to_owned())];
         let labelled = |crt: &str, key: &str| {
             snapshot(
                 service(
@@ -583,6 +589,10 @@ mod driver {
             .expect("pass");
         driver.flush().await.expect("files");
         wait_served(https_port, "a.example", &of_pem(&first)).await;
+        assert_eq!(shown(&driver), web("one-crt"));
+        let (_, listed, now) = driver.observer().status_extras();
+        assert_eq!(listed[0].names, ["a.example"]);
+        assert!(listed[0].not_after > now, "{listed:?}");
         let after_create = reloads(&master).await;
         // Its expiry is exported for alerting (monitoring/alerts.yml, 14 days ahead).
         let expiry = |driver: &Reconciler, secret: &str| -> Option<i64> {
@@ -622,6 +632,7 @@ mod driver {
             "the rotated-out secret's series goes"
         );
         assert!(expiry(&driver, "two-crt").is_some());
+        assert_eq!(shown(&driver), web("two-crt"));
 
         // A pair that does not cover the host, and a key of another certificate: refused,
         // the served certificate stays, HTTP still routes.
@@ -639,6 +650,11 @@ mod driver {
             .expect("pass");
         assert_eq!(served(https_port, "a.example"), of_pem(&second));
         assert_eq!(status_of(haproxy.http_port, "a.example"), "200");
+        assert_eq!(
+            shown(&driver),
+            web("two-crt"),
+            "the one HAProxy still serves"
+        );
 
         // Labels removed: the default certificate again.
         driver
@@ -651,6 +667,7 @@ mod driver {
             std::fs::metadata(cert_file.as_str()).is_err(),
             "file removed"
         );
+        assert!(shown(&driver).is_empty(), "labels removed");
         assert_eq!(
             expiry(&driver, "two-crt"),
             None,

@@ -1,8 +1,9 @@
 //! The HTTP listener (`--listen`, default `127.0.0.1:9270`): `/metrics` (OpenMetrics text),
 //! `/healthz` (200 while the reconciler loop is alive), `/readyz` (200 once a pass succeeded
-//! and Docker and HAProxy answer; 503 with the reasons otherwise) and `/status` (the
+//! and Docker and HAProxy answer; 503 with the reasons otherwise), `/status` (the
 //! [`Status`] as JSON, read from HAProxy's admin socket per request, at most
-//! [`STATUS_READS`] at once). Plain hyper HTTP/1.1, one task per connection. Also the small client `swarm-lb status` and `swarm-lb health`
+//! [`STATUS_READS`] at once) and `/` (the same [`Status`] as an HTML page, [`super::page`],
+//! served with a Content-Security-Policy that allows no script). Plain hyper HTTP/1.1, one task per connection. Also the small client `swarm-lb status` and `swarm-lb health`
 //! use.
 
 use std::convert::Infallible;
@@ -20,7 +21,7 @@ use tokio::sync::Semaphore;
 use tracing::debug;
 
 use super::status::{self, Status};
-use super::{metrics, Observer};
+use super::{metrics, page, Observer};
 use crate::haproxy::{codec, AdminClient, MapPath, Query};
 
 /// Where `/status` reads HAProxy.
@@ -90,6 +91,33 @@ fn reply(code: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respon
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// The status page's policy: nothing may load or run (no script, image, font, frame or
+/// form target), only the page's own `<style>` applies. Escaping keeps label values out of
+/// the markup; this keeps a slip in it from running anything.
+pub const PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; \
+                            base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// The status page, or why HAProxy could not be read (as text, 503).
+fn page_reply(status: Result<Status, String>) -> Response<Full<Bytes>> {
+    let mut r = match status {
+        Ok(s) => reply(StatusCode::OK, page::CONTENT_TYPE, page::render_html(&s)),
+        Err(e) => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            format!("cannot read HAProxy: {e}\n"),
+        ),
+    };
+    let headers = r.headers_mut();
+    for (name, value) in [
+        ("content-security-policy", PAGE_CSP),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+    ] {
+        headers.insert(name, hyper::header::HeaderValue::from_static(value));
+    }
+    r
+}
+
 async fn route(
     req: Request<Incoming>,
     observer: &Observer,
@@ -99,6 +127,7 @@ async fn route(
         return reply(StatusCode::METHOD_NOT_ALLOWED, TEXT, "GET only\n");
     }
     match req.uri().path() {
+        "/" => page_reply(status_of(observer, source).await),
         "/metrics" => reply(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
@@ -142,7 +171,7 @@ async fn route(
         _ => reply(
             StatusCode::NOT_FOUND,
             TEXT,
-            "not found; try /metrics, /healthz, /readyz, /status\n",
+            "not found; try /, /metrics, /healthz, /readyz, /status\n",
         ),
     }
 }
@@ -182,6 +211,10 @@ async fn status_of(observer: &Observer, reader: &Reader) -> Result<Status, Strin
     };
     let mut status = status::build(snap.as_deref(), &rows, &entries, &problems);
     status.hints = observer.hint_sources();
+    let (passes, certificates, at) = observer.status_extras();
+    status.passes = Some(passes);
+    status.certificates = certificates;
+    status.at = at;
     Ok(status)
 }
 

@@ -1,14 +1,17 @@
 //! What operators see: the Prometheus [`metrics`], the health of the loops, the [`status`]
-//! view, and the names of applied [`changes`] for the logs. [`Observer`] is the state shared
-//! between the reconciler, the watcher and the [`http`] handlers: metric handles (atomics) and
-//! one `parking_lot` mutex, never held across an `.await`.
+//! view (and its HTML [`page`]), and the names of applied [`changes`] for the logs.
+//! [`Observer`] is the state shared between the reconciler, the watcher and the [`http`]
+//! handlers: metric handles (atomics) and one `parking_lot` mutex, never held across an
+//! `.await`.
 //!
-//! `changes`, `convergence` and `status` are pure; `http` is the only I/O here.
+//! `changes`, `convergence`, `status` and `page` (the HTML of `/`) are pure; `http` is the
+//! only I/O here.
 
 pub mod changes;
 pub mod convergence;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod status;
 
 use std::collections::{BTreeSet, HashMap};
@@ -23,7 +26,7 @@ use crate::model::{BackendName, Desired, LabelError, Snapshot};
 pub use changes::ReloadReason;
 pub use convergence::{Convergence, Phase, TaskTimes};
 pub use metrics::Metrics;
-pub use status::{HintSource, Problem, Status};
+pub use status::{Certificate, HintSource, Problem, Status};
 
 /// Shared by the reconciler, the watcher and the HTTP handlers (behind an `Arc`).
 pub struct Observer {
@@ -49,6 +52,9 @@ struct Shared {
     backends: HashMap<BackendName, Arc<BackendState>>,
     haproxy_version: Option<String>,
     passes_ok: u64,
+    /// Passes, reloads and certificates as the status view shows them.
+    passes: status::Passes,
+    certificates: Vec<Certificate>,
     last_pass_ok: bool,
     last_error: Option<String>,
     docker_ok: bool,
@@ -246,6 +252,15 @@ impl Observer {
             }
         }
         shared.passes_ok += 1;
+        let now = unix_secs();
+        let passes = &mut shared.passes;
+        passes.ok += 1;
+        passes.last_ok_at = Some(now);
+        passes.last = Some(status::LastPass {
+            at: now,
+            error: None,
+            took_ms: Some(u64::try_from(took.as_millis()).unwrap_or(u64::MAX)),
+        });
         shared.last_pass_ok = true;
         shared.last_error = None;
         shared.haproxy_ok = true;
@@ -258,6 +273,12 @@ impl Observer {
             self.metrics.haproxy_up.set(0);
         }
         let mut shared = self.shared.lock();
+        shared.passes.failed += 1;
+        shared.passes.last = Some(status::LastPass {
+            at: unix_secs(),
+            error: Some(error.to_owned()),
+            took_ms: None,
+        });
         shared.last_pass_ok = false;
         shared.last_error = Some(error.to_owned());
         if haproxy_down {
@@ -374,6 +395,24 @@ impl Observer {
         } else {
             self.metrics.reload_failures.get_or_create(&labels).inc();
         }
+        let mut shared = self.shared.lock();
+        let passes = &mut shared.passes;
+        if ok {
+            passes.reloads += 1;
+        } else {
+            passes.reload_failures += 1;
+        }
+        passes.last_reload = Some(status::LastReload {
+            at: unix_secs(),
+            reason: labels.reason,
+            ok,
+        });
+    }
+
+    /// The certificates HAProxy serves for services now (the status view's list).
+    pub fn certificates(&self, mut certs: Vec<Certificate>) {
+        certs.sort();
+        self.shared.lock().certificates = certs;
     }
 
     pub fn health(&self) -> Health {
@@ -457,6 +496,17 @@ impl Observer {
         let shared = self.shared.lock();
         (shared.snapshot.clone(), shared.problems.clone())
     }
+
+    /// What the status view shows besides routes and problems: the passes and reloads so
+    /// far, the certificates served, and the time it is read at (unix seconds).
+    pub fn status_extras(&self) -> (status::Passes, Vec<Certificate>, i64) {
+        let shared = self.shared.lock();
+        (
+            shared.passes.clone(),
+            shared.certificates.clone(),
+            unix_secs(),
+        )
+    }
 }
 
 fn problem(e: &LabelError, severity: &str) -> Problem {
@@ -479,6 +529,12 @@ fn result(r: &str) -> metrics::ResultLabels {
 
 fn gauge(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn unix_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 fn unix_now() -> f64 {
@@ -589,6 +645,30 @@ mod tests {
             text.contains("secret=\"web-cert-2\"} 1900000000\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn the_status_view_counts_passes_and_reloads_and_keeps_the_last_of_each() {
+        let o = Observer::default();
+        assert_eq!(o.status_extras().0, status::Passes::default());
+        o.pass_ok(&ProxyState::default(), Duration::from_millis(7));
+        o.reload(ReloadReason::BackendCreated, true);
+        o.pass_failed("admin socket: connection refused", true);
+        o.reload(ReloadReason::BackendCreated, false);
+        let (p, certs, at) = o.status_extras();
+        assert_eq!((p.ok, p.failed, p.reloads, p.reload_failures), (1, 1, 1, 1));
+        let last = p.last.expect("a last pass");
+        assert_eq!(
+            last.error.as_deref(),
+            Some("admin socket: connection refused")
+        );
+        assert!(p.last_ok_at.is_some_and(|t| t <= last.at && last.at <= at));
+        let reload = p.last_reload.expect("a last reload");
+        assert_eq!(
+            (reload.reason.as_str(), reload.ok),
+            ("backend_created", false)
+        );
+        assert!(certs.is_empty());
     }
 
     #[test]

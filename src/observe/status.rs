@@ -23,6 +23,69 @@ pub struct Status {
     /// Other nodes' hint agents this edge follows (`--hints`), by address; empty without.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hints: Vec<HintSource>,
+    /// The certificates served for `ssl_cert`/`ssl_key` labels, by service; empty without
+    /// the HTTPS bind.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Certificate>,
+    /// The reconciler's passes and reloads; `None` from a daemon too old to say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passes: Option<Passes>,
+    /// When the daemon built this view (unix seconds; 0: not said). Ages and expiries shown
+    /// are counted from it, so rendering needs no clock.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub at: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// A certificate HAProxy serves for a service (never the key).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Certificate {
+    pub service: String,
+    /// The Docker secret holding the certificate (`com.docker.lb.ssl_cert`).
+    pub secret: String,
+    /// The leaf's serial, hex.
+    pub serial: String,
+    /// The DNS names it covers.
+    pub names: Vec<String>,
+    /// Unix seconds.
+    pub not_after: i64,
+}
+
+/// What the reconciler's passes and reloads came to since start-up.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Passes {
+    pub ok: u64,
+    pub failed: u64,
+    /// The last pass, if one ran.
+    pub last: Option<LastPass>,
+    /// The last successful pass's end (unix seconds).
+    pub last_ok_at: Option<i64>,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    /// The last reload, if one was made.
+    pub last_reload: Option<LastReload>,
+}
+
+/// How the last pass ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastPass {
+    /// Unix seconds.
+    pub at: i64,
+    /// Its error; `None`: it succeeded.
+    pub error: Option<String>,
+    /// How long it took (milliseconds), when it succeeded.
+    pub took_ms: Option<u64>,
+}
+
+/// The last reload: when, why (a `swarm_lb_reloads_total` reason), and whether it worked.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastReload {
+    pub at: i64,
+    pub reason: String,
+    pub ok: bool,
 }
 
 /// One hint agent an edge follows.
@@ -204,7 +267,7 @@ pub fn build(
     Status {
         routes,
         problems,
-        hints: Vec::new(),
+        ..Status::default()
     }
 }
 
@@ -216,7 +279,8 @@ fn slot_number(slot: &str) -> u64 {
 }
 
 /// The table: one line per server (host, service, mode and backend on the first line of each
-/// backend), free slots counted, then the label problems.
+/// backend), free slots counted, then the label problems, the certificates, the passes and
+/// reloads, and the node hints (each when there is any).
 pub fn render(status: &Status) -> String {
     let mut rows: Vec<[String; 10]> = vec![[
         "HOST", "SERVICE", "MODE", "BACKEND", "SLOT", "TASK", "ADDRESS", "STATE", "HEALTH", "CHECK",
@@ -279,6 +343,57 @@ pub fn render(status: &Status) -> String {
             ]);
         }
         table(&mut out, &rows);
+    }
+    if !status.certificates.is_empty() {
+        out.push_str("\nCERTIFICATES\n");
+        let mut rows = vec![[
+            "SERVICE",
+            "SECRET",
+            "NOT AFTER (UNIX)",
+            "DAYS LEFT",
+            "NAMES",
+        ]
+        .map(str::to_owned)];
+        for c in &status.certificates {
+            let left = if status.at == 0 {
+                "-".to_owned()
+            } else {
+                (c.not_after.saturating_sub(status.at).div_euclid(86_400)).to_string()
+            };
+            rows.push([
+                c.service.clone(),
+                c.secret.clone(),
+                c.not_after.to_string(),
+                left,
+                c.names.join(","),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
+    if let Some(p) = &status.passes {
+        out.push_str("\nPASSES\n");
+        let _ = writeln!(
+            out,
+            "{} succeeded, {} failed; reloads: {} done, {} failed",
+            p.ok, p.failed, p.reloads, p.reload_failures
+        );
+        let ago = |at: i64| {
+            if status.at == 0 {
+                format!("at {at} (unix)")
+            } else {
+                format!("{} s ago", status.at.saturating_sub(at))
+            }
+        };
+        if let Some(last) = &p.last {
+            let _ = match &last.error {
+                None => writeln!(out, "last pass: ok, {}", ago(last.at)),
+                Some(e) => writeln!(out, "last pass: failed, {}: {e}", ago(last.at)),
+            };
+        }
+        if let Some(r) = &p.last_reload {
+            let outcome = if r.ok { "done" } else { "failed" };
+            let _ = writeln!(out, "last reload: {outcome}, {} ({})", ago(r.at), r.reason);
+        }
     }
     if !status.hints.is_empty() {
         out.push_str("\nNODE HINTS\n");
@@ -449,6 +564,52 @@ bad      com.docker.lb.port  error     label com.docker.lb.port=\"0\": must be 1
         let s = sample();
         let json = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+    }
+
+    #[test]
+    fn the_table_ends_with_certificates_and_the_last_pass_and_reload() {
+        let status = Status {
+            certificates: vec![Certificate {
+                service: "web".into(),
+                secret: "web-cert".into(),
+                serial: "01".into(),
+                names: vec!["web.example".into()],
+                not_after: 1_000_000 + 20 * 86_400 + 5,
+            }],
+            passes: Some(Passes {
+                ok: 3,
+                failed: 1,
+                last: Some(LastPass {
+                    at: 1_000_000 - 2,
+                    error: Some("admin socket: timeout".into()),
+                    took_ms: None,
+                }),
+                last_ok_at: Some(1_000_000 - 9),
+                reloads: 1,
+                reload_failures: 0,
+                last_reload: Some(LastReload {
+                    at: 1_000_000 - 60,
+                    reason: "backend_created".into(),
+                    ok: true,
+                }),
+            }),
+            at: 1_000_000,
+            ..Status::default()
+        };
+        let text = render(&status);
+        let expected = "\
+no service is routed
+
+CERTIFICATES
+SERVICE  SECRET    NOT AFTER (UNIX)  DAYS LEFT  NAMES
+web      web-cert  2728005           20         web.example
+
+PASSES
+3 succeeded, 1 failed; reloads: 1 done, 0 failed
+last pass: failed, 2 s ago: admin socket: timeout
+last reload: done, 60 s ago (backend_created)
+";
+        assert_eq!(text, expected, "\n{text}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ use crate::model::cert::{self, CertInfo};
 use crate::model::labels::{LabelError, SSL_CERT};
 use crate::model::Reason;
 use crate::model::{Desired, WantedCert};
+use crate::observe::Certificate;
 
 /// Where the secrets' contents are read from, and the certificate files.
 #[derive(Debug)]
@@ -45,6 +46,8 @@ pub struct TlsCerts {
     /// Each served certificate's notAfter (unix seconds), by (service, certificate secret):
     /// `swarm_lb_certificate_expiry_timestamp_seconds`.
     expiries: BTreeMap<(String, String), i64>,
+    /// What HAProxy serves for each service, as far as the pairs read say (the status view).
+    served_certs: BTreeMap<String, Certificate>,
     /// Each service's pair as last read and checked, so that a pass reads and parses only the
     /// pairs whose files changed (issue 22: a pass costs two `stat`s per certificate).
     checked: BTreeMap<String, Checked>,
@@ -143,6 +146,7 @@ impl TlsCerts {
             reported: BTreeMap::new(),
             delivery: None,
             expiries: BTreeMap::new(),
+            served_certs: BTreeMap::new(),
             checked: BTreeMap::new(),
             reads: 0,
         }
@@ -184,6 +188,8 @@ impl TlsCerts {
         };
         let mut served: BTreeSet<CertPath> = BTreeSet::new();
         let mut expiries = BTreeMap::new();
+        // What the status view shows: a pair not (yet) pushed leaves the one HAProxy serves.
+        let mut shown: BTreeMap<String, Certificate> = BTreeMap::new();
         let mut changes = 0;
         let mut version = None;
         for (backend, wanted) in &desired.certs {
@@ -203,6 +209,7 @@ impl TlsCerts {
                         if let Some(t) = self.expiries.get(&key) {
                             expiries.insert(key, *t);
                         }
+                        keep_shown(&self.served_certs, &wanted.service, &mut shown);
                     }
                     continue;
                 }
@@ -211,13 +218,16 @@ impl TlsCerts {
                     // What HAProxy serves stays (a rotation to a bad pair keeps the old one).
                     if fs::metadata(path.as_str()).is_ok() {
                         served.insert(path);
+                        keep_shown(&self.served_certs, &wanted.service, &mut shown);
                     }
                     continue;
                 }
             };
+            let certificate = self.certificate(wanted);
             let on_disk = fs::read_to_string(path.as_str()).ok();
             if on_disk.as_deref() == Some(format!("{}\n", pem.as_str()).as_str()) {
                 served.insert(path);
+                shown.extend(certificate);
                 continue;
             }
             let version = match version {
@@ -229,6 +239,7 @@ impl TlsCerts {
                 Ok(cmds) => cmds,
                 Err(too_large) => {
                     problem(cert_error(wanted, too_large.to_string()));
+                    keep_shown(&self.served_certs, &wanted.service, &mut shown);
                     continue;
                 }
             };
@@ -238,6 +249,7 @@ impl TlsCerts {
                 let abort = [crate::haproxy::Command::AbortSslCert { cert: path.clone() }];
                 let _ = admin.execute(&abort).await?;
                 problem(cert_error(wanted, refusal.message));
+                keep_shown(&self.served_certs, &wanted.service, &mut shown);
                 continue;
             }
             if let Err(e) = self.certs.write_cert(&path, &pem) {
@@ -250,9 +262,11 @@ impl TlsCerts {
                 "certificate served (runtime API, no reload)"
             );
             served.insert(path);
+            shown.extend(certificate);
             changes += 1;
         }
         self.expiries = expiries;
+        self.served_certs = shown;
         changes += self.remove_unwanted(admin, &list, &served).await?;
         if let Err(e) = self.certs.write_crt_list(&served) {
             error!(error = %e, "writing the crt-list");
@@ -275,6 +289,27 @@ impl TlsCerts {
     /// `status` and `swarm_lb_label_problems` with the label problems.
     pub fn problems(&self) -> Vec<LabelError> {
         self.reported.values().cloned().collect()
+    }
+
+    /// The certificates HAProxy serves for services after the last pass (status view).
+    pub fn served(&self) -> Vec<Certificate> {
+        self.served_certs.values().cloned().collect()
+    }
+
+    /// What the status view says of `wanted`'s pair, read good this pass (from its check).
+    fn certificate(&self, wanted: &WantedCert) -> Option<(String, Certificate)> {
+        let checked = self.checked.get(&wanted.service)?;
+        let (_, info) = checked.outcome.as_ref().ok()?;
+        Some((
+            wanted.service.clone(),
+            Certificate {
+                service: wanted.service.clone(),
+                secret: wanted.secrets.cert.clone(),
+                serial: info.serial.clone(),
+                names: info.names.clone(),
+                not_after: info.not_after,
+            },
+        ))
     }
 
     /// The notAfter (unix seconds) of each certificate read good at the last pass, by
@@ -388,6 +423,18 @@ impl TlsCerts {
         let services: BTreeSet<&str> = desired.certs.values().map(|w| w.service.as_str()).collect();
         self.checked
             .retain(|service, _| services.contains(service.as_str()));
+    }
+}
+
+/// The certificate the status view showed for `service` at the last pass, kept in `shown`:
+/// HAProxy still serves it.
+fn keep_shown(
+    previous: &BTreeMap<String, Certificate>,
+    service: &str,
+    shown: &mut BTreeMap<String, Certificate>,
+) {
+    if let Some(c) = previous.get(service) {
+        shown.insert(service.to_owned(), c.clone());
     }
 }
 
