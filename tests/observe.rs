@@ -12,7 +12,7 @@ use std::process::{Command as Process, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{free_port, poll_until, Haproxy, STARTUP};
+use support::{poll_until, Haproxy, STARTUP};
 use swarm_lb::haproxy::codec::{self, admin_from_bits};
 use swarm_lb::haproxy::render::Files;
 use swarm_lb::haproxy::{AdminClient, ProxyState, Query};
@@ -111,8 +111,12 @@ impl Rig {
             None,
         )
         .with_observer(observer.clone());
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let listener = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        // Port 0: the kernel picks a free port and keeps it, so no other test can take it
+        // between the choice and the bind (a `free_port()` here once raced: AddrInUse).
+        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("the listener's address");
         let source = http::StatusSource {
             admin_socket: haproxy.admin_socket().to_owned(),
             hosts_map: haproxy.hosts_map().clone(),

@@ -46,23 +46,48 @@ where
     }
 }
 
-/// A loopback port nobody listens on right now (bind 127.0.0.1:0, read it, release it), and
-/// never handed out before by this process: the tests of one binary run in parallel, and two
-/// of them given the same port would collide when they bind it on the same `127.0.0.N` (seen
-/// as "Address already in use" under load). Another process may still take it before the
-/// caller binds it; tests accept that small race.
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range, and never
+/// handed out before by this process.
+///
+/// - Below the ephemeral range (`/proc/sys/net/ipv4/ip_local_port_range`, 32768-60999 by
+///   default): the kernel gives those ports to outgoing connections, so a port read back from
+///   `bind(:0)` could become some client's source port before HAProxy or a test binds it (seen
+///   as "Address already in use" under load).
+/// - Below 30000 too: Swarm gives ports from 30000-32767 to services published without a
+///   port of their own.
+/// - Never handed out twice by this process: the tests of one binary run in parallel.
+/// - Each process starts at its own offset (from its pid), so that test binaries running
+///   at the same time (the two e2e stacks) rarely try the same port; the bind check below
+///   catches the rest except for a window of microseconds.
+///
+/// Where the caller binds the listener itself, `bind(:0)` and `local_addr()` is better still.
 pub fn free_port() -> u16 {
     static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.insert(port) {
+    const LOWEST: u16 = 10_000;
+    const SWARM_DYNAMIC_PORTS_START: u16 = 30_000;
+    let end = ephemeral_ports_start().clamp(LOWEST + 1_000, SWARM_DYNAMIC_PORTS_START);
+    let span = u32::from(end - LOWEST);
+    let offset = std::process::id().wrapping_mul(7_919) % span;
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for step in 0..span {
+        let port = LOWEST + ((offset + step) % span) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
             return port;
         }
     }
+    panic!("no free loopback port between {LOWEST} and {end}: every one is bound or already given");
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_ports_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 #[cfg(test)]
@@ -106,5 +131,17 @@ mod tests {
         let port = free_port();
         assert_ne!(port, 0);
         std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the free port");
+    }
+
+    #[test]
+    fn free_ports_are_distinct_and_below_the_ephemeral_range() {
+        let start = ephemeral_ports_start();
+        let ports: BTreeSet<u16> = (0..200).map(|_| free_port()).collect();
+        assert_eq!(ports.len(), 200, "a port was handed out twice");
+        let above: Vec<u16> = ports.iter().copied().filter(|&p| p >= start).collect();
+        assert!(
+            above.is_empty(),
+            "ports in the ephemeral range (from {start}): {above:?}"
+        );
     }
 }
