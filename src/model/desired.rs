@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
+use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK, SSL_ACME};
 use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::{
@@ -194,6 +194,15 @@ pub fn desired_cached(
                 pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
             });
         }
+        if let Some(acme) = &route.tls.acme {
+            out.acme.insert(
+                route.backend.clone(),
+                super::WantedAcme {
+                    service: service.name.clone(),
+                    hosts: acme.hosts().to_vec(),
+                },
+            );
+        }
         if let Some(secrets) = &route.tls.cert {
             out.certs.insert(
                 route.backend.clone(),
@@ -267,7 +276,19 @@ impl Ctx<'_> {
         c.warnings.extend(parsed.warnings);
         c.errors.extend(parsed.left_out);
         let built = match parsed.route {
-            Verdict::Route(route) => self.build(service, *route, None, &mut c.warnings),
+            Verdict::Route(mut route) => {
+                if route.tls.acme.is_some() && !self.settings.acme {
+                    let value = service.labels.get(SSL_ACME).map_or("", String::as_str);
+                    c.errors.push(LabelError::invalid(
+                        &service.name,
+                        SSL_ACME,
+                        value,
+                        Reason::AcmeOff,
+                    ));
+                    route.tls.acme = None;
+                }
+                self.build(service, *route, None, &mut c.warnings)
+            }
             Verdict::NoHosts => {
                 c.notices.push(LabelError::NoHosts {
                     service: service.name.clone(),
@@ -620,6 +641,7 @@ mod tests {
         Settings {
             default_network: None,
             service_cluster: None,
+            acme: false,
         }
     }
 
@@ -1495,6 +1517,7 @@ mod tests {
         let settings = Settings {
             default_network: Some("back".to_owned()),
             service_cluster: None,
+            acme: false,
         };
         let d = desired(&snap, &settings, &BTreeMap::new());
         assert_eq!(d.errors, vec![]);
@@ -1503,6 +1526,7 @@ mod tests {
         let elsewhere = Settings {
             default_network: Some("other".to_owned()),
             service_cluster: None,
+            acme: false,
         };
         let d = desired(&snap, &elsewhere, &BTreeMap::new());
         assert_eq!(

@@ -240,6 +240,11 @@ pub enum Reason {
     AcmeHost { why: &'static str },
     #[error("none of the service's hosts can be certified by ACME; no certificate is ordered")]
     AcmeNoHost,
+    /// The last order for the service's hosts failed (`error`: the CA's problem, type and
+    /// detail, or why it could not be placed); it is retried with backoff, and the
+    /// certificate served now (if any) stays.
+    #[error("the ACME order failed (retried with backoff): {error}")]
+    AcmeOrderFailed { error: String },
     /// The pair the secrets hold is refused (key, dates, names).
     #[error("{0}")]
     Certificate(super::cert::CertProblem),

@@ -175,6 +175,8 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             warnings: Vec::new(),
             notices: Vec::new(),
             certs: BTreeMap::new(),
+            acme: BTreeMap::new(),
+            extra_secrets: Default::default(),
         })
 }
 

@@ -47,9 +47,7 @@ pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
 /// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
 pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
 /// `true`: swarm-lb obtains the certificate for the service's hosts from the ACME CA
-/// (issue 25, `docs/acme.md`). Parsed by `acme.rs`; not in [`LABELS`] until the order path
-/// acts on it, so that until then the label is reported as unknown rather than silently
-/// ignored.
+/// configured with `--acme` (`docs/acme.md`), and renews it. Parsed by `acme.rs`.
 pub const SSL_ACME: &str = "com.docker.lb.ssl_acme";
 
 // `access.rs`: who may reach the service.
@@ -157,6 +155,7 @@ pub const LABELS: &[Label] = &[
     label(FAIL_TIMEOUT, Family::Options, TaskMode),
     label(SSL_CERT, Family::Tls, AnyMode),
     label(SSL_KEY, Family::Tls, AnyMode),
+    label(SSL_ACME, Family::Tls, AnyMode),
     label(SSL_ONLY, Family::Tls, AnyMode),
     label(SSL_PASSTHROUGH, Family::Tls, AnyMode),
     label(SSL_BACKEND, Family::Tls, AnyMode),

@@ -234,7 +234,12 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         .unwrap_or_default();
 
     let access = access::parse_access(name, labels, &mut errors);
-    let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    let mut tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    // Whether a CA is configured is the desired state's to say (`model::Settings::acme`).
+    tls.acme = hosts
+        .as_deref()
+        .and_then(|h| acme::parse_acme(name, labels, h, true, &mut left_out))
+        .map(Box::new);
     let access =
         access.filter(|a| access::check_passthrough(name, tls.passthrough, a, &mut errors));
     let shaping = shaping::parse_shaping(name, labels, &mut errors)
