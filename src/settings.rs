@@ -110,9 +110,16 @@ pub fn acme(c: &Common, template: &str) -> anyhow::Result<Option<AcmeSettings>> 
     let flags = AcmeFlags {
         directory: &c.acme_directory,
         email: c.acme_email.as_deref(),
-        ca_bundle: c.acme_ca_bundle.as_deref(),
+        // Empty from compose's `${SWARM_LB_ACME_CA_BUNDLE:-}`: none.
+        ca_bundle: c
+            .acme_ca_bundle
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
         eab_kid: c.acme_eab_kid.as_deref(),
-        eab_hmac_file: c.acme_eab_hmac_file.as_deref(),
+        eab_hmac_file: c
+            .acme_eab_hmac_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
     };
     Ok(Some(AcmeSettings::new(&flags)?))
 }
