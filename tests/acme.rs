@@ -5,10 +5,10 @@
 mod support;
 
 use support::{http_get_target, reloads, route, task_backend, Backend, Haproxy};
-use swarm_lb_testkit::pebble::Pebble;
 use swarm_lb::haproxy::acme::{self, KeyAuthorization, Token};
 use swarm_lb::haproxy::{AdminClient, Command, ProxyState};
 use swarm_lb::model::{Host, MapKey, MapValue};
+use swarm_lb_testkit::pebble::Pebble;
 
 const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
 const THUMBPRINT: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";

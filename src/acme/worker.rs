@@ -323,10 +323,34 @@ impl Orderer {
         if self.failures.get(digest).is_some_and(|(_, at)| now < *at) {
             return;
         }
-        let Some(lease_id) = self.take_lease(view, want, now).await else {
+        // About to order: list again first, so that a certificate another edge stored since
+        // the last listing (its lease already gone) is not ordered a second time.
+        let fresh = match list(&self.docker).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                debug!(%error, "listing before an order; the next round tries again");
+                return;
+            }
+        };
+        let stored = fresh
+            .serving(digest, now)
+            .is_some_and(|c| !schedule::due(now, c.not_before, c.not_after));
+        self.handle.publish_view(fresh.clone());
+        if stored {
+            return;
+        }
+        let Some(lease_id) = self.take_lease(&fresh, want, now).await else {
             return;
         };
         let result = self.order(want).await;
+        if result.is_ok() {
+            // This edge's next round (and its pass) see the new certificate at once.
+            if let Ok(after) = list(&self.docker).await {
+                self.handle.publish_view(after);
+            }
+        }
+        // Removed after the certificate is stored: an edge that lists no lease then lists the
+        // certificate too (and lists again before it would order).
         if let Err(error) = self.docker.remove_config(&lease_id).await {
             debug!(%error, "removing the order lease; it lapses by itself");
         }

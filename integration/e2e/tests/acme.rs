@@ -1,0 +1,273 @@
+//! Automatic certificates end to end (`com.docker.lb.ssl_acme`, `docs/acme.md`): a compose
+//! stack started with `--acme` against Pebble (Let's Encrypt's test CA, Debian's `pebble`)
+//! orders through Swarm (the lease and the answers are Docker configs, the certificate and
+//! key Docker secrets that the copy job delivers), and serves the chain Pebble issued,
+//! verified by a real client (`curl --cacert` Pebble's root). A CA that refuses gives the
+//! clear error on the service while HTTP keeps routing.
+//!
+//! Pebble listens on the Docker bridge's gateway address, which the stack's swarm-lb reaches
+//! from its own network; Pebble validates on the HTTP port the stack publishes on loopback.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::process::{Command as Process, Stdio};
+use std::time::{Duration, Instant};
+
+use swarm_lb_e2e::docker::{docker, try_docker, Network, Service};
+use swarm_lb_e2e::stack::Stack;
+use swarm_lb_e2e::{load, poll_until, unique};
+use swarm_lb_testkit::pebble::{Pebble, PebbleOptions};
+
+const APP1: &str = "swarm-lb/testapp:1";
+const CONVERGE: Duration = Duration::from_secs(90);
+/// Where the stack's swarm-lb finds Pebble's HTTPS root.
+const CA_IN_CONTAINER: &str = "/etc/swarm-lb/acme-ca.pem";
+
+/// The default bridge's gateway: an address of this host every container can reach.
+fn bridge_gateway() -> IpAddr {
+    docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        "{{(index .IPAM.Config 0).Gateway}}",
+    ])
+    .trim()
+    .parse()
+    .expect("the bridge network's gateway address")
+}
+
+/// Pebble for a stack whose HAProxy will publish HTTP on `http_port`, and the stack, with
+/// `--acme` pointed at it.
+async fn pebble_and_stack(cluster: &str, refuse: bool) -> (Pebble, Stack) {
+    let http_port = swarm_lb_testkit::free_port();
+    let gateway = bridge_gateway();
+    let pebble = Pebble::start_with(PebbleOptions {
+        listen: gateway,
+        refuse,
+        ..PebbleOptions::new(http_port)
+    })
+    .await;
+    let override_yaml = format!(
+        "version: \"3.8\"\nservices:\n  swarm-lb:\n    volumes:\n      - {}:{CA_IN_CONTAINER}:ro\n",
+        pebble.ca_bundle.display()
+    );
+    let stack = Stack::up_on_http_port(
+        &[
+            ("SWARM_LB_SERVICE_CLUSTER", cluster),
+            ("SWARM_LB_ACME", "true"),
+            ("SWARM_LB_ACME_DIRECTORY", &pebble.directory),
+            ("SWARM_LB_ACME_EMAIL", "ops@example.com"),
+            ("SWARM_LB_ACME_CA_BUNDLE", CA_IN_CONTAINER),
+        ],
+        &override_yaml,
+        http_port,
+    )
+    .await;
+    (pebble, stack)
+}
+
+/// `curl --cacert <root>` to `https://<host>:<port>/` on loopback: the status, or curl's
+/// complaint (a chain it could not verify).
+fn verified_get(port: u16, host: &str, root: &Path) -> Result<u16, String> {
+    let out = Process::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg("--cacert")
+        .arg(root)
+        .arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+/// The ACME objects in Swarm whose labels or names mention `needle`: (kind, name) pairs.
+fn acme_objects(kind: &str, needle: &str) -> Vec<String> {
+    let out = try_docker(&[
+        kind,
+        "ls",
+        "--filter",
+        "label=com.docker.lb.acme",
+        "--format",
+        "{{.Name}} {{.Labels}}",
+    ])
+    .unwrap_or_default();
+    out.lines()
+        .filter(|l| l.contains(needle))
+        .map(|l| l.split(' ').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Removes what a test left in Swarm: the ACME secrets and configs naming its hosts, and
+/// the account of its (one-off) Pebble directory.
+struct Cleanup {
+    needle: String,
+    directory: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for kind in ["secret", "config"] {
+            let mut names = acme_objects(kind, &self.needle);
+            names.extend(acme_objects(kind, &self.directory));
+            for name in names {
+                let _ = try_docker(&[kind, "rm", &name]);
+            }
+        }
+    }
+}
+
+async fn metrics_text(stack: &Stack) -> String {
+    load::get(stack.metrics_port, "127.0.0.1", "/metrics")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_labelled_ssl_acme_is_served_over_https_with_a_pebble_issued_chain_stored_in_swarm(
+) {
+    swarm_lb_testkit::tls::require_tools(&["curl", "openssl"], "the ACME end-to-end test");
+    let cluster = unique("acme");
+    let (pebble, stack) = pebble_and_stack(&cluster, false).await;
+    let base = format!("{}.test", unique("acme"));
+    let _cleanup = Cleanup {
+        needle: base.clone(),
+        directory: pebble.directory.clone(),
+    };
+    let (a, b) = (format!("a.{base}"), format!("b.{base}"));
+    let net = Network::create(&unique("acmenet"));
+    let created = Instant::now();
+    let svc = Service::routed(
+        &unique("acme"),
+        APP1,
+        &cluster,
+        &net,
+        &format!("{a},{b}"),
+        1,
+        &["--label", "com.docker.lb.ssl_acme=true"],
+    );
+    let root = pebble.issuing_root();
+    let port = stack.https_port;
+    poll_until(
+        CONVERGE,
+        "both hosts served over HTTPS with a chain Pebble issued",
+        || async {
+            (verified_get(port, &a, &root) == Ok(200) && verified_get(port, &b, &root) == Ok(200))
+                .then_some(())
+        },
+    )
+    .await;
+    let served_in = created.elapsed();
+    eprintln!("acme: service created -> both hosts served over verified HTTPS in {served_in:?}");
+    // The certificate is Swarm's: two secrets (chain, key) labelled with the names; the
+    // lease and the answers are gone once the order is done.
+    let secrets = acme_objects("secret", &base);
+    assert_eq!(secrets.len(), 2, "{secrets:?}");
+    assert!(
+        secrets.iter().any(|s| s.ends_with(".crt")) && secrets.iter().any(|s| s.ends_with(".key")),
+        "{secrets:?}"
+    );
+    poll_until(CONVERGE, "the order lease removed", || async {
+        acme_objects("config", &base).is_empty().then_some(())
+    })
+    .await;
+    let metrics = metrics_text(&stack).await;
+    assert!(
+        metrics.contains("swarm_lb_acme_orders_total{result=\"ok\"} 1"),
+        "one order, placed once: {metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "swarm_lb_certificate_expiry_timestamp_seconds{{service=\"{}\"",
+            svc.name
+        )),
+        "the ACME certificate's expiry is exported like a secret's"
+    );
+    // Nothing of the key in swarm-lb's log.
+    let log = stack.swarm_lb_log();
+    assert!(!log.contains("PRIVATE KEY"), "a key in the log");
+    assert!(
+        log.contains("certificate stored in Swarm"),
+        "the order's outcome is logged: {log}"
+    );
+    drop(svc);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_that_refuses_gives_the_services_clear_error_and_http_keeps_routing() {
+    let cluster = unique("acmeno");
+    let (pebble, stack) = pebble_and_stack(&cluster, true).await;
+    let host = format!("{}.test", unique("refused"));
+    let _cleanup = Cleanup {
+        needle: host.clone(),
+        directory: pebble.directory.clone(),
+    };
+    let net = Network::create(&unique("acmenet"));
+    let svc = Service::routed(
+        &unique("acmeno"),
+        APP1,
+        &cluster,
+        &net,
+        &host,
+        1,
+        &["--label", "com.docker.lb.ssl_acme=true"],
+    );
+    let problem = format!(
+        "swarm_lb_label_problems{{service=\"{}\",label=\"com.docker.lb.ssl_acme\",severity=\"error\"}} 1",
+        svc.name
+    );
+    poll_until(
+        CONVERGE,
+        "the failed order as the service's label problem",
+        || async { metrics_text(&stack).await.contains(&problem).then_some(()) },
+    )
+    .await;
+    let log = stack.swarm_lb_log();
+    assert!(
+        log.contains("ACME order failed") && log.contains(&svc.name),
+        "the log names the service and the failure: {log}"
+    );
+    let (status, text) = load::get(stack.metrics_port, "127.0.0.1", "/status")
+        .await
+        .expect("/status");
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("the ACME order failed"),
+        "status shows the CA's refusal: {text}"
+    );
+    // HTTP keeps routing; nothing is served over HTTPS for it but the default certificate.
+    let (code, _) = load::get(stack.http_port, &host, "/")
+        .await
+        .expect("HTTP request");
+    assert_eq!(
+        code, 200,
+        "HTTP routing stands while no certificate can be had"
+    );
+    assert!(
+        acme_objects("secret", &host).is_empty(),
+        "no certificate stored"
+    );
+    let metrics = metrics_text(&stack).await;
+    assert!(
+        metrics.contains("swarm_lb_acme_orders_total{result=\"failed\"}"),
+        "{metrics}"
+    );
+    drop(svc);
+}
