@@ -14,6 +14,7 @@ use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use swarm_lb_e2e::docker::{docker, try_docker, Network, Service};
+use swarm_lb_e2e::load::HttpsLoad;
 use swarm_lb_e2e::stack::Stack;
 use swarm_lb_e2e::{load, poll_until, unique};
 use swarm_lb_testkit::pebble::{Pebble, PebbleOptions};
@@ -40,11 +41,21 @@ fn bridge_gateway() -> IpAddr {
 /// Pebble for a stack whose HAProxy will publish HTTP on `http_port`, and the stack, with
 /// `--acme` pointed at it.
 async fn pebble_and_stack(cluster: &str, refuse: bool) -> (Pebble, Stack) {
+    pebble_issuing_for(cluster, refuse, None).await
+}
+
+/// [`pebble_and_stack`] with certificates valid `validity_s` seconds.
+async fn pebble_issuing_for(
+    cluster: &str,
+    refuse: bool,
+    validity_s: Option<u64>,
+) -> (Pebble, Stack) {
     let http_port = swarm_lb_testkit::free_port();
     let gateway = bridge_gateway();
     let pebble = Pebble::start_with(PebbleOptions {
         listen: gateway,
         refuse,
+        validity_s,
         ..PebbleOptions::new(http_port)
     })
     .await;
@@ -268,6 +279,90 @@ async fn a_ca_that_refuses_gives_the_services_clear_error_and_http_keeps_routing
     assert!(
         metrics.contains("swarm_lb_acme_orders_total{result=\"failed\"}"),
         "{metrics}"
+    );
+    drop(svc);
+}
+
+/// The serial of the certificate served on `port` for SNI `host` (`serial=...`), empty when
+/// the handshake failed.
+fn served_serial(port: u16, host: &str) -> String {
+    let out = Process::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null \
+                 | openssl x509 -noout -serial"
+            ),
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_with_no_failed_request_and_no_reload(
+) {
+    // Renewal at two thirds: 40 s into a 60 s certificate, 20 s before it expires.
+    const VALIDITY_S: u64 = 60;
+    swarm_lb_testkit::tls::require_tools(&["curl", "openssl"], "the ACME end-to-end test");
+    let cluster = unique("acmerenew");
+    let (pebble, stack) = pebble_issuing_for(&cluster, false, Some(VALIDITY_S)).await;
+    let host = format!("{}.test", unique("renew"));
+    let _cleanup = Cleanup {
+        needle: host.clone(),
+        directory: pebble.directory.clone(),
+    };
+    let net = Network::create(&unique("acmenet"));
+    let svc = Service::routed(
+        &unique("acmerenew"),
+        APP1,
+        &cluster,
+        &net,
+        &host,
+        1,
+        &["--label", "com.docker.lb.ssl_acme=true"],
+    );
+    let root = pebble.issuing_root();
+    let port = stack.https_port;
+    poll_until(
+        CONVERGE,
+        "the first certificate served, verified",
+        || async { (verified_get(port, &host, &root) == Ok(200)).then_some(()) },
+    )
+    .await;
+    let first = served_serial(port, &host);
+    assert!(first.starts_with("serial="), "{first:?}");
+    let reloads = stack.reloads().await;
+    let load = HttpsLoad::start(port, &host, 2, Some(root.clone()));
+    let renewed = poll_until(
+        Duration::from_secs(VALIDITY_S + 30),
+        "a renewed certificate served before the first expires",
+        || async {
+            let now = served_serial(port, &host);
+            (now.starts_with("serial=") && now != first).then_some(now)
+        },
+    )
+    .await;
+    // Requests on the renewed certificate too.
+    let after = load.ok.load(std::sync::atomic::Ordering::SeqCst) + 20;
+    poll_until(CONVERGE, "HTTPS load after the renewal", || async {
+        (load.ok.load(std::sync::atomic::Ordering::SeqCst) >= after).then_some(())
+    })
+    .await;
+    let (requests, failed) = load.stop();
+    eprintln!(
+        "acme renewal: {first} -> {renewed} under HTTPS load: {failed} of {requests} requests failed"
+    );
+    assert_eq!(
+        failed, 0,
+        "{failed} of {requests} verified HTTPS requests failed"
+    );
+    assert_eq!(stack.reloads().await, reloads, "a renewal reloads nothing");
+    let metrics = metrics_text(&stack).await;
+    assert!(
+        metrics.contains("swarm_lb_acme_orders_total{result=\"ok\"} 2"),
+        "two orders: {metrics}"
     );
     drop(svc);
 }
