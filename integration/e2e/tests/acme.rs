@@ -40,6 +40,31 @@ fn bridge_gateway() -> IpAddr {
 
 /// Pebble for a stack whose HAProxy will publish HTTP on `http_port`, and the stack, with
 /// `--acme` pointed at it.
+/// The stack's environment and compose override for `--acme` against `pebble`.
+fn acme_env(pebble: &Pebble, cluster: &str) -> (Vec<(String, String)>, String) {
+    let env = [
+        ("SWARM_LB_SERVICE_CLUSTER", cluster),
+        ("SWARM_LB_ACME", "true"),
+        ("SWARM_LB_ACME_DIRECTORY", pebble.directory.as_str()),
+        ("SWARM_LB_ACME_EMAIL", "ops@example.com"),
+        ("SWARM_LB_ACME_CA_BUNDLE", CA_IN_CONTAINER),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+    .collect();
+    let override_yaml = format!(
+        "version: \"3.8\"\nservices:\n  swarm-lb:\n    volumes:\n      - {}:{CA_IN_CONTAINER}:ro\n",
+        pebble.ca_bundle.display()
+    );
+    (env, override_yaml)
+}
+
+async fn acme_stack(pebble: &Pebble, cluster: &str, http_port: u16) -> Stack {
+    let (env, override_yaml) = acme_env(pebble, cluster);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Stack::up_on_http_port(&env, &override_yaml, http_port).await
+}
+
 async fn pebble_and_stack(cluster: &str, refuse: bool) -> (Pebble, Stack) {
     pebble_issuing_for(cluster, refuse, None).await
 }
@@ -59,22 +84,7 @@ async fn pebble_issuing_for(
         ..PebbleOptions::new(http_port)
     })
     .await;
-    let override_yaml = format!(
-        "version: \"3.8\"\nservices:\n  swarm-lb:\n    volumes:\n      - {}:{CA_IN_CONTAINER}:ro\n",
-        pebble.ca_bundle.display()
-    );
-    let stack = Stack::up_on_http_port(
-        &[
-            ("SWARM_LB_SERVICE_CLUSTER", cluster),
-            ("SWARM_LB_ACME", "true"),
-            ("SWARM_LB_ACME_DIRECTORY", &pebble.directory),
-            ("SWARM_LB_ACME_EMAIL", "ops@example.com"),
-            ("SWARM_LB_ACME_CA_BUNDLE", CA_IN_CONTAINER),
-        ],
-        &override_yaml,
-        http_port,
-    )
-    .await;
+    let stack = acme_stack(&pebble, cluster, http_port).await;
     (pebble, stack)
 }
 
@@ -364,5 +374,156 @@ async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_wit
         metrics.contains("swarm_lb_acme_orders_total{result=\"ok\"} 2"),
         "two orders: {metrics}"
     );
+    drop(svc);
+}
+
+/// The holder of the order lease for names containing `needle` (`<node>/<container>`), if a
+/// lease exists.
+fn lease_holder(needle: &str) -> Option<String> {
+    let out = try_docker(&[
+        "config",
+        "ls",
+        "--filter",
+        "label=com.docker.lb.acme=lock",
+        "--format",
+        "{{.Labels}}",
+    ])
+    .ok()?;
+    let line = out.lines().find(|l| l.contains(needle))?;
+    line.split(',')
+        .find_map(|kv| kv.strip_prefix("com.docker.lb.acme.holder="))
+        .map(str::to_owned)
+}
+
+/// The ID of a stack's swarm-lb container.
+fn swarm_lb_id(stack: &Stack) -> String {
+    docker(&[
+        "inspect",
+        "-f",
+        "{{.Id}}",
+        &format!("{}_swarm-lb_1", stack.project),
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_finish_an_order_whose_edge_died(
+) {
+    swarm_lb_testkit::tls::require_tools(&["curl", "openssl"], "the ACME end-to-end test");
+    let cluster = unique("acme3");
+    // Pebble validates through the second edge only: an order placed by another edge is
+    // answered there from the Swarm config.
+    let ports = [
+        swarm_lb_testkit::free_port(),
+        swarm_lb_testkit::free_port(),
+        swarm_lb_testkit::free_port(),
+    ];
+    let pebble = Pebble::start_with(PebbleOptions {
+        listen: bridge_gateway(),
+        ..PebbleOptions::new(ports[1])
+    })
+    .await;
+    let base = format!("{}.test", unique("three"));
+    let _cleanup = Cleanup {
+        needle: base.clone(),
+        directory: pebble.directory.clone(),
+    };
+    let (s0, s1, s2) = tokio::join!(
+        acme_stack(&pebble, &cluster, ports[0]),
+        acme_stack(&pebble, &cluster, ports[1]),
+        acme_stack(&pebble, &cluster, ports[2]),
+    );
+    let stacks = [s0, s1, s2];
+    let net = Network::create(&unique("acmenet"));
+    let first = format!("one.{base}");
+    let svc = Service::routed(
+        &unique("acme3"),
+        APP1,
+        &cluster,
+        &net,
+        &first,
+        1,
+        &["--label", "com.docker.lb.ssl_acme=true"],
+    );
+    let root = pebble.issuing_root();
+    for stack in &stacks {
+        poll_until(CONVERGE, "every edge serving the certificate", || async {
+            (verified_get(stack.https_port, &first, &root) == Ok(200)).then_some(())
+        })
+        .await;
+    }
+    let serials: Vec<String> = stacks
+        .iter()
+        .map(|s| served_serial(s.https_port, &first))
+        .collect();
+    assert!(
+        serials
+            .iter()
+            .all(|s| s == &serials[0] && s.starts_with("serial=")),
+        "one certificate on every edge: {serials:?}"
+    );
+    assert_eq!(pebble.orders(), 1, "exactly one order for three edges");
+    let mut placed = 0.0;
+    for stack in &stacks {
+        let text = metrics_text(stack).await;
+        placed += text
+            .lines()
+            .find_map(|l| l.strip_prefix("swarm_lb_acme_orders_total{result=\"ok\"} "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    assert_eq!(placed, 1.0, "one edge placed it");
+
+    // The edge that takes the next order dies while it holds the lease: another edge takes
+    // the lapsed lease over and completes the order.
+    let second = format!("two.{base}");
+    let orders_before = pebble.orders();
+    svc.update(&[
+        "--label-add",
+        &format!("com.docker.lb.hosts={first},{second}"),
+    ]);
+    let holder = poll_until(
+        CONVERGE,
+        "an edge holding the new order's lease",
+        || async { lease_holder(&second) },
+    )
+    .await;
+    let dead = stacks
+        .iter()
+        .position(|s| {
+            // The container part is the full ID (from mountinfo) or the short one (hostname).
+            let me = holder.rsplit('/').next().unwrap_or_default();
+            !me.is_empty() && swarm_lb_id(s).starts_with(me)
+        })
+        .unwrap_or_else(|| panic!("the holder {holder} is none of the three edges"));
+    stacks[dead].stop_swarm_lb();
+    let killed = Instant::now();
+    eprintln!("acme: killed edge {dead}, the lease holder, mid-order");
+    let alive: Vec<&Stack> = stacks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, s)| s)
+        .collect();
+    for stack in &alive {
+        poll_until(
+            Duration::from_secs(180),
+            "the order completed by another edge after the lease lapsed",
+            || async { (verified_get(stack.https_port, &second, &root) == Ok(200)).then_some(()) },
+        )
+        .await;
+    }
+    let took = killed.elapsed();
+    eprintln!(
+        "acme: the surviving edges serve the new certificate {took:?} after the holder died \
+         (lease 120 s); Pebble saw {} orders for the name set",
+        pebble.orders() - orders_before
+    );
+    assert!(
+        took >= Duration::from_secs(60),
+        "completed in {took:?}: before the lease could lapse, so the dead edge had finished"
+    );
+    stacks[dead].start_swarm_lb();
     drop(svc);
 }

@@ -224,6 +224,12 @@ impl Pebble {
         format!("{}{}", read("pebble.log"), read("pebble.err"))
     }
 
+    /// How many orders Pebble accepted (its log says `Added order "<id>" to the db` for each
+    /// `newOrder`, RFC 8555 §7.4).
+    pub fn orders(&self) -> usize {
+        self.log().matches("Added order").count()
+    }
+
     /// The directory Pebble's files are in (its CA bundle among them).
     pub fn dir(&self) -> &Path {
         self.dir.path()
