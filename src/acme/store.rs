@@ -68,9 +68,16 @@ pub fn token_name(token: &Token) -> String {
     format!("swarm-lb.acme.token.{}", sha256_hex(token.as_str(), 32))
 }
 
-/// The labels of a challenge answer's config.
-pub fn token_labels() -> BTreeMap<String, String> {
-    BTreeMap::from([(KIND.to_owned(), KIND_TOKEN.to_owned())])
+/// The labels of a challenge answer's config for an order of `hosts` (the names, for people
+/// reading `docker config ls`).
+pub fn token_labels(hosts: &[Host]) -> BTreeMap<String, String> {
+    let mut names: Vec<&str> = hosts.iter().map(Host::as_str).collect();
+    names.sort_unstable();
+    names.dedup();
+    BTreeMap::from([
+        (KIND.to_owned(), KIND_TOKEN.to_owned()),
+        (super::lease::HOSTS.to_owned(), names.join(",")),
+    ])
 }
 
 /// The secret name of the account on `directory`.
@@ -342,16 +349,28 @@ mod tests {
         let token = Token::new(TOKEN).unwrap();
         let good = SwarmObject {
             data: Some(answer.clone().into_bytes()),
-            ..object(&token_name(&token), token_labels(), 10)
+            ..object(
+                &token_name(&token),
+                token_labels(&hosts(&["a.example"])),
+                10,
+            )
         };
         // A config named for another token, and one whose data is no key authorization.
         let misnamed = SwarmObject {
             data: Some(answer.into_bytes()),
-            ..object("swarm-lb.acme.token.0000", token_labels(), 10)
+            ..object(
+                "swarm-lb.acme.token.0000",
+                token_labels(&hosts(&["a.example"])),
+                10,
+            )
         };
         let garbage = SwarmObject {
             data: Some(b"<script>".to_vec()),
-            ..object(&token_name(&Token::new("x").unwrap()), token_labels(), 10)
+            ..object(
+                &token_name(&Token::new("x").unwrap()),
+                token_labels(&hosts(&["a.example"])),
+                10,
+            )
         };
         let view = AcmeView::from_listing(&[good, misnamed, garbage], &secrets);
         assert_eq!(view.tokens.len(), 1);

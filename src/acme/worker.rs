@@ -483,6 +483,7 @@ impl Orderer {
             handle: self.handle.clone(),
             poll: self.settings.poll,
             ids: BTreeMap::new(),
+            hosts: want.hosts.clone(),
         };
         let patience = self.settings.patience;
         let issued = self
@@ -564,6 +565,8 @@ struct SwarmAnswers {
     handle: AcmeHandle,
     poll: Duration,
     ids: BTreeMap<Token, String>,
+    /// The order's names (labelled on each answer, for people).
+    hosts: Vec<crate::model::Host>,
 }
 
 impl Challenges for SwarmAnswers {
@@ -577,7 +580,7 @@ impl Challenges for SwarmAnswers {
             .create_config(
                 &store::token_name(token),
                 key_authorization.as_str().as_bytes(),
-                &store::token_labels(),
+                &store::token_labels(&self.hosts),
             )
             .await?;
         self.ids.insert(token.clone(), id);
