@@ -431,35 +431,73 @@ async fn headers_of_any_name_reach_the_client_and_the_task_and_every_edit_is_a_m
     assert_eq!(got.task_saw("x-client-thing"), Some("from-client"));
 
     // Hostile names and values are refused; the last good headers stay.
-    for broken in [
-        vec![(CUSTOM, "x\r\nset-cookie: stolen=1")],
-        vec![(CUSTOM, "x\0y")],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.response_header.X Bad", "1"),
-        ],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.response_header.X:Bad", "1"),
-        ],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.request_header.Host", "evil.example"),
-        ],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.response_header.Content-Length", "0"),
-        ],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.request_header.Transfer-Encoding", "chunked"),
-        ],
-        vec![
-            (CUSTOM, "edited"),
-            ("com.docker.lb.request_header.X-Forwarded-For", "1.2.3.4"),
-        ],
+    // Each: the labels, the label the error names, and a part of its reason.
+    for (broken, label, reason) in [
+        (
+            vec![(CUSTOM, "x\r\nset-cookie: stolen=1")],
+            CUSTOM,
+            "character '\\r'",
+        ),
+        (vec![(CUSTOM, "x\0y")], CUSTOM, "character '\\0'"),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.X Bad", "1"),
+            ],
+            "com.docker.lb.response_header.X Bad",
+            "is not an HTTP token",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.X:Bad", "1"),
+            ],
+            "com.docker.lb.response_header.X:Bad",
+            "is not an HTTP token",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.Host", "evil.example"),
+            ],
+            "com.docker.lb.request_header.Host",
+            "it routes the request",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.Content-Length", "0"),
+            ],
+            "com.docker.lb.response_header.Content-Length",
+            "it frames the message",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.Transfer-Encoding", "chunked"),
+            ],
+            "com.docker.lb.request_header.Transfer-Encoding",
+            "it frames the message",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.X-Forwarded-For", "1.2.3.4"),
+            ],
+            "com.docker.lb.request_header.X-Forwarded-For",
+            "swarm-lb sets it",
+        ),
     ] {
         driver.pass(&apply(&broken)).await.expect("pass");
+        // The clear error: the service, the label and the reason, as status shows it.
+        let (_, problems) = driver.observer().status_inputs();
+        assert!(
+            problems.iter().any(|p| p.service == "web"
+                && p.label == label
+                && p.severity == "error"
+                && p.reason.contains(reason)),
+            "{broken:?}: {problems:?}"
+        );
         let got = get(http, "/", "").await;
         assert_eq!(got.status, 200, "{broken:?}: {got:?}");
         assert_eq!(got.header("x-custom-thing"), Some("edited"), "{broken:?}");
