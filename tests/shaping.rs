@@ -1438,6 +1438,15 @@ async fn a_task_that_never_accepts_is_cut_at_timeout_connect_and_an_edit_costs_w
         .await
         .expect("pass");
     assert_eq!(reloads(&master).await, before, "HAProxy {version}: refused");
+    let (_, problems) = driver.observer().status_inputs();
+    assert!(
+        problems.iter().any(|p| p.service == "web"
+            && p.label == TIMEOUT_CONNECT
+            && p.severity == "error"
+            && p.reason.contains("not a timeout")
+            && p.reason.contains("60s")),
+        "{problems:?}"
+    );
     let (_, took) = cut_after(&haproxy, &mut gate, Duration::from_secs(8))
         .await
         .unwrap_or_else(|| panic!("HAProxy {version}: no answer within 8 s, last good 1s"));
