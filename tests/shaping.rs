@@ -296,9 +296,11 @@ async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_
 
 /// A newcomer's finding: the service's response headers were missing from HAProxy's own
 /// answers for it (403 of an allow or deny list, 429 of a rate limit), since their lookups
-/// came after those rules. They are looked up first now ({{shaping_responses}}).
+/// came after those rules. They are looked up first now ({{shaping_responses}}). The 503 of a
+/// service with no task up carries them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxys_own_403_and_429_for_a_service_carry_its_response_headers() {
+async fn haproxys_own_403_429_and_503_for_a_service_carry_its_response_headers_and_other_names_from_3_0(
+) {
     let task = echo(SocketAddr::new(loopback(13), support::free_port())).await;
     let haproxy = Haproxy::start_https(&ProxyState::default()).await;
     let http = haproxy.http_port;
@@ -353,6 +355,18 @@ async fn haproxys_own_403_and_429_for_a_service_carry_its_response_headers() {
         refused.header("x-custom-thing"),
         custom,
         "HAProxy {version}: {refused:?}"
+    );
+    // No task up: HAProxy's own 503.
+    let mut idle = snapshot(task.addr, &[(XFO, "DENY"), (CUSTOM, "yes")]);
+    idle.tasks = model::shared(Vec::new());
+    driver.pass(&idle).await.expect("pass");
+    let got = get(http, "/", "").await;
+    assert_eq!(got.status, 503, "{got:?}");
+    assert_eq!(got.header("x-frame-options"), Some("DENY"), "{got:?}");
+    assert_eq!(
+        got.header("x-custom-thing"),
+        custom,
+        "HAProxy {version}: {got:?}"
     );
 }
 
