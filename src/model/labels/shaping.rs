@@ -307,9 +307,14 @@ pub(super) fn parse_shaping(
             .map(|((_, n), v)| n.len() + v.as_ref().map_or(0, String::len))
             .sum();
         if custom.len() > CUSTOM_HEADERS_MAX || bytes > CUSTOM_BYTES_MAX {
+            // Named after the last label of another name in this family.
             let (label, value) = labels
                 .range(prefix.to_owned()..)
                 .take_while(|(l, _)| l.starts_with(prefix))
+                .filter(|(l, _)| {
+                    let name = l[prefix.len()..].to_ascii_lowercase();
+                    custom.iter().any(|((_, n), _)| *n == name)
+                })
                 .last()
                 .map(|(l, v)| (l.as_str(), v.as_str()))
                 .unwrap_or((family, ""));
@@ -537,6 +542,11 @@ mod tests {
             let text = errors[0].to_string();
             assert!(
                 text.contains(reason) && text.contains("at most 16"),
+                "{text}"
+            );
+            let last = &all.last().unwrap().0;
+            assert!(
+                text.starts_with(&format!("service web: label {last}=")),
                 "{text}"
             );
         }
