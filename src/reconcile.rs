@@ -706,6 +706,9 @@ impl Reconciler {
                 backend_ca: self.files.loaded_backend_ca(),
             };
         }
+        s.connect_timeout_rule = self
+            .proxy
+            .is_some_and(|p| Capabilities::of(p.version).has(Feature::SetTimeoutConnect));
         // `add server` is GA from 2.6; older versions grow by reload.
         s.add_server = s.add_server
             && self

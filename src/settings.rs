@@ -69,6 +69,7 @@ pub fn settings(
             add_server: !c.no_add_server,
             hosts_map: hosts_map.clone(),
             runtime_backends: Default::default(),
+            connect_timeout_rule: false,
         },
         render,
         haproxy_container: c.haproxy_container.clone(),

@@ -112,8 +112,21 @@ pub enum Reason {
         max = crate::model::shaping::HSTS_MAX_AGE_MAX
     )]
     NotAnHsts,
-    #[error("header {name:?} is not one this label can set: {offered}")]
-    HeaderNotOffered { name: String, offered: String },
+    #[error(
+        "header name {name:?} is not an HTTP token: 1 to {max} letters, digits or \
+         !#$%&'*+-.^_`|~ (RFC 9110, 5.1)",
+        max = crate::model::shaping::HEADER_NAME_MAX
+    )]
+    HeaderNotAToken { name: String },
+    #[error("header {name:?} is not one a label may set: {why}")]
+    HeaderForbidden { name: String, why: &'static str },
+    #[error(
+        "{count} headers of other names, {bytes} bytes of names and values in this direction: \
+         at most {max_count} and {max_bytes} bytes (see docs/shaping.md)",
+        max_count = crate::model::shaping::CUSTOM_HEADERS_MAX,
+        max_bytes = crate::model::shaping::CUSTOM_BYTES_MAX
+    )]
+    HeaderListTooLong { count: usize, bytes: usize },
     #[error("header {name:?} is set by {instead}")]
     HeaderElsewhere { name: String, instead: &'static str },
     #[error(

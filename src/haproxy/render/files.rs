@@ -1,6 +1,7 @@
 //! The generated files on disk ([`Files`]): `haproxy.cfg` and `hosts.map`, each replaced
 //! atomically (temp file, fsync, rename, fsync of the directory), and their last good copies
-//! for rollback after a failed reload. Blocking I/O.
+//! for rollback after a failed reload; beside them the Lua files the config loads
+//! ([`crate::haproxy::lua`]), written when missing or from another build. Blocking I/O.
 
 use std::fs;
 use std::io::Write as _;
@@ -62,7 +63,26 @@ impl Files {
         })?;
         write_atomic(&self.map_path(), map.as_bytes())?;
         self.ensure_acme_map()?;
+        self.ensure_lua()?;
         write_atomic(&self.config_path(), config.as_bytes())
+    }
+
+    /// Where the Lua file `name` ([`crate::haproxy::lua::LUA_FILES`]) is written.
+    pub fn lua_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The config loads the Lua files from beside it: write each whose text on disk is not
+    /// this build's (a missing one would make HAProxy refuse the config; an older one
+    /// would run an older action).
+    fn ensure_lua(&self) -> Result<(), FilesError> {
+        for file in crate::haproxy::lua::LUA_FILES {
+            let path = self.lua_path(file.name);
+            if fs::read(&path).ok().as_deref() != Some(file.text.as_bytes()) {
+                write_atomic(&path, file.text.as_bytes())?;
+            }
+        }
+        Ok(())
     }
 
     /// The ACME challenge map (`{{acme_map}}`), beside the hosts map.
@@ -193,6 +213,7 @@ mod tests {
                 "acme.map",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
+                "headers.lua",
                 "hosts.map",
                 "hosts.map.good"
             ]

@@ -36,7 +36,7 @@ pub use read_back::{
 };
 pub use settings::{
     HttpsSettings, RenderSettings, SettingsError, ACME_MAP, ADMIN_SOCKET, AUTH, BIND, CRT_LIST,
-    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING,
+    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, LUA, PROXY_PROTOCOL_SOURCES, SHAPING,
     SHAPING_RESPONSES, TLS_PROFILE, TRUSTED_PROXIES,
 };
 
@@ -76,3 +76,6 @@ pub const TCP_DEFAULTS: &str = "tcp_edge";
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
 const DEFAULT_SERVER: &str = "default-server";
+/// A backend's own connect timeout, in milliseconds (`com.docker.lb.timeout_connect` before
+/// HAProxy 3.4).
+const TIMEOUT_CONNECT: &str = "timeout connect";

@@ -46,6 +46,10 @@ pub const SHAPING: &str = "{{shaping}}";
 /// ([`crate::haproxy::shaping::response_rules`]), before the access rules; optional (without
 /// it they open `{{shaping}}`, and HAProxy's own 403/429/401 carry no service headers).
 pub const SHAPING_RESPONSES: &str = "{{shaping_responses}}";
+/// A line holding it (in `global`) becomes the lines that load the Lua files swarm-lb ships
+/// ([`crate::haproxy::lua::global_lines`]), each with the line's indentation; optional
+/// (without it they follow the template's `global` line).
+pub const LUA: &str = "{{lua}}";
 /// Replaced by the ACME challenge map path ([`crate::haproxy::acme::acme_map`]); optional.
 pub const ACME_MAP: &str = "{{acme_map}}";
 

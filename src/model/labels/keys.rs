@@ -76,6 +76,8 @@ pub const REQUEST_HEADER: &str = "com.docker.lb.request_header.<Name>";
 pub const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
 /// How long an upgraded connection (websocket) may stay idle (up to 24 h).
 pub const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+/// How long HAProxy waits for the task to accept a connection: `500ms`, `5s` (up to 60 s).
+pub const TIMEOUT_CONNECT: &str = "com.docker.lb.timeout_connect";
 /// `true`: HAProxy compresses the usual text responses (gzip or deflate, as the client asks).
 pub const COMPRESS: &str = "com.docker.lb.compress";
 /// Active health check: the path of an HTTP GET each task must answer with 2xx or 3xx.
@@ -171,6 +173,7 @@ pub const LABELS: &[Label] = &[
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
     label(TIMEOUT_SERVER, Family::Shaping, AnyMode),
     label(TIMEOUT_TUNNEL, Family::Shaping, AnyMode),
+    label(TIMEOUT_CONNECT, Family::Shaping, AnyMode),
     label(HEALTH_PATH, Family::Shaping, TaskMode),
     label(HEALTH_HOST, Family::Shaping, TaskMode),
     label(HEALTH_INTERVAL, Family::Options, TaskMode),

@@ -245,9 +245,16 @@ pub fn parse(service: &Service) -> Option<Parsed> {
     let shaping = shaping::parse_shaping(name, labels, &mut errors)
         .filter(|s| shaping::check_passthrough(name, tls.passthrough, s, labels, &mut errors));
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
+    // `timeout_connect` is read with the shaping labels (its map entry, read on 3.4+) and is
+    // also a section option (`timeout connect`, before 3.4): the planner keeps one of the two.
+    let timeout_connect_ms = shaping
+        .as_ref()
+        .and_then(|s| s.timeout_connect)
+        .and_then(|ms| u32::try_from(ms).ok());
     let options = options.map(|o| BackendOptions {
         backend_tls,
         passthrough: tls.passthrough,
+        timeout_connect_ms,
         ..o
     });
 
