@@ -130,6 +130,8 @@ pub struct StoredCert {
     pub not_after: i64,
     /// When it was stored (the later of its two secrets' creation), unix seconds.
     pub stored: i64,
+    /// The names it certifies (its label), sorted.
+    pub hosts: Vec<String>,
 }
 
 /// Everything ACME in one listing of configs and secrets labelled [`KIND`].
@@ -207,6 +209,11 @@ impl AcmeView {
                 not_before,
                 not_after,
                 stored: crt.created.max(key.created),
+                hosts: crt
+                    .labels
+                    .get(super::lease::HOSTS)
+                    .map(|h| h.split(',').map(str::to_owned).collect())
+                    .unwrap_or_default(),
             });
         }
         for list in view.certs.values_mut() {
@@ -223,6 +230,19 @@ impl AcmeView {
             .iter()
             .rev()
             .find(|c| c.not_before <= now && now < c.not_after)
+    }
+
+    /// While a certificate for `hosts` is being ordered (the service's hosts changed): the
+    /// valid certificate that covers the most of them and no other name, so the hosts it
+    /// certifies stay on HTTPS meanwhile. `None` when none does.
+    pub fn covering_part(&self, hosts: &[Host], now: i64) -> Option<&StoredCert> {
+        let wanted: std::collections::BTreeSet<&str> = hosts.iter().map(Host::as_str).collect();
+        self.certs
+            .values()
+            .flatten()
+            .filter(|c| c.not_before <= now && now < c.not_after && !c.hosts.is_empty())
+            .filter(|c| c.hosts.iter().all(|h| wanted.contains(h.as_str())))
+            .max_by_key(|c| (c.hosts.len(), c.not_after))
     }
 
     /// The certificates to remove at `now`: expired ones, and ones a newer certificate for

@@ -73,8 +73,21 @@ impl AcmeCerts {
         self.handle.want(desired.acme.values());
         let view = self.handle.view();
         for (backend, want) in &desired.acme {
-            let Some(cert) = view.serving(&store::digest(&want.hosts), now) else {
-                continue;
+            // The certificate for exactly these names, else (while one is ordered for names
+            // just added) one for part of them, for those names.
+            let (cert, hosts) = match view.serving(&store::digest(&want.hosts), now) {
+                Some(cert) => (cert, want.hosts.clone()),
+                None => match view.covering_part(&want.hosts, now) {
+                    Some(cert) => (
+                        cert,
+                        want.hosts
+                            .iter()
+                            .filter(|h| cert.hosts.iter().any(|c| c == h.as_str()))
+                            .cloned()
+                            .collect(),
+                    ),
+                    None => continue,
+                },
             };
             desired.certs.insert(
                 backend.clone(),
@@ -84,7 +97,7 @@ impl AcmeCerts {
                         cert: cert.crt.clone(),
                         key: cert.key.clone(),
                     },
-                    hosts: want.hosts.clone(),
+                    hosts,
                 },
             );
         }
@@ -293,6 +306,26 @@ mod tests {
         );
         assert_eq!(served.hosts, hosts);
         assert_eq!(desired.extra_secrets, BTreeSet::from([account_name(dir)]));
+        // A host added: while its certificate is ordered, the one for the others stays.
+        let mut grown = Desired::default();
+        let more = vec![
+            hosts[0].clone(),
+            hosts[1].clone(),
+            Host::parse("c.example").unwrap(),
+        ];
+        grown.acme.insert(
+            backend.clone(),
+            WantedAcme {
+                service: "web".into(),
+                hosts: more,
+            },
+        );
+        certs.settle(&mut grown, 1_000);
+        assert_eq!(grown.certs[&backend].secrets.cert, crt);
+        assert_eq!(
+            grown.certs[&backend].hosts, hosts,
+            "served for the names it holds"
+        );
         // Expired: not served (the worker orders anew).
         let mut later = Desired {
             acme: desired.acme.clone(),

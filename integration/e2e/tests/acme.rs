@@ -395,6 +395,29 @@ fn lease_holder(needle: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// A TCP forwarder on a free loopback port to `127.0.0.1:<target>`, the target changeable:
+/// (its port, the target).
+async fn forwarder(target: u16) -> (u16, std::sync::Arc<std::sync::atomic::AtomicU16>) {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the forwarder");
+    let port = listener.local_addr().expect("its address").port();
+    let to = std::sync::Arc::new(AtomicU16::new(target));
+    let shared = to.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let target = shared.load(Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut out).await;
+                }
+            });
+        }
+    });
+    (port, to)
+}
+
 /// The ID of a stack's swarm-lb container.
 fn swarm_lb_id(stack: &Stack) -> String {
     docker(&[
@@ -412,16 +435,18 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
 ) {
     swarm_lb_testkit::tls::require_tools(&["curl", "openssl"], "the ACME end-to-end test");
     let cluster = unique("acme3");
-    // Pebble validates through the second edge only: an order placed by another edge is
-    // answered there from the Swarm config.
+    // Pebble validates through one edge only (the second, until it is the one killed: a
+    // forwarder stands for the DNS name, as an operator would repoint it): an order placed
+    // by another edge is answered there from the Swarm config.
     let ports = [
         swarm_lb_testkit::free_port(),
         swarm_lb_testkit::free_port(),
         swarm_lb_testkit::free_port(),
     ];
+    let (va_port, va_target) = forwarder(ports[1]).await;
     let pebble = Pebble::start_with(PebbleOptions {
         listen: bridge_gateway(),
-        ..PebbleOptions::new(ports[1])
+        ..PebbleOptions::new(va_port)
     })
     .await;
     let base = format!("{}.test", unique("three"));
@@ -479,9 +504,15 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
     // the lapsed lease over and completes the order.
     let second = format!("two.{base}");
     let orders_before = pebble.orders();
-    svc.update(&[
+    // Detached: a converging `service update` takes longer than the order.
+    docker(&[
+        "service",
+        "update",
+        "--detach",
+        "--quiet",
         "--label-add",
         &format!("com.docker.lb.hosts={first},{second}"),
+        &svc.name,
     ]);
     let holder = poll_until(
         CONVERGE,
@@ -499,6 +530,10 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
         .unwrap_or_else(|| panic!("the holder {holder} is none of the three edges"));
     stacks[dead].stop_swarm_lb();
     let killed = Instant::now();
+    // Its HAProxy still serves, but no answer of a later order reaches it.
+    if dead == 1 {
+        va_target.store(ports[2], std::sync::atomic::Ordering::SeqCst);
+    }
     eprintln!("acme: killed edge {dead}, the lease holder, mid-order");
     let alive: Vec<&Stack> = stacks
         .iter()
@@ -506,6 +541,14 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
         .filter(|(i, _)| *i != dead)
         .map(|(_, s)| s)
         .collect();
+    // Meanwhile the host already certified stays on HTTPS with its certificate.
+    for stack in &alive {
+        assert_eq!(
+            verified_get(stack.https_port, &first, &root),
+            Ok(200),
+            "{first} while the order for both hosts is pending"
+        );
+    }
     for stack in &alive {
         poll_until(
             Duration::from_secs(180),
