@@ -41,6 +41,7 @@ async fn main() -> anyhow::Result<()> {
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     let c = &args.common;
     let settings = settings::settings(c, args.strategy, args.reload_timeout)?;
+    let acme = settings::AcmeOn::new(c, &settings, &args.delivery)?;
     let proxy = settings::proxy_spec(c, &args.create)?;
     // HAProxy (restarting until a config exists) should not wait on Docker: write first.
     let ca = render::backend_ca_path(&settings.render);
@@ -84,7 +85,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tasks.push(("secrets worker", worker));
         delivery = Some(handle);
     }
-    let acme = settings::AcmeOn::new(c, &settings, delivery.is_some())?;
     let options = settings::watch_options(&args, &settings);
     let mut reconciler =
         settings::reconciler(c, settings, docker.clone(), delivery).with_observer(observer.clone());

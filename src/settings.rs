@@ -135,9 +135,14 @@ impl AcmeOn {
     /// `None` when `--acme` is off.
     ///
     /// Errors: a refused `--acme*` value ([`acme`]), or no HTTPS bind or no secrets delivery
-    /// (`delivered`) to go with it: the certificates are served on the HTTPS bind, and every
-    /// edge reads them from Docker secrets.
-    pub fn new(c: &Common, settings: &Settings, delivered: bool) -> anyhow::Result<Option<Self>> {
+    /// (`--secrets-delivery=job`) to go with it: the certificates are served on the HTTPS
+    /// bind, and every edge reads them from Docker secrets. Checked before Docker is asked.
+    pub fn new(
+        c: &Common,
+        settings: &Settings,
+        delivery: &DeliveryArgs,
+    ) -> anyhow::Result<Option<Self>> {
+        let delivered = delivery.secrets_delivery != Delivery::Off;
         let Some(acme) = acme(c, &settings.render.template)? else {
             return Ok(None);
         };

@@ -86,3 +86,34 @@ fn an_unknown_tls_profile_is_refused_at_start_up_naming_the_accepted_ones() {
         assert!(stderr.contains("modern, intermediate and old"), "{stderr}");
     }
 }
+
+#[test]
+fn acme_without_an_https_bind_or_secrets_delivery_is_refused_before_docker_is_asked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().to_string_lossy().into_owned();
+    for extra in [
+        // HTTPS off (the default bind is :443), delivery on; then delivery off (the default).
+        &["--secrets-delivery", "job", "--https-bind", ""][..],
+        &["--https-bind", ":443"][..],
+    ] {
+        let mut args = vec![
+            "run",
+            "--acme",
+            "--acme-directory",
+            "https://ca.example/dir",
+            "--config-dir",
+            &config,
+        ];
+        args.extend_from_slice(extra);
+        // No engine there: the refusal must come before any Docker call.
+        let out = swarm_lb(&args, &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("--acme needs --https-bind")
+                && stderr.contains("--secrets-delivery=job"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
