@@ -59,7 +59,10 @@ pub fn settings(
     // Checked at start; the order path that uses it is still to come (docs/acme.md).
     acme(c, &render.template)?;
     Ok(Settings {
-        model: model_settings(c.default_network.as_deref(), c.service_cluster.as_deref()),
+        model: model::Settings {
+            template_without_lua: !render.loads_lua(),
+            ..model_settings(c.default_network.as_deref(), c.service_cluster.as_deref())
+        },
         plan: PlanSettings {
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
@@ -83,6 +86,7 @@ pub fn model_settings(
     model::Settings {
         default_network: default_network.map(str::to_owned),
         service_cluster: service_cluster.filter(|s| !s.is_empty()).map(str::to_owned),
+        template_without_lua: false,
     }
 }
 

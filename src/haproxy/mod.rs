@@ -12,6 +12,7 @@ pub mod capabilities;
 pub mod client;
 pub mod codec;
 pub mod command;
+pub mod lua;
 pub mod master;
 pub mod render;
 pub mod shaping;

@@ -267,6 +267,17 @@ impl Ctx<'_> {
         c.warnings.extend(parsed.warnings);
         c.errors.extend(parsed.left_out);
         let built = match parsed.route {
+            Verdict::Route(route)
+                if self.settings.template_without_lua && route.access.forward.is_some() =>
+            {
+                let url = route.access.forward.as_ref().map_or("", |f| f.url.as_str());
+                Err(vec![LabelError::invalid(
+                    &service.name,
+                    labels::AUTH_FORWARD,
+                    url,
+                    Reason::TemplateWithoutLua,
+                )])
+            }
             Verdict::Route(route) => self.build(service, *route, None, &mut c.warnings),
             Verdict::NoHosts => {
                 c.notices.push(LabelError::NoHosts {

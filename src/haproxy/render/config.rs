@@ -9,8 +9,8 @@ use std::sync::Arc;
 use super::{
     backend_ca, backend_ca_path, is_comment, RenderSettings, ACME_MAP, ADMIN_SOCKET, AUTH,
     BACKEND_CA_DEFAULTS, BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND,
-    HTTPS_INTERNAL, IF_HTTPS, PROXY_PROTOCOL_SOURCES, SHAPING, SHAPING_RESPONSES, TCP_DEFAULTS,
-    TLS_PROFILE, TRUSTED_PROXIES,
+    HTTPS_INTERNAL, IF_HTTPS, LUA, PROXY_PROTOCOL_SOURCES, SHAPING, SHAPING_RESPONSES,
+    TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
 };
 use crate::haproxy::codec::{push_server_keywords, SSL_VERIFY_REQUIRED};
 use crate::haproxy::command::{CertPath, DefaultsName, ServerKeywords};
@@ -117,6 +117,7 @@ fn render(
         .template
         .lines()
         .any(|l| !is_comment(l) && l.contains(SHAPING_RESPONSES));
+    let lua_placed = settings.loads_lua();
     for line in settings.template.lines() {
         let line = match (line.strip_prefix(IF_HTTPS), &settings.https) {
             (Some(_), None) => continue,
@@ -137,10 +138,16 @@ fn render(
                 out.push_str(&line.replace(TLS_PROFILE, &profile_line));
                 out.push('\n');
             }
+        } else if line.contains(LUA) {
+            for global in crate::haproxy::lua::global_lines(&settings.hosts_map) {
+                out.push_str(&line.replace(LUA, &global));
+                out.push('\n');
+            }
         } else if line.contains(AUTH) {
             let rules = crate::haproxy::auth::frontend_rules(
                 settings.hosts_map.as_str(),
                 &settings.userlists,
+                lua_placed,
             );
             for rule in rules {
                 out.push_str(&line.replace(AUTH, &rule));

@@ -62,6 +62,7 @@ impl Files {
         })?;
         write_atomic(&self.map_path(), map.as_bytes())?;
         self.ensure_acme_map()?;
+        self.ensure_lua()?;
         write_atomic(&self.config_path(), config.as_bytes())
     }
 
@@ -80,6 +81,26 @@ impl Files {
             Ok(false) => write_atomic(&path, b""),
             Err(source) => Err(FilesError { path, source }),
         }
+    }
+
+    /// The Lua scripts `{{lua}}` loads (`crate::haproxy::lua`), in `lua/` beside the hosts
+    /// map: written when missing or different from the ones this swarm-lb ships (read and
+    /// compared first: the config is written on every change, the scripts almost never), so
+    /// HAProxy always loads the scripts of the swarm-lb that wrote its config.
+    fn ensure_lua(&self) -> Result<(), FilesError> {
+        let dir = self.dir.join(crate::haproxy::lua::DIR);
+        fs::create_dir_all(&dir).map_err(|source| FilesError {
+            path: dir.clone(),
+            source,
+        })?;
+        for (name, text) in crate::haproxy::lua::SCRIPTS {
+            let path = dir.join(name);
+            if fs::read(&path).is_ok_and(|on_disk| on_disk == text.as_bytes()) {
+                continue;
+            }
+            write_atomic(&path, text.as_bytes())?;
+        }
+        Ok(())
     }
 
     /// Replaces the challenge map's file with `text` ([`crate::haproxy::acme::map_text`]),
@@ -194,11 +215,12 @@ mod tests {
                 "haproxy.cfg",
                 "haproxy.cfg.good",
                 "hosts.map",
-                "hosts.map.good"
+                "hosts.map.good",
+                "lua"
             ]
         );
         // The config may hold password hashes: owner only, the good copies too.
-        for name in names {
+        for name in names.iter().filter(|n| *n != "lua") {
             let mode = fs::metadata(dir.path().join(&name))
                 .unwrap()
                 .permissions()

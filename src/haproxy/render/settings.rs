@@ -40,6 +40,10 @@ pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
 pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 /// A line holding it becomes the basic-auth rules of `frontend http` ([`crate::haproxy::auth`]).
 pub const AUTH: &str = "{{auth}}";
+/// A line holding it (in `global`) becomes the lines that load swarm-lb's Lua scripts
+/// ([`crate::haproxy::lua::global_lines`]); optional (without it `com.docker.lb.auth_forward`
+/// is refused on every service, and its rules answer 503).
+pub const LUA: &str = "{{lua}}";
 /// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
 pub const SHAPING: &str = "{{shaping}}";
 /// A line holding it becomes the response side of the shaping rules
@@ -83,6 +87,11 @@ pub struct RenderSettings {
     pub userlists: crate::haproxy::auth::Userlists,
 }
 
+/// Whether `template` has a [`LUA`] line outside comments.
+pub fn template_loads_lua(template: &str) -> bool {
+    template.lines().any(|l| !is_comment(l) && l.contains(LUA))
+}
+
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
@@ -105,6 +114,11 @@ fn has_syntax(s: &str) -> bool {
 }
 
 impl RenderSettings {
+    /// Whether the template has a `{{lua}}` line outside comments (see [`LUA`]).
+    pub fn loads_lua(&self) -> bool {
+        template_loads_lua(&self.template)
+    }
+
     /// Each of `placeholders` must stand on a line of the template that is not a comment.
     fn require_placeholders(&self, placeholders: &[&'static str]) -> Result<(), SettingsError> {
         for &placeholder in placeholders {
