@@ -254,6 +254,19 @@ mod tests {
     }
 
     #[test]
+    fn forward_auth_calls_the_lua_action_only_when_loaded_and_answers_503_without_its_mark() {
+        let with = forward_rules("/m/hosts.map", true);
+        assert_eq!(with.len(), 3);
+        assert!(with[0].contains("str(+),concat(,txn.service,),map(/m/hosts.map)"));
+        assert!(with[1].starts_with("http-request lua.swarm_lb_forward_auth if"));
+        assert!(with[2].starts_with("http-request return status 503 "));
+        assert!(with[2].ends_with("!{ var(txn.fwd_auth_ok) -m int 1 }"));
+        // Without the scripts: no action HAProxy would refuse, and every request is a 503.
+        let without = forward_rules("/m/hosts.map", false);
+        assert_eq!(without, [with[0].clone(), with[2].clone()]);
+    }
+
+    #[test]
     fn a_list_is_a_userlist_section_and_one_rule_and_reads_back() {
         let text = sections(&lists());
         assert_eq!(
@@ -263,7 +276,9 @@ mod tests {
             )
         );
         let rules = frontend_rules("/m/hosts.map", &lists(), true);
-        assert_eq!(rules.len(), 4);
+        // Four basic-auth rules, then the three of forward auth.
+        assert_eq!(rules.len(), 7);
+        assert_eq!(rules[4..], forward_rules("/m/hosts.map", true)[..]);
         assert!(
             rules[2].ends_with("{ http_auth(auth.staff.v1) }"),
             "{}",

@@ -631,6 +631,7 @@ mod tests {
         Settings {
             default_network: None,
             service_cluster: None,
+            template_without_lua: false,
         }
     }
 
@@ -1506,6 +1507,7 @@ mod tests {
         let settings = Settings {
             default_network: Some("back".to_owned()),
             service_cluster: None,
+            template_without_lua: false,
         };
         let d = desired(&snap, &settings, &BTreeMap::new());
         assert_eq!(d.errors, vec![]);
@@ -1514,6 +1516,7 @@ mod tests {
         let elsewhere = Settings {
             default_network: Some("other".to_owned()),
             service_cluster: None,
+            template_without_lua: false,
         };
         let d = desired(&snap, &elsewhere, &BTreeMap::new());
         assert_eq!(

@@ -588,6 +588,128 @@ mod tests {
     }
 
     #[test]
+    fn auth_forward_takes_http_urls_to_a_name_or_an_address_with_the_headers_named() {
+        for url in [
+            "http://authelia:9091/api/verify?rd=https://login.example/",
+            "http://oauth2-proxy:4180/oauth2/auth",
+            "http://10.0.0.5/auth",
+            "http://[2001:db8::1]:8080/x%20y",
+            "http://auth.example",
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_access(
+                "web",
+                &labels(&[
+                    (AUTH_FORWARD, url),
+                    (
+                        AUTH_FORWARD_RESPONSE_HEADERS,
+                        "Remote-User, Remote-Groups,remote-user",
+                    ),
+                ]),
+                &mut errors,
+            );
+            assert_eq!(errors, vec![], "{url}");
+            assert_eq!(
+                got.and_then(|p| p.forward),
+                Some(ForwardAuth {
+                    url: url.to_owned(),
+                    response_headers: vec!["Remote-User".into(), "Remote-Groups".into()],
+                }),
+                "{url}"
+            );
+        }
+        let mut errors = Vec::new();
+        let got = parse_access(
+            "web",
+            &labels(&[(AUTH_FORWARD, "http://a:1/")]),
+            &mut errors,
+        );
+        assert_eq!(
+            got.and_then(|p| p.forward).map(|f| f.response_headers),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn a_hostile_or_unsupported_auth_forward_value_is_an_error_naming_the_label_and_the_reason() {
+        let long = format!("http://a/{}", "x".repeat(FORWARD_URL_MAX));
+        for (value, reason) in [
+            ("https://auth.example/", "https is not offered"),
+            ("HTTPS://auth.example/", "https is not offered"),
+            ("ftp://auth.example/", "must start with http://"),
+            ("auth.example/verify", "must start with http://"),
+            ("http://alice:pw@auth.example/", "credentials"),
+            ("http://auth.example/a b", "character ' '"),
+            (
+                "http://auth.example/\nserver x 1.2.3.4:80",
+                "character '\\n'",
+            ),
+            ("http://auth.example/#frag", "character '#'"),
+            ("http://auth.example/\"x", "character '\"'"),
+            ("http://auth.example/<x>", "not URL text"),
+            ("http://auth.example:0/", "port"),
+            ("http://auth.example:99999/", "port"),
+            ("http://auth.example:/", "port"),
+            ("http://a..b/", "host"),
+            ("http:///verify", "host"),
+            ("http://[::1/", "brackets"),
+            ("http://[zz]/", "IPv6"),
+            ("http://auth.example/%zz", "escape"),
+            ("", "1 to 512"),
+            (long.as_str(), "1 to 512"),
+        ] {
+            assert_refused(&[(AUTH_FORWARD, value)], AUTH_FORWARD, reason);
+        }
+        let many = (0..=FORWARD_HEADERS_MAX)
+            .map(|i| format!("X-H{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for value in [
+            "Host",
+            "content-length",
+            "X Bad",
+            "X-A,,X-B",
+            "",
+            "X_A",
+            many.as_str(),
+        ] {
+            assert_refused(
+                &[
+                    (AUTH_FORWARD, "http://a/"),
+                    (AUTH_FORWARD_RESPONSE_HEADERS, value),
+                ],
+                AUTH_FORWARD_RESPONSE_HEADERS,
+                "not a list of header names",
+            );
+        }
+        assert_refused(
+            &[(AUTH_FORWARD_RESPONSE_HEADERS, "X-User")],
+            AUTH_FORWARD_RESPONSE_HEADERS,
+            "set com.docker.lb.auth_forward too",
+        );
+        assert_refused(
+            &[(AUTH_FORWARD, "http://a/"), (AUTH_BASIC, "users")],
+            AUTH_FORWARD,
+            "choose one",
+        );
+    }
+
+    #[test]
+    fn forward_auth_on_a_passthrough_service_is_refused_naming_the_label() {
+        let mut errors = Vec::new();
+        let policy = parse_access("pt", &labels(&[(AUTH_FORWARD, "http://a/")]), &mut errors)
+            .expect("policy");
+        assert!(!check_passthrough("pt", true, &policy, &mut errors));
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("auth_forward=\"http://a/\": not applied with ssl_passthrough"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
     fn no_label_is_no_policy() {
         let mut errors = Vec::new();
         assert_eq!(
