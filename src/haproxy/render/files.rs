@@ -221,7 +221,7 @@ mod tests {
         );
         // The config may hold password hashes: owner only, the good copies too.
         for name in names.iter().filter(|n| *n != "lua") {
-            let mode = fs::metadata(dir.path().join(&name))
+            let mode = fs::metadata(dir.path().join(name))
                 .unwrap()
                 .permissions()
                 .mode();
