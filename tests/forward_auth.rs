@@ -507,3 +507,98 @@ async fn a_template_without_the_lua_line_refuses_the_label_and_its_entry_gets_50
     );
     assert!(desired.routes.is_empty());
 }
+
+/// A DNS server on 127.0.0.1 answering `name` with 127.0.0.1 (A) and nothing else (an
+/// empty answer), one question per packet (RFC 1035 4.1). Stops on drop.
+struct Dns {
+    addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn dns(name: &'static str) -> Dns {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind dns");
+    let addr = socket.local_addr().expect("dns addr");
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        loop {
+            let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
+                continue;
+            };
+            let query = &buf[..n];
+            // The question: labels up to a zero byte, then type and class.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < n && query[i] != 0 {
+                let len = usize::from(query[i]);
+                labels.push(
+                    String::from_utf8_lossy(&query[i + 1..(i + 1 + len).min(n)]).into_owned(),
+                );
+                i += 1 + len;
+            }
+            let end = i + 5;
+            if end > n {
+                continue;
+            }
+            let is_a = query[i + 1..i + 3] == [0, 1];
+            let found = labels.join(".") == name && is_a;
+            let mut reply = query[..2].to_vec();
+            reply.extend_from_slice(&[0x81, 0x80, 0, 1, 0, u8::from(found), 0, 0, 0, 0]);
+            reply.extend_from_slice(&query[12..end]);
+            if found {
+                reply.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = socket.send_to(&reply, peer).await;
+        }
+    });
+    Dns { addr, task }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_name_in_the_url_is_resolved_by_haproxys_resolvers_as_a_service_name_would_be() {
+    let auth = Server::start(auth_answer).await;
+    let task = Server::start(echo_answer).await;
+    let names = dns("authsvc.test").await;
+    let mut state = ProxyState::default();
+    route(
+        &mut state,
+        "web",
+        task_backend(&[task.addr], 2),
+        &["a.example"],
+    );
+    let url = format!("http://authsvc.test:{}/verify", auth.addr.port());
+    state.hosts.insert(
+        forward_key("web"),
+        forward_value(&forward(url, &["X-Auth-User"])),
+    );
+    // On a Swarm the HTTP client uses HAProxy's `default` resolvers (the container's
+    // /etc/resolv.conf: Docker's DNS); here a section naming the test's server.
+    let haproxy = Haproxy::start_tweaked(&state, false, |s| {
+        s.template = s.template.replacen(
+            "\nglobal\n",
+            "\nglobal\n    httpclient.resolvers.id swarm_lb_test\n",
+            1,
+        ) + &format!(
+            "\nresolvers swarm_lb_test\n    nameserver test {}\n",
+            names.addr
+        );
+    })
+    .await;
+    let got = get(
+        haproxy.http_port,
+        "a.example",
+        "/",
+        "cookie: session=good\r\n",
+    )
+    .await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(header(&got.body, "x-auth-user"), ["alice"], "{}", got.body);
+    assert_eq!(auth.heads().len(), 1);
+}
