@@ -602,3 +602,37 @@ async fn a_host_name_in_the_url_is_resolved_by_haproxys_resolvers_as_a_service_n
     assert_eq!(header(&got.body, "x-auth-user"), ["alice"], "{}", got.body);
     assert_eq!(auth.heads().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_the_deny_list_refuses_gets_403_and_never_reaches_the_auth_service() {
+    use swarm_lb::model::access::{map_entries, parse_cidr_list, AccessPolicy};
+    let auth = Server::start(auth_answer).await;
+    let task = Server::start(echo_answer).await;
+    let mut state = ProxyState::default();
+    route(
+        &mut state,
+        "web",
+        task_backend(&[task.addr], 2),
+        &["a.example"],
+    );
+    let policy = AccessPolicy {
+        deny: parse_cidr_list("127.0.0.0/8").expect("cidr"),
+        forward: Some(forward(
+            format!("http://{}/verify", auth.addr),
+            &["X-Auth-User"],
+        )),
+        ..AccessPolicy::default()
+    };
+    state.hosts.extend(map_entries([("web", &policy)]));
+    let haproxy = Haproxy::start(&state).await;
+    let got = get(
+        haproxy.http_port,
+        "a.example",
+        "/",
+        "cookie: session=good\r\n",
+    )
+    .await;
+    assert_eq!(got.status, 403, "{got:?}");
+    assert!(auth.heads().is_empty(), "asked: {:?}", auth.heads());
+    assert!(task.heads().is_empty(), "reached: {:?}", task.heads());
+}
