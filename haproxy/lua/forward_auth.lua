@@ -1,7 +1,7 @@
 -- swarm-lb: forward authentication (com.docker.lb.auth_forward; docs/access.md).
 --
--- Written by swarm-lb beside the generated config and loaded by the template's `{{lua}}`
--- line (`lua-load`). The frontend's `{{auth}}` rules put the service's hosts map entry
+-- Written by swarm-lb beside the generated config and the hosts map, and loaded by the
+-- template's `{{lua}}` line (`lua-load-per-thread`: one Lua state per thread, no lock). The frontend's `{{auth}}` rules put the service's hosts map entry
 -- `+<service>` = `=f:<url, percent-encoded>:<Name,Name,...>` in `txn.fwd_auth` and call the
 -- action `lua.swarm_lb_forward_auth` for it. The action:
 --   1. removes the client's own copies of the named headers (always: a client can never

@@ -1,62 +1,61 @@
-//! The Lua scripts swarm-lb ships for HAProxy (`haproxy/lua/`), and the global-section lines
-//! the template's `{{lua}}` line becomes. Pure: the files are written by
-//! [`crate::haproxy::render::Files`].
+//! The Lua files swarm-lb ships for HAProxy (`haproxy/lua/`): [`LUA_FILES`], written beside
+//! the hosts map by [`crate::haproxy::render::Files`] (so that an HAProxy in another container
+//! that shares the config directory loads them like the config and the maps), and loaded by
+//! the lines the template's `{{lua}}` placeholder becomes ([`global_lines`]). Pure.
 //!
 //! Every HAProxy swarm-lb supports is built with Lua (`USE_LUA=1`: Lua 5.3 on Debian's 2.6,
-//! 5.4 on 3.0, 3.2 and 3.4). The scripts are written into `lua/` beside the hosts map, in the
-//! config directory the HAProxy process reads (in the compose and stack setups it runs in
-//! another container, on the same volume, under the same path), and `lua-load`ed at start and
-//! on each reload. A script that changes between two swarm-lb versions takes effect at the
-//! next reload.
+//! 5.4 on 3.0, 3.2 and 3.4). A file that changes between two swarm-lb versions takes effect at
+//! the next reload. One list, one placeholder: a new Lua file is one row of [`LUA_FILES`].
 
-use crate::haproxy::command::MapPath;
+use super::command::{CertPath, MapPath};
 
-/// The scripts, by file name: each is loaded by one `lua-load` line.
-pub const SCRIPTS: &[(&str, &str)] = &[(
-    FORWARD_AUTH,
-    include_str!("../../haproxy/lua/forward_auth.lua"),
-)];
+/// A Lua file HAProxy loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LuaFile {
+    /// Its file name in the config directory.
+    pub name: &'static str,
+    /// Its text, compiled into swarm-lb.
+    pub text: &'static str,
+}
+
+/// Every Lua file swarm-lb ships, each loaded with `lua-load-per-thread` (one Lua state per
+/// thread: the actions share nothing, so they take no lock).
+pub const LUA_FILES: &[LuaFile] = &[LuaFile {
+    name: FORWARD_AUTH_LUA,
+    text: include_str!("../../haproxy/lua/forward_auth.lua"),
+}];
 
 /// `com.docker.lb.auth_forward` (docs/access.md): registers the action
 /// `lua.swarm_lb_forward_auth` that `{{auth}}`'s rules call.
-pub const FORWARD_AUTH: &str = "forward_auth.lua";
+pub const FORWARD_AUTH_LUA: &str = "forward_auth.lua";
 
-/// The directory of the scripts, beside the hosts map.
-pub const DIR: &str = "lua";
-
-/// The path HAProxy loads script `name` from: `<dir of the hosts map>/lua/<name>`.
-pub fn script_path(hosts_map: &MapPath, name: &str) -> String {
-    let dir = hosts_map
-        .as_str()
-        .rsplit_once('/')
-        .map_or("", |(dir, _)| dir);
-    format!("{dir}/{DIR}/{name}")
-}
-
-/// The lines `{{lua}}` becomes (without indentation), in order:
-/// - `httpclient.retries 0` from 2.7 (the keyword is unknown to 2.6): HAProxy's HTTP client
-///   otherwise tries a silent auth service four times, each for the whole timeout; on 2.6 it
-///   does, which is why the bound there is 4 x 5 s (docs/access.md);
-/// - `tune.lua.bool-sample-conversion normal` from 3.1, which warns without it (the scripts
-///   convert no boolean sample, so either value gives the same result);
-/// - one `lua-load` per script.
+/// The `global` lines that load [`LUA_FILES`] from beside the hosts map `map` (HAProxy's
+/// path), without indentation, in order:
+/// - `httpclient.retries 0` from 2.7 (2.6 does not know the keyword): HAProxy's HTTP client
+///   otherwise tries a silent auth service four times, each for the whole timeout; 2.6 does,
+///   which is why the bound there is 4 x 5 s (docs/access.md);
+/// - `tune.lua.bool-sample-conversion normal` from 3.2, which warns at every start without
+///   it before any `lua-load` (the files convert no boolean sample: either value gives the
+///   same result);
+/// - one `lua-load-per-thread` per file.
 ///
 /// The version conditions are HAProxy's own `.if version_atleast(...)` blocks (2.4+), so one
 /// config loads on every version without a warning.
-pub fn global_lines(hosts_map: &MapPath) -> Vec<String> {
+pub fn global_lines(map: &MapPath) -> Vec<String> {
     let mut out = vec![
         ".if version_atleast(2.7)".to_owned(),
         "httpclient.retries 0".to_owned(),
         ".endif".to_owned(),
-        ".if version_atleast(3.1)".to_owned(),
+        ".if version_atleast(3.2)".to_owned(),
         "tune.lua.bool-sample-conversion normal".to_owned(),
         ".endif".to_owned(),
     ];
-    out.extend(
-        SCRIPTS
-            .iter()
-            .map(|(name, _)| format!("lua-load {}", script_path(hosts_map, name))),
-    );
+    for file in LUA_FILES {
+        out.push(format!(
+            "lua-load-per-thread {}",
+            CertPath::beside(map, file.name)
+        ));
+    }
     out
 }
 
@@ -65,30 +64,34 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scripts_are_loaded_from_lua_beside_the_hosts_map() {
+    fn the_lua_files_load_from_beside_the_map_after_the_client_and_lua_tunables() {
         let map = MapPath::new("/run/swarm-lb/hosts.map").unwrap();
         assert_eq!(
-            script_path(&map, FORWARD_AUTH),
-            "/run/swarm-lb/lua/forward_auth.lua"
+            global_lines(&map),
+            [
+                ".if version_atleast(2.7)",
+                "httpclient.retries 0",
+                ".endif",
+                ".if version_atleast(3.2)",
+                "tune.lua.bool-sample-conversion normal",
+                ".endif",
+                "lua-load-per-thread /run/swarm-lb/forward_auth.lua",
+            ]
         );
-        let lines = global_lines(&map);
-        assert_eq!(
-            lines.last().map(String::as_str),
-            Some("lua-load /run/swarm-lb/lua/forward_auth.lua")
-        );
-        // Each condition closed, so the lines can stand anywhere in `global`.
-        let opened = lines.iter().filter(|l| l.starts_with(".if ")).count();
-        let closed = lines.iter().filter(|l| *l == ".endif").count();
-        assert_eq!(opened, closed);
+        for file in LUA_FILES {
+            assert!(file.text.contains("core.register_action"), "{}", file.name);
+        }
     }
 
     #[test]
-    fn the_forward_auth_script_registers_the_action_the_rules_call() {
-        let (_, text) = SCRIPTS
+    fn the_forward_auth_file_registers_the_action_the_rules_call_and_marks_success() {
+        let file = LUA_FILES
             .iter()
-            .find(|(n, _)| *n == FORWARD_AUTH)
+            .find(|f| f.name == FORWARD_AUTH_LUA)
             .expect("shipped");
-        assert!(text.contains(r#"core.register_action("swarm_lb_forward_auth""#));
-        assert!(text.contains("txn.fwd_auth_ok"));
+        assert!(file
+            .text
+            .contains(r#"core.register_action("swarm_lb_forward_auth""#));
+        assert!(file.text.contains(r#"txn:set_var("txn.fwd_auth_ok", 1)"#));
     }
 }

@@ -83,22 +83,23 @@ impl Files {
         }
     }
 
-    /// The Lua scripts `{{lua}}` loads (`crate::haproxy::lua`), in `lua/` beside the hosts
-    /// map: written when missing or different from the ones this swarm-lb ships (read and
-    /// compared first: the config is written on every change, the scripts almost never), so
-    /// HAProxy always loads the scripts of the swarm-lb that wrote its config.
+    /// Where the Lua file `name` ([`crate::haproxy::lua::LUA_FILES`]) is written: beside
+    /// the hosts map, where the config's `lua-load-per-thread` lines name it.
+    pub fn lua_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The config loads the Lua files from beside it: write each whose text on disk is not
+    /// this build's (read and compared first: the config is written on every change, the Lua
+    /// files almost never). A missing one would make HAProxy refuse the config; an older one
+    /// would run an older action.
     fn ensure_lua(&self) -> Result<(), FilesError> {
-        let dir = self.dir.join(crate::haproxy::lua::DIR);
-        fs::create_dir_all(&dir).map_err(|source| FilesError {
-            path: dir.clone(),
-            source,
-        })?;
-        for (name, text) in crate::haproxy::lua::SCRIPTS {
-            let path = dir.join(name);
-            if fs::read(&path).is_ok_and(|on_disk| on_disk == text.as_bytes()) {
+        for file in crate::haproxy::lua::LUA_FILES {
+            let path = self.lua_path(file.name);
+            if fs::read(&path).is_ok_and(|on_disk| on_disk == file.text.as_bytes()) {
                 continue;
             }
-            write_atomic(&path, text.as_bytes())?;
+            write_atomic(&path, file.text.as_bytes())?;
         }
         Ok(())
     }
@@ -212,16 +213,16 @@ mod tests {
             names,
             [
                 "acme.map",
+                "forward_auth.lua",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
                 "hosts.map",
-                "hosts.map.good",
-                "lua"
+                "hosts.map.good"
             ]
         );
         // The config may hold password hashes: owner only, the good copies too.
-        for name in names.iter().filter(|n| *n != "lua") {
-            let mode = fs::metadata(dir.path().join(name))
+        for name in names {
+            let mode = fs::metadata(dir.path().join(&name))
                 .unwrap()
                 .permissions()
                 .mode();
