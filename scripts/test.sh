@@ -109,7 +109,7 @@ echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
 # The fault suite (tests/faults.rs) runs once, on 3.4 below, not on every line; the multi-node
 # suite once, after both.
 run "e2e on $(haproxy_version "$host")" \
-    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test policies --test prometheus --test status_page -- --test-threads 2
+    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test acme --test policies --test prometheus --test status_page -- --test-threads 2
 # The compose file's default is 3.4: the single-node suite again on that line, with the fault
 # suite (tests/faults.rs, ~4 min; SWARM_LB_FAULTS_LONG=1 for the long versions).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"

@@ -144,6 +144,9 @@ pub struct CheckArgs {
     /// As `run`'s --service-cluster: check what the swarm-lb of that cluster would serve.
     #[arg(long, env = "SWARM_LB_SERVICE_CLUSTER")]
     pub service_cluster: Option<String>,
+    /// As `run`'s --acme: without it, com.docker.lb.ssl_acme=true is reported refused.
+    #[arg(long, env = "SWARM_LB_ACME")]
+    pub acme: bool,
     /// One JSON array on stdout, an object per service (`service`, `id`, `verdict`, the
     /// verdict's fields, `errors`, `warnings`, `changed`).
     #[arg(long)]

@@ -151,6 +151,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<()> {
     let settings = settings::model_settings(
         args.default_network.as_deref(),
         args.service_cluster.as_deref(),
+        args.acme,
     );
     let checks = check::check(&snap, &settings);
     let written = (|| {

@@ -84,9 +84,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tasks.push(("secrets worker", worker));
         delivery = Some(handle);
     }
+    let acme = settings::AcmeOn::new(c, &settings, delivery.is_some())?;
     let options = settings::watch_options(&args, &settings);
     let mut reconciler =
         settings::reconciler(c, settings, docker.clone(), delivery).with_observer(observer.clone());
+    if let Some(acme) = acme {
+        let task;
+        (reconciler, task) = acme.start(reconciler, c, &docker, &observer).await?;
+        tasks.push(("acme worker", task));
+    }
     // The resync timer asks for a full read; this is the backstop.
     reconciler.set_full_read_every(args.resync * 2);
     let first = docker.snapshot().await.context("listing Swarm")?;

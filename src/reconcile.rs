@@ -11,6 +11,7 @@
 //! (certificates read, checked, pushed and mirrored), [`auth`] (basic-auth user lists read,
 //! checked and put in force) and [`secrets`] (Docker secrets copied into `--secrets-dir`). [`Reconciler`] ties them to the admin and master sockets.
 
+pub mod acme;
 pub mod auth;
 mod control;
 mod files;
@@ -159,6 +160,7 @@ pub struct Reconciler {
     /// Basic-auth user lists (`None`: no secrets directory; a service with `auth_basic` then
     /// lets nobody in).
     auth: Option<auth::AuthLists>,
+    acme: Option<acme::AcmeCerts>,
     /// A reload HAProxy refused, held back until what it loads changes or its wait is over.
     hold: hold::ReloadHold,
     /// Backends being retired at runtime (3.4+) whose retirement or wait was already logged.
@@ -217,6 +219,7 @@ impl Reconciler {
             plan_cache: plan::PlanCache::default(),
             tls: None,
             auth: None,
+            acme: None,
             hold: hold::ReloadHold::default(),
             retirements: Retirements::default(),
             cert_problems: Vec::new(),
@@ -249,6 +252,43 @@ impl Reconciler {
         lists.seed(self.files.loaded_userlist_entries());
         self.auth = Some(lists);
         self
+    }
+
+    /// Automatic certificates (see [`acme`]): name sets wanted from the worker, the ones
+    /// Swarm holds served like labelled pairs, the challenge map kept in step.
+    pub fn with_acme(mut self, acme: acme::AcmeCerts) -> Self {
+        self.acme = Some(acme);
+        self
+    }
+
+    /// The ACME worker's handle, if `--acme` is on (a pass runs when it reports a change).
+    pub fn acme_handle(&self) -> Option<&crate::acme::worker::AcmeHandle> {
+        self.acme.as_ref().map(acme::AcmeCerts::handle)
+    }
+
+    /// The ACME step of planning: before the certificates' and the user lists' secrets are
+    /// asked of the delivery, the certificates Swarm holds for `ssl_acme` services join them.
+    fn settle_acme(&self, desired: &mut Desired) {
+        if let Some(acme) = &self.acme {
+            let now = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+            acme.settle(desired, now);
+        }
+    }
+
+    /// The challenge-map step of a pass; its own failures are logged, never fail the pass.
+    async fn apply_acme(&mut self, desired: &Desired) -> usize {
+        let Some(acme) = self.acme.as_mut() else {
+            return 0;
+        };
+        match acme.apply(&mut self.admin, desired).await {
+            Ok(n) => n,
+            Err(e) => {
+                info!(error = %e, "ACME challenge map not brought in step; the next pass retries");
+                0
+            }
+        }
     }
 
     /// The secrets delivery the certificates and user lists wait on, if any.
@@ -339,6 +379,7 @@ impl Reconciler {
         reach: Reach,
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
         let mut desired = self.desired(snap);
+        self.settle_acme(&mut desired);
         self.settle_auth(&mut desired);
         self.learn_proxy(reach).await?;
         // A read-only plan reads everything and leaves what the passes know alone.
@@ -435,6 +476,7 @@ impl Reconciler {
         }
         report.next_pass_in = self.retirements.note_held(&plan.held, Instant::now());
         report.commands += self.apply_certs(&desired).await;
+        report.commands += self.apply_acme(&desired).await;
         self.note_cert_problems(snap, &desired);
         if plan.is_empty() {
             return self.finish_unchanged(snap, actual, report, started).await;
@@ -486,6 +528,13 @@ impl Reconciler {
             self.auth
                 .as_ref()
                 .map(auth::AuthLists::problems)
+                .unwrap_or_default(),
+        );
+        // Failed ACME orders too.
+        certs.extend(
+            self.acme
+                .as_ref()
+                .map(acme::AcmeCerts::problems)
                 .unwrap_or_default(),
         );
         if certs != self.cert_problems {
@@ -657,6 +706,9 @@ impl Reconciler {
                 backend_ca: self.files.loaded_backend_ca(),
             };
         }
+        s.connect_timeout_rule = self
+            .proxy
+            .is_some_and(|p| Capabilities::of(p.version).has(Feature::SetTimeoutConnect));
         // `add server` is GA from 2.6; older versions grow by reload.
         s.add_server = s.add_server
             && self

@@ -56,18 +56,23 @@ pub fn settings(
     render
         .validate()
         .context("checking the template and the HAProxy paths")?;
-    // Checked at start; the order path that uses it is still to come (docs/acme.md).
+    // Checked here for `run` and `plan` alike; `run` starts the worker from it.
     acme(c, &render.template)?;
     Ok(Settings {
         model: model::Settings {
             template_without_lua: !render.loads_lua(),
-            ..model_settings(c.default_network.as_deref(), c.service_cluster.as_deref())
+            ..model_settings(
+                c.default_network.as_deref(),
+                c.service_cluster.as_deref(),
+                c.acme,
+            )
         },
         plan: PlanSettings {
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
             hosts_map: hosts_map.clone(),
             runtime_backends: Default::default(),
+            connect_timeout_rule: false,
         },
         render,
         haproxy_container: c.haproxy_container.clone(),
@@ -77,16 +82,18 @@ pub fn settings(
     })
 }
 
-/// The model's settings: `--default-network`, and `--service-cluster` (unset or empty: no
-/// cluster). `run`, `plan` and `check` read services through these.
+/// The model's settings: `--default-network`, `--service-cluster` (unset or empty: no
+/// cluster) and `--acme`. `run`, `plan` and `check` read services through these.
 pub fn model_settings(
     default_network: Option<&str>,
     service_cluster: Option<&str>,
+    acme: bool,
 ) -> model::Settings {
     model::Settings {
         default_network: default_network.map(str::to_owned),
         service_cluster: service_cluster.filter(|s| !s.is_empty()).map(str::to_owned),
         template_without_lua: false,
+        acme,
     }
 }
 
@@ -108,18 +115,93 @@ pub fn acme(c: &Common, template: &str) -> anyhow::Result<Option<AcmeSettings>> 
     let flags = AcmeFlags {
         directory: &c.acme_directory,
         email: c.acme_email.as_deref(),
-        ca_bundle: c.acme_ca_bundle.as_deref(),
+        // Empty from compose's `${SWARM_LB_ACME_CA_BUNDLE:-}`: none.
+        ca_bundle: c
+            .acme_ca_bundle
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
         eab_kid: c.acme_eab_kid.as_deref(),
-        eab_hmac_file: c.acme_eab_hmac_file.as_deref(),
+        eab_hmac_file: c
+            .acme_eab_hmac_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
     };
-    let acme = AcmeSettings::new(&flags)?;
-    info!(
-        directory = %acme.directory,
-        ca_bundle = acme.ca_bundle.is_some(),
-        eab = acme.eab.is_some(),
-        "ACME configured"
-    );
-    Ok(Some(acme))
+    Ok(Some(AcmeSettings::new(&flags)?))
+}
+
+/// `--acme` for `run`: the settings checked, with what the worker and the pass need.
+pub struct AcmeOn {
+    acme: AcmeSettings,
+    hosts_map: MapPath,
+}
+
+impl AcmeOn {
+    /// `None` when `--acme` is off.
+    ///
+    /// Errors: a refused `--acme*` value ([`acme`]), or no HTTPS bind or no secrets delivery
+    /// (`delivered`) to go with it: the certificates are served on the HTTPS bind, and every
+    /// edge reads them from Docker secrets.
+    pub fn new(c: &Common, settings: &Settings, delivered: bool) -> anyhow::Result<Option<Self>> {
+        let Some(acme) = acme(c, &settings.render.template)? else {
+            return Ok(None);
+        };
+        if settings.render.https.is_none() || !delivered {
+            anyhow::bail!(
+                "--acme needs --https-bind (the certificates are served there) and \
+                 --secrets-delivery=job (every edge reads them from Docker secrets)"
+            );
+        }
+        Ok(Some(Self {
+            acme,
+            hosts_map: settings.plan.hosts_map.clone(),
+        }))
+    }
+
+    /// `reconciler` with automatic certificates: the worker started (its task returned for
+    /// the daemon to supervise), the pass's side attached.
+    ///
+    /// Errors: this node's Swarm node ID unreadable.
+    pub async fn start(
+        self,
+        reconciler: Reconciler,
+        c: &Common,
+        docker: &swarm_lb::swarm::Docker,
+        observer: &std::sync::Arc<swarm_lb::observe::Observer>,
+    ) -> anyhow::Result<(Reconciler, tokio::task::JoinHandle<()>)> {
+        let holder = acme_holder(docker).await?;
+        info!(
+            directory = %self.acme.directory,
+            ca_bundle = self.acme.ca_bundle.is_some(),
+            eab = self.acme.eab.is_some(),
+            %holder,
+            "ACME configured"
+        );
+        let worker =
+            swarm_lb::acme::worker::WorkerSettings::new(self.acme, holder, c.secrets_dir.clone());
+        let (handle, task) =
+            swarm_lb::acme::worker::spawn(docker.clone(), worker, Some(observer.clone()));
+        let certs = swarm_lb::reconcile::acme::AcmeCerts::new(
+            handle,
+            swarm_lb::haproxy::acme::acme_map(&self.hosts_map),
+            Files::new(&c.config_dir),
+        );
+        Ok((reconciler.with_acme(certs), task))
+    }
+}
+
+/// This edge's name in ACME order leases: `<Swarm node ID>/<container ID or hostname>`.
+///
+/// Errors: the node ID cannot be read (the engine is in no Swarm).
+pub async fn acme_holder(docker: &swarm_lb::swarm::Docker) -> anyhow::Result<String> {
+    let node = docker
+        .local_node_id()
+        .await
+        .context("--acme: this node's Swarm node ID (the order lease names it)")?;
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let hostname = std::env::var("HOSTNAME").ok();
+    let me = swarm_lb::reconcile::secrets::own_container_id(&mountinfo, hostname.as_deref())
+        .unwrap_or_else(|| std::process::id().to_string());
+    Ok(format!("{node}/{me}"))
 }
 
 /// The certificate files under the config dir.

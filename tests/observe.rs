@@ -95,6 +95,7 @@ impl Rig {
                 add_server: true,
                 hosts_map: haproxy.hosts_map().clone(),
                 runtime_backends: Default::default(),
+                connect_timeout_rule: false,
             },
             render: haproxy.settings.clone(),
             haproxy_container: None,

@@ -104,6 +104,8 @@ fn state() -> ProxyState {
                 compress: true,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
+                // com.docker.lb.timeout_connect before 3.4: the section's own line.
+                timeout_connect_ms: Some(2500),
             },
             mode: Mode::Task,
             servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],

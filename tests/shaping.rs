@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 const EXCHANGE: Duration = Duration::from_secs(10);
 const NET: &str = "net-1";
 
-/// A task that answers 200 with a `server: echo` header and, as its body, the request
+/// A task that answers 200 with `server: echo` and `x-task-header: from-task` headers and, as its body, the request
 /// headers it got, one `name: value` line each (names lower-cased). A request for a path
 /// starting `/slow/<ms>` is answered after that many milliseconds.
 struct Echo {
@@ -71,7 +71,7 @@ async fn echo(at: SocketAddr) -> Echo {
                     .map(|(n, v)| format!("{}: {}\n", n.to_ascii_lowercase(), v.trim()))
                     .collect();
                 let reply = format!(
-                    "HTTP/1.1 200 OK\r\nserver: echo\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 200 OK\r\nserver: echo\r\nx-task-header: from-task\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = stream.write_all(reply.as_bytes()).await;
@@ -264,7 +264,8 @@ async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_
         vec![(XFO, "DENY\r\nset-cookie: stolen=1")],
         vec![
             (XFO, "DENY"),
-            ("com.docker.lb.response_header.X-Custom", "1"),
+            // Any token is a name now; one that frames the message is not.
+            ("com.docker.lb.response_header.Transfer-Encoding", "chunked"),
         ],
         vec![(XFO, "DENY"), (HSTS, "max-age=forever")],
     ] {
@@ -295,24 +296,45 @@ async fn headers_and_hsts_reach_the_client_and_the_task_and_every_edit_is_a_map_
 
 /// A newcomer's finding: the service's response headers were missing from HAProxy's own
 /// answers for it (403 of an allow or deny list, 429 of a rate limit), since their lookups
-/// came after those rules. They are looked up first now ({{shaping_responses}}).
+/// came after those rules. They are looked up first now ({{shaping_responses}}). The 503 of a
+/// service with no task up carries them too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn haproxys_own_403_and_429_for_a_service_carry_its_response_headers() {
+async fn haproxys_own_403_429_and_503_for_a_service_carry_its_response_headers_and_other_names_from_3_0(
+) {
     let task = echo(SocketAddr::new(loopback(13), support::free_port())).await;
     let haproxy = Haproxy::start_https(&ProxyState::default()).await;
     let http = haproxy.http_port;
     let mut driver = reconciler(&haproxy);
+    // A name without a fixed rule (the Lua action) too, where HAProxy runs Lua actions on
+    // its own answers (3.0+, `Feature::LuaAfterResponse`); 2.6 sets it on the task's
+    // responses only (docs/shaping.md).
+    let (version, _) = version(&haproxy).await;
+    let after_response = lua_after_response(&haproxy).await;
+    let custom = after_response.then_some("yes");
     let denied = snapshot(
         task.addr,
-        &[(XFO, "DENY"), ("com.docker.lb.ip_deny", "127.0.0.1")],
+        &[
+            (XFO, "DENY"),
+            (CUSTOM, "yes"),
+            ("com.docker.lb.ip_deny", "127.0.0.1"),
+        ],
     );
     driver.pass(&denied).await.expect("pass");
     let got = get(http, "/", "").await;
     assert_eq!(got.status, 403, "{got:?}");
     assert_eq!(got.header("x-frame-options"), Some("DENY"), "{got:?}");
+    assert_eq!(
+        got.header("x-custom-thing"),
+        custom,
+        "HAProxy {version}: {got:?}"
+    );
     let limited = snapshot(
         task.addr,
-        &[(XFO, "DENY"), ("com.docker.lb.rate_limit", "1/s")],
+        &[
+            (XFO, "DENY"),
+            (CUSTOM, "yes"),
+            ("com.docker.lb.rate_limit", "1/s"),
+        ],
     );
     driver.pass(&limited).await.expect("pass");
     let mut refused = None;
@@ -329,6 +351,202 @@ async fn haproxys_own_403_and_429_for_a_service_carry_its_response_headers() {
         Some("DENY"),
         "{refused:?}"
     );
+    assert_eq!(
+        refused.header("x-custom-thing"),
+        custom,
+        "HAProxy {version}: {refused:?}"
+    );
+    // No task up: HAProxy's own 503.
+    let mut idle = snapshot(task.addr, &[(XFO, "DENY"), (CUSTOM, "yes")]);
+    idle.tasks = model::shared(Vec::new());
+    driver.pass(&idle).await.expect("pass");
+    let got = get(http, "/", "").await;
+    assert_eq!(got.status, 503, "{got:?}");
+    assert_eq!(got.header("x-frame-options"), Some("DENY"), "{got:?}");
+    assert_eq!(
+        got.header("x-custom-thing"),
+        custom,
+        "HAProxy {version}: {got:?}"
+    );
+}
+
+const CUSTOM: &str = "com.docker.lb.response_header.X-Custom-Thing";
+
+/// Whether this HAProxy runs Lua actions in `http-after-response` (its own answers too).
+async fn lua_after_response(haproxy: &Haproxy) -> bool {
+    let info = swarm_lb::haproxy::AdminClient::new(haproxy.admin_socket())
+        .info()
+        .await
+        .expect("show info");
+    swarm_lb::haproxy::Capabilities::of(info.version)
+        .has(swarm_lb::haproxy::Feature::LuaAfterResponse)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headers_of_any_name_reach_the_client_and_the_task_and_every_edit_is_a_map_edit_with_no_reload(
+) {
+    let task = echo(SocketAddr::new(loopback(14), support::free_port())).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let http = haproxy.http_port;
+    let (version, _) = version(&haproxy).await;
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let apply = |labels: &[(&str, &str)]| snapshot(task.addr, labels);
+    const ODD: &str = "com.docker.lb.response_header.X-Odd!#$%&'*+.^_`|~";
+    const TASK_HEADER: &str = "com.docker.lb.response_header.X-Task-Header";
+    const TENANT: &str = "com.docker.lb.request_header.X-Tenant";
+    const CLIENT_THING: &str = "com.docker.lb.request_header.X-Client-Thing";
+    let first = [
+        (CUSTOM, "a, b; \"c\" d+e?f%g"),
+        (ODD, "1"),
+        (TASK_HEADER, ""),
+        (TENANT, "blue a+b%"),
+        (CLIENT_THING, ""),
+        (XFO, "DENY"),
+    ];
+    driver.pass(&apply(&first)).await.expect("pass");
+    let after_create = reloads(&master).await;
+    let got = get(http, "/", "x-client-thing: from-client\r\n").await;
+    assert_eq!(got.status, 200, "{got:?}");
+    assert_eq!(
+        got.header("x-custom-thing"),
+        Some("a, b; \"c\" d+e?f%g"),
+        "HAProxy {version}: {got:?}"
+    );
+    assert_eq!(got.header("x-odd!#$%&'*+.^_`|~"), Some("1"), "{got:?}");
+    assert_eq!(got.header("x-task-header"), None, "removed: {got:?}");
+    assert_eq!(
+        got.header("x-frame-options"),
+        Some("DENY"),
+        "the fixed rules still"
+    );
+    assert_eq!(got.task_saw("x-tenant"), Some("blue a+b%"), "{}", got.body);
+    assert_eq!(
+        got.task_saw("x-client-thing"),
+        None,
+        "removed: {}",
+        got.body
+    );
+
+    // Edits: another value, a removal dropped (the task's header is back), a header added.
+    let edited = [
+        (CUSTOM, "edited"),
+        (TENANT, "green"),
+        ("com.docker.lb.request_header.X-Other", "o"),
+    ];
+    driver.pass(&apply(&edited)).await.expect("pass");
+    let got = get(http, "/", "x-client-thing: from-client\r\n").await;
+    assert_eq!(got.header("x-custom-thing"), Some("edited"), "{got:?}");
+    assert_eq!(got.header("x-odd!#$%&'*+.^_`|~"), None, "{got:?}");
+    assert_eq!(got.header("x-task-header"), Some("from-task"), "{got:?}");
+    assert_eq!(got.header("x-frame-options"), None, "{got:?}");
+    assert_eq!(got.task_saw("x-tenant"), Some("green"), "{}", got.body);
+    assert_eq!(got.task_saw("x-other"), Some("o"), "{}", got.body);
+    assert_eq!(got.task_saw("x-client-thing"), Some("from-client"));
+
+    // Hostile names and values are refused; the last good headers stay.
+    // Each: the labels, the label the error names, and a part of its reason.
+    for (broken, label, reason) in [
+        (
+            vec![(CUSTOM, "x\r\nset-cookie: stolen=1")],
+            CUSTOM,
+            "character '\\r'",
+        ),
+        (vec![(CUSTOM, "x\0y")], CUSTOM, "character '\\0'"),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.X Bad", "1"),
+            ],
+            "com.docker.lb.response_header.X Bad",
+            "is not an HTTP token",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.X:Bad", "1"),
+            ],
+            "com.docker.lb.response_header.X:Bad",
+            "is not an HTTP token",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.Host", "evil.example"),
+            ],
+            "com.docker.lb.request_header.Host",
+            "it routes the request",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.response_header.Content-Length", "0"),
+            ],
+            "com.docker.lb.response_header.Content-Length",
+            "it frames the message",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.Transfer-Encoding", "chunked"),
+            ],
+            "com.docker.lb.request_header.Transfer-Encoding",
+            "it frames the message",
+        ),
+        (
+            vec![
+                (CUSTOM, "edited"),
+                ("com.docker.lb.request_header.X-Forwarded-For", "1.2.3.4"),
+            ],
+            "com.docker.lb.request_header.X-Forwarded-For",
+            "swarm-lb sets it",
+        ),
+    ] {
+        driver.pass(&apply(&broken)).await.expect("pass");
+        // The clear error: the service, the label and the reason, as status shows it.
+        let (_, problems) = driver.observer().status_inputs();
+        assert!(
+            problems.iter().any(|p| p.service == "web"
+                && p.label == label
+                && p.severity == "error"
+                && p.reason.contains(reason)),
+            "{broken:?}: {problems:?}"
+        );
+        let got = get(http, "/", "").await;
+        assert_eq!(got.status, 200, "{broken:?}: {got:?}");
+        assert_eq!(got.header("x-custom-thing"), Some("edited"), "{broken:?}");
+        assert_eq!(got.header("set-cookie"), None, "{broken:?}");
+        assert_eq!(got.task_saw("x-tenant"), Some("green"), "{broken:?}");
+        assert_eq!(got.task_saw("host"), Some("a.example"), "{broken:?}");
+    }
+    assert_eq!(
+        reloads(&master).await,
+        after_create,
+        "HAProxy {version}: no edit of a header of any name reloads"
+    );
+
+    // The files hold the list: a reload (or restart) keeps it.
+    driver.flush().await.expect("files");
+    let map = std::fs::read_to_string(haproxy.map_path()).expect("map");
+    assert!(map.contains("$rl:web =l:x-custom-thing:edited\n"), "{map}");
+    assert!(
+        map.contains("$ql:web =l:x-other:o,x-tenant:green\n"),
+        "{map}"
+    );
+    assert!(
+        haproxy
+            .config_dir()
+            .join(swarm_lb::haproxy::lua::HEADERS_LUA)
+            .exists(),
+        "the Lua file beside the config"
+    );
+
+    // All removed: nothing is set any more.
+    driver.pass(&apply(&[])).await.expect("pass");
+    let got = get(http, "/", "").await;
+    assert_eq!(got.header("x-custom-thing"), None, "{got:?}");
+    assert_eq!(got.task_saw("x-tenant"), None, "{}", got.body);
+    assert_eq!(reloads(&master).await, after_create);
 }
 
 const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
@@ -1043,4 +1261,222 @@ async fn testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts
             .any(|(id, _, finding)| id == "HSTS_time" && finding.contains("365 days")),
         "{offered:?}"
     );
+}
+
+/// A task address that accepts connections while open, and none while closed: its listen
+/// queue (backlog 0) is then kept full by connections the test holds, so that further SYNs
+/// are dropped and a connect hangs until the connecting side gives up.
+struct Gate {
+    addr: SocketAddr,
+    listener: std::sync::Arc<TcpListener>,
+    accepting: Option<JoinHandle<()>>,
+    held: Vec<TcpStream>,
+}
+
+impl Gate {
+    async fn start(at: SocketAddr) -> Gate {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind(at).expect("bind the gate");
+        let listener = std::sync::Arc::new(socket.listen(0).expect("listen"));
+        let addr = listener.local_addr().expect("gate addr");
+        let mut gate = Gate {
+            addr,
+            listener,
+            accepting: None,
+            held: Vec::new(),
+        };
+        gate.open();
+        gate
+    }
+
+    /// Accept (and drop) every connection: TCP health checks pass.
+    fn open(&mut self) {
+        if let Some(old) = self.accepting.take() {
+            old.abort();
+        }
+        self.held.clear();
+        let listener = self.listener.clone();
+        self.accepting = Some(tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                drop(stream);
+            }
+        }));
+    }
+
+    /// Stop accepting and fill the listen queue until a connect of our own hangs.
+    async fn close(&mut self) {
+        if let Some(old) = self.accepting.take() {
+            old.abort();
+        }
+        for _ in 0..64 {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(self.addr))
+                .await
+            {
+                Ok(Ok(stream)) => self.held.push(stream),
+                Ok(Err(e)) => panic!("connect to the gate: {e}"),
+                Err(_) => return,
+            }
+        }
+        panic!("the gate's listen queue never filled");
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(task) = self.accepting.take() {
+            task.abort();
+        }
+    }
+}
+
+/// One command on the admin socket (non-interactive): the test's own view of HAProxy.
+async fn admin_command(haproxy: &Haproxy, line: &str) -> String {
+    let mut stream = tokio::net::UnixStream::connect(haproxy.admin_socket())
+        .await
+        .expect("admin socket");
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    stream.read_to_string(&mut out).await.expect("read");
+    out
+}
+
+/// Polls until the server at `addr` is up (`show servers state`: operational state 2).
+async fn until_server_up(haproxy: &Haproxy, addr: SocketAddr) {
+    let ip = addr.ip().to_string();
+    let deadline = tokio::time::Instant::now() + CHECKS_SETTLE;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        last = admin_command(haproxy, "show servers state").await;
+        let up = last.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 5 && f[4] == ip && f[5] == "2"
+        });
+        if up {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("server {addr} not up within {CHECKS_SETTLE:?}: {last}");
+}
+
+/// How long a request to `a.example` took to be answered while its one task does not accept
+/// (HAProxy gives up on the connect, retries, then answers 503), or `None` if no answer came
+/// within `wait`. The gate is closed for the request and opened again after it, and the test
+/// waits until health checks have the server up again (a failed request marks it down:
+/// `observe layer4 error-limit 3 on-error mark-down`).
+async fn cut_after(haproxy: &Haproxy, gate: &mut Gate, wait: Duration) -> Option<(u16, Duration)> {
+    until_server_up(haproxy, gate.addr).await;
+    gate.close().await;
+    let start = std::time::Instant::now();
+    let exchange = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", haproxy.http_port)).await?;
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: a.example\r\nconnection: close\r\n\r\n")
+            .await?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await?;
+        Ok::<_, std::io::Error>(raw)
+    };
+    let got = tokio::time::timeout(wait, exchange).await;
+    let took = start.elapsed();
+    gate.open();
+    match got {
+        Ok(raw) => {
+            let raw = raw.expect("exchange with HAProxy");
+            Some((parse_reply(&String::from_utf8_lossy(&raw)).status, took))
+        }
+        Err(_) => None,
+    }
+}
+
+const TIMEOUT_CONNECT: &str = "com.docker.lb.timeout_connect";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_never_accepts_is_cut_at_timeout_connect_and_an_edit_costs_what_the_table_says()
+{
+    let mut gate = Gate::start(SocketAddr::new(loopback(24), support::free_port())).await;
+    let haproxy = Haproxy::start(&ProxyState::default()).await;
+    let (version, map_entry) = version(&haproxy).await;
+    // docs/shaping.md: a map entry on 3.4+ (`set-timeout connect`), the backend section's
+    // `timeout connect` before (one reload per edit).
+    let edit_cost = u32::from(!map_entry);
+    let mut driver = reconciler(&haproxy);
+    let master = haproxy.master();
+    let task = gate.addr;
+    let apply = |labels: &[(&str, &str)]| snapshot(task, labels);
+    driver
+        .pass(&apply(&[(TIMEOUT_CONNECT, "300ms")]))
+        .await
+        .expect("pass");
+    // With `retries 3` the first connect and its retries each wait the label's 300 ms
+    // (the server is marked down after 3 errors), so the 503 comes after 0.3 s to about
+    // 1.2 s; the template's 3 s would take 9 s or more.
+    let (status, took) = cut_after(&haproxy, &mut gate, Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("HAProxy {version}: no answer within 8 s at 300ms"));
+    println!("HAProxy {version}: timeout_connect=300ms, 503 after {took:?}");
+    assert_eq!(status, 503, "HAProxy {version}");
+    assert!(
+        took >= Duration::from_millis(290) && took < Duration::from_millis(2500),
+        "HAProxy {version}: cut after {took:?} at 300ms"
+    );
+
+    // Edited: 1 s.
+    let before = reloads(&master).await;
+    driver
+        .pass(&apply(&[(TIMEOUT_CONNECT, "1s")]))
+        .await
+        .expect("pass");
+    assert_eq!(
+        reloads(&master).await,
+        before + edit_cost,
+        "HAProxy {version}: a timeout_connect edit"
+    );
+    let (status, took) = cut_after(&haproxy, &mut gate, Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("HAProxy {version}: no answer within 8 s at 1s"));
+    println!("HAProxy {version}: timeout_connect=1s, 503 after {took:?}");
+    assert_eq!(status, 503, "HAProxy {version}");
+    assert!(
+        took >= Duration::from_millis(990) && took < Duration::from_secs(6),
+        "HAProxy {version}: cut after {took:?} at 1s"
+    );
+
+    // A bad value (above the 60 s bound) keeps the last good one, with no reload.
+    let before = reloads(&master).await;
+    driver
+        .pass(&apply(&[(TIMEOUT_CONNECT, "61s")]))
+        .await
+        .expect("pass");
+    assert_eq!(reloads(&master).await, before, "HAProxy {version}: refused");
+    let (_, problems) = driver.observer().status_inputs();
+    assert!(
+        problems.iter().any(|p| p.service == "web"
+            && p.label == TIMEOUT_CONNECT
+            && p.severity == "error"
+            && p.reason.contains("not a timeout")
+            && p.reason.contains("60s")),
+        "{problems:?}"
+    );
+    let (_, took) = cut_after(&haproxy, &mut gate, Duration::from_secs(8))
+        .await
+        .unwrap_or_else(|| panic!("HAProxy {version}: no answer within 8 s, last good 1s"));
+    assert!(
+        took < Duration::from_secs(6),
+        "HAProxy {version}: last good 1s kept, cut after {took:?}"
+    );
+
+    // Removed: the template's 3 s again (no answer within 2.8 s).
+    let before = reloads(&master).await;
+    driver.pass(&apply(&[])).await.expect("pass");
+    assert_eq!(
+        reloads(&master).await,
+        before + edit_cost,
+        "HAProxy {version}: removing timeout_connect"
+    );
+    let got = cut_after(&haproxy, &mut gate, Duration::from_millis(2800)).await;
+    assert_eq!(got, None, "HAProxy {version}: the template's 3 s");
 }

@@ -7,6 +7,8 @@ pub mod client;
 pub mod lease;
 pub mod schedule;
 pub mod settings;
+pub mod store;
+pub mod worker;
 
 pub use client::{AcmeClient, AcmeError, Challenges, Credentials, HaproxyChallenges, Issued};
 pub use settings::{AcmeSettings, AcmeSettingsError, Eab, HmacKey};

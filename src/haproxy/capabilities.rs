@@ -22,6 +22,20 @@ pub enum Feature {
     /// A CLI payload may reach `tune.cli.max-payload-size` (128 KiB by default) instead of
     /// the whole command fitting `tune.bufsize - tune.maxrewrite` (15,360 bytes).
     LargeCliPayload,
+    /// `http-request set-timeout connect` in a backend (2.6 to 3.2 refuse the config:
+    /// "'set-timeout' rule supports 'server'/'tunnel'/'client' (got 'connect')", measured on
+    /// 3.2.26; 3.4.7 cut a connect after the rule's 300 ms): `com.docker.lb.timeout_connect`
+    /// is a map entry there, and the backend section's `timeout connect` (a reload) before.
+    SetTimeoutConnect,
+    /// Lua actions registered for `http-after-res`, which also run on HAProxy's own answers
+    /// (403, 429, 401, 503); 2.6.12's `core.register_action` refuses the environment
+    /// ("Lua action environment 'http-after-res' is unknown"), so there the header action is
+    /// an `http-response` one (responses from tasks only). Measured on 2.6.12, 3.0.11, 3.2.26,
+    /// 3.4.7.
+    LuaAfterResponse,
+    /// `tune.lua.bool-sample-conversion` exists, and a config loading Lua without it draws a
+    /// warning (measured on 3.2.26 and 3.4.7; 3.0.11 has neither).
+    LuaBoolSampleConversion,
 }
 
 impl Feature {
@@ -33,7 +47,19 @@ impl Feature {
             Feature::DeferredAddrUpdate => (3, 0),
             Feature::RuntimeBackends => (3, 4),
             Feature::LargeCliPayload => (3, 4),
+            Feature::SetTimeoutConnect => (3, 4),
+            Feature::LuaAfterResponse => (3, 0),
+            Feature::LuaBoolSampleConversion => (3, 2),
         }
+    }
+
+    /// The config line that opens a block only this feature's versions read: HAProxy's
+    /// conditional blocks (`.if version_atleast(<x.y>)` ... `.endif`, 2.4+; measured on 2.6.12,
+    /// 3.0.11, 3.2.26 and 3.4.7, indented too), so that one config file serves every version
+    /// (the first config is written before swarm-lb knows which HAProxy will load it).
+    pub fn config_if(self) -> String {
+        let (major, minor) = self.first();
+        format!(".if version_atleast({major}.{minor})")
     }
 }
 
@@ -71,8 +97,23 @@ mod tests {
     const MEASURED: &[((u16, u16), &[Feature])] = &[
         ((2, 4), &[]),
         ((2, 6), &[Feature::AddServer]),
-        ((3, 0), &[Feature::AddServer, Feature::DeferredAddrUpdate]),
-        ((3, 2), &[Feature::AddServer, Feature::DeferredAddrUpdate]),
+        (
+            (3, 0),
+            &[
+                Feature::AddServer,
+                Feature::DeferredAddrUpdate,
+                Feature::LuaAfterResponse,
+            ],
+        ),
+        (
+            (3, 2),
+            &[
+                Feature::AddServer,
+                Feature::DeferredAddrUpdate,
+                Feature::LuaAfterResponse,
+                Feature::LuaBoolSampleConversion,
+            ],
+        ),
         (
             (3, 4),
             &[
@@ -80,6 +121,9 @@ mod tests {
                 Feature::DeferredAddrUpdate,
                 Feature::RuntimeBackends,
                 Feature::LargeCliPayload,
+                Feature::SetTimeoutConnect,
+                Feature::LuaAfterResponse,
+                Feature::LuaBoolSampleConversion,
             ],
         ),
         (
@@ -89,6 +133,9 @@ mod tests {
                 Feature::DeferredAddrUpdate,
                 Feature::RuntimeBackends,
                 Feature::LargeCliPayload,
+                Feature::SetTimeoutConnect,
+                Feature::LuaAfterResponse,
+                Feature::LuaBoolSampleConversion,
             ],
         ),
     ];

@@ -350,6 +350,20 @@ impl AdminClient {
         Ok(state)
     }
 
+    /// The entries of `map` (`show map`), in the map's order.
+    ///
+    /// Errors: as [`AdminClient::query`]; a map HAProxy does not hold is refused.
+    pub async fn map_entries(
+        &mut self,
+        map: &MapPath,
+    ) -> Result<Vec<codec::MapEntry>, ClientError> {
+        let cmds = [Query::ShowMap { map: map.clone() }];
+        let Some(reply) = self.query(&cmds).await?.into_iter().next() else {
+            return Err(self.closed(cmds.len()));
+        };
+        codec::parse_show_map(&self.accepted(reply)?).map_err(|source| self.parse_error(source))
+    }
+
     /// The servers of `backends` only (`show servers state <backend>` each, pipelined), as
     /// [`AdminClient::actual`] reads them, with default options: what one change costs to read
     /// back, where `actual` reads every backend. A backend HAProxy does not hold is refused

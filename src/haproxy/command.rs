@@ -212,6 +212,10 @@ impl DefaultsName {
 
     /// The defaults section holding `section`.
     pub fn for_section(section: SectionOptions) -> Option<Self> {
+        // A backend's own `timeout connect` (before 3.4) is in no named defaults section.
+        if section.timeout_connect_ms.is_some() {
+            return None;
+        }
         let mut name = String::from(Self::PREFIX);
         if section.passthrough {
             name.push_str(Self::TCP);
@@ -274,6 +278,7 @@ impl DefaultsName {
             passthrough,
             httpchk,
             compress,
+            timeout_connect_ms: None,
         })?;
         (found.name == name).then_some(found)
     }

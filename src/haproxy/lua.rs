@@ -1,13 +1,15 @@
 //! The Lua files swarm-lb ships for HAProxy (`haproxy/lua/`): [`LUA_FILES`], written beside
-//! the hosts map by [`crate::haproxy::render::Files`] (so that an HAProxy in another container
+//! the config by [`crate::haproxy::render::Files`] (so that an HAProxy in another container
 //! that shares the config directory loads them like the config and the maps), and loaded by
-//! the lines the template's `{{lua}}` placeholder becomes ([`global_lines`]). Pure.
+//! the lines the template's `{{lua}}` placeholder becomes ([`global_lines`]). A template
+//! without the placeholder gets those lines right after its `global` line.
 //!
 //! Every HAProxy swarm-lb supports is built with Lua (`USE_LUA=1`: Lua 5.3 on Debian's 2.6,
 //! 5.4 on 3.0, 3.2 and 3.4). A file that changes between two swarm-lb versions takes effect at
 //! the next reload. One list, one placeholder: a new Lua file is one row of [`LUA_FILES`].
 
 use super::command::{CertPath, MapPath};
+use super::Feature;
 
 /// A Lua file HAProxy loads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,10 +22,20 @@ pub struct LuaFile {
 
 /// Every Lua file swarm-lb ships, each loaded with `lua-load-per-thread` (one Lua state per
 /// thread: the actions share nothing, so they take no lock).
-pub const LUA_FILES: &[LuaFile] = &[LuaFile {
-    name: FORWARD_AUTH_LUA,
-    text: include_str!("../../haproxy/lua/forward_auth.lua"),
-}];
+pub const LUA_FILES: &[LuaFile] = &[
+    LuaFile {
+        name: HEADERS_LUA,
+        text: include_str!("../../haproxy/lua/headers.lua"),
+    },
+    LuaFile {
+        name: FORWARD_AUTH_LUA,
+        text: include_str!("../../haproxy/lua/forward_auth.lua"),
+    },
+];
+
+/// The header actions (`swarm_lb_response_headers`, `swarm_lb_request_headers`): names of
+/// `com.docker.lb.response_header.<Name>` / `request_header.<Name>` outside the offered ones.
+pub const HEADERS_LUA: &str = "headers.lua";
 
 /// `com.docker.lb.auth_forward` (docs/access.md): registers the action
 /// `lua.swarm_lb_forward_auth` that `{{auth}}`'s rules call.
@@ -33,20 +45,16 @@ pub const FORWARD_AUTH_LUA: &str = "forward_auth.lua";
 /// path), without indentation, in order:
 /// - `httpclient.retries 0` from 2.7 (2.6 does not know the keyword): HAProxy's HTTP client
 ///   otherwise tries a silent auth service four times, each for the whole timeout; 2.6 does,
-///   which is why the bound there is 4 x 5 s (docs/access.md);
-/// - `tune.lua.bool-sample-conversion normal` from 3.2, which warns at every start without
-///   it before any `lua-load` (the files convert no boolean sample: either value gives the
-///   same result);
+///   which is why the forward-auth bound there is 4 x 5 s (docs/access.md);
+/// - on 3.2+ `tune.lua.bool-sample-conversion`, which must come before any `lua-load` (else a
+///   warning at every start); older versions do not know it, hence the conditional block;
 /// - one `lua-load-per-thread` per file.
-///
-/// The version conditions are HAProxy's own `.if version_atleast(...)` blocks (2.4+), so one
-/// config loads on every version without a warning.
 pub fn global_lines(map: &MapPath) -> Vec<String> {
     let mut out = vec![
         ".if version_atleast(2.7)".to_owned(),
         "httpclient.retries 0".to_owned(),
         ".endif".to_owned(),
-        ".if version_atleast(3.2)".to_owned(),
+        Feature::LuaBoolSampleConversion.config_if(),
         "tune.lua.bool-sample-conversion normal".to_owned(),
         ".endif".to_owned(),
     ];
@@ -75,6 +83,7 @@ mod tests {
                 ".if version_atleast(3.2)",
                 "tune.lua.bool-sample-conversion normal",
                 ".endif",
+                "lua-load-per-thread /run/swarm-lb/headers.lua",
                 "lua-load-per-thread /run/swarm-lb/forward_auth.lua",
             ]
         );

@@ -9,7 +9,14 @@
 //! (2.2+) runs on every response the frontend sends, HAProxy's own (403, 429, 503) included;
 //! `bytes(3)` drops the `=h:` prefix and `url_dec` undoes [`crate::model::shaping::encode`].
 
+use crate::haproxy::Feature;
 use crate::model::shaping::{REQUEST_HEADERS, RESPONSE_HEADERS};
+
+/// The Lua action that applies a service's response headers of other names
+/// (`haproxy/lua/headers.lua`, [`crate::haproxy::lua`]).
+pub const LUA_RESPONSE_ACTION: &str = "lua.swarm_lb_response_headers";
+/// The Lua action that applies a service's request headers of other names.
+pub const LUA_REQUEST_ACTION: &str = "lua.swarm_lb_request_headers";
 
 /// One rule that looks `<key><service>` up in the hosts map into `txn.<var>` when `txn.<cond>`
 /// is set.
@@ -52,7 +59,27 @@ pub fn response_rules(hosts_map: &str) -> Vec<String> {
         "http-after-response set-header strict-transport-security {} if {{ var(txn.hsts) -m beg =h: }}",
         value("hsts")
     ));
+    // Other names: the service's list (`$rl:`) for the Lua action, which runs only when the
+    // service has one. `http-after-response` (HAProxy's own answers too) where Lua actions
+    // may run there (3.0+), else `http-response` (2.6: answers from tasks only).
+    out.push(list_lookup(hosts_map, "rl", "$rl:"));
+    let run = format!("{LUA_RESPONSE_ACTION} if {{ var(txn.rl) -m found }}");
+    out.extend([
+        Feature::LuaAfterResponse.config_if(),
+        format!("http-after-response {run}"),
+        ".else".to_owned(),
+        format!("http-response {run}"),
+        ".endif".to_owned(),
+    ]);
     out
+}
+
+/// The rule that looks the service's header list `<key><service>` up into `txn.<var>`,
+/// without its `=l:` prefix.
+fn list_lookup(hosts_map: &str, var: &str, key: &str) -> String {
+    format!(
+        "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}),bytes(3) if {{ var(txn.shaped) -m found }}"
+    )
 }
 
 /// The request side, without indentation, reading the hosts map at `hosts_map`: compression,
@@ -74,11 +101,21 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
         format!("compression type {COMPRESSION_NONE}"),
     ];
     // Timeouts: the values here, the `set-timeout` rules in the backends ([`backend_rules`]).
-    for (var, key) in [("t_server", "$ts:"), ("t_tunnel", "$tt:")] {
-        out.push(format!(
+    let timeout = |var: &str, key: &str| {
+        format!(
             "http-request set-var(txn.{var}) str({key}),concat(,txn.service,),map({hosts_map}),field(2,:) if {{ var(txn.shaped) -m found }}"
-        ));
+        )
+    };
+    for (var, key) in [("t_server", "$ts:"), ("t_tunnel", "$tt:")] {
+        out.push(timeout(var, key));
     }
+    // Only 3.4+ takes `set-timeout connect` (the backend rule); before, the lookup would
+    // serve nothing.
+    out.extend([
+        Feature::SetTimeoutConnect.config_if(),
+        timeout("t_connect", "$tc:"),
+        ".endif".to_owned(),
+    ]);
     let value = |var: &str| format!("%[var(txn.{var}),bytes(3),url_dec]");
     for (i, name) in REQUEST_HEADERS.iter().enumerate() {
         let var = format!("q{i}");
@@ -91,6 +128,11 @@ pub fn frontend_rules(hosts_map: &str) -> Vec<String> {
             value(&var)
         ));
     }
+    // Other names: the Lua action, after the fixed rules.
+    out.push(list_lookup(hosts_map, "ql", "$ql:"));
+    out.push(format!(
+        "http-request {LUA_REQUEST_ACTION} if {{ var(txn.ql) -m found }}"
+    ));
     out
 }
 
@@ -106,11 +148,20 @@ const COMPRESSION_NONE: &str = "swarm-lb/none";
 /// it is created from on 3.4): `set-timeout` needs a section with the backend capability
 /// (2.6.12: "proxy 'http' has no backend capability" in a frontend) and is not allowed in an
 /// anonymous `defaults` section. The values, in milliseconds, were looked up by
-/// [`frontend_rules`].
-pub const BACKEND_RULES: [&str; 2] = [
-    "http-request set-timeout server var(txn.t_server) if { var(txn.t_server) -m found }",
-    "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }",
-];
+/// [`frontend_rules`]. `connect` only where HAProxy takes it
+/// ([`Feature::SetTimeoutConnect`]: 2.6 to 3.2 refuse the whole config otherwise).
+pub fn backend_rules() -> [String; 5] {
+    [
+        "http-request set-timeout server var(txn.t_server) if { var(txn.t_server) -m found }"
+            .to_owned(),
+        "http-request set-timeout tunnel var(txn.t_tunnel) if { var(txn.t_tunnel) -m found }"
+            .to_owned(),
+        Feature::SetTimeoutConnect.config_if(),
+        "http-request set-timeout connect var(txn.t_connect) if { var(txn.t_connect) -m found }"
+            .to_owned(),
+        ".endif".to_owned(),
+    ]
+}
 
 /// The health check of a backend with `com.docker.lb.health_path` (the section lines of
 /// [`crate::model::HealthCheck`]), reading the path and `Host` from the hosts map at
@@ -137,11 +188,11 @@ pub fn health_check_rules(hosts_map: &str) -> [String; 4] {
     ]
 }
 
-/// [`BACKEND_RULES`], each on its own indented line.
+/// [`backend_rules`], each on its own indented line.
 pub fn push_backend_rules(out: &mut String) {
-    for rule in BACKEND_RULES {
+    for rule in backend_rules() {
         out.push_str("    ");
-        out.push_str(rule);
+        out.push_str(&rule);
         out.push('\n');
     }
 }
@@ -170,5 +221,13 @@ mod tests {
                 .any(|r| r.starts_with(&format!("http-after-response set-header {name} "))));
         }
         assert!(rules.iter().all(|r| !r.contains('\n') && !r.contains('#')));
+        // Other names: looked up, and the Lua actions run only for a service with a list.
+        for action in [LUA_RESPONSE_ACTION, LUA_REQUEST_ACTION] {
+            assert!(rules.iter().any(|r| r.contains(action)), "{action}");
+        }
+        // Every conditional block is closed.
+        let opened = rules.iter().filter(|r| r.starts_with(".if ")).count();
+        let closed = rules.iter().filter(|r| *r == ".endif").count();
+        assert_eq!(opened, closed);
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK};
+use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NETWORK, SSL_ACME};
 use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::{
@@ -194,6 +194,15 @@ pub fn desired_cached(
                 pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
             });
         }
+        if let Some(acme) = &route.tls.acme {
+            out.acme.insert(
+                route.backend.clone(),
+                super::WantedAcme {
+                    service: service.name.clone(),
+                    hosts: acme.hosts().to_vec(),
+                },
+            );
+        }
         if let Some(secrets) = &route.tls.cert {
             out.certs.insert(
                 route.backend.clone(),
@@ -278,7 +287,19 @@ impl Ctx<'_> {
                     Reason::TemplateWithoutLua,
                 )])
             }
-            Verdict::Route(route) => self.build(service, *route, None, &mut c.warnings),
+            Verdict::Route(mut route) => {
+                if route.tls.acme.is_some() && !self.settings.acme {
+                    let value = service.labels.get(SSL_ACME).map_or("", String::as_str);
+                    c.errors.push(LabelError::invalid(
+                        &service.name,
+                        SSL_ACME,
+                        value,
+                        Reason::AcmeOff,
+                    ));
+                    route.tls.acme = None;
+                }
+                self.build(service, *route, None, &mut c.warnings)
+            }
             Verdict::NoHosts => {
                 c.notices.push(LabelError::NoHosts {
                     service: service.name.clone(),
@@ -632,6 +653,7 @@ mod tests {
             default_network: None,
             service_cluster: None,
             template_without_lua: false,
+            acme: false,
         }
     }
 
@@ -1508,6 +1530,7 @@ mod tests {
             default_network: Some("back".to_owned()),
             service_cluster: None,
             template_without_lua: false,
+            acme: false,
         };
         let d = desired(&snap, &settings, &BTreeMap::new());
         assert_eq!(d.errors, vec![]);
@@ -1517,6 +1540,7 @@ mod tests {
             default_network: Some("other".to_owned()),
             service_cluster: None,
             template_without_lua: false,
+            acme: false,
         };
         let d = desired(&snap, &elsewhere, &BTreeMap::new());
         assert_eq!(

@@ -180,10 +180,13 @@ pub struct Settings {
     /// label equals it; `None` serves only services without the label. Several proxies (or
     /// test stacks) can thus share one Swarm without fighting over services.
     pub service_cluster: Option<String>,
-    /// The template (`--template`) has no `{{lua}}` line, so HAProxy has no forward-auth
-    /// action: `com.docker.lb.auth_forward` is refused on every service (an error naming it),
+    /// The template (`--template`) loads no Lua (no `{{lua}}` line and no plain `global`
+    /// line), so HAProxy has no forward-auth action: `com.docker.lb.auth_forward` is refused on every service (an error naming it),
     /// never left unenforced.
     pub template_without_lua: bool,
+    /// `--acme`: an ACME CA is configured, so `com.docker.lb.ssl_acme=true` orders
+    /// certificates; without it the label is refused.
+    pub acme: bool,
 }
 
 /// One routed backend as Swarm wants it.
@@ -225,6 +228,19 @@ pub struct Desired {
     /// `com.docker.lb.ssl_cert`/`ssl_key` of each routed service, by backend name: the pair
     /// to serve for its hosts (read and checked by the reconcile pass, which has the secrets).
     pub certs: BTreeMap<BackendName, WantedCert>,
+    /// `com.docker.lb.ssl_acme=true` of each routed service, by backend name: the hosts to
+    /// order a certificate for (the reconcile pass turns a stored one into a [`WantedCert`]).
+    pub acme: BTreeMap<BackendName, WantedAcme>,
+    /// Secrets the pass wants delivered beyond those the labels name (the ACME account).
+    pub extra_secrets: BTreeSet<String>,
+}
+
+/// One service's automatic certificate, as its labels ask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WantedAcme {
+    pub service: String,
+    /// Sorted, without duplicates; each a DNS name an ACME CA can certify over HTTP-01.
+    pub hosts: Vec<Host>,
 }
 
 /// One service's certificate, as its labels ask.

@@ -122,8 +122,8 @@ pub enum Reason {
     )]
     BasicAndForwardAuth,
     #[error(
-        "not applied: the template (--template) has no {{{{lua}}}} line in its global section, \
-         so HAProxy has no forward-auth action (see haproxy/base.cfg)"
+        "not applied: the template (--template) loads no Lua (no {{{{lua}}}} line and no plain \
+         `global` line), so HAProxy has no forward-auth action (see haproxy/base.cfg)"
     )]
     TemplateWithoutLua,
 
@@ -134,8 +134,21 @@ pub enum Reason {
         max = crate::model::shaping::HSTS_MAX_AGE_MAX
     )]
     NotAnHsts,
-    #[error("header {name:?} is not one this label can set: {offered}")]
-    HeaderNotOffered { name: String, offered: String },
+    #[error(
+        "header name {name:?} is not an HTTP token: 1 to {max} letters, digits or \
+         !#$%&'*+-.^_`|~ (RFC 9110, 5.1)",
+        max = crate::model::shaping::HEADER_NAME_MAX
+    )]
+    HeaderNotAToken { name: String },
+    #[error("header {name:?} is not one a label may set: {why}")]
+    HeaderForbidden { name: String, why: &'static str },
+    #[error(
+        "{count} headers of other names, {bytes} bytes of names and values in this direction: \
+         at most {max_count} and {max_bytes} bytes (see docs/shaping.md)",
+        max_count = crate::model::shaping::CUSTOM_HEADERS_MAX,
+        max_bytes = crate::model::shaping::CUSTOM_BYTES_MAX
+    )]
+    HeaderListTooLong { count: usize, bytes: usize },
     #[error("header {name:?} is set by {instead}")]
     HeaderElsewhere { name: String, instead: &'static str },
     #[error(
@@ -262,6 +275,11 @@ pub enum Reason {
     AcmeHost { why: &'static str },
     #[error("none of the service's hosts can be certified by ACME; no certificate is ordered")]
     AcmeNoHost,
+    /// The last order for the service's hosts failed (`error`: the CA's problem, type and
+    /// detail, or why it could not be placed); it is retried with backoff, and the
+    /// certificate served now (if any) stays.
+    #[error("the ACME order failed (retried with backoff): {error}")]
+    AcmeOrderFailed { error: String },
     /// The pair the secrets hold is refused (key, dates, names).
     #[error("{0}")]
     Certificate(super::cert::CertProblem),

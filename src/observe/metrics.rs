@@ -141,6 +141,9 @@ pub struct Metrics {
     /// time) of each certificate served from a service's `ssl_cert`/`ssl_key` secrets; gone
     /// with the certificate. An expired or unreadable one is a `label_problems` series instead.
     pub cert_expiry: Family<CertLabels, Gauge>,
+    /// `swarm_lb_acme_orders_total{result}`: ACME orders this edge placed, by `ok` or
+    /// `failed` (`com.docker.lb.ssl_acme`; one edge orders a name set at a time).
+    pub acme_orders: Family<ResultLabels, Counter>,
 }
 
 /// Buckets (seconds) for convergence and pass time: 0.5 ms to ~16 s, doubling; the targets
@@ -176,6 +179,7 @@ impl Metrics {
             resyncs: Counter::default(),
             resync_changes: Counter::default(),
             resync_repairs: Counter::default(),
+            acme_orders: Family::default(),
             last_success: Gauge::default(),
             haproxy_up: Gauge::default(),
             haproxy_version: Family::default(),
@@ -285,6 +289,11 @@ impl Metrics {
             "1 while another node's hint agent streams to this edge, 0 while its stream is lost",
             m.node_hints_live.clone(),
         );
+        r.register(
+            "acme_orders",
+            "ACME orders this edge placed, by result",
+            m.acme_orders.clone(),
+        );
         r.register_with_unit(
             "certificate_expiry_timestamp",
             "When each served certificate expires (its notAfter, Unix time)",
@@ -346,6 +355,9 @@ impl Metrics {
         m.node_hints_live
             .get_or_create(&NodeLabels { node: s("n1") })
             .set(1);
+        m.acme_orders
+            .get_or_create(&ResultLabels { result: s("ok") })
+            .inc();
         m.cert_expiry
             .get_or_create(&CertLabels {
                 service: s("web"),

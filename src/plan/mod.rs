@@ -31,6 +31,12 @@ pub struct PlanSettings {
     pub hosts_map: MapPath,
     /// What HAProxy can do to whole backends at runtime (3.4+); nothing by default.
     pub runtime_backends: RuntimeBackends,
+    /// HAProxy takes `http-request set-timeout connect` (3.4+,
+    /// [`crate::haproxy::Feature::SetTimeoutConnect`]): `com.docker.lb.timeout_connect` is
+    /// the map entry alone, and the planner clears the backend section's `timeout connect`
+    /// from every spec (an edit is a map edit). Before 3.4 the section option stays, so an
+    /// edit is a section change: one reload.
+    pub connect_timeout_rule: bool,
 }
 
 /// Backends created and deleted through the Runtime API (HAProxy 3.4+: `add backend <b> from
@@ -212,6 +218,25 @@ pub fn plan(
     )
 }
 
+/// `desired` without the section's `timeout connect` where the map entry does its work
+/// (`rule`: [`PlanSettings::connect_timeout_rule`]); borrowed when there is none to clear.
+fn connect_timeout_in_map(desired: &Desired, rule: bool) -> std::borrow::Cow<'_, Desired> {
+    let any = || {
+        desired
+            .backends
+            .values()
+            .any(|s| s.options.timeout_connect_ms.is_some())
+    };
+    if !rule || !any() {
+        return std::borrow::Cow::Borrowed(desired);
+    }
+    let mut owned = desired.clone();
+    for spec in owned.backends.values_mut() {
+        spec.options.timeout_connect_ms = None;
+    }
+    std::borrow::Cow::Owned(owned)
+}
+
 /// The backends a pass found already as desired, each with the spec and the HAProxy state
 /// (the shared value, see [`ProxyState::backends`]) it was planned from: a backend whose spec
 /// is equal and whose state is the same value again plans to nothing, without building its
@@ -244,6 +269,7 @@ pub fn plan_cached(
             .settled
             .retain(|name, _| desired.backends.contains_key(name));
     }
+    let desired = &*connect_timeout_in_map(desired, settings.connect_timeout_rule);
     let desired = &*generation::resolve(actual, desired, &settings.runtime_backends);
     let ca_file = render::backend_ca(&settings.hosts_map);
     let mut reload = false;

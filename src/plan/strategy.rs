@@ -118,6 +118,7 @@ pub fn options() -> impl Strategy<Value = BackendOptions> {
                         passthrough,
                         httpchk: check_inter_ms.is_some(),
                         compress: compress && !passthrough,
+                        timeout_connect_ms: None,
                     },
                     ServerOptions {
                         failure_limit: limit.map(|(max_fails, fail_timeout_ms)| FailureLimit {
@@ -175,6 +176,8 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             warnings: Vec::new(),
             notices: Vec::new(),
             certs: BTreeMap::new(),
+            acme: BTreeMap::new(),
+            extra_secrets: Default::default(),
         })
 }
 
@@ -299,6 +302,7 @@ pub fn runtime_backends() -> RuntimeBackends {
             passthrough,
             httpchk: false,
             compress: false,
+            timeout_connect_ms: None,
         })
     })
     .collect();
@@ -322,6 +326,7 @@ pub fn plan_settings() -> impl Strategy<Value = PlanSettings> {
             } else {
                 RuntimeBackends::default()
             },
+            connect_timeout_rule: false,
         },
     )
 }

@@ -41,6 +41,7 @@ fn settings(block: usize, add_server: bool) -> PlanSettings {
         add_server,
         hosts_map: hosts_map(),
         runtime_backends: Default::default(),
+        connect_timeout_rule: false,
     }
 }
 fn no_networks() -> BTreeSet<NetworkId> {
@@ -1122,6 +1123,7 @@ fn networks_of(d: &Desired) -> BTreeSet<NetworkId> {
 fn settings_3_4(block: usize) -> PlanSettings {
     PlanSettings {
         runtime_backends: super::strategy::runtime_backends(),
+        connect_timeout_rule: false,
         ..settings(block, true)
     }
 }
@@ -1536,4 +1538,27 @@ proptest! {
             plan(&mixed, &no_networks(), &d, &s)
         );
     }
+}
+
+#[test]
+fn a_connect_timeout_is_a_reload_before_3_4_and_nothing_for_the_planner_on_3_4() {
+    let actual = state(
+        vec![("web", slots(&[Some(("10.0.0.1:80", Admin::Ready))]))],
+        &[("web.test", "web")],
+    );
+    let mut spec = task(&[("10.0.0.1:80", Ready)]);
+    spec.options.timeout_connect_ms = Some(500);
+    let d = desired(vec![("web", spec)], &[("web.test", "web")]);
+    // Before 3.4: the backend section's `timeout connect`, one reload, the name kept.
+    let p = plan(&actual, &no_networks(), &d, &settings(1, true));
+    assert!(p.reload);
+    assert_eq!(
+        p.target.backends[&be("web")].options.timeout_connect_ms,
+        Some(500)
+    );
+    // 3.4: the map entry alone (the model's, not the planner's): no reload, no generation.
+    let mut on_3_4 = settings_3_4(1);
+    on_3_4.connect_timeout_rule = true;
+    let p = plan(&actual, &no_networks(), &d, &on_3_4);
+    assert!(p.is_empty(), "{p:?}");
 }

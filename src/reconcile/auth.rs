@@ -40,7 +40,10 @@ pub fn wanted_secrets(desired: &Desired) -> BTreeSet<String> {
         .routes
         .values()
         .filter_map(|r| r.route.access.auth.as_ref().map(|a| a.secret.clone()));
-    certs.chain(auth).collect()
+    certs
+        .chain(auth)
+        .chain(desired.extra_secrets.iter().cloned())
+        .collect()
 }
 
 /// The basic-auth state kept between passes.

@@ -77,10 +77,23 @@ impl Passes for Reconciler {
 
     fn woken(&self) -> impl Future<Output = ()> + Send + 'static {
         let delivery = self.delivery().cloned();
+        let acme = self.acme_handle().cloned();
         async move {
-            match delivery {
-                Some(d) => d.changed().await,
-                None => std::future::pending().await,
+            let delivered = async {
+                match delivery {
+                    Some(d) => d.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let acme = async {
+                match acme {
+                    Some(a) => a.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = delivered => {}
+                () = acme => {}
             }
         }
     }

@@ -7,8 +7,12 @@
 //! socket: root on any node) and remove any. This filter knows swarm-lb's calls instead:
 //!
 //! - reads: `GET` of exactly `/version`, `/_ping`, `/info`, `/events`, `/services`, `/tasks`,
-//!   `/networks` and `/secrets` (names and IDs; Docker never returns a secret's data), with or
-//!   without the `/v1.NN` prefix; no inspection of a single object, no other section;
+//!   `/networks`, `/secrets` (names and IDs; Docker never returns a secret's data) and
+//!   `/configs` (`--acme`: the HTTP-01 answers every edge serves are Docker configs; Docker
+//!   configs hold no secrets by design, and their data is readable by any task they are
+//!   mounted into), with or without the `/v1.NN` prefix; no inspection of a single object, no
+//!   other section (so a worker edge answers challenges and serves certificates, but only an
+//!   edge with a manager's socket places orders: creating configs and secrets is refused);
 //! - `POST /services/create` only when the body is, byte for byte as JSON, the copy job
 //!   swarm-lb itself would send ([`CopyJob::spec`] rebuilt from the body's own node, volume and
 //!   secrets) with an allowed image (this proxy's own, by default: the stack runs both from
@@ -46,8 +50,8 @@ use super::secrets::{CopyJob, ROLE_JOB, ROLE_LABEL};
 pub const MAX_BODY: usize = 256 * 1024;
 
 /// Sections swarm-lb reads through a manager's API (docs/deployment.md, "Docker API calls swarm-lb makes").
-const READS: [&str; 8] = [
-    "version", "_ping", "info", "events", "services", "tasks", "networks", "secrets",
+const READS: [&str; 9] = [
+    "version", "_ping", "info", "events", "services", "tasks", "networks", "secrets", "configs",
 ];
 
 /// What to do with a request, from its method and path alone.
@@ -376,6 +380,7 @@ mod tests {
             "/v1.41/tasks",
             "/v1.41/networks",
             "/v1.41/secrets",
+            "/v1.41/configs",
         ] {
             assert_eq!(route(&Method::GET, p), Route::Forward, "{p}");
         }
@@ -394,6 +399,8 @@ mod tests {
             (Method::POST, "/v1.41/services/abc/update"),
             (Method::POST, "/v1.41/networks/create"),
             (Method::POST, "/v1.41/secrets/create"),
+            (Method::POST, "/v1.41/configs/create"),
+            (Method::GET, "/v1.41/configs/abc"),
             (Method::POST, "/v1.41/containers/create"),
             (Method::DELETE, "/v1.41/networks/abc"),
             (Method::DELETE, "/v1.41/secrets/abc"),

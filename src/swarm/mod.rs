@@ -9,6 +9,7 @@
 //! takes a fast path: container events are laid over the last task list at once (`overlay`),
 //! ahead of Swarm's manager, whose task states trail the containers by tens of milliseconds.
 
+pub mod acme;
 pub mod agent;
 pub mod apiproxy;
 mod bounded;

@@ -594,6 +594,7 @@ pub fn driver_settings(
             add_server,
             hosts_map: haproxy.hosts_map().clone(),
             runtime_backends: Default::default(),
+            connect_timeout_rule: false,
         },
         render: haproxy.settings.clone(),
         haproxy_container: None,

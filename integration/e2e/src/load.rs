@@ -321,3 +321,89 @@ pub async fn get_at(
         Err(_) => Err(std::io::Error::other("timeout")),
     }
 }
+
+/// One HTTPS GET through a real TLS client (curl, a new handshake each), `host` resolved to
+/// loopback on `port`: the status code, 0 when it failed. `cacert`: verify the chain against
+/// that root (else `-k`).
+pub fn https_status(port: u16, host: &str, cacert: Option<&std::path::Path>) -> u16 {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ]);
+    match cacert {
+        Some(root) => cmd.arg("--cacert").arg(root),
+        None => cmd.arg("-k"),
+    };
+    cmd.arg("--resolve")
+        .arg(format!("{host}:{port}:127.0.0.1"))
+        .arg(format!("https://{host}:{port}/"))
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    cmd.output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// HTTPS load: `workers` threads, each a loop of fresh curl processes ([`https_status`]: a
+/// new TLS handshake per request), until stopped.
+pub struct HttpsLoad {
+    stop: Arc<AtomicBool>,
+    /// Requests answered 200 so far.
+    pub ok: Arc<std::sync::atomic::AtomicU64>,
+    failed: Arc<std::sync::atomic::AtomicU64>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl HttpsLoad {
+    pub fn start(
+        port: u16,
+        host: &str,
+        workers: usize,
+        cacert: Option<std::path::PathBuf>,
+    ) -> HttpsLoad {
+        use std::sync::atomic::AtomicU64;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+        let threads = (0..workers)
+            .map(|_| {
+                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+                let (host, cacert) = (host.to_owned(), cacert.clone());
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::SeqCst) {
+                        match https_status(port, &host, cacert.as_deref()) {
+                            200 => ok.fetch_add(1, Ordering::SeqCst),
+                            code => {
+                                eprintln!("HTTPS load: {code}");
+                                failed.fetch_add(1, Ordering::SeqCst)
+                            }
+                        };
+                    }
+                })
+            })
+            .collect();
+        HttpsLoad {
+            stop,
+            ok,
+            failed,
+            threads,
+        }
+    }
+
+    /// Stops the load: (requests, failed).
+    pub fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads {
+            let _ = t.join();
+        }
+        let ok = self.ok.load(Ordering::SeqCst);
+        let failed = self.failed.load(Ordering::SeqCst);
+        (ok + failed, failed)
+    }
+}

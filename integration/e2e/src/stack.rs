@@ -65,19 +65,32 @@ impl Stack {
     /// [`Stack::up`] under a compose project name chosen by the caller (letters and digits),
     /// e.g. one a benchmark can recognise to clean up after a crashed run.
     pub async fn up_named(project: &str, extra_env: &[(&str, &str)]) -> Stack {
-        Stack::up_full(project, extra_env, None).await
+        Stack::up_full(project, extra_env, None, None).await
     }
 
     /// [`Stack::up`] with a compose override (YAML) laid over the repo's compose file.
     pub async fn up_with_override(extra_env: &[(&str, &str)], override_yaml: &str) -> Stack {
         let project = crate::unique("slbe2e").replace('-', "");
-        Stack::up_full(&project, extra_env, Some(override_yaml)).await
+        Stack::up_full(&project, extra_env, Some(override_yaml), None).await
+    }
+
+    /// [`Stack::up_with_override`] with HAProxy's HTTP port published on loopback at
+    /// `http_port` (one the caller picked with `free_port`, e.g. for an ACME CA that must
+    /// know it before the stack starts).
+    pub async fn up_on_http_port(
+        extra_env: &[(&str, &str)],
+        override_yaml: &str,
+        http_port: u16,
+    ) -> Stack {
+        let project = crate::unique("slbe2e").replace('-', "");
+        Stack::up_full(&project, extra_env, Some(override_yaml), Some(http_port)).await
     }
 
     async fn up_full(
         project: &str,
         extra_env: &[(&str, &str)],
         override_yaml: Option<&str>,
+        http_port: Option<u16>,
     ) -> Stack {
         require_engine();
         let override_file = override_yaml.map(|yaml| {
@@ -86,7 +99,7 @@ impl Stack {
             path
         });
         let project = project.to_owned();
-        let http_port = free_port();
+        let http_port = http_port.unwrap_or_else(free_port);
         let https_port = free_port();
         let (metrics_port, stats_port) = (free_port(), free_port());
         let haproxy_container = format!("{project}-haproxy");

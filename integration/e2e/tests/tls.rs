@@ -8,11 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command as Process, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use swarm_lb_e2e::docker::{docker, try_docker, Network, Service};
+use swarm_lb_e2e::load::HttpsLoad;
 use swarm_lb_e2e::stack::Stack;
 use swarm_lb_e2e::{load, poll_until, unique};
 
@@ -79,62 +79,8 @@ fn served_subject(port: u16, host: &str) -> String {
     ))
 }
 
-/// One HTTPS GET through a real TLS client: the status code (0 when it failed).
 fn https_status(port: u16, host: &str) -> u16 {
-    sh(&format!(
-        "curl -sk --max-time 5 --resolve {host}:{port}:127.0.0.1 -o /dev/null -w '%{{http_code}}' https://{host}:{port}/"
-    ))
-    .parse()
-    .unwrap_or(0)
-}
-
-/// HTTPS load: `workers` threads, each a loop of fresh curl processes (a new TLS handshake
-/// per request), until stopped. Returns (requests, failed).
-struct HttpsLoad {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicU64>,
-    failed: Arc<AtomicU64>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl HttpsLoad {
-    fn start(port: u16, host: &str, workers: usize) -> HttpsLoad {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
-        let threads = (0..workers)
-            .map(|_| {
-                let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-                let host = host.to_owned();
-                std::thread::spawn(move || {
-                    while !stop.load(Ordering::SeqCst) {
-                        match https_status(port, &host) {
-                            200 => ok.fetch_add(1, Ordering::SeqCst),
-                            code => {
-                                eprintln!("HTTPS load: {code}");
-                                failed.fetch_add(1, Ordering::SeqCst)
-                            }
-                        };
-                    }
-                })
-            })
-            .collect();
-        HttpsLoad {
-            stop,
-            ok,
-            failed,
-            threads,
-        }
-    }
-
-    fn stop(self) -> (u64, u64) {
-        self.stop.store(true, Ordering::SeqCst);
-        for t in self.threads {
-            let _ = t.join();
-        }
-        let ok = self.ok.load(Ordering::SeqCst);
-        let failed = self.failed.load(Ordering::SeqCst);
-        (ok + failed, failed)
-    }
+    load::https_status(port, host, None)
 }
 
 /// Copy jobs of the stack's swarm-lb still present (there must be none once a delivery is
@@ -259,7 +205,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     let (c2, k2) = pair(tmp.path(), "two", &host, "5EC2");
     secrets.create(&crt2, &c2);
     secrets.create(&key2, &k2);
-    let https_load = HttpsLoad::start(port, &host, 2);
+    let https_load = HttpsLoad::start(port, &host, 2, None);
     // Some requests before the change.
     poll_until(CONVERGE, "HTTPS load running", || async {
         (https_load.ok.load(Ordering::SeqCst) >= 10).then_some(())

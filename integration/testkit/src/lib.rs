@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 
 mod haproxy;
+pub mod pebble;
 pub mod tls;
 
 use std::collections::BTreeSet;

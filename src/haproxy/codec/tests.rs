@@ -822,6 +822,7 @@ fn command() -> impl Strategy<Value = Command> {
                     passthrough: false,
                     httpchk: false,
                     compress: false,
+                    timeout_connect_ms: None,
                 })
                 .expect("a cookie name of the label's characters names a section"),
             }),
@@ -877,6 +878,7 @@ fn defaults(ip_hash: bool, cookie: Option<&str>) -> DefaultsName {
         passthrough: false,
         httpchk: false,
         compress: false,
+        timeout_connect_ms: None,
     })
     .expect("named")
 }

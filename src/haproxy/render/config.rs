@@ -10,7 +10,7 @@ use super::{
     backend_ca, backend_ca_path, is_comment, RenderSettings, ACME_MAP, ADMIN_SOCKET, AUTH,
     BACKEND_CA_DEFAULTS, BIND, COOKIE, CRT_LIST, DEFAULT_SERVER, HOSTS_MAP, HTTPS_BIND,
     HTTPS_INTERNAL, IF_HTTPS, LUA, PROXY_PROTOCOL_SOURCES, SHAPING, SHAPING_RESPONSES,
-    TCP_DEFAULTS, TLS_PROFILE, TRUSTED_PROXIES,
+    TCP_DEFAULTS, TIMEOUT_CONNECT, TLS_PROFILE, TRUSTED_PROXIES,
 };
 use crate::haproxy::codec::{push_server_keywords, SSL_VERIFY_REQUIRED};
 use crate::haproxy::command::{CertPath, DefaultsName, ServerKeywords};
@@ -117,8 +117,24 @@ fn render(
         .template
         .lines()
         .any(|l| !is_comment(l) && l.contains(SHAPING_RESPONSES));
-    let lua_placed = settings.loads_lua();
+    // A template without `{{lua}}` gets the Lua files loaded right after its `global` line.
+    let lua_placed = settings
+        .template
+        .lines()
+        .any(|l| !is_comment(l) && l.contains(LUA));
+    let lua_lines = crate::haproxy::lua::global_lines(&settings.hosts_map);
+    // Whether the Lua actions are loaded (the lines above, or `{{lua}}`): forward auth's
+    // rules call its action only then.
+    let lua_loaded = settings.loads_lua();
     for line in settings.template.lines() {
+        if !lua_placed && line.trim_end() == "global" {
+            out.push_str(line);
+            out.push('\n');
+            for lua in &lua_lines {
+                let _ = writeln!(out, "    {lua}");
+            }
+            continue;
+        }
         let line = match (line.strip_prefix(IF_HTTPS), &settings.https) {
             (Some(_), None) => continue,
             (Some(rest), Some(_)) => rest,
@@ -139,15 +155,15 @@ fn render(
                 out.push('\n');
             }
         } else if line.contains(LUA) {
-            for global in crate::haproxy::lua::global_lines(&settings.hosts_map) {
-                out.push_str(&line.replace(LUA, &global));
+            for lua in &lua_lines {
+                out.push_str(&line.replace(LUA, lua));
                 out.push('\n');
             }
         } else if line.contains(AUTH) {
             let rules = crate::haproxy::auth::frontend_rules(
                 settings.hosts_map.as_str(),
                 &settings.userlists,
-                lua_placed,
+                lua_loaded,
             );
             for rule in rules {
                 out.push_str(&line.replace(AUTH, &rule));
@@ -269,6 +285,7 @@ fn render_section(
         // The backend section writes its own cookie line.
         let from = DefaultsName::for_section(SectionOptions {
             sticky_cookie: None,
+            timeout_connect_ms: None,
             ..backend.options.section()
         });
         match from {
@@ -461,6 +478,11 @@ fn render_backend(
         out.push_str(MODE_TCP);
     }
     render_balance(out, &options.section(), hosts_map);
+    // `com.docker.lb.timeout_connect` before 3.4 (the planner clears it on 3.4+, where the
+    // map entry and the `set-timeout connect` rule do the work).
+    if let Some(ms) = options.timeout_connect_ms {
+        let _ = writeln!(out, "    {TIMEOUT_CONNECT} {ms}");
+    }
     if options.sticky_cookie.is_some() {
         // The service's name, whatever the backend's generation: a cookie stays good when the
         // service moves to a new generation (see `plan::generation`).
@@ -638,6 +660,49 @@ mod tests {
         assert!(text.contains("use_backend %[var(txn.backend)] if { var(txn.backend) -m found }"));
         let live: Vec<&str> = text.lines().filter(|l| !is_comment(l)).collect();
         assert!(live.iter().all(|l| !l.contains("{{")), "{text}");
+    }
+
+    #[test]
+    fn a_backends_connect_timeout_is_its_own_section_line_and_reads_back() {
+        let mut s = state();
+        let web = s
+            .backends
+            .get_mut(&BackendName::parse("web").unwrap())
+            .unwrap();
+        std::sync::Arc::make_mut(web).options.timeout_connect_ms = Some(750);
+        let text = config(&s, &settings(Path::new("/run/swarm-lb")));
+        // Still from the named defaults (no defaults section holds a connect timeout).
+        assert!(
+            text.contains("backend web from swarm-lb.roundrobin\n    balance roundrobin\n    timeout connect 750\n"),
+            "{text}"
+        );
+        let read = backend_options(&text);
+        assert_eq!(
+            read[&BackendName::parse("web").unwrap()].timeout_connect_ms,
+            Some(750)
+        );
+        // 3.4's rule, in a block only 3.4 reads, in every named defaults section's rules.
+        assert!(text.contains(
+            "    .if version_atleast(3.4)\n    http-request set-timeout connect var(txn.t_connect) if { var(txn.t_connect) -m found }\n    .endif\n"
+        ));
+    }
+
+    #[test]
+    fn the_lua_files_load_where_lua_says_or_right_after_global_without_it() {
+        let dir = Path::new("/run/swarm-lb");
+        let load = "    lua-load-per-thread /run/swarm-lb/headers.lua\n";
+        let text = config(&state(), &settings(dir));
+        assert_eq!(text.matches(load).count(), 1, "{text}");
+        let mut custom = settings(dir);
+        custom.template = custom.template.replace(crate::haproxy::render::LUA, "");
+        let text = config(&state(), &custom);
+        assert!(
+            text.contains(&format!(
+                "\nglobal\n    .if version_atleast(2.7)\n    httpclient.retries 0\n    .endif\n    .if version_atleast(3.2)\n    tune.lua.bool-sample-conversion normal\n    .endif\n{load}"
+            )),
+            "{text}"
+        );
+        assert_eq!(text.matches(load).count(), 1);
     }
 
     #[test]

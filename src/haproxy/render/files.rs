@@ -1,6 +1,7 @@
 //! The generated files on disk ([`Files`]): `haproxy.cfg` and `hosts.map`, each replaced
 //! atomically (temp file, fsync, rename, fsync of the directory), and their last good copies
-//! for rollback after a failed reload. Blocking I/O.
+//! for rollback after a failed reload; beside them the Lua files the config loads
+//! ([`crate::haproxy::lua`]), written when missing or from another build. Blocking I/O.
 
 use std::fs;
 use std::io::Write as _;
@@ -66,6 +67,24 @@ impl Files {
         write_atomic(&self.config_path(), config.as_bytes())
     }
 
+    /// Where the Lua file `name` ([`crate::haproxy::lua::LUA_FILES`]) is written.
+    pub fn lua_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The config loads the Lua files from beside it: write each whose text on disk is not
+    /// this build's (a missing one would make HAProxy refuse the config; an older one
+    /// would run an older action).
+    fn ensure_lua(&self) -> Result<(), FilesError> {
+        for file in crate::haproxy::lua::LUA_FILES {
+            let path = self.lua_path(file.name);
+            if fs::read(&path).ok().as_deref() != Some(file.text.as_bytes()) {
+                write_atomic(&path, file.text.as_bytes())?;
+            }
+        }
+        Ok(())
+    }
+
     /// The ACME challenge map (`{{acme_map}}`), beside the hosts map.
     pub fn acme_map_path(&self) -> PathBuf {
         self.dir.join(crate::haproxy::acme::ACME_MAP_FILE)
@@ -81,27 +100,6 @@ impl Files {
             Ok(false) => write_atomic(&path, b""),
             Err(source) => Err(FilesError { path, source }),
         }
-    }
-
-    /// Where the Lua file `name` ([`crate::haproxy::lua::LUA_FILES`]) is written: beside
-    /// the hosts map, where the config's `lua-load-per-thread` lines name it.
-    pub fn lua_path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// The config loads the Lua files from beside it: write each whose text on disk is not
-    /// this build's (read and compared first: the config is written on every change, the Lua
-    /// files almost never). A missing one would make HAProxy refuse the config; an older one
-    /// would run an older action.
-    fn ensure_lua(&self) -> Result<(), FilesError> {
-        for file in crate::haproxy::lua::LUA_FILES {
-            let path = self.lua_path(file.name);
-            if fs::read(&path).is_ok_and(|on_disk| on_disk == file.text.as_bytes()) {
-                continue;
-            }
-            write_atomic(&path, file.text.as_bytes())?;
-        }
-        Ok(())
     }
 
     /// Replaces the challenge map's file with `text` ([`crate::haproxy::acme::map_text`]),
@@ -216,6 +214,7 @@ mod tests {
                 "forward_auth.lua",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
+                "headers.lua",
                 "hosts.map",
                 "hosts.map.good"
             ]

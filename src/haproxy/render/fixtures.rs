@@ -72,6 +72,7 @@ pub(super) fn state() -> ProxyState {
                 compress: false,
                 backend_tls: Some(BackendTls { verify: true }),
                 passthrough: false,
+                timeout_connect_ms: None,
             },
             mode: Mode::Task,
             servers: vec![server(1, "[fd00::5]:9000", Admin::Ready)],

@@ -76,3 +76,6 @@ pub const TCP_DEFAULTS: &str = "tcp_edge";
 const BACKEND: &str = "backend";
 const COOKIE: &str = "cookie";
 const DEFAULT_SERVER: &str = "default-server";
+/// A backend's own connect timeout, in milliseconds (`com.docker.lb.timeout_connect` before
+/// HAProxy 3.4).
+const TIMEOUT_CONNECT: &str = "timeout connect";

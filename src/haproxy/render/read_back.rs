@@ -112,6 +112,11 @@ pub fn backend_options(config: &str) -> BTreeMap<BackendName, BackendOptions> {
                     o.compress = true;
                 }
             }
+            (Some("timeout"), Some("connect")) => {
+                if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
+                    o.timeout_connect_ms = words.next().and_then(|ms| ms.parse().ok());
+                }
+            }
             (Some(COOKIE), Some(cookie)) => {
                 if let Some(o) = current.as_ref().and_then(|n| out.get_mut(n)) {
                     o.sticky_cookie = Some(cookie.to_owned());

@@ -40,16 +40,16 @@ pub const TRUSTED_PROXIES: &str = "{{trusted_proxies}}";
 pub const PROXY_PROTOCOL_SOURCES: &str = "{{proxy_protocol_sources}}";
 /// A line holding it becomes the basic-auth rules of `frontend http` ([`crate::haproxy::auth`]).
 pub const AUTH: &str = "{{auth}}";
-/// A line holding it (in `global`) becomes the lines that load swarm-lb's Lua scripts
-/// ([`crate::haproxy::lua::global_lines`]); optional (without it `com.docker.lb.auth_forward`
-/// is refused on every service, and its rules answer 503).
-pub const LUA: &str = "{{lua}}";
 /// A line holding it becomes the shaping rules of `frontend http` ([`crate::haproxy::shaping`]).
 pub const SHAPING: &str = "{{shaping}}";
 /// A line holding it becomes the response side of the shaping rules
 /// ([`crate::haproxy::shaping::response_rules`]), before the access rules; optional (without
 /// it they open `{{shaping}}`, and HAProxy's own 403/429/401 carry no service headers).
 pub const SHAPING_RESPONSES: &str = "{{shaping_responses}}";
+/// A line holding it (in `global`) becomes the lines that load the Lua files swarm-lb ships
+/// ([`crate::haproxy::lua::global_lines`]), each with the line's indentation; optional
+/// (without it they follow the template's `global` line).
+pub const LUA: &str = "{{lua}}";
 /// Replaced by the ACME challenge map path ([`crate::haproxy::acme::acme_map`]); optional.
 pub const ACME_MAP: &str = "{{acme_map}}";
 
@@ -87,9 +87,13 @@ pub struct RenderSettings {
     pub userlists: crate::haproxy::auth::Userlists,
 }
 
-/// Whether `template` has a [`LUA`] line outside comments.
+/// Whether the config rendered from `template` loads the Lua files: the renderer puts their
+/// lines where a [`LUA`] line stands (outside comments), else right after a plain `global`
+/// line; a template with neither loads none.
 pub fn template_loads_lua(template: &str) -> bool {
-    template.lines().any(|l| !is_comment(l) && l.contains(LUA))
+    template
+        .lines()
+        .any(|l| (!is_comment(l) && l.contains(LUA)) || l.trim_end() == "global")
 }
 
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
@@ -114,7 +118,7 @@ fn has_syntax(s: &str) -> bool {
 }
 
 impl RenderSettings {
-    /// Whether the template has a `{{lua}}` line outside comments (see [`LUA`]).
+    /// Whether the rendered config loads the Lua files ([`template_loads_lua`]).
     pub fn loads_lua(&self) -> bool {
         template_loads_lua(&self.template)
     }

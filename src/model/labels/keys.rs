@@ -47,9 +47,7 @@ pub const SSL_BACKEND: &str = "com.docker.lb.ssl_backend";
 /// `none` or `required` (the default): whether HAProxy verifies the tasks' certificates.
 pub const SSL_BACKEND_TLS_VERIFY: &str = "com.docker.lb.ssl_backend_tls_verify";
 /// `true`: swarm-lb obtains the certificate for the service's hosts from the ACME CA
-/// (issue 25, `docs/acme.md`). Parsed by `acme.rs`; not in [`LABELS`] until the order path
-/// acts on it, so that until then the label is reported as unknown rather than silently
-/// ignored.
+/// configured with `--acme` (`docs/acme.md`), and renews it. Parsed by `acme.rs`.
 pub const SSL_ACME: &str = "com.docker.lb.ssl_acme";
 
 // `access.rs`: who may reach the service.
@@ -83,6 +81,8 @@ pub const REQUEST_HEADER: &str = "com.docker.lb.request_header.<Name>";
 pub const TIMEOUT_SERVER: &str = "com.docker.lb.timeout_server";
 /// How long an upgraded connection (websocket) may stay idle (up to 24 h).
 pub const TIMEOUT_TUNNEL: &str = "com.docker.lb.timeout_tunnel";
+/// How long HAProxy waits for the task to accept a connection: `500ms`, `5s` (up to 60 s).
+pub const TIMEOUT_CONNECT: &str = "com.docker.lb.timeout_connect";
 /// `true`: HAProxy compresses the usual text responses (gzip or deflate, as the client asks).
 pub const COMPRESS: &str = "com.docker.lb.compress";
 /// Active health check: the path of an HTTP GET each task must answer with 2xx or 3xx.
@@ -162,6 +162,7 @@ pub const LABELS: &[Label] = &[
     label(FAIL_TIMEOUT, Family::Options, TaskMode),
     label(SSL_CERT, Family::Tls, AnyMode),
     label(SSL_KEY, Family::Tls, AnyMode),
+    label(SSL_ACME, Family::Tls, AnyMode),
     label(SSL_ONLY, Family::Tls, AnyMode),
     label(SSL_PASSTHROUGH, Family::Tls, AnyMode),
     label(SSL_BACKEND, Family::Tls, AnyMode),
@@ -179,6 +180,7 @@ pub const LABELS: &[Label] = &[
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
     label(TIMEOUT_SERVER, Family::Shaping, AnyMode),
     label(TIMEOUT_TUNNEL, Family::Shaping, AnyMode),
+    label(TIMEOUT_CONNECT, Family::Shaping, AnyMode),
     label(HEALTH_PATH, Family::Shaping, TaskMode),
     label(HEALTH_HOST, Family::Shaping, TaskMode),
     label(HEALTH_INTERVAL, Family::Options, TaskMode),

@@ -234,15 +234,27 @@ pub fn parse(service: &Service) -> Option<Parsed> {
         .unwrap_or_default();
 
     let access = access::parse_access(name, labels, &mut errors);
-    let tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    let mut tls = parse_tls(name, labels, !redirects.is_empty(), &mut left_out);
+    // Whether a CA is configured is the desired state's to say (`model::Settings::acme`).
+    tls.acme = hosts
+        .as_deref()
+        .and_then(|h| acme::parse_acme(name, labels, h, true, &mut left_out))
+        .map(Box::new);
     let access =
         access.filter(|a| access::check_passthrough(name, tls.passthrough, a, &mut errors));
     let shaping = shaping::parse_shaping(name, labels, &mut errors)
         .filter(|s| shaping::check_passthrough(name, tls.passthrough, s, labels, &mut errors));
     let backend_tls = parse_backend_tls(name, labels, &mut left_out);
+    // `timeout_connect` is read with the shaping labels (its map entry, read on 3.4+) and is
+    // also a section option (`timeout connect`, before 3.4): the planner keeps one of the two.
+    let timeout_connect_ms = shaping
+        .as_ref()
+        .and_then(|s| s.timeout_connect)
+        .and_then(|ms| u32::try_from(ms).ok());
     let options = options.map(|o| BackendOptions {
         backend_tls,
         passthrough: tls.passthrough,
+        timeout_connect_ms,
         ..o
     });
 

@@ -82,6 +82,7 @@ pub(super) fn parse_options(
             compress,
             backend_tls: None,
             passthrough: false,
+            timeout_connect_ms: None,
         })
     } else {
         Err(errors)
@@ -185,6 +186,10 @@ pub struct BackendOptions {
     /// `com.docker.lb.ssl_passthrough=true`: a `mode tcp` backend that the HTTPS entry sends
     /// TLS connections to by SNI, untouched; plain HTTP never reaches it.
     pub passthrough: bool,
+    /// `com.docker.lb.timeout_connect` as the backend section's `timeout connect <ms>`, for
+    /// HAProxy before 3.4 (which refuses `set-timeout connect`); on 3.4+ the planner clears it
+    /// and the map entry does the work ([`crate::plan::PlanSettings::connect_timeout_rule`]).
+    pub timeout_connect_ms: Option<u32>,
 }
 
 /// TLS from HAProxy to the tasks.
@@ -236,6 +241,9 @@ pub struct SectionOptions {
     pub httpchk: bool,
     /// `compression algo` and `compression type` lines.
     pub compress: bool,
+    /// `timeout connect <ms>` (HAProxy before 3.4; see [`BackendOptions::timeout_connect_ms`]).
+    /// Never in a named defaults section: a backend with it writes the line in its own.
+    pub timeout_connect_ms: Option<u32>,
 }
 
 /// The options HAProxy takes as server keywords: the backend's `default-server` lines, and
@@ -259,6 +267,7 @@ impl BackendOptions {
             passthrough,
             health_check,
             compress,
+            timeout_connect_ms,
             failure_limit: _,
             backend_tls: _,
         } = self;
@@ -268,6 +277,7 @@ impl BackendOptions {
             passthrough: *passthrough,
             httpchk: health_check.is_some(),
             compress: *compress,
+            timeout_connect_ms: *timeout_connect_ms,
         }
     }
 
@@ -281,6 +291,7 @@ impl BackendOptions {
             backend_tls,
             health_check,
             compress: _,
+            timeout_connect_ms: _,
         } = self;
         ServerOptions {
             failure_limit: *failure_limit,
@@ -297,6 +308,7 @@ impl BackendOptions {
             passthrough,
             httpchk,
             compress,
+            timeout_connect_ms,
         } = section;
         let ServerOptions {
             failure_limit,
@@ -315,6 +327,7 @@ impl BackendOptions {
             compress,
             backend_tls,
             passthrough,
+            timeout_connect_ms,
         }
     }
 }
@@ -357,6 +370,7 @@ mod tests {
                 compress: false,
                 backend_tls: None,
                 passthrough: false,
+                timeout_connect_ms: None,
             }
         );
         let plain = parse(&service(&[
@@ -544,6 +558,7 @@ mod tests {
             compress: true,
             backend_tls: Some(BackendTls { verify: true }),
             passthrough: false,
+            timeout_connect_ms: None,
         };
         assert_eq!(
             BackendOptions::from_parts(options.section(), options.server()),

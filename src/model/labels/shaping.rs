@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use super::keys::{
     HEALTH_HOST, HEALTH_INTERVAL, HEALTH_PATH, HSTS, NAME_PART, REQUEST_HEADER, RESPONSE_HEADER,
-    TIMEOUT_SERVER, TIMEOUT_TUNNEL,
+    TIMEOUT_CONNECT, TIMEOUT_SERVER, TIMEOUT_TUNNEL,
 };
 use super::LabelError;
 use crate::model::shaping::{
-    Direction, Shaping, HEADER_VALUE_MAX, HEALTH_PATH_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_SERVER_MAX_MS,
-    TIMEOUT_TUNNEL_MAX_MS,
+    forbidden, is_token, Direction, Shaping, CUSTOM_BYTES_MAX, CUSTOM_HEADERS_MAX,
+    HEADER_VALUE_MAX, HEALTH_PATH_MAX, HSTS_MAX_AGE_MAX, TIMEOUT_CONNECT_MAX_MS,
+    TIMEOUT_SERVER_MAX_MS, TIMEOUT_TUNNEL_MAX_MS,
 };
 use crate::model::Reason;
 
@@ -120,29 +121,39 @@ fn parse_value(service: &str, label: &str, value: &str) -> Result<Option<String>
     Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
-/// The name of a header label, looked up among the names `direction` offers (any case).
+/// The name a header label carries: one of the names `direction` offers (fixed template
+/// rules), or another token (the Lua action).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum HeaderName {
+    Offered(&'static str),
+    Custom(String),
+}
+
+/// The name of a header label (any case): an offered one, or any other HTTP token that is not
+/// one of [`FORBIDDEN_HEADERS`](crate::model::shaping::FORBIDDEN_HEADERS).
 fn parse_name(
     service: &str,
     label: &str,
     value: &str,
     name: &str,
     direction: Direction,
-) -> Result<&'static str, LabelError> {
+) -> Result<HeaderName, LabelError> {
     let lower = name.to_ascii_lowercase();
     if let Some(offered) = direction.offered().iter().find(|n| **n == lower) {
-        return Ok(offered);
+        return Ok(HeaderName::Offered(offered));
     }
     let shown: String = name.chars().take(64).collect();
-    let reason = if direction == Direction::Response && lower == "strict-transport-security" {
+    let reason = if !is_token(name) {
+        Reason::HeaderNotAToken { name: shown }
+    } else if lower == "strict-transport-security" {
         Reason::HeaderElsewhere {
             name: shown,
             instead: HSTS,
         }
+    } else if let Some(why) = forbidden(&lower) {
+        Reason::HeaderForbidden { name: shown, why }
     } else {
-        Reason::HeaderNotOffered {
-            name: shown,
-            offered: direction.offered().join(", "),
-        }
+        return Ok(HeaderName::Custom(lower));
     };
     Err(LabelError::invalid(service, label, value, reason))
 }
@@ -166,6 +177,7 @@ pub(super) fn check_passthrough(
         REQUEST_HEADER,
         TIMEOUT_SERVER,
         TIMEOUT_TUNNEL,
+        TIMEOUT_CONNECT,
         HEALTH_PATH,
         HEALTH_HOST,
         HEALTH_INTERVAL,
@@ -211,6 +223,12 @@ pub(super) fn parse_shaping(
             "24h",
             &mut shaping.timeout_tunnel,
         ),
+        (
+            TIMEOUT_CONNECT,
+            TIMEOUT_CONNECT_MAX_MS,
+            "60s",
+            &mut shaping.timeout_connect,
+        ),
     ] {
         if let Some(value) = labels.get(label) {
             match parse_timeout(service, label, value, max_ms, max) {
@@ -241,7 +259,7 @@ pub(super) fn parse_shaping(
         (RESPONSE_HEADER, Direction::Response),
         (REQUEST_HEADER, Direction::Request),
     ];
-    let mut seen: BTreeMap<(Direction, &str), &str> = BTreeMap::new();
+    let mut seen: BTreeMap<(Direction, HeaderName), &str> = BTreeMap::new();
     for (family, direction) in families {
         let prefix = family.strip_suffix(NAME_PART).unwrap_or(family);
         for (label, value) in labels.range(prefix.to_owned()..) {
@@ -255,7 +273,7 @@ pub(super) fn parse_shaping(
                 .and_then(|name| Ok((name, parse_value(service, label, value)?)));
             match parsed {
                 Ok((name, v)) => {
-                    if let Some(first) = seen.insert((direction, name), label) {
+                    if let Some(first) = seen.insert((direction, name.clone()), label) {
                         errors.push(LabelError::invalid(
                             service,
                             label,
@@ -266,10 +284,49 @@ pub(super) fn parse_shaping(
                             },
                         ));
                     }
-                    shaping.headers.insert((direction, name), v);
+                    match name {
+                        HeaderName::Offered(name) => {
+                            shaping.headers.insert((direction, name), v);
+                        }
+                        HeaderName::Custom(name) => {
+                            shaping.custom.insert((direction, name), v);
+                        }
+                    }
                 }
                 Err(e) => errors.push(e),
             }
+        }
+        // The one map entry of this direction's other names stays a short command line.
+        let custom: Vec<_> = shaping
+            .custom
+            .iter()
+            .filter(|((d, _), _)| *d == direction)
+            .collect();
+        let bytes: usize = custom
+            .iter()
+            .map(|((_, n), v)| n.len() + v.as_ref().map_or(0, String::len))
+            .sum();
+        if custom.len() > CUSTOM_HEADERS_MAX || bytes > CUSTOM_BYTES_MAX {
+            // Named after the last label of another name in this family.
+            let (label, value) = labels
+                .range(prefix.to_owned()..)
+                .take_while(|(l, _)| l.starts_with(prefix))
+                .filter(|(l, _)| {
+                    let name = l[prefix.len()..].to_ascii_lowercase();
+                    custom.iter().any(|((_, n), _)| *n == name)
+                })
+                .last()
+                .map(|(l, v)| (l.as_str(), v.as_str()))
+                .unwrap_or((family, ""));
+            errors.push(LabelError::invalid(
+                service,
+                label,
+                value,
+                Reason::HeaderListTooLong {
+                    count: custom.len(),
+                    bytes,
+                },
+            ));
         }
     }
     (errors.len() == before).then_some(shaping)
@@ -335,7 +392,37 @@ mod tests {
             (
                 "com.docker.lb.response_header.X-Bad Name",
                 "x",
-                "is not one this label can set",
+                "is not an HTTP token",
+            ),
+            (
+                "com.docker.lb.response_header.X-Bad:Name",
+                "x",
+                "is not an HTTP token",
+            ),
+            (
+                "com.docker.lb.request_header.X-B\u{e9}",
+                "x",
+                "is not an HTTP token",
+            ),
+            (
+                "com.docker.lb.response_header.Content-Length",
+                "0",
+                "it frames the message",
+            ),
+            (
+                "com.docker.lb.response_header.Transfer-Encoding",
+                "chunked",
+                "it frames the message",
+            ),
+            (
+                "com.docker.lb.request_header.Forwarded",
+                "for=1.2.3.4",
+                "is not one a label may set",
+            ),
+            (
+                "com.docker.lb.request_header.Strict-Transport-Security",
+                "max-age=1",
+                "is set by com.docker.lb.hsts",
             ),
             (
                 "com.docker.lb.response_header.Strict-Transport-Security",
@@ -345,12 +432,17 @@ mod tests {
             (
                 "com.docker.lb.request_header.Host",
                 "evil.example",
-                "is not one this label can set",
+                "it routes the request",
             ),
             (
                 "com.docker.lb.request_header.X-Forwarded-For",
                 "1.2.3.4",
-                "is not one this label can set",
+                "swarm-lb sets it",
+            ),
+            (
+                "com.docker.lb.response_header.X-Custom-Thing",
+                "a\r\nset-cookie: x=1",
+                "character '\\r'",
             ),
         ] {
             let mut errors = Vec::new();
@@ -378,6 +470,89 @@ mod tests {
     }
 
     #[test]
+    fn any_other_token_is_a_header_for_the_lua_action_folded_with_empty_removing() {
+        let mut errors = Vec::new();
+        let shaping = parse_shaping(
+            "web",
+            &labels(&[
+                ("com.docker.lb.response_header.X-Custom-Thing", " a, b; c "),
+                ("com.docker.lb.response_header.x-odd!#$%&'*+.^_`|~", "1"),
+                ("com.docker.lb.response_header.Set-Cookie", ""),
+                ("com.docker.lb.request_header.X-Tenant", "blue"),
+                (XFO, "DENY"),
+            ]),
+            &mut errors,
+        )
+        .expect("shaping");
+        assert_eq!(errors, vec![]);
+        let got: Vec<_> = shaping.custom.into_iter().collect();
+        assert_eq!(
+            got,
+            [
+                ((Direction::Response, "set-cookie".to_owned()), None),
+                (
+                    (Direction::Response, "x-custom-thing".to_owned()),
+                    Some("a, b; c".to_owned())
+                ),
+                (
+                    (Direction::Response, "x-odd!#$%&'*+.^_`|~".to_owned()),
+                    Some("1".to_owned())
+                ),
+                (
+                    (Direction::Request, "x-tenant".to_owned()),
+                    Some("blue".to_owned())
+                ),
+            ]
+        );
+        // The offered names keep their fixed rules.
+        assert_eq!(shaping.headers.len(), 1);
+        // The same other name twice, in two cases.
+        let mut errors = Vec::new();
+        let twice = labels(&[
+            ("com.docker.lb.response_header.X-Custom-Thing", "1"),
+            ("com.docker.lb.response_header.x-custom-thing", "2"),
+        ]);
+        assert_eq!(parse_shaping("web", &twice, &mut errors), None);
+        assert!(errors[0].to_string().contains("name the same header"));
+    }
+
+    #[test]
+    fn too_many_or_too_long_other_headers_in_one_direction_are_an_error() {
+        let many: Vec<(String, String)> = (0..=CUSTOM_HEADERS_MAX)
+            .map(|i| {
+                (
+                    format!("com.docker.lb.response_header.X-H{i:02}"),
+                    "v".to_owned(),
+                )
+            })
+            .collect();
+        let long: Vec<(String, String)> = (0..4)
+            .map(|i| {
+                (
+                    format!("com.docker.lb.request_header.X-L{i}"),
+                    "v".repeat(1000),
+                )
+            })
+            .collect();
+        for (all, reason) in [(many, "17 headers"), (long, "4016 bytes")] {
+            let refs: Vec<(&str, &str)> =
+                all.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let mut errors = Vec::new();
+            assert_eq!(parse_shaping("web", &labels(&refs), &mut errors), None);
+            let text = errors[0].to_string();
+            assert!(
+                text.contains(reason) && text.contains("at most 16"),
+                "{text}"
+            );
+            let last = &all.last().unwrap().0;
+            assert!(
+                text.starts_with(&format!("service web: label {last}=")),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn timeouts_are_read_in_ms_s_m_or_h_and_bounded() {
         for (label, value, ms) in [
             (TIMEOUT_SERVER, "90s", 90_000),
@@ -386,11 +561,15 @@ mod tests {
             (TIMEOUT_SERVER, "250ms", 250),
             (TIMEOUT_SERVER, "1h", 3_600_000),
             (TIMEOUT_TUNNEL, "24h", 86_400_000),
+            (TIMEOUT_CONNECT, "500ms", 500),
+            (TIMEOUT_CONNECT, "60s", 60_000),
+            (TIMEOUT_CONNECT, "1m", 60_000),
         ] {
             let mut errors = Vec::new();
             let got = parse_shaping("web", &labels(&[(label, value)]), &mut errors).unwrap();
             let got = match label {
                 TIMEOUT_SERVER => got.timeout_server,
+                TIMEOUT_CONNECT => got.timeout_connect,
                 _ => got.timeout_tunnel,
             };
             assert_eq!(got, Some(ms), "{label}={value}");
@@ -403,6 +582,9 @@ mod tests {
             (TIMEOUT_SERVER, "5 minutes"),
             (TIMEOUT_TUNNEL, "25h"),
             (TIMEOUT_TUNNEL, "99999999999999h"),
+            (TIMEOUT_CONNECT, "61s"),
+            (TIMEOUT_CONNECT, "0ms"),
+            (TIMEOUT_CONNECT, "2m"),
         ] {
             let mut errors = Vec::new();
             assert_eq!(

@@ -25,6 +25,9 @@ pub struct RouteTls {
     /// `ssl_passthrough=true`: TLS for the service's hosts goes to the tasks untouched,
     /// routed by SNI.
     pub passthrough: bool,
+    /// `ssl_acme=true`: the hosts a certificate is ordered for from the ACME CA (boxed like
+    /// `cert`); `model::desired` drops it, with the error, when no CA is configured.
+    pub acme: Option<Box<super::acme::AcmeHosts>>,
 }
 
 /// The Docker secrets (names) that hold a service's certificate chain and key.
@@ -115,6 +118,7 @@ pub(super) fn parse_tls(
         cert,
         only,
         passthrough,
+        acme: None,
     }
 }
 

@@ -227,6 +227,7 @@ fn plan_settings() -> anyhow::Result<PlanSettings> {
         add_server: true,
         hosts_map: MapPath::new("/etc/haproxy/hosts.map").context("map path")?,
         runtime_backends: Default::default(),
+        connect_timeout_rule: false,
     })
 }
 

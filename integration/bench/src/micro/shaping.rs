@@ -31,9 +31,10 @@ pub struct Options {
 }
 
 /// The routes, each to the same task: (service and host label, what it turns on).
-const ROUTES: [(&str, &str); 5] = [
+const ROUTES: [(&str, &str); 6] = [
     ("plain", "no label"),
     ("headers", "2 response headers"),
+    ("lua", "2 response headers, other names (Lua)"),
     ("gzip", "compress=true (gzip)"),
     ("check", "health_path (HTTP check every 2 s)"),
     ("shaped", "headers + gzip + HTTP health check"),
@@ -52,7 +53,8 @@ fn host(name: &str) -> String {
 }
 
 /// The [`ROUTES`] to one task at `task`: `plain` without labels, `headers` with
-/// `response_header.X-Frame-Options` and `Content-Security-Policy`, `gzip` with
+/// `response_header.X-Frame-Options` and `Content-Security-Policy`, `lua` with two headers of
+/// names without a fixed rule (`X-Custom-Frame`, `X-Custom-Policy`: the Lua action), `gzip` with
 /// `compress=true`, `check` with `health_path=/healthz` (every 2 s), `shaped` with all.
 pub fn state(task: SocketAddr) -> anyhow::Result<ProxyState> {
     let mut state = ProxyState::default();
@@ -70,6 +72,17 @@ pub fn state(task: SocketAddr) -> anyhow::Result<ProxyState> {
             health_path: check.then(|| "/healthz".to_owned()),
             ..Shaping::default()
         };
+        if service == "lua" {
+            // Names without a fixed rule: the Lua action sets them.
+            shaping.custom.insert(
+                (Direction::Response, "x-custom-frame".to_owned()),
+                Some("DENY".to_owned()),
+            );
+            shaping.custom.insert(
+                (Direction::Response, "x-custom-policy".to_owned()),
+                Some("default-src 'self'".to_owned()),
+            );
+        }
         if headers {
             shaping.headers.insert(
                 (Direction::Response, "x-frame-options"),
@@ -262,6 +275,9 @@ pub async fn run(proxy: &Proxy, report: &mut Report, options: &Options) -> anyho
         let head = head.split("\r\n\r\n").next().unwrap_or("");
         let gzip = head.contains("content-encoding: gzip");
         let headers = head.contains("x-frame-options: deny");
+        if (service == "lua") != head.contains("x-custom-frame: deny") {
+            bail!("{host}: the Lua headers only on route lua, got head:\n{head}");
+        }
         let want = (
             matches!(service, "gzip" | "shaped"),
             matches!(service, "headers" | "shaped"),

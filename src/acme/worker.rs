@@ -1,0 +1,615 @@
+//! The ACME worker (`docs/acme.md`): the effect shell around [`super::store`],
+//! [`super::lease`], [`super::schedule`] and [`super::client`]. Two loops share one
+//! [`AcmeHandle`]:
+//!
+//! - the **lister** lists the ACME configs and secrets every [`WorkerSettings::poll`] and
+//!   publishes them ([`AcmeHandle::view`]): every edge's pass serves the challenge answers in
+//!   it and the newest certificate per name set;
+//! - the **orderer**, for each name set the pass wants ([`AcmeHandle::want`]) that Swarm holds
+//!   no certificate for, or whose renewal time has come, takes the order lease and orders; the
+//!   answers go to Swarm as configs (so the CA may reach any edge), the certificate and key
+//!   to Swarm as secrets (the copy job brings them to every edge). A failed order keeps what
+//!   is served, is a label problem of the service, and is retried with backoff.
+//!
+//! Nothing here logs a key, a token or a key authorization.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::client::{AcmeClient, AcmeError, Challenges, ChallengesError, Credentials, Patience};
+use super::lease::{self, Decision, Lease};
+use super::schedule;
+use super::settings::AcmeSettings;
+use super::store::{self, AcmeView};
+use crate::haproxy::acme::{KeyAuthorization, Token};
+use crate::model::labels::{LabelError, SSL_ACME};
+use crate::model::{Reason, WantedAcme};
+use crate::observe::metrics::ResultLabels;
+use crate::observe::Observer;
+use crate::swarm::acme::{SwarmObject, KIND};
+use crate::swarm::{Docker, SwarmError};
+
+/// What the worker needs besides Docker.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub acme: AcmeSettings,
+    /// This edge in leases: `<node id>/<container id or hostname>`.
+    pub holder: String,
+    /// Where the copy job delivers secrets (the account's credentials are read there).
+    pub secrets_dir: PathBuf,
+    /// How often the ACME objects are listed: the delay for another edge's challenge answer
+    /// to reach this edge's HAProxy (2 s).
+    pub poll: Duration,
+    /// How long an order may wait on the CA (kept under the lease's 120 s, so a lease is
+    /// never extended).
+    pub patience: Patience,
+}
+
+impl WorkerSettings {
+    pub fn new(acme: AcmeSettings, holder: String, secrets_dir: PathBuf) -> Self {
+        Self {
+            acme,
+            holder,
+            secrets_dir,
+            poll: Duration::from_secs(2),
+            patience: Patience {
+                ready: Duration::from_secs(45),
+                certificate: Duration::from_secs(45),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    view: Arc<AcmeView>,
+    /// Service -> the problem of its last order (cleared when it has a certificate).
+    problems: BTreeMap<String, LabelError>,
+    /// The challenge answers this edge's HAProxy holds (the pass says so).
+    applied: BTreeSet<Token>,
+    /// Answers this edge published and the lister has not listed yet.
+    own: Vec<(Token, KeyAuthorization)>,
+}
+
+/// The pass's side of the worker: say which name sets are wanted, read what Swarm holds,
+/// report which answers HAProxy holds, be woken when something changed.
+#[derive(Debug, Clone)]
+pub struct AcmeHandle {
+    wanted: Arc<watch::Sender<BTreeMap<String, WantedAcme>>>,
+    shared: Arc<Mutex<Shared>>,
+    changed: Arc<Notify>,
+    applied: Arc<Notify>,
+    account: String,
+}
+
+impl AcmeHandle {
+    /// The name sets the labels ask certificates for now (by digest: two services with the
+    /// same hosts share one).
+    pub fn want<'a>(&self, wanted: impl IntoIterator<Item = &'a WantedAcme>) {
+        let next: BTreeMap<String, WantedAcme> = wanted
+            .into_iter()
+            .map(|w| (store::digest(&w.hosts), w.clone()))
+            .collect();
+        self.wanted.send_if_modified(|w| {
+            let differs = *w != next;
+            if differs {
+                *w = next;
+            }
+            differs
+        });
+    }
+
+    /// The last listing of the ACME objects in Swarm.
+    pub fn view(&self) -> Arc<AcmeView> {
+        Arc::clone(&self.shared.lock().view)
+    }
+
+    /// Every challenge answer to serve: those listed, and this edge's own not listed yet.
+    pub fn answers(&self) -> Vec<(Token, KeyAuthorization)> {
+        let shared = self.shared.lock();
+        let mut out: BTreeMap<Token, KeyAuthorization> = shared
+            .view
+            .tokens
+            .iter()
+            .map(|t| (t.0.clone(), t.1.clone()))
+            .collect();
+        out.extend(shared.own.iter().cloned());
+        out.into_iter().collect()
+    }
+
+    /// The account secret's name (on the configured directory), when Swarm holds it: the
+    /// pass asks the copy job for it.
+    pub fn account_secret(&self) -> Option<String> {
+        let shared = self.shared.lock();
+        shared
+            .view
+            .accounts
+            .contains_key(&self.account)
+            .then(|| self.account.clone())
+    }
+
+    /// The services whose last order failed, with why.
+    pub fn problems(&self) -> Vec<LabelError> {
+        self.shared.lock().problems.values().cloned().collect()
+    }
+
+    /// The pass put `tokens` in HAProxy's challenge map (all it holds).
+    pub fn applied(&self, tokens: BTreeSet<Token>) {
+        let mut shared = self.shared.lock();
+        if shared.applied != tokens {
+            shared.applied = tokens;
+            drop(shared);
+            self.applied.notify_waiters();
+        }
+    }
+
+    /// Resolves when the listing or a problem changed since the last time (a pass should run).
+    pub fn changed(&self) -> impl Future<Output = ()> + Send + 'static {
+        let n = Arc::clone(&self.changed);
+        async move { n.notified().await }
+    }
+
+    fn publish_view(&self, view: AcmeView) {
+        let mut shared = self.shared.lock();
+        if *shared.view == view {
+            return;
+        }
+        shared
+            .own
+            .retain(|(t, _)| !view.tokens.iter().any(|listed| &listed.0 == t));
+        shared.view = Arc::new(view);
+        drop(shared);
+        self.changed.notify_one();
+    }
+
+    fn set_problem(&self, service: &str, problem: Option<LabelError>) {
+        let mut shared = self.shared.lock();
+        let changed = match problem {
+            Some(p) => shared.problems.insert(service.to_owned(), p.clone()) != Some(p),
+            None => shared.problems.remove(service).is_some(),
+        };
+        drop(shared);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// A handle with no worker, for the pass's tests: listings set by hand.
+    pub fn detached(account: &str) -> (AcmeHandle, watch::Receiver<BTreeMap<String, WantedAcme>>) {
+        let (tx, rx) = watch::channel(BTreeMap::new());
+        (
+            AcmeHandle {
+                wanted: Arc::new(tx),
+                shared: Arc::default(),
+                changed: Arc::default(),
+                applied: Arc::default(),
+                account: account.to_owned(),
+            },
+            rx,
+        )
+    }
+
+    /// Sets the listing by hand (tests).
+    pub fn set_view(&self, view: AcmeView) {
+        self.publish_view(view);
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Starts the worker: the handle, and its task (which ends only if it panics; the caller
+/// supervises it with the daemon's other tasks).
+pub fn spawn(
+    docker: Docker,
+    settings: WorkerSettings,
+    observer: Option<Arc<Observer>>,
+) -> (AcmeHandle, JoinHandle<()>) {
+    let (tx, rx) = watch::channel(BTreeMap::new());
+    let handle = AcmeHandle {
+        wanted: Arc::new(tx),
+        shared: Arc::default(),
+        changed: Arc::default(),
+        applied: Arc::default(),
+        account: store::account_name(&settings.acme.directory),
+    };
+    let lister = list_loop(docker.clone(), handle.clone(), settings.poll);
+    let orderer = Orderer {
+        docker,
+        handle: handle.clone(),
+        settings,
+        observer,
+        client: None,
+        failures: BTreeMap::new(),
+    };
+    let task = tokio::spawn(async move {
+        tokio::join!(lister, orderer.run(rx));
+    });
+    (handle, task)
+}
+
+async fn list(docker: &Docker) -> Result<AcmeView, SwarmError> {
+    let (configs, secrets) = tokio::join!(docker.acme_configs(), docker.acme_secrets());
+    Ok(AcmeView::from_listing(&configs?, &secrets?))
+}
+
+async fn list_loop(docker: Docker, handle: AcmeHandle, poll: Duration) {
+    let mut failing = false;
+    loop {
+        match list(&docker).await {
+            Ok(view) => {
+                if failing {
+                    info!("ACME objects listed again");
+                    failing = false;
+                }
+                handle.publish_view(view);
+            }
+            Err(error) if !failing => {
+                warn!(%error, "listing the ACME configs and secrets failed; retrying");
+                failing = true;
+            }
+            Err(error) => debug!(%error, "listing the ACME configs and secrets failed"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// Why one name set was not ordered this round.
+#[derive(Debug, thiserror::Error)]
+enum OrderError {
+    #[error(transparent)]
+    Acme(#[from] AcmeError),
+    #[error("storing in Swarm: {0}")]
+    Swarm(#[from] SwarmError),
+    #[error("the account secret is not readable: {0}")]
+    Account(String),
+}
+
+struct Orderer {
+    docker: Docker,
+    handle: AcmeHandle,
+    settings: WorkerSettings,
+    observer: Option<Arc<Observer>>,
+    client: Option<AcmeClient>,
+    /// Digest -> failures in a row and when to try again (unix seconds).
+    failures: BTreeMap<String, (u32, i64)>,
+}
+
+impl Orderer {
+    async fn run(mut self, mut wanted: watch::Receiver<BTreeMap<String, WantedAcme>>) {
+        loop {
+            let now = unix_now();
+            let view = self.handle.view();
+            self.clean(&view, now).await;
+            let round: Vec<(String, WantedAcme)> = wanted
+                .borrow_and_update()
+                .iter()
+                .map(|(d, w)| (d.clone(), w.clone()))
+                .collect();
+            self.failures
+                .retain(|d, _| round.iter().any(|(digest, _)| digest == d));
+            for (digest, want) in round {
+                self.consider(&view, &digest, &want, now).await;
+            }
+            tokio::select! {
+                () = tokio::time::sleep(self.settings.poll) => {}
+                r = wanted.changed() => if r.is_err() { return },
+            }
+        }
+    }
+
+    /// Orders for `want` if Swarm holds no certificate for it or it is due, no other edge
+    /// holds the lease, and no backoff is running.
+    async fn consider(&mut self, view: &AcmeView, digest: &str, want: &WantedAcme, now: i64) {
+        if let Some(cert) = view.serving(digest, now) {
+            if !schedule::due(now, cert.not_before, cert.not_after) {
+                self.failures.remove(digest);
+                self.handle.set_problem(&want.service, None);
+                return;
+            }
+        }
+        if self.failures.get(digest).is_some_and(|(_, at)| now < *at) {
+            return;
+        }
+        // About to order: list again first, so that a certificate another edge stored since
+        // the last listing (its lease already gone) is not ordered a second time.
+        let fresh = match list(&self.docker).await {
+            Ok(fresh) => fresh,
+            Err(error) => {
+                debug!(%error, "listing before an order; the next round tries again");
+                return;
+            }
+        };
+        let stored = fresh
+            .serving(digest, now)
+            .is_some_and(|c| !schedule::due(now, c.not_before, c.not_after));
+        self.handle.publish_view(fresh.clone());
+        if stored {
+            return;
+        }
+        let Some(lease_id) = self.take_lease(&fresh, want, now).await else {
+            return;
+        };
+        let result = self.order(want).await;
+        if result.is_ok() {
+            // This edge's next round (and its pass) see the new certificate at once.
+            if let Ok(after) = list(&self.docker).await {
+                self.handle.publish_view(after);
+            }
+        }
+        // Removed after the certificate is stored: an edge that lists no lease then lists the
+        // certificate too (and lists again before it would order).
+        if let Err(error) = self.docker.remove_config(&lease_id).await {
+            debug!(%error, "removing the order lease; it lapses by itself");
+        }
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        if let Some(o) = &self.observer {
+            o.metrics
+                .acme_orders
+                .get_or_create(&ResultLabels {
+                    result: outcome.to_owned(),
+                })
+                .inc();
+        }
+        match result {
+            Ok(()) => {
+                self.failures.remove(digest);
+                self.handle.set_problem(&want.service, None);
+            }
+            Err(error) => {
+                let failures = self.failures.get(digest).map_or(0, |f| f.0) + 1;
+                let at = schedule::retry_at(unix_now(), failures, None);
+                warn!(
+                    service = %want.service,
+                    hosts = want.hosts.len(),
+                    failures,
+                    retry_in_s = at - unix_now(),
+                    %error,
+                    "ACME order failed; the certificate served now (if any) stays"
+                );
+                self.failures.insert(digest.to_owned(), (failures, at));
+                self.handle.set_problem(
+                    &want.service,
+                    Some(LabelError::invalid(
+                        &want.service,
+                        SSL_ACME,
+                        "true",
+                        Reason::AcmeOrderFailed {
+                            error: error.to_string(),
+                        },
+                    )),
+                );
+            }
+        }
+    }
+
+    /// The lease for `want`'s names, if this edge gets it: the config's ID.
+    async fn take_lease(&self, view: &AcmeView, want: &WantedAcme, now: i64) -> Option<String> {
+        let name = lease::lease_name(&want.hosts);
+        let found = view.leases.get(&name);
+        let me = &self.settings.holder;
+        let read = found.map(|c| (Lease::from_labels(&c.labels), c.created));
+        let lease = Lease::new(me, now);
+        let mut labels = lease.labels(&want.hosts);
+        labels.insert(KIND.to_owned(), store::KIND_LOCK.to_owned());
+        match lease::decide(read, me, now) {
+            Decision::Create => match self.docker.create_config(&name, b"lease", &labels).await {
+                Ok(id) => Some(id),
+                Err(e) if e.is_conflict() => {
+                    debug!(service = %want.service, "another edge took the order lease first");
+                    None
+                }
+                Err(error) => {
+                    debug!(%error, "creating the order lease");
+                    None
+                }
+            },
+            Decision::Ours => found.map(|c| c.id.clone()),
+            Decision::TakeOver => {
+                let config: &SwarmObject = found?;
+                match self.docker.update_config_labels(config, &labels).await {
+                    Ok(()) => {
+                        info!(service = %want.service, "took over a lapsed order lease");
+                        Some(config.id.clone())
+                    }
+                    Err(error) => {
+                        debug!(%error, "another edge took over the lapsed lease first");
+                        None
+                    }
+                }
+            }
+            Decision::Wait { .. } => None,
+        }
+    }
+
+    async fn client(&mut self) -> Result<&AcmeClient, OrderError> {
+        if self.client.is_none() {
+            self.client = Some(self.account().await?);
+        }
+        Ok(self.client.as_ref().expect("set above"))
+    }
+
+    /// The account: the one Swarm holds (read from the copy job's delivery), or a new one
+    /// stored as a secret for every edge.
+    async fn account(&self) -> Result<AcmeClient, OrderError> {
+        let name = store::account_name(&self.settings.acme.directory);
+        let path = self.settings.secrets_dir.join(&name);
+        if self.handle.account_secret().is_some() {
+            let text = tokio::fs::read_to_string(&path).await.map_err(|e| {
+                OrderError::Account(format!(
+                    "{name} is in Swarm but not delivered to {} yet ({})",
+                    self.settings.secrets_dir.display(),
+                    e.kind()
+                ))
+            })?;
+            let credentials = Credentials::from_json(&text)
+                .map_err(|e| OrderError::Account(format!("{name}: {e}")))?;
+            return Ok(AcmeClient::restore(&self.settings.acme, credentials).await?);
+        }
+        let (client, credentials) = AcmeClient::create(&self.settings.acme).await?;
+        let json = credentials
+            .to_json()
+            .map_err(|e| OrderError::Account(e.to_string()))?;
+        let labels = store::account_labels(&self.settings.acme.directory);
+        match self
+            .docker
+            .create_secret(&name, json.as_bytes(), &labels)
+            .await
+        {
+            Ok(_) => info!(secret = %name, "ACME account stored in Swarm"),
+            // Another edge stored its account first: both are valid, later orders use theirs.
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(client)
+    }
+
+    async fn order(&mut self, want: &WantedAcme) -> Result<(), OrderError> {
+        info!(service = %want.service, hosts = want.hosts.len(), "ordering a certificate");
+        let mut answers = SwarmAnswers {
+            docker: self.docker.clone(),
+            handle: self.handle.clone(),
+            poll: self.settings.poll,
+            ids: BTreeMap::new(),
+            hosts: want.hosts.clone(),
+        };
+        let patience = self.settings.patience;
+        let issued = self
+            .client()
+            .await?
+            .order(&want.hosts, &mut answers, patience)
+            .await;
+        let issued = match issued {
+            Ok(issued) => issued,
+            Err(e) => {
+                // A new account next time, should the CA have dropped this one.
+                if !e.is_transient() {
+                    self.client = None;
+                }
+                return Err(e.into());
+            }
+        };
+        let (not_before, not_after) = issued
+            .validity()
+            .map_err(|e| OrderError::Account(format!("the issued certificate: {e}")))?;
+        let (crt, key) = store::cert_names(&want.hosts, not_after);
+        let chain = issued.chain.clone();
+        let key_pem = issued
+            .pem()
+            .map_err(|e| OrderError::Account(format!("the issued certificate: {e}")))?;
+        // The key secret holds the key alone: the part after the chain in `pem()`.
+        let key_only = key_pem
+            .as_str()
+            .find("-----BEGIN PRIVATE KEY-----")
+            .or_else(|| key_pem.as_str().find("-----BEGIN EC PRIVATE KEY-----"))
+            .map(|at| key_pem.as_str()[at..].to_owned())
+            .ok_or_else(|| OrderError::Account("the issued key is not PEM".into()))?;
+        // The key first: a chain is served only once both parts are listed.
+        for (name, part, data) in [(&key, "key", key_only), (&crt, "crt", chain)] {
+            let labels = store::cert_labels(&want.hosts, part, not_before, not_after);
+            match self
+                .docker
+                .create_secret(name, data.as_bytes(), &labels)
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        info!(
+            service = %want.service,
+            secret = %crt,
+            not_after,
+            "certificate stored in Swarm; every edge serves it once delivered"
+        );
+        Ok(())
+    }
+
+    /// Removes leftovers: answers of orders that died, certificates expired or replaced.
+    async fn clean(&self, view: &AcmeView, now: i64) {
+        for id in view.stale_tokens(now) {
+            if let Err(error) = self.docker.remove_config(id).await {
+                debug!(%error, "removing a stale challenge answer");
+            }
+        }
+        for cert in view.stale_certs(now) {
+            for id in [&cert.crt_id, &cert.key_id] {
+                match self.docker.remove_secret(id).await {
+                    Ok(()) => {
+                        info!(secret = %cert.crt, "removed an expired or replaced ACME certificate")
+                    }
+                    Err(error) => debug!(%error, "removing an old ACME certificate"),
+                }
+            }
+        }
+    }
+}
+
+/// [`Challenges`] answered by every edge: each answer is a Docker config every edge's lister
+/// lists and every pass puts in its HAProxy's challenge map.
+struct SwarmAnswers {
+    docker: Docker,
+    handle: AcmeHandle,
+    poll: Duration,
+    ids: BTreeMap<Token, String>,
+    /// The order's names (labelled on each answer, for people).
+    hosts: Vec<crate::model::Host>,
+}
+
+impl Challenges for SwarmAnswers {
+    async fn publish(
+        &mut self,
+        token: &Token,
+        key_authorization: &KeyAuthorization,
+    ) -> Result<(), ChallengesError> {
+        let id = self
+            .docker
+            .create_config(
+                &store::token_name(token),
+                key_authorization.as_str().as_bytes(),
+                &store::token_labels(&self.hosts),
+            )
+            .await?;
+        self.ids.insert(token.clone(), id);
+        {
+            let mut shared = self.handle.shared.lock();
+            shared.own.push((token.clone(), key_authorization.clone()));
+        }
+        self.handle.changed.notify_one();
+        // This edge's HAProxy first (its pass reports what it applied), then one listing
+        // period and a second more for the other edges' listers and passes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let applied = self.handle.applied.notified();
+            if self.handle.shared.lock().applied.contains(token) {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                return Err("this edge's HAProxy did not take the answer within 20 s".into());
+            }
+        }
+        tokio::time::sleep(self.poll + Duration::from_secs(1)).await;
+        Ok(())
+    }
+
+    async fn withdraw(&mut self, token: &Token) -> Result<(), ChallengesError> {
+        self.handle.shared.lock().own.retain(|(t, _)| t != token);
+        if let Some(id) = self.ids.remove(token) {
+            self.docker.remove_config(&id).await?;
+        }
+        Ok(())
+    }
+}
