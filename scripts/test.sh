@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 # The HAProxy lines of the matrix besides the host's 2.6 (scripts/images.sh pins them).
 MATRIX=(3.0 3.2 3.4)
 # The real-HAProxy suites (no Docker): what changes with the HAProxy version.
-HAPROXY_SUITES=(--test reconcile --test reload --test runtime_client --test observe --test render_check --test tls --test access --test tls_profile --test shaping --test acme)
+HAPROXY_SUITES=(--test reconcile --test reload --test runtime_client --test observe --test render_check --test tls --test access --test forward_auth --test tls_profile --test shaping --test acme)
 
 # What git sees before the run: the run must leave the checkout as it found it (see the end).
 tree_before=$(git status --porcelain --untracked-files=all)

@@ -59,11 +59,14 @@ pub fn settings(
     // Checked here for `run` and `plan` alike; `run` starts the worker from it.
     acme(c, &render.template)?;
     Ok(Settings {
-        model: model_settings(
-            c.default_network.as_deref(),
-            c.service_cluster.as_deref(),
-            c.acme,
-        ),
+        model: model::Settings {
+            template_without_lua: !render.loads_lua(),
+            ..model_settings(
+                c.default_network.as_deref(),
+                c.service_cluster.as_deref(),
+                c.acme,
+            )
+        },
         plan: PlanSettings {
             block: usize::from(c.slot_block),
             add_server: !c.no_add_server,
@@ -89,6 +92,7 @@ pub fn model_settings(
     model::Settings {
         default_network: default_network.map(str::to_owned),
         service_cluster: service_cluster.filter(|s| !s.is_empty()).map(str::to_owned),
+        template_without_lua: false,
         acme,
     }
 }

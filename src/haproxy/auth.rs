@@ -88,8 +88,40 @@ pub fn sections(lists: &Userlists) -> String {
         .collect()
 }
 
-/// The rule lines `{{auth}}` becomes (without indentation), for the hosts map at `map`.
-pub fn frontend_rules(map: &str, lists: &Userlists) -> Vec<String> {
+/// The rule lines `{{auth}}` becomes (without indentation), for the hosts map at `map`: the
+/// basic-auth rules, then the forward-auth ones ([`forward_rules`]; `lua`: the template loads
+/// the scripts).
+pub fn frontend_rules(map: &str, lists: &Userlists, lua: bool) -> Vec<String> {
+    let mut out = basic_rules(map, lists);
+    out.extend(forward_rules(map, lua));
+    out
+}
+
+/// The forward-auth rules (`com.docker.lb.auth_forward`, `model::access::forward_value`):
+/// `+<service>` in the hosts map is `=f:<url>:<names>`; the Lua action
+/// (`haproxy/lua/forward_auth.lua`) asks the URL and either marks the request
+/// (`txn.fwd_auth_ok`) or answers it with the auth service's answer. A request for such a
+/// service that is neither marked nor answered gets 503: the auth service was unreachable,
+/// silent or broken, or the action is not loaded (`lua` false: a template without `{{lua}}`,
+/// where the label is refused too). Fail closed.
+pub fn forward_rules(map: &str, lua: bool) -> Vec<String> {
+    let mut out = vec![format!(
+        "http-request set-var(txn.fwd_auth) str(+),concat(,txn.service,),map({map}) if {{ var(txn.service) -m found }}"
+    )];
+    if lua {
+        out.push(
+            "http-request lua.swarm_lb_forward_auth if { var(txn.fwd_auth) -m found }".to_owned(),
+        );
+    }
+    out.push(
+        "http-request return status 503 content-type text/plain string \"swarm-lb: the authentication service did not answer\\n\" if { var(txn.fwd_auth) -m found } !{ var(txn.fwd_auth_ok) -m int 1 }"
+            .to_owned(),
+    );
+    out
+}
+
+/// The basic-auth rules.
+fn basic_rules(map: &str, lists: &Userlists) -> Vec<String> {
     let mut out = vec![
         format!(
             "http-request set-var(txn.auth) str(*),concat(,txn.service,),map({map}) if {{ var(txn.service) -m found }}"
@@ -222,6 +254,19 @@ mod tests {
     }
 
     #[test]
+    fn forward_auth_calls_the_lua_action_only_when_loaded_and_answers_503_without_its_mark() {
+        let with = forward_rules("/m/hosts.map", true);
+        assert_eq!(with.len(), 3);
+        assert!(with[0].contains("str(+),concat(,txn.service,),map(/m/hosts.map)"));
+        assert!(with[1].starts_with("http-request lua.swarm_lb_forward_auth if"));
+        assert!(with[2].starts_with("http-request return status 503 "));
+        assert!(with[2].ends_with("!{ var(txn.fwd_auth_ok) -m int 1 }"));
+        // Without the scripts: no action HAProxy would refuse, and every request is a 503.
+        let without = forward_rules("/m/hosts.map", false);
+        assert_eq!(without, [with[0].clone(), with[2].clone()]);
+    }
+
+    #[test]
     fn a_list_is_a_userlist_section_and_one_rule_and_reads_back() {
         let text = sections(&lists());
         assert_eq!(
@@ -230,8 +275,10 @@ mod tests {
                 "userlist auth.staff.v1\n    user alice password {BCRYPT}\n    user bob password $6$salt$hash\n"
             )
         );
-        let rules = frontend_rules("/m/hosts.map", &lists());
-        assert_eq!(rules.len(), 4);
+        let rules = frontend_rules("/m/hosts.map", &lists(), true);
+        // Four basic-auth rules, then the three of forward auth.
+        assert_eq!(rules.len(), 7);
+        assert_eq!(rules[4..], forward_rules("/m/hosts.map", true)[..]);
         assert!(
             rules[2].ends_with("{ http_auth(auth.staff.v1) }"),
             "{}",

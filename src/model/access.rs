@@ -228,6 +228,54 @@ pub struct AccessPolicy {
     pub rate: Option<RateLimit>,
     /// `auth_basic` (+ `auth_realm`): only the users of an htpasswd file get through.
     pub auth: Option<AuthBasic>,
+    /// `auth_forward` (+ `auth_forward_response_headers`): an auth service decides.
+    pub forward: Option<ForwardAuth>,
+}
+
+/// `auth_forward=<url>` with `auth_forward_response_headers=<Name,...>`: every request is
+/// first asked of `url` (GET, by `haproxy/lua/forward_auth.lua`); a 2xx answer lets it through
+/// with the named headers of the answer copied onto it (the client's own copies of them are
+/// always removed first), any other answer goes back to the client, and no answer is a 503.
+/// Both checked by the label parser (`model/labels/access.rs`): `url` is `http://` with a
+/// host name or address literal, `response_headers` are header names (`[A-Za-z0-9-]`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ForwardAuth {
+    pub url: String,
+    pub response_headers: Vec<String>,
+}
+
+/// The prefix of a forward-auth entry's value.
+const FORWARD: &str = "=f:";
+
+/// The key of `service`'s forward-auth entry: `+<service>`.
+pub fn forward_key(service: &str) -> MapKey {
+    MapKey::access(&format!("+{service}"))
+}
+
+/// The hosts map value of forward auth: `=f:<url percent-encoded>:<Name,Name,...>` (the Lua
+/// action decodes the URL; the names are plain header names).
+pub fn forward_value(forward: &ForwardAuth) -> MapValue {
+    MapValue::access(&format!(
+        "{FORWARD}{}:{}",
+        crate::model::shaping::encode(&forward.url),
+        forward.response_headers.join(",")
+    ))
+}
+
+fn forward_map_value(value: &str) -> bool {
+    let Some((url, names)) = value.strip_prefix(FORWARD).and_then(|r| r.split_once(':')) else {
+        return false;
+    };
+    let url_ok = !url.is_empty()
+        && url.len() <= 3 * crate::model::labels::FORWARD_URL_MAX
+        && url
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'%' | b'.' | b'_' | b'~' | b'-'));
+    let names_ok = names.len() <= 64 * crate::model::labels::FORWARD_HEADERS_MAX
+        && names
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b',' | b'-'));
+    url_ok && names_ok
 }
 
 /// `auth_basic=<secret>` with `auth_realm=<realm>`: the Docker secret holding the htpasswd
@@ -349,6 +397,7 @@ pub fn is_access_value(value: &str) -> bool {
         || block_id(value)
         || rate_value(value)
         || auth_map_value(value)
+        || forward_map_value(value)
 }
 
 fn rate_value(value: &str) -> bool {
@@ -403,7 +452,7 @@ pub fn block_keys(block: &Cidr) -> Vec<String> {
 /// its `&<service>` entry and its `&<service><block id>` verdicts, per service with a rate
 /// limit its `%<service>` entry (`=s:<cap>:<ten period cap>`, `=m:` per minute), and per
 /// service with basic auth its `*<service>` entry ([`auth_value`] of the secret the label
-/// names). Services with an open policy get nothing. Deterministic: the same policies give the same entries.
+/// names), per service with forward auth its `+<service>` entry ([`forward_value`]). Services with an open policy get nothing. Deterministic: the same policies give the same entries.
 pub fn map_entries<'a>(
     policies: impl IntoIterator<Item = (&'a str, &'a AccessPolicy)>,
 ) -> BTreeMap<MapKey, MapValue> {
@@ -426,6 +475,10 @@ pub fn map_entries<'a>(
         // `*<service>`: basic auth, read by the auth rules (step 7b).
         if let Some(auth) = &policy.auth {
             out.insert(auth_key(service), auth_value(&auth.secret, &auth.realm));
+        }
+        // `+<service>`: forward auth, read by the same step's Lua action.
+        if let Some(forward) = &policy.forward {
+            out.insert(forward_key(service), forward_value(forward));
         }
     }
     let keys_of =
@@ -553,6 +606,7 @@ mod tests {
             deny: parse_cidr_list(deny).unwrap(),
             rate: None,
             auth: None,
+            forward: None,
         }
     }
 
@@ -679,6 +733,31 @@ mod tests {
         assert!(!is_access_value("=a:users"));
         assert!(!is_access_value("=a::realm"));
         assert!(!is_access_value("=a:us ers:realm"));
+    }
+
+    #[test]
+    fn forward_auth_is_one_entry_with_the_url_percent_encoded_and_the_header_names() {
+        let web = AccessPolicy {
+            forward: Some(ForwardAuth {
+                url: "http://authelia:9091/api/verify?rd=https://login.example/".into(),
+                response_headers: vec!["Remote-User".into(), "Remote-Groups".into()],
+            }),
+            ..AccessPolicy::default()
+        };
+        let map = map_entries([("web", &web)]);
+        assert_eq!(
+            map.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>(),
+            ["+web =f:http%3A%2F%2Fauthelia%3A9091%2Fapi%2Fverify%3Frd%3Dhttps%3A%2F%2Flogin.example%2F:Remote-User,Remote-Groups"]
+        );
+        for value in map.values() {
+            assert!(MapValue::parse(value.as_str()).is_ok(), "{value}");
+        }
+        assert!(is_access_value("=f:http%3A%2F%2Fa:"));
+        assert!(!is_access_value("=f::X"));
+        assert!(!is_access_value("=f:http://a:X"));
+        assert!(!is_access_value("=f:a:X Y"));
     }
 
     #[test]

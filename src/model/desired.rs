@@ -276,6 +276,17 @@ impl Ctx<'_> {
         c.warnings.extend(parsed.warnings);
         c.errors.extend(parsed.left_out);
         let built = match parsed.route {
+            Verdict::Route(route)
+                if self.settings.template_without_lua && route.access.forward.is_some() =>
+            {
+                let url = route.access.forward.as_ref().map_or("", |f| f.url.as_str());
+                Err(vec![LabelError::invalid(
+                    &service.name,
+                    labels::AUTH_FORWARD,
+                    url,
+                    Reason::TemplateWithoutLua,
+                )])
+            }
             Verdict::Route(mut route) => {
                 if route.tls.acme.is_some() && !self.settings.acme {
                     let value = service.labels.get(SSL_ACME).map_or("", String::as_str);
@@ -641,6 +652,7 @@ mod tests {
         Settings {
             default_network: None,
             service_cluster: None,
+            template_without_lua: false,
             acme: false,
         }
     }
@@ -1517,6 +1529,7 @@ mod tests {
         let settings = Settings {
             default_network: Some("back".to_owned()),
             service_cluster: None,
+            template_without_lua: false,
             acme: false,
         };
         let d = desired(&snap, &settings, &BTreeMap::new());
@@ -1526,6 +1539,7 @@ mod tests {
         let elsewhere = Settings {
             default_network: Some("other".to_owned()),
             service_cluster: None,
+            template_without_lua: false,
             acme: false,
         };
         let d = desired(&snap, &elsewhere, &BTreeMap::new());

@@ -180,6 +180,10 @@ pub struct Settings {
     /// label equals it; `None` serves only services without the label. Several proxies (or
     /// test stacks) can thus share one Swarm without fighting over services.
     pub service_cluster: Option<String>,
+    /// The template (`--template`) loads no Lua (no `{{lua}}` line and no plain `global`
+    /// line), so HAProxy has no forward-auth action: `com.docker.lb.auth_forward` is refused on every service (an error naming it),
+    /// never left unenforced.
+    pub template_without_lua: bool,
     /// `--acme`: an ACME CA is configured, so `com.docker.lb.ssl_acme=true` orders
     /// certificates; without it the label is refused.
     pub acme: bool,

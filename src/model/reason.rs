@@ -104,6 +104,28 @@ pub enum Reason {
          sees the requests (refused rather than left unenforced)"
     )]
     NotWithPassthrough,
+    /// `auth_forward`: why the value is not a URL swarm-lb asks.
+    #[error("not a forward-auth URL: {why}")]
+    NotAForwardAuthUrl { why: &'static str },
+    #[error(
+        "not a list of header names: comma-separated names of letters, digits and '-', at \
+         most {max}, none of Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, \
+         TE, Trailer, Upgrade, Proxy-Connection",
+        max = super::labels::keys::FORWARD_HEADERS_MAX
+    )]
+    NotAHeaderList,
+    #[error("names headers of an answer nobody asks for: set com.docker.lb.auth_forward too")]
+    HeadersWithoutForwardAuth,
+    #[error(
+        "com.docker.lb.auth_basic and com.docker.lb.auth_forward on one service: choose one \
+         (both would read the Authorization header)"
+    )]
+    BasicAndForwardAuth,
+    #[error(
+        "not applied: the template (--template) loads no Lua (no {{{{lua}}}} line and no plain \
+         `global` line), so HAProxy has no forward-auth action (see haproxy/base.cfg)"
+    )]
+    TemplateWithoutLua,
 
     // Shaping (`hsts`, `response_header.*`, `request_header.*`).
     #[error(

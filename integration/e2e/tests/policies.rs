@@ -431,3 +431,47 @@ async fn shaping_labels_apply_and_an_edit_or_a_failing_health_path_fails_no_requ
     );
     assert_eq!(summary.failed(), 0, "{summary}");
 }
+
+/// `com.docker.lb.auth_forward` on a Swarm: the auth service is another service on the
+/// overlay, named through Docker's embedded DNS, which HAProxy's HTTP client asks (its
+/// container's resolvers). Named `tasks.<service>` (a task's address), not `<service>` (the
+/// VIP): on the test machines a service VIP does not answer from a container attached to the
+/// overlay (`nc <vip> 8080` from a busybox container: "No route to host", the task address
+/// answers), which is also why routed services default to task mode. A test app stands in for it: `/health`
+/// answers 200 (let through), any unknown path 404 (sent back as it is), a closed port
+/// nothing (503). Each edit is a label update; the per-version reload counts are asserted in
+/// `tests/forward_auth.rs`.
+#[tokio::test]
+async fn forward_auth_asks_another_service_by_name_on_the_overlay_and_its_answer_decides() {
+    let env = Env::up().await;
+    let net = Network::create(&unique("fa"));
+    let auth = Service::create(&unique("faauth"), APP, &["--network", &net.name]);
+    let h = host("fa");
+    let svc = env.service(&net, &h, 1, &[]);
+    env.converged(&svc, &net, 1).await;
+    env.answers(&h, "/headers", "", 200).await;
+
+    let url = |path: &str| {
+        format!(
+            "com.docker.lb.auth_forward=http://tasks.{}:8080{path}",
+            auth.name
+        )
+    };
+    svc.update(&["--label-add", &url("/health")]);
+    // Let through: the task's answer, with the auth service asked by name first.
+    let through = env.answers(&h, "/headers", "", 200).await;
+    assert!(through.body.contains("header.host="), "{}", through.body);
+    // Refused: the auth service's own 404 and body, as it is.
+    svc.update(&["--label-add", &url("/no-such-page")]);
+    let refused = env.answers(&h, "/headers", "", 404).await;
+    assert_eq!(refused.body, "not found\n");
+    // Unreachable: closed.
+    svc.update(&[
+        "--label-add",
+        &format!("com.docker.lb.auth_forward=http://tasks.{}:1/", auth.name),
+    ]);
+    env.answers(&h, "/headers", "", 503).await;
+    // Removed: open again.
+    svc.update(&["--label-rm", "com.docker.lb.auth_forward"]);
+    env.answers(&h, "/headers", "", 200).await;
+}

@@ -123,6 +123,9 @@ fn render(
         .lines()
         .any(|l| !is_comment(l) && l.contains(LUA));
     let lua_lines = crate::haproxy::lua::global_lines(&settings.hosts_map);
+    // Whether the Lua actions are loaded (the lines above, or `{{lua}}`): forward auth's
+    // rules call its action only then.
+    let lua_loaded = settings.loads_lua();
     for line in settings.template.lines() {
         if !lua_placed && line.trim_end() == "global" {
             out.push_str(line);
@@ -160,6 +163,7 @@ fn render(
             let rules = crate::haproxy::auth::frontend_rules(
                 settings.hosts_map.as_str(),
                 &settings.userlists,
+                lua_loaded,
             );
             for rule in rules {
                 out.push_str(&line.replace(AUTH, &rule));
@@ -694,7 +698,7 @@ mod tests {
         let text = config(&state(), &custom);
         assert!(
             text.contains(&format!(
-                "\nglobal\n    .if version_atleast(3.2)\n    tune.lua.bool-sample-conversion normal\n    .endif\n{load}"
+                "\nglobal\n    .if version_atleast(2.7)\n    httpclient.retries 0\n    .endif\n    .if version_atleast(3.2)\n    tune.lua.bool-sample-conversion normal\n    .endif\n{load}"
             )),
             "{text}"
         );

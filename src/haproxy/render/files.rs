@@ -211,6 +211,7 @@ mod tests {
             names,
             [
                 "acme.map",
+                "forward_auth.lua",
                 "haproxy.cfg",
                 "haproxy.cfg.good",
                 "headers.lua",

@@ -35,9 +35,9 @@ pub use read_back::{
     template_backends,
 };
 pub use settings::{
-    HttpsSettings, RenderSettings, SettingsError, ACME_MAP, ADMIN_SOCKET, AUTH, BIND, CRT_LIST,
-    HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, LUA, PROXY_PROTOCOL_SOURCES, SHAPING,
-    SHAPING_RESPONSES, TLS_PROFILE, TRUSTED_PROXIES,
+    template_loads_lua, HttpsSettings, RenderSettings, SettingsError, ACME_MAP, ADMIN_SOCKET, AUTH,
+    BIND, CRT_LIST, HOSTS_MAP, HTTPS_BIND, HTTPS_INTERNAL, IF_HTTPS, LUA, PROXY_PROTOCOL_SOURCES,
+    SHAPING, SHAPING_RESPONSES, TLS_PROFILE, TRUSTED_PROXIES,
 };
 
 /// The base template shipped in the repository (`haproxy/base.cfg`).

@@ -87,6 +87,15 @@ pub struct RenderSettings {
     pub userlists: crate::haproxy::auth::Userlists,
 }
 
+/// Whether the config rendered from `template` loads the Lua files: the renderer puts their
+/// lines where a [`LUA`] line stands (outside comments), else right after a plain `global`
+/// line; a template with neither loads none.
+pub fn template_loads_lua(template: &str) -> bool {
+    template
+        .lines()
+        .any(|l| (!is_comment(l) && l.contains(LUA)) || l.trim_end() == "global")
+}
+
 /// Settings that would render a config HAProxy cannot load, or one that routes nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingsError {
@@ -109,6 +118,11 @@ fn has_syntax(s: &str) -> bool {
 }
 
 impl RenderSettings {
+    /// Whether the rendered config loads the Lua files ([`template_loads_lua`]).
+    pub fn loads_lua(&self) -> bool {
+        template_loads_lua(&self.template)
+    }
+
     /// Each of `placeholders` must stand on a line of the template that is not a comment.
     fn require_placeholders(&self, placeholders: &[&'static str]) -> Result<(), SettingsError> {
         for &placeholder in placeholders {

@@ -8,12 +8,13 @@
 use std::collections::BTreeMap;
 
 use super::keys::{
-    ACCESS_BLOCKS_MAX, AUTH_BASIC, AUTH_REALM, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST,
+    ACCESS_BLOCKS_MAX, AUTH_BASIC, AUTH_FORWARD, AUTH_FORWARD_RESPONSE_HEADERS, AUTH_REALM,
+    FORWARD_HEADERS_MAX, FORWARD_URL_MAX, IP_ALLOW, IP_DENY, RATE_LIMIT, RATE_LIMIT_BURST,
     RATE_MAX, REALM_MAX,
 };
 use super::{bad_char, parse_secret_name, LabelError, Reader};
-use crate::model::access::{parse_cidr_list, AccessPolicy, AuthBasic, Per, RateLimit};
-use crate::model::Reason;
+use crate::model::access::{parse_cidr_list, AccessPolicy, AuthBasic, ForwardAuth, Per, RateLimit};
+use crate::model::{Host, Reason};
 
 /// One list label: addresses and CIDRs, comma-separated (see [`parse_cidr_list`]), at least
 /// one and at most [`ACCESS_BLOCKS_MAX`].
@@ -49,10 +50,11 @@ pub(super) fn check_passthrough(
     policy: &AccessPolicy,
     errors: &mut Vec<LabelError>,
 ) -> bool {
-    if !passthrough || (policy.is_open() && policy.rate.is_none() && policy.auth.is_none()) {
+    let unset = policy.rate.is_none() && policy.auth.is_none() && policy.forward.is_none();
+    if !passthrough || (policy.is_open() && unset) {
         return true;
     }
-    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT, AUTH_BASIC]
+    let set = [IP_ALLOW, IP_DENY, RATE_LIMIT, AUTH_BASIC, AUTH_FORWARD]
         .into_iter()
         .filter_map(|label| Some((label, policy_label(policy, label)?)));
     for (label, value) in set {
@@ -86,6 +88,7 @@ fn policy_label(policy: &AccessPolicy, label: &str) -> Option<String> {
             format!("{}/{unit}", r.requests)
         }),
         AUTH_BASIC => policy.auth.as_ref().map(|a| a.secret.clone()),
+        AUTH_FORWARD => policy.forward.as_ref().map(|f| f.url.clone()),
         _ => None,
     }
 }
@@ -164,7 +167,176 @@ fn parse_auth(
     }
 }
 
-/// The six labels; `None` when one is refused (the errors are in `errors`).
+/// `auth_forward`: `http://<host>[:<port>][<path>][?<query>]`, nothing else. The host is a
+/// DNS name (a Swarm service name on a network HAProxy shares, resolved by HAProxy's HTTP
+/// client) or an IPv4 or `[IPv6]` literal. Refused: other schemes, `https` (see the reason),
+/// credentials (`user:pass@`), fragments, and any character that is not plain URL text.
+/// The value is kept as written.
+fn parse_forward_url(service: &str, value: &str) -> Result<String, LabelError> {
+    let refused = |why| {
+        LabelError::invalid(
+            service,
+            AUTH_FORWARD,
+            value,
+            Reason::NotAForwardAuthUrl { why },
+        )
+    };
+    if let Some(reason) = bad_char(AUTH_FORWARD, value) {
+        return Err(LabelError::invalid(service, AUTH_FORWARD, value, reason));
+    }
+    if value.is_empty() || value.len() > FORWARD_URL_MAX {
+        return Err(refused("1 to 512 characters"));
+    }
+    if value
+        .bytes()
+        .any(|b| matches!(b, b'<' | b'>' | b'{' | b'}' | b'|' | b'^'))
+    {
+        return Err(refused("characters < > { } | ^ [ ] are not URL text"));
+    }
+    let lower = value.to_ascii_lowercase();
+    if lower.starts_with("https://") {
+        return Err(refused(
+            "https is not offered: HAProxy asks the auth service over the network it shares \
+             with it (an overlay; make it encrypted for privacy), in plain http://",
+        ));
+    }
+    let Some(rest) = value.strip_prefix("http://") else {
+        return Err(refused("must start with http://"));
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    if authority.contains('@') {
+        return Err(refused(
+            "credentials in the URL are not taken (user:password@)",
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| refused("an IPv6 address must be [written in brackets]"))?;
+            addr.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| refused("not an IPv6 address in [ ]"))?;
+            (
+                None,
+                after
+                    .strip_prefix(':')
+                    .map(Some)
+                    .unwrap_or(if after.is_empty() { None } else { Some("") }),
+            )
+        }
+        None => match authority.split_once(':') {
+            Some((h, p)) => (Some(h), Some(p)),
+            None => (Some(authority), None),
+        },
+    };
+    if let Some(host) = host {
+        let ok = host.parse::<std::net::Ipv4Addr>().is_ok()
+            || (Host::parse(host).is_ok() && !host.ends_with('.'));
+        if host.is_empty() || !ok {
+            return Err(refused("the host must be a DNS name or an IP address"));
+        }
+    }
+    if let Some(port) = port {
+        let ok = !port.is_empty()
+            && port.len() <= 5
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p > 0);
+        if !ok {
+            return Err(refused("the port must be a number from 1 to 65535"));
+        }
+    }
+    if tail.contains(['[', ']']) {
+        return Err(refused("characters < > { } | ^ [ ] are not URL text"));
+    }
+    let bytes = tail.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let hex = |j: usize| bytes.get(j).is_some_and(u8::is_ascii_hexdigit);
+            if !(hex(i + 1) && hex(i + 2)) {
+                return Err(refused("a % must start an escape of two hex digits"));
+            }
+        }
+    }
+    Ok(value.to_owned())
+}
+
+/// Headers that are the connection's or the message's, never an auth service's to set.
+const NOT_COPIED: [&str; 9] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// `auth_forward_response_headers`: header names, comma-separated (spaces around commas
+/// taken), each `[A-Za-z0-9-]`, at most [`FORWARD_HEADERS_MAX`], none of [`NOT_COPIED`];
+/// duplicates (in any case) dropped, the first spelling kept.
+fn parse_forward_headers(service: &str, value: &str) -> Result<Vec<String>, LabelError> {
+    let refused = || {
+        LabelError::invalid(
+            service,
+            AUTH_FORWARD_RESPONSE_HEADERS,
+            value,
+            Reason::NotAHeaderList,
+        )
+    };
+    let mut out: Vec<String> = Vec::new();
+    for item in value.split(',').map(|i| i.trim_matches(' ')) {
+        let ok = !item.is_empty()
+            && item.len() <= 64
+            && item.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !NOT_COPIED.contains(&item.to_ascii_lowercase().as_str());
+        if !ok {
+            return Err(refused());
+        }
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(item)) {
+            out.push(item.to_owned());
+        }
+    }
+    if out.len() > FORWARD_HEADERS_MAX {
+        return Err(refused());
+    }
+    Ok(out)
+}
+
+/// `auth_forward` and `auth_forward_response_headers`: `Some(None)` without them.
+fn parse_forward(
+    service: &str,
+    labels: &BTreeMap<String, String>,
+    errors: &mut Vec<LabelError>,
+) -> Option<Option<ForwardAuth>> {
+    let read = Reader { service, labels };
+    let url = read.optional(AUTH_FORWARD, errors, parse_forward_url);
+    let headers = read.optional(AUTH_FORWARD_RESPONSE_HEADERS, errors, parse_forward_headers);
+    match (url?, headers?) {
+        (Some(url), headers) => Some(Some(ForwardAuth {
+            url,
+            response_headers: headers.unwrap_or_default(),
+        })),
+        (None, Some(_)) => {
+            let value = labels
+                .get(AUTH_FORWARD_RESPONSE_HEADERS)
+                .map(String::as_str)
+                .unwrap_or("");
+            errors.push(LabelError::invalid(
+                service,
+                AUTH_FORWARD_RESPONSE_HEADERS,
+                value,
+                Reason::HeadersWithoutForwardAuth,
+            ));
+            None
+        }
+        (None, None) => Some(None),
+    }
+}
+
+/// The eight labels; `None` when one is refused (the errors are in `errors`).
 pub(super) fn parse_access(
     service: &str,
     labels: &BTreeMap<String, String>,
@@ -179,6 +351,16 @@ pub(super) fn parse_access(
             .ok_or_else(|| LabelError::invalid(s, RATE_LIMIT_BURST, v, Reason::NotABurst))
     });
     let auth = parse_auth(service, labels, errors);
+    let forward = parse_forward(service, labels, errors);
+    if let (Some(Some(_)), Some(Some(f))) = (&auth, &forward) {
+        errors.push(LabelError::invalid(
+            service,
+            AUTH_FORWARD,
+            &f.url,
+            Reason::BasicAndForwardAuth,
+        ));
+        return None;
+    }
     let rate = match (rate?, burst?) {
         (Some((requests, per)), burst) => Some(RateLimit {
             requests,
@@ -205,6 +387,7 @@ pub(super) fn parse_access(
         deny: deny?.unwrap_or_default(),
         rate,
         auth: auth?,
+        forward: forward?,
     })
 }
 
@@ -399,6 +582,128 @@ mod tests {
             errors[0]
                 .to_string()
                 .contains("auth_basic=\"u\": not applied with ssl_passthrough"),
+            "{}",
+            errors[0]
+        );
+    }
+
+    #[test]
+    fn auth_forward_takes_http_urls_to_a_name_or_an_address_with_the_headers_named() {
+        for url in [
+            "http://authelia:9091/api/verify?rd=https://login.example/",
+            "http://oauth2-proxy:4180/oauth2/auth",
+            "http://10.0.0.5/auth",
+            "http://[2001:db8::1]:8080/x%20y",
+            "http://auth.example",
+        ] {
+            let mut errors = Vec::new();
+            let got = parse_access(
+                "web",
+                &labels(&[
+                    (AUTH_FORWARD, url),
+                    (
+                        AUTH_FORWARD_RESPONSE_HEADERS,
+                        "Remote-User, Remote-Groups,remote-user",
+                    ),
+                ]),
+                &mut errors,
+            );
+            assert_eq!(errors, vec![], "{url}");
+            assert_eq!(
+                got.and_then(|p| p.forward),
+                Some(ForwardAuth {
+                    url: url.to_owned(),
+                    response_headers: vec!["Remote-User".into(), "Remote-Groups".into()],
+                }),
+                "{url}"
+            );
+        }
+        let mut errors = Vec::new();
+        let got = parse_access(
+            "web",
+            &labels(&[(AUTH_FORWARD, "http://a:1/")]),
+            &mut errors,
+        );
+        assert_eq!(
+            got.and_then(|p| p.forward).map(|f| f.response_headers),
+            Some(vec![])
+        );
+    }
+
+    #[test]
+    fn a_hostile_or_unsupported_auth_forward_value_is_an_error_naming_the_label_and_the_reason() {
+        let long = format!("http://a/{}", "x".repeat(FORWARD_URL_MAX));
+        for (value, reason) in [
+            ("https://auth.example/", "https is not offered"),
+            ("HTTPS://auth.example/", "https is not offered"),
+            ("ftp://auth.example/", "must start with http://"),
+            ("auth.example/verify", "must start with http://"),
+            ("http://alice:pw@auth.example/", "credentials"),
+            ("http://auth.example/a b", "character ' '"),
+            (
+                "http://auth.example/\nserver x 1.2.3.4:80",
+                "character '\\n'",
+            ),
+            ("http://auth.example/#frag", "character '#'"),
+            ("http://auth.example/\"x", "character '\"'"),
+            ("http://auth.example/<x>", "not URL text"),
+            ("http://auth.example:0/", "port"),
+            ("http://auth.example:99999/", "port"),
+            ("http://auth.example:/", "port"),
+            ("http://a..b/", "host"),
+            ("http:///verify", "host"),
+            ("http://[::1/", "brackets"),
+            ("http://[zz]/", "IPv6"),
+            ("http://auth.example/%zz", "escape"),
+            ("", "1 to 512"),
+            (long.as_str(), "1 to 512"),
+        ] {
+            assert_refused(&[(AUTH_FORWARD, value)], AUTH_FORWARD, reason);
+        }
+        let many = (0..=FORWARD_HEADERS_MAX)
+            .map(|i| format!("X-H{i}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        for value in [
+            "Host",
+            "content-length",
+            "X Bad",
+            "X-A,,X-B",
+            "",
+            "X_A",
+            many.as_str(),
+        ] {
+            assert_refused(
+                &[
+                    (AUTH_FORWARD, "http://a/"),
+                    (AUTH_FORWARD_RESPONSE_HEADERS, value),
+                ],
+                AUTH_FORWARD_RESPONSE_HEADERS,
+                "not a list of header names",
+            );
+        }
+        assert_refused(
+            &[(AUTH_FORWARD_RESPONSE_HEADERS, "X-User")],
+            AUTH_FORWARD_RESPONSE_HEADERS,
+            "set com.docker.lb.auth_forward too",
+        );
+        assert_refused(
+            &[(AUTH_FORWARD, "http://a/"), (AUTH_BASIC, "users")],
+            AUTH_FORWARD,
+            "choose one",
+        );
+    }
+
+    #[test]
+    fn forward_auth_on_a_passthrough_service_is_refused_naming_the_label() {
+        let mut errors = Vec::new();
+        let policy = parse_access("pt", &labels(&[(AUTH_FORWARD, "http://a/")]), &mut errors)
+            .expect("policy");
+        assert!(!check_passthrough("pt", true, &policy, &mut errors));
+        assert!(
+            errors[0]
+                .to_string()
+                .contains("auth_forward=\"http://a/\": not applied with ssl_passthrough"),
             "{}",
             errors[0]
         );

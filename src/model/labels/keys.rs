@@ -64,6 +64,11 @@ pub const RATE_LIMIT_BURST: &str = "com.docker.lb.rate_limit_burst";
 pub const AUTH_BASIC: &str = "com.docker.lb.auth_basic";
 /// The realm the 401 of `auth_basic` names (`WWW-Authenticate: Basic realm="<realm>"`).
 pub const AUTH_REALM: &str = "com.docker.lb.auth_realm";
+/// `http://<host>[:<port>][/<path>]`: every request is first asked of this URL (forward
+/// authentication, Traefik's `forwardAuth`); only a 2xx answer lets it through.
+pub const AUTH_FORWARD: &str = "com.docker.lb.auth_forward";
+/// The headers of the `auth_forward` answer copied onto the request (`X-Auth-User,...`).
+pub const AUTH_FORWARD_RESPONSE_HEADERS: &str = "com.docker.lb.auth_forward_response_headers";
 
 // `shaping.rs`: how responses and requests are shaped.
 /// `max-age=<seconds>[; includeSubDomains][; preload]`: `Strict-Transport-Security` on HTTPS.
@@ -168,6 +173,8 @@ pub const LABELS: &[Label] = &[
     label(RATE_LIMIT_BURST, Family::Access, AnyMode),
     label(AUTH_BASIC, Family::Access, AnyMode),
     label(AUTH_REALM, Family::Access, AnyMode),
+    label(AUTH_FORWARD, Family::Access, AnyMode),
+    label(AUTH_FORWARD_RESPONSE_HEADERS, Family::Access, AnyMode),
     label(HSTS, Family::Shaping, AnyMode),
     label(RESPONSE_HEADER, Family::Shaping, AnyMode),
     label(REQUEST_HEADER, Family::Shaping, AnyMode),
@@ -204,6 +211,11 @@ pub const ACCESS_BLOCKS_MAX: usize = 1000;
 pub const RATE_MAX: u32 = 1_000_000;
 /// Most characters of an `auth_realm`.
 pub const REALM_MAX: usize = 128;
+
+/// Longest `auth_forward` URL.
+pub const FORWARD_URL_MAX: usize = 512;
+/// Most headers `auth_forward_response_headers` may name.
+pub const FORWARD_HEADERS_MAX: usize = 32;
 
 /// Largest `com.docker.lb.weight`.
 pub const WEIGHT_MAX: u32 = 10_000;

@@ -8,7 +8,11 @@
 //!   stick-table tracking and counting on every request;
 //! - `sha512`: the same plus basic auth against a sha-512-crypt hash (5,000 rounds, `openssl
 //!   passwd -6`);
-//! - `bcrypt`: the same plus basic auth against a bcrypt hash of cost 5 (`htpasswd -B -C 5`).
+//! - `bcrypt`: the same plus basic auth against a bcrypt hash of cost 5 (`htpasswd -B -C 5`);
+//! - `forward`: `lists` plus forward auth (`com.docker.lb.auth_forward`) to an auth service in
+//!   the benchmark (a tokio responder answering `200` with `X-Auth-User` at once), the header
+//!   copied onto the request: the Lua action and one HTTP exchange with the auth service per
+//!   request.
 //!
 //! The four are measured in turn, round after round, in the same run (same HAProxy, same
 //! machine load), and each policy's rate is given as a ratio to `open`'s of the same rounds.
@@ -24,7 +28,7 @@ use anyhow::{bail, Context};
 use swarm_lb::haproxy::auth::Userlists;
 use swarm_lb::haproxy::{Admin, BackendState, ProxyState, Server};
 use swarm_lb::model::access::{
-    map_entries, parse_cidr_list, AccessPolicy, AuthBasic, Per, RateLimit,
+    map_entries, parse_cidr_list, AccessPolicy, AuthBasic, ForwardAuth, Per, RateLimit,
 };
 use swarm_lb::model::{htpasswd, BackendName, Host, MapKey, MapValue, Mode, ServerName};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -47,11 +51,13 @@ pub struct Options {
 }
 
 /// The policies measured, in order: (service, with basic auth against which user list).
-const POLICIES: [(&str, Option<&str>); 4] = [
+/// `forward` asks the auth service instead ([`auth_service`]).
+const POLICIES: [(&str, Option<&str>); 5] = [
     ("open", None),
     ("lists", None),
     ("sha512", Some("sha512")),
     ("bcrypt", Some("bcrypt")),
+    ("forward", None),
 ];
 
 /// The user of both lists; its password.
@@ -60,6 +66,18 @@ const PASSWORD: &str = "bench-password";
 
 /// A task answering `200` with a 2-byte body to every request, keeping connections open.
 async fn responder() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    answering(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await
+}
+
+/// The auth service of `forward`: `200` with `X-Auth-User` to every request, at once.
+async fn auth_service() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    answering(b"HTTP/1.1 200 OK\r\nx-auth-user: bench\r\ncontent-length: 0\r\n\r\n").await
+}
+
+/// A server answering `reply` to every request head, keeping connections open.
+async fn answering(
+    reply: &'static [u8],
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
@@ -74,7 +92,6 @@ async fn responder() -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)
                     }
                     // Requests carry no body: answer each complete head.
                     while let Some(end) = find_head_end(&buf[..have]) {
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
                         if stream.write_all(reply).await.is_err() {
                             return;
                         }
@@ -108,8 +125,9 @@ fn hash_line(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8(out.stdout)?.trim_end().to_owned())
 }
 
-/// The state and user lists: one backend per policy, all on the responder.
-fn setup(task: SocketAddr) -> anyhow::Result<(ProxyState, Userlists)> {
+/// The state and user lists: one backend per policy, all on the responder (`auth`: the
+/// auth service of `forward`).
+fn setup(task: SocketAddr, auth_at: SocketAddr) -> anyhow::Result<(ProxyState, Userlists)> {
     let sha512 = format!(
         "{USER}:{}",
         hash_line("openssl", &["passwd", "-6", PASSWORD])?
@@ -156,6 +174,10 @@ fn setup(task: SocketAddr) -> anyhow::Result<(ProxyState, Userlists)> {
                     auth: auth.map(|secret| AuthBasic {
                         secret: secret.to_owned(),
                         realm: "bench".to_owned(),
+                    }),
+                    forward: (service == "forward").then(|| ForwardAuth {
+                        url: format!("http://{auth_at}/verify"),
+                        response_headers: vec!["X-Auth-User".to_owned()],
                     }),
                 },
             ));
@@ -243,7 +265,8 @@ async fn measure(port: u16, host: &str, each: Duration, connections: usize) -> a
 /// Runs the benchmark on its own HAProxy and adds its figures to `report`.
 pub async fn run(report: &mut Report, options: &Options) -> anyhow::Result<()> {
     let (task, responder) = responder().await?;
-    let (state, lists) = setup(task)?;
+    let (auth_at, auth) = auth_service().await?;
+    let (state, lists) = setup(task, auth_at)?;
     let proxy = Proxy::start_with(&state, lists).await?;
     let port = proxy.http_port;
     // Warm up: every route once (connections, the first crypt(3) call).
@@ -264,6 +287,7 @@ pub async fn run(report: &mut Report, options: &Options) -> anyhow::Result<()> {
         }
     }
     responder.abort();
+    auth.abort();
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
