@@ -150,10 +150,13 @@ impl AcmeOn {
         let Some(acme) = acme(c, &settings.render.template)? else {
             return Ok(None);
         };
-        if settings.render.https.is_none() || !delivered {
+        if settings.render.https.is_none() {
+            anyhow::bail!("--acme needs --https-bind: the certificates are served there");
+        }
+        if !delivered {
             anyhow::bail!(
-                "--acme needs --https-bind (the certificates are served there) and \
-                 --secrets-delivery=job (every edge reads them from Docker secrets)"
+                "--acme needs --secrets-delivery=job: every edge reads the certificates from \
+                 Docker secrets"
             );
         }
         Ok(Some(Self {

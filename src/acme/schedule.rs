@@ -3,13 +3,13 @@
 //! - Renewal: when two thirds of the certificate's lifetime has passed (Let's Encrypt's own
 //!   advice for 90-day certificates: renew at 60 days; it keeps a third of the lifetime for
 //!   retries). A CA's ACME Renewal Information window (RFC 9773) takes precedence later.
-//! - Retries after a failed order: one minute, doubling, at most six hours (Let's Encrypt's
-//!   failed-validation limit is 5 per hour per account and name, so a retry at most every 12
-//!   minutes after the third failure stays under it), and never before the CA's `Retry-After`
-//!   (RFC 8555 §6.6: a `rateLimited` answer carries one).
+//! - Retries after a failed order: five minutes, doubling, at most six hours. Let's Encrypt
+//!   allows 5 failed validations per account, name and hour: failures at 0, 5, 15, 35 and 75
+//!   minutes put at most 4 in any hour. Never before the CA's `Retry-After` when the caller
+//!   has one (RFC 8555 §6.6: a `rateLimited` answer carries one).
 
 /// The first retry's delay, in seconds.
-pub const FIRST_RETRY_S: i64 = 60;
+pub const FIRST_RETRY_S: i64 = 300;
 /// The longest delay between retries, in seconds.
 pub const MAX_RETRY_S: i64 = 6 * 3600;
 
@@ -61,16 +61,25 @@ mod tests {
     }
 
     #[test]
-    fn retries_double_from_a_minute_up_to_six_hours() {
-        let delays: Vec<i64> = (1..=11).map(|n| retry_at(0, n, None)).collect();
+    fn retries_double_from_five_minutes_up_to_six_hours_and_fail_at_most_four_times_an_hour() {
+        let delays: Vec<i64> = (1..=9).map(|n| retry_at(0, n, None)).collect();
         assert_eq!(
             delays,
-            [60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 21600, 21600]
+            [300, 600, 1200, 2400, 4800, 9600, 19200, 21600, 21600]
         );
+        // Failure times when every retry fails at once: never 5 within an hour (Let's
+        // Encrypt's failed-validation limit per account, name and hour).
+        let mut at = vec![0_i64];
+        for n in 1..=8 {
+            at.push(retry_at(*at.last().unwrap(), n, None));
+        }
+        for w in at.windows(5) {
+            assert!(w[4] - w[0] >= 3_600, "5 failures within an hour: {at:?}");
+        }
         assert_eq!(retry_at(0, u32::MAX, None), MAX_RETRY_S);
         assert_eq!(
             retry_at(100, 0, None),
-            160,
+            400,
             "0 failures counts as the first"
         );
     }
@@ -78,6 +87,6 @@ mod tests {
     #[test]
     fn the_cas_retry_after_is_a_floor_never_a_shortcut() {
         assert_eq!(retry_at(0, 1, Some(3_600)), 3_600);
-        assert_eq!(retry_at(0, 1, Some(10)), 60);
+        assert_eq!(retry_at(0, 1, Some(10)), FIRST_RETRY_S);
     }
 }

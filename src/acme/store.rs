@@ -35,7 +35,11 @@ pub const PART: &str = "com.docker.lb.acme.part";
 pub const NOT_BEFORE: &str = "com.docker.lb.acme.not_before";
 /// Label on certificate secrets: the leaf's notAfter, unix seconds.
 pub const NOT_AFTER: &str = "com.docker.lb.acme.not_after";
-/// Label on the account secret: the directory URL it is registered with.
+/// Label on a lease after a failed order: failures in a row for its names. The lease then
+/// expires when the next attempt is due, so the backoff holds for every edge (one that takes
+/// the lease over continues the count) and across restarts.
+pub const FAILURES: &str = "com.docker.lb.acme.failures";
+/// Label on the account secret and on certificates: the directory URL.
 pub const DIRECTORY: &str = "com.docker.lb.acme.directory";
 /// A challenge answer older than this (seconds) is a leftover of an edge that died mid-order:
 /// any edge removes it.
@@ -99,12 +103,14 @@ pub fn cert_names(hosts: &[Host], not_after: i64) -> (String, String) {
     (format!("{stem}.crt"), format!("{stem}.key"))
 }
 
-/// The labels of one part (`crt` or `key`) of a certificate for `hosts`.
+/// The labels of one part (`crt` or `key`) of a certificate for `hosts` from the CA at
+/// `directory` (a certificate of another directory, e.g. the staging one, is never served).
 pub fn cert_labels(
     hosts: &[Host],
     part: &str,
     not_before: i64,
     not_after: i64,
+    directory: &str,
 ) -> BTreeMap<String, String> {
     let mut names: Vec<&str> = hosts.iter().map(Host::as_str).collect();
     names.sort_unstable();
@@ -116,6 +122,7 @@ pub fn cert_labels(
         (NOT_BEFORE.to_owned(), not_before.to_string()),
         (NOT_AFTER.to_owned(), not_after.to_string()),
         (super::lease::HOSTS.to_owned(), names.join(",")),
+        (DIRECTORY.to_owned(), directory.to_owned()),
     ])
 }
 
@@ -148,9 +155,10 @@ pub struct AcmeView {
 }
 
 impl AcmeView {
-    /// Reads a listing. Objects whose labels or data do not parse are left out (a config
-    /// anyone can create must never be served unchecked).
-    pub fn from_listing(configs: &[SwarmObject], secrets: &[SwarmObject]) -> Self {
+    /// Reads a listing, for the CA at `directory`: certificates another directory issued
+    /// (the staging one, before production) are left out, as are objects whose labels or data
+    /// do not parse (a config anyone can create must never be served unchecked).
+    pub fn from_listing(configs: &[SwarmObject], secrets: &[SwarmObject], directory: &str) -> Self {
         let mut view = AcmeView::default();
         for c in configs {
             match c.labels.get(KIND).map(String::as_str) {
@@ -174,7 +182,9 @@ impl AcmeView {
                 Some(KIND_ACCOUNT) => {
                     view.accounts.insert(s.name.clone(), s.id.clone());
                 }
-                Some(KIND_CERT) => {
+                Some(KIND_CERT)
+                    if s.labels.get(DIRECTORY).map(String::as_str) == Some(directory) =>
+                {
                     let (Some(digest), Some(stem)) = (
                         s.labels.get(DIGEST),
                         s.name
@@ -290,6 +300,7 @@ mod tests {
     use super::*;
 
     const TOKEN: &str = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA";
+    const DIR: &str = "https://ca.example/dir";
     const THUMB: &str = "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs";
 
     fn hosts(list: &[&str]) -> Vec<Host> {
@@ -346,12 +357,12 @@ mod tests {
             [
                 object(
                     &crt,
-                    cert_labels(&names, "crt", not_after - 90, not_after),
+                    cert_labels(&names, "crt", not_after - 90, not_after, DIR),
                     created,
                 ),
                 object(
                     &key,
-                    cert_labels(&names, "key", not_after - 90, not_after),
+                    cert_labels(&names, "key", not_after - 90, not_after, DIR),
                     created,
                 ),
             ]
@@ -392,11 +403,14 @@ mod tests {
                 10,
             )
         };
-        let view = AcmeView::from_listing(&[good, misnamed, garbage], &secrets);
+        let view = AcmeView::from_listing(&[good, misnamed, garbage], &secrets, DIR);
         assert_eq!(view.tokens.len(), 1);
         assert_eq!(view.tokens[0].1.as_str(), format!("{TOKEN}.{THUMB}"));
         assert_eq!(view.certs[&d].len(), 2);
         assert_eq!(view.accounts.len(), 1);
+        // The same listing for another directory (production after staging) serves nothing.
+        let other = AcmeView::from_listing(&[], &secrets, "https://other.example/dir");
+        assert!(other.certs.is_empty());
         assert_eq!(view.serving(&d, 1_950).map(|c| c.not_after), Some(2_000));
         assert_eq!(
             view.serving(&d, 950).map(|c| c.not_after),
@@ -429,12 +443,20 @@ mod tests {
         let (c1, k1) = cert_names(&names, 100_000);
         let (c2, k2) = cert_names(&names, 200_000);
         let secrets = [
-            object(&c1, cert_labels(&names, "crt", 0, 100_000), 0),
-            object(&k1, cert_labels(&names, "key", 0, 100_000), 0),
-            object(&c2, cert_labels(&names, "crt", 50_000, 200_000), 60_000),
-            object(&k2, cert_labels(&names, "key", 50_000, 200_000), 60_000),
+            object(&c1, cert_labels(&names, "crt", 0, 100_000, DIR), 0),
+            object(&k1, cert_labels(&names, "key", 0, 100_000, DIR), 0),
+            object(
+                &c2,
+                cert_labels(&names, "crt", 50_000, 200_000, DIR),
+                60_000,
+            ),
+            object(
+                &k2,
+                cert_labels(&names, "key", 50_000, 200_000, DIR),
+                60_000,
+            ),
         ];
-        let view = AcmeView::from_listing(&[], &secrets);
+        let view = AcmeView::from_listing(&[], &secrets, DIR);
         assert!(view.stale_certs(60_000 + SUPERSEDED_AFTER_S - 1).is_empty());
         let stale = view.stale_certs(60_000 + SUPERSEDED_AFTER_S);
         assert_eq!(stale.len(), 1);

@@ -225,7 +225,12 @@ pub fn spawn(
         applied: Arc::default(),
         account: store::account_name(&settings.acme.directory),
     };
-    let lister = list_loop(docker.clone(), handle.clone(), settings.poll);
+    let lister = list_loop(
+        docker.clone(),
+        handle.clone(),
+        settings.poll,
+        settings.acme.directory.clone(),
+    );
     let orderer = Orderer {
         docker,
         handle: handle.clone(),
@@ -240,15 +245,15 @@ pub fn spawn(
     (handle, task)
 }
 
-async fn list(docker: &Docker) -> Result<AcmeView, SwarmError> {
+async fn list(docker: &Docker, directory: &str) -> Result<AcmeView, SwarmError> {
     let (configs, secrets) = tokio::join!(docker.acme_configs(), docker.acme_secrets());
-    Ok(AcmeView::from_listing(&configs?, &secrets?))
+    Ok(AcmeView::from_listing(&configs?, &secrets?, directory))
 }
 
-async fn list_loop(docker: Docker, handle: AcmeHandle, poll: Duration) {
+async fn list_loop(docker: Docker, handle: AcmeHandle, poll: Duration, directory: String) {
     let mut failing = false;
     loop {
-        match list(&docker).await {
+        match list(&docker, &directory).await {
             Ok(view) => {
                 if failing {
                     info!("ACME objects listed again");
@@ -325,7 +330,7 @@ impl Orderer {
         }
         // About to order: list again first, so that a certificate another edge stored since
         // the last listing (its lease already gone) is not ordered a second time.
-        let fresh = match list(&self.docker).await {
+        let fresh = match list(&self.docker, &self.settings.acme.directory).await {
             Ok(fresh) => fresh,
             Err(error) => {
                 debug!(%error, "listing before an order; the next round tries again");
@@ -342,17 +347,24 @@ impl Orderer {
         let Some(lease_id) = self.take_lease(&fresh, want, now).await else {
             return;
         };
+        // Failures another edge (or this one before a restart) had: the count goes on.
+        let prior = fresh
+            .leases
+            .get(&lease::lease_name(&want.hosts))
+            .and_then(|l| l.labels.get(store::FAILURES))
+            .and_then(|n| n.parse::<u32>().ok())
+            .unwrap_or(0);
         let result = self.order(want).await;
         if result.is_ok() {
             // This edge's next round (and its pass) see the new certificate at once.
-            if let Ok(after) = list(&self.docker).await {
+            if let Ok(after) = list(&self.docker, &self.settings.acme.directory).await {
                 self.handle.publish_view(after);
             }
-        }
-        // Removed after the certificate is stored: an edge that lists no lease then lists the
-        // certificate too (and lists again before it would order).
-        if let Err(error) = self.docker.remove_config(&lease_id).await {
-            debug!(%error, "removing the order lease; it lapses by itself");
+            // Removed after the certificate is stored: an edge that lists no lease then lists
+            // the certificate too (and lists again before it would order).
+            if let Err(error) = self.docker.remove_config(&lease_id).await {
+                debug!(%error, "removing the order lease; it lapses by itself");
+            }
         }
         let outcome = if result.is_ok() { "ok" } else { "failed" };
         if let Some(o) = &self.observer {
@@ -369,8 +381,9 @@ impl Orderer {
                 self.handle.set_problem(&want.service, None);
             }
             Err(error) => {
-                let failures = self.failures.get(digest).map_or(0, |f| f.0) + 1;
+                let failures = self.failures.get(digest).map_or(0, |f| f.0).max(prior) + 1;
                 let at = schedule::retry_at(unix_now(), failures, None);
+                self.hold_lease(want, failures, at).await;
                 warn!(
                     service = %want.service,
                     hosts = want.hosts.len(),
@@ -392,6 +405,31 @@ impl Orderer {
                     )),
                 );
             }
+        }
+    }
+
+    /// After a failed order: the lease stays, held until the next attempt is due and carrying
+    /// the count, so no edge orders these names before then (Swarm holds the backoff, not
+    /// this process). If it cannot be updated it is removed, and the lease lapses as usual.
+    async fn hold_lease(&self, want: &WantedAcme, failures: u32, retry_at: i64) {
+        let name = lease::lease_name(&want.hosts);
+        let found = match self.docker.acme_configs().await {
+            Ok(configs) => configs.into_iter().find(|c| c.name == name),
+            Err(_) => None,
+        };
+        let Some(config) = found else {
+            return;
+        };
+        let mut labels = Lease {
+            holder: self.settings.holder.clone(),
+            expires: retry_at,
+        }
+        .labels(&want.hosts);
+        labels.insert(KIND.to_owned(), store::KIND_LOCK.to_owned());
+        labels.insert(store::FAILURES.to_owned(), failures.to_string());
+        if let Err(error) = self.docker.update_config_labels(&config, &labels).await {
+            debug!(%error, "keeping the lease through the backoff; removing it instead");
+            let _ = self.docker.remove_config(&config.id).await;
         }
     }
 
@@ -518,7 +556,13 @@ impl Orderer {
             .ok_or_else(|| OrderError::Account("the issued key is not PEM".into()))?;
         // The key first: a chain is served only once both parts are listed.
         for (name, part, data) in [(&key, "key", key_only), (&crt, "crt", chain)] {
-            let labels = store::cert_labels(&want.hosts, part, not_before, not_after);
+            let labels = store::cert_labels(
+                &want.hosts,
+                part,
+                not_before,
+                not_after,
+                &self.settings.acme.directory,
+            );
             match self
                 .docker
                 .create_secret(name, data.as_bytes(), &labels)

@@ -293,10 +293,11 @@ mod tests {
         handle.set_view(AcmeView::from_listing(
             &[],
             &[
-                secret(&crt, cert_labels(&hosts, "crt", 500, 90_000)),
-                secret(&key, cert_labels(&hosts, "key", 500, 90_000)),
+                secret(&crt, cert_labels(&hosts, "crt", 500, 90_000, dir)),
+                secret(&key, cert_labels(&hosts, "key", 500, 90_000, dir)),
                 secret(&account_name(dir), account_labels(dir)),
             ],
+            dir,
         ));
         certs.settle(&mut desired, 1_000);
         let served = &desired.certs[&backend];

@@ -183,8 +183,8 @@ pub const LABELS: &[Label] = &[
     label(TIMEOUT_CONNECT, Family::Shaping, AnyMode),
     label(HEALTH_PATH, Family::Shaping, TaskMode),
     label(HEALTH_HOST, Family::Shaping, TaskMode),
-    label(HEALTH_INTERVAL, Family::Options, TaskMode),
-    label(COMPRESS, Family::Options, TaskMode),
+    label(HEALTH_INTERVAL, Family::Shaping, TaskMode),
+    label(COMPRESS, Family::Shaping, TaskMode),
 ];
 
 /// The row of `key`, if swarm-lb reads it (keys are case-sensitive). A row whose key ends
