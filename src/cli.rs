@@ -412,9 +412,11 @@ pub struct Common {
     pub acme_email: Option<String>,
 
     /// PEM file of the one root certificate that signs the ACME server's HTTPS certificate
-    /// (a private CA such as step-ca, or Pebble). Unset: the system's trust store.
+    /// (a private CA such as step-ca, or Pebble). Unset or empty: the system's trust store.
+    // A String, not a PathBuf: clap's path parser refuses the empty value compose passes for
+    // an unset `${SWARM_LB_ACME_CA_BUNDLE:-}`.
     #[arg(long, env = "SWARM_LB_ACME_CA_BUNDLE")]
-    pub acme_ca_bundle: Option<PathBuf>,
+    pub acme_ca_bundle: Option<String>,
 
     /// External account binding: the key identifier the CA gave (with --acme-eab-hmac-file).
     #[arg(long, env = "SWARM_LB_ACME_EAB_KID")]
@@ -423,7 +425,7 @@ pub struct Common {
     /// External account binding: a file (a Docker secret) holding the MAC key the CA gave,
     /// base64url. A file, not a value: a value would show in `ps` and `docker inspect`.
     #[arg(long, env = "SWARM_LB_ACME_EAB_HMAC_FILE")]
-    pub acme_eab_hmac_file: Option<PathBuf>,
+    pub acme_eab_hmac_file: Option<String>,
 }
 
 #[derive(Args, Debug)]

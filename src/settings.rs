@@ -119,12 +119,14 @@ pub fn acme(c: &Common, template: &str) -> anyhow::Result<Option<AcmeSettings>> 
         ca_bundle: c
             .acme_ca_bundle
             .as_deref()
-            .filter(|p| !p.as_os_str().is_empty()),
+            .filter(|p| !p.is_empty())
+            .map(std::path::Path::new),
         eab_kid: c.acme_eab_kid.as_deref(),
         eab_hmac_file: c
             .acme_eab_hmac_file
             .as_deref()
-            .filter(|p| !p.as_os_str().is_empty()),
+            .filter(|p| !p.is_empty())
+            .map(std::path::Path::new),
     };
     Ok(Some(AcmeSettings::new(&flags)?))
 }

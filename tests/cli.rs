@@ -119,3 +119,25 @@ fn acme_without_an_https_bind_or_secrets_delivery_is_refused_before_docker_is_as
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn the_empty_acme_values_compose_passes_for_unset_variables_are_accepted() {
+    // docker-compose.yml and docker-stack.yml pass `${SWARM_LB_ACME_*:-}`: empty, not absent.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().to_string_lossy().into_owned();
+    let out = swarm_lb(
+        &["run", "--config-dir", &config],
+        &[
+            ("SWARM_LB_ACME", "false"),
+            ("SWARM_LB_ACME_EMAIL", ""),
+            ("SWARM_LB_ACME_CA_BUNDLE", ""),
+            ("SWARM_LB_ACME_EAB_KID", ""),
+            ("SWARM_LB_ACME_EAB_HMAC_FILE", ""),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // It gets as far as Docker: the flags and the environment were accepted.
+    assert!(stderr.contains("connecting to Docker"), "{stderr}");
+    assert!(!stderr.contains("a value is required"), "{stderr}");
+}
