@@ -198,10 +198,13 @@ async fn a_good_cookie_reaches_the_task_with_the_auth_services_headers_and_never
         haproxy.http_port,
         "a.example",
         "/app/page?q=1",
-        "cookie: session=good\r\nauthorization: Bearer t0k3n\r\nx-auth-user: mallory\r\nx-auth-groups: root\r\n",
+        "cookie: session=good\r\nauthorization: Bearer t0k3n\r\nx-auth-user: mallory\r\nx-auth-groups: root\r\n\
+         x_auth_user: mallory\r\naccept: text/html\r\nuser-agent: browser/1\r\nx-requested-with: XMLHttpRequest\r\n",
     )
     .await;
     assert_eq!(got.status, 200, "{got:?}");
+    // The underscore spelling (CGI, WSGI and PHP read it as the same header) is removed too.
+    assert!(header(&got.body, "x_auth_user").is_empty(), "{}", got.body);
     // The task got the auth service's values, not the client's, nor an unnamed header.
     assert_eq!(header(&got.body, "x-auth-user"), ["alice"], "{}", got.body);
     assert_eq!(
@@ -224,8 +227,19 @@ async fn a_good_cookie_reaches_the_task_with_the_auth_services_headers_and_never
     assert_eq!(header(ask, "x-forwarded-for"), ["127.0.0.1"], "{ask}");
     assert_eq!(header(ask, "cookie"), ["session=good"], "{ask}");
     assert_eq!(header(ask, "authorization"), ["Bearer t0k3n"], "{ask}");
+    // The client's other headers too, as Traefik's forwardAuth sends them: Authelia answers a
+    // browser (`Accept: text/html`) with its portal's redirect, an API client with 401.
+    assert_eq!(header(ask, "accept"), ["text/html"], "{ask}");
+    assert_eq!(header(ask, "user-agent"), ["browser/1"], "{ask}");
+    assert_eq!(header(ask, "x-requested-with"), ["XMLHttpRequest"], "{ask}");
+    // The Host is the auth service's own (the client's is in X-Forwarded-Host).
+    assert!(
+        !header(ask, "host").iter().any(|h| h == "a.example"),
+        "{ask}"
+    );
     // The client's forged copies never reach the auth service either.
     assert!(header(ask, "x-auth-user").is_empty(), "{ask}");
+    assert!(header(ask, "x_auth_user").is_empty(), "{ask}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

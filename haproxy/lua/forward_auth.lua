@@ -4,11 +4,15 @@
 -- template's `{{lua}}` line (`lua-load-per-thread`: one Lua state per thread, no lock). The frontend's `{{auth}}` rules put the service's hosts map entry
 -- `+<service>` = `=f:<url, percent-encoded>:<Name,Name,...>` in `txn.fwd_auth` and call the
 -- action `lua.swarm_lb_forward_auth` for it. The action:
---   1. removes the client's own copies of the named headers (always: a client can never
---      forge what the auth service vouches for);
---   2. asks the URL (GET) with the original method, protocol, host, URI and client address
---      in X-Forwarded-Method/-Proto/-Host/-Uri/-For and the request's Cookie and
---      Authorization headers, waiting at most TIMEOUT_MS;
+--   1. removes the client's own copies of the named headers, in both spellings (`-` and `_`:
+--      CGI, WSGI and PHP read `Remote_User` as `Remote-User`), always: a client cannot pass
+--      off a header the auth service vouches for;
+--   2. asks the URL (GET) with the client's request headers (as Traefik's forwardAuth does:
+--      Accept, Cookie, Authorization, User-Agent, X-Requested-With... an auth service such as
+--      Authelia answers a browser, `Accept: text/html`, with a redirect to its portal and an
+--      API client with 401) except the hop-by-hop ones, Host and the body's framing, and the
+--      original method, protocol, host, URI and client address in
+--      X-Forwarded-Method/-Proto/-Host/-Uri/-For, waiting at most TIMEOUT_MS;
 --   3. 2xx: copies the named headers of the answer onto the request and sets
 --      `txn.fwd_auth_ok`; 3xx or 4xx: sends that answer to the client as it is (status,
 --      headers such as Location and Set-Cookie, body) and ends the request.
@@ -27,6 +31,16 @@ local HOP = {
     ["connection"] = true, ["keep-alive"] = true, ["proxy-connection"] = true,
     ["te"] = true, ["trailer"] = true, ["transfer-encoding"] = true, ["upgrade"] = true,
     ["content-length"] = true,
+}
+
+-- Request headers never sent to the auth service: the connection's, the body's framing, the
+-- Host (the auth service's own), and those it is told in X-Forwarded-* by this script.
+local NOT_SENT = {
+    ["connection"] = true, ["keep-alive"] = true, ["proxy-connection"] = true,
+    ["te"] = true, ["trailer"] = true, ["transfer-encoding"] = true, ["upgrade"] = true,
+    ["content-length"] = true, ["expect"] = true, ["host"] = true,
+    ["x-forwarded-method"] = true, ["x-forwarded-proto"] = true, ["x-forwarded-host"] = true,
+    ["x-forwarded-uri"] = true, ["x-forwarded-for"] = true, ["forwarded"] = true,
 }
 
 local function unescape(text)
@@ -64,21 +78,30 @@ local function forward_auth(txn)
     local http = txn.http
     local request = http:req_get_headers()
     local copy = {}
+    local vouched = {}
     for name in string.gmatch(names, "[^,]+") do
         copy[#copy + 1] = name
+        local underscored = (string.gsub(name, "-", "_"))
         http:req_del_header(name)
+        http:req_del_header(underscored)
+        vouched[string.lower(name)] = true
+        vouched[string.lower(underscored)] = true
     end
-    local ask = {
-        ["X-Forwarded-Method"] = { txn.sf:method() },
-        ["X-Forwarded-Proto"] = { first(request, "x-forwarded-proto") or "http" },
-        ["X-Forwarded-Host"] = { first(request, "host") or "" },
-        ["X-Forwarded-Uri"] = { txn.sf:pathq() or "/" },
-        ["X-Forwarded-For"] = { txn.sf:src() or "" },
-    }
+    local ask = {}
+    for name, _ in pairs(request) do
+        local lower = string.lower(name)
+        if not NOT_SENT[lower] and not vouched[lower] then
+            ask[lower] = values(request, lower)
+        end
+    end
+    -- One Cookie header (RFC 6265, 5.4), whatever HTTP/2 split it into.
     local cookies = values(request, "cookie")
-    if #cookies > 0 then ask["Cookie"] = { table.concat(cookies, "; ") } end
-    local authorization = first(request, "authorization")
-    if authorization ~= nil then ask["Authorization"] = { authorization } end
+    if #cookies > 0 then ask["cookie"] = { table.concat(cookies, "; ") } end
+    ask["x-forwarded-method"] = { txn.sf:method() }
+    ask["x-forwarded-proto"] = { first(request, "x-forwarded-proto") or "http" }
+    ask["x-forwarded-host"] = { first(request, "host") or "" }
+    ask["x-forwarded-uri"] = { txn.sf:pathq() or "/" }
+    ask["x-forwarded-for"] = { txn.sf:src() or "" }
 
     local client = core.httpclient()
     local answer = client:get({ url = url, headers = ask, timeout = TIMEOUT_MS })

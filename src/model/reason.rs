@@ -108,9 +108,10 @@ pub enum Reason {
     #[error("not a forward-auth URL: {why}")]
     NotAForwardAuthUrl { why: &'static str },
     #[error(
-        "not a list of header names: comma-separated names of letters, digits and '-', at \
-         most {max}, none of Host, Content-Length, Transfer-Encoding, Connection, Keep-Alive, \
-         TE, Trailer, Upgrade, Proxy-Connection",
+        "not a list of header names: comma-separated names of letters, digits and '-' (at \
+         most 64 characters each), at most {max}, none of Host, Content-Length, \
+         Transfer-Encoding, Connection, Keep-Alive, TE, Trailer, Upgrade, Proxy-Connection, \
+         Cookie, Set-Cookie, X-Forwarded-For, X-Forwarded-Proto, Forwarded",
         max = super::labels::keys::FORWARD_HEADERS_MAX
     )]
     NotAHeaderList,

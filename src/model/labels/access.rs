@@ -261,8 +261,10 @@ fn parse_forward_url(service: &str, value: &str) -> Result<String, LabelError> {
     Ok(value.to_owned())
 }
 
-/// Headers that are the connection's or the message's, never an auth service's to set.
-const NOT_COPIED: [&str; 9] = [
+/// Headers that are the connection's or the message's, or the client's own identity
+/// (its cookies, its address as swarm-lb set it), never an auth service's to set: copying
+/// `Cookie` would replace the client's cookies, `X-Forwarded-For` the address the task trusts.
+const NOT_COPIED: [&str; 14] = [
     "host",
     "content-length",
     "transfer-encoding",
@@ -272,6 +274,11 @@ const NOT_COPIED: [&str; 9] = [
     "trailer",
     "upgrade",
     "proxy-connection",
+    "cookie",
+    "set-cookie",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "forwarded",
 ];
 
 /// `auth_forward_response_headers`: header names, comma-separated (spaces around commas
@@ -672,6 +679,11 @@ mod tests {
             "",
             "X_A",
             many.as_str(),
+            // The client's own identity: its cookies, the address the task trusts.
+            "Remote-User,Cookie",
+            "Set-Cookie",
+            "X-Forwarded-For",
+            "forwarded",
         ] {
             assert_refused(
                 &[
