@@ -240,10 +240,33 @@ async fn a_vip_service_is_pinned_at_its_vip_and_scaling_or_updating_it_changes_n
     assert_eq!(servers[0].port, 8080);
 
     let reloads = env.stack.reloads().await;
-    // The pass that created the backend logs its line just after HAProxy holds the server.
-    let plans = poll_until(CONVERGE, "the creating pass's log line", || async {
-        let n = env.stack.applied_plans();
-        (n >= 1).then_some(n)
+    // When Swarm allocates the VIP after swarm-lb first saw the service, the service is first
+    // routed to its tasks, then moves to a new backend generation pinned at the VIP, and the
+    // old generation is retired a second later by a pass of its own (the retirement hold):
+    // the baseline is taken once HAProxy holds the one generation.
+    poll_until(
+        CONVERGE,
+        "one backend generation for the service",
+        || async {
+            let names = env.stack.backend_names().await;
+            let own: Vec<String> = names
+                .into_iter()
+                .filter(|n| n.split(':').next() == Some(svc.name.as_str()))
+                .collect();
+            (own.len() == 1).then_some(())
+        },
+    )
+    .await;
+    // The pass that created (or retired) a backend logs "plan applied" just after HAProxy
+    // holds the change: wait for that line (after the retirement's, when there was one).
+    let plans = poll_until(CONVERGE, "the last pass's log line", || async {
+        let log = env.stack.swarm_lb_log();
+        let applied = log.rfind("plan applied");
+        let settled = match log.rfind("old backend generation retired") {
+            Some(retired) => applied.is_some_and(|a| a > retired),
+            None => applied.is_some(),
+        };
+        settled.then(|| env.stack.applied_plans())
     })
     .await;
     svc.scale(3);
