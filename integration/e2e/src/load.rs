@@ -407,3 +407,19 @@ impl HttpsLoad {
         (ok + failed, failed)
     }
 }
+
+/// The serial of the certificate served on `port` (loopback) for SNI `host`, as
+/// `openssl x509 -noout -serial` prints it (`serial=...`, upper-case hex); empty when the
+/// handshake failed.
+pub fn served_serial(port: u16, host: &str) -> String {
+    let script = format!(
+        "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null \
+         | openssl x509 -noout -serial"
+    );
+    std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}

@@ -88,36 +88,6 @@ async fn pebble_issuing_for(
     (pebble, stack)
 }
 
-/// `curl --cacert <root>` to `https://<host>:<port>/` on loopback: the status, or curl's
-/// complaint (a chain it could not verify).
-fn verified_get(port: u16, host: &str, root: &Path) -> Result<u16, String> {
-    let out = Process::new("curl")
-        .args([
-            "-sS",
-            "--max-time",
-            "5",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-        ])
-        .arg("--cacert")
-        .arg(root)
-        .arg("--resolve")
-        .arg(format!("{host}:{port}:127.0.0.1"))
-        .arg(format!("https://{host}:{port}/"))
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| e.to_string())?;
-    if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|e| format!("{e}"))
-}
-
 /// The ACME objects in Swarm whose labels or names mention `needle`: (kind, name) pairs.
 fn acme_objects(kind: &str, needle: &str) -> Vec<String> {
     let out = try_docker(&[
@@ -190,7 +160,8 @@ async fn a_service_labelled_ssl_acme_is_served_over_https_with_a_pebble_issued_c
         CONVERGE,
         "both hosts served over HTTPS with a chain Pebble issued",
         || async {
-            (verified_get(port, &a, &root) == Ok(200) && verified_get(port, &b, &root) == Ok(200))
+            (load::https_status(port, &a, Some(&root)) == 200
+                && load::https_status(port, &b, Some(&root)) == 200)
                 .then_some(())
         },
     )
@@ -293,23 +264,6 @@ async fn a_ca_that_refuses_gives_the_services_clear_error_and_http_keeps_routing
     drop(svc);
 }
 
-/// The serial of the certificate served on `port` for SNI `host` (`serial=...`), empty when
-/// the handshake failed.
-fn served_serial(port: u16, host: &str) -> String {
-    let out = Process::new("sh")
-        .args([
-            "-c",
-            &format!(
-                "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null \
-                 | openssl x509 -noout -serial"
-            ),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run openssl");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_with_no_failed_request_and_no_reload(
 ) {
@@ -338,10 +292,10 @@ async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_wit
     poll_until(
         CONVERGE,
         "the first certificate served, verified",
-        || async { (verified_get(port, &host, &root) == Ok(200)).then_some(()) },
+        || async { (load::https_status(port, &host, Some(&root)) == 200).then_some(()) },
     )
     .await;
-    let first = served_serial(port, &host);
+    let first = load::served_serial(port, &host);
     assert!(first.starts_with("serial="), "{first:?}");
     let reloads = stack.reloads().await;
     let load = HttpsLoad::start(port, &host, 2, Some(root.clone()));
@@ -349,7 +303,7 @@ async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_wit
         Duration::from_secs(VALIDITY_S + 30),
         "a renewed certificate served before the first expires",
         || async {
-            let now = served_serial(port, &host);
+            let now = load::served_serial(port, &host);
             (now.starts_with("serial=") && now != first).then_some(now)
         },
     )
@@ -474,13 +428,13 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
     let root = pebble.issuing_root();
     for stack in &stacks {
         poll_until(CONVERGE, "every edge serving the certificate", || async {
-            (verified_get(stack.https_port, &first, &root) == Ok(200)).then_some(())
+            (load::https_status(stack.https_port, &first, Some(&root)) == 200).then_some(())
         })
         .await;
     }
     let serials: Vec<String> = stacks
         .iter()
-        .map(|s| served_serial(s.https_port, &first))
+        .map(|s| load::served_serial(s.https_port, &first))
         .collect();
     assert!(
         serials
@@ -544,8 +498,8 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
     // Meanwhile the host already certified stays on HTTPS with its certificate.
     for stack in &alive {
         assert_eq!(
-            verified_get(stack.https_port, &first, &root),
-            Ok(200),
+            load::https_status(stack.https_port, &first, Some(&root)),
+            200,
             "{first} while the order for both hosts is pending"
         );
     }
@@ -553,7 +507,9 @@ async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_
         poll_until(
             Duration::from_secs(180),
             "the order completed by another edge after the lease lapsed",
-            || async { (verified_get(stack.https_port, &second, &root) == Ok(200)).then_some(()) },
+            || async {
+                (load::https_status(stack.https_port, &second, Some(&root)) == 200).then_some(())
+            },
         )
         .await;
     }

@@ -63,15 +63,6 @@ impl Drop for Secrets {
     }
 }
 
-/// The serial of the certificate served on `port` for SNI `host` (`serial=...` upper-case hex),
-/// or empty when the handshake failed.
-fn served_serial(port: u16, host: &str) -> String {
-    sh(&format!(
-        "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null \
-         | openssl x509 -noout -serial"
-    ))
-}
-
 fn served_subject(port: u16, host: &str) -> String {
     sh(&format!(
         "openssl s_client -connect 127.0.0.1:{port} -servername {host} </dev/null 2>/dev/null \
@@ -177,7 +168,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         CONVERGE,
         "the first certificate served over HTTPS",
         || async {
-            (served_serial(port, &host) == "serial=5EC1" && https_status(port, &host) == 200)
+            (load::served_serial(port, &host) == "serial=5EC1" && https_status(port, &host) == 200)
                 .then_some(())
         },
     )
@@ -225,7 +216,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         &svc.name,
     ]);
     poll_until(CONVERGE, "the new certificate served", || async {
-        (served_serial(port, &host) == "serial=5EC2").then_some(())
+        (load::served_serial(port, &host) == "serial=5EC2").then_some(())
     })
     .await;
     let to_new_cert = rotated.elapsed();
@@ -256,7 +247,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
         docker(&["secret", "create", name, &file.to_string_lossy()]);
     }
     poll_until(CONVERGE, "the recreated secrets served", || async {
-        (served_serial(port, &host) == "serial=5EC3").then_some(())
+        (load::served_serial(port, &host) == "serial=5EC3").then_some(())
     })
     .await;
     let to_recreated = recreated.elapsed();
@@ -279,7 +270,7 @@ async fn a_certificate_from_docker_secrets_is_served_and_rotated_under_https_loa
     let (code, _) = load::get(stack.http_port, &host, "/").await.expect("HTTP");
     assert_eq!(code, 200, "HTTP routing kept");
     assert_eq!(
-        served_serial(port, &host),
+        load::served_serial(port, &host),
         "serial=5EC3",
         "the last good pair stays"
     );
@@ -379,7 +370,7 @@ async fn a_failing_copy_job_is_an_error_naming_the_secrets_retried_with_backoff_
         matches!(load::get(stack.http_port, &host, "/").await, Ok((200, _))).then_some(())
     })
     .await;
-    assert_ne!(served_serial(stack.https_port, &host), "serial=FA11");
+    assert_ne!(load::served_serial(stack.https_port, &host), "serial=FA11");
     let jobs = stack
         .swarm_lb_log()
         .matches("secrets copy job created")
