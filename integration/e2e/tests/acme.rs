@@ -9,8 +9,6 @@
 //! from its own network; Pebble validates on the HTTP port the stack publishes on loopback.
 
 use std::net::IpAddr;
-use std::path::Path;
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use swarm_lb_e2e::docker::{docker, try_docker, Network, Service};
