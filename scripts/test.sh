@@ -85,6 +85,56 @@ run() {
 
 haproxy_version() { "$1" -v | sed -n 's/^HAProxy version \([^ ]*\).*/\1/p'; }
 
+# e2e_lanes "ARGS A" "ARGS B": the e2e suites ARGS A and ARGS B (cargo test target flags) as two
+# cargo processes at once, each running two tests at a time: cargo runs one test binary after
+# another, so a suite that mostly waits (ACME's CA and lease) would otherwise hold the stage
+# alone. Built once first; lane B's output is printed after lane A's. Fails if either fails.
+e2e_lanes() {
+    local lane_b_log=${TMPDIR:-/tmp}/swarm-lb-e2e-lane-b.log rc=0 a b
+    # shellcheck disable=SC2086 # the target flags are words
+    cargo test --no-run -p swarm-lb-e2e $1 $2 || return 1
+    # shellcheck disable=SC2086
+    cargo test --no-fail-fast -p swarm-lb-e2e $1 -- --test-threads 2 &
+    a=$!
+    # shellcheck disable=SC2086
+    cargo test --no-fail-fast -p swarm-lb-e2e $2 -- --test-threads 2 >"$lane_b_log" 2>&1 &
+    b=$!
+    wait "$a" || rc=1
+    wait "$b" || rc=1
+    echo "== lane B ($2):"
+    cat "$lane_b_log"
+    return "$rc"
+}
+
+# Stages beside the multi-node ones (which mostly wait on Docker), one after another in a
+# background job: each writes LOG and RC (exit status and seconds) under $side_dir, and
+# side_report prints them where the job ends, as `run` prints a stage.
+side_dir=${TMPDIR:-/tmp}/swarm-lb-side
+side_stage() {
+    local name=$1 start=$SECONDS rc=0
+    shift
+    "$@" >"$side_dir/$name.log" 2>&1 || rc=$?
+    echo "$rc $((SECONDS - start))" >"$side_dir/$name.rc"
+}
+# side_report NAME LABEL: the result of side_stage NAME, as `run` prints it (the log's last 200
+# lines when it failed).
+side_report() {
+    local name=$1 label=$2 rc secs
+    if ! read -r rc secs <"$side_dir/$name.rc" 2>/dev/null; then
+        echo "== FAILED: $label (did not run: see $side_dir/$name.log)"
+        failed+=("$label")
+        return
+    fi
+    if ((rc == 0)); then
+        grep -E '^(test result|     Running)' "$side_dir/$name.log" || true
+        echo "== ok: $label (${secs}s, beside the multi-node stages)"
+    else
+        tail -n 200 "$side_dir/$name.log"
+        echo "== FAILED: $label (${secs}s, beside the multi-node stages)"
+        failed+=("$label")
+    fi
+}
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
@@ -94,44 +144,48 @@ host=/usr/sbin/haproxy
 echo "== cargo test: unit, real HAProxy $(haproxy_version "$host") (host), real engine"
 run "unit + real HAProxy $(haproxy_version "$host") + engine" \
     env HAPROXY="$host" cargo test --workspace --all-targets --exclude swarm-lb-e2e
-echo "== testssl.sh on the HTTPS edge of a service with com.docker.lb.hsts (once, on $(haproxy_version "$host"))"
-run "testssl HSTS" env HAPROXY="$host" cargo test --test shaping -- --ignored --exact \
-    testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label
-for line in "${MATRIX[@]}"; do
-    bin=$PWD/target/haproxy/$line/haproxy
-    [[ -x $bin ]] || { echo "no $bin: scripts/images.sh haproxy-$line builds it" >&2; exit 1; }
-    version=$(haproxy_version "$bin")
-    echo "== cargo test: real HAProxy $version (Debian's $line line): reconcile, reload, runtime_client"
-    run "real HAProxy $version" \
-        env HAPROXY="$bin" cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
-done
-echo "== cargo test: end-to-end scenarios on the Swarm (two stacks at a time)"
+echo "== cargo test: end-to-end scenarios on the Swarm (two lanes of two stacks at a time)"
 # The fault suite (tests/faults.rs) runs once, on 3.4 below, not on every line; the multi-node
-# suite once, after both.
+# suite once, after both. The suites run as two cargo processes at once (e2e_lanes): the ACME
+# suite spends most of its ~3 min waiting on a CA and an order lease, beside the scenarios.
 run "e2e on $(haproxy_version "$host")" \
-    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test acme --test policies --test prometheus --test status_page -- --test-threads 2
+    e2e_lanes "--lib --bins --test scenarios --test status_page --test prometheus" \
+    "--test acme --test policies --test tls --test observe"
 # The compose file's default is 3.4: the single-node suite again on that line, with the fault
-# suite (tests/faults.rs, ~4 min; SWARM_LB_FAULTS_LONG=1 for the long versions).
+# suite (tests/faults.rs, ~2.5 min, in the lane beside the scenarios; SWARM_LB_FAULTS_LONG=1
+# for the long versions).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
+e2e_lanes_on_3_4() { SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local e2e_lanes "$@"; }
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
-    env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local \
-    cargo test --no-fail-fast -p swarm-lb-e2e --lib --bins --test scenarios --test observe --test tls --test policies --test faults -- --test-threads 2
+    e2e_lanes_on_3_4 "--lib --bins --test scenarios" "--test faults --test policies --test observe --test tls"
 
 # Several edges on a real 3-node Swarm (three dockerds in network namespaces on this machine,
 # scripts/multinode.sh): one test at a time (they share the edges), then the cluster goes.
-# The fuzz targets build (nightly, sanitizer: ~4 min of CPU) beside the multi-node stages, which
-# mostly wait on Docker; the fuzz stage at the end then only runs them. Their latency bounds
-# (1 s) hold on this 2-core machine under such load (measured at load average 8-12).
-# mdbook (the book's builder, from crates.io: ~2.5 min of CPU) is installed after them, in the
-# same background job, so that at most one build competes with the multi-node tests.
-fuzz_build_log=${TMPDIR:-/tmp}/swarm-lb-fuzz-build.log
-book_install_log=${TMPDIR:-/tmp}/swarm-lb-book-install.log
-book_install_rc=${TMPDIR:-/tmp}/swarm-lb-book-install.rc
-bash scripts/fuzz.sh build >"$fuzz_build_log" 2>&1 &
-fuzz_build=$!
-( wait_for=$fuzz_build; while kill -0 "$wait_for" 2>/dev/null; do sleep 2; done
-  bash scripts/book.sh install >"$book_install_log" 2>&1; echo $? >"$book_install_rc" ) &
-book_install=$!
+# Beside the multi-node stages, which mostly wait on Docker, one background job runs one after
+# another: the real-HAProxy suites on 3.0, 3.2 and 3.4 and testssl.sh on 2.6 (no Docker: real
+# HAProxy processes on loopback), then the fuzz targets' build (nightly, sanitizer: ~4 min of
+# CPU; the fuzz stage at the end only runs them) and mdbook's install (from crates.io: ~2.5 min
+# of CPU). So at most one of them competes with the multi-node tests, whose latency bounds (1 s)
+# hold on this 2-core machine under such load (measured at load average 8-12). Their results
+# are printed after the stack stage (side_report).
+for line in "${MATRIX[@]}"; do
+    bin=$PWD/target/haproxy/$line/haproxy
+    [[ -x $bin ]] || { echo "no $bin: scripts/images.sh haproxy-$line builds it" >&2; exit 1; }
+done
+# Built first, so that the two do not wait on each other's build (cargo's lock).
+cargo test --no-run -p swarm-lb-e2e --test multinode --test stack
+rm -rf "$side_dir" && mkdir -p "$side_dir"
+(
+    for line in "${MATRIX[@]}"; do
+        side_stage "haproxy-$line" env HAPROXY="$PWD/target/haproxy/$line/haproxy" \
+            cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
+    done
+    side_stage testssl env HAPROXY="$host" cargo test --test shaping -- --ignored --exact \
+        testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label
+    side_stage fuzz-build bash scripts/fuzz.sh build
+    side_stage book-install bash scripts/book.sh install
+) &
+side_job=$!
 echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
 run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
@@ -154,6 +208,15 @@ run "stack e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local
     cargo test -p swarm-lb-e2e --test stack -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 
+# The stages that ran beside the multi-node ones.
+wait "$side_job" || true
+for line in "${MATRIX[@]}"; do
+    echo "== cargo test: real HAProxy $(haproxy_version "$PWD/target/haproxy/$line/haproxy") (Debian's $line line): ${HAPROXY_SUITES[*]}"
+    side_report "haproxy-$line" "real HAProxy $(haproxy_version "$PWD/target/haproxy/$line/haproxy")"
+done
+echo "== testssl.sh on the HTTPS edge of a service with com.docker.lb.hsts (once, on $(haproxy_version "$host"))"
+side_report testssl "testssl HSTS"
+
 # The dockerd restart kills every container on the engine: alone, after everything else that
 # uses Docker. On a machine shared with other Docker users, SWARM_LB_DOCKER_LOCK names a lock
 # file they hold shared; this step takes it exclusively (the caller must not hold it itself).
@@ -168,16 +231,15 @@ run "soak" bash scripts/soak.sh "${SWARM_LB_SOAK:-60s}" -o "${TMPDIR:-/tmp}/swar
 
 # A short fuzz pass over every target (scripts/fuzz.sh; longer runs: scripts/fuzz.sh 600).
 echo "== fuzz: labels, HAProxy replies, Docker JSON (15 s each)"
-fuzz_built=0
-wait "$fuzz_build" || fuzz_built=$?
-((fuzz_built == 0)) || { echo "== fuzz build failed:"; tail -n 40 "$fuzz_build_log"; }
+[[ $(cut -d' ' -f1 "$side_dir/fuzz-build.rc" 2>/dev/null) == 0 ]] ||
+    { echo "== fuzz build failed:"; tail -n 40 "$side_dir/fuzz-build.log"; }
 run "fuzz" bash scripts/fuzz.sh "${SWARM_LB_FUZZ_SECONDS:-15}"
 
 # The book (docs/): it must build; tests/book.rs (in the unit stage) checked its links, its
 # generated reference pages and the commands it names.
 echo "== book: mdbook build docs"
-wait "$book_install" || true
-[[ $(cat "$book_install_rc" 2>/dev/null) == 0 ]] || { echo "== mdbook install failed:"; tail -n 40 "$book_install_log"; }
+[[ $(cut -d' ' -f1 "$side_dir/book-install.rc" 2>/dev/null) == 0 ]] ||
+    { echo "== mdbook install failed:"; tail -n 40 "$side_dir/book-install.log"; }
 run "book" bash scripts/book.sh build
 
 # A run that changes the checkout (a stale lock rewritten, as fuzz/Cargo.lock was; an output
