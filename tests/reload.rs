@@ -185,6 +185,9 @@ async fn an_unknown_host_gets_the_503_of_the_default_backend() {
     let (status, body) = http_get(haproxy.http_port, "nobody.example.com").await;
 
     assert_eq!(status, 503);
-    assert_eq!(body, "swarm-lb: no service is routed for this host\n");
+    assert_eq!(
+        body,
+        "swarm-lb: no service is routed for this host and path\n"
+    );
     assert_eq!(web.requests(), 0);
 }

@@ -19,7 +19,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::secrets::{DeliveryHandle, SecretStatus};
 use super::stamp::FileStamp;
@@ -57,6 +57,9 @@ pub struct AuthLists {
     good: BTreeMap<String, Vec<Entry>>,
     /// Service -> the secret whose list is in force for it.
     in_force: BTreeMap<String, String>,
+    /// Service -> what the log last said of it: the secret in force, and whether its list was
+    /// delivered (false: the route lets nobody in until it is).
+    announced: BTreeMap<String, (String, bool)>,
     /// The problems of the last pass, by their text (logged once, when they appear).
     reported: BTreeMap<String, LabelError>,
     /// Each secret's file as last read: its identity and what parsing it gave.
@@ -80,6 +83,7 @@ impl AuthLists {
             delivery: None,
             good: BTreeMap::new(),
             in_force: BTreeMap::new(),
+            announced: BTreeMap::new(),
             reported: BTreeMap::new(),
             parsed: BTreeMap::new(),
             reads: 0,
@@ -222,11 +226,25 @@ impl AuthLists {
                 .insert(auth_key(service), auth_value(&chosen, realm));
             in_force.insert(service.clone(), chosen);
         }
-        for (service, secret) in &in_force {
-            if self.in_force.get(service) != Some(secret) {
+        let announced: BTreeMap<String, (String, bool)> = in_force
+            .iter()
+            .map(|(service, secret)| {
+                let ready = self.good.contains_key(secret);
+                (service.clone(), (secret.clone(), ready))
+            })
+            .collect();
+        for (service, now) in &announced {
+            if self.announced.get(service) == Some(now) {
+                continue;
+            }
+            let (secret, ready) = now;
+            if *ready {
                 info!(service = %service, secret = %secret, label = AUTH_BASIC, "basic-auth user list in force (hosts map entry)");
+            } else {
+                warn!(service = %service, secret = %secret, label = AUTH_BASIC, "basic-auth user list not delivered yet (no Docker secret of that name, or its copy job has not run): the route lets nobody in until it is");
             }
         }
+        self.announced = announced;
         self.in_force = in_force;
         let keep: BTreeSet<&String> = self
             .in_force
@@ -391,6 +409,20 @@ mod tests {
         let mut d = desired("v1");
         auth.settle(&mut d, &loaded);
         assert_eq!(auth.problems(), vec![]);
+    }
+
+    #[test]
+    fn a_list_not_delivered_yet_is_announced_as_letting_nobody_in_and_in_force_once_it_is() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut auth = AuthLists::new(dir.path());
+        let mut d = desired("v1");
+        let lists = auth.settle(&mut d, &BTreeMap::new());
+        assert!(lists.is_empty(), "nothing to render: nobody is let in");
+        assert_eq!(auth.announced["web"], ("v1".to_owned(), false));
+        std::fs::write(dir.path().join("v1"), format!("alice:{BCRYPT}\n")).unwrap();
+        let mut d = desired("v1");
+        auth.settle(&mut d, &BTreeMap::new());
+        assert_eq!(auth.announced["web"], ("v1".to_owned(), true));
     }
 
     #[test]

@@ -252,7 +252,12 @@ impl LabelError {
             Self::RedirectConflict { .. } | Self::RedirectLoop { .. } => Some(REDIRECTS),
             Self::DefaultConflict { .. } => Some(DEFAULT_BACKEND),
             Self::NoVip { .. } => Some(BACKEND_MODE),
-            Self::Service { .. } | Self::KeptLastGood { .. } => None,
+            // Half a certificate pair is a problem of the label that is missing.
+            Self::Service { reason, .. } => match **reason {
+                Reason::HalfCertPair { absent, .. } => Some(absent),
+                _ => None,
+            },
+            Self::KeptLastGood { .. } => None,
         }
     }
 

@@ -221,6 +221,14 @@ mod tests {
               is not terminated for it"
             ]
         );
+        // Status and metrics name the label that is missing, not `-`.
+        let p = parse(&service(&[
+            (HOSTS, "a.example"),
+            (PORT, "80"),
+            (SSL_CERT, "c"),
+        ]))
+        .unwrap();
+        assert_eq!(p.left_out[0].label(), Some(SSL_KEY));
         let (tls, _, errors) = tls_of(&[(SSL_CERT, "-bad"), (SSL_KEY, "k")]);
         assert_eq!(tls.cert, None);
         assert_eq!(errors.len(), 1);
