@@ -207,6 +207,8 @@ async fn deployed() -> tokio::sync::MutexGuard<'static, Option<Deployed>> {
     let mut guard = LOCK.lock().await;
     if guard.is_none() {
         swarm_lb_testkit::tls::require_tools(&["openssl", "curl"], "the stack test");
+        // Before the cluster: the ACME CA (Debian's `pebble`, scripts/setup.sh installs it).
+        swarm_lb_testkit::pebble::require_pebble();
         let t0 = Instant::now();
         let out = multinode(&["up", "--registry"]);
         assert!(
