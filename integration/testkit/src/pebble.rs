@@ -8,9 +8,17 @@
 //!   (loopback by default; the e2e stacks reach it on the Docker bridge's gateway), and the
 //!   certificate names [`PebbleOptions::names`] besides `localhost` and `127.0.0.1`.
 //! - Validation runs at once (`PEBBLE_VA_NOSLEEP`), every good nonce is accepted.
+//! - In another network namespace ([`PebbleOptions::netns`], the 3-node Swarm's switch `mn-sw`)
+//!   both run through `ip netns exec`; their DNS then answers with
+//!   [`PebbleOptions::default_ipv4`] (an edge's address) instead of loopback.
+//! - Both die with the test binary even when it never drops them (a `Pebble` kept in a
+//!   `static` for a whole suite): they are started with `setpriv --pdeathsig KILL` from a thread
+//!   that lives as long as the process.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// A child process killed (and reaped) on drop.
@@ -23,20 +31,83 @@ impl Drop for Child {
     }
 }
 
+fn on_path(tool: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Panics, saying how to install them, unless `pebble`, `pebble-challtestsrv` and `curl` are
 /// on the PATH.
 pub fn require_pebble() {
     for tool in ["pebble", "pebble-challtestsrv", "curl"] {
-        let found = std::process::Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .stdout(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
         assert!(
-            found,
+            on_path(tool),
             "{tool} is needed by the ACME tests: apt-get install pebble curl (scripts/setup.sh installs them)"
         );
     }
+}
+
+/// `program` run in `netns` (`ip netns exec`, which execs it: the child is the program itself)
+/// or here.
+fn command_in(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+/// [`command_in`], under `setpriv --pdeathsig KILL` when util-linux has it: the kernel kills
+/// the child when the thread that spawned it ends (`PR_SET_PDEATHSIG`); [`spawn_tied`] spawns it
+/// from a thread that ends only with the process.
+fn tied_command_in(netns: Option<&str>, program: &str) -> Command {
+    if !on_path("setpriv") {
+        return command_in(netns, program);
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--pdeathsig", "KILL", "--"]);
+    if let Some(ns) = netns {
+        c.args(["ip", "netns", "exec", ns]);
+    }
+    c.arg(program);
+    c
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<std::process::Child>>);
+
+/// Spawns `command` from a thread that never ends (a test's own thread, or its runtime's, ends
+/// with the test, and would take a [`tied_command_in`] child with it).
+fn spawn_tied(command: Command) -> std::io::Result<std::process::Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("pebble-spawner".into())
+            .spawn(move || {
+                for (mut command, reply) in rx {
+                    let _ = reply.send(command.spawn());
+                }
+                // The sender lives in a static: not reached before the process exits.
+                loop {
+                    std::thread::park();
+                }
+            })
+            .expect("start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply, answer) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((command, reply))
+        .expect("the spawner thread");
+    answer.recv().expect("the spawner thread's answer")
 }
 
 /// How to start Pebble.
@@ -54,6 +125,12 @@ pub struct PebbleOptions {
     /// Fail every validation: the validation authority fetches answers from a port where
     /// nothing listens (a CA that refuses, as an operator meets it).
     pub refuse: bool,
+    /// The network namespace both processes run in (`ip netns exec`); `listen` is an address
+    /// of that namespace. `None`: this one.
+    pub netns: Option<String>,
+    /// The address its DNS gives every name: where the validation authority fetches the HTTP-01
+    /// answers (on [`PebbleOptions::http_port`]).
+    pub default_ipv4: IpAddr,
 }
 
 impl PebbleOptions {
@@ -64,6 +141,8 @@ impl PebbleOptions {
             listen: IpAddr::from([127, 0, 0, 1]),
             names: Vec::new(),
             refuse: false,
+            netns: None,
+            default_ipv4: IpAddr::from([127, 0, 0, 1]),
         }
     }
 }
@@ -77,6 +156,7 @@ pub struct Pebble {
     /// The PEM root that signs Pebble's own HTTPS certificate.
     pub ca_bundle: PathBuf,
     listen: IpAddr,
+    netns: Option<String>,
     _dns: Child,
     _pebble: Child,
     dir: tempfile::TempDir,
@@ -156,17 +236,29 @@ impl Pebble {
         let config_path = dir.path().join("pebble.json");
         std::fs::write(&config_path, config.to_string()).expect("write config");
         let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
-        let dns_child = std::process::Command::new("pebble-challtestsrv")
+        let netns = options.netns.as_deref();
+        let IpAddr::V4(default_ipv4) = options.default_ipv4 else {
+            panic!("PebbleOptions::default_ipv4 must be IPv4");
+        };
+        // Its DNS and management stay on the loopback of the namespace Pebble runs in.
+        let mut dns_command = tied_command_in(netns, "pebble-challtestsrv");
+        dns_command
             .args(["-dns01", &format!("127.0.0.1:{dns}")])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .args(["-management", &format!("127.0.0.1:{dns_management}")])
-            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args([
+                "-defaultIPv4",
+                &default_ipv4.to_string(),
+                "-defaultIPv6",
+                "",
+            ])
             .stdout(log("challtestsrv.log"))
-            .stderr(log("challtestsrv.err"))
-            .spawn()
+            .stderr(log("challtestsrv.err"));
+        let dns_child = spawn_tied(dns_command)
             .map(Child)
             .expect("start pebble-challtestsrv");
-        let pebble = std::process::Command::new("pebble")
+        let mut pebble_command = tied_command_in(netns, "pebble");
+        pebble_command
             .arg("-config")
             .arg(&config_path)
             .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
@@ -174,24 +266,43 @@ impl Pebble {
             .env("PEBBLE_VA_NOSLEEP", "1")
             .env("PEBBLE_WFE_NONCEREJECT", "0")
             .stdout(log("pebble.log"))
-            .stderr(log("pebble.err"))
-            .spawn()
-            .map(Child)
-            .expect("start pebble");
-        let addr = std::net::SocketAddr::new(options.listen, listen);
-        crate::poll_until(Duration::from_secs(10), "Pebble to listen", || async move {
-            tokio::net::TcpStream::connect(addr).await.ok().map(|_| ())
-        })
-        .await;
-        Pebble {
+            .stderr(log("pebble.err"));
+        let pebble = spawn_tied(pebble_command).map(Child).expect("start pebble");
+        let started = Pebble {
             directory: format!("https://{}/dir", bind(listen)),
             management,
             ca_bundle,
             listen: options.listen,
+            netns: options.netns.clone(),
             _dns: dns_child,
             _pebble: pebble,
             dir,
-        }
+        };
+        crate::poll_until(Duration::from_secs(10), "Pebble to listen", || async {
+            started.answers().then_some(())
+        })
+        .await;
+        started
+    }
+
+    /// Whether Pebble's directory answers over HTTPS, verified with [`Pebble::ca_bundle`] (from
+    /// its namespace).
+    fn answers(&self) -> bool {
+        self.curl()
+            .arg(&self.directory)
+            .args(["-o", "/dev/null"])
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `curl` against Pebble's listeners, from its namespace, trusting its HTTPS root.
+    fn curl(&self) -> Command {
+        let mut c = command_in(self.netns.as_deref(), "curl");
+        c.args(["-sSf", "--max-time", "5", "--cacert"])
+            .arg(&self.ca_bundle)
+            .stdin(std::process::Stdio::null());
+        c
     }
 
     /// Pebble's root for the certificates it issues (made anew at each start), from its
@@ -202,9 +313,8 @@ impl Pebble {
             IpAddr::V4(ip) => ip.to_string(),
             IpAddr::V6(ip) => format!("[{ip}]"),
         };
-        let out = std::process::Command::new("curl")
-            .args(["-sSf", "--max-time", "5", "--cacert"])
-            .arg(&self.ca_bundle)
+        let out = self
+            .curl()
             .arg(format!("https://{host}:{}/roots/0", self.management))
             .arg("-o")
             .arg(&path)
