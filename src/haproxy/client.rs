@@ -48,6 +48,9 @@ pub const WRITE_CHUNK: usize = 8 * 1024;
 
 /// How much room each socket read asks for.
 const READ_CHUNK: usize = 64 * 1024;
+/// Capacity the reply buffer keeps between calls (bytes): more than one read, far less than
+/// a large `show servers state` ([`Replies::shrink`]).
+const KEEP_REPLY_BUFFER: usize = 4 * READ_CHUNK;
 
 /// The deadline of one call unless [`AdminClient::set_timeout`] says otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -321,7 +324,9 @@ impl AdminClient {
         &mut self,
         cmds: &[R],
     ) -> Result<(Vec<Result<String, ReplyError>>, usize, usize), ClientError> {
-        match tokio::time::timeout(self.timeout, self.exchange(cmds)).await {
+        let result = tokio::time::timeout(self.timeout, self.exchange(cmds)).await;
+        self.replies.shrink(KEEP_REPLY_BUFFER);
+        match result {
             Ok(result) => result,
             Err(_elapsed) => Err(ClientError::Timeout {
                 path: self.path.clone(),

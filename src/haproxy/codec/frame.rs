@@ -66,6 +66,18 @@ impl Replies {
         self.buf.len() - self.start
     }
 
+    /// Gives back the memory a large reply left: the buffer keeps the bytes not yet handed out
+    /// and at most `keep` bytes of capacity beyond them. A `show servers state` of every
+    /// backend is ~30 MB at 10,000 services; without this the buffer would hold that much
+    /// for good after the first one.
+    pub fn shrink(&mut self, keep: usize) {
+        if self.buf.capacity() > keep.max(self.pending()) {
+            self.buffer();
+            let len = self.buf.len();
+            self.buf.shrink_to(keep.max(len));
+        }
+    }
+
     /// Forget everything (a new connection starts a new stream).
     pub fn clear(&mut self) {
         self.buf.clear();
@@ -77,6 +89,19 @@ impl Replies {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_reply_leaves_no_large_buffer_behind_once_handed_out() {
+        let mut r = Replies::new();
+        r.buffer().extend(std::iter::repeat_n(b'1', 1 << 20));
+        r.buffer().extend_from_slice(b"\n> partial");
+        assert_eq!(r.next_reply().map(<[u8]>::len), Some(1 << 20));
+        r.shrink(4096);
+        assert!(r.buf.capacity() <= 4096, "{}", r.buf.capacity());
+        // What was not handed out stays, and the stream goes on.
+        r.buffer().extend_from_slice(b" reply\n> ");
+        assert_eq!(r.next_reply(), Some(&b"partial reply"[..]));
+    }
 
     fn all(replies: &mut Replies) -> Vec<String> {
         let mut out = Vec::new();
