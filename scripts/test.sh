@@ -155,26 +155,31 @@ run "e2e on $(haproxy_version "$host")" \
 # suite (tests/faults.rs, ~2.5 min, in the lane beside the scenarios; SWARM_LB_FAULTS_LONG=1
 # for the long versions).
 echo "== cargo test: end-to-end scenarios on HAProxy $(haproxy_version "$PWD/target/haproxy/3.4/haproxy") (swarm-lb/haproxy:3.4-local)"
+# mdbook (the book's builder, from crates.io: ~2.5 min of CPU on a fresh machine) installs
+# beside this stage, whose stacks mostly wait; its result is used by the book stage at the end.
+rm -rf "$side_dir" && mkdir -p "$side_dir"
+side_stage book-install bash scripts/book.sh install &
+book_install=$!
 e2e_lanes_on_3_4() { SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local e2e_lanes "$@"; }
 run "e2e on $(haproxy_version "$PWD/target/haproxy/3.4/haproxy")" \
     e2e_lanes_on_3_4 "--lib --bins --test scenarios" "--test faults --test policies --test observe --test tls"
 
 # Several edges on a real 3-node Swarm (three dockerds in network namespaces on this machine,
 # scripts/multinode.sh): one test at a time (they share the edges), then the cluster goes.
-# Beside the multi-node stages, which mostly wait on Docker, one background job runs one after
-# another: the real-HAProxy suites on 3.0, 3.2 and 3.4 and testssl.sh on 2.6 (no Docker: real
-# HAProxy processes on loopback), then the fuzz targets' build (nightly, sanitizer: ~4 min of
-# CPU; the fuzz stage at the end only runs them) and mdbook's install (from crates.io: ~2.5 min
-# of CPU). So at most one of them competes with the multi-node tests, whose latency bounds (1 s)
-# hold on this 2-core machine under such load (measured at load average 8-12). Their results
-# are printed after the stack stage (side_report).
+# Beside the multi-node stages, which mostly wait on Docker, two background jobs: the
+# real-HAProxy suites on 3.0, 3.2 and 3.4 and testssl.sh on 2.6 one after another (no Docker:
+# real HAProxy processes on loopback, light on CPU), and the fuzz targets' build (nightly,
+# sanitizer: ~4 min of CPU alone, ~10 under this load; the fuzz stage at the end only runs
+# them). The multi-node tests' latency bounds (1 s) hold on this 2-core machine under such load
+# (measured at load average 8-12). Their results are printed after the stack stage
+# (side_report).
 for line in "${MATRIX[@]}"; do
     bin=$PWD/target/haproxy/$line/haproxy
     [[ -x $bin ]] || { echo "no $bin: scripts/images.sh haproxy-$line builds it" >&2; exit 1; }
 done
 # Built first, so that the two do not wait on each other's build (cargo's lock).
 cargo test --no-run -p swarm-lb-e2e --test multinode --test stack
-rm -rf "$side_dir" && mkdir -p "$side_dir"
+wait "$book_install" || true
 (
     for line in "${MATRIX[@]}"; do
         side_stage "haproxy-$line" env HAPROXY="$PWD/target/haproxy/$line/haproxy" \
@@ -182,10 +187,10 @@ rm -rf "$side_dir" && mkdir -p "$side_dir"
     done
     side_stage testssl env HAPROXY="$host" cargo test --test shaping -- --ignored --exact \
         testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label
-    side_stage fuzz-build bash scripts/fuzz.sh build
-    side_stage book-install bash scripts/book.sh install
 ) &
 side_job=$!
+side_stage fuzz-build bash scripts/fuzz.sh build &
+fuzz_build=$!
 echo "== cargo test: multi-node Swarm, an edge on each of 3 nodes (integration/e2e/tests/multinode.rs)"
 run "multi-node e2e" cargo test -p swarm-lb-e2e --test multinode -- --test-threads 1
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
@@ -209,7 +214,7 @@ run "stack e2e on 3.4" env SWARM_LB_E2E_HAPROXY_IMAGE=swarm-lb/haproxy:3.4-local
 bash scripts/multinode.sh down || echo "multinode: cluster teardown failed" >&2
 
 # The stages that ran beside the multi-node ones.
-wait "$side_job" || true
+wait "$side_job" "$fuzz_build" || true
 for line in "${MATRIX[@]}"; do
     echo "== cargo test: real HAProxy $(haproxy_version "$PWD/target/haproxy/$line/haproxy") (Debian's $line line): ${HAPROXY_SUITES[*]}"
     side_report "haproxy-$line" "real HAProxy $(haproxy_version "$PWD/target/haproxy/$line/haproxy")"
