@@ -221,8 +221,13 @@ pub fn loaded_sections(config: &str) -> BTreeMap<String, String> {
 /// The entries of each loaded section, read back through the htpasswd reader (a section
 /// [`section`] wrote always reads; one that does not is left out).
 pub fn loaded_lists(config: &str) -> BTreeMap<String, Vec<Entry>> {
-    loaded_sections(config)
-        .into_iter()
+    section_lists(&loaded_sections(config))
+}
+
+/// [`loaded_lists`] from the sections [`loaded_sections`] gave (secret -> section text).
+pub fn section_lists(sections: &BTreeMap<String, String>) -> BTreeMap<String, Vec<Entry>> {
+    sections
+        .iter()
         .filter_map(|(secret, text)| {
             let as_file: String = text
                 .lines()
@@ -237,7 +242,7 @@ pub fn loaded_lists(config: &str) -> BTreeMap<String, Vec<Entry>> {
                     }
                 })
                 .collect();
-            htpasswd::parse(&as_file).ok().map(|e| (secret, e))
+            htpasswd::parse(&as_file).ok().map(|e| (secret.clone(), e))
         })
         .collect()
 }

@@ -55,11 +55,9 @@ pub struct AuthLists {
     /// The last good entries of each secret (read this run, or from the config HAProxy
     /// loaded, at start).
     good: BTreeMap<String, Vec<Entry>>,
-    /// Service -> the secret whose list is in force for it.
-    in_force: BTreeMap<String, String>,
-    /// Service -> what the log last said of it: the secret in force, and whether its list was
-    /// delivered (false: the route lets nobody in until it is).
-    announced: BTreeMap<String, (String, bool)>,
+    /// Service -> the secret whose list is in force for it, and whether that list was
+    /// delivered (false: the route lets nobody in until it is). The log says each change once.
+    in_force: BTreeMap<String, (String, bool)>,
     /// The problems of the last pass, by their text (logged once, when they appear).
     reported: BTreeMap<String, LabelError>,
     /// Each secret's file as last read: its identity and what parsing it gave.
@@ -83,7 +81,6 @@ impl AuthLists {
             delivery: None,
             good: BTreeMap::new(),
             in_force: BTreeMap::new(),
-            announced: BTreeMap::new(),
             reported: BTreeMap::new(),
             parsed: BTreeMap::new(),
             reads: 0,
@@ -202,7 +199,7 @@ impl AuthLists {
                 let e = LabelError::invalid(service, AUTH_BASIC, want, reason.clone());
                 problems.insert(e.to_string(), e);
             }
-            let previous = self.in_force.get(service);
+            let previous = self.in_force.get(service).map(|(secret, _)| secret);
             let chosen = if good.contains_key(want) {
                 // Rendered, so that a reload loads it if it is not loaded yet; meanwhile the
                 // previous list stays in force if HAProxy holds it.
@@ -218,37 +215,31 @@ impl AuthLists {
                     _ => want.clone(),
                 }
             };
-            if good.contains_key(&chosen) {
+            let delivered = good.contains_key(&chosen);
+            if delivered {
                 render.insert(chosen.clone());
             }
             desired
                 .hosts
                 .insert(auth_key(service), auth_value(&chosen, realm));
-            in_force.insert(service.clone(), chosen);
+            in_force.insert(service.clone(), (chosen, delivered));
         }
-        let announced: BTreeMap<String, (String, bool)> = in_force
-            .iter()
-            .map(|(service, secret)| {
-                let ready = self.good.contains_key(secret);
-                (service.clone(), (secret.clone(), ready))
-            })
-            .collect();
-        for (service, now) in &announced {
-            if self.announced.get(service) == Some(now) {
+        for (service, now) in &in_force {
+            if self.in_force.get(service) == Some(now) {
                 continue;
             }
-            let (secret, ready) = now;
-            if *ready {
+            let (secret, delivered) = now;
+            if *delivered {
                 info!(service = %service, secret = %secret, label = AUTH_BASIC, "basic-auth user list in force (hosts map entry)");
             } else {
                 warn!(service = %service, secret = %secret, label = AUTH_BASIC, "basic-auth user list not delivered yet (no Docker secret of that name, or its copy job has not run): the route lets nobody in until it is");
             }
         }
-        self.announced = announced;
         self.in_force = in_force;
         let keep: BTreeSet<&String> = self
             .in_force
             .values()
+            .map(|(secret, _)| secret)
             .chain(wanted.values().map(|(s, _)| s))
             .collect();
         self.good.retain(|secret, _| keep.contains(secret));
@@ -418,11 +409,11 @@ mod tests {
         let mut d = desired("v1");
         let lists = auth.settle(&mut d, &BTreeMap::new());
         assert!(lists.is_empty(), "nothing to render: nobody is let in");
-        assert_eq!(auth.announced["web"], ("v1".to_owned(), false));
+        assert_eq!(auth.in_force["web"], ("v1".to_owned(), false));
         std::fs::write(dir.path().join("v1"), format!("alice:{BCRYPT}\n")).unwrap();
         let mut d = desired("v1");
         auth.settle(&mut d, &BTreeMap::new());
-        assert_eq!(auth.announced["web"], ("v1".to_owned(), true));
+        assert_eq!(auth.in_force["web"], ("v1".to_owned(), true));
     }
 
     #[test]

@@ -98,14 +98,12 @@ pub(super) struct FileWriter {
     loaded: Options,
     /// What the config HAProxy loaded (as far as known) says, read once per config (its
     /// text is not kept): whether it was rendered from the current template and settings
-    /// (true when unknown), and whether it holds the backend CA bundle.
+    /// (true when unknown; the user lists, the one setting that changes at run time, are
+    /// left out of that comparison), whether it holds the backend CA bundle, its named
+    /// defaults sections and its basic-auth user list sections (secret -> section text).
     loaded_template: bool,
     loaded_backend_ca: bool,
-    /// The entries of its basic-auth user lists (to seed `AuthLists` at start).
-    loaded_userlist_entries: BTreeMap<String, Vec<crate::model::htpasswd::Entry>>,
-    /// The named defaults sections of `loaded_config` (read once per config, not per pass).
     loaded_defaults: BTreeSet<DefaultsName>,
-    /// The basic-auth user list sections of `loaded_config` (secret -> section text).
     loaded_userlists: BTreeMap<String, String>,
 }
 
@@ -144,7 +142,6 @@ impl FileWriter {
             loaded,
             loaded_template: true,
             loaded_backend_ca: false,
-            loaded_userlist_entries: BTreeMap::new(),
             loaded_defaults: BTreeSet::new(),
             loaded_userlists: BTreeMap::new(),
         };
@@ -157,10 +154,6 @@ impl FileWriter {
             .as_deref()
             .map_or(true, |c| render::from_template(c, &self.render));
         self.loaded_backend_ca = config.as_deref().is_some_and(render::loads_backend_ca);
-        self.loaded_userlist_entries = config
-            .as_deref()
-            .map(crate::haproxy::auth::loaded_lists)
-            .unwrap_or_default();
         self.loaded_defaults = config
             .as_deref()
             .map(render::named_defaults)
@@ -178,7 +171,7 @@ impl FileWriter {
 
     /// The entries of the user lists HAProxy loaded (to seed `AuthLists` at start).
     pub fn loaded_userlist_entries(&self) -> BTreeMap<String, Vec<crate::model::htpasswd::Entry>> {
-        self.loaded_userlist_entries.clone()
+        crate::haproxy::auth::section_lists(&self.loaded_userlists)
     }
 
     /// The user lists the files are rendered with from now on. A change is written by the
