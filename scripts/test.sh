@@ -180,12 +180,33 @@ done
 # Built first, so that the two do not wait on each other's build (cargo's lock).
 cargo test --no-run -p swarm-lb-e2e --test multinode --test stack
 wait "$book_install" || true
+# The real-HAProxy suites' test binaries (built by the unit stage) run directly, not through
+# cargo: a cargo beside the multi-node stages' cargo waited 5.8 min on its package-cache and
+# artifact-directory locks in one run. Their paths are what cargo reports for them (the
+# crate's binary, which they run, is reported too and is not a test).
+mapfile -t suite_bins < <(cargo test --no-run --message-format=json "${HAPROXY_SUITES[@]}" |
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
+((${#suite_bins[@]} == ${#HAPROXY_SUITES[@]} / 2)) ||
+    { echo "expected $((${#HAPROXY_SUITES[@]} / 2)) test binaries, cargo named: ${suite_bins[*]}" >&2; exit 1; }
+# run_binaries_on HAPROXY TEST-BINARY ... : each test binary in turn with $HAPROXY set, all of
+# them even after a failure, as `cargo test --no-fail-fast` runs them; fails if any failed.
+run_binaries_on() {
+    local bin rc=0
+    local -x HAPROXY=$1
+    shift
+    for bin in "$@"; do
+        echo "     Running $bin"
+        "$bin" || rc=1
+    done
+    return "$rc"
+}
+shaping_bin=$(printf '%s\n' "${suite_bins[@]}" | grep '/shaping-')
 (
     for line in "${MATRIX[@]}"; do
-        side_stage "haproxy-$line" env HAPROXY="$PWD/target/haproxy/$line/haproxy" \
-            cargo test --no-fail-fast "${HAPROXY_SUITES[@]}"
+        side_stage "haproxy-$line" run_binaries_on "$PWD/target/haproxy/$line/haproxy" \
+            "${suite_bins[@]}"
     done
-    side_stage testssl env HAPROXY="$host" cargo test --test shaping -- --ignored --exact \
+    side_stage testssl env HAPROXY="$host" "$shaping_bin" --ignored --exact \
         testssl_finds_hsts_offered_on_the_https_edge_of_a_service_with_the_hsts_label
 ) &
 side_job=$!
