@@ -73,7 +73,7 @@ struct Contribution {
     warnings: Vec<LabelError>,
     errors: Vec<LabelError>,
     notices: Vec<LabelError>,
-    built: Option<(Arc<RouteInForce>, BackendSpec)>,
+    built: Option<(Arc<RouteInForce>, Arc<BackendSpec>)>,
 }
 
 /// [`desired`], reusing what `cache` holds of the services that did not change (at 10,000
@@ -223,7 +223,7 @@ pub fn desired_cached(
             redirect: r.clone(),
         }));
         out.networks.insert(spec.network.clone());
-        out.backends.insert(route.backend.clone(), spec.clone());
+        out.backends.insert(route.backend.clone(), Arc::clone(spec));
         out.routes.insert(service.id.clone(), Arc::clone(in_force));
     }
     if cache.by_service.len() > seen.len() {
@@ -309,7 +309,7 @@ impl Ctx<'_> {
             Verdict::Refused(errors) => Err(errors),
         };
         c.built = match built {
-            Ok((route, spec)) => Some((Arc::new(route), spec)),
+            Ok((route, spec)) => Some((Arc::new(route), Arc::new(spec))),
             Err(errors) => {
                 c.errors.extend(errors);
                 let Some(good) = last_good else {
@@ -321,7 +321,7 @@ impl Ctx<'_> {
                         c.warnings.push(LabelError::KeptLastGood {
                             service: service.name.clone(),
                         });
-                        Some((Arc::new(built.0), built.1))
+                        Some((Arc::new(built.0), Arc::new(built.1)))
                     }
                     Err(errors) => {
                         c.errors.extend(errors);

@@ -205,7 +205,9 @@ pub struct BackendSpec {
 /// The routing Swarm asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub backends: BTreeMap<BackendName, BackendSpec>,
+    /// Shared with the cache of the pass that built them (a service that did not change is
+    /// not copied).
+    pub backends: BTreeMap<BackendName, Arc<BackendSpec>>,
     /// The content of the hosts map: route key (host, context root, bucket) -> what the
     /// frontend does (see [`MapKey`] and [`MapValue`], and `model::routes`).
     pub hosts: BTreeMap<MapKey, MapValue>,

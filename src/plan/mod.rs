@@ -232,7 +232,9 @@ fn connect_timeout_in_map(desired: &Desired, rule: bool) -> std::borrow::Cow<'_,
     }
     let mut owned = desired.clone();
     for spec in owned.backends.values_mut() {
-        spec.options.timeout_connect_ms = None;
+        if spec.options.timeout_connect_ms.is_some() {
+            Arc::make_mut(spec).options.timeout_connect_ms = None;
+        }
     }
     std::borrow::Cow::Owned(owned)
 }
@@ -246,7 +248,7 @@ fn connect_timeout_in_map(desired: &Desired, rule: bool) -> std::borrow::Cow<'_,
 #[derive(Debug, Default)]
 pub struct PlanCache {
     settings: Option<PlanSettings>,
-    settled: HashMap<BackendName, (BackendSpec, Arc<BackendState>)>,
+    settled: HashMap<BackendName, (Arc<BackendSpec>, Arc<BackendState>)>,
 }
 
 /// [`plan`], skipping the backends `cache` knows to be as desired already, and retiring none
@@ -288,7 +290,7 @@ pub fn plan_cached(
         }
         let current = actual.backends.get(name);
         if let (Some(a), Some((s, seen))) = (current, cache.settled.get(name)) {
-            if Arc::ptr_eq(a, seen) && s == spec {
+            if Arc::ptr_eq(a, seen) && (Arc::ptr_eq(s, spec) || s == spec) {
                 backends.insert(name.clone(), a.clone());
                 continue;
             }

@@ -168,7 +168,10 @@ pub fn desired() -> impl Strategy<Value = Desired> {
             )
         })
         .prop_map(|(backends, hosts, networks)| Desired {
-            backends: backends.into_iter().collect(),
+            backends: backends
+                .into_iter()
+                .map(|(n, s)| (n, Arc::new(s)))
+                .collect(),
             hosts,
             networks,
             routes: BTreeMap::new(),

@@ -68,7 +68,10 @@ fn vip(addr: &str) -> BackendSpec {
 }
 fn desired(backends: Vec<(&str, BackendSpec)>, hosts: &[(&str, &str)]) -> Desired {
     Desired {
-        backends: backends.into_iter().map(|(n, s)| (be(n), s)).collect(),
+        backends: backends
+            .into_iter()
+            .map(|(n, s)| (be(n), Arc::new(s)))
+            .collect(),
         hosts: hosts.iter().map(|(h, b)| (host(h), val(b))).collect(),
         ..Desired::default()
     }
