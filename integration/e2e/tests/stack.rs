@@ -22,7 +22,7 @@
 //! One test changes the layout for its run: mn2 and mn3 promoted to managers (three Raft
 //! managers), so that `lb_manager-edge`, the edges that may order, runs on every node; they are
 //! demoted again at its end, failing or not (`ThreeManagers`), since the others assume mn1 the
-//! only manager. It runs last (tests run in name order).
+//! only manager.
 //!
 //! Tests run one at a time (a lock) on one deployment; `scripts/test.sh` runs them, then
 //! `scripts/multinode.sh down` (which also ends Pebble, a process of the switch namespace; it
@@ -1095,14 +1095,22 @@ fn set_role(node: &str, manager: bool) -> Result<(), String> {
 }
 
 /// mn2 and mn3 managers for one test, so that `lb_manager-edge` runs on all three nodes; on
-/// drop (a failing test too) they are workers again and `lb_manager-edge` exists, which the
-/// other tests of this suite assume (mn1 the only manager, worker edges on mn2 and mn3).
+/// drop (a failing test too) they are workers again, every node active, `lb_manager-edge`
+/// deployed and Pebble's DNS on [`CHALLENGED_NODE`], which the other tests of this suite
+/// assume (mn1 the only manager, worker edges on mn2 and mn3).
 struct ThreeManagers<'a> {
     deployed: &'a Deployed,
 }
 
 impl ThreeManagers<'_> {
     fn restore(&self) {
+        for node in NODES {
+            let _ = try_mn("mn1", &["node", "update", "--availability", "active", node]);
+        }
+        let challenged = node_ip(CHALLENGED_NODE).parse().expect("node address");
+        if let Err(e) = self.deployed.pebble.set_default_ipv4(challenged) {
+            eprintln!("restoring Pebble's DNS: {e}");
+        }
         // One at a time: 3 -> 2 -> 1 managers, quorum kept at each step.
         for node in ["mn3", "mn2"] {
             if let Err(e) = set_role(node, false) {
@@ -1147,9 +1155,11 @@ fn try_docker_logs(node: &str, id: &str) -> Option<String> {
 /// together by one `docker stack deploy` with a service labelled `ssl_acme` already there,
 /// place ONE order (Pebble's count) and all serve its certificate (one serial, `curl --cacert`
 /// Pebble's root through each). Then the edge that takes the next order (a second host added)
-/// is killed while it holds the lease: Swarm restarts it as a new edge, and the order is
-/// completed by an edge other than the dead one, only after the lease's expiry (its label).
-/// mn2 and mn3 are workers again afterwards.
+/// is killed while it holds the lease and its node drained (no edge restarts there; Pebble's
+/// DNS moves to a living edge if it pointed there): one edge on another node takes the lapsed
+/// lease over and completes the order, only after the lease's expiry (its label); the dead
+/// edge's node, active again, serves the same certificate. mn2 and mn3 are workers again
+/// afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_and_finish_an_order_whose_edge_died(
 ) {
@@ -1159,12 +1169,37 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
     let pebble = &dep.pebble;
     let root = pebble.issuing_root();
 
-    // No edge runs while the service appears: mn1's manager edge removed, and the worker
-    // edges go when their nodes become managers. HAProxy stays on every node (swarm-lb never
-    // removes it; the new edges adopt it).
-    let t0 = Instant::now();
+    // No edge that may order runs while the service appears: mn1's manager edge removed.
+    // HAProxy stays on every node (swarm-lb never removes it; the new edges adopt it).
     mn("mn1", &["service", "rm", "lb_manager-edge"]);
     let managers = ThreeManagers { deployed: dep };
+    // `service rm` returns before the task stops: an edge still running would order.
+    poll_until(CONVERGE, "mn1's manager edge stopped", || async {
+        edge_container("mn1").is_none().then_some(())
+    })
+    .await;
+    let (lease_creates_before, _) = api_refusals();
+    let orders_before = pebble.orders();
+    let svc = Svc::create_from(&app, 1, &["--label", "com.docker.lb.ssl_acme=true"]);
+    let objects = AcmeObjects {
+        host: svc.host.clone(),
+    };
+    // The worker edges want it, are refused the lease create by the api-proxy (403), and say
+    // once that they do not order.
+    for node in ["mn2", "mn3"] {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s worker edge logging that it may not order"),
+            || async move {
+                edge_logged(node, "may not create the ACME order lease").then_some(())
+            },
+        )
+        .await;
+    }
+    let refused = api_refusals().0 - lease_creates_before;
+    assert_eq!(refused, 2, "lease creates refused to the two worker edges");
+    // The worker edges go when their nodes become managers.
+    let t0 = Instant::now();
     for node in ["mn2", "mn3"] {
         set_role(node, true).unwrap_or_else(|e| panic!("{e}"));
     }
@@ -1180,11 +1215,18 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
         )
         .await;
     }
-    let orders_before = pebble.orders();
-    let svc = Svc::create_from(&app, 1, &["--label", "com.docker.lb.ssl_acme=true"]);
-    let objects = AcmeObjects {
-        host: svc.host.clone(),
-    };
+    // Several order rounds (2 s) later, nothing more: each worker edge tried once.
+    let refused_later = api_refusals().0 - lease_creates_before;
+    println!(
+        "acme, worker edges: {refused} lease creates refused (403), one per worker edge, each \
+         logged once; {refused_later} after {:.1} s more",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        refused_later, refused,
+        "a worker edge refused the lease kept trying"
+    );
+    assert_eq!(pebble.orders(), orders_before, "a worker edge ordered");
     poll_until(CONVERGE, "the ssl_acme service running", || async {
         (!svc.running().is_empty()).then_some(())
     })
@@ -1294,8 +1336,9 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
          expires in {} s",
         expires.saturating_sub(unix(SystemTime::now()))
     );
+    let living: Vec<&str> = NODES.into_iter().filter(|n| *n != dead_node).collect();
     // Meanwhile the host already certified keeps its certificate on the living edges.
-    for node in NODES.into_iter().filter(|n| *n != dead_node) {
+    for node in &living {
         assert_eq!(
             https_verified(node, &svc.host, &root),
             200,
@@ -1303,8 +1346,23 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
             svc.host
         );
     }
+    // Its node drained: Swarm starts no new edge there (a restarted edge on the dead one's node
+    // could take the lease over too), so another node's edge must complete the order. Its
+    // HAProxy still runs (a container, not a task) but takes no new answer: if Pebble's DNS
+    // sent the names there, it now sends them to a living edge.
+    mn(
+        "mn1",
+        &["node", "update", "--availability", "drain", dead_node],
+    );
+    if dead_node == CHALLENGED_NODE {
+        let to = living[0];
+        pebble
+            .set_default_ipv4(node_ip(to).parse().expect("node address"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        println!("acme: Pebble's DNS now sends every name to {to}");
+    }
     let mut served_after = Vec::new();
-    for node in NODES {
+    for node in &living {
         let done = poll_until(
             Duration::from_secs(240),
             &format!("{node} serving the order completed after the lease lapsed"),
@@ -1314,7 +1372,7 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
             },
         )
         .await;
-        served_after.push((node, done.0.as_secs_f64()));
+        served_after.push((*node, done.0.as_secs_f64()));
         if served_after.len() == 1 {
             assert!(
                 done.1 >= expires,
@@ -1324,31 +1382,46 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
             );
         }
     }
-    let serials: BTreeSet<String> = NODES
-        .into_iter()
-        .map(|n| served_serial(n, &second))
-        .collect();
     let orders = pebble.orders() - orders_before;
-    // The edges running now (the dead one's replacement on its node among them: a new
-    // container, a new holder) that took the lapsed lease over.
-    let takers: Vec<&str> = NODES
-        .into_iter()
+    let takers: Vec<&str> = living
+        .iter()
+        .copied()
         .filter(|n| edge_logged(n, "took over a lapsed order lease"))
         .collect();
     println!(
-        "acme: the order completed by the edge on {takers:?} (not {holder}) after the lease lapsed; served \
-         after the kill by {served_after:?} s (lease 120 s); {orders} orders at Pebble (the dead \
-         edge's and the completed one)"
-    );
-    assert_eq!(
-        serials.len(),
-        1,
-        "the edges serve different certificates: {serials:?}"
+        "acme: the order completed by the edge on {takers:?} after the lease of {dead_node}'s \
+         lapsed; served after the kill by {served_after:?} s (lease 120 s); {orders} orders at \
+         Pebble (the dead edge's and the completed one)"
     );
     assert_eq!(
         takers.len(),
         1,
-        "edges that took the lapsed lease over: {takers:?}"
+        "edges on {living:?} that took the lapsed lease over: {takers:?}"
+    );
+    // The dead edge's node back: its new edge serves the certificate stored meanwhile.
+    let back = Instant::now();
+    mn(
+        "mn1",
+        &["node", "update", "--availability", "active", dead_node],
+    );
+    poll_until(
+        Duration::from_secs(120),
+        &format!("{dead_node}'s new edge serving the completed order's certificate"),
+        || async { (https_verified(dead_node, &second, &root) == 200).then_some(()) },
+    )
+    .await;
+    println!(
+        "acme: {dead_node} active again, its new edge serves it {:.1} s later",
+        back.elapsed().as_secs_f64()
+    );
+    let serials: BTreeSet<String> = NODES
+        .into_iter()
+        .map(|n| served_serial(n, &second))
+        .collect();
+    assert_eq!(
+        serials.len(),
+        1,
+        "the edges serve different certificates: {serials:?}"
     );
     drop(svc);
     drop(objects);
