@@ -140,6 +140,31 @@ pub fn decide(found: Option<(Result<Lease, LeaseError>, i64)>, me: &str, now: i6
     }
 }
 
+/// What a refused lease create says about this edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CreateRefused {
+    /// 409: another edge created the lease first. Wait for the certificate it stores.
+    Taken,
+    /// 403: this edge may not create configs. A worker edge reads Swarm through the stack's
+    /// api-proxy, which refuses every create but a copy job's (`docs/acme.md`, "Several
+    /// nodes"). Such an edge never orders, for any name: the edges with a manager's socket do.
+    /// It keeps answering challenges and serving the certificates they store.
+    NotAllowed,
+    /// Anything else (engine restarting, connection lost): the next round tries again.
+    Retry,
+}
+
+/// How an edge reads the HTTP status of its refused lease create (`None`: no answer at all).
+/// Only 403 ends ordering: it is a standing permission (the proxy's rule, an authorization
+/// plugin's), where a 409 is one lost race and a 5xx or a lost connection are passing.
+pub fn create_refused(status: Option<u16>) -> CreateRefused {
+    match status {
+        Some(409) => CreateRefused::Taken,
+        Some(403) => CreateRefused::NotAllowed,
+        _ => CreateRefused::Retry,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +248,14 @@ mod tests {
             Decision::Wait { until, .. } if until == 50 + LEASE_S
         ));
         assert_eq!(decide(unreadable(0), "me", LEASE_S), Decision::TakeOver);
+    }
+
+    #[test]
+    fn only_a_forbidden_lease_create_stops_an_edge_from_ordering() {
+        assert_eq!(create_refused(Some(409)), CreateRefused::Taken);
+        assert_eq!(create_refused(Some(403)), CreateRefused::NotAllowed);
+        for passing in [None, Some(500), Some(502), Some(503), Some(400), Some(404)] {
+            assert_eq!(create_refused(passing), CreateRefused::Retry, "{passing:?}");
+        }
     }
 }

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::client::{AcmeClient, AcmeError, Challenges, ChallengesError, Credentials, Patience};
-use super::lease::{self, Decision, Lease};
+use super::lease::{self, CreateRefused, Decision, Lease};
 use super::schedule;
 use super::settings::AcmeSettings;
 use super::store::{self, AcmeView};
@@ -238,6 +238,7 @@ pub fn spawn(
         observer,
         client: None,
         failures: BTreeMap::new(),
+        may_order: true,
     };
     let task = tokio::spawn(async move {
         tokio::join!(lister, orderer.run(rx));
@@ -290,6 +291,9 @@ struct Orderer {
     client: Option<AcmeClient>,
     /// Digest -> failures in a row and when to try again (unix seconds).
     failures: BTreeMap<String, (u32, i64)>,
+    /// False once Swarm refused this edge a lease create with 403 ([`CreateRefused::NotAllowed`]):
+    /// it then never orders nor removes anything, and its orderer ends.
+    may_order: bool,
 }
 
 impl Orderer {
@@ -307,6 +311,10 @@ impl Orderer {
                 .retain(|d, _| round.iter().any(|(digest, _)| digest == d));
             for (digest, want) in round {
                 self.consider(&view, &digest, &want, now).await;
+                if !self.may_order {
+                    // The lister goes on: this edge answers challenges and serves certificates.
+                    return;
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(self.settings.poll) => {}
@@ -434,7 +442,7 @@ impl Orderer {
     }
 
     /// The lease for `want`'s names, if this edge gets it: the config's ID.
-    async fn take_lease(&self, view: &AcmeView, want: &WantedAcme, now: i64) -> Option<String> {
+    async fn take_lease(&mut self, view: &AcmeView, want: &WantedAcme, now: i64) -> Option<String> {
         let name = lease::lease_name(&want.hosts);
         let found = view.leases.get(&name);
         let me = &self.settings.holder;
@@ -445,12 +453,24 @@ impl Orderer {
         match lease::decide(read, me, now) {
             Decision::Create => match self.docker.create_config(&name, b"lease", &labels).await {
                 Ok(id) => Some(id),
-                Err(e) if e.is_conflict() => {
-                    debug!(service = %want.service, "another edge took the order lease first");
-                    None
-                }
                 Err(error) => {
-                    debug!(%error, "creating the order lease");
+                    match lease::create_refused(error.status()) {
+                        CreateRefused::Taken => {
+                            debug!(service = %want.service, "another edge took the order lease first")
+                        }
+                        CreateRefused::NotAllowed => {
+                            info!(
+                                holder = %me,
+                                %error,
+                                "this edge may not create the ACME order lease (403: a worker \
+                                 edge behind the api-proxy), so it orders no certificate; the \
+                                 edges with a manager's socket order, this one answers their \
+                                 challenges and serves what they store"
+                            );
+                            self.may_order = false;
+                        }
+                        CreateRefused::Retry => debug!(%error, "creating the order lease"),
+                    }
                     None
                 }
             },

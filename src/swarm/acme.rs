@@ -55,6 +55,14 @@ impl SwarmError {
     pub fn is_conflict(&self) -> bool {
         matches!(self, SwarmError::Api { status: 409, .. })
     }
+
+    /// The HTTP status the engine (or a proxy in front of it) answered, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            SwarmError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
 }
 
 impl Docker {

@@ -19,6 +19,11 @@
 //! Pebble (Debian's `pebble`) in the switch namespace `mn-sw`, on the nodes' link, whose DNS
 //! sends every name to mn2, a worker edge.
 //!
+//! One test changes the layout for its run: mn2 and mn3 promoted to managers (three Raft
+//! managers), so that `lb_manager-edge`, the edges that may order, runs on every node; they are
+//! demoted again at its end, failing or not (`ThreeManagers`), since the others assume mn1 the
+//! only manager.
+//!
 //! Tests run one at a time (a lock) on one deployment; `scripts/test.sh` runs them, then
 //! `scripts/multinode.sh down` (which also ends Pebble, a process of the switch namespace; it
 //! dies with the test binary anyway).
@@ -580,7 +585,20 @@ async fn through_the_stacks_agents_a_crashed_task_on_mn3_is_served_by_every_edge
 
 /// The address of `lb_api`'s task on the stack's `api` overlay.
 fn api_address() -> String {
-    let ids = mn("mn1", &["service", "ps", "-q", "--no-trunc", "lb_api"]);
+    // Running ones only: the list keeps the tasks of nodes that were managers for a while
+    // (the three-manager ACME test), gone with their addresses.
+    let ids = mn(
+        "mn1",
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+            "lb_api",
+        ],
+    );
     let id = ids.lines().next().expect("an lb_api task");
     let json = mn("mn1", &["inspect", id]);
     let tasks: Vec<Value> = serde_json::from_str(&json).expect("task JSON");
@@ -637,7 +655,7 @@ async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anyth
     let app = pulled(registry(&d), APP);
     let svc = Svc::create_from(&app, 1, &[]);
     svc.converged(&edges(), 1).await;
-    let refused_before = api_refusals();
+    let (lease_creates, refused_before) = api_refusals();
     for path in [
         "/v1.41/version",
         "/v1.41/services",
@@ -713,6 +731,11 @@ async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anyth
         refused_before, 0,
         "the api proxy refused calls of the worker edges themselves"
     );
+    assert!(
+        lease_creates <= 2,
+        "{lease_creates} ACME order-lease creates refused: a worker edge refused once must stop \
+         ordering (at most one per worker edge, mn2 and mn3)"
+    );
     let id = container_on_filter("mn1", "label=com.docker.swarm.service.name=lb_api");
     let pid = mn("mn1", &["inspect", "--format", "{{.State.Pid}}", &id]);
     let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -723,21 +746,28 @@ async fn the_worker_edges_api_passes_their_reads_and_copy_jobs_and_refuses_anyth
                 .map(|v| v.trim().to_owned())
         })
         .unwrap_or_default();
+    let (lease_creates, probes) = api_refusals();
     println!(
-        "api proxy: the worker edges' own calls all passed; {} probes refused; its RSS {rss}",
-        api_refusals()
+        "api proxy: the worker edges' own calls all passed but {lease_creates} ACME order-lease \
+         creates (at most one per worker edge); {probes} probes refused; its RSS {rss}"
     );
 }
 
-/// How many requests `lb_api` refused (its log lines), but for the ACME order leases: a worker
-/// edge that finds a name without a certificate and no lease tries to create the lease too, and
-/// is refused (docs/acme.md: orders are placed by edges with a manager's socket), which the ACME
-/// test, run before this one, may cause.
-fn api_refusals() -> usize {
-    mn("mn1", &["service", "logs", "--raw", "lb_api"])
+/// How many requests `lb_api` refused (its log lines): the ACME order-lease creates, and all
+/// others. A worker edge that finds a name without a certificate and no lease tries to create
+/// the lease once, is refused (403), and orders no more (docs/acme.md: orders are placed by
+/// edges with a manager's socket); the ACME test, run before this one, may cause that.
+fn api_refusals() -> (usize, usize) {
+    let log = mn("mn1", &["service", "logs", "--raw", "lb_api"]);
+    let refused: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("api-proxy refused") && !l.contains("/configs/create"))
-        .count()
+        .filter(|l| l.contains("api-proxy refused"))
+        .collect();
+    let leases = refused
+        .iter()
+        .filter(|l| l.contains("/configs/create"))
+        .count();
+    (leases, refused.len() - leases)
 }
 
 /// moby#26733's hazard with hints flowing: two routed services on one overlay, scaled against
@@ -972,5 +1002,461 @@ async fn draining_a_worker_converges_on_the_other_edges_with_and_without_hints()
     assert!(
         percentile(&sorted, 0.99) < 1000.0,
         "with hints, a replacement took over a second to reach an edge: {sorted:?}"
+    );
+}
+
+/// The labels of the ACME order lease whose names contain `needle`, as `key=value` pairs.
+fn lease_labels(needle: &str) -> Option<BTreeMap<String, String>> {
+    let out = try_mn(
+        "mn1",
+        &[
+            "config",
+            "ls",
+            "--filter",
+            "label=com.docker.lb.acme=lock",
+            "--format",
+            "{{.Labels}}",
+        ],
+    )
+    .ok()?;
+    let line = out.lines().find(|l| l.contains(needle))?;
+    Some(
+        line.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+/// The node (`mn1`..`mn3`) and edge container of a lease holder (`<node id>/<container>`, the
+/// container as its full ID or its hostname, the short one).
+fn holder_edge(holder: &str) -> Option<(&'static str, String)> {
+    let (node_id, me) = holder.split_once('/')?;
+    let hostname = try_mn(
+        "mn1",
+        &[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Description.Hostname}}",
+            node_id,
+        ],
+    )
+    .ok()?;
+    let node = NODES.into_iter().find(|n| *n == hostname)?;
+    let id = edge_container(node)?;
+    (!me.is_empty() && (me.starts_with(&id) || id.starts_with(me))).then_some((node, id))
+}
+
+/// `node`'s Swarm role (`manager` or `worker`) as the managers see it.
+fn role(node: &str) -> String {
+    try_mn(
+        "mn1",
+        &["node", "inspect", "--format", "{{.Spec.Role}}", node],
+    )
+    .unwrap_or_default()
+}
+
+/// Promotes or demotes `node` (`docker node promote|demote`) and waits until Swarm reports the
+/// role and, for a manager, a reachable Raft member. Blocking: also called from a drop.
+fn set_role(node: &str, manager: bool) -> Result<(), String> {
+    let (verb, want) = if manager {
+        ("promote", "manager")
+    } else {
+        ("demote", "worker")
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        if role(node) != want {
+            if let Err(e) = try_mn("mn1", &["node", verb, node]) {
+                last = e;
+            }
+        }
+        let reachable = try_mn(
+            "mn1",
+            &[
+                "node",
+                "inspect",
+                "--format",
+                "{{if .ManagerStatus}}{{.ManagerStatus.Reachability}}{{end}}",
+                node,
+            ],
+        )
+        .unwrap_or_default();
+        if role(node) == want && (reachable == "reachable") == manager {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    Err(format!(
+        "docker node {verb} {node}: not done in 60 s ({last})"
+    ))
+}
+
+/// mn2 and mn3 managers for one test, so that `lb_manager-edge` runs on all three nodes; on
+/// drop (a failing test too) they are workers again, every node active, `lb_manager-edge`
+/// deployed and Pebble's DNS on [`CHALLENGED_NODE`], which the other tests of this suite
+/// assume (mn1 the only manager, worker edges on mn2 and mn3).
+struct ThreeManagers<'a> {
+    deployed: &'a Deployed,
+}
+
+impl ThreeManagers<'_> {
+    fn restore(&self) {
+        for node in NODES {
+            let _ = try_mn("mn1", &["node", "update", "--availability", "active", node]);
+        }
+        let challenged = node_ip(CHALLENGED_NODE).parse().expect("node address");
+        if let Err(e) = self.deployed.pebble.set_default_ipv4(challenged) {
+            eprintln!("restoring Pebble's DNS: {e}");
+        }
+        // One at a time: 3 -> 2 -> 1 managers, quorum kept at each step.
+        for node in ["mn3", "mn2"] {
+            if let Err(e) = set_role(node, false) {
+                eprintln!("restoring the cluster's layout: {e}");
+            }
+        }
+        if try_mn("mn1", &["service", "inspect", "lb_manager-edge"]).is_err() {
+            stack_deploy(self.deployed);
+        }
+    }
+}
+
+impl Drop for ThreeManagers<'_> {
+    fn drop(&mut self) {
+        self.restore();
+    }
+}
+
+/// Whether the edge running on `node` now has logged `needle`.
+fn edge_logged(node: &str, needle: &str) -> bool {
+    edge_container(node)
+        .and_then(|id| try_docker_logs(node, &id))
+        .is_some_and(|log| log.contains(needle))
+}
+
+fn try_docker_logs(node: &str, id: &str) -> Option<String> {
+    let sock = format!("unix://{}/{node}/docker.sock", base().display());
+    let out = Command::new(swarm_lb_e2e::docker::bin())
+        .args(["-H", &sock, "logs", id])
+        .stdin(Stdio::null())
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// Issue 25's last part on the 3-node Swarm. A service labelled `ssl_acme` appears while only
+/// the worker edges run: each is refused the order-lease create once by the api-proxy (403),
+/// says so once, and tries no more. Then, with mn2 and mn3 promoted, `lb_manager-edge` (the
+/// edges allowed to create the lease) runs on every node: its three edges, started together by
+/// one `docker stack deploy`, place ONE order (Pebble's count, one edge's log) and all serve its
+/// certificate (one serial, `curl --cacert` Pebble's root through each). Then the edge that
+/// takes the next order (a second host added) is killed while it holds the lease and its node
+/// drained (no edge restarts there; Pebble's DNS moves from mn2 to a living edge on another
+/// node): one edge on another node takes the lapsed lease over and completes the order, only
+/// after the lease's expiry (its label); the dead edge's node, active again, serves the same
+/// certificate. mn2 and mn3 are workers again afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_and_finish_an_order_whose_edge_died(
+) {
+    let d = deployed().await;
+    let dep = d.as_ref().expect("deployed");
+    let app = pulled(&dep.registry, APP);
+    let pebble = &dep.pebble;
+    let root = pebble.issuing_root();
+
+    // No edge that may order runs while the service appears: mn1's manager edge removed.
+    // HAProxy stays on every node (swarm-lb never removes it; the new edges adopt it).
+    mn("mn1", &["service", "rm", "lb_manager-edge"]);
+    let managers = ThreeManagers { deployed: dep };
+    // `service rm` returns before the task stops: an edge still running would order.
+    poll_until(CONVERGE, "mn1's manager edge stopped", || async {
+        edge_container("mn1").is_none().then_some(())
+    })
+    .await;
+    let (lease_creates_before, _) = api_refusals();
+    let orders_before = pebble.orders();
+    let svc = Svc::create_from(&app, 1, &["--label", "com.docker.lb.ssl_acme=true"]);
+    let objects = AcmeObjects {
+        host: svc.host.clone(),
+    };
+    // The worker edges want it, are refused the lease create by the api-proxy (403), and say
+    // once that they do not order.
+    for node in ["mn2", "mn3"] {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s worker edge logging that it may not order"),
+            || async move {
+                edge_logged(node, "may not create the ACME order lease").then_some(())
+            },
+        )
+        .await;
+    }
+    let refused = api_refusals().0 - lease_creates_before;
+    assert_eq!(refused, 2, "lease creates refused to the two worker edges");
+    // The worker edges go when their nodes become managers.
+    let t0 = Instant::now();
+    for node in ["mn2", "mn3"] {
+        set_role(node, true).unwrap_or_else(|e| panic!("{e}"));
+    }
+    println!(
+        "mn2 and mn3 promoted: 3 Raft managers ({:.1} s)",
+        t0.elapsed().as_secs_f64()
+    );
+    for node in NODES {
+        poll_until(
+            CONVERGE,
+            &format!("no edge running on {node}"),
+            || async move { edge_container(node).is_none().then_some(()) },
+        )
+        .await;
+    }
+    // Several order rounds (2 s) later, nothing more: each worker edge tried once.
+    let refused_later = api_refusals().0 - lease_creates_before;
+    println!(
+        "acme, worker edges: {refused} lease creates refused (403), one per worker edge, each \
+         logged once; {refused_later} after {:.1} s more",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        refused_later, refused,
+        "a worker edge refused the lease kept trying"
+    );
+    assert_eq!(pebble.orders(), orders_before, "a worker edge ordered");
+    poll_until(CONVERGE, "the ssl_acme service running", || async {
+        (!svc.running().is_empty()).then_some(())
+    })
+    .await;
+
+    // The three manager edges at once: one global service, one task per node.
+    let deployed_at = Instant::now();
+    stack_deploy(dep);
+    let mut serials = BTreeSet::new();
+    let mut served_in = Vec::new();
+    for node in NODES {
+        poll_until(
+            Duration::from_secs(120),
+            &format!("{node}'s manager edge serving the certificate Pebble issued"),
+            || async { (https_verified(node, &svc.host, &root) == 200).then_some(()) },
+        )
+        .await;
+        served_in.push((node, deployed_at.elapsed().as_secs_f64()));
+        serials.insert(served_serial(node, &svc.host));
+    }
+    let started: Vec<String> = NODES
+        .iter()
+        .map(|n| {
+            edge_container(n).map_or_else(String::new, |id| {
+                mn(n, &["inspect", "--format", "{{.State.StartedAt}}", &id])
+            })
+        })
+        .collect();
+    println!(
+        "acme, 3 manager edges started together ({started:?}): each serves the issued \
+         certificate after `docker stack deploy` +{served_in:?} s"
+    );
+    assert!(
+        NODES.iter().all(|n| edge_container(n).is_some_and(|id| {
+            mn(
+                n,
+                &[
+                    "inspect",
+                    "--format",
+                    "{{index .Config.Labels \"com.docker.swarm.service.name\"}}",
+                    &id,
+                ],
+            ) == "lb_manager-edge"
+        })),
+        "an edge that is not lb_manager-edge"
+    );
+    assert_eq!(
+        serials.len(),
+        1,
+        "the edges serve different certificates: {serials:?}"
+    );
+    assert!(
+        serials.iter().all(|s| s.starts_with("serial=")),
+        "{serials:?}"
+    );
+    let orders = pebble.orders() - orders_before;
+    let ordered_on: Vec<&str> = NODES
+        .into_iter()
+        .filter(|n| edge_logged(n, "ordering a certificate"))
+        .collect();
+    println!(
+        "acme, 3 manager edges: {orders} order at Pebble, placed by the edge on {ordered_on:?}"
+    );
+    assert_eq!(
+        orders,
+        1,
+        "one order for three edges that may all order; Pebble's log:\n{}",
+        pebble.log()
+    );
+    assert_eq!(ordered_on.len(), 1, "edges that ordered: {ordered_on:?}");
+
+    // The edge that takes the next order (a second host) is killed while it holds the lease.
+    let second = format!("two.{}", svc.host);
+    let orders_before = pebble.orders();
+    mn(
+        "mn1",
+        &[
+            "service",
+            "update",
+            "--detach",
+            "--quiet",
+            "--label-add",
+            &format!("com.docker.lb.hosts={},{second}", svc.host),
+            &svc.name,
+        ],
+    );
+    let lease = poll_until(
+        CONVERGE,
+        "an edge holding the new order's lease",
+        || async { lease_labels(&second) },
+    )
+    .await;
+    let holder = lease["com.docker.lb.acme.holder"].clone();
+    let expires: u64 = lease["com.docker.lb.acme.expires"]
+        .parse()
+        .expect("the lease's expiry, unix seconds");
+    let (dead_node, dead_id) =
+        holder_edge(&holder).unwrap_or_else(|| panic!("the holder {holder} is no running edge"));
+    mn(dead_node, &["kill", &dead_id]);
+    let killed = Instant::now();
+    let unix = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    println!(
+        "acme: killed {dead_node}'s edge ({holder}), the lease holder, mid-order; the lease \
+         expires in {} s",
+        expires.saturating_sub(unix(SystemTime::now()))
+    );
+    let living: Vec<&str> = NODES.into_iter().filter(|n| *n != dead_node).collect();
+    // Meanwhile the host already certified keeps its certificate on the living edges.
+    for node in &living {
+        assert_eq!(
+            https_verified(node, &svc.host, &root),
+            200,
+            "{node}: {} while the order for both hosts is pending",
+            svc.host
+        );
+    }
+    // Its node drained: Swarm starts no new edge there (a restarted edge on the dead one's node
+    // could take the lease over too), so another node's edge must complete the order. Its
+    // HAProxy still runs (a container, not a task) but takes no new answer. Pebble's DNS moves
+    // to a living edge other than mn2 whichever edge died (as an operator repoints a name), so
+    // the completed order is validated through another node than the first.
+    mn(
+        "mn1",
+        &["node", "update", "--availability", "drain", dead_node],
+    );
+    let to = living
+        .iter()
+        .copied()
+        .find(|n| *n != CHALLENGED_NODE)
+        .expect("a living node besides mn2");
+    pebble
+        .set_default_ipv4(node_ip(to).parse().expect("node address"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("acme: {dead_node} drained; Pebble's DNS now sends every name to {to}");
+    let mut served_after = Vec::new();
+    for node in &living {
+        let done = poll_until(
+            Duration::from_secs(240),
+            &format!("{node} serving the order completed after the lease lapsed"),
+            || async {
+                (https_verified(node, &second, &root) == 200)
+                    .then(|| (killed.elapsed(), unix(SystemTime::now())))
+            },
+        )
+        .await;
+        served_after.push((*node, done.0.as_secs_f64()));
+        if served_after.len() == 1 {
+            assert!(
+                done.1 >= expires,
+                "{second} served at {} before the lease expired at {expires}: the dead edge had \
+                 finished the order",
+                done.1
+            );
+        }
+    }
+    let orders = pebble.orders() - orders_before;
+    let takers: Vec<&str> = living
+        .iter()
+        .copied()
+        .filter(|n| edge_logged(n, "took over a lapsed order lease"))
+        .collect();
+    println!(
+        "acme: the order completed by the edge on {takers:?} after the lease of {dead_node}'s \
+         lapsed; served after the kill by {served_after:?} s (lease 120 s); {orders} orders at \
+         Pebble (the dead edge's and the completed one)"
+    );
+    assert_eq!(
+        takers.len(),
+        1,
+        "edges on {living:?} that took the lapsed lease over: {takers:?}"
+    );
+    // The dead edge's node back: its new edge serves the certificate stored meanwhile.
+    let back = Instant::now();
+    mn(
+        "mn1",
+        &["node", "update", "--availability", "active", dead_node],
+    );
+    poll_until(
+        Duration::from_secs(120),
+        &format!("{dead_node}'s new edge serving the completed order's certificate"),
+        || async { (https_verified(dead_node, &second, &root) == 200).then_some(()) },
+    )
+    .await;
+    println!(
+        "acme: {dead_node} active again, its new edge serves it {:.1} s later",
+        back.elapsed().as_secs_f64()
+    );
+    let serials: BTreeSet<String> = NODES
+        .into_iter()
+        .map(|n| served_serial(n, &second))
+        .collect();
+    assert_eq!(
+        serials.len(),
+        1,
+        "the edges serve different certificates: {serials:?}"
+    );
+    drop(svc);
+    drop(objects);
+    let t1 = Instant::now();
+    managers.restore();
+    drop(managers);
+    for node in ["mn2", "mn3"] {
+        poll_until(
+            CONVERGE,
+            &format!("{node}'s worker edge back"),
+            || async move {
+                edge_container(node)
+                    .filter(|id| {
+                        try_mn(
+                            node,
+                            &[
+                                "inspect",
+                                "--format",
+                                "{{index .Config.Labels \"com.docker.swarm.service.name\"}}",
+                                id,
+                            ],
+                        )
+                        .is_ok_and(|s| s == "lb_worker-edge")
+                    })
+                    .map(drop)
+            },
+        )
+        .await;
+    }
+    println!(
+        "mn2 and mn3 workers again, their worker edges back, {:.1} s",
+        t1.elapsed().as_secs_f64()
     );
 }

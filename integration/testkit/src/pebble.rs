@@ -157,6 +157,8 @@ pub struct Pebble {
     pub ca_bundle: PathBuf,
     listen: IpAddr,
     netns: Option<String>,
+    /// Its DNS's management port (on the loopback of Pebble's namespace).
+    dns_management: u16,
     _dns: Child,
     _pebble: Child,
     dir: tempfile::TempDir,
@@ -274,6 +276,7 @@ impl Pebble {
             ca_bundle,
             listen: options.listen,
             netns: options.netns.clone(),
+            dns_management,
             _dns: dns_child,
             _pebble: pebble,
             dir,
@@ -326,6 +329,31 @@ impl Pebble {
             String::from_utf8_lossy(&out.stderr)
         );
         path
+    }
+
+    /// Its DNS gives every name `ip` from now on: where the validation authority fetches the
+    /// next HTTP-01 answers (as an operator repoints a name away from a dead edge).
+    ///
+    /// Errors: its DNS did not take it (curl's complaint).
+    pub fn set_default_ipv4(&self, ip: std::net::Ipv4Addr) -> Result<(), String> {
+        let out = command_in(self.netns.as_deref(), "curl")
+            .args(["-sSf", "--max-time", "5", "-X", "POST", "--data"])
+            .arg(format!("{{\"ip\":\"{ip}\"}}"))
+            .arg(format!(
+                "http://127.0.0.1:{}/set-default-ipv4",
+                self.dns_management
+            ))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("run curl: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "pebble-challtestsrv's set-default-ipv4: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
     }
 
     /// Pebble's log so far (for a failing test's message).
