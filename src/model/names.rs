@@ -3,6 +3,7 @@
 //! quotes, backslashes) never reaches the encoder or the renderer.
 
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
@@ -132,30 +133,57 @@ impl fmt::Display for BackendName {
     }
 }
 
-/// A server name inside a backend: slots `s1..sN`, or `vip`.
+/// A server name inside a backend: slots `s1..sN`, or `vip`. Interned: the names of the
+/// first [`ServerName::INTERNED`] slots and `vip` are shared values (every backend's `s1` is
+/// the same allocation), so 420,000 slots at 10,000 services hold no string of their own.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServerName(String);
+pub struct ServerName(Arc<str>);
+
+/// The slot number of a slot name (`s7` -> 7): exactly the form [`ServerName::slot`] writes,
+/// digits only (no sign), no leading zero.
+fn slot_index(name: &str) -> Option<usize> {
+    let digits = name.strip_prefix('s')?;
+    if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// The interned names: `vip`, then `s1..s{INTERNED}`.
+fn interned() -> &'static [Arc<str>] {
+    static NAMES: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    NAMES.get_or_init(|| {
+        std::iter::once(Arc::from(ServerName::VIP))
+            .chain((1..=ServerName::INTERNED).map(|n| Arc::from(format!("s{n}"))))
+            .collect()
+    })
+}
 
 impl ServerName {
     pub const VIP: &'static str = "vip";
+    /// How many slot names are interned (24 blocks of 42).
+    pub const INTERNED: usize = 1008;
     pub fn slot(n: usize) -> Self {
-        Self(format!("s{n}"))
+        match interned().get(n) {
+            Some(name) if n >= 1 => Self(Arc::clone(name)),
+            _ => Self(Arc::from(format!("s{n}"))),
+        }
     }
     pub fn vip() -> Self {
-        Self(Self::VIP.to_owned())
+        Self(Arc::clone(&interned()[0]))
     }
     pub fn parse(name: &str) -> Result<Self, NameError> {
         check(name, 127, IDENT_CHARS, |c| ident_char(c) || c == ':')?;
-        Ok(Self(name.to_owned()))
+        // A name HAProxy reports (`show servers state`) shares the interned value too.
+        Ok(match slot_index(name) {
+            Some(n) if n <= Self::INTERNED => Self::slot(n),
+            _ if name == Self::VIP => Self::vip(),
+            _ => Self(Arc::from(name)),
+        })
     }
     /// The slot number when this is a slot name (`s7` -> 7).
     pub fn slot_index(&self) -> Option<usize> {
-        let digits = self.0.strip_prefix('s')?;
-        // Exactly the form `slot(n)` writes: digits only (no sign), no leading zero.
-        if digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        digits.parse().ok()
+        slot_index(&self.0)
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -579,6 +607,30 @@ mod tests {
         assert_eq!(ServerName::slot(12).slot_index(), Some(12));
         assert_eq!(ServerName::vip().slot_index(), None);
         assert_eq!(ServerName::parse("s01").unwrap().slot_index(), None);
+    }
+
+    #[test]
+    fn slot_and_vip_names_are_shared_values_whether_made_or_parsed_from_haproxy() {
+        let shared = |a: &ServerName, b: &ServerName| Arc::ptr_eq(&a.0, &b.0);
+        assert!(shared(&ServerName::slot(12), &ServerName::slot(12)));
+        assert!(shared(
+            &ServerName::slot(12),
+            &ServerName::parse("s12").unwrap()
+        ));
+        assert!(shared(
+            &ServerName::vip(),
+            &ServerName::parse("vip").unwrap()
+        ));
+        let last = ServerName::INTERNED;
+        assert!(shared(&ServerName::slot(last), &ServerName::slot(last)));
+        // Past the interned ones, and names that are not slots: values of their own, equal
+        // by content all the same.
+        let past = ServerName::slot(last + 1);
+        assert!(!shared(&past, &ServerName::slot(last + 1)));
+        assert_eq!(past, ServerName::parse(&format!("s{}", last + 1)).unwrap());
+        assert_eq!(ServerName::slot(0).as_str(), "s0");
+        assert_eq!(ServerName::parse("s0").unwrap().as_str(), "s0");
+        assert_eq!(ServerName::parse("s01").unwrap().as_str(), "s01");
     }
 
     #[test]
