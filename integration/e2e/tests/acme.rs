@@ -383,6 +383,7 @@ fn swarm_lb_id(stack: &Stack) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the 3-node version (tests/stack.rs, three_manager_edges_starting_at_once_...) runs in CI on a real cluster; this one-node one (~2.5 min: a real 120 s lease) runs with --ignored"]
 async fn three_edges_starting_at_once_place_one_order_serve_one_certificate_and_finish_an_order_whose_edge_died(
 ) {
     swarm_lb_testkit::tls::require_tools(&["curl", "openssl"], "the ACME end-to-end test");
