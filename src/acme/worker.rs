@@ -382,7 +382,7 @@ impl Orderer {
             }
             Err(error) => {
                 let failures = self.failures.get(digest).map_or(0, |f| f.0).max(prior) + 1;
-                let at = schedule::retry_at(unix_now(), failures, None);
+                let at = schedule::retry_at(unix_now(), failures, None, false);
                 self.hold_lease(want, failures, at).await;
                 warn!(
                     service = %want.service,
