@@ -48,11 +48,17 @@ impl Ari {
         now >= at
     }
 
-    /// The certificate a renewal of `digest` replaces, when the CA offers renewal information.
-    pub(super) fn replaces(&self, digest: &str) -> Option<CertificateIdentifier<'static>> {
+    /// The certificate a renewal of `digest` replaces, when the CA offers renewal information
+    /// and the answer is about `serving` (the certificate's secret served now: an expired one
+    /// is not named).
+    pub(super) fn replaces(
+        &self,
+        digest: &str,
+        serving: Option<&str>,
+    ) -> Option<CertificateIdentifier<'static>> {
         self.known
             .get(digest)
-            .filter(|a| a.offered)
+            .filter(|a| a.offered && Some(a.crt.as_str()) == serving)
             .and_then(|a| a.id.clone())
     }
 }
@@ -115,7 +121,7 @@ mod tests {
         assert!(!ari.due("d", &c, 60 * DAY - 1));
         assert!(ari.due("d", &c, 60 * DAY));
         assert_eq!(
-            ari.replaces("d"),
+            ari.replaces("d", Some(&c.crt)),
             None,
             "no `replaces` where ARI is not offered"
         );
@@ -133,10 +139,16 @@ mod tests {
         ari.known.insert("d".into(), answer(&c.crt, Some(w), true));
         assert!(!ari.due("d", &c, 10 * DAY - 1));
         assert!(ari.due("d", &c, 11 * DAY));
-        assert_eq!(ari.replaces("d"), Some(id()));
+        assert_eq!(ari.replaces("d", Some(&c.crt)), Some(id()));
+        assert_eq!(
+            ari.replaces("d", None),
+            None,
+            "nothing served: nothing named"
+        );
         // A window given for an older certificate of the names says nothing of this one.
         let newer = cert("swarm-lb.acme.d.0002.crt", 0, 90 * DAY);
         assert!(!ari.due("d", &newer, 11 * DAY));
+        assert_eq!(ari.replaces("d", Some(&newer.crt)), None);
         // A malformed window: two thirds.
         let bad = schedule::Window {
             start: 11 * DAY,

@@ -212,11 +212,11 @@ mod tests {
         );
         let (late, basis) = renewal(NB, NB, NA, window(s, e), 0.999_999_999);
         assert_eq!(basis, Basis::Ari);
-        assert!(s <= late && late < e, "{late}");
+        assert!((s..e).contains(&late), "{late}");
         // Out-of-range fractions from a careless caller stay inside the window.
         for f in [-1.0, 1.0, 7.0, f64::NAN, f64::INFINITY] {
             let (at, _) = renewal(NB, NB, NA, window(s, e), f);
-            assert!(s <= at && at < e, "{f}: {at}");
+            assert!((s..e).contains(&at), "{f}: {at}");
         }
         // Uniform: ten equal steps of the fraction give ten equal steps of time.
         let points: Vec<i64> = (0..10)
@@ -270,7 +270,7 @@ mod tests {
         // A window reaching past expiry is cut at notAfter.
         let (at, basis) = renewal(NB, NB, NA, window(NA - DAY, i64::MAX), 0.999_999);
         assert_eq!(basis, Basis::Ari);
-        assert!(NA - DAY <= at && at < NA, "{at}");
+        assert!((NA - DAY..NA).contains(&at), "{at}");
     }
 
     #[test]

@@ -533,7 +533,10 @@ impl Orderer {
             hosts: want.hosts.clone(),
         };
         let patience = self.settings.patience;
-        let replaces = self.ari.replaces(&store::digest(&want.hosts));
+        let digest = store::digest(&want.hosts);
+        let view = self.handle.view();
+        let serving = view.serving(&digest, unix_now()).map(|c| c.crt.as_str());
+        let replaces = self.ari.replaces(&digest, serving);
         let issued = self
             .client()
             .await?
