@@ -92,9 +92,12 @@ pub const ARI_MAX_ASK_S: i64 = 24 * 3600;
 
 /// When to ask the CA's renewal information for a certificate again, after an answer (or a
 /// failure) at `now` with `retry_after_s` its `Retry-After` in seconds (`None`: a failure or no
-/// header): that delay clamped to one hour..one day, the range RFC 9773 §4.3.2 advises clients
-/// to keep a CA's `Retry-After` in (a CA's zero or a year are both mistakes to survive); a
-/// failure waits the hour.
+/// header): that delay clamped to one hour..one day. RFC 9773 §4.3.2 ("Client Handling of
+/// Retry-After") asks clients to set reasonable limits and gives, as its example, values under
+/// one minute treated as one minute and over one day as one day: the day is its, the hour is
+/// ours (every edge asks for every certificate, and CAs set hours: Let's Encrypt six). A
+/// failure waits the hour (§4.3.3 suggests six hours for long-term errors, or a local default;
+/// an hour keeps a revocation window from being missed for long).
 pub fn ari_next_ask(now: i64, retry_after_s: Option<i64>) -> i64 {
     let delay = retry_after_s
         .unwrap_or(ARI_MIN_ASK_S)
