@@ -412,6 +412,7 @@ async fn a_short_lived_certificate_is_replaced_in_place_under_https_load_with_no
     // Pebble 2.4 offers no ACME Renewal Information (RFC 9773): its directory has no
     // `renewalInfo`, the client says so without a request, and renewal is at two thirds.
     let directory = pebble.directory_document();
+    eprintln!("Pebble's directory: {directory}");
     assert!(
         directory.contains("newOrder") && !directory.contains("renewalInfo"),
         "{directory}"
