@@ -409,6 +409,23 @@ async fn a_short_lived_certificate_is_replaced_in_place_under_https_load_with_no
         schedule::renew_at(not_before, not_after) - not_before,
         (not_after - not_before) * 2 / 3
     );
+    // Pebble 2.4 offers no ACME Renewal Information (RFC 9773): its directory has no
+    // `renewalInfo`, the client says so without a request, and renewal is at two thirds.
+    let directory = pebble.directory_document();
+    eprintln!("Pebble's directory: {directory}");
+    assert!(
+        directory.contains("newOrder") && !directory.contains("renewalInfo"),
+        "{directory}"
+    );
+    let id = swarm_lb::acme::client::certificate_id(&first.chain).expect("ARI id of the leaf");
+    assert_eq!(client.renewal_info(&id).await.expect("renewal info"), None);
+    assert_eq!(
+        schedule::renewal(now(), not_before, not_after, None, 0.5),
+        (
+            schedule::renew_at(not_before, not_after),
+            schedule::Basis::TwoThirds
+        )
+    );
     let first_serial = first.check(hosts, now()).expect("first pair").serial;
     let pem = first.pem().expect("pem");
     let cmds = swarm_lb::haproxy::tls::push_commands(&list, &cert, pem.clone(), true, version)

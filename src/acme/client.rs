@@ -13,11 +13,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use instant_acme::{
-    Account, AccountCredentials, AuthorizationStatus, ChallengeType, ExternalAccountKey,
-    Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountCredentials, AuthorizationStatus, CertificateIdentifier, ChallengeType,
+    ExternalAccountKey, Identifier, NewAccount, NewOrder, OrderStatus, RetryPolicy,
 };
 use tracing::{debug, info, warn};
 
+use super::schedule::Window;
 use super::settings::AcmeSettings;
 use crate::haproxy::acme::{ChallengeError, KeyAuthorization, Token};
 use crate::haproxy::command::{Pem, PemError};
@@ -107,6 +108,65 @@ impl AcmeError {
             | AcmeError::Chain { .. } => false,
         }
     }
+}
+
+impl AcmeError {
+    /// The CA refused for its rate limits (RFC 8555 §6.6, `rateLimited`): the retry waits
+    /// longer ([`super::schedule::retry_at`]).
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(
+            self,
+            AcmeError::Protocol {
+                source: instant_acme::Error::Api(problem),
+                ..
+            } if problem.r#type.as_deref() == Some(RATE_LIMITED)
+        )
+    }
+}
+
+const RATE_LIMITED: &str = "urn:ietf:params:acme:error:rateLimited";
+/// RFC 9773 §7.4: the certificate named in `replaces` was already replaced.
+const ALREADY_REPLACED: &str = "urn:ietf:params:acme:error:alreadyReplaced";
+
+/// The CA's renewal information for one certificate (RFC 9773 §4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenewalAdvice {
+    pub window: Window,
+    /// The CA's `Retry-After`, seconds from now: when to ask again.
+    pub retry_after_s: i64,
+    /// A page explaining the window, when the CA gives one (e.g. an incident).
+    pub explanation_url: Option<String>,
+}
+
+/// A certificate's ARI identifier (RFC 9773 §4.1): the leaf's Authority Key Identifier
+/// `keyIdentifier` and its DER serial (content octets, leading zero kept), from the first
+/// certificate of `chain` (PEM). Public data only.
+pub fn certificate_id(chain: &str) -> Result<CertificateIdentifier<'static>, CertProblem> {
+    use base64::prelude::{Engine, BASE64_URL_SAFE_NO_PAD};
+    use x509_parser::extensions::ParsedExtension;
+    use x509_parser::prelude::{FromDer, X509Certificate};
+    let leaf = x509_parser::pem::Pem::iter_from_buffer(chain.as_bytes())
+        .filter_map(Result::ok)
+        .find(|p| p.label == "CERTIFICATE")
+        .ok_or(CertProblem::NoCertificate)?;
+    let (_, cert) = X509Certificate::from_der(&leaf.contents)
+        .map_err(|e| CertProblem::BadCertificate(e.to_string()))?;
+    let aki = cert
+        .iter_extensions()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref(),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            CertProblem::BadCertificate("no Authority Key Identifier keyIdentifier".into())
+        })?;
+    // What `CertificateIdentifier::new` does, without naming rustls-pki-types' `Der`.
+    Ok(CertificateIdentifier {
+        authority_key_identifier: BASE64_URL_SAFE_NO_PAD.encode(aki.0).into(),
+        serial: BASE64_URL_SAFE_NO_PAD
+            .encode(cert.tbs_certificate.raw_serial())
+            .into(),
+    })
 }
 
 /// Where HTTP-01 answers go so the CA finds them (every edge's HAProxy, through the
@@ -282,6 +342,26 @@ impl AcmeClient {
         })
     }
 
+    /// The CA's renewal information for the certificate `id` names (RFC 9773 §4.2; a plain
+    /// GET, no account signature). `Ok(None)`: the CA's directory has no `renewalInfo`.
+    pub async fn renewal_info(
+        &self,
+        id: &CertificateIdentifier<'_>,
+    ) -> Result<Option<RenewalAdvice>, AcmeError> {
+        match self.account.renewal_info(id).await {
+            Ok((info, retry_after)) => Ok(Some(RenewalAdvice {
+                window: Window {
+                    start: info.suggested_window.start.unix_timestamp(),
+                    end: info.suggested_window.end.unix_timestamp(),
+                },
+                retry_after_s: i64::try_from(retry_after.as_secs()).unwrap_or(i64::MAX),
+                explanation_url: info.explanation_url,
+            })),
+            Err(instant_acme::Error::Unsupported(_)) => Ok(None),
+            Err(e) => Err(self.protocol("renewalInfo")(e)),
+        }
+    }
+
     fn protocol(&self, step: &'static str) -> impl FnOnce(instant_acme::Error) -> AcmeError + '_ {
         move |mut source| {
             if let instant_acme::Error::Api(problem) = &mut source {
@@ -305,14 +385,45 @@ impl AcmeClient {
         answers: &mut impl Challenges,
         patience: Patience,
     ) -> Result<Issued, AcmeError> {
+        self.order_replacing(hosts, answers, patience, None).await
+    }
+
+    /// [`Self::order`], naming the certificate it renews (`replaces`, RFC 9773 §5) when the CA
+    /// offers renewal information: the CA may then exempt it from rate limits. Should the CA
+    /// answer that the certificate was already replaced, the order is placed without it.
+    pub async fn order_replacing(
+        &self,
+        hosts: &[Host],
+        answers: &mut impl Challenges,
+        patience: Patience,
+        replaces: Option<&CertificateIdentifier<'_>>,
+    ) -> Result<Issued, AcmeError> {
         let names: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
         let identifiers: Vec<Identifier> =
             names.iter().map(|n| Identifier::Dns(n.clone())).collect();
-        let mut order = self
-            .account
-            .new_order(&NewOrder::new(&identifiers))
-            .await
-            .map_err(self.protocol("newOrder"))?;
+        let new_order = || NewOrder::new(&identifiers);
+        let placed = match replaces {
+            Some(id) => {
+                let with = self
+                    .account
+                    .new_order(&new_order().replaces(id.clone()))
+                    .await;
+                match with {
+                    Err(instant_acme::Error::Api(p))
+                        if p.r#type.as_deref() == Some(ALREADY_REPLACED) =>
+                    {
+                        info!(
+                            hosts = names.len(),
+                            "the CA says the certificate was already replaced; ordering without `replaces`"
+                        );
+                        self.account.new_order(&new_order()).await
+                    }
+                    other => other,
+                }
+            }
+            None => self.account.new_order(&new_order()).await,
+        };
+        let mut order = placed.map_err(self.protocol("newOrder"))?;
         info!(hosts = names.len(), "ACME order placed");
         let mut published: Vec<Token> = Vec::new();
         let answered = self.answer(&mut order, answers, &mut published).await;
@@ -542,6 +653,53 @@ mod tests {
     }
 
     #[test]
+    fn a_certificates_ari_identifier_is_its_authority_key_id_and_der_serial_base64url() {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DistinguishedName, IsCa, Issuer, KeyIdMethod,
+            KeyPair, SerialNumber,
+        };
+        let mut ca_params = CertificateParams::default();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params.key_identifier_method = KeyIdMethod::PreSpecified(vec![0xC0, 0xFF, 0xEE]);
+        let ca = Issuer::new(ca_params, KeyPair::generate().expect("ca key"));
+        let leaf = |aki: bool| {
+            let mut params = CertificateParams::new(["a.example".to_owned()]).expect("params");
+            params.distinguished_name = DistinguishedName::new();
+            // 0xCAFE is negative as a bare DER integer: the encoding keeps a leading zero.
+            params.serial_number = Some(SerialNumber::from_slice(&[0xCA, 0xFE]));
+            params.use_authority_key_identifier_extension = aki;
+            let key = KeyPair::generate().expect("key");
+            params.signed_by(&key, &ca).expect("leaf").pem()
+        };
+        let id = certificate_id(&leaf(true)).expect("id");
+        // instant-acme's own test vector for the same certificate (and RFC 9773 §4.1's rule).
+        assert_eq!(id.to_string(), "wP_u.AMr-");
+        assert!(matches!(
+            certificate_id(&leaf(false)),
+            Err(CertProblem::BadCertificate(_))
+        ));
+        // RFC 9773 Appendix A's example certificate and its identifier (§4.1).
+        let rfc = "-----BEGIN CERTIFICATE-----
+MIIBQzCB66ADAgECAgUAh2VDITAKBggqhkjOPQQDAjAVMRMwEQYDVQQDEwpFeGFt
+cGxlIENBMCIYDzAwMDEwMTAxMDAwMDAwWhgPMDAwMTAxMDEwMDAwMDBaMBYxFDAS
+BgNVBAMTC2V4YW1wbGUuY29tMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEeBZu
+7cbpAYNXZLbbh8rNIzuOoqOOtmxA1v7cRm//AwyMwWxyHz4zfwmBhcSrf47NUAFf
+qzLQ2PPQxdTXREYEnKMjMCEwHwYDVR0jBBgwFoAUaYhba4dGQEHhs3uEe6CuLN4B
+yNQwCgYIKoZIzj0EAwIDRwAwRAIge09+S5TZAlw5tgtiVvuERV6cT4mfutXIlwTb
++FYN/8oCIClDsqBklhB9KAelFiYt9+6FDj3z4KGVelYM5MdsO3pK
+-----END CERTIFICATE-----
+";
+        assert_eq!(
+            certificate_id(rfc).expect("RFC 9773's example").to_string(),
+            "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+        );
+        assert!(matches!(
+            certificate_id("no pem"),
+            Err(CertProblem::NoCertificate)
+        ));
+    }
+
+    #[test]
     fn a_ca_refusing_the_name_is_permanent_and_a_rate_limit_is_transient() {
         let problem = |kind: &str| {
             let json = format!(r#"{{"type":"urn:ietf:params:acme:error:{kind}","detail":"d"}}"#);
@@ -553,6 +711,9 @@ mod tests {
         };
         assert!(!problem("rejectedIdentifier").is_transient());
         assert!(problem("rateLimited").is_transient());
+        assert!(problem("rateLimited").is_rate_limited());
+        assert!(!problem("serverInternal").is_rate_limited());
+        assert!(!problem("unauthorized").is_rate_limited());
         assert!(
             problem("unauthorized").is_transient(),
             "a failed validation"

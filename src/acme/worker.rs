@@ -25,11 +25,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::client::{AcmeClient, AcmeError, Challenges, ChallengesError, Credentials, Patience};
+use super::ari::{window_fraction, Ari, AriAnswer};
+use super::client::{
+    self as acme_client, AcmeClient, AcmeError, Challenges, ChallengesError, Credentials, Patience,
+};
 use super::lease::{self, CreateRefused, Decision, Lease};
 use super::schedule;
 use super::settings::AcmeSettings;
-use super::store::{self, AcmeView};
+use super::store::{self, AcmeView, StoredCert};
 use crate::haproxy::acme::{KeyAuthorization, Token};
 use crate::model::labels::{LabelError, SSL_ACME};
 use crate::model::{Reason, WantedAcme};
@@ -239,6 +242,7 @@ pub fn spawn(
         client: None,
         failures: BTreeMap::new(),
         may_order: true,
+        ari: Ari::default(),
     };
     let task = tokio::spawn(async move {
         tokio::join!(lister, orderer.run(rx));
@@ -294,6 +298,8 @@ struct Orderer {
     /// False once Swarm refused this edge a lease create with 403 ([`CreateRefused::NotAllowed`]):
     /// it then never orders nor removes anything, and its orderer ends.
     may_order: bool,
+    /// What the CA's renewal information said (RFC 9773), until asked again.
+    ari: Ari,
 }
 
 impl Orderer {
@@ -327,7 +333,7 @@ impl Orderer {
     /// holds the lease, and no backoff is running.
     async fn consider(&mut self, view: &AcmeView, digest: &str, want: &WantedAcme, now: i64) {
         if let Some(cert) = view.serving(digest, now) {
-            if !schedule::due(now, cert.not_before, cert.not_after) {
+            if !self.renewal_due(digest, cert, now).await {
                 self.failures.remove(digest);
                 self.handle.set_problem(&want.service, None);
                 return;
@@ -347,7 +353,7 @@ impl Orderer {
         };
         let stored = fresh
             .serving(digest, now)
-            .is_some_and(|c| !schedule::due(now, c.not_before, c.not_after));
+            .is_some_and(|c| !self.ari.due(digest, c, now));
         self.handle.publish_view(fresh.clone());
         if stored {
             return;
@@ -390,12 +396,15 @@ impl Orderer {
             }
             Err(error) => {
                 let failures = self.failures.get(digest).map_or(0, |f| f.0).max(prior) + 1;
-                let at = schedule::retry_at(unix_now(), failures, None);
+                // instant-acme keeps a refusal's Retry-After to itself: the doubling is the floor.
+                let rate_limited = matches!(&error, OrderError::Acme(e) if e.is_rate_limited());
+                let at = schedule::retry_at(unix_now(), failures, None, rate_limited);
                 self.hold_lease(want, failures, at).await;
                 warn!(
                     service = %want.service,
                     hosts = want.hosts.len(),
                     failures,
+                    rate_limited,
                     retry_in_s = at - unix_now(),
                     %error,
                     "ACME order failed; the certificate served now (if any) stays"
@@ -544,10 +553,14 @@ impl Orderer {
             hosts: want.hosts.clone(),
         };
         let patience = self.settings.patience;
+        let digest = store::digest(&want.hosts);
+        let view = self.handle.view();
+        let serving = view.serving(&digest, unix_now()).map(|c| c.crt.as_str());
+        let replaces = self.ari.replaces(&digest, serving);
         let issued = self
             .client()
             .await?
-            .order(&want.hosts, &mut answers, patience)
+            .order_replacing(&want.hosts, &mut answers, patience, replaces.as_ref())
             .await;
         let issued = match issued {
             Ok(issued) => issued,
@@ -619,6 +632,150 @@ impl Orderer {
                 }
             }
         }
+    }
+}
+
+impl Orderer {
+    /// Whether `cert`, served for `digest`, is due at `now`: at a point of the CA's renewal
+    /// window when its directory offers renewal information (RFC 9773), else at two thirds of
+    /// its lifetime ([`schedule::renewal`]). Asks the CA when the last answer's `Retry-After`
+    /// has passed; a failure only falls back to two thirds (logged at WARN).
+    async fn renewal_due(&mut self, digest: &str, cert: &StoredCert, now: i64) -> bool {
+        // Answers refreshed within a day are kept; others are of names no longer served.
+        self.ari
+            .known
+            .retain(|_, a| a.next_ask.saturating_add(schedule::ARI_MAX_ASK_S) > now);
+        let stale = self
+            .ari
+            .known
+            .get(digest)
+            .map_or(true, |a| a.crt != cert.crt || a.next_ask <= now);
+        if stale {
+            self.ask_ari(digest, cert, now).await;
+        }
+        self.ari.due(digest, cert, now)
+    }
+
+    async fn ask_ari(&mut self, digest: &str, cert: &StoredCert, now: i64) {
+        // Asked with the stored account only: never an account created just for this. No
+        // account yet means nothing was ordered here: the next round looks again.
+        if self.client.is_none()
+            && (self.handle.account_secret().is_none()
+                || self.ari.directory_failed_until.is_some_and(|t| now < t))
+        {
+            return;
+        }
+        let mut answer = match self.ari.known.get(digest) {
+            Some(a) if a.crt == cert.crt => a.clone(),
+            _ => AriAnswer {
+                crt: cert.crt.clone(),
+                id: None,
+                window: None,
+                offered: false,
+                next_ask: now,
+                failing: false,
+            },
+        };
+        if answer.id.is_none() {
+            let path = self.settings.secrets_dir.join(&cert.crt);
+            match tokio::fs::read_to_string(&path).await {
+                Ok(chain) => match acme_client::certificate_id(&chain) {
+                    Ok(id) => answer.id = Some(id),
+                    Err(error) => {
+                        warn!(
+                            secret = %cert.crt,
+                            %error,
+                            "no ACME renewal information for this certificate; renewing at two thirds of its lifetime"
+                        );
+                        answer.next_ask =
+                            schedule::ari_next_ask(now, Some(schedule::ARI_MAX_ASK_S));
+                        self.ari.known.insert(digest.to_owned(), answer);
+                        return;
+                    }
+                },
+                // Not delivered yet (stored seconds ago): in a minute again.
+                Err(error) => {
+                    debug!(secret = %cert.crt, error = %error.kind(), "certificate not delivered yet for its renewal information");
+                    answer.next_ask = now.saturating_add(60);
+                    self.ari.known.insert(digest.to_owned(), answer);
+                    return;
+                }
+            }
+        }
+        if let Err(error) = self.client().await {
+            if self.ari.directory_failed_until.is_none() {
+                warn!(
+                    %error,
+                    "the ACME account or directory is not available for renewal information; renewing at two thirds of the lifetime"
+                );
+            } else {
+                debug!(%error, "the ACME account or directory is not available for renewal information");
+            }
+            self.ari.directory_failed_until = Some(schedule::ari_next_ask(now, None));
+            return;
+        }
+        self.ari.directory_failed_until = None;
+        let (Some(client), Some(id)) = (self.client.as_ref(), answer.id.clone()) else {
+            return;
+        };
+        match client.renewal_info(&id).await {
+            Ok(None) => {
+                debug!(secret = %cert.crt, "the ACME CA offers no renewal information; renewing at two thirds of the lifetime");
+                answer.offered = false;
+                answer.window = None;
+                answer.failing = false;
+                answer.next_ask = schedule::ari_next_ask(now, Some(schedule::ARI_MAX_ASK_S));
+            }
+            Ok(Some(advice)) => {
+                let fraction = window_fraction(&cert.crt);
+                let (renew_at, basis) = schedule::renewal(
+                    now,
+                    cert.not_before,
+                    cert.not_after,
+                    Some(advice.window),
+                    fraction,
+                );
+                if basis == schedule::Basis::TwoThirds {
+                    warn!(
+                        secret = %cert.crt,
+                        window_start = advice.window.start,
+                        window_end = advice.window.end,
+                        not_before = cert.not_before,
+                        not_after = cert.not_after,
+                        "the ACME CA's renewal window is malformed or outside the certificate's validity; renewing at two thirds of the lifetime"
+                    );
+                } else if answer.window != Some(advice.window) {
+                    info!(
+                        secret = %cert.crt,
+                        window_start = advice.window.start,
+                        window_end = advice.window.end,
+                        renew_at,
+                        explanation = advice.explanation_url.as_deref().unwrap_or(""),
+                        "ACME renewal window from the CA"
+                    );
+                }
+                answer.offered = true;
+                answer.window = Some(advice.window);
+                answer.failing = false;
+                answer.next_ask = schedule::ari_next_ask(now, Some(advice.retry_after_s));
+            }
+            Err(error) => {
+                if answer.failing {
+                    debug!(secret = %cert.crt, %error, "ACME renewal information failed again");
+                } else {
+                    warn!(
+                        secret = %cert.crt,
+                        %error,
+                        retry_in_s = schedule::ARI_MIN_ASK_S,
+                        "ACME renewal information failed; the last window (if any) or two thirds of the lifetime stands"
+                    );
+                }
+                // The window the CA gave last (for this certificate) stands meanwhile.
+                answer.failing = true;
+                answer.next_ask = schedule::ari_next_ask(now, None);
+            }
+        }
+        self.ari.known.insert(digest.to_owned(), answer);
     }
 }
 

@@ -299,6 +299,17 @@ impl Pebble {
             .is_ok_and(|s| s.success())
     }
 
+    /// Pebble's directory document (RFC 8555 §7.1.1), the JSON text as served.
+    pub fn directory_document(&self) -> String {
+        let out = self.curl().arg(&self.directory).output().expect("run curl");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `curl` against Pebble's listeners, from its namespace, trusting its HTTPS root.
     fn curl(&self) -> Command {
         let mut c = command_in(self.netns.as_deref(), "curl");
