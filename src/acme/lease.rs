@@ -1,6 +1,6 @@
 //! The order lease (`docs/acme.md`, "Who orders"): one edge orders a given name set at a time,
 //! across the cluster, with nothing but Swarm. Pure: names, labels and decisions; the Docker
-//! calls are `swarm/`'s (not written yet).
+//! calls are `swarm::acme`'s, made by `super::worker`.
 //!
 //! A lease is a Docker config named [`lease_name`] (a digest of the sorted names, so every
 //! edge computes the same one), whose labels say who holds it and until when. Swarm refuses a
@@ -140,6 +140,39 @@ pub fn decide(found: Option<(Result<Lease, LeaseError>, i64)>, me: &str, now: i6
     }
 }
 
+/// The labels that extend the lease whose labels are `labels` to `now` + [`LEASE_S`], if
+/// edge `me` still holds it (every other label kept: the names, the failure count); else the
+/// holder it names (`<unreadable lease>` when its labels cannot be read). The holder extends
+/// every [`EXTEND_EVERY_S`] while it orders, so an order may take longer than one lease and
+/// no other edge takes over from a holder still at work.
+pub fn extended(
+    labels: &BTreeMap<String, String>,
+    me: &str,
+    now: i64,
+) -> Result<BTreeMap<String, String>, String> {
+    match Lease::from_labels(labels) {
+        Ok(lease) if lease.holder == me => {
+            let mut labels = labels.clone();
+            labels.insert(EXPIRES.to_owned(), now.saturating_add(LEASE_S).to_string());
+            Ok(labels)
+        }
+        Ok(lease) => Err(lease.holder),
+        Err(_) => Err("<unreadable lease>".to_owned()),
+    }
+}
+
+/// The wait after failed orders that a lease held by `me` still carries at `now`: the count
+/// of failures (the `failures` label, see `store::FAILURES`) and when the next attempt is due
+/// (the lease's expiry, which the holder set to it). `None` when the lease is another edge's,
+/// carries no failure, or has run out. An edge restarted under the same holder name (compose
+/// keeps a container's id across restarts) or whose label went and came back reads its own
+/// wait from Swarm, not from its memory.
+pub fn backoff_held(labels: &BTreeMap<String, String>, me: &str, now: i64) -> Option<(u32, i64)> {
+    let lease = Lease::from_labels(labels).ok()?;
+    let failures: u32 = labels.get(super::store::FAILURES)?.parse().ok()?;
+    (lease.holder == me && failures > 0 && lease.expires > now).then_some((failures, lease.expires))
+}
+
 /// What a refused lease create says about this edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CreateRefused {
@@ -168,6 +201,47 @@ pub fn create_refused(status: Option<u16>) -> CreateRefused {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn lease_labels(holder: &str, expires: i64, failures: Option<u32>) -> BTreeMap<String, String> {
+        let mut labels = Lease {
+            holder: holder.into(),
+            expires,
+        }
+        .labels(&hosts(&["a.example"]));
+        if let Some(n) = failures {
+            labels.insert(super::super::store::FAILURES.into(), n.to_string());
+        }
+        labels
+    }
+
+    #[test]
+    fn the_holder_extends_its_lease_keeping_every_other_label_and_nobody_else_can() {
+        let labels = lease_labels("n1/c1", 1_120, Some(2));
+        let longer = extended(&labels, "n1/c1", 1_100).unwrap();
+        assert_eq!(longer[EXPIRES], (1_100 + LEASE_S).to_string());
+        assert_eq!(longer[HOLDER], "n1/c1");
+        assert_eq!(longer[HOSTS], "a.example");
+        assert_eq!(longer[super::super::store::FAILURES], "2");
+        assert_eq!(extended(&labels, "n2/c9", 1_100), Err("n1/c1".to_owned()));
+        let mut unreadable = labels.clone();
+        unreadable.remove(HOLDER);
+        assert_eq!(
+            extended(&unreadable, "n1/c1", 1_100),
+            Err("<unreadable lease>".to_owned())
+        );
+    }
+
+    #[test]
+    fn a_wait_after_failed_orders_is_read_back_from_the_lease_by_its_holder_only_while_it_runs() {
+        let held = lease_labels("n1/c1", 2_000, Some(3));
+        assert_eq!(backoff_held(&held, "n1/c1", 1_000), Some((3, 2_000)));
+        assert_eq!(backoff_held(&held, "n1/c1", 2_000), None, "run out");
+        assert_eq!(backoff_held(&held, "n2/c9", 1_000), None, "another edge's");
+        let ordering = lease_labels("n1/c1", 2_000, None);
+        assert_eq!(backoff_held(&ordering, "n1/c1", 1_000), None, "no failure");
+        let zero = lease_labels("n1/c1", 2_000, Some(0));
+        assert_eq!(backoff_held(&zero, "n1/c1", 1_000), None);
+    }
 
     fn hosts(list: &[&str]) -> Vec<Host> {
         list.iter().map(|h| Host::parse(h).unwrap()).collect()

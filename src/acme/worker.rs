@@ -52,8 +52,8 @@ pub struct WorkerSettings {
     /// How often the ACME objects are listed: the delay for another edge's challenge answer
     /// to reach this edge's HAProxy (2 s).
     pub poll: Duration,
-    /// How long an order may wait on the CA (kept under the lease's 120 s, so a lease is
-    /// never extended).
+    /// How long an order may wait on the CA for validation and for the certificate (the
+    /// holder extends its lease meanwhile, every `lease::EXTEND_EVERY_S`).
     pub patience: Patience,
 }
 
@@ -250,6 +250,37 @@ pub fn spawn(
     (handle, task)
 }
 
+/// Extends the order lease named `name` every `every` ([`lease::EXTEND_EVERY_S`] in the
+/// worker) while edge `me` orders (run beside the order, which it ends by returning): returns
+/// what Swarm shows instead once the lease is gone or another edge's. A failed read or update
+/// is tried again at the next tick (a stale version means another edge updated it: the next
+/// read tells).
+pub async fn keep_lease(docker: Docker, name: String, me: String, every: Duration) -> String {
+    loop {
+        tokio::time::sleep(every).await;
+        let found = match docker.acme_configs().await {
+            Ok(configs) => configs.into_iter().find(|c| c.name == name),
+            Err(error) => {
+                debug!(%error, "reading the order lease to extend it; trying again");
+                continue;
+            }
+        };
+        let Some(config) = found else {
+            return "the lease was removed".to_owned();
+        };
+        match lease::extended(&config.labels, &me, unix_now()) {
+            Ok(labels) => match docker.update_config_labels(&config, &labels).await {
+                Ok(()) => debug!(lease = %name, "order lease extended"),
+                Err(error) => debug!(%error, "extending the order lease; trying again"),
+            },
+            Err(holder) => return format!("held by {holder}"),
+        }
+    }
+}
+
+/// How often the holder extends its lease while it orders.
+const EXTEND_EVERY: Duration = Duration::from_secs(lease::EXTEND_EVERY_S.unsigned_abs());
+
 async fn list(docker: &Docker, directory: &str) -> Result<AcmeView, SwarmError> {
     let (configs, secrets) = tokio::join!(docker.acme_configs(), docker.acme_secrets());
     Ok(AcmeView::from_listing(&configs?, &secrets?, directory))
@@ -285,6 +316,11 @@ enum OrderError {
     Swarm(#[from] SwarmError),
     #[error("the account secret is not readable: {0}")]
     Account(String),
+    /// The order lease stopped being this edge's while it ordered (its extensions failed
+    /// until it lapsed and another edge took it over): the order is dropped, the other edge's
+    /// stands.
+    #[error("the order lease is no longer this edge's ({0})")]
+    LeaseLost(String),
 }
 
 struct Orderer {
@@ -358,6 +394,19 @@ impl Orderer {
         if stored {
             return;
         }
+        let name = lease::lease_name(&want.hosts);
+        let me = self.settings.holder.clone();
+        if let Some((failures, until)) = fresh
+            .leases
+            .get(&name)
+            .and_then(|l| lease::backoff_held(&l.labels, &me, now))
+        {
+            // This edge's own wait after failed orders, kept in Swarm: it holds across a
+            // restart under the same holder name and a label that went and came back.
+            debug!(service = %want.service, failures, retry_in_s = until - now, "waiting after failed orders, as the lease says");
+            self.failures.insert(digest.to_owned(), (failures, until));
+            return;
+        }
         let Some(lease_id) = self.take_lease(&fresh, want, now).await else {
             return;
         };
@@ -368,7 +417,16 @@ impl Orderer {
             .and_then(|l| l.labels.get(store::FAILURES))
             .and_then(|n| n.parse::<u32>().ok())
             .unwrap_or(0);
-        let result = self.order(want).await;
+        let docker = self.docker.clone();
+        let result = tokio::select! {
+            result = self.order(want) => result,
+            lost = keep_lease(docker, name, me, EXTEND_EVERY) => Err(OrderError::LeaseLost(lost)),
+        };
+        if let Err(error @ OrderError::LeaseLost(_)) = &result {
+            // Not this edge's failure to count or to hold the lease for: the new holder orders.
+            info!(service = %want.service, %error, "stopped ordering: another edge holds the lease now");
+            return;
+        }
         if result.is_ok() {
             // This edge's next round (and its pass) see the new certificate at once.
             if let Ok(after) = list(&self.docker, &self.settings.acme.directory).await {
@@ -437,6 +495,10 @@ impl Orderer {
         let Some(config) = found else {
             return;
         };
+        if lease::extended(&config.labels, &self.settings.holder, unix_now()).is_err() {
+            // Another edge's by now: its order, its wait.
+            return;
+        }
         let mut labels = Lease {
             holder: self.settings.holder.clone(),
             expires: retry_at,
