@@ -26,12 +26,12 @@ fn now() -> i64 {
 }
 
 /// Removes the test's lease config, failing or not.
-struct Removed(Docker, String);
+struct Removed(String);
 
 impl Drop for Removed {
     fn drop(&mut self) {
         let _ = std::process::Command::new("/usr/bin/docker")
-            .args(["config", "rm", &self.1])
+            .args(["config", "rm", &self.0])
             .output();
     }
 }
@@ -61,7 +61,7 @@ async fn the_holder_extends_its_lease_in_swarm_while_it_orders_and_stops_once_an
         .unwrap_or_else(|e| {
             panic!("creating the lease config (is the engine a Swarm manager?): {e}")
         });
-    let _removed = Removed(docker.clone(), name.clone());
+    let _removed = Removed(name.clone());
     assert_eq!(expires(&docker, &name).await, Some(taken + LEASE_S));
 
     let keeper = tokio::spawn(keep_lease(
