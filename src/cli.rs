@@ -280,8 +280,10 @@ pub struct Common {
 
     /// A Swarm manager's Docker endpoint (same forms as --docker), for services, tasks,
     /// networks and their events: what a worker node's engine cannot answer. Unset: --docker
-    /// (which must then be a manager). Best through an API-filtering proxy that allows only
-    /// GET of /services, /tasks, /networks, /events, /info and /version.
+    /// (which must then be a manager). Best through an API-filtering proxy such as
+    /// `swarm-lb api-proxy` (docker-stack.yml's): GET of /_ping, /info, /version, /events,
+    /// /services, /tasks, /networks, /secrets and /configs (lists), and the secrets copy
+    /// job's service create and removal only (docs/several-nodes.md).
     #[arg(long, env = "SWARM_LB_MANAGER")]
     pub manager: Option<String>,
 
