@@ -137,6 +137,12 @@ side_report() {
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+# Both lock files must already hold what the manifests ask for: a build that rewrites one
+# fails the run's last check (the tree changed) after ~40 minutes; this says so at once.
+for manifest in Cargo.toml fuzz/Cargo.toml; do
+    cargo metadata -q --locked --format-version 1 --manifest-path "$manifest" >/dev/null ||
+        { echo "== FAILED: ${manifest%Cargo.toml}Cargo.lock is stale: run cargo metadata --manifest-path $manifest and commit the lock file" >&2; exit 1; }
+done
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
