@@ -889,7 +889,7 @@ async fn drain_round(svc: &Svc, node: &str, replicas: usize) -> (Vec<f64>, Vec<f
     let mut first_seen: BTreeMap<(&str, String), SystemTime> = BTreeMap::new();
     let mut done: BTreeMap<&str, f64> = BTreeMap::new();
     let t0 = Instant::now();
-    mn("mn1", &["node", "update", "--availability", "drain", node]);
+    mn_update("mn1", &["node", "update", "--availability", "drain", node]);
     while done.len() < others.len() {
         assert!(
             t0.elapsed() < Duration::from_secs(90),
@@ -918,7 +918,7 @@ async fn drain_round(svc: &Svc, node: &str, replicas: usize) -> (Vec<f64>, Vec<f
         };
         per_task.push(ms(at.duration_since(*since).unwrap_or(Duration::ZERO)));
     }
-    mn("mn1", &["node", "update", "--availability", "active", node]);
+    mn_update("mn1", &["node", "update", "--availability", "active", node]);
     // Back: its edge and agent return; wait until every edge follows the set again.
     svc.converged(&edges(), replicas).await;
     (per_task, done.into_values().collect())
@@ -1352,7 +1352,7 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
     // HAProxy still runs (a container, not a task) but takes no new answer. Pebble's DNS moves
     // to a living edge other than mn2 whichever edge died (as an operator repoints a name), so
     // the completed order is validated through another node than the first.
-    mn(
+    mn_update(
         "mn1",
         &["node", "update", "--availability", "drain", dead_node],
     );
@@ -1404,7 +1404,7 @@ async fn three_manager_edges_starting_at_once_order_once_serve_one_certificate_a
     );
     // The dead edge's node back: its new edge serves the certificate stored meanwhile.
     let back = Instant::now();
-    mn(
+    mn_update(
         "mn1",
         &["node", "update", "--availability", "active", dead_node],
     );

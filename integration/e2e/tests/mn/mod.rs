@@ -40,6 +40,21 @@ pub fn mn(node: &str, args: &[&str]) -> String {
     try_mn(node, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// [`mn`] for an update of a Swarm object, tried again (up to 10 times, 300 ms apart) while the
+/// manager answers `update out of sequence`: the object's version moved between the CLI's read
+/// and its update (a node's status changing as its edge is killed, seen in CI).
+pub fn mn_update(node: &str, args: &[&str]) -> String {
+    for _ in 0..9 {
+        match try_mn(node, args) {
+            Err(e) if e.contains("update out of sequence") => {
+                std::thread::sleep(std::time::Duration::from_millis(300))
+            }
+            other => return other.unwrap_or_else(|e| panic!("{e}")),
+        }
+    }
+    mn(node, args)
+}
+
 /// The netclient binary run inside the switch namespace.
 pub fn netclient(args: &[&str]) -> Command {
     let mut c = Command::new("ip");
