@@ -2,6 +2,7 @@
 //! networks, containers. Each helper panics with the command's stderr on failure: these are
 //! test steps, not product code.
 
+use std::collections::BTreeMap;
 use std::process::Command;
 
 /// The docker client matching the engine (`$DOCKER`, else Debian's `/usr/bin/docker`).
@@ -281,4 +282,41 @@ pub fn container_networks(container: &str) -> Vec<String> {
         container,
     ]);
     out.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The arguments of `docker config ls` that print each ACME order lease's labels, a line each.
+pub const ACME_LEASES_LS: [&str; 6] = [
+    "config",
+    "ls",
+    "--filter",
+    "label=com.docker.lb.acme=lock",
+    "--format",
+    "{{.Labels}}",
+];
+
+/// The labels (`key=value` pairs) of the lease whose line of `listing` (the output of
+/// [`ACME_LEASES_LS`]) contains `needle`, if there is one.
+pub fn acme_lease_labels(listing: &str, needle: &str) -> Option<BTreeMap<String, String>> {
+    let line = listing.lines().find(|l| l.contains(needle))?;
+    Some(
+        line.split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::acme_lease_labels;
+
+    #[test]
+    fn a_lease_line_of_config_ls_reads_back_as_its_labels() {
+        let listing = "com.docker.lb.acme=lock,com.docker.lb.acme.holder=n1/c1,com.docker.lb.acme.hosts=a.example\n\
+                       com.docker.lb.acme=lock,com.docker.lb.acme.holder=n2/c2,com.docker.lb.acme.hosts=b.example";
+        let labels = acme_lease_labels(listing, "b.example").unwrap();
+        assert_eq!(labels["com.docker.lb.acme.holder"], "n2/c2");
+        assert_eq!(labels["com.docker.lb.acme"], "lock");
+        assert!(acme_lease_labels(listing, "c.example").is_none());
+    }
 }

@@ -332,19 +332,8 @@ async fn a_short_lived_certificate_is_renewed_through_swarm_under_https_load_wit
 /// The holder of the order lease for names containing `needle` (`<node>/<container>`), if a
 /// lease exists.
 fn lease_holder(needle: &str) -> Option<String> {
-    let out = try_docker(&[
-        "config",
-        "ls",
-        "--filter",
-        "label=com.docker.lb.acme=lock",
-        "--format",
-        "{{.Labels}}",
-    ])
-    .ok()?;
-    let line = out.lines().find(|l| l.contains(needle))?;
-    line.split(',')
-        .find_map(|kv| kv.strip_prefix("com.docker.lb.acme.holder="))
-        .map(str::to_owned)
+    let out = try_docker(&swarm_lb_e2e::docker::ACME_LEASES_LS).ok()?;
+    swarm_lb_e2e::docker::acme_lease_labels(&out, needle)?.remove("com.docker.lb.acme.holder")
 }
 
 /// A TCP forwarder on a free loopback port to `127.0.0.1:<target>`, the target changeable:

@@ -1007,25 +1007,8 @@ async fn draining_a_worker_converges_on_the_other_edges_with_and_without_hints()
 
 /// The labels of the ACME order lease whose names contain `needle`, as `key=value` pairs.
 fn lease_labels(needle: &str) -> Option<BTreeMap<String, String>> {
-    let out = try_mn(
-        "mn1",
-        &[
-            "config",
-            "ls",
-            "--filter",
-            "label=com.docker.lb.acme=lock",
-            "--format",
-            "{{.Labels}}",
-        ],
-    )
-    .ok()?;
-    let line = out.lines().find(|l| l.contains(needle))?;
-    Some(
-        line.split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect(),
-    )
+    let out = try_mn("mn1", &swarm_lb_e2e::docker::ACME_LEASES_LS).ok()?;
+    swarm_lb_e2e::docker::acme_lease_labels(&out, needle)
 }
 
 /// The node (`mn1`..`mn3`) and edge container of a lease holder (`<node id>/<container>`, the
