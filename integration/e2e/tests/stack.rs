@@ -587,19 +587,8 @@ async fn through_the_stacks_agents_a_crashed_task_on_mn3_is_served_by_every_edge
 fn api_address() -> String {
     // Running ones only: the list keeps the tasks of nodes that were managers for a while
     // (the three-manager ACME test), gone with their addresses.
-    let ids = mn(
-        "mn1",
-        &[
-            "service",
-            "ps",
-            "-q",
-            "--no-trunc",
-            "--filter",
-            "desired-state=running",
-            "lb_api",
-        ],
-    );
-    let id = ids.lines().next().expect("an lb_api task");
+    let ids = running_task_ids("lb_api");
+    let id = ids.first().expect("an lb_api task");
     let json = mn("mn1", &["inspect", id]);
     let tasks: Vec<Value> = serde_json::from_str(&json).expect("task JSON");
     tasks[0]["NetworksAttachments"]

@@ -40,6 +40,25 @@ pub fn mn(node: &str, args: &[&str]) -> String {
     try_mn(node, args).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The full ids of `service`'s tasks whose desired state is running (the task list also keeps
+/// stopped ones, with addresses gone), as the manager mn1 lists them.
+pub fn running_task_ids(service: &str) -> Vec<String> {
+    let args = [
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        "desired-state=running",
+        service,
+    ];
+    mn("mn1", &args)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// [`mn`] for an update of a Swarm object, tried again (up to 10 times, 300 ms apart) while the
 /// manager answers `update out of sequence`: the object's version moved between the CLI's read
 /// and its update (a node's status changing as its edge is killed, seen in CI).
@@ -382,25 +401,13 @@ impl Svc {
                 .filter_map(|l| l.split_once(' '))
                 .map(|(id, h)| (id.to_owned(), h.to_owned()))
                 .collect();
-        let ids = mn(
-            "mn1",
-            &[
-                "service",
-                "ps",
-                "-q",
-                "--no-trunc",
-                "--filter",
-                "desired-state=running",
-                &self.name,
-            ],
-        );
-        let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+        let ids = running_task_ids(&self.name);
         let mut out = BTreeMap::new();
         if ids.is_empty() {
             return out;
         }
         let mut args = vec!["inspect"];
-        args.extend(&ids);
+        args.extend(ids.iter().map(String::as_str));
         let Ok(json) = try_mn("mn1", &args) else {
             return out;
         };
