@@ -358,9 +358,20 @@ impl Reconciler {
 
     /// The routing Swarm asks for; logs label problems once, when they appear.
     pub fn desired(&mut self, snap: &Snapshot) -> Desired {
-        let desired = self.labels.desired(snap, &self.settings.model);
-        self.observer.problems(&desired, &self.cert_problems, snap);
+        let desired = self.desired_change(snap).0;
+        // No plan sees what changed here: the next pass's plan compares everything.
+        self.labels.unplanned();
         desired
+    }
+
+    /// [`Reconciler::desired`] and what changed in it since the last call.
+    fn desired_change(&mut self, snap: &Snapshot) -> (Desired, model::Change) {
+        let (desired, change) = self.labels.desired(snap, &self.settings.model);
+        if change == model::Change::All {
+            // A patch changes no problem (see `model::DesiredCache::next`).
+            self.observer.problems(&desired, &self.cert_problems, snap);
+        }
+        (desired, change)
     }
 
     /// Read HAProxy (and the container's managed networks) and plan, without applying:
@@ -378,14 +389,20 @@ impl Reconciler {
         snap: &Snapshot,
         reach: Reach,
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
-        let mut desired = self.desired(snap);
+        let (mut desired, change) = self.desired_change(snap);
         self.settle_acme(&mut desired);
         self.settle_auth(&mut desired);
         self.learn_proxy(reach).await?;
         // A read-only plan reads everything and leaves what the passes know alone.
-        let actual = match reach {
-            Reach::ReadOnly => self.actual().await?,
+        let (actual, known) = match reach {
+            Reach::ReadOnly => (self.actual().await?, false),
             Reach::MayReload => self.actual_for_plan().await?,
+        };
+        // Only the backends whose endpoints changed are planned when HAProxy holds what the
+        // last pass left (`plan::plan_cached`'s `only`).
+        let only = match &change {
+            model::Change::Backends(changed) if known => Some(changed),
+            _ => None,
         };
         let attached = self.networks.managed(snap, &desired).await?;
         let settings = self.plan_settings();
@@ -397,6 +414,7 @@ impl Reconciler {
             &settings,
             &mut self.plan_cache,
             &hold,
+            only,
         );
         if !self.files.template_loaded() && !plan.reload {
             info!(
@@ -752,10 +770,10 @@ impl Reconciler {
 
     /// The state a pass plans from: what the last pass left ([`known`]) while it may be
     /// used, else a full read, compared with what was known (a difference is a repair).
-    async fn actual_for_plan(&mut self) -> Result<ProxyState, ReconcileError> {
+    async fn actual_for_plan(&mut self) -> Result<(ProxyState, bool), ReconcileError> {
         let pid = self.proxy.map(|p| p.pid);
         match self.reads.start(pid, Instant::now()) {
-            known::Start::Known(state) => Ok(state),
+            known::Start::Known(state) => Ok((state, true)),
             known::Start::FullRead { stale } => {
                 let fresh = self.full_actual().await?;
                 if let Some(k) = stale.filter(|k| Some(k.pid) == pid) {
@@ -779,7 +797,7 @@ impl Reconciler {
                         self.observer.metrics.resync_repairs.inc();
                     }
                 }
-                Ok(fresh)
+                Ok((fresh, false))
             }
         }
     }

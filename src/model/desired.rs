@@ -10,8 +10,8 @@ use super::labels::{self, sort_errors, LabelError, Route, Severity, Verdict, NET
 use super::reason::Reason;
 use super::routes::{self, route_key, Claim, RedirectClaim};
 use super::{
-    BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network, NetworkId,
-    Service, ServiceId, Settings, Snapshot, Task, TaskState,
+    BackendName, BackendSpec, Desired, DesiredTaskState, EndpointState, MapKey, Mode, Network,
+    NetworkId, Service, ServiceId, Settings, Snapshot, Task, TaskState,
 };
 use super::{MapValue, RouteInForce};
 
@@ -46,6 +46,37 @@ pub struct DesiredCache {
     settings: Settings,
     /// Whether parts are kept (false for the one-off [`desired`]).
     keep: bool,
+    /// The last output of [`DesiredCache::next`] and what it was derived from.
+    prev: Option<Prev>,
+}
+
+/// The last pass of [`DesiredCache::next`]: its input (shared values) and its output, which
+/// the next pass patches when only some services' backends changed.
+#[derive(Debug)]
+struct Prev {
+    services: Vec<Arc<Service>>,
+    tasks: Vec<Arc<Task>>,
+    out: Desired,
+    /// Backends whose ready-server count weighs in the hosts map (a host several services
+    /// share) or whose service redirects: a change of theirs is planned in full.
+    shared: HashSet<BackendName>,
+    /// Services routed on (or refused with) their last good route: derived again every
+    /// pass, since that route is the last output's.
+    consulted: BTreeSet<ServiceId>,
+    /// Services whose route was built but left out of the output (another service holds
+    /// its backend name): a change of theirs is planned in full.
+    dropped: BTreeSet<ServiceId>,
+}
+
+/// What [`DesiredCache::next`] changed in the desired routing since its last output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Anything may have changed (the first pass, a service added, removed or relabelled,
+    /// the networks or settings): compare everything.
+    All,
+    /// Only these backends' specs (their endpoints) changed; the hosts map, the networks,
+    /// the certificates, the problems and every other backend are the last output's.
+    Backends(BTreeSet<BackendName>),
 }
 
 impl Default for DesiredCache {
@@ -55,6 +86,7 @@ impl Default for DesiredCache {
             networks: Vec::new(),
             settings: Settings::default(),
             keep: true,
+            prev: None,
         }
     }
 }
@@ -63,6 +95,8 @@ impl Default for DesiredCache {
 struct Cached {
     service: Arc<Service>,
     tasks: Vec<Arc<Task>>,
+    /// The last good route the contribution was derived from, when it consulted one (its
+    /// labels were refused): a contribution from good labels does not depend on it.
     last_good: Option<Arc<RouteInForce>>,
     contribution: Contribution,
 }
@@ -74,6 +108,8 @@ struct Contribution {
     errors: Vec<LabelError>,
     notices: Vec<LabelError>,
     built: Option<(Arc<RouteInForce>, Arc<BackendSpec>)>,
+    /// The labels were refused, so the last good route was consulted (given or not).
+    consulted: bool,
 }
 
 /// [`desired`], reusing what `cache` holds of the services that did not change (at 10,000
@@ -85,6 +121,222 @@ pub fn desired_cached(
     last_good: &BTreeMap<ServiceId, Arc<RouteInForce>>,
     cache: &mut DesiredCache,
 ) -> Desired {
+    cache.prev = None;
+    assemble(snap, settings, last_good, cache).0
+}
+
+impl DesiredCache {
+    /// The desired routing of `snap`, each service's last good route being the one of this
+    /// cache's last output (what [`desired`] gives with that output's `routes` as
+    /// `last_good`), and what changed since that output.
+    ///
+    /// A pass where only some services' tasks changed costs what those services cost: the
+    /// snapshot is compared with the last one by shared value (one pointer per service and
+    /// task), those services are derived again, and when none of them changed more than its
+    /// endpoints (same route, network, options, and a ready count no shared host weighs),
+    /// the last output is patched ([`Change::Backends`]). Anything else (a service added,
+    /// removed or relabelled, a host several services share whose weights move, the
+    /// networks or the settings, a snapshot not sorted by id, more than a sixteenth of the
+    /// services at once) is assembled in full ([`Change::All`]), as [`desired_cached`] does.
+    pub fn next(&mut self, snap: &Snapshot, settings: &Settings) -> (Desired, Change) {
+        self.keep = true;
+        if let Some(patched) = self.patch(snap, settings) {
+            return patched;
+        }
+        let last_good = self.prev.take().map(|p| p.out.routes).unwrap_or_default();
+        let (out, meta) = assemble(snap, settings, &last_good, self);
+        self.prev = Some(Prev {
+            services: snap.services.clone(),
+            tasks: snap.tasks.clone(),
+            out: out.clone(),
+            shared: meta.shared,
+            consulted: meta.consulted,
+            dropped: meta.dropped,
+        });
+        (out, Change::All)
+    }
+
+    /// The last output with the backends of the services whose tasks changed replaced, if
+    /// that is all that changed (see [`DesiredCache::next`]); `None` to assemble in full.
+    fn patch(&mut self, snap: &Snapshot, settings: &Settings) -> Option<(Desired, Change)> {
+        let prev = self.prev.as_ref()?;
+        if self.networks != snap.networks || self.settings != *settings {
+            return None;
+        }
+        let mut touched: BTreeSet<&str> = prev.consulted.iter().map(String::as_str).collect();
+        if prev.services.len() != snap.services.len() {
+            return None;
+        }
+        for (old, new) in prev.services.iter().zip(&snap.services) {
+            if Arc::ptr_eq(old, new) {
+                continue;
+            }
+            if old.id != new.id {
+                return None;
+            }
+            touched.insert(new.id.as_str());
+        }
+        if !changed_tasks(&prev.tasks, &snap.tasks, &mut touched) {
+            return None;
+        }
+        if touched.len() > (snap.services.len() / 16).max(64) {
+            return None;
+        }
+        if touched.is_empty() {
+            return Some((prev.out.clone(), Change::Backends(BTreeSet::new())));
+        }
+        let ctx = Ctx {
+            snap,
+            settings,
+            tasks_of: super::tasks_by_service(&snap.tasks, |id| touched.contains(id)),
+        };
+        let mut fresh = Vec::with_capacity(touched.len());
+        for service in snap
+            .services
+            .iter()
+            .filter(|s| touched.contains(s.id.as_str()))
+        {
+            if prev.dropped.contains(&service.id) {
+                return None;
+            }
+            let old = self.by_service.get(&service.id)?;
+            let good = prev.out.routes.get(&service.id);
+            let new = ctx.contribution(service, good.map(|g| &**g));
+            if new.warnings != old.contribution.warnings
+                || new.errors != old.contribution.errors
+                || new.notices != old.contribution.notices
+            {
+                return None;
+            }
+            match (&old.contribution.built, &new.built) {
+                (None, None) => {}
+                (Some((r0, s0)), Some((r1, s1))) => {
+                    let same_route = Arc::ptr_eq(r0, r1) || r0 == r1;
+                    let weighs = prev.shared.contains(&r1.route.backend)
+                        && ready_servers(s0) != ready_servers(s1);
+                    if !same_route
+                        || weighs
+                        || s0.service_id != s1.service_id
+                        || s0.mode != s1.mode
+                        || s0.network != s1.network
+                        || s0.options != s1.options
+                    {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+            let tasks = ctx.tasks_of.get(service.id.as_str()).map_or(&[][..], |t| t);
+            fresh.push((service, tasks, good.cloned(), new));
+        }
+        let prev = self.prev.as_mut()?;
+        let mut changed = BTreeSet::new();
+        for (service, tasks, good, new) in fresh {
+            if let Some((in_force, spec)) = &new.built {
+                let name = in_force.route.backend.clone();
+                let same = prev
+                    .out
+                    .backends
+                    .get(&name)
+                    .is_some_and(|old| Arc::ptr_eq(old, spec) || old == spec);
+                if !same {
+                    prev.out.backends.insert(name.clone(), Arc::clone(spec));
+                    changed.insert(name);
+                }
+                prev.out
+                    .routes
+                    .insert(service.id.clone(), Arc::clone(in_force));
+            }
+            self.by_service.insert(
+                service.id.clone(),
+                Cached {
+                    service: Arc::clone(service),
+                    tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
+                    last_good: good.filter(|_| new.consulted),
+                    contribution: new,
+                },
+            );
+        }
+        prev.services.clone_from(&snap.services);
+        prev.tasks.clone_from(&snap.tasks);
+        Some((prev.out.clone(), Change::Backends(changed)))
+    }
+}
+
+/// Adds to `touched` the service of every task that differs between `old` and `new` (both
+/// sorted by task id, compared by shared value): added, removed or changed. False if `new`
+/// is not sorted by id (then nothing can be told from a walk).
+fn changed_tasks<'a>(
+    old: &'a [Arc<Task>],
+    new: &'a [Arc<Task>],
+    touched: &mut BTreeSet<&'a str>,
+) -> bool {
+    if !new.windows(2).all(|w| w[0].id < w[1].id) {
+        return false;
+    }
+    let (mut i, mut j) = (0, 0);
+    loop {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if Arc::ptr_eq(a, b) => (i, j) = (i + 1, j + 1),
+            (Some(a), Some(b)) => match a.id.cmp(&b.id) {
+                std::cmp::Ordering::Equal => {
+                    touched.insert(a.service_id.as_str());
+                    touched.insert(b.service_id.as_str());
+                    (i, j) = (i + 1, j + 1);
+                }
+                std::cmp::Ordering::Less => {
+                    touched.insert(a.service_id.as_str());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    touched.insert(b.service_id.as_str());
+                    j += 1;
+                }
+            },
+            (Some(a), None) => {
+                touched.insert(a.service_id.as_str());
+                i += 1;
+            }
+            (None, Some(b)) => {
+                touched.insert(b.service_id.as_str());
+                j += 1;
+            }
+            (None, None) => return true,
+        }
+    }
+}
+
+/// The servers a backend counts as in a host several services share (see
+/// `model::routes::hosts_map`): one for a VIP, else its ready endpoints.
+fn ready_servers(spec: &BackendSpec) -> u32 {
+    match spec.mode {
+        Mode::Vip => 1,
+        Mode::Task => spec
+            .endpoints
+            .values()
+            .filter(|s| **s == EndpointState::Ready)
+            .count()
+            .try_into()
+            .unwrap_or(u32::MAX),
+    }
+}
+
+/// What [`assemble`] learnt besides the routing, for [`DesiredCache::next`]'s patches.
+#[derive(Debug, Default)]
+struct Meta {
+    shared: HashSet<BackendName>,
+    consulted: BTreeSet<ServiceId>,
+    dropped: BTreeSet<ServiceId>,
+}
+
+/// The desired routing put together from every service's contribution (those `cache` holds
+/// for services that did not change, the others derived and kept).
+fn assemble(
+    snap: &Snapshot,
+    settings: &Settings,
+    last_good: &BTreeMap<ServiceId, Arc<RouteInForce>>,
+    cache: &mut DesiredCache,
+) -> (Desired, Meta) {
     if cache.networks != snap.networks || cache.settings != *settings {
         cache.by_service.clear();
         cache.networks = snap.networks.clone();
@@ -100,6 +352,7 @@ pub fn desired_cached(
     services.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
 
     let mut out = Desired::default();
+    let mut meta = Meta::default();
     let mut claims: BTreeMap<MapKey, Vec<Claim>> = BTreeMap::new();
     let mut ssl_only: BTreeSet<MapKey> = BTreeSet::new();
     let mut redirects = Vec::new();
@@ -113,11 +366,12 @@ pub fn desired_cached(
             Arc::ptr_eq(&c.service, service)
                 && c.tasks.len() == tasks.len()
                 && c.tasks.iter().zip(tasks).all(|(a, b)| Arc::ptr_eq(a, b))
-                && match (&c.last_good, good) {
-                    (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-                    (None, None) => true,
-                    _ => false,
-                }
+                && (!c.contribution.consulted
+                    || match (&c.last_good, good) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+                        (None, None) => true,
+                        _ => false,
+                    })
         });
         let fresh: Contribution;
         let c = if hit {
@@ -133,7 +387,7 @@ pub fn desired_cached(
                     Cached {
                         service: (*service).clone(),
                         tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
-                        last_good: good.cloned(),
+                        last_good: good.cloned().filter(|_| contribution.consulted),
                         contribution,
                     },
                 );
@@ -146,6 +400,9 @@ pub fn desired_cached(
                 &fresh
             }
         };
+        if c.consulted {
+            meta.consulted.insert(service.id.clone());
+        }
         out.warnings.extend(c.warnings.iter().cloned());
         out.errors.extend(c.errors.iter().cloned());
         out.notices.extend(c.notices.iter().cloned());
@@ -161,18 +418,10 @@ pub fn desired_cached(
                     backend: route.backend.to_string(),
                 }),
             });
+            meta.dropped.insert(service.id.clone());
             continue;
         }
-        let servers = match spec.mode {
-            Mode::Vip => 1,
-            Mode::Task => spec
-                .endpoints
-                .values()
-                .filter(|s| **s == EndpointState::Ready)
-                .count()
-                .try_into()
-                .unwrap_or(u32::MAX),
-        };
+        let servers = ready_servers(spec);
         let strip = match (&route.context_root, route.rewrite) {
             (Some(root), true) => root.segments(),
             _ => 0,
@@ -218,6 +467,9 @@ pub fn desired_cached(
                 ssl_only.insert(MapKey::https_only(host));
             }
         }
+        if !route.redirects.is_empty() {
+            meta.shared.insert(route.backend.clone());
+        }
         redirects.extend(route.redirects.iter().map(|r| RedirectClaim {
             service: service.name.clone(),
             redirect: r.clone(),
@@ -228,6 +480,10 @@ pub fn desired_cached(
     }
     if cache.by_service.len() > seen.len() {
         cache.by_service.retain(|id, _| seen.contains(id.as_str()));
+    }
+    for claimants in claims.values().filter(|c| c.len() > 1) {
+        meta.shared
+            .extend(claimants.iter().map(|c| c.backend.clone()));
     }
     out.hosts = routes::hosts_map(claims, redirects, &mut out.errors);
     // `com.docker.lb.ssl_only`: one `!<host>/` entry per host (a map edit, no reload).
@@ -258,7 +514,7 @@ pub fn desired_cached(
             "{severity:?} list holds {list:?}"
         );
     }
-    out
+    (out, meta)
 }
 
 impl Ctx<'_> {
@@ -312,6 +568,7 @@ impl Ctx<'_> {
             Ok((route, spec)) => Some((Arc::new(route), Arc::new(spec))),
             Err(errors) => {
                 c.errors.extend(errors);
+                c.consulted = true;
                 let Some(good) = last_good else {
                     return c;
                 };
@@ -1691,6 +1948,35 @@ mod tests {
         assert!(d.errors.iter().all(|e| e.service() == "api"));
     }
 
+    #[test]
+    fn a_task_starting_patches_its_backend_alone_and_a_relabel_assembles_everything() {
+        let mut snap = snapshot(
+            vec![routed("web", "a.example"), routed("api", "b.example")],
+            vec![running("web", 1), running("api", 1)],
+        );
+        snap.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        let settings = no_settings();
+        let mut cache = DesiredCache::default();
+        assert_eq!(cache.next(&snap, &settings).1, Change::All);
+
+        snap.tasks.push(Arc::new(running("web", 2)));
+        snap.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        let (d, change) = cache.next(&snap, &settings);
+        assert_eq!(change, Change::Backends(BTreeSet::from([backend("web")])));
+        assert_eq!(d, desired(&snap, &settings, &BTreeMap::new()));
+        assert_eq!(d.backends[&backend("web")].endpoints.len(), 2);
+
+        let (_, change) = cache.next(&snap, &settings);
+        assert_eq!(change, Change::Backends(BTreeSet::new()), "nothing changed");
+
+        for s in snap.services.iter_mut().filter(|s| s.name == "api") {
+            *s = Arc::new(routed("api", "c.example"));
+        }
+        let (d, change) = cache.next(&snap, &settings);
+        assert_eq!(change, Change::All);
+        assert_eq!(d.hosts[&host("c.example")], to("api"));
+    }
+
     /// A service of the pool the cache property draws from: routed, a shared host, a bad
     /// port (refused: kept last good), no hosts (a notice), sticky, or not ours.
     fn variant(name: &str, v: u8) -> Service {
@@ -1765,6 +2051,99 @@ mod tests {
             next.tasks.sort_by(|a, b| a.id.cmp(&b.id));
             let cached = desired_cached(&next, &settings, &before.routes, &mut cache);
             proptest::prop_assert_eq!(cached, desired(&next, &settings, &before.routes));
+        }
+
+        /// [`DesiredCache::next`] over a sequence of snapshots (most edits move tasks, so
+        /// that its patches are taken) gives at each step what [`desired`] gives with the
+        /// last step's routes as the last good ones, and a [`Change::Backends`] it reports
+        /// names every backend whose spec differs from the last step's, nothing else
+        /// differing but the routes.
+        #[test]
+        fn the_incremental_routing_equals_the_routing_computed_afresh_at_every_step(
+            first in proptest::collection::vec((0u8..6, 0u8..4), 1..8),
+            steps in proptest::collection::vec(
+                proptest::collection::vec((0u8..10, 0u8..6, 0u8..6), 8),
+                1..6,
+            ),
+        ) {
+            let name = |i: usize| format!("s{i}");
+            let mut snap = Snapshot { networks: networks(), ..Snapshot::default() };
+            for (i, (v, n)) in first.iter().enumerate() {
+                snap.services.push(Arc::new(variant(&name(i), *v)));
+                for k in 0..*n {
+                    snap.tasks.push(Arc::new(running(&name(i), k + 1)));
+                }
+            }
+            snap.services.sort_by(|a, b| a.id.cmp(&b.id));
+            snap.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+            let settings = Settings::default();
+            let mut cache = DesiredCache::default();
+            let (mut last, _) = cache.next(&snap, &settings);
+            proptest::prop_assert_eq!(&last, &desired(&snap, &settings, &BTreeMap::new()));
+            for edits in &steps {
+                let mut next = snap.clone();
+                for (i, (edit, v, n)) in edits.iter().enumerate().take(first.len()) {
+                    let id = format!("id-{}", name(i));
+                    let (svc, n) = (name(i), n + 1);
+                    let tasks = &mut next.tasks;
+                    match edit {
+                        0 | 1 => {}
+                        // Relabelled.
+                        2 => {
+                            for s in next.services.iter_mut().filter(|s| s.id == id) {
+                                *s = Arc::new(variant(&svc, *v));
+                            }
+                        }
+                        // A task starts (or is replaced by an equal value: a new pointer).
+                        3 | 4 => {
+                            tasks.retain(|t| t.id != format!("t-{svc}-{n}"));
+                            tasks.push(Arc::new(running(&svc, n)));
+                        }
+                        // A task Swarm stops: drained.
+                        5 | 6 => {
+                            tasks.retain(|t| t.id != format!("t-{svc}-{n}"));
+                            tasks.push(Arc::new(task(
+                                &svc,
+                                n,
+                                TaskState::Running,
+                                DesiredTaskState::Shutdown,
+                            )));
+                        }
+                        // A task gone.
+                        7 | 8 => tasks.retain(|t| t.id != format!("t-{svc}-{n}")),
+                        // The service removed with its tasks.
+                        _ => {
+                            next.services.retain(|s| s.id != id);
+                            next.tasks.retain(|t| t.service_id != id);
+                        }
+                    }
+                }
+                next.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+                let (now, change) = cache.next(&next, &settings);
+                let afresh = desired(&next, &settings, &last.routes);
+                proptest::prop_assert_eq!(&now, &afresh);
+                if let Change::Backends(changed) = change {
+                    let differ: BTreeSet<BackendName> = last
+                        .backends
+                        .iter()
+                        .filter(|(b, spec)| now.backends.get(*b) != Some(*spec))
+                        .map(|(b, _)| b.clone())
+                        .collect();
+                    proptest::prop_assert_eq!(&differ, &changed);
+                    let strip = |d: &Desired| Desired {
+                        backends: BTreeMap::new(),
+                        routes: BTreeMap::new(),
+                        ..d.clone()
+                    };
+                    proptest::prop_assert_eq!(strip(&last), strip(&now));
+                    proptest::prop_assert_eq!(
+                        last.backends.keys().collect::<Vec<_>>(),
+                        now.backends.keys().collect::<Vec<_>>()
+                    );
+                }
+                last = now;
+                snap = next;
+            }
         }
     }
 }

@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-pub use desired::{desired, desired_cached, DesiredCache};
+pub use desired::{desired, desired_cached, Change, DesiredCache};
 pub use labels::{
     is_cookie_name, BackendOptions, BackendTls, CertSecrets, FailureLimit, HealthCheck, LabelError,
     Route, RouteTls, SectionOptions, ServerOptions,

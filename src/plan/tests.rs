@@ -1256,6 +1256,7 @@ fn on_3_4_a_service_that_goes_loses_its_routes_then_the_next_plan_unpublishes_em
         &s34,
         &mut cache,
         &hold,
+        None,
     );
     assert!(held.is_empty() && held.held == [web.clone()], "{held:?}");
     let actual = routes_go.target;
@@ -1521,9 +1522,9 @@ proptest! {
         s in strategy::plan_settings(),
     ) {
         let mut cache = crate::plan::PlanCache::default();
-        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new());
+        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new(), None);
         prop_assert_eq!(&first, &plan(&actual, &no_networks(), &d, &s));
-        let again = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new());
+        let again = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new(), None);
         prop_assert_eq!(again, first);
         // The second actual keeps the first one's value of each backend both name.
         let mut mixed = other.clone();
@@ -1533,13 +1534,50 @@ proptest! {
             }
         }
         prop_assert_eq!(
-            crate::plan::plan_cached(&mixed, &no_networks(), &d2, &s, &mut cache, &BTreeSet::new()),
+            crate::plan::plan_cached(&mixed, &no_networks(), &d2, &s, &mut cache, &BTreeSet::new(), None),
             plan(&mixed, &no_networks(), &d2, &s)
         );
         prop_assert_eq!(
-            crate::plan::plan_cached(&mixed, &no_networks(), &d, &s, &mut cache, &BTreeSet::new()),
+            crate::plan::plan_cached(&mixed, &no_networks(), &d, &s, &mut cache, &BTreeSet::new(), None),
             plan(&mixed, &no_networks(), &d, &s)
         );
+    }
+}
+
+proptest! {
+    /// A plan of only the backends whose endpoints changed, from what the last plan left,
+    /// is the plan made afresh: step by step, each plan applied (its target is what HAProxy
+    /// then holds) and some backends' endpoints edited (one taken out, drained or added).
+    #[test]
+    fn a_plan_of_only_the_changed_backends_equals_the_plan_made_afresh(
+        (actual, d) in strategy::actual_and_desired(),
+        s in strategy::plan_settings(),
+        steps in proptest::collection::vec(proptest::collection::vec(0u8..5, 8), 1..5),
+    ) {
+        let mut cache = crate::plan::PlanCache::default();
+        let first = crate::plan::plan_cached(&actual, &no_networks(), &d, &s, &mut cache, &BTreeSet::new(), None);
+        let (mut held, mut d) = (first.target, d);
+        for (k, edits) in steps.iter().enumerate() {
+            let mut next = d.clone();
+            let mut changed = BTreeSet::new();
+            for ((name, spec), edit) in next.backends.iter_mut().zip(edits) {
+                let spec = Arc::make_mut(spec);
+                let first = spec.endpoints.keys().next().copied();
+                match (edit, first) {
+                    (1, Some(a)) => { spec.endpoints.remove(&a); }
+                    (2, Some(a)) => { spec.endpoints.insert(a, Drain); }
+                    (3, _) => {
+                        let n = u8::try_from(k).unwrap_or(0);
+                        spec.endpoints.insert(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 9, n, 1)), 80), Ready);
+                    }
+                    _ => continue,
+                }
+                changed.insert(name.clone());
+            }
+            let only = crate::plan::plan_cached(&held, &no_networks(), &next, &s, &mut cache, &BTreeSet::new(), Some(&changed));
+            prop_assert_eq!(&only, &plan(&held, &no_networks(), &next, &s));
+            (held, d) = (only.target, next);
+        }
     }
 }
 

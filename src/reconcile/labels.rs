@@ -3,27 +3,39 @@
 //! appears, not on every pass.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tracing::{error, info, warn};
 
 use crate::model::labels::Severity;
-use crate::model::{self, Desired, RouteInForce, ServiceId, Snapshot};
+use crate::model::{self, Desired, Snapshot};
 
 #[derive(Debug, Default)]
 pub(super) struct LabelMemory {
-    last_good: BTreeMap<ServiceId, Arc<RouteInForce>>,
-    /// Each service's part of the last desired routing (see [`model::DesiredCache`]).
+    /// Each service's part of the last desired routing, and that routing, whose routes are
+    /// the last good ones of the next pass (see [`model::DesiredCache::next`]).
     cache: model::DesiredCache,
     /// Each problem logged and still there: its text -> (severity, service).
     reported: BTreeMap<String, (Severity, String)>,
+    /// The last routing was not planned: the next one reports [`model::Change::All`].
+    unplanned: bool,
 }
 
 impl LabelMemory {
     /// The routing Swarm asks for; logs label problems once, when they appear, and an error
     /// or warning again when it goes (its label fixed, or its service removed).
-    pub fn desired(&mut self, snap: &Snapshot, settings: &model::Settings) -> Desired {
-        let desired = model::desired_cached(snap, settings, &self.last_good, &mut self.cache);
+    pub fn desired(
+        &mut self,
+        snap: &Snapshot,
+        settings: &model::Settings,
+    ) -> (Desired, model::Change) {
+        let (desired, mut change) = self.cache.next(snap, settings);
+        if std::mem::take(&mut self.unplanned) {
+            change = model::Change::All;
+        }
+        if change != model::Change::All {
+            // The problems are the last pass's (a patch changes none).
+            return (desired, change);
+        }
         let mut now = BTreeMap::new();
         let problems = desired
             .errors
@@ -49,7 +61,12 @@ impl LabelMemory {
             }
         }
         self.reported = now;
-        self.last_good = desired.routes.clone();
-        desired
+        (desired, change)
+    }
+
+    /// The routing [`LabelMemory::desired`] gave last is not planned (a caller outside the
+    /// passes asked for it): the next call reports every change as [`model::Change::All`].
+    pub fn unplanned(&mut self) {
+        self.unplanned = true;
     }
 }

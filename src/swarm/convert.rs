@@ -40,10 +40,32 @@ pub(super) fn merge_service_tasks(
         .filter(|t| services.contains(&t.service_id))
         .collect();
     let fresh = share(&tasks, fresh, |t| &t.id);
-    let kept = tasks
+    let kept: Vec<Arc<Task>> = tasks
         .into_iter()
-        .filter(|t| !services.contains(&t.service_id));
-    sort_tasks(kept.chain(fresh).collect())
+        .filter(|t| !services.contains(&t.service_id))
+        .collect();
+    merge_sorted(kept, fresh)
+}
+
+/// `sorted` (sorted by task id, as a [`Snapshot`] holds them) with `fresh` (a few, in any
+/// order) put in their places: what [`sort_tasks`] gives of the two chained, in
+/// O(len + fresh x log len) comparisons instead of a sort's (at 30,000 tasks a sort after
+/// each poll of one service was a twentieth of a change's CPU).
+pub(super) fn merge_sorted(sorted: Vec<Arc<Task>>, fresh: Vec<Arc<Task>>) -> Vec<Arc<Task>> {
+    if fresh.is_empty() {
+        return sorted;
+    }
+    let fresh = sort_tasks(fresh);
+    let mut out = Vec::with_capacity(sorted.len() + fresh.len());
+    let mut rest = &sorted[..];
+    for task in fresh {
+        let at = rest.partition_point(|t| t.id <= task.id);
+        out.extend_from_slice(&rest[..at]);
+        rest = &rest[at..];
+        out.push(task);
+    }
+    out.extend_from_slice(rest);
+    out
 }
 
 /// `fresh` as shared values, each the value of `prev` (sorted by `key`) when equal to it: an

@@ -27,13 +27,13 @@
 //! attached in between); with that and the task's addresses in the last listing,
 //! [`running_without_inspection`] publishes a start with no call to the engine at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::convert::sort_tasks;
+use super::convert::merge_sorted;
 use super::events::ContainerChange;
 use crate::model::{DesiredTaskState, ServiceId, Snapshot, Task, TaskAddress, TaskState};
 
@@ -264,34 +264,29 @@ impl Overlay {
         if self.entries.is_empty() {
             return snapshot.clone();
         }
-        let mut listed = BTreeSet::new();
-        let mut tasks: Vec<Arc<Task>> = snapshot
-            .tasks
-            .iter()
-            .map(|t| match self.entries.get(&t.id) {
-                Some(e) => {
-                    listed.insert(t.id.as_str());
-                    let over = e.over(t);
-                    match over == **t {
-                        true => t.clone(),
-                        false => Arc::new(over),
+        // The listing is sorted by task id: each entry finds its task by a binary search
+        // (at 30,000 tasks, looking every task up among the entries was a twenty-fifth of a
+        // change's CPU).
+        let mut tasks = snapshot.tasks.clone();
+        let mut unlisted = Vec::new();
+        for (id, e) in &self.entries {
+            match tasks.binary_search_by(|t| t.id.as_str().cmp(id)) {
+                Ok(i) => {
+                    let over = e.over(&tasks[i]);
+                    if over != *tasks[i] {
+                        tasks[i] = Arc::new(over);
                     }
                 }
-                None => t.clone(),
-            })
-            .collect();
-        for (id, e) in &self.entries {
-            // Never another node's: the list decides which tasks exist.
-            if !listed.contains(id.as_str())
-                && e.state == Some(TaskState::Running)
-                && e.node.is_none()
-            {
-                tasks.push(Arc::new(e.unlisted(id)));
+                // Never another node's: the list decides which tasks exist.
+                Err(_) if e.state == Some(TaskState::Running) && e.node.is_none() => {
+                    unlisted.push(Arc::new(e.unlisted(id)));
+                }
+                Err(_) => {}
             }
         }
         Snapshot {
             services: snapshot.services.clone(),
-            tasks: sort_tasks(tasks),
+            tasks: merge_sorted(tasks, unlisted),
             networks: snapshot.networks.clone(),
         }
     }
