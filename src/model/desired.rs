@@ -60,6 +60,8 @@ struct Prev {
     /// Backends whose ready-server count weighs in the hosts map (a host several services
     /// share) or whose service redirects: a change of theirs is planned in full.
     shared: HashSet<BackendName>,
+    /// Some service redirects (its redirects are checked against every route).
+    redirects: bool,
     /// Services routed on (or refused with) their last good route: derived again every
     /// pass, since that route is the last output's.
     consulted: BTreeSet<ServiceId>,
@@ -71,11 +73,12 @@ struct Prev {
 /// What [`DesiredCache::next`] changed in the desired routing since its last output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// Anything may have changed (the first pass, a service added, removed or relabelled,
-    /// the networks or settings): compare everything.
+    /// Anything may have changed (the first pass, a service added or removed, a relabel
+    /// beyond the service's own map entries, the networks or settings): compare everything.
     All,
-    /// Only these backends' specs (their endpoints) changed; the hosts map, the networks,
-    /// the certificates, the problems and every other backend are the last output's.
+    /// Only these backends' specs (their endpoints) changed, and the hosts map entries and
+    /// certificates of relabelled services whose map keys are their own; the networks, the
+    /// problems, the set of backends and every other backend are the last output's.
     Backends(BTreeSet<BackendName>),
 }
 
@@ -130,14 +133,16 @@ impl DesiredCache {
     /// cache's last output (what [`desired`] gives with that output's `routes` as
     /// `last_good`), and what changed since that output.
     ///
-    /// A pass where only some services' tasks changed costs what those services cost: the
-    /// snapshot is compared with the last one by shared value (one pointer per service and
-    /// task), those services are derived again, and when none of them changed more than its
-    /// endpoints (same route, network, options, and a ready count no shared host weighs),
-    /// the last output is patched ([`Change::Backends`]). Anything else (a service added,
-    /// removed or relabelled, a host several services share whose weights move, the
-    /// networks or the settings, a snapshot not sorted by id, more than a sixteenth of the
-    /// services at once) is assembled in full ([`Change::All`]), as [`desired_cached`] does.
+    /// A pass where only some services changed costs what those services cost: the snapshot
+    /// is compared with the last one by shared value (one pointer per service and task),
+    /// those services are derived again, and when each changed only its endpoints (same
+    /// route, network, options, and a ready count no shared host weighs) or its route within
+    /// map keys no other service claims (the same backend, network, options and access
+    /// lists; no redirect anywhere), the last output is patched ([`Change::Backends`]).
+    /// Anything else (a service added or removed, a label problem appearing or going, a host
+    /// several services share, the networks or the settings, a snapshot not sorted by id,
+    /// more than a sixteenth of the services at once) is assembled in full
+    /// ([`Change::All`]), as [`desired_cached`] does.
     pub fn next(&mut self, snap: &Snapshot, settings: &Settings) -> (Desired, Change) {
         self.keep = true;
         if let Some(patched) = self.patch(snap, settings) {
@@ -150,6 +155,7 @@ impl DesiredCache {
             tasks: snap.tasks.clone(),
             out: out.clone(),
             shared: meta.shared,
+            redirects: meta.redirects,
             consulted: meta.consulted,
             dropped: meta.dropped,
         });
@@ -191,6 +197,8 @@ impl DesiredCache {
             tasks_of: super::tasks_by_service(&snap.tasks, |id| touched.contains(id)),
         };
         let mut fresh = Vec::with_capacity(touched.len());
+        // The map keys the relabelled services take, so that two cannot take one.
+        let mut claimed: BTreeSet<MapKey> = BTreeSet::new();
         for service in snap
             .services
             .iter()
@@ -208,30 +216,75 @@ impl DesiredCache {
             {
                 return None;
             }
+            let mut rekeyed = None;
             match (&old.contribution.built, &new.built) {
                 (None, None) => {}
                 (Some((r0, s0)), Some((r1, s1))) => {
-                    let same_route = Arc::ptr_eq(r0, r1) || r0 == r1;
-                    let weighs = prev.shared.contains(&r1.route.backend)
-                        && ready_servers(s0) != ready_servers(s1);
-                    if !same_route
-                        || weighs
-                        || s0.service_id != s1.service_id
+                    if s0.service_id != s1.service_id
                         || s0.mode != s1.mode
                         || s0.network != s1.network
                         || s0.options != s1.options
                     {
                         return None;
                     }
+                    if Arc::ptr_eq(r0, r1) || r0 == r1 {
+                        let weighs = prev.shared.contains(&r1.route.backend)
+                            && ready_servers(s0) != ready_servers(s1);
+                        if weighs {
+                            return None;
+                        }
+                    } else {
+                        // A relabel whose map entries are the service's own, before and after.
+                        let (a, b) = (&r0.route, &r1.route);
+                        if a.backend != b.backend
+                            || r0.network != r1.network
+                            || prev.redirects
+                            || !b.redirects.is_empty()
+                            || prev.shared.contains(&a.backend)
+                            || a.access != b.access
+                        {
+                            return None;
+                        }
+                        let gone = own_entries(&service.name, a, s0)?;
+                        let came = own_entries(&service.name, b, s1)?;
+                        if gone.iter().any(|(k, v)| prev.out.hosts.get(k) != Some(v)) {
+                            return None;
+                        }
+                        for key in came.keys() {
+                            let taken = !gone.contains_key(key) && prev.out.hosts.contains_key(key);
+                            if taken || !claimed.insert(key.clone()) {
+                                return None;
+                            }
+                        }
+                        rekeyed = Some((gone, came));
+                    }
                 }
                 _ => return None,
             }
             let tasks = ctx.tasks_of.get(service.id.as_str()).map_or(&[][..], |t| t);
-            fresh.push((service, tasks, good.cloned(), new));
+            fresh.push((service, tasks, good.cloned(), new, rekeyed));
         }
         let prev = self.prev.as_mut()?;
         let mut changed = BTreeSet::new();
-        for (service, tasks, good, new) in fresh {
+        for (service, tasks, good, new, rekeyed) in fresh {
+            if let Some((gone, came)) = rekeyed {
+                let hosts = &mut prev.out.hosts;
+                for key in gone.keys().filter(|k| !came.contains_key(*k)) {
+                    hosts.remove(key);
+                }
+                hosts.extend(came);
+            }
+            if let Some((in_force, _)) = &new.built {
+                let route = &in_force.route;
+                prev.out.certs.remove(&route.backend);
+                prev.out.acme.remove(&route.backend);
+                if let Some(cert) = wanted_cert(&service.name, route) {
+                    prev.out.certs.insert(route.backend.clone(), cert);
+                }
+                if let Some(acme) = wanted_acme(&service.name, route) {
+                    prev.out.acme.insert(route.backend.clone(), acme);
+                }
+            }
             if let Some((in_force, spec)) = &new.built {
                 let name = in_force.route.backend.clone();
                 let same = prev
@@ -321,10 +374,92 @@ fn ready_servers(spec: &BackendSpec) -> u32 {
     }
 }
 
+/// The map keys `route` (of `service`, with backend `spec`) claims, each with its claim:
+/// what `model::routes::hosts_map` turns into entries.
+fn claims_of<'r>(
+    service: &'r str,
+    route: &'r Route,
+    spec: &'r BackendSpec,
+) -> impl Iterator<Item = (MapKey, Claim)> + 'r {
+    let servers = ready_servers(spec);
+    let strip = match (&route.context_root, route.rewrite) {
+        (Some(root), true) => root.segments(),
+        _ => 0,
+    };
+    route.hosts.iter().map(move |host| {
+        // The catch-all takes every path: a context root applies to the service's hosts.
+        let strip = if host.is_catch_all() { 0 } else { strip };
+        // Passthrough: the HTTPS entry's `^<host>/` key instead of an HTTP route.
+        let key = match route.tls.passthrough && !host.is_catch_all() {
+            true => MapKey::passthrough(host),
+            false => route_key(host, route.context_root.as_ref()),
+        };
+        let claim = Claim {
+            service: service.to_owned(),
+            backend: route.backend.clone(),
+            strip,
+            servers,
+            weight: route.weight,
+            pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
+        };
+        (key, claim)
+    })
+}
+
+/// `com.docker.lb.ssl_only`: one `!<host>/` key per host of `route` (a map edit, no reload).
+fn ssl_only_keys(route: &Route) -> impl Iterator<Item = MapKey> + '_ {
+    let hosts = route.hosts.iter().filter(|_| route.tls.only);
+    hosts.filter(|h| !h.is_catch_all()).map(MapKey::https_only)
+}
+
+/// The automatic certificate `route` (of `service`) asks for, if any.
+fn wanted_acme(service: &str, route: &Route) -> Option<super::WantedAcme> {
+    let acme = route.tls.acme.as_ref()?;
+    Some(super::WantedAcme {
+        service: service.to_owned(),
+        hosts: acme.hosts().to_vec(),
+    })
+}
+
+/// The certificate from secrets `route` (of `service`) asks for, if any.
+fn wanted_cert(service: &str, route: &Route) -> Option<super::WantedCert> {
+    let secrets = route.tls.cert.as_ref()?;
+    Some(super::WantedCert {
+        service: service.to_owned(),
+        secrets: (**secrets).clone(),
+        hosts: route.hosts.clone(),
+    })
+}
+
+/// The hosts map entries a route held by its service alone gives (its hosts' keys, its
+/// `ssl_only` and header keys; not its access keys, which depend on every service's): what
+/// [`desired`] writes for it when no other service claims those keys. `None` when the route
+/// claims a key twice (a split of its own).
+fn own_entries(
+    service: &str,
+    route: &Route,
+    spec: &BackendSpec,
+) -> Option<BTreeMap<MapKey, MapValue>> {
+    let mut out = BTreeMap::new();
+    for (key, claim) in claims_of(service, route, spec) {
+        let value = MapValue::backend(&claim.backend, claim.strip);
+        if out.insert(key, value).is_some() {
+            return None;
+        }
+    }
+    out.extend(ssl_only_keys(route).map(|k| (k, MapValue::https_only())));
+    out.extend(super::shaping::map_entries([(
+        route.backend.service(),
+        route.shaping.as_ref(),
+    )]));
+    Some(out)
+}
+
 /// What [`assemble`] learnt besides the routing, for [`DesiredCache::next`]'s patches.
 #[derive(Debug, Default)]
 struct Meta {
     shared: HashSet<BackendName>,
+    redirects: bool,
     consulted: BTreeSet<ServiceId>,
     dropped: BTreeSet<ServiceId>,
 }
@@ -421,54 +556,19 @@ fn assemble(
             meta.dropped.insert(service.id.clone());
             continue;
         }
-        let servers = ready_servers(spec);
-        let strip = match (&route.context_root, route.rewrite) {
-            (Some(root), true) => root.segments(),
-            _ => 0,
-        };
-        for host in &route.hosts {
-            // The catch-all takes every path: a context root applies to the service's hosts.
-            let strip = if host.is_catch_all() { 0 } else { strip };
-            // Passthrough: the HTTPS entry's `^<host>/` key instead of an HTTP route.
-            let key = match route.tls.passthrough && !host.is_catch_all() {
-                true => MapKey::passthrough(host),
-                false => route_key(host, route.context_root.as_ref()),
-            };
-            claims.entry(key).or_default().push(Claim {
-                service: service.name.clone(),
-                backend: route.backend.clone(),
-                strip,
-                servers,
-                weight: route.weight,
-                pins_clients: spec.options.ip_hash || spec.options.sticky_cookie.is_some(),
-            });
+        for (key, claim) in claims_of(&service.name, route, spec) {
+            claims.entry(key).or_default().push(claim);
         }
-        if let Some(acme) = &route.tls.acme {
-            out.acme.insert(
-                route.backend.clone(),
-                super::WantedAcme {
-                    service: service.name.clone(),
-                    hosts: acme.hosts().to_vec(),
-                },
-            );
+        if let Some(acme) = wanted_acme(&service.name, route) {
+            out.acme.insert(route.backend.clone(), acme);
         }
-        if let Some(secrets) = &route.tls.cert {
-            out.certs.insert(
-                route.backend.clone(),
-                super::WantedCert {
-                    service: service.name.clone(),
-                    secrets: (**secrets).clone(),
-                    hosts: route.hosts.clone(),
-                },
-            );
+        if let Some(cert) = wanted_cert(&service.name, route) {
+            out.certs.insert(route.backend.clone(), cert);
         }
-        if route.tls.only {
-            for host in route.hosts.iter().filter(|h| !h.is_catch_all()) {
-                ssl_only.insert(MapKey::https_only(host));
-            }
-        }
+        ssl_only.extend(ssl_only_keys(route));
         if !route.redirects.is_empty() {
             meta.shared.insert(route.backend.clone());
+            meta.redirects = true;
         }
         redirects.extend(route.redirects.iter().map(|r| RedirectClaim {
             service: service.name.clone(),
@@ -1949,7 +2049,8 @@ mod tests {
     }
 
     #[test]
-    fn a_task_starting_patches_its_backend_alone_and_a_relabel_assembles_everything() {
+    fn a_task_starting_or_a_relabel_to_a_free_host_patches_the_service_alone_and_a_shared_host_assembles_everything(
+    ) {
         let mut snap = snapshot(
             vec![routed("web", "a.example"), routed("api", "b.example")],
             vec![running("web", 1), running("api", 1)],
@@ -1969,19 +2070,31 @@ mod tests {
         let (_, change) = cache.next(&snap, &settings);
         assert_eq!(change, Change::Backends(BTreeSet::new()), "nothing changed");
 
+        // A relabel to a host no other service holds: the service's own map entries.
         for s in snap.services.iter_mut().filter(|s| s.name == "api") {
             *s = Arc::new(routed("api", "c.example"));
         }
         let (d, change) = cache.next(&snap, &settings);
-        assert_eq!(change, Change::All);
+        assert_eq!(change, Change::Backends(BTreeSet::new()));
+        assert_eq!(d, desired(&snap, &settings, &BTreeMap::new()));
         assert_eq!(d.hosts[&host("c.example")], to("api"));
+        assert!(!d.hosts.contains_key(&host("b.example")));
+
+        // A relabel to a host web holds splits it: everything is assembled again.
+        for s in snap.services.iter_mut().filter(|s| s.name == "api") {
+            *s = Arc::new(routed("api", "a.example"));
+        }
+        let (d, change) = cache.next(&snap, &settings);
+        assert_eq!(change, Change::All);
+        assert_eq!(d, desired(&snap, &settings, &BTreeMap::new()));
     }
 
     /// A service of the pool the cache property draws from: routed, a shared host, a bad
     /// port (refused: kept last good), no hosts (a notice), sticky, or not ours.
     fn variant(name: &str, v: u8) -> Service {
-        match v % 6 {
+        match v % 7 {
             0 => routed(name, &format!("{name}.example")),
+            6 => routed(name, &format!("{name}.example,{name}.other.example")),
             1 => routed(name, "shared.example"),
             2 => service(name, &[FRONT], &[(HOSTS, "bad.example"), (PORT, "0")]),
             3 => service(name, &[FRONT], &[(PORT, "8080")]),
@@ -2057,12 +2170,12 @@ mod tests {
         /// that its patches are taken) gives at each step what [`desired`] gives with the
         /// last step's routes as the last good ones, and a [`Change::Backends`] it reports
         /// names every backend whose spec differs from the last step's, nothing else
-        /// differing but the routes.
+        /// differing but the routes, the hosts map and the certificates.
         #[test]
         fn the_incremental_routing_equals_the_routing_computed_afresh_at_every_step(
-            first in proptest::collection::vec((0u8..6, 0u8..4), 1..8),
+            first in proptest::collection::vec((0u8..7, 0u8..4), 1..8),
             steps in proptest::collection::vec(
-                proptest::collection::vec((0u8..10, 0u8..6, 0u8..6), 8),
+                proptest::collection::vec((0u8..10, 0u8..7, 0u8..6), 8),
                 1..6,
             ),
         ) {
@@ -2087,7 +2200,13 @@ mod tests {
                     let (svc, n) = (name(i), n + 1);
                     let tasks = &mut next.tasks;
                     match edit {
-                        0 | 1 => {}
+                        0 => {}
+                        // Moved to its own other host (or back).
+                        1 => {
+                            for s in next.services.iter_mut().filter(|s| s.id == id) {
+                                *s = Arc::new(variant(&svc, if n % 2 == 0 { 0 } else { 6 }));
+                            }
+                        }
                         // Relabelled.
                         2 => {
                             for s in next.services.iter_mut().filter(|s| s.id == id) {
@@ -2133,6 +2252,9 @@ mod tests {
                     let strip = |d: &Desired| Desired {
                         backends: BTreeMap::new(),
                         routes: BTreeMap::new(),
+                        hosts: BTreeMap::new(),
+                        certs: BTreeMap::new(),
+                        acme: BTreeMap::new(),
                         ..d.clone()
                     };
                     proptest::prop_assert_eq!(strip(&last), strip(&now));

@@ -252,9 +252,9 @@ pub struct PlanCache {
     settled: HashMap<BackendName, (Arc<BackendSpec>, Arc<BackendState>)>,
     /// The backends the last plan left with commands (not yet known as desired).
     unsettled: BTreeSet<BackendName>,
-    /// The last plan created, retired, held or renamed no backend and reloaded nothing, and
-    /// its hosts map: what a plan of [`plan_cached`]'s `only` needs to skip the rest.
-    quiet: Option<BTreeMap<crate::model::MapKey, MapValue>>,
+    /// The last plan created, retired, held or renamed no backend and reloaded nothing: what
+    /// a plan of [`plan_cached`]'s `only` needs to take every other backend as settled.
+    quiet: bool,
 }
 
 /// [`plan`], skipping the backends `cache` knows to be as desired already, and retiring none
@@ -272,7 +272,7 @@ pub fn plan_cached(
     if cache.settings.as_ref() != Some(settings) {
         cache.settled.clear();
         cache.unsettled.clear();
-        cache.quiet = None;
+        cache.quiet = false;
         cache.settings = Some(settings.clone());
     }
     if let Some(plan) =
@@ -383,6 +383,69 @@ pub fn plan_cached(
         reload |= !gone.is_empty();
     }
 
+    let edits = map_edits(actual, desired, settings, &created, &routed_cell);
+    reload |= edits.reload;
+    let MapEdits {
+        deletions,
+        publish,
+        early,
+        late,
+        bucket_deletions,
+        ..
+    } = edits;
+
+    let quiet = !reload && !renamed && created.is_empty() && gone_any.is_none();
+    cache.quiet = quiet;
+    Plan {
+        runtime: deletions
+            .into_iter()
+            .chain(publish)
+            .chain(early)
+            .chain(server_commands)
+            .chain(late)
+            .chain(bucket_deletions)
+            .chain(retirements)
+            .collect(),
+        reload,
+        target: ProxyState {
+            backends,
+            hosts: desired.hosts.clone(),
+        },
+        attach: desired.networks.difference(attached).cloned().collect(),
+        detach: attached.difference(&desired.networks).cloned().collect(),
+        held,
+    }
+}
+
+/// The hosts map commands from `actual`'s map to `desired`'s, in the groups [`plan`] orders
+/// (see there); `reload` when an entry names a backend HAProxy does not hold and the plan
+/// does not create (`created`). `routed_cell`: the backends `actual`'s routes name, read once.
+struct MapEdits {
+    deletions: Vec<Command>,
+    publish: Vec<Command>,
+    early: Vec<Command>,
+    late: Vec<Command>,
+    bucket_deletions: Vec<Command>,
+    reload: bool,
+}
+
+fn map_edits(
+    actual: &ProxyState,
+    desired: &Desired,
+    settings: &PlanSettings,
+    created: &BTreeSet<BackendName>,
+    routed_cell: &std::cell::OnceCell<BTreeSet<BackendName>>,
+) -> MapEdits {
+    let routed = || -> &BTreeSet<BackendName> {
+        routed_cell.get_or_init(|| {
+            actual
+                .hosts
+                .values()
+                .filter_map(MapValue::target_backend)
+                .collect()
+        })
+    };
+    let mut reload = false;
     let map = &settings.hosts_map;
     // Routes that stop: deleted first, before their servers go. Buckets are only reachable
     // through their route's `~` value, so theirs go last, once nothing points at them.
@@ -465,37 +528,24 @@ pub fn plan_cached(
             Vec::new()
         };
 
-    let quiet = !reload && !renamed && created.is_empty() && gone_any.is_none();
-    cache.quiet = quiet.then(|| desired.hosts.clone());
-    Plan {
-        runtime: deletions
-            .into_iter()
-            .chain(publish)
-            .chain(early)
-            .chain(server_commands)
-            .chain(late)
-            .chain(bucket_deletions)
-            .chain(retirements)
-            .collect(),
+    MapEdits {
+        deletions,
+        publish,
+        early,
+        late,
+        bucket_deletions,
         reload,
-        target: ProxyState {
-            backends,
-            hosts: desired.hosts.clone(),
-        },
-        attach: desired.networks.difference(attached).cloned().collect(),
-        detach: attached.difference(&desired.networks).cloned().collect(),
-        held,
     }
 }
 
-/// The plan of a pass where only the backends in `only` may have changed in `desired` (its
-/// hosts map being the last plan's) and `actual` is what the last plan left: those backends
-/// and the ones the last plan left with commands are planned, every other one is taken as
-/// the settled backend it was (O(change) instead of a walk of every backend: at 10,000
-/// services the walk and its map diff were a fifth of a change's CPU). `None` when the last
-/// plan was not quiet (it reloaded, created, retired, held or renamed a backend), the hosts
-/// map differs from its, or a backend planned here needs more than runtime server commands:
-/// the caller plans in full.
+/// The plan of a pass where only the backends in `only` (and the hosts map) may have changed
+/// in `desired` and `actual` is what the last plan left: those backends and the ones the last
+/// plan left with commands are planned, every other one is taken as the settled backend it
+/// was, and the map is diffed only when it is not `actual`'s (O(change) instead of a walk of
+/// every backend: at 10,000 services the walk and its map diff were a fifth of a change's
+/// CPU). `None` when the last plan was not quiet (it reloaded, created, retired, held or
+/// renamed a backend), or a backend or map entry planned here needs more than runtime
+/// commands: the caller plans in full.
 fn plan_only(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
@@ -504,8 +554,7 @@ fn plan_only(
     cache: &mut PlanCache,
     only: &BTreeSet<BackendName>,
 ) -> Option<Plan> {
-    let hosts = cache.quiet.as_ref()?;
-    if desired.backends.len() != actual.backends.len() || *hosts != desired.hosts {
+    if !cache.quiet || desired.backends.len() != actual.backends.len() {
         return None;
     }
     let ca_file = render::backend_ca(&settings.hosts_map);
@@ -537,8 +586,21 @@ fn plan_only(
         }
         planned.push((name, spec, current, b));
     }
+    // The map as the last plan left it (the steady state), or its edits (a label edit).
+    let edits = (actual.hosts != desired.hosts).then(|| {
+        map_edits(
+            actual,
+            desired,
+            settings,
+            &BTreeSet::new(),
+            &std::cell::OnceCell::new(),
+        )
+    });
+    if edits.as_ref().is_some_and(|e| e.reload) {
+        return None;
+    }
     let mut backends = actual.backends.clone();
-    let mut commands = Vec::new();
+    let mut server_commands = Vec::new();
     cache.unsettled.clear();
     for (name, spec, current, b) in planned {
         if b.commands.is_empty() && **current == b.target {
@@ -547,11 +609,23 @@ fn plan_only(
         }
         cache.settled.remove(name);
         cache.unsettled.insert(name.clone());
-        commands.extend(b.commands);
+        server_commands.extend(b.commands);
         backends.insert(name.clone(), Arc::new(b.target));
     }
+    let runtime = match edits {
+        None => server_commands,
+        Some(e) => e
+            .deletions
+            .into_iter()
+            .chain(e.publish)
+            .chain(e.early)
+            .chain(server_commands)
+            .chain(e.late)
+            .chain(e.bucket_deletions)
+            .collect(),
+    };
     Some(Plan {
-        runtime: commands,
+        runtime,
         reload: false,
         target: ProxyState {
             backends,

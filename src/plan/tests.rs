@@ -1547,7 +1547,8 @@ proptest! {
 proptest! {
     /// A plan of only the backends whose endpoints changed, from what the last plan left,
     /// is the plan made afresh: step by step, each plan applied (its target is what HAProxy
-    /// then holds) and some backends' endpoints edited (one taken out, drained or added).
+    /// then holds), some backends' endpoints edited (one taken out, drained or added) and at
+    /// times a route moved to another host.
     #[test]
     fn a_plan_of_only_the_changed_backends_equals_the_plan_made_afresh(
         (actual, d) in strategy::actual_and_desired(),
@@ -1573,6 +1574,14 @@ proptest! {
                     _ => continue,
                 }
                 changed.insert(name.clone());
+            }
+            // A label edit: a route moves to another host (its map entries, no backend).
+            if let (Some(&4), Some(name)) = (edits.last(), next.backends.keys().next().cloned()) {
+                let gone: Vec<_> = next.hosts.iter().filter(|(_, v)| v.target_backend() == Some(name.clone())).map(|(k, _)| k.clone()).collect();
+                for key in gone {
+                    next.hosts.remove(&key);
+                }
+                next.hosts.insert(host(&format!("moved{k}.example")), MapValue::backend(&name, 0));
             }
             let only = crate::plan::plan_cached(&held, &no_networks(), &next, &s, &mut cache, &BTreeSet::new(), Some(&changed));
             prop_assert_eq!(&only, &plan(&held, &no_networks(), &next, &s));
