@@ -204,6 +204,8 @@ pub fn proxy_state(rows: &[ServerRow], map: &[MapEntry]) -> Result<ProxyState, P
         .map(|(name, mut servers)| {
             let mode = crate::haproxy::state::mode_of(&servers);
             servers.sort_by(|a, b| slot_order(a).cmp(&slot_order(b)));
+            // Held until the next read (420,000 servers at 10,000 services): no spare room.
+            servers.shrink_to_fit();
             let options = BackendOptions::default();
             (
                 name.clone(),
