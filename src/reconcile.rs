@@ -381,7 +381,10 @@ impl Reconciler {
         &mut self,
         snap: &Snapshot,
     ) -> Result<(Desired, ProxyState, Plan), ReconcileError> {
-        self.read_and_plan(snap, Reach::ReadOnly).await
+        let planned = self.read_and_plan(snap, Reach::ReadOnly).await;
+        // Not applied: the next pass's plan compares everything.
+        self.labels.unplanned();
+        planned
     }
 
     async fn read_and_plan(

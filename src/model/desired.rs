@@ -76,9 +76,10 @@ pub enum Change {
     /// Anything may have changed (the first pass, a service added or removed, a relabel
     /// beyond the service's own map entries, the networks or settings): compare everything.
     All,
-    /// Only these backends' specs (their endpoints) changed, and the hosts map entries and
-    /// certificates of relabelled services whose map keys are their own; the networks, the
-    /// problems, the set of backends and every other backend are the last output's.
+    /// Only these backends' specs (their endpoints) changed, and the routes, hosts map
+    /// entries, certificates and ACME entries of relabelled services whose map keys are their
+    /// own; the networks, the problems, the set of backends and every other backend are the
+    /// last output's.
     Backends(BTreeSet<BackendName>),
 }
 
@@ -140,9 +141,10 @@ impl DesiredCache {
     /// map keys no other service claims (the same backend, network, options and access
     /// lists; no redirect anywhere), the last output is patched ([`Change::Backends`]).
     /// Anything else (a service added or removed, a label problem appearing or going, a host
-    /// several services share, the networks or the settings, a snapshot not sorted by id,
-    /// more than a sixteenth of the services at once) is assembled in full
-    /// ([`Change::All`]), as [`desired_cached`] does.
+    /// several services share, `ssl_only` on either side of a relabel, the networks or the
+    /// settings, a snapshot not sorted by id, more than max(services / 16, 64) services at
+    /// once, services with refused labels counted, which are derived again every pass) is
+    /// assembled in full ([`Change::All`]), as [`desired_cached`] does.
     pub fn next(&mut self, snap: &Snapshot, settings: &Settings) -> (Desired, Change) {
         self.keep = true;
         if let Some(patched) = self.patch(snap, settings) {
@@ -240,6 +242,10 @@ impl DesiredCache {
                             || r0.network != r1.network
                             || prev.redirects
                             || !b.redirects.is_empty()
+                            // `!<host>/` is the host's, whatever the root: two services on
+                            // one host under two roots share it.
+                            || a.tls.only
+                            || b.tls.only
                             || prev.shared.contains(&a.backend)
                             || a.access != b.access
                         {
@@ -431,10 +437,11 @@ fn wanted_cert(service: &str, route: &Route) -> Option<super::WantedCert> {
     })
 }
 
-/// The hosts map entries a route held by its service alone gives (its hosts' keys, its
-/// `ssl_only` and header keys; not its access keys, which depend on every service's): what
-/// [`desired`] writes for it when no other service claims those keys. `None` when the route
-/// claims a key twice (a split of its own).
+/// The hosts map entries a route held by its service alone gives (its hosts' keys and header
+/// keys; not its access keys, which depend on every service's, nor its `ssl_only` keys, which
+/// another service on the same host under another context root gives too): what [`desired`]
+/// writes for it when no other service claims those keys. `None` when the route claims a key
+/// twice (a split of its own).
 fn own_entries(
     service: &str,
     route: &Route,
@@ -447,7 +454,6 @@ fn own_entries(
             return None;
         }
     }
-    out.extend(ssl_only_keys(route).map(|k| (k, MapValue::https_only())));
     out.extend(super::shaping::map_entries([(
         route.backend.service(),
         route.shaping.as_ref(),
@@ -2089,11 +2095,60 @@ mod tests {
         assert_eq!(d, desired(&snap, &settings, &BTreeMap::new()));
     }
 
+    #[test]
+    fn a_relabel_keeps_the_ssl_only_entry_another_service_on_the_host_still_asks_for() {
+        use crate::model::labels::{CONTEXT_ROOT, SSL_ONLY};
+        let a = |h: &str| {
+            service(
+                "a",
+                &[FRONT],
+                &[
+                    (HOSTS, h),
+                    (PORT, "8080"),
+                    (CONTEXT_ROOT, "/x"),
+                    (SSL_ONLY, "true"),
+                ],
+            )
+        };
+        let b = service(
+            "b",
+            &[FRONT],
+            &[(HOSTS, "a.example"), (PORT, "8080"), (SSL_ONLY, "true")],
+        );
+        let mut snap = snapshot(
+            vec![a("a.example"), b],
+            vec![running("a", 1), running("b", 1)],
+        );
+        snap.tasks.sort_by(|x, y| x.id.cmp(&y.id));
+        let settings = no_settings();
+        let mut cache = DesiredCache::default();
+        let (first, _) = cache.next(&snap, &settings);
+        assert_eq!(first, desired(&snap, &settings, &BTreeMap::new()));
+        let https_only = MapKey::https_only(&Host::parse("a.example").unwrap());
+        assert_eq!(first.hosts.get(&https_only), Some(&MapValue::https_only()));
+        for s in snap.services.iter_mut().filter(|s| s.name == "a") {
+            *s = Arc::new(a("c.example"));
+        }
+        let (now, _) = cache.next(&snap, &settings);
+        assert_eq!(now.hosts.get(&https_only), Some(&MapValue::https_only()));
+        assert_eq!(now, desired(&snap, &settings, &first.routes));
+    }
+
     /// A service of the pool the cache property draws from: routed, a shared host, a bad
     /// port (refused: kept last good), no hosts (a notice), sticky, or not ours.
     fn variant(name: &str, v: u8) -> Service {
-        match v % 7 {
+        match v % 8 {
             0 => routed(name, &format!("{name}.example")),
+            7 => service(
+                name,
+                &[FRONT],
+                &[
+                    (HOSTS, "shared.example"),
+                    (PORT, "80"),
+                    (crate::model::labels::CONTEXT_ROOT, &format!("/{name}")),
+                    (crate::model::labels::SSL_ONLY, "true"),
+                ],
+            ),
             6 => routed(name, &format!("{name}.example,{name}.other.example")),
             1 => routed(name, "shared.example"),
             2 => service(name, &[FRONT], &[(HOSTS, "bad.example"), (PORT, "0")]),
@@ -2173,9 +2228,9 @@ mod tests {
         /// differing but the routes, the hosts map and the certificates.
         #[test]
         fn the_incremental_routing_equals_the_routing_computed_afresh_at_every_step(
-            first in proptest::collection::vec((0u8..7, 0u8..4), 1..8),
+            first in proptest::collection::vec((0u8..8, 0u8..4), 1..8),
             steps in proptest::collection::vec(
-                proptest::collection::vec((0u8..10, 0u8..7, 0u8..6), 8),
+                proptest::collection::vec((0u8..10, 0u8..8, 0u8..6), 8),
                 1..6,
             ),
         ) {

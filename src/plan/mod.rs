@@ -252,7 +252,8 @@ pub struct PlanCache {
     settled: HashMap<BackendName, (Arc<BackendSpec>, Arc<BackendState>)>,
     /// The backends the last plan left with commands (not yet known as desired).
     unsettled: BTreeSet<BackendName>,
-    /// The last plan created, retired, held or renamed no backend and reloaded nothing: what
+    /// The last plan created, retired, held or renamed no backend and reloaded nothing (its
+    /// own reload; one the caller adds is followed by a full read, so by a full plan): what
     /// a plan of [`plan_cached`]'s `only` needs to take every other backend as settled.
     quiet: bool,
 }
@@ -260,6 +261,13 @@ pub struct PlanCache {
 /// [`plan`], skipping the backends `cache` knows to be as desired already, and retiring none
 /// of the backends in `hold` (the caller's: those whose routes left them a moment ago, see
 /// `reconcile::retire`).
+///
+/// `only`: the caller's promise that `actual` is what this cache's last plan left HAProxy
+/// holding (its target as applied and read back, no full read or reload since) and that
+/// `desired` differs from that plan's only in these backends' specs and in the hosts map
+/// (`model::Change::Backends`); then only they, and the backends the last plan left with
+/// commands, are planned (see `plan_only`). A full read after a reload makes the caller pass
+/// `None`, so a plan is full again before any `only` plan follows it.
 pub fn plan_cached(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
@@ -541,9 +549,11 @@ fn map_edits(
 /// The plan of a pass where only the backends in `only` (and the hosts map) may have changed
 /// in `desired` and `actual` is what the last plan left: those backends and the ones the last
 /// plan left with commands are planned, every other one is taken as the settled backend it
-/// was, and the map is diffed only when it is not `actual`'s (O(change) instead of a walk of
-/// every backend: at 10,000 services the walk and its map diff were a fifth of a change's
-/// CPU). `None` when the last plan was not quiet (it reloaded, created, retired, held or
+/// was, and the map is diffed only when it is not `actual`'s (planning O(change); what stays
+/// O(backends) is a pointer copy of `actual`'s backends and a comparison of the two maps, at
+/// 10,000 services a small part of what the walk and its diff cost, a fifth of a change's
+/// CPU). While a service is served by a later generation (`<service>:<n>`, 3.4) the plans
+/// rename it, so they are full, as before this path existed. `None` when the last plan was not quiet (it reloaded, created, retired, held or
 /// renamed a backend), or a backend or map entry planned here needs more than runtime
 /// commands: the caller plans in full.
 fn plan_only(

@@ -40,8 +40,10 @@ pub fn config_keeping(
 /// [`config_keeping`] that formats again only the backends changed since the last render with
 /// the same `sections`, copying the others from `previous`, the text that render gave (at
 /// 10,000 services the config is ~20 MB, and one change touches one backend). The same bytes
-/// as [`config_keeping`]; `sections` then indexes the text returned. A section whose place is
-/// not in `previous` (another text given) is formatted again.
+/// as [`config_keeping`] provided `previous` is exactly the text `sections` index (the caller
+/// checks it: [`Sections::text_sha256`]); `sections` then indexes the text returned. A place
+/// beyond `previous` (a shorter text) is formatted again; any other text of the right length
+/// would be copied as it is.
 pub fn config_cached(
     state: &ProxyState,
     settings: &RenderSettings,
