@@ -45,9 +45,11 @@ fn check(
 
 /// A HAProxy backend name. Swarm service names (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`, at most 63) are
 /// valid HAProxy identifiers; names the driver keeps for itself start with `_`, which a Swarm
-/// service name cannot.
+/// service name cannot. Shared: a clone copies a pointer (every map of the desired routing,
+/// the plan cache and HAProxy's state is keyed by backend; at 10,000 services a read of
+/// HAProxy made 420,000 of them).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct BackendName(String);
+pub struct BackendName(std::sync::Arc<str>);
 
 const IDENT_CHARS: &str = "letters, digits, '-', '_', '.'";
 fn ident_char(c: char) -> bool {
@@ -61,18 +63,18 @@ impl BackendName {
         if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
             return Err(NameError::BadStart);
         }
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
     /// A backend of the driver's own (`_` prefix, cannot clash with a service).
     pub fn internal(suffix: &str) -> Result<Self, NameError> {
         let name = format!("_{suffix}");
         check(&name, 64, IDENT_CHARS, ident_char)?;
-        Ok(Self(name))
+        Ok(Self(name.into()))
     }
     /// Any identifier HAProxy reported (parsers use this; it still refuses syntax characters).
     pub fn parse(name: &str) -> Result<Self, NameError> {
         check(name, 127, IDENT_CHARS, |c| ident_char(c) || c == ':')?;
-        Ok(Self(name.to_owned()))
+        Ok(Self(name.into()))
     }
     pub fn as_str(&self) -> &str {
         &self.0
@@ -109,11 +111,14 @@ impl BackendName {
     /// `<service>:<generation + 1>`. `:` is a HAProxy identifier character that a Swarm
     /// service name cannot hold, so the name cannot clash with a service's.
     pub fn next_generation(&self) -> BackendName {
-        BackendName(format!(
-            "{}{GENERATION_SEP}{}",
-            self.service(),
-            self.generation().saturating_add(1)
-        ))
+        BackendName(
+            format!(
+                "{}{GENERATION_SEP}{}",
+                self.service(),
+                self.generation().saturating_add(1)
+            )
+            .into(),
+        )
     }
 }
 

@@ -85,12 +85,18 @@ impl Columns {
         })
     }
 
-    fn row(&self, values: &[&str]) -> Option<ServerRow> {
+    /// One row; `last`: the row before, whose backend name is shared when it is the same
+    /// (HAProxy lists a backend's servers together: one name per backend, not per server).
+    fn row(&self, values: &[&str], last: Option<&ServerRow>) -> Option<ServerRow> {
         if values.len() != self.count {
             return None;
         }
+        let backend = match last {
+            Some(last) if last.backend.as_str() == values[self.backend] => last.backend.clone(),
+            _ => BackendName::parse(values[self.backend]).ok()?,
+        };
         Some(ServerRow {
-            backend: BackendName::parse(values[self.backend]).ok()?,
+            backend,
             server: ServerName::parse(values[self.server]).ok()?,
             addr: server_addr(values[self.addr])?,
             port: values[self.port].parse().ok()?,
@@ -146,7 +152,7 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerRow>, ParseError> {
         let (n, line) = next?;
         let row = fields(line)
             .ok()
-            .and_then(|(_, values)| columns.row(&values))
+            .and_then(|(_, values)| columns.row(&values, rows.last()))
             .ok_or_else(|| syntax(what, n, line))?;
         rows.push(row);
     }
