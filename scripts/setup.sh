@@ -27,8 +27,10 @@ DOCKER_WAIT=${DOCKER_WAIT:-60}
 # apache2-utils: htpasswd, which makes the basic-auth tests' files (bcrypt, sha-512-crypt).
 # testssl.sh: the HSTS check on the HTTPS edge (tests/shaping.rs, run once by scripts/test.sh).
 # ca-certificates: the CA bundle scripts/images.sh puts in swarm-lb's image.
+# iproute2: ip, with which the one-node ACME tests read the bridge's address when Docker does
+# not list its gateway.
 PACKAGES=(docker.io docker-compose haproxy wrk busybox-static prometheus python3-matplotlib openssl curl
-    docker-registry sslscan apache2-utils testssl.sh ca-certificates
+    docker-registry sslscan apache2-utils testssl.sh ca-certificates iproute2
     # Let's Encrypt's test CA (pebble, pebble-challtestsrv: Debian 12 ships 2.4): tests/acme.rs
     # starts its own on free loopback ports.
     pebble

@@ -22,18 +22,49 @@ const CONVERGE: Duration = Duration::from_secs(90);
 /// Where the stack's swarm-lb finds Pebble's HTTPS root.
 const CA_IN_CONTAINER: &str = "/etc/swarm-lb/acme-ca.pem";
 
-/// The default bridge's gateway: an address of this host every container can reach.
+/// The default bridge's gateway: an address of this host every container can reach. Docker
+/// lists it in the network's IPAM config only when it chose it itself: a dockerd that found
+/// its bridge interface already addressed lists the subnet alone (seen on 20.10 on a fresh
+/// machine), and the address is then the interface's own.
 fn bridge_gateway() -> IpAddr {
-    docker(&[
+    let listed = docker(&[
         "network",
         "inspect",
         "bridge",
         "-f",
         "{{(index .IPAM.Config 0).Gateway}}",
-    ])
-    .trim()
-    .parse()
-    .expect("the bridge network's gateway address")
+    ]);
+    if let Ok(ip) = listed.trim().parse() {
+        return ip;
+    }
+    let interface = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "-f",
+        r#"{{index .Options "com.docker.network.bridge.name"}}"#,
+    ]);
+    let interface = match interface.trim() {
+        "" => "docker0",
+        name => name,
+    };
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "dev", interface])
+        .output()
+        .expect("ip (Debian's iproute2: apt-get install iproute2) to read the bridge's address");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // `4: docker0    inet 172.17.0.1/16 brd ... scope global docker0`
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|cidr| cidr.split('/').next())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the bridge network's gateway: Docker lists {listed:?} and `ip addr show dev \
+                 {interface}` gives {text:?}"
+            )
+        })
 }
 
 /// Pebble for a stack whose HAProxy will publish HTTP on `http_port`, and the stack, with
