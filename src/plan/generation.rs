@@ -16,8 +16,20 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use super::RuntimeBackends;
-use crate::haproxy::ProxyState;
-use crate::model::{BackendName, Desired};
+use crate::haproxy::{BackendState, ProxyState};
+use crate::model::{BackendName, BackendSpec, Desired};
+
+/// Whether the backend serving a service (`state`) gives way to its next generation to become
+/// `spec`: its mode or options differ and HAProxy can create the new one at runtime.
+pub(super) fn replaced(
+    runtime: &RuntimeBackends,
+    spec: &BackendSpec,
+    state: &BackendState,
+) -> bool {
+    runtime.delete
+        && runtime.create_from(&spec.options).is_some()
+        && (state.mode != spec.mode || state.options != spec.options)
+}
 
 /// `desired` with each backend, and each hosts-map value naming it, renamed to the backend
 /// that serves its service in `actual`: the newest generation HAProxy holds (highest `n`), or
@@ -37,10 +49,7 @@ pub(super) fn resolve<'a>(
         let Some((current, state)) = newest.get(name.as_str()) else {
             continue;
         };
-        let replace = runtime.delete
-            && runtime.create_from(&spec.options).is_some()
-            && (state.mode != spec.mode || state.options != spec.options);
-        if replace {
+        if replaced(runtime, spec, state) {
             renamed.insert(name, current.next_generation());
         } else if *current != name {
             renamed.insert(name, (*current).clone());

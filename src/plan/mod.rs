@@ -232,12 +232,15 @@ fn connect_timeout_in_map(desired: &Desired, rule: bool) -> std::borrow::Cow<'_,
         return std::borrow::Cow::Borrowed(desired);
     }
     let mut owned = desired.clone();
-    for spec in owned.backends.values_mut() {
-        if spec.options.timeout_connect_ms.is_some() {
-            Arc::make_mut(spec).options.timeout_connect_ms = None;
-        }
-    }
+    owned.backends.values_mut().for_each(clear_connect_timeout);
     std::borrow::Cow::Owned(owned)
+}
+
+/// `spec` without the section's `timeout connect` (copied only when it has one).
+fn clear_connect_timeout(spec: &mut Arc<BackendSpec>) {
+    if spec.options.timeout_connect_ms.is_some() {
+        Arc::make_mut(spec).options.timeout_connect_ms = None;
+    }
 }
 
 /// The backends a pass found already as desired, each with the spec and the HAProxy state
@@ -256,6 +259,32 @@ pub struct PlanCache {
     /// own reload; one the caller adds is followed by a full read, so by a full plan): what
     /// a plan of [`plan_cached`]'s `only` needs to take every other backend as settled.
     quiet: bool,
+}
+
+impl PlanCache {
+    /// What planning `name` (`spec`, from `current`) gave, noted: a backend the plan leaves as
+    /// it is is settled and stays shared with `current` (no copy); any other is unsettled, for
+    /// the next plan to look at again. Its target and commands.
+    fn note(
+        &mut self,
+        name: &BackendName,
+        spec: &Arc<BackendSpec>,
+        current: Option<&Arc<BackendState>>,
+        b: backend::BackendPlan,
+    ) -> (Arc<BackendState>, Vec<Command>) {
+        match current {
+            Some(a) if b.commands.is_empty() && !b.reload && **a == b.target => {
+                self.settled
+                    .insert(name.clone(), (Arc::clone(spec), Arc::clone(a)));
+                (Arc::clone(a), b.commands)
+            }
+            _ => {
+                self.settled.remove(name);
+                self.unsettled.insert(name.clone());
+                (Arc::new(b.target), b.commands)
+            }
+        }
+    }
 }
 
 /// [`plan`], skipping the backends `cache` knows to be as desired already, and retiring none
@@ -329,21 +358,8 @@ pub fn plan_cached(
             &ca_file,
         );
         reload |= b.reload;
-        // A backend the plan leaves as it is stays shared with `actual` (no copy).
-        let target = match current {
-            Some(a) if b.commands.is_empty() && !b.reload && **a == b.target => {
-                cache
-                    .settled
-                    .insert(name.clone(), (spec.clone(), a.clone()));
-                a.clone()
-            }
-            _ => {
-                cache.settled.remove(name);
-                cache.unsettled.insert(name.clone());
-                Arc::new(b.target)
-            }
-        };
-        server_commands.extend(b.commands);
+        let (target, commands) = cache.note(name, spec, current, b);
+        server_commands.extend(commands);
         backends.insert(name.clone(), target);
     }
     let gone: Vec<&BackendName> = actual
@@ -355,27 +371,11 @@ pub fn plan_cached(
     // The backends a route names as the plan begins (also those it moves off or deletes):
     // read through all the routes, so only when a backend goes or a route changes.
     let routed_cell = std::cell::OnceCell::new();
-    let routed = || -> &BTreeSet<BackendName> {
-        routed_cell.get_or_init(|| {
-            actual
-                .hosts
-                .values()
-                .filter_map(MapValue::target_backend)
-                .collect()
-        })
-    };
+    let routed = || routed_by(&routed_cell, &actual.hosts);
     // Those the desired routes still name: a backend that goes while a route keeps naming it
     // (no model makes that) is retired as before, not kept for ever.
     let still_routed_cell = std::cell::OnceCell::new();
-    let still_routed = || -> &BTreeSet<BackendName> {
-        still_routed_cell.get_or_init(|| {
-            desired
-                .hosts
-                .values()
-                .filter_map(MapValue::target_backend)
-                .collect()
-        })
-    };
+    let still_routed = || routed_by(&still_routed_cell, &desired.hosts);
     let mut retirements = Vec::new();
     let mut held = Vec::new();
     if settings.runtime_backends.delete {
@@ -393,27 +393,9 @@ pub fn plan_cached(
 
     let edits = map_edits(actual, desired, settings, &created, &routed_cell);
     reload |= edits.reload;
-    let MapEdits {
-        deletions,
-        publish,
-        early,
-        late,
-        bucket_deletions,
-        ..
-    } = edits;
-
-    let quiet = !reload && !renamed && created.is_empty() && gone_any.is_none();
-    cache.quiet = quiet;
+    cache.quiet = !reload && !renamed && created.is_empty() && gone_any.is_none();
     Plan {
-        runtime: deletions
-            .into_iter()
-            .chain(publish)
-            .chain(early)
-            .chain(server_commands)
-            .chain(late)
-            .chain(bucket_deletions)
-            .chain(retirements)
-            .collect(),
+        runtime: edits.around(server_commands, retirements),
         reload,
         target: ProxyState {
             backends,
@@ -425,18 +407,51 @@ pub fn plan_cached(
     }
 }
 
-/// The hosts map commands from `actual`'s map to `desired`'s, in the groups [`plan`] orders
-/// (see there); `reload` when an entry names a backend HAProxy does not hold and the plan
-/// does not create (`created`). `routed_cell`: the backends `actual`'s routes name, read once.
+/// The hosts map commands of a plan, in the groups [`plan`] orders (see there).
+#[derive(Debug, Default)]
 struct MapEdits {
     deletions: Vec<Command>,
     publish: Vec<Command>,
     early: Vec<Command>,
     late: Vec<Command>,
     bucket_deletions: Vec<Command>,
+    /// An entry names a backend HAProxy does not hold and the plan does not create.
     reload: bool,
 }
 
+impl MapEdits {
+    /// The plan's runtime commands: these map edits around the server commands, and the
+    /// retirements last.
+    fn around(self, server_commands: Vec<Command>, retirements: Vec<Command>) -> Vec<Command> {
+        self.deletions
+            .into_iter()
+            .chain(self.publish)
+            .chain(self.early)
+            .chain(server_commands)
+            .chain(self.late)
+            .chain(self.bucket_deletions)
+            .chain(retirements)
+            .collect()
+    }
+}
+
+/// The backends a map's routes name (`hosts`: a state's or the desired map), read once into
+/// `cell`: only when a backend goes or a route changes.
+fn routed_by<'c>(
+    cell: &'c std::cell::OnceCell<BTreeSet<BackendName>>,
+    hosts: &BTreeMap<crate::model::MapKey, MapValue>,
+) -> &'c BTreeSet<BackendName> {
+    cell.get_or_init(|| {
+        hosts
+            .values()
+            .filter_map(MapValue::target_backend)
+            .collect()
+    })
+}
+
+/// The hosts map commands from `actual`'s map to `desired`'s (see [`MapEdits`]); `created`:
+/// the backends the plan creates. `routed_cell`: the backends `actual`'s routes name, read
+/// once.
 fn map_edits(
     actual: &ProxyState,
     desired: &Desired,
@@ -444,15 +459,7 @@ fn map_edits(
     created: &BTreeSet<BackendName>,
     routed_cell: &std::cell::OnceCell<BTreeSet<BackendName>>,
 ) -> MapEdits {
-    let routed = || -> &BTreeSet<BackendName> {
-        routed_cell.get_or_init(|| {
-            actual
-                .hosts
-                .values()
-                .filter_map(MapValue::target_backend)
-                .collect()
-        })
-    };
+    let routed = || routed_by(routed_cell, &actual.hosts);
     let mut reload = false;
     let map = &settings.hosts_map;
     // Routes that stop: deleted first, before their servers go. Buckets are only reachable
@@ -553,9 +560,9 @@ fn map_edits(
 /// O(backends) is a pointer copy of `actual`'s backends and a comparison of the two maps, at
 /// 10,000 services a small part of what the walk and its diff cost, a fifth of a change's
 /// CPU). While a service is served by a later generation (`<service>:<n>`, 3.4) the plans
-/// rename it, so they are full, as before this path existed. `None` when the last plan was not quiet (it reloaded, created, retired, held or
-/// renamed a backend), or a backend or map entry planned here needs more than runtime
-/// commands: the caller plans in full.
+/// rename it, so they are full, as before this path existed. `None` when the last plan was
+/// not quiet (it reloaded, created, retired, held or renamed a backend), or a backend or map
+/// entry planned here needs more than runtime commands: the caller plans in full.
 fn plan_only(
     actual: &ProxyState,
     attached: &BTreeSet<NetworkId>,
@@ -572,15 +579,11 @@ fn plan_only(
     let mut planned = Vec::with_capacity(visit.len());
     for name in &visit {
         let mut spec = Arc::clone(desired.backends.get(name)?);
-        if settings.connect_timeout_rule && spec.options.timeout_connect_ms.is_some() {
-            Arc::make_mut(&mut spec).options.timeout_connect_ms = None;
+        if settings.connect_timeout_rule {
+            clear_connect_timeout(&mut spec);
         }
         let current = actual.backends.get(name)?;
-        let runtime = &settings.runtime_backends;
-        let replace = runtime.delete
-            && runtime.create_from(&spec.options).is_some()
-            && (current.mode != spec.mode || current.options != spec.options);
-        if replace {
+        if generation::replaced(&settings.runtime_backends, &spec, current) {
             return None;
         }
         let b = backend::plan_backend(
@@ -597,45 +600,29 @@ fn plan_only(
         planned.push((name, spec, current, b));
     }
     // The map as the last plan left it (the steady state), or its edits (a label edit).
-    let edits = (actual.hosts != desired.hosts).then(|| {
-        map_edits(
+    let edits = match actual.hosts == desired.hosts {
+        true => MapEdits::default(),
+        false => map_edits(
             actual,
             desired,
             settings,
             &BTreeSet::new(),
             &std::cell::OnceCell::new(),
-        )
-    });
-    if edits.as_ref().is_some_and(|e| e.reload) {
+        ),
+    };
+    if edits.reload {
         return None;
     }
     let mut backends = actual.backends.clone();
     let mut server_commands = Vec::new();
     cache.unsettled.clear();
     for (name, spec, current, b) in planned {
-        if b.commands.is_empty() && **current == b.target {
-            cache.settled.insert(name.clone(), (spec, current.clone()));
-            continue;
-        }
-        cache.settled.remove(name);
-        cache.unsettled.insert(name.clone());
-        server_commands.extend(b.commands);
-        backends.insert(name.clone(), Arc::new(b.target));
+        let (target, commands) = cache.note(name, &spec, Some(current), b);
+        server_commands.extend(commands);
+        backends.insert(name.clone(), target);
     }
-    let runtime = match edits {
-        None => server_commands,
-        Some(e) => e
-            .deletions
-            .into_iter()
-            .chain(e.publish)
-            .chain(e.early)
-            .chain(server_commands)
-            .chain(e.late)
-            .chain(e.bucket_deletions)
-            .collect(),
-    };
     Some(Plan {
-        runtime,
+        runtime: edits.around(server_commands, Vec::new()),
         reload: false,
         target: ProxyState {
             backends,
