@@ -105,6 +105,24 @@ struct Cached {
     contribution: Contribution,
 }
 
+impl Cached {
+    /// `contribution`, derived from `service`, its `tasks` and the last good route `good`
+    /// (kept only if the contribution consulted it).
+    fn new(
+        service: &Arc<Service>,
+        tasks: &[&Arc<Task>],
+        good: Option<&Arc<RouteInForce>>,
+        contribution: Contribution,
+    ) -> Self {
+        Cached {
+            service: Arc::clone(service),
+            tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
+            last_good: good.filter(|_| contribution.consulted).cloned(),
+            contribution,
+        }
+    }
+}
+
 /// One service's part of [`Desired`], before the services are put together.
 #[derive(Debug, Clone, Default)]
 struct Contribution {
@@ -308,12 +326,7 @@ impl DesiredCache {
             }
             self.by_service.insert(
                 service.id.clone(),
-                Cached {
-                    service: Arc::clone(service),
-                    tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
-                    last_good: good.filter(|_| new.consulted),
-                    contribution: new,
-                },
+                Cached::new(service, tasks, good.as_ref(), new),
             );
         }
         prev.services.clone_from(&snap.services);
@@ -525,12 +538,7 @@ fn assemble(
             if cache.keep {
                 cache.by_service.insert(
                     service.id.clone(),
-                    Cached {
-                        service: (*service).clone(),
-                        tasks: tasks.iter().map(|t| Arc::clone(t)).collect(),
-                        last_good: good.cloned().filter(|_| contribution.consulted),
-                        contribution,
-                    },
+                    Cached::new(service, tasks, good, contribution),
                 );
                 match cache.by_service.get(&service.id) {
                     Some(cached) => &cached.contribution,
@@ -2166,6 +2174,23 @@ mod tests {
         }
     }
 
+    /// The snapshot the cache properties start from: service `s<i>` of variant `v` with `n`
+    /// running tasks, for each `(v, n)` of `first`.
+    fn pool(first: &[(u8, u8)]) -> Snapshot {
+        let mut snap = Snapshot {
+            networks: networks(),
+            ..Snapshot::default()
+        };
+        for (i, (v, n)) in first.iter().enumerate() {
+            let name = format!("s{i}");
+            snap.services.push(Arc::new(variant(&name, *v)));
+            for k in 0..*n {
+                snap.tasks.push(Arc::new(running(&name, k + 1)));
+            }
+        }
+        snap
+    }
+
     proptest::proptest! {
         /// The cache is a cache only: after a pass over one snapshot, a pass over the next
         /// (services kept as the same values, relabelled, added or removed; tasks kept, moved
@@ -2177,13 +2202,7 @@ mod tests {
             edits in proptest::collection::vec((0u8..4, 0u8..6, 0u8..4), 8),
         ) {
             let name = |i: usize| format!("s{i}");
-            let mut snap = Snapshot { networks: networks(), ..Snapshot::default() };
-            for (i, (v, n)) in first.iter().enumerate() {
-                snap.services.push(Arc::new(variant(&name(i), *v)));
-                for k in 0..*n {
-                    snap.tasks.push(Arc::new(running(&name(i), k + 1)));
-                }
-            }
+            let snap = pool(&first);
             let settings = Settings::default();
             let mut cache = DesiredCache::default();
             let before = desired_cached(&snap, &settings, &BTreeMap::new(), &mut cache);
@@ -2235,13 +2254,7 @@ mod tests {
             ),
         ) {
             let name = |i: usize| format!("s{i}");
-            let mut snap = Snapshot { networks: networks(), ..Snapshot::default() };
-            for (i, (v, n)) in first.iter().enumerate() {
-                snap.services.push(Arc::new(variant(&name(i), *v)));
-                for k in 0..*n {
-                    snap.tasks.push(Arc::new(running(&name(i), k + 1)));
-                }
-            }
+            let mut snap = pool(&first);
             snap.services.sort_by(|a, b| a.id.cmp(&b.id));
             snap.tasks.sort_by(|a, b| a.id.cmp(&b.id));
             let settings = Settings::default();
