@@ -254,33 +254,8 @@ impl DesiredCache {
                             return None;
                         }
                     } else {
-                        // A relabel whose map entries are the service's own, before and after.
-                        let (a, b) = (&r0.route, &r1.route);
-                        if a.backend != b.backend
-                            || r0.network != r1.network
-                            || prev.redirects
-                            || !b.redirects.is_empty()
-                            // `!<host>/` is the host's, whatever the root: two services on
-                            // one host under two roots share it.
-                            || a.tls.only
-                            || b.tls.only
-                            || prev.shared.contains(&a.backend)
-                            || a.access != b.access
-                        {
-                            return None;
-                        }
-                        let gone = own_entries(&service.name, a, s0)?;
-                        let came = own_entries(&service.name, b, s1)?;
-                        if gone.iter().any(|(k, v)| prev.out.hosts.get(k) != Some(v)) {
-                            return None;
-                        }
-                        for key in came.keys() {
-                            let taken = !gone.contains_key(key) && prev.out.hosts.contains_key(key);
-                            if taken || !claimed.insert(key.clone()) {
-                                return None;
-                            }
-                        }
-                        rekeyed = Some((gone, came));
+                        let built = ((&**r0, &**s0), (&**r1, &**s1));
+                        rekeyed = Some(prev.relabel(&service.name, built, &mut claimed)?);
                     }
                 }
                 _ => return None,
@@ -332,6 +307,48 @@ impl DesiredCache {
         prev.services.clone_from(&snap.services);
         prev.tasks.clone_from(&snap.tasks);
         Some((prev.out.clone(), Change::Backends(changed)))
+    }
+}
+
+/// A service's map entries (hosts map key -> value).
+type Entries = BTreeMap<MapKey, MapValue>;
+
+impl Prev {
+    /// The map entries a relabel of `service` (its route and backend before, then after)
+    /// removes and adds, when they are the service's own before and after: the same backend,
+    /// network and access lists, no redirect anywhere, no `ssl_only` on either side (`!<host>/`
+    /// is the host's, whatever the root: two services on one host under two roots share it),
+    /// no host it shared, and no key another service holds or (`claimed`) takes in this pass.
+    fn relabel(
+        &self,
+        service: &str,
+        ((r0, s0), (r1, s1)): ((&RouteInForce, &BackendSpec), (&RouteInForce, &BackendSpec)),
+        claimed: &mut BTreeSet<MapKey>,
+    ) -> Option<(Entries, Entries)> {
+        let (a, b) = (&r0.route, &r1.route);
+        if a.backend != b.backend
+            || r0.network != r1.network
+            || self.redirects
+            || !b.redirects.is_empty()
+            || a.tls.only
+            || b.tls.only
+            || self.shared.contains(&a.backend)
+            || a.access != b.access
+        {
+            return None;
+        }
+        let gone = own_entries(service, a, s0)?;
+        let came = own_entries(service, b, s1)?;
+        if gone.iter().any(|(k, v)| self.out.hosts.get(k) != Some(v)) {
+            return None;
+        }
+        for key in came.keys() {
+            let taken = !gone.contains_key(key) && self.out.hosts.contains_key(key);
+            if taken || !claimed.insert(key.clone()) {
+                return None;
+            }
+        }
+        Some((gone, came))
     }
 }
 
@@ -455,11 +472,7 @@ fn wanted_cert(service: &str, route: &Route) -> Option<super::WantedCert> {
 /// another service on the same host under another context root gives too): what [`desired`]
 /// writes for it when no other service claims those keys. `None` when the route claims a key
 /// twice (a split of its own).
-fn own_entries(
-    service: &str,
-    route: &Route,
-    spec: &BackendSpec,
-) -> Option<BTreeMap<MapKey, MapValue>> {
+fn own_entries(service: &str, route: &Route, spec: &BackendSpec) -> Option<Entries> {
     let mut out = BTreeMap::new();
     for (key, claim) in claims_of(service, route, spec) {
         let value = MapValue::backend(&claim.backend, claim.strip);

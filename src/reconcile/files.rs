@@ -565,7 +565,7 @@ mod tests {
             prop_assert_eq!(&text, &render::config_keeping(&second, &settings(), &none));
             let again = render::config_cached(&first, &settings(), &none, &mut sections, &text);
             prop_assert_eq!(&again, &render::config_keeping(&first, &settings(), &none));
-            // Given another text than the one they index, the places are not trusted.
+            // Given a text too short for their places, the sections are formatted again.
             prop_assert_eq!(
                 render::config_cached(&second, &settings(), &none, &mut sections, "garbage"),
                 render::config_keeping(&second, &settings(), &none)
